@@ -1,0 +1,42 @@
+# Helpers for building ChiMods. The same calls work in the Chimaera source tree
+# and in an out-of-tree project that did find_package(chimaera CONFIG).
+#
+# add_chimod_client(<mod> SOURCES <src>... [LINK <lib>...] [INCLUDE <dir>...])
+#   Builds lib<mod>_client.so: the client API of module <mod>, compiled with
+#   CHIMAERA_RUNTIME=0 and linked to chimaera::chimaera_client.
+#
+# add_chimod_runtime(<mod> SOURCES <src>... [LINK <lib>...] [INCLUDE <dir>...])
+#   Builds lib<mod>_runtime.so: the container of module <mod> (one of its
+#   sources uses CHI_TASK_CC), compiled with CHIMAERA_RUNTIME=1 and linked to
+#   chimaera::chimaera_runtime. The runtime dlopens it by module name.
+#
+# Both install to the library directory and export nothing: modules are
+# plug-ins, not libraries for others to link (clients link <mod>_client).
+include_guard(GLOBAL)
+include(GNUInstallDirs)
+
+function(_chimod_add_library mod kind runtime_flag base_target)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LINK;INCLUDE" ${ARGN})
+  if(NOT ARG_SOURCES)
+    message(FATAL_ERROR "add_chimod_${kind}(${mod}): SOURCES is required")
+  endif()
+  set(tgt ${mod}_${kind})
+  add_library(${tgt} SHARED ${ARG_SOURCES})
+  target_link_libraries(${tgt} PUBLIC ${base_target} ${ARG_LINK})
+  target_compile_definitions(${tgt} PRIVATE CHIMAERA_RUNTIME=${runtime_flag})
+  target_include_directories(${tgt} PUBLIC
+      $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include> ${ARG_INCLUDE})
+  if(CHIMAERA_MODULE_OUTPUT_DIR)
+    set_target_properties(${tgt} PROPERTIES
+        LIBRARY_OUTPUT_DIRECTORY ${CHIMAERA_MODULE_OUTPUT_DIR})
+  endif()
+  install(TARGETS ${tgt} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endfunction()
+
+function(add_chimod_client mod)
+  _chimod_add_library(${mod} client 0 chimaera::chimaera_client ${ARGN})
+endfunction()
+
+function(add_chimod_runtime mod)
+  _chimod_add_library(${mod} runtime 1 chimaera::chimaera_runtime ${ARGN})
+endfunction()

@@ -1,0 +1,135 @@
+// Client API of the admin module. Header-only so that it compiles into
+// clients (CHIMAERA_RUNTIME=0) and into runtime modules (=1) alike.
+//
+// Every AsyncX returns the submitted task (null if `main` is out of memory);
+// Wait() on it, read its OUT fields, then CHI_IPC->DelTask() it. A task that
+// could not be submitted comes back already completed with the error. Every
+// X() waits and returns the result. Any thread may call.
+#ifndef CHIMAERA_ADMIN_ADMIN_CLIENT_H_
+#define CHIMAERA_ADMIN_ADMIN_CLIENT_H_
+
+#include <string>
+
+#include "chimaera/admin/admin_tasks.h"
+#include "chimaera/client_util.h"
+
+namespace chi::admin {
+
+/** Client of the admin pool of this node. */
+class Client {
+ public:
+  /** Submits a no-op. */
+  FullPtr<NoopTask> AsyncNoop(const DomainQuery &dom = DomainQuery()) {
+    return Submit(
+        CHI_IPC->NewTaskDefault<NoopTask>(CHI_IPC->NewTaskNode(), dom));
+  }
+  /** Runs a no-op. */
+  Status Noop(const DomainQuery &dom = DomainQuery()) {
+    return WaitAndFree(AsyncNoop(dom), [](NoopTask *) {});
+  }
+  /** Submits an echo of `value`. */
+  FullPtr<EchoTask> AsyncEcho(u64 value,
+                              const DomainQuery &dom = DomainQuery()) {
+    return Submit(
+        CHI_IPC->NewTaskDefault<EchoTask>(CHI_IPC->NewTaskNode(), dom, value));
+  }
+  /** Echoes `value` through the runtime. */
+  StatusOr<u64> Echo(u64 value, const DomainQuery &dom = DomainQuery()) {
+    u64 ret = 0;
+    HSHM_RETURN_IF_ERROR(WaitAndFree(AsyncEcho(value, dom),
+                                     [&](EchoTask *t) { ret = t->ret_; }));
+    return ret;
+  }
+  /** Submits a fan-out of `count` subtasks, `depth` levels deep. */
+  FullPtr<FanOutTask> AsyncFanOut(u32 count, u32 depth = 1,
+                                  const DomainQuery &dom = DomainQuery()) {
+    return Submit(CHI_IPC->NewTaskDefault<FanOutTask>(CHI_IPC->NewTaskNode(),
+                                                      dom, count, depth));
+  }
+  /** Runs a fan-out; returns the sum of the subtasks' results. */
+  StatusOr<u64> FanOut(u32 count, u32 depth = 1) {
+    u64 sum = 0;
+    HSHM_RETURN_IF_ERROR(WaitAndFree(AsyncFanOut(count, depth),
+                                     [&](FanOutTask *t) { sum = t->sum_; }));
+    return sum;
+  }
+  /** Asks the runtime to stop; returns once it accepted. */
+  Status StopRuntime() {
+    return WaitAndFree(Submit(CHI_IPC->NewTaskDefault<StopRuntimeTask>(
+                           CHI_IPC->NewTaskNode(), DomainQuery())),
+                       [](StopRuntimeTask *) {});
+  }
+  /** Returns the id of pool `name`, creating it if needed. */
+  StatusOr<PoolId> GetOrCreatePool(const std::string &name,
+                                   const std::string &module,
+                                   u32 num_containers,
+                                   const std::string &params = "",
+                                   bool *existed = nullptr) {
+    auto task = CHI_IPC->NewTaskDefault<GetOrCreatePoolTask>(
+        CHI_IPC->NewTaskNode(), DomainQuery());
+    if (task.IsNull()) return Status::OutOfMemory("main segment is full");
+    FullPtr<char> buf;
+    if (!task->name_.Set(name) || !task->module_.Set(module)) {
+      CHI_IPC->DelTask(task);
+      return Status::InvalidArgument(
+          "pool and module names must be 1..63 "
+          "bytes");
+    }
+    task->num_containers_ = num_containers;
+    if (!params.empty()) {
+      buf = CHI_IPC->AllocateClientBuffer(params.size());
+      if (buf.IsNull()) {
+        CHI_IPC->DelTask(task);
+        return Status::OutOfMemory("client_data segment is full");
+      }
+      std::memcpy(buf.ptr_, params.data(), params.size());
+      task->params_ = buf.shm_;
+      task->params_size_ = params.size();
+    }
+    PoolId id;
+    Status s = WaitAndFree(Submit(task), [&](GetOrCreatePoolTask *t) {
+      id = t->new_pool_id_;
+      if (existed) *existed = t->existed_ != 0;
+    });
+    if (!buf.IsNull()) (void)CHI_IPC->FreeBuffer(buf.shm_);
+    if (!s.ok()) return s;
+    return id;
+  }
+  /** Destroys pool `id` (waits for its running tasks). */
+  Status DestroyPool(const PoolId &id) {
+    return WaitAndFree(Submit(CHI_IPC->NewTaskDefault<DestroyPoolTask>(
+                           CHI_IPC->NewTaskNode(), DomainQuery(), id)),
+                       [](DestroyPoolTask *) {});
+  }
+  /** The id of pool `name`. */
+  StatusOr<PoolId> LookupPool(const std::string &name) {
+    auto task = CHI_IPC->NewTaskDefault<LookupPoolTask>(CHI_IPC->NewTaskNode(),
+                                                        DomainQuery());
+    if (task.IsNull()) return Status::OutOfMemory("main segment is full");
+    if (!task->name_.Set(name)) {
+      CHI_IPC->DelTask(task);
+      return Status::InvalidArgument("pool names are 1..63 bytes");
+    }
+    PoolId id;
+    HSHM_RETURN_IF_ERROR(WaitAndFree(
+        Submit(task), [&](LookupPoolTask *t) { id = t->pool_id_out_; }));
+    return id;
+  }
+  /** A text report of the runtime's state. */
+  StatusOr<std::string> Stat() {
+    std::string text;
+    HSHM_RETURN_IF_ERROR(
+        WaitAndFree(Submit(CHI_IPC->NewTaskDefault<StatTask>(
+                        CHI_IPC->NewTaskNode(), DomainQuery())),
+                    [&](StatTask *t) {
+                      FullPtr<char> p(t->text_);
+                      if (!p.IsNull()) text.assign(p.ptr_, t->text_size_);
+                      (void)CHI_IPC->FreeBuffer(t->text_);
+                    }));
+    return text;
+  }
+};
+
+}  // namespace chi::admin
+
+#endif  // CHIMAERA_ADMIN_ADMIN_CLIENT_H_

@@ -1,0 +1,61 @@
+// Chimaera: the entry point of clients and of the runtime.
+//
+//   Client:   hshm::Status s = CHIMAERA_CLIENT_INIT();
+//   Runtime:  hshm::Status s = CHIMAERA_RUNTIME_INIT(); CHIMAERA->ServerWait();
+//
+// Init may be called from any thread; concurrent calls initialise once.
+#ifndef CHIMAERA_CHIMAERA_H_
+#define CHIMAERA_CHIMAERA_H_
+
+#include <condition_variable>
+#include <mutex>
+
+#include "chimaera/admin/admin_client.h"
+#include "chimaera/chimaera_types.h"
+#include "chimaera/config_manager.h"
+#include "chimaera/container.h"
+#include "chimaera/ipc_manager.h"
+#include "chimaera/task.h"
+#include "hermes_shm/singleton.h"
+
+namespace chi {
+
+/** The process's Chimaera instance (client or runtime). */
+class Chimaera {
+ public:
+  /** Loads the configuration and attaches to the local runtime. Errors:
+   * configuration errors, Unavailable when no runtime answers. */
+  Status ClientInit();
+  /** Starts the runtime: configuration, IPC (server + segments), modules,
+   * the admin pool, workers. Runtime library only. */
+  Status ServerInit();
+  /** Blocks until a StopRuntime task (or RequestStop) arrives. */
+  void ServerWait();
+  /** Asks ServerWait to return. Any thread (including a signal-safe path
+   * that only stores a flag: see RequestStopFromSignal). */
+  void RequestStop();
+  /** Stops workers (draining in-flight tasks), destroys pools and frees the
+   * segments. Call after ServerWait. */
+  void ServerStop();
+  /** Detaches a client from the runtime. */
+  void ClientFinalize();
+  /** True in the runtime process once ServerInit succeeded. */
+  bool IsRuntime() const { return is_runtime_; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_requested_ = false;
+  bool client_ready_ = false;
+  bool is_runtime_ = false;
+};
+
+}  // namespace chi
+
+#define CHIMAERA (::hshm::Singleton<::chi::Chimaera>::GetInstance())
+/** Attaches this client process to the local runtime; returns a Status. */
+#define CHIMAERA_CLIENT_INIT() (CHIMAERA->ClientInit())
+/** Starts the runtime in this process; returns a Status. */
+#define CHIMAERA_RUNTIME_INIT() (CHIMAERA->ServerInit())
+
+#endif  // CHIMAERA_CHIMAERA_H_

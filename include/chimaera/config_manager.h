@@ -1,0 +1,74 @@
+// The runtime configuration: defaults from config/chimaera_default.yaml
+// (embedded at build time), overridden by the YAML file named by the
+// CHI_SERVER_CONF environment variable.
+#ifndef CHIMAERA_CONFIG_MANAGER_H_
+#define CHIMAERA_CONFIG_MANAGER_H_
+
+#include <string>
+#include <vector>
+
+#include "chimaera/chimaera_types.h"
+#include "hermes_shm/config/base_config.h"
+#include "hermes_shm/singleton.h"
+
+namespace chi {
+
+/** Every setting of a runtime (and what a client needs to find it). */
+class ServerConfig : public hshm::BaseConfig {
+ public:
+  // workers:
+  u32 num_low_latency_ = 1;       ///< Low-latency workers (>= 1).
+  u32 num_high_latency_ = 1;      ///< High-latency workers (>= 1).
+  u32 num_reinforcement_ = 1;     ///< Reinforcement threads (>= 0).
+  std::vector<int> worker_cpus_;  ///< CPU per worker, or empty.
+  u32 idle_spin_us_ = 100;        ///< Idle polling before a worker sleeps.
+  // queue:
+  u64 queue_depth_ = 1024;  ///< Slots per process-queue lane.
+  // shm:
+  u64 main_size_ = 64ull << 20;    ///< Task segment.
+  u64 cdata_size_ = 256ull << 20;  ///< Client data segment.
+  u64 rdata_size_ = 64ull << 20;   ///< Runtime data segment.
+  // network:
+  std::string hostfile_;            ///< Hostfile path ("" = single node).
+  std::vector<std::string> hosts_;  ///< Parsed hostfile (or {"127.0.0.1"}).
+  u32 port_ = 9513;                 ///< ZeroMQ server port.
+  u32 client_timeout_ms_ = 2000;    ///< Client handshake timeout.
+  // modules:
+  std::vector<std::string> module_paths_;  ///< Extra module directories.
+
+  /** Total workers (low + high latency). */
+  u32 NumWorkers() const { return num_low_latency_ + num_high_latency_; }
+
+ protected:
+  /** Parses the embedded default YAML. */
+  Status LoadDefault() override;
+  /** Reads every known key; unknown keys, wrong types, bad sizes and
+   * out-of-range values are InvalidArgument errors naming the key. */
+  Status ParseYAML(const YAML::Node &node) override;
+};
+
+/** Owns the process's ServerConfig. Load once at start-up (single thread);
+ * afterwards any thread may read config(). */
+class ConfigurationManager {
+ public:
+  /** Loads defaults, then the file named by CHI_SERVER_CONF if set, then
+   * the hostfile. Errors name the file and the key. */
+  Status Load();
+  /** Loads defaults overridden by `yaml` (tests and tools). */
+  Status LoadText(const std::string &yaml);
+  /** The loaded configuration. */
+  const ServerConfig &config() const { return config_; }
+  ServerConfig &mutable_config() { return config_; }
+
+ private:
+  /** Parses the hostfile named in the config into hosts_. */
+  Status LoadHosts();
+  ServerConfig config_;
+};
+
+}  // namespace chi
+
+#define CHI_CONFIG_MANAGER \
+  (::hshm::Singleton<::chi::ConfigurationManager>::GetInstance())
+
+#endif  // CHIMAERA_CONFIG_MANAGER_H_

@@ -1,0 +1,121 @@
+// ChiContainer: the runtime-side object that holds part of a pool's state and
+// processes its tasks. Lives in runtime process memory, so it may use virtual
+// functions and std:: containers.
+//
+// A module derives from Container, registers a typed handler per method in
+// its constructor, and exports a factory with CHI_TASK_CC (module.h):
+//
+//   class Compressor : public chi::Container {
+//    public:
+//     Compressor() {
+//       RegisterMethod(Method::kCompress, "Compress", &Compressor::Compress);
+//     }
+//     void Compress(CompressTask *task, chi::RunContext &rctx);
+//   };
+//
+// Threading: methods of one container may run concurrently on several
+// workers (one per lane); a container guards its own shared state. Create and
+// Destroy run alone.
+#ifndef CHIMAERA_CONTAINER_H_
+#define CHIMAERA_CONTAINER_H_
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "chimaera/task.h"
+
+namespace chi {
+
+class RunContext;
+class Container;
+
+/** One entry of a container's method table (type-erased typed handler). */
+struct MethodEntry {
+  const char *name = nullptr;
+  /** Calls the typed handler. */
+  void (*run)(Container *self, void *handler, Task *task,
+              RunContext &rctx) = nullptr;
+  /** Destroys a task of this method's type in place (before freeing). */
+  void (*destroy)(Task *task) = nullptr;
+  /** The handler (a member function pointer, stored opaquely). */
+  alignas(16) char handler[16] = {};
+  /** sizeof the task type, to validate tasks from untrusted clients. */
+  size_t task_size = 0;
+};
+
+/** Base methods every container answers; module methods start at kCustom. */
+namespace BaseMethod {
+static GLOBAL_CROSS_CONST MethodId kCreate = 0;
+static GLOBAL_CROSS_CONST MethodId kDestroy = 1;
+static GLOBAL_CROSS_CONST MethodId kCustom = 10;
+}  // namespace BaseMethod
+
+/** A container of a pool. */
+class Container {
+ public:
+  virtual ~Container() = default;
+
+  /** Called once after construction, before any task. `params` are the
+   * module-specific creation parameters the client passed (may be empty).
+   * An error fails the pool creation. */
+  virtual Status Create(const std::string &params) { return Status::Ok(); }
+  /** Called once before destruction, after the last task finished. */
+  virtual void Destroy() {}
+  /** Scheduling hook. With kGlobalSchedule, called for a GetDynamic() task:
+   * set task->dom_query_ to a concrete query (the default hashes the task
+   * node over the pool's local containers). */
+  virtual void Monitor(MonitorMode mode, Task *task, RunContext &rctx);
+
+  /** Runs `task` with the handler of task->method_. Unknown methods complete
+   * the task with NotFound. */
+  void Run(Task *task, RunContext &rctx);
+  /** The method table entry of `method`, or null. */
+  const MethodEntry *GetMethod(MethodId method) const {
+    return method < methods_.size() && methods_[method].run ? &methods_[method]
+                                                            : nullptr;
+  }
+  /** Names of the registered methods (index = MethodId). */
+  std::vector<std::string> MethodNames() const;
+
+  // Identity, set by the pool manager before Create().
+  PoolId pool_id_;
+  std::string pool_name_;
+  std::string module_name_;
+  ContainerId container_id_ = 0;
+  u32 num_containers_ = 1;
+  /** Tasks currently running on this container (pool destruction waits for
+   * zero). */
+  std::atomic<u32> inflight_{0};
+  /** Tasks completed by this container. */
+  std::atomic<u64> completed_{0};
+
+ protected:
+  /** Registers `fn` as the handler of `method` (call from the constructor). */
+  template <typename C, typename TaskT>
+  void RegisterMethod(MethodId method, const char *name,
+                      void (C::*fn)(TaskT *, RunContext &)) {
+    static_assert(sizeof(fn) <= sizeof(MethodEntry::handler), "handler size");
+    static_assert(std::is_base_of<Task, TaskT>::value, "TaskT must be a Task");
+    if (methods_.size() <= method) methods_.resize(method + 1);
+    MethodEntry &e = methods_[method];
+    e.name = name;
+    e.task_size = sizeof(TaskT);
+    std::memcpy(e.handler, &fn, sizeof(fn));
+    e.run = [](Container *self, void *handler, Task *task, RunContext &rctx) {
+      void (C::*f)(TaskT *, RunContext &);
+      std::memcpy(&f, handler, sizeof(f));
+      (static_cast<C *>(self)->*f)(static_cast<TaskT *>(task), rctx);
+    };
+    e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
+  }
+
+ private:
+  std::vector<MethodEntry> methods_;
+};
+
+}  // namespace chi
+
+#endif  // CHIMAERA_CONTAINER_H_

@@ -1,0 +1,196 @@
+// The IPC manager: shared-memory segments, task allocation and submission.
+//
+// The runtime (ServerInit) binds its ZeroMQ server, creates the three
+// segments -- `main` (tasks), `client_data` (client buffers) and
+// `runtime_data` (runtime buffers) -- and the process queue in `main`. A
+// client (ClientInit) asks the runtime's server for the segment names over
+// loopback, attaches them, and then talks to the runtime through shared
+// memory only.
+//
+// Threading: Init/Finalize run once, on one thread, before/after everything
+// else. NewTask, DelTask, AllocateBuffer, FreeBuffer and Send may be called
+// from any thread (and, in the runtime, from inside task fibers).
+#ifndef CHIMAERA_IPC_MANAGER_H_
+#define CHIMAERA_IPC_MANAGER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "chimaera/chimaera_types.h"
+#include "chimaera/task.h"
+#include "hermes_shm/data_structures/multi_mpsc_queue.h"
+#include "hermes_shm/memory/posix_shm.h"
+#include "hermes_shm/singleton.h"
+
+/** Allocator of the `main` segment (tasks). */
+#ifndef CHI_MAIN_ALLOC_T
+#define CHI_MAIN_ALLOC_T hipc::ThreadLocalAllocator
+#endif
+/** Allocator type that task constructors receive (the main allocator). */
+#ifndef CHI_ALLOC_T
+#define CHI_ALLOC_T CHI_MAIN_ALLOC_T
+#endif
+/** Allocator of the `client_data` segment. */
+#ifndef CHI_CDATA_ALLOC_T
+#define CHI_CDATA_ALLOC_T hipc::ThreadLocalAllocator
+#endif
+/** Allocator of the `runtime_data` segment. */
+#ifndef CHI_RDATA_ALLOC_T
+#define CHI_RDATA_ALLOC_T hipc::ThreadLocalAllocator
+#endif
+
+namespace chi {
+
+/** The process queue: lanes x {kLowLatency, kHighLatency} of task Pointers. */
+using ProcessQueue = hipc::multi_mpsc_queue<hipc::Pointer>;
+using Lane = ProcessQueue::Lane;
+
+/** Per-worker state shared with clients (wake-ups, counters). */
+struct alignas(HSHM_CACHELINE_SIZE) WorkerShared {
+  std::atomic<u32> sleeping_{0};    ///< Futex word: 1 while the worker sleeps.
+  std::atomic<u32> kind_{0};        ///< WorkerKind of the worker.
+  std::atomic<u64> tasks_done_{0};  ///< Tasks this worker completed.
+  std::atomic<u64> wakeups_{0};     ///< Times a producer woke it.
+  std::atomic<u32> num_lanes_{0};   ///< Lanes it drains.
+};
+
+/** Root of the `main` segment: its allocator's custom header. */
+struct IpcShared {
+  u64 magic_ = 0;
+  NodeId node_id_ = 0;
+  i32 runtime_pid_ = 0;
+  std::atomic<u32> ready_{0};     ///< 1 once the runtime serves tasks.
+  std::atomic<u32> shutdown_{0};  ///< 1 once the runtime is stopping.
+  hipc::Pointer process_queue_;   ///< ProcessQueue.
+  hipc::Pointer workers_;         ///< WorkerShared[num_workers_].
+  u32 num_workers_ = 0;
+  std::atomic<u64> next_task_major_{1};  ///< TaskNode major generator.
+};
+
+/** Segments and queues of one runtime, as seen by this process. */
+class IpcManager {
+ public:
+  IpcManager();
+  ~IpcManager();
+
+  /** Client: finds the runtime through its loopback server and attaches its
+   * segments. Unavailable (fast, clear message) if no runtime answers. */
+  Status ClientInit();
+  /** Runtime: binds the server, creates segments, allocators and the process
+   * queue. Fails if another runtime holds the port or the segments; removes
+   * segments a crashed runtime left behind. */
+  Status ServerInit();
+  /** Runtime: starts answering client handshakes (after workers run). */
+  Status StartServer();
+  /** Marks the runtime as stopping (new Sends fail with Unavailable). */
+  void BeginShutdown();
+  /** Stops the server, detaches (client) or destroys (runtime) segments. */
+  void Finalize();
+
+  /** Allocates a task in `main` and constructs it with
+   * (CtxAllocator, args...). Null if `main` is exhausted. */
+  template <typename TaskT, typename... Args>
+  FullPtr<TaskT> NewTask(const hipc::MemContext &ctx, Args &&...args) {
+    hipc::CtxAllocator<CHI_MAIN_ALLOC_T> alloc(ctx, main_alloc_);
+    return main_alloc_->template NewObj<TaskT>(ctx, alloc,
+                                               std::forward<Args>(args)...);
+  }
+  /** NewTask with the default memory context. */
+  template <typename TaskT, typename... Args>
+  FullPtr<TaskT> NewTaskDefault(Args &&...args) {
+    return NewTask<TaskT>(HSHM_MCTX, std::forward<Args>(args)...);
+  }
+  /** Destroys and frees a task (and its error message). Null is a no-op. */
+  template <typename TaskT>
+  void DelTask(const hipc::MemContext &ctx, FullPtr<TaskT> task) {
+    if (task.IsNull()) return;
+    FreeTaskExtras(task.ptr_);
+    (void)main_alloc_->DelObj(ctx, task);
+  }
+  template <typename TaskT>
+  void DelTask(FullPtr<TaskT> task) {
+    DelTask(HSHM_MCTX, task);
+  }
+
+  /** Allocates a data buffer: in `client_data` from a client, in
+   * `runtime_data` from the runtime. Null when the segment is full. */
+  FullPtr<char> AllocateBuffer(size_t size);
+  /** Allocates a buffer in `client_data` (either side). */
+  FullPtr<char> AllocateClientBuffer(size_t size);
+  /** Frees a buffer from either data segment. Null is a no-op. */
+  Status FreeBuffer(const hipc::Pointer &p);
+
+  /** Submits `task` to the runtime through the process queue. Errors:
+   * Unavailable when the runtime is stopping or gone, ResourceExhausted when
+   * its lane stays full past the client timeout. */
+  Status Send(Task *task);
+  /** Send for a FullPtr. */
+  template <typename TaskT>
+  Status Send(const FullPtr<TaskT> &task) {
+    return Send(static_cast<Task *>(task.ptr_));
+  }
+  /** A fresh root TaskNode. */
+  TaskNode NewTaskNode();
+
+  /** True while the runtime process exists and is not stopping. */
+  bool RuntimeAlive() const;
+  /** True while the runtime process exists (stopping or not). */
+  bool RuntimeProcessAlive() const;
+  /** True once Client/ServerInit succeeded. */
+  bool initialized() const { return initialized_; }
+  NodeId node_id() const { return shared_ ? shared_->node_id_ : 0; }
+  IpcShared *shared() const { return shared_; }
+  ProcessQueue *process_queue() const { return queue_; }
+  WorkerShared *workers() const { return workers_; }
+  CHI_MAIN_ALLOC_T *main_alloc() const { return main_alloc_; }
+  CHI_CDATA_ALLOC_T *cdata_alloc() const { return cdata_alloc_; }
+  CHI_RDATA_ALLOC_T *rdata_alloc() const { return rdata_alloc_; }
+  /** The address the ZeroMQ server is bound to ("127.0.0.1:9513"). */
+  const std::string &server_address() const { return server_addr_; }
+  /** Instance key used in this runtime's segment names. */
+  const std::string &instance_key() const { return instance_key_; }
+  /** Wakes the worker that drains `lane` if it sleeps. Any thread. */
+  void WakeLaneWorker(Lane &lane);
+  /** Writes `msg` into shared memory as task's error message. */
+  void SetTaskError(Task *task, const std::string &msg);
+
+ private:
+  /** Frees memory a completed task owns besides itself. */
+  void FreeTaskExtras(Task *task);
+  /** Creates (runtime) the three segments and their allocators. */
+  Status CreateSegments();
+  /** Attaches (client) the three segments named in the handshake. */
+  Status AttachSegments(const std::string &main, const std::string &cdata,
+                        const std::string &rdata);
+  /** Registers the three allocators in the memory manager. */
+  Status RegisterAllocators();
+  /** The runtime's server loop (its own thread). */
+  void ServerLoop();
+
+  struct ZmqState;  // ZeroMQ context + sockets (runtime)
+  std::unique_ptr<ZmqState> zmq_;
+  std::thread server_thread_;
+  std::atomic<bool> server_stop_{false};
+
+  hipc::PosixShmMmap main_shm_, cdata_shm_, rdata_shm_;
+  CHI_MAIN_ALLOC_T *main_alloc_ = nullptr;
+  CHI_CDATA_ALLOC_T *cdata_alloc_ = nullptr;
+  CHI_RDATA_ALLOC_T *rdata_alloc_ = nullptr;
+  IpcShared *shared_ = nullptr;
+  ProcessQueue *queue_ = nullptr;
+  WorkerShared *workers_ = nullptr;
+  std::string server_addr_;
+  std::string instance_key_;
+  NodeId node_id_ = 0;
+  bool initialized_ = false;
+  bool is_runtime_ = false;
+  u32 send_timeout_ms_ = 2000;
+};
+
+}  // namespace chi
+
+#define CHI_IPC (::hshm::Singleton<::chi::IpcManager>::GetInstance())
+
+#endif  // CHIMAERA_IPC_MANAGER_H_

@@ -1,0 +1,142 @@
+// The base task: a container method to execute plus its parameters.
+//
+// Tasks live in the `main` shared-memory segment, so they hold no virtual
+// functions, no process pointers and no std:: containers. A client allocates
+// one with CHI_IPC->NewTask<T>(), submits it with CHI_IPC->Send(), waits with
+// Wait() and frees it with CHI_IPC->DelTask(). The runtime never touches a
+// task after completing it, except a TASK_FIRE_AND_FORGET task, which the
+// runtime frees itself.
+//
+// Threading: the submitter owns the IN fields until Send; the runtime owns the
+// task until it completes; after IsComplete() returns true (acquire order) the
+// submitter owns it again and may read the OUT fields.
+#ifndef CHIMAERA_TASK_H_
+#define CHIMAERA_TASK_H_
+
+#include <atomic>
+#include <vector>
+
+#include "chimaera/chimaera_types.h"
+
+/** Decorator macros for task fields. */
+#define IN     // This is an input by the client
+#define OUT    // This is output by the runtime
+#define INOUT  // This is both an input and output
+#define TEMP   // This is internally used by the runtime or client.
+
+/** This task will execute periodically (every period_ns_) until stopped. If
+ * this is not set, the task is executed exactly once. */
+#define TASK_PERIODIC BIT_OPT(chi::u32, 0)
+/** This task has no return result and is freed by the runtime on completion.
+ */
+#define TASK_FIRE_AND_FORGET BIT_OPT(chi::u32, 1)
+
+namespace chi {
+
+class Task;
+
+namespace internal {
+/** Blocks until `task` completes: spins, then sleeps on a futex in a client;
+ * yields the fiber inside a runtime task. If the runtime dies the task is
+ * completed with kUnavailable. Defined by chimaera_client and
+ * chimaera_runtime. */
+void WaitTask(Task *task);
+/** Like WaitTask but gives up after `timeout_us`; false on timeout. */
+bool WaitTaskFor(Task *task, u64 timeout_us);
+/** Completes `task` with `status` (the message goes into shared memory). */
+void CompleteTask(Task *task, const Status &status);
+/** Records `status` as the task's result without completing it (a method
+ * reports an error this way; the worker completes the task). */
+void SetTaskStatus(Task *task, const Status &status);
+/** The error message of a completed task ("" if none). */
+std::string TaskErrorMessage(const Task *task);
+}  // namespace internal
+
+/** Bits of Task::state_. */
+enum TaskState : u32 {
+  kTaskComplete = 1,       ///< The result is ready (release by the runtime).
+  kTaskWaiterAsleep = 2,   ///< A waiter sleeps on the futex: wake it.
+  kTaskStopRequested = 4,  ///< A periodic task should run no more.
+};
+
+/** A container method to execute + parameters. */
+class Task {
+ public:
+  IN PoolId pool_id_;         /**< The unique ID of a pool */
+  IN TaskNode task_node_;     /**< The unique ID of this task in the graph */
+  IN DomainQuery dom_query_;  /**< The nodes that the task should run on */
+  IN MethodId method_ = 0;    /**< The method to call in the container */
+  IN ibitfield task_flags_;   /**< Properties of the task */
+  IN double period_ns_ = 0;   /**< The period of the task */
+  IN u32 prio_ = kLowLatency; /**< kLowLatency or kHighLatency */
+  OUT u32 rc_ = 0;            /**< StatusCode of the result (0 = ok) */
+  OUT hipc::Pointer err_;     /**< Error message in shared memory, or null */
+  TEMP std::atomic<u32> state_{0}; /**< TaskState bits */
+  TEMP u32 run_count_ = 0; /**< Times the runtime ran it (periodic tasks) */
+
+  /** SHM default constructor. */
+  template <typename AllocT>
+  explicit Task(const hipc::CtxAllocator<AllocT> &alloc) {}
+  Task(const Task &) = delete;
+  Task &operator=(const Task &) = delete;
+
+  /** Wait for this task to complete. See internal::WaitTask. */
+  void Wait() { internal::WaitTask(this); }
+  /** Wait at most `timeout_us`; false if it did not complete in time. */
+  bool WaitFor(u64 timeout_us) {
+    return internal::WaitTaskFor(this, timeout_us);
+  }
+  /** Wait for a subtask to complete (from inside this task's method, the
+   * fiber yields instead of blocking the worker). */
+  void Wait(Task *subtask) { internal::WaitTask(subtask); }
+  /** Wait for subtasks to complete. */
+  template <typename TaskT>
+  HSHM_INLINE void Wait(std::vector<FullPtr<TaskT>> &subtasks) {
+    for (auto &t : subtasks) internal::WaitTask(t.ptr_);
+  }
+
+  /** True once the runtime completed the task (acquire order). */
+  HSHM_INLINE bool IsComplete() const {
+    return state_.load(std::memory_order_acquire) & kTaskComplete;
+  }
+  /** The task's result: ok, or its code and message. REQUIRES: complete. */
+  Status GetStatus() const {
+    if (rc_ == 0) return Status::Ok();
+    return Status(static_cast<StatusCode>(rc_),
+                  internal::TaskErrorMessage(this));
+  }
+  /** From a container method: report `status` as this task's result. */
+  void SetStatus(const Status &status) {
+    internal::SetTaskStatus(this, status);
+  }
+  /** Asks a periodic task to stop after its current run. Any thread. */
+  void RequestStop() {
+    state_.fetch_or(kTaskStopRequested, std::memory_order_acq_rel);
+  }
+  /** True if RequestStop() was called. */
+  bool StopRequested() const {
+    return state_.load(std::memory_order_acquire) & kTaskStopRequested;
+  }
+  /** Makes this task periodic with period `period_ns`. Before Send only. */
+  void SetPeriodic(double period_ns) {
+    task_flags_.SetBits(TASK_PERIODIC);
+    period_ns_ = period_ns;
+  }
+  /** Makes this task fire-and-forget. Before Send only. */
+  void SetFireAndForget() { task_flags_.SetBits(TASK_FIRE_AND_FORGET); }
+  bool IsPeriodic() const { return task_flags_.Any(TASK_PERIODIC); }
+  bool IsFireAndForget() const { return task_flags_.Any(TASK_FIRE_AND_FORGET); }
+
+  /** Fills the IN fields shared by every task. */
+  void SetBase(const TaskNode &task_node, const PoolId &pool_id,
+               const DomainQuery &dom_query, MethodId method) {
+    task_node_ = task_node;
+    pool_id_ = pool_id;
+    dom_query_ = dom_query;
+    method_ = method;
+  }
+};
+
+}  // namespace chi
+
+#endif  // CHIMAERA_TASK_H_

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sanitizer runs, one command each:
+#   bash scripts/sanitize.sh address   # ASan + UBSan, whole suite
+#   bash scripts/sanitize.sh thread    # TSan, the lock-free parts
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind=${1:-address}
+case "$kind" in
+  address) filter="" ;;
+  thread) filter="MultiMpscQueue|AllocatorTest|ThreadLocalAllocator|CrossProcess|Runtime" ;;
+  *) echo "usage: $0 address|thread" >&2; exit 2 ;;
+esac
+export BUILD_DIR=build-$kind BUILD_TYPE=RelWithDebInfo
+bash scripts/install_deps.sh
+bash scripts/build.sh -DCHIMAERA_SANITIZE="$kind" -DCHIMAERA_BUILD_BENCHMARKS=OFF
+cd "$BUILD_DIR"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+if [ -n "$filter" ]; then
+  ctest -j "$(nproc)" --output-on-failure --timeout 600 -R "$filter"
+else
+  ctest -j "$(nproc)" --output-on-failure --timeout 600
+fi

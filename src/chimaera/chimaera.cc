@@ -1,0 +1,93 @@
+#include "chimaera/chimaera.h"
+
+#if CHIMAERA_RUNTIME
+#include "chimaera/module_manager.h"
+#include "chimaera/pool_manager.h"
+#include "chimaera/work_orchestrator.h"
+#endif
+
+namespace chi {
+
+#if CHIMAERA_RUNTIME
+/** Defined in admin_runtime.cc. */
+Container *NewAdminContainer();
+#endif
+
+Status Chimaera::ClientInit() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (client_ready_) return Status::Ok();
+  HSHM_RETURN_IF_ERROR(CHI_CONFIG_MANAGER->Load());
+  HSHM_RETURN_IF_ERROR(CHI_IPC->ClientInit());
+  client_ready_ = true;
+  return Status::Ok();
+}
+
+void Chimaera::ClientFinalize() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!client_ready_) return;
+  CHI_IPC->Finalize();
+  client_ready_ = false;
+}
+
+Status Chimaera::ServerInit() {
+#if CHIMAERA_RUNTIME
+  std::lock_guard<std::mutex> lock(mu_);
+  if (is_runtime_) return Status::Ok();
+  HSHM_RETURN_IF_ERROR(CHI_CONFIG_MANAGER->Load());
+  Status s = CHI_IPC->ServerInit();
+  if (!s.ok()) {
+    CHI_IPC->Finalize();
+    return s;
+  }
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  CHI_MODULE_MANAGER->Init(conf.module_paths_);
+  CHI_MODULE_MANAGER->RegisterBuiltin("chimaera_admin", &NewAdminContainer);
+  CHI_POOL_MANAGER->Init(CHI_IPC->node_id());
+  bool existed = false;
+  auto admin = CHI_POOL_MANAGER->GetOrCreatePool(
+      "chimaera_admin", "chimaera_admin", 1, "", &existed, &kAdminPoolId);
+  if (!admin.ok()) {
+    CHI_IPC->Finalize();
+    return admin.status();
+  }
+  s = CHI_WORK_ORCHESTRATOR->Init();
+  if (s.ok()) s = CHI_IPC->StartServer();
+  if (!s.ok()) {
+    CHI_WORK_ORCHESTRATOR->Stop(0);
+    CHI_IPC->Finalize();
+    return s;
+  }
+  is_runtime_ = true;
+  return Status::Ok();
+#else
+  return Status::Unimplemented(
+      "ServerInit requires the chimaera_runtime "
+      "library");
+#endif
+}
+
+void Chimaera::ServerWait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return stop_requested_; });
+}
+
+void Chimaera::RequestStop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_requested_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Chimaera::ServerStop() {
+#if CHIMAERA_RUNTIME
+  if (!is_runtime_) return;
+  CHI_IPC->BeginShutdown();
+  CHI_WORK_ORCHESTRATOR->Stop(10000);
+  CHI_POOL_MANAGER->DestroyAll();
+  CHI_IPC->Finalize();
+  is_runtime_ = false;
+#endif
+}
+
+}  // namespace chi

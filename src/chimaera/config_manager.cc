@@ -1,0 +1,125 @@
+#include "chimaera/config_manager.h"
+
+#include <cstdlib>
+
+#include "chimaera/config/default_config.h"
+#include "hermes_shm/config/config_parse.h"
+
+namespace chi {
+
+Status ServerConfig::LoadDefault() {
+  return ParseYamlText(kDefaultServerConfigYaml);
+}
+
+namespace {
+
+/** InvalidArgument unless lo <= v <= hi. */
+Status CheckRange(const std::string &key, u64 v, u64 lo, u64 hi) {
+  if (v < lo || v > hi) {
+    return Status::InvalidArgument("key '" + key + "': " + std::to_string(v) +
+                                   " is outside [" + std::to_string(lo) + ", " +
+                                   std::to_string(hi) + "]");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ServerConfig::ParseYAML(const YAML::Node &root) {
+  HSHM_RETURN_IF_ERROR(CheckKeys(
+      root, {"workers", "queue", "shm", "network", "modules"}, "config"));
+  if (const YAML::Node w = root["workers"]) {
+    HSHM_RETURN_IF_ERROR(CheckKeys(w,
+                                   {"low_latency", "high_latency",
+                                    "reinforcement", "cpus", "idle_spin_us"},
+                                   "workers"));
+    HSHM_RETURN_IF_ERROR(ReadScalar(w, "low_latency", &num_low_latency_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(w, "high_latency", &num_high_latency_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(w, "reinforcement", &num_reinforcement_));
+    HSHM_RETURN_IF_ERROR(ReadVector(w, "cpus", &worker_cpus_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(w, "idle_spin_us", &idle_spin_us_));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("workers.low_latency", num_low_latency_, 1, 256));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("workers.high_latency", num_high_latency_, 1, 256));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("workers.reinforcement", num_reinforcement_, 0, 16));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("workers.idle_spin_us", idle_spin_us_, 0, 10000000));
+    for (int cpu : worker_cpus_) {
+      if (cpu < 0) return Status::InvalidArgument("key 'workers.cpus': < 0");
+    }
+  }
+  if (const YAML::Node q = root["queue"]) {
+    HSHM_RETURN_IF_ERROR(CheckKeys(q, {"depth"}, "queue"));
+    HSHM_RETURN_IF_ERROR(ReadScalar(q, "depth", &queue_depth_));
+    HSHM_RETURN_IF_ERROR(CheckRange("queue.depth", queue_depth_, 2, 1 << 20));
+  }
+  if (const YAML::Node s = root["shm"]) {
+    HSHM_RETURN_IF_ERROR(
+        CheckKeys(s, {"main", "client_data", "runtime_data"}, "shm"));
+    HSHM_RETURN_IF_ERROR(ReadSize(s, "main", &main_size_));
+    HSHM_RETURN_IF_ERROR(ReadSize(s, "client_data", &cdata_size_));
+    HSHM_RETURN_IF_ERROR(ReadSize(s, "runtime_data", &rdata_size_));
+    constexpr u64 kMin = 1 << 20, kMax = 1ull << 40;
+    HSHM_RETURN_IF_ERROR(CheckRange("shm.main", main_size_, kMin, kMax));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("shm.client_data", cdata_size_, kMin, kMax));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("shm.runtime_data", rdata_size_, kMin, kMax));
+  }
+  if (const YAML::Node n = root["network"]) {
+    HSHM_RETURN_IF_ERROR(
+        CheckKeys(n, {"hostfile", "port", "client_timeout_ms"}, "network"));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "hostfile", &hostfile_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "port", &port_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(n, "client_timeout_ms", &client_timeout_ms_));
+    HSHM_RETURN_IF_ERROR(CheckRange("network.port", port_, 1, 65535));
+    HSHM_RETURN_IF_ERROR(CheckRange("network.client_timeout_ms",
+                                    client_timeout_ms_, 1, 3600000));
+  }
+  if (const YAML::Node m = root["modules"]) {
+    HSHM_RETURN_IF_ERROR(CheckKeys(m, {"paths"}, "modules"));
+    HSHM_RETURN_IF_ERROR(ReadVector(m, "paths", &module_paths_));
+    for (auto &p : module_paths_) p = hshm::ConfigParse::ExpandPath(p);
+  }
+  return Status::Ok();
+}
+
+Status ConfigurationManager::Load() {
+  const char *path = std::getenv("CHI_SERVER_CONF");
+  Status s = (path && *path) ? config_.LoadFile(path) : config_.LoadText("");
+  if (!s.ok()) {
+    return Status(s.code(), std::string("configuration ") +
+                                (path && *path ? path : "(defaults)") + ": " +
+                                s.message());
+  }
+  return LoadHosts();
+}
+
+Status ConfigurationManager::LoadText(const std::string &yaml) {
+  HSHM_RETURN_IF_ERROR(config_.LoadText(yaml));
+  return LoadHosts();
+}
+
+Status ConfigurationManager::LoadHosts() {
+  config_.hosts_.clear();
+  if (config_.hostfile_.empty()) {
+    config_.hosts_.push_back("127.0.0.1");
+    return Status::Ok();
+  }
+  auto hosts = hshm::ConfigParse::ParseHostfile(config_.hostfile_);
+  if (!hosts.ok()) {
+    return Status(hosts.status().code(),
+                  "hostfile: " + hosts.status().message());
+  }
+  if (hosts->empty()) {
+    return Status::InvalidArgument("hostfile " + config_.hostfile_ +
+                                   " lists no hosts");
+  }
+  config_.hosts_ = std::move(*hosts);
+  return Status::Ok();
+}
+
+}  // namespace chi

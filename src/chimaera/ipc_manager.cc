@@ -1,0 +1,514 @@
+// IpcManager: compiled into chimaera_client (CHIMAERA_RUNTIME=0) and
+// chimaera_runtime (CHIMAERA_RUNTIME=1); the server half exists only in the
+// runtime.
+#include "chimaera/ipc_manager.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+#include <zmq.hpp>
+
+#include "chimaera/config_manager.h"
+#include "hermes_shm/memory/memory_manager.h"
+#include "hermes_shm/util/futex.h"
+#if CHIMAERA_RUNTIME
+#include "chimaera/worker.h"
+#endif
+
+namespace chi {
+
+namespace {
+
+constexpr u64 kIpcMagic = 0x4348494950433031ull;  // "CHIIPC01"
+/** Allocator id majors of the three segments (minor = node id). */
+constexpr u32 kMainAllocMajor = 1;
+constexpr u32 kCdataAllocMajor = 2;
+constexpr u32 kRdataAllocMajor = 3;
+/** Protocol words of the handshake. */
+constexpr const char kHello[] = "HELLO";
+constexpr const char kOk[] = "OK";
+
+/** Error message stored after a task fails: length-prefixed text. */
+struct ErrorText {
+  u32 len;
+  char text[1];
+};
+
+/** True if process `pid` exists. */
+bool PidAlive(int pid) {
+  if (pid <= 0) return false;
+  return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/** Checks quickly (no ZeroMQ retry loop) whether a TCP listener is at
+ * host:port. */
+bool TcpListening(const std::string &host, u32 port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return true;  // cannot tell; let ZeroMQ try
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    close(fd);
+    return true;  // a name, not an address: let ZeroMQ resolve it
+  }
+  int rc = connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr));
+  close(fd);
+  return rc == 0;
+}
+
+}  // namespace
+
+struct IpcManager::ZmqState {
+  zmq::context_t ctx{1};
+  zmq::socket_t server{ctx, zmq::socket_type::rep};
+};
+
+IpcManager::IpcManager() = default;
+
+IpcManager::~IpcManager() = default;
+
+//------------------------------------------------------------------------------
+// Client side
+//------------------------------------------------------------------------------
+
+Status IpcManager::ClientInit() {
+  if (initialized_) return Status::Ok();
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  send_timeout_ms_ = conf.client_timeout_ms_;
+  const char *addr_env = std::getenv("CHI_SERVER_ADDR");
+  std::string host = (addr_env && *addr_env) ? addr_env : conf.hosts_[0];
+  std::string endpoint = "tcp://" + host + ":" + std::to_string(conf.port_);
+  std::string where = host + ":" + std::to_string(conf.port_);
+  if (!TcpListening(host, conf.port_)) {
+    return Status::Unavailable("no Chimaera runtime is listening on " + where +
+                               " (start one with chimaera_start_runtime, "
+                               "using the same CHI_SERVER_CONF)");
+  }
+  std::string reply;
+  try {
+    zmq::context_t ctx(1);
+    zmq::socket_t sock(ctx, zmq::socket_type::req);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.set(zmq::sockopt::rcvtimeo, static_cast<int>(conf.client_timeout_ms_));
+    sock.set(zmq::sockopt::sndtimeo, static_cast<int>(conf.client_timeout_ms_));
+    sock.connect(endpoint);
+    std::string req =
+        std::string(kHello) + " " + std::to_string(kModuleAbiVersion);
+    if (!sock.send(zmq::buffer(req), zmq::send_flags::none)) {
+      return Status::Unavailable("could not reach the runtime at " + where);
+    }
+    zmq::message_t msg;
+    if (!sock.recv(msg, zmq::recv_flags::none)) {
+      return Status::Unavailable(
+          "the runtime at " + where + " did not answer within " +
+          std::to_string(conf.client_timeout_ms_) + " ms");
+    }
+    reply = msg.to_string();
+  } catch (const zmq::error_t &e) {
+    return Status::Unavailable("ZeroMQ error talking to " + where + ": " +
+                               e.what());
+  }
+  std::istringstream in(reply);
+  std::string word, key, main, cdata, rdata;
+  u32 node = 0;
+  int pid = 0;
+  in >> word;
+  if (word != kOk) {
+    return Status::Unavailable("runtime at " + where + " refused: " + reply);
+  }
+  if (!(in >> node >> pid >> key >> main >> cdata >> rdata)) {
+    return Status::Internal("malformed handshake reply from " + where);
+  }
+  HSHM_RETURN_IF_ERROR(AttachSegments(main, cdata, rdata));
+  server_addr_ = where;
+  instance_key_ = key;
+  node_id_ = node;
+  initialized_ = true;
+  return Status::Ok();
+}
+
+Status IpcManager::AttachSegments(const std::string &main,
+                                  const std::string &cdata,
+                                  const std::string &rdata) {
+  HSHM_RETURN_IF_ERROR(main_shm_.Attach(main));
+  HSHM_RETURN_IF_ERROR(cdata_shm_.Attach(cdata));
+  HSHM_RETURN_IF_ERROR(rdata_shm_.Attach(rdata));
+  main_alloc_ = new CHI_MAIN_ALLOC_T();
+  cdata_alloc_ = new CHI_CDATA_ALLOC_T();
+  rdata_alloc_ = new CHI_RDATA_ALLOC_T();
+  HSHM_RETURN_IF_ERROR(
+      main_alloc_->Attach(main_shm_.data(), main_shm_.data_size()));
+  HSHM_RETURN_IF_ERROR(
+      cdata_alloc_->Attach(cdata_shm_.data(), cdata_shm_.data_size()));
+  HSHM_RETURN_IF_ERROR(
+      rdata_alloc_->Attach(rdata_shm_.data(), rdata_shm_.data_size()));
+  shared_ = main_alloc_->GetCustomHeader<IpcShared>();
+  if (!shared_ || shared_->magic_ != kIpcMagic ||
+      shared_->ready_.load(std::memory_order_acquire) != 1) {
+    return Status::Unavailable("runtime segments are not ready");
+  }
+  HSHM_RETURN_IF_ERROR(RegisterAllocators());
+  queue_ = FullPtr<ProcessQueue>(shared_->process_queue_).ptr_;
+  workers_ = FullPtr<WorkerShared>(shared_->workers_).ptr_;
+  if (!queue_ || !workers_) return Status::Internal("corrupt main segment");
+  return Status::Ok();
+}
+
+Status IpcManager::RegisterAllocators() {
+  auto *mm = HSHM_MEMORY_MANAGER;
+  HSHM_RETURN_IF_ERROR(mm->Register(main_alloc_->GetId(),
+                                    main_alloc_->GetRegion(),
+                                    main_alloc_->GetRegionSize(), main_alloc_));
+  HSHM_RETURN_IF_ERROR(
+      mm->Register(cdata_alloc_->GetId(), cdata_alloc_->GetRegion(),
+                   cdata_alloc_->GetRegionSize(), cdata_alloc_));
+  HSHM_RETURN_IF_ERROR(
+      mm->Register(rdata_alloc_->GetId(), rdata_alloc_->GetRegion(),
+                   rdata_alloc_->GetRegionSize(), rdata_alloc_));
+  return Status::Ok();
+}
+
+//------------------------------------------------------------------------------
+// Runtime side
+//------------------------------------------------------------------------------
+
+Status IpcManager::ServerInit() {
+#if CHIMAERA_RUNTIME
+  if (initialized_) return Status::Ok();
+  is_runtime_ = true;
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  zmq_ = std::make_unique<ZmqState>();
+  zmq_->server.set(zmq::sockopt::linger, 0);
+  std::string errors;
+  for (size_t i = 0; i < conf.hosts_.size(); ++i) {
+    std::string endpoint =
+        "tcp://" + conf.hosts_[i] + ":" + std::to_string(conf.port_);
+    try {
+      zmq_->server.bind(endpoint);
+      node_id_ = static_cast<NodeId>(i + 1);
+      server_addr_ = conf.hosts_[i] + ":" + std::to_string(conf.port_);
+      break;
+    } catch (const zmq::error_t &e) {
+      errors += " " + conf.hosts_[i] + " (" + e.what() + ");";
+    }
+  }
+  if (node_id_ == 0) {
+    return Status::AlreadyExists(
+        "could not bind port " + std::to_string(conf.port_) +
+        " on any hostfile address; is another runtime using it?" + errors);
+  }
+  instance_key_ = server_addr_;
+  HSHM_RETURN_IF_ERROR(CreateSegments());
+  initialized_ = true;
+  return Status::Ok();
+#else
+  return Status::Unimplemented("ServerInit needs chimaera_runtime");
+#endif
+}
+
+Status IpcManager::CreateSegments() {
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  struct Seg {
+    hipc::PosixShmMmap *shm;
+    const char *name;
+    u64 size;
+  } segs[] = {{&main_shm_, "main", conf.main_size_},
+              {&cdata_shm_, "client_data", conf.cdata_size_},
+              {&rdata_shm_, "runtime_data", conf.rdata_size_}};
+  for (auto &s : segs) {
+    std::string name = hipc::PosixShmMmap::MakeName(instance_key_, s.name);
+    if (hipc::PosixShmMmap::Exists(name)) {
+      // We hold the port, so a live owner would be a runtime of another
+      // configuration sharing our key: refuse. Otherwise it is stale.
+      hipc::PosixShmMmap old;
+      int owner = old.Attach(name).ok() ? old.creator_pid() : -1;
+      old.Detach();
+      if (owner > 0 && owner != getpid() && PidAlive(owner)) {
+        return Status::AlreadyExists("segment " + name +
+                                     " belongs to running process " +
+                                     std::to_string(owner));
+      }
+      HSHM_RETURN_IF_ERROR(hipc::PosixShmMmap::Unlink(name));
+      fprintf(stderr, "chimaera: removed stale segment %s (owner %d gone)\n",
+              name.c_str(), owner);
+    }
+    Status st = s.shm->Create(name, s.size);
+    if (!st.ok()) {
+      return Status(st.code(), std::string("creating segment '") + s.name +
+                                   "': " + st.message());
+    }
+  }
+  main_alloc_ = new CHI_MAIN_ALLOC_T();
+  cdata_alloc_ = new CHI_CDATA_ALLOC_T();
+  rdata_alloc_ = new CHI_RDATA_ALLOC_T();
+  HSHM_RETURN_IF_ERROR(main_alloc_->Create(
+      hipc::AllocatorId(kMainAllocMajor, node_id_), main_shm_.data(),
+      main_shm_.data_size(), sizeof(IpcShared)));
+  HSHM_RETURN_IF_ERROR(
+      cdata_alloc_->Create(hipc::AllocatorId(kCdataAllocMajor, node_id_),
+                           cdata_shm_.data(), cdata_shm_.data_size()));
+  HSHM_RETURN_IF_ERROR(
+      rdata_alloc_->Create(hipc::AllocatorId(kRdataAllocMajor, node_id_),
+                           rdata_shm_.data(), rdata_shm_.data_size()));
+  HSHM_RETURN_IF_ERROR(RegisterAllocators());
+
+  shared_ = new (main_alloc_->GetCustomHeader<IpcShared>()) IpcShared();
+  shared_->magic_ = kIpcMagic;
+  shared_->node_id_ = node_id_;
+  shared_->runtime_pid_ = getpid();
+  shared_->next_task_major_.store((static_cast<u64>(node_id_) << 48) | 1);
+  u32 lanes = std::max(conf.num_low_latency_, conf.num_high_latency_);
+  Status st;
+  auto q = ProcessQueue::New(main_alloc_, HSHM_MCTX, lanes, kNumPrios,
+                             conf.queue_depth_, &st);
+  if (q.IsNull()) return Status(st.code(), "process queue: " + st.message());
+  queue_ = q.ptr_;
+  shared_->process_queue_ = q.shm_;
+  shared_->num_workers_ = conf.NumWorkers();
+  auto w =
+      main_alloc_->AllocatePtr<WorkerShared>(HSHM_MCTX, shared_->num_workers_);
+  if (w.IsNull()) return Status::OutOfMemory("main segment: worker table");
+  for (u32 i = 0; i < shared_->num_workers_; ++i)
+    new (&w.ptr_[i]) WorkerShared();
+  workers_ = w.ptr_;
+  shared_->workers_ = w.shm_;
+  main_alloc_->FlushThreadCache();
+  return Status::Ok();
+}
+
+Status IpcManager::StartServer() {
+#if CHIMAERA_RUNTIME
+  shared_->ready_.store(1, std::memory_order_release);
+  server_stop_.store(false);
+  server_thread_ = std::thread([this] { ServerLoop(); });
+  return Status::Ok();
+#else
+  return Status::Unimplemented("StartServer needs chimaera_runtime");
+#endif
+}
+
+void IpcManager::ServerLoop() {
+  HSHM_THREAD_MODEL->SetName("chi_server");
+  zmq::pollitem_t items[] = {{zmq_->server.handle(), 0, ZMQ_POLLIN, 0}};
+  while (!server_stop_.load(std::memory_order_acquire)) {
+    try {
+      zmq::poll(items, 1, std::chrono::milliseconds(100));
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      zmq::message_t msg;
+      if (!zmq_->server.recv(msg, zmq::recv_flags::dontwait)) continue;
+      std::istringstream in(msg.to_string());
+      std::string word;
+      u32 abi = 0;
+      in >> word >> abi;
+      std::string reply;
+      if (word != kHello) {
+        reply = "ERR unknown request";
+      } else if (abi != kModuleAbiVersion) {
+        reply = "ERR client ABI " + std::to_string(abi) +
+                " does not match runtime ABI " +
+                std::to_string(kModuleAbiVersion);
+      } else if (shared_->shutdown_.load()) {
+        reply = "ERR runtime is shutting down";
+      } else {
+        reply = std::string(kOk) + " " + std::to_string(node_id_) + " " +
+                std::to_string(getpid()) + " " + instance_key_ + " " +
+                main_shm_.name() + " " + cdata_shm_.name() + " " +
+                rdata_shm_.name();
+      }
+      zmq_->server.send(zmq::buffer(reply), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t &e) {
+      // A broken request must not take the server down; log and go on.
+      fprintf(stderr, "chimaera: server: %s\n", e.what());
+    }
+  }
+}
+
+void IpcManager::BeginShutdown() {
+  if (shared_) shared_->shutdown_.store(1, std::memory_order_release);
+}
+
+void IpcManager::Finalize() {
+  if (server_thread_.joinable()) {
+    server_stop_.store(true, std::memory_order_release);
+    server_thread_.join();
+  }
+  zmq_.reset();
+  if (!initialized_) return;
+  auto *mm = HSHM_MEMORY_MANAGER;
+  if (main_alloc_) main_alloc_->FlushThreadCache();
+  if (cdata_alloc_) cdata_alloc_->FlushThreadCache();
+  if (rdata_alloc_) rdata_alloc_->FlushThreadCache();
+  if (main_alloc_) mm->Unregister(main_alloc_->GetId());
+  if (cdata_alloc_) mm->Unregister(cdata_alloc_->GetId());
+  if (rdata_alloc_) mm->Unregister(rdata_alloc_->GetId());
+  if (is_runtime_) {
+    (void)main_shm_.Destroy();
+    (void)cdata_shm_.Destroy();
+    (void)rdata_shm_.Destroy();
+  } else {
+    main_shm_.Detach();
+    cdata_shm_.Detach();
+    rdata_shm_.Detach();
+  }
+  // The allocator objects are leaked on purpose: threads may still hold
+  // caches that refer to them, and they are a few bytes.
+  shared_ = nullptr;
+  queue_ = nullptr;
+  workers_ = nullptr;
+  initialized_ = false;
+}
+
+//------------------------------------------------------------------------------
+// Both sides
+//------------------------------------------------------------------------------
+
+FullPtr<char> IpcManager::AllocateBuffer(size_t size) {
+#if CHIMAERA_RUNTIME
+  return rdata_alloc_->Allocate(HSHM_MCTX, size);
+#else
+  return cdata_alloc_->Allocate(HSHM_MCTX, size);
+#endif
+}
+
+FullPtr<char> IpcManager::AllocateClientBuffer(size_t size) {
+  return cdata_alloc_->Allocate(HSHM_MCTX, size);
+}
+
+Status IpcManager::FreeBuffer(const hipc::Pointer &p) {
+  if (p.IsNull()) return Status::Ok();
+  if (p.alloc_id_ == cdata_alloc_->GetId()) {
+    return cdata_alloc_->Free(HSHM_MCTX, p);
+  }
+  if (p.alloc_id_ == rdata_alloc_->GetId()) {
+    return rdata_alloc_->Free(HSHM_MCTX, p);
+  }
+  if (p.alloc_id_ == main_alloc_->GetId()) {
+    return main_alloc_->Free(HSHM_MCTX, p);
+  }
+  return Status::InvalidArgument("FreeBuffer: pointer of unknown allocator");
+}
+
+void IpcManager::FreeTaskExtras(Task *task) {
+  if (!task->err_.IsNull()) {
+    (void)FreeBuffer(task->err_);
+    task->err_ = hipc::Pointer::GetNull();
+  }
+}
+
+void IpcManager::SetTaskError(Task *task, const std::string &msg) {
+  if (!task->err_.IsNull()) (void)FreeBuffer(task->err_);
+  task->err_ = hipc::Pointer::GetNull();
+  FullPtr<char> buf =
+      main_alloc_->Allocate(HSHM_MCTX, sizeof(u32) + msg.size() + 1);
+  if (buf.IsNull()) return;  // the code alone still reports the error
+  auto *et = reinterpret_cast<ErrorText *>(buf.ptr_);
+  et->len = static_cast<u32>(msg.size());
+  std::memcpy(et->text, msg.data(), msg.size());
+  et->text[msg.size()] = '\0';
+  task->err_ = buf.shm_;
+}
+
+TaskNode IpcManager::NewTaskNode() {
+  return TaskNode(
+      shared_->next_task_major_.fetch_add(1, std::memory_order_relaxed), 0);
+}
+
+bool IpcManager::RuntimeAlive() const {
+  if (!shared_) return false;
+  if (shared_->shutdown_.load(std::memory_order_acquire)) return false;
+  return is_runtime_ || PidAlive(shared_->runtime_pid_);
+}
+
+bool IpcManager::RuntimeProcessAlive() const {
+  if (!shared_) return false;
+  return is_runtime_ || PidAlive(shared_->runtime_pid_);
+}
+
+void IpcManager::WakeLaneWorker(Lane &lane) {
+  // Pairs with the worker's store(sleeping=1); fence; re-check lanes.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  u32 w = lane.header().worker_id_.load(std::memory_order_relaxed);
+  if (w >= shared_->num_workers_) return;
+  WorkerShared &ws = workers_[w];
+  if (ws.sleeping_.load(std::memory_order_relaxed) != 0) {
+    ws.sleeping_.store(0, std::memory_order_relaxed);
+    ws.wakeups_.fetch_add(1, std::memory_order_relaxed);
+    hshm::FutexWake(&ws.sleeping_, 1);
+  }
+}
+
+namespace {
+/** The process-queue lane this thread submits to (spread over lanes by pid
+ * and thread id, fixed per thread so its tasks stay in order). */
+thread_local u32 tls_lane = ~0u;
+}  // namespace
+
+Status IpcManager::Send(Task *task) {
+  if (!shared_ || shared_->shutdown_.load(std::memory_order_relaxed)) {
+    return Status::Unavailable("the Chimaera runtime is not running");
+  }
+  if (tls_lane == ~0u) {
+    tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
+                                 HSHM_THREAD_MODEL->GetTid()) %
+                                queue_->num_lanes());
+  }
+  u32 prio = task->prio_ < kNumPrios ? task->prio_ : kLowLatency;
+  Lane &lane = queue_->GetLane(tls_lane, prio);
+  hipc::Pointer p = main_alloc_->ToPointer(task);
+  if (__builtin_expect(lane.TryPush(p), 1)) {
+    WakeLaneWorker(lane);
+    return Status::Ok();
+  }
+  // The lane is full: back off until it drains, the runtime dies, or the
+  // timeout passes. Inside the runtime, yield the fiber so the worker can
+  // drain the lane itself.
+  u64 deadline = hshm::NowNs() + static_cast<u64>(send_timeout_ms_) * 1000000;
+  for (u32 i = 0;; ++i) {
+    WakeLaneWorker(lane);
+#if CHIMAERA_RUNTIME
+    if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(10);
+#else
+    if (i < 64) {
+      HSHM_THREAD_MODEL->Yield();
+    } else {
+      HSHM_THREAD_MODEL->SleepForUs(50);
+    }
+#endif
+    if (lane.TryPush(p)) {
+      WakeLaneWorker(lane);
+      return Status::Ok();
+    }
+    if (!RuntimeAlive()) {
+      return Status::Unavailable("the Chimaera runtime stopped");
+    }
+    if (hshm::NowNs() > deadline) {
+      return Status::ResourceExhausted(
+          "process queue lane " + std::to_string(tls_lane) +
+          " stayed full for " + std::to_string(send_timeout_ms_) + " ms");
+    }
+  }
+}
+
+namespace internal {
+
+std::string TaskErrorMessage(const Task *task) {
+  if (task->err_.IsNull()) return std::string();
+  const char *p = hipc::ToProcessAddressChecked(task->err_, sizeof(u32));
+  if (!p) return "(error message unavailable)";
+  auto *et = reinterpret_cast<const ErrorText *>(p);
+  if (!hipc::ToProcessAddressChecked(task->err_, sizeof(u32) + et->len + 1)) {
+    return "(corrupt error message)";
+  }
+  return std::string(et->text, et->len);
+}
+
+}  // namespace internal
+
+}  // namespace chi

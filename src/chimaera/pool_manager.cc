@@ -1,0 +1,174 @@
+#include "chimaera/pool_manager.h"
+
+#include <mutex>
+
+#include "chimaera/module_manager.h"
+
+namespace chi {
+
+StatusOr<PoolId> PoolManager::GetOrCreatePool(
+    const std::string &name, const std::string &module, u32 num_containers,
+    const std::string &params, bool *existed, const PoolId *fixed_id) {
+  if (name.empty() || name.size() > kMaxNameLen) {
+    return Status::InvalidArgument("pool name must be 1.." +
+                                   std::to_string(kMaxNameLen) + " bytes");
+  }
+  if (num_containers == 0 || num_containers > 4096) {
+    return Status::InvalidArgument("a pool needs 1..4096 containers");
+  }
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    auto it = by_name_.find(name);
+    if (it != by_name_.end()) {
+      *existed = true;
+      return it->second;
+    }
+  }
+  HSHM_ASSIGN_OR_RETURN(ContainerFactory factory,
+                        CHI_MODULE_MANAGER->GetFactory(module));
+  auto pool = std::make_shared<PoolInfo>();
+  pool->name_ = name;
+  pool->module_ = module;
+  // Containers are built outside the lock: Create() may take a while.
+  for (u32 i = 0; i < num_containers; ++i) {
+    Container *c = factory();
+    if (!c) {
+      FinishDestroy(*pool);
+      return Status::Internal("module '" + module + "' made no container");
+    }
+    c->pool_name_ = name;
+    c->module_name_ = module;
+    c->container_id_ = i;
+    c->num_containers_ = num_containers;
+    pool->containers_.push_back(c);
+  }
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  auto it = by_name_.find(name);
+  if (it != by_name_.end()) {  // lost a race with another creator
+    lock.unlock();
+    FinishDestroy(*pool);
+    *existed = true;
+    return it->second;
+  }
+  pool->id_ = fixed_id ? *fixed_id : PoolId(node_id_, next_unique_++);
+  for (Container *c : pool->containers_) {
+    c->pool_id_ = pool->id_;
+    Status s = c->Create(params);
+    if (!s.ok()) {
+      lock.unlock();
+      FinishDestroy(*pool);
+      return Status(s.code(), "creating pool '" + name + "': " + s.message());
+    }
+  }
+  by_id_[pool->id_.ToU64()] = pool;
+  by_name_[name] = pool->id_;
+  *existed = false;
+  return pool->id_;
+}
+
+StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(
+    const PoolId &id) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  auto it = by_id_.find(id.ToU64());
+  if (it == by_id_.end()) {
+    return Status::NotFound("no pool with id " + id.ToString());
+  }
+  std::shared_ptr<PoolInfo> pool = it->second;
+  pool->destroying_.store(true);
+  by_id_.erase(it);
+  by_name_.erase(pool->name_);
+  return pool;
+}
+
+bool PoolManager::Drained(const PoolInfo &pool) {
+  for (Container *c : pool.containers_) {
+    if (c->inflight_.load(std::memory_order_acquire) != 0) return false;
+  }
+  return true;
+}
+
+void PoolManager::FinishDestroy(PoolInfo &pool) {
+  for (Container *c : pool.containers_) {
+    c->Destroy();
+    delete c;
+  }
+  pool.containers_.clear();
+}
+
+StatusOr<Container *> PoolManager::Acquire(const PoolId &id,
+                                           const DomainQuery &q) {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = by_id_.find(id.ToU64());
+  if (it == by_id_.end()) {
+    return Status::NotFound("no pool with id " + id.ToString());
+  }
+  PoolInfo &pool = *it->second;
+  if (pool.destroying_.load(std::memory_order_relaxed)) {
+    return Status::Aborted("pool '" + pool.name_ + "' is being destroyed");
+  }
+  u32 n = static_cast<u32>(pool.containers_.size());
+  u32 idx;
+  switch (q.kind_) {
+    case DomainQuery::kLocalId:
+    case DomainQuery::kGlobalId:
+      if (q.sel_ >= n) {
+        return Status::NotFound("pool '" + pool.name_ + "' has no container " +
+                                std::to_string(q.sel_));
+      }
+      idx = q.sel_;
+      break;
+    case DomainQuery::kLocalHash:
+    case DomainQuery::kGlobalHash:
+      idx = q.sel_ % n;
+      break;
+    case DomainQuery::kGlobalBcast:
+      // One node: every node of the domain is this one; its first container
+      // represents it.
+      idx = 0;
+      break;
+    default:
+      return Status::InvalidArgument("unresolved domain query kind " +
+                                     std::to_string(q.kind_));
+  }
+  Container *c = pool.containers_[idx];
+  c->inflight_.fetch_add(1, std::memory_order_acquire);
+  return c;
+}
+
+StatusOr<PoolId> PoolManager::Lookup(const std::string &name) {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = by_name_.find(name);
+  if (it == by_name_.end())
+    return Status::NotFound("no pool named '" + name + "'");
+  return it->second;
+}
+
+std::vector<PoolSummary> PoolManager::List() {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<PoolSummary> out;
+  for (auto &kv : by_id_) {
+    const PoolInfo &p = *kv.second;
+    PoolSummary s{p.id_,     p.name_,
+                  p.module_, static_cast<u32>(p.containers_.size()),
+                  0,         0};
+    for (Container *c : p.containers_) {
+      s.completed += c->completed_.load();
+      s.inflight += c->inflight_.load();
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
+void PoolManager::DestroyAll() {
+  std::vector<std::shared_ptr<PoolInfo>> pools;
+  {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    for (auto &kv : by_id_) pools.push_back(kv.second);
+    by_id_.clear();
+    by_name_.clear();
+  }
+  for (auto &p : pools) FinishDestroy(*p);
+}
+
+}  // namespace chi

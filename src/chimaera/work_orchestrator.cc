@@ -1,0 +1,111 @@
+#include "chimaera/work_orchestrator.h"
+
+#include "chimaera/config_manager.h"
+#include "hermes_shm/util/futex.h"
+
+namespace chi {
+
+Status WorkOrchestrator::Init() {
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  num_ll_ = conf.num_low_latency_;
+  num_hl_ = conf.num_high_latency_;
+  WorkerShared *shared = CHI_IPC->workers();
+  for (u32 i = 0; i < num_ll_ + num_hl_; ++i) {
+    WorkerKind kind =
+        i < num_ll_ ? WorkerKind::kLowLatency : WorkerKind::kHighLatency;
+    workers_.push_back(std::make_unique<Worker>(i, kind, &shared[i]));
+    rates_.push_back(std::make_unique<std::atomic<double>>(0.0));
+  }
+  // Process-queue lanes: lane i of each priority goes to worker i (mod the
+  // number of workers of that kind).
+  ProcessQueue *q = CHI_IPC->process_queue();
+  for (u32 l = 0; l < q->num_lanes(); ++l) {
+    workers_[l % num_ll_]->AddLane(&q->GetLane(l, kLowLatency), nullptr);
+    workers_[num_ll_ + l % num_hl_]->AddLane(&q->GetLane(l, kHighLatency),
+                                             nullptr);
+  }
+  size_t cpu_idx = 0;
+  auto next_cpu = [&]() -> int {
+    if (cpu_idx < conf.worker_cpus_.size()) return conf.worker_cpus_[cpu_idx++];
+    cpu_idx++;
+    return -1;
+  };
+  for (auto &w : workers_) {
+    Worker *wp = w.get();
+    int cpu = next_cpu();
+    auto t = HSHM_THREAD_MODEL->Spawn([wp, cpu] {
+      if (cpu >= 0) {
+        Status s = HSHM_THREAD_MODEL->SetCpuAffinity(cpu);
+        if (!s.ok())
+          fprintf(stderr, "chimaera: pinning: %s\n", s.ToString().c_str());
+      }
+      wp->Loop();
+    });
+    if (!t.ok())
+      return Status(t.status().code(),
+                    "spawning a worker: " + t.status().message());
+    threads_.push_back(std::move(*t));
+  }
+  for (u32 i = 0; i < conf.num_reinforcement_; ++i) {
+    int cpu = next_cpu();
+    auto t = HSHM_THREAD_MODEL->Spawn([this, i, cpu] {
+      if (cpu >= 0) (void)HSHM_THREAD_MODEL->SetCpuAffinity(cpu);
+      ReinforcementLoop(i);
+    });
+    if (!t.ok()) return t.status();
+    threads_.push_back(std::move(*t));
+  }
+  return Status::Ok();
+}
+
+void WorkOrchestrator::AddLane(Lane *lane, TaskPrio prio,
+                               Container *container) {
+  if (prio == kHighLatency) {
+    u32 i = rr_hl_.fetch_add(1) % num_hl_;
+    workers_[num_ll_ + i]->AddLane(lane, container);
+  } else {
+    u32 i = rr_ll_.fetch_add(1) % num_ll_;
+    workers_[i]->AddLane(lane, container);
+  }
+}
+
+void WorkOrchestrator::Stop(u64 drain_ms) {
+  u64 deadline = hshm::NowNs() + drain_ms * 1000000;
+  stop_.store(true);
+  for (auto &w : workers_) w->Stop(deadline);
+  for (auto &t : threads_) (void)HSHM_THREAD_MODEL->Join(t);
+  threads_.clear();
+}
+
+double WorkOrchestrator::WorkerRate(u32 worker) const {
+  return worker < rates_.size() ? rates_[worker]->load() : 0.0;
+}
+
+void WorkOrchestrator::ReinforcementLoop(u32 index) {
+  HSHM_THREAD_MODEL->SetName("chi_reinforce");
+  // Each reinforcement thread owns a stripe of the workers and keeps an
+  // exponentially weighted tasks/s estimate of each, for Monitor and stat.
+  constexpr u64 kPeriodUs = 100000;
+  constexpr double kAlpha = 0.3;
+  u32 stride = CHI_CONFIG_MANAGER->config().num_reinforcement_;
+  std::vector<u64> last(workers_.size(), 0);
+  u64 last_ns = hshm::NowNs();
+  WorkerShared *shared = CHI_IPC->workers();
+  while (!stop_.load()) {
+    for (u64 slept = 0; slept < kPeriodUs && !stop_.load(); slept += 10000) {
+      HSHM_THREAD_MODEL->SleepForUs(10000);
+    }
+    u64 now = hshm::NowNs();
+    double secs = static_cast<double>(now - last_ns) / 1e9;
+    last_ns = now;
+    for (u32 w = index; w < workers_.size(); w += stride) {
+      u64 done = shared[w].tasks_done_.load(std::memory_order_relaxed);
+      double rate = static_cast<double>(done - last[w]) / secs;
+      last[w] = done;
+      double old = rates_[w]->load();
+      rates_[w]->store(old == 0 ? rate : kAlpha * rate + (1 - kAlpha) * old);
+    }
+  }
+}
+
+}  // namespace chi

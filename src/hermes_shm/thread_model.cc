@@ -1,0 +1,124 @@
+#include "hermes_shm/thread_model.h"
+
+#include <sched.h>
+#include <time.h>
+
+#include <cerrno>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace hshm {
+
+namespace {
+
+/** Entry trampoline: owns the heap-allocated std::function. */
+void *ThreadEntry(void *arg) {
+  std::unique_ptr<std::function<void()>> fn(
+      static_cast<std::function<void()> *>(arg));
+  (*fn)();
+  return nullptr;
+}
+
+/** Process-wide pool of dense thread ids. */
+class TidPool {
+ public:
+  /** Takes the lowest free id, or kInvalidTid when all are taken. */
+  ThreadId Acquire() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      ThreadId id = free_.back();
+      free_.pop_back();
+      return id;
+    }
+    if (next_ >= ThreadModel::kMaxThreadIds) return ThreadModel::kInvalidTid;
+    return next_++;
+  }
+  /** Returns `id` to the pool. */
+  void Release(ThreadId id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(id);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<ThreadId> free_;
+  ThreadId next_ = 0;
+};
+
+TidPool *GetTidPool() {
+  static TidPool *pool = new TidPool();
+  return pool;
+}
+
+/** Holds the calling thread's id; gives it back when the thread exits. */
+struct TidHolder {
+  ThreadId id = ThreadModel::kInvalidTid;
+  bool taken = false;
+  ~TidHolder() {
+    if (taken && id != ThreadModel::kInvalidTid) GetTidPool()->Release(id);
+  }
+};
+
+thread_local TidHolder tls_tid;
+
+}  // namespace
+
+StatusOr<Thread> ThreadModel::Spawn(std::function<void()> fn) {
+  auto *arg = new std::function<void()>(std::move(fn));
+  Thread t;
+  int rc = pthread_create(&t.handle_, nullptr, ThreadEntry, arg);
+  if (rc != 0) {
+    delete arg;
+    return Status::FromErrno("pthread_create", rc);
+  }
+  t.joinable_ = true;
+  return t;
+}
+
+Status ThreadModel::Join(Thread &thread) {
+  if (!thread.joinable_) {
+    return Status::InvalidArgument("Join: thread is not joinable");
+  }
+  int rc = pthread_join(thread.handle_, nullptr);
+  if (rc != 0) return Status::FromErrno("pthread_join", rc);
+  thread.joinable_ = false;
+  return Status::Ok();
+}
+
+void ThreadModel::Yield() { sched_yield(); }
+
+void ThreadModel::SleepForUs(u64 us) {
+  struct timespec ts;
+  ts.tv_sec = static_cast<time_t>(us / 1000000);
+  ts.tv_nsec = static_cast<long>((us % 1000000) * 1000);
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+  }
+}
+
+ThreadId ThreadModel::GetTid() {
+  if (!tls_tid.taken) {
+    tls_tid.id = GetTidPool()->Acquire();
+    tls_tid.taken = true;
+  }
+  return tls_tid.id;
+}
+
+Status ThreadModel::SetCpuAffinity(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  if (rc != 0) return Status::FromErrno("pthread_setaffinity_np", rc);
+  return Status::Ok();
+}
+
+void ThreadModel::SetName(const char *name) {
+  char buf[16];
+  size_t i = 0;
+  for (; name[i] && i < sizeof(buf) - 1; ++i) buf[i] = name[i];
+  buf[i] = '\0';
+  pthread_setname_np(pthread_self(), buf);
+}
+
+}  // namespace hshm

@@ -1,0 +1,65 @@
+#include "hermes_shm/thread_model.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <set>
+#include <vector>
+
+#include "hermes_shm/util/futex.h"
+
+namespace {
+
+TEST(ThreadModelTest, SpawnJoin) {
+  std::atomic<int> ran{0};
+  std::vector<hshm::Thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    auto t = HSHM_THREAD_MODEL->Spawn([&] { ran.fetch_add(1); });
+    ASSERT_TRUE(t.ok()) << t.status();
+    threads.push_back(std::move(*t));
+  }
+  for (auto &t : threads) EXPECT_TRUE(HSHM_THREAD_MODEL->Join(t).ok());
+  EXPECT_EQ(ran.load(), 4);
+  // Joining twice is an error, not a crash.
+  EXPECT_FALSE(HSHM_THREAD_MODEL->Join(threads[0]).ok());
+}
+
+TEST(ThreadModelTest, TidsAreDenseAndRecycled) {
+  hshm::ThreadId mine = HSHM_THREAD_MODEL->GetTid();
+  EXPECT_EQ(mine, HSHM_THREAD_MODEL->GetTid());
+  std::set<hshm::ThreadId> seen;
+  for (int round = 0; round < 200; ++round) {
+    hshm::ThreadId id = 0;
+    auto t =
+        HSHM_THREAD_MODEL->Spawn([&] { id = HSHM_THREAD_MODEL->GetTid(); });
+    ASSERT_TRUE(t.ok());
+    ASSERT_TRUE(HSHM_THREAD_MODEL->Join(*t).ok());
+    EXPECT_NE(id, mine);
+    EXPECT_LT(id, hshm::ThreadModel::kMaxThreadIds);
+    seen.insert(id);
+  }
+  // Sequential threads reuse ids instead of growing without bound.
+  EXPECT_LE(seen.size(), 2u);
+}
+
+TEST(ThreadModelTest, SleepAndFutex) {
+  uint64_t t0 = hshm::NowNs();
+  HSHM_THREAD_MODEL->SleepForUs(2000);
+  EXPECT_GE(hshm::NowNs() - t0, 2000000u);
+  std::atomic<hshm::u32> word{0};
+  // Wrong expected value: returns at once.
+  t0 = hshm::NowNs();
+  hshm::FutexWait(&word, 1, 1000000);
+  EXPECT_LT(hshm::NowNs() - t0, 500000000u);
+  // Woken by another thread.
+  auto t = HSHM_THREAD_MODEL->Spawn([&] {
+    HSHM_THREAD_MODEL->SleepForUs(1000);
+    word.store(1);
+    hshm::FutexWake(&word, 1);
+  });
+  ASSERT_TRUE(t.ok());
+  while (word.load() == 0) hshm::FutexWait(&word, 0, 100000);
+  EXPECT_TRUE(HSHM_THREAD_MODEL->Join(*t).ok());
+}
+
+}  // namespace
