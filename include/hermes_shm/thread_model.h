@@ -70,6 +70,10 @@ class ThreadModel {
   void SetName(const char *name);
 };
 
+/** True if process `pid` exists and has not exited (a zombie -- exited but
+ * not yet reaped by its parent -- counts as exited). Any thread. */
+bool ProcessAlive(int pid);
+
 }  // namespace hshm
 
 /** The process's thread model. */

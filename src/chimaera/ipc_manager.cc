@@ -41,10 +41,7 @@ struct ErrorText {
 };
 
 /** True if process `pid` exists. */
-bool PidAlive(int pid) {
-  if (pid <= 0) return false;
-  return kill(pid, 0) == 0 || errno == EPERM;
-}
+bool PidAlive(int pid) { return hshm::ProcessAlive(pid); }
 
 /** Checks quickly (no ZeroMQ retry loop) whether a TCP listener is at
  * host:port. */

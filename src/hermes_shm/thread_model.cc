@@ -1,9 +1,12 @@
 #include "hermes_shm/thread_model.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <time.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -119,6 +122,22 @@ void ThreadModel::SetName(const char *name) {
   for (; name[i] && i < sizeof(buf) - 1; ++i) buf[i] = name[i];
   buf[i] = '\0';
   pthread_setname_np(pthread_self(), buf);
+}
+
+bool ProcessAlive(int pid) {
+  if (pid <= 0) return false;
+  if (kill(pid, 0) != 0 && errno != EPERM) return false;
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return true;  // no /proc: trust kill()
+  char buf[512];
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  // Format: "pid (comm) S ...": the state follows the last ')'.
+  const char *rp = strrchr(buf, ')');
+  return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
 }
 
 }  // namespace hshm

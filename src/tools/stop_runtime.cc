@@ -32,7 +32,7 @@ int main(int argc, char **argv) {
   }
   hshm::u64 deadline =
       hshm::NowNs() + static_cast<hshm::u64>(timeout_s) * 1000000000ull;
-  while (kill(pid, 0) == 0 || errno == EPERM) {
+  while (hshm::ProcessAlive(pid)) {
     if (hshm::NowNs() > deadline) {
       fprintf(
           stderr,

@@ -1,0 +1,98 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "chimaera/config/default_config.h"
+#include "chimaera/config_manager.h"
+#include "runtime_fixture.h"
+
+namespace {
+
+using chi::ConfigurationManager;
+
+TEST(ConfigTest, EmbeddedDefaultsMatchTheYaml) {
+  ConfigurationManager cm;
+  ASSERT_TRUE(cm.LoadText("").ok());
+  const chi::ServerConfig &c = cm.config();
+  EXPECT_EQ(c.num_low_latency_, 1u);
+  EXPECT_EQ(c.num_high_latency_, 1u);
+  EXPECT_EQ(c.queue_depth_, 1024u);
+  EXPECT_EQ(c.main_size_, 64ull << 20);
+  EXPECT_EQ(c.cdata_size_, 256ull << 20);
+  EXPECT_EQ(c.port_, 9513u);
+  ASSERT_EQ(c.hosts_.size(), 1u);
+  EXPECT_EQ(c.hosts_[0], "127.0.0.1");
+  // The constant is the YAML file's text.
+  EXPECT_NE(std::string(chi::kDefaultServerConfigYaml).find("low_latency"),
+            std::string::npos);
+}
+
+TEST(ConfigTest, OverridesOnlyWhatIsGiven) {
+  ConfigurationManager cm;
+  ASSERT_TRUE(cm.LoadText("workers:\n  low_latency: 3\n  cpus: [0, 1]\n"
+                          "shm:\n  main: 1g\nqueue:\n  depth: 64\n")
+                  .ok());
+  EXPECT_EQ(cm.config().num_low_latency_, 3u);
+  EXPECT_EQ(cm.config().num_high_latency_, 1u);
+  EXPECT_EQ(cm.config().main_size_, 1ull << 30);
+  EXPECT_EQ(cm.config().queue_depth_, 64u);
+  EXPECT_EQ(cm.config().worker_cpus_.size(), 2u);
+}
+
+/** Loads `yaml` and expects an InvalidArgument error mentioning `key`. */
+void ExpectError(const std::string &yaml, const std::string &key) {
+  ConfigurationManager cm;
+  hshm::Status s = cm.LoadText(yaml);
+  ASSERT_FALSE(s.ok()) << yaml;
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find(key), std::string::npos) << s;
+}
+
+TEST(ConfigTest, BadInputNamesTheKey) {
+  ExpectError("bogus: 1\n", "bogus");
+  ExpectError("workers:\n  low_latency: abc\n", "low_latency");
+  ExpectError("workers:\n  low_latency: 0\n", "low_latency");
+  ExpectError("workers:\n  typo: 1\n", "typo");
+  ExpectError("shm:\n  main: 12zb\n", "main");
+  ExpectError("shm:\n  client_data: -5m\n", "client_data");
+  ExpectError("network:\n  port: 70000\n", "port");
+  ExpectError("queue:\n  depth: [1, 2]\n", "depth");
+  ExpectError("workers: [\n", "YAML");
+}
+
+TEST(ConfigTest, HostfileIsParsed) {
+  std::string hf = chi_test::WriteTempFile(
+      "hosts", "# nodes\n127.0.0.[2-3]\n\n127.0.0.1 # me\n");
+  ConfigurationManager cm;
+  ASSERT_TRUE(cm.LoadText("network:\n  hostfile: " + hf + "\n").ok());
+  EXPECT_EQ(cm.config().hosts_,
+            (std::vector<std::string>{"127.0.0.2", "127.0.0.3", "127.0.0.1"}));
+  unlink(hf.c_str());
+  ConfigurationManager missing;
+  hshm::Status s = missing.LoadText("network:\n  hostfile: " + hf + "\n");
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find(hf), std::string::npos) << s;
+  std::string bad = chi_test::WriteTempFile("badhosts", "node[3-1]\n");
+  ConfigurationManager malformed;
+  s = malformed.LoadText("network:\n  hostfile: " + bad + "\n");
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  unlink(bad.c_str());
+}
+
+TEST(ConfigTest, ServerConfEnvironment) {
+  std::string path =
+      chi_test::WriteTempFile("c.yaml", "network:\n  port: 1234\n");
+  setenv("CHI_SERVER_CONF", path.c_str(), 1);
+  ConfigurationManager cm;
+  ASSERT_TRUE(cm.Load().ok());
+  EXPECT_EQ(cm.config().port_, 1234u);
+  unlink(path.c_str());
+  ConfigurationManager gone;
+  hshm::Status s = gone.Load();
+  EXPECT_EQ(s.code(), hshm::StatusCode::kNotFound) << s;
+  EXPECT_NE(s.message().find(path), std::string::npos) << s;
+  unsetenv("CHI_SERVER_CONF");
+}
+
+}  // namespace

@@ -1,0 +1,217 @@
+// End-to-end tests: a real chimaera_start_runtime subprocess per test, with
+// its own port and shared-memory names.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "chimaera/chimaera.h"
+#include "hermes_shm/memory/posix_shm.h"
+#include "hermes_shm/util/futex.h"
+#include "runtime_fixture.h"
+
+namespace {
+
+using chi_test::RunProgram;
+using chi_test::RuntimeProcess;
+using hshm::StatusCode;
+
+std::string Bin(const std::string &name) {
+  return chi_test::BinDir() + "/" + name;
+}
+
+TEST(RuntimeTest, SeparateClientProcess100kTasksThenCleanStop) {
+  RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  // 100,000 echo tasks from 4 threads, synchronously and then with 256 in
+  // flight per thread; the program checks every result.
+  std::string out;
+  int rc = RunProgram({Bin("chimaera_workload"), "--threads", "4", "--tasks",
+                       "100000", "--window", "256"},
+                      rt.config_path(), &out, 120);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("synchronous  4 threads x 25000 echo tasks"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("asynchronous 4 threads x 25000"), std::string::npos);
+  EXPECT_EQ(out.find("WRONG"), std::string::npos) << out;
+  // Stop: exit code 0, no process, no segment left.
+  hshm::Status s = rt.Stop();
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_FALSE(rt.Running());
+  for (const char *seg : {"main", "client_data", "runtime_data"}) {
+    EXPECT_FALSE(hipc::PosixShmMmap::Exists(rt.SegmentName(seg))) << seg;
+  }
+}
+
+TEST(RuntimeTest, InProcessClientSyncAsyncAndSubtasksOnOneWorker) {
+  RuntimeProcess rt("workers:\n  low_latency: 1\n  high_latency: 1\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto v = admin.Echo(42);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(*v, 42u);
+  // A task that waits on subtasks completes with a single low-latency
+  // worker: the parent's fiber yields while the same worker runs the
+  // subtasks. Two levels: 30 parents x 30 children.
+  auto sum = admin.FanOut(30, 2);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(*sum, 30u * (30 * 31 / 2));
+  // Several fan-outs in flight at once on that worker.
+  std::vector<chi::FullPtr<chi::admin::FanOutTask>> tasks;
+  for (int i = 0; i < 8; ++i) tasks.push_back(admin.AsyncFanOut(100));
+  for (auto &t : tasks) {
+    t->Wait();
+    EXPECT_TRUE(t->GetStatus().ok());
+    EXPECT_EQ(t->sum_, 5050u);
+    CHI_IPC->DelTask(t);
+  }
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+TEST(RuntimeTest, UnknownMethodAndPoolAreClearErrors) {
+  RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto t = admin.AsyncNoop();
+  ASSERT_FALSE(t.IsNull());
+  t->Wait();
+  CHI_IPC->DelTask(t);
+
+  auto bad = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery());
+  bad->method_ = 999;
+  bad = chi::Submit(bad);
+  ASSERT_TRUE(bad->WaitFor(5000000));
+  hshm::Status s = bad->GetStatus();
+  EXPECT_EQ(s.code(), StatusCode::kNotFound);
+  EXPECT_NE(s.message().find("no method 999"), std::string::npos) << s;
+  CHI_IPC->DelTask(bad);
+
+  auto nopool = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery());
+  nopool->pool_id_ = chi::PoolId(7, 7);
+  nopool = chi::Submit(nopool);
+  ASSERT_TRUE(nopool->WaitFor(5000000));
+  s = nopool->GetStatus();
+  EXPECT_EQ(s.code(), StatusCode::kNotFound);
+  EXPECT_NE(s.message().find("no pool with id 7.7"), std::string::npos) << s;
+  CHI_IPC->DelTask(nopool);
+
+  auto nocontainer = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery::GetLocalId(5));
+  nocontainer = chi::Submit(nocontainer);
+  ASSERT_TRUE(nocontainer->WaitFor(5000000));
+  EXPECT_EQ(nocontainer->GetStatus().code(), StatusCode::kNotFound);
+  CHI_IPC->DelTask(nocontainer);
+
+  // The runtime keeps serving.
+  EXPECT_TRUE(admin.Noop().ok());
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+TEST(RuntimeTest, PeriodicAndFireAndForgetTasks) {
+  RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  // Periodic: runs every millisecond until stopped.
+  auto p = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(CHI_IPC->NewTaskNode(),
+                                                         chi::DomainQuery(), 5);
+  p->SetPeriodic(1e6);
+  p = chi::Submit(p);
+  EXPECT_FALSE(p->WaitFor(100000));  // still running after 100 ms
+  p->RequestStop();
+  ASSERT_TRUE(p->WaitFor(5000000));
+  EXPECT_TRUE(p->GetStatus().ok());
+  EXPECT_GE(p->run_count_, 10u);
+  EXPECT_LE(p->run_count_, 200u);
+  CHI_IPC->DelTask(p);
+  // Fire-and-forget: the runtime frees them; the worker's count shows they
+  // ran.
+  chi::u64 before = CHI_IPC->workers()[0].tasks_done_.load();
+  for (int i = 0; i < 10000; ++i) {
+    auto f = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery());
+    ASSERT_FALSE(f.IsNull());
+    f->SetFireAndForget();
+    ASSERT_TRUE(CHI_IPC->Send(f).ok());
+  }
+  ASSERT_TRUE(admin.Noop().ok());
+  EXPECT_GE(CHI_IPC->workers()[0].tasks_done_.load(), before + 10001);
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+TEST(RuntimeTest, ClientWithNoRuntimeFailsFast) {
+  RuntimeProcess rt;  // configured, never started
+  hshm::u64 t0 = hshm::NowNs();
+  hshm::Status s = CHIMAERA_CLIENT_INIT();
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("no Chimaera runtime"), std::string::npos) << s;
+  EXPECT_LT(hshm::NowNs() - t0, 1000000000ull);
+  std::string out;
+  EXPECT_NE(RunProgram({Bin("chimaera_stop_runtime")}, rt.config_path(), &out),
+            0);
+  EXPECT_NE(out.find("no Chimaera runtime"), std::string::npos) << out;
+  EXPECT_NE(RunProgram({Bin("chimaera_stat")}, rt.config_path(), &out), 0);
+}
+
+TEST(RuntimeTest, BadConfigurationStopsStartWithAClearMessage) {
+  std::string out;
+  std::string bad =
+      chi_test::WriteTempFile("bad.yaml", "workers:\n  low_latency: lots\n");
+  EXPECT_EQ(RunProgram({Bin("chimaera_start_runtime")}, bad, &out), 1);
+  EXPECT_NE(out.find("low_latency"), std::string::npos) << out;
+  std::string unknown = chi_test::WriteTempFile("unk.yaml", "wrkers: {}\n");
+  EXPECT_EQ(RunProgram({Bin("chimaera_start_runtime")}, unknown, &out), 1);
+  EXPECT_NE(out.find("unknown key 'wrkers'"), std::string::npos) << out;
+  EXPECT_EQ(RunProgram({Bin("chimaera_start_runtime")},
+                       "/nonexistent/chimaera.yaml", &out),
+            1);
+  EXPECT_NE(out.find("/nonexistent/chimaera.yaml"), std::string::npos) << out;
+  unlink(bad.c_str());
+  unlink(unknown.c_str());
+}
+
+TEST(RuntimeTest, SecondRuntimeOnTheSamePortIsRefused) {
+  RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  std::string out;
+  EXPECT_EQ(RunProgram({Bin("chimaera_start_runtime")}, rt.config_path(), &out),
+            1);
+  EXPECT_NE(out.find("could not bind port"), std::string::npos) << out;
+  // The first one is unharmed.
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  EXPECT_TRUE(chi::admin::Client().Noop().ok());
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+TEST(RuntimeTest, CrashedRuntimeIsDetectedAndItsSegmentsCleaned) {
+  RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  // A waiting client learns that the runtime died.
+  auto p = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(CHI_IPC->NewTaskNode(),
+                                                         chi::DomainQuery());
+  p->SetPeriodic(1e6);
+  p = chi::Submit(p);
+  EXPECT_FALSE(p->WaitFor(20000));
+  rt.Kill(SIGKILL);
+  ASSERT_TRUE(p->WaitFor(5000000));
+  EXPECT_EQ(p->GetStatus().code(), StatusCode::kUnavailable);
+  CHI_IPC->DelTask(p);
+  CHIMAERA->ClientFinalize();
+  // Its segments outlive it; the next start removes them.
+  EXPECT_TRUE(hipc::PosixShmMmap::Exists(rt.SegmentName("main")));
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  EXPECT_NE(rt.Log().find("removed stale segment"), std::string::npos)
+      << rt.Log();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+}  // namespace

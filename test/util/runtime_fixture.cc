@@ -1,0 +1,208 @@
+#include "runtime_fixture.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "hermes_shm/memory/posix_shm.h"
+#include "hermes_shm/util/futex.h"
+
+namespace chi_test {
+
+namespace {
+
+/** Waits up to `timeout_ms` for `pid`; returns its wait status or -1. */
+int WaitPid(int pid, int timeout_ms) {
+  for (int i = 0; i < timeout_ms; ++i) {
+    int st = 0;
+    int r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) return st;
+    if (r < 0) return -1;
+    usleep(1000);
+  }
+  return -1;
+}
+
+/** True if something accepts TCP connections on 127.0.0.1:port. */
+bool Listening(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  bool ok = connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+std::string ReadAll(const std::string &path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::string BinDir() { return CHIMAERA_TEST_BIN_DIR; }
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = 0;
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+  int port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+std::string WriteTempFile(const std::string &tag, const std::string &text) {
+  static std::atomic<int> counter{0};
+  std::string path = "/tmp/chi_test_" + std::to_string(getpid()) + "_" +
+                     std::to_string(counter++) + "_" + tag;
+  std::ofstream out(path);
+  out << text;
+  return path;
+}
+
+RuntimeProcess::RuntimeProcess(const std::string &extra_yaml, bool full_yaml) {
+  port_ = FreePort();
+  std::string yaml = extra_yaml;
+  if (!full_yaml) {
+    yaml = "network:\n  port: " + std::to_string(port_) +
+           "\nshm:\n  main: 32m\n  client_data: 32m\n  runtime_data: 16m\n" +
+           extra_yaml;
+  }
+  conf_ = WriteTempFile("conf.yaml", yaml);
+  log_ = conf_ + ".log";
+  setenv("CHI_SERVER_CONF", conf_.c_str(), 1);
+}
+
+RuntimeProcess::~RuntimeProcess() {
+  if (pid_ > 0) {
+    kill(pid_, SIGTERM);
+    if (WaitPid(pid_, 10000) == -1) {
+      kill(pid_, SIGKILL);
+      WaitPid(pid_, 5000);
+    }
+  }
+  for (const char *seg : {"main", "client_data", "runtime_data"}) {
+    (void)hipc::PosixShmMmap::Unlink(SegmentName(seg));
+  }
+  unlink(conf_.c_str());
+  unlink(log_.c_str());
+}
+
+std::string RuntimeProcess::SegmentName(const std::string &segment) const {
+  return hipc::PosixShmMmap::MakeName("127.0.0.1:" + std::to_string(port_),
+                                      segment);
+}
+
+std::string RuntimeProcess::Log() const { return ReadAll(log_); }
+
+hshm::Status RuntimeProcess::Start() {
+  std::string exe = BinDir() + "/chimaera_start_runtime";
+  pid_ = fork();
+  if (pid_ < 0) return hshm::Status::FromErrno("fork", errno);
+  if (pid_ == 0) {
+    int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    setenv("CHI_SERVER_CONF", conf_.c_str(), 1);
+    execl(exe.c_str(), exe.c_str(), nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 1000; ++i) {
+    if (Log().find("ready") != std::string::npos && Listening(port_)) {
+      return hshm::Status::Ok();
+    }
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      return hshm::Status::Unavailable("runtime exited at start: " + Log());
+    }
+    usleep(10000);
+  }
+  return hshm::Status::Timeout("runtime did not start in 10 s: " + Log());
+}
+
+hshm::Status RuntimeProcess::Stop() {
+  std::string out;
+  int rc = RunProgram({BinDir() + "/chimaera_stop_runtime"}, conf_, &out);
+  if (rc != 0) {
+    return hshm::Status::Internal("chimaera_stop_runtime exited " +
+                                  std::to_string(rc) + ": " + out);
+  }
+  int st = WaitPid(pid_, 15000);
+  if (st == -1) return hshm::Status::Timeout("runtime did not exit");
+  pid_ = -1;
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    return hshm::Status::Internal("runtime exit status " + std::to_string(st) +
+                                  ": " + Log());
+  }
+  return hshm::Status::Ok();
+}
+
+void RuntimeProcess::Kill(int sig) {
+  if (pid_ <= 0) return;
+  kill(pid_, sig);
+  WaitPid(pid_, 10000);
+  pid_ = -1;
+}
+
+bool RuntimeProcess::Running() {
+  if (pid_ <= 0) return false;
+  int st = 0;
+  if (waitpid(pid_, &st, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+int RunProgram(const std::vector<std::string> &argv, const std::string &conf,
+               std::string *output, int timeout_s) {
+  std::string out_path = WriteTempFile("out.txt", "");
+  int pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int fd = open(out_path.c_str(), O_WRONLY | O_TRUNC, 0600);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    if (conf.empty()) {
+      unsetenv("CHI_SERVER_CONF");
+    } else {
+      setenv("CHI_SERVER_CONF", conf.c_str(), 1);
+    }
+    std::vector<char *> args;
+    for (auto &a : argv) args.push_back(const_cast<char *>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  int st = WaitPid(pid, timeout_s * 1000);
+  if (st == -1) {
+    kill(pid, SIGKILL);
+    WaitPid(pid, 5000);
+  }
+  if (output) *output = ReadAll(out_path);
+  unlink(out_path.c_str());
+  if (st == -1 || !WIFEXITED(st)) return -1;
+  return WEXITSTATUS(st);
+}
+
+}  // namespace chi_test
