@@ -116,6 +116,8 @@ class Worker {
   void Finish(RunContext *rctx);
   /** Sleeps until woken or `max_us` passed, unless work is visible. */
   void Sleep(u64 max_us);
+  /** Moves long-idle active lanes to cold_ and busy cold lanes back. */
+  void RebalanceLanes();
   /** Moves lanes from the mailbox into active_. */
   void TakeMailbox();
   /** True if any lane has queued tasks. */
@@ -130,7 +132,9 @@ class Worker {
   u32 id_;
   WorkerKind kind_;
   WorkerShared *shared_;
-  std::vector<WorkerLane> lanes_;
+  std::vector<WorkerLane> lanes_;  ///< Active lanes: polled every loop.
+  std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
+  u32 loop_count_ = 0;
   std::vector<RunContext *> blocked_;
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;

@@ -32,6 +32,10 @@ namespace {
 constexpr size_t kStackSize = 64 * 1024;
 constexpr size_t kGuardSize = 4096;
 constexpr u32 kPopBatch = 32;
+/** An active lane empty for this many polls in a row turns cold. */
+constexpr u32 kColdAfter = 4096;
+/** Cold lanes are polled once every this many loop iterations. */
+constexpr u32 kColdPeriod = 64;
 
 thread_local RunContext *tls_rctx = nullptr;
 
@@ -115,7 +119,7 @@ void Worker::TakeMailbox() {
   for (auto &wl : mailbox_) lanes_.push_back(wl);
   mailbox_.clear();
   has_mail_.store(false, std::memory_order_relaxed);
-  shared_->num_lanes_.store(static_cast<u32>(lanes_.size()));
+  shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
 }
 
 void Worker::Wake() {
@@ -173,6 +177,7 @@ void Worker::Loop() {
   for (;;) {
     if (has_mail_.load(std::memory_order_acquire)) TakeMailbox();
     bool did = PollLanes();
+    if (++loop_count_ % kColdPeriod == 0) RebalanceLanes();
     if (!blocked_.empty()) did |= CheckBlocked();
     if (!periodic_.empty()) did |= CheckPeriodic(hshm::NowNs());
     if (stop_.load(std::memory_order_acquire)) {
@@ -205,7 +210,32 @@ bool Worker::AnyLaneBusy() const {
   for (const auto &wl : lanes_) {
     if (!wl.lane->Empty()) return true;
   }
+  for (const auto &wl : cold_) {
+    if (!wl.lane->Empty()) return true;
+  }
   return false;
+}
+
+void Worker::RebalanceLanes() {
+  for (size_t i = 0; i < cold_.size();) {
+    if (!cold_[i].lane->Empty()) {
+      cold_[i].idle_polls = 0;
+      lanes_.push_back(cold_[i]);
+      cold_[i] = cold_.back();
+      cold_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  for (size_t i = 0; i < lanes_.size();) {
+    if (lanes_[i].idle_polls > kColdAfter) {
+      cold_.push_back(lanes_[i]);
+      lanes_[i] = lanes_.back();
+      lanes_.pop_back();
+    } else {
+      ++i;
+    }
+  }
 }
 
 void Worker::Sleep(u64 max_us) {
@@ -234,6 +264,7 @@ bool Worker::PollLanes() {
       }
       Dispatch(FullPtr<Task>(p), wl.container);
     }
+    wl.idle_polls = n ? 0 : wl.idle_polls + 1;
     did |= n > 0;
   }
   return did;
@@ -393,6 +424,8 @@ void Worker::Finish(RunContext *r) {
 void Worker::AbortRemaining() {
   Status aborted = Status::Aborted("the runtime is stopping");
   hipc::Pointer p;
+  for (auto &wl : cold_) lanes_.push_back(wl);
+  cold_.clear();
   for (auto &wl : lanes_) {
     while (wl.lane->TryPop(&p)) {
       if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
