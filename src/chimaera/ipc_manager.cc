@@ -412,9 +412,21 @@ void IpcManager::SetTaskError(Task *task, const std::string &msg) {
   task->err_ = buf.shm_;
 }
 
+namespace {
+/** This thread's reserved range of task-graph ids [next, end). */
+thread_local u64 tls_major_next = 0;
+thread_local u64 tls_major_end = 0;
+constexpr u64 kMajorBatch = 4096;
+}  // namespace
+
 TaskNode IpcManager::NewTaskNode() {
-  return TaskNode(
-      shared_->next_task_major_.fetch_add(1, std::memory_order_relaxed), 0);
+  // Reserve ids in batches so that threads do not contend on one counter.
+  if (tls_major_next == tls_major_end) {
+    tls_major_next = shared_->next_task_major_.fetch_add(
+        kMajorBatch, std::memory_order_relaxed);
+    tls_major_end = tls_major_next + kMajorBatch;
+  }
+  return TaskNode(tls_major_next++, 0);
 }
 
 bool IpcManager::RuntimeAlive() const {

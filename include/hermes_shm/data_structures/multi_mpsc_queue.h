@@ -178,12 +178,19 @@ class mpsc_lane {
 
   // Cache lines: header | producers' tail | consumer's head | read-only shape
   // (so neither side's writes evict the fields both read on every call).
-  alignas(HSHM_CACHELINE_SIZE) HeaderT header_;
-  alignas(HSHM_CACHELINE_SIZE) std::atomic<u64> tail_;
-  alignas(HSHM_CACHELINE_SIZE) std::atomic<u64> head_;
+  // Padding rather than alignas: the allocator aligns blocks to 16 bytes
+  // only, and a type demanding 64 would be misaligned.
+  static constexpr size_t kLine = HSHM_CACHELINE_SIZE;
+  static constexpr size_t PadTo(size_t n) { return (kLine - n % kLine) % kLine; }
+  HeaderT header_;
+  char pad0_[PadTo(sizeof(HeaderT)) ? PadTo(sizeof(HeaderT)) : kLine];
+  std::atomic<u64> tail_;
+  char pad1_[kLine - sizeof(u64)];
+  std::atomic<u64> head_;
   u64 stall_since_ns_;  ///< Consumer-only: when the head slot first stalled.
   std::atomic<u64> holes_;
-  alignas(HSHM_CACHELINE_SIZE) u64 mask_;
+  char pad2_[kLine - 3 * sizeof(u64)];
+  u64 mask_;
   hshm::i64 slots_off_;
 };
 
