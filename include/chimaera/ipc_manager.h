@@ -48,13 +48,16 @@ using ProcessQueue = hipc::multi_mpsc_queue<hipc::Pointer>;
 using Lane = ProcessQueue::Lane;
 
 /** Per-worker state shared with clients (wake-ups, counters). */
-struct alignas(HSHM_CACHELINE_SIZE) WorkerShared {
+/// Padded (not alignas) to a cache line: shm blocks are 16-byte aligned.
+struct WorkerShared {
   std::atomic<u32> sleeping_{0};    ///< Futex word: 1 while the worker sleeps.
   std::atomic<u32> kind_{0};        ///< WorkerKind of the worker.
   std::atomic<u64> tasks_done_{0};  ///< Tasks this worker completed.
   std::atomic<u64> wakeups_{0};     ///< Times a producer woke it.
   std::atomic<u32> num_lanes_{0};   ///< Lanes it drains.
+  char pad_[HSHM_CACHELINE_SIZE - 28];
 };
+static_assert(sizeof(WorkerShared) == HSHM_CACHELINE_SIZE, "one line");
 
 /** Root of the `main` segment: its allocator's custom header. */
 struct IpcShared {
