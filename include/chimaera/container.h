@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "chimaera/ipc_manager.h"
 #include "chimaera/task.h"
 
 namespace chi {
@@ -56,7 +57,9 @@ static GLOBAL_CROSS_CONST MethodId kCustom = 10;
 /** A container of a pool. */
 class Container {
  public:
-  virtual ~Container() = default;
+  /** Frees the container's queues. REQUIRES: no worker polls them any more
+   * (PoolManager::FinishDestroy retires them and waits first). */
+  virtual ~Container();
 
   /** Called once after construction, before any task. `params` are the
    * module-specific creation parameters the client passed (may be empty).
@@ -68,6 +71,23 @@ class Container {
    * set task->dom_query_ to a concrete query (the default hashes the task
    * node over the pool's local containers). */
   virtual void Monitor(MonitorMode mode, Task *task, RunContext &rctx);
+  /** Chooses where a task resolved to this container runs: a lane of one of
+   * its queues (GetLane), or null to run it on the worker that popped it.
+   * The default runs kHighLatency tasks on the lanes of the container's
+   * first high-latency queue, if it made one, and everything else inline.
+   * Called by workers, concurrently. */
+  virtual Lane *Route(Task *task);
+
+  /** Creates queue `id`: `num_lanes` lanes of `depth` slots in runtime_data,
+   * drained by workers of priority `prio` (low-latency lanes go to
+   * low-latency workers, high-latency lanes to high-latency workers). Call
+   * from Create(). Errors: AlreadyExists, OutOfMemory. */
+  Status CreateQueue(QueueId id, u32 num_lanes, TaskPrio prio, u64 depth = 256);
+  /** Lane `lane` (mod the lane count) of queue `id`, or null. */
+  Lane *GetLane(QueueId id, u32 lane);
+  /** Marks every lane of this container retired: workers abort what is left
+   * in them and stop polling them. Pool destruction only. */
+  void RetireQueues();
 
   /** Runs `task` with the handler of task->method_. Unknown methods complete
    * the task with NotFound. */
@@ -113,7 +133,14 @@ class Container {
   }
 
  private:
+  /** A queue made by CreateQueue. */
+  struct OwnedQueue {
+    QueueId id;
+    TaskPrio prio;
+    FullPtr<ProcessQueue> queue;
+  };
   std::vector<MethodEntry> methods_;
+  std::vector<OwnedQueue> queues_;
 };
 
 }  // namespace chi

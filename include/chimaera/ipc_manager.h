@@ -43,6 +43,9 @@
 
 namespace chi {
 
+/** LaneHeader::flags_ bit: the lane's container is being destroyed. */
+static GLOBAL_CROSS_CONST u32 kLaneRetired = 1;
+
 /** The process queue: lanes x {kLowLatency, kHighLatency} of task Pointers. */
 using ProcessQueue = hipc::multi_mpsc_queue<hipc::Pointer>;
 using Lane = ProcessQueue::Lane;

@@ -27,6 +27,11 @@ class WorkOrchestrator {
   /** Gives `lane` (of priority `prio`) to a worker of the matching kind,
    * round-robin. `container` owns the lane (null for process lanes). */
   void AddLane(Lane *lane, TaskPrio prio, Container *container);
+  /** Returns once every running worker has started a new loop iteration
+   * twice (so none still uses a lane retired before the call). From a task
+   * fiber it yields while waiting. Bounded by `timeout_ms`; false on timeout.
+   */
+  bool WaitQuiescent(u64 timeout_ms);
   /** Stops every thread: workers finish queued tasks until `drain_ms`
    * passes, then abort the rest. Joins all threads. */
   void Stop(u64 drain_ms);

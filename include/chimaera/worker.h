@@ -92,6 +92,10 @@ class Worker {
    * Returns false (doing nothing) outside a fiber. */
   static bool YieldCurrentFiber();
 
+  /** Loop iterations so far (any thread; advances while the worker runs). */
+  u64 epoch() const { return epoch_.load(std::memory_order_acquire); }
+  /** True once Loop() returned. */
+  bool exited() const { return exited_.load(std::memory_order_acquire); }
   u32 id() const { return id_; }
   WorkerKind kind() const { return kind_; }
   /** Lanes this worker drains (approximate; any thread). */
@@ -116,6 +120,8 @@ class Worker {
   void Finish(RunContext *rctx);
   /** Sleeps until woken or `max_us` passed, unless work is visible. */
   void Sleep(u64 max_us);
+  /** Aborts the tasks left in a retired lane. */
+  void DrainRetired(Lane *lane);
   /** Moves long-idle active lanes to cold_ and busy cold lanes back. */
   void RebalanceLanes();
   /** Moves lanes from the mailbox into active_. */
@@ -135,6 +141,8 @@ class Worker {
   std::vector<WorkerLane> lanes_;  ///< Active lanes: polled every loop.
   std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
   u32 loop_count_ = 0;
+  std::atomic<u64> epoch_{0};
+  std::atomic<bool> exited_{false};
   std::vector<RunContext *> blocked_;
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;

@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "chimaera/module_manager.h"
+#include "chimaera/work_orchestrator.h"
 
 namespace chi {
 
@@ -88,6 +89,14 @@ bool PoolManager::Drained(const PoolInfo &pool) {
 }
 
 void PoolManager::FinishDestroy(PoolInfo &pool) {
+  // No worker may still poll the containers' lanes, nor run a task popped
+  // from them, when the containers go away.
+  for (Container *c : pool.containers_) c->RetireQueues();
+  CHI_WORK_ORCHESTRATOR->WaitQuiescent(10000);
+  u64 deadline = hshm::NowNs() + 10ull * 1000000000;
+  while (!Drained(pool) && hshm::NowNs() < deadline) {
+    if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
+  }
   for (Container *c : pool.containers_) {
     c->Destroy();
     delete c;

@@ -69,6 +69,22 @@ void WorkOrchestrator::AddLane(Lane *lane, TaskPrio prio,
   }
 }
 
+bool WorkOrchestrator::WaitQuiescent(u64 timeout_ms) {
+  std::vector<u64> start;
+  for (auto &w : workers_) start.push_back(w->epoch());
+  u64 deadline = hshm::NowNs() + timeout_ms * 1000000;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker *w = workers_[i].get();
+    // From a fiber, our own worker advances each time we yield.
+    while (!w->exited() && w->epoch() < start[i] + 2) {
+      if (hshm::NowNs() > deadline) return false;
+      w->Wake();
+      if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
+    }
+  }
+  return true;
+}
+
 void WorkOrchestrator::Stop(u64 drain_ms) {
   u64 deadline = hshm::NowNs() + drain_ms * 1000000;
   stop_.store(true);

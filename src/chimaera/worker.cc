@@ -175,6 +175,8 @@ void Worker::Loop() {
   snprintf(name, sizeof(name), "chi_worker_%u", id_);
   HSHM_THREAD_MODEL->SetName(name);
   for (;;) {
+    epoch_.store(epoch_.load(std::memory_order_relaxed) + 1,
+                 std::memory_order_release);
     if (has_mail_.load(std::memory_order_acquire)) TakeMailbox();
     bool did = PollLanes();
     if (++loop_count_ % kColdPeriod == 0) RebalanceLanes();
@@ -204,6 +206,7 @@ void Worker::Loop() {
     idle_since_ns_ = hshm::NowNs();
   }
   AbortRemaining();
+  exited_.store(true, std::memory_order_release);
 }
 
 bool Worker::AnyLaneBusy() const {
@@ -218,7 +221,12 @@ bool Worker::AnyLaneBusy() const {
 
 void Worker::RebalanceLanes() {
   for (size_t i = 0; i < cold_.size();) {
-    if (!cold_[i].lane->Empty()) {
+    if (cold_[i].container &&
+        (cold_[i].lane->header().flags_.load() & kLaneRetired)) {
+      DrainRetired(cold_[i].lane);
+      cold_[i] = cold_.back();
+      cold_.pop_back();
+    } else if (!cold_[i].lane->Empty()) {
       cold_[i].idle_polls = 0;
       lanes_.push_back(cold_[i]);
       cold_[i] = cold_.back();
@@ -251,8 +259,15 @@ void Worker::Sleep(u64 max_us) {
 
 bool Worker::PollLanes() {
   bool did = false;
+  bool retired = false;
   hipc::Pointer p;
   for (auto &wl : lanes_) {
+    if (wl.container &&
+        (wl.lane->header().flags_.load(std::memory_order_acquire) &
+         kLaneRetired)) {
+      retired = true;
+      continue;
+    }
     u32 n = 0;
     while (n < kPopBatch && wl.lane->TryPop(&p)) {
       ++n;
@@ -267,7 +282,29 @@ bool Worker::PollLanes() {
     wl.idle_polls = n ? 0 : wl.idle_polls + 1;
     did |= n > 0;
   }
+  if (retired) {
+    for (size_t i = 0; i < lanes_.size();) {
+      if (lanes_[i].container &&
+          (lanes_[i].lane->header().flags_.load() & kLaneRetired)) {
+        DrainRetired(lanes_[i].lane);
+        lanes_[i] = lanes_.back();
+        lanes_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+    shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
+  }
   return did;
+}
+
+void Worker::DrainRetired(Lane *lane) {
+  hipc::Pointer p;
+  Status aborted = Status::Aborted("the pool was destroyed");
+  while (lane->TryPop(&p)) {
+    if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
+    CompleteOrFree(FullPtr<Task>(p).ptr_, aborted, nullptr);
+  }
 }
 
 void Worker::Dispatch(FullPtr<Task> task, Container *known) {
@@ -308,6 +345,15 @@ void Worker::Dispatch(FullPtr<Task> task, Container *known) {
   if (!bad.ok()) {
     PoolManager::Release(c);
     return CompleteOrFree(t, bad, nullptr);
+  }
+  if (!known) {
+    // The container may want this task on one of its own lanes.
+    Lane *target = c->Route(t);
+    if (target && target->TryPush(task.shm_)) {
+      PoolManager::Release(c);
+      CHI_IPC->WakeLaneWorker(*target);
+      return;
+    }
   }
   RunContext *rctx = NewRunContext();
   rctx->task_ = task;

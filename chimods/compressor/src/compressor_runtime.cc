@@ -1,0 +1,324 @@
+// Runtime side of the compressor module.
+//
+// Methods run on 64 KB fiber stacks, so every codec state lives on the heap:
+// zstd contexts come from ZSTD_createCCtx/DCtx and lz4 compression uses
+// LZ4_compress_fast_extState with a heap state (LZ4_compress_default would put
+// ~16 KB on the stack). States are pooled per container and reused.
+#include <lz4.h>
+#include <zstd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "chimaera/module_manager.h"
+#include "compressor/compressor_tasks.h"
+
+namespace chi::compressor {
+
+namespace {
+
+/** The process address of `size` bytes at `p` if they lie inside one of the
+ * data segments (client_data or runtime_data); null otherwise. A zero size
+ * yields a valid empty span whatever `p` is. Any runtime thread may call. */
+const char *DataBytes(const hipc::Pointer &p, u64 size) {
+  static const char kEmpty[1] = {0};
+  if (size == 0) return kEmpty;
+  IpcManager *ipc = CHI_IPC;
+  if (p.alloc_id_ != ipc->cdata_alloc()->GetId() &&
+      p.alloc_id_ != ipc->rdata_alloc()->GetId()) {
+    return nullptr;
+  }
+  return hipc::ToProcessAddressChecked(p, size);
+}
+
+/** A free list of heap objects made by `New` and destroyed by `Del`, so
+ * concurrent methods reuse codec states. Any thread may call. */
+template <typename T, T *(*New)(), void (*Del)(T *)>
+class StatePool {
+ public:
+  /** Returns a pooled object to the pool on destruction. */
+  struct Returner {
+    StatePool *pool;
+    /** Gives `obj` back to `pool`. */
+    void operator()(T *obj) const { pool->Put(obj); }
+  };
+  using Lease = std::unique_ptr<T, Returner>;
+
+  StatePool() = default;
+  StatePool(const StatePool &) = delete;
+  StatePool &operator=(const StatePool &) = delete;
+  /** Destroys the pooled objects. REQUIRES: no lease is outstanding. */
+  ~StatePool() {
+    for (T *obj : free_) Del(obj);
+  }
+
+  /** A pooled or new object (null lease if `New` fails). */
+  Lease Get() {
+    T *obj = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        obj = free_.back();
+        free_.pop_back();
+      }
+    }
+    if (!obj) obj = New();
+    return Lease(obj, Returner{this});
+  }
+
+ private:
+  /** Keeps `obj` for reuse. */
+  void Put(T *obj) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(obj);
+  }
+
+  std::mutex mu_;
+  std::vector<T *> free_;
+};
+
+/** Factories and destructors of the codec states, for StatePool. */
+ZSTD_CCtx *NewCCtx() { return ZSTD_createCCtx(); }
+void DelCCtx(ZSTD_CCtx *c) { ZSTD_freeCCtx(c); }
+ZSTD_DCtx *NewDCtx() { return ZSTD_createDCtx(); }
+void DelDCtx(ZSTD_DCtx *d) { ZSTD_freeDCtx(d); }
+/** LZ4 states must be 8-byte aligned; malloc is. */
+char *NewLz4State() {
+  return static_cast<char *>(std::malloc(LZ4_sizeofState()));
+}
+void DelLz4State(char *s) { std::free(s); }
+
+/** Output of a method: a client_data buffer freed unless released. */
+class OutBuffer {
+ public:
+  /** Allocates `size` bytes in client_data (nothing for size 0). */
+  explicit OutBuffer(u64 size) : size_(size) {
+    if (size > 0) buf_ = CHI_IPC->AllocateClientBuffer(size);
+  }
+  /** Frees the buffer unless it was released into a task. */
+  ~OutBuffer() {
+    if (!buf_.IsNull()) (void)CHI_IPC->FreeBuffer(buf_.shm_);
+  }
+  OutBuffer(const OutBuffer &) = delete;
+  OutBuffer &operator=(const OutBuffer &) = delete;
+
+  /** False if the allocation failed. */
+  bool ok() const { return size_ == 0 || !buf_.IsNull(); }
+  /** Where to write (a valid dummy address when the size is 0). */
+  char *data() { return buf_.IsNull() ? &dummy_ : buf_.ptr_; }
+  /** Hands the buffer to `*out`/`*out_size` (`used` bytes of it). */
+  void Release(hipc::Pointer *out, u64 used, u64 *out_size) {
+    *out = buf_.IsNull() ? hipc::Pointer::GetNull() : buf_.shm_;
+    *out_size = used;
+    buf_ = FullPtr<char>();
+  }
+
+ private:
+  FullPtr<char> buf_;
+  u64 size_;
+  char dummy_ = 0;
+};
+
+/** The OutOfMemory status for an output of `size` bytes. */
+Status NoRoom(u64 size) {
+  return Status::OutOfMemory("client_data has no room for a " +
+                             std::to_string(size) + "-byte output");
+}
+
+}  // namespace
+
+/** Container of the compressor module. Holds only pooled codec states, so
+ * its methods may run concurrently on several workers. */
+class Runtime : public Container {
+ public:
+  /** Registers the methods. Called by the module factory. */
+  Runtime() {
+    RegisterMethod(Method::kCompress, "Compress", &Runtime::Compress);
+    RegisterMethod(Method::kDecompress, "Decompress", &Runtime::Decompress);
+  }
+
+  /** Compresses the task's input into a new client_data buffer. Errors: see
+   * compressor_tasks.h. Workers call it. */
+  void Compress(CompressTask *task, RunContext &rctx) {
+    task->out_ = hipc::Pointer::GetNull();
+    task->out_size_ = 0;
+    const char *src = DataBytes(task->data_, task->size_);
+    if (!src) {
+      task->SetStatus(Status::InvalidArgument("Compress: input is not " +
+                                              std::to_string(task->size_) +
+                                              " bytes inside a data segment"));
+      return;
+    }
+    Status s;
+    switch (static_cast<Algorithm>(task->algo_)) {
+      case Algorithm::kZstd:
+        s = CompressZstd(task, src);
+        break;
+      case Algorithm::kLz4:
+        s = CompressLz4(task, src);
+        break;
+      default:
+        s = UnknownAlgorithm(task->algo_);
+    }
+    if (!s.ok()) task->SetStatus(s);
+  }
+
+  /** Decompresses the task's input into a new client_data buffer of exactly
+   * orig_size_ bytes. Errors: see compressor_tasks.h. Workers call it. */
+  void Decompress(DecompressTask *task, RunContext &rctx) {
+    task->out_ = hipc::Pointer::GetNull();
+    task->out_size_ = 0;
+    const char *src = DataBytes(task->data_, task->size_);
+    if (!src) {
+      task->SetStatus(Status::InvalidArgument("Decompress: input is not " +
+                                              std::to_string(task->size_) +
+                                              " bytes inside a data segment"));
+      return;
+    }
+    // An output that could never fit in client_data is a caller error.
+    if (task->orig_size_ > CHI_IPC->cdata_alloc()->GetRegionSize()) {
+      task->SetStatus(Status::InvalidArgument("Decompress: original size " +
+                                              std::to_string(task->orig_size_) +
+                                              " is larger than client_data"));
+      return;
+    }
+    Status s;
+    switch (static_cast<Algorithm>(task->algo_)) {
+      case Algorithm::kZstd:
+        s = DecompressZstd(task, src);
+        break;
+      case Algorithm::kLz4:
+        s = DecompressLz4(task, src);
+        break;
+      default:
+        s = UnknownAlgorithm(task->algo_);
+    }
+    if (!s.ok()) task->SetStatus(s);
+  }
+
+ private:
+  /** The InvalidArgument status for algorithm value `algo`. */
+  static Status UnknownAlgorithm(u32 algo) {
+    return Status::InvalidArgument("unknown compression algorithm " +
+                                   std::to_string(algo) +
+                                   " (0 = zstd, 1 = lz4)");
+  }
+
+  /** zstd compression of the task's input at `src`. */
+  Status CompressZstd(CompressTask *task, const char *src) {
+    int level = task->level_ == 0 ? ZSTD_CLEVEL_DEFAULT : task->level_;
+    if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()) {
+      return Status::InvalidArgument(
+          "zstd level " + std::to_string(task->level_) + " is outside " +
+          std::to_string(ZSTD_minCLevel()) + ".." +
+          std::to_string(ZSTD_maxCLevel()));
+    }
+    size_t bound = ZSTD_compressBound(task->size_);
+    if (ZSTD_isError(bound)) {
+      return Status::InvalidArgument("zstd: input too large");
+    }
+    OutBuffer out(bound);
+    if (!out.ok()) return NoRoom(bound);
+    auto cctx = cctxs_.Get();
+    if (!cctx) return Status::OutOfMemory("zstd: no memory for a context");
+    size_t n = ZSTD_compressCCtx(cctx.get(), out.data(), bound, src,
+                                 task->size_, level);
+    if (ZSTD_isError(n)) {
+      return Status::Internal(std::string("zstd: ") + ZSTD_getErrorName(n));
+    }
+    out.Release(&task->out_, n, &task->out_size_);
+    return Status::Ok();
+  }
+
+  /** lz4 compression of the task's input at `src`. */
+  Status CompressLz4(CompressTask *task, const char *src) {
+    if (task->level_ < 0) {
+      return Status::InvalidArgument("lz4 level (acceleration) must be >= 0");
+    }
+    if (task->size_ > static_cast<u64>(LZ4_MAX_INPUT_SIZE)) {
+      return Status::InvalidArgument("lz4: input larger than " +
+                                     std::to_string(LZ4_MAX_INPUT_SIZE));
+    }
+    int size = static_cast<int>(task->size_);
+    int bound = LZ4_compressBound(size);
+    OutBuffer out(bound);
+    if (!out.ok()) return NoRoom(bound);
+    auto state = lz4_states_.Get();
+    if (!state) return Status::OutOfMemory("lz4: no memory for a state");
+    int accel = task->level_ == 0 ? 1 : task->level_;
+    int n = LZ4_compress_fast_extState(state.get(), src, out.data(), size,
+                                       bound, accel);
+    if (n <= 0) return Status::Internal("lz4: compression failed");
+    out.Release(&task->out_, static_cast<u64>(n), &task->out_size_);
+    return Status::Ok();
+  }
+
+  /** zstd decompression of the task's input at `src`. */
+  Status DecompressZstd(DecompressTask *task, const char *src) {
+    unsigned long long content = ZSTD_getFrameContentSize(src, task->size_);
+    if (content == ZSTD_CONTENTSIZE_ERROR) {
+      return Status::InvalidArgument("zstd: input is not a zstd frame");
+    }
+    if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != task->orig_size_) {
+      return Status::InvalidArgument("zstd: frame holds " +
+                                     std::to_string(content) +
+                                     " bytes, not the given original size " +
+                                     std::to_string(task->orig_size_));
+    }
+    OutBuffer out(task->orig_size_);
+    if (!out.ok()) return NoRoom(task->orig_size_);
+    auto dctx = dctxs_.Get();
+    if (!dctx) return Status::OutOfMemory("zstd: no memory for a context");
+    size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), task->orig_size_,
+                                   src, task->size_);
+    if (ZSTD_isError(n)) {
+      return Status::InvalidArgument(std::string("zstd: corrupt input: ") +
+                                     ZSTD_getErrorName(n));
+    }
+    if (n != task->orig_size_) {
+      return Status::InvalidArgument("zstd: decompressed " + std::to_string(n) +
+                                     " bytes, expected " +
+                                     std::to_string(task->orig_size_));
+    }
+    out.Release(&task->out_, n, &task->out_size_);
+    return Status::Ok();
+  }
+
+  /** lz4 decompression of the task's input at `src`. */
+  Status DecompressLz4(DecompressTask *task, const char *src) {
+    if (task->size_ > static_cast<u64>(INT_MAX) ||
+        task->orig_size_ > static_cast<u64>(LZ4_MAX_INPUT_SIZE)) {
+      return Status::InvalidArgument("lz4: sizes must be below 2 GB");
+    }
+    int orig = static_cast<int>(task->orig_size_);
+    OutBuffer out(task->orig_size_);
+    if (!out.ok()) return NoRoom(task->orig_size_);
+    // LZ4_decompress_safe never writes past `orig` bytes, so corrupt input
+    // or an output larger than announced is an error, not an overflow.
+    int n = LZ4_decompress_safe(src, out.data(), static_cast<int>(task->size_),
+                                orig);
+    if (n < 0) {
+      return Status::InvalidArgument(
+          "lz4: corrupt input or original size too small");
+    }
+    if (n != orig) {
+      return Status::InvalidArgument("lz4: decompressed " + std::to_string(n) +
+                                     " bytes, expected " +
+                                     std::to_string(orig));
+    }
+    out.Release(&task->out_, static_cast<u64>(n), &task->out_size_);
+    return Status::Ok();
+  }
+
+  StatePool<ZSTD_CCtx, NewCCtx, DelCCtx> cctxs_;
+  StatePool<ZSTD_DCtx, NewDCtx, DelDCtx> dctxs_;
+  StatePool<char, NewLz4State, DelLz4State> lz4_states_;
+};
+
+}  // namespace chi::compressor
+
+CHI_TASK_CC(chi::compressor::Runtime, "compressor");

@@ -1,0 +1,147 @@
+// Tasks of the kvs module: a key-value store spread over a pool's containers.
+// Keys and values are byte strings; a key lives in exactly one container,
+// chosen by the client with DomainQuery::GetGlobalHash(KeyHash(key)).
+//
+// Buffers: the caller puts keys (and, for Put, the value right after the key)
+// in a data-segment buffer (CHI_IPC->AllocateBuffer) and keeps ownership of
+// it. Values are stored in `runtime_data`. Replies (Get's value, Scan's keys)
+// are allocated by the runtime in `client_data`; whoever waits on the task
+// owns them and frees them with CHI_IPC->FreeBuffer.
+//
+// Errors (task status): InvalidArgument for a buffer outside the data
+// segments or a key of the wrong size, NotFound for a missing key (Get,
+// Delete), OutOfMemory when a segment has no room.
+#ifndef CHIMODS_KVS_KVS_TASKS_H_
+#define CHIMODS_KVS_KVS_TASKS_H_
+
+#include <cstring>
+
+#include "chimaera/container.h"
+#include "chimaera/ipc_manager.h"
+
+namespace chi::kvs {
+
+/** Name the runtime loads the module by (lib<name>_runtime.so). */
+inline constexpr char kModuleName[] = "kvs";
+
+/** Longest key (bytes). Keys are 1..kMaxKeySize bytes. */
+static GLOBAL_CROSS_CONST u64 kMaxKeySize = 64 * 1024;
+
+/** Methods of the kvs container. */
+namespace Method {
+static GLOBAL_CROSS_CONST MethodId kPut = BaseMethod::kCustom + 0;
+static GLOBAL_CROSS_CONST MethodId kGet = BaseMethod::kCustom + 1;
+static GLOBAL_CROSS_CONST MethodId kDelete = BaseMethod::kCustom + 2;
+static GLOBAL_CROSS_CONST MethodId kScan = BaseMethod::kCustom + 3;
+}  // namespace Method
+
+/** How a Scan selects keys. */
+enum class ScanMode : u32 {
+  kFromKey = 0,  ///< Keys >= the given key (bytewise order).
+  kPrefix = 1,   ///< Keys that start with the given bytes.
+};
+
+/** The hash that places `key` (stable across processes: FNV-1a, 64-bit,
+ * folded to 32). Any thread may call. */
+inline u32 KeyHash(const char *key, u64 size) {
+  u64 h = 14695981039346656037ull;
+  for (u64 i = 0; i < size; ++i) {
+    h ^= static_cast<unsigned char>(key[i]);
+    h *= 1099511628211ull;
+  }
+  return static_cast<u32>(h ^ (h >> 32));
+}
+
+/** Stores value = data_[key_size_, key_size_ + value_size_) under key =
+ * data_[0, key_size_), replacing any previous value. */
+struct PutTask : public Task {
+  IN hipc::Pointer data_;  ///< Key bytes followed by value bytes.
+  IN u64 key_size_ = 0;    ///< 1..kMaxKeySize.
+  IN u64 value_size_ = 0;  ///< May be 0.
+  OUT u32 replaced_ = 0;   ///< 1 if the key had a value before.
+
+  /** SHM default constructor. */
+  explicit PutTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  /** Emplace constructor: put the key/value pair in `data`. */
+  PutTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
+          const PoolId &pool_id, const DomainQuery &dom,
+          const hipc::Pointer &data, u64 key_size, u64 value_size)
+      : Task(alloc), data_(data), key_size_(key_size), value_size_(value_size) {
+    SetBase(node, pool_id, dom, Method::kPut);
+  }
+};
+
+/** Returns the value of key = key_[0, key_size_) in value_ (client_data;
+ * null for an empty value). NotFound if the key is absent. */
+struct GetTask : public Task {
+  IN hipc::Pointer key_;     ///< Key bytes.
+  IN u64 key_size_ = 0;      ///< 1..kMaxKeySize.
+  OUT hipc::Pointer value_;  ///< The value; the waiter frees it.
+  OUT u64 value_size_ = 0;   ///< Bytes in value_.
+
+  /** SHM default constructor. */
+  explicit GetTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  /** Emplace constructor: get the value of the key in `key`. */
+  GetTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
+          const PoolId &pool_id, const DomainQuery &dom,
+          const hipc::Pointer &key, u64 key_size)
+      : Task(alloc), key_(key), key_size_(key_size) {
+    SetBase(node, pool_id, dom, Method::kGet);
+  }
+};
+
+/** Removes key = key_[0, key_size_) and frees its value. NotFound if the key
+ * is absent. */
+struct DeleteTask : public Task {
+  IN hipc::Pointer key_;  ///< Key bytes.
+  IN u64 key_size_ = 0;   ///< 1..kMaxKeySize.
+
+  /** SHM default constructor. */
+  explicit DeleteTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  /** Emplace constructor: delete the key in `key`. */
+  DeleteTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
+             const PoolId &pool_id, const DomainQuery &dom,
+             const hipc::Pointer &key, u64 key_size)
+      : Task(alloc), key_(key), key_size_(key_size) {
+    SetBase(node, pool_id, dom, Method::kDelete);
+  }
+};
+
+/** Lists, in bytewise order, at most max_count_ keys of ONE container that
+ * match key_[0, key_size_) under mode_ (an empty key matches every key).
+ * The keys come back in keys_ (client_data, null when there are none) as
+ * count_ records of [u32 length, host byte order][length bytes]. Also reports
+ * the pool's container count. A client scans the whole pool by sending one
+ * ScanTask per container (DomainQuery::GetGlobalId(i)) and merging. */
+struct ScanTask : public Task {
+  IN hipc::Pointer key_;        ///< Start key or prefix (may be null).
+  IN u64 key_size_ = 0;         ///< 0..kMaxKeySize.
+  IN u32 mode_ = 0;             ///< A ScanMode value.
+  IN u32 max_count_ = 0;        ///< Most keys to return (0: none).
+  OUT hipc::Pointer keys_;      ///< Length-prefixed keys; waiter frees it.
+  OUT u64 keys_size_ = 0;       ///< Bytes in keys_.
+  OUT u32 count_ = 0;           ///< Keys in keys_.
+  OUT u32 num_containers_ = 0;  ///< Containers of the pool.
+
+  /** SHM default constructor. */
+  explicit ScanTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  /** Emplace constructor: scan one container (`dom`). */
+  ScanTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
+           const PoolId &pool_id, const DomainQuery &dom,
+           const hipc::Pointer &key, u64 key_size, ScanMode mode, u32 max_count)
+      : Task(alloc),
+        key_(key),
+        key_size_(key_size),
+        mode_(static_cast<u32>(mode)),
+        max_count_(max_count) {
+    SetBase(node, pool_id, dom, Method::kScan);
+  }
+};
+
+}  // namespace chi::kvs
+
+#endif  // CHIMODS_KVS_KVS_TASKS_H_

@@ -1,0 +1,220 @@
+// Runtime side of the kvs module: each container indexes its share of the
+// keys in process memory (an ordered map, for Scan) and keeps the values in
+// runtime_data.
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "chimaera/module_manager.h"
+#include "kvs/kvs_tasks.h"
+
+namespace chi::kvs {
+
+namespace {
+
+/** The process address of `size` bytes at `p` if they lie inside one of the
+ * data segments (client_data or runtime_data); null otherwise. A zero size
+ * yields a valid empty span whatever `p` is. Any runtime thread may call. */
+const char *DataBytes(const hipc::Pointer &p, u64 size) {
+  static const char kEmpty[1] = {0};
+  if (size == 0) return kEmpty;
+  IpcManager *ipc = CHI_IPC;
+  if (p.alloc_id_ != ipc->cdata_alloc()->GetId() &&
+      p.alloc_id_ != ipc->rdata_alloc()->GetId()) {
+    return nullptr;
+  }
+  return hipc::ToProcessAddressChecked(p, size);
+}
+
+/** Checks a key's size and buffer; on success `*key` is its address. */
+Status KeyBytes(const hipc::Pointer &p, u64 size, bool allow_empty,
+                const char **key) {
+  if ((size == 0 && !allow_empty) || size > kMaxKeySize) {
+    return Status::InvalidArgument("kvs: keys are 1.." +
+                                   std::to_string(kMaxKeySize) +
+                                   " bytes, not " + std::to_string(size));
+  }
+  *key = DataBytes(p, size);
+  if (!*key) {
+    return Status::InvalidArgument("kvs: key buffer is not " +
+                                   std::to_string(size) +
+                                   " bytes inside a data segment");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+/** Container of the kvs module: one shard of the pool's keys. Methods may
+ * run concurrently on several workers; mu_ guards index_ (no method yields
+ * while holding it). */
+class Runtime : public Container {
+ public:
+  /** Registers the methods. Called by the module factory. */
+  Runtime() {
+    RegisterMethod(Method::kPut, "Put", &Runtime::Put);
+    RegisterMethod(Method::kGet, "Get", &Runtime::Get);
+    RegisterMethod(Method::kDelete, "Delete", &Runtime::Delete);
+    RegisterMethod(Method::kScan, "Scan", &Runtime::Scan);
+  }
+
+  /** Frees every stored value. Runs alone, after the last task. */
+  void Destroy() override {
+    for (auto &kv : index_) (void)CHI_IPC->FreeBuffer(kv.second.data);
+    index_.clear();
+  }
+
+  /** Stores a copy of the value in runtime_data under the key. Workers call
+   * it. */
+  void Put(PutTask *task, RunContext &rctx) {
+    task->replaced_ = 0;
+    const char *key;
+    Status s = KeyBytes(task->data_, task->key_size_, false, &key);
+    if (!s.ok()) return task->SetStatus(s);
+    // Overflow-safe: key_size_ <= kMaxKeySize was checked.
+    if (task->value_size_ > ~0ull - task->key_size_) {
+      return task->SetStatus(Status::InvalidArgument("kvs: value too large"));
+    }
+    if (!DataBytes(task->data_, task->key_size_ + task->value_size_)) {
+      return task->SetStatus(Status::InvalidArgument(
+          "kvs: key + value buffer is not inside a data segment"));
+    }
+    Value v{hipc::Pointer::GetNull(), task->value_size_};
+    if (v.size > 0) {
+      FullPtr<char> buf = CHI_IPC->AllocateBuffer(v.size);
+      if (buf.IsNull()) {
+        return task->SetStatus(
+            Status::OutOfMemory("kvs: runtime_data has no room for a " +
+                                std::to_string(v.size) + "-byte value"));
+      }
+      std::memcpy(buf.ptr_, key + task->key_size_, v.size);
+      v.data = buf.shm_;
+    }
+    std::string k(key, task->key_size_);
+    Value old{hipc::Pointer::GetNull(), 0};
+    {
+      std::unique_lock<std::shared_mutex> lock(mu_);
+      auto [it, inserted] = index_.try_emplace(std::move(k), v);
+      if (!inserted) {
+        old = it->second;
+        it->second = v;
+        task->replaced_ = 1;
+      }
+    }
+    (void)CHI_IPC->FreeBuffer(old.data);
+  }
+
+  /** Copies the key's value into a client_data buffer. NotFound if absent.
+   * Workers call it. */
+  void Get(GetTask *task, RunContext &rctx) {
+    task->value_ = hipc::Pointer::GetNull();
+    task->value_size_ = 0;
+    const char *key;
+    Status s = KeyBytes(task->key_, task->key_size_, false, &key);
+    if (!s.ok()) return task->SetStatus(s);
+    std::string k(key, task->key_size_);
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    auto it = index_.find(k);
+    if (it == index_.end()) {
+      return task->SetStatus(Status::NotFound("kvs: no such key"));
+    }
+    const Value &v = it->second;
+    if (v.size == 0) return;
+    FullPtr<char> out = CHI_IPC->AllocateClientBuffer(v.size);
+    if (out.IsNull()) {
+      return task->SetStatus(
+          Status::OutOfMemory("kvs: client_data has no room for a " +
+                              std::to_string(v.size) + "-byte value"));
+    }
+    std::memcpy(out.ptr_, FullPtr<char>(v.data).ptr_, v.size);
+    task->value_ = out.shm_;
+    task->value_size_ = v.size;
+  }
+
+  /** Removes the key and frees its value. NotFound if absent. Workers call
+   * it. */
+  void Delete(DeleteTask *task, RunContext &rctx) {
+    const char *key;
+    Status s = KeyBytes(task->key_, task->key_size_, false, &key);
+    if (!s.ok()) return task->SetStatus(s);
+    std::string k(key, task->key_size_);
+    Value old{hipc::Pointer::GetNull(), 0};
+    {
+      std::unique_lock<std::shared_mutex> lock(mu_);
+      auto it = index_.find(k);
+      if (it == index_.end()) {
+        return task->SetStatus(Status::NotFound("kvs: no such key"));
+      }
+      old = it->second;
+      index_.erase(it);
+    }
+    (void)CHI_IPC->FreeBuffer(old.data);
+  }
+
+  /** Lists this container's first max_count_ matching keys into a
+   * client_data buffer. Workers call it. */
+  void Scan(ScanTask *task, RunContext &rctx) {
+    task->keys_ = hipc::Pointer::GetNull();
+    task->keys_size_ = 0;
+    task->count_ = 0;
+    task->num_containers_ = num_containers_;
+    const char *key;
+    Status s = KeyBytes(task->key_, task->key_size_, true, &key);
+    if (!s.ok()) return task->SetStatus(s);
+    auto mode = static_cast<ScanMode>(task->mode_);
+    if (mode != ScanMode::kFromKey && mode != ScanMode::kPrefix) {
+      return task->SetStatus(Status::InvalidArgument(
+          "kvs: unknown scan mode " + std::to_string(task->mode_)));
+    }
+    if (task->max_count_ == 0) return;
+    std::string start(key, task->key_size_);
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    // Matching keys are contiguous from lower_bound(start) in both modes.
+    std::vector<const std::string *> hits;
+    u64 bytes = 0;
+    for (auto it = index_.lower_bound(start);
+         it != index_.end() && hits.size() < task->max_count_; ++it) {
+      if (mode == ScanMode::kPrefix &&
+          it->first.compare(0, start.size(), start) != 0) {
+        break;
+      }
+      hits.push_back(&it->first);
+      bytes += sizeof(u32) + it->first.size();
+    }
+    if (hits.empty()) return;
+    FullPtr<char> out = CHI_IPC->AllocateClientBuffer(bytes);
+    if (out.IsNull()) {
+      return task->SetStatus(
+          Status::OutOfMemory("kvs: client_data has no room for " +
+                              std::to_string(bytes) + " bytes of keys"));
+    }
+    char *p = out.ptr_;
+    for (const std::string *k : hits) {
+      u32 len = static_cast<u32>(k->size());
+      std::memcpy(p, &len, sizeof(len));
+      std::memcpy(p + sizeof(len), k->data(), len);
+      p += sizeof(len) + len;
+    }
+    task->keys_ = out.shm_;
+    task->keys_size_ = bytes;
+    task->count_ = static_cast<u32>(hits.size());
+  }
+
+ private:
+  /** A stored value: a runtime_data buffer (null when empty) and its size.
+   */
+  struct Value {
+    hipc::Pointer data;
+    u64 size;
+  };
+
+  std::shared_mutex mu_;
+  std::map<std::string, Value> index_;
+};
+
+}  // namespace chi::kvs
+
+CHI_TASK_CC(chi::kvs::Runtime, "kvs");

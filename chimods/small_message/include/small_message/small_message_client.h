@@ -1,0 +1,89 @@
+// Client API of the small_message module. Header-only, so it compiles into
+// clients (CHIMAERA_RUNTIME=0) and into other runtime modules (=1) alike.
+//
+// Create() first; then every AsyncX returns the submitted task (null if the
+// `main` segment is full): Wait() on it, read its OUT fields, free what it
+// returned, and CHI_IPC->DelTask() it. Every X() does all of that and returns
+// the result. A Client may be shared by threads once created.
+#ifndef CHIMODS_SMALL_MESSAGE_SMALL_MESSAGE_CLIENT_H_
+#define CHIMODS_SMALL_MESSAGE_SMALL_MESSAGE_CLIENT_H_
+
+#include <cstring>
+#include <string>
+
+#include "chimaera/admin/admin_client.h"
+#include "chimaera/client_util.h"
+#include "small_message/small_message_tasks.h"
+
+namespace chi::small_message {
+
+/** Client of one small_message pool. */
+class Client {
+ public:
+  /** A client with no pool yet: call Create(). */
+  Client() = default;
+  /** A client of the existing pool `pool_id`. */
+  explicit Client(const PoolId &pool_id) : pool_id_(pool_id) {}
+
+  /** Gets or creates the pool `pool_name` with `num_containers` containers.
+   * Errors are GetOrCreatePool's (InvalidArgument for a bad name, NotFound
+   * when the runtime cannot load the module). */
+  Status Create(const std::string &pool_name, u32 num_containers = 1) {
+    StatusOr<PoolId> id =
+        admin::Client().GetOrCreatePool(pool_name, kModuleName, num_containers);
+    if (!id.ok()) return id.status();
+    pool_id_ = *id;
+    return Status::Ok();
+  }
+  /** The pool this client talks to (null before Create). */
+  const PoolId &pool_id() const { return pool_id_; }
+
+  /** Submits a no-op to container `dom`. */
+  FullPtr<NoopTask> AsyncNoop(const DomainQuery &dom = DomainQuery()) {
+    return Submit(CHI_IPC->NewTaskDefault<NoopTask>(CHI_IPC->NewTaskNode(),
+                                                    pool_id_, dom));
+  }
+  /** Runs a no-op on container `dom`. */
+  Status Noop(const DomainQuery &dom = DomainQuery()) {
+    return WaitAndFree(AsyncNoop(dom), [](NoopTask *) {});
+  }
+
+  /** Submits an echo of `size` bytes of the caller's buffer `data` (which
+   * must stay allocated until the task completes). After Wait, the caller
+   * frees task->ret_ with CHI_IPC->FreeBuffer, then deletes the task. */
+  FullPtr<EchoTask> AsyncEcho(const hipc::Pointer &data, u64 size,
+                              const DomainQuery &dom = DomainQuery()) {
+    return Submit(CHI_IPC->NewTaskDefault<EchoTask>(CHI_IPC->NewTaskNode(),
+                                                    pool_id_, dom, data, size));
+  }
+  /** Sends `data` through the runtime and returns the echoed bytes. Frees
+   * both buffers. */
+  StatusOr<std::string> Echo(const std::string &data,
+                             const DomainQuery &dom = DomainQuery()) {
+    FullPtr<char> buf;
+    if (!data.empty()) {
+      buf = CHI_IPC->AllocateBuffer(data.size());
+      if (buf.IsNull()) return Status::OutOfMemory("data segment is full");
+      std::memcpy(buf.ptr_, data.data(), data.size());
+    }
+    std::string out;
+    Status s =
+        WaitAndFree(AsyncEcho(buf.shm_, data.size(), dom), [&](EchoTask *t) {
+          FullPtr<char> ret(t->ret_);
+          if (!ret.IsNull()) {
+            out.assign(ret.ptr_, t->ret_size_);
+          }
+          (void)CHI_IPC->FreeBuffer(t->ret_);
+        });
+    (void)CHI_IPC->FreeBuffer(buf.shm_);
+    if (!s.ok()) return s;
+    return out;
+  }
+
+ private:
+  PoolId pool_id_;
+};
+
+}  // namespace chi::small_message
+
+#endif  // CHIMODS_SMALL_MESSAGE_SMALL_MESSAGE_CLIENT_H_

@@ -1,0 +1,110 @@
+// Containers with their own low- and high-latency queues, and destroying a
+// pool while its tasks are in flight.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "chimaera/chimaera.h"
+#include "queue_test_mod.h"
+#include "runtime_fixture.h"
+
+namespace {
+
+using queue_test_mod::WhereTask;
+
+chi::FullPtr<WhereTask> SubmitWhere(const chi::PoolId &pool, chi::u32 prio,
+                                    chi::u32 spin_us = 0) {
+  return chi::Submit(CHI_IPC->NewTaskDefault<WhereTask>(
+      CHI_IPC->NewTaskNode(), pool, chi::DomainQuery::GetLocalHash(0), prio,
+      spin_us));
+}
+
+TEST(ContainerQueueTest, LanesOfEachLatencyRunOnTheirWorkers) {
+  // Two low-latency workers (ids 0, 1) and one high-latency worker (id 2).
+  chi_test::RuntimeProcess rt(
+      "workers:\n  low_latency: 2\n  high_latency: 1\n  reinforcement: 0\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("queues", "queue_test_mod", 2);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::vector<chi::FullPtr<WhereTask>> ll, hl;
+  for (int i = 0; i < 200; ++i) {
+    ll.push_back(SubmitWhere(*pool, chi::kLowLatency));
+    hl.push_back(SubmitWhere(*pool, chi::kHighLatency));
+  }
+  std::set<chi::u32> ll_workers;
+  int ll_counts[2] = {0, 0};
+  for (auto &t : ll) {
+    t->Wait();
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_LT(t->worker_, 2u);
+    ll_workers.insert(t->worker_);
+    if (t->worker_ < 2) ll_counts[t->worker_]++;
+    CHI_IPC->DelTask(t);
+  }
+  for (auto &t : hl) {
+    t->Wait();
+    ASSERT_TRUE(t->GetStatus().ok());
+    EXPECT_EQ(t->worker_, 2u);
+    CHI_IPC->DelTask(t);
+  }
+  // The container's two low-latency lanes went to both low-latency workers.
+  EXPECT_EQ(ll_workers.size(), 2u) << ll_counts[0] << " " << ll_counts[1];
+  auto stat = admin.Stat();
+  ASSERT_TRUE(stat.ok());
+  EXPECT_NE(stat->find("'queues' module queue_test_mod: 2 containers"),
+            std::string::npos)
+      << *stat;
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+TEST(ContainerQueueTest, DestroyPoolWithTasksInFlight) {
+  chi_test::RuntimeProcess rt(
+      "workers:\n  low_latency: 1\n  high_latency: 1\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("doomed", "queue_test_mod", 2);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::vector<chi::FullPtr<WhereTask>> tasks;
+  for (int i = 0; i < 300; ++i) {
+    tasks.push_back(SubmitWhere(
+        *pool, i % 2 ? chi::kHighLatency : chi::kLowLatency, i % 10 ? 0 : 200));
+  }
+  ASSERT_TRUE(admin.DestroyPool(*pool).ok());
+  int ok = 0, aborted = 0;
+  for (auto &t : tasks) {
+    ASSERT_TRUE(t->WaitFor(10000000)) << "a task was lost";
+    hshm::Status s = t->GetStatus();
+    if (s.ok()) {
+      ok++;
+    } else {
+      EXPECT_TRUE(s.code() == hshm::StatusCode::kAborted ||
+                  s.code() == hshm::StatusCode::kNotFound)
+          << s;
+      aborted++;
+    }
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_EQ(ok + aborted, 300);
+  EXPECT_EQ(admin.LookupPool("doomed").status().code(),
+            hshm::StatusCode::kNotFound);
+  auto late = SubmitWhere(*pool, chi::kLowLatency);
+  ASSERT_TRUE(late->WaitFor(5000000));
+  EXPECT_EQ(late->GetStatus().code(), hshm::StatusCode::kNotFound);
+  CHI_IPC->DelTask(late);
+  // The runtime keeps serving, and the name can be reused.
+  EXPECT_TRUE(admin.Noop().ok());
+  auto again = admin.GetOrCreatePool("doomed", "queue_test_mod", 1);
+  ASSERT_TRUE(again.ok());
+  auto t = SubmitWhere(*again, chi::kHighLatency);
+  t->Wait();
+  EXPECT_TRUE(t->GetStatus().ok());
+  CHI_IPC->DelTask(t);
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+}  // namespace

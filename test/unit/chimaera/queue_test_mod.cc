@@ -1,0 +1,40 @@
+// Runtime side of the queue test module.
+#include "queue_test_mod.h"
+
+#include "chimaera/module_manager.h"
+#include "chimaera/worker.h"
+#include "hermes_shm/util/futex.h"
+
+namespace queue_test_mod {
+
+/** Container with a 2-lane low-latency queue (id 0) and a 1-lane
+ * high-latency queue (id 1). */
+class Runtime : public chi::Container {
+ public:
+  Runtime() { RegisterMethod(kWhere, "Where", &Runtime::Where); }
+
+  /** Makes the two queues. */
+  chi::Status Create(const std::string &params) override {
+    HSHM_RETURN_IF_ERROR(CreateQueue(0, 2, chi::kLowLatency, 64));
+    return CreateQueue(1, 1, chi::kHighLatency, 64);
+  }
+
+  /** Low-latency tasks go to queue 0 by task id, high-latency to queue 1. */
+  chi::Lane *Route(chi::Task *task) override {
+    chi::u64 h = task->task_node_.major_ * 0x9E3779B97F4A7C15ull;
+    return GetLane(task->prio_ == chi::kHighLatency ? 1 : 0,
+                   static_cast<chi::u32>(h >> 32));
+  }
+
+  /** Reports the worker and container that ran the task. */
+  void Where(WhereTask *task, chi::RunContext &rctx) {
+    chi::u64 end = hshm::NowNs() + task->spin_us_ * 1000ull;
+    while (hshm::NowNs() < end) chi::Worker::YieldCurrentFiber();
+    task->worker_ = rctx.worker_->id();
+    task->container_ = container_id_;
+  }
+};
+
+}  // namespace queue_test_mod
+
+CHI_TASK_CC(queue_test_mod::Runtime, "queue_test_mod");
