@@ -1,26 +1,41 @@
 # Helpers for building ChiMods. The same calls work in the Chimaera source tree
 # and in an out-of-tree project that did find_package(chimaera CONFIG).
 #
-# add_chimod_client(<mod> SOURCES <src>... [LINK <lib>...] [INCLUDE <dir>...])
+# add_chimod_client(<mod> [SOURCES <src>...] [LINK <lib>...] [INCLUDE <dir>...])
 #   Builds lib<mod>_client.so: the client API of module <mod>, compiled with
-#   CHIMAERA_RUNTIME=0 and linked to chimaera::chimaera_client.
+#   CHIMAERA_RUNTIME=0 and linked to chimaera::chimaera_client. Without
+#   SOURCES (a header-only client) <mod>_client is an INTERFACE library that
+#   carries the include directories and chimaera::chimaera_client.
 #
 # add_chimod_runtime(<mod> SOURCES <src>... [LINK <lib>...] [INCLUDE <dir>...])
 #   Builds lib<mod>_runtime.so: the container of module <mod> (one of its
 #   sources uses CHI_TASK_CC), compiled with CHIMAERA_RUNTIME=1 and linked to
 #   chimaera::chimaera_runtime. The runtime dlopens it by module name.
 #
-# Both install to the library directory and export nothing: modules are
-# plug-ins, not libraries for others to link (clients link <mod>_client).
+# Both install their shared library to the library directory and export
+# nothing: modules are plug-ins, not libraries for others to link (clients
+# link <mod>_client). A header-only client installs nothing.
 include_guard(GLOBAL)
 include(GNUInstallDirs)
 
 function(_chimod_add_library mod kind runtime_flag base_target)
   cmake_parse_arguments(ARG "" "" "SOURCES;LINK;INCLUDE" ${ARGN})
-  if(NOT ARG_SOURCES)
-    message(FATAL_ERROR "add_chimod_${kind}(${mod}): SOURCES is required")
+  if(ARG_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR
+      "add_chimod_${kind}(${mod}): unexpected arguments ${ARG_UNPARSED_ARGUMENTS}")
   endif()
   set(tgt ${mod}_${kind})
+  if(NOT ARG_SOURCES)
+    if(kind STREQUAL "runtime")
+      message(FATAL_ERROR "add_chimod_runtime(${mod}): SOURCES is required")
+    endif()
+    # Header-only client.
+    add_library(${tgt} INTERFACE)
+    target_link_libraries(${tgt} INTERFACE ${base_target} ${ARG_LINK})
+    target_include_directories(${tgt} INTERFACE
+        $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include> ${ARG_INCLUDE})
+    return()
+  endif()
   add_library(${tgt} SHARED ${ARG_SOURCES})
   target_link_libraries(${tgt} PUBLIC ${base_target} ${ARG_LINK})
   target_compile_definitions(${tgt} PRIVATE CHIMAERA_RUNTIME=${runtime_flag})

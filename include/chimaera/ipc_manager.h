@@ -181,6 +181,9 @@ class IpcManager {
   std::atomic<bool> server_stop_{false};
 
   hipc::PosixShmMmap main_shm_, cdata_shm_, rdata_shm_;
+  std::unique_ptr<CHI_MAIN_ALLOC_T> main_owned_;
+  std::unique_ptr<CHI_CDATA_ALLOC_T> cdata_owned_;
+  std::unique_ptr<CHI_RDATA_ALLOC_T> rdata_owned_;
   CHI_MAIN_ALLOC_T *main_alloc_ = nullptr;
   CHI_CDATA_ALLOC_T *cdata_alloc_ = nullptr;
   CHI_RDATA_ALLOC_T *rdata_alloc_ = nullptr;

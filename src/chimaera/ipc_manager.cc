@@ -137,9 +137,12 @@ Status IpcManager::AttachSegments(const std::string &main,
   HSHM_RETURN_IF_ERROR(main_shm_.Attach(main));
   HSHM_RETURN_IF_ERROR(cdata_shm_.Attach(cdata));
   HSHM_RETURN_IF_ERROR(rdata_shm_.Attach(rdata));
-  main_alloc_ = new CHI_MAIN_ALLOC_T();
-  cdata_alloc_ = new CHI_CDATA_ALLOC_T();
-  rdata_alloc_ = new CHI_RDATA_ALLOC_T();
+  main_owned_ = std::make_unique<CHI_MAIN_ALLOC_T>();
+  main_alloc_ = main_owned_.get();
+  cdata_owned_ = std::make_unique<CHI_CDATA_ALLOC_T>();
+  cdata_alloc_ = cdata_owned_.get();
+  rdata_owned_ = std::make_unique<CHI_RDATA_ALLOC_T>();
+  rdata_alloc_ = rdata_owned_.get();
   HSHM_RETURN_IF_ERROR(
       main_alloc_->Attach(main_shm_.data(), main_shm_.data_size()));
   HSHM_RETURN_IF_ERROR(
@@ -242,9 +245,12 @@ Status IpcManager::CreateSegments() {
                                    "': " + st.message());
     }
   }
-  main_alloc_ = new CHI_MAIN_ALLOC_T();
-  cdata_alloc_ = new CHI_CDATA_ALLOC_T();
-  rdata_alloc_ = new CHI_RDATA_ALLOC_T();
+  main_owned_ = std::make_unique<CHI_MAIN_ALLOC_T>();
+  main_alloc_ = main_owned_.get();
+  cdata_owned_ = std::make_unique<CHI_CDATA_ALLOC_T>();
+  cdata_alloc_ = cdata_owned_.get();
+  rdata_owned_ = std::make_unique<CHI_RDATA_ALLOC_T>();
+  rdata_alloc_ = rdata_owned_.get();
   HSHM_RETURN_IF_ERROR(main_alloc_->Create(
       hipc::AllocatorId(kMainAllocMajor, node_id_), main_shm_.data(),
       main_shm_.data_size(), sizeof(IpcShared)));
@@ -354,8 +360,14 @@ void IpcManager::Finalize() {
     cdata_shm_.Detach();
     rdata_shm_.Detach();
   }
-  // The allocator objects are leaked on purpose: threads may still hold
-  // caches that refer to them, and they are a few bytes.
+  // Other threads' caches may still name these allocator objects; they only
+  // compare the address and never dereference an unregistered one.
+  main_alloc_ = nullptr;
+  cdata_alloc_ = nullptr;
+  rdata_alloc_ = nullptr;
+  main_owned_.reset();
+  cdata_owned_.reset();
+  rdata_owned_.reset();
   shared_ = nullptr;
   queue_ = nullptr;
   workers_ = nullptr;

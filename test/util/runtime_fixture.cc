@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -119,6 +120,9 @@ hshm::Status RuntimeProcess::Start() {
   pid_ = fork();
   if (pid_ < 0) return hshm::Status::FromErrno("fork", errno);
   if (pid_ == 0) {
+    // If the test process dies (a crash, or ctest's timeout kill), the
+    // runtime gets SIGTERM and shuts down cleanly, removing its segments.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(fd, 1);
     dup2(fd, 2);

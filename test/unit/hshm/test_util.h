@@ -20,8 +20,8 @@ inline std::string UniqueShmName(const std::string &tag) {
       "t" + std::to_string(getpid()) + "_" + std::to_string(counter++), tag);
 }
 
-/** A shared segment formatted as a registered allocator; destroyed (and
- * unregistered) when the fixture goes away, even if the test failed. */
+/** A shared segment formatted as a registered allocator; unregistered and
+ * unmapped when the fixture goes away. Its name is unlinked at creation. */
 template <typename AllocT>
 class ShmHeap {
  public:
@@ -29,6 +29,9 @@ class ShmHeap {
   ShmHeap(size_t size, hshm::u32 major, size_t custom = 0) : id_(major, 0) {
     status_ = shm_.Create(UniqueShmName("heap"), size);
     if (!status_.ok()) return;
+    // Unlink the name at once: the mapping (inherited by forked children)
+    // stays valid, and nothing is left in /dev/shm even if the test aborts.
+    (void)hipc::PosixShmMmap::Unlink(shm_.name());
     status_ = alloc_.Create(id_, shm_.data(), shm_.data_size(), custom);
     if (!status_.ok()) return;
     status_ = HSHM_MEMORY_MANAGER->Register(id_, shm_.data(), shm_.data_size(),

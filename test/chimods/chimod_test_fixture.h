@@ -1,0 +1,62 @@
+// A GoogleTest fixture for ChiMod tests: every test gets its own runtime
+// subprocess (chi_test::RuntimeProcess) and this process attaches to it as a
+// client; the client detaches and the runtime stops cleanly afterwards.
+#ifndef CHIMAERA_TEST_CHIMODS_CHIMOD_TEST_FIXTURE_H_
+#define CHIMAERA_TEST_CHIMODS_CHIMOD_TEST_FIXTURE_H_
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "chimaera/chimaera.h"
+#include "runtime_fixture.h"
+
+namespace chi_test {
+
+/** Starts a runtime before each test and stops it after. Tests use the
+ * module clients directly. */
+class ChiModTest : public ::testing::Test {
+ protected:
+  /** Starts the runtime and attaches this process to it. */
+  void SetUp() override {
+    hshm::Status s = rt_.Start();
+    ASSERT_TRUE(s.ok()) << s << "\n" << rt_.Log();
+    s = CHIMAERA_CLIENT_INIT();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  /** Detaches, then stops the runtime and checks it exited cleanly (so a
+   * module that crashed the runtime fails the test). */
+  void TearDown() override {
+    CHIMAERA->ClientFinalize();
+    hshm::Status s = rt_.Stop();
+    EXPECT_TRUE(s.ok()) << s << "\n" << rt_.Log();
+  }
+
+  RuntimeProcess rt_;
+};
+
+/** `size` pseudo-random bytes (fixed seed per call site's `seed`). */
+inline std::string RandomBytes(size_t size, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::string s(size, '\0');
+  for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>(gen() & 0xff);
+  return s;
+}
+
+/** `size` bytes of repetitive text (compresses well). */
+inline std::string CompressibleBytes(size_t size) {
+  static const char kText[] =
+      "Chimaera runs tasks in containers of pools; tasks live in shared "
+      "memory. ";
+  std::string s;
+  s.reserve(size);
+  while (s.size() < size) {
+    s.append(kText, std::min(sizeof(kText) - 1, size - s.size()));
+  }
+  return s;
+}
+
+}  // namespace chi_test
+
+#endif  // CHIMAERA_TEST_CHIMODS_CHIMOD_TEST_FIXTURE_H_

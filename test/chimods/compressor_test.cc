@@ -1,0 +1,145 @@
+// End-to-end tests of the compressor module against a real runtime.
+#include "chimod_test_fixture.h"
+#include "compressor/compressor_client.h"
+
+namespace {
+
+using chi::compressor::Algorithm;
+using chi_test::ChiModTest;
+using chi_test::CompressibleBytes;
+using chi_test::RandomBytes;
+using hshm::StatusCode;
+
+using CompressorTest = ChiModTest;
+
+/** Compresses and decompresses `data` with `algo`; checks the round trip.
+ * Returns the compressed size (0 on failure). */
+size_t RoundTrip(chi::compressor::Client &client, Algorithm algo,
+                 const std::string &data, int level = 0) {
+  auto packed = client.Compress(algo, data, level);
+  EXPECT_TRUE(packed.ok()) << packed.status();
+  if (!packed.ok()) return 0;
+  auto unpacked = client.Decompress(algo, *packed, data.size());
+  EXPECT_TRUE(unpacked.ok()) << unpacked.status();
+  if (!unpacked.ok()) return 0;
+  EXPECT_EQ(unpacked->size(), data.size());
+  EXPECT_TRUE(*unpacked == data) << "round trip changed the data";
+  return packed->size();
+}
+
+TEST_F(CompressorTest, ZstdAndLz4RoundTripCompressibleAndRandomData) {
+  chi::compressor::Client client;
+  ASSERT_TRUE(client.Create("comp_rt", 2).ok());
+  for (Algorithm algo : {Algorithm::kZstd, Algorithm::kLz4}) {
+    SCOPED_TRACE(algo == Algorithm::kZstd ? "zstd" : "lz4");
+    // Compressible data shrinks a lot; random data round-trips unchanged.
+    std::string text = CompressibleBytes(1 << 20);
+    size_t packed = RoundTrip(client, algo, text);
+    EXPECT_GT(packed, 0u);
+    EXPECT_LT(packed, text.size() / 10);
+    std::string noise = RandomBytes(1 << 20, 11);
+    packed = RoundTrip(client, algo, noise);
+    EXPECT_GT(packed, noise.size() / 2);
+    // Small and empty inputs.
+    RoundTrip(client, algo, "a");
+    RoundTrip(client, algo, RandomBytes(1000, 12));
+    RoundTrip(client, algo, "");
+  }
+  // Output buffers are freed: 40 round trips of 1 MB (each allocating a
+  // ~1 MB bound and a 1 MB output) exceed the 32 MB client_data if they
+  // leaked.
+  std::string noise = RandomBytes(1 << 20, 13);
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_GT(
+        RoundTrip(client, i % 2 ? Algorithm::kLz4 : Algorithm::kZstd, noise),
+        0u)
+        << i;
+  }
+  // Non-default levels.
+  RoundTrip(client, Algorithm::kZstd, CompressibleBytes(100000), 19);
+  RoundTrip(client, Algorithm::kZstd, CompressibleBytes(100000), -5);
+  RoundTrip(client, Algorithm::kLz4, CompressibleBytes(100000), 8);
+}
+
+TEST_F(CompressorTest, CorruptInputFailsAndRuntimeKeepsServing) {
+  chi::compressor::Client client;
+  ASSERT_TRUE(client.Create("comp_bad").ok());
+  std::string data = CompressibleBytes(50000);
+  for (Algorithm algo : {Algorithm::kZstd, Algorithm::kLz4}) {
+    SCOPED_TRACE(algo == Algorithm::kZstd ? "zstd" : "lz4");
+    auto packed = client.Compress(algo, data);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    // Garbage that is not compressed data at all.
+    auto r = client.Decompress(algo, RandomBytes(4096, 21), data.size());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    // Truncated input.
+    r = client.Decompress(algo, packed->substr(0, packed->size() / 2),
+                          data.size());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    // Flipped bytes in the middle of a valid stream.
+    std::string flipped = *packed;
+    for (size_t i = flipped.size() / 3; i < flipped.size() / 3 + 16; ++i) {
+      flipped[i] = static_cast<char>(~flipped[i]);
+    }
+    r = client.Decompress(algo, flipped, data.size());
+    if (r.ok()) {
+      // lz4 has no checksum: a flip may decode, but never to the original.
+      EXPECT_NE(*r, data);
+    } else {
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    }
+    // The output is larger than the announced original size.
+    r = client.Decompress(algo, *packed, data.size() / 2);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    // An original size that cannot fit in client_data.
+    r = client.Decompress(algo, *packed, 1ull << 40);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    // The runtime still serves good requests.
+    RoundTrip(client, algo, data);
+  }
+  // Unknown algorithm and level.
+  auto r = client.Compress(static_cast<Algorithm>(7), data);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+  r = client.Decompress(static_cast<Algorithm>(7), data, data.size());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+  r = client.Compress(Algorithm::kZstd, data, 1000);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+  EXPECT_TRUE(chi::admin::Client().Noop().ok());
+  RoundTrip(client, Algorithm::kZstd, data);
+}
+
+TEST_F(CompressorTest, ManyConcurrentTasksOnSeveralContainers) {
+  chi::compressor::Client client;
+  ASSERT_TRUE(client.Create("comp_many", 4).ok());
+  std::vector<std::string> inputs;
+  std::vector<chi::FullPtr<char>> bufs;
+  std::vector<chi::FullPtr<chi::compressor::CompressTask>> tasks;
+  for (int i = 0; i < 32; ++i) {
+    inputs.push_back(CompressibleBytes(1000 + 997 * i) +
+                     RandomBytes(100, 100 + i));
+    bufs.push_back(CHI_IPC->AllocateBuffer(inputs.back().size()));
+    ASSERT_FALSE(bufs.back().IsNull());
+    std::memcpy(bufs.back().ptr_, inputs.back().data(), inputs.back().size());
+    Algorithm algo = i % 2 ? Algorithm::kLz4 : Algorithm::kZstd;
+    tasks.push_back(
+        client.AsyncCompress(algo, bufs.back().shm_, inputs.back().size()));
+    ASSERT_FALSE(tasks.back().IsNull());
+  }
+  for (int i = 0; i < 32; ++i) {
+    auto &t = tasks[i];
+    t->Wait();
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    chi::FullPtr<char> out(t->out_);
+    ASSERT_FALSE(out.IsNull());
+    std::string packed(out.ptr_, t->out_size_);
+    Algorithm algo = i % 2 ? Algorithm::kLz4 : Algorithm::kZstd;
+    auto unpacked = client.Decompress(algo, packed, inputs[i].size());
+    ASSERT_TRUE(unpacked.ok()) << unpacked.status();
+    EXPECT_TRUE(*unpacked == inputs[i]);
+    EXPECT_TRUE(CHI_IPC->FreeBuffer(t->out_).ok());
+    CHI_IPC->DelTask(t);
+    EXPECT_TRUE(CHI_IPC->FreeBuffer(bufs[i].shm_).ok());
+  }
+}
+
+}  // namespace

@@ -1,0 +1,128 @@
+// End-to-end tests of the small_message module against a real runtime.
+#include "chimod_test_fixture.h"
+#include "small_message/small_message_client.h"
+
+namespace {
+
+using chi_test::ChiModTest;
+using chi_test::RandomBytes;
+using hshm::StatusCode;
+
+using SmallMessageTest = ChiModTest;
+
+TEST_F(SmallMessageTest, EchoesBuffersOfAllSizesByteExact) {
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_echo", 2).ok());
+  unsigned seed = 1;
+  for (size_t size : {size_t{1}, size_t{64}, size_t{4096}, size_t{1} << 20}) {
+    std::string data = RandomBytes(size, seed++);
+    auto echoed = client.Echo(data);
+    ASSERT_TRUE(echoed.ok()) << size << ": " << echoed.status();
+    ASSERT_EQ(echoed->size(), size);
+    EXPECT_TRUE(*echoed == data) << "echo of " << size << " bytes differs";
+  }
+  // Both containers answer.
+  auto echoed = client.Echo("x", chi::DomainQuery::GetGlobalId(1));
+  ASSERT_TRUE(echoed.ok()) << echoed.status();
+  EXPECT_EQ(*echoed, "x");
+  // Reply buffers are freed: 48 echoes of 1 MB exceed the 32 MB client_data
+  // segment if any reply (or request) leaked.
+  std::string mb = RandomBytes(size_t{1} << 20, 99);
+  for (int i = 0; i < 48; ++i) {
+    auto r = client.Echo(mb);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    ASSERT_EQ(r->size(), mb.size());
+  }
+  // An empty message is echoed as empty.
+  auto empty = client.Echo("");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->empty());
+}
+
+TEST_F(SmallMessageTest, NoopAndAsyncEchoesInFlight) {
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_noop").ok());
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(client.Noop().ok());
+  // Many echoes of one buffer in flight at once.
+  std::string data = RandomBytes(512, 7);
+  chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(data.size());
+  ASSERT_FALSE(buf.IsNull());
+  std::memcpy(buf.ptr_, data.data(), data.size());
+  std::vector<chi::FullPtr<chi::small_message::EchoTask>> tasks;
+  for (int i = 0; i < 64; ++i) {
+    tasks.push_back(client.AsyncEcho(buf.shm_, data.size()));
+    ASSERT_FALSE(tasks.back().IsNull());
+  }
+  for (auto &t : tasks) {
+    t->Wait();
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    chi::FullPtr<char> ret(t->ret_);
+    ASSERT_FALSE(ret.IsNull());
+    EXPECT_EQ(std::string(ret.ptr_, t->ret_size_), data);
+    EXPECT_TRUE(CHI_IPC->FreeBuffer(t->ret_).ok());
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_TRUE(CHI_IPC->FreeBuffer(buf.shm_).ok());
+}
+
+TEST_F(SmallMessageTest, BadBufferIsRejectedAndRuntimeKeepsServing) {
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_bad").ok());
+  // A pointer past the end of client_data.
+  hipc::Pointer bogus(CHI_IPC->cdata_alloc()->GetId(),
+                      CHI_IPC->cdata_alloc()->GetRegionSize() - 8);
+  auto t = client.AsyncEcho(bogus, 4096);
+  ASSERT_FALSE(t.IsNull());
+  t->Wait();
+  EXPECT_EQ(t->GetStatus().code(), StatusCode::kInvalidArgument)
+      << t->GetStatus();
+  EXPECT_TRUE(t->ret_.IsNull());
+  CHI_IPC->DelTask(t);
+  // A pointer into the task segment is not a data buffer.
+  hipc::Pointer in_main(CHI_IPC->main_alloc()->GetId(), 4096);
+  t = client.AsyncEcho(in_main, 16);
+  ASSERT_FALSE(t.IsNull());
+  t->Wait();
+  EXPECT_EQ(t->GetStatus().code(), StatusCode::kInvalidArgument);
+  CHI_IPC->DelTask(t);
+  EXPECT_TRUE(client.Noop().ok());
+  auto echoed = client.Echo("still alive");
+  ASSERT_TRUE(echoed.ok()) << echoed.status();
+  EXPECT_EQ(*echoed, "still alive");
+}
+
+TEST_F(SmallMessageTest, UnknownModuleIsNotFoundAndRuntimeStillAnswers) {
+  chi::admin::Client admin;
+  auto id = admin.GetOrCreatePool("no_such_pool", "no_such_module", 1);
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().code(), StatusCode::kNotFound) << id.status();
+  EXPECT_NE(id.status().message().find("no_such_module"), std::string::npos)
+      << id.status();
+  EXPECT_TRUE(admin.Noop().ok());
+  // The failed pool was not half-created: a real module works afterwards.
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_after_error").ok());
+  EXPECT_TRUE(client.Noop().ok());
+}
+
+TEST_F(SmallMessageTest, OverlongPoolNameIsInvalidArgument) {
+  chi::small_message::Client client;
+  hshm::Status s = client.Create(std::string(100, 'p'));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
+  s = client.Create("");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
+  EXPECT_TRUE(chi::admin::Client().Noop().ok());
+}
+
+TEST_F(SmallMessageTest, PoolCreatedTwiceHasOneId) {
+  chi::small_message::Client a, b;
+  ASSERT_TRUE(a.Create("sm_twice", 2).ok());
+  ASSERT_TRUE(b.Create("sm_twice", 2).ok());
+  EXPECT_FALSE(a.pool_id().IsNull());
+  EXPECT_EQ(a.pool_id(), b.pool_id());
+  chi::small_message::Client c;
+  ASSERT_TRUE(c.Create("sm_other").ok());
+  EXPECT_NE(a.pool_id(), c.pool_id());
+}
+
+}  // namespace

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Install + out-of-tree test (run by CTest; see test/install/CMakeLists.txt).
+#
+#   install_test.sh <build dir> <source dir>
+#
+# 1. Installs the build tree into a temporary prefix (cmake --install).
+# 2. Configures and builds test/install/consumer against that prefix with
+#    find_package(chimaera CONFIG): a client program and an out-of-tree ChiMod
+#    ("ootmod") built with add_chimod_client / add_chimod_runtime.
+# 3. Starts the INSTALLED chimaera_start_runtime (no LD_LIBRARY_PATH, so its
+#    RPATH must work) on a free port, with the consumer build directory as
+#    its module path, runs the consumer, and stops the runtime with the
+#    installed chimaera_stop_runtime.
+# Everything it creates (runtime, temp dirs, shared-memory segments) is
+# removed on any exit, and every step is bounded in time.
+set -euo pipefail
+
+if [[ $# -ne 2 ]]; then
+  echo "usage: $0 <build dir> <source dir>" >&2
+  exit 2
+fi
+BUILD=$(cd "$1" && pwd)
+SRC=$(cd "$2" && pwd)
+
+WORK=$(mktemp -d /tmp/chimaera_install_test.XXXXXX)
+PREFIX="$WORK/prefix"
+CONSUMER="$WORK/consumer"
+CONF="$WORK/chimaera.yaml"
+LOG="$WORK/runtime.log"
+RT_PID=""
+CHILD_PID=""
+PORT=""
+
+# Prints a step header.
+step() { echo "== $*"; }
+
+# Runs `timeout <secs> <cmd>...` in the background and waits for it, so that
+# a signal to this script runs the cleanup at once; returns its status.
+bounded() {
+  local secs=$1
+  shift
+  timeout "$secs" "$@" &
+  CHILD_PID=$!
+  local rc=0
+  wait "$CHILD_PID" || rc=$?
+  CHILD_PID=""
+  return "$rc"
+}
+
+# Kills the runtime if it still runs, removes its segments and the temp dir.
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ -n "$CHILD_PID" ]]; then
+    kill -TERM "$CHILD_PID" 2>/dev/null || true
+    wait "$CHILD_PID" 2>/dev/null || true
+  fi
+  if [[ -n "$RT_PID" ]] && kill -0 "$RT_PID" 2>/dev/null; then
+    kill -TERM "$RT_PID" 2>/dev/null || true
+    for _ in $(seq 100); do
+      kill -0 "$RT_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$RT_PID" 2>/dev/null || true
+    wait "$RT_PID" 2>/dev/null || true
+  fi
+  if [[ -n "$PORT" ]]; then
+    rm -f /dev/shm/chimaera_*"_${PORT}_"* 2>/dev/null || true
+  fi
+  if [[ $rc -ne 0 && -f "$LOG" ]]; then
+    echo "-- runtime log:" >&2
+    cat "$LOG" >&2
+  fi
+  rm -rf "$WORK"
+  echo "install_test: $([[ $rc -eq 0 ]] && echo PASS || echo "FAIL ($rc)")"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Reads a variable from the build tree's CMake cache ("" if absent).
+cache_var() {
+  sed -n "s/^$1:[A-Z]*=//p" "$BUILD/CMakeCache.txt" | head -n1
+}
+
+# A free TCP port on 127.0.0.1 (falls back to one derived from our pid).
+free_port() {
+  python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + $$ % 20000))
+}
+
+step "install $BUILD -> $PREFIX"
+bounded 120 cmake --install "$BUILD" --prefix "$PREFIX" >"$WORK/install.log" ||
+  { cat "$WORK/install.log" >&2; exit 1; }
+for f in bin/chimaera_start_runtime bin/chimaera_stop_runtime \
+  lib/cmake/chimaera/chimaeraConfig.cmake include/chimaera/chimaera.h; do
+  [[ -e "$PREFIX/$f" ]] || { echo "missing $PREFIX/$f" >&2; exit 1; }
+done
+
+step "check that installed programs resolve libraries from the prefix"
+ldd_out=$(env -u LD_LIBRARY_PATH ldd "$PREFIX/bin/chimaera_start_runtime")
+if ! grep -q "libchimaera_runtime.so => $PREFIX/" <<<"$ldd_out"; then
+  echo "chimaera_start_runtime does not find the installed library:" >&2
+  echo "$ldd_out" >&2
+  exit 1
+fi
+
+step "configure + build the out-of-tree consumer"
+CMAKE_ARGS=(-DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release)
+gen=$(cache_var CMAKE_GENERATOR)
+[[ -n "$gen" ]] && CMAKE_ARGS+=(-G "$gen")
+cxx=$(cache_var CMAKE_CXX_COMPILER)
+[[ -n "$cxx" ]] && CMAKE_ARGS+=(-DCMAKE_CXX_COMPILER="$cxx")
+# Sanitized libraries need the same sanitizer in the programs that load them.
+case "$(cache_var CHIMAERA_SANITIZE)" in
+  address) CMAKE_ARGS+=(-DCMAKE_CXX_FLAGS="-fsanitize=address,undefined") ;;
+  thread) CMAKE_ARGS+=(-DCMAKE_CXX_FLAGS="-fsanitize=thread") ;;
+esac
+# Dependencies found through a prefix path in the main build stay findable.
+dep_prefix=$(cache_var CMAKE_PREFIX_PATH)
+[[ -n "$dep_prefix" ]] &&
+  CMAKE_ARGS[0]="-DCMAKE_PREFIX_PATH=$PREFIX;$dep_prefix"
+bounded 120 cmake -S "$SRC/test/install/consumer" -B "$CONSUMER" \
+  "${CMAKE_ARGS[@]}" >"$WORK/configure.log" 2>&1 ||
+  { cat "$WORK/configure.log" >&2; exit 1; }
+grep "chimaera .* from" "$WORK/configure.log" || true
+bounded 240 cmake --build "$CONSUMER" -j 2 >"$WORK/build.log" 2>&1 ||
+  { cat "$WORK/build.log" >&2; exit 1; }
+[[ -f "$CONSUMER/libootmod_runtime.so" ]] ||
+  { echo "libootmod_runtime.so was not built" >&2; exit 1; }
+
+PORT=$(free_port)
+step "start the installed runtime on port $PORT"
+cat >"$CONF" <<EOF
+network:
+  port: ${PORT}
+shm:
+  main: 32m
+  client_data: 32m
+  runtime_data: 16m
+modules:
+  paths: ["${CONSUMER}"]
+EOF
+# The runtime's own timeout bounds it even if this script is killed hard.
+env -u LD_LIBRARY_PATH -u CHI_MODULE_PATH CHI_SERVER_CONF="$CONF" \
+  timeout 240 "$PREFIX/bin/chimaera_start_runtime" >"$LOG" 2>&1 &
+RT_PID=$!
+ready=0
+for _ in $(seq 300); do  # at most 30 s
+  if ! kill -0 "$RT_PID" 2>/dev/null; then
+    echo "the runtime exited at start" >&2
+    exit 1
+  fi
+  if grep -qs "ready" "$LOG"; then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+[[ $ready == 1 ]] || { echo "the runtime did not start in 30 s" >&2; exit 1; }
+cat "$LOG"
+
+step "run the consumer"
+bounded 60 env -u LD_LIBRARY_PATH CHI_SERVER_CONF="$CONF" \
+  "$CONSUMER/chimaera_consumer"
+
+step "stop the runtime with the installed chimaera_stop_runtime"
+bounded 60 env -u LD_LIBRARY_PATH CHI_SERVER_CONF="$CONF" \
+  "$PREFIX/bin/chimaera_stop_runtime" --timeout 30
+rt_rc=0
+wait "$RT_PID" || rt_rc=$?
+RT_PID=""
+if [[ $rt_rc -ne 0 ]]; then
+  echo "the runtime exited with status $rt_rc" >&2
+  exit 1
+fi
+if compgen -G "/dev/shm/chimaera_*_${PORT}_*" >/dev/null; then
+  echo "the runtime left shared-memory segments behind" >&2
+  exit 1
+fi
