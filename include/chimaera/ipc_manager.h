@@ -51,16 +51,20 @@ using ProcessQueue = hipc::multi_mpsc_queue<hipc::Pointer>;
 using Lane = ProcessQueue::Lane;
 
 /** Per-worker state shared with clients (wake-ups, counters). */
-/// Padded (not alignas) to a cache line: shm blocks are 16-byte aligned.
+/// Two cache lines, padded (not alignas: shm blocks are 16-byte aligned).
+/// The first holds what producers read on every push (the sleep flag) and
+/// changes rarely; the second holds counters the worker bumps per task, so
+/// those writes never evict the flag from the producers' caches.
 struct WorkerShared {
-  std::atomic<u32> sleeping_{0};    ///< Futex word: 1 while the worker sleeps.
-  std::atomic<u32> kind_{0};        ///< WorkerKind of the worker.
+  std::atomic<u32> sleeping_{0};   ///< Futex word: 1 while the worker sleeps.
+  std::atomic<u32> kind_{0};       ///< WorkerKind of the worker.
+  std::atomic<u32> num_lanes_{0};  ///< Lanes it drains.
+  char pad0_[HSHM_CACHELINE_SIZE - 12];
   std::atomic<u64> tasks_done_{0};  ///< Tasks this worker completed.
   std::atomic<u64> wakeups_{0};     ///< Times a producer woke it.
-  std::atomic<u32> num_lanes_{0};   ///< Lanes it drains.
-  char pad_[HSHM_CACHELINE_SIZE - 28];
+  char pad1_[HSHM_CACHELINE_SIZE - 16];
 };
-static_assert(sizeof(WorkerShared) == HSHM_CACHELINE_SIZE, "one line");
+static_assert(sizeof(WorkerShared) == 2 * HSHM_CACHELINE_SIZE, "two lines");
 
 /** Root of the `main` segment: its allocator's custom header. */
 struct IpcShared {

@@ -54,6 +54,9 @@ class mpsc_lane {
  public:
   /** A consumer gives up on an unpublished slot after this long. */
   static constexpr u64 kStallTimeoutNs = 200ull * 1000 * 1000;
+  /** An idle consumer looks for stalled producers once per this many empty
+   * polls (a power of two). */
+  static constexpr u64 kStallCheckEvery = 1024;
 
   /** Prepares an empty lane of `depth` (a power of two) slots found at
    * `slots_off` bytes from this lane. Not thread-safe; before publication. */
@@ -63,6 +66,7 @@ class mpsc_lane {
     head_.store(0, std::memory_order_relaxed);
     holes_.store(0, std::memory_order_relaxed);
     stall_since_ns_ = 0;
+    empty_polls_ = 0;
     mask_ = depth - 1;
     slots_off_ = slots_off;
     for (u64 i = 0; i < depth; ++i) {
@@ -126,7 +130,15 @@ class mpsc_lane {
         head_.store(++pos, std::memory_order_relaxed);
         continue;
       }
-      if (seq != pos || tail_.load(std::memory_order_acquire) <= pos) {
+      if (seq != pos) return false;  // not this round's slot: empty
+      // The slot is free: the lane is empty, or a producer claimed it and
+      // has not published yet. Telling them apart reads the producers' tail
+      // line, so the idle path does it only every kStallCheckEvery polls
+      // (a stall is only acted on after kStallTimeoutNs anyway).
+      if (stall_since_ns_ == 0 && (++empty_polls_ & (kStallCheckEvery - 1))) {
+        return false;
+      }
+      if (tail_.load(std::memory_order_acquire) <= pos) {
         stall_since_ns_ = 0;
         return false;  // empty
       }
@@ -181,15 +193,18 @@ class mpsc_lane {
   // Padding rather than alignas: the allocator aligns blocks to 16 bytes
   // only, and a type demanding 64 would be misaligned.
   static constexpr size_t kLine = HSHM_CACHELINE_SIZE;
-  static constexpr size_t PadTo(size_t n) { return (kLine - n % kLine) % kLine; }
+  static constexpr size_t PadTo(size_t n) {
+    return (kLine - n % kLine) % kLine;
+  }
   HeaderT header_;
   char pad0_[PadTo(sizeof(HeaderT)) ? PadTo(sizeof(HeaderT)) : kLine];
   std::atomic<u64> tail_;
   char pad1_[kLine - sizeof(u64)];
   std::atomic<u64> head_;
   u64 stall_since_ns_;  ///< Consumer-only: when the head slot first stalled.
+  u64 empty_polls_;     ///< Consumer-only: empty polls (paces stall checks).
   std::atomic<u64> holes_;
-  char pad2_[kLine - 3 * sizeof(u64)];
+  char pad2_[kLine - 4 * sizeof(u64)];
   u64 mask_;
   hshm::i64 slots_off_;
 };
