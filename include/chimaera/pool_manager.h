@@ -41,6 +41,15 @@ struct PoolSummary {
   u32 inflight;
 };
 
+/** A worker's private cache of pool lookups (see PoolManager::AcquireFast).
+ */
+struct PoolCache {
+  static constexpr u32 kSlots = 8;
+  u64 version = 0;
+  u64 keys[kSlots] = {};
+  PoolInfo *pools[kSlots] = {};
+};
+
 /** Pools of this node. Any thread may call any member. */
 class PoolManager {
  public:
@@ -66,6 +75,12 @@ class PoolManager {
    * in flight on it (the caller must call Release()). Errors: NotFound
    * (unknown pool or container), Aborted (pool being destroyed). */
   StatusOr<Container *> Acquire(const PoolId &id, const DomainQuery &query);
+  /** Acquire without the lock when `cache` (owned by the calling worker)
+   * already knows the pool and no pool was created or destroyed since.
+   * Safe because pool destruction waits for every worker to pass two loop
+   * iterations and then for in-flight tasks, before freeing anything. */
+  StatusOr<Container *> AcquireFast(const PoolId &id, const DomainQuery &query,
+                                    PoolCache *cache);
   /** Ends a task started by Acquire. */
   static void Release(Container *c) {
     c->inflight_.fetch_sub(1, std::memory_order_release);
@@ -78,7 +93,12 @@ class PoolManager {
   void DestroyAll();
 
  private:
+  /** Picks the container of `pool` that `q` names and counts a task in
+   * flight on it. */
+  static StatusOr<Container *> Resolve(PoolInfo &pool, const DomainQuery &q);
+
   std::shared_mutex mu_;
+  std::atomic<u64> version_{1};  ///< Bumped on every publish/unpublish.
   std::unordered_map<u64, std::shared_ptr<PoolInfo>> by_id_;
   std::unordered_map<std::string, PoolId> by_name_;
   NodeId node_id_ = 0;

@@ -21,6 +21,7 @@
 
 #include "chimaera/container.h"
 #include "chimaera/ipc_manager.h"
+#include "chimaera/pool_manager.h"
 
 namespace chi {
 
@@ -106,8 +107,9 @@ class Worker {
  private:
   /** Pops and starts tasks from every lane; true if any work was done. */
   bool PollLanes();
-  /** Resolves `task` and starts it; completes it with an error on failure. */
-  void Dispatch(FullPtr<Task> task, Container *known);
+  /** Resolves `task` (a live block of `block_size` usable bytes) and starts
+   * it; completes it with an error on failure. */
+  void Dispatch(FullPtr<Task> task, Container *known, u64 block_size);
   /** Creates the fiber of `rctx` and runs it until it finishes or yields. */
   void Start(RunContext *rctx);
   /** Switches into the fiber of `rctx`. */
@@ -141,6 +143,7 @@ class Worker {
   std::vector<WorkerLane> lanes_;  ///< Active lanes: polled every loop.
   std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
   u32 loop_count_ = 0;
+  PoolCache pool_cache_;  ///< This worker's pool lookups.
   std::atomic<u64> epoch_{0};
   std::atomic<bool> exited_{false};
   std::vector<RunContext *> blocked_;

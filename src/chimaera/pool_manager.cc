@@ -63,6 +63,7 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(
   }
   by_id_[pool->id_.ToU64()] = pool;
   by_name_[name] = pool->id_;
+  version_.fetch_add(1, std::memory_order_release);
   *existed = false;
   return pool->id_;
 }
@@ -76,6 +77,7 @@ StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(
   }
   std::shared_ptr<PoolInfo> pool = it->second;
   pool->destroying_.store(true);
+  version_.fetch_add(1, std::memory_order_release);
   by_id_.erase(it);
   by_name_.erase(pool->name_);
   return pool;
@@ -111,8 +113,35 @@ StatusOr<Container *> PoolManager::Acquire(const PoolId &id,
   if (it == by_id_.end()) {
     return Status::NotFound("no pool with id " + id.ToString());
   }
-  PoolInfo &pool = *it->second;
-  if (pool.destroying_.load(std::memory_order_relaxed)) {
+  return Resolve(*it->second, q);
+}
+
+StatusOr<Container *> PoolManager::AcquireFast(const PoolId &id,
+                                               const DomainQuery &q,
+                                               PoolCache *cache) {
+  u64 v = version_.load(std::memory_order_acquire);
+  if (cache->version != v) {
+    *cache = PoolCache();
+    cache->version = v;
+  }
+  u64 key = id.ToU64();
+  u32 slot = static_cast<u32>((key * 0x9E3779B97F4A7C15ull) >> 61);
+  if (cache->pools[slot] && cache->keys[slot] == key) {
+    return Resolve(*cache->pools[slot], q);
+  }
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = by_id_.find(key);
+  if (it == by_id_.end()) {
+    return Status::NotFound("no pool with id " + id.ToString());
+  }
+  cache->keys[slot] = key;
+  cache->pools[slot] = it->second.get();
+  return Resolve(*it->second, q);
+}
+
+StatusOr<Container *> PoolManager::Resolve(PoolInfo &pool,
+                                           const DomainQuery &q) {
+  if (pool.destroying_.load(std::memory_order_acquire)) {
     return Status::Aborted("pool '" + pool.name_ + "' is being destroyed");
   }
   u32 n = static_cast<u32>(pool.containers_.size());
@@ -176,6 +205,7 @@ void PoolManager::DestroyAll() {
     for (auto &kv : by_id_) pools.push_back(kv.second);
     by_id_.clear();
     by_name_.clear();
+    version_.fetch_add(1, std::memory_order_release);
   }
   for (auto &p : pools) FinishDestroy(*p);
 }

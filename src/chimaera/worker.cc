@@ -272,12 +272,13 @@ bool Worker::PollLanes() {
     while (n < kPopBatch && wl.lane->TryPop(&p)) {
       ++n;
       // Validate: a client may push garbage; it must not crash the runtime.
-      if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) {
+      u64 size = CHI_IPC->main_alloc()->LiveBlockSize(p);
+      if (size < sizeof(Task)) {
         fprintf(stderr, "chimaera: worker %u dropped an invalid task pointer\n",
                 id_);
         continue;
       }
-      Dispatch(FullPtr<Task>(p), wl.container);
+      Dispatch(FullPtr<Task>(p), wl.container, size);
     }
     wl.idle_polls = n ? 0 : wl.idle_polls + 1;
     did |= n > 0;
@@ -307,7 +308,7 @@ void Worker::DrainRetired(Lane *lane) {
   }
 }
 
-void Worker::Dispatch(FullPtr<Task> task, Container *known) {
+void Worker::Dispatch(FullPtr<Task> task, Container *known, u64 block_size) {
   Task *t = task.ptr_;
   Container *c = known;
   if (c) {
@@ -315,8 +316,8 @@ void Worker::Dispatch(FullPtr<Task> task, Container *known) {
   } else {
     if (t->dom_query_.kind_ == DomainQuery::kDynamic) {
       // Ask the pool's first container where this task should go.
-      auto first =
-          CHI_POOL_MANAGER->Acquire(t->pool_id_, DomainQuery::GetLocalId(0));
+      auto first = CHI_POOL_MANAGER->AcquireFast(
+          t->pool_id_, DomainQuery::GetLocalId(0), &pool_cache_);
       if (!first.ok()) return CompleteOrFree(t, first.status(), nullptr);
       RunContext probe;
       probe.task_ = task;
@@ -328,7 +329,8 @@ void Worker::Dispatch(FullPtr<Task> task, Container *known) {
         t->dom_query_ = DomainQuery::GetLocalHash(0);
       }
     }
-    auto r = CHI_POOL_MANAGER->Acquire(t->pool_id_, t->dom_query_);
+    auto r =
+        CHI_POOL_MANAGER->AcquireFast(t->pool_id_, t->dom_query_, &pool_cache_);
     if (!r.ok()) return CompleteOrFree(t, r.status(), nullptr);
     c = *r;
   }
@@ -338,7 +340,7 @@ void Worker::Dispatch(FullPtr<Task> task, Container *known) {
     bad = Status::NotFound("module '" + c->module_name_ + "' (pool '" +
                            c->pool_name_ + "') has no method " +
                            std::to_string(t->method_));
-  } else if (!CHI_IPC->main_alloc()->IsLiveBlock(task.shm_, e->task_size)) {
+  } else if (block_size < e->task_size) {
     bad = Status::InvalidArgument(std::string("task is smaller than ") +
                                   e->name + "'s task type");
   }

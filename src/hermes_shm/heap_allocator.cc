@@ -350,17 +350,19 @@ Status HeapAllocator::Free(const MemContext &, const Pointer &p) {
   return Status::Ok();
 }
 
-bool HeapAllocator::IsLiveBlock(const Pointer &p, size_t size) const {
-  if (!hdr_ || p.IsNull() || p.alloc_id_ != id_) return false;
+u64 HeapAllocator::LiveBlockSize(const Pointer &p) const {
+  if (!hdr_ || p.IsNull() || p.alloc_id_ != id_) return 0;
   u64 top = hdr_->heap_top_.load(std::memory_order_acquire);
-  if (p.off_.off_ < hdr_->heap_begin_ + kBlockHeaderSize) return false;
+  if (p.off_.off_ < hdr_->heap_begin_ + kBlockHeaderSize) return 0;
   u64 off = p.off_.off_ - kBlockHeaderSize;
-  if (off >= top || off % kAlignment != 0) return false;
+  if (off >= top || off % kAlignment != 0) return 0;
   auto *b = reinterpret_cast<const BlockHeader *>(region_ + off);
   u32 c = b->class_;
-  if (c >= kNumClasses || off + ClassSize(c) > top) return false;
-  if (ClassSize(c) - kBlockHeaderSize < size) return false;
-  return b->magic_.load(std::memory_order_acquire) == internal::kMagicUsed;
+  if (c >= kNumClasses || off + ClassSize(c) > top) return 0;
+  if (b->magic_.load(std::memory_order_acquire) != internal::kMagicUsed) {
+    return 0;
+  }
+  return ClassSize(c) - kBlockHeaderSize;
 }
 
 //------------------------------------------------------------------------------

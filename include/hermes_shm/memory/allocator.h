@@ -135,7 +135,13 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
   }
   /** True if `p` names a live block of this heap with room for `size` bytes.
    */
-  bool IsLiveBlock(const Pointer &p, size_t size) const;
+  bool IsLiveBlock(const Pointer &p, size_t size) const {
+    u64 n = LiveBlockSize(p);
+    return n != 0 && n >= size;
+  }
+  /** Usable bytes of the live block `p` names, or 0 if `p` is not a live
+   * block of this heap (validates untrusted pointers in O(1)). */
+  u64 LiveBlockSize(const Pointer &p) const;
 
   /** Size class of a block of `block_size` bytes (header included). */
   static u32 ClassOf(u64 block_size);
@@ -198,6 +204,7 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
   bool IsLiveBlock(const Pointer &p, size_t size) const {
     return heap_.IsLiveBlock(p, size);
   }
+  u64 LiveBlockSize(const Pointer &p) const { return heap_.LiveBlockSize(p); }
   /** The underlying shared heap. */
   HeapAllocator &heap() { return heap_; }
   /** Unique per Create/Attach; thread caches of older ones are dropped. */
