@@ -7,7 +7,8 @@
 #   SOURCES (a header-only client) <mod>_client is an INTERFACE library that
 #   carries the include directories and chimaera::chimaera_client.
 #
-# add_chimod_runtime(<mod> SOURCES <src>... [LINK <lib>...] [INCLUDE <dir>...])
+# add_chimod_runtime(<mod> SOURCES <src>... [LINK <lib>...] [INCLUDE <dir>...]
+#                    [NO_INSTALL])
 #   Builds lib<mod>_runtime.so: the container of module <mod> (one of its
 #   sources uses CHI_TASK_CC), compiled with CHIMAERA_RUNTIME=1 and linked to
 #   chimaera::chimaera_runtime. The runtime dlopens it by module name.
@@ -19,7 +20,7 @@ include_guard(GLOBAL)
 include(GNUInstallDirs)
 
 function(_chimod_add_library mod kind runtime_flag base_target)
-  cmake_parse_arguments(ARG "" "" "SOURCES;LINK;INCLUDE" ${ARGN})
+  cmake_parse_arguments(ARG "NO_INSTALL" "" "SOURCES;LINK;INCLUDE" ${ARGN})
   if(ARG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR
       "add_chimod_${kind}(${mod}): unexpected arguments ${ARG_UNPARSED_ARGUMENTS}")
@@ -45,7 +46,9 @@ function(_chimod_add_library mod kind runtime_flag base_target)
     set_target_properties(${tgt} PROPERTIES
         LIBRARY_OUTPUT_DIRECTORY ${CHIMAERA_MODULE_OUTPUT_DIR})
   endif()
-  install(TARGETS ${tgt} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  if(NOT ARG_NO_INSTALL)
+    install(TARGETS ${tgt} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  endif()
 endfunction()
 
 function(add_chimod_client mod)

@@ -36,9 +36,14 @@ void ModuleManager::Init(const std::vector<std::string> &config_paths) {
 #ifdef CHIMAERA_BUILD_MODULE_DIR
   paths_.push_back(CHIMAERA_BUILD_MODULE_DIR);
 #endif
-#ifdef CHIMAERA_INSTALL_MODULE_DIR
-  paths_.push_back(CHIMAERA_INSTALL_MODULE_DIR);
-#endif
+  // The directory libchimaera_runtime.so was loaded from: installed modules
+  // sit beside it, wherever the tree was installed.
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void *>(&SplitPaths), &info) && info.dli_fname) {
+    std::string lib = info.dli_fname;
+    size_t slash = lib.rfind('/');
+    if (slash != std::string::npos) paths_.push_back(lib.substr(0, slash));
+  }
 }
 
 void ModuleManager::RegisterBuiltin(const std::string &name,
