@@ -108,3 +108,42 @@ TEST(ContainerQueueTest, DestroyPoolWithTasksInFlight) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ModuleLoaderTest, BrokenModulesAreClearErrors) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto abi = admin.GetOrCreatePool("p1", "bad_abi_mod", 1);
+  EXPECT_EQ(abi.status().code(), hshm::StatusCode::kInvalidArgument);
+  EXPECT_NE(abi.status().message().find("ABI version"), std::string::npos)
+      << abi.status();
+  auto nosym = admin.GetOrCreatePool("p2", "no_symbol_mod", 1);
+  EXPECT_EQ(nosym.status().code(), hshm::StatusCode::kInvalidArgument);
+  EXPECT_NE(nosym.status().message().find("CHI_TASK_CC"), std::string::npos)
+      << nosym.status();
+  auto missing = admin.GetOrCreatePool("p3", "no_such_module", 1);
+  EXPECT_EQ(missing.status().code(), hshm::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("libno_such_module_runtime.so"),
+            std::string::npos)
+      << missing.status();
+  auto evil = admin.GetOrCreatePool("p4", "../etc/x", 1);
+  EXPECT_EQ(evil.status().code(), hshm::StatusCode::kInvalidArgument);
+  // None of it hurt the runtime; chimaera_stat reports it.
+  EXPECT_TRUE(admin.Noop().ok());
+  std::string out;
+  ASSERT_EQ(chi_test::RunProgram({chi_test::BinDir() + "/chimaera_stat"},
+                                 rt.config_path(), &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("workers: 2"), std::string::npos) << out;
+  EXPECT_NE(out.find("'chimaera_admin'"), std::string::npos) << out;
+  EXPECT_NE(out.find("process queue: 1 lanes"), std::string::npos) << out;
+  EXPECT_EQ(out.find("'p1'"), std::string::npos) << out;
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+}  // namespace
