@@ -154,11 +154,16 @@ class Runtime : public Container {
   void Stat(StatTask *task, RunContext &rctx) {
     std::ostringstream os;
     IpcManager *ipc = CHI_IPC;
+    // In-use counters lag by what threads have not flushed; flush ours.
+    ipc->main_alloc()->FlushThreadCache();
+    ipc->cdata_alloc()->FlushThreadCache();
+    ipc->rdata_alloc()->FlushThreadCache();
     os << "node " << ipc->node_id() << " at " << ipc->server_address()
        << " (pid " << ipc->shared()->runtime_pid_ << ")\n";
-    os << "segments: main " << ipc->main_alloc()->GetBytesInUse()
-       << " B in use of " << ipc->main_alloc()->GetRegionSize()
-       << ", client_data " << ipc->cdata_alloc()->GetBytesInUse() << " of "
+    os << "segments (bytes in use, approximate): main "
+       << ipc->main_alloc()->GetBytesInUse() << " B in use of "
+       << ipc->main_alloc()->GetRegionSize() << ", client_data "
+       << ipc->cdata_alloc()->GetBytesInUse() << " of "
        << ipc->cdata_alloc()->GetRegionSize() << ", runtime_data "
        << ipc->rdata_alloc()->GetBytesInUse() << " of "
        << ipc->rdata_alloc()->GetRegionSize() << "\n";
