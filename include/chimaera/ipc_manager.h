@@ -129,6 +129,11 @@ class IpcManager {
   FullPtr<char> AllocateBuffer(size_t size);
   /** Allocates a buffer in `client_data` (either side). */
   FullPtr<char> AllocateClientBuffer(size_t size);
+  /** The process address of `size` bytes at `p` if they lie inside one of
+   * the data segments (client_data or runtime_data); null otherwise. A zero
+   * size yields a valid empty span whatever `p` is. For validating buffers a
+   * client names in a task (never a task in `main`). Any thread. */
+  const char *DataBuffer(const hipc::Pointer &p, u64 size) const;
   /** Frees a buffer from either data segment. Null is a no-op. */
   Status FreeBuffer(const hipc::Pointer &p);
 

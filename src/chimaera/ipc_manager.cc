@@ -390,6 +390,16 @@ FullPtr<char> IpcManager::AllocateClientBuffer(size_t size) {
   return cdata_alloc_->Allocate(HSHM_MCTX, size);
 }
 
+const char *IpcManager::DataBuffer(const hipc::Pointer &p, u64 size) const {
+  static const char kEmpty[1] = {0};
+  if (size == 0) return kEmpty;
+  if (p.alloc_id_ != cdata_alloc_->GetId() &&
+      p.alloc_id_ != rdata_alloc_->GetId()) {
+    return nullptr;
+  }
+  return hipc::ToProcessAddressChecked(p, size);
+}
+
 Status IpcManager::FreeBuffer(const hipc::Pointer &p) {
   if (p.IsNull()) return Status::Ok();
   if (p.alloc_id_ == cdata_alloc_->GetId()) {

@@ -21,20 +21,6 @@ namespace chi::compressor {
 
 namespace {
 
-/** The process address of `size` bytes at `p` if they lie inside one of the
- * data segments (client_data or runtime_data); null otherwise. A zero size
- * yields a valid empty span whatever `p` is. Any runtime thread may call. */
-const char *DataBytes(const hipc::Pointer &p, u64 size) {
-  static const char kEmpty[1] = {0};
-  if (size == 0) return kEmpty;
-  IpcManager *ipc = CHI_IPC;
-  if (p.alloc_id_ != ipc->cdata_alloc()->GetId() &&
-      p.alloc_id_ != ipc->rdata_alloc()->GetId()) {
-    return nullptr;
-  }
-  return hipc::ToProcessAddressChecked(p, size);
-}
-
 /** A free list of heap objects made by `New` and destroyed by `Del`, so
  * concurrent methods reuse codec states. Any thread may call. */
 template <typename T, T *(*New)(), void (*Del)(T *)>
@@ -146,7 +132,7 @@ class Runtime : public Container {
   void Compress(CompressTask *task, RunContext &rctx) {
     task->out_ = hipc::Pointer::GetNull();
     task->out_size_ = 0;
-    const char *src = DataBytes(task->data_, task->size_);
+    const char *src = CHI_IPC->DataBuffer(task->data_, task->size_);
     if (!src) {
       task->SetStatus(Status::InvalidArgument("Compress: input is not " +
                                               std::to_string(task->size_) +
@@ -172,7 +158,7 @@ class Runtime : public Container {
   void Decompress(DecompressTask *task, RunContext &rctx) {
     task->out_ = hipc::Pointer::GetNull();
     task->out_size_ = 0;
-    const char *src = DataBytes(task->data_, task->size_);
+    const char *src = CHI_IPC->DataBuffer(task->data_, task->size_);
     if (!src) {
       task->SetStatus(Status::InvalidArgument("Decompress: input is not " +
                                               std::to_string(task->size_) +

@@ -15,20 +15,6 @@ namespace chi::kvs {
 
 namespace {
 
-/** The process address of `size` bytes at `p` if they lie inside one of the
- * data segments (client_data or runtime_data); null otherwise. A zero size
- * yields a valid empty span whatever `p` is. Any runtime thread may call. */
-const char *DataBytes(const hipc::Pointer &p, u64 size) {
-  static const char kEmpty[1] = {0};
-  if (size == 0) return kEmpty;
-  IpcManager *ipc = CHI_IPC;
-  if (p.alloc_id_ != ipc->cdata_alloc()->GetId() &&
-      p.alloc_id_ != ipc->rdata_alloc()->GetId()) {
-    return nullptr;
-  }
-  return hipc::ToProcessAddressChecked(p, size);
-}
-
 /** Checks a key's size and buffer; on success `*key` is its address. */
 Status KeyBytes(const hipc::Pointer &p, u64 size, bool allow_empty,
                 const char **key) {
@@ -37,7 +23,7 @@ Status KeyBytes(const hipc::Pointer &p, u64 size, bool allow_empty,
                                    std::to_string(kMaxKeySize) +
                                    " bytes, not " + std::to_string(size));
   }
-  *key = DataBytes(p, size);
+  *key = CHI_IPC->DataBuffer(p, size);
   if (!*key) {
     return Status::InvalidArgument("kvs: key buffer is not " +
                                    std::to_string(size) +
@@ -78,7 +64,8 @@ class Runtime : public Container {
     if (task->value_size_ > ~0ull - task->key_size_) {
       return task->SetStatus(Status::InvalidArgument("kvs: value too large"));
     }
-    if (!DataBytes(task->data_, task->key_size_ + task->value_size_)) {
+    if (!CHI_IPC->DataBuffer(task->data_,
+                             task->key_size_ + task->value_size_)) {
       return task->SetStatus(Status::InvalidArgument(
           "kvs: key + value buffer is not inside a data segment"));
     }

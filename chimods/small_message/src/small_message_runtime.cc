@@ -6,22 +6,6 @@
 
 namespace chi::small_message {
 
-namespace {
-
-/** The process address of `size` bytes at `p` if they lie inside one of the
- * data segments (client_data or runtime_data); null otherwise. `size` must
- * be > 0. Any runtime thread may call. */
-const char *DataBytes(const hipc::Pointer &p, u64 size) {
-  IpcManager *ipc = CHI_IPC;
-  if (p.alloc_id_ != ipc->cdata_alloc()->GetId() &&
-      p.alloc_id_ != ipc->rdata_alloc()->GetId()) {
-    return nullptr;
-  }
-  return hipc::ToProcessAddressChecked(p, size);
-}
-
-}  // namespace
-
 /** Container of the small_message module: stateless, so its methods need no
  * locking. */
 class Runtime : public Container {
@@ -43,7 +27,7 @@ class Runtime : public Container {
     task->ret_size_ = 0;
     u64 size = task->size_;
     if (size == 0) return;
-    const char *src = DataBytes(task->data_, size);
+    const char *src = CHI_IPC->DataBuffer(task->data_, size);
     if (!src) {
       task->SetStatus(Status::InvalidArgument("Echo: data buffer is not " +
                                               std::to_string(size) +
