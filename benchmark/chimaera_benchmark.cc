@@ -136,6 +136,23 @@ std::vector<u64> MeasureNoopLatency(u64 tasks, u64 warmup) {
   return samples;
 }
 
+/** Times `samples` Noops, each after `idle_ms` of client silence, so the
+ * worker has gone to sleep on its futex: the wake-up cost of an idle runtime.
+ * Returns an empty vector on a failed task. */
+std::vector<u64> MeasureWakeLatency(u32 samples, u32 idle_ms) {
+  chi::admin::Client admin;
+  std::vector<u64> out;
+  for (u32 i = 0; i < samples; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(idle_ms));
+    Clock::time_point a = Clock::now();
+    bool ok = OneNoop(admin);
+    Clock::time_point b = Clock::now();
+    if (!ok) return {};
+    out.push_back(ElapsedNs(a, b));
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // 2. Asynchronous Noop throughput.
 // ---------------------------------------------------------------------------
@@ -388,6 +405,11 @@ int main(int argc, char **argv) {
   }
   Summary noop_s = Summarize(noop);
   PrintLatency("Chimaera Noop", noop.size(), noop_s);
+  std::vector<u64> wake = MeasureWakeLatency(50, 20);
+  if (!wake.empty()) {
+    Summary wake_s = Summarize(wake);
+    PrintLatency("Noop after 20 ms idle (wake)", wake.size(), wake_s);
+  }
 
   printf(
       "\n2. Asynchronous Noop throughput (%u runs of %.2f s per "
