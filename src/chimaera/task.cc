@@ -21,19 +21,23 @@ namespace internal {
 
 namespace {
 
-/** Spin iterations before a waiter sleeps (about 20 us). */
-constexpr int kSpinIters = 4000;
+/** How long a waiter polls before it sleeps on the futex. */
+constexpr u64 kSpinNs = 20000;
 /** Longest single futex sleep; liveness is re-checked after each. */
 constexpr u64 kSleepSliceUs = 20000;
 
 /** Waits like a client: spin, then sleep on the task's futex word. Completes
  * the task with Unavailable if the runtime process disappears. */
 bool BlockingWait(Task *task, u64 timeout_us) {
-  for (int i = 0; i < kSpinIters; ++i) {
+  // Poll for kSpinNs (a pause costs 10-150 cycles depending on the CPU, so
+  // the budget is time, checked every 64 polls, not a count).
+  u64 start = hshm::NowNs();
+  for (u32 i = 1;; ++i) {
     if (task->IsComplete()) return true;
     hshm::CpuRelax();
+    if ((i & 63) == 0 && hshm::NowNs() - start > kSpinNs) break;
   }
-  u64 start = hshm::NowNs();
+  start = hshm::NowNs();
   for (;;) {
     u32 prev =
         task->state_.fetch_or(kTaskWaiterAsleep, std::memory_order_acq_rel);
