@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Chimaera, starts a private runtime (own port and config), runs
-# chimaera_benchmark and hshm_benchmark against it, and stops the runtime.
+# chimaera_benchmark, chimod_benchmark and hshm_benchmark against it, and
+# stops the runtime.
 # The runtime, its config and its shared-memory segments are always cleaned
 # up, even on failure or Ctrl-C.
 #
@@ -8,6 +9,7 @@
 #   BUILD_DIR   build directory (default: build)
 #   PORT        runtime port (default: 19700)
 #   SKIP_BUILD  1 to skip scripts/build.sh (use what BUILD_DIR holds)
+#   CHIMOD_BENCH_ARGS  options for chimod_benchmark (e.g. "--keys 100000")
 # Arguments are passed to chimaera_benchmark (e.g. --tasks 200000 --seconds 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,7 @@ fi
 BIN="$BUILD_DIR/src/chimaera"
 for exe in "$BIN/chimaera_start_runtime" "$BIN/chimaera_stop_runtime" \
   "$BIN/chimaera_stat" "$BUILD_DIR/benchmark/chimaera_benchmark" \
+  "$BUILD_DIR/benchmark/chimod_benchmark" \
   "$BUILD_DIR/benchmark/hshm_benchmark"; do
   [[ -x "$exe" ]] || { echo "run_benchmark: missing $exe" >&2; exit 1; }
 done
@@ -53,9 +56,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# client_data holds chimod_benchmark's 1 MiB echo inputs and replies (16 in
+# flight) and the kvs requests; 256m (the default, stated here) is ample.
 cat >"$CHI_SERVER_CONF" <<EOF
 network:
   port: ${PORT}
+shm:
+  client_data: 256m
 EOF
 
 echo "== starting runtime on port $PORT"
@@ -84,6 +91,11 @@ cat "$LOG"
 echo
 echo "== chimaera_benchmark $*"
 "$BUILD_DIR/benchmark/chimaera_benchmark" "$@"
+
+echo
+echo "== chimod_benchmark ${CHIMOD_BENCH_ARGS:-}"
+# shellcheck disable=SC2086  # Word splitting of the options is intended.
+"$BUILD_DIR/benchmark/chimod_benchmark" ${CHIMOD_BENCH_ARGS:-}
 
 echo
 echo "== hshm_benchmark"
