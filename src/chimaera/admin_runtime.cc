@@ -24,6 +24,8 @@ class Runtime : public Container {
     RegisterMethod(Method::kDestroyPool, "DestroyPool", &Runtime::DestroyPool);
     RegisterMethod(Method::kLookupPool, "LookupPool", &Runtime::LookupPool);
     RegisterMethod(Method::kStat, "Stat", &Runtime::Stat);
+    RegisterMethod(Method::kListPools, "ListPools", &Runtime::List);
+    RegisterMethod(Method::kListModules, "ListModules", &Runtime::List);
   }
 
   /** Does nothing. */
@@ -150,6 +152,34 @@ class Runtime : public Container {
     task->pool_id_out_ = *id;
   }
 
+  /** Lists pools or modules (by method) into an rdata buffer. */
+  void List(ListTask *task, RunContext &rctx) {
+    std::ostringstream os;
+    if (task->method_ == Method::kListPools) {
+      for (auto &p : CHI_POOL_MANAGER->List()) {
+        os << p.id.ToString() << '\t' << p.name << '\t' << p.module << '\t'
+           << p.num_containers << '\n';
+      }
+    } else {
+      for (auto &m : CHI_MODULE_MANAGER->ListModules()) os << m << '\n';
+    }
+    ReplyText(os.str(), &task->text_, &task->text_size_, task);
+  }
+
+  /** Copies `text` into a runtime_data buffer the client frees. */
+  static void ReplyText(const std::string &text, hipc::Pointer *out,
+                        u64 *out_size, Task *task) {
+    if (text.empty()) return;
+    FullPtr<char> buf = CHI_IPC->AllocateBuffer(text.size());
+    if (buf.IsNull()) {
+      task->SetStatus(Status::OutOfMemory("runtime_data is full"));
+      return;
+    }
+    std::memcpy(buf.ptr_, text.data(), text.size());
+    *out = buf.shm_;
+    *out_size = text.size();
+  }
+
   /** Writes a report of the runtime into an rdata buffer. */
   void Stat(StatTask *task, RunContext &rctx) {
     std::ostringstream os;
@@ -199,15 +229,7 @@ class Runtime : public Container {
     os << "modules:";
     for (auto &m : CHI_MODULE_MANAGER->ListModules()) os << " " << m;
     os << "\n";
-    std::string text = os.str();
-    FullPtr<char> buf = ipc->AllocateBuffer(text.size());
-    if (buf.IsNull()) {
-      task->SetStatus(Status::OutOfMemory("runtime_data is full"));
-      return;
-    }
-    std::memcpy(buf.ptr_, text.data(), text.size());
-    task->text_ = buf.shm_;
-    task->text_size_ = text.size();
+    ReplyText(os.str(), &task->text_, &task->text_size_, task);
   }
 };
 

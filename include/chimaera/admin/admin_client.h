@@ -8,12 +8,22 @@
 #ifndef CHIMAERA_ADMIN_ADMIN_CLIENT_H_
 #define CHIMAERA_ADMIN_ADMIN_CLIENT_H_
 
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "chimaera/admin/admin_tasks.h"
 #include "chimaera/client_util.h"
 
 namespace chi::admin {
+
+/** One pool, as ListPools reports it. */
+struct PoolDesc {
+  PoolId id;
+  std::string name;
+  std::string module;
+  u32 num_containers = 0;
+};
 
 /** Client of the admin pool of this node. */
 class Client {
@@ -115,6 +125,36 @@ class Client {
         Submit(task), [&](LookupPoolTask *t) { id = t->pool_id_out_; }));
     return id;
   }
+  /** Every pool of this node. */
+  StatusOr<std::vector<PoolDesc>> ListPools() {
+    HSHM_ASSIGN_OR_RETURN(std::string text, ListText(Method::kListPools));
+    std::vector<PoolDesc> out;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+      PoolDesc d;
+      std::istringstream f(line);
+      std::string id;
+      char dot = 0;
+      if (!std::getline(f, id, '\t') || !std::getline(f, d.name, '\t') ||
+          !std::getline(f, d.module, '\t') || !(f >> d.num_containers)) {
+        return Status::Internal("malformed pool list line: " + line);
+      }
+      std::istringstream ids(id);
+      ids >> d.id.node_id_ >> dot >> d.id.unique_;
+      out.push_back(d);
+    }
+    return out;
+  }
+  /** Names of the modules the runtime has loaded. */
+  StatusOr<std::vector<std::string>> ListModules() {
+    HSHM_ASSIGN_OR_RETURN(std::string text, ListText(Method::kListModules));
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) out.push_back(line);
+    return out;
+  }
   /** A text report of the runtime's state. */
   StatusOr<std::string> Stat() {
     std::string text;
@@ -122,6 +162,21 @@ class Client {
         WaitAndFree(Submit(CHI_IPC->NewTaskDefault<StatTask>(
                         CHI_IPC->NewTaskNode(), DomainQuery())),
                     [&](StatTask *t) {
+                      FullPtr<char> p(t->text_);
+                      if (!p.IsNull()) text.assign(p.ptr_, t->text_size_);
+                      (void)CHI_IPC->FreeBuffer(t->text_);
+                    }));
+    return text;
+  }
+
+ private:
+  /** Runs a ListTask with `method` and returns its text. */
+  StatusOr<std::string> ListText(MethodId method) {
+    std::string text;
+    HSHM_RETURN_IF_ERROR(
+        WaitAndFree(Submit(CHI_IPC->NewTaskDefault<ListTask>(
+                        CHI_IPC->NewTaskNode(), DomainQuery(), method)),
+                    [&](ListTask *t) {
                       FullPtr<char> p(t->text_);
                       if (!p.IsNull()) text.assign(p.ptr_, t->text_size_);
                       (void)CHI_IPC->FreeBuffer(t->text_);

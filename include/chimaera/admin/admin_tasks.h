@@ -22,6 +22,8 @@ static GLOBAL_CROSS_CONST MethodId kGetOrCreatePool = BaseMethod::kCustom + 4;
 static GLOBAL_CROSS_CONST MethodId kDestroyPool = BaseMethod::kCustom + 5;
 static GLOBAL_CROSS_CONST MethodId kLookupPool = BaseMethod::kCustom + 6;
 static GLOBAL_CROSS_CONST MethodId kStat = BaseMethod::kCustom + 7;
+static GLOBAL_CROSS_CONST MethodId kListPools = BaseMethod::kCustom + 8;
+static GLOBAL_CROSS_CONST MethodId kListModules = BaseMethod::kCustom + 9;
 }  // namespace Method
 
 /** A fixed-size, NUL-terminated name inside a task (no std::string in shm).
@@ -146,6 +148,21 @@ struct StatTask : public Task {
            const DomainQuery &dom)
       : Task(alloc) {
     SetBase(node, kAdminPoolId, dom, Method::kStat);
+  }
+};
+
+/** Lists pools (kListPools: one "node.unique<TAB>name<TAB>module<TAB>
+ * containers" line each) or loaded modules (kListModules: one name per line)
+ * into a buffer the caller frees with FreeBuffer. */
+struct ListTask : public Task {
+  OUT hipc::Pointer text_;
+  OUT u64 text_size_ = 0;
+  explicit ListTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  ListTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
+           const DomainQuery &dom, MethodId method)
+      : Task(alloc) {
+    SetBase(node, kAdminPoolId, dom, method);
   }
 };
 

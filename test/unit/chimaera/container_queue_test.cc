@@ -51,6 +51,23 @@ TEST(ContainerQueueTest, LanesOfEachLatencyRunOnTheirWorkers) {
   }
   // The container's two low-latency lanes went to both low-latency workers.
   EXPECT_EQ(ll_workers.size(), 2u) << ll_counts[0] << " " << ll_counts[1];
+  auto pools = admin.ListPools();
+  ASSERT_TRUE(pools.ok()) << pools.status();
+  ASSERT_EQ(pools->size(), 2u);  // admin + queues
+  bool found = false;
+  for (auto &p : *pools) {
+    if (p.name == "queues") {
+      found = true;
+      EXPECT_EQ(p.id, *pool);
+      EXPECT_EQ(p.module, "queue_test_mod");
+      EXPECT_EQ(p.num_containers, 2u);
+    }
+  }
+  EXPECT_TRUE(found);
+  auto mods = admin.ListModules();
+  ASSERT_TRUE(mods.ok());
+  EXPECT_EQ(*mods,
+            (std::vector<std::string>{"chimaera_admin", "queue_test_mod"}));
   auto stat = admin.Stat();
   ASSERT_TRUE(stat.ok());
   EXPECT_NE(stat->find("'queues' module queue_test_mod: 2 containers"),
