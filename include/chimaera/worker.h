@@ -157,6 +157,7 @@ class Worker {
   std::atomic<bool> stop_{false};
   std::atomic<u64> deadline_ns_{0};
   u64 idle_since_ns_ = 0;
+  u32 idle_polls_ = 0;  ///< Empty polls since the last work (clock pacing).
   u32 idle_spin_us_ = 100;
 };
 
