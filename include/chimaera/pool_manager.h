@@ -103,7 +103,6 @@ class PoolManager {
   std::unordered_map<std::string, PoolId> by_name_;
   NodeId node_id_ = 0;
   u32 next_unique_ = 1;
-  u32 rr_ = 0;  ///< Round-robin cursor for GetDynamic without a Monitor.
 };
 
 }  // namespace chi

@@ -32,7 +32,7 @@ enum class WorkerKind : u32 {
   kLowLatency = 0,     ///< Drains low-latency lanes (incl. the process queue).
   kHighLatency = 1,    ///< Drains high-latency lanes.
   kReinforcement = 2,  ///< Refines ChiMod performance models.
-  kProcessReaper = 3,  ///< Frees memory of dead client processes (later).
+  kProcessReaper = 3,  ///< Frees memory of dead clients (not implemented yet).
 };
 
 /** Runtime-private state of one executing task (never in shared memory). */
@@ -59,12 +59,6 @@ struct WorkerLane {
   Lane *lane = nullptr;
   Container *container = nullptr;  ///< Owner of a container lane, else null.
   u32 idle_polls = 0;              ///< Consecutive empty polls.
-};
-
-/** Per-method performance sample sink, read by the reinforcement thread. */
-struct MethodStat {
-  std::atomic<u64> count{0};
-  std::atomic<u64> total_ns{0};
 };
 
 /** A low- or high-latency worker. */
@@ -101,8 +95,6 @@ class Worker {
   WorkerKind kind() const { return kind_; }
   /** Lanes this worker drains (approximate; any thread). */
   u32 NumLanes() const { return shared_->num_lanes_.load(); }
-  /** Suspended fibers (waiting on subtasks); owner thread only. */
-  size_t NumBlocked() const { return blocked_.size(); }
 
  private:
   /** Pops and starts tasks from every lane; true if any work was done. */

@@ -34,13 +34,13 @@ int WaitPid(int pid, int timeout_ms) {
   return -1;
 }
 
-/** True if something accepts TCP connections on 127.0.0.1:port. */
-bool Listening(int port) {
+/** True if something accepts TCP connections on host:port. */
+bool Listening(const std::string &host, int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
   bool ok = connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
   close(fd);
   return ok;
@@ -93,6 +93,13 @@ RuntimeProcess::RuntimeProcess(const std::string &extra_yaml, bool full_yaml) {
   setenv("CHI_SERVER_CONF", conf_.c_str(), 1);
 }
 
+RuntimeProcess::RuntimeProcess(int port, const std::string &yaml)
+    : port_(port) {
+  conf_ = WriteTempFile("conf.yaml", yaml);
+  log_ = conf_ + ".log";
+  setenv("CHI_SERVER_CONF", conf_.c_str(), 1);
+}
+
 RuntimeProcess::~RuntimeProcess() {
   if (pid_ > 0) {
     kill(pid_, SIGTERM);
@@ -109,7 +116,7 @@ RuntimeProcess::~RuntimeProcess() {
 }
 
 std::string RuntimeProcess::SegmentName(const std::string &segment) const {
-  return hipc::PosixShmMmap::MakeName("127.0.0.1:" + std::to_string(port_),
+  return hipc::PosixShmMmap::MakeName(host_ + ":" + std::to_string(port_),
                                       segment);
 }
 
@@ -131,7 +138,7 @@ hshm::Status RuntimeProcess::Start() {
     _exit(127);
   }
   for (int i = 0; i < 1000; ++i) {
-    if (Log().find("ready") != std::string::npos && Listening(port_)) {
+    if (Log().find("ready") != std::string::npos && Listening(host_, port_)) {
       return hshm::Status::Ok();
     }
     int st = 0;

@@ -24,6 +24,8 @@ class RuntimeProcess {
    * and exports CHI_SERVER_CONF so clients in this process find it. */
   explicit RuntimeProcess(const std::string &extra_yaml = "",
                           bool full_yaml = false);
+  /** A runtime on `port` with exactly the configuration `yaml`. */
+  RuntimeProcess(int port, const std::string &yaml);
   /** Stops the runtime (SIGTERM, then SIGKILL after 10 s) and removes its
    * segments and config file. */
   ~RuntimeProcess();
@@ -39,6 +41,10 @@ class RuntimeProcess {
   int port() const { return port_; }
   int pid() const { return pid_; }
   const std::string &config_path() const { return conf_; }
+  /** Runtimes bound to a hostfile address: the address this one is
+   * expected to bind (default 127.0.0.1), for readiness and segment names.
+   */
+  void set_host(const std::string &host) { host_ = host; }
   /** Names of the three segments this runtime creates. */
   std::string SegmentName(const std::string &segment) const;
   /** Output the runtime printed (stdout + stderr). */
@@ -47,6 +53,7 @@ class RuntimeProcess {
  private:
   int port_ = 0;
   int pid_ = -1;
+  std::string host_ = "127.0.0.1";
   std::string conf_;
   std::string log_;
 };

@@ -214,4 +214,47 @@ TEST(RuntimeTest, CrashedRuntimeIsDetectedAndItsSegmentsCleaned) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// Two runtimes on one machine, as two nodes of a hostfile: each binds the
+// first free address (node id = its offset + 1) and has its own segments.
+TEST(RuntimeTest, HostfileGivesEachRuntimeItsNodeId) {
+  int port = chi_test::FreePort();
+  std::string hosts =
+      chi_test::WriteTempFile("hosts", "# two nodes\n127.0.0.[2-3]\n");
+  std::string yaml = "network:\n  port: " + std::to_string(port) +
+                     "\n  hostfile: " + hosts +
+                     "\nshm:\n  main: 16m\n  client_data: 16m\n"
+                     "  runtime_data: 16m\n";
+  RuntimeProcess node1(port, yaml);
+  node1.set_host("127.0.0.2");
+  ASSERT_TRUE(node1.Start().ok()) << node1.Log();
+  EXPECT_NE(node1.Log().find("node 1 listening on 127.0.0.2:"),
+            std::string::npos)
+      << node1.Log();
+  RuntimeProcess node2(port, yaml);
+  node2.set_host("127.0.0.3");
+  ASSERT_TRUE(node2.Start().ok()) << node2.Log();
+  EXPECT_NE(node2.Log().find("node 2 listening on 127.0.0.3:"),
+            std::string::npos)
+      << node2.Log();
+  EXPECT_NE(node1.SegmentName("main"), node2.SegmentName("main"));
+  EXPECT_TRUE(hipc::PosixShmMmap::Exists(node2.SegmentName("main")));
+  // A third one finds every address taken.
+  std::string out;
+  EXPECT_EQ(
+      RunProgram({Bin("chimaera_start_runtime")}, node1.config_path(), &out),
+      1);
+  EXPECT_NE(out.find("could not bind port"), std::string::npos) << out;
+  // A client picks its node with CHI_SERVER_ADDR.
+  setenv("CHI_SERVER_ADDR", "127.0.0.3", 1);
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  EXPECT_EQ(CHI_IPC->node_id(), 2u);
+  EXPECT_TRUE(chi::admin::Client().Noop().ok());
+  CHIMAERA->ClientFinalize();
+  unsetenv("CHI_SERVER_ADDR");
+  // chimaera_stop_runtime (no CHI_SERVER_ADDR) stops node 1, the first.
+  EXPECT_TRUE(node1.Stop().ok());
+  EXPECT_TRUE(node2.Running());
+  unlink(hosts.c_str());
+}
+
 }  // namespace
