@@ -14,10 +14,14 @@
 // worker sees the task or the producer sees the sleeper, never neither.
 #include "chimaera/worker.h"
 
+#include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstdio>
+#include <cstring>
+#include <mutex>
 
 #include "chimaera/config_manager.h"
 #include "chimaera/pool_manager.h"
@@ -37,7 +41,66 @@ constexpr u32 kColdAfter = 4096;
 /** Cold lanes are polled once every this many loop iterations. */
 constexpr u32 kColdPeriod = 64;
 
-thread_local RunContext *tls_rctx = nullptr;
+// initial-exec: the SIGSEGV handler reads it, so no lazy TLS allocation.
+__attribute__((tls_model("initial-exec"))) thread_local RunContext *tls_rctx =
+    nullptr;
+
+/** Appends the decimal form of `v` to buf[*n] (async-signal-safe). */
+void AppendU64(char *buf, size_t *n, size_t cap, u64 v) {
+  char tmp[24];
+  int k = 0;
+  do {
+    tmp[k++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v && k < 24);
+  while (k && *n < cap) buf[(*n)++] = tmp[--k];
+}
+
+/** Appends `s` to buf[*n] (async-signal-safe). */
+void AppendStr(char *buf, size_t *n, size_t cap, const char *s) {
+  while (*s && *n < cap) buf[(*n)++] = *s++;
+}
+
+/** SIGSEGV on a worker: if the fault is at the guard page of the running
+ * task's stack (or just below it), say which task overflowed its 64 KB stack; then die as the
+ * signal would have made us die. Runs on the worker's alternate stack. */
+void OnSegv(int sig, siginfo_t *info, void *) {
+  RunContext *r = tls_rctx;
+  auto *addr = static_cast<char *>(info->si_addr);
+  // A frame larger than the guard page can jump past it: count faults just
+  // below the stack as overflows too.
+  if (r && r->stack_ && addr >= r->stack_ - kStackSize &&
+      addr < r->stack_ + kGuardSize) {
+    char buf[256];
+    size_t n = 0;
+    AppendStr(buf, &n, sizeof(buf),
+              "chimaera: a task overflowed its 64 KB fiber stack: pool ");
+    AppendU64(buf, &n, sizeof(buf), r->task_->pool_id_.node_id_);
+    AppendStr(buf, &n, sizeof(buf), ".");
+    AppendU64(buf, &n, sizeof(buf), r->task_->pool_id_.unique_);
+    AppendStr(buf, &n, sizeof(buf), ", method ");
+    AppendU64(buf, &n, sizeof(buf), r->task_->method_);
+    AppendStr(buf, &n, sizeof(buf),
+              " (keep large buffers on the heap, not the stack)\n");
+    ssize_t ignored = write(2, buf, n);
+    (void)ignored;
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+/** Installs OnSegv once per process. */
+void InstallSegvHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = OnSegv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, nullptr);
+  });
+}
 
 /** Stacks come from the worker's pool; Boost.Context must not free them. */
 struct PooledStack {
@@ -174,6 +237,13 @@ void Worker::Loop() {
   char name[16];
   snprintf(name, sizeof(name), "chi_worker_%u", id_);
   HSHM_THREAD_MODEL->SetName(name);
+  // An alternate signal stack, so a stack overflow can still be reported.
+  std::vector<char> altstack(64 * 1024);
+  stack_t ss{};
+  ss.ss_sp = altstack.data();
+  ss.ss_size = altstack.size();
+  sigaltstack(&ss, nullptr);
+  InstallSegvHandler();
   for (;;) {
     epoch_.store(epoch_.load(std::memory_order_relaxed) + 1,
                  std::memory_order_release);
@@ -213,6 +283,8 @@ void Worker::Loop() {
     idle_since_ns_ = hshm::NowNs();
   }
   AbortRemaining();
+  ss.ss_flags = SS_DISABLE;
+  sigaltstack(&ss, nullptr);
   exited_.store(true, std::memory_order_release);
 }
 

@@ -128,6 +128,26 @@ TEST(ContainerQueueTest, DestroyPoolWithTasksInFlight) {
 
 namespace {
 
+TEST(StackOverflowTest, IsReportedAndWaitersLearnOfIt) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  auto pool = chi::admin::Client().GetOrCreatePool("deep", "queue_test_mod", 1);
+  ASSERT_TRUE(pool.ok());
+  auto t = CHI_IPC->NewTaskDefault<queue_test_mod::WhereTask>(
+      CHI_IPC->NewTaskNode(), *pool, chi::DomainQuery::GetLocalId(0),
+      chi::kLowLatency, 0);
+  t->method_ = queue_test_mod::kOverflow;
+  t = chi::Submit(t);
+  ASSERT_TRUE(t->WaitFor(10000000));
+  EXPECT_EQ(t->GetStatus().code(), hshm::StatusCode::kUnavailable);
+  CHI_IPC->DelTask(t);
+  CHIMAERA->ClientFinalize();
+  EXPECT_NE(rt.Log().find("overflowed its 64 KB fiber stack"),
+            std::string::npos)
+      << rt.Log();
+}
+
 TEST(ModuleLoaderTest, BrokenModulesAreClearErrors) {
   chi_test::RuntimeProcess rt;
   ASSERT_TRUE(rt.Start().ok()) << rt.Log();

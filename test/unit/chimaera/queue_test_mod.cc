@@ -11,7 +11,10 @@ namespace queue_test_mod {
  * high-latency queue (id 1). */
 class Runtime : public chi::Container {
  public:
-  Runtime() { RegisterMethod(kWhere, "Where", &Runtime::Where); }
+  Runtime() {
+    RegisterMethod(kWhere, "Where", &Runtime::Where);
+    RegisterMethod(kOverflow, "Overflow", &Runtime::Overflow);
+  }
 
   /** Makes the two queues. */
   chi::Status Create(const std::string &params) override {
@@ -32,6 +35,19 @@ class Runtime : public chi::Container {
     while (hshm::NowNs() < end) chi::Worker::YieldCurrentFiber();
     task->worker_ = rctx.worker_->id();
     task->container_ = container_id_;
+  }
+
+  /** Uses 4 KB of stack per level, `depth` levels deep. */
+  static chi::u64 Recurse(chi::u32 depth) {
+    volatile char frame[4096];
+    frame[0] = static_cast<char>(depth);
+    if (depth == 0) return frame[0];
+    return Recurse(depth - 1) + frame[0];
+  }
+
+  /** Overflows the 64 KB fiber stack. */
+  void Overflow(WhereTask *task, chi::RunContext &rctx) {
+    task->worker_ = static_cast<chi::u32>(Recurse(64 + task->spin_us_));
   }
 };
 

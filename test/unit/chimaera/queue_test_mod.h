@@ -8,6 +8,9 @@
 namespace queue_test_mod {
 
 static GLOBAL_CROSS_CONST chi::MethodId kWhere = chi::BaseMethod::kCustom;
+/** Recurses until it overflows its fiber stack (a WhereTask). */
+static GLOBAL_CROSS_CONST chi::MethodId kOverflow =
+    chi::BaseMethod::kCustom + 1;
 
 /** Returns the id of the worker that ran it, after spinning `spin_us`. */
 struct WhereTask : public chi::Task {
