@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <type_traits>
+
 #include "chimaera/chimaera.h"
 #include "hermes_shm/memory/posix_shm.h"
 #include "hermes_shm/util/futex.h"
@@ -109,6 +111,31 @@ TEST(RuntimeTest, UnknownMethodAndPoolAreClearErrors) {
 
   // The runtime keeps serving.
   EXPECT_TRUE(admin.Noop().ok());
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+TEST(RuntimeTest, EveryDomainQueryKindResolves) {
+  static_assert(std::is_trivially_copyable<chi::DomainQuery>::value, "shm");
+  static_assert(std::is_trivially_copyable<chi::DomainId>::value, "shm");
+  static_assert(std::is_trivially_copyable<chi::TaskNode>::value, "shm");
+  static_assert(sizeof(chi::DomainQuery) == 8, "small, no strings");
+  RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  for (const chi::DomainQuery &q :
+       {chi::DomainQuery::GetLocalId(0), chi::DomainQuery::GetGlobalId(0),
+        chi::DomainQuery::GetLocalHash(7), chi::DomainQuery::GetGlobalHash(9),
+        chi::DomainQuery::GetGlobalBcast(), chi::DomainQuery::GetDynamic()}) {
+    auto v = admin.Echo(q.kind_ + 100, q);
+    ASSERT_TRUE(v.ok()) << "kind " << q.kind_ << ": " << v.status();
+    EXPECT_EQ(*v, q.kind_ + 100u);
+  }
+  EXPECT_EQ(admin.Echo(1, chi::DomainQuery::GetGlobalId(3)).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(admin.Echo(1, chi::DomainQuery(42, 0)).status().code(),
+            StatusCode::kInvalidArgument);
   CHIMAERA->ClientFinalize();
   EXPECT_TRUE(rt.Stop().ok());
 }
