@@ -26,6 +26,7 @@
 #include "chimaera/config_manager.h"
 #include "chimaera/pool_manager.h"
 #include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/tsan.h"
 
 namespace chi {
 
@@ -62,8 +63,9 @@ void AppendStr(char *buf, size_t *n, size_t cap, const char *s) {
 }
 
 /** SIGSEGV on a worker: if the fault is at the guard page of the running
- * task's stack (or just below it), say which task overflowed its 64 KB stack; then die as the
- * signal would have made us die. Runs on the worker's alternate stack. */
+ * task's stack (or just below it), say which task overflowed its 64 KB stack;
+ * then die as the signal would have made us die. Runs on the worker's alternate
+ * stack. */
 void OnSegv(int sig, siginfo_t *info, void *) {
   RunContext *r = tls_rctx;
   auto *addr = static_cast<char *>(info->si_addr);
@@ -133,6 +135,7 @@ void FreeTask(Task *task, const MethodEntry *e) {
 
 /** Completes `task` with `status`, or frees it if nobody waits for it. */
 void CompleteOrFree(Task *task, const Status &status, const MethodEntry *e) {
+  HSHM_TSAN_RELEASE(task);  // the task leaves this process (see tsan.h)
   if (task->IsFireAndForget()) {
     if (!status.ok()) {
       fprintf(stderr, "chimaera: fire-and-forget task failed: %s\n",
@@ -357,7 +360,9 @@ bool Worker::PollLanes() {
                 id_);
         continue;
       }
-      Dispatch(FullPtr<Task>(p), wl.container, size);
+      FullPtr<Task> task(p);
+      HSHM_TSAN_ACQUIRE(task.ptr_);  // pairs with the release at completion
+      Dispatch(task, wl.container, size);
     }
     wl.idle_polls = n ? 0 : wl.idle_polls + 1;
     did |= n > 0;
@@ -539,6 +544,7 @@ void Worker::Finish(RunContext *r) {
       std::memory_order_relaxed);
   const MethodEntry *e = c->GetMethod(t->method_);
   PoolManager::Release(c);
+  HSHM_TSAN_RELEASE(t);  // the task leaves this process (see tsan.h)
   if (t->IsFireAndForget()) {
     FreeTask(t, e);
   } else {

@@ -1,0 +1,34 @@
+// ThreadSanitizer annotations for hand-offs TSan cannot see.
+//
+// TSan tracks happens-before inside one process. Shared-memory objects also
+// travel through other processes: a runtime worker completes a task, the
+// client (another process) frees it and reuses the block for a new task, and
+// another worker pops that one. The synchronisation is real but happens in the
+// client, so TSan would report the two workers' accesses as a race. Releasing
+// on the object when it leaves this process and acquiring on it when it comes
+// back tells TSan about the edge. Without TSan these are no-ops.
+#ifndef HERMES_SHM_UTIL_TSAN_H_
+#define HERMES_SHM_UTIL_TSAN_H_
+
+#if defined(__SANITIZE_THREAD__)
+#define HSHM_TSAN_ENABLED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HSHM_TSAN_ENABLED 1
+#endif
+#endif
+
+#ifdef HSHM_TSAN_ENABLED
+extern "C" void __tsan_acquire(void *addr);
+extern "C" void __tsan_release(void *addr);
+/** This thread now sees what was released on `addr` (any process-local
+ * thread). */
+#define HSHM_TSAN_ACQUIRE(addr) __tsan_acquire((void *)(addr))
+/** Publishes this thread's writes to whoever later acquires `addr`. */
+#define HSHM_TSAN_RELEASE(addr) __tsan_release((void *)(addr))
+#else
+#define HSHM_TSAN_ACQUIRE(addr) ((void)0)
+#define HSHM_TSAN_RELEASE(addr) ((void)0)
+#endif
+
+#endif  // HERMES_SHM_UTIL_TSAN_H_
