@@ -111,6 +111,11 @@ class Container {
   std::atomic<u32> inflight_{0};
   /** Tasks completed by this container. */
   std::atomic<u64> completed_{0};
+  /** Lanes of this container that some worker still holds (in its lists or
+   * mailbox). The container's queues are freed only at zero. */
+  std::atomic<u32> lanes_held_{0};
+  /** Set when the pool is being destroyed: periodic tasks stop. */
+  std::atomic<bool> destroying_{false};
 
  protected:
   /** Registers `fn` as the handler of `method` (call from the constructor). */

@@ -68,9 +68,11 @@ class PoolManager {
   StatusOr<std::shared_ptr<PoolInfo>> BeginDestroy(const PoolId &id);
   /** True once no task runs on any container of `pool`. */
   static bool Drained(const PoolInfo &pool);
-  /** Calls Destroy() on and deletes the containers of an unpublished pool.
-   */
-  static void FinishDestroy(PoolInfo &pool);
+  /** Retires the lanes of an unpublished pool, waits (at most 10 s, yielding
+   * inside a fiber) until no worker holds them and no task runs on the pool,
+   * then calls Destroy() on and deletes its containers. On timeout the
+   * containers are leaked instead, and false is returned. */
+  static bool FinishDestroy(PoolInfo &pool);
   /** Resolves `query` on pool `id` to a local container and counts the task
    * in flight on it (the caller must call Release()). Errors: NotFound
    * (unknown pool or container), Aborted (pool being destroyed). */

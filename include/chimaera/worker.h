@@ -114,8 +114,9 @@ class Worker {
   void Finish(RunContext *rctx);
   /** Sleeps until woken or `max_us` passed, unless work is visible. */
   void Sleep(u64 max_us);
-  /** Aborts the tasks left in a retired lane. */
-  void DrainRetired(Lane *lane);
+  /** Aborts the tasks left in a retired container lane and releases the
+   * worker's hold on it (after which the container may be freed). */
+  void DrainRetired(const WorkerLane &wl);
   /** Moves long-idle active lanes to cold_ and busy cold lanes back. */
   void RebalanceLanes();
   /** Moves lanes from the mailbox into active_. */

@@ -116,7 +116,8 @@ class Runtime : public Container {
     task->existed_ = existed ? 1 : 0;
   }
 
-  /** Destroys a pool once its running tasks finish (at most 10 s). */
+  /** Destroys a pool once its running tasks finish (at most 10 s). Queued
+   * tasks of the pool fail with Aborted. */
   void DestroyPool(DestroyPoolTask *task, RunContext &rctx) {
     if (task->target_ == kAdminPoolId) {
       task->SetStatus(Status::InvalidArgument("the admin pool is permanent"));
@@ -127,17 +128,13 @@ class Runtime : public Container {
       task->SetStatus(pool.status());
       return;
     }
-    u64 deadline = hshm::NowNs() + 10ull * 1000000000;
-    while (!PoolManager::Drained(**pool)) {
-      if (hshm::NowNs() > deadline) {
-        // Leave the containers alive (tasks still use them); report it.
-        task->SetStatus(Status::Timeout(
-            "pool unpublished, but its tasks did not finish within 10 s"));
-        return;
-      }
-      Worker::YieldCurrentFiber();
+    // Waits (yielding) for running tasks, including periodic ones, which
+    // stop at their next period, and for workers to drop the pool's lanes.
+    if (!PoolManager::FinishDestroy(**pool)) {
+      task->SetStatus(Status::Timeout(
+          "pool unpublished, but its tasks did not finish within 10 s; its "
+          "containers were leaked"));
     }
-    PoolManager::FinishDestroy(**pool);
   }
 
   /** Finds a pool id by name. */

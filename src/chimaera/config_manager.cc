@@ -61,7 +61,7 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(ReadSize(s, "main", &main_size_));
     HSHM_RETURN_IF_ERROR(ReadSize(s, "client_data", &cdata_size_));
     HSHM_RETURN_IF_ERROR(ReadSize(s, "runtime_data", &rdata_size_));
-    constexpr u64 kMin = 1 << 20, kMax = 1ull << 40;
+    constexpr u64 kMin = 1 << 20, kMax = 1ull << 38;  // heap limit: 256 GiB
     HSHM_RETURN_IF_ERROR(CheckRange("shm.main", main_size_, kMin, kMax));
     HSHM_RETURN_IF_ERROR(
         CheckRange("shm.client_data", cdata_size_, kMin, kMax));

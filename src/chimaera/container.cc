@@ -54,6 +54,9 @@ Status Container::CreateQueue(QueueId id, u32 num_lanes, TaskPrio prio,
                              depth, &st);
   if (q.IsNull()) return st;
   queues_.push_back(OwnedQueue{id, prio, q});
+  // Counted before the hand-over: a worker drops a retired lane (and
+  // decrements) only after it took it from its mailbox.
+  lanes_held_.fetch_add(num_lanes, std::memory_order_acq_rel);
   for (u32 l = 0; l < num_lanes; ++l) {
     CHI_WORK_ORCHESTRATOR->AddLane(&q->GetLane(l, 0), prio, this);
   }
@@ -68,6 +71,7 @@ Lane *Container::GetLane(QueueId id, u32 lane) {
 }
 
 void Container::RetireQueues() {
+  destroying_.store(true, std::memory_order_release);
   for (auto &q : queues_) {
     for (u32 l = 0; l < q.queue->num_lanes(); ++l) {
       q.queue->GetLane(l, 0).header().flags_.fetch_or(

@@ -435,15 +435,18 @@ void IpcManager::SetTaskError(Task *task, const std::string &msg) {
 }
 
 namespace {
-/** This thread's reserved range of task-graph ids [next, end). */
+/** This thread's reserved range of task-graph ids [next, end), valid for
+ * the runtime attached at tls_major_owner. */
 thread_local u64 tls_major_next = 0;
 thread_local u64 tls_major_end = 0;
+thread_local const IpcShared *tls_major_owner = nullptr;
 constexpr u64 kMajorBatch = 4096;
 }  // namespace
 
 TaskNode IpcManager::NewTaskNode() {
   // Reserve ids in batches so that threads do not contend on one counter.
-  if (tls_major_next == tls_major_end) {
+  if (tls_major_next == tls_major_end || tls_major_owner != shared_) {
+    tls_major_owner = shared_;
     tls_major_next = shared_->next_task_major_.fetch_add(
         kMajorBatch, std::memory_order_relaxed);
     tls_major_end = tls_major_next + kMajorBatch;
@@ -477,15 +480,18 @@ void IpcManager::WakeLaneWorker(Lane &lane) {
 
 namespace {
 /** The process-queue lane this thread submits to (spread over lanes by pid
- * and thread id, fixed per thread so its tasks stay in order). */
+ * and thread id, fixed per thread so its tasks stay in order), valid for the
+ * runtime attached at tls_lane_owner (a reconnect may change the count). */
 thread_local u32 tls_lane = ~0u;
+thread_local const IpcShared *tls_lane_owner = nullptr;
 }  // namespace
 
 Status IpcManager::Send(Task *task) {
   if (!shared_ || shared_->shutdown_.load(std::memory_order_relaxed)) {
     return Status::Unavailable("the Chimaera runtime is not running");
   }
-  if (tls_lane == ~0u) {
+  if (tls_lane == ~0u || tls_lane_owner != shared_) {
+    tls_lane_owner = shared_;
     tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
                                  HSHM_THREAD_MODEL->GetTid()) %
                                 queue_->num_lanes());

@@ -77,6 +77,9 @@ StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(
   }
   std::shared_ptr<PoolInfo> pool = it->second;
   pool->destroying_.store(true);
+  for (Container *c : pool->containers_) {
+    c->destroying_.store(true, std::memory_order_release);
+  }
   version_.fetch_add(1, std::memory_order_release);
   by_id_.erase(it);
   by_name_.erase(pool->name_);
@@ -90,20 +93,42 @@ bool PoolManager::Drained(const PoolInfo &pool) {
   return true;
 }
 
-void PoolManager::FinishDestroy(PoolInfo &pool) {
-  // No worker may still poll the containers' lanes, nor run a task popped
-  // from them, when the containers go away.
+bool PoolManager::FinishDestroy(PoolInfo &pool) {
+  // No worker may still hold the containers' lanes, run a task popped from
+  // them, or use a cached lookup of the pool when the containers go away.
   for (Container *c : pool.containers_) c->RetireQueues();
-  CHI_WORK_ORCHESTRATOR->WaitQuiescent(10000);
+  bool quiet = CHI_WORK_ORCHESTRATOR->WaitQuiescent(10000);
   u64 deadline = hshm::NowNs() + 10ull * 1000000000;
-  while (!Drained(pool) && hshm::NowNs() < deadline) {
+  auto settled = [&pool] {
+    if (!Drained(pool)) return false;
+    for (Container *c : pool.containers_) {
+      if (c->lanes_held_.load(std::memory_order_acquire) != 0) return false;
+    }
+    return true;
+  };
+  while (!settled()) {
+    if (hshm::NowNs() > deadline) {
+      quiet = false;
+      break;
+    }
     if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
+  }
+  if (!quiet) {
+    // Something still uses the containers: leak them rather than free
+    // memory a worker may touch.
+    fprintf(stderr,
+            "chimaera: pool '%s' did not settle in 10 s; its containers are "
+            "leaked\n",
+            pool.name_.c_str());
+    pool.containers_.clear();
+    return false;
   }
   for (Container *c : pool.containers_) {
     c->Destroy();
     delete c;
   }
   pool.containers_.clear();
+  return true;
 }
 
 StatusOr<Container *> PoolManager::Acquire(const PoolId &id,

@@ -189,6 +189,8 @@ void Worker::TakeMailbox() {
 }
 
 void Worker::Wake() {
+  // Pairs with Sleep()'s store; fence; re-check (as WakeLaneWorker does).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (shared_->sleeping_.load(std::memory_order_acquire) != 0) {
     shared_->sleeping_.store(0, std::memory_order_release);
     hshm::FutexWake(&shared_->sleeping_, 1);
@@ -305,7 +307,7 @@ void Worker::RebalanceLanes() {
   for (size_t i = 0; i < cold_.size();) {
     if (cold_[i].container &&
         (cold_[i].lane->header().flags_.load() & kLaneRetired)) {
-      DrainRetired(cold_[i].lane);
+      DrainRetired(cold_[i]);
       cold_[i] = cold_.back();
       cold_.pop_back();
     } else if (!cold_[i].lane->Empty()) {
@@ -371,7 +373,7 @@ bool Worker::PollLanes() {
     for (size_t i = 0; i < lanes_.size();) {
       if (lanes_[i].container &&
           (lanes_[i].lane->header().flags_.load() & kLaneRetired)) {
-        DrainRetired(lanes_[i].lane);
+        DrainRetired(lanes_[i]);
         lanes_[i] = lanes_.back();
         lanes_.pop_back();
       } else {
@@ -383,13 +385,17 @@ bool Worker::PollLanes() {
   return did;
 }
 
-void Worker::DrainRetired(Lane *lane) {
+void Worker::DrainRetired(const WorkerLane &wl) {
   hipc::Pointer p;
   Status aborted = Status::Aborted("the pool was destroyed");
-  while (lane->TryPop(&p)) {
+  while (wl.lane->TryPop(&p)) {
     if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
-    CompleteOrFree(FullPtr<Task>(p).ptr_, aborted, nullptr);
+    Task *t = FullPtr<Task>(p).ptr_;
+    HSHM_TSAN_ACQUIRE(t);
+    CompleteOrFree(t, aborted, wl.container->GetMethod(t->method_));
   }
+  // Last touch of the container: it may be freed once every holder is done.
+  wl.container->lanes_held_.fetch_sub(1, std::memory_order_acq_rel);
 }
 
 void Worker::Dispatch(FullPtr<Task> task, Container *known, u64 block_size) {
@@ -436,8 +442,8 @@ void Worker::Dispatch(FullPtr<Task> task, Container *known, u64 block_size) {
     // The container may want this task on one of its own lanes.
     Lane *target = c->Route(t);
     if (target && target->TryPush(task.shm_)) {
-      PoolManager::Release(c);
       CHI_IPC->WakeLaneWorker(*target);
+      PoolManager::Release(c);  // the lane's worker counts it from now on
       return;
     }
   }
@@ -451,10 +457,10 @@ void Worker::Dispatch(FullPtr<Task> task, Container *known, u64 block_size) {
 void Worker::Start(RunContext *r) {
   r->stack_ = GetStack();
   if (!r->stack_) {
-    PoolManager::Release(r->container_);
     CompleteOrFree(r->task_.ptr_,
                    Status::OutOfMemory("no memory for a task stack"),
                    r->container_->GetMethod(r->task_->method_));
+    PoolManager::Release(r->container_);
     FreeRunContext(r);
     return;
   }
@@ -504,7 +510,8 @@ bool Worker::CheckPeriodic(u64 now) {
   bool did = false;
   for (size_t i = 0; i < periodic_.size();) {
     RunContext *r = periodic_[i];
-    bool stop = r->task_->StopRequested() || stop_.load();
+    bool stop = r->task_->StopRequested() || stop_.load() ||
+                r->container_->destroying_.load(std::memory_order_relaxed);
     if (!stop && r->next_run_ns_ > now) {
       ++i;
       continue;
@@ -513,10 +520,11 @@ bool Worker::CheckPeriodic(u64 now) {
     periodic_.pop_back();
     did = true;
     if (stop) {
-      PoolManager::Release(r->container_);
-      r->container_->completed_.fetch_add(1, std::memory_order_relaxed);
+      Container *c = r->container_;
+      c->completed_.fetch_add(1, std::memory_order_relaxed);
       CompleteOrFree(r->task_.ptr_, Status::Ok(),
-                     r->container_->GetMethod(r->task_->method_));
+                     c->GetMethod(r->task_->method_));
+      PoolManager::Release(c);  // last touch of the container
       FreeRunContext(r);
     } else {
       Start(r);
@@ -531,7 +539,8 @@ void Worker::Finish(RunContext *r) {
   PutStack(r->stack_);
   r->stack_ = nullptr;
   t->run_count_++;
-  if (t->IsPeriodic() && !t->StopRequested() && !stop_.load() && t->rc_ == 0) {
+  if (t->IsPeriodic() && !t->StopRequested() && !stop_.load() &&
+      !c->destroying_.load(std::memory_order_relaxed) && t->rc_ == 0) {
     // Run again one period from now; the task stays in flight.
     r->next_run_ns_ = hshm::NowNs() + static_cast<u64>(t->period_ns_);
     periodic_.push_back(r);
@@ -542,40 +551,49 @@ void Worker::Finish(RunContext *r) {
   shared_->tasks_done_.store(
       shared_->tasks_done_.load(std::memory_order_relaxed) + 1,
       std::memory_order_relaxed);
-  const MethodEntry *e = c->GetMethod(t->method_);
-  PoolManager::Release(c);
   HSHM_TSAN_RELEASE(t);  // the task leaves this process (see tsan.h)
   if (t->IsFireAndForget()) {
-    FreeTask(t, e);
+    FreeTask(t, c->GetMethod(t->method_));
   } else {
     u32 prev = t->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
     if (prev & kTaskWaiterAsleep) hshm::FutexWake(&t->state_, INT_MAX);
   }
+  PoolManager::Release(c);  // last touch of the container
   FreeRunContext(r);
 }
 
 void Worker::AbortRemaining() {
   Status aborted = Status::Aborted("the runtime is stopping");
-  hipc::Pointer p;
+  TakeMailbox();
   for (auto &wl : cold_) lanes_.push_back(wl);
   cold_.clear();
+  hipc::Pointer p;
   for (auto &wl : lanes_) {
+    if (wl.container) {
+      DrainRetired(wl);  // aborts what is queued, drops our hold
+      continue;
+    }
     while (wl.lane->TryPop(&p)) {
       if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
-      CompleteOrFree(FullPtr<Task>(p).ptr_, aborted, nullptr);
+      Task *t = FullPtr<Task>(p).ptr_;
+      HSHM_TSAN_ACQUIRE(t);
+      CompleteOrFree(t, aborted, nullptr);
     }
   }
+  lanes_.clear();
   for (RunContext *r : periodic_) {
-    PoolManager::Release(r->container_);
     CompleteOrFree(r->task_.ptr_, aborted,
                    r->container_->GetMethod(r->task_->method_));
+    PoolManager::Release(r->container_);
     FreeRunContext(r);
   }
   periodic_.clear();
   // Fibers still blocked past the deadline cannot be unwound safely: their
-  // tasks fail and the fibers are abandoned with the process.
+  // tasks fail, their containers are released, and the fibers are abandoned
+  // with the process.
   for (RunContext *r : blocked_) {
     CompleteOrFree(r->task_.ptr_, aborted, nullptr);
+    PoolManager::Release(r->container_);
   }
   if (!blocked_.empty()) {
     fprintf(stderr, "chimaera: worker %u abandoned %zu blocked tasks\n", id_,

@@ -7,7 +7,7 @@
 //
 // Fresh blocks come from the bump pointer heap_top_ (one CAS carves one or a
 // batch). Freed blocks go on their class's Treiber stack. A stack head packs
-// (block offset / 16) in its low 40 bits and an ABA tag in its high 24 bits,
+// (block offset / 16) in its low 34 bits and an ABA tag in its high 30 bits,
 // bumped on every push and pop. Readers of a stale head may read the `next_`
 // field of a block another thread owns: that field lives in the header (never
 // user data) and is atomic, and the CAS then fails on the changed tag.
@@ -30,8 +30,12 @@ namespace internal {
 constexpr u64 kHeapMagic = 0x4348494845415031ull;  // "CHIHEAP1"
 constexpr u32 kMagicUsed = 0xA110C8EDu;
 constexpr u32 kMagicFree = 0xF4EEB10Cu;
-constexpr u64 kOffMask = (1ull << 40) - 1;
-constexpr u64 kTagMask = (1ull << 24) - 1;
+/** Free-list heads: (block offset / 16) in the low kOffBits bits (regions up
+ * to 256 GiB), an ABA tag in the high 30 bits: a stale CAS needs 2^30 list
+ * operations between a thread's load and its CAS to succeed wrongly. */
+constexpr u64 kOffBits = 34;
+constexpr u64 kOffMask = (1ull << kOffBits) - 1;
+constexpr u64 kTagMask = (1ull << (64 - kOffBits)) - 1;
 
 /** Header of every block, in front of the user data. */
 struct BlockHeader {
@@ -181,6 +185,9 @@ Status HeapAllocator::Create(AllocatorId id, char *region, size_t size,
   }
   u64 custom_off = (sizeof(HeapHeader) + 63) & ~63ull;
   u64 heap_begin = (custom_off + custom_header_size + 63) & ~63ull;
+  if (size > (internal::kOffMask << 4)) {
+    return Status::InvalidArgument("heap regions are limited to 256 GiB");
+  }
   if (size < heap_begin + 4096) {
     return Status::InvalidArgument("heap region of " + std::to_string(size) +
                                    " bytes is too small");
@@ -247,8 +254,8 @@ u64 HeapAllocator::PopFree(u32 cls) {
     if (off == 0) return 0;
     auto *b = reinterpret_cast<BlockHeader *>(region_ + off);
     u64 next = b->next_.load(std::memory_order_relaxed);
-    u64 tag = ((head >> 40) + 1) & internal::kTagMask;
-    u64 nh = (tag << 40) | (next >> 4);
+    u64 tag = ((head >> internal::kOffBits) + 1) & internal::kTagMask;
+    u64 nh = (tag << internal::kOffBits) | (next >> 4);
     if (list.compare_exchange_weak(head, nh, std::memory_order_acquire,
                                    std::memory_order_acquire)) {
       return off;
@@ -263,8 +270,8 @@ void HeapAllocator::PushFreeChain(u32 cls, u64 first, u64 last) {
   for (;;) {
     tail->next_.store((head & internal::kOffMask) << 4,
                       std::memory_order_relaxed);
-    u64 tag = ((head >> 40) + 1) & internal::kTagMask;
-    u64 nh = (tag << 40) | (first >> 4);
+    u64 tag = ((head >> internal::kOffBits) + 1) & internal::kTagMask;
+    u64 nh = (tag << internal::kOffBits) | (first >> 4);
     if (list.compare_exchange_weak(head, nh, std::memory_order_release,
                                    std::memory_order_relaxed)) {
       return;

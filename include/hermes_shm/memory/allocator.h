@@ -4,7 +4,7 @@
 // lock-free heap of size classes: a bump pointer for fresh memory plus one
 // Treiber free list per class. Every block carries a 16-byte header (its
 // class, an in-use magic and the free-list link), so Free needs no size and
-// detects double frees. Free-list heads pack a 24-bit ABA tag beside the
+// detects double frees. Free-list heads pack a 30-bit ABA tag beside the
 // block offset, and all shared state changes by single CAS/fetch_add steps, so
 // a process killed at any instant can leak the block it held but never leaves
 // a lock held or a list broken for the others.
