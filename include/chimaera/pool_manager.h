@@ -1,7 +1,9 @@
 // The pools and containers on this node (runtime only).
 //
 // Maps pool ids to their containers and names to ids in O(1). Lookups take a
-// shared lock; creation and destruction take it exclusively. A container is
+// shared lock (workers mostly use a lock-free per-worker cache); publishing
+// and unpublishing take it exclusively, but containers are created outside
+// it, so a module's Create() may submit tasks and wait for them. A container is
 // deleted only after it was unpublished and its in-flight count reached zero,
 // so a worker that resolved a task to it can finish safely.
 #ifndef CHIMAERA_POOL_MANAGER_H_
@@ -12,6 +14,7 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "chimaera/container.h"
@@ -103,6 +106,7 @@ class PoolManager {
   std::atomic<u64> version_{1};  ///< Bumped on every publish/unpublish.
   std::unordered_map<u64, std::shared_ptr<PoolInfo>> by_id_;
   std::unordered_map<std::string, PoolId> by_name_;
+  std::unordered_set<std::string> creating_;  ///< Names being created.
   NodeId node_id_ = 0;
   u32 next_unique_ = 1;
 };

@@ -17,55 +17,64 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(
   if (num_containers == 0 || num_containers > 4096) {
     return Status::InvalidArgument("a pool needs 1..4096 containers");
   }
-  {
-    std::shared_lock<std::shared_mutex> lock(mu_);
-    auto it = by_name_.find(name);
-    if (it != by_name_.end()) {
-      *existed = true;
-      return it->second;
-    }
-  }
   HSHM_ASSIGN_OR_RETURN(ContainerFactory factory,
                         CHI_MODULE_MANAGER->GetFactory(module));
+  // Reserve the name and an id, or wait for a concurrent creator of the same
+  // name to finish. The lock is never held while containers are created:
+  // Create() may itself submit tasks and wait for them.
+  PoolId id;
+  u64 deadline = hshm::NowNs() + 30ull * 1000000000;
+  for (;;) {
+    {
+      std::unique_lock<std::shared_mutex> lock(mu_);
+      auto it = by_name_.find(name);
+      if (it != by_name_.end()) {
+        *existed = true;
+        return it->second;
+      }
+      if (creating_.insert(name).second) {
+        id = fixed_id ? *fixed_id : PoolId(node_id_, next_unique_++);
+        break;
+      }
+    }
+    if (hshm::NowNs() > deadline) {
+      return Status::Timeout("pool '" + name +
+                             "' has been in creation by another request for "
+                             "30 s");
+    }
+    if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
+  }
   auto pool = std::make_shared<PoolInfo>();
+  pool->id_ = id;
   pool->name_ = name;
   pool->module_ = module;
-  // Containers are built outside the lock: Create() may take a while.
-  for (u32 i = 0; i < num_containers; ++i) {
+  Status s;
+  for (u32 i = 0; i < num_containers && s.ok(); ++i) {
     Container *c = factory();
     if (!c) {
-      FinishDestroy(*pool);
-      return Status::Internal("module '" + module + "' made no container");
+      s = Status::Internal("module '" + module + "' made no container");
+      break;
     }
+    c->pool_id_ = id;
     c->pool_name_ = name;
     c->module_name_ = module;
     c->container_id_ = i;
     c->num_containers_ = num_containers;
     pool->containers_.push_back(c);
+    s = c->Create(params);
   }
   std::unique_lock<std::shared_mutex> lock(mu_);
-  auto it = by_name_.find(name);
-  if (it != by_name_.end()) {  // lost a race with another creator
+  creating_.erase(name);
+  if (!s.ok()) {
     lock.unlock();
     FinishDestroy(*pool);
-    *existed = true;
-    return it->second;
+    return Status(s.code(), "creating pool '" + name + "': " + s.message());
   }
-  pool->id_ = fixed_id ? *fixed_id : PoolId(node_id_, next_unique_++);
-  for (Container *c : pool->containers_) {
-    c->pool_id_ = pool->id_;
-    Status s = c->Create(params);
-    if (!s.ok()) {
-      lock.unlock();
-      FinishDestroy(*pool);
-      return Status(s.code(), "creating pool '" + name + "': " + s.message());
-    }
-  }
-  by_id_[pool->id_.ToU64()] = pool;
-  by_name_[name] = pool->id_;
+  by_id_[id.ToU64()] = pool;
+  by_name_[name] = id;
   version_.fetch_add(1, std::memory_order_release);
   *existed = false;
-  return pool->id_;
+  return id;
 }
 
 StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(

@@ -128,6 +128,24 @@ TEST(ContainerQueueTest, DestroyPoolWithTasksInFlight) {
 
 namespace {
 
+TEST(ContainerQueueTest, CreateMaySubmitTasksAndCreatePools) {
+  chi_test::RuntimeProcess rt;  // one low-latency worker
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto outer = admin.GetOrCreatePool("outer", "queue_test_mod", 2, "nested");
+  ASSERT_TRUE(outer.ok()) << outer.status();
+  EXPECT_TRUE(admin.LookupPool("outer_helper").ok());
+  bool existed = false;
+  auto again =
+      admin.GetOrCreatePool("outer", "queue_test_mod", 2, "nested", &existed);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(existed);
+  EXPECT_EQ(*again, *outer);
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
 TEST(StackOverflowTest, IsReportedAndWaitersLearnOfIt) {
   chi_test::RuntimeProcess rt;
   ASSERT_TRUE(rt.Start().ok()) << rt.Log();

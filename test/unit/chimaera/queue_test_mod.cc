@@ -1,6 +1,7 @@
 // Runtime side of the queue test module.
 #include "queue_test_mod.h"
 
+#include "chimaera/admin/admin_client.h"
 #include "chimaera/module_manager.h"
 #include "chimaera/worker.h"
 #include "hermes_shm/util/futex.h"
@@ -19,7 +20,17 @@ class Runtime : public chi::Container {
   /** Makes the two queues. */
   chi::Status Create(const std::string &params) override {
     HSHM_RETURN_IF_ERROR(CreateQueue(0, 2, chi::kLowLatency, 64));
-    return CreateQueue(1, 1, chi::kHighLatency, 64);
+    HSHM_RETURN_IF_ERROR(CreateQueue(1, 1, chi::kHighLatency, 64));
+    if (params == "nested") {
+      // Creation may submit tasks and wait for them, even pool creations.
+      chi::admin::Client admin;
+      auto v = admin.Echo(7);
+      if (!v.ok() || *v != 7) return chi::Status::Internal("nested echo");
+      auto helper =
+          admin.GetOrCreatePool(pool_name_ + "_helper", "queue_test_mod", 1);
+      if (!helper.ok()) return helper.status();
+    }
+    return chi::Status::Ok();
   }
 
   /** Low-latency tasks go to queue 0 by task id, high-latency to queue 1. */
