@@ -75,9 +75,15 @@ class Worker {
   /** The thread body: runs until Stop() and every accepted task finished, or
    * until the drain deadline passed. */
   void Loop();
-  /** Asks the loop to finish: drain what is queued, then exit by
-   * `deadline_ns` (NowNs clock), aborting what is left. Any thread. */
+  /** Asks the loop to drain: keep running tasks and report idleness, until
+   * Exit() or `deadline_ns` (NowNs clock); then abort what is left. Any
+   * thread. */
   void Stop(u64 deadline_ns);
+  /** Lets a draining worker leave its loop. Any thread. */
+  void Exit();
+  /** While draining: true when the worker had nothing to do in its last
+   * iteration. Any thread. */
+  bool idle() const { return idle_.load(std::memory_order_acquire); }
   /** Wakes the worker if it sleeps. Any thread. */
   void Wake();
 
@@ -148,6 +154,8 @@ class Worker {
   std::vector<WorkerLane> mailbox_;
   std::atomic<bool> has_mail_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> exit_{false};
+  std::atomic<bool> idle_{false};
   std::atomic<u64> deadline_ns_{0};
   u64 idle_since_ns_ = 0;
   u32 idle_polls_ = 0;  ///< Empty polls since the last work (clock pacing).

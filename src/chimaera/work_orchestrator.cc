@@ -89,6 +89,23 @@ void WorkOrchestrator::Stop(u64 drain_ms) {
   u64 deadline = hshm::NowNs() + drain_ms * 1000000;
   stop_.store(true);
   for (auto &w : workers_) w->Stop(deadline);
+  // Two-phase stop: workers keep draining until all of them are idle at once,
+  // seen twice 1 ms apart (a worker that was busy at the first look may have
+  // sent a task to another's lane), or until the deadline.
+  auto all_idle = [this] {
+    for (auto &w : workers_) {
+      if (!w->idle()) return false;
+    }
+    return true;
+  };
+  while (hshm::NowNs() < deadline) {
+    if (all_idle()) {
+      HSHM_THREAD_MODEL->SleepForUs(1000);
+      if (all_idle()) break;
+    }
+    HSHM_THREAD_MODEL->SleepForUs(200);
+  }
+  for (auto &w : workers_) w->Exit();
   for (auto &t : threads_) (void)HSHM_THREAD_MODEL->Join(t);
   threads_.clear();
 }

@@ -197,6 +197,11 @@ void Worker::Wake() {
   }
 }
 
+void Worker::Exit() {
+  exit_.store(true, std::memory_order_release);
+  Wake();
+}
+
 void Worker::Stop(u64 deadline_ns) {
   deadline_ns_.store(deadline_ns, std::memory_order_relaxed);
   stop_.store(true, std::memory_order_release);
@@ -258,7 +263,13 @@ void Worker::Loop() {
     if (!blocked_.empty()) did |= CheckBlocked();
     if (!periodic_.empty()) did |= CheckPeriodic(hshm::NowNs());
     if (stop_.load(std::memory_order_acquire)) {
-      if (!did && blocked_.empty() && !AnyLaneBusy()) break;
+      // Draining: report whether we are idle, and leave only when the
+      // orchestrator saw every worker idle at once (a busy worker may still
+      // send to our lanes) or the deadline passed.
+      idle_.store(
+          !did && blocked_.empty() && periodic_.empty() && !AnyLaneBusy(),
+          std::memory_order_release);
+      if (exit_.load(std::memory_order_acquire)) break;
       if (hshm::NowNs() > deadline_ns_.load()) break;
     }
     if (did) {
@@ -280,6 +291,7 @@ void Worker::Loop() {
     }
     // Subtasks on other workers complete without waking us: nap briefly.
     u64 max_us = blocked_.empty() ? 50000 : 100;
+    if (stop_.load(std::memory_order_relaxed)) max_us = 200;  // draining
     for (RunContext *r : periodic_) {
       u64 due = r->next_run_ns_ > now ? (r->next_run_ns_ - now) / 1000 : 0;
       max_us = std::min(max_us, due);

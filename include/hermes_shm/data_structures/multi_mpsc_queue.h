@@ -11,7 +11,8 @@
 // would block the consumer forever. After kStallTimeoutNs the consumer marks
 // such a slot abandoned and moves on; the slot becomes a permanent hole that
 // producers and the consumer step over (the lane loses one slot of capacity,
-// counted in holes()). If the stalled producer was alive after all, its
+// counted in holes(); a lane made only of holes refuses pushes). If the
+// stalled producer was alive after all, its
 // publish CAS fails and it pushes its value again, so nothing is lost or
 // duplicated and each producer's items still arrive in the order it pushed.
 //
@@ -80,11 +81,14 @@ class mpsc_lane {
     for (;;) {
       u64 pos = tail_.load(std::memory_order_relaxed);
       Slot *s;
+      u64 skipped = 0;
       for (;;) {
         s = &slots()[pos & mask_];
         u64 seq = s->seq_.load(std::memory_order_acquire);
         if (seq & kAbandoned) {
-          // A hole: take the ticket and leave the slot empty.
+          // A hole: take the ticket and leave the slot empty. A lane that is
+          // all holes accepts nothing (bounded, never a spin).
+          if (++skipped > mask_) return false;
           tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed);
           pos = tail_.load(std::memory_order_relaxed);
           continue;
@@ -116,7 +120,7 @@ class mpsc_lane {
    * Only the lane's consumer may call. */
   bool TryPop(T *out) {
     u64 pos = head_.load(std::memory_order_relaxed);
-    for (;;) {
+    for (u64 skipped = 0;;) {
       Slot *s = &slots()[pos & mask_];
       u64 seq = s->seq_.load(std::memory_order_acquire);
       if (seq == pos + 1) {
@@ -127,6 +131,7 @@ class mpsc_lane {
         return true;
       }
       if (seq & kAbandoned) {
+        if (++skipped > mask_) return false;  // a lane of holes: nothing
         head_.store(++pos, std::memory_order_relaxed);
         continue;
       }
