@@ -204,6 +204,7 @@ class IpcManager {
   NodeId node_id_ = 0;
   bool initialized_ = false;
   bool is_runtime_ = false;
+  u64 attach_gen_ = 0;  ///< Unique per successful Init in this process.
   u32 send_timeout_ms_ = 2000;
 };
 

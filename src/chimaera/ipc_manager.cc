@@ -62,6 +62,9 @@ bool TcpListening(const std::string &host, u32 port) {
 
 }  // namespace
 
+/** Counts attachments in this process (per-thread caches key on it). */
+static std::atomic<u64> g_attach_counter{0};
+
 struct IpcManager::ZmqState {
   zmq::context_t ctx{1};
   zmq::socket_t server{ctx, zmq::socket_type::rep};
@@ -127,6 +130,7 @@ Status IpcManager::ClientInit() {
   server_addr_ = where;
   instance_key_ = key;
   node_id_ = node;
+  attach_gen_ = g_attach_counter.fetch_add(1) + 1;
   initialized_ = true;
   return Status::Ok();
 }
@@ -206,6 +210,7 @@ Status IpcManager::ServerInit() {
   }
   instance_key_ = server_addr_;
   HSHM_RETURN_IF_ERROR(CreateSegments());
+  attach_gen_ = g_attach_counter.fetch_add(1) + 1;
   initialized_ = true;
   return Status::Ok();
 #else
@@ -436,17 +441,17 @@ void IpcManager::SetTaskError(Task *task, const std::string &msg) {
 
 namespace {
 /** This thread's reserved range of task-graph ids [next, end), valid for
- * the runtime attached at tls_major_owner. */
+ * the attachment tls_major_gen. */
 thread_local u64 tls_major_next = 0;
 thread_local u64 tls_major_end = 0;
-thread_local const IpcShared *tls_major_owner = nullptr;
+thread_local u64 tls_major_gen = 0;
 constexpr u64 kMajorBatch = 4096;
 }  // namespace
 
 TaskNode IpcManager::NewTaskNode() {
   // Reserve ids in batches so that threads do not contend on one counter.
-  if (tls_major_next == tls_major_end || tls_major_owner != shared_) {
-    tls_major_owner = shared_;
+  if (tls_major_next == tls_major_end || tls_major_gen != attach_gen_) {
+    tls_major_gen = attach_gen_;
     tls_major_next = shared_->next_task_major_.fetch_add(
         kMajorBatch, std::memory_order_relaxed);
     tls_major_end = tls_major_next + kMajorBatch;
@@ -481,17 +486,18 @@ void IpcManager::WakeLaneWorker(Lane &lane) {
 namespace {
 /** The process-queue lane this thread submits to (spread over lanes by pid
  * and thread id, fixed per thread so its tasks stay in order), valid for the
- * runtime attached at tls_lane_owner (a reconnect may change the count). */
+ * attachment tls_lane_gen (a reconnect may change the count; the new
+ * segments may even map at the old addresses, so addresses are no key). */
 thread_local u32 tls_lane = ~0u;
-thread_local const IpcShared *tls_lane_owner = nullptr;
+thread_local u64 tls_lane_gen = 0;
 }  // namespace
 
 Status IpcManager::Send(Task *task) {
   if (!shared_ || shared_->shutdown_.load(std::memory_order_relaxed)) {
     return Status::Unavailable("the Chimaera runtime is not running");
   }
-  if (tls_lane == ~0u || tls_lane_owner != shared_) {
-    tls_lane_owner = shared_;
+  if (tls_lane == ~0u || tls_lane_gen != attach_gen_) {
+    tls_lane_gen = attach_gen_;
     tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
                                  HSHM_THREAD_MODEL->GetTid()) %
                                 queue_->num_lanes());

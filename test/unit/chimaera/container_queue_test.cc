@@ -146,6 +146,35 @@ TEST(ContainerQueueTest, CreateMaySubmitTasksAndCreatePools) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// Regression: idle container lanes go to a worker's cold list; destroying
+// the pool must not free them while a worker still holds them (review
+// finding: a cold lane outlived its container and was reused by the next
+// pool's queue).
+TEST(ContainerQueueTest, DestroyAfterIdleThenRecreate) {
+  chi_test::RuntimeProcess rt(
+      "workers:\n  low_latency: 1\n  high_latency: 1\n  idle_spin_us: "
+      "20000\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  for (int round = 0; round < 3; ++round) {
+    auto pool = admin.GetOrCreatePool("cycle", "queue_test_mod", 2);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    for (chi::u32 prio : {chi::kLowLatency, chi::kHighLatency}) {
+      auto t = SubmitWhere(*pool, prio);
+      t->Wait();
+      EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+      CHI_IPC->DelTask(t);
+    }
+    // Idle long enough (spinning, not sleeping) for the lanes to turn cold.
+    usleep(50000);
+    ASSERT_TRUE(admin.DestroyPool(*pool).ok());
+  }
+  EXPECT_TRUE(admin.Noop().ok());
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
 TEST(StackOverflowTest, IsReportedAndWaitersLearnOfIt) {
   chi_test::RuntimeProcess rt;
   ASSERT_TRUE(rt.Start().ok()) << rt.Log();

@@ -173,6 +173,36 @@ TEST(RuntimeTest, PeriodicAndFireAndForgetTasks) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// Regression: a client thread's lane index was cached across reconnects, so
+// moving to a runtime with fewer lanes indexed out of range.
+TEST(RuntimeTest, ReconnectToARuntimeWithFewerLanes) {
+  {
+    RuntimeProcess wide("workers:\n  low_latency: 3\n  high_latency: 3\n");
+    ASSERT_TRUE(wide.Start().ok()) << wide.Log();
+    ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+    ASSERT_EQ(CHI_IPC->process_queue()->num_lanes(), 3u);
+    EXPECT_TRUE(chi::admin::Client().Noop().ok());
+    CHIMAERA->ClientFinalize();
+    EXPECT_TRUE(wide.Stop().ok());
+  }
+  RuntimeProcess narrow;
+  ASSERT_TRUE(narrow.Start().ok()) << narrow.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  ASSERT_EQ(CHI_IPC->process_queue()->num_lanes(), 1u);
+  for (chi::u32 prio : {chi::kLowLatency, chi::kHighLatency}) {
+    auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(), 5);
+    t->prio_ = prio;
+    t = chi::Submit(t);
+    ASSERT_TRUE(t->WaitFor(5000000));
+    EXPECT_TRUE(t->GetStatus().ok());
+    EXPECT_EQ(t->ret_, 5u);
+    CHI_IPC->DelTask(t);
+  }
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(narrow.Stop().ok());
+}
+
 TEST(RuntimeTest, ClientWithNoRuntimeFailsFast) {
   RuntimeProcess rt;  // configured, never started
   hshm::u64 t0 = hshm::NowNs();
