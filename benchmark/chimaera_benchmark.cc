@@ -27,6 +27,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "bench_util.h"
 #include "chimaera/chimaera.h"
 #include "hermes_shm/util/futex.h"
 
@@ -80,17 +81,6 @@ void PrintLatency(const char *what, size_t n, const Summary &s) {
       "  %-34s n=%-8zu min %8.0f  median %8.0f  mean %8.0f  p99 %8.0f  "
       "p99.9 %8.0f ns\n",
       what, n, s.min, s.median, s.mean, s.p99, s.p999);
-}
-
-/** The 1-minute load average ("?" if unknown): timings on a busy machine
- * (load above the CPU count) measure the scheduler, not the runtime. */
-std::string LoadAverage() {
-  FILE *f = fopen("/proc/loadavg", "r");
-  if (!f) return "?";
-  char buf[64] = {};
-  std::string out = fgets(buf, sizeof(buf), f) ? buf : "?";
-  fclose(f);
-  return out.substr(0, out.find(' '));
 }
 
 /** Median cost of one steady_clock::now() call (ns), for reference. */
@@ -378,16 +368,7 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(static_cast<u64>(1), static_cast<u64>(1) << 32));
   CLI11_PARSE(app, argc, argv);
 
-  hshm::Status s = CHIMAERA_CLIENT_INIT();
-  if (!s.ok()) {
-    fprintf(stderr, "chimaera_benchmark: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  printf(
-      "chimaera_benchmark: runtime node %u at %s, %u CPUs online, load "
-      "average %s\n",
-      CHI_IPC->node_id(), CHI_IPC->server_address().c_str(),
-      std::thread::hardware_concurrency(), LoadAverage().c_str());
+  if (!chi_bench::ConnectAndPrintHeader("chimaera_benchmark")) return 1;
   printf("steady_clock::now() pair overhead: median %.0f ns\n\n",
          ClockOverheadNs());
   int rc = 0;

@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "chimaera/chimaera.h"
 #include "kvs/kvs_client.h"
 #include "small_message/small_message_client.h"
@@ -72,16 +73,6 @@ Rates Summarize(std::vector<double> &v) {
   r.min = v.front();
   r.max = v.back();
   return r;
-}
-
-/** The 1-minute load average ("?" if unknown). */
-std::string LoadAverage() {
-  FILE *f = fopen("/proc/loadavg", "r");
-  if (!f) return "?";
-  char buf[64] = {};
-  std::string out = fgets(buf, sizeof(buf), f) ? buf : "?";
-  fclose(f);
-  return out.substr(0, out.find(' '));
 }
 
 /** A human-readable payload size ("64 B", "4 KiB", "1 MiB"). */
@@ -552,20 +543,12 @@ int main(int argc, char **argv) {
   app.add_flag("--no-async", no_async, "Skip the asynchronous kvs variant");
   CLI11_PARSE(app, argc, argv);
 
-  hshm::Status s = CHIMAERA_CLIENT_INIT();
-  if (!s.ok()) {
-    fprintf(stderr, "chimod_benchmark: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  printf(
-      "chimod_benchmark: runtime node %u at %s, %u CPUs online, load "
-      "average %s\n\n",
-      CHI_IPC->node_id(), CHI_IPC->server_address().c_str(),
-      std::thread::hardware_concurrency(), LoadAverage().c_str());
+  if (!chi_bench::ConnectAndPrintHeader("chimod_benchmark")) return 1;
+  printf("\n");
   int rc = 0;
 
   chi::small_message::Client echo;
-  s = echo.Create("chimod_benchmark_echo", 1);
+  hshm::Status s = echo.Create("chimod_benchmark_echo", 1);
   if (!s.ok()) {
     fprintf(stderr, "chimod_benchmark: small_message pool: %s\n",
             s.ToString().c_str());

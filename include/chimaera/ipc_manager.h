@@ -179,6 +179,8 @@ class IpcManager {
   /** Attaches (client) the three segments named in the handshake. */
   Status AttachSegments(const std::string &main, const std::string &cdata,
                         const std::string &rdata);
+  /** Makes the three (not yet attached) allocator objects. */
+  void MakeAllocators();
   /** Registers the three allocators in the memory manager. */
   Status RegisterAllocators();
   /** The runtime's server loop (its own thread). */

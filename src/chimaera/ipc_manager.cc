@@ -141,12 +141,7 @@ Status IpcManager::AttachSegments(const std::string &main,
   HSHM_RETURN_IF_ERROR(main_shm_.Attach(main));
   HSHM_RETURN_IF_ERROR(cdata_shm_.Attach(cdata));
   HSHM_RETURN_IF_ERROR(rdata_shm_.Attach(rdata));
-  main_owned_ = std::make_unique<CHI_MAIN_ALLOC_T>();
-  main_alloc_ = main_owned_.get();
-  cdata_owned_ = std::make_unique<CHI_CDATA_ALLOC_T>();
-  cdata_alloc_ = cdata_owned_.get();
-  rdata_owned_ = std::make_unique<CHI_RDATA_ALLOC_T>();
-  rdata_alloc_ = rdata_owned_.get();
+  MakeAllocators();
   HSHM_RETURN_IF_ERROR(
       main_alloc_->Attach(main_shm_.data(), main_shm_.data_size()));
   HSHM_RETURN_IF_ERROR(
@@ -163,6 +158,15 @@ Status IpcManager::AttachSegments(const std::string &main,
   workers_ = FullPtr<WorkerShared>(shared_->workers_).ptr_;
   if (!queue_ || !workers_) return Status::Internal("corrupt main segment");
   return Status::Ok();
+}
+
+void IpcManager::MakeAllocators() {
+  main_owned_ = std::make_unique<CHI_MAIN_ALLOC_T>();
+  main_alloc_ = main_owned_.get();
+  cdata_owned_ = std::make_unique<CHI_CDATA_ALLOC_T>();
+  cdata_alloc_ = cdata_owned_.get();
+  rdata_owned_ = std::make_unique<CHI_RDATA_ALLOC_T>();
+  rdata_alloc_ = rdata_owned_.get();
 }
 
 Status IpcManager::RegisterAllocators() {
@@ -250,12 +254,7 @@ Status IpcManager::CreateSegments() {
                                    "': " + st.message());
     }
   }
-  main_owned_ = std::make_unique<CHI_MAIN_ALLOC_T>();
-  main_alloc_ = main_owned_.get();
-  cdata_owned_ = std::make_unique<CHI_CDATA_ALLOC_T>();
-  cdata_alloc_ = cdata_owned_.get();
-  rdata_owned_ = std::make_unique<CHI_RDATA_ALLOC_T>();
-  rdata_alloc_ = rdata_owned_.get();
+  MakeAllocators();
   HSHM_RETURN_IF_ERROR(main_alloc_->Create(
       hipc::AllocatorId(kMainAllocMajor, node_id_), main_shm_.data(),
       main_shm_.data_size(), sizeof(IpcShared)));

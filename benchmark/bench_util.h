@@ -1,0 +1,40 @@
+// Helpers shared by the benchmark programs.
+#ifndef CHIMAERA_BENCHMARK_BENCH_UTIL_H_
+#define CHIMAERA_BENCHMARK_BENCH_UTIL_H_
+
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "chimaera/chimaera.h"
+
+namespace chi_bench {
+
+/** The 1-minute load average ("?" if unknown): timings on a busy machine
+ * (load above the CPU count) measure the scheduler, not the runtime. */
+inline std::string LoadAverage() {
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (!f) return "?";
+  char buf[64] = {};
+  std::string out = fgets(buf, sizeof(buf), f) ? buf : "?";
+  fclose(f);
+  return out.substr(0, out.find(' '));
+}
+
+/** Attaches to the runtime named by CHI_SERVER_CONF and prints the header
+ * line every benchmark starts with. False (error printed) if no runtime. */
+inline bool ConnectAndPrintHeader(const char *program) {
+  hshm::Status s = CHIMAERA_CLIENT_INIT();
+  if (!s.ok()) {
+    fprintf(stderr, "%s: %s\n", program, s.ToString().c_str());
+    return false;
+  }
+  printf("%s: runtime node %u at %s, %u CPUs online, load average %s\n",
+         program, CHI_IPC->node_id(), CHI_IPC->server_address().c_str(),
+         std::thread::hardware_concurrency(), LoadAverage().c_str());
+  return true;
+}
+
+}  // namespace chi_bench
+
+#endif  // CHIMAERA_BENCHMARK_BENCH_UTIL_H_
