@@ -15,29 +15,21 @@
 
 #include "chimaera/admin/admin_client.h"
 #include "chimaera/client_util.h"
+#include "chimaera/pool_client.h"
 #include "compressor/compressor_tasks.h"
 
 namespace chi::compressor {
 
 /** Client of one compressor pool. */
-class Client {
+class Client : public PoolClient {
  public:
-  /** A client with no pool yet: call Create(). */
-  Client() = default;
-  /** A client of the existing pool `pool_id`. */
-  explicit Client(const PoolId &pool_id) : pool_id_(pool_id) {}
+  using PoolClient::PoolClient;
 
   /** Gets or creates the pool `pool_name` with `num_containers` containers.
    * Errors are GetOrCreatePool's. */
   Status Create(const std::string &pool_name, u32 num_containers = 1) {
-    StatusOr<PoolId> id =
-        admin::Client().GetOrCreatePool(pool_name, kModuleName, num_containers);
-    if (!id.ok()) return id.status();
-    pool_id_ = *id;
-    return Status::Ok();
+    return CreatePool(pool_name, kModuleName, num_containers);
   }
-  /** The pool this client talks to (null before Create). */
-  const PoolId &pool_id() const { return pool_id_; }
 
   /** Submits compression of `size` bytes of the caller's buffer `data`
    * (kept allocated until the task completes). */
@@ -107,8 +99,6 @@ class Client {
     if (!buf.IsNull()) out->assign(buf.ptr_, size);
     (void)CHI_IPC->FreeBuffer(p);
   }
-
-  PoolId pool_id_;
 };
 
 }  // namespace chi::compressor

@@ -13,30 +13,22 @@
 
 #include "chimaera/admin/admin_client.h"
 #include "chimaera/client_util.h"
+#include "chimaera/pool_client.h"
 #include "small_message/small_message_tasks.h"
 
 namespace chi::small_message {
 
 /** Client of one small_message pool. */
-class Client {
+class Client : public PoolClient {
  public:
-  /** A client with no pool yet: call Create(). */
-  Client() = default;
-  /** A client of the existing pool `pool_id`. */
-  explicit Client(const PoolId &pool_id) : pool_id_(pool_id) {}
+  using PoolClient::PoolClient;
 
   /** Gets or creates the pool `pool_name` with `num_containers` containers.
    * Errors are GetOrCreatePool's (InvalidArgument for a bad name, NotFound
    * when the runtime cannot load the module). */
   Status Create(const std::string &pool_name, u32 num_containers = 1) {
-    StatusOr<PoolId> id =
-        admin::Client().GetOrCreatePool(pool_name, kModuleName, num_containers);
-    if (!id.ok()) return id.status();
-    pool_id_ = *id;
-    return Status::Ok();
+    return CreatePool(pool_name, kModuleName, num_containers);
   }
-  /** The pool this client talks to (null before Create). */
-  const PoolId &pool_id() const { return pool_id_; }
 
   /** Submits a no-op to container `dom`. */
   FullPtr<NoopTask> AsyncNoop(const DomainQuery &dom = DomainQuery()) {
@@ -79,9 +71,6 @@ class Client {
     if (!s.ok()) return s;
     return out;
   }
-
- private:
-  PoolId pool_id_;
 };
 
 }  // namespace chi::small_message
