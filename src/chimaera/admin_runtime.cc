@@ -150,7 +150,7 @@ class Runtime : public Container {
   }
 
   /** Lists pools or modules (by method) into an rdata buffer. */
-  void List(ListTask *task, RunContext &rctx) {
+  void List(TextTask *task, RunContext &rctx) {
     std::ostringstream os;
     if (task->method_ == Method::kListPools) {
       for (auto &p : CHI_POOL_MANAGER->List()) {
@@ -178,7 +178,7 @@ class Runtime : public Container {
   }
 
   /** Writes a report of the runtime into an rdata buffer. */
-  void Stat(StatTask *task, RunContext &rctx) {
+  void Stat(TextTask *task, RunContext &rctx) {
     std::ostringstream os;
     IpcManager *ipc = CHI_IPC;
     // In-use counters lag by what threads have not flushed; flush ours.

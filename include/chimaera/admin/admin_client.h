@@ -127,7 +127,7 @@ class Client {
   }
   /** Every pool of this node. */
   StatusOr<std::vector<PoolDesc>> ListPools() {
-    HSHM_ASSIGN_OR_RETURN(std::string text, ListText(Method::kListPools));
+    HSHM_ASSIGN_OR_RETURN(std::string text, Text(Method::kListPools));
     std::vector<PoolDesc> out;
     std::istringstream in(text);
     std::string line;
@@ -148,7 +148,7 @@ class Client {
   }
   /** Names of the modules the runtime has loaded. */
   StatusOr<std::vector<std::string>> ListModules() {
-    HSHM_ASSIGN_OR_RETURN(std::string text, ListText(Method::kListModules));
+    HSHM_ASSIGN_OR_RETURN(std::string text, Text(Method::kListModules));
     std::vector<std::string> out;
     std::istringstream in(text);
     std::string line;
@@ -156,27 +156,16 @@ class Client {
     return out;
   }
   /** A text report of the runtime's state. */
-  StatusOr<std::string> Stat() {
-    std::string text;
-    HSHM_RETURN_IF_ERROR(
-        WaitAndFree(Submit(CHI_IPC->NewTaskDefault<StatTask>(
-                        CHI_IPC->NewTaskNode(), DomainQuery())),
-                    [&](StatTask *t) {
-                      FullPtr<char> p(t->text_);
-                      if (!p.IsNull()) text.assign(p.ptr_, t->text_size_);
-                      (void)CHI_IPC->FreeBuffer(t->text_);
-                    }));
-    return text;
-  }
+  StatusOr<std::string> Stat() { return Text(Method::kStat); }
 
  private:
-  /** Runs a ListTask with `method` and returns its text. */
-  StatusOr<std::string> ListText(MethodId method) {
+  /** Runs a TextTask with `method` and returns its text. */
+  StatusOr<std::string> Text(MethodId method) {
     std::string text;
     HSHM_RETURN_IF_ERROR(
-        WaitAndFree(Submit(CHI_IPC->NewTaskDefault<ListTask>(
+        WaitAndFree(Submit(CHI_IPC->NewTaskDefault<TextTask>(
                         CHI_IPC->NewTaskNode(), DomainQuery(), method)),
-                    [&](ListTask *t) {
+                    [&](TextTask *t) {
                       FullPtr<char> p(t->text_);
                       if (!p.IsNull()) text.assign(p.ptr_, t->text_size_);
                       (void)CHI_IPC->FreeBuffer(t->text_);

@@ -137,29 +137,17 @@ struct LookupPoolTask : public Task {
   }
 };
 
-/** A text report of the runtime (node, workers, lanes, pools, modules,
- * counters), written into a buffer the caller frees with FreeBuffer. */
-struct StatTask : public Task {
+/** A method answering with text, written into a runtime_data buffer the
+ * caller frees with FreeBuffer: kStat (a report of node, workers, lanes,
+ * pools, modules and counters), kListPools (one "node.unique<TAB>name<TAB>
+ * module<TAB>containers" line per pool) or kListModules (one name a line).
+ */
+struct TextTask : public Task {
   OUT hipc::Pointer text_;
   OUT u64 text_size_ = 0;
-  explicit StatTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+  explicit TextTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
       : Task(alloc) {}
-  StatTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
-           const DomainQuery &dom)
-      : Task(alloc) {
-    SetBase(node, kAdminPoolId, dom, Method::kStat);
-  }
-};
-
-/** Lists pools (kListPools: one "node.unique<TAB>name<TAB>module<TAB>
- * containers" line each) or loaded modules (kListModules: one name per line)
- * into a buffer the caller frees with FreeBuffer. */
-struct ListTask : public Task {
-  OUT hipc::Pointer text_;
-  OUT u64 text_size_ = 0;
-  explicit ListTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  ListTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
+  TextTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
            const DomainQuery &dom, MethodId method)
       : Task(alloc) {
     SetBase(node, kAdminPoolId, dom, method);
