@@ -495,7 +495,7 @@ Status IpcManager::Send(Task *task) {
   if (!shared_ || shared_->shutdown_.load(std::memory_order_relaxed)) {
     return Status::Unavailable("the Chimaera runtime is not running");
   }
-  if (tls_lane == ~0u || tls_lane_gen != attach_gen_) {
+  if (tls_lane_gen != attach_gen_) {  // first Send since this attachment
     tls_lane_gen = attach_gen_;
     tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
                                  HSHM_THREAD_MODEL->GetTid()) %
