@@ -1,0 +1,265 @@
+// hshm::lbm ("lightbeam"): a small node-to-node message transport over
+// ZeroMQ. Every node binds one ROUTER (all traffic arrives there) and connects
+// one DEALER to each other node (used only for sending). One dedicated network
+// thread per Transport owns all sockets; it batches queued records per peer,
+// validates every incoming message, heartbeats the peers and tracks liveness.
+//
+// Threads: Send, PeerAlive, PeerIncarnation and stats may be called from any
+// thread, including from inside the callbacks, but not concurrently with
+// Start (before Start, or after a failed one, they refuse and report
+// nothing; after Stop, Send refuses). Start and Stop are called by
+// the owner, never from a callback. The callbacks (RecordHandler,
+// PeerHandler, SendFailHandler) run on the network thread: they must be quick,
+// must not throw, and must not call Stop().
+#ifndef HERMES_SHM_LIGHTBEAM_TRANSPORT_H_
+#define HERMES_SHM_LIGHTBEAM_TRANSPORT_H_
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+#include <zmq.hpp>
+
+#include "hermes_shm/status.h"
+#include "hermes_shm/thread_model.h"
+#include "hermes_shm/types.h"
+
+namespace hshm::lbm {
+
+inline constexpr u32 kWireMagic = 0x4C424D31;  // "LBM1"
+inline constexpr u16 kWireVersion = 1;
+/** Most frames (routing id, header, body and data frames) in one message. */
+inline constexpr u32 kMaxMessageFrames = 1u << 20;
+
+/** What a message carries. */
+enum class MsgKind : u16 { kRecords = 1, kPing = 2, kPong = 3 };
+
+/** Frame 0 of every message. Plain bytes, host byte order (x86-64 clusters).
+ */
+struct WireHeader {
+  u32 magic;
+  u16 version;
+  u16 kind;  ///< A MsgKind.
+  u32 src_node;
+  u32 dst_node;
+  u64 src_incarnation;  ///< Random per Transport::Start; changes on restart.
+  u32 num_records;
+  u32 num_frames;  ///< Data frames after the body frame.
+  u64 body_size;   ///< Bytes of frame 1 (the record index + record bytes).
+};
+static_assert(sizeof(WireHeader) == 40, "WireHeader must have no padding");
+
+/** One record to send: opaque bytes (the caller's encoding) plus data frames
+ * that travel beside it as separate ZeroMQ frames without copying. On the
+ * wire the body frame holds, per record, [u32 len][u32 nframes][len bytes]. */
+struct OutRecord {
+  u64 tag = 0;        ///< Caller's id, reported back if it cannot be sent.
+  std::string bytes;  ///< Record payload (moved in).
+  std::vector<zmq::message_t> frames;  ///< Data buffers (zero-copy allowed).
+};
+
+/** A received record, valid only during the RecordHandler call. The handler
+ * may move the frames out (e.g. `zmq::message_t m = std::move(frames[0])`). */
+struct InRecord {
+  std::string_view bytes;
+  zmq::message_t *frames;
+  u32 num_frames;
+};
+
+/** Tuning knobs of a Transport. */
+struct TransportOptions {
+  u32 heartbeat_ms = 250;    ///< Ping every peer this often.
+  u32 dead_after_ms = 2000;  ///< A peer silent this long is dead.
+  /** One outgoing message holds at most this many records, and at most this
+   * many bytes (body plus data frames) unless a single record is larger. */
+  u32 max_batch_records = 256;
+  u64 max_batch_bytes = 256 << 10;
+  /** Incoming messages larger than this (sum of frames) are dropped; a
+   * single frame larger than this makes ZeroMQ drop the connection. Send
+   * refuses records that could not fit in a message of this size. */
+  u64 max_message_bytes = 1ull << 30;
+  int sndhwm = 100000;  ///< Per-peer send (and receive) high-water mark.
+};
+
+/** Counters since Start; each is monotonic. */
+struct TransportStats {
+  u64 msgs_sent = 0;  ///< Messages handed to ZeroMQ (records, ping, pong).
+  u64 records_sent = 0;
+  u64 msgs_received = 0;  ///< Valid messages received (records, ping, pong).
+  u64 records_received = 0;
+  u64 dropped_malformed = 0;  ///< Incoming messages that failed validation.
+  u64 send_failures = 0;      ///< Records reported through on_send_fail.
+};
+
+/** A node's endpoint of the lightbeam transport. Not copyable or movable. A
+ * Transport is started at most once; Stop (or the destructor) ends it. */
+class Transport {
+ public:
+  /** Called for each received record, in the order the peer sent them. */
+  using RecordHandler = std::function<void(u32 from_node, InRecord &rec)>;
+  /** alive=false: the peer is dead (or restarted: false then true). */
+  using PeerHandler = std::function<void(u32 node, bool alive)>;
+  /** Records (by tag) that were accepted by Send but will not be sent. */
+  using SendFailHandler = std::function<void(u32 node, std::vector<u64> tags)>;
+
+  Transport() = default;
+  /** Calls Stop(). */
+  ~Transport();
+  Transport(const Transport &) = delete;
+  Transport &operator=(const Transport &) = delete;
+
+  /** Owner thread: endpoints[i] is "host:port" of node i+1 (host: an IPv4
+   * address, a bracketed IPv6 address, or a name, which is resolved to its
+   * first IPv4 address for the bind); self is 1-based. Binds a ROUTER to
+   * endpoints[self-1] only (wildcard hosts are refused), connects one DEALER
+   * per other node (routing id = decimal self node id, ZMQ_IMMEDIATE=1,
+   * linger 0, sndhwm) and starts the network thread. Null handlers are
+   * allowed. Errors: InvalidArgument (bad self, endpoint string or options;
+   * already started), AlreadyExists (address in use) / Unavailable (other
+   * bind failure; the message names the address), or the thread-spawn
+   * error. On error nothing is left running and Start may be called again. */
+  Status Start(u32 self, const std::vector<std::string> &endpoints,
+               const TransportOptions &opt, RecordHandler on_record,
+               PeerHandler on_peer, SendFailHandler on_send_fail);
+
+  /** Any thread: queues `rec` for node `to`; never blocks on the network.
+   * Returns false (rec untouched, not queued) if `to` is self or out of
+   * range, the transport is not running, the peer is currently dead, or the
+   * record cannot fit in one message (bytes > 4 GiB, too many frames, or
+   * larger than max_message_bytes). After true, the record is either sent
+   * or its tag is reported exactly once through on_send_fail (also at Stop).
+   * A peer whose connection is not up yet (e.g. right after Start) makes the
+   * records fail rather than wait. Records already handed to ZeroMQ when a
+   * peer dies are not reported: on_peer(node, false) says so instead. */
+  bool Send(u32 to, OutRecord &&rec);
+
+  /** Any thread: true if `node` is alive (self is always alive; out of range
+   * is not). Peers start alive (optimistic) until dead_after_ms passes
+   * without hearing from them. */
+  bool PeerAlive(u32 node) const;
+
+  /** Any thread: the last incarnation heard from `node`; 0 if not heard yet
+   * (or out of range). Our own for self. */
+  u64 PeerIncarnation(u32 node) const;
+
+  /** Any thread: a snapshot of the counters. */
+  TransportStats stats() const;
+
+  /** Owner thread (never a callback): stops the network thread, reports the
+   * records still queued through on_send_fail, closes the sockets. Idempotent.
+   */
+  void Stop();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  /** One remote node. */
+  struct Peer {
+    std::atomic<bool> alive{true};
+    std::atomic<u64> incarnation{0};
+    std::vector<OutRecord> outbox;  // guarded by mu_
+    // Network thread only:
+    std::unique_ptr<zmq::socket_t> dealer;
+    /** Records ZeroMQ did not take yet (connection not up, or at the
+     * high-water mark), oldest first; retried every millisecond, failed when
+     * the peer dies or after dead_after_ms. */
+    std::vector<OutRecord> backlog;
+    Clock::time_point backlog_since;
+    Clock::time_point last_heard;
+    u64 retired_incarnation = 0;  // the one before `incarnation`
+  };
+  /** Where a parsed record lies in the body frame. */
+  struct RecordRef {
+    u64 offset;
+    u32 len;
+    u32 nframes;
+  };
+
+  // All of these run on the network thread only (AbortStart and
+  // CloseSockets also on the owner thread in Start, before it exists).
+
+  /** The thread's body: poll, heartbeat, receive, send; until stop_. */
+  void Loop();
+  /** Takes the outboxes of the dirty peers and sends (or fails) them. */
+  void DrainOutbox();
+  /** Packs `recs` (all for `node`) into as few messages as the caps allow. */
+  void FlushPeer(u32 node, std::vector<OutRecord> &recs);
+  /** Sends recs[begin, end) as one message. False (records untouched) if
+   * ZeroMQ would not take it now (EAGAIN); a failure after that reports
+   * them through on_send_fail and returns true. */
+  bool SendBatch(u32 node, std::vector<OutRecord> &recs, size_t begin,
+                 size_t end, u64 body_size, u32 num_frames);
+  /** Sends a ping or pong to `node`; false if ZeroMQ refused it. */
+  bool SendControl(u32 node, MsgKind kind);
+  /** A header from us to `dst` with zero counts. */
+  WireHeader MakeHeader(MsgKind kind, u32 dst) const;
+  /** Reports the tags of recs[begin, end) through on_send_fail. */
+  void FailRecords(u32 node, std::vector<OutRecord> &recs, size_t begin,
+                   size_t end);
+  /** Fails everything in `node`'s outbox and backlog (it died or
+   * restarted). */
+  void FailQueued(u32 node);
+  /** Reads, validates and dispatches the messages waiting on the ROUTER. */
+  void ReceiveAll();
+  /** Checks in_frames_ completely; fills in_header_ and in_records_.
+   * Returns nullptr if valid, else the reason. */
+  const char *Validate();
+  /** Acts on the validated message in in_frames_. */
+  void Dispatch();
+  /** Refreshes `node`'s liveness; reports its return or restart. */
+  void Heard(u32 node, u64 incarnation);
+  /** Heartbeat: pings every peer and declares silent ones dead. */
+  void Tick(Clock::time_point now);
+  /** Starts a new one-second log window, reporting suppressed lines. */
+  void RollLogWindow();
+  /** Prints (rate-limited) why the message in in_frames_ was dropped. */
+  void LogMalformed(const char *reason);
+  /** Undoes a partial Start. */
+  void AbortStart();
+  /** Closes all sockets and the context. */
+  void CloseSockets();
+  /** Node `node`'s state. REQUIRES: 1 <= node <= num_nodes_. */
+  Peer &peer(u32 node) const { return *peers_[node - 1]; }
+
+  // Set by Start, constant while running.
+  u32 self_ = 0;
+  u32 num_nodes_ = 0;
+  u64 incarnation_ = 0;
+  TransportOptions opt_;
+  RecordHandler on_record_;
+  PeerHandler on_peer_;
+  SendFailHandler on_send_fail_;
+  std::vector<std::unique_ptr<Peer>> peers_;  // index node-1; self's unused
+  int wake_fd_ = -1;                          // eventfd
+  std::mutex life_mu_;                        // serializes Start/Stop
+  bool started_ = false;                      // guarded by life_mu_
+  Thread thread_;
+
+  mutable std::mutex mu_;  // guards outboxes, running_, wake_pending_, dirty_
+  bool running_ = false;   // Send accepts records
+  bool wake_pending_ = false;  // wake_fd_ written since the last drain
+  std::vector<u32> dirty_;     // nodes whose outbox became non-empty
+  std::atomic<bool> stop_{false};
+
+  // Network thread only.
+  std::unique_ptr<zmq::context_t> ctx_;
+  std::unique_ptr<zmq::socket_t> router_;
+  std::vector<zmq::message_t> in_frames_;
+  std::vector<RecordRef> in_records_;
+  std::vector<std::vector<OutRecord>> pending_;  // index node-1
+  WireHeader in_header_{};
+  u64 log_window_ms_ = 0;
+  u32 log_lines_ = 0;
+  u64 log_suppressed_ = 0;
+
+  std::atomic<u64> msgs_sent_{0}, records_sent_{0}, msgs_received_{0},
+      records_received_{0}, dropped_malformed_{0}, send_failures_{0};
+};
+
+}  // namespace hshm::lbm
+
+#endif  // HERMES_SHM_LIGHTBEAM_TRANSPORT_H_

@@ -1,0 +1,689 @@
+#include "hermes_shm/lightbeam/transport.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+
+namespace hshm::lbm {
+
+namespace {
+
+/** Most messages read from the ROUTER per wakeup, so sends are not starved. */
+constexpr int kMaxRecvPerWake = 4096;
+/** Per record in the body: [u32 len][u32 nframes]. */
+constexpr u64 kRecordIndexBytes = 8;
+/** Most malformed-message log lines per second. */
+constexpr u32 kMaxLogLinesPerSec = 10;
+
+/** Splits "host:port" (host may be "[v6]"). Returns an error message, or
+ * nullptr if `ep` is well formed. Wildcard hosts are refused. */
+const char *ParseEndpoint(const std::string &ep, std::string *host) {
+  size_t colon = ep.rfind(':');
+  if (colon == std::string::npos) return "expected host:port";
+  *host = ep.substr(0, colon);
+  std::string port = ep.substr(colon + 1);
+  if (host->empty()) return "empty host";
+  if (port.empty() || port.size() > 5) return "bad port";
+  for (char c : port) {
+    if (c < '0' || c > '9') return "bad port";
+  }
+  int p = std::stoi(port);
+  if (p < 1 || p > 65535) return "port out of range";
+  if ((*host)[0] == '[' && host->back() != ']') return "bad [ipv6] host";
+  if ((*host)[0] != '[' && host->find(':') != std::string::npos) {
+    return "ipv6 hosts must be bracketed";
+  }
+  for (char c : *host) {
+    if (c <= ' ' || c == '*' || c == '/') return "bad host";
+  }
+  if (*host == "0.0.0.0" || *host == "[::]") return "wildcard host";
+  return nullptr;
+}
+
+/** A random non-zero incarnation number. */
+u64 RandomIncarnation() {
+  std::random_device rd;
+  u64 v = (static_cast<u64>(rd()) << 32) ^ rd() ^
+          static_cast<u64>(
+              std::chrono::steady_clock::now().time_since_epoch().count());
+  return v ? v : 1;
+}
+
+/** The ZeroMQ address to bind `ep` ("host:port", as ParseEndpoint accepted
+ * it): ZeroMQ binds only to addresses and interface names, so a host name is
+ * resolved here to its first IPv4 address. */
+std::string BindAddress(const std::string &ep, const std::string &host) {
+  in_addr a4;
+  if (host[0] == '[' || inet_pton(AF_INET, host.c_str(), &a4) == 1) {
+    return "tcp://" + ep;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo *res = nullptr;
+  std::string addr = "tcp://" + ep;  // unresolvable: maybe an interface name
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &res) == 0 && res) {
+    char ip[INET_ADDRSTRLEN];
+    const auto *sin = reinterpret_cast<const sockaddr_in *>(res->ai_addr);
+    if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip))) {
+      addr = "tcp://" + std::string(ip) + ep.substr(host.size());
+    }
+  }
+  if (res) freeaddrinfo(res);
+  return addr;
+}
+
+/** Sets the options every lightbeam socket shares. */
+void CommonOptions(zmq::socket_t &s, const std::string &host, int hwm) {
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::sndhwm, hwm);
+  s.set(zmq::sockopt::rcvhwm, hwm);
+  if (host[0] == '[') s.set(zmq::sockopt::ipv6, 1);
+}
+
+}  // namespace
+
+Transport::~Transport() { Stop(); }
+
+Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
+                        const TransportOptions &opt, RecordHandler on_record,
+                        PeerHandler on_peer, SendFailHandler on_send_fail) {
+  std::lock_guard<std::mutex> life(life_mu_);
+  if (started_) return Status::InvalidArgument("lightbeam: already started");
+  if (endpoints.empty() || endpoints.size() >= kMaxMessageFrames) {
+    return Status::InvalidArgument("lightbeam: bad number of endpoints");
+  }
+  if (self < 1 || self > endpoints.size()) {
+    return Status::InvalidArgument("lightbeam: self node " +
+                                   std::to_string(self) + " not in 1.." +
+                                   std::to_string(endpoints.size()));
+  }
+  std::vector<std::string> hosts(endpoints.size());
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    if (const char *why = ParseEndpoint(endpoints[i], &hosts[i])) {
+      return Status::InvalidArgument("lightbeam: endpoint '" + endpoints[i] +
+                                     "' of node " + std::to_string(i + 1) +
+                                     ": " + why);
+    }
+  }
+  if (opt.heartbeat_ms == 0 || opt.dead_after_ms == 0 ||
+      opt.max_batch_records == 0 || opt.sndhwm < 0) {
+    return Status::InvalidArgument("lightbeam: bad TransportOptions");
+  }
+  self_ = self;
+  num_nodes_ = static_cast<u32>(endpoints.size());
+  opt_ = opt;
+  on_record_ = std::move(on_record);
+  on_peer_ = std::move(on_peer);
+  on_send_fail_ = std::move(on_send_fail);
+  incarnation_ = RandomIncarnation();
+
+  const std::string bind_addr =
+      BindAddress(endpoints[self - 1], hosts[self - 1]);
+  try {
+    ctx_ = std::make_unique<zmq::context_t>(1);
+    router_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::router);
+    CommonOptions(*router_, hosts[self - 1], opt.sndhwm);
+    // A restarted peer reconnects with the same routing id: let it take over.
+    router_->set(zmq::sockopt::router_handover, 1);
+    router_->set(zmq::sockopt::maxmsgsize,
+                 static_cast<int64_t>(std::min<u64>(
+                     opt.max_message_bytes, std::numeric_limits<i64>::max())));
+    try {
+      router_->bind(bind_addr);
+    } catch (const zmq::error_t &e) {
+      std::string msg = "lightbeam: bind " + endpoints[self - 1] + " (" +
+                        bind_addr + "): " + e.what();
+      AbortStart();
+      if (e.num() == EADDRINUSE) return Status::AlreadyExists(msg);
+      return Status::Unavailable(msg);
+    }
+    peers_.clear();
+    for (u32 n = 1; n <= num_nodes_; ++n) {
+      peers_.push_back(std::make_unique<Peer>());
+      peers_.back()->last_heard = Clock::now();
+      if (n == self) continue;
+      auto d = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::dealer);
+      CommonOptions(*d, hosts[n - 1], opt.sndhwm);
+      d->set(zmq::sockopt::routing_id, std::to_string(self));
+      d->set(zmq::sockopt::immediate, 1);
+      d->connect("tcp://" + endpoints[n - 1]);
+      peers_.back()->dealer = std::move(d);
+    }
+  } catch (const zmq::error_t &e) {
+    AbortStart();
+    return Status::InvalidArgument(std::string("lightbeam: socket setup: ") +
+                                   e.what());
+  }
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    int err = errno;
+    AbortStart();
+    return Status::FromErrno("lightbeam: eventfd", err);
+  }
+  pending_.clear();
+  pending_.resize(num_nodes_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = true;
+    wake_pending_ = false;
+    dirty_.clear();
+  }
+  stop_.store(false);
+  StatusOr<Thread> t = HSHM_THREAD_MODEL->Spawn([this] { Loop(); });
+  if (!t.ok()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_ = false;
+    }
+    AbortStart();
+    return t.status();
+  }
+  thread_ = std::move(t).value();
+  started_ = true;
+  return Status::Ok();
+}
+
+void Transport::Stop() {
+  std::lock_guard<std::mutex> life(life_mu_);
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = false;
+    stop_.store(true);
+    u64 one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+  (void)HSHM_THREAD_MODEL->Join(thread_);
+  close(wake_fd_);
+  wake_fd_ = -1;
+}
+
+bool Transport::Send(u32 to, OutRecord &&rec) {
+  if (to == 0 || to > num_nodes_ || to == self_) return false;
+  Peer &p = peer(to);
+  if (!p.alive.load(std::memory_order_acquire)) return false;
+  if (rec.bytes.size() > std::numeric_limits<u32>::max() ||
+      rec.frames.size() > kMaxMessageFrames - 3) {
+    return false;
+  }
+  u64 total = sizeof(WireHeader) + kRecordIndexBytes + rec.bytes.size();
+  for (const zmq::message_t &f : rec.frames) total += f.size();
+  if (total > opt_.max_message_bytes) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!running_) return false;
+  if (p.outbox.empty()) dirty_.push_back(to);
+  p.outbox.push_back(std::move(rec));
+  if (!wake_pending_) {
+    // Written under mu_ so that Stop cannot close the fd under our feet.
+    wake_pending_ = true;
+    u64 one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+  return true;
+}
+
+bool Transport::PeerAlive(u32 node) const {
+  if (node == self_ && self_ != 0) return true;
+  if (node == 0 || node > num_nodes_) return false;
+  return peer(node).alive.load(std::memory_order_acquire);
+}
+
+u64 Transport::PeerIncarnation(u32 node) const {
+  if (node == self_ && self_ != 0) return incarnation_;
+  if (node == 0 || node > num_nodes_) return 0;
+  return peer(node).incarnation.load(std::memory_order_acquire);
+}
+
+TransportStats Transport::stats() const {
+  TransportStats s;
+  s.msgs_sent = msgs_sent_.load(std::memory_order_relaxed);
+  s.records_sent = records_sent_.load(std::memory_order_relaxed);
+  s.msgs_received = msgs_received_.load(std::memory_order_relaxed);
+  s.records_received = records_received_.load(std::memory_order_relaxed);
+  s.dropped_malformed = dropped_malformed_.load(std::memory_order_relaxed);
+  s.send_failures = send_failures_.load(std::memory_order_relaxed);
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Network thread
+// ---------------------------------------------------------------------------
+
+void Transport::Loop() {
+  HSHM_THREAD_MODEL->SetName("lightbeam");
+  zmq_pollitem_t items[2] = {{router_->handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  const auto tick = std::chrono::milliseconds(opt_.heartbeat_ms);
+  Clock::time_point next_tick = Clock::now();
+  while (!stop_.load(std::memory_order_acquire)) {
+    try {
+      Clock::time_point now = Clock::now();
+      if (now >= next_tick) {
+        Tick(now);
+        next_tick = now + tick;
+      }
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      next_tick - now) +
+                  std::chrono::milliseconds(1);
+      for (u32 n = 1; n <= num_nodes_; ++n) {
+        // Retry held-back records soon.
+        if (n != self_ && !peer(n).backlog.empty()) {
+          wait = std::chrono::milliseconds(1);
+          break;
+        }
+      }
+      items[0].revents = items[1].revents = 0;
+      zmq::poll(items, 2, wait);
+      if (items[1].revents & ZMQ_POLLIN) {
+        u64 v;
+        (void)!read(wake_fd_, &v, sizeof(v));
+      }
+      if (items[0].revents & ZMQ_POLLIN) ReceiveAll();
+      DrainOutbox();
+    } catch (const zmq::error_t &e) {
+      if (e.num() != EINTR) {
+        fprintf(stderr, "lightbeam: node %u network thread: %s\n", self_,
+                e.what());
+      }
+    } catch (const std::exception &e) {
+      fprintf(stderr, "lightbeam: node %u network thread: %s\n", self_,
+              e.what());
+    } catch (...) {
+      fprintf(stderr, "lightbeam: node %u network thread: unknown exception\n",
+              self_);
+    }
+  }
+  // Send refuses new records now (running_ is false): fail what is queued.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (u32 node : dirty_) pending_[node - 1].swap(peer(node).outbox);
+    dirty_.clear();
+  }
+  for (u32 n = 1; n <= num_nodes_; ++n) {
+    FailRecords(n, pending_[n - 1], 0, pending_[n - 1].size());
+    if (n != self_) {
+      std::vector<OutRecord> &b = peer(n).backlog;
+      FailRecords(n, b, 0, b.size());
+      b.clear();
+    }
+  }
+  in_frames_.clear();
+  CloseSockets();
+}
+
+void Transport::DrainOutbox() {
+  std::vector<u32> dirty;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (wake_pending_) {
+      wake_pending_ = false;
+      dirty.swap(dirty_);
+      for (u32 node : dirty) pending_[node - 1].swap(peer(node).outbox);
+    }
+  }
+  for (u32 node = 1; node <= num_nodes_; ++node) {
+    if (node == self_) continue;
+    std::vector<OutRecord> &recs = pending_[node - 1];
+    Peer &p = peer(node);
+    if (recs.empty() && p.backlog.empty()) continue;
+    if (!p.backlog.empty()) {
+      // Held-back records go first, in order.
+      for (OutRecord &r : recs) p.backlog.push_back(std::move(r));
+      recs.swap(p.backlog);
+      p.backlog.clear();
+    }
+    if (p.alive.load(std::memory_order_relaxed)) {
+      FlushPeer(node, recs);
+    } else {
+      FailRecords(node, recs, 0, recs.size());
+    }
+    recs.clear();
+  }
+}
+
+void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
+  size_t begin = 0;
+  while (begin < recs.size()) {
+    u64 body = 0, bytes = sizeof(WireHeader);
+    u64 nframes = 0;
+    size_t end = begin;
+    for (; end < recs.size(); ++end) {
+      const OutRecord &r = recs[end];
+      u64 rb = kRecordIndexBytes + r.bytes.size();
+      u64 fb = 0;
+      for (const zmq::message_t &f : r.frames) fb += f.size();
+      bool full = end - begin >= opt_.max_batch_records ||
+                  bytes + rb + fb > opt_.max_batch_bytes ||
+                  bytes + rb + fb > opt_.max_message_bytes ||
+                  nframes + r.frames.size() > kMaxMessageFrames - 3;
+      if (end > begin && full) break;  // a lone huge record still goes
+      body += rb;
+      bytes += rb + fb;
+      nframes += r.frames.size();
+    }
+    if (!SendBatch(node, recs, begin, end, body, static_cast<u32>(nframes))) {
+      // Not connected yet, or at the high-water mark: hold the rest back,
+      // but not longer than a dead peer would take to be noticed.
+      Peer &p = peer(node);
+      Clock::time_point now = Clock::now();
+      if (p.backlog_since == Clock::time_point()) p.backlog_since = now;
+      if (now - p.backlog_since >
+          std::chrono::milliseconds(opt_.dead_after_ms)) {
+        FailRecords(node, recs, begin, recs.size());
+        p.backlog_since = Clock::time_point();
+        return;
+      }
+      for (size_t i = begin; i < recs.size(); ++i) {
+        p.backlog.push_back(std::move(recs[i]));
+      }
+      return;
+    }
+    peer(node).backlog_since = Clock::time_point();
+    begin = end;
+  }
+}
+
+bool Transport::SendBatch(u32 node, std::vector<OutRecord> &recs, size_t begin,
+                          size_t end, u64 body_size, u32 num_frames) {
+  WireHeader h = MakeHeader(MsgKind::kRecords, node);
+  h.num_records = static_cast<u32>(end - begin);
+  h.num_frames = num_frames;
+  h.body_size = body_size;
+  zmq::message_t body(body_size);
+  char *w = static_cast<char *>(body.data());
+  for (size_t i = begin; i < end; ++i) {
+    u32 len = static_cast<u32>(recs[i].bytes.size());
+    u32 nf = static_cast<u32>(recs[i].frames.size());
+    memcpy(w, &len, 4);
+    memcpy(w + 4, &nf, 4);
+    if (len) memcpy(w + kRecordIndexBytes, recs[i].bytes.data(), len);
+    w += kRecordIndexBytes + len;
+  }
+  zmq::socket_t &s = *peer(node).dealer;
+  const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
+  const auto last = zmq::send_flags::dontwait;
+  // EAGAIN on the first frame: not connected, or at the high-water mark.
+  if (!s.send(zmq::buffer(&h, sizeof(h)), more)) return false;
+  // Once the first frame is accepted ZeroMQ takes the rest of the message.
+  // Should a later frame still fail, the receiver sees a malformed message
+  // and drops it, so the records are reported failed.
+  try {
+    if (!s.send(body, num_frames ? more : last)) throw zmq::error_t();
+    u32 left = num_frames;
+    for (size_t i = begin; i < end; ++i) {
+      for (zmq::message_t &f : recs[i].frames) {
+        if (!s.send(f, --left ? more : last)) throw zmq::error_t();
+      }
+    }
+  } catch (const zmq::error_t &e) {
+    fprintf(stderr, "lightbeam: node %u: partial send to node %u: %s\n", self_,
+            node, e.what());
+    FailRecords(node, recs, begin, end);
+    return true;
+  }
+  msgs_sent_.fetch_add(1, std::memory_order_relaxed);
+  records_sent_.fetch_add(end - begin, std::memory_order_relaxed);
+  return true;
+}
+
+bool Transport::SendControl(u32 node, MsgKind kind) {
+  const WireHeader h = MakeHeader(kind, node);
+  zmq::socket_t &s = *peer(node).dealer;
+  if (!s.send(zmq::buffer(&h, sizeof(h)),
+              zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+    return false;
+  }
+  s.send(zmq::message_t(), zmq::send_flags::dontwait);
+  msgs_sent_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+WireHeader Transport::MakeHeader(MsgKind kind, u32 dst) const {
+  WireHeader h{};
+  h.magic = kWireMagic;
+  h.version = kWireVersion;
+  h.kind = static_cast<u16>(kind);
+  h.src_node = self_;
+  h.dst_node = dst;
+  h.src_incarnation = incarnation_;
+  return h;
+}
+
+void Transport::FailRecords(u32 node, std::vector<OutRecord> &recs,
+                            size_t begin, size_t end) {
+  if (begin >= end) return;
+  std::vector<u64> tags;
+  tags.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) tags.push_back(recs[i].tag);
+  send_failures_.fetch_add(end - begin, std::memory_order_relaxed);
+  if (on_send_fail_) on_send_fail_(node, std::move(tags));
+}
+
+void Transport::FailQueued(u32 node) {
+  std::vector<OutRecord> recs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    recs.swap(peer(node).outbox);  // node stays in dirty_: harmless
+  }
+  FailRecords(node, recs, 0, recs.size());
+  Peer &p = peer(node);
+  FailRecords(node, p.backlog, 0, p.backlog.size());
+  p.backlog.clear();
+  p.backlog_since = Clock::time_point();
+}
+
+void Transport::ReceiveAll() {
+  for (int n = 0; n < kMaxRecvPerWake; ++n) {
+    zmq::message_t first;
+    if (!router_->recv(first, zmq::recv_flags::dontwait)) return;
+    bool more = first.more();
+    in_frames_.clear();
+    in_frames_.push_back(std::move(first));
+    // Frames after the routing id; a too-large message is still read to its
+    // end (ZeroMQ delivers it whole) but not kept.
+    u64 total = 0;
+    bool too_large = false;
+    while (more) {
+      zmq::message_t m;
+      (void)router_->recv(m, zmq::recv_flags::none);
+      more = m.more();
+      total += m.size();
+      too_large = too_large || total > opt_.max_message_bytes ||
+                  in_frames_.size() >= kMaxMessageFrames;
+      if (!too_large) in_frames_.push_back(std::move(m));
+    }
+    const char *why = too_large ? "message too large" : Validate();
+    if (why) {
+      dropped_malformed_.fetch_add(1, std::memory_order_relaxed);
+      LogMalformed(why);
+    } else {
+      msgs_received_.fetch_add(1, std::memory_order_relaxed);
+      Dispatch();
+    }
+    in_frames_.clear();
+  }
+}
+
+const char *Transport::Validate() {
+  if (in_frames_.size() < 3) return "fewer than 3 frames";
+  if (in_frames_[1].size() != sizeof(WireHeader)) return "bad header size";
+  memcpy(&in_header_, in_frames_[1].data(), sizeof(WireHeader));
+  const WireHeader &h = in_header_;
+  if (h.magic != kWireMagic) return "bad magic";
+  if (h.version != kWireVersion) return "unsupported version";
+  if (h.kind < static_cast<u16>(MsgKind::kRecords) ||
+      h.kind > static_cast<u16>(MsgKind::kPong)) {
+    return "unknown kind";
+  }
+  if (h.src_node == 0 || h.src_node > num_nodes_ || h.src_node == self_) {
+    return "bad src_node";
+  }
+  if (h.dst_node != self_) return "wrong dst_node";
+  char id[16];
+  int id_len = snprintf(id, sizeof(id), "%u", h.src_node);
+  if (in_frames_[0].size() != static_cast<size_t>(id_len) ||
+      memcmp(in_frames_[0].data(), id, id_len) != 0) {
+    return "routing id does not match src_node";
+  }
+  const zmq::message_t &body = in_frames_[2];
+  if (body.size() != h.body_size) return "body size mismatch";
+  if (h.num_frames != in_frames_.size() - 3) return "frame count mismatch";
+  if (h.kind != static_cast<u16>(MsgKind::kRecords)) {
+    if (h.body_size || h.num_records || h.num_frames) {
+      return "control message with payload";
+    }
+    return nullptr;
+  }
+  if (h.num_records == 0) return "no records";
+  in_records_.clear();
+  const char *b = static_cast<const char *>(body.data());
+  const u64 size = body.size();
+  u64 off = 0, frames = 0;
+  while (off < size) {
+    if (size - off < kRecordIndexBytes) return "truncated record index";
+    u32 len, nf;
+    memcpy(&len, b + off, 4);
+    memcpy(&nf, b + off + 4, 4);
+    off += kRecordIndexBytes;
+    if (len > size - off) return "record overflows body";
+    if (in_records_.size() == h.num_records) return "too many records";
+    frames += nf;  // u64: cannot overflow (count <= 2^32, nf < 2^32)
+    if (frames > h.num_frames) return "record frames exceed num_frames";
+    in_records_.push_back({off, len, nf});
+    off += len;
+  }
+  if (in_records_.size() != h.num_records) return "record count mismatch";
+  if (frames != h.num_frames) return "record frames mismatch num_frames";
+  return nullptr;
+}
+
+void Transport::Dispatch() {
+  const WireHeader &h = in_header_;
+  const u32 src = h.src_node;
+  // A late message of a peer's previous life (read after its successor's):
+  // the owner already failed what it had there, so it is ignored.
+  const u64 retired = peer(src).retired_incarnation;
+  if (retired != 0 && h.src_incarnation == retired) return;
+  Heard(src, h.src_incarnation);
+  switch (static_cast<MsgKind>(h.kind)) {
+    case MsgKind::kPing:
+      SendControl(src, MsgKind::kPong);
+      break;
+    case MsgKind::kPong:
+      break;
+    case MsgKind::kRecords: {
+      const char *b = static_cast<const char *>(in_frames_[2].data());
+      size_t fi = 3;
+      records_received_.fetch_add(in_records_.size(),
+                                  std::memory_order_relaxed);
+      for (const RecordRef &r : in_records_) {
+        InRecord rec{std::string_view(b + r.offset, r.len),
+                     in_frames_.data() + fi, r.nframes};
+        fi += r.nframes;
+        if (on_record_) on_record_(src, rec);
+      }
+      break;
+    }
+  }
+}
+
+void Transport::Heard(u32 node, u64 incarnation) {
+  Peer &p = peer(node);
+  p.last_heard = Clock::now();
+  const u64 old = p.incarnation.load(std::memory_order_relaxed);
+  const bool was_alive = p.alive.load(std::memory_order_relaxed);
+  const bool restarted = old != 0 && old != incarnation;
+  if (restarted) p.retired_incarnation = old;
+  if (restarted && was_alive) {
+    // The caller fails what it had in flight with the old incarnation.
+    p.alive.store(false, std::memory_order_release);
+    FailQueued(node);
+    if (on_peer_) on_peer_(node, false);
+  }
+  p.incarnation.store(incarnation, std::memory_order_release);
+  if (restarted || !was_alive) {
+    p.alive.store(true, std::memory_order_release);
+    if (on_peer_) on_peer_(node, true);
+  }
+}
+
+void Transport::Tick(Clock::time_point now) {
+  if (log_suppressed_) RollLogWindow();
+  const auto dead_after = std::chrono::milliseconds(opt_.dead_after_ms);
+  for (u32 n = 1; n <= num_nodes_; ++n) {
+    if (n == self_) continue;
+    Peer &p = peer(n);
+    SendControl(n, MsgKind::kPing);  // dead peers too, so they can return
+    if (p.alive.load(std::memory_order_relaxed) &&
+        now - p.last_heard > dead_after) {
+      p.alive.store(false, std::memory_order_release);
+      FailQueued(n);
+      if (on_peer_) on_peer_(n, false);
+    }
+  }
+}
+
+void Transport::RollLogWindow() {
+  const u64 now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         Clock::now().time_since_epoch())
+                         .count();
+  if (now_ms - log_window_ms_ >= 1000) {
+    if (log_suppressed_) {
+      fprintf(stderr,
+              "lightbeam: node %u suppressed %llu malformed-message lines\n",
+              self_, static_cast<unsigned long long>(log_suppressed_));
+    }
+    log_window_ms_ = now_ms;
+    log_lines_ = 0;
+    log_suppressed_ = 0;
+  }
+}
+
+void Transport::LogMalformed(const char *reason) {
+  RollLogWindow();
+  if (log_lines_ >= kMaxLogLinesPerSec) {
+    ++log_suppressed_;
+    return;
+  }
+  ++log_lines_;
+  char id[40];
+  size_t n = 0;
+  if (!in_frames_.empty()) {
+    const auto *s = static_cast<const unsigned char *>(in_frames_[0].data());
+    for (size_t i = 0; i < in_frames_[0].size() && n < 32; ++i) {
+      id[n++] = (s[i] >= 0x20 && s[i] < 0x7f) ? static_cast<char>(s[i]) : '?';
+    }
+  }
+  id[n] = '\0';
+  fprintf(stderr,
+          "lightbeam: node %u dropped a malformed message from %s: %s\n", self_,
+          n ? id : "?", reason);
+}
+
+void Transport::AbortStart() {
+  CloseSockets();
+  if (wake_fd_ >= 0) close(wake_fd_);
+  wake_fd_ = -1;
+  peers_.clear();
+  pending_.clear();
+  self_ = 0;
+  num_nodes_ = 0;
+}
+
+void Transport::CloseSockets() {
+  for (auto &p : peers_) {
+    if (p) p->dealer.reset();
+  }
+  router_.reset();
+  ctx_.reset();  // zmq_ctx_term: returns at once since every linger is 0
+}
+
+}  // namespace hshm::lbm

@@ -1,0 +1,566 @@
+// Tests of the lightbeam transport (hshm::lbm::Transport). Several Transports
+// in one process act as separate nodes on 127.0.x.y loopback addresses; each
+// test uses its own addresses so that tests may run in parallel.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "hermes_shm/lightbeam/transport.h"
+
+namespace {
+
+using hshm::u16;
+using hshm::u32;
+using hshm::u64;
+using hshm::lbm::InRecord;
+using hshm::lbm::MsgKind;
+using hshm::lbm::OutRecord;
+using hshm::lbm::Transport;
+using hshm::lbm::TransportOptions;
+using hshm::lbm::WireHeader;
+using Clock = std::chrono::steady_clock;
+
+/** "ip:port" with a port that was free on `ip` a moment ago. */
+std::string FreeEndpoint(const char *ip) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = 0;
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
+    ADD_FAILURE() << "cannot bind " << ip << ":0";
+    if (fd >= 0) close(fd);
+    return std::string(ip) + ":1";
+  }
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+  close(fd);
+  return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
+}
+
+/** Polls `cond` every millisecond until it holds or `ms` pass. */
+template <typename F>
+bool WaitFor(F cond, int ms = 10000) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(ms);
+  while (!cond()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+TransportOptions FastOptions() {
+  TransportOptions o;
+  o.heartbeat_ms = 50;
+  o.dead_after_ms = 2000;
+  return o;
+}
+
+// ---------------------------------------------------------------------------
+// Deterministic records: seq (8 bytes) + filler; 0-2 small frames, and now
+// and then a 1 MiB frame (copied, or zero-copy from a static buffer).
+// ---------------------------------------------------------------------------
+
+constexpr size_t kBig = 1 << 20;
+
+const std::vector<char> &StaticBig() {
+  static const std::vector<char> *big = [] {
+    auto *v = new std::vector<char>(kBig);
+    for (size_t i = 0; i < kBig; ++i) (*v)[i] = static_cast<char>(i * 31);
+    return v;
+  }();
+  return *big;
+}
+
+/** Byte i of small/copied frame k of record seq. */
+char FrameByte(u64 seq, size_t k, size_t i) {
+  return static_cast<char>(seq + k * 7 + i);
+}
+
+/** The frame sizes record seq carries; kBig + 1 marks the zero-copy one. */
+std::vector<size_t> FrameSizes(u64 seq) {
+  if (seq % 1000 == 999) return {kBig};
+  if (seq % 1000 == 499) return {kBig + 1};
+  std::vector<size_t> s;
+  for (size_t k = 0; k < seq % 3; ++k) s.push_back((seq * 7 + k) % 300);
+  return s;
+}
+
+OutRecord MakeRecord(u64 seq) {
+  OutRecord r;
+  r.tag = seq;
+  r.bytes.assign(reinterpret_cast<const char *>(&seq), sizeof(seq));
+  r.bytes.append(seq % 50, static_cast<char>('a' + seq % 26));
+  std::vector<size_t> sizes = FrameSizes(seq);
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    if (sizes[k] == kBig + 1) {
+      const std::vector<char> &big = StaticBig();
+      r.frames.emplace_back(const_cast<char *>(big.data()), big.size(), nullptr,
+                            nullptr);
+      continue;
+    }
+    zmq::message_t m(sizes[k]);
+    char *p = static_cast<char *>(m.data());
+    for (size_t i = 0; i < sizes[k]; ++i) p[i] = FrameByte(seq, k, i);
+    r.frames.push_back(std::move(m));
+  }
+  return r;
+}
+
+/** Checks `rec` against MakeRecord; returns its seq or ~0 if it differs. */
+u64 CheckRecord(const InRecord &rec) {
+  if (rec.bytes.size() < sizeof(u64)) return ~0ull;
+  u64 seq;
+  memcpy(&seq, rec.bytes.data(), sizeof(seq));
+  if (rec.bytes.size() != sizeof(seq) + seq % 50) return ~0ull;
+  for (size_t i = sizeof(seq); i < rec.bytes.size(); ++i) {
+    if (rec.bytes[i] != static_cast<char>('a' + seq % 26)) return ~0ull;
+  }
+  std::vector<size_t> sizes = FrameSizes(seq);
+  if (rec.num_frames != sizes.size()) return ~0ull;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    const char *p = static_cast<const char *>(rec.frames[k].data());
+    if (sizes[k] == kBig + 1) {
+      if (rec.frames[k].size() != kBig ||
+          memcmp(p, StaticBig().data(), kBig) != 0) {
+        return ~0ull;
+      }
+      continue;
+    }
+    if (rec.frames[k].size() != sizes[k]) return ~0ull;
+    for (size_t i = 0; i < sizes[k]; ++i) {
+      if (p[i] != FrameByte(seq, k, i)) return ~0ull;
+    }
+  }
+  return seq;
+}
+
+/** A Transport plus what its callbacks observed. */
+struct Node {
+  explicit Node(u32 nodes) : next(nodes + 1), got(nodes + 1) {
+    for (auto &g : got) g.store(0);
+  }
+  Transport t;
+  std::vector<u64> next;  // network thread only: next seq expected per source
+  std::vector<std::atomic<u64>> got;  // in-order valid records per source
+  std::atomic<u64> bad{0};            // out-of-order or corrupt records
+  std::mutex mu;
+  std::vector<std::pair<u32, bool>> peer_events;  // guarded by mu
+  std::vector<u64> failed_tags;                   // guarded by mu
+
+  hshm::Status Start(u32 self, const std::vector<std::string> &eps,
+                     const TransportOptions &o) {
+    return t.Start(
+        self, eps, o,
+        [this](u32 from, InRecord &rec) {
+          u64 seq = CheckRecord(rec);
+          if (seq != next[from]) {
+            bad.fetch_add(1);
+          } else {
+            ++next[from];
+            got[from].fetch_add(1);
+          }
+        },
+        [this](u32 node, bool alive) {
+          std::lock_guard<std::mutex> l(mu);
+          peer_events.emplace_back(node, alive);
+        },
+        [this](u32 node, std::vector<u64> tags) {
+          std::lock_guard<std::mutex> l(mu);
+          failed_tags.insert(failed_tags.end(), tags.begin(), tags.end());
+        });
+  }
+  std::vector<std::pair<u32, bool>> Events() {
+    std::lock_guard<std::mutex> l(mu);
+    return peer_events;
+  }
+  size_t NumFailed() {
+    std::lock_guard<std::mutex> l(mu);
+    return failed_tags.size();
+  }
+};
+
+/** Starts nodes 1..eps.size() and waits until every pair has heard each other
+ * (so every DEALER is connected). */
+std::vector<std::unique_ptr<Node>> StartMesh(
+    const std::vector<std::string> &eps, const TransportOptions &o) {
+  std::vector<std::unique_ptr<Node>> nodes;
+  for (u32 i = 1; i <= eps.size(); ++i) {
+    nodes.push_back(std::make_unique<Node>(eps.size()));
+    hshm::Status st = nodes.back()->Start(i, eps, o);
+    EXPECT_TRUE(st.ok()) << st;
+  }
+  bool ready = WaitFor([&] {
+    for (u32 i = 1; i <= nodes.size(); ++i) {
+      for (u32 j = 1; j <= nodes.size(); ++j) {
+        if (i != j && nodes[i - 1]->t.PeerIncarnation(j) == 0) return false;
+      }
+    }
+    return true;
+  });
+  EXPECT_TRUE(ready) << "mesh did not connect";
+  return nodes;
+}
+
+TEST(LightbeamTest, TwoNodesInOrderBatched) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.1.1"),
+                                  FreeEndpoint("127.0.1.2")};
+  auto nodes = StartMesh(eps, FastOptions());
+  constexpr u64 kN = 10000;
+  auto sender = [&](u32 from, u32 to) {
+    for (u64 s = 0; s < kN; ++s) {
+      ASSERT_TRUE(nodes[from - 1]->t.Send(to, MakeRecord(s)));
+    }
+  };
+  std::thread a(sender, 1, 2), b(sender, 2, 1);
+  a.join();
+  b.join();
+  EXPECT_TRUE(WaitFor([&] {
+    return nodes[0]->got[2].load() + nodes[0]->bad.load() >= kN &&
+           nodes[1]->got[1].load() + nodes[1]->bad.load() >= kN;
+  }));
+  for (u32 i = 0; i < 2; ++i) {
+    Node &n = *nodes[i];
+    EXPECT_EQ(n.got[2 - i].load(), kN);
+    EXPECT_EQ(n.bad.load(), 0u);
+    EXPECT_EQ(n.NumFailed(), 0u);
+    hshm::lbm::TransportStats s = n.t.stats();
+    EXPECT_EQ(s.records_sent, kN);
+    EXPECT_EQ(s.records_received, kN);
+    EXPECT_LT(s.msgs_sent, s.records_sent) << "no batching";
+    EXPECT_EQ(s.dropped_malformed, 0u);
+    EXPECT_EQ(s.send_failures, 0u);
+    EXPECT_TRUE(n.Events().empty());
+  }
+  // Self and out-of-range destinations are refused.
+  EXPECT_FALSE(nodes[0]->t.Send(1, MakeRecord(0)));
+  EXPECT_FALSE(nodes[0]->t.Send(0, MakeRecord(0)));
+  EXPECT_FALSE(nodes[0]->t.Send(3, MakeRecord(0)));
+  EXPECT_TRUE(nodes[0]->t.PeerAlive(1));
+  EXPECT_FALSE(nodes[0]->t.PeerAlive(3));
+}
+
+TEST(LightbeamTest, ThreeNodesAllToAll) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.2.1"),
+                                  FreeEndpoint("127.0.2.2"),
+                                  FreeEndpoint("127.0.2.3")};
+  auto nodes = StartMesh(eps, FastOptions());
+  constexpr u64 kN = 3000;
+  std::vector<std::thread> senders;
+  for (u32 from = 1; from <= 3; ++from) {
+    senders.emplace_back([&, from] {
+      for (u64 s = 0; s < kN; ++s) {
+        for (u32 to = 1; to <= 3; ++to) {
+          if (to == from) continue;
+          EXPECT_TRUE(nodes[from - 1]->t.Send(to, MakeRecord(s)));
+        }
+      }
+    });
+  }
+  for (auto &t : senders) t.join();
+  auto all_in = [&] {
+    for (u32 i = 1; i <= 3; ++i) {
+      for (u32 j = 1; j <= 3; ++j) {
+        if (i != j && nodes[i - 1]->got[j].load() < kN) return false;
+      }
+    }
+    return true;
+  };
+  EXPECT_TRUE(WaitFor(all_in));
+  for (u32 i = 1; i <= 3; ++i) {
+    EXPECT_EQ(nodes[i - 1]->bad.load(), 0u);
+    EXPECT_EQ(nodes[i - 1]->NumFailed(), 0u);
+    EXPECT_EQ(nodes[i - 1]->t.stats().records_received, 2 * kN);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Malformed input from a raw DEALER posing as node 2.
+// ---------------------------------------------------------------------------
+
+std::string Bytes(const void *p, size_t n) {
+  return std::string(static_cast<const char *>(p), n);
+}
+
+WireHeader Header(MsgKind kind, u32 src, u32 dst, u32 nrec, u32 nframes,
+                  u64 body_size) {
+  WireHeader h{};
+  h.magic = hshm::lbm::kWireMagic;
+  h.version = hshm::lbm::kWireVersion;
+  h.kind = static_cast<u16>(kind);
+  h.src_node = src;
+  h.dst_node = dst;
+  h.src_incarnation = 12345;
+  h.num_records = nrec;
+  h.num_frames = nframes;
+  h.body_size = body_size;
+  return h;
+}
+
+std::string Hdr(const WireHeader &h) { return Bytes(&h, sizeof(h)); }
+
+/** Body holding one record of `len` bytes and `nframes` frames. */
+std::string Body(u32 len, u32 nframes, size_t actual_len) {
+  std::string b = Bytes(&len, 4) + Bytes(&nframes, 4);
+  return b + std::string(actual_len, 'x');
+}
+
+void SendRaw(zmq::socket_t &s, const std::vector<std::string> &frames) {
+  for (size_t i = 0; i < frames.size(); ++i) {
+    s.send(zmq::buffer(frames[i]), i + 1 < frames.size()
+                                       ? zmq::send_flags::sndmore
+                                       : zmq::send_flags::none);
+  }
+}
+
+TEST(LightbeamTest, MalformedMessagesDropped) {
+  // Node 2 never starts: a raw socket uses its routing id instead.
+  std::vector<std::string> eps = {FreeEndpoint("127.0.3.1"),
+                                  FreeEndpoint("127.0.3.2"),
+                                  FreeEndpoint("127.0.3.3")};
+  TransportOptions o = FastOptions();
+  o.max_message_bytes = 1 << 20;
+  Node n1(3), n3(3);
+  ASSERT_TRUE(n1.Start(1, eps, o).ok());
+  ASSERT_TRUE(n3.Start(3, eps, o).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    return n1.t.PeerIncarnation(3) != 0 && n3.t.PeerIncarnation(1) != 0;
+  }));
+
+  zmq::context_t ctx(1);
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.set(zmq::sockopt::routing_id, "2");
+  raw.connect("tcp://" + eps[0]);
+
+  using K = MsgKind;
+  std::vector<std::vector<std::string>> bad;
+  const std::string rec = Body(5, 0, 5);
+  WireHeader good = Header(K::kRecords, 2, 1, 1, 0, rec.size());
+  std::string truncated = Hdr(good).substr(0, 20);
+  bad.push_back({truncated, rec});
+  WireHeader h = good;
+  h.magic = 0xdeadbeef;
+  bad.push_back({Hdr(h), rec});
+  h = good;
+  h.version = 7;
+  bad.push_back({Hdr(h), rec});
+  h = good;
+  h.kind = 9;
+  bad.push_back({Hdr(h), rec});
+  h = good;
+  h.body_size = rec.size() + 1;
+  bad.push_back({Hdr(h), rec});
+  const std::string overflow = Body(0xFFFFFFF0u, 0, 4);
+  bad.push_back(
+      {Hdr(Header(K::kRecords, 2, 1, 1, 0, overflow.size())), overflow});
+  const std::string two_frames = Body(5, 2, 5);
+  bad.push_back({Hdr(Header(K::kRecords, 2, 1, 1, 2, two_frames.size())),
+                 two_frames, "only one data frame"});
+  bad.push_back({Hdr(Header(K::kRecords, 2, 1, 1, 1, rec.size())), rec,
+                 "frame the index does not name"});
+  bad.push_back({Hdr(Header(K::kRecords, 2, 1, 2, 0, rec.size())), rec});
+  bad.push_back({Hdr(Header(K::kRecords, 2, 3, 1, 0, rec.size())), rec});
+  bad.push_back({Hdr(Header(K::kRecords, 7, 1, 1, 0, rec.size())), rec});
+  bad.push_back({Hdr(Header(K::kRecords, 3, 1, 1, 0, rec.size())), rec});
+  bad.push_back({Hdr(Header(K::kRecords, 1, 1, 1, 0, rec.size())), rec});
+  bad.push_back({Hdr(Header(K::kRecords, 0, 1, 1, 0, rec.size())), rec});
+  bad.push_back({Hdr(Header(K::kRecords, 2, 1, 0, 0, 0)), ""});
+  bad.push_back({Hdr(Header(K::kPing, 2, 1, 0, 0, rec.size())), rec});
+  bad.push_back({Hdr(good)});  // no body frame
+  bad.push_back({""});
+  // Larger than max_message_bytes in total (each frame alone is not).
+  const std::string big(600 << 10, 'b');
+  const std::string big_rec = Body(0, 2, 0);
+  bad.push_back({Hdr(Header(K::kRecords, 2, 1, 1, 2, big_rec.size())), big_rec,
+                 big, big});
+  std::mt19937 rng(42);
+  for (int i = 0; i < 300; ++i) {
+    std::vector<std::string> frames(1 + rng() % 5);
+    for (auto &f : frames) {
+      f.resize(rng() % 100);
+      for (auto &c : f) c = static_cast<char>(rng());
+    }
+    bad.push_back(frames);
+  }
+  for (const auto &m : bad) SendRaw(raw, m);
+  EXPECT_TRUE(WaitFor([&] {
+    return n1.t.stats().dropped_malformed >= bad.size();
+  })) << n1.t.stats().dropped_malformed
+      << " of " << bad.size();
+  EXPECT_EQ(n1.t.stats().dropped_malformed, bad.size());
+  EXPECT_EQ(n1.got[2].load(), 0u);
+  EXPECT_EQ(n1.bad.load(), 0u);
+  EXPECT_EQ(n1.t.PeerIncarnation(2), 0u);  // nothing was believed
+
+  // A real peer is unaffected.
+  // (MakeRecord(499) has a 1 MiB frame: too large for this node.)
+  EXPECT_FALSE(n3.t.Send(1, MakeRecord(499)));
+  for (u64 s = 0; s < 400; ++s) ASSERT_TRUE(n3.t.Send(1, MakeRecord(s)));
+  EXPECT_TRUE(WaitFor([&] { return n1.got[3].load() == 400; }));
+  EXPECT_EQ(n1.bad.load(), 0u);
+  EXPECT_EQ(n1.t.stats().dropped_malformed, bad.size());
+}
+
+// ---------------------------------------------------------------------------
+// Liveness.
+// ---------------------------------------------------------------------------
+
+TEST(LightbeamTest, DeadPeerDetectedAndReturns) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.4.1"),
+                                  FreeEndpoint("127.0.4.2")};
+  TransportOptions o;
+  o.heartbeat_ms = 50;
+  o.dead_after_ms = 300;
+  auto nodes = StartMesh(eps, o);
+  Node &a = *nodes[0];
+  const u64 old_inc = a.t.PeerIncarnation(2);
+  // Events from here on (a slow start could already have flapped).
+  const size_t base = a.Events().size();
+  auto stopped_at = Clock::now();
+  nodes[1]->t.Stop();
+  ASSERT_TRUE(WaitFor([&] { return !a.t.PeerAlive(2); }, 3000));
+  EXPECT_LT(Clock::now() - stopped_at, std::chrono::milliseconds(1000));
+  EXPECT_FALSE(a.t.Send(2, MakeRecord(0)));
+  ASSERT_EQ(a.Events().size(), base + 1);
+  EXPECT_EQ(a.Events()[base], std::make_pair(2u, false));
+
+  // A new process on the same endpoint and id comes back alive.
+  Node b2(2);
+  ASSERT_TRUE(b2.Start(2, eps, o).ok());
+  ASSERT_TRUE(WaitFor([&] { return a.t.PeerAlive(2); }, 3000));
+  auto ev = a.Events();
+  ASSERT_EQ(ev.size(), base + 2);
+  EXPECT_EQ(ev[base + 1], std::make_pair(2u, true));
+  EXPECT_EQ(a.t.PeerIncarnation(2), b2.t.PeerIncarnation(2));
+  EXPECT_NE(a.t.PeerIncarnation(2), old_inc);
+  ASSERT_TRUE(WaitFor([&] { return b2.t.PeerIncarnation(1) != 0; }));
+  for (u64 s = 0; s < 100; ++s) ASSERT_TRUE(a.t.Send(2, MakeRecord(s)));
+  EXPECT_TRUE(WaitFor([&] { return b2.got[1].load() == 100; }));
+}
+
+TEST(LightbeamTest, RestartReportedByIncarnation) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.5.1"),
+                                  FreeEndpoint("127.0.5.2")};
+  TransportOptions o;
+  o.heartbeat_ms = 50;
+  o.dead_after_ms = 10000;  // the restart is seen long before a timeout
+  auto nodes = StartMesh(eps, o);
+  Node &a = *nodes[0];
+  const u64 old_inc = a.t.PeerIncarnation(2);
+  nodes[1].reset();  // Stop by the destructor
+  Node b2(2);
+  ASSERT_TRUE(b2.Start(2, eps, o).ok());
+  const u64 new_inc = b2.t.PeerIncarnation(2);
+  EXPECT_NE(new_inc, old_inc);
+  ASSERT_TRUE(WaitFor([&] { return a.t.PeerIncarnation(2) == new_inc; }));
+  auto ev = a.Events();
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[0], std::make_pair(2u, false));
+  EXPECT_EQ(ev[1], std::make_pair(2u, true));
+  EXPECT_TRUE(a.t.PeerAlive(2));
+}
+
+// ---------------------------------------------------------------------------
+// Start errors and send failures.
+// ---------------------------------------------------------------------------
+
+TEST(LightbeamTest, StartErrors) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.6.1"),
+                                  FreeEndpoint("127.0.6.2")};
+  TransportOptions o = FastOptions();
+  Transport a;
+  ASSERT_TRUE(a.Start(1, eps, o, nullptr, nullptr, nullptr).ok());
+  EXPECT_EQ(a.Start(1, eps, o, nullptr, nullptr, nullptr).code(),
+            hshm::StatusCode::kInvalidArgument);  // twice
+
+  Transport b;
+  hshm::Status st = b.Start(1, eps, o, nullptr, nullptr, nullptr);
+  EXPECT_EQ(st.code(), hshm::StatusCode::kAlreadyExists) << st;
+  EXPECT_NE(st.message().find(eps[0]), std::string::npos) << st;
+  EXPECT_FALSE(b.Send(2, MakeRecord(0)));  // a failed Start leaves it inert
+  EXPECT_FALSE(b.PeerAlive(2));
+
+  auto invalid = [&](u32 self, std::vector<std::string> e) {
+    Transport t;
+    hshm::Status s = t.Start(self, e, o, nullptr, nullptr, nullptr);
+    EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument)
+        << s << " for self " << self << " endpoint " << (e.empty() ? "" : e[0]);
+  };
+  invalid(1, {});
+  invalid(0, eps);
+  invalid(3, eps);
+  for (const char *bad_ep :
+       {"127.0.6.3", "127.0.6.3:", ":5000", "127.0.6.3:0", "127.0.6.3:65536",
+        "127.0.6.3:12ab", "0.0.0.0:5000", "*:5000", "::1:5000", "a b:5000"}) {
+    invalid(1, {bad_ep, eps[1]});
+    invalid(2, {bad_ep, eps[1]});  // a bad peer endpoint too
+  }
+  // A failed Start leaves the Transport usable.
+  Transport c;
+  EXPECT_FALSE(c.Start(1, eps, o, nullptr, nullptr, nullptr).ok());
+  std::vector<std::string> eps2 = {FreeEndpoint("127.0.6.4"), eps[1]};
+  EXPECT_TRUE(c.Start(1, eps2, o, nullptr, nullptr, nullptr).ok());
+  c.Stop();
+  c.Stop();  // idempotent
+  // A host name is resolved for the bind.
+  std::string port = FreeEndpoint("127.0.0.1");
+  port = port.substr(port.find(':'));
+  Transport d;
+  EXPECT_TRUE(
+      d.Start(1, {"localhost" + port, eps[1]}, o, nullptr, nullptr, nullptr)
+          .ok());
+  EXPECT_FALSE(c.Send(2, MakeRecord(0)));
+}
+
+TEST(LightbeamTest, SendToAbsentPeerFails) {
+  // Node 2 never listens.
+  std::vector<std::string> eps = {FreeEndpoint("127.0.7.1"),
+                                  FreeEndpoint("127.0.7.2")};
+  TransportOptions o;
+  o.heartbeat_ms = 50;
+  o.dead_after_ms = 300;
+  Node a(2);
+  ASSERT_TRUE(a.Start(1, eps, o).ok());
+  size_t accepted = 0;
+  for (u64 s = 0; s < 200; ++s) accepted += a.t.Send(2, MakeRecord(s));
+  EXPECT_EQ(accepted, 200u);  // optimistic: alive until dead_after_ms
+  EXPECT_TRUE(WaitFor([&] { return a.NumFailed() == accepted; }));
+  ASSERT_TRUE(WaitFor([&] { return !a.t.PeerAlive(2); }, 3000));
+  EXPECT_FALSE(a.t.Send(2, MakeRecord(0)));
+  EXPECT_EQ(a.Events(), (std::vector<std::pair<u32, bool>>{{2, false}}));
+  EXPECT_EQ(a.t.stats().send_failures, accepted);
+  EXPECT_EQ(a.t.stats().records_sent, 0u);
+  {
+    std::lock_guard<std::mutex> l(a.mu);
+    std::vector<u64> tags = a.failed_tags;
+    std::sort(tags.begin(), tags.end());
+    for (size_t i = 0; i < tags.size(); ++i) EXPECT_EQ(tags[i], i);
+  }
+
+  // Records still queued at Stop are reported too: none is lost.
+  Node c(2);
+  std::vector<std::string> eps2 = {FreeEndpoint("127.0.7.3"), eps[1]};
+  ASSERT_TRUE(c.Start(1, eps2, o).ok());
+  accepted = 0;
+  for (u64 s = 0; s < 5000; ++s) accepted += c.t.Send(2, MakeRecord(s % 400));
+  c.t.Stop();
+  EXPECT_EQ(c.NumFailed(), accepted);
+  EXPECT_EQ(c.t.stats().send_failures, accepted);
+}
+
+}  // namespace
