@@ -33,9 +33,17 @@ class ServerConfig : public hshm::BaseConfig {
   std::vector<std::string> hosts_;  ///< Parsed hostfile (or {"127.0.0.1"}).
   u32 port_ = 9513;                 ///< ZeroMQ server port.
   u32 client_timeout_ms_ = 2000;    ///< Client handshake timeout.
+  u32 rpc_port_ = 0;                ///< Node-to-node port (0: port_ + 1).
+  u32 heartbeat_ms_ = 250;          ///< Heartbeat period between runtimes.
+  u32 dead_after_ms_ = 2000;        ///< A silent node is dead after this.
+  /** This runtime's hostfile entry (1-based; 0: the first address that
+   * binds). From chimaera_start_runtime --node or CHI_NODE_ID. */
+  u32 node_id_ = 0;
   // modules:
   std::vector<std::string> module_paths_;  ///< Extra module directories.
 
+  /** The node-to-node port. */
+  u32 RpcPort() const { return rpc_port_ ? rpc_port_ : port_ + 1; }
   /** Total workers (low + high latency). */
   u32 NumWorkers() const { return num_low_latency_ + num_high_latency_; }
 
@@ -52,7 +60,9 @@ class ServerConfig : public hshm::BaseConfig {
 class ConfigurationManager {
  public:
   /** Loads defaults, then the file named by CHI_SERVER_CONF if set, then
-   * the hostfile. Errors name the file and the key. */
+   * the hostfile (CHI_HOSTFILE, if set, replaces network.hostfile;
+   * CHI_NODE_ID picks this runtime's entry). Errors name the file and the
+   * key. */
   Status Load();
   /** Loads defaults overridden by `yaml` (tests and tools). */
   Status LoadText(const std::string &yaml);

@@ -21,6 +21,9 @@
 
 #include <atomic>
 #include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -41,10 +44,44 @@ struct MethodEntry {
               RunContext &rctx) = nullptr;
   /** Destroys a task of this method's type in place (before freeing). */
   void (*destroy)(Task *task) = nullptr;
+  /** A new task of this method's type in runtime-private memory. */
+  Task *(*make)() = nullptr;
+  /** Deletes a task made by `make`. */
+  void (*free_private)(Task *task) = nullptr;
+  /** Runs the task type's Fields() declaration with `ar`. */
+  void (*fields)(FieldArchive &ar, Task *task) = nullptr;
   /** The handler (a member function pointer, stored opaquely). */
   alignas(16) char handler[16] = {};
   /** sizeof the task type, to validate tasks from untrusted clients. */
   size_t task_size = 0;
+};
+
+/** A runtime-private lane of admitted tasks (a container queue's lane or a
+ * worker's inbox). Bounded; any thread may Push, one worker Pops. */
+class TaskLane {
+ public:
+  /** A lane holding at most `depth` tasks. */
+  explicit TaskLane(u64 depth = 1024) : depth_(depth) {}
+  /** Appends `rctx`; false when the lane is full. Any thread. */
+  bool Push(RunContext *rctx);
+  /** Appends `rctx` whatever the depth (inboxes must never drop). */
+  void PushUnbounded(RunContext *rctx);
+  /** The oldest task, or null. The draining worker only. */
+  RunContext *Pop();
+  /** True if no task is queued (relaxed; any thread). */
+  bool Empty() const { return size_.load(std::memory_order_acquire) == 0; }
+  /** Queued tasks (approximate; any thread). */
+  u64 Size() const { return size_.load(std::memory_order_relaxed); }
+  /** Worker that drains this lane (for wake-ups). */
+  std::atomic<u32> worker_id_{~0u};
+  /** kLaneRetired once the owning container is being destroyed. */
+  std::atomic<u32> flags_{0};
+
+ private:
+  std::mutex mu_;
+  std::deque<RunContext *> q_;  // guarded by mu_
+  std::atomic<u64> size_{0};
+  u64 depth_;
 };
 
 /** Base methods every container answers; module methods start at kCustom. */
@@ -72,19 +109,26 @@ class Container {
    * node over the pool's local containers). */
   virtual void Monitor(MonitorMode mode, Task *task, RunContext &rctx);
   /** Chooses where a task resolved to this container runs: a lane of one of
-   * its queues (GetLane), or null to run it on the worker that popped it.
+   * its queues (GetLane), or null to run it on the worker that admitted it.
    * The default runs kHighLatency tasks on the lanes of the container's
    * first high-latency queue, if it made one, and everything else inline.
-   * Called by workers, concurrently. */
-  virtual Lane *Route(Task *task);
+   * `task` is the runtime's private copy. Called by workers, concurrently. */
+  virtual TaskLane *Route(Task *task);
+  /** Merges one node's reply to a GetGlobalBcast() task into `acc` (the
+   * task its submitter waits on, on the submitter's node). The runtime has
+   * already copied the OUT fields of the first reply into `acc` and applies
+   * "first error wins" to the status; the default does nothing more.
+   * Called by a worker of the submitter's node, once per node, on the
+   * container of that node (or the pool's first local one). */
+  virtual void MergeBcast(Task *acc, Task *reply, NodeId from) {}
 
-  /** Creates queue `id`: `num_lanes` lanes of `depth` slots in runtime_data,
+  /** Creates queue `id`: `num_lanes` runtime-private lanes of `depth` tasks,
    * drained by workers of priority `prio` (low-latency lanes go to
    * low-latency workers, high-latency lanes to high-latency workers). Call
    * from Create(). Errors: AlreadyExists, OutOfMemory. */
   Status CreateQueue(QueueId id, u32 num_lanes, TaskPrio prio, u64 depth = 256);
   /** Lane `lane` (mod the lane count) of queue `id`, or null. */
-  Lane *GetLane(QueueId id, u32 lane);
+  TaskLane *GetLane(QueueId id, u32 lane);
   /** Marks every lane of this container retired: workers abort what is left
    * in them and stop polling them. Pool destruction only. */
   void RetireQueues();
@@ -135,6 +179,13 @@ class Container {
       (static_cast<C *>(self)->*f)(static_cast<TaskT *>(task), rctx);
     };
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
+    e.make = []() -> Task * {
+      return new TaskT(hipc::CtxAllocator<CHI_ALLOC_T>(CHI_IPC->main_alloc()));
+    };
+    e.free_private = [](Task *task) { delete static_cast<TaskT *>(task); };
+    e.fields = [](FieldArchive &ar, Task *task) {
+      static_cast<TaskT *>(task)->Fields(ar);
+    };
   }
 
  private:
@@ -142,7 +193,7 @@ class Container {
   struct OwnedQueue {
     QueueId id;
     TaskPrio prio;
-    FullPtr<ProcessQueue> queue;
+    std::vector<std::unique_ptr<TaskLane>> lanes;
   };
   std::vector<MethodEntry> methods_;
   std::vector<OwnedQueue> queues_;

@@ -25,13 +25,38 @@ namespace chi {
 /** Longest pool or module name (bytes). */
 static GLOBAL_CROSS_CONST size_t kMaxNameLen = 63;
 
+/** What a pool is made of: enough for every node to build its share. */
+struct PoolSpec {
+  std::string name;
+  std::string module;
+  u32 num_containers = 1;  ///< In the whole pool (1..4096).
+  std::string params;      ///< Passed to every container's Create().
+  /** Nodes the pool spans, ascending; container c lives on
+   * nodes[c % nodes.size()]. Empty: this node only. */
+  std::vector<NodeId> nodes;
+};
+
 /** One pool as this node sees it. */
 struct PoolInfo {
   PoolId id_;
   std::string name_;
   std::string module_;
-  std::vector<Container *> containers_;  ///< Index = container id.
+  std::string params_;
+  u32 num_containers_ = 0;               ///< In the whole pool.
+  std::vector<NodeId> nodes_;            ///< Nodes the pool spans.
+  std::vector<Container *> containers_;  ///< Index = container id; null
+                                         ///< where it lives on another node.
+  std::vector<ContainerId> local_;       ///< This node's container ids.
+  /** A container of the module that is constructed but never created: its
+   * method table serves every node (also those holding no container), and
+   * it answers Monitor and MergeBcast where no local container exists. */
+  std::unique_ptr<Container> proto_;
   std::atomic<bool> destroying_{false};
+
+  /** The node holding container `c` (REQUIRES: c < num_containers_). */
+  NodeId NodeOf(ContainerId c) const { return nodes_[c % nodes_.size()]; }
+  /** The first container of `node`, or ~0u if it holds none. */
+  ContainerId FirstOn(NodeId node) const;
 };
 
 /** Summary of a pool, for listings. */
@@ -39,9 +64,19 @@ struct PoolSummary {
   PoolId id;
   std::string name;
   std::string module;
-  u32 num_containers;
+  u32 num_containers;  ///< In the whole pool.
+  u32 num_local;       ///< On this node.
   u64 completed;
   u32 inflight;
+  std::vector<NodeId> nodes;
+};
+
+/** Where a resolved task runs: a container of this node (acquired: the
+ * caller must PoolManager::Release it) or of another node. */
+struct Destination {
+  NodeId node = 0;
+  ContainerId container = 0;
+  Container *local = nullptr;  ///< Set iff the container is on this node.
 };
 
 /** A worker's private cache of pool lookups (see PoolManager::AcquireFast).
@@ -56,16 +91,23 @@ struct PoolCache {
 /** Pools of this node. Any thread may call any member. */
 class PoolManager {
  public:
-  /** Sets this node's id (pool ids it creates carry it). */
-  void Init(NodeId node_id) { node_id_ = node_id; }
-  /** Returns the pool called `name`, creating it with `num_containers`
-   * containers of `module` (passing `params` to each Create) if it does not
-   * exist. `*existed` tells which. `fixed_id` (if not null) forces the id. */
-  StatusOr<PoolId> GetOrCreatePool(const std::string &name,
-                                   const std::string &module,
-                                   u32 num_containers,
-                                   const std::string &params, bool *existed,
+  /** Sets this node's id (pool ids it creates carry it). The counter of ids
+   * starts from the clock, so a restarted coordinator does not reuse the
+   * ids of pools that other nodes still hold. */
+  void Init(NodeId node_id) {
+    node_id_ = node_id;
+    next_unique_.store(1 +
+                       (static_cast<u32>(hshm::NowNs() / 1000000000ull) << 10));
+  }
+  /** Returns the pool called spec.name, creating this node's containers of
+   * it (passing spec.params to each Create) if it does not exist. `*existed`
+   * tells which; an existing pool of another module is InvalidArgument.
+   * `fixed_id` (if not null) forces the id. Create() runs outside the lock,
+   * so a module's Create() may submit tasks and wait for them. */
+  StatusOr<PoolId> GetOrCreatePool(const PoolSpec &spec, bool *existed,
                                    const PoolId *fixed_id = nullptr);
+  /** A fresh pool id of this node (unique in the cluster). */
+  PoolId NewPoolId();
   /** Unpublishes pool `id` so no new task reaches it. Returns the pool for
    * FinishDestroy, or NotFound. */
   StatusOr<std::shared_ptr<PoolInfo>> BeginDestroy(const PoolId &id);
@@ -76,31 +118,43 @@ class PoolManager {
    * then calls Destroy() on and deletes its containers. On timeout the
    * containers are leaked instead, and false is returned. */
   static bool FinishDestroy(PoolInfo &pool);
-  /** Resolves `query` on pool `id` to a local container and counts the task
-   * in flight on it (the caller must call Release()). Errors: NotFound
-   * (unknown pool or container), Aborted (pool being destroyed). */
-  StatusOr<Container *> Acquire(const PoolId &id, const DomainQuery &query);
+  /** Resolves `query` on pool `id` to one container (local containers are
+   * counted in flight: Release() them). Errors: NotFound (unknown pool or
+   * container, no container on this node for a local query), Aborted (pool
+   * being destroyed), InvalidArgument (a broadcast or dynamic query). */
+  StatusOr<Destination> Acquire(const PoolId &id, const DomainQuery &query);
   /** Acquire without the lock when `cache` (owned by the calling worker)
    * already knows the pool and no pool was created or destroyed since.
    * Safe because pool destruction waits for every worker to pass two loop
    * iterations and then for in-flight tasks, before freeing anything. */
-  StatusOr<Container *> AcquireFast(const PoolId &id, const DomainQuery &query,
+  StatusOr<Destination> AcquireFast(const PoolId &id, const DomainQuery &query,
                                     PoolCache *cache);
+  /** For a broadcast: the first container of every node of pool `id` (this
+   * node's acquired, as in Acquire). */
+  Status AcquireBcast(const PoolId &id, PoolCache *cache,
+                      std::vector<Destination> *out);
+  /** The pool `id` (cached, as in AcquireFast), or null. The pointer stays
+   * valid while the caller holds an acquired container of it or runs on a
+   * worker that has not finished its loop iteration. */
+  PoolInfo *FindFast(const PoolId &id, PoolCache *cache);
   /** Ends a task started by Acquire. */
   static void Release(Container *c) {
     c->inflight_.fetch_sub(1, std::memory_order_release);
   }
   /** The id of pool `name`, or NotFound. */
   StatusOr<PoolId> Lookup(const std::string &name);
+  /** The spec of pool `id` (with its id), or NotFound. */
+  StatusOr<PoolSpec> GetSpec(const PoolId &id);
   /** Every pool. */
   std::vector<PoolSummary> List();
+  /** Every pool's id and spec. */
+  std::vector<std::pair<PoolId, PoolSpec>> ListSpecs();
   /** Destroys every pool (shutdown). */
   void DestroyAll();
 
  private:
-  /** Picks the container of `pool` that `q` names and counts a task in
-   * flight on it. */
-  static StatusOr<Container *> Resolve(PoolInfo &pool, const DomainQuery &q);
+  /** Picks the container of `pool` that `q` names; acquires a local one. */
+  StatusOr<Destination> Resolve(PoolInfo &pool, const DomainQuery &q);
 
   std::shared_mutex mu_;
   std::atomic<u64> version_{1};  ///< Bumped on every publish/unpublish.
@@ -108,7 +162,7 @@ class PoolManager {
   std::unordered_map<std::string, PoolId> by_name_;
   std::unordered_set<std::string> creating_;  ///< Names being created.
   NodeId node_id_ = 0;
-  u32 next_unique_ = 1;
+  std::atomic<u32> next_unique_{1};
 };
 
 }  // namespace chi

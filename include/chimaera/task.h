@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "chimaera/chimaera_types.h"
+#include "chimaera/task_fields.h"
 
 /** Decorator macros for task fields. */
 #define IN     // This is an input by the client
@@ -57,7 +58,12 @@ enum TaskState : u32 {
   kTaskComplete = 1,       ///< The result is ready (release by the runtime).
   kTaskWaiterAsleep = 2,   ///< A waiter sleeps on the futex: wake it.
   kTaskStopRequested = 4,  ///< A periodic task should run no more.
+  kTaskAccepted = 8,       ///< A worker admitted it (set exactly once).
 };
+
+/** Stamped into every task by its constructor; a block without it is not a
+ * task and is refused at admission. */
+static GLOBAL_CROSS_CONST u32 kTaskMagic = 0x4348544bu;  // "CHTK"
 
 /** A container method to execute + parameters. */
 class Task {
@@ -73,6 +79,7 @@ class Task {
   OUT hipc::Pointer err_;     /**< Error message in shared memory, or null */
   TEMP std::atomic<u32> state_{0}; /**< TaskState bits */
   TEMP u32 run_count_ = 0; /**< Times the runtime ran it (periodic tasks) */
+  TEMP u32 magic_ = kTaskMagic; /**< Marks a constructed task */
 
   /** SHM default constructor. */
   template <typename AllocT>
@@ -126,6 +133,12 @@ class Task {
   void SetFireAndForget() { task_flags_.SetBits(TASK_FIRE_AND_FORGET); }
   bool IsPeriodic() const { return task_flags_.Any(TASK_PERIODIC); }
   bool IsFireAndForget() const { return task_flags_.Any(TASK_FIRE_AND_FORGET); }
+
+  /** Declares the task's IN and OUT fields (see task_fields.h). A task
+   * without parameters inherits this empty declaration; every task with
+   * parameters must declare all of them. */
+  template <typename Ar>
+  void Fields(Ar &ar) {}
 
   /** Fills the IN fields shared by every task. */
   void SetBase(const TaskNode &task_node, const PoolId &pool_id,

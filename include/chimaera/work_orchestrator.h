@@ -24,9 +24,15 @@ class WorkOrchestrator {
   /** Creates the workers, maps the process queue's lanes and starts every
    * thread (pinned to the configured CPUs, if any). */
   Status Init();
-  /** Gives `lane` (of priority `prio`) to a worker of the matching kind,
-   * round-robin. `container` owns the lane (null for process lanes). */
-  void AddLane(Lane *lane, TaskPrio prio, Container *container);
+  /** Gives process-queue `lane` (of priority `prio`) to a worker of the
+   * matching kind, round-robin. */
+  void AddLane(Lane *lane, TaskPrio prio);
+  /** Gives `container`'s lane `lane` (of priority `prio`) to a worker of the
+   * matching kind, round-robin. Any thread. */
+  void AddLane(TaskLane *lane, TaskPrio prio, Container *container);
+  /** A worker of the kind that runs tasks of priority `prio`, round-robin.
+   * Any thread (after Init). */
+  Worker *PickWorker(u32 prio);
   /** Returns once every running worker has started a new loop iteration
    * twice (so none still uses a lane retired before the call). From a task
    * fiber it yields while waiting. Bounded by `timeout_ms`; false on timeout.

@@ -35,30 +35,67 @@ enum class WorkerKind : u32 {
   kProcessReaper = 3,  ///< Frees memory of dead clients (not implemented yet).
 };
 
-/** Runtime-private state of one executing task (never in shared memory). */
+/** Where an admitted task came from, and so how it completes. */
+enum class TaskOrigin : u32 {
+  kShm = 0,        ///< A task block in `main`: copy OUT fields back, wake.
+  kRemote = 1,     ///< A request from another node: send the reply there.
+  kBcastPart = 2,  ///< One node's share of a broadcast: merge into parent_.
+};
+
+struct NetMessage;  // a received record (remote_manager.h)
+
+/** Runtime-private state of one admitted task (never in shared memory).
+ *
+ * A task's life: admit (copy the header and IN fields into task_, a private
+ * object of the method's type, validate the copy, accept the task once) ->
+ * resolve (a local container, another node, or every node) -> run in a fiber
+ * here or forward -> complete through its origin. */
 class RunContext {
  public:
-  FullPtr<Task> task_;              ///< The task being run.
-  Container *container_ = nullptr;  ///< Where it runs.
-  Worker *worker_ = nullptr;        ///< The worker running it.
-  boost::context::fiber fiber_;     ///< The task's fiber while suspended.
-  boost::context::fiber sink_;      ///< The worker, while the task runs.
-  char *stack_ = nullptr;           ///< Pooled stack of the fiber.
-  Task *waiting_on_ = nullptr;      ///< Subtask the fiber waits for.
-  bool done_ = false;               ///< The method returned.
-  u64 next_run_ns_ = 0;             ///< Periodic tasks: next start time.
-  u64 start_ns_ = 0;                ///< When the current run started.
+  Task *task_ = nullptr;                 ///< The runtime's private copy.
+  const MethodEntry *method_ = nullptr;  ///< Its method's table entry.
+  Container *container_ = nullptr;       ///< Where it runs (acquired), or null.
+  Worker *worker_ = nullptr;             ///< The worker running it.
+  TaskOrigin origin_ = TaskOrigin::kShm;
+  FullPtr<Task> shm_task_;              ///< kShm: the submitter's task.
+  NodeId from_node_ = 0;                ///< kRemote: the requesting node.
+  u64 req_id_ = 0;                      ///< kRemote: its request id.
+  bool reply_wanted_ = true;            ///< kRemote: false for fire-and-forget.
+  RunContext *parent_ = nullptr;        ///< kBcastPart: the broadcast task.
+  NodeId node_ = 0;                     ///< kBcastPart: the node it ran on.
+  u32 bcast_pending_ = 0;               ///< Broadcast: parts not merged yet.
+  bool bcast_first_ = true;             ///< Broadcast: no part merged yet.
+  std::vector<hipc::Pointer> in_bufs_;  ///< Inputs copied in from the
+                                        ///< network; freed at completion.
+  NetMessage *net_ = nullptr;           ///< Inbox item: a request or a reply.
+  boost::context::fiber fiber_;         ///< The task's fiber while suspended.
+  boost::context::fiber sink_;          ///< The worker, while the task runs.
+  char *stack_ = nullptr;               ///< Pooled stack of the fiber.
+  Task *waiting_on_ = nullptr;          ///< Subtask the fiber waits for.
+  bool done_ = false;                   ///< The method returned.
+  u64 next_run_ns_ = 0;                 ///< Periodic tasks: next start time.
+  u64 start_ns_ = 0;                    ///< When the current run started.
 
   /** Suspends the calling task's fiber and returns to the worker. Only from
    * inside this context's fiber. */
   void Yield() { sink_ = std::move(sink_).resume(); }
 };
 
-/** One lane a worker drains: a process-queue lane or a container lane. */
+/** One lane a worker drains: a process-queue lane (shared memory, holds
+ * task Pointers) or a container lane (runtime-private, admitted tasks). */
 struct WorkerLane {
-  Lane *lane = nullptr;
+  Lane *lane = nullptr;            ///< Process-queue lane, or null.
+  TaskLane *tlane = nullptr;       ///< Container lane, or null.
   Container *container = nullptr;  ///< Owner of a container lane, else null.
   u32 idle_polls = 0;              ///< Consecutive empty polls.
+
+  /** True if nothing is queued. */
+  bool Empty() const { return lane ? lane->Empty() : tlane->Empty(); }
+  /** True once the owning container retired the lane. */
+  bool Retired() const {
+    return tlane &&
+           (tlane->flags_.load(std::memory_order_acquire) & kLaneRetired);
+  }
 };
 
 /** A low- or high-latency worker. */
@@ -69,9 +106,15 @@ class Worker {
   Worker(const Worker &) = delete;
   Worker &operator=(const Worker &) = delete;
 
-  /** Hands `lane` to this worker. Any thread; takes effect at the worker's
-   * next loop iteration. */
-  void AddLane(Lane *lane, Container *container);
+  /** Hands a process-queue `lane` to this worker. Any thread; takes effect
+   * at the worker's next loop iteration. */
+  void AddLane(Lane *lane);
+  /** Hands container `container`'s lane `lane` to this worker. Any thread.
+   */
+  void AddLane(TaskLane *lane, Container *container);
+  /** Queues an inbox item (a network request to admit, or the reply to a
+   * task this worker forwarded) and wakes the worker. Any thread. */
+  void PostInbox(RunContext *rctx);
   /** The thread body: runs until Stop() and every accepted task finished, or
    * until the drain deadline passed. */
   void Loop();
@@ -86,6 +129,11 @@ class Worker {
   bool idle() const { return idle_.load(std::memory_order_acquire); }
   /** Wakes the worker if it sleeps. Any thread. */
   void Wake();
+
+  /** Completes `rctx`'s task with `status` (kept if ok and the method set
+   * one) through its origin, releases its container and frees the context.
+   * The owning worker's thread only. */
+  void Complete(RunContext *rctx, const Status &status);
 
   /** The RunContext of the task running on the calling thread, or null. */
   static RunContext *CurrentRunContext();
@@ -105,9 +153,26 @@ class Worker {
  private:
   /** Pops and starts tasks from every lane; true if any work was done. */
   bool PollLanes();
-  /** Resolves `task` (a live block of `block_size` usable bytes) and starts
-   * it; completes it with an error on failure. */
-  void Dispatch(FullPtr<Task> task, Container *known, u64 block_size);
+  /** Handles the items of the inbox; true if there were any. */
+  bool PollInbox();
+  /** Admit stage for a task block popped from a shared-memory lane. */
+  void AdmitShm(const hipc::Pointer &p);
+  /** Admit stage for a request that arrived from another node. */
+  void AdmitRemote(RunContext *rctx);
+  /** Resolve stage: runs `rctx` here, queues it on a container lane,
+   * forwards it, or broadcasts it. */
+  void Route(RunContext *rctx);
+  /** Replicates `rctx` to every node of its pool. */
+  void StartBcast(RunContext *rctx);
+  /** Forwards `rctx` to `node`, where container `q` runs it. */
+  void Forward(RunContext *rctx, NodeId node, const DomainQuery &q);
+  /** Folds a finished broadcast part into its parent. */
+  void MergePart(RunContext *part);
+  /** Applies a reply (or a failure) to a task this worker forwarded. */
+  void ApplyReply(RunContext *rctx);
+  /** Runs `rctx` on its (acquired) container: on a container lane if the
+   * container routes it there, else in a fiber on this worker. */
+  void RunLocal(RunContext *rctx);
   /** Creates the fiber of `rctx` and runs it until it finishes or yields. */
   void Start(RunContext *rctx);
   /** Switches into the fiber of `rctx`. */
@@ -132,6 +197,7 @@ class Worker {
   /** Completes every queued, periodic and suspended task with kAborted. */
   void AbortRemaining();
   RunContext *NewRunContext();
+  /** Frees `rctx`'s private task and input buffers, and recycles it. */
   void FreeRunContext(RunContext *rctx);
   char *GetStack();
   void PutStack(char *stack);
@@ -152,6 +218,7 @@ class Worker {
   std::vector<char *> all_stacks_;
   std::mutex mailbox_mu_;
   std::vector<WorkerLane> mailbox_;
+  TaskLane inbox_;  ///< Network requests and replies (see PostInbox).
   std::atomic<bool> has_mail_{false};
   std::atomic<bool> stop_{false};
   std::atomic<bool> exit_{false};

@@ -3,6 +3,7 @@
 #if CHIMAERA_RUNTIME
 #include "chimaera/module_manager.h"
 #include "chimaera/pool_manager.h"
+#include "chimaera/remote_manager.h"
 #include "chimaera/work_orchestrator.h"
 #endif
 
@@ -43,21 +44,42 @@ Status Chimaera::ServerInit() {
   CHI_MODULE_MANAGER->Init(conf.module_paths_);
   CHI_MODULE_MANAGER->RegisterBuiltin("chimaera_admin", &NewAdminContainer);
   CHI_POOL_MANAGER->Init(CHI_IPC->node_id());
+  // The admin pool: one container on every node (container i on node i+1).
+  PoolSpec admin_spec;
+  admin_spec.name = "chimaera_admin";
+  admin_spec.module = "chimaera_admin";
+  admin_spec.num_containers = static_cast<u32>(conf.hosts_.size());
+  for (u32 i = 1; i <= admin_spec.num_containers; ++i) {
+    admin_spec.nodes.push_back(i);
+  }
   bool existed = false;
-  auto admin = CHI_POOL_MANAGER->GetOrCreatePool(
-      "chimaera_admin", "chimaera_admin", 1, "", &existed, &kAdminPoolId);
+  auto admin =
+      CHI_POOL_MANAGER->GetOrCreatePool(admin_spec, &existed, &kAdminPoolId);
   if (!admin.ok()) {
     CHI_IPC->Finalize();
     return admin.status();
   }
   s = CHI_WORK_ORCHESTRATOR->Init();
+  if (s.ok()) s = CHI_REMOTE->Init();
   if (s.ok()) s = CHI_IPC->StartServer();
   if (!s.ok()) {
+    CHI_REMOTE->Stop();
     CHI_WORK_ORCHESTRATOR->Stop(0);
     CHI_IPC->Finalize();
     return s;
   }
   is_runtime_ = true;
+  if (CHI_REMOTE->enabled()) {
+    // Build this node's share of the pools the cluster already has (after a
+    // restart); fire-and-forget, the runtime frees it.
+    auto join = CHI_IPC->NewTaskDefault<admin::NoopTask>(CHI_IPC->NewTaskNode(),
+                                                         DomainQuery());
+    if (!join.IsNull()) {
+      join->method_ = admin::Method::kJoinCluster;
+      join->SetFireAndForget();
+      Submit(join);
+    }
+  }
   return Status::Ok();
 #else
   return Status::Unimplemented(
@@ -83,6 +105,9 @@ void Chimaera::ServerStop() {
 #if CHIMAERA_RUNTIME
   if (!is_runtime_) return;
   CHI_IPC->BeginShutdown();
+  // The network first: tasks waiting on other nodes complete (Unavailable)
+  // while the workers still run.
+  CHI_REMOTE->Stop();
   CHI_WORK_ORCHESTRATOR->Stop(10000);
   CHI_POOL_MANAGER->DestroyAll();
   CHI_IPC->Finalize();

@@ -70,12 +70,23 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
   }
   if (const YAML::Node n = root["network"]) {
     HSHM_RETURN_IF_ERROR(
-        CheckKeys(n, {"hostfile", "port", "client_timeout_ms"}, "network"));
+        CheckKeys(n,
+                  {"hostfile", "port", "client_timeout_ms", "rpc_port",
+                   "heartbeat_ms", "dead_after_ms"},
+                  "network"));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "rpc_port", &rpc_port_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "heartbeat_ms", &heartbeat_ms_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "dead_after_ms", &dead_after_ms_));
+    HSHM_RETURN_IF_ERROR(CheckRange("network.rpc_port", rpc_port_, 0, 65535));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("network.heartbeat_ms", heartbeat_ms_, 10, 60000));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("network.dead_after_ms", dead_after_ms_, 50, 600000));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "hostfile", &hostfile_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "port", &port_));
     HSHM_RETURN_IF_ERROR(
         ReadScalar(n, "client_timeout_ms", &client_timeout_ms_));
-    HSHM_RETURN_IF_ERROR(CheckRange("network.port", port_, 1, 65535));
+    HSHM_RETURN_IF_ERROR(CheckRange("network.port", port_, 1, 65534));
     HSHM_RETURN_IF_ERROR(CheckRange("network.client_timeout_ms",
                                     client_timeout_ms_, 1, 3600000));
   }
@@ -105,6 +116,18 @@ Status ConfigurationManager::LoadText(const std::string &yaml) {
 
 Status ConfigurationManager::LoadHosts() {
   config_.hosts_.clear();
+  if (const char *hf = std::getenv("CHI_HOSTFILE"); hf && *hf) {
+    config_.hostfile_ = hf;
+  }
+  if (const char *id = std::getenv("CHI_NODE_ID"); id && *id) {
+    char *end = nullptr;
+    unsigned long v = std::strtoul(id, &end, 10);
+    if (*end != '\0' || v > 65536) {
+      return Status::InvalidArgument(std::string("CHI_NODE_ID '") + id +
+                                     "' is not a node number");
+    }
+    config_.node_id_ = static_cast<u32>(v);
+  }
   if (config_.hostfile_.empty()) {
     config_.hosts_.push_back("127.0.0.1");
     return Status::Ok();
@@ -119,6 +142,12 @@ Status ConfigurationManager::LoadHosts() {
                                    " lists no hosts");
   }
   config_.hosts_ = std::move(*hosts);
+  if (config_.node_id_ > config_.hosts_.size()) {
+    return Status::InvalidArgument(
+        "node " + std::to_string(config_.node_id_) + " is not in hostfile " +
+        config_.hostfile_ + " (" + std::to_string(config_.hosts_.size()) +
+        " hosts)");
+  }
   return Status::Ok();
 }
 

@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "chimaera/chimaera.h"
@@ -14,7 +16,12 @@ int main(int argc, char **argv) {
       "Start a Chimaera runtime in the foreground. The configuration is the "
       "embedded default, overridden by the YAML file named by "
       "CHI_SERVER_CONF."};
+  unsigned node = 0;
+  app.add_option("-n,--node", node,
+                 "Bind hostfile entry N (1-based) instead of the first entry "
+                 "that binds (same as CHI_NODE_ID=N)");
   CLI11_PARSE(app, argc, argv);
+  if (node != 0) setenv("CHI_NODE_ID", std::to_string(node).c_str(), 1);
 
   // Signals go to a dedicated thread (all threads inherit this mask), which
   // may then take locks that a signal handler could not.

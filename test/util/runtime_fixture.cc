@@ -15,6 +15,7 @@
 #include <sstream>
 #include <vector>
 
+#include "chimaera/chimaera.h"
 #include "hermes_shm/memory/posix_shm.h"
 #include "hermes_shm/util/futex.h"
 
@@ -134,6 +135,11 @@ hshm::Status RuntimeProcess::Start() {
     dup2(fd, 1);
     dup2(fd, 2);
     setenv("CHI_SERVER_CONF", conf_.c_str(), 1);
+    if (node_id_ > 0) {
+      setenv("CHI_NODE_ID", std::to_string(node_id_).c_str(), 1);
+    } else {
+      unsetenv("CHI_NODE_ID");
+    }
     execl(exe.c_str(), exe.c_str(), nullptr);
     _exit(127);
   }
@@ -214,6 +220,92 @@ int RunProgram(const std::vector<std::string> &argv, const std::string &conf,
   unlink(out_path.c_str());
   if (st == -1 || !WIFEXITED(st)) return -1;
   return WEXITSTATUS(st);
+}
+
+LocalCluster::LocalCluster(int n, const std::string &extra_yaml) {
+  // Two consecutive free ports: the client port and the node-to-node one.
+  int port = FreePort();
+  for (int tries = 0; tries < 50; ++tries) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port + 1);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    bool ok = bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
+    close(fd);
+    if (ok && port < 65534) break;
+    port = FreePort();
+  }
+  hostfile_ =
+      WriteTempFile("hosts", "127.0.0.[2-" + std::to_string(n + 1) + "]\n");
+  std::string yaml = "network:\n  port: " + std::to_string(port) +
+                     "\n  hostfile: " + hostfile_ +
+                     "\n  heartbeat_ms: 50\n  dead_after_ms: 600\n"
+                     "shm:\n  main: 16m\n  client_data: 32m\n"
+                     "  runtime_data: 32m\n" +
+                     extra_yaml;
+  for (int i = 1; i <= n; ++i) {
+    auto rt = std::make_unique<RuntimeProcess>(port, yaml);
+    rt->set_host(host(i));
+    rt->set_node_id(i);
+    nodes_.push_back(std::move(rt));
+  }
+}
+
+LocalCluster::~LocalCluster() {
+  Disconnect();
+  unsetenv("CHI_SERVER_ADDR");
+  nodes_.clear();
+  unlink(hostfile_.c_str());
+}
+
+hshm::Status LocalCluster::Start() {
+  for (auto &n : nodes_) {
+    hshm::Status s = n->Start();
+    if (!s.ok()) return s;
+  }
+  return hshm::Status::Ok();
+}
+
+hshm::Status LocalCluster::Restart(int i) {
+  if (node(i).Running()) node(i).Kill(SIGKILL);
+  return node(i).Start();
+}
+
+hshm::Status LocalCluster::Connect(int i) {
+  Disconnect();
+  setenv("CHI_SERVER_CONF", node(i).config_path().c_str(), 1);
+  setenv("CHI_SERVER_ADDR", host(i).c_str(), 1);
+  hshm::Status s = CHIMAERA_CLIENT_INIT();
+  connected_ = s.ok();
+  return s;
+}
+
+void LocalCluster::Disconnect() {
+  if (connected_) CHIMAERA->ClientFinalize();
+  connected_ = false;
+}
+
+hshm::Status LocalCluster::StopAll() {
+  Disconnect();
+  hshm::Status first;
+  for (int i = 1; i <= size(); ++i) {
+    if (!node(i).Running()) continue;
+    std::string out;
+    setenv("CHI_SERVER_ADDR", host(i).c_str(), 1);
+    hshm::Status s = node(i).Stop();
+    if (!s.ok() && first.ok()) first = s;
+  }
+  unsetenv("CHI_SERVER_ADDR");
+  return first;
+}
+
+std::string LocalCluster::Logs() {
+  std::string all;
+  for (int i = 1; i <= size(); ++i) {
+    all += "--- node " + std::to_string(i) + " ---\n" + node(i).Log();
+  }
+  return all;
 }
 
 }  // namespace chi_test

@@ -3,6 +3,7 @@
 #ifndef CHIMAERA_TEST_UTIL_RUNTIME_FIXTURE_H_
 #define CHIMAERA_TEST_UTIL_RUNTIME_FIXTURE_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,9 @@ class RuntimeProcess {
    * expected to bind (default 127.0.0.1), for readiness and segment names.
    */
   void set_host(const std::string &host) { host_ = host; }
+  /** Binds hostfile entry `node` (CHI_NODE_ID in the child); 0: the first
+   * entry that binds. */
+  void set_node_id(int node) { node_id_ = node; }
   /** Names of the three segments this runtime creates. */
   std::string SegmentName(const std::string &segment) const;
   /** Output the runtime printed (stdout + stderr). */
@@ -53,9 +57,45 @@ class RuntimeProcess {
  private:
   int port_ = 0;
   int pid_ = -1;
+  int node_id_ = 0;
   std::string host_ = "127.0.0.1";
   std::string conf_;
   std::string log_;
+};
+
+/** `n` runtimes on 127.0.0.2 .. 127.0.0.(n+1) of one machine, as the nodes of
+ * one hostfile (node i on 127.0.0.(i+1)), with their own ports and segments.
+ * The test process is a client of one node at a time (Connect). */
+class LocalCluster {
+ public:
+  /** Writes the hostfile and a config (small segments, fast heartbeats,
+   * plus `extra_yaml`, which must not repeat the `network` or `shm` keys).
+   */
+  explicit LocalCluster(int n, const std::string &extra_yaml = "");
+  /** Detaches the client; the runtimes are stopped by ~RuntimeProcess. */
+  ~LocalCluster();
+  /** Starts every node (at once) and waits until each answers. */
+  hshm::Status Start();
+  /** Starts node `i` (1-based) again after it stopped or was killed. */
+  hshm::Status Restart(int i);
+  /** Makes this process a client of node `i` (detaching from the last). */
+  hshm::Status Connect(int i);
+  /** Detaches this process from its node. */
+  void Disconnect();
+  /** Node `i` (1-based). */
+  RuntimeProcess &node(int i) { return *nodes_[i - 1]; }
+  /** The host of node `i`. */
+  std::string host(int i) const { return "127.0.0." + std::to_string(i + 1); }
+  /** Stops every running node cleanly; Ok if each exited with 0. */
+  hshm::Status StopAll();
+  /** Every node's log, for failure messages. */
+  std::string Logs();
+  int size() const { return static_cast<int>(nodes_.size()); }
+
+ private:
+  std::string hostfile_;
+  std::vector<std::unique_ptr<RuntimeProcess>> nodes_;
+  bool connected_ = false;
 };
 
 /** Runs `argv` with CHI_SERVER_CONF=`conf`, captures output; returns the exit

@@ -105,11 +105,12 @@ class Client {
     if (!s.ok()) return s;
     return id;
   }
-  /** Destroys pool `id` (waits for its running tasks). */
+  /** Destroys pool `id` on every node (waits for its running tasks). */
   Status DestroyPool(const PoolId &id) {
-    return WaitAndFree(Submit(CHI_IPC->NewTaskDefault<DestroyPoolTask>(
-                           CHI_IPC->NewTaskNode(), DomainQuery(), id)),
-                       [](DestroyPoolTask *) {});
+    return WaitAndFree(
+        Submit(CHI_IPC->NewTaskDefault<DestroyPoolTask>(
+            CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalBcast(), id)),
+        [](DestroyPoolTask *) {});
   }
   /** The id of pool `name`. */
   StatusOr<PoolId> LookupPool(const std::string &name) {

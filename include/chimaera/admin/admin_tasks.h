@@ -24,7 +24,13 @@ static GLOBAL_CROSS_CONST MethodId kLookupPool = BaseMethod::kCustom + 6;
 static GLOBAL_CROSS_CONST MethodId kStat = BaseMethod::kCustom + 7;
 static GLOBAL_CROSS_CONST MethodId kListPools = BaseMethod::kCustom + 8;
 static GLOBAL_CROSS_CONST MethodId kListModules = BaseMethod::kCustom + 9;
+static GLOBAL_CROSS_CONST MethodId kCreatePoolHere = BaseMethod::kCustom + 10;
+static GLOBAL_CROSS_CONST MethodId kPoolSpecs = BaseMethod::kCustom + 11;
+static GLOBAL_CROSS_CONST MethodId kJoinCluster = BaseMethod::kCustom + 12;
 }  // namespace Method
+
+/** The node that names and numbers pools for the whole cluster. */
+static GLOBAL_CROSS_CONST NodeId kCoordinatorNode = 1;
 
 /** A fixed-size, NUL-terminated name inside a task (no std::string in shm).
  */
@@ -62,6 +68,11 @@ struct EchoTask : public Task {
       : Task(alloc), value_(value) {
     SetBase(node, kAdminPoolId, dom, Method::kEcho);
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(value_);
+    ar.Out(ret_);
+  }
 };
 
 /** Spawns `count_` Echo subtasks (values 1..count_), waits for all of them
@@ -78,6 +89,12 @@ struct FanOutTask : public Task {
       : Task(alloc), count_(count), depth_(depth) {
     SetBase(node, kAdminPoolId, dom, Method::kFanOut);
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(count_);
+    ar.In(depth_);
+    ar.Out(sum_);
+  }
 };
 
 /** Stops the runtime: it finishes in-flight tasks, frees its segments and
@@ -93,21 +110,37 @@ struct StopRuntimeTask : public Task {
 };
 
 /** Returns the pool called name_, creating it (num_containers_ containers of
- * module_, each given params_) if it does not exist. */
+ * module_ spread over every node, each given params_) if it does not exist.
+ * Any node's admin takes it; the coordinator node creates pools for the
+ * cluster (kCreatePoolHere on every node). With method kCreatePoolHere
+ * (internal) a node builds its share of pool fixed_id_. */
 struct GetOrCreatePoolTask : public Task {
   IN TaskName name_;
   IN TaskName module_;
   IN u32 num_containers_ = 1;
   IN hipc::Pointer params_;  ///< Module parameters (client_data), or null.
   IN u64 params_size_ = 0;
+  IN PoolId fixed_id_;  ///< kCreatePoolHere: the id to use.
   OUT PoolId new_pool_id_;
   OUT u32 existed_ = 0;
   explicit GetOrCreatePoolTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
       : Task(alloc) {}
   GetOrCreatePoolTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
-                      const TaskNode &node, const DomainQuery &dom)
+                      const TaskNode &node, const DomainQuery &dom,
+                      MethodId method = Method::kGetOrCreatePool)
       : Task(alloc) {
-    SetBase(node, kAdminPoolId, dom, Method::kGetOrCreatePool);
+    SetBase(node, kAdminPoolId, dom, method);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(name_);
+    ar.In(module_);
+    ar.In(num_containers_);
+    ar.In(params_size_);
+    ar.InBuf(params_, params_size_);
+    ar.In(fixed_id_);
+    ar.Out(new_pool_id_);
+    ar.Out(existed_);
   }
 };
 
@@ -122,6 +155,10 @@ struct DestroyPoolTask : public Task {
       : Task(alloc), target_(target) {
     SetBase(node, kAdminPoolId, dom, Method::kDestroyPool);
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(target_);
+  }
 };
 
 /** Looks up the id of the pool called name_. */
@@ -135,12 +172,18 @@ struct LookupPoolTask : public Task {
       : Task(alloc) {
     SetBase(node, kAdminPoolId, dom, Method::kLookupPool);
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(name_);
+    ar.Out(pool_id_out_);
+  }
 };
 
-/** A method answering with text, written into a runtime_data buffer the
+/** A method answering with text, written into a client_data buffer the
  * caller frees with FreeBuffer: kStat (a report of node, workers, lanes,
  * pools, modules and counters), kListPools (one "node.unique<TAB>name<TAB>
- * module<TAB>containers" line per pool) or kListModules (one name a line).
+ * module<TAB>containers" line per pool), kListModules (one name a line) or
+ * kPoolSpecs (internal: every pool's full spec, for a node that rejoins).
  */
 struct TextTask : public Task {
   OUT hipc::Pointer text_;
@@ -151,6 +194,10 @@ struct TextTask : public Task {
            const DomainQuery &dom, MethodId method)
       : Task(alloc) {
     SetBase(node, kAdminPoolId, dom, method);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.OutBuf(text_, text_size_);
   }
 };
 

@@ -2,6 +2,7 @@
 #include "queue_test_mod.h"
 
 #include "chimaera/admin/admin_client.h"
+#include "chimaera/client_util.h"
 #include "chimaera/module_manager.h"
 #include "chimaera/worker.h"
 #include "hermes_shm/util/futex.h"
@@ -15,6 +16,46 @@ class Runtime : public chi::Container {
   Runtime() {
     RegisterMethod(kWhere, "Where", &Runtime::Where);
     RegisterMethod(kOverflow, "Overflow", &Runtime::Overflow);
+    RegisterMethod(kRelay, "Relay", &Runtime::Relay);
+  }
+
+  /** Dynamic tasks go to container (task graph id % containers), which may
+   * be on any node. */
+  void Monitor(chi::MonitorMode mode, chi::Task *task,
+               chi::RunContext &rctx) override {
+    if (mode == chi::MonitorMode::kGlobalSchedule) {
+      task->dom_query_ = chi::DomainQuery::GetGlobalId(
+          static_cast<chi::u32>(task->task_node_.major_ % num_containers_));
+    }
+  }
+
+  /** Broadcast replies: collect every node in nodes_mask_. */
+  void MergeBcast(chi::Task *acc, chi::Task *reply, chi::NodeId from) override {
+    static_cast<WhereTask *>(acc)->nodes_mask_ |=
+        static_cast<WhereTask *>(reply)->nodes_mask_;
+  }
+
+  /** Runs a Where subtask on container spin_us_ and waits for it (the
+   * fiber yields while it runs, here or on another node). */
+  void Relay(WhereTask *task, chi::RunContext &rctx) {
+    auto sub = CHI_IPC->NewTaskDefault<WhereTask>(
+        task->task_node_.Child(), pool_id_,
+        chi::DomainQuery::GetGlobalId(task->spin_us_), chi::kLowLatency, 0);
+    if (sub.IsNull()) {
+      task->SetStatus(chi::Status::OutOfMemory("subtask"));
+      return;
+    }
+    chi::Submit(sub);
+    task->Wait(sub.ptr_);
+    if (sub->rc_ != 0) {
+      task->SetStatus(sub->GetStatus());
+    } else {
+      task->worker_ = sub->worker_;
+      task->container_ = sub->container_;
+      task->node_ = sub->node_;
+    }
+    task->relay_node_ = CHI_IPC->node_id();
+    CHI_IPC->DelTask(sub);
   }
 
   /** Makes the two queues. */
@@ -34,7 +75,7 @@ class Runtime : public chi::Container {
   }
 
   /** Low-latency tasks go to queue 0 by task id, high-latency to queue 1. */
-  chi::Lane *Route(chi::Task *task) override {
+  chi::TaskLane *Route(chi::Task *task) override {
     chi::u64 h = task->task_node_.major_ * 0x9E3779B97F4A7C15ull;
     return GetLane(task->prio_ == chi::kHighLatency ? 1 : 0,
                    static_cast<chi::u32>(h >> 32));
@@ -46,6 +87,8 @@ class Runtime : public chi::Container {
     while (hshm::NowNs() < end) chi::Worker::YieldCurrentFiber();
     task->worker_ = rctx.worker_->id();
     task->container_ = container_id_;
+    task->node_ = CHI_IPC->node_id();
+    task->nodes_mask_ = 1ull << (task->node_ & 63);
   }
 
   /** Uses 4 KB of stack per level, `depth` levels deep. */

@@ -11,12 +11,20 @@ static GLOBAL_CROSS_CONST chi::MethodId kWhere = chi::BaseMethod::kCustom;
 /** Recurses until it overflows its fiber stack (a WhereTask). */
 static GLOBAL_CROSS_CONST chi::MethodId kOverflow =
     chi::BaseMethod::kCustom + 1;
+/** A WhereTask that runs a Where subtask on container spin_us_ (a global
+ * id, possibly on another node) and reports where both ran. */
+static GLOBAL_CROSS_CONST chi::MethodId kRelay = chi::BaseMethod::kCustom + 2;
 
-/** Returns the id of the worker that ran it, after spinning `spin_us`. */
+/** Returns the worker, container and node that ran it, after spinning
+ * `spin_us`. A broadcast merges the nodes into nodes_mask_ (bit = node id);
+ * a GetDynamic() task goes to container (task graph id % containers). */
 struct WhereTask : public chi::Task {
   IN chi::u32 spin_us_ = 0;
   OUT chi::u32 worker_ = ~0u;
   OUT chi::u32 container_ = ~0u;
+  OUT chi::u32 node_ = 0;
+  OUT chi::u32 relay_node_ = 0;  ///< kRelay: the node that relayed.
+  OUT chi::u64 nodes_mask_ = 0;
   explicit WhereTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
       : chi::Task(alloc) {}
   WhereTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
@@ -25,6 +33,15 @@ struct WhereTask : public chi::Task {
       : chi::Task(alloc), spin_us_(spin_us) {
     SetBase(node, pool, dom, kWhere);
     prio_ = prio;
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(spin_us_);
+    ar.Out(worker_);
+    ar.Out(container_);
+    ar.Out(node_);
+    ar.Out(relay_node_);
+    ar.Out(nodes_mask_);
   }
 };
 

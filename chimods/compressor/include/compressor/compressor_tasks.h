@@ -61,6 +61,14 @@ struct CompressTask : public Task {
     SetBase(node, pool_id, dom, Method::kCompress);
     prio_ = size >= kHighLatencyBytes ? kHighLatency : kLowLatency;
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(algo_);
+    ar.In(level_);
+    ar.In(size_);
+    ar.InBuf(data_, size_);
+    ar.OutBuf(out_, out_size_);
+  }
 };
 
 /** Decompresses data_[0, size_) into out_[0, out_size_); the output must be
@@ -89,6 +97,14 @@ struct DecompressTask : public Task {
         orig_size_(orig_size) {
     SetBase(node, pool_id, dom, Method::kDecompress);
     prio_ = orig_size >= kHighLatencyBytes ? kHighLatency : kLowLatency;
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(algo_);
+    ar.In(size_);
+    ar.In(orig_size_);
+    ar.InBuf(data_, size_);
+    ar.OutBuf(out_, out_size_);
   }
 };
 

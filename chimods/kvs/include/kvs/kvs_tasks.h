@@ -70,6 +70,13 @@ struct PutTask : public Task {
       : Task(alloc), data_(data), key_size_(key_size), value_size_(value_size) {
     SetBase(node, pool_id, dom, Method::kPut);
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(key_size_);
+    ar.In(value_size_);
+    ar.InBuf(data_, key_size_ + value_size_);
+    ar.Out(replaced_);
+  }
 };
 
 /** Returns the value of key = key_[0, key_size_) in value_ (client_data;
@@ -90,6 +97,12 @@ struct GetTask : public Task {
       : Task(alloc), key_(key), key_size_(key_size) {
     SetBase(node, pool_id, dom, Method::kGet);
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(key_size_);
+    ar.InBuf(key_, key_size_);
+    ar.OutBuf(value_, value_size_);
+  }
 };
 
 /** Removes key = key_[0, key_size_) and frees its value. NotFound if the key
@@ -107,6 +120,11 @@ struct DeleteTask : public Task {
              const hipc::Pointer &key, u64 key_size)
       : Task(alloc), key_(key), key_size_(key_size) {
     SetBase(node, pool_id, dom, Method::kDelete);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(key_size_);
+    ar.InBuf(key_, key_size_);
   }
 };
 
@@ -139,6 +157,16 @@ struct ScanTask : public Task {
         mode_(static_cast<u32>(mode)),
         max_count_(max_count) {
     SetBase(node, pool_id, dom, Method::kScan);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(key_size_);
+    ar.In(mode_);
+    ar.In(max_count_);
+    ar.InBuf(key_, key_size_);
+    ar.OutBuf(keys_, keys_size_);
+    ar.Out(count_);
+    ar.Out(num_containers_);
   }
 };
 

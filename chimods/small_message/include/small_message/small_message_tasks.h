@@ -54,6 +54,12 @@ struct EchoTask : public Task {
       : Task(alloc), data_(data), size_(size) {
     SetBase(node, pool_id, dom, Method::kEcho);
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(size_);
+    ar.InBuf(data_, size_);
+    ar.OutBuf(ret_, ret_size_);
+  }
 };
 
 }  // namespace chi::small_message

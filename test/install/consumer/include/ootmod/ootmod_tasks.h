@@ -36,6 +36,13 @@ struct ReverseTask : public chi::Task {
     len_ = static_cast<chi::u32>(text.size() < kMaxLen ? text.size() : kMaxLen);
     std::memcpy(in_, text.data(), len_);
   }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(in_);
+    ar.In(len_);
+    ar.Out(out_);
+    ar.Out(container_id_);
+  }
 };
 
 }  // namespace ootmod

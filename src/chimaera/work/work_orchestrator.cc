@@ -20,9 +20,8 @@ Status WorkOrchestrator::Init() {
   // number of workers of that kind).
   ProcessQueue *q = CHI_IPC->process_queue();
   for (u32 l = 0; l < q->num_lanes(); ++l) {
-    workers_[l % num_ll_]->AddLane(&q->GetLane(l, kLowLatency), nullptr);
-    workers_[num_ll_ + l % num_hl_]->AddLane(&q->GetLane(l, kHighLatency),
-                                             nullptr);
+    workers_[l % num_ll_]->AddLane(&q->GetLane(l, kLowLatency));
+    workers_[num_ll_ + l % num_hl_]->AddLane(&q->GetLane(l, kHighLatency));
   }
   size_t cpu_idx = 0;
   auto next_cpu = [&]() -> int {
@@ -58,15 +57,20 @@ Status WorkOrchestrator::Init() {
   return Status::Ok();
 }
 
-void WorkOrchestrator::AddLane(Lane *lane, TaskPrio prio,
-                               Container *container) {
+Worker *WorkOrchestrator::PickWorker(u32 prio) {
   if (prio == kHighLatency) {
-    u32 i = rr_hl_.fetch_add(1) % num_hl_;
-    workers_[num_ll_ + i]->AddLane(lane, container);
-  } else {
-    u32 i = rr_ll_.fetch_add(1) % num_ll_;
-    workers_[i]->AddLane(lane, container);
+    return workers_[num_ll_ + rr_hl_.fetch_add(1) % num_hl_].get();
   }
+  return workers_[rr_ll_.fetch_add(1) % num_ll_].get();
+}
+
+void WorkOrchestrator::AddLane(Lane *lane, TaskPrio prio) {
+  PickWorker(prio)->AddLane(lane);
+}
+
+void WorkOrchestrator::AddLane(TaskLane *lane, TaskPrio prio,
+                               Container *container) {
+  PickWorker(prio)->AddLane(lane, container);
 }
 
 bool WorkOrchestrator::WaitQuiescent(u64 timeout_ms) {

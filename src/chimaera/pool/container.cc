@@ -25,17 +25,37 @@ void Container::Run(Task *task, RunContext &rctx) {
   e->run(this, const_cast<char *>(e->handler), task, rctx);
 }
 
-Container::~Container() {
-  for (auto &q : queues_)
-    (void)CHI_IPC->rdata_alloc()->Free(HSHM_MCTX, q.queue.shm_);
+Container::~Container() = default;
+
+bool TaskLane::Push(RunContext *rctx) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (q_.size() >= depth_) return false;
+  q_.push_back(rctx);
+  size_.store(q_.size(), std::memory_order_release);
+  return true;
 }
 
-Lane *Container::Route(Task *task) {
+void TaskLane::PushUnbounded(RunContext *rctx) {
+  std::lock_guard<std::mutex> lock(mu_);
+  q_.push_back(rctx);
+  size_.store(q_.size(), std::memory_order_release);
+}
+
+RunContext *TaskLane::Pop() {
+  if (Empty()) return nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (q_.empty()) return nullptr;
+  RunContext *r = q_.front();
+  q_.pop_front();
+  size_.store(q_.size(), std::memory_order_release);
+  return r;
+}
+
+TaskLane *Container::Route(Task *task) {
   if (task->prio_ != kHighLatency) return nullptr;
   for (auto &q : queues_) {
     if (q.prio == kHighLatency) {
-      return &q.queue->GetLane(
-          static_cast<u32>(task->task_node_.major_ % q.queue->num_lanes()), 0);
+      return q.lanes[task->task_node_.major_ % q.lanes.size()].get();
     }
   }
   return nullptr;
@@ -49,23 +69,26 @@ Status Container::CreateQueue(QueueId id, u32 num_lanes, TaskPrio prio,
                                    " already exists");
     }
   }
-  Status st;
-  auto q = ProcessQueue::New(CHI_IPC->rdata_alloc(), HSHM_MCTX, num_lanes, 1,
-                             depth, &st);
-  if (q.IsNull()) return st;
-  queues_.push_back(OwnedQueue{id, prio, q});
+  if (num_lanes == 0 || num_lanes > 1024 || depth == 0) {
+    return Status::InvalidArgument("a queue needs 1..1024 lanes of depth > 0");
+  }
+  OwnedQueue q{id, prio, {}};
+  for (u32 l = 0; l < num_lanes; ++l) {
+    q.lanes.push_back(std::make_unique<TaskLane>(depth));
+  }
   // Counted before the hand-over: a worker drops a retired lane (and
   // decrements) only after it took it from its mailbox.
   lanes_held_.fetch_add(num_lanes, std::memory_order_acq_rel);
-  for (u32 l = 0; l < num_lanes; ++l) {
-    CHI_WORK_ORCHESTRATOR->AddLane(&q->GetLane(l, 0), prio, this);
+  for (auto &lane : q.lanes) {
+    CHI_WORK_ORCHESTRATOR->AddLane(lane.get(), prio, this);
   }
+  queues_.push_back(std::move(q));
   return Status::Ok();
 }
 
-Lane *Container::GetLane(QueueId id, u32 lane) {
+TaskLane *Container::GetLane(QueueId id, u32 lane) {
   for (auto &q : queues_) {
-    if (q.id == id) return &q.queue->GetLane(lane % q.queue->num_lanes(), 0);
+    if (q.id == id) return q.lanes[lane % q.lanes.size()].get();
   }
   return nullptr;
 }
@@ -73,9 +96,8 @@ Lane *Container::GetLane(QueueId id, u32 lane) {
 void Container::RetireQueues() {
   destroying_.store(true, std::memory_order_release);
   for (auto &q : queues_) {
-    for (u32 l = 0; l < q.queue->num_lanes(); ++l) {
-      q.queue->GetLane(l, 0).header().flags_.fetch_or(
-          kLaneRetired, std::memory_order_release);
+    for (auto &lane : q.lanes) {
+      lane->flags_.fetch_or(kLaneRetired, std::memory_order_release);
     }
   }
 }

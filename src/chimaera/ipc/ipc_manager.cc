@@ -196,6 +196,8 @@ Status IpcManager::ServerInit() {
   zmq_->server.set(zmq::sockopt::linger, 0);
   std::string errors;
   for (size_t i = 0; i < conf.hosts_.size(); ++i) {
+    // A runtime told its node id binds that hostfile entry only.
+    if (conf.node_id_ != 0 && i + 1 != conf.node_id_) continue;
     std::string endpoint =
         "tcp://" + conf.hosts_[i] + ":" + std::to_string(conf.port_);
     try {
@@ -495,6 +497,8 @@ Status IpcManager::Send(Task *task) {
   if (!shared_ || shared_->shutdown_.load(std::memory_order_relaxed)) {
     return Status::Unavailable("the Chimaera runtime is not running");
   }
+  // A fresh submission: the runtime accepts it once (kTaskAccepted).
+  task->state_.store(0, std::memory_order_relaxed);
   if (tls_lane_gen != attach_gen_) {  // first Send since this attachment
     tls_lane_gen = attach_gen_;
     tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +

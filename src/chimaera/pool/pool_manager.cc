@@ -7,18 +7,32 @@
 
 namespace chi {
 
-StatusOr<PoolId> PoolManager::GetOrCreatePool(
-    const std::string &name, const std::string &module, u32 num_containers,
-    const std::string &params, bool *existed, const PoolId *fixed_id) {
+ContainerId PoolInfo::FirstOn(NodeId node) const {
+  for (size_t i = 0; i < nodes_.size() && i < num_containers_; ++i) {
+    if (nodes_[i] == node) return static_cast<ContainerId>(i);
+  }
+  return ~0u;
+}
+
+PoolId PoolManager::NewPoolId() {
+  return PoolId(node_id_, next_unique_.fetch_add(1));
+}
+
+StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
+                                              bool *existed,
+                                              const PoolId *fixed_id) {
+  const std::string &name = spec.name;
   if (name.empty() || name.size() > kMaxNameLen) {
     return Status::InvalidArgument("pool name must be 1.." +
                                    std::to_string(kMaxNameLen) + " bytes");
   }
-  if (num_containers == 0 || num_containers > 4096) {
+  if (spec.num_containers == 0 || spec.num_containers > 4096) {
     return Status::InvalidArgument("a pool needs 1..4096 containers");
   }
+  std::vector<NodeId> nodes = spec.nodes;
+  if (nodes.empty()) nodes.push_back(node_id_);
   HSHM_ASSIGN_OR_RETURN(ContainerFactory factory,
-                        CHI_MODULE_MANAGER->GetFactory(module));
+                        CHI_MODULE_MANAGER->GetFactory(spec.module));
   // Reserve the name and an id, or wait for a concurrent creator of the same
   // name to finish. The lock is never held while containers are created:
   // Create() may itself submit tasks and wait for them.
@@ -29,11 +43,17 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(
       std::unique_lock<std::shared_mutex> lock(mu_);
       auto it = by_name_.find(name);
       if (it != by_name_.end()) {
+        auto pit = by_id_.find(it->second.ToU64());
+        if (pit != by_id_.end() && pit->second->module_ != spec.module) {
+          return Status::InvalidArgument(
+              "pool '" + name + "' exists with module '" +
+              pit->second->module_ + "', not '" + spec.module + "'");
+        }
         *existed = true;
         return it->second;
       }
       if (creating_.insert(name).second) {
-        id = fixed_id ? *fixed_id : PoolId(node_id_, next_unique_++);
+        id = fixed_id ? *fixed_id : NewPoolId();
         break;
       }
     }
@@ -47,21 +67,31 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(
   auto pool = std::make_shared<PoolInfo>();
   pool->id_ = id;
   pool->name_ = name;
-  pool->module_ = module;
+  pool->module_ = spec.module;
+  pool->params_ = spec.params;
+  pool->num_containers_ = spec.num_containers;
+  pool->nodes_ = nodes;
+  pool->containers_.assign(spec.num_containers, nullptr);
+  pool->proto_.reset(factory());
   Status s;
-  for (u32 i = 0; i < num_containers && s.ok(); ++i) {
+  if (!pool->proto_) {
+    s = Status::Internal("module '" + spec.module + "' made no container");
+  }
+  for (u32 i = 0; i < spec.num_containers && s.ok(); ++i) {
+    if (pool->NodeOf(i) != node_id_) continue;
     Container *c = factory();
     if (!c) {
-      s = Status::Internal("module '" + module + "' made no container");
+      s = Status::Internal("module '" + spec.module + "' made no container");
       break;
     }
     c->pool_id_ = id;
     c->pool_name_ = name;
-    c->module_name_ = module;
+    c->module_name_ = spec.module;
     c->container_id_ = i;
-    c->num_containers_ = num_containers;
-    pool->containers_.push_back(c);
-    s = c->Create(params);
+    c->num_containers_ = spec.num_containers;
+    pool->containers_[i] = c;
+    pool->local_.push_back(i);
+    s = c->Create(spec.params);
   }
   std::unique_lock<std::shared_mutex> lock(mu_);
   creating_.erase(name);
@@ -69,6 +99,12 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(
     lock.unlock();
     FinishDestroy(*pool);
     return Status(s.code(), "creating pool '" + name + "': " + s.message());
+  }
+  if (by_id_.count(id.ToU64())) {
+    lock.unlock();
+    FinishDestroy(*pool);
+    return Status::AlreadyExists("a pool with id " + id.ToString() +
+                                 " exists already");
   }
   by_id_[id.ToU64()] = pool;
   by_name_[name] = id;
@@ -87,7 +123,7 @@ StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(
   std::shared_ptr<PoolInfo> pool = it->second;
   pool->destroying_.store(true);
   for (Container *c : pool->containers_) {
-    c->destroying_.store(true, std::memory_order_release);
+    if (c) c->destroying_.store(true, std::memory_order_release);
   }
   version_.fetch_add(1, std::memory_order_release);
   by_id_.erase(it);
@@ -97,7 +133,7 @@ StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(
 
 bool PoolManager::Drained(const PoolInfo &pool) {
   for (Container *c : pool.containers_) {
-    if (c->inflight_.load(std::memory_order_acquire) != 0) return false;
+    if (c && c->inflight_.load(std::memory_order_acquire) != 0) return false;
   }
   return true;
 }
@@ -105,13 +141,17 @@ bool PoolManager::Drained(const PoolInfo &pool) {
 bool PoolManager::FinishDestroy(PoolInfo &pool) {
   // No worker may still hold the containers' lanes, run a task popped from
   // them, or use a cached lookup of the pool when the containers go away.
-  for (Container *c : pool.containers_) c->RetireQueues();
+  for (Container *c : pool.containers_) {
+    if (c) c->RetireQueues();
+  }
   bool quiet = CHI_WORK_ORCHESTRATOR->WaitQuiescent(10000);
   u64 deadline = hshm::NowNs() + 10ull * 1000000000;
   auto settled = [&pool] {
     if (!Drained(pool)) return false;
     for (Container *c : pool.containers_) {
-      if (c->lanes_held_.load(std::memory_order_acquire) != 0) return false;
+      if (c && c->lanes_held_.load(std::memory_order_acquire) != 0) {
+        return false;
+      }
     }
     return true;
   };
@@ -133,6 +173,7 @@ bool PoolManager::FinishDestroy(PoolInfo &pool) {
     return false;
   }
   for (Container *c : pool.containers_) {
+    if (!c) continue;
     c->Destroy();
     delete c;
   }
@@ -140,7 +181,7 @@ bool PoolManager::FinishDestroy(PoolInfo &pool) {
   return true;
 }
 
-StatusOr<Container *> PoolManager::Acquire(const PoolId &id,
+StatusOr<Destination> PoolManager::Acquire(const PoolId &id,
                                            const DomainQuery &q) {
   std::shared_lock<std::shared_mutex> lock(mu_);
   auto it = by_id_.find(id.ToU64());
@@ -150,9 +191,7 @@ StatusOr<Container *> PoolManager::Acquire(const PoolId &id,
   return Resolve(*it->second, q);
 }
 
-StatusOr<Container *> PoolManager::AcquireFast(const PoolId &id,
-                                               const DomainQuery &q,
-                                               PoolCache *cache) {
+PoolInfo *PoolManager::FindFast(const PoolId &id, PoolCache *cache) {
   u64 v = version_.load(std::memory_order_acquire);
   if (cache->version != v) {
     *cache = PoolCache();
@@ -161,27 +200,70 @@ StatusOr<Container *> PoolManager::AcquireFast(const PoolId &id,
   u64 key = id.ToU64();
   u32 slot = static_cast<u32>((key * 0x9E3779B97F4A7C15ull) >> 61);
   if (cache->pools[slot] && cache->keys[slot] == key) {
-    return Resolve(*cache->pools[slot], q);
+    return cache->pools[slot];
   }
   std::shared_lock<std::shared_mutex> lock(mu_);
   auto it = by_id_.find(key);
-  if (it == by_id_.end()) {
-    return Status::NotFound("no pool with id " + id.ToString());
-  }
+  if (it == by_id_.end()) return nullptr;
   cache->keys[slot] = key;
   cache->pools[slot] = it->second.get();
-  return Resolve(*it->second, q);
+  return it->second.get();
 }
 
-StatusOr<Container *> PoolManager::Resolve(PoolInfo &pool,
+StatusOr<Destination> PoolManager::AcquireFast(const PoolId &id,
+                                               const DomainQuery &q,
+                                               PoolCache *cache) {
+  PoolInfo *pool = FindFast(id, cache);
+  if (!pool) return Status::NotFound("no pool with id " + id.ToString());
+  return Resolve(*pool, q);
+}
+
+Status PoolManager::AcquireBcast(const PoolId &id, PoolCache *cache,
+                                 std::vector<Destination> *out) {
+  PoolInfo *pool = FindFast(id, cache);
+  if (!pool) return Status::NotFound("no pool with id " + id.ToString());
+  if (pool->destroying_.load(std::memory_order_acquire)) {
+    return Status::Aborted("pool '" + pool->name_ + "' is being destroyed");
+  }
+  out->clear();
+  for (NodeId n : pool->nodes_) {
+    ContainerId c = pool->FirstOn(n);
+    if (c == ~0u) continue;  // fewer containers than nodes
+    Destination d{n, c, nullptr};
+    if (n == node_id_) {
+      d.local = pool->containers_[c];
+      d.local->inflight_.fetch_add(1, std::memory_order_acquire);
+    }
+    out->push_back(d);
+  }
+  return Status::Ok();
+}
+
+StatusOr<Destination> PoolManager::Resolve(PoolInfo &pool,
                                            const DomainQuery &q) {
   if (pool.destroying_.load(std::memory_order_acquire)) {
     return Status::Aborted("pool '" + pool.name_ + "' is being destroyed");
   }
-  u32 n = static_cast<u32>(pool.containers_.size());
-  u32 idx;
+  u32 n = pool.num_containers_;
+  u32 nl = static_cast<u32>(pool.local_.size());
+  ContainerId idx;
   switch (q.kind_) {
     case DomainQuery::kLocalId:
+      if (q.sel_ >= nl) {
+        return Status::NotFound(
+            "pool '" + pool.name_ + "' has " + std::to_string(nl) +
+            " containers on this node, no local id " + std::to_string(q.sel_));
+      }
+      idx = pool.local_[q.sel_];
+      break;
+    case DomainQuery::kLocalHash:
+      if (nl == 0) {
+        return Status::NotFound(
+            "pool '" + pool.name_ + "' has no container on node " +
+            std::to_string(node_id_) + " (use a global query)");
+      }
+      idx = pool.local_[q.sel_ % nl];
+      break;
     case DomainQuery::kGlobalId:
       if (q.sel_ >= n) {
         return Status::NotFound("pool '" + pool.name_ + "' has no container " +
@@ -189,22 +271,20 @@ StatusOr<Container *> PoolManager::Resolve(PoolInfo &pool,
       }
       idx = q.sel_;
       break;
-    case DomainQuery::kLocalHash:
     case DomainQuery::kGlobalHash:
       idx = q.sel_ % n;
       break;
-    case DomainQuery::kGlobalBcast:
-      // One node: every node of the domain is this one; its first container
-      // represents it.
-      idx = 0;
-      break;
     default:
-      return Status::InvalidArgument("unresolved domain query kind " +
-                                     std::to_string(q.kind_));
+      return Status::InvalidArgument("domain query kind " +
+                                     std::to_string(q.kind_) +
+                                     " does not name one container");
   }
-  Container *c = pool.containers_[idx];
-  c->inflight_.fetch_add(1, std::memory_order_acquire);
-  return c;
+  Destination d{pool.NodeOf(idx), idx, nullptr};
+  if (d.node == node_id_) {
+    d.local = pool.containers_[idx];
+    d.local->inflight_.fetch_add(1, std::memory_order_acquire);
+  }
+  return d;
 }
 
 StatusOr<PoolId> PoolManager::Lookup(const std::string &name) {
@@ -215,19 +295,46 @@ StatusOr<PoolId> PoolManager::Lookup(const std::string &name) {
   return it->second;
 }
 
+StatusOr<PoolSpec> PoolManager::GetSpec(const PoolId &id) {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = by_id_.find(id.ToU64());
+  if (it == by_id_.end()) {
+    return Status::NotFound("no pool with id " + id.ToString());
+  }
+  const PoolInfo &p = *it->second;
+  return PoolSpec{p.name_, p.module_, p.num_containers_, p.params_, p.nodes_};
+}
+
 std::vector<PoolSummary> PoolManager::List() {
   std::shared_lock<std::shared_mutex> lock(mu_);
   std::vector<PoolSummary> out;
   for (auto &kv : by_id_) {
     const PoolInfo &p = *kv.second;
-    PoolSummary s{p.id_,     p.name_,
-                  p.module_, static_cast<u32>(p.containers_.size()),
-                  0,         0};
+    PoolSummary s{p.id_,
+                  p.name_,
+                  p.module_,
+                  p.num_containers_,
+                  static_cast<u32>(p.local_.size()),
+                  0,
+                  0,
+                  p.nodes_};
     for (Container *c : p.containers_) {
+      if (!c) continue;
       s.completed += c->completed_.load();
       s.inflight += c->inflight_.load();
     }
     out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<std::pair<PoolId, PoolSpec>> PoolManager::ListSpecs() {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<std::pair<PoolId, PoolSpec>> out;
+  for (auto &kv : by_id_) {
+    const PoolInfo &p = *kv.second;
+    out.emplace_back(p.id_, PoolSpec{p.name_, p.module_, p.num_containers_,
+                                     p.params_, p.nodes_});
   }
   return out;
 }

@@ -1,0 +1,127 @@
+// Tasks that cross nodes (runtime only).
+//
+// A worker that resolves a task to a container of another node calls
+// Forward: the task's header and IN fields (its Fields() declaration) become
+// one record, its input buffers separate frames, and the lightbeam transport
+// (hermes_shm/lightbeam) batches records per peer over ZeroMQ. The worker
+// keeps nothing: the task waits in this manager's pending table until the
+// reply (or the peer's death) comes back, and is then posted to the inbox of
+// the worker that forwarded it, which completes it.
+//
+// On the receiving node, a request is posted to a worker's inbox; that worker
+// admits it (Worker::AdmitRemote), runs it, and Reply() sends the result.
+//
+// Every record is validated before use: sizes, kinds, ids (a reply must come
+// from the node the request went to), method ids and field lengths. A node
+// that stops answering is declared dead after network.dead_after_ms, and every
+// task pending on it completes with Unavailable.
+//
+// Threading: Init/Stop on the runtime's main thread; Forward/Reply from
+// workers; the transport's callbacks run on its network thread and only
+// hand work to workers.
+#ifndef CHIMAERA_REMOTE_MANAGER_H_
+#define CHIMAERA_REMOTE_MANAGER_H_
+
+#if !CHIMAERA_RUNTIME
+#error "chimaera/remote_manager.h is runtime-only"
+#endif
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+#include <zmq.hpp>
+
+#include "chimaera/net/wire.h"
+#include "chimaera/worker.h"
+#include "hermes_shm/singleton.h"
+
+namespace hshm::lbm {
+class Transport;
+}
+
+namespace chi {
+
+/** A received record handed to a worker: a request to admit, or the reply
+ * to a forwarded task (or its failure). */
+struct NetMessage {
+  bool is_reply = false;
+  Status failure;     ///< Ok, or why the forwarded task failed (no reply).
+  NodeId from = 0;    ///< Sending node.
+  std::string bytes;  ///< The record.
+  std::vector<zmq::message_t> frames;  ///< Its data frames.
+  /** Views of `frames`, for FieldArchive::set_input. */
+  std::vector<FrameView> Views() const;
+};
+
+/** Cluster traffic of this runtime. */
+class RemoteManager {
+ public:
+  RemoteManager();
+  ~RemoteManager();
+  /** Starts the transport when the hostfile names more than one node (binds
+   * this node's hostfile address at network.rpc_port). REQUIRES: the IPC
+   * manager and the work orchestrator are initialized. */
+  Status Init();
+  /** Stops the transport; pending tasks complete with Unavailable. */
+  void Stop();
+  /** True if this runtime talks to other nodes. */
+  bool enabled() const { return transport_ != nullptr; }
+  /** Worker thread: sends `rctx` to `node` to run on container `q` there.
+   * On success the manager holds `rctx` until its reply arrives; on error
+   * (peer dead, bad input buffer) the caller still owns it. */
+  Status Forward(RunContext *rctx, NodeId node, const DomainQuery &q,
+                 u32 worker_id);
+  /** Worker thread: sends the result of the remote request `rctx` back to
+   * its node: `status` if not ok (nothing else is sent), else the task's
+   * status and OUT fields (OUT buffers are freed here). */
+  void Reply(RunContext *rctx, const Status &status);
+  /** Whether `node` answers heartbeats (this node: always). */
+  bool NodeAlive(NodeId node) const;
+  /** Tasks waiting for replies. Any thread. */
+  u64 NumPending();
+  /** One line of counters (for stat). Any thread. */
+  std::string StatLine();
+  /** The number of nodes in the hostfile. */
+  u32 num_nodes() const { return num_nodes_; }
+  /** All node ids (1..num_nodes). */
+  std::vector<NodeId> AllNodes() const;
+
+ private:
+  /** A forwarded task awaiting its reply. */
+  struct Pending {
+    RunContext *rctx;
+    u32 worker;
+    NodeId node;
+  };
+  /** Network thread: a record arrived from `from`. */
+  void OnRecord(NodeId from, std::string_view bytes, zmq::message_t *frames,
+                u32 num_frames);
+  /** Network thread: `node` died (alive = false) or came back. */
+  void OnPeer(NodeId node, bool alive);
+  /** Posts the pending task `req` (if still pending) with `msg`. */
+  void Resolve(u64 req, NodeId from, NetMessage *msg);
+  /** Fails every task pending on `node` (0: on any node) with `status`. */
+  void FailNode(NodeId node, const Status &status);
+  /** FailNode for every node. */
+  void FailAll(const Status &status);
+  /** Picks the worker whose inbox takes a new request of priority `prio`. */
+  Worker *PickWorker(u32 prio);
+
+  std::unique_ptr<hshm::lbm::Transport> transport_;
+  std::mutex mu_;
+  std::unordered_map<u64, Pending> pending_;  // guarded by mu_
+  std::atomic<u64> next_req_{1};
+  std::atomic<u32> rr_{0};
+  std::atomic<u64> forwarded_{0}, replied_{0}, received_{0}, dropped_{0};
+  u32 num_nodes_ = 1;
+  NodeId self_ = 0;
+};
+
+}  // namespace chi
+
+#define CHI_REMOTE (::hshm::Singleton<::chi::RemoteManager>::GetInstance())
+
+#endif  // CHIMAERA_REMOTE_MANAGER_H_

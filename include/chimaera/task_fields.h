@@ -1,0 +1,177 @@
+// How a task declares its parameters once, and what the runtime does with
+// that declaration.
+//
+// Every task type lists its IN and OUT fields in one member template:
+//
+//   struct PutTask : public chi::Task {
+//     IN hipc::Pointer data_;
+//     IN u64 key_size_ = 0, value_size_ = 0;
+//     OUT u32 replaced_ = 0;
+//     template <typename Ar>
+//     void Fields(Ar &ar) {
+//       ar.In(key_size_);
+//       ar.In(value_size_);
+//       ar.InBuf(data_, key_size_ + value_size_);  // sizes declared first
+//       ar.Out(replaced_);
+//     }
+//   };
+//
+// The runtime runs that one function with a FieldArchive in different modes:
+// to check the data buffers a task arriving through shared memory names, to
+// copy the OUT fields of the runtime's private copy back into the client's
+// task, to (de)serialize the task and its reply for another node, and to free
+// the buffers of a fire-and-forget task nobody waits for. Module authors
+// write nothing else for validation or the network.
+//
+// Rules: In/Out/InOut take trivially copyable fields of the task itself (a
+// hipc::Pointer there would be meaningless on another node: name data buffers
+// with InBuf/OutBuf). The sizes given to InBuf must be computable from fields
+// declared before it. OutBuf buffers are owned by whoever waits on the task.
+//
+// Threading: an archive is used by one thread (a worker) at a time.
+#ifndef CHIMAERA_TASK_FIELDS_H_
+#define CHIMAERA_TASK_FIELDS_H_
+
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "chimaera/chimaera_types.h"
+
+namespace chi {
+
+class Task;
+
+/** A data buffer travelling beside a serialized task, as its own frame. */
+struct DataFrame {
+  const char *data = nullptr;  ///< Bytes to send (shm or `owned`).
+  u64 size = 0;                ///< Byte count.
+  std::string owned;           ///< Storage when the bytes were copied.
+};
+
+/** A received data frame (valid while the message is). */
+struct FrameView {
+  const char *data = nullptr;
+  u64 size = 0;
+};
+
+/** Runs a task's Fields() declaration in one of several modes. */
+class FieldArchive {
+ public:
+  /** What the archive does with each declared field. */
+  enum class Mode {
+    kCheckShm,  ///< InBuf: the buffer must lie inside a data segment.
+    kCopyOut,   ///< Out/InOut/OutBuf: copy into `dst` at the same offset.
+    kSaveIn,    ///< In/InOut/InBuf: append to `out` (+ frames).
+    kLoadIn,    ///< In/InOut/InBuf: read from `in` (+ frames).
+    kSaveOut,   ///< Out/InOut/OutBuf: append to `out` (+ frames).
+    kLoadOut,   ///< Out/InOut/OutBuf: read from `in` (+ frames).
+    kFreeOut,   ///< OutBuf: free the buffer (nobody will read it).
+  };
+
+  /** An archive for `task` (the object whose Fields() runs). */
+  FieldArchive(Mode mode, Task *task) : mode_(mode), base_(task) {}
+
+  /** An input field. */
+  template <typename T>
+  void In(T &field) {
+    static_assert(std::is_trivially_copyable<T>::value,
+                  "task fields must be trivially copyable");
+    if (mode_ == Mode::kSaveIn) Append(&field, sizeof(T));
+    if (mode_ == Mode::kLoadIn) Read(&field, sizeof(T));
+  }
+  /** An output field. */
+  template <typename T>
+  void Out(T &field) {
+    static_assert(std::is_trivially_copyable<T>::value,
+                  "task fields must be trivially copyable");
+    if (mode_ == Mode::kCopyOut) CopyToDst(&field, sizeof(T));
+    if (mode_ == Mode::kSaveOut) Append(&field, sizeof(T));
+    if (mode_ == Mode::kLoadOut) Read(&field, sizeof(T));
+  }
+  /** A field that is both input and output. */
+  template <typename T>
+  void InOut(T &field) {
+    In(field);
+    Out(field);
+  }
+  /** An input data buffer of `size` bytes at `p` (a data-segment buffer the
+   * caller owns). On another node the method sees a runtime_data copy. */
+  void InBuf(hipc::Pointer &p, u64 size);
+  /** An output data buffer the method allocated (p, size); the waiter frees
+   * it with CHI_IPC->FreeBuffer. */
+  void OutBuf(hipc::Pointer &p, u64 &size);
+
+  // --- Set-up and results (runtime) ---
+  /** kCopyOut: the task the OUT fields are copied into. */
+  void set_dst(Task *dst) { dst_ = reinterpret_cast<char *>(dst); }
+  /** kSave*: where the bytes and frames go. */
+  void set_output(std::string *out, std::vector<DataFrame> *frames) {
+    out_ = out;
+    out_frames_ = frames;
+  }
+  /** kLoad*: the bytes and frames to read. */
+  void set_input(const char *data, u64 size, const FrameView *frames,
+                 u32 num_frames) {
+    in_ = data;
+    in_size_ = size;
+    in_frames_ = frames;
+    num_in_frames_ = num_frames;
+  }
+  /** kLoadIn: buffers the archive allocated (free them when the task ends).
+   */
+  std::vector<hipc::Pointer> &allocated() { return allocated_; }
+  /** Ok, or the first problem found (a bad buffer, short input...). */
+  const Status &status() const { return status_; }
+  /** Bytes of input consumed so far. */
+  u64 consumed() const { return in_pos_; }
+  /** Frames consumed so far. */
+  u32 frames_consumed() const { return next_frame_; }
+
+ private:
+  /** Records the first error. */
+  void Fail(Status s) {
+    if (status_.ok()) status_ = std::move(s);
+  }
+  /** Appends `n` bytes to out_. */
+  void Append(const void *src, u64 n) {
+    out_->append(static_cast<const char *>(src), n);
+  }
+  /** Reads `n` bytes from in_, or fails (leaving `dst` untouched). */
+  void Read(void *dst, u64 n) {
+    if (!status_.ok()) return;
+    if (in_size_ - in_pos_ < n) {
+      Fail(Status::InvalidArgument("task record is truncated"));
+      return;
+    }
+    std::memcpy(dst, in_ + in_pos_, n);
+    in_pos_ += n;
+  }
+  /** Copies a field of base_ to the same offset in dst_. */
+  void CopyToDst(const void *field, u64 n) {
+    u64 off = static_cast<const char *>(field) -
+              reinterpret_cast<const char *>(base_);
+    std::memcpy(dst_ + off, field, n);
+  }
+  /** The next received frame, or null (and a failure). */
+  const FrameView *NextFrame();
+
+  Mode mode_;
+  Task *base_;
+  char *dst_ = nullptr;
+  std::string *out_ = nullptr;
+  std::vector<DataFrame> *out_frames_ = nullptr;
+  const char *in_ = nullptr;
+  u64 in_size_ = 0;
+  u64 in_pos_ = 0;
+  const FrameView *in_frames_ = nullptr;
+  u32 num_in_frames_ = 0;
+  u32 next_frame_ = 0;
+  std::vector<hipc::Pointer> allocated_;
+  Status status_;
+};
+
+}  // namespace chi
+
+#endif  // CHIMAERA_TASK_FIELDS_H_

@@ -1,0 +1,467 @@
+// The admin container: built into the runtime, one per node (pool 0.0).
+#include <cstdio>
+#include <mutex>
+#include <sstream>
+#include <unordered_set>
+
+#include "chimaera/admin/admin_tasks.h"
+#include "chimaera/chimaera.h"
+#include "chimaera/module_manager.h"
+#include "chimaera/pool_manager.h"
+#include "chimaera/remote_manager.h"
+#include "chimaera/work_orchestrator.h"
+#include "hermes_shm/util/futex.h"
+
+namespace chi {
+namespace admin {
+
+/** Runtime side of the admin module. */
+class Runtime : public Container {
+ public:
+  Runtime() {
+    RegisterMethod(Method::kNoop, "Noop", &Runtime::Noop);
+    RegisterMethod(Method::kEcho, "Echo", &Runtime::Echo);
+    RegisterMethod(Method::kFanOut, "FanOut", &Runtime::FanOut);
+    RegisterMethod(Method::kStopRuntime, "StopRuntime", &Runtime::StopRuntime);
+    RegisterMethod(Method::kGetOrCreatePool, "GetOrCreatePool",
+                   &Runtime::GetOrCreatePool);
+    RegisterMethod(Method::kDestroyPool, "DestroyPool", &Runtime::DestroyPool);
+    RegisterMethod(Method::kLookupPool, "LookupPool", &Runtime::LookupPool);
+    RegisterMethod(Method::kStat, "Stat", &Runtime::Stat);
+    RegisterMethod(Method::kListPools, "ListPools", &Runtime::List);
+    RegisterMethod(Method::kListModules, "ListModules", &Runtime::List);
+    RegisterMethod(Method::kCreatePoolHere, "CreatePoolHere",
+                   &Runtime::CreatePoolHere);
+    RegisterMethod(Method::kPoolSpecs, "PoolSpecs", &Runtime::List);
+    RegisterMethod(Method::kJoinCluster, "JoinCluster", &Runtime::JoinCluster);
+  }
+
+  /** Does nothing. */
+  void Noop(NoopTask *task, RunContext &rctx) {}
+
+  /** Returns the input. */
+  void Echo(EchoTask *task, RunContext &rctx) { task->ret_ = task->value_; }
+
+  /** Spawns subtasks, waits for them in this fiber, sums their results. */
+  void FanOut(FanOutTask *task, RunContext &rctx) {
+    if (task->count_ > 100000 || task->depth_ == 0 || task->depth_ > 8) {
+      task->SetStatus(Status::InvalidArgument(
+          "FanOut: count must be <= 100000 and depth in 1..8"));
+      return;
+    }
+    u64 sum = 0;
+    if (task->depth_ == 1) {
+      std::vector<FullPtr<EchoTask>> subs;
+      for (u32 i = 1; i <= task->count_; ++i) {
+        subs.push_back(Submit(CHI_IPC->NewTaskDefault<EchoTask>(
+            task->task_node_.Child(), DomainQuery(), i)));
+      }
+      task->Wait(subs);
+      for (auto &s : subs) {
+        if (s.IsNull() || s->rc_ != 0) {
+          task->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
+                                     : s->GetStatus());
+        } else {
+          sum += s->ret_;
+        }
+        CHI_IPC->DelTask(s);
+      }
+    } else {
+      std::vector<FullPtr<FanOutTask>> subs;
+      for (u32 i = 0; i < task->count_; ++i) {
+        subs.push_back(Submit(CHI_IPC->NewTaskDefault<FanOutTask>(
+            task->task_node_.Child(), DomainQuery(), task->count_,
+            task->depth_ - 1)));
+      }
+      task->Wait(subs);
+      for (auto &s : subs) {
+        if (s.IsNull() || s->rc_ != 0) {
+          task->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
+                                     : s->GetStatus());
+        } else {
+          sum += s->sum_;
+        }
+        CHI_IPC->DelTask(s);
+      }
+    }
+    task->sum_ = sum;
+  }
+
+  /** Asks the runtime's main thread to shut down. */
+  void StopRuntime(StopRuntimeTask *task, RunContext &rctx) {
+    CHIMAERA->RequestStop();
+  }
+
+  /** Reads the name, module and parameters of a pool request; false (and
+   * the task's status set) if they are malformed. */
+  static bool ReadPoolRequest(GetOrCreatePoolTask *task, PoolSpec *spec) {
+    if (!task->params_.IsNull() && task->params_size_) {
+      // Admission checked that the buffer lies inside a data segment.
+      const char *p = CHI_IPC->DataBuffer(task->params_, task->params_size_);
+      if (!p) {
+        task->SetStatus(Status::InvalidArgument("bad pool parameters buffer"));
+        return false;
+      }
+      spec->params.assign(p, task->params_size_);
+    }
+    spec->name.assign(task->name_.str_,
+                      strnlen(task->name_.str_, sizeof(task->name_.str_)));
+    spec->module.assign(
+        task->module_.str_,
+        strnlen(task->module_.str_, sizeof(task->module_.str_)));
+    if (spec->name.size() >= sizeof(task->name_.str_) ||
+        spec->module.size() >= sizeof(task->module_.str_)) {
+      task->SetStatus(Status::InvalidArgument("pool or module name too long"));
+      return false;
+    }
+    spec->num_containers = task->num_containers_;
+    spec->nodes = CHI_REMOTE->AllNodes();
+    return true;
+  }
+
+  /** Sends a copy of pool request `task` as `method` to `dom` from this
+   * fiber, waits for it and returns its status (results copied back). */
+  static Status PoolSubtask(GetOrCreatePoolTask *task, const DomainQuery &dom,
+                            MethodId method, const PoolId &fixed_id) {
+    auto sub = CHI_IPC->NewTaskDefault<GetOrCreatePoolTask>(
+        task->task_node_.Child(), dom, method);
+    if (sub.IsNull()) return Status::OutOfMemory("main segment is full");
+    sub->name_ = task->name_;
+    sub->module_ = task->module_;
+    sub->num_containers_ = task->num_containers_;
+    sub->params_ = task->params_;  // alive while this task waits
+    sub->params_size_ = task->params_size_;
+    sub->fixed_id_ = fixed_id;
+    Submit(sub);
+    task->Wait(sub.ptr_);
+    Status st = sub->GetStatus();
+    task->new_pool_id_ = sub->new_pool_id_;
+    task->existed_ = sub->existed_;
+    CHI_IPC->DelTask(sub);
+    return st;
+  }
+
+  /** Get-or-create a pool by name, for the whole cluster: an existing pool
+   * is returned; otherwise the coordinator numbers it and every node builds
+   * its share, or (a node is down, a Create() failed) no node keeps it. */
+  void GetOrCreatePool(GetOrCreatePoolTask *task, RunContext &rctx) {
+    PoolSpec spec;
+    if (!ReadPoolRequest(task, &spec)) return;
+    auto found = CHI_POOL_MANAGER->Lookup(spec.name);
+    if (found.ok()) {
+      auto have = CHI_POOL_MANAGER->GetSpec(*found);
+      if (have.ok() && have->module != spec.module) {
+        task->SetStatus(Status::InvalidArgument(
+            "pool '" + spec.name + "' exists with module '" + have->module +
+            "', not '" + spec.module + "'"));
+        return;
+      }
+      task->new_pool_id_ = *found;
+      task->existed_ = 1;
+      return;
+    }
+    NodeId self = CHI_IPC->node_id();
+    if (spec.nodes.size() <= 1) {
+      return CreateHere(task, spec, nullptr);
+    }
+    Status st;
+    if (self != kCoordinatorNode) {
+      st = PoolSubtask(task, DomainQuery::GetGlobalId(kCoordinatorNode - 1),
+                       Method::kGetOrCreatePool, PoolId());
+      if (!st.ok()) {
+        task->SetStatus(
+            Status(st.code(), "pool creation needs node " +
+                                  std::to_string(kCoordinatorNode) +
+                                  " (the coordinator): " + st.message()));
+      }
+      return;
+    }
+    // The coordinator: one creation per name at a time.
+    auto reserve = [this, &spec] {
+      std::lock_guard<std::mutex> lock(creating_mu_);
+      return creating_.insert(spec.name).second;
+    };
+    auto release = [this, &spec] {
+      std::lock_guard<std::mutex> lock(creating_mu_);
+      creating_.erase(spec.name);
+    };
+    while (!reserve()) Worker::YieldCurrentFiber();
+    found = CHI_POOL_MANAGER->Lookup(spec.name);
+    if (found.ok()) {
+      release();
+      task->new_pool_id_ = *found;
+      task->existed_ = 1;
+      return;
+    }
+    PoolId id = CHI_POOL_MANAGER->NewPoolId();
+    st = PoolSubtask(task, DomainQuery::GetGlobalBcast(),
+                     Method::kCreatePoolHere, id);
+    if (!st.ok()) {
+      // No node keeps a pool that some node could not build.
+      auto undo = CHI_IPC->NewTaskDefault<DestroyPoolTask>(
+          task->task_node_.Child(), DomainQuery::GetGlobalBcast(), id);
+      if (!undo.IsNull()) {
+        Submit(undo);
+        task->Wait(undo.ptr_);
+        CHI_IPC->DelTask(undo);
+      }
+      task->SetStatus(Status(
+          st.code(),
+          "creating pool '" + spec.name + "' on every node: " + st.message()));
+    } else {
+      task->new_pool_id_ = id;
+      task->existed_ = 0;
+    }
+    release();
+  }
+
+  /** Builds this node's share of pool `fixed_id` (from the coordinator). */
+  void CreatePoolHere(GetOrCreatePoolTask *task, RunContext &rctx) {
+    PoolSpec spec;
+    if (!ReadPoolRequest(task, &spec)) return;
+    CreateHere(task, spec, &task->fixed_id_);
+  }
+
+  /** Creates this node's containers of `spec` (id `fixed` if not null). */
+  static void CreateHere(GetOrCreatePoolTask *task, const PoolSpec &spec,
+                         const PoolId *fixed) {
+    bool existed = false;
+    auto id = CHI_POOL_MANAGER->GetOrCreatePool(spec, &existed, fixed);
+    if (!id.ok()) {
+      task->SetStatus(id.status());
+      return;
+    }
+    if (fixed && existed && *id != *fixed) {
+      task->SetStatus(Status::AlreadyExists(
+          "node " + std::to_string(CHI_IPC->node_id()) + " has pool '" +
+          spec.name + "' as " + id->ToString() + ", not " + fixed->ToString()));
+      return;
+    }
+    task->new_pool_id_ = *id;
+    task->existed_ = existed ? 1 : 0;
+  }
+
+  /** A (re)started node builds its share of every pool the coordinator
+   * knows. Runs once at start-up, fire-and-forget. */
+  void JoinCluster(NoopTask *task, RunContext &rctx) {
+    NodeId self = CHI_IPC->node_id();
+    if (self == kCoordinatorNode || CHI_REMOTE->num_nodes() <= 1) return;
+    auto sub = CHI_IPC->NewTaskDefault<TextTask>(
+        task->task_node_.Child(),
+        DomainQuery::GetGlobalId(kCoordinatorNode - 1), Method::kPoolSpecs);
+    if (sub.IsNull()) return;
+    Submit(sub);
+    task->Wait(sub.ptr_);
+    std::string text;
+    FullPtr<char> p(sub->text_);
+    if (sub->rc_ == 0 && !p.IsNull()) text.assign(p.ptr_, sub->text_size_);
+    Status st = sub->GetStatus();
+    (void)CHI_IPC->FreeBuffer(sub->text_);
+    CHI_IPC->DelTask(sub);
+    if (!st.ok()) {
+      fprintf(stderr,
+              "chimaera: node %u could not fetch the pools of the "
+              "cluster: %s\n",
+              self, st.ToString().c_str());
+      return;
+    }
+    std::istringstream in(text);
+    std::string line;
+    u32 made = 0;
+    while (std::getline(in, line)) {
+      PoolId id;
+      PoolSpec spec;
+      if (!ParseSpecLine(line, &id, &spec)) {
+        fprintf(stderr, "chimaera: bad pool spec from the coordinator\n");
+        continue;
+      }
+      if (id == kAdminPoolId) continue;
+      bool existed = false;
+      auto r = CHI_POOL_MANAGER->GetOrCreatePool(spec, &existed, &id);
+      if (!r.ok()) {
+        fprintf(stderr, "chimaera: node %u could not rebuild pool '%s': %s\n",
+                self, spec.name.c_str(), r.status().ToString().c_str());
+      } else if (!existed) {
+        ++made;
+      }
+    }
+    fprintf(stderr, "chimaera: node %u joined the cluster (%u pools)\n", self,
+            made);
+  }
+
+  /** One line of kPoolSpecs: id, name, module, containers, hex params and
+   * comma-separated nodes, tab-separated. */
+  static std::string SpecLine(const PoolId &id, const PoolSpec &s) {
+    static const char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned char c : s.params) {
+      hex += kHex[c >> 4];
+      hex += kHex[c & 15];
+    }
+    std::string nodes;
+    for (NodeId n : s.nodes) {
+      nodes += (nodes.empty() ? "" : ",") + std::to_string(n);
+    }
+    return id.ToString() + '\t' + s.name + '\t' + s.module + '\t' +
+           std::to_string(s.num_containers) + '\t' + (hex.empty() ? "-" : hex) +
+           '\t' + nodes + '\n';
+  }
+
+  /** Parses a SpecLine; false if malformed. */
+  static bool ParseSpecLine(const std::string &line, PoolId *id, PoolSpec *s) {
+    std::istringstream f(line);
+    std::string ids, hex, nodes;
+    if (!std::getline(f, ids, '\t') || !std::getline(f, s->name, '\t') ||
+        !std::getline(f, s->module, '\t') || !(f >> s->num_containers) ||
+        !(f >> hex) || !(f >> nodes)) {
+      return false;
+    }
+    if (std::sscanf(ids.c_str(), "%u.%u", &id->node_id_, &id->unique_) != 2) {
+      return false;
+    }
+    if (hex != "-") {
+      if (hex.size() % 2) return false;
+      for (size_t i = 0; i < hex.size(); i += 2) {
+        s->params +=
+            static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+      }
+    }
+    std::istringstream ns(nodes);
+    std::string n;
+    while (std::getline(ns, n, ',')) {
+      s->nodes.push_back(static_cast<NodeId>(std::stoul(n)));
+    }
+    return !s->nodes.empty();
+  }
+
+  /** Destroys a pool once its running tasks finish (at most 10 s). Queued
+   * tasks of the pool fail with Aborted. */
+  void DestroyPool(DestroyPoolTask *task, RunContext &rctx) {
+    if (task->target_ == kAdminPoolId) {
+      task->SetStatus(Status::InvalidArgument("the admin pool is permanent"));
+      return;
+    }
+    auto pool = CHI_POOL_MANAGER->BeginDestroy(task->target_);
+    if (!pool.ok()) {
+      task->SetStatus(pool.status());
+      return;
+    }
+    // Waits (yielding) for running tasks, including periodic ones, which
+    // stop at their next period, and for workers to drop the pool's lanes.
+    if (!PoolManager::FinishDestroy(**pool)) {
+      task->SetStatus(Status::Timeout(
+          "pool unpublished, but its tasks did not finish within 10 s; its "
+          "containers were leaked"));
+    }
+  }
+
+  /** Finds a pool id by name. */
+  void LookupPool(LookupPoolTask *task, RunContext &rctx) {
+    std::string name(task->name_.str_,
+                     strnlen(task->name_.str_, sizeof(task->name_.str_)));
+    auto id = CHI_POOL_MANAGER->Lookup(name);
+    if (!id.ok()) {
+      task->SetStatus(id.status());
+      return;
+    }
+    task->pool_id_out_ = *id;
+  }
+
+  /** Lists pools or modules (by method) into an rdata buffer. */
+  void List(TextTask *task, RunContext &rctx) {
+    std::ostringstream os;
+    if (task->method_ == Method::kPoolSpecs) {
+      for (auto &[id, spec] : CHI_POOL_MANAGER->ListSpecs()) {
+        os << SpecLine(id, spec);
+      }
+    } else if (task->method_ == Method::kListPools) {
+      for (auto &p : CHI_POOL_MANAGER->List()) {
+        os << p.id.ToString() << '\t' << p.name << '\t' << p.module << '\t'
+           << p.num_containers << '\n';
+      }
+    } else {
+      for (auto &m : CHI_MODULE_MANAGER->ListModules()) os << m << '\n';
+    }
+    ReplyText(os.str(), &task->text_, &task->text_size_, task);
+  }
+
+  std::mutex creating_mu_;
+  /** Coordinator: names being created (one fiber each). */
+  std::unordered_set<std::string> creating_;  // guarded by creating_mu_
+
+  /** Copies `text` into a runtime_data buffer the client frees. */
+  static void ReplyText(const std::string &text, hipc::Pointer *out,
+                        u64 *out_size, Task *task) {
+    if (text.empty()) return;
+    FullPtr<char> buf = CHI_IPC->AllocateBuffer(text.size());
+    if (buf.IsNull()) {
+      task->SetStatus(Status::OutOfMemory("runtime_data is full"));
+      return;
+    }
+    std::memcpy(buf.ptr_, text.data(), text.size());
+    *out = buf.shm_;
+    *out_size = text.size();
+  }
+
+  /** Writes a report of the runtime into an rdata buffer. */
+  void Stat(TextTask *task, RunContext &rctx) {
+    std::ostringstream os;
+    IpcManager *ipc = CHI_IPC;
+    // In-use counters lag by what threads have not flushed; flush ours.
+    ipc->main_alloc()->FlushThreadCache();
+    ipc->cdata_alloc()->FlushThreadCache();
+    ipc->rdata_alloc()->FlushThreadCache();
+    os << "node " << ipc->node_id() << " at " << ipc->server_address()
+       << " (pid " << ipc->shared()->runtime_pid_ << ")\n";
+    os << "segments (bytes in use, approximate): main "
+       << ipc->main_alloc()->GetBytesInUse() << " B in use of "
+       << ipc->main_alloc()->GetRegionSize() << ", client_data "
+       << ipc->cdata_alloc()->GetBytesInUse() << " of "
+       << ipc->cdata_alloc()->GetRegionSize() << ", runtime_data "
+       << ipc->rdata_alloc()->GetBytesInUse() << " of "
+       << ipc->rdata_alloc()->GetRegionSize() << "\n";
+    ProcessQueue *q = ipc->process_queue();
+    os << "process queue: " << q->num_lanes() << " lanes x 2 priorities, depth "
+       << q->depth() << "\n";
+    for (u32 l = 0; l < q->num_lanes(); ++l) {
+      for (u32 p = 0; p < kNumPrios; ++p) {
+        Lane &lane = q->GetLane(l, p);
+        os << "  lane " << l << (p == kLowLatency ? " low" : " high")
+           << "-latency: worker " << lane.header().worker_id_.load()
+           << ", queued " << lane.Size() << "\n";
+      }
+    }
+    auto *wo = CHI_WORK_ORCHESTRATOR;
+    os << "workers: " << wo->workers().size() << "\n";
+    for (auto &w : wo->workers()) {
+      WorkerShared &ws = ipc->workers()[w->id()];
+      os << "  worker " << w->id()
+         << (w->kind() == WorkerKind::kLowLatency ? " low" : " high")
+         << "-latency: lanes " << ws.num_lanes_.load() << ", completed "
+         << ws.tasks_done_.load() << ", rate "
+         << static_cast<u64>(wo->WorkerRate(w->id())) << " tasks/s, sleeping "
+         << ws.sleeping_.load() << "\n";
+    }
+    auto pools = CHI_POOL_MANAGER->List();
+    os << "pools: " << pools.size() << "\n";
+    for (auto &p : pools) {
+      os << "  pool " << p.id.ToString() << " '" << p.name << "' module "
+         << p.module << ": " << p.num_containers << " containers ("
+         << p.num_local << " here) over " << p.nodes.size()
+         << " nodes, completed " << p.completed << ", in flight " << p.inflight
+         << "\n";
+    }
+    os << CHI_REMOTE->StatLine() << "\n";
+    os << "modules:";
+    for (auto &m : CHI_MODULE_MANAGER->ListModules()) os << " " << m;
+    os << "\n";
+    ReplyText(os.str(), &task->text_, &task->text_size_, task);
+  }
+};
+
+}  // namespace admin
+
+/** Factory of the built-in admin module. */
+Container *NewAdminContainer() { return new admin::Runtime(); }
+
+}  // namespace chi

@@ -1,0 +1,354 @@
+// RemoteManager: forwarding tasks to other nodes and answering theirs.
+//
+// Request record: [u32 kWireRequest][WireRequest][IN fields], with the task's
+// input buffers as data frames. Reply record: [u32 kWireReply][WireReply]
+// [error text][OUT fields], with the output buffers as data frames. Records
+// travel in batches (lightbeam); each is checked here before a worker sees
+// it, and the worker checks the fields against the method's declaration.
+#include "chimaera/remote_manager.h"
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+#include "chimaera/config_manager.h"
+#include "chimaera/work_orchestrator.h"
+#include "hermes_shm/lightbeam/transport.h"
+
+namespace chi {
+
+namespace {
+
+/** Turns the data frames of a FieldArchive into ZeroMQ messages: bytes in a
+ * data segment travel without a copy (the submitter keeps them alive until
+ * the task completes), copied bytes are moved into the message. */
+std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames) {
+  std::vector<zmq::message_t> out;
+  out.reserve(frames.size());
+  for (DataFrame &f : frames) {
+    if (f.owned.empty()) {
+      out.emplace_back(const_cast<char *>(f.data), f.size, nullptr, nullptr);
+    } else {
+      auto *s = new std::string(std::move(f.owned));
+      out.emplace_back(
+          s->data(), s->size(),
+          [](void *, void *hint) { delete static_cast<std::string *>(hint); },
+          s);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<FrameView> NetMessage::Views() const {
+  std::vector<FrameView> v;
+  v.reserve(frames.size());
+  for (const zmq::message_t &m : frames) {
+    v.push_back(FrameView{static_cast<const char *>(m.data()), m.size()});
+  }
+  return v;
+}
+
+RemoteManager::RemoteManager() {
+  // Request ids start at random: a reply meant for a previous incarnation of
+  // this node must not match a request of this one.
+  std::random_device rd;
+  next_req_.store((static_cast<u64>(rd()) << 32 | rd()) | 1);
+}
+
+RemoteManager::~RemoteManager() = default;
+
+std::vector<NodeId> RemoteManager::AllNodes() const {
+  std::vector<NodeId> v;
+  for (u32 i = 1; i <= num_nodes_; ++i) v.push_back(i);
+  return v;
+}
+
+Status RemoteManager::Init() {
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  self_ = CHI_IPC->node_id();
+  num_nodes_ = static_cast<u32>(conf.hosts_.size());
+  if (num_nodes_ <= 1) return Status::Ok();
+  std::vector<std::string> endpoints;
+  for (const std::string &h : conf.hosts_) {
+    endpoints.push_back(h + ":" + std::to_string(conf.RpcPort()));
+  }
+  hshm::lbm::TransportOptions opt;
+  opt.heartbeat_ms = conf.heartbeat_ms_;
+  opt.dead_after_ms = conf.dead_after_ms_;
+  auto t = std::make_unique<hshm::lbm::Transport>();
+  Status s = t->Start(
+      self_, endpoints, opt,
+      [this](u32 from, hshm::lbm::InRecord &rec) {
+        OnRecord(from, rec.bytes, rec.frames, rec.num_frames);
+      },
+      [this](u32 node, bool alive) { OnPeer(node, alive); },
+      [this](u32 node, std::vector<u64> tags) {
+        for (u64 tag : tags) {
+          if (tag == 0) continue;  // a reply: the requester times out on us
+          auto *m = new NetMessage;
+          m->is_reply = true;
+          m->from = node;
+          m->failure = Status::Unavailable("could not send the task to node " +
+                                           std::to_string(node));
+          Resolve(tag, node, m);
+        }
+      });
+  if (!s.ok()) {
+    return Status(s.code(), "network (rpc_port " +
+                                std::to_string(conf.RpcPort()) +
+                                "): " + s.message());
+  }
+  transport_ = std::move(t);
+  return Status::Ok();
+}
+
+void RemoteManager::Stop() {
+  if (!transport_) return;
+  transport_->Stop();
+  FailAll(Status::Unavailable("the runtime is stopping"));
+  transport_.reset();
+}
+
+bool RemoteManager::NodeAlive(NodeId node) const {
+  if (node == self_) return true;
+  return transport_ && transport_->PeerAlive(node);
+}
+
+u64 RemoteManager::NumPending() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pending_.size();
+}
+
+std::string RemoteManager::StatLine() {
+  std::string s = "network: " + std::to_string(num_nodes_) + " nodes";
+  if (!transport_) return s + " (single node)";
+  s += ", forwarded " + std::to_string(forwarded_.load()) + ", replies sent " +
+       std::to_string(replied_.load()) + ", requests received " +
+       std::to_string(received_.load()) + ", pending " +
+       std::to_string(NumPending()) + ", dropped " +
+       std::to_string(dropped_.load());
+  hshm::lbm::TransportStats ts = transport_->stats();
+  s += "; messages sent " + std::to_string(ts.msgs_sent) + " (" +
+       std::to_string(ts.records_sent) + " records), received " +
+       std::to_string(ts.msgs_received) + ", malformed " +
+       std::to_string(ts.dropped_malformed) + "; peers:";
+  for (u32 n = 1; n <= num_nodes_; ++n) {
+    if (n == self_) continue;
+    s += " " + std::to_string(n) + (NodeAlive(n) ? " up" : " down");
+  }
+  return s;
+}
+
+Worker *RemoteManager::PickWorker(u32 prio) {
+  return CHI_WORK_ORCHESTRATOR->PickWorker(prio < kNumPrios ? prio
+                                                            : kLowLatency);
+}
+
+Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
+                              u32 worker_id) {
+  if (!transport_ || node == 0 || node > num_nodes_) {
+    return Status::Unavailable("node " + std::to_string(node) +
+                               " is not reachable from node " +
+                               std::to_string(self_));
+  }
+  if (!transport_->PeerAlive(node)) {
+    return Status::Unavailable("node " + std::to_string(node) + " is down");
+  }
+  Task *t = r->task_;
+  bool reply = !t->IsFireAndForget() || r->origin_ == TaskOrigin::kBcastPart;
+  u64 req = next_req_.fetch_add(1, std::memory_order_relaxed);
+  WireRequest w{};
+  w.req_id = req;
+  w.pool_id = t->pool_id_;
+  w.task_node = t->task_node_;
+  w.dom_query = q;
+  w.method = t->method_;
+  w.flags = t->task_flags_.bits_;
+  w.prio = t->prio_;
+  w.reply_wanted = reply ? 1 : 0;
+  w.period_ns = t->period_ns_;
+  hshm::lbm::OutRecord rec;
+  rec.tag = reply ? req : 0;
+  u32 kind = kWireRequest;
+  rec.bytes.append(reinterpret_cast<const char *>(&kind), sizeof(kind));
+  rec.bytes.append(reinterpret_cast<const char *>(&w), sizeof(w));
+  std::vector<DataFrame> frames;
+  FieldArchive ar(FieldArchive::Mode::kSaveIn, t);
+  ar.set_output(&rec.bytes, &frames);
+  r->method_->fields(ar, t);
+  HSHM_RETURN_IF_ERROR(ar.status());
+  rec.frames = ToZmq(frames);
+  if (reply) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_[req] = Pending{r, worker_id, node};
+  }
+  if (!transport_->Send(node, std::move(rec))) {
+    if (reply) {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_.erase(req);
+    }
+    return Status::Unavailable("node " + std::to_string(node) + " is down");
+  }
+  forwarded_.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+void RemoteManager::Reply(RunContext *r, const Status &status) {
+  if (!transport_) return;
+  hshm::lbm::OutRecord rec;
+  u32 kind = kWireReply;
+  rec.bytes.append(reinterpret_cast<const char *>(&kind), sizeof(kind));
+  WireReply w{};
+  w.req_id = r->req_id_;
+  std::string err;
+  std::vector<DataFrame> frames;
+  std::string fields;
+  if (!status.ok() || !r->task_) {
+    w.rc =
+        static_cast<u32>(status.ok() ? StatusCode::kInternal : status.code());
+    err = status.message();
+  } else {
+    Task *t = r->task_;
+    FieldArchive ar(FieldArchive::Mode::kSaveOut, t);
+    ar.set_output(&fields, &frames);
+    r->method_->fields(ar, t);
+    if (!ar.status().ok()) {
+      w.rc = static_cast<u32>(ar.status().code());
+      err = ar.status().message();
+      fields.clear();
+      frames.clear();
+    } else {
+      w.rc = t->rc_;
+      err = internal::TaskErrorMessage(t);
+    }
+  }
+  if (w.rc == 0) err.clear();
+  w.err_len = static_cast<u32>(err.size());
+  rec.bytes.append(reinterpret_cast<const char *>(&w), sizeof(w));
+  rec.bytes.append(err);
+  // An error reply carries no fields: the requester keeps its own.
+  if (w.rc == 0)
+    rec.bytes.append(fields);
+  else
+    frames.clear();
+  rec.frames = ToZmq(frames);
+  if (transport_->Send(r->from_node_, std::move(rec))) {
+    replied_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void RemoteManager::OnRecord(NodeId from, std::string_view bytes,
+                             zmq::message_t *frames, u32 num_frames) {
+  u32 kind = 0;
+  if (bytes.size() < sizeof(kind)) {
+    fprintf(stderr, "chimaera: dropped a record of %zu bytes from node %u\n",
+            bytes.size(), from);
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  std::memcpy(&kind, bytes.data(), sizeof(kind));
+  auto *m = new NetMessage;
+  m->from = from;
+  m->bytes.assign(bytes.data(), bytes.size());
+  m->frames.reserve(num_frames);
+  for (u32 i = 0; i < num_frames; ++i)
+    m->frames.push_back(std::move(frames[i]));
+  if (kind == kWireRequest) {
+    received_.fetch_add(1, std::memory_order_relaxed);
+    u32 prio = kLowLatency;
+    if (bytes.size() >= sizeof(kind) + sizeof(WireRequest)) {
+      WireRequest w;
+      std::memcpy(&w, bytes.data() + sizeof(kind), sizeof(w));
+      prio = w.prio;
+    }
+    auto *r = new RunContext;
+    r->net_ = m;
+    PickWorker(prio)->PostInbox(r);
+    return;
+  }
+  if (kind == kWireReply) {
+    WireReply w;
+    if (bytes.size() < sizeof(kind) + sizeof(w)) {
+      fprintf(stderr, "chimaera: dropped a truncated reply from node %u\n",
+              from);
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      delete m;
+      return;
+    }
+    std::memcpy(&w, bytes.data() + sizeof(kind), sizeof(w));
+    if (w.err_len > bytes.size() - sizeof(kind) - sizeof(w)) {
+      fprintf(stderr,
+              "chimaera: dropped a reply from node %u with a bad "
+              "error length\n",
+              from);
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      delete m;
+      return;
+    }
+    m->is_reply = true;
+    Resolve(w.req_id, from, m);
+    return;
+  }
+  fprintf(stderr,
+          "chimaera: dropped a record of unknown kind %u from node "
+          "%u\n",
+          kind, from);
+  dropped_.fetch_add(1, std::memory_order_relaxed);
+  delete m;
+}
+
+void RemoteManager::Resolve(u64 req, NodeId from, NetMessage *msg) {
+  Pending p;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(req);
+    // A reply must come from the node the request went to.
+    if (it == pending_.end() || it->second.node != from) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      delete msg;
+      return;
+    }
+    p = it->second;
+    pending_.erase(it);
+  }
+  p.rctx->net_ = msg;
+  CHI_WORK_ORCHESTRATOR->workers()[p.worker]->PostInbox(p.rctx);
+}
+
+void RemoteManager::FailNode(NodeId node, const Status &status) {
+  std::vector<Pending> dead;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (node == 0 || it->second.node == node) {
+        dead.push_back(it->second);
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (Pending &p : dead) {
+    auto *m = new NetMessage;
+    m->is_reply = true;
+    m->from = p.node;
+    m->failure = status;
+    p.rctx->net_ = m;
+    CHI_WORK_ORCHESTRATOR->workers()[p.worker]->PostInbox(p.rctx);
+  }
+}
+
+void RemoteManager::FailAll(const Status &status) { FailNode(0, status); }
+
+void RemoteManager::OnPeer(NodeId node, bool alive) {
+  fprintf(stderr, "chimaera: node %u sees node %u %s\n", self_, node,
+          alive ? "up" : "down");
+  if (!alive) {
+    FailNode(node, Status::Unavailable("node " + std::to_string(node) +
+                                       " stopped answering"));
+  }
+}
+
+}  // namespace chi

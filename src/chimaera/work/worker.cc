@@ -1,0 +1,1003 @@
+// How a worker runs tasks
+// -----------------------
+// Loop: take new lanes from the mailbox, pop up to kPopBatch tasks from each
+// lane, handle the inbox (requests from other nodes, replies to tasks this
+// worker forwarded), resume fibers whose subtasks completed, restart due
+// periodic tasks.
+//
+// Every task, whether it arrives through shared memory or the network, goes
+// through the same stages (see RunContext): admit -> resolve -> run here or
+// forward -> complete. Admission copies the task into a private object of its
+// method's type once and validates the copy, so nothing a client writes
+// afterwards changes what the runtime checked. Each task runs in a
+// Boost.Context fiber on a pooled 64 KB stack (with a guard page); a method
+// that waits on an incomplete subtask yields, and the worker resumes it once
+// the subtask is complete.
+//
+// Sleeping: after idle_spin_us without work the worker sets its futex word,
+// issues a seq_cst fence and re-checks its lanes; producers push, fence, and
+// wake the worker if the word is set (IpcManager::WakeLaneWorker). Either the
+// worker sees the task or the producer sees the sleeper, never neither.
+#include "chimaera/worker.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include "chimaera/config_manager.h"
+#include "chimaera/pool_manager.h"
+#include "chimaera/remote_manager.h"
+#include "chimaera/work_orchestrator.h"
+#include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/tsan.h"
+
+namespace chi {
+
+namespace ctx = boost::context;
+
+namespace {
+
+constexpr size_t kStackSize = 64 * 1024;
+constexpr size_t kGuardSize = 4096;
+constexpr u32 kPopBatch = 32;
+/** An active lane empty for this many polls in a row turns cold. */
+constexpr u32 kColdAfter = 4096;
+/** Cold lanes are polled once every this many loop iterations. */
+constexpr u32 kColdPeriod = 64;
+
+// initial-exec: the SIGSEGV handler reads it, so no lazy TLS allocation.
+__attribute__((tls_model("initial-exec"))) thread_local RunContext *tls_rctx =
+    nullptr;
+
+/** Appends the decimal form of `v` to buf[*n] (async-signal-safe). */
+void AppendU64(char *buf, size_t *n, size_t cap, u64 v) {
+  char tmp[24];
+  int k = 0;
+  do {
+    tmp[k++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v && k < 24);
+  while (k && *n < cap) buf[(*n)++] = tmp[--k];
+}
+
+/** Appends `s` to buf[*n] (async-signal-safe). */
+void AppendStr(char *buf, size_t *n, size_t cap, const char *s) {
+  while (*s && *n < cap) buf[(*n)++] = *s++;
+}
+
+/** SIGSEGV on a worker: if the fault is at the guard page of the running
+ * task's stack (or just below it), say which task overflowed its 64 KB stack;
+ * then die as the signal would have made us die. Runs on the worker's alternate
+ * stack. */
+void OnSegv(int sig, siginfo_t *info, void *) {
+  RunContext *r = tls_rctx;
+  auto *addr = static_cast<char *>(info->si_addr);
+  // A frame larger than the guard page can jump past it: count faults just
+  // below the stack as overflows too.
+  if (r && r->stack_ && addr >= r->stack_ - kStackSize &&
+      addr < r->stack_ + kGuardSize) {
+    char buf[256];
+    size_t n = 0;
+    AppendStr(buf, &n, sizeof(buf),
+              "chimaera: a task overflowed its 64 KB fiber stack: pool ");
+    AppendU64(buf, &n, sizeof(buf), r->task_->pool_id_.node_id_);
+    AppendStr(buf, &n, sizeof(buf), ".");
+    AppendU64(buf, &n, sizeof(buf), r->task_->pool_id_.unique_);
+    AppendStr(buf, &n, sizeof(buf), ", method ");
+    AppendU64(buf, &n, sizeof(buf), r->task_->method_);
+    AppendStr(buf, &n, sizeof(buf),
+              " (keep large buffers on the heap, not the stack)\n");
+    ssize_t ignored = write(2, buf, n);
+    (void)ignored;
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+/** Installs OnSegv once per process. */
+void InstallSegvHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = OnSegv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, nullptr);
+  });
+}
+
+/** Stacks come from the worker's pool; Boost.Context must not free them. */
+struct PooledStack {
+  ctx::stack_context allocate() { return ctx::stack_context(); }
+  void deallocate(ctx::stack_context &) noexcept {}
+};
+
+/** Runs the container method; exceptions stop at the task boundary. */
+void RunMethod(RunContext *r) {
+  try {
+    r->container_->Run(r->task_, *r);
+  } catch (const ctx::detail::forced_unwind &) {
+    throw;
+  } catch (const std::exception &e) {
+    internal::SetTaskStatus(
+        r->task_,
+        Status::Internal(std::string("container method threw: ") + e.what()));
+  } catch (...) {
+    internal::SetTaskStatus(r->task_,
+                            Status::Internal("container method threw a non-std "
+                                             "exception"));
+  }
+}
+
+/** Frees a task block of `main` (typed destructor if known). */
+void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
+  if (e && e->destroy) e->destroy(task.ptr_);
+  CHI_IPC->DelTask(task);
+}
+
+/** Completes a shared-memory task that was never admitted (unknown pool or
+ * method, bad size...) with `status`, writing only rc_, err_ and state_. */
+void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
+                    bool fire_and_forget) {
+  HSHM_TSAN_RELEASE(task.ptr_);
+  if (fire_and_forget) {
+    fprintf(stderr, "chimaera: fire-and-forget task failed: %s\n",
+            status.ToString().c_str());
+    FreeShmTask(task, nullptr);
+    return;
+  }
+  task->err_ = hipc::Pointer::GetNull();  // never free what a client left
+  internal::CompleteTask(task.ptr_, status);
+}
+
+/** Numeric sanity of a task header copied from a client. */
+Status CheckHeader(const Task &h) {
+  if (h.prio_ >= kNumPrios) {
+    return Status::InvalidArgument("task priority " + std::to_string(h.prio_) +
+                                   " is not kLowLatency or kHighLatency");
+  }
+  if (h.dom_query_.kind_ > DomainQuery::kDynamic) {
+    return Status::InvalidArgument("unknown domain query kind " +
+                                   std::to_string(h.dom_query_.kind_));
+  }
+  if (h.task_flags_.Any(TASK_PERIODIC)) {
+    double p = h.period_ns_;
+    // 0 .. 1 day; NaN fails both comparisons.
+    if (!(p >= 0 && p <= 86400e9)) {
+      return Status::InvalidArgument(
+          "a periodic task's period must be 0 .. 1 day in ns");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
+    : id_(id), kind_(kind), shared_(shared) {
+  idle_spin_us_ = CHI_CONFIG_MANAGER->config().idle_spin_us_;
+  shared_->kind_.store(static_cast<u32>(kind));
+}
+
+Worker::~Worker() {
+  for (char *s : all_stacks_) munmap(s, kGuardSize + kStackSize);
+  for (RunContext *r : free_rctx_) delete r;
+}
+
+RunContext *Worker::CurrentRunContext() { return tls_rctx; }
+
+bool Worker::YieldCurrentFiber() {
+  RunContext *r = tls_rctx;
+  if (!r) return false;
+  r->waiting_on_ = nullptr;
+  r->Yield();
+  return true;
+}
+
+void Worker::AddLane(Lane *lane) {
+  lane->header().worker_id_.store(id_, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
+    mailbox_.push_back(WorkerLane{lane, nullptr, nullptr, 0});
+  }
+  has_mail_.store(true, std::memory_order_release);
+  Wake();
+}
+
+void Worker::AddLane(TaskLane *lane, Container *container) {
+  lane->worker_id_.store(id_, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
+    mailbox_.push_back(WorkerLane{nullptr, lane, container, 0});
+  }
+  has_mail_.store(true, std::memory_order_release);
+  Wake();
+}
+
+void Worker::PostInbox(RunContext *rctx) {
+  inbox_.PushUnbounded(rctx);
+  Wake();
+}
+
+void Worker::TakeMailbox() {
+  std::lock_guard<std::mutex> lock(mailbox_mu_);
+  for (auto &wl : mailbox_) lanes_.push_back(wl);
+  mailbox_.clear();
+  has_mail_.store(false, std::memory_order_relaxed);
+  shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
+}
+
+void Worker::Wake() {
+  // Pairs with Sleep()'s store; fence; re-check (as WakeLaneWorker does).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (shared_->sleeping_.load(std::memory_order_acquire) != 0) {
+    shared_->sleeping_.store(0, std::memory_order_release);
+    hshm::FutexWake(&shared_->sleeping_, 1);
+  }
+}
+
+void Worker::Exit() {
+  exit_.store(true, std::memory_order_release);
+  Wake();
+}
+
+void Worker::Stop(u64 deadline_ns) {
+  deadline_ns_.store(deadline_ns, std::memory_order_relaxed);
+  stop_.store(true, std::memory_order_release);
+  Wake();
+}
+
+char *Worker::GetStack() {
+  if (!free_stacks_.empty()) {
+    char *s = free_stacks_.back();
+    free_stacks_.pop_back();
+    return s;
+  }
+  void *p = mmap(nullptr, kGuardSize + kStackSize, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  mprotect(p, kGuardSize, PROT_NONE);  // overflow faults instead of corrupting
+  all_stacks_.push_back(static_cast<char *>(p));
+  return static_cast<char *>(p);
+}
+
+void Worker::PutStack(char *stack) {
+  if (stack) free_stacks_.push_back(stack);
+}
+
+RunContext *Worker::NewRunContext() {
+  if (!free_rctx_.empty()) {
+    RunContext *r = free_rctx_.back();
+    free_rctx_.pop_back();
+    return r;
+  }
+  return new RunContext();
+}
+
+void Worker::FreeRunContext(RunContext *r) {
+  if (r->task_ && r->method_) r->method_->free_private(r->task_);
+  for (const hipc::Pointer &p : r->in_bufs_) (void)CHI_IPC->FreeBuffer(p);
+  r->in_bufs_.clear();
+  delete r->net_;
+  r->net_ = nullptr;
+  r->task_ = nullptr;
+  r->method_ = nullptr;
+  r->shm_task_ = FullPtr<Task>();
+  r->container_ = nullptr;
+  r->origin_ = TaskOrigin::kShm;
+  r->from_node_ = 0;
+  r->req_id_ = 0;
+  r->reply_wanted_ = true;
+  r->parent_ = nullptr;
+  r->node_ = 0;
+  r->bcast_pending_ = 0;
+  r->bcast_first_ = true;
+  r->waiting_on_ = nullptr;
+  r->done_ = false;
+  free_rctx_.push_back(r);
+}
+
+void Worker::Loop() {
+  char name[16];
+  snprintf(name, sizeof(name), "chi_worker_%u", id_);
+  HSHM_THREAD_MODEL->SetName(name);
+  // An alternate signal stack, so a stack overflow can still be reported.
+  std::vector<char> altstack(64 * 1024);
+  stack_t ss{};
+  ss.ss_sp = altstack.data();
+  ss.ss_size = altstack.size();
+  sigaltstack(&ss, nullptr);
+  InstallSegvHandler();
+  for (;;) {
+    epoch_.store(epoch_.load(std::memory_order_relaxed) + 1,
+                 std::memory_order_release);
+    if (has_mail_.load(std::memory_order_acquire)) TakeMailbox();
+    bool did = PollLanes();
+    if (!inbox_.Empty()) did |= PollInbox();
+    if (++loop_count_ % kColdPeriod == 0) RebalanceLanes();
+    if (!blocked_.empty()) did |= CheckBlocked();
+    if (!periodic_.empty()) did |= CheckPeriodic(hshm::NowNs());
+    if (stop_.load(std::memory_order_acquire)) {
+      // Draining: report whether we are idle, and leave only when the
+      // orchestrator saw every worker idle at once (a busy worker may still
+      // send to our lanes) or the deadline passed.
+      idle_.store(
+          !did && blocked_.empty() && periodic_.empty() && !AnyLaneBusy(),
+          std::memory_order_release);
+      if (exit_.load(std::memory_order_acquire)) break;
+      if (hshm::NowNs() > deadline_ns_.load()) break;
+    }
+    if (did) {
+      idle_since_ns_ = 0;
+      idle_polls_ = 0;
+      continue;
+    }
+    // Idle: poll again at once; read the clock (tens of ns) only every 64
+    // empty polls, so that new work is seen as soon as it lands.
+    if ((++idle_polls_ & 63) != 0 && periodic_.empty()) {
+      hshm::CpuRelax();
+      continue;
+    }
+    u64 now = hshm::NowNs();
+    if (idle_since_ns_ == 0) idle_since_ns_ = now;
+    if (now - idle_since_ns_ < static_cast<u64>(idle_spin_us_) * 1000) {
+      hshm::CpuRelax();
+      continue;
+    }
+    // Subtasks on other workers complete without waking us: nap briefly.
+    u64 max_us = blocked_.empty() ? 50000 : 100;
+    if (stop_.load(std::memory_order_relaxed)) max_us = 200;  // draining
+    for (RunContext *r : periodic_) {
+      u64 due = r->next_run_ns_ > now ? (r->next_run_ns_ - now) / 1000 : 0;
+      max_us = std::min(max_us, due);
+    }
+    if (max_us > 0) Sleep(max_us);
+    idle_since_ns_ = hshm::NowNs();
+  }
+  AbortRemaining();
+  ss.ss_flags = SS_DISABLE;
+  sigaltstack(&ss, nullptr);
+  exited_.store(true, std::memory_order_release);
+}
+
+bool Worker::AnyLaneBusy() const {
+  if (!inbox_.Empty()) return true;
+  for (const auto &wl : lanes_) {
+    if (!wl.Empty()) return true;
+  }
+  for (const auto &wl : cold_) {
+    if (!wl.Empty()) return true;
+  }
+  return false;
+}
+
+void Worker::RebalanceLanes() {
+  for (size_t i = 0; i < cold_.size();) {
+    if (cold_[i].Retired()) {
+      DrainRetired(cold_[i]);
+      cold_[i] = cold_.back();
+      cold_.pop_back();
+    } else if (!cold_[i].Empty()) {
+      cold_[i].idle_polls = 0;
+      lanes_.push_back(cold_[i]);
+      cold_[i] = cold_.back();
+      cold_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  for (size_t i = 0; i < lanes_.size();) {
+    if (lanes_[i].idle_polls > kColdAfter) {
+      cold_.push_back(lanes_[i]);
+      lanes_[i] = lanes_.back();
+      lanes_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+}
+
+void Worker::Sleep(u64 max_us) {
+  shared_->sleeping_.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (AnyLaneBusy() || has_mail_.load() || stop_.load()) {
+    shared_->sleeping_.store(0, std::memory_order_relaxed);
+    return;
+  }
+  hshm::FutexWait(&shared_->sleeping_, 1, max_us);
+  shared_->sleeping_.store(0, std::memory_order_relaxed);
+}
+
+bool Worker::PollLanes() {
+  bool did = false;
+  bool retired = false;
+  hipc::Pointer p;
+  for (auto &wl : lanes_) {
+    u32 n = 0;
+    if (wl.lane) {
+      while (n < kPopBatch && wl.lane->TryPop(&p)) {
+        ++n;
+        AdmitShm(p);
+      }
+    } else if (wl.Retired()) {
+      retired = true;
+      continue;
+    } else {
+      while (n < kPopBatch) {
+        RunContext *r = wl.tlane->Pop();
+        if (!r) break;
+        ++n;
+        Start(r);  // admitted and acquired when it was queued
+      }
+    }
+    wl.idle_polls = n ? 0 : wl.idle_polls + 1;
+    did |= n > 0;
+  }
+  if (retired) {
+    for (size_t i = 0; i < lanes_.size();) {
+      if (lanes_[i].Retired()) {
+        DrainRetired(lanes_[i]);
+        lanes_[i] = lanes_.back();
+        lanes_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+    shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
+  }
+  return did;
+}
+
+bool Worker::PollInbox() {
+  bool did = false;
+  for (u32 n = 0; n < kPopBatch; ++n) {
+    RunContext *r = inbox_.Pop();
+    if (!r) break;
+    did = true;
+    r->worker_ = this;
+    if (r->net_ && r->net_->is_reply) {
+      ApplyReply(r);
+    } else {
+      AdmitRemote(r);
+    }
+  }
+  return did;
+}
+
+void Worker::DrainRetired(const WorkerLane &wl) {
+  Status aborted = Status::Aborted("the pool was destroyed");
+  while (RunContext *r = wl.tlane->Pop()) Complete(r, aborted);
+  // Last touch of the container: it may be freed once every holder is done.
+  wl.container->lanes_held_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+//------------------------------------------------------------------------------
+// Admit
+//------------------------------------------------------------------------------
+
+void Worker::AdmitShm(const hipc::Pointer &p) {
+  // A client may push garbage: only a live block of main that carries the
+  // task magic is a task, and each is accepted exactly once.
+  u64 size = CHI_IPC->main_alloc()->LiveBlockSize(p);
+  if (size < sizeof(Task)) {
+    fprintf(stderr, "chimaera: worker %u dropped an invalid task pointer\n",
+            id_);
+    return;
+  }
+  FullPtr<Task> shm(p);
+  HSHM_TSAN_ACQUIRE(shm.ptr_);  // pairs with the release at completion
+  alignas(Task) char hdr_bytes[sizeof(Task)];
+  std::memcpy(hdr_bytes, shm.ptr_, sizeof(Task));
+  const Task &hdr = *reinterpret_cast<const Task *>(hdr_bytes);
+  if (hdr.magic_ != kTaskMagic) {
+    fprintf(stderr, "chimaera: worker %u dropped a block that is not a task\n",
+            id_);
+    return;
+  }
+  u32 prev = shm->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel);
+  if (prev & (kTaskAccepted | kTaskComplete)) {
+    fprintf(stderr, "chimaera: worker %u dropped a task submitted twice\n",
+            id_);
+    return;
+  }
+  bool fnf = hdr.task_flags_.Any(TASK_FIRE_AND_FORGET);
+  Status st = CheckHeader(hdr);
+  if (!st.ok()) return FailUnadmitted(shm, st, fnf);
+  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(hdr.pool_id_, &pool_cache_);
+  if (!pool) {
+    return FailUnadmitted(
+        shm, Status::NotFound("no pool with id " + hdr.pool_id_.ToString()),
+        fnf);
+  }
+  const MethodEntry *e = pool->proto_->GetMethod(hdr.method_);
+  if (!e) {
+    return FailUnadmitted(
+        shm,
+        Status::NotFound("module '" + pool->module_ + "' (pool '" +
+                         pool->name_ + "') has no method " +
+                         std::to_string(hdr.method_)),
+        fnf);
+  }
+  if (size < e->task_size) {
+    return FailUnadmitted(
+        shm,
+        Status::InvalidArgument(std::string("task is smaller than ") + e->name +
+                                "'s task type"),
+        fnf);
+  }
+  // The private copy: from here on the runtime reads only this.
+  Task *priv = e->make();
+  std::memcpy(static_cast<void *>(priv), shm.ptr_, e->task_size);
+  new (&priv->state_) std::atomic<u32>(0);
+  priv->rc_ = 0;
+  priv->err_ = hipc::Pointer::GetNull();
+  RunContext *r = NewRunContext();
+  r->task_ = priv;
+  r->method_ = e;
+  r->worker_ = this;
+  r->origin_ = TaskOrigin::kShm;
+  r->shm_task_ = shm;
+  FieldArchive check(FieldArchive::Mode::kCheckShm, priv);
+  e->fields(check, priv);
+  if (!check.status().ok()) return Complete(r, check.status());
+  Route(r);
+}
+
+void Worker::AdmitRemote(RunContext *r) {
+  NetMessage &m = *r->net_;
+  r->origin_ = TaskOrigin::kRemote;
+  r->from_node_ = m.from;
+  WireRequest req;
+  const char *data = m.bytes.data() + sizeof(u32);
+  u64 size = m.bytes.size() - sizeof(u32);  // the kind was checked
+  if (size < sizeof(req)) {
+    fprintf(stderr, "chimaera: worker %u dropped a truncated request\n", id_);
+    delete r->net_;
+    r->net_ = nullptr;
+    FreeRunContext(r);
+    return;
+  }
+  std::memcpy(&req, data, sizeof(req));
+  r->req_id_ = req.req_id;
+  r->reply_wanted_ = req.reply_wanted != 0;
+  // Errors from here on are answered (the request id is known).
+  auto fail = [&](const Status &st) {
+    fprintf(stderr, "chimaera: node %u refused a request from node %u: %s\n",
+            CHI_IPC->node_id(), m.from, st.ToString().c_str());
+    if (r->reply_wanted_) CHI_REMOTE->Reply(r, st);
+    FreeRunContext(r);
+  };
+  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(req.pool_id, &pool_cache_);
+  if (!pool)
+    return fail(Status::NotFound("node " + std::to_string(CHI_IPC->node_id()) +
+                                 " has no pool with id " +
+                                 req.pool_id.ToString()));
+  const MethodEntry *e = pool->proto_->GetMethod(req.method);
+  if (!e) {
+    return fail(Status::NotFound("module '" + pool->module_ +
+                                 "' has no method " +
+                                 std::to_string(req.method)));
+  }
+  Task *priv = e->make();
+  r->task_ = priv;
+  r->method_ = e;
+  priv->SetBase(req.task_node, req.pool_id, req.dom_query, req.method);
+  priv->task_flags_.bits_ = req.flags;
+  priv->prio_ = req.prio;
+  priv->period_ns_ = req.period_ns;
+  Status st = CheckHeader(*priv);
+  if (!st.ok()) return fail(st);
+  if (req.dom_query.kind_ != DomainQuery::kGlobalId &&
+      req.dom_query.kind_ != DomainQuery::kLocalId) {
+    return fail(
+        Status::InvalidArgument("a forwarded task must name one "
+                                "container"));
+  }
+  std::vector<FrameView> views = m.Views();
+  FieldArchive in(FieldArchive::Mode::kLoadIn, priv);
+  in.set_input(data + sizeof(req), size - sizeof(req), views.data(),
+               static_cast<u32>(views.size()));
+  e->fields(in, priv);
+  r->in_bufs_ = std::move(in.allocated());
+  if (in.status().ok() && (in.consumed() != size - sizeof(req) ||
+                           in.frames_consumed() != views.size())) {
+    return fail(
+        Status::InvalidArgument("request record length does not match method " +
+                                std::string(e->name) + "'s fields"));
+  }
+  if (!in.status().ok()) return fail(in.status());
+  delete r->net_;
+  r->net_ = nullptr;
+  Route(r);
+}
+
+//------------------------------------------------------------------------------
+// Resolve
+//------------------------------------------------------------------------------
+
+void Worker::Route(RunContext *r) {
+  Task *t = r->task_;
+  if (t->dom_query_.kind_ == DomainQuery::kDynamic) {
+    // The pool's first local container (or its prototype) decides.
+    PoolInfo *pool = CHI_POOL_MANAGER->FindFast(t->pool_id_, &pool_cache_);
+    if (!pool) return Complete(r, Status::NotFound("pool vanished"));
+    Container *c = pool->local_.empty() ? pool->proto_.get()
+                                        : pool->containers_[pool->local_[0]];
+    RunContext probe;
+    probe.task_ = t;
+    probe.container_ = c;
+    probe.worker_ = this;
+    c->Monitor(MonitorMode::kGlobalSchedule, t, probe);
+    if (t->dom_query_.kind_ == DomainQuery::kDynamic) {
+      u32 h = static_cast<u32>(t->task_node_.major_ * 0x9E3779B1u);
+      t->dom_query_ = pool->local_.empty() ? DomainQuery::GetGlobalHash(h)
+                                           : DomainQuery::GetLocalHash(h);
+    }
+  }
+  if (t->dom_query_.kind_ == DomainQuery::kGlobalBcast) {
+    if (r->origin_ == TaskOrigin::kRemote) {
+      return Complete(r, Status::InvalidArgument("nested broadcast"));
+    }
+    return StartBcast(r);
+  }
+  auto d =
+      CHI_POOL_MANAGER->AcquireFast(t->pool_id_, t->dom_query_, &pool_cache_);
+  if (!d.ok()) return Complete(r, d.status());
+  if (d->local) {
+    r->container_ = d->local;
+    return RunLocal(r);
+  }
+  if (r->origin_ == TaskOrigin::kRemote) {
+    // One hop only: the sender resolved this node; the maps disagree.
+    return Complete(
+        r, Status::NotFound("container " + std::to_string(d->container) +
+                            " is not on node " +
+                            std::to_string(CHI_IPC->node_id())));
+  }
+  Forward(r, d->node, DomainQuery::GetGlobalId(d->container));
+}
+
+void Worker::RunLocal(RunContext *r) {
+  TaskLane *target = r->container_->Route(r->task_);
+  if (target && target->Push(r)) {
+    // The lane's worker runs it; the container stays acquired until then.
+    u32 w = target->worker_id_.load(std::memory_order_acquire);
+    auto &workers = CHI_WORK_ORCHESTRATOR->workers();
+    if (w < workers.size()) workers[w]->Wake();
+    return;
+  }
+  Start(r);
+}
+
+void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
+  Task *t = r->task_;
+  if (t->IsPeriodic()) {
+    return Complete(r, Status::InvalidArgument(
+                           "periodic tasks run on their own node only"));
+  }
+  Status st = CHI_REMOTE->Forward(r, node, q, id_);
+  if (!st.ok()) return Complete(r, st);
+  if (t->IsFireAndForget() && r->origin_ == TaskOrigin::kShm) {
+    // Nobody waits for a reply: the submitter's task is done here.
+    Complete(r, Status::Ok());
+  }
+}
+
+void Worker::StartBcast(RunContext *r) {
+  std::vector<Destination> dests;
+  Status st =
+      CHI_POOL_MANAGER->AcquireBcast(r->task_->pool_id_, &pool_cache_, &dests);
+  if (!st.ok()) return Complete(r, st);
+  if (dests.empty()) {
+    return Complete(r, Status::NotFound("the pool has no containers"));
+  }
+  const MethodEntry *e = r->method_;
+  // One extra count, dropped after the loop: a part that completes at once
+  // must not complete the broadcast before every part was sent.
+  r->bcast_pending_ = static_cast<u32>(dests.size()) + 1;
+  r->bcast_first_ = true;
+  for (const Destination &d : dests) {
+    RunContext *part = NewRunContext();
+    part->task_ = e->make();
+    std::memcpy(static_cast<void *>(part->task_), r->task_, e->task_size);
+    new (&part->task_->state_) std::atomic<u32>(0);
+    part->method_ = e;
+    part->worker_ = this;
+    part->origin_ = TaskOrigin::kBcastPart;
+    part->parent_ = r;
+    part->node_ = d.node;
+    if (d.local) {
+      part->container_ = d.local;
+      part->task_->dom_query_ = DomainQuery::GetGlobalId(d.container);
+      RunLocal(part);
+    } else {
+      Forward(part, d.node, DomainQuery::GetGlobalId(d.container));
+    }
+  }
+  if (--r->bcast_pending_ == 0) Complete(r, Status::Ok());
+}
+
+void Worker::MergePart(RunContext *part) {
+  RunContext *r = part->parent_;
+  Task *acc = r->task_;
+  Task *rep = part->task_;
+  const MethodEntry *e = r->method_;
+  if (rep->rc_ != 0 && acc->rc_ == 0) {
+    // First error wins; its message moves to the accumulator.
+    acc->rc_ = rep->rc_;
+    acc->err_ = rep->err_;
+    rep->err_ = hipc::Pointer::GetNull();
+  }
+  if (!rep->err_.IsNull()) (void)CHI_IPC->FreeBuffer(rep->err_);
+  rep->err_ = hipc::Pointer::GetNull();
+  bool took = false;
+  if (r->bcast_first_ && rep->rc_ == 0) {
+    FieldArchive copy(FieldArchive::Mode::kCopyOut, rep);
+    copy.set_dst(acc);
+    e->fields(copy, rep);
+    r->bcast_first_ = false;
+    took = true;  // its OUT buffers now belong to the accumulator
+  }
+  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(acc->pool_id_, &pool_cache_);
+  if (pool) {
+    Container *c = pool->local_.empty() ? pool->proto_.get()
+                                        : pool->containers_[pool->local_[0]];
+    c->MergeBcast(acc, rep, part->node_);
+  }
+  if (!took) {
+    FieldArchive fr(FieldArchive::Mode::kFreeOut, rep);
+    e->fields(fr, rep);
+  }
+  FreeRunContext(part);
+  if (--r->bcast_pending_ == 0) Complete(r, Status::Ok());
+}
+
+void Worker::ApplyReply(RunContext *r) {
+  NetMessage *m = r->net_;
+  r->net_ = nullptr;
+  Status st = m->failure;
+  if (st.ok()) {
+    const char *data = m->bytes.data() + sizeof(u32);
+    u64 size = m->bytes.size() - sizeof(u32);
+    WireReply rep;
+    std::memcpy(&rep, data, sizeof(rep));  // size checked by the manager
+    data += sizeof(rep);
+    size -= sizeof(rep);
+    std::string err(data, rep.err_len);  // err_len checked by the manager
+    data += rep.err_len;
+    size -= rep.err_len;
+    std::vector<FrameView> views = m->Views();
+    FieldArchive out(FieldArchive::Mode::kLoadOut, r->task_);
+    out.set_input(data, size, views.data(), static_cast<u32>(views.size()));
+    r->method_->fields(out, r->task_);
+    if (!out.status().ok()) {
+      st = Status(out.status().code(), "malformed reply from node " +
+                                           std::to_string(m->from) + ": " +
+                                           out.status().message());
+    } else if (rep.rc != 0) {
+      st = Status(static_cast<StatusCode>(rep.rc), err);
+    }
+  }
+  delete m;
+  Complete(r, st);
+}
+
+//------------------------------------------------------------------------------
+// Run
+//------------------------------------------------------------------------------
+
+void Worker::Start(RunContext *r) {
+  r->worker_ = this;
+  r->stack_ = GetStack();
+  if (!r->stack_) {
+    return Complete(r, Status::OutOfMemory("no memory for a task stack"));
+  }
+  r->done_ = false;
+  r->waiting_on_ = nullptr;
+  ctx::stack_context sctx;
+  sctx.sp = r->stack_ + kGuardSize + kStackSize;
+  sctx.size = kStackSize;
+  r->fiber_ = ctx::fiber(std::allocator_arg,
+                         ctx::preallocated(sctx.sp, sctx.size, sctx),
+                         PooledStack(), [r](ctx::fiber &&sink) {
+                           r->sink_ = std::move(sink);
+                           RunMethod(r);
+                           r->done_ = true;
+                           return std::move(r->sink_);
+                         });
+  Resume(r);
+}
+
+void Worker::Resume(RunContext *r) {
+  tls_rctx = r;
+  r->fiber_ = std::move(r->fiber_).resume();
+  tls_rctx = nullptr;
+  if (r->done_) {
+    Finish(r);
+  } else {
+    blocked_.push_back(r);
+  }
+}
+
+bool Worker::CheckBlocked() {
+  std::vector<RunContext *> pending;
+  pending.swap(blocked_);
+  bool did = false;
+  for (RunContext *r : pending) {
+    if (r->waiting_on_ == nullptr || r->waiting_on_->IsComplete()) {
+      Resume(r);
+      did = true;
+    } else {
+      blocked_.push_back(r);
+    }
+  }
+  return did;
+}
+
+namespace {
+/** True once the submitter of a periodic task asked it to stop. */
+bool StopWanted(const RunContext *r) {
+  if (r->origin_ == TaskOrigin::kShm) return r->shm_task_->StopRequested();
+  return r->task_->StopRequested();
+}
+}  // namespace
+
+bool Worker::CheckPeriodic(u64 now) {
+  bool did = false;
+  for (size_t i = 0; i < periodic_.size();) {
+    RunContext *r = periodic_[i];
+    bool stop = StopWanted(r) || stop_.load() ||
+                r->container_->destroying_.load(std::memory_order_relaxed);
+    if (!stop && r->next_run_ns_ > now) {
+      ++i;
+      continue;
+    }
+    periodic_[i] = periodic_.back();
+    periodic_.pop_back();
+    did = true;
+    if (stop) {
+      Complete(r, Status::Ok());
+    } else {
+      Start(r);
+    }
+  }
+  return did;
+}
+
+void Worker::Finish(RunContext *r) {
+  Task *t = r->task_;
+  Container *c = r->container_;
+  PutStack(r->stack_);
+  r->stack_ = nullptr;
+  t->run_count_++;
+  if (t->IsPeriodic() && !StopWanted(r) && !stop_.load() &&
+      !c->destroying_.load(std::memory_order_relaxed) && t->rc_ == 0) {
+    // Run again one period from now; the task stays in flight.
+    r->next_run_ns_ = hshm::NowNs() + static_cast<u64>(t->period_ns_);
+    periodic_.push_back(r);
+    return;
+  }
+  Complete(r, Status::Ok());
+}
+
+//------------------------------------------------------------------------------
+// Complete
+//------------------------------------------------------------------------------
+
+void Worker::Complete(RunContext *r, const Status &status) {
+  Task *t = r->task_;
+  if (!status.ok()) internal::SetTaskStatus(t, status);
+  Container *c = r->container_;
+  if (c) {
+    c->completed_.fetch_add(1, std::memory_order_relaxed);
+    // Single writer: a plain add, no locked instruction on the hot path.
+    shared_->tasks_done_.store(
+        shared_->tasks_done_.load(std::memory_order_relaxed) + 1,
+        std::memory_order_relaxed);
+  }
+  const MethodEntry *e = r->method_;
+  switch (r->origin_) {
+    case TaskOrigin::kShm: {
+      Task *shm = r->shm_task_.ptr_;
+      HSHM_TSAN_RELEASE(shm);  // the task leaves this process (see tsan.h)
+      if (shm->IsFireAndForget()) {
+        if (t->rc_ != 0) {
+          fprintf(stderr, "chimaera: fire-and-forget task failed: %s\n",
+                  t->GetStatus().ToString().c_str());
+        }
+        // Nobody will read its results: free what the method returned.
+        FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
+        e->fields(fr, t);
+        if (!t->err_.IsNull()) (void)CHI_IPC->FreeBuffer(t->err_);
+        t->err_ = hipc::Pointer::GetNull();
+        FreeShmTask(r->shm_task_, e);
+        break;
+      }
+      FieldArchive copy(FieldArchive::Mode::kCopyOut, t);
+      copy.set_dst(shm);
+      e->fields(copy, t);
+      shm->rc_ = t->rc_;
+      shm->err_ = t->err_;  // the submitter frees it with the task
+      t->err_ = hipc::Pointer::GetNull();
+      shm->run_count_ = t->run_count_;
+      u32 prev = shm->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
+      if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
+      break;
+    }
+    case TaskOrigin::kRemote:
+      if (r->reply_wanted_) {
+        CHI_REMOTE->Reply(r, Status::Ok());
+      } else {
+        FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
+        e->fields(fr, t);
+      }
+      if (!t->err_.IsNull()) (void)CHI_IPC->FreeBuffer(t->err_);
+      t->err_ = hipc::Pointer::GetNull();
+      break;
+    case TaskOrigin::kBcastPart:
+      if (c) PoolManager::Release(c);
+      r->container_ = nullptr;
+      MergePart(r);  // frees r
+      return;
+  }
+  if (c) PoolManager::Release(c);  // last touch of the container
+  FreeRunContext(r);
+}
+
+void Worker::AbortRemaining() {
+  Status aborted = Status::Aborted("the runtime is stopping");
+  TakeMailbox();
+  for (auto &wl : cold_) lanes_.push_back(wl);
+  cold_.clear();
+  hipc::Pointer p;
+  for (auto &wl : lanes_) {
+    if (wl.tlane) {
+      DrainRetired(wl);  // aborts what is queued, drops our hold
+      continue;
+    }
+    while (wl.lane->TryPop(&p)) {
+      if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
+      FullPtr<Task> t(p);
+      HSHM_TSAN_ACQUIRE(t.ptr_);
+      if (t->magic_ != kTaskMagic) continue;
+      u32 prev = t->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel);
+      if (prev & (kTaskAccepted | kTaskComplete)) continue;
+      FailUnadmitted(t, aborted, t->IsFireAndForget());
+    }
+  }
+  lanes_.clear();
+  while (RunContext *r = inbox_.Pop()) {
+    r->worker_ = this;
+    if (r->net_ && r->net_->is_reply) {
+      r->net_->failure = aborted;
+      ApplyReply(r);
+    } else {
+      FreeRunContext(r);  // the sender learns of our death by heartbeat
+    }
+  }
+  for (RunContext *r : periodic_) Complete(r, aborted);
+  periodic_.clear();
+  // Fibers still blocked past the deadline cannot be unwound safely: their
+  // submitters are told, and the fibers (with their private tasks) are
+  // abandoned with the process.
+  for (RunContext *r : blocked_) {
+    if (r->origin_ == TaskOrigin::kShm && !r->shm_task_->IsFireAndForget()) {
+      r->shm_task_->err_ = hipc::Pointer::GetNull();
+      internal::CompleteTask(r->shm_task_.ptr_, aborted);
+    }
+    if (r->container_) PoolManager::Release(r->container_);
+  }
+  if (!blocked_.empty()) {
+    fprintf(stderr, "chimaera: worker %u abandoned %zu blocked tasks\n", id_,
+            blocked_.size());
+  }
+  blocked_.clear();
+}
+
+}  // namespace chi

@@ -1,0 +1,198 @@
+// kvs over several runtimes (127.0.0.x nodes of one cluster): keys written
+// through one node are read back through another, and a node killed during
+// a workload fails only its own tasks, then rejoins.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "chimaera/chimaera.h"
+#include "kvs/kvs_client.h"
+#include "runtime_fixture.h"
+
+namespace {
+
+using chi::kvs::KeyHash;
+
+constexpr char kWorkers[] =
+    "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 0\n";
+
+std::string Key(hshm::u64 i) { return "k" + std::to_string(i); }
+std::string Value(hshm::u64 i) { return "value of " + std::to_string(i); }
+
+/** Outcome of a batch of kvs operations. */
+struct Outcome {
+  hshm::u64 ok = 0;
+  hshm::u64 wrong = 0;      ///< Succeeded with a wrong value.
+  hshm::u64 timed_out = 0;  ///< Did not complete within 10 s.
+  std::map<hshm::StatusCode, hshm::u64> failed;  ///< By status code.
+};
+
+/** Puts (or gets and checks) keys [begin, end) with `window` tasks in
+ * flight. `on_key(i)` runs before key i is submitted. */
+template <typename Hook>
+Outcome RunOps(chi::kvs::Client &kvs, bool put, hshm::u64 begin, hshm::u64 end,
+               hshm::u32 window, Hook on_key) {
+  struct Slot {
+    chi::FullPtr<chi::kvs::PutTask> p;
+    chi::FullPtr<chi::kvs::GetTask> g;
+    chi::FullPtr<char> buf;
+    hshm::u64 i = 0;
+  };
+  Outcome out;
+  std::vector<Slot> slots(window);
+  auto reap = [&](Slot &s) {
+    chi::Task *t = s.p.IsNull() ? static_cast<chi::Task *>(s.g.ptr_)
+                                : static_cast<chi::Task *>(s.p.ptr_);
+    if (!t) return;
+    if (!t->WaitFor(10000000)) {
+      // Leave the task (the runtime still owns it): counted, not freed.
+      out.timed_out++;
+      s = Slot();
+      return;
+    }
+    hshm::Status st = t->GetStatus();
+    if (!st.ok()) {
+      out.failed[st.code()]++;
+    } else if (!put) {
+      chi::FullPtr<char> v(s.g->value_);
+      std::string want = Value(s.i);
+      if (v.IsNull() || s.g->value_size_ != want.size() ||
+          std::string(v.ptr_, s.g->value_size_) != want) {
+        out.wrong++;
+      } else {
+        out.ok++;
+      }
+    } else {
+      out.ok++;
+    }
+    if (!put) (void)CHI_IPC->FreeBuffer(s.g->value_);
+    if (put) CHI_IPC->DelTask(s.p);
+    if (!put) CHI_IPC->DelTask(s.g);
+    (void)CHI_IPC->FreeBuffer(s.buf.shm_);
+    s = Slot();
+  };
+  for (hshm::u64 i = begin; i < end; ++i) {
+    Slot &s = slots[i % window];
+    reap(s);
+    on_key(i);
+    std::string k = Key(i), v = put ? Value(i) : "";
+    s.buf = CHI_IPC->AllocateBuffer(k.size() + v.size());
+    EXPECT_FALSE(s.buf.IsNull());
+    if (s.buf.IsNull()) break;
+    memcpy(s.buf.ptr_, k.data(), k.size());
+    memcpy(s.buf.ptr_ + k.size(), v.data(), v.size());
+    s.i = i;
+    if (put) {
+      s.p = kvs.AsyncPut(s.buf, k.size(), v.size());
+    } else {
+      s.g = kvs.AsyncGet(s.buf, k.size());
+    }
+  }
+  for (Slot &s : slots) reap(s);
+  return out;
+}
+
+Outcome RunOps(chi::kvs::Client &kvs, bool put, hshm::u64 begin, hshm::u64 end,
+               hshm::u32 window = 256) {
+  return RunOps(kvs, put, begin, end, window, [](hshm::u64) {});
+}
+
+/** The node holding key `i` in a pool of `containers` over `nodes`. */
+hshm::u32 NodeOfKey(hshm::u64 i, hshm::u32 containers, hshm::u32 nodes) {
+  std::string k = Key(i);
+  return KeyHash(k.data(), k.size()) % containers % nodes + 1;
+}
+
+// 100k keys spread over 4 nodes: written through node 1, every value read
+// back through node 3, and a sample through nodes 2 and 4.
+TEST(KvsMultiNodeTest, HundredThousandKeysOverFourNodes) {
+  constexpr hshm::u64 kKeys = 100000;
+  chi_test::LocalCluster cluster(4, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client kvs;
+  ASSERT_TRUE(kvs.Create("spread", 8).ok()) << cluster.Logs();
+  Outcome w = RunOps(kvs, true, 0, kKeys);
+  EXPECT_EQ(w.ok, kKeys) << cluster.Logs();
+  EXPECT_EQ(w.timed_out, 0u);
+  ASSERT_TRUE(cluster.Connect(3).ok());
+  chi::kvs::Client reader;
+  ASSERT_TRUE(reader.Create("spread").ok());
+  EXPECT_EQ(reader.num_containers(), 8u);
+  Outcome r = RunOps(reader, false, 0, kKeys);
+  EXPECT_EQ(r.ok, kKeys);
+  EXPECT_EQ(r.wrong, 0u);
+  EXPECT_EQ(r.timed_out, 0u);
+  EXPECT_TRUE(r.failed.empty());
+  for (int n : {2, 4}) {
+    ASSERT_TRUE(cluster.Connect(n).ok());
+    chi::kvs::Client other;
+    ASSERT_TRUE(other.Create("spread").ok());
+    Outcome o = RunOps(other, false, 0, 2000);
+    EXPECT_EQ(o.ok, 2000u) << "through node " << n;
+    // A scan of the whole pool (one task per container) from this node.
+    auto keys = other.Scan("k1", chi::kvs::Client::kScanAll,
+                           chi::kvs::ScanMode::kPrefix);
+    ASSERT_TRUE(keys.ok()) << keys.status();
+    EXPECT_EQ(keys->size(), 11111u);  // k1, k10..k19, ..., k10000..k19999
+  }
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// kill -9 of one node during a workload: its tasks fail with Unavailable
+// within the liveness timeout, every other task succeeds, nothing hangs;
+// the node restarts under its hostfile id and serves again.
+TEST(KvsMultiNodeTest, KilledNodeFailsOnlyItsTasksThenRejoins) {
+  constexpr hshm::u64 kKeys = 20000;
+  constexpr hshm::u32 kContainers = 6;
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client kvs;
+  ASSERT_TRUE(kvs.Create("victim", kContainers).ok());
+  ASSERT_EQ(RunOps(kvs, true, 0, kKeys).ok, kKeys);
+  // Read everything again, killing node 3 a quarter of the way through.
+  hshm::u64 t0 = hshm::NowNs();
+  Outcome r = RunOps(kvs, false, 0, kKeys, 64, [&](hshm::u64 i) {
+    if (i == kKeys / 4) cluster.node(3).Kill(SIGKILL);
+  });
+  double secs = (hshm::NowNs() - t0) / 1e9;
+  hshm::u64 on3 = 0;
+  for (hshm::u64 i = 0; i < kKeys; ++i)
+    on3 += NodeOfKey(i, kContainers, 3) == 3;
+  EXPECT_EQ(r.timed_out, 0u);
+  EXPECT_EQ(r.wrong, 0u);
+  // Keys of nodes 1 and 2 all read back; node 3's failed after the kill.
+  EXPECT_GE(r.ok, kKeys - on3);
+  hshm::u64 failed = 0;
+  for (auto &[code, n] : r.failed) {
+    EXPECT_EQ(code, hshm::StatusCode::kUnavailable) << n << " tasks";
+    failed += n;
+  }
+  EXPECT_EQ(r.ok + failed, kKeys);
+  EXPECT_GT(failed, on3 / 2);
+  EXPECT_LT(secs, 20.0);
+  // The survivors still serve reads of their keys.
+  Outcome again = RunOps(kvs, false, 0, 3000);
+  hshm::u64 want = 0;
+  for (hshm::u64 i = 0; i < 3000; ++i)
+    want += NodeOfKey(i, kContainers, 3) != 3;
+  EXPECT_EQ(again.ok, want);
+  // Node 3 comes back (empty: its data died with it) and takes writes.
+  ASSERT_TRUE(cluster.Restart(3).ok()) << cluster.Logs();
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {
+    Outcome w = RunOps(kvs, true, 0, 300, 16);
+    served = w.ok == 300;
+    if (!served) usleep(50000);
+  }
+  EXPECT_TRUE(served) << cluster.Logs();
+  Outcome back = RunOps(kvs, false, 0, 300, 16);
+  EXPECT_EQ(back.ok, 300u);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+}  // namespace

@@ -1,0 +1,316 @@
+// Several runtimes on one machine as the nodes of one cluster (127.0.0.x):
+// every DomainQuery kind across nodes, remote subtasks, broadcasts, pools
+// made and used from any node, and a pool creation while a node is down.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <random>
+#include <set>
+#include <zmq.hpp>
+
+#include "chimaera/chimaera.h"
+#include "chimaera/net/wire.h"
+#include "hermes_shm/lightbeam/transport.h"
+#include "queue_test_mod.h"
+#include "runtime_fixture.h"
+
+namespace {
+
+using chi::DomainQuery;
+using queue_test_mod::WhereTask;
+
+constexpr char kWorkers[] =
+    "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 0\n";
+
+/** Runs a WhereTask (method `method`) on `dom` and returns it completed. */
+chi::FullPtr<WhereTask> RunWhere(
+    const chi::PoolId &pool, const DomainQuery &dom, chi::u32 arg = 0,
+    chi::MethodId method = queue_test_mod::kWhere) {
+  auto t = CHI_IPC->NewTaskDefault<WhereTask>(CHI_IPC->NewTaskNode(), pool, dom,
+                                              chi::kLowLatency, arg);
+  if (t.IsNull()) return t;
+  t->method_ = method;
+  chi::Submit(t);
+  EXPECT_TRUE(t->WaitFor(10000000)) << "task did not complete in 10 s";
+  return t;
+}
+
+// Container c of a pool lives on node c % nodes + 1; each query kind reaches
+// the container (and node) it names, from whichever node submits it.
+TEST(MultiNodeTest, EveryQueryKindAcrossThreeNodes) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("where", "queue_test_mod", 7);
+  ASSERT_TRUE(pool.ok()) << pool.status() << cluster.Logs();
+  // kGlobalId: every container, from node 1.
+  for (chi::u32 c = 0; c < 7; ++c) {
+    auto t = RunWhere(*pool, DomainQuery::GetGlobalId(c));
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus() << cluster.Logs();
+    EXPECT_EQ(t->container_, c);
+    EXPECT_EQ(t->node_, c % 3 + 1);
+    CHI_IPC->DelTask(t);
+  }
+  // kGlobalHash: container hash % 7.
+  for (chi::u32 h : {0u, 5u, 11u, 1000003u}) {
+    auto t = RunWhere(*pool, DomainQuery::GetGlobalHash(h));
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->container_, h % 7);
+    EXPECT_EQ(t->node_, h % 7 % 3 + 1);
+    CHI_IPC->DelTask(t);
+  }
+  // kGlobalBcast: one run on each node; the module's hook merges them.
+  auto b = RunWhere(*pool, DomainQuery::GetGlobalBcast());
+  ASSERT_TRUE(b->GetStatus().ok()) << b->GetStatus();
+  EXPECT_EQ(b->nodes_mask_, 0b1110u);
+  CHI_IPC->DelTask(b);
+  // kDynamic: the module's Monitor picks containers on every node.
+  std::set<chi::u32> dyn_nodes;
+  for (int i = 0; i < 21; ++i) {
+    auto t = RunWhere(*pool, DomainQuery::GetDynamic());
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->node_, t->container_ % 3 + 1);
+    dyn_nodes.insert(t->node_);
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_EQ(dyn_nodes.size(), 3u);
+  // A container method's subtask on another node: the fiber yields.
+  for (chi::u32 target : {1u, 2u, 3u}) {
+    auto t = RunWhere(*pool, DomainQuery::GetGlobalId(0), target,
+                      queue_test_mod::kRelay);
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus() << cluster.Logs();
+    EXPECT_EQ(t->relay_node_, 1u);
+    EXPECT_EQ(t->container_, target);
+    EXPECT_EQ(t->node_, target % 3 + 1);
+    CHI_IPC->DelTask(t);
+  }
+  // From node 2: local queries stay on node 2 (its containers are 1 and 4).
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  auto id2 = chi::admin::Client().LookupPool("where");
+  ASSERT_TRUE(id2.ok()) << id2.status();
+  EXPECT_EQ(*id2, *pool);
+  for (chi::u32 k = 0; k < 2; ++k) {
+    auto t = RunWhere(*pool, DomainQuery::GetLocalId(k));
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->node_, 2u);
+    EXPECT_EQ(t->container_, k == 0 ? 1u : 4u);
+    CHI_IPC->DelTask(t);
+  }
+  auto bad = RunWhere(*pool, DomainQuery::GetLocalId(2));
+  EXPECT_EQ(bad->GetStatus().code(), hshm::StatusCode::kNotFound);
+  CHI_IPC->DelTask(bad);
+  for (chi::u32 h = 0; h < 6; ++h) {
+    auto t = RunWhere(*pool, DomainQuery::GetLocalHash(h));
+    ASSERT_TRUE(t->GetStatus().ok());
+    EXPECT_EQ(t->node_, 2u);
+    EXPECT_TRUE(t->container_ == 1 || t->container_ == 4);
+    CHI_IPC->DelTask(t);
+  }
+  // A remote container from node 2, and a broadcast from node 2.
+  auto t = RunWhere(*pool, DomainQuery::GetGlobalId(2));
+  ASSERT_TRUE(t->GetStatus().ok());
+  EXPECT_EQ(t->node_, 3u);
+  CHI_IPC->DelTask(t);
+  b = RunWhere(*pool, DomainQuery::GetGlobalBcast());
+  ASSERT_TRUE(b->GetStatus().ok());
+  EXPECT_EQ(b->nodes_mask_, 0b1110u);
+  CHI_IPC->DelTask(b);
+  // Destroying from node 2 removes the pool everywhere.
+  ASSERT_TRUE(chi::admin::Client().DestroyPool(*pool).ok());
+  ASSERT_TRUE(cluster.Connect(3).ok());
+  EXPECT_EQ(chi::admin::Client().LookupPool("where").status().code(),
+            hshm::StatusCode::kNotFound);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// A pool created from a node that is not the coordinator has one id that
+// every node knows; names are unique in the cluster.
+TEST(MultiNodeTest, PoolsAreClusterWideFromAnyNode) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(3).ok());
+  bool existed = true;
+  auto id = chi::admin::Client().GetOrCreatePool("shared", "queue_test_mod", 3,
+                                                 "", &existed);
+  ASSERT_TRUE(id.ok()) << id.status() << cluster.Logs();
+  EXPECT_FALSE(existed);
+  for (int n = 1; n <= 3; ++n) {
+    ASSERT_TRUE(cluster.Connect(n).ok());
+    chi::admin::Client admin;
+    auto found = admin.LookupPool("shared");
+    ASSERT_TRUE(found.ok()) << "node " << n << ": " << found.status();
+    EXPECT_EQ(*found, *id);
+    // The same name again (any node): the existing pool.
+    auto again =
+        admin.GetOrCreatePool("shared", "queue_test_mod", 5, "", &existed);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(*again, *id);
+    EXPECT_TRUE(existed);
+    // The same name with another module is an error.
+    EXPECT_EQ(
+        admin.GetOrCreatePool("shared", "small_message", 1).status().code(),
+        hshm::StatusCode::kInvalidArgument);
+    auto t = RunWhere(*id, DomainQuery::GetLocalHash(0));
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->node_, static_cast<chi::u32>(n));
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// With a node down, creating a pool fails clearly (and leaves no pool);
+// tasks for the dead node fail with Unavailable; the restarted node rejoins
+// with its share of the existing pools and serves again.
+TEST(MultiNodeTest, DeadNodeIsAnErrorAndRejoins) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("before", "queue_test_mod", 3);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  cluster.node(3).Kill(SIGKILL);
+  // Tasks for node 3 fail (Unavailable) within the liveness timeout.
+  chi::u64 start = hshm::NowNs();
+  auto t = RunWhere(*pool, DomainQuery::GetGlobalId(2));
+  double waited_ms = (hshm::NowNs() - start) / 1e6;
+  EXPECT_EQ(t->GetStatus().code(), hshm::StatusCode::kUnavailable)
+      << t->GetStatus();
+  EXPECT_LT(waited_ms, 3000);
+  CHI_IPC->DelTask(t);
+  // The other nodes keep serving.
+  t = RunWhere(*pool, DomainQuery::GetGlobalId(1));
+  EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+  CHI_IPC->DelTask(t);
+  // No pool can be made while a node is down, from any node.
+  auto made = admin.GetOrCreatePool("during", "queue_test_mod", 3);
+  EXPECT_EQ(made.status().code(), hshm::StatusCode::kUnavailable)
+      << made.status();
+  EXPECT_EQ(admin.LookupPool("during").status().code(),
+            hshm::StatusCode::kNotFound);
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  made = chi::admin::Client().GetOrCreatePool("during2", "queue_test_mod", 3);
+  EXPECT_FALSE(made.ok());
+  // Node 3 comes back under its hostfile id and rebuilds its containers.
+  ASSERT_TRUE(cluster.Restart(3).ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {
+    t = RunWhere(*pool, DomainQuery::GetGlobalId(2));
+    served = t->GetStatus().ok();
+    if (served) {
+      EXPECT_EQ(t->node_, 3u);
+    }
+    CHI_IPC->DelTask(t);
+    if (!served) usleep(50000);
+  }
+  EXPECT_TRUE(served) << cluster.Logs();
+  auto again =
+      chi::admin::Client().GetOrCreatePool("after", "queue_test_mod", 3);
+  EXPECT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+/** A lightbeam message from "node 3" to node 1 carrying `records`. */
+void SendRecords(zmq::socket_t &s, const std::vector<std::string> &records,
+                 hshm::u32 num_frames = 0) {
+  std::string body;
+  for (const std::string &r : records) {
+    hshm::u32 len = r.size(), nf = 0;
+    body.append(reinterpret_cast<char *>(&len), 4);
+    body.append(reinterpret_cast<char *>(&nf), 4);
+    body += r;
+  }
+  hshm::lbm::WireHeader h{hshm::lbm::kWireMagic,
+                          hshm::lbm::kWireVersion,
+                          static_cast<hshm::u16>(hshm::lbm::MsgKind::kRecords),
+                          3,
+                          1,
+                          0x1234,
+                          static_cast<hshm::u32>(records.size()),
+                          num_frames,
+                          body.size()};
+  s.send(zmq::buffer(&h, sizeof(h)), zmq::send_flags::sndmore);
+  s.send(zmq::buffer(body), zmq::send_flags::none);
+}
+
+/** A request record for `method` of `pool` followed by `fields`. */
+std::string Request(const chi::PoolId &pool, chi::MethodId method,
+                    const std::string &fields, chi::u32 kind = 1) {
+  chi::WireRequest w{};
+  w.req_id = 77;
+  w.pool_id = pool;
+  w.dom_query = DomainQuery::GetGlobalId(0);
+  w.method = method;
+  w.reply_wanted = 1;
+  std::string r(reinterpret_cast<char *>(&kind), 4);
+  r.append(reinterpret_cast<char *>(&w), sizeof(w));
+  return r + fields;
+}
+
+// Malformed network messages (bad envelopes and bad records inside good
+// ones) are dropped with a log line; the node keeps serving.
+TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
+  // Three hostfile nodes, two running: the attacker poses as node 3.
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.node(1).Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.node(2).Start().ok()) << cluster.Logs();
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::routing_id, "3");
+  s.set(zmq::sockopt::linger, 0);
+  int rpc = cluster.node(1).port() + 1;
+  s.connect("tcp://127.0.0.2:" + std::to_string(rpc));
+  std::mt19937 gen(7);
+  // Envelopes: random bytes, truncated headers, wrong versions.
+  for (int i = 0; i < 200; ++i) {
+    std::string junk(gen() % 200, '\0');
+    for (char &c : junk) c = static_cast<char>(gen());
+    s.send(zmq::buffer(junk),
+           i % 2 ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    if (i % 2) s.send(zmq::buffer(junk), zmq::send_flags::none);
+  }
+  hshm::lbm::WireHeader h{hshm::lbm::kWireMagic, 99, 1, 3, 1, 1, 0, 0, 0};
+  s.send(zmq::buffer(&h, sizeof(h)), zmq::send_flags::sndmore);
+  s.send(zmq::message_t(), zmq::send_flags::none);
+  // Good envelopes with bad records.
+  chi::u32 bogus_kind = 9;
+  SendRecords(s, {std::string(), std::string("ab"),
+                  std::string(reinterpret_cast<char *>(&bogus_kind), 4)});
+  SendRecords(s, {Request(chi::kAdminPoolId, 0, "").substr(0, 10)});
+  SendRecords(s, {Request(chi::PoolId(42, 42), chi::admin::Method::kEcho,
+                          std::string(8, 'x'))});
+  SendRecords(s, {Request(chi::kAdminPoolId, 999, "")});
+  SendRecords(s, {Request(chi::kAdminPoolId, chi::admin::Method::kEcho,
+                          "abc")});  // IN fields truncated
+  SendRecords(s, {Request(chi::kAdminPoolId, chi::admin::Method::kEcho,
+                          std::string(40, 'y'))});  // too long
+  SendRecords(s,
+              {Request(chi::kAdminPoolId, chi::admin::Method::kGetOrCreatePool,
+                       std::string(200, 'z'))});  // names a frame it lacks
+  chi::WireReply rep{12345, 0, 0};
+  chi::u32 reply_kind = 2;
+  std::string r(reinterpret_cast<char *>(&reply_kind), 4);
+  r.append(reinterpret_cast<char *>(&rep), sizeof(rep));
+  SendRecords(s, {r});  // a reply nobody asked for
+  rep.err_len = 1000;
+  std::string r2(reinterpret_cast<char *>(&reply_kind), 4);
+  r2.append(reinterpret_cast<char *>(&rep), sizeof(rep));
+  SendRecords(s, {r2});      // error text longer than the record
+  SendRecords(s, {"x"}, 3);  // frame count mismatch
+  // Node 1 still serves its clients and node 2.
+  for (int n : {1, 2}) {
+    ASSERT_TRUE(cluster.Connect(n).ok());
+    auto v = chi::admin::Client().Echo(5, DomainQuery::GetGlobalId(0));
+    ASSERT_TRUE(v.ok()) << v.status() << cluster.Logs();
+    EXPECT_EQ(*v, 5u);
+  }
+  std::string log = cluster.node(1).Log();
+  EXPECT_NE(log.find("malformed"), std::string::npos) << log;
+  EXPECT_NE(log.find("unknown kind"), std::string::npos) << log;
+  EXPECT_NE(log.find("refused a request"), std::string::npos) << log;
+  EXPECT_TRUE(cluster.node(1).Running());
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+}  // namespace
