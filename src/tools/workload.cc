@@ -1,7 +1,10 @@
 // chimaera_workload: a real client workload against a live runtime. Several
 // threads submit Echo tasks synchronously and asynchronously (a window of
-// tasks in flight), check every result, and report rates.
+// tasks in flight), check every result, and report rates: to this node's
+// admin container, and in a cluster also to the next node's, and as
+// broadcasts to every node.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <thread>
@@ -14,7 +17,8 @@ namespace {
 
 /** One thread's share: `count` echoes, `window` in flight (1 = synchronous).
  * Returns the number of wrong or failed results. */
-hshm::u64 RunThread(hshm::u32 tid, hshm::u64 count, hshm::u32 window) {
+hshm::u64 RunThread(hshm::u32 tid, hshm::u64 count, hshm::u32 window,
+                    const chi::DomainQuery &dom) {
   chi::admin::Client admin;
   hshm::u64 errors = 0;
   std::vector<chi::FullPtr<chi::admin::EchoTask>> inflight;
@@ -29,7 +33,7 @@ hshm::u64 RunThread(hshm::u32 tid, hshm::u64 count, hshm::u32 window) {
     hshm::u64 value = (static_cast<hshm::u64>(tid) << 40) | i;
     size_t slot = i % window;
     if (inflight.size() == window) reap(inflight[slot], expects[slot]);
-    auto t = admin.AsyncEcho(value);
+    auto t = admin.AsyncEcho(value, dom);
     if (t.IsNull()) {
       errors++;
       continue;
@@ -64,27 +68,44 @@ int main(int argc, char **argv) {
     fprintf(stderr, "chimaera_workload: %s\n", s.ToString().c_str());
     return 1;
   }
-  printf("connected to node %u at %s\n", CHI_IPC->node_id(),
+  hshm::u32 self = CHI_IPC->node_id();
+  hshm::u32 nodes = CHI_CONFIG_MANAGER->config().hosts_.size();
+  printf("connected to node %u of %u at %s\n", self, nodes,
          CHI_IPC->server_address().c_str());
   int rc = 0;
-  for (hshm::u32 w : {1u, window}) {
-    std::atomic<hshm::u64> errors{0};
-    std::vector<std::thread> pool;
-    hshm::u64 per = tasks / threads;
-    hshm::u64 t0 = hshm::NowNs();
-    for (hshm::u32 t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] { errors += RunThread(t, per, w); });
+  struct Phase {
+    const char *name;
+    chi::DomainQuery dom;
+    hshm::u64 tasks;
+  };
+  std::vector<Phase> phases = {{"local", chi::DomainQuery(), tasks}};
+  if (nodes > 1) {
+    // The admin container of the next node (container i is on node i+1).
+    phases.push_back(
+        {"remote", chi::DomainQuery::GetGlobalId(self % nodes), tasks / 4});
+    phases.push_back(
+        {"broadcast", chi::DomainQuery::GetGlobalBcast(), tasks / 40});
+  }
+  for (const Phase &ph : phases) {
+    for (hshm::u32 w : {1u, window}) {
+      std::atomic<hshm::u64> errors{0};
+      std::vector<std::thread> pool;
+      hshm::u64 per = std::max<hshm::u64>(1, ph.tasks / threads);
+      hshm::u64 t0 = hshm::NowNs();
+      for (hshm::u32 t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] { errors += RunThread(t, per, w, ph.dom); });
+      }
+      for (auto &t : pool) t.join();
+      double secs = static_cast<double>(hshm::NowNs() - t0) / 1e9;
+      hshm::u64 done = per * threads;
+      printf(
+          "%-9s %-12s %u threads x %llu echo tasks: %.3f s, %.0f tasks/s, "
+          "%llu errors\n",
+          ph.name, w == 1 ? "synchronous" : "asynchronous", threads,
+          static_cast<unsigned long long>(per), secs, done / secs,
+          static_cast<unsigned long long>(errors.load()));
+      if (errors.load()) rc = 1;
     }
-    for (auto &t : pool) t.join();
-    double secs = static_cast<double>(hshm::NowNs() - t0) / 1e9;
-    hshm::u64 done = per * threads;
-    printf(
-        "%-12s %u threads x %llu echo tasks: %.3f s, %.0f tasks/s, "
-        "%llu errors\n",
-        w == 1 ? "synchronous" : "asynchronous", threads,
-        static_cast<unsigned long long>(per), secs, done / secs,
-        static_cast<unsigned long long>(errors.load()));
-    if (errors.load()) rc = 1;
   }
   chi::admin::Client admin;
   auto sum = admin.FanOut(100, 2);
