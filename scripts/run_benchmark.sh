@@ -106,3 +106,4 @@ echo "== stopping runtime"
 "$BIN/chimaera_stop_runtime" --timeout 20
 wait "$RT_PID"
 RT_PID=""
+SKIP_BUILD=1 BUILD_DIR="$BUILD_DIR" bash scripts/run_remote_benchmark.sh

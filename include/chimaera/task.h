@@ -96,10 +96,13 @@ class Task {
   /** Wait for a subtask to complete (from inside this task's method, the
    * fiber yields instead of blocking the worker). */
   void Wait(Task *subtask) { internal::WaitTask(subtask); }
-  /** Wait for subtasks to complete. */
+  /** Wait for subtasks to complete (null entries, tasks that could not be
+   * allocated, are skipped: check them before reading results). */
   template <typename TaskT>
   HSHM_INLINE void Wait(std::vector<FullPtr<TaskT>> &subtasks) {
-    for (auto &t : subtasks) internal::WaitTask(t.ptr_);
+    for (auto &t : subtasks) {
+      if (!t.IsNull()) internal::WaitTask(t.ptr_);
+    }
   }
 
   /** True once the runtime completed the task (acquire order). */

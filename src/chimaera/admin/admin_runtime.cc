@@ -1,4 +1,5 @@
 // The admin container: built into the runtime, one per node (pool 0.0).
+#include <algorithm>
 #include <cstdio>
 #include <mutex>
 #include <sstream>
@@ -44,9 +45,16 @@ class Runtime : public Container {
 
   /** Spawns subtasks, waits for them in this fiber, sums their results. */
   void FanOut(FanOutTask *task, RunContext &rctx) {
-    if (task->count_ > 100000 || task->depth_ == 0 || task->depth_ > 8) {
+    // Bounded per request: count^depth tasks at most kMaxFanOut.
+    constexpr u64 kMaxFanOut = 100000;
+    u64 total = 1;
+    for (u32 d = 0; d < task->depth_ && total <= kMaxFanOut; ++d) {
+      total *= std::max<u32>(task->count_, 1);
+    }
+    if (task->depth_ == 0 || task->depth_ > 8 || total > kMaxFanOut) {
       task->SetStatus(Status::InvalidArgument(
-          "FanOut: count must be <= 100000 and depth in 1..8"));
+          "FanOut: depth must be 1..8 and count^depth <= " +
+          std::to_string(kMaxFanOut)));
       return;
     }
     u64 sum = 0;
@@ -245,23 +253,35 @@ class Runtime : public Container {
    * knows. Runs once at start-up, fire-and-forget. */
   void JoinCluster(NoopTask *task, RunContext &rctx) {
     NodeId self = CHI_IPC->node_id();
-    if (self == kCoordinatorNode || CHI_REMOTE->num_nodes() <= 1) return;
-    auto sub = CHI_IPC->NewTaskDefault<TextTask>(
-        task->task_node_.Child(),
-        DomainQuery::GetGlobalId(kCoordinatorNode - 1), Method::kPoolSpecs);
-    if (sub.IsNull()) return;
-    Submit(sub);
-    task->Wait(sub.ptr_);
+    u32 n = CHI_REMOTE->num_nodes();
+    if (n <= 1) return;
+    // Ask the coordinator first, then the others (the coordinator itself
+    // asks the others: it may be the one that restarted).
+    std::vector<NodeId> order;
+    if (self != kCoordinatorNode) order.push_back(kCoordinatorNode);
+    for (NodeId i = 1; i <= n; ++i) {
+      if (i != self && i != kCoordinatorNode) order.push_back(i);
+    }
     std::string text;
-    FullPtr<char> p(sub->text_);
-    if (sub->rc_ == 0 && !p.IsNull()) text.assign(p.ptr_, sub->text_size_);
-    Status st = sub->GetStatus();
-    (void)CHI_IPC->FreeBuffer(sub->text_);
-    CHI_IPC->DelTask(sub);
+    Status st = Status::Unavailable("no other node");
+    for (NodeId from : order) {
+      auto sub = CHI_IPC->NewTaskDefault<TextTask>(
+          task->task_node_.Child(), DomainQuery::GetGlobalId(from - 1),
+          Method::kPoolSpecs);
+      if (sub.IsNull()) return;
+      Submit(sub);
+      task->Wait(sub.ptr_);
+      FullPtr<char> p(sub->text_);
+      st = sub->GetStatus();
+      if (st.ok() && !p.IsNull()) text.assign(p.ptr_, sub->text_size_);
+      (void)CHI_IPC->FreeBuffer(sub->text_);
+      CHI_IPC->DelTask(sub);
+      if (st.ok()) break;
+    }
     if (!st.ok()) {
       fprintf(stderr,
-              "chimaera: node %u could not fetch the pools of the "
-              "cluster: %s\n",
+              "chimaera: node %u found no other node to learn the cluster's "
+              "pools from: %s\n",
               self, st.ToString().c_str());
       return;
     }

@@ -14,6 +14,7 @@
 #include "chimaera/config_manager.h"
 #include "chimaera/work_orchestrator.h"
 #include "hermes_shm/lightbeam/transport.h"
+#include "hermes_shm/util/log_limit.h"
 
 namespace chi {
 
@@ -243,8 +244,8 @@ void RemoteManager::OnRecord(NodeId from, std::string_view bytes,
                              zmq::message_t *frames, u32 num_frames) {
   u32 kind = 0;
   if (bytes.size() < sizeof(kind)) {
-    fprintf(stderr, "chimaera: dropped a record of %zu bytes from node %u\n",
-            bytes.size(), from);
+    HSHM_LOG_LIMITED("chimaera: dropped a record of %zu bytes from node %u\n",
+                     bytes.size(), from);
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -271,18 +272,18 @@ void RemoteManager::OnRecord(NodeId from, std::string_view bytes,
   if (kind == kWireReply) {
     WireReply w;
     if (bytes.size() < sizeof(kind) + sizeof(w)) {
-      fprintf(stderr, "chimaera: dropped a truncated reply from node %u\n",
-              from);
+      HSHM_LOG_LIMITED("chimaera: dropped a truncated reply from node %u\n",
+                       from);
       dropped_.fetch_add(1, std::memory_order_relaxed);
       delete m;
       return;
     }
     std::memcpy(&w, bytes.data() + sizeof(kind), sizeof(w));
     if (w.err_len > bytes.size() - sizeof(kind) - sizeof(w)) {
-      fprintf(stderr,
-              "chimaera: dropped a reply from node %u with a bad "
-              "error length\n",
-              from);
+      HSHM_LOG_LIMITED(
+          "chimaera: dropped a reply from node %u with a bad "
+          "error length\n",
+          from);
       dropped_.fetch_add(1, std::memory_order_relaxed);
       delete m;
       return;
@@ -291,10 +292,10 @@ void RemoteManager::OnRecord(NodeId from, std::string_view bytes,
     Resolve(w.req_id, from, m);
     return;
   }
-  fprintf(stderr,
-          "chimaera: dropped a record of unknown kind %u from node "
-          "%u\n",
-          kind, from);
+  HSHM_LOG_LIMITED(
+      "chimaera: dropped a record of unknown kind %u from node "
+      "%u\n",
+      kind, from);
   dropped_.fetch_add(1, std::memory_order_relaxed);
   delete m;
 }

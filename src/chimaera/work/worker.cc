@@ -34,6 +34,7 @@
 #include "chimaera/remote_manager.h"
 #include "chimaera/work_orchestrator.h"
 #include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/log_limit.h"
 #include "hermes_shm/util/tsan.h"
 
 namespace chi {
@@ -147,8 +148,8 @@ void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
                     bool fire_and_forget) {
   HSHM_TSAN_RELEASE(task.ptr_);
   if (fire_and_forget) {
-    fprintf(stderr, "chimaera: fire-and-forget task failed: %s\n",
-            status.ToString().c_str());
+    HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
+                     status.ToString().c_str());
     FreeShmTask(task, nullptr);
     return;
   }
@@ -460,10 +461,13 @@ bool Worker::PollInbox() {
     RunContext *r = inbox_.Pop();
     if (!r) break;
     did = true;
-    r->worker_ = this;
-    if (r->net_ && r->net_->is_reply) {
+    if (r->origin_ == TaskOrigin::kBcastPart && !r->net_) {
+      MergePart(r);  // a part that finished on another worker
+    } else if (r->net_ && r->net_->is_reply) {
+      r->worker_ = this;
       ApplyReply(r);
     } else {
+      r->worker_ = this;
       AdmitRemote(r);
     }
   }
@@ -486,8 +490,8 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   // task magic is a task, and each is accepted exactly once.
   u64 size = CHI_IPC->main_alloc()->LiveBlockSize(p);
   if (size < sizeof(Task)) {
-    fprintf(stderr, "chimaera: worker %u dropped an invalid task pointer\n",
-            id_);
+    HSHM_LOG_LIMITED("chimaera: worker %u dropped an invalid task pointer\n",
+                     id_);
     return;
   }
   FullPtr<Task> shm(p);
@@ -496,14 +500,14 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   std::memcpy(hdr_bytes, shm.ptr_, sizeof(Task));
   const Task &hdr = *reinterpret_cast<const Task *>(hdr_bytes);
   if (hdr.magic_ != kTaskMagic) {
-    fprintf(stderr, "chimaera: worker %u dropped a block that is not a task\n",
-            id_);
+    HSHM_LOG_LIMITED("chimaera: worker %u dropped a block that is not a task\n",
+                     id_);
     return;
   }
   u32 prev = shm->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel);
   if (prev & (kTaskAccepted | kTaskComplete)) {
-    fprintf(stderr, "chimaera: worker %u dropped a task submitted twice\n",
-            id_);
+    HSHM_LOG_LIMITED("chimaera: worker %u dropped a task submitted twice\n",
+                     id_);
     return;
   }
   bool fnf = hdr.task_flags_.Any(TASK_FIRE_AND_FORGET);
@@ -557,7 +561,7 @@ void Worker::AdmitRemote(RunContext *r) {
   const char *data = m.bytes.data() + sizeof(u32);
   u64 size = m.bytes.size() - sizeof(u32);  // the kind was checked
   if (size < sizeof(req)) {
-    fprintf(stderr, "chimaera: worker %u dropped a truncated request\n", id_);
+    HSHM_LOG_LIMITED("chimaera: worker %u dropped a truncated request\n", id_);
     delete r->net_;
     r->net_ = nullptr;
     FreeRunContext(r);
@@ -568,8 +572,8 @@ void Worker::AdmitRemote(RunContext *r) {
   r->reply_wanted_ = req.reply_wanted != 0;
   // Errors from here on are answered (the request id is known).
   auto fail = [&](const Status &st) {
-    fprintf(stderr, "chimaera: node %u refused a request from node %u: %s\n",
-            CHI_IPC->node_id(), m.from, st.ToString().c_str());
+    HSHM_LOG_LIMITED("chimaera: node %u refused a request from node %u: %s\n",
+                     CHI_IPC->node_id(), m.from, st.ToString().c_str());
     if (r->reply_wanted_) CHI_REMOTE->Reply(r, st);
     FreeRunContext(r);
   };
@@ -908,8 +912,8 @@ void Worker::Complete(RunContext *r, const Status &status) {
       HSHM_TSAN_RELEASE(shm);  // the task leaves this process (see tsan.h)
       if (shm->IsFireAndForget()) {
         if (t->rc_ != 0) {
-          fprintf(stderr, "chimaera: fire-and-forget task failed: %s\n",
-                  t->GetStatus().ToString().c_str());
+          HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
+                           t->GetStatus().ToString().c_str());
         }
         // Nobody will read its results: free what the method returned.
         FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
@@ -943,6 +947,12 @@ void Worker::Complete(RunContext *r, const Status &status) {
     case TaskOrigin::kBcastPart:
       if (c) PoolManager::Release(c);
       r->container_ = nullptr;
+      if (r->parent_->worker_ != this) {
+        // The part ran on another worker's container lane: the broadcast
+        // belongs to its own worker, which merges.
+        r->parent_->worker_->PostInbox(r);
+        return;
+      }
       MergePart(r);  // frees r
       return;
   }
@@ -973,6 +983,10 @@ void Worker::AbortRemaining() {
   }
   lanes_.clear();
   while (RunContext *r = inbox_.Pop()) {
+    if (r->origin_ == TaskOrigin::kBcastPart && !r->net_) {
+      MergePart(r);
+      continue;
+    }
     r->worker_ = this;
     if (r->net_ && r->net_->is_reply) {
       r->net_->failure = aborted;
