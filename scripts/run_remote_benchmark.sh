@@ -134,6 +134,7 @@ workers:
   low_latency: 1
   high_latency: 1
   reinforcement: 0
+${IDLE_SPIN_US:+  idle_spin_us: ${IDLE_SPIN_US}}
 shm:
   main: 32m
   client_data: 64m

@@ -36,11 +36,8 @@
 
 #include "chimaera/net/wire.h"
 #include "chimaera/worker.h"
+#include "hermes_shm/lightbeam/transport.h"
 #include "hermes_shm/singleton.h"
-
-namespace hshm::lbm {
-class Transport;
-}
 
 namespace chi {
 
@@ -65,6 +62,9 @@ class RemoteManager {
    * this node's hostfile address at network.rpc_port). REQUIRES: the IPC
    * manager and the work orchestrator are initialized. */
   Status Init();
+  /** Makes room for the records of `num_workers` workers. Before the
+   * workers start (they call HasStaged from their first iteration). */
+  void Reserve(u32 num_workers);
   /** Stops the transport; pending tasks complete with Unavailable. */
   void Stop();
   /** True if this runtime talks to other nodes. */
@@ -78,6 +78,14 @@ class RemoteManager {
    * its node: `status` if not ok (nothing else is sent), else the task's
    * status and OUT fields (OUT buffers are freed here). */
   void Reply(RunContext *rctx, const Status &status);
+  /** Worker `worker_id`'s thread: hands the records it staged during this
+   * loop iteration (Forward, Reply) to the transport, one batch per node.
+   * Records a dead node refuses complete their tasks with Unavailable. */
+  void Flush(u32 worker_id);
+  /** True if worker `worker_id` staged records (its thread only). */
+  bool HasStaged(u32 worker_id) const {
+    return worker_id < staged_.size() && !staged_[worker_id].empty();
+  }
   /** Whether `node` answers heartbeats (this node: always). */
   bool NodeAlive(NodeId node) const;
   /** Tasks waiting for replies. Any thread. */
@@ -109,6 +117,13 @@ class RemoteManager {
   void FailAll(const Status &status);
   /** Picks the worker whose inbox takes a new request of priority `prio`. */
   Worker *PickWorker(u32 prio);
+  /** A record waiting in a worker's stage. */
+  struct Staged {
+    NodeId to;
+    hshm::lbm::OutRecord rec;
+  };
+  /** Stages `rec` for `to` on worker `worker_id` (its thread only). */
+  void Stage(u32 worker_id, NodeId to, hshm::lbm::OutRecord &&rec);
 
   std::unique_ptr<hshm::lbm::Transport> transport_;
   std::mutex mu_;
@@ -116,6 +131,9 @@ class RemoteManager {
   std::atomic<u64> next_req_{1};
   std::atomic<u32> rr_{0};
   std::atomic<u64> forwarded_{0}, replied_{0}, received_{0}, dropped_{0};
+  /** Per worker (index = worker id), touched by that worker only: records
+   * staged in its current loop iteration. */
+  std::vector<std::vector<Staged>> staged_;
   u32 num_nodes_ = 1;
   NodeId self_ = 0;
 };

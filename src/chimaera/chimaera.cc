@@ -59,6 +59,7 @@ Status Chimaera::ServerInit() {
     CHI_IPC->Finalize();
     return admin.status();
   }
+  CHI_REMOTE->Reserve(conf.NumWorkers());
   s = CHI_WORK_ORCHESTRATOR->Init();
   if (s.ok()) s = CHI_REMOTE->Init();
   if (s.ok()) s = CHI_IPC->StartServer();

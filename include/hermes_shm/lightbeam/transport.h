@@ -137,6 +137,11 @@ class Transport {
    * peer dies are not reported: on_peer(node, false) says so instead. */
   bool Send(u32 to, OutRecord &&rec);
 
+  /** Any thread: Send for every record of `recs` at once (one lock, one
+   * wake-up of the network thread). All or nothing: false (recs untouched)
+   * where Send would refuse any of them; on true `recs` is emptied. */
+  bool SendMany(u32 to, std::vector<OutRecord> &recs);
+
   /** Any thread: true if `node` is alive (self is always alive; out of range
    * is not). Peers start alive (optimistic) until dead_after_ms passes
    * without hearing from them. */
@@ -222,6 +227,8 @@ class Transport {
   void AbortStart();
   /** Closes all sockets and the context. */
   void CloseSockets();
+  /** True if Send would accept `rec` by its size and frame count. */
+  bool Fits(const OutRecord &rec) const;
   /** Node `node`'s state. REQUIRES: 1 <= node <= num_nodes_. */
   Peer &peer(u32 node) const { return *peers_[node - 1]; }
 

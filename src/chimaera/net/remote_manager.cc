@@ -22,12 +22,16 @@ namespace {
 
 /** Turns the data frames of a FieldArchive into ZeroMQ messages: bytes in a
  * data segment travel without a copy (the submitter keeps them alive until
- * the task completes), copied bytes are moved into the message. */
-std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames) {
+ * the task completes) unless `copy_shm` (nobody waits: a fire-and-forget
+ * task), copied bytes are moved into the message. */
+std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames,
+                                  bool copy_shm) {
   std::vector<zmq::message_t> out;
   out.reserve(frames.size());
   for (DataFrame &f : frames) {
-    if (f.owned.empty()) {
+    if (copy_shm && f.owned.empty()) {
+      out.emplace_back(f.data, f.size);  // copies
+    } else if (f.owned.empty()) {
       out.emplace_back(const_cast<char *>(f.data), f.size, nullptr, nullptr);
     } else {
       auto *s = new std::string(std::move(f.owned));
@@ -105,11 +109,14 @@ Status RemoteManager::Init() {
   return Status::Ok();
 }
 
+void RemoteManager::Reserve(u32 num_workers) { staged_.resize(num_workers); }
+
 void RemoteManager::Stop() {
   if (!transport_) return;
+  // The stopped transport stays allocated: workers may still call it (it
+  // refuses everything now) until they exit.
   transport_->Stop();
   FailAll(Status::Unavailable("the runtime is stopping"));
-  transport_.reset();
 }
 
 bool RemoteManager::NodeAlive(NodeId node) const {
@@ -180,20 +187,63 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   ar.set_output(&rec.bytes, &frames);
   r->method_->fields(ar, t);
   HSHM_RETURN_IF_ERROR(ar.status());
-  rec.frames = ToZmq(frames);
+  rec.frames = ToZmq(frames, !reply);
   if (reply) {
     std::lock_guard<std::mutex> lock(mu_);
     pending_[req] = Pending{r, worker_id, node};
   }
-  if (!transport_->Send(node, std::move(rec))) {
-    if (reply) {
-      std::lock_guard<std::mutex> lock(mu_);
-      pending_.erase(req);
-    }
-    return Status::Unavailable("node " + std::to_string(node) + " is down");
-  }
+  // Sent when the worker ends its loop iteration (Flush): one batch, one
+  // wake-up of the network thread for all it forwarded meanwhile.
+  Stage(worker_id, node, std::move(rec));
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
+}
+
+void RemoteManager::Stage(u32 worker_id, NodeId to,
+                          hshm::lbm::OutRecord &&rec) {
+  if (worker_id >= staged_.size()) {
+    // Not a worker thread: send at once.
+    u64 tag = rec.tag;
+    if (!transport_->Send(to, std::move(rec)) && tag != 0) {
+      auto *m = new NetMessage;
+      m->is_reply = true;
+      m->from = to;
+      m->failure =
+          Status::Unavailable("node " + std::to_string(to) + " is down");
+      Resolve(tag, to, m);
+    }
+    return;
+  }
+  staged_[worker_id].push_back(Staged{to, std::move(rec)});
+}
+
+void RemoteManager::Flush(u32 worker_id) {
+  std::vector<Staged> &st = staged_[worker_id];
+  std::vector<hshm::lbm::OutRecord> batch;
+  std::vector<bool> done(st.size(), false);
+  for (size_t i = 0; i < st.size(); ++i) {
+    if (done[i]) continue;
+    NodeId to = st[i].to;
+    batch.clear();
+    for (size_t j = i; j < st.size(); ++j) {
+      if (!done[j] && st[j].to == to) {
+        batch.push_back(std::move(st[j].rec));
+        done[j] = true;
+      }
+    }
+    if (transport_ && transport_->SendMany(to, batch)) continue;
+    // Refused (the node is down): the tasks waiting on it fail.
+    for (hshm::lbm::OutRecord &r : batch) {
+      if (r.tag == 0) continue;  // a reply to a dead requester
+      auto *m = new NetMessage;
+      m->is_reply = true;
+      m->from = to;
+      m->failure =
+          Status::Unavailable("node " + std::to_string(to) + " is down");
+      Resolve(r.tag, to, m);
+    }
+  }
+  st.clear();
 }
 
 void RemoteManager::Reply(RunContext *r, const Status &status) {
@@ -234,10 +284,9 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
     rec.bytes.append(fields);
   else
     frames.clear();
-  rec.frames = ToZmq(frames);
-  if (transport_->Send(r->from_node_, std::move(rec))) {
-    replied_.fetch_add(1, std::memory_order_relaxed);
-  }
+  rec.frames = ToZmq(frames, false);
+  Stage(r->worker_ ? r->worker_->id() : ~0u, r->from_node_, std::move(rec));
+  replied_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void RemoteManager::OnRecord(NodeId from, std::string_view bytes,

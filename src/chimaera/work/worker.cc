@@ -324,6 +324,8 @@ void Worker::Loop() {
     if (++loop_count_ % kColdPeriod == 0) RebalanceLanes();
     if (!blocked_.empty()) did |= CheckBlocked();
     if (!periodic_.empty()) did |= CheckPeriodic(hshm::NowNs());
+    // What this iteration forwarded or answered goes out as one batch.
+    if (CHI_REMOTE->HasStaged(id_)) CHI_REMOTE->Flush(id_);
     if (stop_.load(std::memory_order_acquire)) {
       // Draining: report whether we are idle, and leave only when the
       // orchestrator saw every worker idle at once (a busy worker may still
@@ -1012,6 +1014,7 @@ void Worker::AbortRemaining() {
             blocked_.size());
   }
   blocked_.clear();
+  if (CHI_REMOTE->HasStaged(id_)) CHI_REMOTE->Flush(id_);
 }
 
 }  // namespace chi

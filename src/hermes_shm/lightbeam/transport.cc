@@ -206,17 +206,42 @@ void Transport::Stop() {
   wake_fd_ = -1;
 }
 
-bool Transport::Send(u32 to, OutRecord &&rec) {
-  if (to == 0 || to > num_nodes_ || to == self_) return false;
-  Peer &p = peer(to);
-  if (!p.alive.load(std::memory_order_acquire)) return false;
+bool Transport::Fits(const OutRecord &rec) const {
   if (rec.bytes.size() > std::numeric_limits<u32>::max() ||
       rec.frames.size() > kMaxMessageFrames - 3) {
     return false;
   }
   u64 total = sizeof(WireHeader) + kRecordIndexBytes + rec.bytes.size();
   for (const zmq::message_t &f : rec.frames) total += f.size();
-  if (total > opt_.max_message_bytes) return false;
+  return total <= opt_.max_message_bytes;
+}
+
+bool Transport::SendMany(u32 to, std::vector<OutRecord> &recs) {
+  if (to == 0 || to > num_nodes_ || to == self_) return false;
+  Peer &p = peer(to);
+  if (!p.alive.load(std::memory_order_acquire)) return false;
+  for (const OutRecord &r : recs) {
+    if (!Fits(r)) return false;
+  }
+  if (recs.empty()) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!running_) return false;
+  if (p.outbox.empty()) dirty_.push_back(to);
+  for (OutRecord &r : recs) p.outbox.push_back(std::move(r));
+  recs.clear();
+  if (!wake_pending_) {
+    wake_pending_ = true;
+    u64 one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+  return true;
+}
+
+bool Transport::Send(u32 to, OutRecord &&rec) {
+  if (to == 0 || to > num_nodes_ || to == self_) return false;
+  Peer &p = peer(to);
+  if (!p.alive.load(std::memory_order_acquire)) return false;
+  if (!Fits(rec)) return false;
   std::lock_guard<std::mutex> lock(mu_);
   if (!running_) return false;
   if (p.outbox.empty()) dirty_.push_back(to);
