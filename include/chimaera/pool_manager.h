@@ -49,8 +49,10 @@ struct PoolInfo {
   std::vector<ContainerId> local_;       ///< This node's container ids.
   /** A container of the module that is constructed but never created: its
    * method table serves every node (also those holding no container), and
-   * it answers Monitor and MergeBcast where no local container exists. */
-  std::unique_ptr<Container> proto_;
+   * it answers Monitor and MergeBcast where no local container exists.
+   * Shared: a task waiting on another node holds it (RunContext::
+   * pool_hold_), so its method entry outlives a concurrent destroy. */
+  std::shared_ptr<Container> proto_;
   std::atomic<bool> destroying_{false};
 
   /** The node holding container `c` (REQUIRES: c < num_containers_). */

@@ -16,6 +16,7 @@
 #endif
 
 #include <boost/context/fiber.hpp>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -68,6 +69,9 @@ class RunContext {
   std::vector<hipc::Pointer> in_bufs_;  ///< Inputs copied in from the
                                         ///< network; freed at completion.
   NetMessage *net_ = nullptr;           ///< Inbox item: a request or a reply.
+  /** Keeps method_ valid while the task waits on other nodes (set when it
+   * is forwarded or broadcast; the pool may be destroyed meanwhile). */
+  std::shared_ptr<Container> pool_hold_;
   boost::context::fiber fiber_;         ///< The task's fiber while suspended.
   boost::context::fiber sink_;          ///< The worker, while the task runs.
   char *stack_ = nullptr;               ///< Pooled stack of the fiber.

@@ -301,6 +301,7 @@ void Worker::FreeRunContext(RunContext *r) {
   r->bcast_first_ = true;
   r->waiting_on_ = nullptr;
   r->done_ = false;
+  r->pool_hold_.reset();
   free_rctx_.push_back(r);
 }
 
@@ -687,6 +688,11 @@ void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
     return Complete(r, Status::InvalidArgument(
                            "periodic tasks run on their own node only"));
   }
+  if (!r->pool_hold_) {
+    PoolInfo *pool = CHI_POOL_MANAGER->FindFast(t->pool_id_, &pool_cache_);
+    if (!pool) return Complete(r, Status::NotFound("pool vanished"));
+    r->pool_hold_ = pool->proto_;
+  }
   Status st = CHI_REMOTE->Forward(r, node, q, id_);
   if (!st.ok()) return Complete(r, st);
   if (t->IsFireAndForget() && r->origin_ == TaskOrigin::kShm) {
@@ -704,6 +710,10 @@ void Worker::StartBcast(RunContext *r) {
     return Complete(r, Status::NotFound("the pool has no containers"));
   }
   const MethodEntry *e = r->method_;
+  if (PoolInfo *pool =
+          CHI_POOL_MANAGER->FindFast(r->task_->pool_id_, &pool_cache_)) {
+    r->pool_hold_ = pool->proto_;  // parts may outlive the pool's entry
+  }
   // One extra count, dropped after the loop: a part that completes at once
   // must not complete the broadcast before every part was sent.
   r->bcast_pending_ = static_cast<u32>(dests.size()) + 1;
@@ -717,6 +727,7 @@ void Worker::StartBcast(RunContext *r) {
     part->worker_ = this;
     part->origin_ = TaskOrigin::kBcastPart;
     part->parent_ = r;
+    part->pool_hold_ = r->pool_hold_;
     part->node_ = d.node;
     if (d.local) {
       part->container_ = d.local;

@@ -211,6 +211,31 @@ TEST(MultiNodeTest, DeadNodeIsAnErrorAndRejoins) {
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
+// Regression: a task waiting on another node keeps its method table alive
+// while its pool is destroyed here (the reply comes after the local share
+// of the pool is gone).
+TEST(MultiNodeTest, DestroyWhileRemoteTaskPending) {
+  chi_test::LocalCluster cluster(2, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("doomed", "queue_test_mod", 2);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  // 300 ms on container 1 (node 2), yielding its fiber.
+  auto slow = chi::Submit(CHI_IPC->NewTaskDefault<WhereTask>(
+      CHI_IPC->NewTaskNode(), *pool, DomainQuery::GetGlobalId(1),
+      chi::kLowLatency, 300000));
+  ASSERT_FALSE(slow.IsNull());
+  usleep(50000);
+  EXPECT_TRUE(admin.DestroyPool(*pool).ok());
+  ASSERT_TRUE(slow->WaitFor(10000000));
+  EXPECT_TRUE(slow->GetStatus().ok()) << slow->GetStatus();
+  EXPECT_EQ(slow->node_, 2u);
+  CHI_IPC->DelTask(slow);
+  EXPECT_TRUE(admin.Echo(3).ok());
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
 /** A lightbeam message from "node 3" to node 1 carrying `records`. */
 void SendRecords(zmq::socket_t &s, const std::vector<std::string> &records,
                  hshm::u32 num_frames = 0) {
