@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "chimaera/chimaera.h"
 
@@ -33,6 +34,14 @@ inline bool ConnectAndPrintHeader(const char *program) {
          program, CHI_IPC->node_id(), CHI_IPC->server_address().c_str(),
          std::thread::hardware_concurrency(), LoadAverage().c_str());
   return true;
+}
+
+/** The sample's value at quantile `q` (nearest rank). REQUIRES: sorted. */
+inline double Quantile(const std::vector<hshm::u64> &sorted, double q) {
+  if (sorted.empty()) return 0;
+  size_t idx = static_cast<size_t>(q * static_cast<double>(sorted.size()));
+  if (idx >= sorted.size()) idx = sorted.size() - 1;
+  return static_cast<double>(sorted[idx]);
 }
 
 }  // namespace chi_bench

@@ -101,13 +101,7 @@ struct Summary {
   double total = 0;  // Sum of the sample.
 };
 
-/** The sample's value at quantile `q` (nearest rank). REQUIRES: sorted. */
-double Quantile(const std::vector<u64> &sorted, double q) {
-  if (sorted.empty()) return 0;
-  size_t idx = static_cast<size_t>(q * static_cast<double>(sorted.size()));
-  if (idx >= sorted.size()) idx = sorted.size() - 1;
-  return static_cast<double>(sorted[idx]);
-}
+using chi_bench::Quantile;
 
 /** Sorts `samples` and summarizes them (zeros when empty). */
 Summary Summarize(std::vector<u64> &samples) {

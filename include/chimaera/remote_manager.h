@@ -62,8 +62,9 @@ class RemoteManager {
    * this node's hostfile address at network.rpc_port). REQUIRES: the IPC
    * manager and the work orchestrator are initialized. */
   Status Init();
-  /** Makes room for the records of `num_workers` workers. Before the
-   * workers start (they call HasStaged from their first iteration). */
+  /** Sets up what workers read without locks (node ids, the transport
+   * object, room for the records of `num_workers` workers). REQUIRES: the
+   * IPC manager is initialized; the workers have not started. */
   void Reserve(u32 num_workers);
   /** Stops the transport; pending tasks complete with Unavailable. */
   void Stop();

@@ -222,6 +222,12 @@ int RunProgram(const std::vector<std::string> &argv, const std::string &conf,
   return WEXITSTATUS(st);
 }
 
+int DeadAfterMs() {
+  const char *v = std::getenv("CHI_TEST_DEAD_AFTER_MS");
+  int ms = v ? std::atoi(v) : 0;
+  return ms > 0 ? ms : 600;
+}
+
 LocalCluster::LocalCluster(int n, const std::string &extra_yaml) {
   // Two consecutive free ports: the client port and the node-to-node one.
   int port = FreePort();
@@ -240,7 +246,9 @@ LocalCluster::LocalCluster(int n, const std::string &extra_yaml) {
       WriteTempFile("hosts", "127.0.0.[2-" + std::to_string(n + 1) + "]\n");
   std::string yaml = "network:\n  port: " + std::to_string(port) +
                      "\n  hostfile: " + hostfile_ +
-                     "\n  heartbeat_ms: 50\n  dead_after_ms: 600\n"
+                     "\n  heartbeat_ms: 50\n  dead_after_ms: " +
+                     std::to_string(DeadAfterMs()) +
+                     "\n"
                      "shm:\n  main: 16m\n  client_data: 32m\n"
                      "  runtime_data: 32m\n" +
                      extra_yaml;

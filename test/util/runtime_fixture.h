@@ -63,6 +63,11 @@ class RuntimeProcess {
   std::string log_;
 };
 
+/** How long a LocalCluster node stays silent before its peers declare it
+ * dead (ms): 600, or CHI_TEST_DEAD_AFTER_MS (sanitizer builds run slower and
+ * set more, so that a busy node is not taken for a dead one). */
+int DeadAfterMs();
+
 /** `n` runtimes on 127.0.0.2 .. 127.0.0.(n+1) of one machine, as the nodes of
  * one hostfile (node i on 127.0.0.(i+1)), with their own ports and segments.
  * The test process is a client of one node at a time (Connect). */

@@ -72,8 +72,6 @@ std::vector<NodeId> RemoteManager::AllNodes() const {
 
 Status RemoteManager::Init() {
   const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
-  self_ = CHI_IPC->node_id();
-  num_nodes_ = static_cast<u32>(conf.hosts_.size());
   if (num_nodes_ <= 1) return Status::Ok();
   std::vector<std::string> endpoints;
   for (const std::string &h : conf.hosts_) {
@@ -82,7 +80,8 @@ Status RemoteManager::Init() {
   hshm::lbm::TransportOptions opt;
   opt.heartbeat_ms = conf.heartbeat_ms_;
   opt.dead_after_ms = conf.dead_after_ms_;
-  auto t = std::make_unique<hshm::lbm::Transport>();
+  if (!transport_) return Status::Internal("RemoteManager::Reserve first");
+  hshm::lbm::Transport *t = transport_.get();
   Status s = t->Start(
       self_, endpoints, opt,
       [this](u32 from, hshm::lbm::InRecord &rec) {
@@ -105,11 +104,19 @@ Status RemoteManager::Init() {
                                 std::to_string(conf.RpcPort()) +
                                 "): " + s.message());
   }
-  transport_ = std::move(t);
   return Status::Ok();
 }
 
-void RemoteManager::Reserve(u32 num_workers) { staged_.resize(num_workers); }
+void RemoteManager::Reserve(u32 num_workers) {
+  staged_.resize(num_workers);
+  self_ = CHI_IPC->node_id();
+  num_nodes_ = static_cast<u32>(CHI_CONFIG_MANAGER->config().hosts_.size());
+  // Made (not started) before any worker runs: workers read transport_
+  // without a lock, so it never changes while they run.
+  if (CHI_CONFIG_MANAGER->config().hosts_.size() > 1) {
+    transport_ = std::make_unique<hshm::lbm::Transport>();
+  }
+}
 
 void RemoteManager::Stop() {
   if (!transport_) return;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -146,15 +147,30 @@ void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
  * method, bad size...) with `status`, writing only rc_, err_ and state_. */
 void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
                     bool fire_and_forget) {
-  HSHM_TSAN_RELEASE(task.ptr_);
   if (fire_and_forget) {
     HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
                      status.ToString().c_str());
+    HSHM_TSAN_RELEASE(task.ptr_);
     FreeShmTask(task, nullptr);
     return;
   }
   task->err_ = hipc::Pointer::GetNull();  // never free what a client left
-  internal::CompleteTask(task.ptr_, status);
+  internal::SetTaskStatus(task.ptr_, status);
+  HSHM_TSAN_RELEASE(task.ptr_);  // after the last write (see tsan.h)
+  u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
+  if (prev & kTaskWaiterAsleep) hshm::FutexWake(&task->state_, INT_MAX);
+}
+
+/** Copies the first `n` bytes of task `src` to `dst`, except its state word:
+ * the submitter and other workers change that concurrently (atomically), so
+ * it is only ever touched as an atomic. */
+void CopyTaskBytes(void *dst, const Task *src, size_t n) {
+  constexpr size_t kState = offsetof(Task, state_);
+  constexpr size_t kAfter = kState + sizeof(src->state_);
+  const char *from = reinterpret_cast<const char *>(src);
+  char *to = static_cast<char *>(dst);
+  std::memcpy(to, from, kState);
+  if (n > kAfter) std::memcpy(to + kAfter, from + kAfter, n - kAfter);
 }
 
 /** Numeric sanity of a task header copied from a client. */
@@ -500,7 +516,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   FullPtr<Task> shm(p);
   HSHM_TSAN_ACQUIRE(shm.ptr_);  // pairs with the release at completion
   alignas(Task) char hdr_bytes[sizeof(Task)];
-  std::memcpy(hdr_bytes, shm.ptr_, sizeof(Task));
+  CopyTaskBytes(hdr_bytes, shm.ptr_, sizeof(Task));
   const Task &hdr = *reinterpret_cast<const Task *>(hdr_bytes);
   if (hdr.magic_ != kTaskMagic) {
     HSHM_LOG_LIMITED("chimaera: worker %u dropped a block that is not a task\n",
@@ -540,8 +556,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   }
   // The private copy: from here on the runtime reads only this.
   Task *priv = e->make();
-  std::memcpy(static_cast<void *>(priv), shm.ptr_, e->task_size);
-  new (&priv->state_) std::atomic<u32>(0);
+  CopyTaskBytes(priv, shm.ptr_, e->task_size);  // priv->state_ stays 0
   priv->rc_ = 0;
   priv->err_ = hipc::Pointer::GetNull();
   RunContext *r = NewRunContext();
@@ -721,8 +736,7 @@ void Worker::StartBcast(RunContext *r) {
   for (const Destination &d : dests) {
     RunContext *part = NewRunContext();
     part->task_ = e->make();
-    std::memcpy(static_cast<void *>(part->task_), r->task_, e->task_size);
-    new (&part->task_->state_) std::atomic<u32>(0);
+    CopyTaskBytes(part->task_, r->task_, e->task_size);
     part->method_ = e;
     part->worker_ = this;
     part->origin_ = TaskOrigin::kBcastPart;
@@ -922,7 +936,6 @@ void Worker::Complete(RunContext *r, const Status &status) {
   switch (r->origin_) {
     case TaskOrigin::kShm: {
       Task *shm = r->shm_task_.ptr_;
-      HSHM_TSAN_RELEASE(shm);  // the task leaves this process (see tsan.h)
       if (shm->IsFireAndForget()) {
         if (t->rc_ != 0) {
           HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
@@ -933,6 +946,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         e->fields(fr, t);
         if (!t->err_.IsNull()) (void)CHI_IPC->FreeBuffer(t->err_);
         t->err_ = hipc::Pointer::GetNull();
+        HSHM_TSAN_RELEASE(shm);  // the block leaves this process (tsan.h)
         FreeShmTask(r->shm_task_, e);
         break;
       }
@@ -943,6 +957,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
       shm->err_ = t->err_;  // the submitter frees it with the task
       t->err_ = hipc::Pointer::GetNull();
       shm->run_count_ = t->run_count_;
+      HSHM_TSAN_RELEASE(shm);  // the task leaves this process (see tsan.h)
       u32 prev = shm->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
       if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
       break;
