@@ -72,13 +72,13 @@ class RunContext {
   /** Keeps method_ valid while the task waits on other nodes (set when it
    * is forwarded or broadcast; the pool may be destroyed meanwhile). */
   std::shared_ptr<Container> pool_hold_;
-  boost::context::fiber fiber_;         ///< The task's fiber while suspended.
-  boost::context::fiber sink_;          ///< The worker, while the task runs.
-  char *stack_ = nullptr;               ///< Pooled stack of the fiber.
-  Task *waiting_on_ = nullptr;          ///< Subtask the fiber waits for.
-  bool done_ = false;                   ///< The method returned.
-  u64 next_run_ns_ = 0;                 ///< Periodic tasks: next start time.
-  u64 start_ns_ = 0;                    ///< When the current run started.
+  boost::context::fiber fiber_;  ///< The task's fiber while suspended.
+  boost::context::fiber sink_;   ///< The worker, while the task runs.
+  char *stack_ = nullptr;        ///< Pooled stack of the fiber.
+  Task *waiting_on_ = nullptr;   ///< Subtask the fiber waits for.
+  bool done_ = false;            ///< The method returned.
+  u64 next_run_ns_ = 0;          ///< Periodic tasks: next start time.
+  u64 start_ns_ = 0;             ///< When the current run started.
 
   /** Suspends the calling task's fiber and returns to the worker. Only from
    * inside this context's fiber. */
