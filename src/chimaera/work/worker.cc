@@ -523,8 +523,10 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
                      id_);
     return;
   }
-  u32 prev = shm->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel);
-  if (prev & (kTaskAccepted | kTaskComplete)) {
+  // One bit tested and set: a single locked instruction (no CAS loop). A
+  // completed task carries the bit too (Send clears the word).
+  if (shm->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel) &
+      kTaskAccepted) {
     HSHM_LOG_LIMITED("chimaera: worker %u dropped a task submitted twice\n",
                      id_);
     return;
