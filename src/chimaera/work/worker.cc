@@ -49,6 +49,8 @@ constexpr size_t kGuardSize = 4096;
 constexpr u32 kPopBatch = 32;
 /** An active lane empty for this many polls in a row turns cold. */
 constexpr u32 kColdAfter = 4096;
+/** Recycled RunContexts a worker keeps at most. */
+constexpr size_t kMaxFreeContexts = 4096;
 /** Cold lanes are polled once every this many loop iterations. */
 constexpr u32 kColdPeriod = 64;
 
@@ -318,6 +320,12 @@ void Worker::FreeRunContext(RunContext *r) {
   r->waiting_on_ = nullptr;
   r->done_ = false;
   r->pool_hold_.reset();
+  // The network thread makes a context per request and workers free them:
+  // keep a bounded cache, not one context per request ever received.
+  if (free_rctx_.size() >= kMaxFreeContexts) {
+    delete r;
+    return;
+  }
   free_rctx_.push_back(r);
 }
 
