@@ -225,7 +225,7 @@ int RunProgram(const std::vector<std::string> &argv, const std::string &conf,
 int DeadAfterMs() {
   const char *v = std::getenv("CHI_TEST_DEAD_AFTER_MS");
   int ms = v ? std::atoi(v) : 0;
-  return ms > 0 ? ms : 600;
+  return ms > 0 ? ms : 1500;
 }
 
 LocalCluster::LocalCluster(int n, const std::string &extra_yaml) {

@@ -64,7 +64,7 @@ class RuntimeProcess {
 };
 
 /** How long a LocalCluster node stays silent before its peers declare it
- * dead (ms): 600, or CHI_TEST_DEAD_AFTER_MS (sanitizer builds run slower and
+ * dead (ms): 1500, or CHI_TEST_DEAD_AFTER_MS (sanitizer builds run slower and
  * set more, so that a busy node is not taken for a dead one). */
 int DeadAfterMs();
 

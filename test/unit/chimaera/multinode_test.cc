@@ -176,7 +176,7 @@ TEST(MultiNodeTest, DeadNodeIsAnErrorAndRejoins) {
   double waited_ms = (hshm::NowNs() - start) / 1e6;
   EXPECT_EQ(t->GetStatus().code(), hshm::StatusCode::kUnavailable)
       << t->GetStatus();
-  EXPECT_LT(waited_ms, chi_test::DeadAfterMs() + 2400);  // 3 s by default
+  EXPECT_LT(waited_ms, chi_test::DeadAfterMs() + 1500);  // 3 s by default
   CHI_IPC->DelTask(t);
   // The other nodes keep serving.
   t = RunWhere(*pool, DomainQuery::GetGlobalId(1));
