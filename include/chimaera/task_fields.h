@@ -68,6 +68,7 @@ class FieldArchive {
     kSaveOut,   ///< Out/InOut/OutBuf: append to `out` (+ frames).
     kLoadOut,   ///< Out/InOut/OutBuf: read from `in` (+ frames).
     kFreeOut,   ///< OutBuf: free the buffer (nobody will read it).
+    kResetOut,  ///< OutBuf: forget what the submitter left there.
   };
 
   /** An archive for `task` (the object whose Fields() runs). */

@@ -131,6 +131,10 @@ void FieldArchive::OutBuf(hipc::Pointer &p, u64 &size) {
       p = hipc::Pointer::GetNull();
       size = 0;
       return;
+    case Mode::kResetOut:
+      p = hipc::Pointer::GetNull();
+      size = 0;
+      return;
     default:
       return;
   }

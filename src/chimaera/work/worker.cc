@@ -575,6 +575,10 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   r->worker_ = this;
   r->origin_ = TaskOrigin::kShm;
   r->shm_task_ = shm;
+  // Output buffers are the runtime's to fill: what a submitter left there
+  // must never be freed (fire-and-forget) or handed back as ours.
+  FieldArchive reset(FieldArchive::Mode::kResetOut, priv);
+  e->fields(reset, priv);
   FieldArchive check(FieldArchive::Mode::kCheckShm, priv);
   e->fields(check, priv);
   if (!check.status().ok()) return Complete(r, check.status());
@@ -813,16 +817,19 @@ void Worker::ApplyReply(RunContext *r) {
     std::string err(data, rep.err_len);  // err_len checked by the manager
     data += rep.err_len;
     size -= rep.err_len;
-    std::vector<FrameView> views = m->Views();
-    FieldArchive out(FieldArchive::Mode::kLoadOut, r->task_);
-    out.set_input(data, size, views.data(), static_cast<u32>(views.size()));
-    r->method_->fields(out, r->task_);
-    if (!out.status().ok()) {
-      st = Status(out.status().code(), "malformed reply from node " +
-                                           std::to_string(m->from) + ": " +
-                                           out.status().message());
-    } else if (rep.rc != 0) {
+    if (rep.rc != 0) {
+      // An error reply carries no fields.
       st = Status(static_cast<StatusCode>(rep.rc), err);
+    } else {
+      std::vector<FrameView> views = m->Views();
+      FieldArchive out(FieldArchive::Mode::kLoadOut, r->task_);
+      out.set_input(data, size, views.data(), static_cast<u32>(views.size()));
+      r->method_->fields(out, r->task_);
+      if (!out.status().ok()) {
+        st = Status(out.status().code(), "malformed reply from node " +
+                                             std::to_string(m->from) + ": " +
+                                             out.status().message());
+      }
     }
   }
   delete m;

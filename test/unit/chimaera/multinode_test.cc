@@ -151,6 +151,11 @@ TEST(MultiNodeTest, PoolsAreClusterWideFromAnyNode) {
     EXPECT_EQ(
         admin.GetOrCreatePool("shared", "small_message", 1).status().code(),
         hshm::StatusCode::kInvalidArgument);
+    // An error on another node comes back with its code and message: node
+    // 1 (the coordinator) finds no such module.
+    auto missing = admin.GetOrCreatePool("nomod", "no_such_module", 1);
+    EXPECT_EQ(missing.status().code(), hshm::StatusCode::kNotFound)
+        << missing.status();
     auto t = RunWhere(*id, DomainQuery::GetLocalHash(0));
     ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
     EXPECT_EQ(t->node_, static_cast<chi::u32>(n));
