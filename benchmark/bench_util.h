@@ -2,6 +2,7 @@
 #ifndef CHIMAERA_BENCHMARK_BENCH_UTIL_H_
 #define CHIMAERA_BENCHMARK_BENCH_UTIL_H_
 
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -34,6 +35,13 @@ inline bool ConnectAndPrintHeader(const char *program) {
          program, CHI_IPC->node_id(), CHI_IPC->server_address().c_str(),
          std::thread::hardware_concurrency(), LoadAverage().c_str());
   return true;
+}
+
+/** Nanoseconds between two steady_clock readings. */
+inline hshm::u64 ElapsedNs(std::chrono::steady_clock::time_point a,
+                           std::chrono::steady_clock::time_point b) {
+  return static_cast<hshm::u64>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
 }
 
 /** The sample's value at quantile `q` (nearest rank). REQUIRES: sorted. */

@@ -37,11 +37,7 @@ using Clock = std::chrono::steady_clock;
 using hshm::u32;
 using hshm::u64;
 
-/** Nanoseconds between two steady_clock readings. */
-u64 ElapsedNs(Clock::time_point a, Clock::time_point b) {
-  return static_cast<u64>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
-}
+using chi_bench::ElapsedNs;
 
 /** Order statistics of a sample of durations (ns). */
 struct Summary {

@@ -55,11 +55,7 @@ constexpr size_t kSmallMsg = 64;
 /** How long one task may take before the run is declared broken (us). */
 u64 g_task_timeout_us = 10 * 1000 * 1000;
 
-/** Nanoseconds between two steady_clock readings. */
-u64 ElapsedNs(Clock::time_point a, Clock::time_point b) {
-  return static_cast<u64>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
-}
+using chi_bench::ElapsedNs;
 
 /** Seconds between two steady_clock readings. */
 double ElapsedSec(Clock::time_point a, Clock::time_point b) {

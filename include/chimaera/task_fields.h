@@ -61,14 +61,14 @@ class FieldArchive {
  public:
   /** What the archive does with each declared field. */
   enum class Mode {
-    kCheckShm,  ///< InBuf: the buffer must lie inside a data segment.
+    kCheckShm,  ///< InBuf: the buffer must lie inside a data segment;
+                ///< OutBuf: forget what the submitter left there.
     kCopyOut,   ///< Out/InOut/OutBuf: copy into `dst` at the same offset.
     kSaveIn,    ///< In/InOut/InBuf: append to `out` (+ frames).
     kLoadIn,    ///< In/InOut/InBuf: read from `in` (+ frames).
     kSaveOut,   ///< Out/InOut/OutBuf: append to `out` (+ frames).
     kLoadOut,   ///< Out/InOut/OutBuf: read from `in` (+ frames).
     kFreeOut,   ///< OutBuf: free the buffer (nobody will read it).
-    kResetOut,  ///< OutBuf: forget what the submitter left there.
   };
 
   /** An archive for `task` (the object whose Fields() runs). */

@@ -299,7 +299,6 @@ hshm::Status LocalCluster::StopAll() {
   hshm::Status first;
   for (int i = 1; i <= size(); ++i) {
     if (!node(i).Running()) continue;
-    std::string out;
     setenv("CHI_SERVER_ADDR", host(i).c_str(), 1);
     hshm::Status s = node(i).Stop();
     if (!s.ok() && first.ok()) first = s;

@@ -131,7 +131,9 @@ void FieldArchive::OutBuf(hipc::Pointer &p, u64 &size) {
       p = hipc::Pointer::GetNull();
       size = 0;
       return;
-    case Mode::kResetOut:
+    case Mode::kCheckShm:
+      // Output buffers are the runtime's to fill: what a submitter left
+      // there must never be freed or handed back as ours.
       p = hipc::Pointer::GetNull();
       size = 0;
       return;

@@ -575,10 +575,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   r->worker_ = this;
   r->origin_ = TaskOrigin::kShm;
   r->shm_task_ = shm;
-  // Output buffers are the runtime's to fill: what a submitter left there
-  // must never be freed (fire-and-forget) or handed back as ours.
-  FieldArchive reset(FieldArchive::Mode::kResetOut, priv);
-  e->fields(reset, priv);
+  // Checks input buffers and clears output buffers (see task_fields.h).
   FieldArchive check(FieldArchive::Mode::kCheckShm, priv);
   e->fields(check, priv);
   if (!check.status().ok()) return Complete(r, check.status());
