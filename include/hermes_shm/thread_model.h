@@ -74,6 +74,19 @@ class ThreadModel {
  * not yet reaped by its parent -- counts as exited). Any thread. */
 bool ProcessAlive(int pid);
 
+/** The calling process's pid, cached (refreshed in a forked child; getpid()
+ * is a system call). Any thread. */
+int CachedPid();
+
+/** Start time of process `pid` in clock ticks since boot (field 22 of
+ * /proc/pid/stat), or 0 if it does not exist or /proc is unavailable. With
+ * the pid it names one process, even after the pid is reused. Any thread. */
+u64 ProcessStartTime(int pid);
+
+/** True if `pid` is alive and, when `start_time` is non-zero, is still the
+ * process that had that start time (not a reuse of its pid). Any thread. */
+bool ProcessAliveSince(int pid, u64 start_time);
+
 }  // namespace hshm
 
 /** The process's thread model. */

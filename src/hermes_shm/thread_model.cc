@@ -1,11 +1,15 @@
 #include "hermes_shm/thread_model.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -122,6 +126,51 @@ void ThreadModel::SetName(const char *name) {
   for (; name[i] && i < sizeof(buf) - 1; ++i) buf[i] = name[i];
   buf[i] = '\0';
   pthread_setname_np(pthread_self(), buf);
+}
+
+namespace {
+std::atomic<int> g_cached_pid{0};
+/** fork() child hook: forget the parent's pid. */
+void ResetCachedPid() { g_cached_pid.store(0, std::memory_order_relaxed); }
+}  // namespace
+
+int CachedPid() {
+  int pid = g_cached_pid.load(std::memory_order_relaxed);
+  if (__builtin_expect(pid != 0, 1)) return pid;
+  static const int registered =
+      pthread_atfork(nullptr, nullptr, ResetCachedPid);
+  (void)registered;
+  pid = getpid();
+  g_cached_pid.store(pid, std::memory_order_relaxed);
+  return pid;
+}
+
+u64 ProcessStartTime(int pid) {
+  if (pid <= 0) return 0;
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  char buf[1024];
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  // "pid (comm) S f4 f5 ...": fields from 3 on follow the last ')'.
+  const char *p = strrchr(buf, ')');
+  if (!p) return 0;
+  int field = 2;
+  for (++p; *p && field < 22; ++p) {
+    if (*p == ' ') ++field;
+  }
+  if (field != 22) return 0;
+  return strtoull(p, nullptr, 10);
+}
+
+bool ProcessAliveSince(int pid, u64 start_time) {
+  if (!ProcessAlive(pid)) return false;
+  if (start_time == 0) return true;
+  u64 now = ProcessStartTime(pid);
+  return now == 0 || now == start_time;
 }
 
 bool ProcessAlive(int pid) {

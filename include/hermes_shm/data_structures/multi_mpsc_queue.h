@@ -1,24 +1,43 @@
 // multi_mpsc_queue<T>: lanes x priorities of bounded lock-free rings in shared
 // memory, many producers and one consumer per lane.
 //
-// Each lane is a ring of slots with per-slot sequence numbers (Vyukov's
-// bounded queue). A producer claims a ticket with a CAS on the lane's tail,
-// writes the value and publishes it by moving the slot's sequence with a
-// release CAS; the consumer reads the sequence with acquire order. TryPush
-// fails at once when the lane is full; nothing ever spins on a full lane.
+// Each lane is a ring of slots with per-slot sequence numbers (after Vyukov's
+// bounded queue). A slot of ticket `pos` moves through these seq values:
+//   pos              free for the producer holding ticket pos;
+//   kBusy | pid      that producer (of process pid) is writing the value;
+//   pos + 1          published; the consumer may take it;
+//   pos + depth      taken; free for the next round.
+// A producer claims a ticket with a CAS on the lane's tail, marks the slot
+// busy with a CAS (pos -> kBusy|pid), writes the value and publishes it with
+// a release CAS (kBusy|pid -> pos+1). TryPush fails at once when the lane is
+// full; nothing ever spins on a full lane.
 //
-// A producer that dies (or stalls) between claiming a ticket and publishing it
-// would block the consumer forever. After kStallTimeoutNs the consumer marks
-// such a slot abandoned and moves on; the slot becomes a permanent hole that
-// producers and the consumer step over (the lane loses one slot of capacity,
-// counted in holes(); a lane made only of holes refuses pushes). If the
-// stalled producer was alive after all, its
-// publish CAS fails and it pushes its value again, so nothing is lost or
-// duplicated and each producer's items still arrive in the order it pushed.
+// Crash safety. A producer that dies (or stalls) between claiming a ticket and
+// publishing it would block the consumer. After kStallTimeoutNs the consumer
+// acts on the slot at its head:
+//   - still `pos` (the producer never marked it): the consumer recycles the
+//     ticket (seq -> pos + depth). A late producer's busy-CAS then fails and
+//     it pushes again. No capacity is lost.
+//   - `kBusy | pid` and pid is dead: nobody can write the slot any more;
+//     recycled the same way.
+//   - `kBusy | pid` and pid alive (a stopped or very slow writer): the slot
+//     becomes a hole (kAbandoned | pid) that producers and the consumer step
+//     over. The late writer's publish-CAS fails, it marks the hole released
+//     (pid 0) and pushes again. The consumer recycles a hole once it is
+//     released or its pid has died, so a lane never stays shrunk.
+// Nothing is lost or duplicated and each producer's items arrive in the order
+// it pushed them.
 //
-// The whole queue is one contiguous block with self-relative offsets, valid in
-// every process that maps it. T must be trivially copyable (e.g.
-// hipc::Pointer).
+// Trust. The whole queue is one contiguous block with self-relative offsets,
+// valid in every process that maps it; every field of it is writable by every
+// attached process. A runtime must not trust the shape stored there (mask,
+// slot offset, lane count) nor a consumer position: it drains and pushes
+// through lane_view objects whose shape and consumer state live in its own
+// memory (multi_mpsc_queue::View with the shape it created the queue with).
+// The shared-shape helpers (mpsc_lane::TryPush/TryPop, GetLane) are for
+// clients, tests and tools that trust the segment.
+//
+// T must be trivially copyable (e.g. hipc::Pointer).
 //
 // Who may call what: TryPush from any thread of any process; TryPop only from
 // the lane's single consumer at a time (handing a lane to another consumer
@@ -31,6 +50,7 @@
 #include <type_traits>
 
 #include "hermes_shm/memory/allocator.h"
+#include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/futex.h"
 
 namespace hipc {
@@ -46,6 +66,18 @@ struct LaneHeader {
   }
 };
 
+/** Consumer-side state of one lane: where the next pop reads and how long
+ * its slot has stalled. Lives in the consumer's private memory (lane_view)
+ * or, for the trusting helpers, inside the lane. */
+struct LaneConsumerState {
+  u64 head_ = 0;            ///< Next ticket to pop.
+  u64 stall_since_ns_ = 0;  ///< When the head slot first stalled (0: not).
+  u64 empty_polls_ = 0;     ///< Empty polls (paces stall checks).
+};
+
+template <typename T, typename HeaderT>
+class lane_view;
+
 /** One bounded MPSC ring. Lives inside a multi_mpsc_queue block. */
 template <typename T, typename HeaderT = LaneHeader>
 class mpsc_lane {
@@ -53,11 +85,17 @@ class mpsc_lane {
                 "queue values must be trivially copyable");
 
  public:
-  /** A consumer gives up on an unpublished slot after this long. */
+  /** A consumer acts on an unpublished head slot after this long. */
   static constexpr u64 kStallTimeoutNs = 200ull * 1000 * 1000;
   /** An idle consumer looks for stalled producers once per this many empty
    * polls (a power of two). */
   static constexpr u64 kStallCheckEvery = 1024;
+
+  /** One ring slot: its sequence word and value. */
+  struct Slot {
+    std::atomic<u64> seq_;
+    T value_;
+  };
 
   /** Prepares an empty lane of `depth` (a power of two) slots found at
    * `slots_off` bytes from this lane. Not thread-safe; before publication. */
@@ -66,8 +104,8 @@ class mpsc_lane {
     tail_.store(0, std::memory_order_relaxed);
     head_.store(0, std::memory_order_relaxed);
     holes_.store(0, std::memory_order_relaxed);
-    stall_since_ns_ = 0;
-    empty_polls_ = 0;
+    recycled_.store(0, std::memory_order_relaxed);
+    cons_ = LaneConsumerState();
     mask_ = depth - 1;
     slots_off_ = slots_off;
     for (u64 i = 0; i < depth; ++i) {
@@ -76,93 +114,12 @@ class mpsc_lane {
     }
   }
 
-  /** Appends `v`; false when the lane is full. Any thread, any process. */
-  bool TryPush(const T &v) {
-    for (;;) {
-      u64 pos = tail_.load(std::memory_order_relaxed);
-      Slot *s;
-      u64 skipped = 0;
-      for (;;) {
-        s = &slots()[pos & mask_];
-        u64 seq = s->seq_.load(std::memory_order_acquire);
-        if (seq & kAbandoned) {
-          // A hole: take the ticket and leave the slot empty. A lane that is
-          // all holes accepts nothing (bounded, never a spin).
-          if (++skipped > mask_) return false;
-          tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed);
-          pos = tail_.load(std::memory_order_relaxed);
-          continue;
-        }
-        auto dif = static_cast<hshm::i64>(seq - pos);
-        if (dif == 0) {
-          if (tail_.compare_exchange_weak(pos, pos + 1,
-                                          std::memory_order_relaxed)) {
-            break;
-          }
-        } else if (dif < 0) {
-          return false;  // full: the consumer has not freed this slot yet
-        } else {
-          pos = tail_.load(std::memory_order_relaxed);
-        }
-      }
-      s->value_ = v;
-      u64 expect = pos;
-      if (s->seq_.compare_exchange_strong(expect, pos + 1,
-                                          std::memory_order_release,
-                                          std::memory_order_relaxed)) {
-        return true;
-      }
-      // The consumer abandoned our slot while we stalled; push again.
-    }
-  }
-
-  /** Removes the oldest value into `*out`; false when none is ready.
-   * Only the lane's consumer may call. */
-  bool TryPop(T *out) {
-    u64 pos = head_.load(std::memory_order_relaxed);
-    for (u64 skipped = 0;;) {
-      Slot *s = &slots()[pos & mask_];
-      u64 seq = s->seq_.load(std::memory_order_acquire);
-      if (seq == pos + 1) {
-        *out = s->value_;
-        s->seq_.store(pos + mask_ + 1, std::memory_order_release);
-        head_.store(pos + 1, std::memory_order_relaxed);
-        stall_since_ns_ = 0;
-        return true;
-      }
-      if (seq & kAbandoned) {
-        if (++skipped > mask_) return false;  // a lane of holes: nothing
-        head_.store(++pos, std::memory_order_relaxed);
-        continue;
-      }
-      if (seq != pos) return false;  // not this round's slot: empty
-      // The slot is free: the lane is empty, or a producer claimed it and
-      // has not published yet. Telling them apart reads the producers' tail
-      // line, so the idle path does it only every kStallCheckEvery polls
-      // (a stall is only acted on after kStallTimeoutNs anyway).
-      if (stall_since_ns_ == 0 && (++empty_polls_ & (kStallCheckEvery - 1))) {
-        return false;
-      }
-      if (tail_.load(std::memory_order_acquire) <= pos) {
-        stall_since_ns_ = 0;
-        return false;  // empty
-      }
-      // Claimed but not yet published: wait, or give up after a long stall.
-      u64 now = hshm::NowNs();
-      if (stall_since_ns_ == 0) {
-        stall_since_ns_ = now;
-        return false;
-      }
-      if (now - stall_since_ns_ < kStallTimeoutNs) return false;
-      u64 expect = pos;
-      if (s->seq_.compare_exchange_strong(expect, pos | kAbandoned,
-                                          std::memory_order_acq_rel)) {
-        holes_.fetch_add(1, std::memory_order_relaxed);
-        head_.store(++pos, std::memory_order_relaxed);
-        stall_since_ns_ = 0;
-      }
-    }
-  }
+  /** Appends `v` using the shape stored in the lane (trusts the segment);
+   * false when the lane is full. Any thread, any process. */
+  bool TryPush(const T &v) { return Push(this, slots(), mask_, v); }
+  /** Removes the oldest value using the shape and consumer state stored in
+   * the lane (trusts the segment). Only the lane's consumer may call. */
+  bool TryPop(T *out) { return Pop(this, slots(), mask_, &cons_, out); }
 
   /** Approximate number of queued values (any thread). */
   u64 Size() const {
@@ -172,26 +129,44 @@ class mpsc_lane {
   }
   /** True if no value is queued (approximate; any thread). */
   bool Empty() const { return Size() == 0; }
-  /** Slots in the ring. */
+  /** Tickets handed out so far (any thread). */
+  u64 tail() const { return tail_.load(std::memory_order_acquire); }
+  /** Tickets the consumer has passed, as it last published (any thread). */
+  u64 head() const { return head_.load(std::memory_order_acquire); }
+  /** Slots in the ring, as stored in the lane. */
   u64 depth() const { return mask_ + 1; }
-  /** Slots abandoned after a producer stalled or died. */
+  /** Slots that are holes now (a writer stalled on them; recycled once it
+   * gives up or dies). */
   u64 holes() const { return holes_.load(std::memory_order_relaxed); }
+  /** Tickets the consumer recycled after a producer stalled or died. */
+  u64 recycled() const { return recycled_.load(std::memory_order_relaxed); }
   /** The lane's header. */
   HeaderT &header() { return header_; }
 
   /** Bytes one slot takes. */
   static constexpr size_t SlotSize() { return sizeof(Slot); }
 
- private:
+  /** Push algorithm over an explicit shape. Any thread, any process. */
+  static bool Push(mpsc_lane *l, Slot *slots, u64 mask, const T &v);
+  /** Pop algorithm over an explicit shape and consumer state. The lane's
+   * consumer only. */
+  static bool Pop(mpsc_lane *l, Slot *slots, u64 mask, LaneConsumerState *cs,
+                  T *out);
+
+  /** Slot seq bits (see the file comment); public for tests and tools. */
   static constexpr u64 kAbandoned = 1ull << 63;
-  struct Slot {
-    std::atomic<u64> seq_;
-    T value_;
-  };
+  static constexpr u64 kBusy = 1ull << 62;
+  static constexpr u64 kPidMask = 0xffffffffull;
+
+ private:
   Slot *slots() {
     return reinterpret_cast<Slot *>(reinterpret_cast<char *>(this) +
                                     slots_off_);
   }
+  /** Recycles ticket `pos` whose slot `s` holds `seq`: frees the slot for
+   * the next round and advances the head. */
+  static void Recycle(mpsc_lane *l, Slot *s, u64 seq, u64 pos, u64 mask,
+                      LaneConsumerState *cs);
 
   // Cache lines: header | producers' tail | consumer's head | read-only shape
   // (so neither side's writes evict the fields both read on every call).
@@ -205,13 +180,211 @@ class mpsc_lane {
   char pad0_[PadTo(sizeof(HeaderT)) ? PadTo(sizeof(HeaderT)) : kLine];
   std::atomic<u64> tail_;
   char pad1_[kLine - sizeof(u64)];
-  std::atomic<u64> head_;
-  u64 stall_since_ns_;  ///< Consumer-only: when the head slot first stalled.
-  u64 empty_polls_;     ///< Consumer-only: empty polls (paces stall checks).
+  std::atomic<u64> head_;  ///< Published copy of the consumer's head.
   std::atomic<u64> holes_;
-  char pad2_[kLine - 4 * sizeof(u64)];
+  std::atomic<u64> recycled_;
+  LaneConsumerState cons_;  ///< For TryPop only (trusting consumers).
+  char pad2_[kLine - 6 * sizeof(u64)];
   u64 mask_;
   hshm::i64 slots_off_;
+};
+
+template <typename T, typename HeaderT>
+bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
+                                 const T &v) {
+  const u64 busy = kBusy | (static_cast<u64>(hshm::CachedPid()) & kPidMask);
+  for (;;) {
+    u64 pos = l->tail_.load(std::memory_order_relaxed);
+    Slot *s;
+    u64 skipped = 0;
+    for (;;) {
+      s = &slots[pos & mask];
+      u64 seq = s->seq_.load(std::memory_order_acquire);
+      if (seq & kAbandoned) {
+        // A hole: take the ticket and leave the slot alone. A lane that is
+        // all holes accepts nothing (bounded, never a spin).
+        if (++skipped > mask) return false;
+        l->tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed);
+        pos = l->tail_.load(std::memory_order_relaxed);
+        continue;
+      }
+      if (seq & kBusy) {
+        // Either another producer just claimed `pos` (the tail moved on) or
+        // last round's writer is still busy here (the lane is full).
+        u64 t = l->tail_.load(std::memory_order_relaxed);
+        if (t == pos) return false;
+        pos = t;
+        continue;
+      }
+      auto dif = static_cast<hshm::i64>(seq - pos);
+      if (dif == 0) {
+        if (l->tail_.compare_exchange_weak(pos, pos + 1,
+                                           std::memory_order_relaxed)) {
+          break;
+        }
+      } else if (dif < 0) {
+        return false;  // full: the consumer has not freed this slot yet
+      } else {
+        pos = l->tail_.load(std::memory_order_relaxed);
+      }
+    }
+    // Mark the slot busy before writing it: a consumer that recycled our
+    // ticket meanwhile made this fail, and the slot is no longer ours.
+    u64 expect = pos;
+    if (!s->seq_.compare_exchange_strong(expect, busy,
+                                         std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+      continue;
+    }
+    s->value_ = v;
+    expect = busy;
+    if (s->seq_.compare_exchange_strong(expect, pos + 1,
+                                        std::memory_order_release,
+                                        std::memory_order_relaxed)) {
+      return true;
+    }
+    // We stalled so long that the consumer made our slot a hole. We will not
+    // write it again: release the hole so the consumer can recycle it, and
+    // push again.
+    expect = kAbandoned | (busy & kPidMask);
+    s->seq_.compare_exchange_strong(expect, kAbandoned,
+                                    std::memory_order_release,
+                                    std::memory_order_relaxed);
+  }
+}
+
+template <typename T, typename HeaderT>
+void mpsc_lane<T, HeaderT>::Recycle(mpsc_lane *l, Slot *s, u64 seq, u64 pos,
+                                    u64 mask, LaneConsumerState *cs) {
+  u64 expect = seq;
+  if (s->seq_.compare_exchange_strong(expect, pos + mask + 1,
+                                      std::memory_order_acq_rel)) {
+    if (seq & kAbandoned) l->holes_.fetch_sub(1, std::memory_order_relaxed);
+    l->recycled_.fetch_add(1, std::memory_order_relaxed);
+    cs->head_ = pos + 1;
+    l->head_.store(pos + 1, std::memory_order_relaxed);
+  }
+  cs->stall_since_ns_ = 0;
+}
+
+template <typename T, typename HeaderT>
+bool mpsc_lane<T, HeaderT>::Pop(mpsc_lane *l, Slot *slots, u64 mask,
+                                LaneConsumerState *cs, T *out) {
+  u64 pos = cs->head_;
+  for (u64 skipped = 0;;) {
+    Slot *s = &slots[pos & mask];
+    u64 seq = s->seq_.load(std::memory_order_acquire);
+    if (seq == pos + 1) {
+      *out = s->value_;
+      s->seq_.store(pos + mask + 1, std::memory_order_release);
+      cs->head_ = pos + 1;
+      l->head_.store(pos + 1, std::memory_order_relaxed);
+      cs->stall_since_ns_ = 0;
+      return true;
+    }
+    if (seq & kAbandoned) {
+      if (++skipped > mask) return false;  // a lane of holes: nothing
+      if (l->tail_.load(std::memory_order_acquire) <= pos) return false;
+      // Producers have stepped over this ticket. Recycle the hole if its
+      // writer gave up or died (a rare path: holes are rare).
+      int pid = static_cast<int>(seq & kPidMask);
+      if (pid == 0 || !hshm::ProcessAlive(pid)) {
+        Recycle(l, s, seq, pos, mask, cs);
+        pos = cs->head_;
+        continue;
+      }
+      cs->head_ = ++pos;
+      l->head_.store(pos, std::memory_order_relaxed);
+      continue;
+    }
+    if (seq != pos && !(seq & kBusy)) return false;  // not this round: empty
+    // The slot is free (the lane is empty, or a producer claimed it and has
+    // not marked it) or busy (a producer is writing it). Telling "empty"
+    // apart reads the producers' tail line, so the idle path does it only
+    // every kStallCheckEvery polls (a stall is only acted on after
+    // kStallTimeoutNs anyway).
+    if (!(seq & kBusy)) {
+      if (cs->stall_since_ns_ == 0 &&
+          (++cs->empty_polls_ & (kStallCheckEvery - 1))) {
+        return false;
+      }
+      if (l->tail_.load(std::memory_order_acquire) <= pos) {
+        cs->stall_since_ns_ = 0;
+        return false;  // empty
+      }
+    }
+    // Claimed but not yet published: wait, then act on a long stall.
+    u64 now = hshm::NowNs();
+    if (cs->stall_since_ns_ == 0) {
+      cs->stall_since_ns_ = now;
+      return false;
+    }
+    if (now - cs->stall_since_ns_ < kStallTimeoutNs) return false;
+    int pid = static_cast<int>(seq & kPidMask);
+    if (!(seq & kBusy) || !hshm::ProcessAlive(pid)) {
+      // Nobody will write this slot: reuse the ticket at once.
+      Recycle(l, s, seq, pos, mask, cs);
+      pos = cs->head_;
+      continue;
+    }
+    // A live writer stalled mid-write: step over its slot, which stays a
+    // hole until it gives up (its publish fails) or dies.
+    u64 expect = seq;
+    if (s->seq_.compare_exchange_strong(expect, kAbandoned | (seq & kPidMask),
+                                        std::memory_order_acq_rel)) {
+      l->holes_.fetch_add(1, std::memory_order_relaxed);
+      cs->head_ = ++pos;
+      l->head_.store(pos, std::memory_order_relaxed);
+    }
+    cs->stall_since_ns_ = 0;
+  }
+}
+
+/** A lane seen through a shape the caller trusts (its own copy, not the
+ * fields stored in shared memory), with the consumer state in the caller's
+ * memory. Process-private; the runtime pushes and pops only through these.
+ * Who may call what: as for mpsc_lane. */
+template <typename T, typename HeaderT = LaneHeader>
+class lane_view {
+ public:
+  using Lane = mpsc_lane<T, HeaderT>;
+  using Slot = typename Lane::Slot;
+
+  lane_view() = default;
+  /** Binds to `lane`, whose `mask + 1` slots start at `slots`. */
+  lane_view(Lane *lane, Slot *slots, u64 mask)
+      : lane_(lane), slots_(slots), mask_(mask) {}
+
+  /** Appends `v`; false when the lane is full. Any thread. */
+  HSHM_INLINE bool TryPush(const T &v) {
+    return Lane::Push(lane_, slots_, mask_, v);
+  }
+  /** Removes the oldest value; false when none is ready. Consumer only. */
+  HSHM_INLINE bool TryPop(T *out) {
+    return Lane::Pop(lane_, slots_, mask_, &cons_, out);
+  }
+  /** Approximate number of queued values (any thread). */
+  u64 Size() const { return lane_->Size(); }
+  /** True if no value is queued (approximate; any thread). */
+  bool Empty() const { return lane_->Empty(); }
+  /** Slots in the ring (trusted shape). */
+  u64 depth() const { return mask_ + 1; }
+  /** See mpsc_lane::holes. */
+  u64 holes() const { return lane_->holes(); }
+  /** See mpsc_lane::recycled. */
+  u64 recycled() const { return lane_->recycled(); }
+  /** The lane's header (in shared memory: validate what you read). */
+  HeaderT &header() { return lane_->header(); }
+  /** The lane in shared memory. */
+  Lane *lane() const { return lane_; }
+  /** Slot `i` (mod depth); for tests that simulate stalled producers. */
+  Slot *slot(u64 i) const { return &slots_[i & mask_]; }
+
+ private:
+  Lane *lane_ = nullptr;
+  Slot *slots_ = nullptr;
+  u64 mask_ = 0;
+  LaneConsumerState cons_;
 };
 
 /** num_lanes x num_prios lanes of one depth, in one shared block. */
@@ -219,6 +392,7 @@ template <typename T, typename HeaderT = LaneHeader>
 class multi_mpsc_queue {
  public:
   using Lane = mpsc_lane<T, HeaderT>;
+  using View = lane_view<T, HeaderT>;
 
   /** Bytes needed for a queue of this shape (depth rounded up to 2^k). */
   static size_t ComputeSize(u32 num_lanes, u32 num_prios, u64 depth) {
@@ -256,20 +430,34 @@ class multi_mpsc_queue {
     num_prios_ = num_prios;
     depth_ = RoundDepth(depth);
     size_t n = static_cast<size_t>(num_lanes) * num_prios;
-    char *lanes = reinterpret_cast<char *>(this) + LanesOffset();
-    char *slots = lanes + n * sizeof(Lane);
     for (size_t i = 0; i < n; ++i) {
-      char *lane = lanes + i * sizeof(Lane);
-      char *my_slots = slots + i * depth_ * Lane::SlotSize();
-      reinterpret_cast<Lane *>(lane)->Init(depth_, my_slots - lane);
+      char *lane = LaneAddr(this, num_lanes, i % num_lanes, i / num_lanes);
+      char *slots = SlotsAddr(this, num_lanes, num_prios, depth_, i % num_lanes,
+                              i / num_lanes);
+      reinterpret_cast<Lane *>(lane)->Init(depth_, slots - lane);
     }
   }
 
-  /** Lane `lane` of priority `prio`. REQUIRES: both in range. */
+  /** Lane `lane` of priority `prio`, located with the shape stored in the
+   * segment (trusts it). REQUIRES: both in range. */
   HSHM_INLINE Lane &GetLane(u32 lane, u32 prio) {
-    char *lanes = reinterpret_cast<char *>(this) + LanesOffset();
-    return *reinterpret_cast<Lane *>(
-        lanes + (static_cast<size_t>(prio) * num_lanes_ + lane) * sizeof(Lane));
+    return *reinterpret_cast<Lane *>(LaneAddr(this, num_lanes_, lane, prio));
+  }
+  /** A view of lane (`lane`, `prio`) of the queue at `q`, computed only from
+   * the shape the caller created it with (`num_lanes` x `num_prios`,
+   * `depth` as passed to New): nothing is read from the segment. REQUIRES:
+   * lane < num_lanes, prio < num_prios. */
+  static View MakeView(multi_mpsc_queue *q, u32 num_lanes, u32 num_prios,
+                       u64 depth, u32 lane, u32 prio) {
+    u64 d = RoundDepth(depth);
+    return View(reinterpret_cast<Lane *>(LaneAddr(q, num_lanes, lane, prio)),
+                reinterpret_cast<typename Lane::Slot *>(
+                    SlotsAddr(q, num_lanes, num_prios, d, lane, prio)),
+                d - 1);
+  }
+  /** A view located with the shape stored in the segment (trusts it). */
+  View GetView(u32 lane, u32 prio) {
+    return MakeView(this, num_lanes_, num_prios_, depth_, lane, prio);
   }
   u32 num_lanes() const { return num_lanes_; }
   u32 num_prios() const { return num_prios_; }
@@ -284,6 +472,20 @@ class multi_mpsc_queue {
   static constexpr size_t LanesOffset() {
     return (sizeof(multi_mpsc_queue) + HSHM_CACHELINE_SIZE - 1) &
            ~static_cast<size_t>(HSHM_CACHELINE_SIZE - 1);
+  }
+  /** Address of lane (lane, prio) for a queue of `num_lanes` lanes. */
+  static char *LaneAddr(multi_mpsc_queue *q, u32 num_lanes, u32 lane,
+                        u32 prio) {
+    return reinterpret_cast<char *>(q) + LanesOffset() +
+           (static_cast<size_t>(prio) * num_lanes + lane) * sizeof(Lane);
+  }
+  /** Address of the first slot of lane (lane, prio). */
+  static char *SlotsAddr(multi_mpsc_queue *q, u32 num_lanes, u32 num_prios,
+                         u64 depth, u32 lane, u32 prio) {
+    size_t n = static_cast<size_t>(num_lanes) * num_prios;
+    size_t i = static_cast<size_t>(prio) * num_lanes + lane;
+    return reinterpret_cast<char *>(q) + LanesOffset() + n * sizeof(Lane) +
+           i * depth * Lane::SlotSize();
   }
 
   u32 num_lanes_;

@@ -1,6 +1,8 @@
 #include "hermes_shm/data_structures/multi_mpsc_queue.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -95,9 +97,10 @@ TEST(MultiMpscQueueTest, StressExactlyOnceInOrder) {
   EXPECT_EQ(lane.holes(), 0u);
 }
 
-// A producer that claimed a slot and never published it (as if killed) does
-// not block the lane forever: the consumer abandons the slot and moves on.
-TEST(MultiMpscQueueTest, StalledProducerLeavesAHole) {
+// A producer that claimed a ticket and died before marking its slot (as if
+// killed) does not block the lane: the consumer recycles the ticket after the
+// stall timeout, and the lane keeps its full capacity.
+TEST(MultiMpscQueueTest, StalledClaimIsRecycledWithoutAHole) {
   hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
   ASSERT_TRUE(heap.status().ok());
   auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
@@ -105,7 +108,8 @@ TEST(MultiMpscQueueTest, StalledProducerLeavesAHole) {
   auto &lane = q->GetLane(0, 0);
   ASSERT_TRUE(lane.TryPush(Item(0, 0)));
   // Simulate a producer that claimed ticket 1 and died: advance the tail the
-  // way TryPush does, without publishing. (tail_ is the second cache line.)
+  // way TryPush does, without marking or publishing. (tail_ is the second
+  // cache line.)
   auto *tail = reinterpret_cast<std::atomic<hshm::u64> *>(
       reinterpret_cast<char *>(&lane) + 64);
   ASSERT_EQ(tail->load(), 1u);
@@ -120,17 +124,131 @@ TEST(MultiMpscQueueTest, StalledProducerLeavesAHole) {
     std::this_thread::yield();
   }
   EXPECT_EQ(out.off_.off_, 2u);
-  EXPECT_EQ(lane.holes(), 1u);
-  // The lane keeps working around the hole, through many wrap-arounds.
+  EXPECT_EQ(lane.holes(), 0u);
+  EXPECT_EQ(lane.recycled(), 1u);
+  // The lane keeps working, through many wrap-arounds, at full capacity.
   for (hshm::u64 i = 0; i < 100; ++i) {
     ASSERT_TRUE(lane.TryPush(Item(0, 100 + i)));
     ASSERT_TRUE(lane.TryPop(&out));
     ASSERT_EQ(out.off_.off_, 100 + i);
   }
-  // Capacity is one slot less.
   int pushed = 0;
   while (lane.TryPush(Item(0, 0))) pushed++;
-  EXPECT_EQ(pushed, 3);
+  EXPECT_EQ(pushed, 4);
+}
+
+/** Marks the slot of the next ticket busy for `pid`, as a producer of that
+ * process would between claiming and publishing. */
+void FakeBusyClaim(Queue *q, int pid) {
+  auto &lane = q->GetLane(0, 0);
+  auto view = q->GetView(0, 0);
+  auto *tail = reinterpret_cast<std::atomic<hshm::u64> *>(
+      reinterpret_cast<char *>(&lane) + 64);
+  hshm::u64 pos = tail->fetch_add(1);
+  view.slot(pos)->seq_.store(Queue::Lane::kBusy | static_cast<hshm::u64>(pid));
+}
+
+/** Drains `view` until it yields `want` items or 5 s pass. */
+int DrainFor(Queue::View *view, int want) {
+  hipc::Pointer out;
+  int got = 0;
+  uint64_t t0 = hshm::NowNs();
+  while (got < want && hshm::NowNs() - t0 < 5000000000ull) {
+    if (view->TryPop(&out)) {
+      ++got;
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  return got;
+}
+
+// A writer that died mid-write (its slot busy with its pid): the consumer
+// sees the pid is gone and recycles the slot; no hole, full capacity.
+TEST(MultiMpscQueueTest, DeadWriterSlotIsRecycled) {
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
+  ASSERT_FALSE(q.IsNull());
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  waitpid(child, nullptr, 0);  // now a dead pid
+  FakeBusyClaim(q.ptr_, child);
+  auto view = q->GetView(0, 0);
+  ASSERT_TRUE(view.TryPush(Item(0, 7)));
+  ASSERT_EQ(DrainFor(&view, 1), 1);
+  EXPECT_EQ(view.holes(), 0u);
+  EXPECT_EQ(view.recycled(), 1u);
+  int pushed = 0;
+  while (view.TryPush(Item(0, 0))) pushed++;
+  EXPECT_EQ(pushed, 4);
+}
+
+// A live writer stalled mid-write: its slot becomes a hole the lane works
+// around; once that writer gives up (or dies) the hole is recycled and the
+// lane regains its capacity.
+TEST(MultiMpscQueueTest, HoleOfStalledLiveWriterIsRecycledWhenItDies) {
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
+  ASSERT_FALSE(q.IsNull());
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  pid_t child = fork();
+  if (child == 0) {  // a live "writer" that waits until told to exit
+    char c;
+    close(pipefd[1]);
+    (void)!read(pipefd[0], &c, 1);
+    _exit(0);
+  }
+  ASSERT_GT(child, 0);
+  close(pipefd[0]);
+  FakeBusyClaim(q.ptr_, child);
+  auto view = q->GetView(0, 0);
+  ASSERT_TRUE(view.TryPush(Item(0, 7)));
+  ASSERT_EQ(DrainFor(&view, 1), 1);  // stepped over the stalled slot
+  EXPECT_EQ(view.holes(), 1u);
+  // Round trips keep working around the hole.
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(view.TryPush(Item(0, i)));
+    ASSERT_EQ(DrainFor(&view, 1), 1);
+  }
+  close(pipefd[1]);
+  waitpid(child, nullptr, 0);
+  // The next pass over the hole recycles it.
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(view.TryPush(Item(0, i)));
+    ASSERT_EQ(DrainFor(&view, 1), 1);
+  }
+  EXPECT_EQ(view.holes(), 0u);
+  int pushed = 0;
+  while (view.TryPush(Item(0, 0))) pushed++;
+  EXPECT_EQ(pushed, 4);
+}
+
+// A view computes its lane from the caller's shape: scribbling over the
+// shape stored in the segment does not move where the runtime reads.
+TEST(MultiMpscQueueTest, ViewIgnoresCorruptSharedShape) {
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 2, 2, 8);
+  ASSERT_FALSE(q.IsNull());
+  auto view = Queue::MakeView(q.ptr_, 2, 2, 8, 1, 1);
+  auto &lane = q->GetLane(1, 1);
+  // mask_ and slots_off_ are the last two words of the lane's fourth line.
+  auto *shape =
+      reinterpret_cast<hshm::u64 *>(reinterpret_cast<char *>(&lane) + 3 * 64);
+  shape[0] = ~0ull;
+  shape[1] = 1ull << 40;
+  for (hshm::u64 i = 0; i < 8; ++i) ASSERT_TRUE(view.TryPush(Item(0, i)));
+  EXPECT_FALSE(view.TryPush(Item(0, 99)));
+  hipc::Pointer out;
+  for (hshm::u64 i = 0; i < 8; ++i) {
+    ASSERT_TRUE(view.TryPop(&out));
+    EXPECT_EQ(out.off_.off_, i);
+  }
+  EXPECT_FALSE(view.TryPop(&out));
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "hermes_shm/thread_model.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <set>
@@ -60,6 +62,26 @@ TEST(ThreadModelTest, SleepAndFutex) {
   ASSERT_TRUE(t.ok());
   while (word.load() == 0) hshm::FutexWait(&word, 0, 100000);
   EXPECT_TRUE(HSHM_THREAD_MODEL->Join(*t).ok());
+}
+
+// A pid plus its start time names one process: a reused pid (simulated by
+// another start time) is not taken for the process that died.
+TEST(ThreadModelTest, ProcessIdentityAndCachedPid) {
+  EXPECT_EQ(hshm::CachedPid(), getpid());
+  hshm::u64 start = hshm::ProcessStartTime(getpid());
+  EXPECT_GT(start, 0u);
+  EXPECT_EQ(hshm::ProcessStartTime(getpid()), start);
+  EXPECT_TRUE(hshm::ProcessAliveSince(getpid(), start));
+  EXPECT_TRUE(hshm::ProcessAliveSince(getpid(), 0));
+  EXPECT_FALSE(hshm::ProcessAliveSince(getpid(), start + 1));
+  pid_t child = fork();
+  if (child == 0) _exit(hshm::CachedPid() == getpid() ? 0 : 1);
+  ASSERT_GT(child, 0);
+  int st = 0;
+  ASSERT_EQ(waitpid(child, &st, 0), child);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "fork kept old pid";
+  EXPECT_FALSE(hshm::ProcessAlive(child));
+  EXPECT_EQ(hshm::ProcessStartTime(child), 0u);
 }
 
 }  // namespace
