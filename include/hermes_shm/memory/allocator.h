@@ -1,28 +1,49 @@
 // Shared-memory allocators usable by many threads in many processes at once.
 //
 // HeapAllocator formats a region (usually a PosixShmMmap's data area) as a
-// lock-free heap of size classes: a bump pointer for fresh memory plus one
-// Treiber free list per class. Every block carries a 16-byte header (its
-// class, an in-use magic and the free-list link), so Free needs no size and
-// detects double frees. Free-list heads pack a 30-bit ABA tag beside the
-// block offset, and all shared state changes by single CAS/fetch_add steps, so
-// a process killed at any instant can leak the block it held but never leaves
-// a lock held or a list broken for the others.
+// size-class heap: a bump pointer for fresh memory plus one lock-free Treiber
+// free list per class. Every block carries a 16-byte header (its class, its
+// state -- used, free or cached -- its owner's pid and the free-list link),
+// so Free needs no size, detects double frees, and a reaper can find and free
+// what a dead process held.
+//
+// Fast paths (popping a class list, pushing a freed block) are single CAS
+// steps. A process killed there leaks at most the blocks it held. Everything
+// that rewrites block boundaries -- carving fresh blocks off the bump
+// pointer, splitting a free block of a larger class, merging address-adjacent
+// free blocks and re-splitting them into other classes, giving a trailing run
+// back to the bump pointer -- runs under one process-shared heap lock (a
+// word naming the holder's pid and thread, no pointers; see
+// heap_allocator.cc) with an intent record, so a process killed there leaves
+// the heap walkable and the next lock holder repairs it. Memory freed in one
+// class is thus reused by the others: an allocation that finds its list
+// empty and the bump region exhausted splits a larger free block or, failing
+// that, merges every free block and splits what it needs.
 //
 // ThreadLocalAllocator adds per-thread caches (process-private) over the same
-// heap: most Allocate/Free calls touch no shared cache line. Cached blocks go
-// back to the heap when a cache overflows, on FlushThreadCache(), and when the
-// thread exits.
+// heap: most Allocate/Free calls touch no shared cache line and never the
+// heap lock. Cached blocks are marked as cached by the caching process, go
+// back to the heap when a cache overflows, on FlushThreadCache(), when the
+// thread exits, or -- for a dead process -- through ReclaimDeadProcess().
 //
-// Limits: blocks are never split or merged, so memory freed in one size class
-// is reused only by that class; requests above kMaxAllocSize fail.
+// Trust: the heap's shape is copied into the process at Create/Attach
+// (validated at Attach) and never re-read; every offset read back from the
+// region (list heads and links, the bump pointer, block headers) is checked
+// before use. Corruption makes lists look empty, walks fail with an error
+// and pointers look invalid; it never crashes or hangs the caller.
+//
+// Limits: requests above kMaxAllocSize fail; blocks held in other threads'
+// caches are not merged until those threads flush.
 //
 // Thread safety: after Create/Attach, every member may be called concurrently
-// from any thread of any process that attached the region.
+// from any thread of any process that attached the region, unless its
+// comment says otherwise.
 #ifndef HERMES_SHM_MEMORY_ALLOCATOR_H_
 #define HERMES_SHM_MEMORY_ALLOCATOR_H_
 
+#include <functional>
 #include <new>
+#include <type_traits>
 #include <utility>
 
 #include "hermes_shm/memory/pointer.h"
@@ -46,7 +67,9 @@ struct MemContext {
 
 namespace internal {
 struct HeapHeader;
+class HeapOps;
 class ThreadCacheOps;
+class HeapTestHooks;
 }  // namespace internal
 
 /** Typed helpers shared by the allocators (CRTP over Derived::Allocate/Free).
@@ -79,7 +102,23 @@ class AllocatorOps {
   Derived *self() { return static_cast<Derived *>(this); }
 };
 
-/** Lock-free size-class heap in a shared region. See the file comment. */
+/** State of a carved block, as a heap walk reports it. */
+enum class BlockState : u32 {
+  kUsed,    ///< Handed out by Allocate and not yet freed.
+  kFree,    ///< On a shared free list (or being moved to or from one).
+  kCached,  ///< Held in a ThreadLocalAllocator thread cache of owner_pid.
+};
+
+/** One carved block, as ForEachBlock reports it. A snapshot: the state and
+ * owner of a block other threads use may change right after. */
+struct BlockInfo {
+  Pointer ptr;       ///< The user pointer (as Allocate returned it).
+  u64 usable_size;   ///< User bytes (block size minus the header).
+  BlockState state;  ///< See BlockState.
+  int owner_pid;     ///< Allocating/caching process; -1 for free blocks.
+};
+
+/** Size-class heap in a shared region. See the file comment. */
 class HeapAllocator : public AllocatorOps<HeapAllocator> {
  public:
   /** Bytes in front of every block's user data. */
@@ -97,19 +136,22 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
 
   /** Formats [region, region + size) as a new heap with id `id` and a
    * zeroed custom header of `custom_header_size` bytes. The region must be
-   * 16-byte aligned. Does not register the allocator (see MemoryManager). */
+   * 16-byte aligned and no other process may use it yet. Does not register
+   * the allocator (see MemoryManager). Not concurrent with other members. */
   Status Create(AllocatorId id, char *region, size_t size,
                 size_t custom_header_size = 0);
-  /** Attaches to a heap another process (or this one) created in `region`.
-   */
+  /** Attaches to a heap another process (or this one) created in `region`,
+   * validating and copying its shape. Not concurrent with other members. */
   Status Attach(char *region, size_t size);
 
-  /** Allocates `size` bytes (16-byte aligned). Returns null when the heap is
-   * exhausted or size > kMaxAllocSize. */
+  /** Allocates `size` bytes (16-byte aligned), owned by the calling process.
+   * Returns null when the heap is exhausted or size > kMaxAllocSize. Lock
+   * free unless the class list is empty; then it takes the heap lock. */
   FullPtr<char> Allocate(const MemContext &ctx, size_t size);
   /** Frees a block from Allocate. Null is a no-op. Returns InvalidArgument
    * for a pointer that is not a live block of this heap (double free,
-   * foreign or corrupt pointer); the heap is left unchanged then. */
+   * foreign or corrupt pointer); the heap is left unchanged then. Lock free.
+   */
   Status Free(const MemContext &ctx, const Pointer &p);
 
   /** The custom header reserved at Create (null if none was). */
@@ -123,10 +165,11 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
   char *GetRegion() const { return region_; }
   /** Size of the region. */
   size_t GetRegionSize() const { return size_; }
-  /** Bytes handed out and not yet freed (block sizes, headers included).
-   * With ThreadLocalAllocator this lags by what threads have not flushed. */
+  /** Bytes of blocks handed out or held in thread caches (headers
+   * included); once every thread has flushed its cache, exactly the bytes
+   * handed out and not yet freed. */
   hshm::i64 GetBytesInUse() const;
-  /** Bytes never yet carved from the region by the bump pointer. */
+  /** Bytes not yet carved from the region by the bump pointer. */
   u64 GetBytesUnreserved() const;
   /** The Pointer for a process address inside this region. */
   Pointer ToPointer(const void *addr) const {
@@ -139,9 +182,44 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
     u64 n = LiveBlockSize(p);
     return n != 0 && n >= size;
   }
-  /** Usable bytes of the live block `p` names, or 0 if `p` is not a live
-   * block of this heap (validates untrusted pointers in O(1)). */
+  /** Usable bytes of the live (in-use) block `p` names, or 0 if `p` is not
+   * the start of one (validates untrusted pointers in O(1); the block lies
+   * inside the region whatever the shared memory holds). */
   u64 LiveBlockSize(const Pointer &p) const;
+
+  /** Owner pid of the live block `p`, or -1 if `p` is not a live block. */
+  int BlockOwner(const Pointer &p) const;
+  /** Makes `pid` the owner of the live block `p` (e.g. a buffer handed to
+   * the client that will free it). No-op if `p` is not a live block. */
+  void SetBlockOwner(const Pointer &p, int pid);
+
+  /** Calls fn(const BlockInfo &) for every carved block in address order,
+   * under the heap lock (block boundaries cannot change meanwhile; other
+   * threads still allocate and free). fn may call Free, LiveBlockSize,
+   * BlockOwner and SetBlockOwner, but nothing that takes the heap lock
+   * (Allocate, ForEachBlock, LiveBytes, ReclaimDeadProcess; such a call fails
+   * or returns null instead of deadlocking). Stops and returns an error on
+   * the first invalid block header, or if the heap lock cannot be taken. */
+  template <typename F>
+  Status ForEachBlock(F &&fn) const {
+    using Fn = typename std::remove_reference<F>::type;
+    return Walk([](void *arg,
+                   const BlockInfo &info) { (*static_cast<Fn *>(arg))(info); },
+                const_cast<void *>(static_cast<const void *>(&fn)));
+  }
+  /** Frees every block owned by the dead process `pid` that is cached, and
+   * every used one for which may_free_used(info) returns true (it runs under
+   * the heap lock, with the restrictions of ForEachBlock's fn). Returns the
+   * bytes freed (block sizes, headers included). Safe while other processes
+   * allocate and free; refuses (returns 0) for the calling process's own pid.
+   * REQUIRES: `pid` is dead and its pid not yet reused. */
+  u64 ReclaimDeadProcess(
+      int pid, const std::function<bool(const BlockInfo &)> &may_free_used);
+  /** Exact bytes (block sizes, headers included) of used blocks, only those
+   * owned by `pid` unless it is -1, found by walking the heap under the
+   * heap lock (restrictions as ForEachBlock). On a corrupt heap, counts the
+   * blocks before the bad header; 0 if the heap lock cannot be taken. */
+  u64 LiveBytes(int pid = -1) const;
 
   /** Size class of a block of `block_size` bytes (header included). */
   static u32 ClassOf(u64 block_size);
@@ -150,27 +228,52 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
 
  protected:
   friend class ThreadLocalAllocator;
+  friend class internal::HeapOps;
   friend class internal::ThreadCacheOps;
+  friend class internal::HeapTestHooks;
+  /** Walk callback: arg, block. */
+  using WalkFn = void (*)(void *, const BlockInfo &);
+
   char *custom_header() const;
-  /** Pops a free block of class `cls`; 0 when the list is empty. */
-  u64 PopFree(u32 cls);
-  /** Pushes the chain first..last (linked through next_) onto list `cls`. */
+  /** The bump pointer, checked against the private shape (heap_end_ if the
+   * shared value is corrupt). */
+  u64 LoadTop() const;
+  /** Pops a free block of class `cls` and sets its header state to `claim`
+   * (a packed state word); 0 when the list is empty or corrupt. Lock free. */
+  u64 PopFree(u32 cls, u64 claim);
+  /** Pushes the chain first..last (linked through next_, states already
+   * free) onto list `cls`. Lock free. */
   void PushFreeChain(u32 cls, u64 first, u64 last);
-  /** Carves up to `n` blocks of class `cls` from the bump region into
-   * `out`; returns how many it carved (0 when the region is exhausted). */
-  u32 BumpAllocate(u32 cls, u32 n, u64 *out);
-  /** Marks block `block_off` in use and returns its FullPtr. */
-  FullPtr<char> Hand(u64 block_off);
-  /** Validates `p` and flips its block to free; returns its block offset
-   * and class, or an error. */
-  Status Reclaim(const Pointer &p, u64 *block_off, u32 *cls);
+  /** Under the heap lock, gets up to `keep` blocks of class `cls` into `out`
+   * with header state `claim`, from the class list, the bump pointer, a
+   * split free block of a larger class or (if `defrag`) by merging free
+   * blocks; up to `spare` more of the class go onto its free list. Returns how
+   * many it kept (0: out of memory, or the lock could not be taken). Does not
+   * count them in use. */
+  u32 SlowAllocate(u32 cls, u32 keep, u32 spare, u64 claim, bool defrag,
+                   u64 *out);
+  /** Validates `p` as a live block and moves its header from used to state
+   * `new_magic` owned by `new_owner`; returns its block offset and class, or
+   * an error (the heap unchanged). Lock free. */
+  Status Reclaim(const Pointer &p, u32 new_magic, u32 new_owner, u64 *block_off,
+                 u32 *cls);
+  /** Block offset of live block `p`, with its header state; 0 if `p` is
+   * not a live block. */
+  u64 FindLive(const Pointer &p, u64 *state) const;
   /** Adds `delta` bytes to the shared in-use counter. */
   void AddInUse(hshm::i64 delta);
+  /** ForEachBlock without the template. */
+  Status Walk(WalkFn fn, void *arg) const;
 
   internal::HeapHeader *hdr_ = nullptr;
   char *region_ = nullptr;
   size_t size_ = 0;
   AllocatorId id_;
+  // Process-private copy of the heap's shape (see the file comment).
+  u64 custom_off_ = 0;
+  u64 custom_size_ = 0;
+  u64 heap_begin_ = 0;
+  u64 heap_end_ = 0;
 };
 
 /** HeapAllocator plus per-thread caches of small blocks. */
@@ -183,12 +286,14 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
                 size_t custom_header_size = 0);
   /** See HeapAllocator::Attach. */
   Status Attach(char *region, size_t size);
-  /** Allocates `size` bytes; null when out of memory. */
+  /** Allocates `size` bytes; null when out of memory. Usually touches only
+   * the calling thread's cache; takes the heap lock only when the shared
+   * class list is empty too (to carve, split or merge). */
   FullPtr<char> Allocate(const MemContext &ctx, size_t size);
-  /** Frees a block; errors as HeapAllocator::Free. */
+  /** Frees a block (into the calling thread's cache when it is small);
+   * errors as HeapAllocator::Free. Lock free. */
   Status Free(const MemContext &ctx, const Pointer &p);
-  /** Returns the calling thread's cached blocks and pending counts to the
-   * shared heap. */
+  /** Returns the calling thread's cached blocks to the shared heap. */
   void FlushThreadCache();
 
   template <typename T>
@@ -205,6 +310,22 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
     return heap_.IsLiveBlock(p, size);
   }
   u64 LiveBlockSize(const Pointer &p) const { return heap_.LiveBlockSize(p); }
+  /** See HeapAllocator::BlockOwner. */
+  int BlockOwner(const Pointer &p) const { return heap_.BlockOwner(p); }
+  /** See HeapAllocator::SetBlockOwner. */
+  void SetBlockOwner(const Pointer &p, int pid) { heap_.SetBlockOwner(p, pid); }
+  /** See HeapAllocator::ForEachBlock. */
+  template <typename F>
+  Status ForEachBlock(F &&fn) const {
+    return heap_.ForEachBlock(std::forward<F>(fn));
+  }
+  /** See HeapAllocator::ReclaimDeadProcess. */
+  u64 ReclaimDeadProcess(
+      int pid, const std::function<bool(const BlockInfo &)> &may_free_used) {
+    return heap_.ReclaimDeadProcess(pid, may_free_used);
+  }
+  /** See HeapAllocator::LiveBytes. */
+  u64 LiveBytes(int pid = -1) const { return heap_.LiveBytes(pid); }
   /** The underlying shared heap. */
   HeapAllocator &heap() { return heap_; }
   /** Unique per Create/Attach; thread caches of older ones are dropped. */
@@ -221,6 +342,38 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
   HeapAllocator heap_;
   u64 generation_ = 0;  ///< Unique per Create/Attach, to spot stale caches.
 };
+
+namespace internal {
+
+/** Test-only access to heap internals (simulating crashes and corruption).
+ * Never call these in production code. */
+class HeapTestHooks {
+ public:
+  /** Takes the heap lock and keeps it (a test child then dies holding it).
+   * Returns false if the lock could not be taken. */
+  static bool LockMutex(HeapAllocator &h);
+  /** Overwrites the shared heap-lock word with `raw`, as a hostile process
+   * could. The word is (holder thread id << 32) | holder pid; 0 is free. */
+  static void SetLockWord(HeapAllocator &h, u64 raw);
+  /** The shared heap-lock word (see SetLockWord). */
+  static u64 LockWord(const HeapAllocator &h);
+  /** Sets how long a heap-lock wait lasts before failing, for every heap in
+   * this process, in ms; 0 restores the default (10 s). Call it while no
+   * thread waits for a heap lock. */
+  static void SetLockTimeoutMs(u64 ms);
+  /** Records a boundary-rewrite intent over block offsets [begin, end), as
+   * the slow path does before rewriting. REQUIRES: LockMutex held. */
+  static void SetIntent(HeapAllocator &h, u64 begin, u64 end);
+  /** Overwrites the raw head word of free list `cls`. */
+  static void SetListHead(HeapAllocator &h, u32 cls, u64 raw);
+  /** Overwrites the shared bump pointer. */
+  static void SetTop(HeapAllocator &h, u64 top);
+  /** Overwrites the shape fields (region size, heap bounds) in the shared
+   * header with `value`, as a hostile process could. */
+  static void CorruptShape(HeapAllocator &h, u64 value);
+};
+
+}  // namespace internal
 
 /** An allocator plus a MemContext, passed to shared-memory constructors. */
 template <typename AllocT>
