@@ -708,6 +708,7 @@ int main(int argc, char **argv) {
   }
 
   // 4. Large remote echo.
+  double echo_mbps = 0;
   if (!skip_echo && !err.fatal) {
     printf(
         "\n4. Synchronous %llu-byte echo to node %u (%llu timed; MB/s = "
@@ -744,6 +745,7 @@ int main(int argc, char **argv) {
       double zmbps = zs.total > 0 ? static_cast<double>(zs.n * echo_size) /
                                         kMB / (zs.total / 1e9)
                                   : 0.0;
+      echo_mbps = mbps;
       PrintLatency("Chimaera echo", es, Fmt("  %8.1f MB/s", mbps));
       PrintLatency("ZeroMQ REQ/REP", zs, Fmt("  %8.1f MB/s", zmbps));
       double ratio = Ratio(mbps, zmbps);
@@ -763,6 +765,9 @@ int main(int argc, char **argv) {
   printf(
       "  (ratio: Chimaera / raw ZeroMQ; 'rem': / the remote no-op of the "
       "same percentile; MB/s and rates: higher is better)\n");
+  // One line for scripts (run_remote_benchmark.sh CURVE=compare).
+  printf("\nRESULT remote_noop_p50_us=%.2f echo_mb_per_s=%.1f\n",
+         rem_s.p50 / 1e3, echo_mbps);
   if (err.count) {
     printf("\nERRORS: %llu (first: %s)\n",
            static_cast<unsigned long long>(err.count), err.first.c_str());

@@ -12,6 +12,7 @@ PKGS=(
   libzstd-dev liblz4-dev
   libcli11-dev
   clang-format
+  clang-14 libclang-rt-14-dev
 )
 
 SUDO=""

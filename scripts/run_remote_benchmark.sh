@@ -14,6 +14,11 @@
 #   SKIP_BUILD  1 to skip the build (use what BUILD_DIR holds)
 #   BENCH_TIMEOUT  seconds the benchmark may run before it is killed
 #               (default: 300)
+#   CURVE       off (default), on (node-to-node ZeroMQ CURVE with a fresh
+#               cluster key written by chimaera_keygen), or compare: the
+#               benchmark runs twice (a fresh cluster each, off then on) and
+#               the remote no-op p50 and 1 MiB echo MB/s of both are printed
+#               with their ratios (on / off)
 # Arguments are passed to remote_benchmark (e.g. --tasks 5000 --skip-bcast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +36,19 @@ if ! [[ $NODES =~ ^[0-9]+$ ]] || ((NODES < 2 || NODES > 200)); then
   echo "run_remote_benchmark: bad NODES '$NODES' (2-200)" >&2
   exit 2
 fi
+CURVE=${CURVE:-off}
+case "$CURVE" in
+  off) MODES=(off) ;;
+  on) MODES=(on) ;;
+  compare) MODES=(off on) ;;
+  *)
+    echo "run_remote_benchmark: bad CURVE '$CURVE' (off, on or compare)" >&2
+    exit 2
+    ;;
+esac
 
 TARGETS=(remote_benchmark chimaera_start_runtime chimaera_stop_runtime
-  chimaera_stat small_message_runtime)
+  chimaera_stat chimaera_keygen small_message_runtime)
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
     GEN=()
@@ -47,7 +62,7 @@ fi
 BIN="$BUILD_DIR/src/chimaera"
 BENCH="$BUILD_DIR/benchmark/remote_benchmark"
 for exe in "$BIN/chimaera_start_runtime" "$BIN/chimaera_stop_runtime" \
-  "$BIN/chimaera_stat" "$BENCH"; do
+  "$BIN/chimaera_stat" "$BIN/chimaera_keygen" "$BENCH"; do
   [[ -x "$exe" ]] || { echo "run_remote_benchmark: missing $exe" >&2; exit 1; }
 done
 
@@ -67,6 +82,7 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chimaera_remote_bench.XXXXXX")
 CONF="$WORK/chimaera.yaml"
+KEY="$WORK/cluster.key"
 HOSTFILE="$WORK/hosts"
 RUN="$WORK/run"
 mkdir -p "$RUN"
@@ -126,10 +142,16 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 printf '%s\n' "${HOSTS[@]}" >"$HOSTFILE"
+if [[ $CURVE != off ]]; then
+  "$BIN/chimaera_keygen" -o "$KEY" >/dev/null
+fi
+
+# Writes the configuration; $1 = on adds CURVE with the cluster key.
 # Small segments (4 runtimes share the machine); client_data holds the 1 MiB
 # echo input and its replies. One low- and one high-latency worker per node
 # and no reinforcement thread: 2 * NODES worker threads on this machine.
-cat >"$CONF" <<EOF
+write_conf() {
+  cat >"$CONF" <<EOF
 workers:
   low_latency: 1
   high_latency: 1
@@ -142,34 +164,70 @@ shm:
 network:
   port: ${PORT}
 EOF
+  if [[ $1 == on ]]; then
+    printf '  curve: true\n  curve_key_file: %s\n' "$KEY" >>"$CONF"
+  fi
+}
 
-echo "== starting a $NODES-node cluster on ${HOSTS[0]}-${HOSTS[-1]}" \
-  "port $PORT (rpc $((PORT + 1))), run dir $RUN"
-STARTED=1
-cluster start
-cluster status
+# One benchmark on a fresh cluster; $1: CURVE off or on, the rest goes to
+# remote_benchmark. Its output is also kept in $WORK/bench_$1.out.
+run_once() {
+  local mode=$1 bench_rc=0 stop_rc=0
+  shift
+  write_conf "$mode"
+  echo "== starting a $NODES-node cluster on ${HOSTS[0]}-${HOSTS[-1]}" \
+    "port $PORT (rpc $((PORT + 1))), CURVE $mode, run dir $RUN"
+  STARTED=1
+  # (errexit does not apply inside a function called from `||`.)
+  cluster start || return $?
+  cluster status || return $?
 
-echo
-echo "== remote_benchmark $* (attached to node 1, ${HOSTS[0]})"
-bench_rc=0
-CHI_SERVER_CONF="$CONF" CHI_HOSTFILE="$HOSTFILE" CHI_SERVER_ADDR="${HOSTS[0]}" \
-  timeout --foreground -k 5 "$BENCH_TIMEOUT" "$BENCH" "$@" ||
-  bench_rc=$?
-if ((bench_rc == 124 || bench_rc == 137)); then
-  echo "run_remote_benchmark: remote_benchmark ran past ${BENCH_TIMEOUT} s" >&2
-fi
+  echo
+  echo "== remote_benchmark $* (attached to node 1, ${HOSTS[0]}; CURVE $mode)"
+  CHI_SERVER_CONF="$CONF" CHI_HOSTFILE="$HOSTFILE" \
+    CHI_SERVER_ADDR="${HOSTS[0]}" \
+    timeout --foreground -k 5 "$BENCH_TIMEOUT" "$BENCH" "$@" |
+    tee "$WORK/bench_$mode.out" || bench_rc=${PIPESTATUS[0]}
+  if ((bench_rc == 124 || bench_rc == 137)); then
+    echo "run_remote_benchmark: remote_benchmark ran past ${BENCH_TIMEOUT} s" >&2
+  fi
 
-echo
-echo "== stopping the cluster"
-stop_rc=0
-cluster stop || stop_rc=$?
-if [[ -n $(our_runtimes) ]]; then
-  echo "run_remote_benchmark: runtimes left after stop" >&2
-  stop_rc=1
+  echo
+  echo "== stopping the cluster"
+  cluster stop || stop_rc=$?
+  if [[ -n $(our_runtimes) ]]; then
+    echo "run_remote_benchmark: runtimes left after stop" >&2
+    stop_rc=1
+  fi
+  STARTED=$((stop_rc == 0 ? 0 : 1))
+  if ((bench_rc != 0)); then
+    echo "run_remote_benchmark: remote_benchmark failed (exit $bench_rc)" >&2
+    return "$bench_rc"
+  fi
+  return "$stop_rc"
+}
+
+# The value of $2 on the RESULT line of run $1's output (off or on).
+result() {
+  sed -n "s/^RESULT .*\b$2=\([0-9.]*\).*/\1/p" "$WORK/bench_$1.out" | tail -n 1
+}
+
+for mode in "${MODES[@]}"; do
+  run_once "$mode" "$@" || exit $?
+  echo
+done
+
+if [[ $CURVE == compare ]]; then
+  echo "== CURVE on vs off ($NODES nodes on this machine, one run each)"
+  awk -v a="$(result off remote_noop_p50_us)" \
+    -v b="$(result on remote_noop_p50_us)" \
+    -v c="$(result off echo_mb_per_s)" -v d="$(result on echo_mb_per_s)" '
+    BEGIN {
+      printf "  %-22s %12s %12s %8s\n", "metric", "CURVE off", "CURVE on",
+        "on/off"
+      printf "  %-22s %9.1f us %9.1f us %7.2fx\n", "remote no-op p50", a, b,
+        (a > 0 ? b / a : 0)
+      printf "  %-22s %7.1f MB/s %7.1f MB/s %7.3fx\n", "1 MiB echo", c, d,
+        (c > 0 ? d / c : 0)
+    }'
 fi
-STARTED=$((stop_rc == 0 ? 0 : 1))
-if ((bench_rc != 0)); then
-  echo "run_remote_benchmark: remote_benchmark failed (exit $bench_rc)" >&2
-  exit "$bench_rc"
-fi
-exit "$stop_rc"

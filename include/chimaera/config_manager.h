@@ -66,6 +66,11 @@ class ConfigurationManager {
   Status Load();
   /** Loads defaults overridden by `yaml` (tests and tools). */
   Status LoadText(const std::string &yaml);
+  /** Runtimes only (clients never need the secret): if network.curve is on,
+   * reads the cluster key pair from network.curve_key_file into the config.
+   * A missing, unreadable, malformed or world-accessible file, or a libzmq
+   * without CURVE, is an error naming the file. Ok (nothing read) if off. */
+  Status LoadCurveKeys();
   /** The loaded configuration. */
   const ServerConfig &config() const { return config_; }
   ServerConfig &mutable_config() { return config_; }

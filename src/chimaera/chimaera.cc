@@ -35,6 +35,8 @@ Status Chimaera::ServerInit() {
   std::lock_guard<std::mutex> lock(mu_);
   if (is_runtime_) return Status::Ok();
   HSHM_RETURN_IF_ERROR(CHI_CONFIG_MANAGER->Load());
+  // Before anything starts: a bad key file stops the runtime here.
+  HSHM_RETURN_IF_ERROR(CHI_CONFIG_MANAGER->LoadCurveKeys());
   Status s = CHI_IPC->ServerInit();
   if (!s.ok()) {
     CHI_IPC->Finalize();

@@ -4,6 +4,7 @@
 
 #include "chimaera/config/default_config.h"
 #include "hermes_shm/config/config_parse.h"
+#include "hermes_shm/lightbeam/curve.h"
 
 namespace chi {
 
@@ -27,7 +28,8 @@ Status CheckRange(const std::string &key, u64 v, u64 lo, u64 hi) {
 
 Status ServerConfig::ParseYAML(const YAML::Node &root) {
   HSHM_RETURN_IF_ERROR(CheckKeys(
-      root, {"workers", "queue", "shm", "network", "modules"}, "config"));
+      root, {"workers", "queue", "shm", "network", "modules", "client"},
+      "config"));
   if (const YAML::Node w = root["workers"]) {
     HSHM_RETURN_IF_ERROR(CheckKeys(w,
                                    {"low_latency", "high_latency",
@@ -72,7 +74,7 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(
         CheckKeys(n,
                   {"hostfile", "port", "client_timeout_ms", "rpc_port",
-                   "heartbeat_ms", "dead_after_ms"},
+                   "heartbeat_ms", "dead_after_ms", "curve", "curve_key_file"},
                   "network"));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "rpc_port", &rpc_port_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "heartbeat_ms", &heartbeat_ms_));
@@ -112,6 +114,24 @@ Status ConfigurationManager::Load() {
 Status ConfigurationManager::LoadText(const std::string &yaml) {
   HSHM_RETURN_IF_ERROR(config_.LoadText(yaml));
   return LoadHosts();
+}
+
+Status ConfigurationManager::LoadCurveKeys() {
+  config_.curve_public_key_.clear();
+  config_.curve_secret_key_.clear();
+  if (!config_.curve_) return Status::Ok();
+  if (!hshm::lbm::CurveAvailable()) {
+    return Status::Unimplemented(
+        "network.curve is true, but this libzmq was built without CURVE");
+  }
+  auto keys = hshm::lbm::ReadCurveKeyFile(config_.curve_key_file_);
+  if (!keys.ok()) {
+    return Status(keys.status().code(),
+                  "network.curve_key_file: " + keys.status().message());
+  }
+  config_.curve_public_key_ = std::move(keys->public_key);
+  config_.curve_secret_key_ = std::move(keys->secret_key);
+  return Status::Ok();
 }
 
 Status ConfigurationManager::LoadHosts() {

@@ -1,5 +1,7 @@
 #include "hermes_shm/config/config_parse.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -283,6 +285,13 @@ std::string ConfigParse::ExpandPath(const std::string &text) {
 }
 
 StatusOr<std::string> ConfigParse::ReadFile(const std::string &path) {
+  // Only regular files: opening a FIFO would block, and /dev/zero would
+  // never end.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) &&
+      !S_ISDIR(st.st_mode)) {
+    return Status::InvalidArgument("'" + path + "' is not a regular file");
+  }
   std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
   if (!file) {
     int err = errno;
@@ -296,6 +305,11 @@ StatusOr<std::string> ConfigParse::ReadFile(const std::string &path) {
   size_t n = 0;
   while ((n = std::fread(buf, 1, sizeof(buf), file.get())) > 0) {
     data.append(buf, n);
+    if (data.size() > kMaxFileSize) {
+      return Status::InvalidArgument("'" + path + "' is larger than " +
+                                     std::to_string(kMaxFileSize >> 20) +
+                                     " MiB");
+    }
   }
   if (std::ferror(file.get())) {
     int err = errno;

@@ -95,7 +95,8 @@ step "install $BUILD -> $PREFIX"
 bounded 120 cmake --install "$BUILD" --prefix "$PREFIX" >"$WORK/install.log" ||
   { cat "$WORK/install.log" >&2; exit 1; }
 for f in bin/chimaera_start_runtime bin/chimaera_stop_runtime \
-  lib/cmake/chimaera/chimaeraConfig.cmake include/chimaera/chimaera.h; do
+  bin/chimaera_keygen lib/cmake/chimaera/chimaeraConfig.cmake \
+  include/chimaera/chimaera.h; do
   [[ -e "$PREFIX/$f" ]] || { echo "missing $PREFIX/$f" >&2; exit 1; }
 done
 

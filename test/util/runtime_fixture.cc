@@ -228,7 +228,8 @@ int DeadAfterMs() {
   return ms > 0 ? ms : 1500;
 }
 
-LocalCluster::LocalCluster(int n, const std::string &extra_yaml) {
+LocalCluster::LocalCluster(int n, const std::string &extra_yaml,
+                           const std::string &network_yaml) {
   // Two consecutive free ports: the client port and the node-to-node one.
   int port = FreePort();
   for (int tries = 0; tries < 50; ++tries) {
@@ -247,8 +248,7 @@ LocalCluster::LocalCluster(int n, const std::string &extra_yaml) {
   std::string yaml = "network:\n  port: " + std::to_string(port) +
                      "\n  hostfile: " + hostfile_ +
                      "\n  heartbeat_ms: 50\n  dead_after_ms: " +
-                     std::to_string(DeadAfterMs()) +
-                     "\n"
+                     std::to_string(DeadAfterMs()) + "\n" + network_yaml +
                      "shm:\n  main: 16m\n  client_data: 32m\n"
                      "  runtime_data: 32m\n" +
                      extra_yaml;

@@ -74,9 +74,11 @@ int DeadAfterMs();
 class LocalCluster {
  public:
   /** Writes the hostfile and a config (small segments, fast heartbeats,
-   * plus `extra_yaml`, which must not repeat the `network` or `shm` keys).
+   * plus `extra_yaml`, which must not repeat the `network` or `shm` keys,
+   * and `network_yaml`, more `network:` keys, each line indented by two).
    */
-  explicit LocalCluster(int n, const std::string &extra_yaml = "");
+  explicit LocalCluster(int n, const std::string &extra_yaml = "",
+                        const std::string &network_yaml = "");
   /** Detaches the client; the runtimes are stopped by ~RuntimeProcess. */
   ~LocalCluster();
   /** Starts every node (at once) and waits until each answers. */

@@ -42,9 +42,14 @@ class ConfigParse {
    * kept literally. */
   static std::string ExpandPath(const std::string &text);
 
+  /** Largest file ReadFile accepts (configurations and hostfiles). */
+  static constexpr size_t kMaxFileSize = 16u << 20;
+
   /** Reads the whole file at `path` (no expansion is applied). Returns
-   * NotFound when it does not exist, IoError when it cannot be read (or is a
-   * directory); the message names the path. */
+   * NotFound when it does not exist, InvalidArgument when it is not a
+   * regular file (a FIFO, a device such as /dev/zero) or is larger than
+   * kMaxFileSize, IoError when it cannot be read (or is a directory); the
+   * message names the path. */
   static StatusOr<std::string> ReadFile(const std::string &path);
 
   /** Expands one host pattern. Bracket groups hold comma-separated numbers or

@@ -3,6 +3,8 @@
 // one DEALER to each other node (used only for sending). One dedicated network
 // thread per Transport owns all sockets; it batches queued records per peer,
 // validates every incoming message, heartbeats the peers and tracks liveness.
+// Optionally (TransportOptions::curve_*) every socket uses ZeroMQ CURVE with
+// one cluster key pair: only holders of the pair connect, all is encrypted.
 //
 // Threads: Send, PeerAlive, PeerIncarnation and stats may be called from any
 // thread, including from inside the callbacks, but not concurrently with
@@ -83,7 +85,34 @@ struct TransportOptions {
    * refuses records that could not fit in a message of this size. */
   u64 max_message_bytes = 1ull << 30;
   int sndhwm = 100000;  ///< Per-peer send (and receive) high-water mark.
+  /** ZeroMQ CURVE (lightbeam/curve.h): empty (the default) sends in clear.
+   * Set, both Z85 keys of the cluster key pair: the ROUTER is a CURVE server
+   * that admits only clients holding this pair, every DEALER is a CURVE
+   * client of it, and everything on the wire is encrypted. Peers must use
+   * the same pair; one without it never connects, so it is seen as dead. */
+  std::string curve_public_key;
+  std::string curve_secret_key;
 };
+
+/** Where one record of a validated kRecords message lies: `len` bytes at
+ * `offset` in the body frame, followed by `nframes` data frames. */
+struct WireRecordRef {
+  u64 offset;
+  u32 len;
+  u32 nframes;
+};
+
+/** Checks one received message completely, without touching any socket or
+ * state: `num_frames` is its frame count (routing id, header, body, then data
+ * frames) and `routing_id`, `header` and `body` are the bytes of its first
+ * three frames (read only when num_frames >= 3). `self` is the receiving
+ * node and `num_nodes` the cluster size. Returns nullptr if the message is
+ * valid for `self`, filling *out_header and (kRecords only) *out_records, in
+ * body order; otherwise a static string naming the first problem. */
+const char *DecodeMessage(u64 num_frames, std::string_view routing_id,
+                          std::string_view header, std::string_view body,
+                          u32 self, u32 num_nodes, WireHeader *out_header,
+                          std::vector<WireRecordRef> *out_records);
 
 /** Counters since Start; each is monotonic. */
 struct TransportStats {
@@ -93,6 +122,9 @@ struct TransportStats {
   u64 records_received = 0;
   u64 dropped_malformed = 0;  ///< Incoming messages that failed validation.
   u64 send_failures = 0;      ///< Records reported through on_send_fail.
+  /** Incoming connections that failed the CURVE handshake (wrong or no
+   * cluster key). */
+  u64 auth_failures = 0;
 };
 
 /** A node's endpoint of the lightbeam transport. Not copyable or movable. A
@@ -117,11 +149,13 @@ class Transport {
    * first IPv4 address for the bind); self is 1-based. Binds a ROUTER to
    * endpoints[self-1] only (wildcard hosts are refused), connects one DEALER
    * per other node (routing id = decimal self node id, ZMQ_IMMEDIATE=1,
-   * linger 0, sndhwm) and starts the network thread. Null handlers are
-   * allowed. Errors: InvalidArgument (bad self, endpoint string or options;
-   * already started), AlreadyExists (address in use) / Unavailable (other
-   * bind failure; the message names the address), or the thread-spawn
-   * error. On error nothing is left running and Start may be called again. */
+   * linger 0, sndhwm; CURVE first if the options name keys) and starts the
+   * network thread. Null handlers are allowed. Errors: InvalidArgument (bad
+   * self, endpoint string, options or CURVE keys; already started),
+   * Unimplemented (CURVE keys but a libzmq without CURVE), AlreadyExists
+   * (address in use) / Unavailable (other bind failure; the message names the
+   * address), or the thread-spawn error. On error nothing is left running and
+   * Start may be called again. */
   Status Start(u32 self, const std::vector<std::string> &endpoints,
                const TransportOptions &opt, RecordHandler on_record,
                PeerHandler on_peer, SendFailHandler on_send_fail);
@@ -178,11 +212,7 @@ class Transport {
     u64 retired_incarnation = 0;  // the one before `incarnation`
   };
   /** Where a parsed record lies in the body frame. */
-  struct RecordRef {
-    u64 offset;
-    u32 len;
-    u32 nframes;
-  };
+  using RecordRef = WireRecordRef;
 
   // All of these run on the network thread only (AbortStart and
   // CloseSockets also on the owner thread in Start, before it exists).
@@ -210,13 +240,25 @@ class Transport {
   void FailQueued(u32 node);
   /** Reads, validates and dispatches the messages waiting on the ROUTER. */
   void ReceiveAll();
-  /** Checks in_frames_ completely; fills in_header_ and in_records_.
-   * Returns nullptr if valid, else the reason. */
+  /** Checks in_frames_ completely (DecodeMessage); fills in_header_ and
+   * in_records_. Returns nullptr if valid, else the reason. */
   const char *Validate();
   /** Acts on the validated message in in_frames_. */
   void Dispatch();
   /** Refreshes `node`'s liveness; reports its return or restart. */
   void Heard(u32 node, u64 incarnation);
+  /** CURVE: answers the ZAP requests waiting on zap_ (admits clients with
+   * the cluster public key only). */
+  void HandleZap();
+  /** CURVE: reads the ROUTER's monitor events; counts and logs (rate
+   * limited) failed handshakes. */
+  void HandleMonitor();
+  /** CURVE: binds the ZAP handler and the ROUTER monitor and sets the
+   * ROUTER's server options. Before the ROUTER binds. */
+  void SetUpCurveServer();
+  /** Logs a refused incoming connection (`from`: its address, or empty),
+   * at most once per kAuthLogPeriod, with the count of those not logged. */
+  void LogAuthFailure(const char *why, const std::string &from);
   /** Heartbeat: pings every peer and declares silent ones dead. */
   void Tick(Clock::time_point now);
   /** Starts a new one-second log window, reporting suppressed lines. */
@@ -255,6 +297,9 @@ class Transport {
   // Network thread only.
   std::unique_ptr<zmq::context_t> ctx_;
   std::unique_ptr<zmq::socket_t> router_;
+  std::unique_ptr<zmq::socket_t> zap_;      // CURVE only: ZAP handler (REP)
+  std::unique_ptr<zmq::socket_t> monitor_;  // CURVE only: ROUTER events
+  std::string curve_client_key_;            // CURVE: 32 raw bytes admitted
   std::vector<zmq::message_t> in_frames_;
   std::vector<RecordRef> in_records_;
   std::vector<std::vector<OutRecord>> pending_;  // index node-1
@@ -262,9 +307,12 @@ class Transport {
   u64 log_window_ms_ = 0;
   u32 log_lines_ = 0;
   u64 log_suppressed_ = 0;
+  Clock::time_point auth_log_at_{};  // last LogAuthFailure line
+  u64 auth_unlogged_ = 0;            // refusals since that line
 
   std::atomic<u64> msgs_sent_{0}, records_sent_{0}, msgs_received_{0},
-      records_received_{0}, dropped_malformed_{0}, send_failures_{0};
+      records_received_{0}, dropped_malformed_{0}, send_failures_{0},
+      auth_failures_{0};
 };
 
 }  // namespace hshm::lbm

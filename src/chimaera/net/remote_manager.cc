@@ -80,6 +80,10 @@ Status RemoteManager::Init() {
   hshm::lbm::TransportOptions opt;
   opt.heartbeat_ms = conf.heartbeat_ms_;
   opt.dead_after_ms = conf.dead_after_ms_;
+  if (conf.curve_) {
+    opt.curve_public_key = conf.curve_public_key_;
+    opt.curve_secret_key = conf.curve_secret_key_;
+  }
   if (!transport_) return Status::Internal("RemoteManager::Reserve first");
   hshm::lbm::Transport *t = transport_.get();
   Status s = t->Start(
@@ -148,7 +152,11 @@ std::string RemoteManager::StatLine() {
   s += "; messages sent " + std::to_string(ts.msgs_sent) + " (" +
        std::to_string(ts.records_sent) + " records), received " +
        std::to_string(ts.msgs_received) + ", malformed " +
-       std::to_string(ts.dropped_malformed) + "; peers:";
+       std::to_string(ts.dropped_malformed);
+  if (CHI_CONFIG_MANAGER->config().curve_) {
+    s += "; CURVE on, failed handshakes " + std::to_string(ts.auth_failures);
+  }
+  s += "; peers:";
   for (u32 n = 1; n <= num_nodes_; ++n) {
     if (n == self_) continue;
     s += " " + std::to_string(n) + (NodeAlive(n) ? " up" : " down");

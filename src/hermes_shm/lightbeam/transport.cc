@@ -11,6 +11,8 @@
 #include <limits>
 #include <random>
 
+#include "hermes_shm/lightbeam/curve.h"
+
 namespace hshm::lbm {
 
 namespace {
@@ -21,6 +23,17 @@ constexpr int kMaxRecvPerWake = 4096;
 constexpr u64 kRecordIndexBytes = 8;
 /** Most malformed-message log lines per second. */
 constexpr u32 kMaxLogLinesPerSec = 10;
+/** Where libzmq looks for the ZAP handler of a context (RFC 27). */
+constexpr char kZapEndpoint[] = "inproc://zeromq.zap.01";
+/** Where the ROUTER's monitor publishes its events. */
+constexpr char kMonitorEndpoint[] = "inproc://lightbeam.router.monitor";
+/** Refused connections are logged at most this often (a peer with the wrong
+ * key retries every 100 ms). */
+constexpr auto kAuthLogPeriod = std::chrono::seconds(5);
+/** ROUTER events watched when CURVE is on. */
+constexpr int kHandshakeFailedEvents = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                       ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                       ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
 
 /** Splits "host:port" (host may be "[v6]"). Returns an error message, or
  * nullptr if `ep` is well formed. Wildcard hosts are refused. */
@@ -117,6 +130,18 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
       opt.max_batch_records == 0 || opt.sndhwm < 0) {
     return Status::InvalidArgument("lightbeam: bad TransportOptions");
   }
+  const bool curve =
+      !opt.curve_public_key.empty() || !opt.curve_secret_key.empty();
+  if (curve) {
+    if (!CurveAvailable()) {
+      return Status::Unimplemented(
+          "lightbeam: CURVE keys given, but libzmq was built without CURVE");
+    }
+    Status k = CheckCurveKeyPair({opt.curve_public_key, opt.curve_secret_key});
+    if (!k.ok()) {
+      return Status::InvalidArgument("lightbeam: CURVE keys: " + k.message());
+    }
+  }
   self_ = self;
   num_nodes_ = static_cast<u32>(endpoints.size());
   opt_ = opt;
@@ -136,6 +161,7 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
     router_->set(zmq::sockopt::maxmsgsize,
                  static_cast<int64_t>(std::min<u64>(
                      opt.max_message_bytes, std::numeric_limits<i64>::max())));
+    if (curve) SetUpCurveServer();
     try {
       router_->bind(bind_addr);
     } catch (const zmq::error_t &e) {
@@ -154,6 +180,12 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
       CommonOptions(*d, hosts[n - 1], opt.sndhwm);
       d->set(zmq::sockopt::routing_id, std::to_string(self));
       d->set(zmq::sockopt::immediate, 1);
+      if (curve) {
+        // A client of the peer's server key, proving it holds the pair.
+        d->set(zmq::sockopt::curve_serverkey, opt.curve_public_key);
+        d->set(zmq::sockopt::curve_publickey, opt.curve_public_key);
+        d->set(zmq::sockopt::curve_secretkey, opt.curve_secret_key);
+      }
       d->connect("tcp://" + endpoints[n - 1]);
       peers_.back()->dealer = std::move(d);
     }
@@ -275,6 +307,7 @@ TransportStats Transport::stats() const {
   s.records_received = records_received_.load(std::memory_order_relaxed);
   s.dropped_malformed = dropped_malformed_.load(std::memory_order_relaxed);
   s.send_failures = send_failures_.load(std::memory_order_relaxed);
+  s.auth_failures = auth_failures_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -284,8 +317,12 @@ TransportStats Transport::stats() const {
 
 void Transport::Loop() {
   HSHM_THREAD_MODEL->SetName("lightbeam");
-  zmq_pollitem_t items[2] = {{router_->handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  zmq_pollitem_t items[4] = {
+      {router_->handle(), 0, ZMQ_POLLIN, 0},
+      {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+      {zap_ ? zap_->handle() : nullptr, 0, ZMQ_POLLIN, 0},
+      {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+  const int num_items = zap_ ? 4 : 2;  // the CURVE sockets last
   const auto tick = std::chrono::milliseconds(opt_.heartbeat_ms);
   Clock::time_point next_tick = Clock::now();
   while (!stop_.load(std::memory_order_acquire)) {
@@ -305,8 +342,10 @@ void Transport::Loop() {
           break;
         }
       }
-      items[0].revents = items[1].revents = 0;
-      zmq::poll(items, 2, wait);
+      for (zmq_pollitem_t &it : items) it.revents = 0;
+      zmq::poll(items, num_items, wait);
+      if (items[2].revents & ZMQ_POLLIN) HandleZap();
+      if (items[3].revents & ZMQ_POLLIN) HandleMonitor();
       if (items[1].revents & ZMQ_POLLIN) {
         u64 v;
         (void)!read(wake_fd_, &v, sizeof(v));
@@ -537,30 +576,32 @@ void Transport::ReceiveAll() {
   }
 }
 
-const char *Transport::Validate() {
-  if (in_frames_.size() < 3) return "fewer than 3 frames";
-  if (in_frames_[1].size() != sizeof(WireHeader)) return "bad header size";
-  memcpy(&in_header_, in_frames_[1].data(), sizeof(WireHeader));
-  const WireHeader &h = in_header_;
+const char *DecodeMessage(u64 num_frames, std::string_view routing_id,
+                          std::string_view header, std::string_view body,
+                          u32 self, u32 num_nodes, WireHeader *out_header,
+                          std::vector<WireRecordRef> *out_records) {
+  if (num_frames < 3) return "fewer than 3 frames";
+  if (header.size() != sizeof(WireHeader)) return "bad header size";
+  memcpy(out_header, header.data(), sizeof(WireHeader));
+  const WireHeader &h = *out_header;
   if (h.magic != kWireMagic) return "bad magic";
   if (h.version != kWireVersion) return "unsupported version";
   if (h.kind < static_cast<u16>(MsgKind::kRecords) ||
       h.kind > static_cast<u16>(MsgKind::kPong)) {
     return "unknown kind";
   }
-  if (h.src_node == 0 || h.src_node > num_nodes_ || h.src_node == self_) {
+  if (h.src_node == 0 || h.src_node > num_nodes || h.src_node == self) {
     return "bad src_node";
   }
-  if (h.dst_node != self_) return "wrong dst_node";
+  if (h.dst_node != self) return "wrong dst_node";
   char id[16];
   int id_len = snprintf(id, sizeof(id), "%u", h.src_node);
-  if (in_frames_[0].size() != static_cast<size_t>(id_len) ||
-      memcmp(in_frames_[0].data(), id, id_len) != 0) {
+  if (routing_id.size() != static_cast<size_t>(id_len) ||
+      memcmp(routing_id.data(), id, id_len) != 0) {
     return "routing id does not match src_node";
   }
-  const zmq::message_t &body = in_frames_[2];
   if (body.size() != h.body_size) return "body size mismatch";
-  if (h.num_frames != in_frames_.size() - 3) return "frame count mismatch";
+  if (h.num_frames != num_frames - 3) return "frame count mismatch";
   if (h.kind != static_cast<u16>(MsgKind::kRecords)) {
     if (h.body_size || h.num_records || h.num_frames) {
       return "control message with payload";
@@ -568,8 +609,8 @@ const char *Transport::Validate() {
     return nullptr;
   }
   if (h.num_records == 0) return "no records";
-  in_records_.clear();
-  const char *b = static_cast<const char *>(body.data());
+  out_records->clear();
+  const char *b = body.data();
   const u64 size = body.size();
   u64 off = 0, frames = 0;
   while (off < size) {
@@ -579,15 +620,27 @@ const char *Transport::Validate() {
     memcpy(&nf, b + off + 4, 4);
     off += kRecordIndexBytes;
     if (len > size - off) return "record overflows body";
-    if (in_records_.size() == h.num_records) return "too many records";
+    if (out_records->size() == h.num_records) return "too many records";
     frames += nf;  // u64: cannot overflow (count <= 2^32, nf < 2^32)
     if (frames > h.num_frames) return "record frames exceed num_frames";
-    in_records_.push_back({off, len, nf});
+    out_records->push_back({off, len, nf});
     off += len;
   }
-  if (in_records_.size() != h.num_records) return "record count mismatch";
+  if (out_records->size() != h.num_records) return "record count mismatch";
   if (frames != h.num_frames) return "record frames mismatch num_frames";
   return nullptr;
+}
+
+const char *Transport::Validate() {
+  const size_t n = in_frames_.size();
+  auto view = [this, n](size_t i) {
+    return i < n ? std::string_view(
+                       static_cast<const char *>(in_frames_[i].data()),
+                       in_frames_[i].size())
+                 : std::string_view();
+  };
+  return DecodeMessage(n, view(0), view(1), view(2), self_, num_nodes_,
+                       &in_header_, &in_records_);
 }
 
 void Transport::Dispatch() {
@@ -638,6 +691,109 @@ void Transport::Heard(u32 node, u64 incarnation) {
     p.alive.store(true, std::memory_order_release);
     if (on_peer_) on_peer_(node, true);
   }
+}
+
+void Transport::SetUpCurveServer() {
+  zap_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::rep);
+  zap_->set(zmq::sockopt::linger, 0);
+  zap_->bind(kZapEndpoint);
+  if (zmq_socket_monitor(router_->handle(), kMonitorEndpoint,
+                         kHandshakeFailedEvents) != 0) {
+    throw zmq::error_t();
+  }
+  monitor_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::pair);
+  monitor_->set(zmq::sockopt::linger, 0);
+  monitor_->connect(kMonitorEndpoint);
+  router_->set(zmq::sockopt::curve_server, 1);
+  router_->set(zmq::sockopt::curve_publickey, opt_.curve_public_key);
+  router_->set(zmq::sockopt::curve_secretkey, opt_.curve_secret_key);
+  router_->set(zmq::sockopt::zap_domain, "lightbeam");
+  curve_client_key_.assign(32, '\0');
+  zmq_z85_decode(reinterpret_cast<uint8_t *>(&curve_client_key_[0]),
+                 opt_.curve_public_key.c_str());
+}
+
+void Transport::HandleZap() {
+  for (int n = 0; n < kMaxRecvPerWake; ++n) {
+    // RFC 27: version, request id, domain, address, routing id, mechanism,
+    // then the credentials (CURVE: the client's 32-byte public key).
+    std::vector<zmq::message_t> req;
+    zmq::message_t m;
+    if (!zap_->recv(m, zmq::recv_flags::dontwait)) return;
+    bool more = m.more();
+    req.push_back(std::move(m));
+    while (more) {
+      zmq::message_t f;
+      (void)zap_->recv(f, zmq::recv_flags::none);
+      more = f.more();
+      if (req.size() < 8) req.push_back(std::move(f));
+    }
+    auto frame = [&req](size_t i) {
+      return i < req.size() ? req[i].to_string() : std::string();
+    };
+    const bool admit = req.size() >= 7 && frame(0) == "1.0" &&
+                       frame(5) == "CURVE" && frame(6) == curve_client_key_;
+    if (!admit) {
+      LogAuthFailure("its CURVE key is not the cluster key",
+                     frame(3).substr(0, 64));
+    }
+    const std::string id = frame(1);
+    zap_->send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
+    zap_->send(zmq::buffer(id), zmq::send_flags::sndmore);
+    zap_->send(admit ? zmq::str_buffer("200") : zmq::str_buffer("400"),
+               zmq::send_flags::sndmore);
+    zap_->send(admit ? zmq::str_buffer("OK") : zmq::str_buffer("unknown key"),
+               zmq::send_flags::sndmore);
+    zap_->send(zmq::str_buffer(""), zmq::send_flags::sndmore);  // user id
+    zap_->send(zmq::str_buffer(""), zmq::send_flags::none);     // metadata
+  }
+}
+
+void Transport::HandleMonitor() {
+  for (int n = 0; n < kMaxRecvPerWake; ++n) {
+    // Two frames: [u16 event][u32 value], then an address.
+    zmq::message_t ev;
+    if (!monitor_->recv(ev, zmq::recv_flags::dontwait)) return;
+    bool more = ev.more();
+    while (more) {
+      zmq::message_t rest;
+      (void)monitor_->recv(rest, zmq::recv_flags::none);
+      more = rest.more();
+    }
+    if (ev.size() < 6) continue;
+    u16 event;
+    u32 value;
+    memcpy(&event, ev.data(), 2);
+    memcpy(&value, static_cast<const char *>(ev.data()) + 2, 4);
+    if (!(event & kHandshakeFailedEvents)) continue;
+    auth_failures_.fetch_add(1, std::memory_order_relaxed);
+    // A refusal by ZAP was logged with the peer's address already.
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) continue;
+    if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) {
+      LogAuthFailure("CURVE handshake failed (a peer with another key?)", "");
+    } else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+      LogAuthFailure("the peer does not use CURVE", "");
+    } else {
+      LogAuthFailure("CURVE handshake failed", "");
+    }
+  }
+}
+
+void Transport::LogAuthFailure(const char *why, const std::string &from) {
+  const Clock::time_point now = Clock::now();
+  if (auth_log_at_ != Clock::time_point() &&
+      now - auth_log_at_ < kAuthLogPeriod) {
+    ++auth_unlogged_;
+    return;
+  }
+  std::string more;
+  if (auth_unlogged_) {
+    more = " (" + std::to_string(auth_unlogged_) + " more refused before)";
+  }
+  fprintf(stderr, "lightbeam: node %u refused a connection%s%s: %s%s\n", self_,
+          from.empty() ? "" : " from ", from.c_str(), why, more.c_str());
+  auth_log_at_ = now;
+  auth_unlogged_ = 0;
 }
 
 void Transport::Tick(Clock::time_point now) {
@@ -707,7 +863,13 @@ void Transport::CloseSockets() {
   for (auto &p : peers_) {
     if (p) p->dealer.reset();
   }
+  if (monitor_ && router_) {
+    (void)zmq_socket_monitor(router_->handle(), nullptr, 0);
+  }
   router_.reset();
+  monitor_.reset();
+  zap_.reset();
+  curve_client_key_.clear();
   ctx_.reset();  // zmq_ctx_term: returns at once since every linger is 0
 }
 

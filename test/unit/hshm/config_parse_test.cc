@@ -1,6 +1,7 @@
 #include "hermes_shm/config/config_parse.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -261,6 +262,32 @@ TEST(ConfigParseTest, ReadFileErrors) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kIoError);
   EXPECT_NE(r.status().message().find("/tmp"), std::string::npos);
+}
+
+// A hostfile or configuration naming a device or a FIFO is refused at once
+// (reading /dev/zero would never end; opening a FIFO would block).
+TEST(ConfigParseTest, ReadFileRefusesDevicesFifosAndHugeFiles) {
+  auto r = ConfigParse::ReadFile("/dev/zero");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  std::string fifo = UniqueTmpPath("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  r = ConfigParse::ReadFile(fifo);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  unlink(fifo.c_str());
+  std::string big = UniqueTmpPath("big");
+  {
+    std::ofstream out(big);
+    std::string line(1 << 20, '#');
+    for (int i = 0; i < 17; ++i) out << line;
+  }
+  r = ConfigParse::ReadFile(big);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  unlink(big.c_str());
+  auto h = ConfigParse::ParseHostfile("/dev/zero");
+  EXPECT_FALSE(h.ok());
 }
 
 TEST(ConfigParseTest, HostPatternLiteral) {

@@ -416,6 +416,47 @@ TEST(LightbeamTest, MalformedMessagesDropped) {
   EXPECT_EQ(n1.t.stats().dropped_malformed, bad.size());
 }
 
+TEST(LightbeamTest, DecodeMessageWithoutSockets) {
+  using hshm::lbm::DecodeMessage;
+  using hshm::lbm::WireRecordRef;
+  using K = MsgKind;
+  WireHeader h{};
+  std::vector<WireRecordRef> recs;
+  // Node 1 of 3 receives from node 2: two records, the second with 2 frames.
+  const std::string body = Body(3, 0, 3) + Body(4, 2, 4);
+  const std::string hdr = Hdr(Header(K::kRecords, 2, 1, 2, 2, body.size()));
+  ASSERT_EQ(DecodeMessage(5, "2", hdr, body, 1, 3, &h, &recs), nullptr);
+  EXPECT_EQ(h.src_node, 2u);
+  ASSERT_EQ(recs.size(), 2u);
+  EXPECT_EQ(recs[0].offset, 8u);
+  EXPECT_EQ(recs[0].len, 3u);
+  EXPECT_EQ(recs[0].nframes, 0u);
+  EXPECT_EQ(recs[1].offset, 19u);
+  EXPECT_EQ(recs[1].len, 4u);
+  EXPECT_EQ(recs[1].nframes, 2u);
+  const std::string ping = Hdr(Header(K::kPing, 3, 1, 0, 0, 0));
+  EXPECT_EQ(DecodeMessage(3, "3", ping, "", 1, 3, &h, &recs), nullptr);
+
+  // Each problem is named; the views are not read below 3 frames.
+  auto why = [&](u64 n, std::string_view id, std::string_view header,
+                 std::string_view b, u32 self = 1) {
+    const char *r = DecodeMessage(n, id, header, b, self, 3, &h, &recs);
+    return std::string(r ? r : "ok");
+  };
+  EXPECT_EQ(why(2, "2", hdr, {}), "fewer than 3 frames");
+  EXPECT_EQ(why(5, "2", hdr.substr(1), body), "bad header size");
+  EXPECT_EQ(why(5, "2", hdr, body, 2), "bad src_node");
+  EXPECT_EQ(why(5, "2", hdr, body, 3), "wrong dst_node");
+  EXPECT_EQ(why(5, "3", hdr, body), "routing id does not match src_node");
+  EXPECT_EQ(why(4, "2", hdr, body), "frame count mismatch");
+  EXPECT_EQ(why(5, "2", hdr, body.substr(0, 10)), "body size mismatch");
+  const std::string cut = body.substr(0, body.size() - 1);
+  EXPECT_EQ(why(5, "2", Hdr(Header(K::kRecords, 2, 1, 2, 2, cut.size())), cut),
+            "record overflows body");
+  EXPECT_EQ(why(3, "3", Hdr(Header(K::kPong, 3, 1, 0, 1, 0)), ""),
+            "frame count mismatch");
+}
+
 // ---------------------------------------------------------------------------
 // Liveness.
 // ---------------------------------------------------------------------------
