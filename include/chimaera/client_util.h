@@ -6,6 +6,20 @@
 
 namespace chi {
 
+/** Sets the deadline of synchronous calls made by this thread while it
+ * lives (nesting restores the outer one). 0 means the configured default. */
+class ScopedTaskTimeout {
+ public:
+  explicit ScopedTaskTimeout(u64 timeout_ms)
+      : prev_(IpcManager::SetThreadTaskTimeoutMs(timeout_ms)) {}
+  ~ScopedTaskTimeout() { IpcManager::SetThreadTaskTimeoutMs(prev_); }
+  ScopedTaskTimeout(const ScopedTaskTimeout &) = delete;
+  ScopedTaskTimeout &operator=(const ScopedTaskTimeout &) = delete;
+
+ private:
+  u64 prev_;
+};
+
 /** Sends `task`; if sending fails the task comes back completed with the
  * error, so callers only ever Wait(). A null task stays null. */
 template <typename TaskT>
@@ -16,12 +30,21 @@ FullPtr<TaskT> Submit(FullPtr<TaskT> task) {
   return task;
 }
 
-/** Waits for `task`, calls `read(task)` if it succeeded, frees it and
- * returns its status. A null task means `main` was out of memory. */
+/** Waits for `task` until the calling thread's deadline (see
+ * ScopedTaskTimeout; client.task_timeout_ms by default), calls `read(task)`
+ * if it succeeded, frees it and returns its status. Past the deadline the
+ * task is abandoned (never read or freed here again) and Timeout returned.
+ * A null task means `main` was out of memory. */
 template <typename TaskT, typename ReadFn>
 Status WaitAndFree(FullPtr<TaskT> task, ReadFn &&read) {
   if (task.IsNull()) return Status::OutOfMemory("main segment is full");
-  task->Wait();
+  u64 timeout_us = CHI_IPC->TaskTimeoutUs();
+  if (!task->WaitFor(timeout_us)) {
+    CHI_IPC->AbandonTask(task);
+    return Status::Timeout("the task did not complete within " +
+                           std::to_string(timeout_us / 1000) +
+                           " ms; it was abandoned");
+  }
   Status s = task->GetStatus();
   if (s.ok()) read(task.ptr_);
   CHI_IPC->DelTask(task);

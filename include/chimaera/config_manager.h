@@ -36,6 +36,16 @@ class ServerConfig : public hshm::BaseConfig {
   u32 rpc_port_ = 0;                ///< Node-to-node port (0: port_ + 1).
   u32 heartbeat_ms_ = 250;          ///< Heartbeat period between runtimes.
   u32 dead_after_ms_ = 2000;        ///< A silent node is dead after this.
+  bool curve_ = false;              ///< CURVE between runtimes.
+  std::string curve_key_file_;      ///< Cluster key file (${VAR} expanded).
+  /** The cluster key pair (Z85) from curve_key_file_; filled by
+   * ConfigurationManager::LoadCurveKeys (runtimes only), else empty. */
+  std::string curve_public_key_;
+  std::string curve_secret_key_;
+  // client
+  u32 task_timeout_ms_ = 60000;   ///< Deadline of synchronous client calls.
+  u32 runtime_stale_ms_ = 10000;  ///< A silent runtime is dead after this.
+  u32 reap_period_ms_ = 50;       ///< How often the reaper looks for the dead.
   /** This runtime's hostfile entry (1-based; 0: the first address that
    * binds). From chimaera_start_runtime --node or CHI_NODE_ID. */
   u32 node_id_ = 0;

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "chimaera/chimaera_types.h"
 #include "chimaera/task.h"
@@ -49,6 +50,10 @@ static GLOBAL_CROSS_CONST u32 kLaneRetired = 1;
 /** The process queue: lanes x {kLowLatency, kHighLatency} of task Pointers. */
 using ProcessQueue = hipc::multi_mpsc_queue<hipc::Pointer>;
 using Lane = ProcessQueue::Lane;
+/** A process-queue lane seen through this process's own copy of the queue's
+ * shape (the runtime's comes from its configuration, never from the
+ * segment), holding the consumer's position privately. */
+using LaneView = ProcessQueue::View;
 
 /** Per-worker state shared with clients (wake-ups, counters). */
 /// Two cache lines, padded (not alignas: shm blocks are 16-byte aligned).
@@ -77,6 +82,8 @@ struct IpcShared {
   hipc::Pointer workers_;         ///< WorkerShared[num_workers_].
   u32 num_workers_ = 0;
   std::atomic<u64> next_task_major_{1};  ///< TaskNode major generator.
+  u64 runtime_start_time_ = 0;  ///< Runtime's start time (pid reuse check).
+  std::atomic<u64> heartbeat_ns_{0};  ///< Monotonic ns of the last stamp.
 };
 
 /** Segments and queues of one runtime, as seen by this process. */
@@ -123,6 +130,18 @@ class IpcManager {
   void DelTask(FullPtr<TaskT> task) {
     DelTask(HSHM_MCTX, task);
   }
+  /** Gives up on a submitted task (see internal::AbandonTask) and frees it
+   * if it already completed. The caller must not touch it afterwards. */
+  template <typename TaskT>
+  void AbandonTask(FullPtr<TaskT> task) {
+    if (task.IsNull()) return;
+    if (internal::AbandonTask(task.ptr_)) DelTask(task);
+  }
+  /** Deadline of this thread's synchronous calls (us). Any thread. */
+  u64 TaskTimeoutUs() const;
+  /** Sets this thread's synchronous-call deadline (0: the configured one);
+   * returns the previous setting. */
+  static u64 SetThreadTaskTimeoutMs(u64 timeout_ms);
 
   /** Allocates a data buffer: in `client_data` from a client, in
    * `runtime_data` from the runtime. Null when the segment is full. */
@@ -136,6 +155,11 @@ class IpcManager {
   const char *DataBuffer(const hipc::Pointer &p, u64 size) const;
   /** Frees a buffer from either data segment. Null is a no-op. */
   Status FreeBuffer(const hipc::Pointer &p);
+  /** Records process `pid` as the owner of live block `p` of any of the
+   * three segments (no-op otherwise): the reaper frees it if pid dies. */
+  void SetBufferOwner(const hipc::Pointer &p, int pid);
+  /** Owner pid of live block `p` of any segment, or -1. */
+  int BufferOwner(const hipc::Pointer &p) const;
 
   /** Submits `task` to the runtime through the process queue. Errors:
    * Unavailable when the runtime is stopping or gone, ResourceExhausted when
@@ -153,11 +177,33 @@ class IpcManager {
   bool RuntimeAlive() const;
   /** True while the runtime process exists (stopping or not). */
   bool RuntimeProcessAlive() const;
+  /** Ok while the runtime can still complete tasks; Unavailable (saying
+   * why) once its process is gone, its pid names another process, or its
+   * heartbeat has been silent past client.runtime_stale_ms. A client's
+   * waits call it about every 20 ms. */
+  Status CheckRuntimeAlive() const;
+  /** Runtime: stamps the heartbeat clients check (the reaper calls it). */
+  void StampHeartbeat();
   /** True once Client/ServerInit succeeded. */
   bool initialized() const { return initialized_; }
   NodeId node_id() const { return shared_ ? shared_->node_id_ : 0; }
   IpcShared *shared() const { return shared_; }
   ProcessQueue *process_queue() const { return queue_; }
+  /** Lanes of the process queue (trusted shape; see LaneView). */
+  u32 num_lanes() const { return num_lanes_; }
+  /** Lane `lane` of priority `prio`. REQUIRES: lane < num_lanes(),
+   * prio < kNumPrios. */
+  LaneView &GetLaneView(u32 lane, u32 prio) {
+    return lane_views_[static_cast<size_t>(prio) * num_lanes_ + lane];
+  }
+  /** True if `p` is one of the runtime's own blocks of `main` (the process
+   * queue, the worker table): never a task, whatever bytes a client wrote
+   * into it. Compares with private copies. Any thread. */
+  bool IsRuntimeStructure(const hipc::Pointer &p) const {
+    return p == queue_ptr_ || p == workers_ptr_;
+  }
+  /** Workers in the worker table (the runtime's own count). */
+  u32 num_workers() const { return num_workers_; }
   WorkerShared *workers() const { return workers_; }
   CHI_MAIN_ALLOC_T *main_alloc() const { return main_alloc_; }
   CHI_CDATA_ALLOC_T *cdata_alloc() const { return cdata_alloc_; }
@@ -167,7 +213,7 @@ class IpcManager {
   /** Instance key used in this runtime's segment names. */
   const std::string &instance_key() const { return instance_key_; }
   /** Wakes the worker that drains `lane` if it sleeps. Any thread. */
-  void WakeLaneWorker(Lane &lane);
+  void WakeLaneWorker(LaneView &lane);
   /** Writes `msg` into shared memory as task's error message. */
   void SetTaskError(Task *task, const std::string &msg);
 
@@ -185,6 +231,9 @@ class IpcManager {
   Status RegisterAllocators();
   /** The runtime's server loop (its own thread). */
   void ServerLoop();
+  /** Builds lane_views_ for a queue of `num_lanes` x kNumPrios lanes of
+   * `depth` slots. */
+  void MakeLaneViews(u32 num_lanes, u64 depth);
 
   struct ZmqState;  // ZeroMQ context + sockets (runtime)
   std::unique_ptr<ZmqState> zmq_;
@@ -200,6 +249,11 @@ class IpcManager {
   CHI_RDATA_ALLOC_T *rdata_alloc_ = nullptr;
   IpcShared *shared_ = nullptr;
   ProcessQueue *queue_ = nullptr;
+  std::vector<LaneView> lane_views_;  ///< prio-major, see GetLaneView.
+  hipc::Pointer queue_ptr_;    ///< Private copy: the process queue block.
+  hipc::Pointer workers_ptr_;  ///< Private copy: the worker table block.
+  u32 num_lanes_ = 0;
+  u32 num_workers_ = 0;
   WorkerShared *workers_ = nullptr;
   std::string server_addr_;
   std::string instance_key_;
@@ -208,6 +262,10 @@ class IpcManager {
   bool is_runtime_ = false;
   u64 attach_gen_ = 0;  ///< Unique per successful Init in this process.
   u32 send_timeout_ms_ = 2000;
+  u32 task_timeout_ms_ = 60000;
+  u32 runtime_stale_ms_ = 10000;
+  int runtime_pid_ = 0;         ///< Copied at attach (client).
+  u64 runtime_start_time_ = 0;  ///< Copied at attach (client).
 };
 
 }  // namespace chi

@@ -4,8 +4,8 @@
 // functions, no process pointers and no std:: containers. A client allocates
 // one with CHI_IPC->NewTask<T>(), submits it with CHI_IPC->Send(), waits with
 // Wait() and frees it with CHI_IPC->DelTask(). The runtime never touches a
-// task after completing it, except a TASK_FIRE_AND_FORGET task, which the
-// runtime frees itself.
+// task after completing it, except a TASK_FIRE_AND_FORGET task or one its
+// submitter abandoned (internal::AbandonTask), which the runtime frees.
 //
 // Threading: the submitter owns the IN fields until Send; the runtime owns the
 // task until it completes; after IsComplete() returns true (acquire order) the
@@ -46,6 +46,13 @@ void WaitTask(Task *task);
 bool WaitTaskFor(Task *task, u64 timeout_us);
 /** Completes `task` with `status` (the message goes into shared memory). */
 void CompleteTask(Task *task, const Status &status);
+/** Gives up on a submitted task (after a wait timed out, or for a dead
+ * client): no result will be read. Sets kTaskAbandoned (and asks a periodic
+ * task to stop). Returns true if the task had already completed -- the caller
+ * must then free it; otherwise whoever completes it frees it (the runtime
+ * drops it unrun if it was still queued). Either way the caller must not
+ * touch the task afterwards. Any thread, once per task. */
+bool AbandonTask(Task *task);
 /** Records `status` as the task's result without completing it (a method
  * reports an error this way; the worker completes the task). */
 void SetTaskStatus(Task *task, const Status &status);
@@ -59,6 +66,8 @@ enum TaskState : u32 {
   kTaskWaiterAsleep = 2,   ///< A waiter sleeps on the futex: wake it.
   kTaskStopRequested = 4,  ///< A periodic task should run no more.
   kTaskAccepted = 8,       ///< A worker admitted it (set exactly once).
+  kTaskAbandoned = 16,     ///< Its submitter gave up (see AbandonTask).
+  kTaskReaped = 32,        ///< The reaper claimed it (its client died).
 };
 
 /** Stamped into every task by its constructor; a block without it is not a

@@ -26,7 +26,7 @@ class WorkOrchestrator {
   Status Init();
   /** Gives process-queue `lane` (of priority `prio`) to a worker of the
    * matching kind, round-robin. */
-  void AddLane(Lane *lane, TaskPrio prio);
+  void AddLane(LaneView *lane, TaskPrio prio);
   /** Gives `container`'s lane `lane` (of priority `prio`) to a worker of the
    * matching kind, round-robin. Any thread. */
   void AddLane(TaskLane *lane, TaskPrio prio, Container *container);

@@ -33,7 +33,7 @@ enum class WorkerKind : u32 {
   kLowLatency = 0,     ///< Drains low-latency lanes (incl. the process queue).
   kHighLatency = 1,    ///< Drains high-latency lanes.
   kReinforcement = 2,  ///< Refines ChiMod performance models.
-  kProcessReaper = 3,  ///< Frees memory of dead clients (not implemented yet).
+  kProcessReaper = 3,  ///< Frees what dead clients left (ProcessReaper).
 };
 
 /** Where an admitted task came from, and so how it completes. */
@@ -72,13 +72,14 @@ class RunContext {
   /** Keeps method_ valid while the task waits on other nodes (set when it
    * is forwarded or broadcast; the pool may be destroyed meanwhile). */
   std::shared_ptr<Container> pool_hold_;
-  boost::context::fiber fiber_;  ///< The task's fiber while suspended.
-  boost::context::fiber sink_;   ///< The worker, while the task runs.
-  char *stack_ = nullptr;        ///< Pooled stack of the fiber.
-  Task *waiting_on_ = nullptr;   ///< Subtask the fiber waits for.
-  bool done_ = false;            ///< The method returned.
-  u64 next_run_ns_ = 0;          ///< Periodic tasks: next start time.
-  u64 start_ns_ = 0;             ///< When the current run started.
+  boost::context::fiber fiber_;        ///< The task's fiber while suspended.
+  boost::context::fiber sink_;         ///< The worker, while the task runs.
+  char *stack_ = nullptr;              ///< Pooled stack of the fiber.
+  Task *waiting_on_ = nullptr;         ///< Subtask the fiber waits for.
+  u64 wait_deadline_ns_ = UINT64_MAX;  ///< Resume by then even if incomplete.
+  bool done_ = false;                  ///< The method returned.
+  u64 next_run_ns_ = 0;                ///< Periodic tasks: next start time.
+  u64 start_ns_ = 0;                   ///< When the current run started.
 
   /** Suspends the calling task's fiber and returns to the worker. Only from
    * inside this context's fiber. */
@@ -88,7 +89,7 @@ class RunContext {
 /** One lane a worker drains: a process-queue lane (shared memory, holds
  * task Pointers) or a container lane (runtime-private, admitted tasks). */
 struct WorkerLane {
-  Lane *lane = nullptr;            ///< Process-queue lane, or null.
+  LaneView *lane = nullptr;        ///< Process-queue lane, or null.
   TaskLane *tlane = nullptr;       ///< Container lane, or null.
   Container *container = nullptr;  ///< Owner of a container lane, else null.
   u32 idle_polls = 0;              ///< Consecutive empty polls.
@@ -112,7 +113,7 @@ class Worker {
 
   /** Hands a process-queue `lane` to this worker. Any thread; takes effect
    * at the worker's next loop iteration. */
-  void AddLane(Lane *lane);
+  void AddLane(LaneView *lane);
   /** Hands container `container`'s lane `lane` to this worker. Any thread.
    */
   void AddLane(TaskLane *lane, Container *container);

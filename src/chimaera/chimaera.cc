@@ -3,6 +3,7 @@
 #if CHIMAERA_RUNTIME
 #include "chimaera/module_manager.h"
 #include "chimaera/pool_manager.h"
+#include "chimaera/process_reaper.h"
 #include "chimaera/remote_manager.h"
 #include "chimaera/work_orchestrator.h"
 #endif
@@ -64,8 +65,10 @@ Status Chimaera::ServerInit() {
   CHI_REMOTE->Reserve(conf.NumWorkers());
   s = CHI_WORK_ORCHESTRATOR->Init();
   if (s.ok()) s = CHI_REMOTE->Init();
+  if (s.ok()) CHI_REAPER->Start(conf.reap_period_ms_);
   if (s.ok()) s = CHI_IPC->StartServer();
   if (!s.ok()) {
+    CHI_REAPER->Stop();
     CHI_REMOTE->Stop();
     CHI_WORK_ORCHESTRATOR->Stop(0);
     CHI_IPC->Finalize();
@@ -112,6 +115,7 @@ void Chimaera::ServerStop() {
   // while the workers still run.
   CHI_REMOTE->Stop();
   CHI_WORK_ORCHESTRATOR->Stop(10000);
+  CHI_REAPER->Stop();
   CHI_POOL_MANAGER->DestroyAll();
   CHI_IPC->Finalize();
   is_runtime_ = false;

@@ -91,6 +91,30 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(CheckRange("network.port", port_, 1, 65534));
     HSHM_RETURN_IF_ERROR(CheckRange("network.client_timeout_ms",
                                     client_timeout_ms_, 1, 3600000));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "curve", &curve_));
+    if (n["curve_key_file"]) {
+      HSHM_RETURN_IF_ERROR(ReadScalar(n, "curve_key_file", &curve_key_file_));
+      curve_key_file_ = hshm::ConfigParse::ExpandPath(curve_key_file_);
+    }
+    if (curve_ && curve_key_file_.empty()) {
+      return Status::InvalidArgument(
+          "key 'network.curve_key_file': empty, but network.curve is true "
+          "(write a cluster key file with chimaera_keygen and name it here)");
+    }
+  }
+  if (const YAML::Node c = root["client"]) {
+    HSHM_RETURN_IF_ERROR(
+        CheckKeys(c, {"task_timeout_ms", "runtime_stale_ms", "reap_period_ms"},
+                  "client"));
+    HSHM_RETURN_IF_ERROR(ReadScalar(c, "task_timeout_ms", &task_timeout_ms_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(c, "runtime_stale_ms", &runtime_stale_ms_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(c, "reap_period_ms", &reap_period_ms_));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("client.task_timeout_ms", task_timeout_ms_, 1, 86400000));
+    HSHM_RETURN_IF_ERROR(CheckRange("client.runtime_stale_ms",
+                                    runtime_stale_ms_, 100, 86400000));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("client.reap_period_ms", reap_period_ms_, 1, 60000));
   }
   if (const YAML::Node m = root["modules"]) {
     HSHM_RETURN_IF_ERROR(CheckKeys(m, {"paths"}, "modules"));

@@ -165,11 +165,15 @@ class Runtime : public Container {
                                               " bytes inside a data segment"));
       return;
     }
-    // An output that could never fit in client_data is a caller error.
-    if (task->orig_size_ > CHI_IPC->cdata_alloc()->GetRegionSize()) {
-      task->SetStatus(Status::InvalidArgument("Decompress: original size " +
-                                              std::to_string(task->orig_size_) +
-                                              " is larger than client_data"));
+    // One request may claim at most a quarter of client_data (a claimed
+    // size is only checked against the data once it is decompressed), so
+    // a lying request cannot starve the other clients.
+    u64 cap = CHI_IPC->cdata_alloc()->GetRegionSize() / 4;
+    if (task->orig_size_ > cap) {
+      task->SetStatus(Status::InvalidArgument(
+          "Decompress: original size " + std::to_string(task->orig_size_) +
+          " is over the per-request limit of " + std::to_string(cap) +
+          " bytes (a quarter of client_data)"));
       return;
     }
     Status s;

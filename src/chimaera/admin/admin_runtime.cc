@@ -9,6 +9,7 @@
 #include "chimaera/chimaera.h"
 #include "chimaera/module_manager.h"
 #include "chimaera/pool_manager.h"
+#include "chimaera/process_reaper.h"
 #include "chimaera/remote_manager.h"
 #include "chimaera/work_orchestrator.h"
 #include "hermes_shm/util/futex.h"
@@ -57,40 +58,48 @@ class Runtime : public Container {
           std::to_string(kMaxFanOut)));
       return;
     }
+    // Subtasks go out in waves of kWave, so one request holds at most
+    // kWave + kWave^2 + ... task blocks of `main` (and lane slots) at a
+    // time, not count^depth: 272 for depth 2, well inside one lane.
+    constexpr u32 kWave = 16;
     u64 sum = 0;
-    if (task->depth_ == 1) {
-      std::vector<FullPtr<EchoTask>> subs;
-      for (u32 i = 1; i <= task->count_; ++i) {
-        subs.push_back(Submit(CHI_IPC->NewTaskDefault<EchoTask>(
-            task->task_node_.Child(), DomainQuery(), i)));
-      }
-      task->Wait(subs);
-      for (auto &s : subs) {
-        if (s.IsNull() || s->rc_ != 0) {
-          task->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
-                                     : s->GetStatus());
-        } else {
-          sum += s->ret_;
+    for (u32 first = 1; first <= task->count_; first += kWave) {
+      u32 last = std::min<u64>(task->count_, u64{first} + kWave - 1);
+      if (task->depth_ == 1) {
+        std::vector<FullPtr<EchoTask>> subs;
+        for (u32 i = first; i <= last; ++i) {
+          subs.push_back(Submit(CHI_IPC->NewTaskDefault<EchoTask>(
+              task->task_node_.Child(), DomainQuery(), i)));
         }
-        CHI_IPC->DelTask(s);
-      }
-    } else {
-      std::vector<FullPtr<FanOutTask>> subs;
-      for (u32 i = 0; i < task->count_; ++i) {
-        subs.push_back(Submit(CHI_IPC->NewTaskDefault<FanOutTask>(
-            task->task_node_.Child(), DomainQuery(), task->count_,
-            task->depth_ - 1)));
-      }
-      task->Wait(subs);
-      for (auto &s : subs) {
-        if (s.IsNull() || s->rc_ != 0) {
-          task->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
-                                     : s->GetStatus());
-        } else {
-          sum += s->sum_;
+        task->Wait(subs);
+        for (auto &s : subs) {
+          if (s.IsNull() || s->rc_ != 0) {
+            task->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
+                                       : s->GetStatus());
+          } else {
+            sum += s->ret_;
+          }
+          CHI_IPC->DelTask(s);
         }
-        CHI_IPC->DelTask(s);
+      } else {
+        std::vector<FullPtr<FanOutTask>> subs;
+        for (u32 i = first; i <= last; ++i) {
+          subs.push_back(Submit(CHI_IPC->NewTaskDefault<FanOutTask>(
+              task->task_node_.Child(), DomainQuery(), task->count_,
+              task->depth_ - 1)));
+        }
+        task->Wait(subs);
+        for (auto &s : subs) {
+          if (s.IsNull() || s->rc_ != 0) {
+            task->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
+                                       : s->GetStatus());
+          } else {
+            sum += s->sum_;
+          }
+          CHI_IPC->DelTask(s);
+        }
       }
+      if (task->rc_ != 0) break;  // the first error ends the request
     }
     task->sum_ = sum;
   }
@@ -440,17 +449,23 @@ class Runtime : public Container {
        << ipc->cdata_alloc()->GetRegionSize() << ", runtime_data "
        << ipc->rdata_alloc()->GetBytesInUse() << " of "
        << ipc->rdata_alloc()->GetRegionSize() << "\n";
-    ProcessQueue *q = ipc->process_queue();
-    os << "process queue: " << q->num_lanes() << " lanes x 2 priorities, depth "
-       << q->depth() << "\n";
-    for (u32 l = 0; l < q->num_lanes(); ++l) {
+    os << "process queue: " << ipc->num_lanes()
+       << " lanes x 2 priorities, depth "
+       << ipc->GetLaneView(0, kLowLatency).depth() << "\n";
+    for (u32 l = 0; l < ipc->num_lanes(); ++l) {
       for (u32 p = 0; p < kNumPrios; ++p) {
-        Lane &lane = q->GetLane(l, p);
+        LaneView &lane = ipc->GetLaneView(l, p);
         os << "  lane " << l << (p == kLowLatency ? " low" : " high")
            << "-latency: worker " << lane.header().worker_id_.load()
-           << ", queued " << lane.Size() << "\n";
+           << ", queued " << lane.Size() << ", holes " << lane.holes()
+           << ", recycled " << lane.recycled() << "\n";
       }
     }
+    ReaperStats rs = CHI_REAPER->stats();
+    os << "reaper: clients " << rs.clients << ", pending " << rs.pending
+       << ", reaped " << rs.reaped << ", tasks claimed " << rs.tasks_claimed
+       << ", tasks abandoned " << rs.tasks_abandoned << ", bytes freed "
+       << rs.bytes_freed << "\n";
     auto *wo = CHI_WORK_ORCHESTRATOR;
     os << "workers: " << wo->workers().size() << "\n";
     for (auto &w : wo->workers()) {

@@ -18,6 +18,7 @@
 #include "hermes_shm/memory/memory_manager.h"
 #include "hermes_shm/util/futex.h"
 #if CHIMAERA_RUNTIME
+#include "chimaera/process_reaper.h"
 #include "chimaera/worker.h"
 #endif
 
@@ -82,6 +83,8 @@ Status IpcManager::ClientInit() {
   if (initialized_) return Status::Ok();
   const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
   send_timeout_ms_ = conf.client_timeout_ms_;
+  task_timeout_ms_ = conf.task_timeout_ms_;
+  runtime_stale_ms_ = conf.runtime_stale_ms_;
   const char *addr_env = std::getenv("CHI_SERVER_ADDR");
   std::string host = (addr_env && *addr_env) ? addr_env : conf.hosts_[0];
   std::string endpoint = "tcp://" + host + ":" + std::to_string(conf.port_);
@@ -99,8 +102,11 @@ Status IpcManager::ClientInit() {
     sock.set(zmq::sockopt::rcvtimeo, static_cast<int>(conf.client_timeout_ms_));
     sock.set(zmq::sockopt::sndtimeo, static_cast<int>(conf.client_timeout_ms_));
     sock.connect(endpoint);
-    std::string req =
-        std::string(kHello) + " " + std::to_string(kModuleAbiVersion);
+    // The pid lets the runtime's reaper free what this process leaves
+    // behind if it dies.
+    std::string req = std::string(kHello) + " " +
+                      std::to_string(kModuleAbiVersion) + " " +
+                      std::to_string(getpid());
     if (!sock.send(zmq::buffer(req), zmq::send_flags::none)) {
       return Status::Unavailable("could not reach the runtime at " + where);
     }
@@ -127,6 +133,8 @@ Status IpcManager::ClientInit() {
     return Status::Internal("malformed handshake reply from " + where);
   }
   HSHM_RETURN_IF_ERROR(AttachSegments(main, cdata, rdata));
+  runtime_pid_ = pid;
+  runtime_start_time_ = shared_->runtime_start_time_;
   server_addr_ = where;
   instance_key_ = key;
   node_id_ = node;
@@ -157,6 +165,19 @@ Status IpcManager::AttachSegments(const std::string &main,
   queue_ = FullPtr<ProcessQueue>(shared_->process_queue_).ptr_;
   workers_ = FullPtr<WorkerShared>(shared_->workers_).ptr_;
   if (!queue_ || !workers_) return Status::Internal("corrupt main segment");
+  // A client trusts the runtime's segment for the queue's shape, but checks
+  // that it fits in the segment before using it.
+  u32 lanes = queue_->num_lanes();
+  u64 depth = queue_->depth();
+  if (lanes == 0 || lanes > 4096 || queue_->num_prios() != kNumPrios ||
+      depth < 2 || depth > (1ull << 32) || (depth & (depth - 1)) != 0 ||
+      !main_alloc_->IsLiveBlock(
+          shared_->process_queue_,
+          ProcessQueue::ComputeSize(lanes, kNumPrios, depth))) {
+    return Status::Internal("corrupt process queue in the main segment");
+  }
+  num_workers_ = shared_->num_workers_;
+  MakeLaneViews(lanes, depth);
   return Status::Ok();
 }
 
@@ -192,6 +213,8 @@ Status IpcManager::ServerInit() {
   if (initialized_) return Status::Ok();
   is_runtime_ = true;
   const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  task_timeout_ms_ = conf.task_timeout_ms_;
+  runtime_stale_ms_ = conf.runtime_stale_ms_;
   zmq_ = std::make_unique<ZmqState>();
   zmq_->server.set(zmq::sockopt::linger, 0);
   std::string errors;
@@ -272,6 +295,8 @@ Status IpcManager::CreateSegments() {
   shared_->magic_ = kIpcMagic;
   shared_->node_id_ = node_id_;
   shared_->runtime_pid_ = getpid();
+  shared_->runtime_start_time_ = hshm::ProcessStartTime(getpid());
+  shared_->heartbeat_ns_.store(hshm::NowNs(), std::memory_order_relaxed);
   shared_->next_task_major_.store((static_cast<u64>(node_id_) << 48) | 1);
   u32 lanes = std::max(conf.num_low_latency_, conf.num_high_latency_);
   Status st;
@@ -279,14 +304,18 @@ Status IpcManager::CreateSegments() {
                              conf.queue_depth_, &st);
   if (q.IsNull()) return Status(st.code(), "process queue: " + st.message());
   queue_ = q.ptr_;
+  queue_ptr_ = q.shm_;
   shared_->process_queue_ = q.shm_;
-  shared_->num_workers_ = conf.NumWorkers();
-  auto w =
-      main_alloc_->AllocatePtr<WorkerShared>(HSHM_MCTX, shared_->num_workers_);
+  // The runtime keeps its own copy of every shape it relies on; the copies
+  // in the segment are for clients only.
+  MakeLaneViews(lanes, conf.queue_depth_);
+  num_workers_ = conf.NumWorkers();
+  shared_->num_workers_ = num_workers_;
+  auto w = main_alloc_->AllocatePtr<WorkerShared>(HSHM_MCTX, num_workers_);
   if (w.IsNull()) return Status::OutOfMemory("main segment: worker table");
-  for (u32 i = 0; i < shared_->num_workers_; ++i)
-    new (&w.ptr_[i]) WorkerShared();
+  for (u32 i = 0; i < num_workers_; ++i) new (&w.ptr_[i]) WorkerShared();
   workers_ = w.ptr_;
+  workers_ptr_ = w.shm_;
   shared_->workers_ = w.shm_;
   main_alloc_->FlushThreadCache();
   return Status::Ok();
@@ -315,7 +344,8 @@ void IpcManager::ServerLoop() {
       std::istringstream in(msg.to_string());
       std::string word;
       u32 abi = 0;
-      in >> word >> abi;
+      int client_pid = 0;
+      in >> word >> abi >> client_pid;
       std::string reply;
       if (word != kHello) {
         reply = "ERR unknown request";
@@ -326,6 +356,16 @@ void IpcManager::ServerLoop() {
       } else if (shared_->shutdown_.load()) {
         reply = "ERR runtime is shutting down";
       } else {
+        // The handshake comes over loopback TCP, so the pid is a claim, not
+        // a proof: the reaper only acts once that process is gone.
+#if CHIMAERA_RUNTIME
+        if (client_pid > 0 && !CHI_REAPER->RegisterClient(client_pid)) {
+          reply = "ERR a dead process with pid " + std::to_string(client_pid) +
+                  " is still being reaped; retry shortly";
+          zmq_->server.send(zmq::buffer(reply), zmq::send_flags::dontwait);
+          continue;
+        }
+#endif
         reply = std::string(kOk) + " " + std::to_string(node_id_) + " " +
                 std::to_string(getpid()) + " " + instance_key_ + " " +
                 main_shm_.name() + " " + cdata_shm_.name() + " " +
@@ -335,6 +375,18 @@ void IpcManager::ServerLoop() {
     } catch (const zmq::error_t &e) {
       // A broken request must not take the server down; log and go on.
       fprintf(stderr, "chimaera: server: %s\n", e.what());
+    }
+  }
+}
+
+void IpcManager::MakeLaneViews(u32 num_lanes, u64 depth) {
+  num_lanes_ = num_lanes;
+  lane_views_.clear();
+  lane_views_.reserve(static_cast<size_t>(num_lanes) * kNumPrios);
+  for (u32 p = 0; p < kNumPrios; ++p) {
+    for (u32 l = 0; l < num_lanes; ++l) {
+      lane_views_.push_back(
+          ProcessQueue::MakeView(queue_, num_lanes, kNumPrios, depth, l, p));
     }
   }
 }
@@ -376,6 +428,11 @@ void IpcManager::Finalize() {
   rdata_owned_.reset();
   shared_ = nullptr;
   queue_ = nullptr;
+  queue_ptr_ = hipc::Pointer::GetNull();
+  workers_ptr_ = hipc::Pointer::GetNull();
+  lane_views_.clear();
+  num_lanes_ = 0;
+  num_workers_ = 0;
   workers_ = nullptr;
   initialized_ = false;
 }
@@ -418,6 +475,25 @@ Status IpcManager::FreeBuffer(const hipc::Pointer &p) {
     return main_alloc_->Free(HSHM_MCTX, p);
   }
   return Status::InvalidArgument("FreeBuffer: pointer of unknown allocator");
+}
+
+void IpcManager::SetBufferOwner(const hipc::Pointer &p, int pid) {
+  if (p.IsNull()) return;
+  if (p.alloc_id_ == cdata_alloc_->GetId()) {
+    cdata_alloc_->SetBlockOwner(p, pid);
+  } else if (p.alloc_id_ == rdata_alloc_->GetId()) {
+    rdata_alloc_->SetBlockOwner(p, pid);
+  } else if (p.alloc_id_ == main_alloc_->GetId()) {
+    main_alloc_->SetBlockOwner(p, pid);
+  }
+}
+
+int IpcManager::BufferOwner(const hipc::Pointer &p) const {
+  if (p.IsNull()) return -1;
+  if (p.alloc_id_ == cdata_alloc_->GetId()) return cdata_alloc_->BlockOwner(p);
+  if (p.alloc_id_ == rdata_alloc_->GetId()) return rdata_alloc_->BlockOwner(p);
+  if (p.alloc_id_ == main_alloc_->GetId()) return main_alloc_->BlockOwner(p);
+  return -1;
 }
 
 void IpcManager::FreeTaskExtras(Task *task) {
@@ -463,19 +539,64 @@ TaskNode IpcManager::NewTaskNode() {
 bool IpcManager::RuntimeAlive() const {
   if (!shared_) return false;
   if (shared_->shutdown_.load(std::memory_order_acquire)) return false;
-  return is_runtime_ || PidAlive(shared_->runtime_pid_);
+  return RuntimeProcessAlive();
 }
 
 bool IpcManager::RuntimeProcessAlive() const {
   if (!shared_) return false;
-  return is_runtime_ || PidAlive(shared_->runtime_pid_);
+  return is_runtime_ ||
+         hshm::ProcessAliveSince(runtime_pid_, runtime_start_time_);
 }
 
-void IpcManager::WakeLaneWorker(Lane &lane) {
+Status IpcManager::CheckRuntimeAlive() const {
+  if (!shared_) return Status::Unavailable("not attached to a runtime");
+  if (is_runtime_) return Status::Ok();
+  if (!hshm::ProcessAliveSince(runtime_pid_, runtime_start_time_)) {
+    return Status::Unavailable(
+        "the Chimaera runtime exited before the task completed");
+  }
+  u64 beat = shared_->heartbeat_ns_.load(std::memory_order_relaxed);
+  u64 now = hshm::NowNs();
+  if (now > beat &&
+      now - beat > static_cast<u64>(runtime_stale_ms_) * 1000000) {
+    return Status::Unavailable("the Chimaera runtime (pid " +
+                               std::to_string(runtime_pid_) +
+                               ") has not stamped its heartbeat for " +
+                               std::to_string((now - beat) / 1000000) +
+                               " ms: it is stopped or wedged");
+  }
+  return Status::Ok();
+}
+
+void IpcManager::StampHeartbeat() {
+  if (shared_) {
+    shared_->heartbeat_ns_.store(hshm::NowNs(), std::memory_order_relaxed);
+  }
+}
+
+namespace {
+/** This thread's synchronous-call deadline in ms (0: the configured one). */
+thread_local u64 tls_task_timeout_ms = 0;
+}  // namespace
+
+u64 IpcManager::TaskTimeoutUs() const {
+  u64 ms = tls_task_timeout_ms ? tls_task_timeout_ms : task_timeout_ms_;
+  return ms * 1000;
+}
+
+u64 IpcManager::SetThreadTaskTimeoutMs(u64 timeout_ms) {
+  u64 prev = tls_task_timeout_ms;
+  tls_task_timeout_ms = timeout_ms;
+  return prev;
+}
+
+void IpcManager::WakeLaneWorker(LaneView &lane) {
   // Pairs with the worker's store(sleeping=1); fence; re-check lanes.
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  // The id is in client-writable memory: bound it by our own count (a wrong
+  // id only wakes the wrong worker).
   u32 w = lane.header().worker_id_.load(std::memory_order_relaxed);
-  if (w >= shared_->num_workers_) return;
+  if (w >= num_workers_) return;
   WorkerShared &ws = workers_[w];
   if (ws.sleeping_.load(std::memory_order_relaxed) != 0) {
     ws.sleeping_.store(0, std::memory_order_relaxed);
@@ -503,10 +624,10 @@ Status IpcManager::Send(Task *task) {
     tls_lane_gen = attach_gen_;
     tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
                                  HSHM_THREAD_MODEL->GetTid()) %
-                                queue_->num_lanes());
+                                num_lanes_);
   }
   u32 prio = task->prio_ < kNumPrios ? task->prio_ : kLowLatency;
-  Lane &lane = queue_->GetLane(tls_lane, prio);
+  LaneView &lane = GetLaneView(tls_lane, prio);
   hipc::Pointer p = main_alloc_->ToPointer(task);
   if (__builtin_expect(lane.TryPush(p), 1)) {
     WakeLaneWorker(lane);

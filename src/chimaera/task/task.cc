@@ -27,7 +27,9 @@ constexpr u64 kSpinNs = 20000;
 constexpr u64 kSleepSliceUs = 20000;
 
 /** Waits like a client: spin, then sleep on the task's futex word. Completes
- * the task with Unavailable if the runtime process disappears. */
+ * the task with Unavailable if the runtime is declared dead (its process is
+ * gone or its pid reused, or its heartbeat is silent past
+ * client.runtime_stale_ms). */
 bool BlockingWait(Task *task, u64 timeout_us) {
   // Poll for kSpinNs (a pause costs 10-150 cycles depending on the CPU, so
   // the budget is time, checked every 64 polls, not a count).
@@ -49,11 +51,10 @@ bool BlockingWait(Task *task, u64 timeout_us) {
       slice = std::min(slice, timeout_us - waited_us);
     hshm::FutexWait(&task->state_, prev | kTaskWaiterAsleep, slice);
     if (task->IsComplete()) return true;
-    if (!CHI_IPC->RuntimeProcessAlive()) {
-      // The runtime process is gone: nobody will complete this task.
-      CompleteTask(task, Status::Unavailable(
-                             "the Chimaera runtime exited before the task "
-                             "completed"));
+    Status alive = CHI_IPC->CheckRuntimeAlive();
+    if (!alive.ok()) {
+      // Nobody will complete this task.
+      CompleteTask(task, alive);
       return true;
     }
   }
@@ -68,21 +69,28 @@ bool WaitTaskFor(Task *task, u64 timeout_us) {
 #if CHIMAERA_RUNTIME
   RunContext *rctx = Worker::CurrentRunContext();
   if (rctx) {
-    u64 start = hshm::NowNs();
+    // The worker resumes the fiber once the task completes or the deadline
+    // passes (it checks both while the fiber is parked; no busy resuming).
+    u64 deadline = UINT64_MAX;
+    if (timeout_us < (1ull << 40)) deadline = hshm::NowNs() + timeout_us * 1000;
     while (!task->IsComplete()) {
-      if (timeout_us != UINT64_MAX &&
-          (hshm::NowNs() - start) / 1000 >= timeout_us) {
-        rctx->waiting_on_ = nullptr;
-        return false;
-      }
-      rctx->waiting_on_ = timeout_us == UINT64_MAX ? task : nullptr;
+      if (deadline != UINT64_MAX && hshm::NowNs() >= deadline) break;
+      rctx->waiting_on_ = task;
+      rctx->wait_deadline_ns_ = deadline;
       rctx->Yield();
     }
     rctx->waiting_on_ = nullptr;
-    return true;
+    rctx->wait_deadline_ns_ = UINT64_MAX;
+    return task->IsComplete();
   }
 #endif
   return BlockingWait(task, timeout_us);
+}
+
+bool AbandonTask(Task *task) {
+  u32 prev = task->state_.fetch_or(kTaskAbandoned | kTaskStopRequested,
+                                   std::memory_order_acq_rel);
+  return prev & kTaskComplete;
 }
 
 void SetTaskStatus(Task *task, const Status &status) {

@@ -76,6 +76,7 @@ void FieldArchive::InBuf(hipc::Pointer &p, u64 size) {
 void FieldArchive::OutBuf(hipc::Pointer &p, u64 &size) {
   switch (mode_) {
     case Mode::kCopyOut:
+      if (owner_ > 0 && !p.IsNull()) CHI_IPC->SetBufferOwner(p, owner_);
       CopyToDst(&p, sizeof(p));
       CopyToDst(&size, sizeof(size));
       return;

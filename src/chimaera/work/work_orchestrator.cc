@@ -18,10 +18,11 @@ Status WorkOrchestrator::Init() {
   }
   // Process-queue lanes: lane i of each priority goes to worker i (mod the
   // number of workers of that kind).
-  ProcessQueue *q = CHI_IPC->process_queue();
-  for (u32 l = 0; l < q->num_lanes(); ++l) {
-    workers_[l % num_ll_]->AddLane(&q->GetLane(l, kLowLatency));
-    workers_[num_ll_ + l % num_hl_]->AddLane(&q->GetLane(l, kHighLatency));
+  auto *ipc = CHI_IPC;
+  for (u32 l = 0; l < ipc->num_lanes(); ++l) {
+    workers_[l % num_ll_]->AddLane(&ipc->GetLaneView(l, kLowLatency));
+    workers_[num_ll_ + l % num_hl_]->AddLane(
+        &ipc->GetLaneView(l, kHighLatency));
   }
   size_t cpu_idx = 0;
   auto next_cpu = [&]() -> int {
@@ -64,7 +65,7 @@ Worker *WorkOrchestrator::PickWorker(u32 prio) {
   return workers_[rr_ll_.fetch_add(1) % num_ll_].get();
 }
 
-void WorkOrchestrator::AddLane(Lane *lane, TaskPrio prio) {
+void WorkOrchestrator::AddLane(LaneView *lane, TaskPrio prio) {
   PickWorker(prio)->AddLane(lane);
 }
 

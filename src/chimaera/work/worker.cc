@@ -139,8 +139,10 @@ void RunMethod(RunContext *r) {
   }
 }
 
-/** Frees a task block of `main` (typed destructor if known). */
+/** Frees a task block of `main` (typed destructor if known). Whatever
+ * err_ a client left there is not ours to free: it is cleared first. */
 void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
+  task->err_ = hipc::Pointer::GetNull();
   if (e && e->destroy) e->destroy(task.ptr_);
   CHI_IPC->DelTask(task);
 }
@@ -158,8 +160,18 @@ void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
   }
   task->err_ = hipc::Pointer::GetNull();  // never free what a client left
   internal::SetTaskStatus(task.ptr_, status);
+  hipc::Pointer err = task->err_;  // ours until the task completes
+  int owner = CHI_IPC->main_alloc()->BlockOwner(task.shm_);
+  if (owner > 0) CHI_IPC->SetBufferOwner(err, owner);
   HSHM_TSAN_RELEASE(task.ptr_);  // after the last write (see tsan.h)
   u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
+  if (prev & kTaskAbandoned) {
+    // Its submitter gave up on it: nobody else will free it.
+    HSHM_TSAN_ACQUIRE(task.ptr_);
+    (void)CHI_IPC->FreeBuffer(err);
+    FreeShmTask(task, nullptr);
+    return;
+  }
   if (prev & kTaskWaiterAsleep) hshm::FutexWake(&task->state_, INT_MAX);
 }
 
@@ -219,7 +231,7 @@ bool Worker::YieldCurrentFiber() {
   return true;
 }
 
-void Worker::AddLane(Lane *lane) {
+void Worker::AddLane(LaneView *lane) {
   lane->header().worker_id_.store(id_, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(mailbox_mu_);
@@ -318,6 +330,7 @@ void Worker::FreeRunContext(RunContext *r) {
   r->bcast_pending_ = 0;
   r->bcast_first_ = true;
   r->waiting_on_ = nullptr;
+  r->wait_deadline_ns_ = UINT64_MAX;
   r->done_ = false;
   r->pool_hold_.reset();
   // The network thread makes a context per request and workers free them:
@@ -516,7 +529,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   // A client may push garbage: only a live block of main that carries the
   // task magic is a task, and each is accepted exactly once.
   u64 size = CHI_IPC->main_alloc()->LiveBlockSize(p);
-  if (size < sizeof(Task)) {
+  if (size < sizeof(Task) || CHI_IPC->IsRuntimeStructure(p)) {
     HSHM_LOG_LIMITED("chimaera: worker %u dropped an invalid task pointer\n",
                      id_);
     return;
@@ -533,10 +546,18 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   }
   // One bit tested and set: a single locked instruction (no CAS loop). A
   // completed task carries the bit too (Send clears the word).
-  if (shm->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel) &
-      kTaskAccepted) {
-    HSHM_LOG_LIMITED("chimaera: worker %u dropped a task submitted twice\n",
-                     id_);
+  u32 prev = shm->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel);
+  if (prev & kTaskAccepted) {
+    // A task the reaper claimed from a dead client is dropped quietly.
+    if (!(prev & kTaskReaped)) {
+      HSHM_LOG_LIMITED("chimaera: worker %u dropped a task submitted twice\n",
+                       id_);
+    }
+    return;
+  }
+  if (prev & kTaskAbandoned) {
+    // Its submitter gave up before it ran: drop it unrun; it is ours to free.
+    FreeShmTask(shm, nullptr);
     return;
   }
   bool fnf = hdr.task_flags_.Any(TASK_FIRE_AND_FORGET);
@@ -845,6 +866,7 @@ void Worker::Start(RunContext *r) {
   }
   r->done_ = false;
   r->waiting_on_ = nullptr;
+  r->wait_deadline_ns_ = UINT64_MAX;
   ctx::stack_context sctx;
   sctx.sp = r->stack_ + kGuardSize + kStackSize;
   sctx.size = kStackSize;
@@ -875,7 +897,9 @@ bool Worker::CheckBlocked() {
   pending.swap(blocked_);
   bool did = false;
   for (RunContext *r : pending) {
-    if (r->waiting_on_ == nullptr || r->waiting_on_->IsComplete()) {
+    if (r->waiting_on_ == nullptr || r->waiting_on_->IsComplete() ||
+        (r->wait_deadline_ns_ != UINT64_MAX &&
+         hshm::NowNs() >= r->wait_deadline_ns_)) {
       Resume(r);
       did = true;
     } else {
@@ -950,8 +974,11 @@ void Worker::Complete(RunContext *r, const Status &status) {
   switch (r->origin_) {
     case TaskOrigin::kShm: {
       Task *shm = r->shm_task_.ptr_;
-      if (shm->IsFireAndForget()) {
-        if (t->rc_ != 0) {
+      // The private copy says whether it is fire-and-forget (a client could
+      // flip the shared flag); an abandoned task is freed the same way.
+      if (t->IsFireAndForget() ||
+          (shm->state_.load(std::memory_order_relaxed) & kTaskAbandoned)) {
+        if (t->rc_ != 0 && t->IsFireAndForget()) {
           HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
                            t->GetStatus().ToString().c_str());
         }
@@ -964,15 +991,31 @@ void Worker::Complete(RunContext *r, const Status &status) {
         FreeShmTask(r->shm_task_, e);
         break;
       }
+      // What the method returned becomes the submitter's: tag it with the
+      // submitter's pid so the reaper frees it if that process dies.
+      int owner = CHI_IPC->main_alloc()->BlockOwner(r->shm_task_.shm_);
       FieldArchive copy(FieldArchive::Mode::kCopyOut, t);
       copy.set_dst(shm);
+      copy.set_owner(owner);
       e->fields(copy, t);
       shm->rc_ = t->rc_;
-      shm->err_ = t->err_;  // the submitter frees it with the task
+      hipc::Pointer err = t->err_;
+      if (owner > 0) CHI_IPC->SetBufferOwner(err, owner);
+      shm->err_ = err;  // the submitter frees it with the task
       t->err_ = hipc::Pointer::GetNull();
       shm->run_count_ = t->run_count_;
       HSHM_TSAN_RELEASE(shm);  // the task leaves this process (see tsan.h)
       u32 prev = shm->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
+      if (prev & kTaskAbandoned) {
+        // Abandoned while we copied back: its outputs and the task are ours
+        // to free (the private copy still names the same output buffers).
+        HSHM_TSAN_ACQUIRE(shm);
+        FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
+        e->fields(fr, t);
+        (void)CHI_IPC->FreeBuffer(err);
+        FreeShmTask(r->shm_task_, e);
+        break;
+      }
       if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
       break;
     }
@@ -1020,7 +1063,8 @@ void Worker::AbortRemaining() {
       if (t->magic_ != kTaskMagic) continue;
       u32 prev = t->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel);
       if (prev & (kTaskAccepted | kTaskComplete)) continue;
-      FailUnadmitted(t, aborted, t->IsFireAndForget());
+      FailUnadmitted(t, aborted,
+                     t->IsFireAndForget() || (prev & kTaskAbandoned));
     }
   }
   lanes_.clear();

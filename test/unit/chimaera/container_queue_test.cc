@@ -230,4 +230,48 @@ TEST(ModuleLoaderTest, BrokenModulesAreClearErrors) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// Pool destruction races tasks that two low-latency workers route to each
+// other's container lanes: every task finishes or is aborted, none is lost,
+// round after round.
+TEST(ContainerQueueTest, DestroyPoolInALoopAcrossTwoWorkersLosesNothing) {
+  chi_test::RuntimeProcess rt(
+      "workers:\n  low_latency: 2\n  high_latency: 1\n  reinforcement: 0\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  int total_ok = 0, total_aborted = 0;
+  for (int round = 0; round < 25; ++round) {
+    auto pool = admin.GetOrCreatePool("churn", "queue_test_mod", 4);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    std::vector<chi::FullPtr<WhereTask>> tasks;
+    for (int i = 0; i < 120; ++i) {
+      tasks.push_back(chi::Submit(CHI_IPC->NewTaskDefault<WhereTask>(
+          CHI_IPC->NewTaskNode(), *pool,
+          chi::DomainQuery::GetLocalHash(static_cast<chi::u32>(i)),
+          i % 3 ? chi::kLowLatency : chi::kHighLatency, i % 17 ? 0 : 50)));
+      if (i == 60 + round) ASSERT_TRUE(admin.DestroyPool(*pool).ok());
+    }
+    for (auto &t : tasks) {
+      ASSERT_FALSE(t.IsNull());
+      ASSERT_TRUE(t->WaitFor(10000000)) << "round " << round << ": lost";
+      hshm::Status s = t->GetStatus();
+      if (s.ok()) {
+        total_ok++;
+      } else {
+        EXPECT_TRUE(s.code() == hshm::StatusCode::kAborted ||
+                    s.code() == hshm::StatusCode::kNotFound)
+            << s;
+        total_aborted++;
+      }
+      CHI_IPC->DelTask(t);
+    }
+  }
+  EXPECT_EQ(total_ok + total_aborted, 25 * 120);
+  EXPECT_GT(total_ok, 0);
+  EXPECT_GT(total_aborted, 0);
+  EXPECT_TRUE(admin.Noop().ok());
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
 }  // namespace

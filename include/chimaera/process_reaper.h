@@ -1,0 +1,109 @@
+// The process reaper: the runtime's fourth kind of thread. It stamps the
+// heartbeat clients check, notices client processes that died, and frees
+// what they left in shared memory.
+//
+// Clients name their pid in the handshake (RegisterClient). Every
+// client.reap_period_ms the reaper checks each registered pid (with its start
+// time, so a reused pid is not mistaken for the client). For a dead client P:
+//   1. Claim: every task block of `main` owned by P is marked abandoned in one
+//      atomic step. A task that had completed is P's garbage; one a worker
+//      runs is freed by that worker when it completes; one that was still
+//      queued (or never sent) is claimed by the reaper (kTaskReaped), so a
+//      worker that pops it later drops it quietly.
+//   2. Wait: until every process-queue lane has been drained past the tail it
+//      had at step 1 (so no lane still names a claimed block) and every task
+//      of P a worker was running has been freed (so no method still reads
+//      P's input buffers).
+//   3. Free: every block P owned in the three segments -- tasks, buffers,
+//      outputs the runtime handed to P's tasks (re-tagged to P at
+//      completion), and the blocks P's thread caches held.
+//
+// Threading: RegisterClient from any thread (the handshake server); the rest
+// from the runtime's main thread (Start/Stop) and the reaper thread.
+#ifndef CHIMAERA_PROCESS_REAPER_H_
+#define CHIMAERA_PROCESS_REAPER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "chimaera/chimaera_types.h"
+#include "hermes_shm/memory/pointer.h"
+#include "hermes_shm/singleton.h"
+
+namespace chi {
+
+/** Counters of the reaper (for chimaera_stat and tests). */
+struct ReaperStats {
+  u64 clients = 0;          ///< Client processes registered now.
+  u64 reaped = 0;           ///< Dead clients fully reaped.
+  u64 pending = 0;          ///< Dead clients waiting for step 3.
+  u64 tasks_claimed = 0;    ///< Queued or unsent tasks the reaper claimed.
+  u64 tasks_abandoned = 0;  ///< Running tasks left for workers to free.
+  u64 bytes_freed = 0;      ///< Bytes returned to the segments.
+};
+
+/** See the file comment. */
+class ProcessReaper {
+ public:
+  ProcessReaper() = default;
+  ~ProcessReaper();
+  ProcessReaper(const ProcessReaper &) = delete;
+  ProcessReaper &operator=(const ProcessReaper &) = delete;
+
+  /** Starts the reaper thread (runtime only, after the segments exist). */
+  void Start(u32 period_ms);
+  /** Stops and joins the reaper thread. Idempotent. */
+  void Stop();
+  /** Records client `pid` (from a handshake). False if a dead process with
+   * the same pid is still being reaped: the client should retry later. Any
+   * thread. */
+  bool RegisterClient(int pid);
+  /** Runs one pass now (the reaper thread does this every period). Reaper
+   * thread or, when it is not running, any single thread. */
+  void RunOnce();
+  /** A snapshot of the counters. Any thread. */
+  ReaperStats stats() const;
+
+ private:
+  /** A registered client process. */
+  struct Client {
+    int pid = 0;
+    u64 start_time = 0;  ///< 0 if /proc could not tell.
+  };
+  /** A dead client between step 1 and step 3. */
+  struct Pending {
+    int pid = 0;
+    std::vector<u64> lane_tails;         ///< Per lane view, at step 1.
+    std::vector<hipc::Pointer> running;  ///< Its tasks workers were running.
+  };
+
+  /** The thread body. */
+  void Loop();
+  /** Step 1 for dead client `pid`. */
+  Pending Claim(int pid);
+  /** True once step 2 holds for `p`. */
+  bool Quiescent(const Pending &p) const;
+  /** Step 3: frees every block `pid` owned; returns the bytes freed. */
+  u64 FreeAll(int pid);
+
+  mutable std::mutex mu_;  ///< Guards clients_, pending_, stats_.
+  std::vector<Client> clients_;
+  std::vector<Pending> pending_;
+  ReaperStats stats_;
+  std::mutex pass_mu_;  ///< One pass at a time.
+
+  std::thread thread_;
+  std::mutex wake_mu_;
+  std::condition_variable wake_cv_;
+  bool stop_ = false;
+  u32 period_ms_ = 50;
+};
+
+}  // namespace chi
+
+#define CHI_REAPER (::hshm::Singleton<::chi::ProcessReaper>::GetInstance())
+
+#endif  // CHIMAERA_PROCESS_REAPER_H_

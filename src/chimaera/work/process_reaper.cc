@@ -1,0 +1,208 @@
+// ProcessReaper: see include/chimaera/process_reaper.h.
+#include "chimaera/process_reaper.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "chimaera/ipc_manager.h"
+#include "chimaera/task.h"
+#include "hermes_shm/thread_model.h"
+#include "hermes_shm/util/log_limit.h"
+
+namespace chi {
+
+namespace {
+
+/** The task in block `b` of `main`, or null if the block is not a task. */
+Task *AsTask(const hipc::BlockInfo &b) {
+  if (b.usable_size < sizeof(Task)) return nullptr;
+  auto *t = reinterpret_cast<Task *>(
+      hipc::ToProcessAddressChecked(b.ptr, sizeof(Task)));
+  if (!t) return nullptr;
+  u32 magic;
+  std::memcpy(&magic, &t->magic_, sizeof(magic));
+  return magic == kTaskMagic ? t : nullptr;
+}
+
+}  // namespace
+
+ProcessReaper::~ProcessReaper() { Stop(); }
+
+void ProcessReaper::Start(u32 period_ms) {
+  if (thread_.joinable()) return;
+  period_ms_ = period_ms ? period_ms : 50;
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    stop_ = false;
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void ProcessReaper::Stop() {
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    stop_ = true;
+  }
+  wake_cv_.notify_all();
+  thread_.join();
+}
+
+bool ProcessReaper::RegisterClient(int pid) {
+  u64 start = hshm::ProcessStartTime(pid);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Pending &p : pending_) {
+    if (p.pid == pid) return false;
+  }
+  for (Client &c : clients_) {
+    if (c.pid != pid) continue;
+    // Same pid, other start time: the old process died unnoticed and its
+    // pid was reused. Its memory must be reaped before the new one
+    // allocates under the same pid; the next pass sees it dead.
+    return c.start_time == start || start == 0 || c.start_time == 0;
+  }
+  clients_.push_back(Client{pid, start});
+  stats_.clients = clients_.size();
+  return true;
+}
+
+ReaperStats ProcessReaper::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void ProcessReaper::Loop() {
+  HSHM_THREAD_MODEL->SetName("chi_reaper");
+  std::unique_lock<std::mutex> lock(wake_mu_);
+  while (!stop_) {
+    lock.unlock();
+    CHI_IPC->StampHeartbeat();
+    RunOnce();
+    lock.lock();
+    wake_cv_.wait_for(lock, std::chrono::milliseconds(period_ms_),
+                      [this] { return stop_; });
+  }
+}
+
+void ProcessReaper::RunOnce() {
+  std::lock_guard<std::mutex> pass(pass_mu_);
+  if (!CHI_IPC->initialized()) return;
+  std::vector<int> dead;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < clients_.size();) {
+      if (!hshm::ProcessAliveSince(clients_[i].pid, clients_[i].start_time)) {
+        dead.push_back(clients_[i].pid);
+        clients_[i] = clients_.back();
+        clients_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+    stats_.clients = clients_.size();
+  }
+  for (int pid : dead) {
+    Pending p = Claim(pid);
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_.push_back(std::move(p));
+    stats_.pending = pending_.size();
+  }
+  std::vector<Pending> ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < pending_.size();) {
+      if (Quiescent(pending_[i])) {
+        ready.push_back(std::move(pending_[i]));
+        pending_[i] = std::move(pending_.back());
+        pending_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+  for (const Pending &p : ready) {
+    u64 bytes = FreeAll(p.pid);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.reaped++;
+    stats_.bytes_freed += bytes;
+    stats_.pending = pending_.size();
+  }
+}
+
+ProcessReaper::Pending ProcessReaper::Claim(int pid) {
+  auto *ipc = CHI_IPC;
+  Pending p;
+  p.pid = pid;
+  // Lane tails first: any task of pid queued now lies before them.
+  for (u32 prio = 0; prio < kNumPrios; ++prio) {
+    for (u32 l = 0; l < ipc->num_lanes(); ++l) {
+      p.lane_tails.push_back(ipc->GetLaneView(l, prio).lane()->tail());
+    }
+  }
+  u64 claimed = 0, abandoned = 0;
+  Status s = ipc->main_alloc()->ForEachBlock([&](const hipc::BlockInfo &b) {
+    if (b.owner_pid != pid || b.state != hipc::BlockState::kUsed) return;
+    Task *t = AsTask(b);
+    if (!t) return;
+    // One atomic step decides who frees the task (see the file comment):
+    // the reaper claims it only if no worker accepted it first.
+    u32 prev = t->state_.load(std::memory_order_relaxed);
+    u32 next;
+    do {
+      next = prev | kTaskAbandoned | kTaskStopRequested;
+      if (!(prev & kTaskAccepted)) next |= kTaskAccepted | kTaskReaped;
+    } while (!t->state_.compare_exchange_weak(prev, next,
+                                              std::memory_order_acq_rel));
+    if (prev & kTaskComplete) return;  // garbage: freed in step 3
+    if (prev & kTaskAccepted) {        // a worker has it and will free it
+      p.running.push_back(b.ptr);
+      ++abandoned;
+      return;
+    }
+    ++claimed;  // queued or never sent: ours, freed in step 3
+  });
+  if (!s.ok()) {
+    HSHM_LOG_LIMITED("chimaera: reaper: walking main for pid %d: %s\n", pid,
+                     s.ToString().c_str());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.tasks_claimed += claimed;
+  stats_.tasks_abandoned += abandoned;
+  return p;
+}
+
+bool ProcessReaper::Quiescent(const Pending &p) const {
+  auto *ipc = CHI_IPC;
+  size_t i = 0;
+  for (u32 prio = 0; prio < kNumPrios; ++prio) {
+    for (u32 l = 0; l < ipc->num_lanes(); ++l, ++i) {
+      if (i < p.lane_tails.size() &&
+          ipc->GetLaneView(l, prio).lane()->head() < p.lane_tails[i]) {
+        return false;
+      }
+    }
+  }
+  for (const hipc::Pointer &t : p.running) {
+    // Freed by its worker (or reused by someone else) once it is done.
+    if (ipc->main_alloc()->BlockOwner(t) == p.pid) return false;
+  }
+  return true;
+}
+
+u64 ProcessReaper::FreeAll(int pid) {
+  auto *ipc = CHI_IPC;
+  u64 bytes =
+      ipc->main_alloc()->ReclaimDeadProcess(pid, [](const hipc::BlockInfo &b) {
+        Task *t = AsTask(b);
+        if (!t) return true;
+        // A task a worker still runs is the worker's to free.
+        u32 st = t->state_.load(std::memory_order_acquire);
+        return (st & (kTaskComplete | kTaskReaped)) != 0;
+      });
+  auto all = [](const hipc::BlockInfo &) { return true; };
+  bytes += ipc->cdata_alloc()->ReclaimDeadProcess(pid, all);
+  bytes += ipc->rdata_alloc()->ReclaimDeadProcess(pid, all);
+  return bytes;
+}
+
+}  // namespace chi

@@ -1,0 +1,79 @@
+// A client process for the hostile-client tests: it keeps submitting tasks
+// (and leaving memory behind) until it is killed.
+//
+//   chimaera_hostile_client submit   -- async Echo tasks with a window, tasks
+//       never sent, client_data buffers never freed, TextTasks whose output
+//       buffers are never freed; prints "ready" once attached.
+//   chimaera_hostile_client exit     -- does the same briefly, then exits
+//       normally without cleaning up.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "chimaera/chimaera.h"
+
+namespace {
+
+/** Submits and abandons work for `iterations` rounds (forever if 0). */
+int Run(u_int64_t iterations) {
+  hshm::Status s = CHIMAERA_CLIENT_INIT();
+  if (!s.ok()) {
+    fprintf(stderr, "hostile_client: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  printf("ready\n");
+  fflush(stdout);
+  std::mt19937_64 rng(getpid());
+  chi::admin::Client admin;
+  std::vector<chi::FullPtr<chi::admin::EchoTask>> window;
+  for (u_int64_t i = 0; iterations == 0 || i < iterations; ++i) {
+    switch (rng() % 8) {
+      case 0: {  // a task that is never sent
+        auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+            CHI_IPC->NewTaskNode(), chi::DomainQuery(), i);
+        (void)t;
+        break;
+      }
+      case 1: {  // a buffer that is never freed
+        auto b = CHI_IPC->AllocateBuffer(64 + rng() % 4096);
+        if (!b.IsNull()) memset(b.ptr_, 0x5a, 64);
+        break;
+      }
+      case 2: {  // an output buffer the runtime hands us, never freed
+        (void)chi::Submit(CHI_IPC->NewTaskDefault<chi::admin::TextTask>(
+            CHI_IPC->NewTaskNode(), chi::DomainQuery(),
+            chi::admin::Method::kListModules));
+        break;
+      }
+      default: {  // echo traffic with up to 32 in flight
+        auto t = admin.AsyncEcho(i);
+        if (!t.IsNull()) window.push_back(t);
+        if (window.size() >= 32) {
+          for (size_t k = 0; k < window.size() / 2; ++k) {
+            window[k]->Wait();
+            if (window[k]->GetStatus().ok() && window[k]->ret_ != 0 &&
+                rng() % 2) {
+              CHI_IPC->DelTask(window[k]);
+            }
+          }
+          window.erase(window.begin(), window.begin() + window.size() / 2);
+        }
+      }
+    }
+  }
+  return 0;  // exits without cleaning up
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  std::string mode = argc > 1 ? argv[1] : "submit";
+  if (mode == "submit") return Run(0);
+  if (mode == "exit") return Run(2000);
+  fprintf(stderr, "usage: chimaera_hostile_client submit|exit\n");
+  return 2;
+}

@@ -1,0 +1,653 @@
+// The hostile-client suite: a client that breaks every rule it can -- garbage
+// pointers in the lanes, task headers corrupted before and after submission,
+// duplicate pushes, oversize fan-outs, floods, a scribbled queue shape,
+// clients killed mid-submission -- must not crash, wedge or leak the runtime.
+// After each attack the runtime still answers 10,000 checked Echo tasks.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chimaera/chimaera.h"
+#include "hermes_shm/util/futex.h"
+#include "runtime_fixture.h"
+
+namespace {
+
+using chi::u32;
+using chi_test::RuntimeProcess;
+using hshm::StatusCode;
+
+/** Attacks run by this binary (printed at the end for the closing note). */
+std::atomic<long> g_attacks{0};
+
+/** A runtime with two low-latency workers and a fast reaper, plus a client
+ * attachment of this process. */
+class HostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    rt_ = std::make_unique<RuntimeProcess>(
+        "workers:\n  low_latency: 2\n  high_latency: 1\n"
+        "client:\n  reap_period_ms: 20\n  task_timeout_ms: 20000\n");
+    ASSERT_TRUE(rt_->Start().ok()) << rt_->Log();
+    ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  }
+  void TearDown() override {
+    CHIMAERA->ClientFinalize();
+    if (rt_) EXPECT_TRUE(rt_->Stop().ok()) << rt_->Log();
+  }
+
+  /** 10,000 admin Echo tasks, 64 in flight, every result checked. */
+  void ExpectServes10kEchoes() {
+    chi::admin::Client admin;
+    std::vector<chi::FullPtr<chi::admin::EchoTask>> window;
+    u_int64_t ok = 0;
+    for (u_int64_t i = 1; i <= 10000; ++i) {
+      auto t = admin.AsyncEcho(i * 7);
+      ASSERT_FALSE(t.IsNull());
+      window.push_back(t);
+      if (window.size() == 64 || i == 10000) {
+        for (auto &w : window) {
+          ASSERT_TRUE(w->WaitFor(10000000)) << "echo did not complete";
+          ASSERT_TRUE(w->GetStatus().ok()) << w->GetStatus();
+          ok += w->ret_ == w->value_ * 1 ? 1 : 0;
+          CHI_IPC->DelTask(w);
+        }
+        window.clear();
+      }
+    }
+    EXPECT_EQ(ok, 10000u);
+    EXPECT_TRUE(rt_->Running());
+  }
+
+  /** Pushes `p` straight into lane (lane, prio) of the process queue, as a
+   * client that ignores Send would, and wakes its worker. */
+  void RawPush(const hipc::Pointer &p, u32 lane = 0,
+               u32 prio = chi::kLowLatency) {
+    chi::LaneView &v = CHI_IPC->GetLaneView(lane, prio);
+    for (int i = 0; i < 1000 && !v.TryPush(p); ++i) usleep(100);
+    CHI_IPC->WakeLaneWorker(v);
+    g_attacks++;
+  }
+
+  /** Sends an Echo on every lane and waits for it: everything pushed on a
+   * lane before it has been popped once it completes. */
+  void FlushLanes() {
+    for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
+      for (u32 p = 0; p < chi::kNumPrios; ++p) {
+        auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+            CHI_IPC->NewTaskNode(), chi::DomainQuery(), 5);
+        ASSERT_FALSE(t.IsNull());
+        t->prio_ = p;
+        t->state_.store(0);
+        hipc::Pointer ptr = CHI_IPC->main_alloc()->ToPointer(t.ptr_);
+        chi::LaneView &v = CHI_IPC->GetLaneView(l, p);
+        while (!v.TryPush(ptr)) usleep(100);
+        CHI_IPC->WakeLaneWorker(v);
+        ASSERT_TRUE(t->WaitFor(10000000)) << "lane " << l << "/" << p;
+        EXPECT_EQ(t->ret_, 5u);
+        CHI_IPC->DelTask(t);
+      }
+    }
+  }
+
+  std::unique_ptr<RuntimeProcess> rt_;
+};
+
+TEST_F(HostileTest, GarbagePointersInLanes) {
+  std::mt19937_64 rng(1);
+  auto *main = CHI_IPC->main_alloc();
+  hipc::AllocatorId mid = main->GetId();
+  std::vector<hipc::Pointer> bad = {
+      hipc::Pointer::GetNull(),
+      hipc::Pointer(mid, 0),                           // the heap header
+      hipc::Pointer(mid, main->GetRegionSize()),       // one past the end
+      hipc::Pointer(mid, ~0ull),                       // far past the end
+      hipc::Pointer(hipc::AllocatorId(99, 99), 4096),  // unknown allocator
+      CHI_IPC->shared()->process_queue_,               // the queue itself
+      CHI_IPC->shared()->workers_,                     // the worker table
+  };
+  // A live client_data buffer (a live block, but of the wrong segment).
+  auto buf = CHI_IPC->AllocateBuffer(256);
+  ASSERT_FALSE(buf.IsNull());
+  bad.push_back(buf.shm_);
+  // A live main block that is not a task, and the middle of a real task.
+  auto raw = main->Allocate(HSHM_MCTX, 512);
+  ASSERT_FALSE(raw.IsNull());
+  memset(raw.ptr_, 0xff, 512);
+  bad.push_back(raw.shm_);
+  auto echo = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), 3);
+  hipc::Pointer mid_task = main->ToPointer(echo.ptr_);
+  mid_task.off_.off_ += 16;
+  bad.push_back(mid_task);
+  for (int i = 0; i < 2000; ++i) {  // random offsets, aligned or not
+    bad.push_back(hipc::Pointer(mid, rng() % main->GetRegionSize()));
+  }
+  for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
+    for (u32 p = 0; p < chi::kNumPrios; ++p) {
+      for (const auto &ptr : bad) RawPush(ptr, l, p);
+    }
+  }
+  FlushLanes();
+  // The worker table dressed up as a task (the magic where a task has it,
+  // a clear state word): still never admitted.
+  {
+    size_t magic_off = reinterpret_cast<char *>(&echo->magic_) -
+                       reinterpret_cast<char *>(echo.ptr_);
+    size_t state_off = reinterpret_cast<char *>(&echo->state_) -
+                       reinterpret_cast<char *>(echo.ptr_);
+    hipc::FullPtr<char> table(CHI_IPC->shared()->workers_);
+    ASSERT_FALSE(table.IsNull());
+    char saved_magic[4], saved_state[4];
+    memcpy(saved_magic, table.ptr_ + magic_off, 4);
+    memcpy(saved_state, table.ptr_ + state_off, 4);
+    memcpy(table.ptr_ + magic_off, &chi::kTaskMagic, 4);
+    memset(table.ptr_ + state_off, 0, 4);
+    for (int k = 0; k < 10; ++k) RawPush(CHI_IPC->shared()->workers_);
+    FlushLanes();
+    memcpy(table.ptr_ + magic_off, saved_magic, 4);
+    memcpy(table.ptr_ + state_off, saved_state, 4);
+  }
+  CHI_IPC->DelTask(echo);
+  (void)main->Free(HSHM_MCTX, raw.shm_);
+  (void)CHI_IPC->FreeBuffer(buf.shm_);
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, CorruptHeadersBeforeSubmissionAreClearErrors) {
+  struct Case {
+    const char *what;
+    std::function<void(chi::admin::EchoTask *)> corrupt;
+    StatusCode want;
+  };
+  const double nan = std::nan("");
+  std::vector<Case> cases = {
+      {"pool", [](auto *t) { t->pool_id_ = chi::PoolId(77, 77); },
+       StatusCode::kNotFound},
+      {"method", [](auto *t) { t->method_ = 60000; }, StatusCode::kNotFound},
+      {"prio", [](auto *t) { t->prio_ = 7; }, StatusCode::kInvalidArgument},
+      {"query kind", [](auto *t) { t->dom_query_.kind_ = 99; },
+       StatusCode::kInvalidArgument},
+      {"period NaN",
+       [nan](auto *t) {
+         t->task_flags_.SetBits(TASK_PERIODIC);
+         t->period_ns_ = nan;
+       },
+       StatusCode::kInvalidArgument},
+      {"period negative",
+       [](auto *t) {
+         t->task_flags_.SetBits(TASK_PERIODIC);
+         t->period_ns_ = -5;
+       },
+       StatusCode::kInvalidArgument},
+      {"period huge",
+       [](auto *t) {
+         t->task_flags_.SetBits(TASK_PERIODIC);
+         t->period_ns_ = 1e300;
+       },
+       StatusCode::kInvalidArgument},
+      {"error pointer left",
+       [](auto *t) {
+         // A client-planted err_ is never freed (or read) by the runtime.
+         t->err_ = CHI_IPC->shared()->process_queue_;
+       },
+       StatusCode::kOk},
+  };
+  for (auto &c : cases) {
+    auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(), 11);
+    ASSERT_FALSE(t.IsNull());
+    c.corrupt(t.ptr_);
+    ASSERT_TRUE(CHI_IPC->Send(t).ok());
+    g_attacks++;
+    ASSERT_TRUE(t->WaitFor(10000000)) << c.what;
+    EXPECT_EQ(t->GetStatus().code(), c.want)
+        << c.what << ": " << t->GetStatus();
+    if (c.want == StatusCode::kOk) {
+      EXPECT_EQ(t->ret_, 11u);
+      EXPECT_TRUE(t->err_.IsNull());
+    }
+    CHI_IPC->DelTask(t);
+  }
+  // A block smaller than the method's task type.
+  auto small = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery());
+  small->method_ = chi::admin::Method::kFanOut;
+  ASSERT_TRUE(CHI_IPC->Send(small).ok());
+  g_attacks++;
+  ASSERT_TRUE(small->WaitFor(10000000));
+  EXPECT_EQ(small->GetStatus().code(), StatusCode::kInvalidArgument);
+  CHI_IPC->DelTask(small);
+  // Input buffers outside the data segments, or longer than their block.
+  for (int k = 0; k < 3; ++k) {
+    auto g = CHI_IPC->NewTaskDefault<chi::admin::GetOrCreatePoolTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery());
+    ASSERT_TRUE(g->name_.Set("evil") && g->module_.Set("small_message"));
+    auto pbuf = CHI_IPC->AllocateBuffer(64);
+    g->params_ = k == 0   ? CHI_IPC->shared()->process_queue_
+                 : k == 1 ? pbuf.shm_
+                          : hipc::Pointer(hipc::AllocatorId(5, 5), 0);
+    g->params_size_ = k == 1 ? (1ull << 40) : 64;
+    ASSERT_TRUE(CHI_IPC->Send(g).ok());
+    g_attacks++;
+    ASSERT_TRUE(g->WaitFor(10000000));
+    EXPECT_EQ(g->GetStatus().code(), StatusCode::kInvalidArgument)
+        << g->GetStatus();
+    CHI_IPC->DelTask(g);
+    (void)CHI_IPC->FreeBuffer(pbuf.shm_);
+  }
+  // A wrong magic: not a task, dropped unanswered; the client gives up.
+  auto nomagic = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), 1);
+  nomagic->magic_ = 0;
+  ASSERT_TRUE(CHI_IPC->Send(nomagic).ok());
+  g_attacks++;
+  EXPECT_FALSE(nomagic->WaitFor(200000));
+  FlushLanes();  // popped and dropped by now: ours to free
+  CHI_IPC->DelTask(nomagic);
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, HeadersScribbledAfterSubmissionDoNotCrash) {
+  // Tasks are changed while the runtime admits them: every field the
+  // runtime checks is read once, from its private copy.
+  std::mt19937_64 rng(2);
+  for (int round = 0; round < 2000; ++round) {
+    auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(), round);
+    ASSERT_FALSE(t.IsNull());
+    ASSERT_TRUE(CHI_IPC->Send(t).ok());
+    g_attacks++;
+    switch (rng() % 5) {
+      case 0:
+        t->method_ = rng();
+        break;
+      case 1:
+        t->pool_id_ = chi::PoolId(rng(), rng());
+        break;
+      case 2:
+        t->dom_query_.kind_ = rng();
+        break;
+      case 3:
+        t->prio_ = rng();
+        break;
+      default:
+        // Any flags but fire-and-forget (the runtime would then free the
+        // task, and this client must not touch it again).
+        t->task_flags_.bits_ = static_cast<u32>(rng()) & ~TASK_FIRE_AND_FORGET;
+        break;
+    }
+    // Whatever the runtime saw, it answers -- unless the flags made the task
+    // periodic: then it runs until this client gives up on it.
+    if (!t->WaitFor(t->IsPeriodic() ? 1000 : 5000000)) {
+      EXPECT_TRUE(t->IsPeriodic());
+      CHI_IPC->AbandonTask(t);
+      continue;
+    }
+    CHI_IPC->DelTask(t);
+  }
+  FlushLanes();
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, DuplicatePushesRunOnce) {
+  chi::admin::Client admin;
+  for (int i = 0; i < 200; ++i) {
+    auto t = admin.AsyncEcho(1000 + i);
+    ASSERT_FALSE(t.IsNull());
+    hipc::Pointer p = CHI_IPC->main_alloc()->ToPointer(t.ptr_);
+    for (int k = 0; k < 3; ++k) RawPush(p, i % CHI_IPC->num_lanes());
+    ASSERT_TRUE(t->WaitFor(10000000));
+    ASSERT_TRUE(t->GetStatus().ok());
+    EXPECT_EQ(t->ret_, 1000u + i);
+    FlushLanes();  // every duplicate was popped (and dropped)
+    EXPECT_EQ(t->run_count_, 1u);
+    CHI_IPC->DelTask(t);
+  }
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, OversizeFanOutsFailOnlyTheirCaller) {
+  chi::admin::Client admin;
+  std::atomic<bool> stop{false};
+  std::atomic<long> bystander_ok{0}, bystander_bad{0};
+  // A bystander keeps asking while the fan-outs run: it is always served.
+  std::thread bystander([&] {
+    chi::admin::Client a;
+    for (u_int64_t i = 1; !stop.load(); ++i) {
+      auto v = a.Echo(i);
+      (v.ok() && *v == i ? bystander_ok : bystander_bad)++;
+    }
+  });
+  // Whatever fails below, the bystander is stopped and joined.
+  struct Joiner {
+    std::atomic<bool> *stop;
+    std::thread *t;
+    ~Joiner() {
+      stop->store(true);
+      if (t->joinable()) t->join();
+    }
+  } joiner{&stop, &bystander};
+  for (auto [count, depth] :
+       {std::pair<u32, u32>{5000, 2}, {100000, 8}, {2, 9}, {0xffffffffu, 1}}) {
+    auto r = admin.FanOut(count, depth);
+    g_attacks++;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument)
+        << count << "^" << depth;
+  }
+  // The largest allowed request runs in bounded memory and is right.
+  auto r = admin.FanOut(316, 2);
+  g_attacks++;
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, 316ull * (316 * 317 / 2));
+  stop = true;
+  bystander.join();
+  EXPECT_GT(bystander_ok.load(), 0);
+  EXPECT_EQ(bystander_bad.load(), 0);
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, QueueFloodDoesNotStarveOthers) {
+  std::atomic<bool> stop{false};
+  std::atomic<long> sent{0}, refused{0};
+  std::vector<std::thread> flooders;
+  for (int f = 0; f < 2; ++f) {
+    flooders.emplace_back([&] {
+      while (!stop.load()) {
+        auto t = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+            CHI_IPC->NewTaskNode(), chi::DomainQuery());
+        if (t.IsNull()) {
+          refused++;
+          continue;
+        }
+        t->SetFireAndForget();
+        if (CHI_IPC->Send(t).ok()) {
+          sent++;
+        } else {
+          refused++;
+          CHI_IPC->DelTask(t);
+        }
+      }
+    });
+  }
+  // Synchronous calls while the flood runs: each one is answered, and none
+  // waits anywhere near its deadline (it queues behind at most a lane).
+  chi::admin::Client admin;
+  double worst_s = 0;
+  for (u_int64_t i = 1; i <= 50; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto v = admin.Echo(i);
+    worst_s = std::max(worst_s, std::chrono::duration<double>(
+                                    std::chrono::steady_clock::now() - t0)
+                                    .count());
+    ASSERT_TRUE(v.ok()) << v.status();
+    ASSERT_EQ(*v, i);
+  }
+  stop = true;
+  for (auto &t : flooders) t.join();
+  g_attacks += sent.load();
+  EXPECT_GT(sent.load(), 1000);
+  EXPECT_LT(worst_s, 5.0);
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, ScribbledQueueShapeAndWorkerIdsAreIgnored) {
+  // Every lane's stored shape and worker id, and the worker count, are
+  // client-writable: the runtime uses its own copies.
+  chi::IpcShared *sh = CHI_IPC->shared();
+  u32 saved_workers = sh->num_workers_;
+  sh->num_workers_ = 1u << 30;
+  std::vector<u32> saved_ids;
+  for (u32 p = 0; p < chi::kNumPrios; ++p) {
+    for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
+      chi::LaneView &v = CHI_IPC->GetLaneView(l, p);
+      saved_ids.push_back(v.header().worker_id_.load());
+      // mask_ and slots_off_: the last two words of the lane's fourth line.
+      auto *shape = reinterpret_cast<u_int64_t *>(
+          reinterpret_cast<char *>(v.lane()) + 3 * 64);
+      shape[0] = ~0ull;
+      shape[1] = 1ull << 45;
+      g_attacks += 2;
+    }
+  }
+  // A worker id out of range only makes a wake-up miss (workers nap for a
+  // bounded time); the runtime never indexes with it.
+  CHI_IPC->GetLaneView(0, chi::kLowLatency).header().worker_id_.store(~0u);
+  g_attacks++;
+  FlushLanes();
+  size_t i = 0;
+  for (u32 p = 0; p < chi::kNumPrios; ++p) {
+    for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
+      CHI_IPC->GetLaneView(l, p).header().worker_id_.store(saved_ids[i++]);
+    }
+  }
+  sh->num_workers_ = saved_workers;
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, AbandonedTasksAreFreedOnceWhateverTheirState) {
+  // WaitFor timing out, then AbandonTask: safe whether the task was still
+  // queued, running or already complete; nothing leaks.
+  chi::admin::Client admin;
+  auto *main = CHI_IPC->main_alloc();
+  main->FlushThreadCache();
+  u_int64_t before = main->LiveBytes();
+  for (int i = 0; i < 3000; ++i) {
+    auto t = (i % 3 == 0) ? admin.AsyncFanOut(20).Cast<chi::Task>()
+                          : admin.AsyncEcho(i).Cast<chi::Task>();
+    ASSERT_FALSE(t.IsNull());
+    if (i % 2) t->WaitFor(i % 7);  // sometimes it completes first
+    CHI_IPC->AbandonTask(t);
+  }
+  FlushLanes();
+  // Workers free what they complete; give the last fan-outs a moment.
+  for (int k = 0; k < 200; ++k) {
+    main->FlushThreadCache();
+    if (main->LiveBytes() <= before) break;
+    usleep(10000);
+  }
+  main->FlushThreadCache();
+  EXPECT_EQ(main->LiveBytes(), before);
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, SyncCallsHaveADeadline) {
+  // A FanOut that cannot finish in 1 ms: the sync call returns Timeout and
+  // abandons the task; the runtime frees it when it completes.
+  chi::admin::Client admin;
+  {
+    chi::ScopedTaskTimeout deadline(1);
+    auto r = admin.FanOut(300, 2);
+    EXPECT_EQ(r.status().code(), StatusCode::kTimeout) << r.status();
+  }
+  auto v = admin.Echo(9);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, 9u);
+}
+
+/** Parses "reaper: clients N, pending N, reaped N, ..." from admin Stat. */
+bool ReaperCounts(u_int64_t *pending, u_int64_t *reaped) {
+  chi::admin::Client admin;
+  auto text = admin.Stat();
+  if (!text.ok()) return false;
+  size_t at = text->find("reaper: ");
+  if (at == std::string::npos) return false;
+  unsigned long long c = 0, p = 0, r = 0;
+  if (sscanf(text->c_str() + at,
+             "reaper: clients %llu, pending %llu, reaped %llu", &c, &p,
+             &r) != 3) {
+    return false;
+  }
+  *pending = p;
+  *reaped = r;
+  return true;
+}
+
+/** Starts a hostile client process in `mode`; returns its pid once it
+ * printed "ready" (or -1). */
+pid_t StartClient(const std::string &mode, const std::string &conf) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    setenv("CHI_SERVER_CONF", conf.c_str(), 1);
+    execl(HOSTILE_CLIENT_BIN, HOSTILE_CLIENT_BIN, mode.c_str(), nullptr);
+    _exit(127);
+  }
+  close(fds[1]);
+  char buf[16] = {0};
+  ssize_t n = read(fds[0], buf, 5);
+  close(fds[0]);
+  if (n != 5 || strncmp(buf, "ready", 5) != 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    return -1;
+  }
+  return pid;
+}
+
+/** Live bytes of the three segments, by walking them. */
+std::vector<u_int64_t> SegmentBytes() {
+  CHI_IPC->main_alloc()->FlushThreadCache();
+  CHI_IPC->cdata_alloc()->FlushThreadCache();
+  CHI_IPC->rdata_alloc()->FlushThreadCache();
+  return {CHI_IPC->main_alloc()->LiveBytes(),
+          CHI_IPC->cdata_alloc()->LiveBytes(),
+          CHI_IPC->rdata_alloc()->LiveBytes()};
+}
+
+/** Waits until the reaper has reaped `n` clients and has none pending. */
+void WaitReaped(u_int64_t n) {
+  u_int64_t pending = 1, reaped = 0;
+  for (int i = 0; i < 500; ++i) {
+    if (ReaperCounts(&pending, &reaped) && pending == 0 && reaped >= n) break;
+    usleep(20000);
+  }
+  EXPECT_EQ(pending, 0u);
+  EXPECT_GE(reaped, n);
+}
+
+TEST_F(HostileTest, KilledClientsAreReapedWithoutLeaksOrWedgedLanes) {
+  FlushLanes();
+  std::vector<u_int64_t> base = SegmentBytes();
+  // Without kills: 20 clients that exit normally, leaving memory behind.
+  for (int i = 0; i < 20; ++i) {
+    pid_t pid = StartClient("exit", rt_->config_path());
+    ASSERT_GT(pid, 0);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  WaitReaped(20);
+  FlushLanes();
+  EXPECT_EQ(SegmentBytes(), base) << "main, client_data, runtime_data";
+  // 100 clients SIGKILLed at random moments mid-submission, 10 at a time.
+  std::mt19937 rng(3);
+  for (int batch = 0; batch < 10; ++batch) {
+    std::vector<pid_t> pids;
+    for (int i = 0; i < 10; ++i) {
+      pid_t pid = StartClient("submit", rt_->config_path());
+      ASSERT_GT(pid, 0);
+      pids.push_back(pid);
+    }
+    for (pid_t pid : pids) {
+      usleep(rng() % 20000);
+      kill(pid, SIGKILL);
+      g_attacks++;
+    }
+    for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  }
+  WaitReaped(120);
+  // Every lane still moves (passing over any hole recycles it) ...
+  FlushLanes();
+  FlushLanes();
+  u_int64_t holes = 0;
+  for (u32 p = 0; p < chi::kNumPrios; ++p) {
+    for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
+      holes += CHI_IPC->GetLaneView(l, p).holes();
+    }
+  }
+  EXPECT_EQ(holes, 0u) << "wedged or shrunk lanes";
+  // ... and not a byte of any segment is left behind.
+  std::vector<u_int64_t> after = SegmentBytes();
+  EXPECT_EQ(after, base) << "main, client_data, runtime_data";
+  chi::admin::Client admin;
+  auto stat = admin.Stat();
+  ASSERT_TRUE(stat.ok());
+  size_t at = stat->find("reaper: ");
+  ASSERT_NE(at, std::string::npos);
+  printf(
+      "live bytes main/client_data/runtime_data: before %llu/%llu/%llu, "
+      "after 120 dead clients %llu/%llu/%llu; lane holes %llu\n%s",
+      (unsigned long long)base[0], (unsigned long long)base[1],
+      (unsigned long long)base[2], (unsigned long long)after[0],
+      (unsigned long long)after[1], (unsigned long long)after[2],
+      (unsigned long long)holes,
+      stat->substr(at, stat->find('\n', at) - at + 1).c_str());
+  ExpectServes10kEchoes();
+}
+
+// A runtime that is alive but stopped (SIGSTOP: as good as wedged) cannot
+// hang a waiting client: its heartbeat goes silent and Wait() ends.
+TEST(RuntimeLivenessTest, StoppedRuntimeCannotHangAWaiter) {
+  RuntimeProcess rt("client:\n  runtime_stale_ms: 600\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  bool tested = false;
+  for (int attempt = 0; attempt < 3 && !tested; ++attempt) {
+    auto t = admin.AsyncFanOut(316, 2);  // about a second of work
+    ASSERT_FALSE(t.IsNull());
+    kill(rt.pid(), SIGSTOP);
+    if (t->IsComplete()) {  // finished before the stop landed: again
+      kill(rt.pid(), SIGCONT);
+      CHI_IPC->DelTask(t);
+      continue;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    t->Wait();
+    double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    kill(rt.pid(), SIGCONT);
+    EXPECT_LT(s, 5.0);
+    EXPECT_EQ(t->GetStatus().code(), StatusCode::kUnavailable);
+    EXPECT_NE(t->GetStatus().message().find("heartbeat"), std::string::npos)
+        << t->GetStatus();
+    // Not freed: the revived runtime may still complete it.
+    tested = true;
+  }
+  EXPECT_TRUE(tested);
+  // Revived, it serves again.
+  auto v = admin.Echo(5);
+  ASSERT_TRUE(v.ok()) << v.status();
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+class AttackCountPrinter : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    printf("hostile-client suite: %ld attacks\n", g_attacks.load());
+  }
+};
+const auto *const kPrinter =
+    ::testing::AddGlobalTestEnvironment(new AttackCountPrinter);
+
+}  // namespace
