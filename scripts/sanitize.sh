@@ -27,13 +27,15 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/../scripts/tsan.supp"
 if [ -n "$filter" ]; then
-  # The 100k-task workload test and the kvs cluster tests only add volume
-  # (minutes under TSan); the other runtime tests exercise the same paths.
+  # The 100k-task workload test, the kvs cluster tests and the hostile
+  # suite's volume tests (a 100k-subtask fan-out, a flood, 120 client
+  # processes) only add volume (minutes under TSan); the other runtime and
+  # hostile tests exercise the same paths.
   # Multi-node tests run one at a time: a 3-node cluster under TSan is a
   # dozen threads slowed 5-15x, and two of them side by side on a 2-core
   # machine starve a node's heartbeats past the 4 s dead-node limit.
   ctest -j "$(nproc)" --output-on-failure --timeout 600 -R "$filter" \
-    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|Curve"
+    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|Curve|OversizeFanOuts|QueueFlood|KilledClients"
   ctest -j 1 --output-on-failure --timeout 600 -R "MultiNode|CurveRuntime" \
     -E "KvsMultiNode"
 else
