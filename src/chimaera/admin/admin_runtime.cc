@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <mutex>
 #include <sstream>
+#include <type_traits>
 #include <unordered_set>
 
 #include "chimaera/admin/admin_tasks.h"
@@ -44,6 +45,30 @@ class Runtime : public Container {
   /** Returns the input. */
   void Echo(EchoTask *task, RunContext &rctx) { task->ret_ = task->value_; }
 
+  /** One wave of a FanOut: submits make(i) for i in [first, last], waits
+   * for all in this fiber, frees them and returns the sum of value(sub); the
+   * first failure (or a subtask that could not be allocated) becomes the
+   * parent's status. From the parent's fiber only. */
+  template <typename MakeFn, typename ValueFn>
+  static u64 RunWave(FanOutTask *parent, u32 first, u32 last, MakeFn &&make,
+                     ValueFn &&value) {
+    using SubT = std::remove_pointer_t<decltype(make(first).ptr_)>;
+    std::vector<FullPtr<SubT>> subs;
+    for (u32 i = first; i <= last; ++i) subs.push_back(Submit(make(i)));
+    parent->Wait(subs);
+    u64 sum = 0;
+    for (auto &s : subs) {
+      if (s.IsNull() || s->rc_ != 0) {
+        parent->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
+                                     : s->GetStatus());
+      } else {
+        sum += value(s.ptr_);
+      }
+      CHI_IPC->DelTask(s);
+    }
+    return sum;
+  }
+
   /** Spawns subtasks, waits for them in this fiber, sums their results. */
   void FanOut(FanOutTask *task, RunContext &rctx) {
     // Bounded per request: count^depth tasks at most kMaxFanOut.
@@ -63,43 +88,27 @@ class Runtime : public Container {
     // time, not count^depth: 272 for depth 2, well inside one lane.
     constexpr u32 kWave = 16;
     u64 sum = 0;
-    for (u32 first = 1; first <= task->count_; first += kWave) {
+    for (u32 first = 1; first <= task->count_ && task->rc_ == 0;
+         first += kWave) {
       u32 last = std::min<u64>(task->count_, u64{first} + kWave - 1);
       if (task->depth_ == 1) {
-        std::vector<FullPtr<EchoTask>> subs;
-        for (u32 i = first; i <= last; ++i) {
-          subs.push_back(Submit(CHI_IPC->NewTaskDefault<EchoTask>(
-              task->task_node_.Child(), DomainQuery(), i)));
-        }
-        task->Wait(subs);
-        for (auto &s : subs) {
-          if (s.IsNull() || s->rc_ != 0) {
-            task->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
-                                       : s->GetStatus());
-          } else {
-            sum += s->ret_;
-          }
-          CHI_IPC->DelTask(s);
-        }
+        sum += RunWave(
+            task, first, last,
+            [&](u32 i) {
+              return CHI_IPC->NewTaskDefault<EchoTask>(task->task_node_.Child(),
+                                                       DomainQuery(), i);
+            },
+            [](EchoTask *s) { return s->ret_; });
       } else {
-        std::vector<FullPtr<FanOutTask>> subs;
-        for (u32 i = first; i <= last; ++i) {
-          subs.push_back(Submit(CHI_IPC->NewTaskDefault<FanOutTask>(
-              task->task_node_.Child(), DomainQuery(), task->count_,
-              task->depth_ - 1)));
-        }
-        task->Wait(subs);
-        for (auto &s : subs) {
-          if (s.IsNull() || s->rc_ != 0) {
-            task->SetStatus(s.IsNull() ? Status::OutOfMemory("subtask")
-                                       : s->GetStatus());
-          } else {
-            sum += s->sum_;
-          }
-          CHI_IPC->DelTask(s);
-        }
+        sum += RunWave(
+            task, first, last,
+            [&](u32) {
+              return CHI_IPC->NewTaskDefault<FanOutTask>(
+                  task->task_node_.Child(), DomainQuery(), task->count_,
+                  task->depth_ - 1);
+            },
+            [](FanOutTask *s) { return s->sum_; });
       }
-      if (task->rc_ != 0) break;  // the first error ends the request
     }
     task->sum_ = sum;
   }

@@ -22,6 +22,7 @@
 
 #include "hermes_shm/lightbeam/curve.h"
 #include "hermes_shm/lightbeam/transport.h"
+#include "net_test_util.h"
 
 namespace {
 
@@ -41,33 +42,8 @@ using Clock = std::chrono::steady_clock;
 /** A string no encrypted stream will contain by chance. */
 constexpr char kCanary[] = "lightbeam-cleartext-canary-7f3a9c51e2";
 
-/** "ip:port" with a port that was free on `ip` a moment ago. */
-std::string FreeEndpoint(const char *ip) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  inet_pton(AF_INET, ip, &a.sin_addr);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
-    ADD_FAILURE() << "cannot bind " << ip << ":0";
-    if (fd >= 0) close(fd);
-    return std::string(ip) + ":1";
-  }
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-  close(fd);
-  return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
-}
-
-/** Polls `cond` every millisecond until it holds or `ms` pass. */
-template <typename F>
-bool WaitFor(F cond, int ms = 10000) {
-  auto deadline = Clock::now() + std::chrono::milliseconds(ms);
-  while (!cond()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+using hshm_test::FreeEndpoint;
+using hshm_test::WaitFor;
 
 /** A fresh key pair (the test fails if libzmq cannot make one). */
 CurveKeyPair Keys() {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "hermes_shm/lightbeam/transport.h"
+#include "net_test_util.h"
 
 namespace {
 
@@ -34,34 +35,8 @@ using hshm::lbm::TransportOptions;
 using hshm::lbm::WireHeader;
 using Clock = std::chrono::steady_clock;
 
-/** "ip:port" with a port that was free on `ip` a moment ago. */
-std::string FreeEndpoint(const char *ip) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = 0;
-  inet_pton(AF_INET, ip, &a.sin_addr);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
-    ADD_FAILURE() << "cannot bind " << ip << ":0";
-    if (fd >= 0) close(fd);
-    return std::string(ip) + ":1";
-  }
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-  close(fd);
-  return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
-}
-
-/** Polls `cond` every millisecond until it holds or `ms` pass. */
-template <typename F>
-bool WaitFor(F cond, int ms = 10000) {
-  auto deadline = Clock::now() + std::chrono::milliseconds(ms);
-  while (!cond()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+using hshm_test::FreeEndpoint;
+using hshm_test::WaitFor;
 
 TransportOptions FastOptions() {
   TransportOptions o;
@@ -477,6 +452,7 @@ TEST(LightbeamTest, DeadPeerDetectedAndReturns) {
   ASSERT_TRUE(WaitFor([&] { return !a.t.PeerAlive(2); }, 3000));
   EXPECT_LT(Clock::now() - stopped_at, std::chrono::milliseconds(1000));
   EXPECT_FALSE(a.t.Send(2, MakeRecord(0)));
+  ASSERT_TRUE(WaitFor([&] { return a.Events().size() >= base + 1; }, 3000));
   ASSERT_EQ(a.Events().size(), base + 1);
   EXPECT_EQ(a.Events()[base], std::make_pair(2u, false));
 
@@ -484,6 +460,8 @@ TEST(LightbeamTest, DeadPeerDetectedAndReturns) {
   Node b2(2);
   ASSERT_TRUE(b2.Start(2, eps, o).ok());
   ASSERT_TRUE(WaitFor([&] { return a.t.PeerAlive(2); }, 3000));
+  // The event is recorded just after the peer is marked alive.
+  ASSERT_TRUE(WaitFor([&] { return a.Events().size() >= base + 2; }, 3000));
   auto ev = a.Events();
   ASSERT_EQ(ev.size(), base + 2);
   EXPECT_EQ(ev[base + 1], std::make_pair(2u, true));
