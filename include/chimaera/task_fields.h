@@ -107,9 +107,11 @@ class FieldArchive {
   // --- Set-up and results (runtime) ---
   /** kCopyOut: the task the OUT fields are copied into. */
   void set_dst(Task *dst) { dst_ = reinterpret_cast<char *>(dst); }
-  /** kCopyOut: output buffers are re-tagged as owned by process `pid` (the
-   * submitter, which frees them; the reaper frees them if it dies). */
-  void set_owner(int pid) { owner_ = pid; }
+  /** kCopyOut: output buffers are re-tagged as owned by the process that
+   * owns the task block `task` (the submitter, which frees them; the reaper
+   * frees them if it dies). The owner is looked up only if a buffer is
+   * returned. */
+  void set_owner_of(const hipc::Pointer &task) { owner_task_ = task; }
   /** kSave*: where the bytes and frames go. */
   void set_output(std::string *out, std::vector<DataFrame> *frames) {
     out_ = out;
@@ -164,7 +166,7 @@ class FieldArchive {
   Mode mode_;
   Task *base_;
   char *dst_ = nullptr;
-  int owner_ = 0;
+  hipc::Pointer owner_task_;
   std::string *out_ = nullptr;
   std::vector<DataFrame> *out_frames_ = nullptr;
   const char *in_ = nullptr;

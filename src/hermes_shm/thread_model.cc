@@ -145,48 +145,52 @@ int CachedPid() {
   return pid;
 }
 
-u64 ProcessStartTime(int pid) {
-  if (pid <= 0) return 0;
+namespace {
+
+/** What /proc/PID/stat says of a process: its state letter and start time
+ * (clock ticks since boot). False if it cannot be read (no such process, or
+ * no /proc). */
+bool ReadProcStat(int pid, char *state, u64 *start_time) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/stat", pid);
   FILE *f = fopen(path, "r");
-  if (!f) return 0;
+  if (!f) return false;
   char buf[1024];
   size_t n = fread(buf, 1, sizeof(buf) - 1, f);
   fclose(f);
   buf[n] = '\0';
-  // "pid (comm) S f4 f5 ...": fields from 3 on follow the last ')'.
+  // "pid (comm) S f4 f5 ...": fields from 3 (the state) on follow the last
+  // ')', since comm may itself hold spaces and parentheses.
   const char *p = strrchr(buf, ')');
-  if (!p) return 0;
+  if (!p || p[1] != ' ') return false;
+  *state = p[2];
   int field = 2;
   for (++p; *p && field < 22; ++p) {
     if (*p == ' ') ++field;
   }
-  if (field != 22) return 0;
-  return strtoull(p, nullptr, 10);
+  *start_time = field == 22 ? strtoull(p, nullptr, 10) : 0;
+  return true;
+}
+
+}  // namespace
+
+u64 ProcessStartTime(int pid) {
+  char state;
+  u64 start = 0;
+  if (pid <= 0 || !ReadProcStat(pid, &state, &start)) return 0;
+  return start;
 }
 
 bool ProcessAliveSince(int pid, u64 start_time) {
-  if (!ProcessAlive(pid)) return false;
-  if (start_time == 0) return true;
-  u64 now = ProcessStartTime(pid);
-  return now == 0 || now == start_time;
-}
-
-bool ProcessAlive(int pid) {
   if (pid <= 0) return false;
   if (kill(pid, 0) != 0 && errno != EPERM) return false;
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return true;  // no /proc: trust kill()
-  char buf[512];
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  // Format: "pid (comm) S ...": the state follows the last ')'.
-  const char *rp = strrchr(buf, ')');
-  return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+  char state;
+  u64 start = 0;
+  if (!ReadProcStat(pid, &state, &start)) return true;  // trust kill()
+  if (state == 'Z' || state == 'X') return false;
+  return start_time == 0 || start == 0 || start == start_time;
 }
+
+bool ProcessAlive(int pid) { return ProcessAliveSince(pid, 0); }
 
 }  // namespace hshm

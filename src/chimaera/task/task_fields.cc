@@ -76,7 +76,9 @@ void FieldArchive::InBuf(hipc::Pointer &p, u64 size) {
 void FieldArchive::OutBuf(hipc::Pointer &p, u64 &size) {
   switch (mode_) {
     case Mode::kCopyOut:
-      if (owner_ > 0 && !p.IsNull()) CHI_IPC->SetBufferOwner(p, owner_);
+      if (!p.IsNull() && !owner_task_.IsNull()) {
+        CHI_IPC->SetBufferOwner(p, CHI_IPC->BufferOwner(owner_task_));
+      }
       CopyToDst(&p, sizeof(p));
       CopyToDst(&size, sizeof(size));
       return;

@@ -161,8 +161,9 @@ void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
   task->err_ = hipc::Pointer::GetNull();  // never free what a client left
   internal::SetTaskStatus(task.ptr_, status);
   hipc::Pointer err = task->err_;  // ours until the task completes
-  int owner = CHI_IPC->main_alloc()->BlockOwner(task.shm_);
-  if (owner > 0) CHI_IPC->SetBufferOwner(err, owner);
+  if (!err.IsNull()) {
+    CHI_IPC->SetBufferOwner(err, CHI_IPC->BufferOwner(task.shm_));
+  }
   HSHM_TSAN_RELEASE(task.ptr_);  // after the last write (see tsan.h)
   u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
   if (prev & kTaskAbandoned) {
@@ -993,14 +994,15 @@ void Worker::Complete(RunContext *r, const Status &status) {
       }
       // What the method returned becomes the submitter's: tag it with the
       // submitter's pid so the reaper frees it if that process dies.
-      int owner = CHI_IPC->main_alloc()->BlockOwner(r->shm_task_.shm_);
       FieldArchive copy(FieldArchive::Mode::kCopyOut, t);
       copy.set_dst(shm);
-      copy.set_owner(owner);
+      copy.set_owner_of(r->shm_task_.shm_);
       e->fields(copy, t);
       shm->rc_ = t->rc_;
       hipc::Pointer err = t->err_;
-      if (owner > 0) CHI_IPC->SetBufferOwner(err, owner);
+      if (!err.IsNull()) {
+        CHI_IPC->SetBufferOwner(err, CHI_IPC->BufferOwner(r->shm_task_.shm_));
+      }
       shm->err_ = err;  // the submitter frees it with the task
       t->err_ = hipc::Pointer::GetNull();
       shm->run_count_ = t->run_count_;

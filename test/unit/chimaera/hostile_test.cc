@@ -62,7 +62,7 @@ class HostileTest : public ::testing::Test {
         for (auto &w : window) {
           ASSERT_TRUE(w->WaitFor(10000000)) << "echo did not complete";
           ASSERT_TRUE(w->GetStatus().ok()) << w->GetStatus();
-          ok += w->ret_ == w->value_ * 1 ? 1 : 0;
+          ok += w->ret_ == w->value_ ? 1 : 0;
           CHI_IPC->DelTask(w);
         }
         window.clear();

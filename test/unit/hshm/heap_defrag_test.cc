@@ -23,6 +23,8 @@ using hipc::FullPtr;
 using hipc::HeapAllocator;
 using hipc::ThreadLocalAllocator;
 using hshm::u64;
+using hshm_test::BlockBytes;
+using hshm_test::Flush;
 
 /** The byte at index `i` of a block whose content is keyed by `key`. */
 char Pattern(u64 key, size_t i) {
@@ -38,20 +40,6 @@ bool Check(const char *p, size_t size, u64 key) {
     if (p[i] != Pattern(key, i)) return false;
   }
   return true;
-}
-
-/** Flushes the calling thread's cache (a no-op for HeapAllocator). */
-template <typename A>
-void Flush(A &a) {
-  if constexpr (std::is_same<A, ThreadLocalAllocator>::value) {
-    a.FlushThreadCache();
-  }
-}
-
-/** Block bytes (header included) of a request of `size` bytes. */
-u64 BlockBytes(size_t size) {
-  return HeapAllocator::ClassSize(
-      HeapAllocator::ClassOf(size + HeapAllocator::kBlockHeaderSize));
 }
 
 /** One live block of a worker. */

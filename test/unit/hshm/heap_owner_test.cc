@@ -29,24 +29,12 @@ using hipc::Pointer;
 using hipc::ThreadLocalAllocator;
 using hipc::internal::HeapTestHooks;
 using hshm::u64;
-
-/** Block bytes (header included) of a request of `size` bytes. */
-u64 BlockBytes(size_t size) {
-  return HeapAllocator::ClassSize(
-      HeapAllocator::ClassOf(size + HeapAllocator::kBlockHeaderSize));
-}
+using hshm_test::BlockBytes;
+using hshm_test::Flush;
 
 /** The HeapAllocator under either allocator type. */
 HeapAllocator &Heap(HeapAllocator &a) { return a; }
 HeapAllocator &Heap(ThreadLocalAllocator &a) { return a.heap(); }
-
-/** Flushes the calling thread's cache (a no-op for HeapAllocator). */
-template <typename A>
-void Flush(A &a) {
-  if constexpr (std::is_same<A, ThreadLocalAllocator>::value) {
-    a.FlushThreadCache();
-  }
-}
 
 /** Counts of blocks (and bytes) by state for one owner (-2: any owner). */
 struct Census {

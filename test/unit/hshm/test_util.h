@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <string>
+#include <type_traits>
 
 #include "hermes_shm/memory/allocator.h"
 #include "hermes_shm/memory/memory_manager.h"
@@ -51,6 +52,20 @@ class ShmHeap {
   AllocT alloc_;
   hshm::Status status_;
 };
+
+/** Block bytes (header included) of a request of `size` bytes. */
+inline hshm::u64 BlockBytes(size_t size) {
+  return hipc::HeapAllocator::ClassSize(hipc::HeapAllocator::ClassOf(
+      size + hipc::HeapAllocator::kBlockHeaderSize));
+}
+
+/** Flushes the calling thread's cache (a no-op for HeapAllocator). */
+template <typename A>
+void Flush(A &a) {
+  if constexpr (std::is_same<A, hipc::ThreadLocalAllocator>::value) {
+    a.FlushThreadCache();
+  }
+}
 
 }  // namespace hshm_test
 
