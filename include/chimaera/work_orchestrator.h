@@ -9,7 +9,9 @@
 #define CHIMAERA_WORK_ORCHESTRATOR_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "chimaera/worker.h"
@@ -61,6 +63,8 @@ class WorkOrchestrator {
   std::atomic<u32> rr_ll_{0};
   std::atomic<u32> rr_hl_{0};
   std::atomic<bool> stop_{false};
+  std::mutex stop_mu_;               ///< Guards nothing but stop_cv_ waits.
+  std::condition_variable stop_cv_;  ///< Wakes reinforcement threads at Stop.
 };
 
 }  // namespace chi

@@ -142,6 +142,9 @@ class Worker {
 
   /** The RunContext of the task running on the calling thread, or null. */
   static RunContext *CurrentRunContext();
+  /** Wakes the workers that nap while fibers of theirs wait on subtasks.
+   * Call after marking a task complete with a seq_cst RMW. Any thread. */
+  static void WakeNappers();
   /** From inside a task fiber: lets the worker run other work, then returns.
    * Returns false (doing nothing) outside a fiber. */
   static bool YieldCurrentFiber();
@@ -199,6 +202,8 @@ class Worker {
   void TakeMailbox();
   /** True if any lane has queued tasks. */
   bool AnyLaneBusy() const;
+  /** True if a blocked fiber's subtask completed (it can resume). */
+  bool AnyBlockedReady() const;
   /** Completes every queued, periodic and suspended task with kAborted. */
   void AbortRemaining();
   RunContext *NewRunContext();

@@ -6,6 +6,7 @@
 #include <climits>
 
 #include "chimaera/ipc_manager.h"
+#include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/futex.h"
 #if CHIMAERA_RUNTIME
 #include "chimaera/worker.h"
@@ -21,8 +22,13 @@ namespace internal {
 
 namespace {
 
-/** How long a waiter polls before it sleeps on the futex. */
-constexpr u64 kSpinNs = 20000;
+/** How long a waiter polls with pauses: a usual round trip is shorter. */
+constexpr u64 kPauseSpinNs = 5000;
+/** How long a waiter polls in all before it sleeps on the futex; past
+ * kPauseSpinNs it yields the core between rounds of polls, so a runtime
+ * worker that shares this core (threads outnumber cores) runs at once. A
+ * futex sleep costs a wake-up (tens of microseconds on some VMs). */
+constexpr u64 kSpinNs = 50000;
 /** Longest single futex sleep; liveness is re-checked after each. */
 constexpr u64 kSleepSliceUs = 20000;
 
@@ -32,12 +38,21 @@ constexpr u64 kSleepSliceUs = 20000;
  * client.runtime_stale_ms). */
 bool BlockingWait(Task *task, u64 timeout_us) {
   // Poll for kSpinNs (a pause costs 10-150 cycles depending on the CPU, so
-  // the budget is time, checked every 64 polls, not a count).
+  // the budget is time, checked every 64 pauses or after each yield).
   u64 start = hshm::NowNs();
+  bool yield = false;
   for (u32 i = 1;; ++i) {
     if (task->IsComplete()) return true;
-    hshm::CpuRelax();
-    if ((i & 63) == 0 && hshm::NowNs() - start > kSpinNs) break;
+    if (yield) {
+      HSHM_THREAD_MODEL->Yield();
+    } else {
+      hshm::CpuRelax();
+    }
+    if (yield || (i & 63) == 0) {
+      u64 spun = hshm::NowNs() - start;
+      if (spun > kSpinNs) break;
+      yield = spun > kPauseSpinNs;
+    }
   }
   start = hshm::NowNs();
   for (;;) {
@@ -100,7 +115,10 @@ void SetTaskStatus(Task *task, const Status &status) {
 
 void CompleteTask(Task *task, const Status &status) {
   SetTaskStatus(task, status);
-  u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
+  u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_seq_cst);
+#if CHIMAERA_RUNTIME
+  Worker::WakeNappers();  // a fiber may wait on it
+#endif
   if (prev & kTaskWaiterAsleep) hshm::FutexWake(&task->state_, INT_MAX);
 }
 

@@ -1,5 +1,7 @@
 #include "chimaera/work_orchestrator.h"
 
+#include <chrono>
+
 #include "chimaera/config_manager.h"
 #include "hermes_shm/util/futex.h"
 
@@ -92,7 +94,11 @@ bool WorkOrchestrator::WaitQuiescent(u64 timeout_ms) {
 
 void WorkOrchestrator::Stop(u64 drain_ms) {
   u64 deadline = hshm::NowNs() + drain_ms * 1000000;
-  stop_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stop_.store(true);
+  }
+  stop_cv_.notify_all();
   for (auto &w : workers_) w->Stop(deadline);
   // Two-phase stop: workers keep draining until all of them are idle at once,
   // seen twice 1 ms apart (a worker that was busy at the first look may have
@@ -130,9 +136,14 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
   u64 last_ns = hshm::NowNs();
   WorkerShared *shared = CHI_IPC->workers();
   while (!stop_.load()) {
-    for (u64 slept = 0; slept < kPeriodUs && !stop_.load(); slept += 10000) {
-      HSHM_THREAD_MODEL->SleepForUs(10000);
+    {
+      // One wake-up per period (an idle runtime must stay quiet), and at
+      // once when Stop() notifies.
+      std::unique_lock<std::mutex> lock(stop_mu_);
+      stop_cv_.wait_for(lock, std::chrono::microseconds(kPeriodUs),
+                        [this] { return stop_.load(); });
     }
+    if (stop_.load()) break;
     u64 now = hshm::NowNs();
     double secs = static_cast<double>(now - last_ns) / 1e9;
     last_ns = now;

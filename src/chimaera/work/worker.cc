@@ -53,10 +53,18 @@ constexpr u32 kColdAfter = 4096;
 constexpr size_t kMaxFreeContexts = 4096;
 /** Cold lanes are polled once every this many loop iterations. */
 constexpr u32 kColdPeriod = 64;
+/** An idle worker polls with pauses only this long (ns); then it yields the
+ * core between rounds of polls until idle_spin_us, then sleeps. */
+constexpr u64 kPauseSpinNs = 5000;
 
 // initial-exec: the SIGSEGV handler reads it, so no lazy TLS allocation.
 __attribute__((tls_model("initial-exec"))) thread_local RunContext *tls_rctx =
     nullptr;
+
+/** Workers napping while some of their fibers wait on subtasks. A worker
+ * that completes a task wakes them (WakeNappers), so a parent whose subtask
+ * finished on another worker resumes at once, not at the end of its nap. */
+std::atomic<u32> g_nappers{0};
 
 /** Appends the decimal form of `v` to buf[*n] (async-signal-safe). */
 void AppendU64(char *buf, size_t *n, size_t cap, u64 v) {
@@ -147,6 +155,15 @@ void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
   CHI_IPC->DelTask(task);
 }
 
+/** After a task was marked complete (with a seq_cst RMW): wakes the workers
+ * that nap with blocked fibers, one of which may wait for it. Any thread. */
+HSHM_INLINE void WakeNappersFast() {
+  if (__builtin_expect(g_nappers.load(std::memory_order_seq_cst) == 0, 1)) {
+    return;
+  }
+  for (auto &w : CHI_WORK_ORCHESTRATOR->workers()) w->Wake();
+}
+
 /** Completes a shared-memory task that was never admitted (unknown pool or
  * method, bad size...) with `status`, writing only rc_, err_ and state_. */
 void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
@@ -165,7 +182,8 @@ void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
     CHI_IPC->SetBufferOwner(err, CHI_IPC->BufferOwner(task.shm_));
   }
   HSHM_TSAN_RELEASE(task.ptr_);  // after the last write (see tsan.h)
-  u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
+  u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_seq_cst);
+  WakeNappersFast();
   if (prev & kTaskAbandoned) {
     // Its submitter gave up on it: nobody else will free it.
     HSHM_TSAN_ACQUIRE(task.ptr_);
@@ -223,6 +241,8 @@ Worker::~Worker() {
 }
 
 RunContext *Worker::CurrentRunContext() { return tls_rctx; }
+
+void Worker::WakeNappers() { WakeNappersFast(); }
 
 bool Worker::YieldCurrentFiber() {
   RunContext *r = tls_rctx;
@@ -388,18 +408,41 @@ void Worker::Loop() {
     }
     u64 now = hshm::NowNs();
     if (idle_since_ns_ == 0) idle_since_ns_ = now;
-    if (now - idle_since_ns_ < static_cast<u64>(idle_spin_us_) * 1000) {
-      hshm::CpuRelax();
+    u64 idle_ns = now - idle_since_ns_;
+    if (idle_ns < static_cast<u64>(idle_spin_us_) * 1000) {
+      // Past the first few microseconds (a client's usual turnaround), give
+      // the core away between rounds of polls: a client thread that shares
+      // this core (threads outnumber cores) then runs now, not when the
+      // scheduler preempts us. Costs nothing when nobody else is runnable.
+      if (idle_ns > kPauseSpinNs) {
+        HSHM_THREAD_MODEL->Yield();
+      } else {
+        hshm::CpuRelax();
+      }
       continue;
     }
-    // Subtasks on other workers complete without waking us: nap briefly.
-    u64 max_us = blocked_.empty() ? 50000 : 100;
+    // With blocked fibers, nap as a napper: whoever completes a task wakes
+    // us (WakeNappers). The nap is still bounded, for the wait deadlines and
+    // as a safety net.
+    u64 max_us = blocked_.empty() ? 50000 : 1000;
     if (stop_.load(std::memory_order_relaxed)) max_us = 200;  // draining
     for (RunContext *r : periodic_) {
       u64 due = r->next_run_ns_ > now ? (r->next_run_ns_ - now) / 1000 : 0;
       max_us = std::min(max_us, due);
     }
-    if (max_us > 0) Sleep(max_us);
+    for (RunContext *r : blocked_) {
+      if (r->wait_deadline_ns_ == UINT64_MAX) continue;
+      u64 due = r->wait_deadline_ns_ > now
+                    ? (r->wait_deadline_ns_ - now) / 1000 + 1
+                    : 0;
+      max_us = std::min(max_us, due);
+    }
+    if (max_us > 0) {
+      bool nap = !blocked_.empty();
+      if (nap) g_nappers.fetch_add(1, std::memory_order_seq_cst);
+      Sleep(max_us);
+      if (nap) g_nappers.fetch_sub(1, std::memory_order_relaxed);
+    }
     idle_since_ns_ = hshm::NowNs();
   }
   AbortRemaining();
@@ -445,10 +488,17 @@ void Worker::RebalanceLanes() {
   }
 }
 
+bool Worker::AnyBlockedReady() const {
+  for (const RunContext *r : blocked_) {
+    if (!r->waiting_on_ || r->waiting_on_->IsComplete()) return true;
+  }
+  return false;
+}
+
 void Worker::Sleep(u64 max_us) {
   shared_->sleeping_.store(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (AnyLaneBusy() || has_mail_.load() || stop_.load()) {
+  if (AnyLaneBusy() || has_mail_.load() || stop_.load() || AnyBlockedReady()) {
     shared_->sleeping_.store(0, std::memory_order_relaxed);
     return;
   }
@@ -1007,7 +1057,9 @@ void Worker::Complete(RunContext *r, const Status &status) {
       t->err_ = hipc::Pointer::GetNull();
       shm->run_count_ = t->run_count_;
       HSHM_TSAN_RELEASE(shm);  // the task leaves this process (see tsan.h)
-      u32 prev = shm->state_.fetch_or(kTaskComplete, std::memory_order_acq_rel);
+      // seq_cst: pairs with a napping worker's count; fence; re-check.
+      u32 prev = shm->state_.fetch_or(kTaskComplete, std::memory_order_seq_cst);
+      WakeNappersFast();
       if (prev & kTaskAbandoned) {
         // Abandoned while we copied back: its outputs and the task are ours
         // to free (the private copy still names the same output buffers).

@@ -2,6 +2,7 @@
 // pool while its tasks are in flight.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "chimaera/chimaera.h"
@@ -73,6 +74,40 @@ TEST(ContainerQueueTest, LanesOfEachLatencyRunOnTheirWorkers) {
   EXPECT_NE(stat->find("'queues' module queue_test_mod: 2 containers"),
             std::string::npos)
       << *stat;
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+TEST(ContainerQueueTest, ParentResumesAsSoonAsSubtaskOnOtherWorkerEnds) {
+  // The relay runs on the low-latency worker and waits for a subtask that
+  // keeps the high-latency worker busy for 400 us; meanwhile the relay's
+  // worker has nothing to do and naps. Whoever completes a task wakes such
+  // nappers, so the relay resumes within microseconds, not at the end of
+  // its nap (up to 1 ms, which would put the median near 500 us).
+  chi_test::RuntimeProcess rt(
+      "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 0\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("relay", "queue_test_mod", 1);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::vector<chi::u64> delays;
+  for (int i = 0; i < 30; ++i) {
+    auto t = CHI_IPC->NewTaskDefault<WhereTask>(
+        CHI_IPC->NewTaskNode(), *pool, chi::DomainQuery::GetLocalHash(0),
+        chi::kLowLatency, 400);
+    ASSERT_FALSE(t.IsNull());
+    t->method_ = queue_test_mod::kRelayHigh;
+    chi::Submit(t);
+    t->Wait();
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->worker_, 1u);  // the subtask ran on the high-latency worker
+    delays.push_back(t->delay_ns_);
+    CHI_IPC->DelTask(t);
+  }
+  std::sort(delays.begin(), delays.end());
+  EXPECT_LT(delays[delays.size() / 2], 300000u)
+      << "median resume delay " << delays[delays.size() / 2] << " ns";
   CHIMAERA->ClientFinalize();
   EXPECT_TRUE(rt.Stop().ok());
 }

@@ -17,6 +17,7 @@ class Runtime : public chi::Container {
     RegisterMethod(kWhere, "Where", &Runtime::Where);
     RegisterMethod(kOverflow, "Overflow", &Runtime::Overflow);
     RegisterMethod(kRelay, "Relay", &Runtime::Relay);
+    RegisterMethod(kRelayHigh, "RelayHigh", &Runtime::RelayHigh);
   }
 
   /** Dynamic tasks go to container (task graph id % containers), which may
@@ -58,6 +59,28 @@ class Runtime : public chi::Container {
     CHI_IPC->DelTask(sub);
   }
 
+  /** Runs a high-latency Where subtask (another worker) and measures how
+   * soon this fiber resumes after it finished. */
+  void RelayHigh(WhereTask *task, chi::RunContext &rctx) {
+    auto sub = CHI_IPC->NewTaskDefault<WhereTask>(
+        task->task_node_.Child(), pool_id_, chi::DomainQuery::GetGlobalId(0),
+        chi::kHighLatency, task->spin_us_);
+    if (sub.IsNull()) {
+      task->SetStatus(chi::Status::OutOfMemory("subtask"));
+      return;
+    }
+    chi::Submit(sub);
+    task->Wait(sub.ptr_);
+    chi::u64 now = hshm::NowNs();
+    if (sub->rc_ != 0) {
+      task->SetStatus(sub->GetStatus());
+    } else {
+      task->worker_ = sub->worker_;
+      task->delay_ns_ = now > sub->end_ns_ ? now - sub->end_ns_ : 0;
+    }
+    CHI_IPC->DelTask(sub);
+  }
+
   /** Makes the two queues. */
   chi::Status Create(const std::string &params) override {
     HSHM_RETURN_IF_ERROR(CreateQueue(0, 2, chi::kLowLatency, 64));
@@ -89,6 +112,7 @@ class Runtime : public chi::Container {
     task->container_ = container_id_;
     task->node_ = CHI_IPC->node_id();
     task->nodes_mask_ = 1ull << (task->node_ & 63);
+    task->end_ns_ = hshm::NowNs();
   }
 
   /** Uses 4 KB of stack per level, `depth` levels deep. */

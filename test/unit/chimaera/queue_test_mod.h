@@ -14,6 +14,11 @@ static GLOBAL_CROSS_CONST chi::MethodId kOverflow =
 /** A WhereTask that runs a Where subtask on container spin_us_ (a global
  * id, possibly on another node) and reports where both ran. */
 static GLOBAL_CROSS_CONST chi::MethodId kRelay = chi::BaseMethod::kCustom + 2;
+/** A WhereTask that runs a high-latency Where subtask spinning spin_us_ on
+ * container 0, waits for it, and reports in delay_ns_ how long after the
+ * subtask finished its own fiber resumed. */
+static GLOBAL_CROSS_CONST chi::MethodId kRelayHigh =
+    chi::BaseMethod::kCustom + 3;
 
 /** Returns the worker, container and node that ran it, after spinning
  * `spin_us`. A broadcast merges the nodes into nodes_mask_ (bit = node id);
@@ -25,6 +30,8 @@ struct WhereTask : public chi::Task {
   OUT chi::u32 node_ = 0;
   OUT chi::u32 relay_node_ = 0;  ///< kRelay: the node that relayed.
   OUT chi::u64 nodes_mask_ = 0;
+  OUT chi::u64 end_ns_ = 0;    ///< kWhere: NowNs() when it finished.
+  OUT chi::u64 delay_ns_ = 0;  ///< kRelayHigh: subtask end to resume.
   explicit WhereTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
       : chi::Task(alloc) {}
   WhereTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
@@ -42,6 +49,8 @@ struct WhereTask : public chi::Task {
     ar.Out(node_);
     ar.Out(relay_node_);
     ar.Out(nodes_mask_);
+    ar.Out(end_ns_);
+    ar.Out(delay_ns_);
   }
 };
 
