@@ -212,7 +212,9 @@ class IpcManager {
   const std::string &server_address() const { return server_addr_; }
   /** Instance key used in this runtime's segment names. */
   const std::string &instance_key() const { return instance_key_; }
-  /** Wakes the worker that drains `lane` if it sleeps. Any thread. */
+  /** Wakes the worker that drains `lane` if it sleeps. Any thread; no
+   * wake-up is lost when called after a successful push to `lane` (whose
+   * seq_cst publish orders it against the worker's sleep). */
   void WakeLaneWorker(LaneView &lane);
   /** Writes `msg` into shared memory as task's error message. */
   void SetTaskError(Task *task, const std::string &msg);

@@ -56,7 +56,10 @@ struct PoolInfo {
   std::atomic<bool> destroying_{false};
 
   /** The node holding container `c` (REQUIRES: c < num_containers_). */
-  NodeId NodeOf(ContainerId c) const { return nodes_[c % nodes_.size()]; }
+  NodeId NodeOf(ContainerId c) const {
+    // One node is the common case: no division on the hot path.
+    return nodes_.size() == 1 ? nodes_[0] : nodes_[c % nodes_.size()];
+  }
   /** The first container of `node`, or ~0u if it holds none. */
   ContainerId FirstOn(NodeId node) const;
 };

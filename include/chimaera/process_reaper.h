@@ -5,11 +5,13 @@
 // Clients name their pid in the handshake (RegisterClient). Every
 // client.reap_period_ms the reaper checks each registered pid (with its start
 // time, so a reused pid is not mistaken for the client). For a dead client P:
-//   1. Claim: every task block of `main` owned by P is marked abandoned in one
-//      atomic step. A task that had completed is P's garbage; one a worker
-//      runs is freed by that worker when it completes; one that was still
-//      queued (or never sent) is claimed by the reaper (kTaskReaped), so a
-//      worker that pops it later drops it quietly.
+//   1. Claim: every task block of `main` owned by P is marked abandoned
+//      (state_), then claimed with one compare-exchange on its claim_ word,
+//      which a worker admitting it races for. A task that had completed is
+//      P's garbage; one a worker accepted is freed by that worker when it
+//      completes (or drops it); one that was still queued (or never sent) is
+//      claimed by the reaper (kTaskReaped), so a worker that pops it later
+//      drops it quietly.
 //   2. Wait: until every process-queue lane has been drained past the tail it
 //      had at step 1 (so no lane still names a claimed block) and every task
 //      of P a worker was running has been freed (so no method still reads

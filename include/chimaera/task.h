@@ -14,6 +14,7 @@
 #define CHIMAERA_TASK_H_
 
 #include <atomic>
+#include <cstddef>
 #include <vector>
 
 #include "chimaera/chimaera_types.h"
@@ -60,14 +61,21 @@ void SetTaskStatus(Task *task, const Status &status);
 std::string TaskErrorMessage(const Task *task);
 }  // namespace internal
 
-/** Bits of Task::state_. */
+/** Bits of Task::state_, the word the submitter waits on. */
 enum TaskState : u32 {
   kTaskComplete = 1,       ///< The result is ready (release by the runtime).
   kTaskWaiterAsleep = 2,   ///< A waiter sleeps on the futex: wake it.
   kTaskStopRequested = 4,  ///< A periodic task should run no more.
-  kTaskAccepted = 8,       ///< A worker admitted it (set exactly once).
   kTaskAbandoned = 16,     ///< Its submitter gave up (see AbandonTask).
-  kTaskReaped = 32,        ///< The reaper claimed it (its client died).
+};
+
+/** Values of Task::claim_: who took the submitted task (0: nobody yet). The
+ * first compare-exchange from 0 after Send wins and the value never changes
+ * until the next Send: a task is admitted by at most one worker, or claimed
+ * by the reaper (its client died), never both. */
+enum TaskClaim : u32 {
+  kTaskAccepted = 8,  ///< A worker admitted it.
+  kTaskReaped = 32,   ///< The reaper claimed it (its client died).
 };
 
 /** Stamped into every task by its constructor; a block without it is not a
@@ -77,6 +85,10 @@ static GLOBAL_CROSS_CONST u32 kTaskMagic = 0x4348544bu;  // "CHTK"
 /** A container method to execute + parameters. */
 class Task {
  public:
+  /** A TaskClaim value. First, so that it never shares a cache line with
+   * state_ (static_assert below): a worker admitting the task does not
+   * disturb the line its submitter spins on. */
+  TEMP std::atomic<u32> claim_{0};
   IN PoolId pool_id_;         /**< The unique ID of a pool */
   IN TaskNode task_node_;     /**< The unique ID of this task in the graph */
   IN DomainQuery dom_query_;  /**< The nodes that the task should run on */
@@ -161,6 +173,9 @@ class Task {
     method_ = method;
   }
 };
+
+static_assert(offsetof(Task, state_) >= offsetof(Task, claim_) + 64,
+              "claim_ and state_ must never share a cache line");
 
 }  // namespace chi
 

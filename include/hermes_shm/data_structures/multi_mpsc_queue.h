@@ -9,7 +9,7 @@
 //   pos + depth      taken; free for the next round.
 // A producer claims a ticket with a CAS on the lane's tail, marks the slot
 // busy with a CAS (pos -> kBusy|pid), writes the value and publishes it with
-// a release CAS (kBusy|pid -> pos+1). TryPush fails at once when the lane is
+// a seq_cst CAS (kBusy|pid -> pos+1). TryPush fails at once when the lane is
 // full; nothing ever spins on a full lane.
 //
 // Crash safety. A producer that dies (or stalls) between claiming a ticket and
@@ -238,8 +238,11 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
     }
     s->value_ = v;
     expect = busy;
+    // seq_cst (a locked instruction on x86 anyway): a producer may follow a
+    // push with a seq_cst load of the consumer's sleep flag, without a
+    // fence, and still pair with a consumer's store; fence; re-check.
     if (s->seq_.compare_exchange_strong(expect, pos + 1,
-                                        std::memory_order_release,
+                                        std::memory_order_seq_cst,
                                         std::memory_order_relaxed)) {
       return true;
     }

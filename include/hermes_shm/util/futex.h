@@ -29,6 +29,21 @@ HSHM_INLINE void CpuRelax() {
 #endif
 }
 
+/** Starts loading the cache line at `p` in a state that allows writing it
+ * (x86 PREFETCHW, a no-op on CPUs without it), so that a later atomic RMW
+ * there does not wait for another core to give the line up. Never faults,
+ * whatever `p` is. Any thread. */
+HSHM_INLINE void PrefetchForWrite(const void *p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char *>(p)));
+#else
+  __builtin_prefetch(p, 1);
+#endif
+}
+
+/** Starts loading the cache line at `p` for reading. Never faults. */
+HSHM_INLINE void PrefetchForRead(const void *p) { __builtin_prefetch(p, 0); }
+
 }  // namespace hshm
 
 #endif  // HERMES_SHM_UTIL_FUTEX_H_

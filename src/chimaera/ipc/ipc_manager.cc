@@ -591,14 +591,16 @@ u64 IpcManager::SetThreadTaskTimeoutMs(u64 timeout_ms) {
 }
 
 void IpcManager::WakeLaneWorker(LaneView &lane) {
-  // Pairs with the worker's store(sleeping=1); fence; re-check lanes.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
   // The id is in client-writable memory: bound it by our own count (a wrong
   // id only wakes the wrong worker).
   u32 w = lane.header().worker_id_.load(std::memory_order_relaxed);
   if (w >= num_workers_) return;
   WorkerShared &ws = workers_[w];
-  if (ws.sleeping_.load(std::memory_order_relaxed) != 0) {
+  // Dekker with the worker's store(sleeping=1); fence; re-check lanes. The
+  // push that precedes this call published with a seq_cst RMW, so this
+  // seq_cst load needs no fence of its own: either the worker sees the task
+  // or this load sees the sleeper.
+  if (ws.sleeping_.load(std::memory_order_seq_cst) != 0) {
     ws.sleeping_.store(0, std::memory_order_relaxed);
     ws.wakeups_.fetch_add(1, std::memory_order_relaxed);
     hshm::FutexWake(&ws.sleeping_, 1);
@@ -620,6 +622,7 @@ Status IpcManager::Send(Task *task) {
   }
   // A fresh submission: the runtime accepts it once (kTaskAccepted).
   task->state_.store(0, std::memory_order_relaxed);
+  task->claim_.store(0, std::memory_order_relaxed);
   if (tls_lane_gen != attach_gen_) {  // first Send since this attachment
     tls_lane_gen = attach_gen_;
     tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +

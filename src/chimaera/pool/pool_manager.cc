@@ -262,7 +262,7 @@ StatusOr<Destination> PoolManager::Resolve(PoolInfo &pool,
             "pool '" + pool.name_ + "' has no container on node " +
             std::to_string(node_id_) + " (use a global query)");
       }
-      idx = pool.local_[q.sel_ % nl];
+      idx = pool.local_[nl == 1 ? 0 : q.sel_ % nl];
       break;
     case DomainQuery::kGlobalId:
       if (q.sel_ >= n) {
@@ -272,7 +272,7 @@ StatusOr<Destination> PoolManager::Resolve(PoolInfo &pool,
       idx = q.sel_;
       break;
     case DomainQuery::kGlobalHash:
-      idx = q.sel_ % n;
+      idx = n == 1 ? 0 : q.sel_ % n;
       break;
     default:
       return Status::InvalidArgument("domain query kind " +

@@ -144,22 +144,28 @@ ProcessReaper::Pending ProcessReaper::Claim(int pid) {
     if (b.owner_pid != pid || b.state != hipc::BlockState::kUsed) return;
     Task *t = AsTask(b);
     if (!t) return;
-    // One atomic step decides who frees the task (see the file comment):
-    // the reaper claims it only if no worker accepted it first.
-    u32 prev = t->state_.load(std::memory_order_relaxed);
-    u32 next;
-    do {
-      next = prev | kTaskAbandoned | kTaskStopRequested;
-      if (!(prev & kTaskAccepted)) next |= kTaskAccepted | kTaskReaped;
-    } while (!t->state_.compare_exchange_weak(prev, next,
-                                              std::memory_order_acq_rel));
+    // Mark it abandoned first, so a worker that admits it from now on drops
+    // it and one that already runs it frees it when it completes. Then one
+    // atomic step on claim_ decides who frees it (see the file comment): the
+    // reaper claims it only if no worker accepted it first.
+    u32 prev = t->state_.fetch_or(kTaskAbandoned | kTaskStopRequested,
+                                  std::memory_order_acq_rel);
     if (prev & kTaskComplete) return;  // garbage: freed in step 3
-    if (prev & kTaskAccepted) {        // a worker has it and will free it
+    u32 claim = 0;
+    if (!t->claim_.compare_exchange_strong(claim, kTaskReaped,
+                                           std::memory_order_acq_rel) &&
+        claim == kTaskAccepted) {  // a worker has it and will free it
       p.running.push_back(b.ptr);
       ++abandoned;
       return;
     }
-    ++claimed;  // queued or never sent: ours, freed in step 3
+    // Queued or never sent: ours, freed in step 3. A value the client
+    // scribbled there cannot be claimed by a worker (it claims from 0 only):
+    // make it ours too.
+    if (claim != 0 && claim != kTaskReaped) {
+      t->claim_.store(kTaskReaped, std::memory_order_release);
+    }
+    ++claimed;
   });
   if (!s.ok()) {
     HSHM_LOG_LIMITED("chimaera: reaper: walking main for pid %d: %s\n", pid,
@@ -197,7 +203,8 @@ u64 ProcessReaper::FreeAll(int pid) {
         if (!t) return true;
         // A task a worker still runs is the worker's to free.
         u32 st = t->state_.load(std::memory_order_acquire);
-        return (st & (kTaskComplete | kTaskReaped)) != 0;
+        u32 claim = t->claim_.load(std::memory_order_acquire);
+        return (st & kTaskComplete) != 0 || claim == kTaskReaped;
       });
   auto all = [](const hipc::BlockInfo &) { return true; };
   bytes += ipc->cdata_alloc()->ReclaimDeadProcess(pid, all);

@@ -206,6 +206,33 @@ void CopyTaskBytes(void *dst, const Task *src, size_t n) {
   if (n > kAfter) std::memcpy(to + kAfter, from + kAfter, n - kAfter);
 }
 
+/** Starts loading the lines of the task block `p` names that admission
+ * reads (its heap header and the task header) without waiting; the line of
+ * claim_, which admission writes, is fetched for writing. A prefetch never
+ * faults, so `p` need not be valid yet. Worker threads. */
+HSHM_INLINE void PrefetchTask(const hipc::Pointer &p) {
+  static_assert(sizeof(Task) <= 104, "three prefetches cover the header");
+  const char *a = hipc::ToProcessAddress(p);
+  if (!a) return;
+  // Block header + Task span at most three lines; these three addresses,
+  // the first and last byte and one between, touch each of them.
+  hshm::PrefetchForRead(a - hipc::HeapAllocator::kBlockHeaderSize);
+  hshm::PrefetchForWrite(a + offsetof(Task, claim_));
+  hshm::PrefetchForRead(a + 40);
+  hshm::PrefetchForRead(a + sizeof(Task) - 1);
+}
+
+/** Fetches for writing the lines of task block `p` that completion writes
+ * (rc_, err_, state_). Only for batches: a lone task's submitter is likely
+ * spinning on state_, and taking that line early would only make it travel
+ * twice. Worker threads. */
+HSHM_INLINE void PrefetchTaskOutputs(const hipc::Pointer &p) {
+  const char *a = hipc::ToProcessAddress(p);
+  if (!a) return;
+  hshm::PrefetchForWrite(a + offsetof(Task, rc_));
+  hshm::PrefetchForWrite(a + offsetof(Task, state_));
+}
+
 /** Numeric sanity of a task header copied from a client. */
 Status CheckHeader(const Task &h) {
   if (h.prio_ >= kNumPrios) {
@@ -509,14 +536,21 @@ void Worker::Sleep(u64 max_us) {
 bool Worker::PollLanes() {
   bool did = false;
   bool retired = false;
-  hipc::Pointer p;
   for (auto &wl : lanes_) {
     u32 n = 0;
     if (wl.lane) {
-      while (n < kPopBatch && wl.lane->TryPop(&p)) {
+      // Pop a batch first and prefetch each task's lines, so that the cache
+      // misses on blocks the clients just wrote overlap instead of
+      // following one another; then admit them in order.
+      hipc::Pointer batch[kPopBatch];
+      while (n < kPopBatch && wl.lane->TryPop(&batch[n])) {
+        PrefetchTask(batch[n]);
         ++n;
-        AdmitShm(p);
       }
+      if (n > 1) {
+        for (u32 i = 0; i < n; ++i) PrefetchTaskOutputs(batch[i]);
+      }
+      for (u32 i = 0; i < n; ++i) AdmitShm(batch[i]);
     } else if (wl.Retired()) {
       retired = true;
       continue;
@@ -595,10 +629,11 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
                      id_);
     return;
   }
-  // One bit tested and set: a single locked instruction (no CAS loop). A
-  // completed task carries the bit too (Send clears the word).
-  u32 prev = shm->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel);
-  if (prev & kTaskAccepted) {
+  // Claim the task (a completed task stays claimed: Send clears the word).
+  // claim_ lies on another line than state_, which the submitter polls.
+  u32 prev = 0;
+  if (!shm->claim_.compare_exchange_strong(prev, kTaskAccepted,
+                                           std::memory_order_acq_rel)) {
     // A task the reaper claimed from a dead client is dropped quietly.
     if (!(prev & kTaskReaped)) {
       HSHM_LOG_LIMITED("chimaera: worker %u dropped a task submitted twice\n",
@@ -606,7 +641,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
     }
     return;
   }
-  if (prev & kTaskAbandoned) {
+  if (shm->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
     // Its submitter gave up before it ran: drop it unrun; it is ours to free.
     FreeShmTask(shm, nullptr);
     return;
@@ -1026,10 +1061,12 @@ void Worker::Complete(RunContext *r, const Status &status) {
     case TaskOrigin::kShm: {
       Task *shm = r->shm_task_.ptr_;
       // The private copy says whether it is fire-and-forget (a client could
-      // flip the shared flag); an abandoned task is freed the same way.
-      if (t->IsFireAndForget() ||
-          (shm->state_.load(std::memory_order_relaxed) & kTaskAbandoned)) {
-        if (t->rc_ != 0 && t->IsFireAndForget()) {
+      // flip the shared flag). The shared state word is not read before the
+      // final fetch_or below: the submitter spins on its line, and every
+      // extra access would move that line between the two cores once more.
+      // An abandoned task learns so from that fetch_or.
+      if (t->IsFireAndForget()) {
+        if (t->rc_ != 0) {
           HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
                            t->GetStatus().ToString().c_str());
         }
@@ -1115,10 +1152,14 @@ void Worker::AbortRemaining() {
       FullPtr<Task> t(p);
       HSHM_TSAN_ACQUIRE(t.ptr_);
       if (t->magic_ != kTaskMagic) continue;
-      u32 prev = t->state_.fetch_or(kTaskAccepted, std::memory_order_acq_rel);
-      if (prev & (kTaskAccepted | kTaskComplete)) continue;
-      FailUnadmitted(t, aborted,
-                     t->IsFireAndForget() || (prev & kTaskAbandoned));
+      u32 unclaimed = 0;
+      if (!t->claim_.compare_exchange_strong(unclaimed, kTaskAccepted,
+                                             std::memory_order_acq_rel)) {
+        continue;
+      }
+      u32 st = t->state_.load(std::memory_order_acquire);
+      if (st & kTaskComplete) continue;
+      FailUnadmitted(t, aborted, t->IsFireAndForget() || (st & kTaskAbandoned));
     }
   }
   lanes_.clear();
