@@ -2,16 +2,28 @@
 // Chimaera runtime (the one CHI_SERVER_CONF names), next to two baselines
 // measured in the same process:
 //
-// 1. Latency of a synchronous admin Noop (AsyncNoop + Wait + DelTask, so
-//    allocation and freeing count), timed per task with steady_clock.
+// 1. Latency of a synchronous Noop (AsyncNoop + Wait + DelTask, so
+//    allocation and freeing count), timed per task with steady_clock, with
+//    its tail (counts of slow samples, the longest run of consecutive slow
+//    samples) and the medians of 10 consecutive windows, so that a slowdown
+//    lasting part of the run shows. Then the first Noop after 20 ms of
+//    client silence (the wake-up of an idle runtime).
 // 2. Throughput of asynchronous Noops from 1 and 2 client threads, each
 //    keeping a ring of 1, 16, 256 or 1024 tasks in flight (median of
 //    --repeat runs of --seconds each).
 // 3. Baselines: a ZeroMQ ipc:// REQ/REP round trip, and a cross-core
-//    cache-line ping-pong between two threads (the physical floor of any
-//    shared-memory round trip).
+//    cache-line ping-pong between two threads pinned to CPUs 0 and 1 (the
+//    physical floor of any shared-memory round trip).
+//
+// --module picks the Noop of phases 1 and 2: the admin pool's (the default)
+// or that of a small_message pool this program creates (named by its pid)
+// and destroys, as a user's client would. --pin-client pins the measuring
+// threads of phases 1 and 2 to one CPU (unpinned by default, like a user's
+// client). --phases runs a subset; --csv appends one line per run for a
+// driver (scripts/run_hotpath_benchmark.sh).
 //
 // A plain program (not Google Benchmark): the runtime must already run.
+#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
@@ -19,9 +31,13 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +46,7 @@
 #include "bench_util.h"
 #include "chimaera/chimaera.h"
 #include "hermes_shm/util/futex.h"
+#include "small_message/small_message_client.h"
 
 namespace {
 
@@ -38,17 +55,23 @@ using hshm::u32;
 using hshm::u64;
 
 using chi_bench::ElapsedNs;
+using chi_bench::Quantile;
+
+/** Consecutive windows the latency samples are split into. */
+constexpr u32 kWindows = 10;
+/** A latency sample above this many medians is "slow" (for runs of them). */
+constexpr double kSlowFactor = 5.0;
 
 /** Order statistics of a sample of durations (ns). */
 struct Summary {
   double median = 0;
   double p99 = 0;
   double p999 = 0;
+  double p9999 = 0;
   double min = 0;
+  double max = 0;
   double mean = 0;
 };
-
-using chi_bench::Quantile;
 
 /** Sorts `samples` and summarizes them. */
 Summary Summarize(std::vector<u64> &samples) {
@@ -58,7 +81,9 @@ Summary Summarize(std::vector<u64> &samples) {
   s.median = Quantile(samples, 0.5);
   s.p99 = Quantile(samples, 0.99);
   s.p999 = Quantile(samples, 0.999);
+  s.p9999 = Quantile(samples, 0.9999);
   s.min = static_cast<double>(samples.front());
+  s.max = static_cast<double>(samples.back());
   double total = 0;
   for (u64 v : samples) total += static_cast<double>(v);
   s.mean = total / static_cast<double>(samples.size());
@@ -69,8 +94,57 @@ Summary Summarize(std::vector<u64> &samples) {
 void PrintLatency(const char *what, size_t n, const Summary &s) {
   printf(
       "  %-34s n=%-8zu min %8.0f  median %8.0f  mean %8.0f  p99 %8.0f  "
-      "p99.9 %8.0f ns\n",
-      what, n, s.min, s.median, s.mean, s.p99, s.p999);
+      "p99.9 %8.0f  p99.99 %8.0f  max %9.0f ns\n",
+      what, n, s.min, s.median, s.mean, s.p99, s.p999, s.p9999, s.max);
+}
+
+/** How the slow samples of a latency run are spread. */
+struct TailStats {
+  u64 over2 = 0;             ///< Samples above 2x the median.
+  u64 over5 = 0;             ///< ... 5x.
+  u64 over10 = 0;            ///< ... 10x.
+  u64 over50 = 0;            ///< ... 50x.
+  u64 longest_slow_run = 0;  ///< Most consecutive samples above kSlowFactor x.
+};
+
+/** Counts the samples of `in_order` (in measurement order) above multiples
+ * of `median`, and the longest run of consecutive slow ones. */
+TailStats AnalyzeTail(const std::vector<u64> &in_order, double median) {
+  TailStats t;
+  u64 run = 0;
+  for (u64 v : in_order) {
+    double x = static_cast<double>(v);
+    if (x > 2 * median) t.over2++;
+    if (x > 5 * median) t.over5++;
+    if (x > 10 * median) t.over10++;
+    if (x > 50 * median) t.over50++;
+    if (x > kSlowFactor * median) {
+      t.longest_slow_run = std::max(t.longest_slow_run, ++run);
+    } else {
+      run = 0;
+    }
+  }
+  return t;
+}
+
+/** Medians of `windows` consecutive equal slices of `in_order` (the last
+ * takes the remainder); fewer when there are fewer samples. */
+std::vector<double> WindowMedians(const std::vector<u64> &in_order,
+                                  u32 windows) {
+  std::vector<double> out;
+  size_t n = in_order.size();
+  if (n == 0) return out;
+  size_t w = std::min<size_t>(windows, n);
+  size_t len = n / w;
+  for (size_t i = 0; i < w; ++i) {
+    auto begin = in_order.begin() + static_cast<std::ptrdiff_t>(i * len);
+    auto end =
+        i + 1 == w ? in_order.end() : begin + static_cast<std::ptrdiff_t>(len);
+    std::vector<u64> slice(begin, end);
+    std::sort(slice.begin(), slice.end());
+    out.push_back(Quantile(slice, 0.5));
+  }
+  return out;
 }
 
 /** Median cost of one steady_clock::now() call (ns), for reference. */
@@ -85,12 +159,102 @@ double ClockOverheadNs() {
 }
 
 // ---------------------------------------------------------------------------
-// 1. Synchronous Noop latency.
+// CPU pinning.
+// ---------------------------------------------------------------------------
+
+/** Pins the calling thread to `cpu`; false if that is not possible. */
+bool PinToCpu(int cpu) {
+  if (cpu < 0 || cpu >= CPU_SETSIZE) return false;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
+}
+
+/** Pins the calling thread to one CPU while it lives and then restores the
+ * thread's previous affinity. A negative CPU leaves the thread alone. */
+class ScopedPin {
+ public:
+  /** Pins to `cpu` (nothing if negative); see pinned(). */
+  explicit ScopedPin(int cpu) {
+    if (cpu < 0) return;
+    have_saved_ =
+        pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_) == 0;
+    pinned_ = PinToCpu(cpu);
+  }
+  /** Restores the saved affinity. */
+  ~ScopedPin() {
+    if (pinned_ && have_saved_) {
+      pthread_setaffinity_np(pthread_self(), sizeof(saved_), &saved_);
+    }
+  }
+  ScopedPin(const ScopedPin &) = delete;
+  ScopedPin &operator=(const ScopedPin &) = delete;
+
+  /** Whether the thread is now pinned. */
+  bool pinned() const { return pinned_; }
+
+ private:
+  cpu_set_t saved_;
+  bool have_saved_ = false;
+  bool pinned_ = false;
+};
+
+/** The pid of the runtime this client is attached to (0 if unknown). */
+int RuntimePid() {
+  const chi::IpcShared *shared = CHI_IPC->shared();
+  return shared ? shared->runtime_pid_ : 0;
+}
+
+/** The CPU thread `tid` of process `pid` last ran on (field 39 of its
+ * /proc stat), or -1 if unknown. */
+int LastCpuOf(int pid, const std::string &tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + tid + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return -1;
+  // The name (field 2) may hold spaces: count the fields after its ')'.
+  size_t close = line.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(line.substr(close + 1));
+  std::string f;
+  for (int i = 3; i <= 39; ++i) {
+    if (!(fields >> f)) return -1;
+  }
+  return std::atoi(f.c_str());
+}
+
+/** "name@cpu" for each thread of process `pid` whose name starts with
+ * "chi_" (the runtime's workers and helpers), with the CPU it last ran on;
+ * sets `*worker0_cpu` to that of chi_worker_0 (the low-latency worker), -1
+ * if unknown. Empty if /proc cannot tell (e.g. another user's runtime). */
+std::string RuntimeThreadCpus(int pid, int *worker0_cpu) {
+  *worker0_cpu = -1;
+  std::string out;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR *d = pid > 0 ? opendir(dir.c_str()) : nullptr;
+  if (!d) return out;
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(dir + "/" + e->d_name + "/comm");
+    std::string name;
+    if (!std::getline(comm, name) || name.rfind("chi_", 0) != 0) continue;
+    int cpu = LastCpuOf(pid, e->d_name);
+    if (name == "chi_worker_0") *worker0_cpu = cpu;
+    out += (out.empty() ? "" : " ") + name + "@" + std::to_string(cpu);
+  }
+  closedir(d);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// 1. Synchronous Noop latency. `Api` is chi::admin::Client or
+// chi::small_message::Client: both have AsyncNoop().
 // ---------------------------------------------------------------------------
 
 /** Runs one Noop to completion; false if it failed. */
-bool OneNoop(chi::admin::Client &admin) {
-  auto t = admin.AsyncNoop();
+template <typename Api>
+bool OneNoop(Api &api) {
+  auto t = api.AsyncNoop();
   if (t.IsNull()) return false;
   t->Wait();
   bool ok = t->GetStatus().ok();
@@ -99,16 +263,16 @@ bool OneNoop(chi::admin::Client &admin) {
 }
 
 /** Times `tasks` synchronous Noops after `warmup` untimed ones. Returns the
- * per-task round trips (ns), or an empty vector on a failed task. */
-std::vector<u64> MeasureNoopLatency(u64 tasks, u64 warmup) {
-  chi::admin::Client admin;
+ * per-task round trips (ns) in order, or an empty vector on a failed task. */
+template <typename Api>
+std::vector<u64> MeasureNoopLatency(Api &api, u64 tasks, u64 warmup) {
   for (u64 i = 0; i < warmup; ++i) {
-    if (!OneNoop(admin)) return {};
+    if (!OneNoop(api)) return {};
   }
   std::vector<u64> samples(tasks);
   for (u64 i = 0; i < tasks; ++i) {
     Clock::time_point a = Clock::now();
-    bool ok = OneNoop(admin);
+    bool ok = OneNoop(api);
     Clock::time_point b = Clock::now();
     if (!ok) return {};
     samples[i] = ElapsedNs(a, b);
@@ -119,13 +283,13 @@ std::vector<u64> MeasureNoopLatency(u64 tasks, u64 warmup) {
 /** Times `samples` Noops, each after `idle_ms` of client silence, so the
  * worker has gone to sleep on its futex: the wake-up cost of an idle runtime.
  * Returns an empty vector on a failed task. */
-std::vector<u64> MeasureWakeLatency(u32 samples, u32 idle_ms) {
-  chi::admin::Client admin;
+template <typename Api>
+std::vector<u64> MeasureWakeLatency(Api &api, u32 samples, u32 idle_ms) {
   std::vector<u64> out;
   for (u32 i = 0; i < samples; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(idle_ms));
     Clock::time_point a = Clock::now();
-    bool ok = OneNoop(admin);
+    bool ok = OneNoop(api);
     Clock::time_point b = Clock::now();
     if (!ok) return {};
     out.push_back(ElapsedNs(a, b));
@@ -144,7 +308,8 @@ struct ThreadResult {
 };
 
 /** Waits for `t`, records its outcome and frees it. */
-void Reap(chi::FullPtr<chi::admin::NoopTask> &t, ThreadResult *res) {
+template <typename TaskPtr>
+void Reap(TaskPtr &t, ThreadResult *res) {
   t->Wait();
   if (t->GetStatus().ok()) {
     res->completed++;
@@ -152,23 +317,24 @@ void Reap(chi::FullPtr<chi::admin::NoopTask> &t, ThreadResult *res) {
     res->errors++;
   }
   CHI_IPC->DelTask(t);
-  t = chi::FullPtr<chi::admin::NoopTask>();
+  t = TaskPtr();
 }
 
 /** Submits Noops until `deadline`, keeping `depth` in flight in a ring (when
  * full, waits for the oldest and frees it), then drains the ring. */
-ThreadResult ThroughputThread(u32 depth, Clock::time_point deadline) {
-  chi::admin::Client admin;
+template <typename Api>
+ThreadResult ThroughputThread(Api &api, u32 depth, Clock::time_point deadline) {
+  using TaskPtr = decltype(api.AsyncNoop());
   ThreadResult res;
-  std::vector<chi::FullPtr<chi::admin::NoopTask>> ring(depth);
+  std::vector<TaskPtr> ring(depth);
   size_t head = 0;  // Oldest in-flight slot once the ring is full.
   u64 submitted = 0;
   while (true) {
     // Check the clock every 64 submissions to keep it off the hot path.
     if ((submitted & 63) == 0 && Clock::now() >= deadline) break;
-    chi::FullPtr<chi::admin::NoopTask> &slot = ring[head];
+    TaskPtr &slot = ring[head];
     if (!slot.IsNull()) Reap(slot, &res);
-    slot = admin.AsyncNoop();
+    slot = api.AsyncNoop();
     if (slot.IsNull()) {
       res.errors++;
       break;
@@ -177,15 +343,18 @@ ThreadResult ThroughputThread(u32 depth, Clock::time_point deadline) {
     submitted++;
   }
   for (size_t i = 0; i < depth; ++i) {
-    chi::FullPtr<chi::admin::NoopTask> &slot = ring[(head + i) % depth];
+    TaskPtr &slot = ring[(head + i) % depth];
     if (!slot.IsNull()) Reap(slot, &res);
   }
   return res;
 }
 
-/** One throughput run: `threads` x ThroughputThread(depth) for `seconds`.
- * Returns tasks/s; adds failed tasks to `*errors`. */
-double ThroughputOnce(u32 threads, u32 depth, double seconds, u64 *errors) {
+/** One throughput run: `threads` x ThroughputThread(depth) for `seconds`,
+ * each thread pinned to `pin_cpu` when it is not negative. Returns tasks/s;
+ * adds failed tasks to `*errors`. */
+template <typename Api>
+double ThroughputOnce(Api &api, u32 threads, u32 depth, double seconds,
+                      int pin_cpu, u64 *errors) {
   std::vector<ThreadResult> results(threads);
   std::vector<std::thread> pool;
   Clock::time_point start = Clock::now();
@@ -193,8 +362,9 @@ double ThroughputOnce(u32 threads, u32 depth, double seconds, u64 *errors) {
       start + std::chrono::duration_cast<Clock::duration>(
                   std::chrono::duration<double>(seconds));
   for (u32 i = 0; i < threads; ++i) {
-    pool.emplace_back([&results, i, depth, deadline] {
-      results[i] = ThroughputThread(depth, deadline);
+    pool.emplace_back([&api, &results, i, depth, deadline, pin_cpu] {
+      if (pin_cpu >= 0) PinToCpu(pin_cpu);
+      results[i] = ThroughputThread(api, depth, deadline);
     });
   }
   for (auto &t : pool) t.join();
@@ -207,21 +377,25 @@ double ThroughputOnce(u32 threads, u32 depth, double seconds, u64 *errors) {
   return static_cast<double>(done) / secs;
 }
 
-/** Runs ThroughputOnce `repeat` times and prints the median, min and max
- * tasks/s (the median resists noise from other load on the machine).
- * Returns false if any task failed. */
-bool MeasureThroughput(u32 threads, u32 depth, double seconds, u32 repeat) {
+/** Runs ThroughputOnce `repeat` times, prints the median, min and max
+ * tasks/s (the median resists noise from other load on the machine) and
+ * stores the median in `*median`. Returns false if any task failed. */
+template <typename Api>
+bool MeasureThroughput(Api &api, u32 threads, u32 depth, double seconds,
+                       u32 repeat, int pin_cpu, double *median) {
   std::vector<double> rates;
   u64 errors = 0;
   for (u32 r = 0; r < repeat; ++r) {
-    rates.push_back(ThroughputOnce(threads, depth, seconds, &errors));
+    rates.push_back(
+        ThroughputOnce(api, threads, depth, seconds, pin_cpu, &errors));
   }
   std::sort(rates.begin(), rates.end());
+  *median = rates[rates.size() / 2];
   printf(
       "  %u thread%s x %4u in flight: median %11.0f tasks/s  (min %11.0f, "
       "max %11.0f)%s\n",
-      threads, threads == 1 ? " " : "s", depth, rates[rates.size() / 2],
-      rates.front(), rates.back(), errors ? "  ERRORS" : "");
+      threads, threads == 1 ? " " : "s", depth, *median, rates.front(),
+      rates.back(), errors ? "  ERRORS" : "");
   if (errors) {
     printf("    %llu tasks failed\n", static_cast<unsigned long long>(errors));
   }
@@ -275,14 +449,6 @@ std::vector<u64> MeasureZmq(u64 trips, u64 warmup) {
 // 3b. Cross-core cache-line ping-pong baseline.
 // ---------------------------------------------------------------------------
 
-/** Pins the calling thread to `cpu`; false if that is not possible. */
-bool PinToCpu(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
-}
-
 /** Spins until `word` holds `want`; yields now and then so that an unpinned
  * run on an oversubscribed machine still makes progress. */
 void SpinUntil(const std::atomic<u64> &word, u64 want) {
@@ -312,31 +478,303 @@ std::vector<u64> MeasurePingPong(u64 trips, u64 warmup, bool *pinned) {
       line.word.store(2 * i + 2, std::memory_order_release);
     }
   });
-  // Remember this thread's affinity so that it can be restored.
-  cpu_set_t saved;
-  bool have_saved =
-      pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved) == 0;
-  if (PinToCpu(0)) pin_ok.fetch_add(1);
   std::vector<u64> samples;
   samples.reserve(trips);
-  for (u64 i = 0; i < total; ++i) {
-    Clock::time_point a = Clock::now();
-    line.word.store(2 * i + 1, std::memory_order_release);
-    SpinUntil(line.word, 2 * i + 2);
-    Clock::time_point b = Clock::now();
-    if (i >= warmup) samples.push_back(ElapsedNs(a, b));
-  }
-  peer.join();
-  if (have_saved) {
-    pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
+  {
+    ScopedPin pin(0);  // Restores this thread's affinity afterwards.
+    if (pin.pinned()) pin_ok.fetch_add(1);
+    for (u64 i = 0; i < total; ++i) {
+      Clock::time_point a = Clock::now();
+      line.word.store(2 * i + 1, std::memory_order_release);
+      SpinUntil(line.word, 2 * i + 2);
+      Clock::time_point b = Clock::now();
+      if (i >= warmup) samples.push_back(ElapsedNs(a, b));
+    }
+    peer.join();
   }
   *pinned = pin_ok.load() == 2;
   return samples;
 }
 
+// ---------------------------------------------------------------------------
+// Options and the CSV line.
+// ---------------------------------------------------------------------------
+
+/** Which parts of the benchmark run (--phases). */
+struct Phases {
+  bool latency = false;
+  bool wake = false;
+  bool throughput = false;
+  bool baselines = false;
+};
+
+/** Parses a comma list of latency, wake, throughput, baselines (or "all").
+ * Returns false and names the bad entry in `*bad` on an unknown one. */
+bool ParsePhases(const std::string &list, Phases *out, std::string *bad) {
+  *out = Phases();
+  std::stringstream in(list);
+  std::string item;
+  bool any = false;
+  while (std::getline(in, item, ',')) {
+    if (item.empty()) continue;
+    any = true;
+    if (item == "all") {
+      *out = Phases{true, true, true, true};
+    } else if (item == "latency") {
+      out->latency = true;
+    } else if (item == "wake") {
+      out->wake = true;
+    } else if (item == "throughput") {
+      out->throughput = true;
+    } else if (item == "baselines") {
+      out->baselines = true;
+    } else {
+      *bad = item;
+      return false;
+    }
+  }
+  if (!any) *bad = "(empty list)";
+  return any;
+}
+
+/** Columns of the --csv line, in order. */
+const char *const kCsvColumns[] = {
+    "label",           "module",         "client_cpu",    "sync_p50_ns",
+    "sync_p99_ns",     "sync_p999_ns",   "sync_p9999_ns", "sync_max_ns",
+    "pingpong_p50_ns", "p50_over_pp",    "p99_over_pp",   "p999_over_p50",
+    "tput_1x16",       "tput_1x256",     "tput_2x256",    "wake_p50_ns",
+    "win_p50_min_ns",  "win_p50_max_ns", "slow_run_max",  "pp_pinned",
+    "failed",          "client_ran_on",  "worker0_ran_on"};
+constexpr size_t kNumCsvColumns = sizeof(kCsvColumns) / sizeof(kCsvColumns[0]);
+
+/** One --csv line being filled in; fields of phases that did not run stay
+ * empty. */
+class CsvRow {
+ public:
+  /** Sets column `name` (one of kCsvColumns) to `value`. */
+  void Set(const char *name, const std::string &value) {
+    for (size_t i = 0; i < kNumCsvColumns; ++i) {
+      if (std::strcmp(kCsvColumns[i], name) == 0) {
+        fields_[i] = value;
+        return;
+      }
+    }
+  }
+  /** Sets column `name` to `value` printed with `digits` decimals. */
+  void Set(const char *name, double value, int digits) {
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%.*f", digits, value);
+    Set(name, std::string(buf));
+  }
+  /** Appends the line to `path`, after a header line if the file is new or
+   * empty. Returns false (error printed) if it cannot be written. */
+  bool Append(const std::string &path) const {
+    FILE *f = fopen(path.c_str(), "a");
+    if (!f) {
+      fprintf(stderr, "chimaera_benchmark: cannot append to %s: %s\n",
+              path.c_str(), strerror(errno));
+      return false;
+    }
+    fseek(f, 0, SEEK_END);
+    if (ftell(f) == 0) {
+      for (size_t i = 0; i < kNumCsvColumns; ++i) {
+        fprintf(f, "%s%s", i ? "," : "", kCsvColumns[i]);
+      }
+      fprintf(f, "\n");
+    }
+    for (size_t i = 0; i < kNumCsvColumns; ++i) {
+      fprintf(f, "%s%s", i ? "," : "", fields_[i].c_str());
+    }
+    fprintf(f, "\n");
+    return fclose(f) == 0;
+  }
+
+ private:
+  std::string fields_[kNumCsvColumns];
+};
+
+/** `s` with the characters that would break a CSV field replaced by '_'. */
+std::string CsvSafe(std::string s) {
+  for (char &c : s) {
+    if (c == ',' || c == '\n' || c == '\r' || c == '"') c = '_';
+  }
+  return s;
+}
+
+/** Everything main() measured that the ratio lines and the CSV need. */
+struct Results {
+  bool have_noop = false;
+  Summary noop;
+  bool have_pp = false;
+  Summary pp;
+  bool pp_pinned = false;
+  bool have_zmq = false;
+  Summary zmq;
+};
+
+/** Prints the summary, tail, window medians and thread placement of the
+ * latency samples `noop` (in measurement order) of `module`'s Noop, and
+ * fills `*res` and the latency fields of `*row`. */
+void ReportNoopLatency(const std::vector<u64> &noop, const char *module,
+                       Results *res, CsvRow *row) {
+  std::vector<u64> sorted = noop;
+  res->noop = Summarize(sorted);
+  res->have_noop = true;
+  const Summary &s = res->noop;
+  std::string what = std::string("Chimaera ") + module + " Noop";
+  PrintLatency(what.c_str(), noop.size(), s);
+  TailStats t = AnalyzeTail(noop, s.median);
+  printf(
+      "    tail: >2x median %llu  >5x %llu  >10x %llu  >50x %llu  "
+      "longest run of >%.0fx: %llu samples\n",
+      static_cast<unsigned long long>(t.over2),
+      static_cast<unsigned long long>(t.over5),
+      static_cast<unsigned long long>(t.over10),
+      static_cast<unsigned long long>(t.over50), kSlowFactor,
+      static_cast<unsigned long long>(t.longest_slow_run));
+  std::vector<double> win = WindowMedians(noop, kWindows);
+  double wmin = *std::min_element(win.begin(), win.end());
+  double wmax = *std::max_element(win.begin(), win.end());
+  printf("    medians of %zu consecutive windows:", win.size());
+  for (double m : win) printf(" %.0f", m);
+  printf(" ns  (min %.0f, max %.0f, max/min %.2fx)\n", wmin, wmax,
+         wmin > 0 ? wmax / wmin : 0.0);
+  int worker0_cpu = -1;
+  std::string threads = RuntimeThreadCpus(RuntimePid(), &worker0_cpu);
+  int client_cpu = sched_getcpu();
+  printf("    last ran on: client CPU %d, runtime %s%s\n", client_cpu,
+         threads.empty() ? "(unknown)" : threads.c_str(),
+         client_cpu >= 0 && client_cpu == worker0_cpu
+             ? "  (client shares the low-latency worker's CPU)"
+             : "");
+  row->Set("client_ran_on", std::to_string(client_cpu));
+  row->Set("worker0_ran_on", std::to_string(worker0_cpu));
+  row->Set("sync_p50_ns", s.median, 0);
+  row->Set("sync_p99_ns", s.p99, 0);
+  row->Set("sync_p999_ns", s.p999, 0);
+  row->Set("sync_p9999_ns", s.p9999, 0);
+  row->Set("sync_max_ns", s.max, 0);
+  row->Set("win_p50_min_ns", wmin, 0);
+  row->Set("win_p50_max_ns", wmax, 0);
+  row->Set("slow_run_max", static_cast<double>(t.longest_slow_run), 0);
+  if (s.median > 0) row->Set("p999_over_p50", s.p999 / s.median, 3);
+}
+
+/** Runs the latency, wake and throughput phases that `phases` selects
+ * against `api`, with the measuring threads pinned to `pin_cpu` (if not
+ * negative); prints their report and fills `*res` and `*row`. Returns false
+ * if a task failed. */
+template <typename Api>
+bool RunRuntimePhases(Api &api, const char *module, const Phases &phases,
+                      u64 tasks, double seconds, u32 repeat, int pin_cpu,
+                      Results *res, CsvRow *row) {
+  bool ok = true;
+  if (phases.latency || phases.wake) {
+    ScopedPin pin(pin_cpu);
+    u64 warmup = std::max<u64>(tasks / 10, 1000);
+    printf("1. Synchronous %s Noop round trip (AsyncNoop+Wait+DelTask)",
+           module);
+    if (phases.latency) {
+      printf(", %llu warm-up", static_cast<unsigned long long>(warmup));
+    }
+    printf("\n");
+    if (phases.latency) {
+      std::vector<u64> noop = MeasureNoopLatency(api, tasks, warmup);
+      if (noop.empty()) {
+        fprintf(stderr, "chimaera_benchmark: a Noop task failed\n");
+        return false;
+      }
+      ReportNoopLatency(noop, module, res, row);
+    }
+    if (phases.wake) {
+      std::vector<u64> wake = MeasureWakeLatency(api, 50, 20);
+      if (wake.empty()) {
+        fprintf(stderr, "chimaera_benchmark: a Noop task failed\n");
+        return false;
+      }
+      Summary wake_s = Summarize(wake);
+      PrintLatency("Noop after 20 ms idle (wake)", wake.size(), wake_s);
+      row->Set("wake_p50_ns", wake_s.median, 0);
+    }
+  }
+  if (phases.throughput) {
+    if (phases.latency || phases.wake) printf("\n");
+    printf(
+        "2. Asynchronous %s Noop throughput (%u runs of %.2f s per "
+        "configuration)\n",
+        module, repeat, seconds);
+    for (u32 threads : {1u, 2u}) {
+      for (u32 depth : {1u, 16u, 256u, 1024u}) {
+        double median = 0;
+        if (!MeasureThroughput(api, threads, depth, seconds, repeat, pin_cpu,
+                               &median)) {
+          ok = false;
+        }
+        if (threads == 1 && depth == 16) row->Set("tput_1x16", median, 0);
+        if (threads == 1 && depth == 256) row->Set("tput_1x256", median, 0);
+        if (threads == 2 && depth == 256) row->Set("tput_2x256", median, 0);
+      }
+    }
+  }
+  return ok;
+}
+
+/** Runs the ZeroMQ and ping-pong baselines; prints them and fills `*res`. */
+void RunBaselines(u64 tasks, u64 zmq_trips, Results *res) {
+  printf("3. Baselines\n");
+  std::vector<u64> zmq_samples =
+      MeasureZmq(zmq_trips, std::max<u64>(zmq_trips / 10, 100));
+  res->zmq = Summarize(zmq_samples);
+  res->have_zmq = true;
+  PrintLatency("ZeroMQ ipc:// REQ/REP", zmq_samples.size(), res->zmq);
+  std::vector<u64> pp =
+      MeasurePingPong(tasks, std::max<u64>(tasks / 10, 1000), &res->pp_pinned);
+  res->pp = Summarize(pp);
+  res->have_pp = true;
+  PrintLatency(res->pp_pinned ? "cache-line ping-pong (CPU 0 <-> 1)"
+                              : "cache-line ping-pong (unpinned)",
+               pp.size(), res->pp);
+}
+
+/** Prints the ratio lines of what ran, then each aim of the hot path (a
+ * ratio to the ping-pong of this run, or of the tail to the median) with
+ * whether this run met it, and fills the ratio fields of `*row`. */
+void PrintRatios(const Results &res, CsvRow *row) {
+  if (!res.have_noop) return;
+  const Summary &n = res.noop;
+  bool have_pp = res.have_pp && res.pp.median > 0;
+  bool have_zmq = res.have_zmq && res.zmq.median > 0 && n.median > 0;
+  if (have_pp || have_zmq) printf("\nRatios (median):\n");
+  if (have_pp) {
+    printf("  Noop / ping-pong: %8.1fx\n", n.median / res.pp.median);
+  }
+  if (have_zmq) {
+    printf("  Noop / ZeroMQ:    %8.3fx  (ZeroMQ is %.1fx slower)\n",
+           n.median / res.zmq.median, res.zmq.median / n.median);
+  }
+  printf("\nAims:\n");
+  if (have_pp) {
+    double r50 = n.median / res.pp.median;
+    double r99 = n.p99 / res.pp.median;
+    printf("  Noop p50 / ping-pong p50:   %7.2fx  (aim <= 2)  %s\n", r50,
+           r50 <= 2 ? "met" : "MISSED");
+    printf("  Noop p99 / ping-pong p50:   %7.2fx  (aim <= 4)  %s\n", r99,
+           r99 <= 4 ? "met" : "MISSED");
+    row->Set("pingpong_p50_ns", res.pp.median, 0);
+    row->Set("p50_over_pp", r50, 3);
+    row->Set("p99_over_pp", r99, 3);
+  }
+  if (n.median > 0) {
+    double r = n.p999 / n.median;
+    printf("  Noop p99.9 / Noop p50:      %7.2fx  (aim <= 5)  %s\n", r,
+           r <= 5 ? "met" : "MISSED");
+  }
+}
+
 }  // namespace
 
-/** Parses options, runs the three measurements and prints the report. */
+/** Parses options, runs the selected measurements, prints the report and
+ * appends the --csv line. */
 int main(int argc, char **argv) {
   CLI::App app{
       "Measure Chimaera task latency and throughput against the runtime "
@@ -345,6 +783,11 @@ int main(int argc, char **argv) {
   double seconds = 0.5;
   u32 repeat = 3;
   u64 zmq_trips = 20000;
+  std::string phase_list = "all";
+  std::string module = "admin";
+  int pin_client = -1;
+  std::string csv_path;
+  std::string label;
   app.add_option("-n,--tasks", tasks,
                  "Timed synchronous Noops (and ping-pong round trips)")
       ->check(CLI::Range(static_cast<u64>(1), static_cast<u64>(1) << 32));
@@ -356,61 +799,89 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(1, 100));
   app.add_option("--zmq-trips", zmq_trips, "Timed ZeroMQ round trips")
       ->check(CLI::Range(static_cast<u64>(1), static_cast<u64>(1) << 32));
+  app.add_option("--phases", phase_list,
+                 "Comma list of latency, wake, throughput, baselines (or all)")
+      ->capture_default_str();
+  app.add_option("--module", module,
+                 "Whose Noop the latency, wake and throughput phases use: the "
+                 "admin pool's or a fresh small_message pool's")
+      ->check(CLI::IsMember({"admin", "small_message"}))
+      ->capture_default_str();
+  app.add_option("--pin-client", pin_client,
+                 "Pin the measuring thread(s) of the latency, wake and "
+                 "throughput phases to this CPU (-1: unpinned)")
+      ->check(CLI::Range(-1, CPU_SETSIZE - 1))
+      ->capture_default_str();
+  app.add_option("--csv", csv_path,
+                 "Append one line of results to this file (header if new)");
+  app.add_option("--label", label, "First field of the --csv line");
   CLI11_PARSE(app, argc, argv);
+  Phases phases;
+  std::string bad;
+  if (!ParsePhases(phase_list, &phases, &bad)) {
+    fprintf(stderr, "chimaera_benchmark: --phases: unknown phase '%s'\n",
+            bad.c_str());
+    return 2;
+  }
 
   if (!chi_bench::ConnectAndPrintHeader("chimaera_benchmark")) return 1;
-  printf("steady_clock::now() pair overhead: median %.0f ns\n\n",
+  printf("steady_clock::now() pair overhead: median %.0f ns\n",
          ClockOverheadNs());
-  int rc = 0;
-
-  u64 warmup = std::max<u64>(tasks / 10, 1000);
-  printf(
-      "1. Synchronous admin Noop round trip (AsyncNoop+Wait+DelTask), "
-      "%llu warm-up\n",
-      static_cast<unsigned long long>(warmup));
-  std::vector<u64> noop = MeasureNoopLatency(tasks, warmup);
-  if (noop.empty()) {
-    fprintf(stderr, "chimaera_benchmark: a Noop task failed\n");
-    CHIMAERA->ClientFinalize();
-    return 1;
-  }
-  Summary noop_s = Summarize(noop);
-  PrintLatency("Chimaera Noop", noop.size(), noop_s);
-  std::vector<u64> wake = MeasureWakeLatency(50, 20);
-  if (!wake.empty()) {
-    Summary wake_s = Summarize(wake);
-    PrintLatency("Noop after 20 ms idle (wake)", wake.size(), wake_s);
-  }
-
-  printf(
-      "\n2. Asynchronous Noop throughput (%u runs of %.2f s per "
-      "configuration)\n",
-      repeat, seconds);
-  for (u32 threads : {1u, 2u}) {
-    for (u32 depth : {1u, 16u, 256u, 1024u}) {
-      if (!MeasureThroughput(threads, depth, seconds, repeat)) rc = 1;
+  if (pin_client >= 0) {
+    ScopedPin probe(pin_client);
+    if (!probe.pinned()) {
+      printf("client: cannot pin to CPU %d; measuring unpinned\n", pin_client);
+      pin_client = -1;
     }
   }
+  if (pin_client >= 0) {
+    printf("client: measuring threads pinned to CPU %d\n\n", pin_client);
+  } else {
+    printf("client: measuring threads unpinned\n\n");
+  }
 
-  printf("\n3. Baselines\n");
-  std::vector<u64> zmq_samples =
-      MeasureZmq(zmq_trips, std::max<u64>(zmq_trips / 10, 100));
-  Summary zmq_s = Summarize(zmq_samples);
-  PrintLatency("ZeroMQ ipc:// REQ/REP", zmq_samples.size(), zmq_s);
-  bool pinned = false;
-  std::vector<u64> pp =
-      MeasurePingPong(tasks, std::max<u64>(tasks / 10, 1000), &pinned);
-  Summary pp_s = Summarize(pp);
-  PrintLatency(pinned ? "cache-line ping-pong (CPU 0 <-> 1)"
-                      : "cache-line ping-pong (unpinned)",
-               pp.size(), pp_s);
-
-  printf("\nRatios (median):\n");
-  printf("  Noop / ping-pong: %8.1fx\n",
-         pp_s.median > 0 ? noop_s.median / pp_s.median : 0.0);
-  printf("  Noop / ZeroMQ:    %8.3fx  (ZeroMQ is %.1fx slower)\n",
-         zmq_s.median > 0 ? noop_s.median / zmq_s.median : 0.0,
-         noop_s.median > 0 ? zmq_s.median / noop_s.median : 0.0);
+  CsvRow row;
+  row.Set("label", CsvSafe(label));
+  row.Set("module", module);
+  row.Set("client_cpu", std::to_string(pin_client));
+  Results res;
+  int rc = 0;
+  if (phases.latency || phases.wake || phases.throughput) {
+    bool ok = true;
+    if (module == "admin") {
+      chi::admin::Client admin;
+      ok = RunRuntimePhases(admin, "admin", phases, tasks, seconds, repeat,
+                            pin_client, &res, &row);
+    } else {
+      // Like a user: a pool of the module, created by name (unique to this
+      // process), then its client's AsyncNoop.
+      std::string pool_name = "chimaera_benchmark_" + std::to_string(getpid());
+      chi::small_message::Client sm;
+      hshm::Status s = sm.Create(pool_name, 1);
+      if (!s.ok()) {
+        fprintf(stderr, "chimaera_benchmark: small_message pool: %s\n",
+                s.ToString().c_str());
+        CHIMAERA->ClientFinalize();
+        return 1;
+      }
+      ok = RunRuntimePhases(sm, "small_message", phases, tasks, seconds, repeat,
+                            pin_client, &res, &row);
+      s = chi::admin::Client().DestroyPool(sm.pool_id());
+      if (!s.ok()) {
+        fprintf(stderr, "chimaera_benchmark: destroying pool %s: %s\n",
+                pool_name.c_str(), s.ToString().c_str());
+      }
+    }
+    if (!ok) rc = 1;
+  }
+  if (phases.baselines) {
+    if (phases.latency || phases.wake || phases.throughput) printf("\n");
+    RunBaselines(tasks, zmq_trips, &res);
+    row.Set("pp_pinned", res.pp_pinned ? "1" : "0");
+  }
+  PrintRatios(res, &row);
+  row.Set("failed", rc ? "1" : "0");
+  if (!csv_path.empty() && !row.Append(csv_path)) rc = rc ? rc : 1;
   CHIMAERA->ClientFinalize();
   return rc;
 }
