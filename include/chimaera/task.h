@@ -101,6 +101,9 @@ class Task {
   TEMP std::atomic<u32> state_{0}; /**< TaskState bits */
   TEMP u32 run_count_ = 0; /**< Times the runtime ran it (periodic tasks) */
   TEMP u32 magic_ = kTaskMagic; /**< Marks a constructed task */
+  /** TaskExt in `main` (predecessors, group; see task_graph.h), or null.
+   * Freed with the task. */
+  IN hipc::Pointer ext_;
 
   /** SHM default constructor. */
   template <typename AllocT>

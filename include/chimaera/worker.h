@@ -72,10 +72,16 @@ class RunContext {
   /** Keeps method_ valid while the task waits on other nodes (set when it
    * is forwarded or broadcast; the pool may be destroyed meanwhile). */
   std::shared_ptr<Container> pool_hold_;
-  boost::context::fiber fiber_;        ///< The task's fiber while suspended.
-  boost::context::fiber sink_;         ///< The worker, while the task runs.
-  char *stack_ = nullptr;              ///< Pooled stack of the fiber.
-  Task *waiting_on_ = nullptr;         ///< Subtask the fiber waits for.
+  boost::context::fiber fiber_;  ///< The task's fiber while suspended.
+  boost::context::fiber sink_;   ///< The worker, while the task runs.
+  char *stack_ = nullptr;        ///< Pooled stack of the fiber.
+  Task *waiting_on_ = nullptr;   ///< Subtask the fiber waits for.
+  /** A TaskGroup's counter the fiber waits to reach zero, or null. */
+  std::atomic<u32> *waiting_group_ = nullptr;
+  /** kShm: the TaskGroup the task belongs to (validated at admission). */
+  hipc::Pointer group_;
+  /** kShm: predecessors that must complete before it starts. */
+  std::vector<hipc::Pointer> deps_;
   u64 wait_deadline_ns_ = UINT64_MAX;  ///< Resume by then even if incomplete.
   bool done_ = false;                  ///< The method returned.
   u64 next_run_ns_ = 0;                ///< Periodic tasks: next start time.
@@ -187,6 +193,8 @@ class Worker {
   void Resume(RunContext *rctx);
   /** Resumes suspended fibers whose subtasks completed. */
   bool CheckBlocked();
+  /** Starts (or fails) tasks in dep_wait_ whose predecessors completed. */
+  bool CheckDeps();
   /** Restarts periodic tasks that are due. */
   bool CheckPeriodic(u64 now);
   /** Finishes a task whose method returned. */
@@ -222,6 +230,7 @@ class Worker {
   std::atomic<u64> epoch_{0};
   std::atomic<bool> exited_{false};
   std::vector<RunContext *> blocked_;
+  std::vector<RunContext *> dep_wait_;  ///< Admitted, predecessors pending.
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;
   std::vector<char *> free_stacks_;

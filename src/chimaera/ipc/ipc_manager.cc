@@ -15,6 +15,7 @@
 #include <zmq.hpp>
 
 #include "chimaera/config_manager.h"
+#include "chimaera/task_graph.h"
 #include "hermes_shm/memory/memory_manager.h"
 #include "hermes_shm/util/futex.h"
 #if CHIMAERA_RUNTIME
@@ -501,6 +502,7 @@ void IpcManager::FreeTaskExtras(Task *task) {
     (void)FreeBuffer(task->err_);
     task->err_ = hipc::Pointer::GetNull();
   }
+  internal::FreeTaskExt(task);
 }
 
 void IpcManager::SetTaskError(Task *task, const std::string &msg) {
@@ -630,7 +632,16 @@ Status IpcManager::Send(Task *task) {
                                 num_lanes_);
   }
   u32 prio = task->prio_ < kNumPrios ? task->prio_ : kLowLatency;
-  LaneView &lane = GetLaneView(tls_lane, prio);
+  // A task that names its container goes to that container's lane, so the
+  // tasks of different containers spread over the workers in one hop and
+  // each container's tasks from this thread stay in order; others use this
+  // thread's lane.
+  u32 lane_idx = tls_lane;
+  const DomainQuery &q = task->dom_query_;
+  if (q.kind_ == DomainQuery::kLocalId || q.kind_ == DomainQuery::kGlobalId) {
+    lane_idx = num_lanes_ == 1 ? 0 : q.sel_ % num_lanes_;
+  }
+  LaneView &lane = GetLaneView(lane_idx, prio);
   hipc::Pointer p = main_alloc_->ToPointer(task);
   if (__builtin_expect(lane.TryPush(p), 1)) {
     WakeLaneWorker(lane);
@@ -660,7 +671,7 @@ Status IpcManager::Send(Task *task) {
     }
     if (hshm::NowNs() > deadline) {
       return Status::ResourceExhausted(
-          "process queue lane " + std::to_string(tls_lane) +
+          "process queue lane " + std::to_string(lane_idx) +
           " stayed full for " + std::to_string(send_timeout_ms_) + " ms");
     }
   }

@@ -3,9 +3,11 @@
 // blocking the worker.
 #include "chimaera/task.h"
 
+#include <algorithm>
 #include <climits>
 
 #include "chimaera/ipc_manager.h"
+#include "chimaera/task_graph.h"
 #include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/futex.h"
 #if CHIMAERA_RUNTIME
@@ -22,13 +24,6 @@ namespace internal {
 
 namespace {
 
-/** How long a waiter polls with pauses: a usual round trip is shorter. */
-constexpr u64 kPauseSpinNs = 5000;
-/** How long a waiter polls in all before it sleeps on the futex; past
- * kPauseSpinNs it yields the core between rounds of polls, so a runtime
- * worker that shares this core (threads outnumber cores) runs at once. A
- * futex sleep costs a wake-up (tens of microseconds on some VMs). */
-constexpr u64 kSpinNs = 50000;
 /** Longest single futex sleep; liveness is re-checked after each. */
 constexpr u64 kSleepSliceUs = 20000;
 
@@ -37,11 +32,19 @@ constexpr u64 kSleepSliceUs = 20000;
  * gone or its pid reused, or its heartbeat is silent past
  * client.runtime_stale_ms). */
 bool BlockingWait(Task *task, u64 timeout_us) {
-  // Poll for kSpinNs (a pause costs 10-150 cycles depending on the CPU, so
-  // the budget is time, checked every 64 pauses or after each yield).
+  // The thread's WaitPolicy (task_graph.h): poll with pauses for pause_ns,
+  // then yield the core between polls until yield_ns, then sleep. By
+  // default 5 us of pauses (a usual round trip is shorter) and yields up to
+  // 50 us: a runtime worker that shares this core (threads outnumber cores)
+  // then runs at once, and a futex wake-up (tens of microseconds on some
+  // VMs) is paid only by long tasks. A pause costs 10-150 cycles depending
+  // on the CPU, so the budget is time, checked every 64 pauses or after each
+  // yield.
+  const WaitPolicy policy = GetThreadWaitPolicy();
+  const u64 spin_ns = std::max(policy.pause_ns, policy.yield_ns);
   u64 start = hshm::NowNs();
-  bool yield = false;
-  for (u32 i = 1;; ++i) {
+  bool yield = policy.pause_ns == 0;
+  for (u32 i = 1; spin_ns > 0; ++i) {
     if (task->IsComplete()) return true;
     if (yield) {
       HSHM_THREAD_MODEL->Yield();
@@ -50,8 +53,8 @@ bool BlockingWait(Task *task, u64 timeout_us) {
     }
     if (yield || (i & 63) == 0) {
       u64 spun = hshm::NowNs() - start;
-      if (spun > kSpinNs) break;
-      yield = spun > kPauseSpinNs;
+      if (spun > spin_ns) break;
+      yield = spun > policy.pause_ns;
     }
   }
   start = hshm::NowNs();
@@ -114,12 +117,15 @@ void SetTaskStatus(Task *task, const Status &status) {
 }
 
 void CompleteTask(Task *task, const Status &status) {
+  // Read before the task is marked complete (its waiter may free it then).
+  hipc::Pointer group = TaskGroupOf(task);
   SetTaskStatus(task, status);
   u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_seq_cst);
 #if CHIMAERA_RUNTIME
   Worker::WakeNappers();  // a fiber may wait on it
 #endif
   if (prev & kTaskWaiterAsleep) hshm::FutexWake(&task->state_, INT_MAX);
+  CountDownGroup(group);
 }
 
 }  // namespace internal

@@ -33,6 +33,7 @@
 #include "chimaera/config_manager.h"
 #include "chimaera/pool_manager.h"
 #include "chimaera/remote_manager.h"
+#include "chimaera/task_graph.h"
 #include "chimaera/work_orchestrator.h"
 #include "hermes_shm/util/futex.h"
 #include "hermes_shm/util/log_limit.h"
@@ -151,6 +152,16 @@ void RunMethod(RunContext *r) {
  * err_ a client left there is not ours to free: it is cleared first. */
 void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
   task->err_ = hipc::Pointer::GetNull();
+  // Its extension is freed with it only if the same process owns both (a
+  // client could name any block there).
+  hipc::Pointer ext = task->ext_;
+  task->ext_ = hipc::Pointer::GetNull();
+  if (!ext.IsNull() && ext != task.shm_ && !CHI_IPC->IsRuntimeStructure(ext) &&
+      ext.alloc_id_ == CHI_IPC->main_alloc()->GetId() &&
+      CHI_IPC->main_alloc()->BlockOwner(ext) ==
+          CHI_IPC->main_alloc()->BlockOwner(task.shm_)) {
+    (void)CHI_IPC->main_alloc()->Free(HSHM_MCTX, ext);
+  }
   if (e && e->destroy) e->destroy(task.ptr_);
   CHI_IPC->DelTask(task);
 }
@@ -164,15 +175,87 @@ HSHM_INLINE void WakeNappersFast() {
   for (auto &w : CHI_WORK_ORCHESTRATOR->workers()) w->Wake();
 }
 
+/** Copies and checks the extension block `p` a client named (task_graph.h):
+ * its group (a live group block, or null) into *group and its predecessors
+ * into *deps. An error says what is wrong; *group is set only if valid. */
+Status LoadExt(const hipc::Pointer &p, hipc::Pointer *group,
+               std::vector<hipc::Pointer> *deps) {
+  auto *ipc = CHI_IPC;
+  u64 size = ipc->main_alloc()->LiveBlockSize(p);
+  if (size < sizeof(TaskExt) || ipc->IsRuntimeStructure(p)) {
+    return Status::InvalidArgument("the task's extension is not a live block");
+  }
+  const char *a = hipc::ToProcessAddress(p);
+  TaskExt ext;
+  std::memcpy(static_cast<void *>(&ext), a, sizeof(ext));
+  if (ext.magic_ != kTaskExtMagic || ext.num_deps_ > kMaxTaskDeps ||
+      TaskExt::Size(ext.num_deps_) > size) {
+    return Status::InvalidArgument("the task's extension is malformed");
+  }
+  if (!ext.group_.IsNull()) {
+    const char *g = hipc::ToProcessAddress(ext.group_);
+    u32 magic = 0;
+    if (ipc->main_alloc()->LiveBlockSize(ext.group_) < sizeof(TaskGroupShm) ||
+        ipc->IsRuntimeStructure(ext.group_) || !g ||
+        (std::memcpy(&magic, g, sizeof(magic)), magic != kTaskGroupMagic)) {
+      return Status::InvalidArgument("the task's group is not a live group");
+    }
+    *group = ext.group_;
+  }
+  deps->resize(ext.num_deps_);
+  if (ext.num_deps_) {
+    std::memcpy(static_cast<void *>(deps->data()), a + sizeof(TaskExt),
+                ext.num_deps_ * sizeof(hipc::Pointer));
+  }
+  return Status::Ok();
+}
+
+/** Where a task's predecessors stand. */
+enum class DepState { kReady, kWaiting, kFailed };
+
+/** Checks the predecessors of `r` (dropping those found complete); on
+ * kFailed, *st says which one failed or why. Reads only atomics and
+ * copies of client memory. Worker threads. */
+DepState CheckPredecessors(RunContext *r, Status *st) {
+  auto &deps = r->deps_;
+  for (size_t i = 0; i < deps.size();) {
+    const hipc::Pointer &p = deps[i];
+    if (CHI_IPC->main_alloc()->LiveBlockSize(p) < sizeof(Task) ||
+        CHI_IPC->IsRuntimeStructure(p)) {
+      *st = Status::InvalidArgument(
+          "a predecessor is not a live task (freed before this task "
+          "started?)");
+      return DepState::kFailed;
+    }
+    auto *t = reinterpret_cast<Task *>(hipc::ToProcessAddress(p));
+    if (!(t->state_.load(std::memory_order_acquire) & kTaskComplete)) {
+      return DepState::kWaiting;
+    }
+    u32 rc = t->rc_;
+    if (rc != 0) {
+      *st = Status::Aborted(
+          "predecessor " + std::to_string(i) + " failed: " +
+          Status(static_cast<StatusCode>(rc), internal::TaskErrorMessage(t))
+              .ToString());
+      return DepState::kFailed;
+    }
+    deps[i] = deps.back();
+    deps.pop_back();
+  }
+  return DepState::kReady;
+}
+
 /** Completes a shared-memory task that was never admitted (unknown pool or
  * method, bad size...) with `status`, writing only rc_, err_ and state_. */
 void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
-                    bool fire_and_forget) {
+                    bool fire_and_forget,
+                    const hipc::Pointer &group = hipc::Pointer::GetNull()) {
   if (fire_and_forget) {
     HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
                      status.ToString().c_str());
     HSHM_TSAN_RELEASE(task.ptr_);
     FreeShmTask(task, nullptr);
+    internal::CountDownGroup(group);
     return;
   }
   task->err_ = hipc::Pointer::GetNull();  // never free what a client left
@@ -189,9 +272,11 @@ void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
     HSHM_TSAN_ACQUIRE(task.ptr_);
     (void)CHI_IPC->FreeBuffer(err);
     FreeShmTask(task, nullptr);
+    internal::CountDownGroup(group);
     return;
   }
   if (prev & kTaskWaiterAsleep) hshm::FutexWake(&task->state_, INT_MAX);
+  internal::CountDownGroup(group);
 }
 
 /** Copies the first `n` bytes of task `src` to `dst`, except its state word:
@@ -211,14 +296,15 @@ void CopyTaskBytes(void *dst, const Task *src, size_t n) {
  * claim_, which admission writes, is fetched for writing. A prefetch never
  * faults, so `p` need not be valid yet. Worker threads. */
 HSHM_INLINE void PrefetchTask(const hipc::Pointer &p) {
-  static_assert(sizeof(Task) <= 104, "three prefetches cover the header");
+  static_assert(sizeof(Task) <= 168, "four prefetches cover the header");
   const char *a = hipc::ToProcessAddress(p);
   if (!a) return;
-  // Block header + Task span at most three lines; these three addresses,
-  // the first and last byte and one between, touch each of them.
+  // Block header + Task span at most four lines; these addresses, the first
+  // and last byte and two between, at most 64 bytes apart, touch each.
   hshm::PrefetchForRead(a - hipc::HeapAllocator::kBlockHeaderSize);
   hshm::PrefetchForWrite(a + offsetof(Task, claim_));
   hshm::PrefetchForRead(a + 40);
+  hshm::PrefetchForRead(a + 100);
   hshm::PrefetchForRead(a + sizeof(Task) - 1);
 }
 
@@ -275,6 +361,7 @@ bool Worker::YieldCurrentFiber() {
   RunContext *r = tls_rctx;
   if (!r) return false;
   r->waiting_on_ = nullptr;
+  r->waiting_group_ = nullptr;
   r->Yield();
   return true;
 }
@@ -378,6 +465,9 @@ void Worker::FreeRunContext(RunContext *r) {
   r->bcast_pending_ = 0;
   r->bcast_first_ = true;
   r->waiting_on_ = nullptr;
+  r->waiting_group_ = nullptr;
+  r->group_ = hipc::Pointer::GetNull();
+  r->deps_.clear();
   r->wait_deadline_ns_ = UINT64_MAX;
   r->done_ = false;
   r->pool_hold_.reset();
@@ -409,6 +499,7 @@ void Worker::Loop() {
     if (!inbox_.Empty()) did |= PollInbox();
     if (++loop_count_ % kColdPeriod == 0) RebalanceLanes();
     if (!blocked_.empty()) did |= CheckBlocked();
+    if (!dep_wait_.empty()) did |= CheckDeps();
     if (!periodic_.empty()) did |= CheckPeriodic(hshm::NowNs());
     // What this iteration forwarded or answered goes out as one batch.
     if (CHI_REMOTE->HasStaged(id_)) CHI_REMOTE->Flush(id_);
@@ -416,9 +507,9 @@ void Worker::Loop() {
       // Draining: report whether we are idle, and leave only when the
       // orchestrator saw every worker idle at once (a busy worker may still
       // send to our lanes) or the deadline passed.
-      idle_.store(
-          !did && blocked_.empty() && periodic_.empty() && !AnyLaneBusy(),
-          std::memory_order_release);
+      idle_.store(!did && blocked_.empty() && dep_wait_.empty() &&
+                      periodic_.empty() && !AnyLaneBusy(),
+                  std::memory_order_release);
       if (exit_.load(std::memory_order_acquire)) break;
       if (hshm::NowNs() > deadline_ns_.load()) break;
     }
@@ -451,7 +542,8 @@ void Worker::Loop() {
     // With blocked fibers, nap as a napper: whoever completes a task wakes
     // us (WakeNappers). The nap is still bounded, for the wait deadlines and
     // as a safety net.
-    u64 max_us = blocked_.empty() ? 50000 : 1000;
+    bool waiting = !blocked_.empty() || !dep_wait_.empty();
+    u64 max_us = waiting ? 1000 : 50000;
     if (stop_.load(std::memory_order_relaxed)) max_us = 200;  // draining
     for (RunContext *r : periodic_) {
       u64 due = r->next_run_ns_ > now ? (r->next_run_ns_ - now) / 1000 : 0;
@@ -465,7 +557,7 @@ void Worker::Loop() {
       max_us = std::min(max_us, due);
     }
     if (max_us > 0) {
-      bool nap = !blocked_.empty();
+      bool nap = waiting;
       if (nap) g_nappers.fetch_add(1, std::memory_order_seq_cst);
       Sleep(max_us);
       if (nap) g_nappers.fetch_sub(1, std::memory_order_relaxed);
@@ -515,9 +607,34 @@ void Worker::RebalanceLanes() {
   }
 }
 
+namespace {
+/** True if the fiber of blocked `r` can resume (its wait ended). */
+bool WaitOver(const RunContext *r) {
+  if (r->waiting_group_) {
+    return r->waiting_group_->load(std::memory_order_acquire) == 0;
+  }
+  return !r->waiting_on_ || r->waiting_on_->IsComplete();
+}
+}  // namespace
+
 bool Worker::AnyBlockedReady() const {
   for (const RunContext *r : blocked_) {
-    if (!r->waiting_on_ || r->waiting_on_->IsComplete()) return true;
+    if (WaitOver(r)) return true;
+  }
+  for (const RunContext *r : dep_wait_) {
+    for (const hipc::Pointer &p : r->deps_) {
+      // Any change is worth a look (CheckDeps validates).
+      const char *a = hipc::ToProcessAddress(p);
+      if (!a || CHI_IPC->main_alloc()->LiveBlockSize(p) < sizeof(Task) ||
+          (reinterpret_cast<const Task *>(a)->state_.load(
+               std::memory_order_acquire) &
+           kTaskComplete)) {
+        return true;
+      }
+    }
+    if (r->shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
+      return true;
+    }
   }
   return false;
 }
@@ -641,19 +758,27 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
     }
     return;
   }
+  // Its group and predecessors (task_graph.h): the group is counted down
+  // however the task ends from here on.
+  hipc::Pointer group;
+  std::vector<hipc::Pointer> deps;
+  Status ext_st;
+  if (!hdr.ext_.IsNull()) ext_st = LoadExt(hdr.ext_, &group, &deps);
   if (shm->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
     // Its submitter gave up before it ran: drop it unrun; it is ours to free.
     FreeShmTask(shm, nullptr);
+    internal::CountDownGroup(group);
     return;
   }
   bool fnf = hdr.task_flags_.Any(TASK_FIRE_AND_FORGET);
+  if (!ext_st.ok()) return FailUnadmitted(shm, ext_st, fnf, group);
   Status st = CheckHeader(hdr);
-  if (!st.ok()) return FailUnadmitted(shm, st, fnf);
+  if (!st.ok()) return FailUnadmitted(shm, st, fnf, group);
   PoolInfo *pool = CHI_POOL_MANAGER->FindFast(hdr.pool_id_, &pool_cache_);
   if (!pool) {
     return FailUnadmitted(
         shm, Status::NotFound("no pool with id " + hdr.pool_id_.ToString()),
-        fnf);
+        fnf, group);
   }
   const MethodEntry *e = pool->proto_->GetMethod(hdr.method_);
   if (!e) {
@@ -662,14 +787,14 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
         Status::NotFound("module '" + pool->module_ + "' (pool '" +
                          pool->name_ + "') has no method " +
                          std::to_string(hdr.method_)),
-        fnf);
+        fnf, group);
   }
   if (size < e->task_size) {
     return FailUnadmitted(
         shm,
         Status::InvalidArgument(std::string("task is smaller than ") + e->name +
                                 "'s task type"),
-        fnf);
+        fnf, group);
   }
   // The private copy: from here on the runtime reads only this.
   Task *priv = e->make();
@@ -682,11 +807,53 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   r->worker_ = this;
   r->origin_ = TaskOrigin::kShm;
   r->shm_task_ = shm;
+  r->group_ = group;
   // Checks input buffers and clears output buffers (see task_fields.h).
   FieldArchive check(FieldArchive::Mode::kCheckShm, priv);
   e->fields(check, priv);
   if (!check.status().ok()) return Complete(r, check.status());
+  if (!deps.empty()) {
+    r->deps_ = std::move(deps);
+    Status dep_st;
+    switch (CheckPredecessors(r, &dep_st)) {
+      case DepState::kWaiting:
+        dep_wait_.push_back(r);  // CheckDeps starts it later
+        return;
+      case DepState::kFailed:
+        return Complete(r, dep_st);
+      case DepState::kReady:
+        break;
+    }
+  }
   Route(r);
+}
+
+bool Worker::CheckDeps() {
+  bool did = false;
+  for (size_t i = 0; i < dep_wait_.size();) {
+    RunContext *r = dep_wait_[i];
+    Status st;
+    DepState ds = DepState::kWaiting;
+    if (r->shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
+      ds = DepState::kFailed;  // Complete frees it (abandoned)
+      st = Status::Aborted("abandoned before its predecessors completed");
+    } else {
+      ds = CheckPredecessors(r, &st);
+    }
+    if (ds == DepState::kWaiting) {
+      ++i;
+      continue;
+    }
+    dep_wait_[i] = dep_wait_.back();
+    dep_wait_.pop_back();
+    did = true;
+    if (ds == DepState::kFailed) {
+      Complete(r, st);
+    } else {
+      Route(r);
+    }
+  }
+  return did;
 }
 
 void Worker::AdmitRemote(RunContext *r) {
@@ -952,6 +1119,7 @@ void Worker::Start(RunContext *r) {
   }
   r->done_ = false;
   r->waiting_on_ = nullptr;
+  r->waiting_group_ = nullptr;
   r->wait_deadline_ns_ = UINT64_MAX;
   ctx::stack_context sctx;
   sctx.sp = r->stack_ + kGuardSize + kStackSize;
@@ -983,9 +1151,8 @@ bool Worker::CheckBlocked() {
   pending.swap(blocked_);
   bool did = false;
   for (RunContext *r : pending) {
-    if (r->waiting_on_ == nullptr || r->waiting_on_->IsComplete() ||
-        (r->wait_deadline_ns_ != UINT64_MAX &&
-         hshm::NowNs() >= r->wait_deadline_ns_)) {
+    if (WaitOver(r) || (r->wait_deadline_ns_ != UINT64_MAX &&
+                        hshm::NowNs() >= r->wait_deadline_ns_)) {
       Resume(r);
       did = true;
     } else {
@@ -1077,6 +1244,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         t->err_ = hipc::Pointer::GetNull();
         HSHM_TSAN_RELEASE(shm);  // the block leaves this process (tsan.h)
         FreeShmTask(r->shm_task_, e);
+        internal::CountDownGroup(r->group_);
         break;
       }
       // What the method returned becomes the submitter's: tag it with the
@@ -1105,9 +1273,12 @@ void Worker::Complete(RunContext *r, const Status &status) {
         e->fields(fr, t);
         (void)CHI_IPC->FreeBuffer(err);
         FreeShmTask(r->shm_task_, e);
+        internal::CountDownGroup(r->group_);
         break;
       }
       if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
+      // After the task is visibly complete: the group's waiter may read it.
+      internal::CountDownGroup(r->group_);
       break;
     }
     case TaskOrigin::kRemote:
@@ -1159,7 +1330,12 @@ void Worker::AbortRemaining() {
       }
       u32 st = t->state_.load(std::memory_order_acquire);
       if (st & kTaskComplete) continue;
-      FailUnadmitted(t, aborted, t->IsFireAndForget() || (st & kTaskAbandoned));
+      hipc::Pointer group;
+      std::vector<hipc::Pointer> deps;
+      hipc::Pointer ext = t->ext_;  // one read of client memory
+      if (!ext.IsNull()) (void)LoadExt(ext, &group, &deps);
+      FailUnadmitted(t, aborted, t->IsFireAndForget() || (st & kTaskAbandoned),
+                     group);
     }
   }
   lanes_.clear();
@@ -1178,6 +1354,8 @@ void Worker::AbortRemaining() {
   }
   for (RunContext *r : periodic_) Complete(r, aborted);
   periodic_.clear();
+  for (RunContext *r : dep_wait_) Complete(r, aborted);
+  dep_wait_.clear();
   // Fibers still blocked past the deadline cannot be unwound safely: their
   // submitters are told, and the fibers (with their private tasks) are
   // abandoned with the process.

@@ -81,8 +81,10 @@ class Runtime : public chi::Container {
     CHI_IPC->DelTask(sub);
   }
 
-  /** Makes the two queues. */
+  /** Makes the two queues (none with params "inline": then every task runs
+   * on the worker that admitted it). */
   chi::Status Create(const std::string &params) override {
+    if (params == "inline") return chi::Status::Ok();
     HSHM_RETURN_IF_ERROR(CreateQueue(0, 2, chi::kLowLatency, 64));
     HSHM_RETURN_IF_ERROR(CreateQueue(1, 1, chi::kHighLatency, 64));
     if (params == "nested") {

@@ -1,0 +1,158 @@
+// Task graphs from a client: dependencies between tasks, groups of tasks
+// waited for with one wake-up, and per-thread wait policies.
+//
+//   chi::TaskGroup group;                      // a counter in `main`
+//   auto a = client.AsyncCompute(...);         // (not yet sent: see below)
+//   ...
+//   chi::SetDependencies(b.ptr_, {a.ptr_});    // b starts once a completed
+//   group.Add(b.ptr_);                         // before Send
+//   chi::Submit(b);
+//   group.Wait();                              // one wake-up for the batch
+//
+// Dependencies and group membership are written into a small extension
+// block (TaskExt, in `main`) that the task names; both must be set before
+// the task is sent. The runtime copies and validates the extension when it
+// admits the task: a task whose predecessors have not all completed waits in
+// the runtime (not in the client) and starts as soon as the last one
+// completes, on any worker or node; if a predecessor failed, the task fails
+// with Aborted naming it, without running. A predecessor must stay allocated
+// until its dependents have started (free it after waiting for them).
+// Tasks of a group decrement the group's counter when they complete, after
+// their results are visible, and the last one wakes the waiter once.
+//
+// Threading: a TaskGroup is used by one thread at a time. SetDependencies
+// and TaskGroup::Add are for tasks the calling thread has not sent yet.
+#ifndef CHIMAERA_TASK_GRAPH_H_
+#define CHIMAERA_TASK_GRAPH_H_
+
+#include <atomic>
+#include <initializer_list>
+#include <vector>
+
+#include "chimaera/ipc_manager.h"
+
+namespace chi {
+
+/** Marks a TaskExt block. */
+static GLOBAL_CROSS_CONST u32 kTaskExtMagic = 0x43485458u;  // "CHTX"
+/** Marks a TaskGroup's shared counter block. */
+static GLOBAL_CROSS_CONST u32 kTaskGroupMagic = 0x43484752u;  // "CHGR"
+/** Most predecessors one task may name. */
+static GLOBAL_CROSS_CONST u32 kMaxTaskDeps = 64;
+
+/** The shared part of a TaskGroup (a block of `main`). */
+struct TaskGroupShm {
+  u32 magic_ = kTaskGroupMagic;
+  /** Member tasks not yet complete; the futex word its waiter sleeps on. */
+  std::atomic<u32> pending_{0};
+  /** 1 while the waiter sleeps (or is about to) on pending_. */
+  std::atomic<u32> waiter_asleep_{0};
+  u32 reserved_ = 0;
+};
+
+/** A task's extension block (in `main`, named by Task::ext_): its group and
+ * its predecessors (num_deps_ Pointers to tasks follow the struct). Written
+ * by the submitter before Send; the runtime copies and checks it once. */
+struct TaskExt {
+  u32 magic_ = kTaskExtMagic;
+  u32 num_deps_ = 0;     ///< Predecessors that follow (<= kMaxTaskDeps).
+  hipc::Pointer group_;  ///< TaskGroupShm, or null.
+  /** The predecessor array right after this header. */
+  hipc::Pointer *deps() { return reinterpret_cast<hipc::Pointer *>(this + 1); }
+  const hipc::Pointer *deps() const {
+    return reinterpret_cast<const hipc::Pointer *>(this + 1);
+  }
+  /** Bytes of an extension naming `n` predecessors. */
+  static constexpr size_t Size(u32 n) {
+    return sizeof(TaskExt) + static_cast<size_t>(n) * sizeof(hipc::Pointer);
+  }
+};
+
+/** Makes `task` start only once every task of `preds` has completed, and
+ * fail (Aborted, not run) if one of them failed. REQUIRES: `task` not sent;
+ * every predecessor is a task of `main` that stays allocated until `task`
+ * has started. Replaces earlier dependencies (keeps the group). Errors:
+ * InvalidArgument (too many, null or self), OutOfMemory. */
+Status SetDependencies(Task *task, const std::vector<Task *> &preds);
+
+/** How a client thread waits for a task or a group: poll with pauses for
+ * `pause_ns`, then poll yielding the core between polls until `yield_ns`
+ * (counted from the start), then sleep on a futex. */
+struct WaitPolicy {
+  u64 pause_ns = 5000;
+  u64 yield_ns = 50000;
+  /** The default: 5 us of pauses, yields up to 50 us, then sleep. */
+  static WaitPolicy Default() { return WaitPolicy(); }
+  /** Poll with pauses for `ns` (burns a core), then sleep. */
+  static WaitPolicy Spin(u64 ns) { return WaitPolicy{ns, ns}; }
+  /** Yield the core between polls for `ns`, then sleep. */
+  static WaitPolicy Yield(u64 ns) { return WaitPolicy{0, ns}; }
+  /** Sleep on the futex at once (the cheapest on CPU, slowest to wake). */
+  static WaitPolicy Block() { return WaitPolicy{0, 0}; }
+};
+
+/** The calling thread's wait policy. */
+WaitPolicy GetThreadWaitPolicy();
+/** Sets the calling thread's wait policy; returns the previous one. */
+WaitPolicy SetThreadWaitPolicy(const WaitPolicy &policy);
+
+/** Sets the calling thread's wait policy while it lives. */
+class ScopedWaitPolicy {
+ public:
+  explicit ScopedWaitPolicy(const WaitPolicy &policy)
+      : prev_(SetThreadWaitPolicy(policy)) {}
+  ~ScopedWaitPolicy() { SetThreadWaitPolicy(prev_); }
+  ScopedWaitPolicy(const ScopedWaitPolicy &) = delete;
+  ScopedWaitPolicy &operator=(const ScopedWaitPolicy &) = delete;
+
+ private:
+  WaitPolicy prev_;
+};
+
+/** Tasks a client waits for together: the runtime counts them down and the
+ * last to complete wakes the waiter once. Reusable after Wait returned. */
+class TaskGroup {
+ public:
+  /** Allocates the shared counter; status() says whether that worked. */
+  TaskGroup();
+  /** Frees the counter. REQUIRES: Wait returned true, or every member
+   * still pending was abandoned (their completion then finds no group). */
+  ~TaskGroup();
+  TaskGroup(const TaskGroup &) = delete;
+  TaskGroup &operator=(const TaskGroup &) = delete;
+
+  /** Ok, or OutOfMemory if the counter could not be allocated. */
+  const Status &status() const { return status_; }
+  /** Makes `task` a member. REQUIRES: not sent yet, not in another group.
+   * Errors: OutOfMemory, FailedPrecondition (bad group). */
+  Status Add(Task *task);
+  /** Members not yet complete. */
+  u32 pending() const;
+  /** Waits (with the thread's WaitPolicy) until every member completed:
+   * true. False when `timeout_us` passed first, or when the runtime died
+   * (its process gone, or its heartbeat silent past
+   * client.runtime_stale_ms); the members are then still pending. */
+  bool WaitFor(u64 timeout_us);
+  /** Waits until every member completed (or the runtime died). */
+  void Wait() { (void)WaitFor(UINT64_MAX); }
+
+ private:
+  FullPtr<TaskGroupShm> shm_;
+  Status status_;
+};
+
+namespace internal {
+/** Runtime and client: the group a completed task belonged to (validated
+ * Pointer from its admitted extension) is counted down; the last member
+ * wakes the waiter. Any thread. */
+void CountDownGroup(const hipc::Pointer &group);
+/** The group of a task of this process (from its extension), or null. */
+hipc::Pointer TaskGroupOf(Task *task);
+/** Frees `task`'s extension block, if any, and clears ext_ (the submitter
+ * frees it with the task). */
+void FreeTaskExt(Task *task);
+}  // namespace internal
+
+}  // namespace chi
+
+#endif  // CHIMAERA_TASK_GRAPH_H_

@@ -1,0 +1,252 @@
+// Task graphs from a client: dependencies, task groups, wait policies, and
+// the extension block the runtime must treat as hostile input.
+#include "chimaera/task_graph.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "chimaera/chimaera.h"
+#include "queue_test_mod.h"
+#include "runtime_fixture.h"
+
+namespace {
+
+using queue_test_mod::WhereTask;
+
+/** A Where task (not sent) on container 0 of `pool` spinning `spin_us`. */
+chi::FullPtr<WhereTask> NewWhere(const chi::PoolId &pool, chi::u32 spin_us,
+                                 chi::u32 container = 0) {
+  return CHI_IPC->NewTaskDefault<WhereTask>(
+      CHI_IPC->NewTaskNode(), pool, chi::DomainQuery::GetLocalId(container),
+      chi::kLowLatency, spin_us);
+}
+
+/** A runtime with two low-latency workers and a 2-container test pool. */
+class TaskGraphTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    rt_ = std::make_unique<chi_test::RuntimeProcess>(
+        "workers:\n  low_latency: 2\n  high_latency: 1\n  reinforcement: 0\n");
+    ASSERT_TRUE(rt_->Start().ok()) << rt_->Log();
+    ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+    auto pool =
+        chi::admin::Client().GetOrCreatePool("graph", "queue_test_mod", 2);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = *pool;
+  }
+  void TearDown() override {
+    CHIMAERA->ClientFinalize();
+    if (rt_) EXPECT_TRUE(rt_->Stop().ok());
+  }
+
+  std::unique_ptr<chi_test::RuntimeProcess> rt_;
+  chi::PoolId pool_;
+};
+
+TEST_F(TaskGraphTest, GroupWaitsForAllMembersOnce) {
+  for (int round = 0; round < 20; ++round) {
+    chi::TaskGroup group;
+    ASSERT_TRUE(group.status().ok());
+    std::vector<chi::FullPtr<WhereTask>> tasks;
+    for (int i = 0; i < 16; ++i) {
+      auto t = NewWhere(pool_, i % 4 == 0 ? 200 : 0, i % 2);
+      ASSERT_FALSE(t.IsNull());
+      ASSERT_TRUE(group.Add(t.ptr_).ok());
+      tasks.push_back(chi::Submit(t));
+    }
+    ASSERT_TRUE(group.WaitFor(10 * 1000 * 1000));
+    EXPECT_EQ(group.pending(), 0u);
+    for (auto &t : tasks) {
+      EXPECT_TRUE(t->IsComplete());  // results visible once the group is done
+      EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+      CHI_IPC->DelTask(t);
+    }
+  }
+}
+
+TEST_F(TaskGraphTest, FailedMembersStillCountDown) {
+  chi::TaskGroup group;
+  auto good = NewWhere(pool_, 0);
+  auto bad = NewWhere(pool_, 0);
+  bad->method_ = 999;  // unknown method: fails at admission
+  ASSERT_TRUE(group.Add(good.ptr_).ok());
+  ASSERT_TRUE(group.Add(bad.ptr_).ok());
+  chi::Submit(good);
+  chi::Submit(bad);
+  ASSERT_TRUE(group.WaitFor(10 * 1000 * 1000));
+  EXPECT_TRUE(good->GetStatus().ok());
+  EXPECT_EQ(bad->GetStatus().code(), chi::StatusCode::kNotFound);
+  CHI_IPC->DelTask(good);
+  CHI_IPC->DelTask(bad);
+}
+
+TEST_F(TaskGraphTest, DependentStartsAfterItsPredecessors) {
+  for (int round = 0; round < 10; ++round) {
+    // Two slow predecessors on both containers (so both workers), then a
+    // fast dependent on container 1: it may only run after both ended.
+    auto a = NewWhere(pool_, 3000, 0);
+    auto b = NewWhere(pool_, 1500, 1);
+    auto c = NewWhere(pool_, 0, 1);
+    ASSERT_TRUE(chi::SetDependencies(c.ptr_, {a.ptr_, b.ptr_}).ok());
+    chi::Submit(c);  // sent first: it must wait in the runtime
+    chi::Submit(a);
+    chi::Submit(b);
+    c->Wait();
+    ASSERT_TRUE(c->GetStatus().ok()) << c->GetStatus();
+    ASSERT_TRUE(a->IsComplete());
+    ASSERT_TRUE(b->IsComplete());
+    EXPECT_GE(c->end_ns_, a->end_ns_);
+    EXPECT_GE(c->end_ns_, b->end_ns_);
+    CHI_IPC->DelTask(c);
+    CHI_IPC->DelTask(a);
+    CHI_IPC->DelTask(b);
+  }
+}
+
+TEST_F(TaskGraphTest, FailedPredecessorFailsDependentsWithoutRunningThem) {
+  auto a = NewWhere(pool_, 0);
+  a->method_ = 999;
+  auto b = NewWhere(pool_, 0);
+  auto c = NewWhere(pool_, 0);  // follows b, which follows a: a chain
+  ASSERT_TRUE(chi::SetDependencies(b.ptr_, {a.ptr_}).ok());
+  ASSERT_TRUE(chi::SetDependencies(c.ptr_, {b.ptr_}).ok());
+  chi::Submit(c);
+  chi::Submit(b);
+  chi::Submit(a);
+  c->Wait();
+  EXPECT_EQ(a->GetStatus().code(), chi::StatusCode::kNotFound);
+  EXPECT_EQ(b->GetStatus().code(), chi::StatusCode::kAborted);
+  EXPECT_NE(b->GetStatus().message().find("predecessor"), std::string::npos)
+      << b->GetStatus();
+  EXPECT_EQ(c->GetStatus().code(), chi::StatusCode::kAborted);
+  EXPECT_EQ(b->worker_, ~0u);  // never ran
+  EXPECT_EQ(c->worker_, ~0u);
+  CHI_IPC->DelTask(a);
+  CHI_IPC->DelTask(b);
+  CHI_IPC->DelTask(c);
+}
+
+TEST_F(TaskGraphTest, AbandonedDependentOfAnUnsentTaskIsDropped) {
+  auto never = NewWhere(pool_, 0);  // never sent
+  auto t = NewWhere(pool_, 0);
+  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
+  chi::Submit(t);
+  EXPECT_FALSE(t->WaitFor(20000));  // it waits in the runtime
+  CHI_IPC->AbandonTask(t);          // the runtime frees it
+  // The runtime is healthy and the worker still takes tasks.
+  for (int i = 0; i < 100; ++i) {
+    auto e = chi::Submit(NewWhere(pool_, 0, i % 2));
+    e->Wait();
+    EXPECT_TRUE(e->GetStatus().ok());
+    CHI_IPC->DelTask(e);
+  }
+  CHI_IPC->DelTask(never);
+}
+
+TEST_F(TaskGraphTest, HostileExtensionsAreClearErrors) {
+  // Not an extension at all: a task block.
+  auto other = NewWhere(pool_, 0);
+  auto t1 = NewWhere(pool_, 0);
+  t1->ext_ = CHI_IPC->main_alloc()->ToPointer(other.ptr_);
+  chi::Submit(t1)->Wait();
+  EXPECT_EQ(t1->GetStatus().code(), chi::StatusCode::kInvalidArgument);
+  t1->ext_ = hipc::Pointer::GetNull();  // not ours to free with it
+  CHI_IPC->DelTask(t1);
+  // An extension claiming more predecessors than its block holds, and more
+  // than allowed.
+  for (chi::u32 n : {5u, chi::kMaxTaskDeps + 1, 0xffffffffu}) {
+    auto t = NewWhere(pool_, 0);
+    ASSERT_TRUE(chi::SetDependencies(t.ptr_, {other.ptr_}).ok());
+    auto *ext =
+        reinterpret_cast<chi::TaskExt *>(hipc::ToProcessAddress(t->ext_));
+    ext->num_deps_ = n;
+    chi::Submit(t)->Wait();
+    EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kInvalidArgument) << n;
+    ext->num_deps_ = 1;
+    CHI_IPC->DelTask(t);
+  }
+  // A group that is the process queue, and one that is a task.
+  for (hipc::Pointer g : {CHI_IPC->shared()->process_queue_,
+                          CHI_IPC->main_alloc()->ToPointer(other.ptr_)}) {
+    auto t = NewWhere(pool_, 0);
+    ASSERT_TRUE(chi::SetDependencies(t.ptr_, {}).ok());
+    reinterpret_cast<chi::TaskExt *>(hipc::ToProcessAddress(t->ext_))->group_ =
+        g;
+    chi::Submit(t)->Wait();
+    EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kInvalidArgument);
+    CHI_IPC->DelTask(t);
+  }
+  // A predecessor that is garbage.
+  {
+    auto t = NewWhere(pool_, 0);
+    ASSERT_TRUE(chi::SetDependencies(t.ptr_, {other.ptr_}).ok());
+    reinterpret_cast<chi::TaskExt *>(hipc::ToProcessAddress(t->ext_))
+        ->deps()[0] = CHI_IPC->shared()->workers_;
+    chi::Submit(t)->Wait();
+    EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kInvalidArgument);
+    CHI_IPC->DelTask(t);
+  }
+  // API misuse is refused on the client side.
+  std::vector<chi::Task *> many(chi::kMaxTaskDeps + 1, other.ptr_);
+  EXPECT_EQ(chi::SetDependencies(other.ptr_, many).code(),
+            chi::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chi::SetDependencies(other.ptr_, {other.ptr_}).code(),
+            chi::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chi::SetDependencies(other.ptr_, {nullptr}).code(),
+            chi::StatusCode::kInvalidArgument);
+  CHI_IPC->DelTask(other);
+}
+
+TEST_F(TaskGraphTest, EveryWaitPolicyCompletes) {
+  for (const chi::WaitPolicy &p :
+       {chi::WaitPolicy::Default(), chi::WaitPolicy::Spin(20000),
+        chi::WaitPolicy::Yield(20000), chi::WaitPolicy::Block()}) {
+    chi::ScopedWaitPolicy scoped(p);
+    for (int i = 0; i < 50; ++i) {
+      auto t = chi::Submit(NewWhere(pool_, i % 5 == 0 ? 100 : 0, i % 2));
+      t->Wait();
+      EXPECT_TRUE(t->GetStatus().ok());
+      CHI_IPC->DelTask(t);
+    }
+    chi::TaskGroup group;
+    std::vector<chi::FullPtr<WhereTask>> tasks;
+    for (int i = 0; i < 8; ++i) {
+      auto t = NewWhere(pool_, 100, i % 2);
+      ASSERT_TRUE(group.Add(t.ptr_).ok());
+      tasks.push_back(chi::Submit(t));
+    }
+    EXPECT_TRUE(group.WaitFor(10 * 1000 * 1000));
+    for (auto &t : tasks) CHI_IPC->DelTask(t);
+  }
+  EXPECT_EQ(chi::GetThreadWaitPolicy().pause_ns,
+            chi::WaitPolicy::Default().pause_ns);
+}
+
+TEST_F(TaskGraphTest, TasksNamingTheirContainerSpreadOverWorkers) {
+  // Containers without queues of their own run tasks on the worker that
+  // admitted them. One client thread, containers 0 and 1: each goes to its
+  // own process-queue lane and so to its own low-latency worker (one hop),
+  // not both through this thread's lane.
+  auto pool = chi::admin::Client().GetOrCreatePool(
+      "graph_inline", "queue_test_mod", 2, "inline");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  chi::u32 ran_on[2] = {~0u, ~0u};
+  for (int i = 0; i < 40; ++i) {
+    chi::u32 c = i % 2;
+    auto t = chi::Submit(NewWhere(*pool, 0, c));
+    t->Wait();
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    ASSERT_EQ(t->container_, c);
+    if (ran_on[c] == ~0u) ran_on[c] = t->worker_;
+    EXPECT_EQ(t->worker_, ran_on[c]) << "container " << c << " moved";
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_NE(ran_on[0], ran_on[1]);
+  EXPECT_LT(ran_on[0], 2u);
+  EXPECT_LT(ran_on[1], 2u);
+}
+
+}  // namespace
