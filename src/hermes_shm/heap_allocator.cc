@@ -97,6 +97,7 @@
 #include "hermes_shm/memory/memory_manager.h"
 #include "hermes_shm/util/futex.h"
 #include "hermes_shm/util/log_limit.h"
+#include "hermes_shm/util/tsan.h"
 
 namespace hipc {
 
@@ -1027,6 +1028,7 @@ FullPtr<char> HeapAllocator::Allocate(const MemContext &, size_t size) {
   }
   AddInUse(static_cast<hshm::i64>(ClassSize(cls)));
   u64 uoff = off + kBlockHeaderSize;
+  HSHM_TSAN_ACQUIRE(HSHM_TSAN_BLOCK_KEY(region_ + uoff));
   return FullPtr<char>(region_ + uoff, Pointer(id_, uoff));
 }
 
@@ -1089,6 +1091,7 @@ Status HeapAllocator::Free(const MemContext &, const Pointer &p) {
   u64 off;
   u32 cls;
   HSHM_RETURN_IF_ERROR(Reclaim(p, internal::kMagicFree, 0, &off, &cls));
+  HSHM_TSAN_RELEASE(HSHM_TSAN_BLOCK_KEY(region_ + p.off_.off_));
   AddInUse(-static_cast<hshm::i64>(ClassSize(cls)));
   PushFreeChain(cls, off, off);
   return Status::Ok();
@@ -1283,6 +1286,7 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
     }
     heap_.AddInUse(static_cast<hshm::i64>(HeapAllocator::ClassSize(cls)));
     u64 uoff = off + HeapAllocator::kBlockHeaderSize;
+    HSHM_TSAN_ACQUIRE(HSHM_TSAN_BLOCK_KEY(heap_.region_ + uoff));
     return FullPtr<char>(heap_.region_ + uoff, Pointer(heap_.id_, uoff));
   }
   auto &bin = c->bins[cls];
@@ -1313,6 +1317,7 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
   b->state_.store(MakeState(internal::kMagicUsed, cls, pid),
                   std::memory_order_release);
   u64 uoff = off + HeapAllocator::kBlockHeaderSize;
+  HSHM_TSAN_ACQUIRE(HSHM_TSAN_BLOCK_KEY(heap_.region_ + uoff));
   return FullPtr<char>(heap_.region_ + uoff, Pointer(heap_.id_, uoff));
 }
 
@@ -1322,6 +1327,7 @@ Status ThreadLocalAllocator::Free(const MemContext &, const Pointer &p) {
   u32 cls;
   HSHM_RETURN_IF_ERROR(
       heap_.Reclaim(p, internal::kMagicCached, SelfPid(), &off, &cls));
+  HSHM_TSAN_RELEASE(HSHM_TSAN_BLOCK_KEY(heap_.region_ + p.off_.off_));
   internal::ThreadCache *c = cls < kCachedClasses ? GetCache(this) : nullptr;
   if (__builtin_expect(c == nullptr, 0)) {
     // Not cached after all: list it.

@@ -31,4 +31,12 @@ extern "C" void __tsan_release(void *addr);
 #define HSHM_TSAN_RELEASE(addr) ((void)0)
 #endif
 
+/** The address hand-off annotations use for the shared-memory block whose
+ * user bytes start at `p`: one byte past it, an address no (aligned) atomic
+ * uses, so TSan's sync object there holds only the annotations' clocks. The
+ * allocators release on it when a block is freed and acquire on it when one
+ * is handed out, so a block freed in another process (which TSan cannot
+ * see) and reused here still carries what this process released on it. */
+#define HSHM_TSAN_BLOCK_KEY(p) (reinterpret_cast<const char *>(p) + 1)
+
 #endif  // HERMES_SHM_UTIL_TSAN_H_

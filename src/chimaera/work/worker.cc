@@ -148,6 +148,13 @@ void RunMethod(RunContext *r) {
   }
 }
 
+/** The address TSan hand-off annotations use for task `t`: its block's key
+ * (tsan.h), which the allocators use too, and which no atomic of the task
+ * (claim_ is at its first byte) shares. */
+HSHM_INLINE const void *TsanKey(const Task *t) {
+  return HSHM_TSAN_BLOCK_KEY(t);
+}
+
 /** Frees a task block of `main` (typed destructor if known). Whatever
  * err_ a client left there is not ours to free: it is cleared first. */
 void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
@@ -232,11 +239,15 @@ DepState CheckPredecessors(RunContext *r, Status *st) {
       return DepState::kWaiting;
     }
     u32 rc = t->rc_;
+    std::string msg;
+    if (rc != 0) msg = internal::TaskErrorMessage(t);
+    // Done reading the predecessor, which its submitter may free and reuse
+    // at any time (tsan.h).
+    HSHM_TSAN_RELEASE(TsanKey(t));
     if (rc != 0) {
-      *st = Status::Aborted(
-          "predecessor " + std::to_string(i) + " failed: " +
-          Status(static_cast<StatusCode>(rc), internal::TaskErrorMessage(t))
-              .ToString());
+      *st =
+          Status::Aborted("predecessor " + std::to_string(i) + " failed: " +
+                          Status(static_cast<StatusCode>(rc), msg).ToString());
       return DepState::kFailed;
     }
     deps[i] = deps.back();
@@ -253,7 +264,7 @@ void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
   if (fire_and_forget) {
     HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
                      status.ToString().c_str());
-    HSHM_TSAN_RELEASE(task.ptr_);
+    HSHM_TSAN_RELEASE(TsanKey(task.ptr_));
     FreeShmTask(task, nullptr);
     internal::CountDownGroup(group);
     return;
@@ -264,12 +275,14 @@ void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
   if (!err.IsNull()) {
     CHI_IPC->SetBufferOwner(err, CHI_IPC->BufferOwner(task.shm_));
   }
-  HSHM_TSAN_RELEASE(task.ptr_);  // after the last write (see tsan.h)
   u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_seq_cst);
+  // After our last access (only bookkeeping: the block may already be the
+  // submitter's again); see tsan.h.
+  HSHM_TSAN_RELEASE(TsanKey(task.ptr_));
   WakeNappersFast();
   if (prev & kTaskAbandoned) {
     // Its submitter gave up on it: nobody else will free it.
-    HSHM_TSAN_ACQUIRE(task.ptr_);
+    HSHM_TSAN_ACQUIRE(TsanKey(task.ptr_));
     (void)CHI_IPC->FreeBuffer(err);
     FreeShmTask(task, nullptr);
     internal::CountDownGroup(group);
@@ -737,7 +750,8 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
     return;
   }
   FullPtr<Task> shm(p);
-  HSHM_TSAN_ACQUIRE(shm.ptr_);  // pairs with the release at completion
+  // Pairs with the release at completion.
+  HSHM_TSAN_ACQUIRE(TsanKey(shm.ptr_));
   alignas(Task) char hdr_bytes[sizeof(Task)];
   CopyTaskBytes(hdr_bytes, shm.ptr_, sizeof(Task));
   const Task &hdr = *reinterpret_cast<const Task *>(hdr_bytes);
@@ -1242,7 +1256,8 @@ void Worker::Complete(RunContext *r, const Status &status) {
         e->fields(fr, t);
         if (!t->err_.IsNull()) (void)CHI_IPC->FreeBuffer(t->err_);
         t->err_ = hipc::Pointer::GetNull();
-        HSHM_TSAN_RELEASE(shm);  // the block leaves this process (tsan.h)
+        HSHM_TSAN_RELEASE(
+            TsanKey(shm));  // the block leaves this process (tsan.h)
         FreeShmTask(r->shm_task_, e);
         internal::CountDownGroup(r->group_);
         break;
@@ -1261,14 +1276,16 @@ void Worker::Complete(RunContext *r, const Status &status) {
       shm->err_ = err;  // the submitter frees it with the task
       t->err_ = hipc::Pointer::GetNull();
       shm->run_count_ = t->run_count_;
-      HSHM_TSAN_RELEASE(shm);  // the task leaves this process (see tsan.h)
       // seq_cst: pairs with a napping worker's count; fence; re-check.
       u32 prev = shm->state_.fetch_or(kTaskComplete, std::memory_order_seq_cst);
+      // The task leaves this process: released after our last access (only
+      // bookkeeping; the block may already be the submitter's); see tsan.h.
+      HSHM_TSAN_RELEASE(TsanKey(shm));
       WakeNappersFast();
       if (prev & kTaskAbandoned) {
         // Abandoned while we copied back: its outputs and the task are ours
         // to free (the private copy still names the same output buffers).
-        HSHM_TSAN_ACQUIRE(shm);
+        HSHM_TSAN_ACQUIRE(TsanKey(shm));
         FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
         e->fields(fr, t);
         (void)CHI_IPC->FreeBuffer(err);
@@ -1321,7 +1338,7 @@ void Worker::AbortRemaining() {
     while (wl.lane->TryPop(&p)) {
       if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
       FullPtr<Task> t(p);
-      HSHM_TSAN_ACQUIRE(t.ptr_);
+      HSHM_TSAN_ACQUIRE(TsanKey(t.ptr_));
       if (t->magic_ != kTaskMagic) continue;
       u32 unclaimed = 0;
       if (!t->claim_.compare_exchange_strong(unclaimed, kTaskAccepted,
