@@ -1,4 +1,6 @@
 // End-to-end tests of the small_message module against a real runtime.
+#include <utility>
+
 #include "chimod_test_fixture.h"
 #include "small_message/small_message_client.h"
 
@@ -89,6 +91,40 @@ TEST_F(SmallMessageTest, BadBufferIsRejectedAndRuntimeKeepsServing) {
   auto echoed = client.Echo("still alive");
   ASSERT_TRUE(echoed.ok()) << echoed.status();
   EXPECT_EQ(*echoed, "still alive");
+}
+
+TEST_F(SmallMessageTest, ComputeAndStencilRunMatchTheClientSideKernel) {
+  using chi::small_message::ComputeKernel;
+  using chi::small_message::StencilChecksum;
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_compute", 3).ok());
+  // The kernel depends on both inputs.
+  EXPECT_NE(ComputeKernel(100, 1), ComputeKernel(100, 2));
+  EXPECT_NE(ComputeKernel(100, 1), ComputeKernel(101, 1));
+  for (chi::u32 c = 0; c < 3; ++c) {
+    for (chi::u64 iters : {chi::u64{0}, chi::u64{1}, chi::u64{5000}}) {
+      chi::u64 seed = 17 * c + iters;
+      auto r = client.Compute(iters, seed, chi::DomainQuery::GetLocalId(c));
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(*r, ComputeKernel(iters, seed)) << c << " " << iters;
+    }
+  }
+  // The in-runtime loop: its checksum is the sum over every step and point.
+  for (auto [width, steps] :
+       {std::pair<chi::u32, chi::u32>{1, 1}, {5, 4}, {7, 10}}) {
+    auto sum = client.StencilRun(width, steps, 200);
+    ASSERT_TRUE(sum.ok()) << sum.status();
+    EXPECT_EQ(*sum, StencilChecksum(width, steps, 200))
+        << width << "x" << steps;
+  }
+  // Empty loops sum to zero; an oversized width is refused.
+  auto zero = client.StencilRun(0, 3, 10);
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  EXPECT_EQ(*zero, 0u);
+  auto huge = client.StencilRun(1u << 30, 1, 1);
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument)
+      << huge.status();
+  EXPECT_TRUE(client.Noop().ok());
 }
 
 TEST_F(SmallMessageTest, UnknownModuleIsNotFoundAndRuntimeStillAnswers) {

@@ -1,6 +1,9 @@
 // Runtime side of the small_message module.
 #include <cstring>
+#include <string>
+#include <vector>
 
+#include "chimaera/client_util.h"
 #include "chimaera/module_manager.h"
 #include "small_message/small_message_tasks.h"
 
@@ -14,6 +17,8 @@ class Runtime : public Container {
   Runtime() {
     RegisterMethod(Method::kNoop, "Noop", &Runtime::Noop);
     RegisterMethod(Method::kEcho, "Echo", &Runtime::Echo);
+    RegisterMethod(Method::kCompute, "Compute", &Runtime::Compute);
+    RegisterMethod(Method::kStencilRun, "StencilRun", &Runtime::StencilRun);
   }
 
   /** Does nothing. Workers call it. */
@@ -43,6 +48,64 @@ class Runtime : public Container {
     std::memcpy(ret.ptr_, src, size);
     task->ret_ = ret.shm_;
     task->ret_size_ = size;
+  }
+
+  /** Runs the kernel. Workers call it. */
+  void Compute(ComputeTask *task, RunContext &rctx) {
+    task->result_ = ComputeKernel(task->iters_, task->seed_);
+  }
+
+  /** Most points per step StencilRun accepts (it holds one subtask each). */
+  static constexpr u32 kMaxStencilWidth = 65536;
+
+  /** The bulk-synchronous loop: per step, submits width_ Compute subtasks
+   * (point i on local container i % num_containers_), waits for all of them
+   * (the fiber yields meanwhile), adds their results to checksum_ and frees
+   * them. Stops at the first step with a failed subtask and takes its
+   * status. Errors: InvalidArgument (width_ too large), OutOfMemory (no room
+   * for a subtask in `main`), or a subtask's. Workers call it. */
+  void StencilRun(StencilRunTask *task, RunContext &rctx) {
+    task->checksum_ = 0;
+    const u32 width = task->width_;
+    if (width > kMaxStencilWidth) {
+      task->SetStatus(Status::InvalidArgument(
+          "StencilRun: width " + std::to_string(width) + " exceeds " +
+          std::to_string(kMaxStencilWidth)));
+      return;
+    }
+    const u32 containers = num_containers_ ? num_containers_ : 1;
+    std::vector<FullPtr<ComputeTask>> subs(width);
+    u64 checksum = 0;
+    for (u32 step = 0; step < task->steps_; ++step) {
+      Status err = Status::Ok();
+      for (u32 i = 0; i < width; ++i) {
+        subs[i] = CHI_IPC->NewTaskDefault<ComputeTask>(
+            task->task_node_.Child(), pool_id_,
+            DomainQuery::GetLocalId(i % containers), task->iters_,
+            StencilSeed(step, width, i));
+        if (subs[i].IsNull()) {
+          err = Status::OutOfMemory("StencilRun: no room for a subtask");
+          break;
+        }
+        chi::Submit(subs[i]);
+      }
+      for (FullPtr<ComputeTask> &sub : subs) {
+        if (sub.IsNull()) continue;
+        task->Wait(sub.ptr_);
+        if (sub->rc_ == 0) {
+          checksum += sub->result_;
+        } else if (err.ok()) {
+          err = sub->GetStatus();
+        }
+        CHI_IPC->DelTask(sub);
+        sub = FullPtr<ComputeTask>();
+      }
+      if (!err.ok()) {
+        task->SetStatus(err);
+        return;
+      }
+    }
+    task->checksum_ = checksum;
   }
 };
 

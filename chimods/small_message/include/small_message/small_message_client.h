@@ -71,6 +71,49 @@ class Client : public PoolClient {
     if (!s.ok()) return s;
     return out;
   }
+
+  /** Allocates, but does not send, a Compute of `iters` kernel iterations
+   * from `seed` on container `dom` (null if `main` is full): for callers
+   * that set dependencies or a group (chimaera/task_graph.h) before
+   * chi::Submit. */
+  FullPtr<ComputeTask> NewCompute(u64 iters, u64 seed,
+                                  const DomainQuery &dom = DomainQuery()) {
+    return CHI_IPC->NewTaskDefault<ComputeTask>(CHI_IPC->NewTaskNode(),
+                                                pool_id_, dom, iters, seed);
+  }
+  /** Submits a Compute of `iters` kernel iterations from `seed` on container
+   * `dom`. After Wait, the result is task->result_. */
+  FullPtr<ComputeTask> AsyncCompute(u64 iters, u64 seed,
+                                    const DomainQuery &dom = DomainQuery()) {
+    return Submit(NewCompute(iters, seed, dom));
+  }
+  /** Runs ComputeKernel(iters, seed) on container `dom` and returns it. */
+  StatusOr<u64> Compute(u64 iters, u64 seed,
+                        const DomainQuery &dom = DomainQuery()) {
+    u64 result = 0;
+    Status s = WaitAndFree(AsyncCompute(iters, seed, dom),
+                           [&](ComputeTask *t) { result = t->result_; });
+    if (!s.ok()) return s;
+    return result;
+  }
+
+  /** Submits the in-runtime loop of `steps` steps of `width` Computes of
+   * `iters` iterations, driven by container `dom`. After Wait, the sum of
+   * the results is task->checksum_. */
+  FullPtr<StencilRunTask> AsyncStencilRun(
+      u32 width, u32 steps, u64 iters, const DomainQuery &dom = DomainQuery()) {
+    return Submit(CHI_IPC->NewTaskDefault<StencilRunTask>(
+        CHI_IPC->NewTaskNode(), pool_id_, dom, width, steps, iters));
+  }
+  /** Runs the in-runtime loop (see AsyncStencilRun); returns its checksum. */
+  StatusOr<u64> StencilRun(u32 width, u32 steps, u64 iters,
+                           const DomainQuery &dom = DomainQuery()) {
+    u64 checksum = 0;
+    Status s = WaitAndFree(AsyncStencilRun(width, steps, iters, dom),
+                           [&](StencilRunTask *t) { checksum = t->checksum_; });
+    if (!s.ok()) return s;
+    return checksum;
+  }
 };
 
 }  // namespace chi::small_message

@@ -1,6 +1,9 @@
 // Tasks of the small_message module: the smallest useful ChiMod. Noop measures
 // the bare round trip to a module pool; Echo copies a data buffer through the
-// runtime and back (the round trip of a small or large message).
+// runtime and back (the round trip of a small or large message). Compute runs
+// a fixed arithmetic kernel of a chosen length (a task of known size), and
+// StencilRun drives a bulk-synchronous loop of Compute tasks from inside the
+// runtime (see benchmark/stencil_benchmark.cc).
 //
 // Buffers: the caller allocates the input in a data segment
 // (CHI_IPC->AllocateBuffer) and keeps ownership of it. The runtime allocates
@@ -21,7 +24,42 @@ inline constexpr char kModuleName[] = "small_message";
 namespace Method {
 static GLOBAL_CROSS_CONST MethodId kNoop = BaseMethod::kCustom + 0;
 static GLOBAL_CROSS_CONST MethodId kEcho = BaseMethod::kCustom + 1;
+static GLOBAL_CROSS_CONST MethodId kCompute = BaseMethod::kCustom + 2;
+static GLOBAL_CROSS_CONST MethodId kStencilRun = BaseMethod::kCustom + 3;
 }  // namespace Method
+
+/** The kernel Compute runs: `iters` steps of a xorshift + multiply-add chain
+ * started from `seed`. Each step depends on the previous one, so the compiler
+ * can neither remove nor vectorize it; the result is deterministic, so a
+ * client can check it. Shared by the runtime, clients and benchmarks. */
+inline u64 ComputeKernel(u64 iters, u64 seed) {
+  u64 x = seed ^ 0x9E3779B97F4A7C15ull;
+  for (u64 i = 0; i < iters; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x = x * 0x2545F4914F6CDD1Dull + i;
+  }
+  return x;
+}
+
+/** The seed StencilRun gives point `point` of step `step` (of `width`). */
+inline u64 StencilSeed(u32 step, u32 width, u32 point) {
+  return static_cast<u64>(step) * width + point;
+}
+
+/** The checksum StencilRun returns for (width, steps, iters): the sum (mod
+ * 2^64) of ComputeKernel(iters, StencilSeed(s, width, i)) over every step s
+ * and point i. For checking it on the client side. */
+inline u64 StencilChecksum(u32 width, u32 steps, u64 iters) {
+  u64 sum = 0;
+  for (u32 s = 0; s < steps; ++s) {
+    for (u32 i = 0; i < width; ++i) {
+      sum += ComputeKernel(iters, StencilSeed(s, width, i));
+    }
+  }
+  return sum;
+}
 
 /** Does nothing; measures the task round trip to a module container. */
 struct NoopTask : public Task {
@@ -59,6 +97,61 @@ struct EchoTask : public Task {
     ar.In(size_);
     ar.InBuf(data_, size_);
     ar.OutBuf(ret_, ret_size_);
+  }
+};
+
+/** Runs ComputeKernel(iters_, seed_) and returns it in result_. */
+struct ComputeTask : public Task {
+  IN u64 iters_ = 0;    ///< Kernel iterations (the task's size).
+  IN u64 seed_ = 0;     ///< Kernel seed.
+  OUT u64 result_ = 0;  ///< ComputeKernel(iters_, seed_).
+
+  /** SHM default constructor. */
+  explicit ComputeTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  /** Emplace constructor: `iters` kernel steps from `seed` on `dom`. */
+  ComputeTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+              const TaskNode &node, const PoolId &pool_id,
+              const DomainQuery &dom, u64 iters, u64 seed)
+      : Task(alloc), iters_(iters), seed_(seed) {
+    SetBase(node, pool_id, dom, Method::kCompute);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(iters_);
+    ar.In(seed_);
+    ar.Out(result_);
+  }
+};
+
+/** The in-runtime bulk-synchronous loop: for each of steps_ steps, runs
+ * width_ ComputeTasks of iters_ iterations (point i on local container
+ * i % containers of this pool, seed StencilSeed(step, width_, i)), waits for
+ * all of them, then starts the next step. checksum_ is the sum of every
+ * result (StencilChecksum on success). The first failed subtask's status
+ * becomes the task's, and the loop stops. */
+struct StencilRunTask : public Task {
+  IN u32 width_ = 0;      ///< Points (tasks) per step.
+  IN u32 steps_ = 0;      ///< Steps, each after the previous completed.
+  IN u64 iters_ = 0;      ///< Kernel iterations per point.
+  OUT u64 checksum_ = 0;  ///< Sum of all results (mod 2^64).
+
+  /** SHM default constructor. */
+  explicit StencilRunTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  /** Emplace constructor: `steps` steps of `width` points of `iters`. */
+  StencilRunTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+                 const TaskNode &node, const PoolId &pool_id,
+                 const DomainQuery &dom, u32 width, u32 steps, u64 iters)
+      : Task(alloc), width_(width), steps_(steps), iters_(iters) {
+    SetBase(node, pool_id, dom, Method::kStencilRun);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(width_);
+    ar.In(steps_);
+    ar.In(iters_);
+    ar.Out(checksum_);
   }
 };
 
