@@ -70,6 +70,8 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   BUILD_DIR="$BUILD_DIR" bash scripts/build.sh
 fi
 BIN="$BUILD_DIR/src/chimaera"
+# shellcheck source=scripts/runtime_lib.sh
+source scripts/runtime_lib.sh
 BENCH="$BUILD_DIR/benchmark/chimaera_benchmark"
 for exe in "$BIN/chimaera_start_runtime" "$BIN/chimaera_stop_runtime" \
   "$BIN/chimaera_stat" "$BENCH"; do
@@ -99,25 +101,8 @@ RT_PID=""
 RT_PORT=""
 BENCH_PID=""
 
-# Stops the current runtime if it still runs (politely, then by force) and
-# removes its shared-memory segments.
-stop_runtime() {
-  if [[ -n "$RT_PID" ]] && kill -0 "$RT_PID" 2>/dev/null; then
-    timeout 20 "$BIN/chimaera_stop_runtime" --timeout 10 >/dev/null 2>&1 || true
-    kill -TERM "$RT_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-      kill -0 "$RT_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$RT_PID" 2>/dev/null || true
-  fi
-  if [[ -n "$RT_PID" ]]; then wait "$RT_PID" 2>/dev/null || true; fi
-  if [[ -n "$RT_PORT" ]]; then
-    rm -f /dev/shm/chimaera_*"_${RT_PORT}_"* 2>/dev/null || true
-  fi
-  RT_PID=""
-  RT_PORT=""
-}
+# Stops the current runtime (see chi_stop_runtime).
+stop_runtime() { chi_stop_runtime; }
 
 # Stops a running benchmark and the runtime and removes the configs and logs
 # of the runtimes (the results in OUT_DIR stay).
@@ -153,21 +138,7 @@ workers:
 network:
   port: ${port}
 EOF
-  RT_PORT=$port
-  "$BIN/chimaera_start_runtime" >"$log" 2>&1 &
-  RT_PID=$!
-  for _ in $(seq 100); do  # at most ~20 s
-    if ! kill -0 "$RT_PID" 2>/dev/null; then
-      echo "run_hotpath_benchmark: runtime exited at start:" >&2
-      cat "$log" >&2
-      exit 1
-    fi
-    if timeout 5 "$BIN/chimaera_stat" >/dev/null 2>&1; then return 0; fi
-    sleep 0.2
-  done
-  echo "run_hotpath_benchmark: runtime did not answer within 20 s:" >&2
-  cat "$log" >&2
-  exit 1
+  chi_start_runtime "$port" "$log" run_hotpath_benchmark
 }
 
 # Prints utime+stime (clock ticks, all threads) of process $1.

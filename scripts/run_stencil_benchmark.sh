@@ -26,6 +26,8 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   BUILD_DIR="$BUILD_DIR" bash scripts/build.sh
 fi
 BIN="$BUILD_DIR/src/chimaera"
+# shellcheck source=scripts/runtime_lib.sh
+source scripts/runtime_lib.sh
 for exe in "$BIN/chimaera_start_runtime" "$BIN/chimaera_stop_runtime" \
   "$BIN/chimaera_stat" "$BUILD_DIR/benchmark/stencil_benchmark"; do
   [[ -x "$exe" ]] || { echo "run_stencil_benchmark: missing $exe" >&2; exit 1; }
@@ -35,23 +37,14 @@ WORK=$(mktemp -d /tmp/chimaera_stencil.XXXXXX)
 export CHI_SERVER_CONF="$WORK/chimaera.yaml"
 LOG="$WORK/runtime.log"
 RT_PID=""
+RT_PORT=""
 
-# Stops the runtime if it still runs (politely, then by force) and removes
-# the config, the log and the runtime's shared-memory segments.
+# Stops the runtime if it still runs and removes the config, the log and the
+# runtime's shared-memory segments.
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [[ -n "$RT_PID" ]] && kill -0 "$RT_PID" 2>/dev/null; then
-    timeout 20 "$BIN/chimaera_stop_runtime" --timeout 10 >/dev/null 2>&1 || true
-    kill -TERM "$RT_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-      kill -0 "$RT_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$RT_PID" 2>/dev/null || true
-    wait "$RT_PID" 2>/dev/null || true
-  fi
-  rm -f /dev/shm/chimaera_*"_${PORT}_"* 2>/dev/null || true
+  chi_stop_runtime
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -70,26 +63,7 @@ network:
 EOF2
 
 echo "== starting runtime on port $PORT ($CORES low-latency workers)"
-"$BIN/chimaera_start_runtime" >"$LOG" 2>&1 &
-RT_PID=$!
-ready=0
-for _ in $(seq 100); do  # at most ~20 s
-  if ! kill -0 "$RT_PID" 2>/dev/null; then
-    echo "run_stencil_benchmark: runtime exited at start:" >&2
-    cat "$LOG" >&2
-    exit 1
-  fi
-  if timeout 5 "$BIN/chimaera_stat" >/dev/null 2>&1; then
-    ready=1
-    break
-  fi
-  sleep 0.2
-done
-if [[ $ready != 1 ]]; then
-  echo "run_stencil_benchmark: runtime did not answer within 20 s:" >&2
-  cat "$LOG" >&2
-  exit 1
-fi
+chi_start_runtime "$PORT" "$LOG" run_stencil_benchmark
 cat "$LOG"
 
 echo
