@@ -231,6 +231,7 @@ class Worker {
   std::atomic<bool> exited_{false};
   std::vector<RunContext *> blocked_;
   std::vector<RunContext *> dep_wait_;  ///< Admitted, predecessors pending.
+  size_t dep_cursor_ = 0;               ///< Where CheckDeps resumes.
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;
   std::vector<char *> free_stacks_;

@@ -52,6 +52,8 @@ constexpr u32 kPopBatch = 32;
 constexpr u32 kColdAfter = 4096;
 /** Recycled RunContexts a worker keeps at most. */
 constexpr size_t kMaxFreeContexts = 4096;
+/** Tasks waiting on predecessors that one loop iteration checks at most. */
+constexpr size_t kDepChecksPerPass = 64;
 /** Cold lanes are polled once every this many loop iterations. */
 constexpr u32 kColdPeriod = 64;
 /** An idle worker polls with pauses only this long (ns); then it yields the
@@ -843,9 +845,14 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
 }
 
 bool Worker::CheckDeps() {
+  // At most kDepChecksPerPass waiting tasks per loop iteration, round robin
+  // from dep_cursor_: a long list (thousands of submitted-ahead tasks) then
+  // costs each iteration a bounded time instead of a full rescan.
   bool did = false;
-  for (size_t i = 0; i < dep_wait_.size();) {
-    RunContext *r = dep_wait_[i];
+  size_t budget = std::min(dep_wait_.size(), kDepChecksPerPass);
+  for (; budget > 0 && !dep_wait_.empty(); --budget) {
+    if (dep_cursor_ >= dep_wait_.size()) dep_cursor_ = 0;
+    RunContext *r = dep_wait_[dep_cursor_];
     Status st;
     DepState ds = DepState::kWaiting;
     if (r->shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
@@ -855,10 +862,11 @@ bool Worker::CheckDeps() {
       ds = CheckPredecessors(r, &st);
     }
     if (ds == DepState::kWaiting) {
-      ++i;
+      ++dep_cursor_;
       continue;
     }
-    dep_wait_[i] = dep_wait_.back();
+    // Swap-remove; the cursor now points at the task moved here.
+    dep_wait_[dep_cursor_] = dep_wait_.back();
     dep_wait_.pop_back();
     did = true;
     if (ds == DepState::kFailed) {
