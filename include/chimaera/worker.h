@@ -23,6 +23,7 @@
 #include "chimaera/container.h"
 #include "chimaera/ipc_manager.h"
 #include "chimaera/pool_manager.h"
+#include "hermes_shm/util/tsan.h"
 
 namespace chi {
 
@@ -87,9 +88,15 @@ class RunContext {
   u64 next_run_ns_ = 0;                ///< Periodic tasks: next start time.
   u64 start_ns_ = 0;                   ///< When the current run started.
 
+  void *tsan_fiber_ = nullptr;  ///< TSan's handle of fiber_ (TSan builds).
+  void *tsan_sink_ = nullptr;   ///< TSan's handle of the worker's context.
+
   /** Suspends the calling task's fiber and returns to the worker. Only from
    * inside this context's fiber. */
-  void Yield() { sink_ = std::move(sink_).resume(); }
+  void Yield() {
+    HSHM_TSAN_FIBER_SWITCH(tsan_sink_);
+    sink_ = std::move(sink_).resume();
+  }
 };
 
 /** One lane a worker drains: a process-queue lane (shared memory, holds

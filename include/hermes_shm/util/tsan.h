@@ -21,6 +21,18 @@
 #ifdef HSHM_TSAN_ENABLED
 extern "C" void __tsan_acquire(void *addr);
 extern "C" void __tsan_release(void *addr);
+extern "C" void *__tsan_get_current_fiber(void);
+extern "C" void *__tsan_create_fiber(unsigned flags);
+extern "C" void __tsan_destroy_fiber(void *fiber);
+extern "C" void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+/** User-level fibers (stack switches TSan cannot see): create one per
+ * fiber, switch to it immediately before jumping into it, destroy it when
+ * it ended. Without these TSan keeps one shadow call stack per thread,
+ * which fiber switches grow without bound (and confuse its reports). */
+#define HSHM_TSAN_FIBER_CURRENT() __tsan_get_current_fiber()
+#define HSHM_TSAN_FIBER_CREATE() __tsan_create_fiber(0)
+#define HSHM_TSAN_FIBER_DESTROY(f) __tsan_destroy_fiber(f)
+#define HSHM_TSAN_FIBER_SWITCH(f) __tsan_switch_to_fiber((f), 0)
 /** This thread now sees what was released on `addr` (any process-local
  * thread). */
 #define HSHM_TSAN_ACQUIRE(addr) __tsan_acquire((void *)(addr))
@@ -29,6 +41,10 @@ extern "C" void __tsan_release(void *addr);
 #else
 #define HSHM_TSAN_ACQUIRE(addr) ((void)0)
 #define HSHM_TSAN_RELEASE(addr) ((void)0)
+#define HSHM_TSAN_FIBER_CURRENT() (static_cast<void *>(nullptr))
+#define HSHM_TSAN_FIBER_CREATE() (static_cast<void *>(nullptr))
+#define HSHM_TSAN_FIBER_DESTROY(f) ((void)(f))
+#define HSHM_TSAN_FIBER_SWITCH(f) ((void)(f))
 #endif
 
 /** The address hand-off annotations use for the shared-memory block whose

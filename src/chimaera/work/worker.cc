@@ -555,10 +555,11 @@ void Worker::Loop() {
       continue;
     }
     // With blocked fibers, nap as a napper: whoever completes a task wakes
-    // us (WakeNappers). The nap is still bounded, for the wait deadlines and
-    // as a safety net.
+    // us (WakeNappers). The nap is still bounded by the wait deadlines, and
+    // by 10 ms as a safety net (a predecessor a client completes, when its
+    // Send fails, wakes no runtime worker).
     bool waiting = !blocked_.empty() || !dep_wait_.empty();
-    u64 max_us = waiting ? 1000 : 50000;
+    u64 max_us = waiting ? 10000 : 50000;
     if (stop_.load(std::memory_order_relaxed)) max_us = 200;  // draining
     for (RunContext *r : periodic_) {
       u64 due = r->next_run_ns_ > now ? (r->next_run_ns_ - now) / 1000 : 0;
@@ -1146,12 +1147,14 @@ void Worker::Start(RunContext *r) {
   ctx::stack_context sctx;
   sctx.sp = r->stack_ + kGuardSize + kStackSize;
   sctx.size = kStackSize;
+  r->tsan_fiber_ = HSHM_TSAN_FIBER_CREATE();
   r->fiber_ = ctx::fiber(std::allocator_arg,
                          ctx::preallocated(sctx.sp, sctx.size, sctx),
                          PooledStack(), [r](ctx::fiber &&sink) {
                            r->sink_ = std::move(sink);
                            RunMethod(r);
                            r->done_ = true;
+                           HSHM_TSAN_FIBER_SWITCH(r->tsan_sink_);
                            return std::move(r->sink_);
                          });
   Resume(r);
@@ -1159,9 +1162,13 @@ void Worker::Start(RunContext *r) {
 
 void Worker::Resume(RunContext *r) {
   tls_rctx = r;
+  r->tsan_sink_ = HSHM_TSAN_FIBER_CURRENT();
+  HSHM_TSAN_FIBER_SWITCH(r->tsan_fiber_);
   r->fiber_ = std::move(r->fiber_).resume();
   tls_rctx = nullptr;
   if (r->done_) {
+    HSHM_TSAN_FIBER_DESTROY(r->tsan_fiber_);
+    r->tsan_fiber_ = nullptr;
     Finish(r);
   } else {
     blocked_.push_back(r);
