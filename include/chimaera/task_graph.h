@@ -30,6 +30,8 @@
 #include <vector>
 
 #include "chimaera/ipc_manager.h"
+#include "hermes_shm/thread_model.h"
+#include "hermes_shm/util/futex.h"
 
 namespace chi {
 
@@ -142,6 +144,35 @@ class TaskGroup {
 };
 
 namespace internal {
+/** The polling phase of a client wait, by the calling thread's WaitPolicy:
+ * polls `done()` with pauses for pause_ns, then yielding the core between
+ * polls until yield_ns (both from the start). True as soon as done() is;
+ * false when the budget is spent (the caller then sleeps on a futex). A
+ * pause costs 10-150 cycles depending on the CPU, so the budget is time,
+ * read every 64 pauses and after each yield. */
+template <typename DoneFn>
+bool SpinPhase(DoneFn &&done) {
+  const WaitPolicy policy = GetThreadWaitPolicy();
+  const u64 budget =
+      policy.pause_ns > policy.yield_ns ? policy.pause_ns : policy.yield_ns;
+  const u64 start = hshm::NowNs();
+  bool yield = policy.pause_ns == 0;
+  for (u32 i = 1; budget > 0; ++i) {
+    if (done()) return true;
+    if (yield) {
+      HSHM_THREAD_MODEL->Yield();
+    } else {
+      hshm::CpuRelax();
+    }
+    if (yield || (i & 63) == 0) {
+      u64 spun = hshm::NowNs() - start;
+      if (spun > budget) break;
+      yield = spun > policy.pause_ns;
+    }
+  }
+  return done();
+}
+
 /** Runtime and client: the group a completed task belonged to (validated
  * Pointer from its admitted extension) is counted down; the last member
  * wakes the waiter. Any thread. */

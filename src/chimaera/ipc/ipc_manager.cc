@@ -502,7 +502,7 @@ void IpcManager::FreeTaskExtras(Task *task) {
     (void)FreeBuffer(task->err_);
     task->err_ = hipc::Pointer::GetNull();
   }
-  internal::FreeTaskExt(task);
+  if (!task->ext_.IsNull()) internal::FreeTaskExt(task);
 }
 
 void IpcManager::SetTaskError(Task *task, const std::string &msg) {

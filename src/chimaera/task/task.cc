@@ -3,7 +3,6 @@
 // blocking the worker.
 #include "chimaera/task.h"
 
-#include <algorithm>
 #include <climits>
 
 #include "chimaera/ipc_manager.h"
@@ -32,32 +31,13 @@ constexpr u64 kSleepSliceUs = 20000;
  * gone or its pid reused, or its heartbeat is silent past
  * client.runtime_stale_ms). */
 bool BlockingWait(Task *task, u64 timeout_us) {
-  // The thread's WaitPolicy (task_graph.h): poll with pauses for pause_ns,
-  // then yield the core between polls until yield_ns, then sleep. By
-  // default 5 us of pauses (a usual round trip is shorter) and yields up to
-  // 50 us: a runtime worker that shares this core (threads outnumber cores)
-  // then runs at once, and a futex wake-up (tens of microseconds on some
-  // VMs) is paid only by long tasks. A pause costs 10-150 cycles depending
-  // on the CPU, so the budget is time, checked every 64 pauses or after each
-  // yield.
-  const WaitPolicy policy = GetThreadWaitPolicy();
-  const u64 spin_ns = std::max(policy.pause_ns, policy.yield_ns);
+  // The thread's WaitPolicy (task_graph.h): by default 5 us of pauses (a
+  // usual round trip is shorter), then yields up to 50 us, so a runtime
+  // worker that shares this core (threads outnumber cores) runs at once,
+  // and a futex wake-up (tens of microseconds on some VMs) is paid only by
+  // long tasks.
+  if (SpinPhase([task] { return task->IsComplete(); })) return true;
   u64 start = hshm::NowNs();
-  bool yield = policy.pause_ns == 0;
-  for (u32 i = 1; spin_ns > 0; ++i) {
-    if (task->IsComplete()) return true;
-    if (yield) {
-      HSHM_THREAD_MODEL->Yield();
-    } else {
-      hshm::CpuRelax();
-    }
-    if (yield || (i & 63) == 0) {
-      u64 spun = hshm::NowNs() - start;
-      if (spun > spin_ns) break;
-      yield = spun > policy.pause_ns;
-    }
-  }
-  start = hshm::NowNs();
   for (;;) {
     u32 prev =
         task->state_.fetch_or(kTaskWaiterAsleep, std::memory_order_acq_rel);

@@ -141,17 +141,9 @@ bool TaskGroup::WaitFor(u64 timeout_us) {
     return pending.load(std::memory_order_acquire) == 0;
   }
 #endif
-  WaitPolicy policy = tls_wait_policy;
-  for (u32 i = 1;; ++i) {
-    if (pending.load(std::memory_order_acquire) == 0) return true;
-    u64 spun = hshm::NowNs() - start;
-    if (spun >= policy.yield_ns && spun >= policy.pause_ns) break;
-    if (hshm::NowNs() >= deadline) return false;
-    if (spun < policy.pause_ns) {
-      for (int k = 0; k < 64; ++k) hshm::CpuRelax();
-    } else {
-      HSHM_THREAD_MODEL->Yield();
-    }
+  if (internal::SpinPhase(
+          [&] { return pending.load(std::memory_order_acquire) == 0; })) {
+    return true;
   }
   for (;;) {
     // Dekker with the last member's fetch_sub; load of waiter_asleep_.

@@ -1274,7 +1274,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         HSHM_TSAN_RELEASE(
             TsanKey(shm));  // the block leaves this process (tsan.h)
         FreeShmTask(r->shm_task_, e);
-        internal::CountDownGroup(r->group_);
+        if (!r->group_.IsNull()) internal::CountDownGroup(r->group_);
         break;
       }
       // What the method returned becomes the submitter's: tag it with the
@@ -1305,12 +1305,12 @@ void Worker::Complete(RunContext *r, const Status &status) {
         e->fields(fr, t);
         (void)CHI_IPC->FreeBuffer(err);
         FreeShmTask(r->shm_task_, e);
-        internal::CountDownGroup(r->group_);
+        if (!r->group_.IsNull()) internal::CountDownGroup(r->group_);
         break;
       }
       if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
       // After the task is visibly complete: the group's waiter may read it.
-      internal::CountDownGroup(r->group_);
+      if (!r->group_.IsNull()) internal::CountDownGroup(r->group_);
       break;
     }
     case TaskOrigin::kRemote:
