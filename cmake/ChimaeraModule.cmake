@@ -1,11 +1,16 @@
 # Helpers for building ChiMods. The same calls work in the Chimaera source tree
 # and in an out-of-tree project that did find_package(chimaera CONFIG).
 #
-# add_chimod_client(<mod> [SOURCES <src>...] [LINK <lib>...] [INCLUDE <dir>...])
+# add_chimod_client(<mod> [SOURCES <src>...] [LINK <lib>...] [INCLUDE <dir>...]
+#                   [INSTALL_HEADERS <dir>...] [NO_INSTALL])
 #   Builds lib<mod>_client.so: the client API of module <mod>, compiled with
 #   CHIMAERA_RUNTIME=0 and linked to chimaera::chimaera_client. Without
 #   SOURCES (a header-only client) <mod>_client is an INTERFACE library that
 #   carries the include directories and chimaera::chimaera_client.
+#   The module's headers are installed to the include directory: the
+#   contents of each INSTALL_HEADERS directory, or by default of include/
+#   beside the calling CMakeLists.txt (if it exists), so that programs built
+#   against the installed tree can #include "<mod>/<mod>_client.h".
 #
 # add_chimod_runtime(<mod> SOURCES <src>... [LINK <lib>...] [INCLUDE <dir>...]
 #                    [NO_INSTALL])
@@ -15,17 +20,26 @@
 #
 # Both install their shared library to the library directory and export
 # nothing: modules are plug-ins, not libraries for others to link (clients
-# link <mod>_client). A header-only client installs nothing.
+# link <mod>_client). Both require C++17 of what they build and of what
+# links them. NO_INSTALL installs neither library nor headers.
 include_guard(GLOBAL)
 include(GNUInstallDirs)
 
 function(_chimod_add_library mod kind runtime_flag base_target)
-  cmake_parse_arguments(ARG "NO_INSTALL" "" "SOURCES;LINK;INCLUDE" ${ARGN})
+  cmake_parse_arguments(ARG "NO_INSTALL" "" "SOURCES;LINK;INCLUDE;INSTALL_HEADERS"
+                        ${ARGN})
   if(ARG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR
       "add_chimod_${kind}(${mod}): unexpected arguments ${ARG_UNPARSED_ARGUMENTS}")
   endif()
   set(tgt ${mod}_${kind})
+  if(ARG_INSTALL_HEADERS AND NOT kind STREQUAL "client")
+    message(FATAL_ERROR
+      "add_chimod_${kind}(${mod}): INSTALL_HEADERS belongs to add_chimod_client")
+  endif()
+  if(kind STREQUAL "client" AND NOT ARG_NO_INSTALL)
+    _chimod_install_headers(${mod} ${ARG_INSTALL_HEADERS})
+  endif()
   if(NOT ARG_SOURCES)
     if(kind STREQUAL "runtime")
       message(FATAL_ERROR "add_chimod_runtime(${mod}): SOURCES is required")
@@ -35,6 +49,7 @@ function(_chimod_add_library mod kind runtime_flag base_target)
     target_link_libraries(${tgt} INTERFACE ${base_target} ${ARG_LINK})
     target_include_directories(${tgt} INTERFACE
         $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include> ${ARG_INCLUDE})
+    target_compile_features(${tgt} INTERFACE cxx_std_17)
     return()
   endif()
   add_library(${tgt} SHARED ${ARG_SOURCES})
@@ -42,6 +57,7 @@ function(_chimod_add_library mod kind runtime_flag base_target)
   target_compile_definitions(${tgt} PRIVATE CHIMAERA_RUNTIME=${runtime_flag})
   target_include_directories(${tgt} PUBLIC
       $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include> ${ARG_INCLUDE})
+  target_compile_features(${tgt} PUBLIC cxx_std_17)
   if(CHIMAERA_MODULE_OUTPUT_DIR)
     set_target_properties(${tgt} PROPERTIES
         LIBRARY_OUTPUT_DIRECTORY ${CHIMAERA_MODULE_OUTPUT_DIR})
@@ -49,6 +65,26 @@ function(_chimod_add_library mod kind runtime_flag base_target)
   if(NOT ARG_NO_INSTALL)
     install(TARGETS ${tgt} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
   endif()
+endfunction()
+
+# Installs a client's headers: the contents of each directory given, or of
+# include/ beside the calling CMakeLists.txt when none is.
+function(_chimod_install_headers mod)
+  set(dirs ${ARGN})
+  if(NOT dirs AND IS_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/include)
+    set(dirs ${CMAKE_CURRENT_SOURCE_DIR}/include)
+  endif()
+  foreach(dir IN LISTS dirs)
+    if(NOT IS_ABSOLUTE "${dir}")
+      set(dir ${CMAKE_CURRENT_SOURCE_DIR}/${dir})
+    endif()
+    if(NOT IS_DIRECTORY "${dir}")
+      message(FATAL_ERROR
+        "add_chimod_client(${mod}): INSTALL_HEADERS ${dir} is not a directory")
+    endif()
+    install(DIRECTORY ${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+            FILES_MATCHING PATTERN "*.h" PATTERN "*.hpp" PATTERN "*.hh")
+  endforeach()
 endfunction()
 
 function(add_chimod_client mod)

@@ -51,6 +51,10 @@ class ServerConfig : public hshm::BaseConfig {
   u32 node_id_ = 0;
   // modules:
   std::vector<std::string> module_paths_;  ///< Extra module directories.
+  // trace:
+  bool trace_enabled_ = false;  ///< Record task timelines from start-up.
+  u64 trace_events_ = 65536;    ///< Records per worker's trace ring.
+  std::string trace_output_;    ///< Trace JSON written at shutdown, or "".
 
   /** The node-to-node port. */
   u32 RpcPort() const { return rpc_port_ ? rpc_port_ : port_ + 1; }

@@ -39,9 +39,28 @@ using ContainerFactory = Container *(*)();
 /** Loaded modules by name. Any thread may call any member. */
 class ModuleManager {
  public:
-  /** Records the directories to search (config paths, CHI_MODULE_PATH and
-   * the build/install library directories). */
+  /** Where the running program and runtime library sit, for SearchPaths. */
+  struct Origin {
+    std::string exe;          ///< The running executable (/proc/self/exe).
+    std::string runtime_lib;  ///< Directory of libchimaera_runtime.so.
+    std::string bin_to_lib;   ///< Install bin -> lib relative path ("../lib").
+    std::string build_tree;   ///< The build tree this library was built in.
+    std::string build_module_dir;  ///< Where the build tree's ChiMods sit.
+  };
+  /** Records the directories to search, in the order SearchPaths gives. */
   void Init(const std::vector<std::string> &config_paths);
+  /** The module search order: `config_paths`, then the entries of
+   * `env_list` (CHI_MODULE_PATH, colon-separated), then the install library
+   * directories (the runtime library's own directory and bin_to_lib beside
+   * the executable, when they exist), and last the build tree's module
+   * directory, only when the executable or the runtime library lies inside
+   * that build tree (an installed runtime never searches it). Duplicates are
+   * dropped. Pure: touches the file system only to test directories. */
+  static std::vector<std::string> SearchPaths(
+      const std::vector<std::string> &config_paths, const char *env_list,
+      const Origin &origin);
+  /** The Origin of this process and library. */
+  static Origin CurrentOrigin();
   /** Registers a module compiled into the runtime (e.g. the admin module). */
   void RegisterBuiltin(const std::string &name, ContainerFactory factory);
   /** The factory of module `name`, loading lib<name>_runtime.so if needed.

@@ -28,6 +28,7 @@
 namespace chi {
 
 class Worker;
+class TraceRing;
 
 /** Kinds of runtime threads. */
 enum class WorkerKind : u32 {
@@ -90,6 +91,9 @@ class RunContext {
 
   void *tsan_fiber_ = nullptr;  ///< TSan's handle of fiber_ (TSan builds).
   void *tsan_sink_ = nullptr;   ///< TSan's handle of the worker's context.
+  /** Tracing (trace.h): this run's id while the run is traced, else 0. */
+  u64 trace_id_ = 0;
+  u64 trace_start_ = 0;  ///< Tracing: TraceClock() when the run started.
 
   /** Suspends the calling task's fiber and returns to the worker. Only from
    * inside this context's fiber. */
@@ -162,6 +166,15 @@ class Worker {
    * Returns false (doing nothing) outside a fiber. */
   static bool YieldCurrentFiber();
 
+  /** Tells the worker to re-read whether tracing is on (CHI_TRACE); it does
+   * so at its next loop iteration. Any thread. */
+  void RefreshTrace();
+  /** Records that the task running in the calling fiber submits `task`
+   * (task block `p` of `main`), if that task's run is traced. Called by
+   * IpcManager::Send before the push; does nothing outside a task fiber.
+   * Any thread. */
+  static void TraceSubmit(const Task *task, const hipc::Pointer &p);
+
   /** Loop iterations so far (any thread; advances while the worker runs). */
   u64 epoch() const { return epoch_.load(std::memory_order_acquire); }
   /** True once Loop() returned. */
@@ -206,6 +219,10 @@ class Worker {
   bool CheckPeriodic(u64 now);
   /** Finishes a task whose method returned. */
   void Finish(RunContext *rctx);
+  /** Starts tracing the run of `rctx` (tracing is on). */
+  void TraceBegin(RunContext *rctx);
+  /** Records the traced run of `rctx`, whose method returned. */
+  void TraceEnd(RunContext *rctx);
   /** Sleeps until woken or `max_us` passed, unless work is visible. */
   void Sleep(u64 max_us);
   /** Aborts the tasks left in a retired container lane and releases the
@@ -234,6 +251,10 @@ class Worker {
   std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
   u32 loop_count_ = 0;
   PoolCache pool_cache_;  ///< This worker's pool lookups.
+  /** The ring this worker records into while tracing is on, else null
+   * (refreshed in TakeMailbox; this thread only). */
+  TraceRing *trace_ = nullptr;
+  u32 trace_seq_ = 0;  ///< Last run sequence number handed out.
   std::atomic<u64> epoch_{0};
   std::atomic<bool> exited_{false};
   std::vector<RunContext *> blocked_;

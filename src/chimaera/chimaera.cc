@@ -5,6 +5,7 @@
 #include "chimaera/pool_manager.h"
 #include "chimaera/process_reaper.h"
 #include "chimaera/remote_manager.h"
+#include "chimaera/trace.h"
 #include "chimaera/work_orchestrator.h"
 #endif
 
@@ -116,6 +117,7 @@ void Chimaera::ServerStop() {
   CHI_REMOTE->Stop();
   CHI_WORK_ORCHESTRATOR->Stop(10000);
   CHI_REAPER->Stop();
+  CHI_TRACE->WriteOutputAtExit();  // while pools still name the methods
   CHI_POOL_MANAGER->DestroyAll();
   CHI_IPC->Finalize();
   is_runtime_ = false;

@@ -28,7 +28,8 @@ Status CheckRange(const std::string &key, u64 v, u64 lo, u64 hi) {
 
 Status ServerConfig::ParseYAML(const YAML::Node &root) {
   HSHM_RETURN_IF_ERROR(CheckKeys(
-      root, {"workers", "queue", "shm", "network", "modules", "client"},
+      root,
+      {"workers", "queue", "shm", "network", "modules", "client", "trace"},
       "config"));
   if (const YAML::Node w = root["workers"]) {
     HSHM_RETURN_IF_ERROR(CheckKeys(w,
@@ -120,6 +121,20 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(CheckKeys(m, {"paths"}, "modules"));
     HSHM_RETURN_IF_ERROR(ReadVector(m, "paths", &module_paths_));
     for (auto &p : module_paths_) p = hshm::ConfigParse::ExpandPath(p);
+  }
+  if (const YAML::Node t = root["trace"]) {
+    HSHM_RETURN_IF_ERROR(
+        CheckKeys(t, {"enabled", "events_per_worker", "output"}, "trace"));
+    HSHM_RETURN_IF_ERROR(ReadScalar(t, "enabled", &trace_enabled_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(t, "events_per_worker", &trace_events_));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("trace.events_per_worker", trace_events_, 16, 1ull << 24));
+    if (t["output"]) {
+      HSHM_RETURN_IF_ERROR(ReadScalar(t, "output", &trace_output_));
+      if (!trace_output_.empty()) {
+        trace_output_ = hshm::ConfigParse::ExpandPath(trace_output_);
+      }
+    }
   }
   return Status::Ok();
 }

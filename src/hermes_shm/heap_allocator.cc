@@ -82,6 +82,11 @@
 //
 // Accounting: bytes_in_use_ counts blocks handed out or held in thread
 // caches, so a reaper that frees a dead process's blocks restores it exactly.
+// A block is counted before it leaves the free lists (claimed as used or
+// cached) and uncounted only after it is back on them, so a process killed
+// between the two steps leaves the counter too high, never too low: the
+// reaper's decrement for a block the dead process had claimed but not yet
+// counted would otherwise drive it below zero.
 #include <errno.h>
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -1018,15 +1023,17 @@ FullPtr<char> HeapAllocator::Allocate(const MemContext &, size_t size) {
   if (size > kMaxAllocSize) return FullPtr<char>();
   u32 cls = ClassOf(size + kBlockHeaderSize);
   u64 claim = MakeState(internal::kMagicUsed, cls, SelfPid());
+  // Counted before the block is claimed (see "Accounting" above).
+  AddInUse(static_cast<hshm::i64>(ClassSize(cls)));
   u64 off = PopFree(cls, claim);
   if (__builtin_expect(off == 0, 0)) {
     u32 spare = static_cast<u32>(std::min<u64>(
         internal::kMaxSpare, internal::kSpareBytes / ClassSize(cls)));
     if (SlowAllocate(cls, 1, spare, claim, true, &off) == 0) {
+      AddInUse(-static_cast<hshm::i64>(ClassSize(cls)));
       return FullPtr<char>();
     }
   }
-  AddInUse(static_cast<hshm::i64>(ClassSize(cls)));
   u64 uoff = off + kBlockHeaderSize;
   HSHM_TSAN_ACQUIRE(HSHM_TSAN_BLOCK_KEY(region_ + uoff));
   return FullPtr<char>(region_ + uoff, Pointer(id_, uoff));
@@ -1277,14 +1284,17 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
     // Not cached; like HeapAllocator::Allocate, but our cached blocks go
     // back before merging so that they can merge too.
     const u64 claim = MakeState(internal::kMagicUsed, cls, pid);
+    const hshm::i64 bytes =
+        static_cast<hshm::i64>(HeapAllocator::ClassSize(cls));
+    heap_.AddInUse(bytes);  // before the claim (see "Accounting" above)
     u64 off = heap_.PopFree(cls, claim);
     if (off == 0 && heap_.SlowAllocate(cls, 1, 0, claim, false, &off) == 0) {
       internal::ThreadCacheOps::Flush(c);
       if (heap_.SlowAllocate(cls, 1, 0, claim, true, &off) == 0) {
+        heap_.AddInUse(-bytes);
         return FullPtr<char>();
       }
     }
-    heap_.AddInUse(static_cast<hshm::i64>(HeapAllocator::ClassSize(cls)));
     u64 uoff = off + HeapAllocator::kBlockHeaderSize;
     HSHM_TSAN_ACQUIRE(HSHM_TSAN_BLOCK_KEY(heap_.region_ + uoff));
     return FullPtr<char>(heap_.region_ + uoff, Pointer(heap_.id_, uoff));
@@ -1296,6 +1306,11 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
     // so that it can merge too) merge free memory.
     constexpr u32 kBatch = kCacheCapacity / 2;
     const u64 claim = MakeState(internal::kMagicCached, cls, pid);
+    const hshm::i64 block =
+        static_cast<hshm::i64>(HeapAllocator::ClassSize(cls));
+    // The whole batch is counted before any block is claimed, and what was
+    // not found is taken back after (see "Accounting" above).
+    heap_.AddInUse(static_cast<hshm::i64>(kBatch) * block);
     while (bin.n < kBatch) {
       u64 off = heap_.PopFree(cls, claim);
       if (!off) break;
@@ -1308,9 +1323,10 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
       internal::ThreadCacheOps::Flush(c);
       bin.n = heap_.SlowAllocate(cls, kBatch, 0, claim, true, bin.offs);
     }
+    if (bin.n < kBatch) {
+      heap_.AddInUse(-static_cast<hshm::i64>(kBatch - bin.n) * block);
+    }
     if (bin.n == 0) return FullPtr<char>();
-    heap_.AddInUse(
-        static_cast<hshm::i64>(bin.n * HeapAllocator::ClassSize(cls)));
   }
   u64 off = bin.offs[--bin.n];
   auto *b = internal::HeapOps::Header(heap_, off);

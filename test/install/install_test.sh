@@ -4,13 +4,19 @@
 #   install_test.sh <build dir> <source dir>
 #
 # 1. Installs the build tree into a temporary prefix (cmake --install).
-# 2. Configures and builds test/install/consumer against that prefix with
-#    find_package(chimaera CONFIG): a client program and an out-of-tree ChiMod
-#    ("ootmod") built with add_chimod_client / add_chimod_runtime.
+# 2. Configures and builds the INSTALLED example
+#    (share/chimaera/examples/consumer, a copy of test/install/consumer)
+#    against that prefix with find_package(chimaera CONFIG), asking for C++14
+#    (the exported targets must raise it to C++17): a client program and an
+#    out-of-tree ChiMod ("ootmod") built with add_chimod_client /
+#    add_chimod_runtime. A second tiny C++14 project includes and links the
+#    installed kvs client (shipped modules install their headers).
 # 3. Starts the INSTALLED chimaera_start_runtime (no LD_LIBRARY_PATH, so its
 #    RPATH must work) on a free port, with the consumer build directory as
-#    its module path, runs the consumer, and stops the runtime with the
-#    installed chimaera_stop_runtime.
+#    its module path, checks its module search order (config path, then the
+#    prefix's lib/, never the build tree) with the installed chimaera_stat,
+#    runs the consumer, and stops the runtime with the installed
+#    chimaera_stop_runtime.
 # Everything it creates (runtime, temp dirs, shared-memory segments) is
 # removed on any exit, and every step is bounded in time.
 set -euo pipefail
@@ -96,7 +102,10 @@ bounded 120 cmake --install "$BUILD" --prefix "$PREFIX" >"$WORK/install.log" ||
   { cat "$WORK/install.log" >&2; exit 1; }
 for f in bin/chimaera_start_runtime bin/chimaera_stop_runtime \
   bin/chimaera_keygen lib/cmake/chimaera/chimaeraConfig.cmake \
-  include/chimaera/chimaera.h; do
+  include/chimaera/chimaera.h include/kvs/kvs_client.h \
+  include/compressor/compressor_client.h \
+  include/small_message/small_message_client.h \
+  share/chimaera/examples/consumer/CMakeLists.txt; do
   [[ -e "$PREFIX/$f" ]] || { echo "missing $PREFIX/$f" >&2; exit 1; }
 done
 
@@ -108,8 +117,10 @@ if ! grep -q "libchimaera_runtime.so => $PREFIX/" <<<"$ldd_out"; then
   exit 1
 fi
 
-step "configure + build the out-of-tree consumer"
-CMAKE_ARGS=(-DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release)
+step "configure + build the installed example against the prefix (C++14 asked)"
+EXAMPLE="$PREFIX/share/chimaera/examples/consumer"
+CMAKE_ARGS=(-DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release
+  -DCMAKE_CXX_STANDARD=14 -DCMAKE_EXPORT_COMPILE_COMMANDS=ON)
 gen=$(cache_var CMAKE_GENERATOR)
 [[ -n "$gen" ]] && CMAKE_ARGS+=(-G "$gen")
 cxx=$(cache_var CMAKE_CXX_COMPILER)
@@ -123,7 +134,7 @@ esac
 dep_prefix=$(cache_var CMAKE_PREFIX_PATH)
 [[ -n "$dep_prefix" ]] &&
   CMAKE_ARGS[0]="-DCMAKE_PREFIX_PATH=$PREFIX;$dep_prefix"
-bounded 120 cmake -S "$SRC/test/install/consumer" -B "$CONSUMER" \
+bounded 120 cmake -S "$EXAMPLE" -B "$CONSUMER" \
   "${CMAKE_ARGS[@]}" >"$WORK/configure.log" 2>&1 ||
   { cat "$WORK/configure.log" >&2; exit 1; }
 grep "chimaera .* from" "$WORK/configure.log" || true
@@ -131,6 +142,37 @@ bounded 240 cmake --build "$CONSUMER" -j 2 >"$WORK/build.log" 2>&1 ||
   { cat "$WORK/build.log" >&2; exit 1; }
 [[ -f "$CONSUMER/libootmod_runtime.so" ]] ||
   { echo "libootmod_runtime.so was not built" >&2; exit 1; }
+# Fails unless every compile of build dir $1 used C++17 or later, although
+# the project asked for C++14 (the exported targets require C++17).
+check_cxx17() {
+  if ! grep -q -- '-std=[a-z+]*17' "$1/compile_commands.json" ||
+    grep -q -- '-std=[a-z+]*14' "$1/compile_commands.json"; then
+    echo "$1 compiled without C++17; the exported targets must require it" >&2
+    exit 1
+  fi
+}
+check_cxx17 "$CONSUMER"
+
+step "a C++14 project including and linking the installed kvs client"
+mkdir -p "$WORK/cxx14"
+cat >"$WORK/cxx14/CMakeLists.txt" <<'EOF'
+cmake_minimum_required(VERSION 3.20)
+project(cxx14_consumer LANGUAGES CXX)
+set(CMAKE_CXX_STANDARD 14)
+find_package(chimaera CONFIG REQUIRED)
+add_executable(kvs_user kvs_user.cc)
+target_link_libraries(kvs_user PRIVATE chimaera::chimaera_client
+                      ${chimaera_LIB_DIR}/libkvs_client.so)
+EOF
+cat >"$WORK/cxx14/kvs_user.cc" <<'EOF'
+#include "kvs/kvs_client.h"
+int main() { return sizeof(chi::kvs::Client) > 0 ? 0 : 1; }
+EOF
+bounded 120 cmake -S "$WORK/cxx14" -B "$WORK/cxx14/build" \
+  "${CMAKE_ARGS[@]}" >"$WORK/cxx14.log" 2>&1 &&
+  bounded 120 cmake --build "$WORK/cxx14/build" >>"$WORK/cxx14.log" 2>&1 ||
+  { cat "$WORK/cxx14.log" >&2; exit 1; }
+check_cxx17 "$WORK/cxx14/build"
 
 PORT=$(free_port)
 step "start the installed runtime on port $PORT"
@@ -162,6 +204,21 @@ for _ in $(seq 300); do  # at most 30 s
 done
 [[ $ready == 1 ]] || { echo "the runtime did not start in 30 s" >&2; exit 1; }
 cat "$LOG"
+
+step "module search order of the installed runtime"
+paths=$(bounded 30 env -u LD_LIBRARY_PATH CHI_SERVER_CONF="$CONF" \
+  "$PREFIX/bin/chimaera_stat" | sed -n 's/^module paths: //p')
+echo "module paths: $paths"
+read -r -a order <<<"$paths"
+if [[ "${order[0]:-}" != "$CONSUMER" ||
+  "${order[1]:-}" != "$(cd "$PREFIX/lib" && pwd -P)" ]]; then
+  echo "expected the config path, then $PREFIX/lib, first" >&2
+  exit 1
+fi
+if [[ " $paths " == *" $BUILD"* ]]; then
+  echo "the installed runtime searches the build tree $BUILD" >&2
+  exit 1
+fi
 
 step "run the consumer"
 bounded 60 env -u LD_LIBRARY_PATH CHI_SERVER_CONF="$CONF" \

@@ -158,14 +158,36 @@ class Client {
   }
   /** A text report of the runtime's state. */
   StatusOr<std::string> Stat() { return Text(Method::kStat); }
+  /** Applies TraceOp `op` to this node's task tracing; returns whether
+   * tracing is on afterwards (and, if `recorded` is set, how many records
+   * were written since the last clear). */
+  StatusOr<bool> TraceControl(u32 op, u64 *recorded = nullptr) {
+    bool on = false;
+    HSHM_RETURN_IF_ERROR(
+        WaitAndFree(Submit(CHI_IPC->NewTaskDefault<TraceControlTask>(
+                        CHI_IPC->NewTaskNode(), DomainQuery(), op)),
+                    [&](TraceControlTask *t) {
+                      on = t->enabled_ != 0;
+                      if (recorded) *recorded = t->recorded_;
+                    }));
+    return on;
+  }
+  /** This node's task trace as Chrome trace-event JSON (Perfetto opens
+   * it); valid JSON also when nothing was recorded. */
+  StatusOr<std::string> TraceDump() { return Text(Method::kTraceDump); }
+  /** The same report as one JSON object (see chimaera_stat --json). */
+  StatusOr<std::string> StatJson() {
+    return Text(Method::kStat, TextTask::kFormatJson);
+  }
 
  private:
-  /** Runs a TextTask with `method` and returns its text. */
-  StatusOr<std::string> Text(MethodId method) {
+  /** Runs a TextTask with `method` (and `format`) and returns its text. */
+  StatusOr<std::string> Text(MethodId method,
+                             u32 format = TextTask::kFormatText) {
     std::string text;
     HSHM_RETURN_IF_ERROR(
         WaitAndFree(Submit(CHI_IPC->NewTaskDefault<TextTask>(
-                        CHI_IPC->NewTaskNode(), DomainQuery(), method)),
+                        CHI_IPC->NewTaskNode(), DomainQuery(), method, format)),
                     [&](TextTask *t) {
                       FullPtr<char> p(t->text_);
                       if (!p.IsNull()) text.assign(p.ptr_, t->text_size_);

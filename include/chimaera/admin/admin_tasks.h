@@ -27,6 +27,8 @@ static GLOBAL_CROSS_CONST MethodId kListModules = BaseMethod::kCustom + 9;
 static GLOBAL_CROSS_CONST MethodId kCreatePoolHere = BaseMethod::kCustom + 10;
 static GLOBAL_CROSS_CONST MethodId kPoolSpecs = BaseMethod::kCustom + 11;
 static GLOBAL_CROSS_CONST MethodId kJoinCluster = BaseMethod::kCustom + 12;
+static GLOBAL_CROSS_CONST MethodId kTraceControl = BaseMethod::kCustom + 13;
+static GLOBAL_CROSS_CONST MethodId kTraceDump = BaseMethod::kCustom + 14;
 }  // namespace Method
 
 /** The node that names and numbers pools for the whole cluster. */
@@ -182,22 +184,60 @@ struct LookupPoolTask : public Task {
 /** A method answering with text, written into a client_data buffer the
  * caller frees with FreeBuffer: kStat (a report of node, workers, lanes,
  * pools, modules and counters), kListPools (one "node.unique<TAB>name<TAB>
- * module<TAB>containers" line per pool), kListModules (one name a line) or
- * kPoolSpecs (internal: every pool's full spec, for a node that rejoins).
+ * module<TAB>containers" line per pool), kListModules (one name a line),
+ * kPoolSpecs (internal: every pool's full spec, for a node that rejoins) or
+ * kTraceDump (this node's task trace as Chrome trace-event JSON; see
+ * chimaera/trace.h).
  */
 struct TextTask : public Task {
+  /** kStat only: kFormatText (the report for people) or kFormatJson (one
+   * JSON object with the same data, for programs; see chimaera_stat). */
+  IN u32 format_ = 0;
   OUT hipc::Pointer text_;
   OUT u64 text_size_ = 0;
+  static constexpr u32 kFormatText = 0;
+  static constexpr u32 kFormatJson = 1;
   explicit TextTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
       : Task(alloc) {}
   TextTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
-           const DomainQuery &dom, MethodId method)
-      : Task(alloc) {
+           const DomainQuery &dom, MethodId method, u32 format = kFormatText)
+      : Task(alloc), format_(format) {
     SetBase(node, kAdminPoolId, dom, method);
   }
   template <typename Ar>
   void Fields(Ar &ar) {
+    ar.In(format_);
     ar.OutBuf(text_, text_size_);
+  }
+};
+
+/** Operations of TraceControlTask. */
+enum TraceOp : u32 {
+  kTraceQuery = 0,  ///< Only report the state.
+  kTraceStart = 1,  ///< Start recording task timelines.
+  kTraceStop = 2,   ///< Stop recording (what was recorded stays).
+  kTraceClear = 3,  ///< Forget what was recorded so far.
+};
+
+/** Applies TraceOp op_ to this node's task tracing (chimaera/trace.h) and
+ * reports the state after it: start and stop complete once every worker
+ * follows the switch. */
+struct TraceControlTask : public Task {
+  IN u32 op_ = kTraceQuery;
+  OUT u32 enabled_ = 0;   ///< 1 if tracing is on.
+  OUT u64 recorded_ = 0;  ///< Records written since the last clear.
+  explicit TraceControlTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  TraceControlTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+                   const TaskNode &node, const DomainQuery &dom, u32 op)
+      : Task(alloc), op_(op) {
+    SetBase(node, kAdminPoolId, dom, Method::kTraceControl);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(op_);
+    ar.Out(enabled_);
+    ar.Out(recorded_);
   }
 };
 

@@ -12,6 +12,7 @@
 #include "chimaera/pool_manager.h"
 #include "chimaera/process_reaper.h"
 #include "chimaera/remote_manager.h"
+#include "chimaera/trace.h"
 #include "chimaera/work_orchestrator.h"
 #include "hermes_shm/util/futex.h"
 
@@ -37,6 +38,9 @@ class Runtime : public Container {
                    &Runtime::CreatePoolHere);
     RegisterMethod(Method::kPoolSpecs, "PoolSpecs", &Runtime::List);
     RegisterMethod(Method::kJoinCluster, "JoinCluster", &Runtime::JoinCluster);
+    RegisterMethod(Method::kTraceControl, "TraceControl",
+                   &Runtime::TraceControl);
+    RegisterMethod(Method::kTraceDump, "TraceDump", &Runtime::TraceDump);
   }
 
   /** Does nothing. */
@@ -423,6 +427,41 @@ class Runtime : public Container {
     ReplyText(os.str(), &task->text_, &task->text_size_, task);
   }
 
+  /** Starts, stops, clears or queries task tracing on this node; start and
+   * stop wait (yielding) until every worker follows. */
+  void TraceControl(TraceControlTask *task, RunContext &rctx) {
+    u32 op = task->op_;
+    if (op > kTraceClear) {
+      task->SetStatus(Status::InvalidArgument(
+          "TraceControl: unknown operation " + std::to_string(op) +
+          " (0 query, 1 start, 2 stop, 3 clear)"));
+      return;
+    }
+    if (op == kTraceStart || op == kTraceStop) {
+      Status st = CHI_TRACE->SetEnabled(op == kTraceStart);
+      if (!st.ok()) {
+        task->SetStatus(st);
+        return;
+      }
+      for (auto &w : CHI_WORK_ORCHESTRATOR->workers()) w->RefreshTrace();
+      // Each worker re-reads the switch at its next loop iteration.
+      if (!CHI_WORK_ORCHESTRATOR->WaitQuiescent(5000)) {
+        task->SetStatus(Status::Timeout(
+            "TraceControl: not every worker followed within 5 s"));
+      }
+    } else if (op == kTraceClear) {
+      CHI_TRACE->Clear();
+    }
+    task->enabled_ = CHI_TRACE->enabled() ? 1 : 0;
+    task->recorded_ = CHI_TRACE->Written();
+  }
+
+  /** Writes this node's trace (Chrome trace-event JSON) into an rdata
+   * buffer. */
+  void TraceDump(TextTask *task, RunContext &rctx) {
+    ReplyText(CHI_TRACE->DumpJson(), &task->text_, &task->text_size_, task);
+  }
+
   std::mutex creating_mu_;
   /** Coordinator: names being created (one fiber each). */
   std::unordered_set<std::string> creating_;  // guarded by creating_mu_
@@ -441,64 +480,172 @@ class Runtime : public Container {
     *out_size = text.size();
   }
 
-  /** Writes a report of the runtime into an rdata buffer. */
+  /** `s` as a JSON string literal (quoted, escaped). */
+  static std::string JsonStr(const std::string &s) {
+    std::string out = "\"";
+    for (unsigned char c : s) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += static_cast<char>(c);
+      } else if (c < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+        out += buf;
+      } else {
+        out += static_cast<char>(c);
+      }
+    }
+    return out + "\"";
+  }
+
+  /** Bytes in use of a segment's allocator (blocks handed out or cached by
+   * some thread), after flushing the calling thread's cache. */
+  template <typename AllocT>
+  static hshm::i64 SegmentInUse(AllocT *alloc) {
+    alloc->FlushThreadCache();
+    return alloc->GetBytesInUse();
+  }
+
+  /** Writes a report of the runtime into an rdata buffer: text for people,
+   * or (format_ kFormatJson) one JSON object with the same data. */
   void Stat(TextTask *task, RunContext &rctx) {
-    std::ostringstream os;
     IpcManager *ipc = CHI_IPC;
-    // In-use counters lag by what threads have not flushed; flush ours.
-    ipc->main_alloc()->FlushThreadCache();
-    ipc->cdata_alloc()->FlushThreadCache();
-    ipc->rdata_alloc()->FlushThreadCache();
-    os << "node " << ipc->node_id() << " at " << ipc->server_address()
-       << " (pid " << ipc->shared()->runtime_pid_ << ")\n";
-    os << "segments (bytes in use, approximate): main "
-       << ipc->main_alloc()->GetBytesInUse() << " B in use of "
-       << ipc->main_alloc()->GetRegionSize() << ", client_data "
-       << ipc->cdata_alloc()->GetBytesInUse() << " of "
-       << ipc->cdata_alloc()->GetRegionSize() << ", runtime_data "
-       << ipc->rdata_alloc()->GetBytesInUse() << " of "
-       << ipc->rdata_alloc()->GetRegionSize() << "\n";
-    os << "process queue: " << ipc->num_lanes()
-       << " lanes x 2 priorities, depth "
-       << ipc->GetLaneView(0, kLowLatency).depth() << "\n";
+    const bool json = task->format_ == TextTask::kFormatJson;
+    struct Seg {
+      const char *name;
+      hshm::i64 in_use;
+      u64 size;
+    } segs[] = {
+        {"main", SegmentInUse(ipc->main_alloc()),
+         ipc->main_alloc()->GetRegionSize()},
+        {"client_data", SegmentInUse(ipc->cdata_alloc()),
+         ipc->cdata_alloc()->GetRegionSize()},
+        {"runtime_data", SegmentInUse(ipc->rdata_alloc()),
+         ipc->rdata_alloc()->GetRegionSize()},
+    };
+    std::ostringstream os;
+    const u64 depth = ipc->GetLaneView(0, kLowLatency).depth();
+    if (json) {
+      os << "{\"node\":{\"id\":" << ipc->node_id()
+         << ",\"address\":" << JsonStr(ipc->server_address())
+         << ",\"pid\":" << ipc->shared()->runtime_pid_ << "},\"segments\":{";
+      for (size_t i = 0; i < 3; ++i) {
+        os << (i ? "," : "") << JsonStr(segs[i].name)
+           << ":{\"in_use\":" << segs[i].in_use << ",\"size\":" << segs[i].size
+           << "}";
+      }
+      os << "},\"process_queue\":{\"lanes\":" << ipc->num_lanes()
+         << ",\"priorities\":" << kNumPrios << ",\"depth\":" << depth
+         << ",\"lane_list\":[";
+    } else {
+      os << "node " << ipc->node_id() << " at " << ipc->server_address()
+         << " (pid " << ipc->shared()->runtime_pid_ << ")\n";
+      os << "segments (bytes in use, approximate): main " << segs[0].in_use
+         << " B in use of " << segs[0].size << ", client_data "
+         << segs[1].in_use << " of " << segs[1].size << ", runtime_data "
+         << segs[2].in_use << " of " << segs[2].size << "\n";
+      os << "process queue: " << ipc->num_lanes()
+         << " lanes x 2 priorities, depth " << depth << "\n";
+    }
     for (u32 l = 0; l < ipc->num_lanes(); ++l) {
       for (u32 p = 0; p < kNumPrios; ++p) {
         LaneView &lane = ipc->GetLaneView(l, p);
-        os << "  lane " << l << (p == kLowLatency ? " low" : " high")
-           << "-latency: worker " << lane.header().worker_id_.load()
-           << ", queued " << lane.Size() << ", holes " << lane.holes()
-           << ", recycled " << lane.recycled() << "\n";
+        const char *prio = p == kLowLatency ? "low" : "high";
+        if (json) {
+          os << (l || p ? "," : "") << "{\"lane\":" << l << ",\"priority\":\""
+             << prio
+             << "_latency\",\"worker\":" << lane.header().worker_id_.load()
+             << ",\"queued\":" << lane.Size() << ",\"holes\":" << lane.holes()
+             << ",\"recycled\":" << lane.recycled() << "}";
+        } else {
+          os << "  lane " << l << " " << prio << "-latency: worker "
+             << lane.header().worker_id_.load() << ", queued " << lane.Size()
+             << ", holes " << lane.holes() << ", recycled " << lane.recycled()
+             << "\n";
+        }
       }
     }
     ReaperStats rs = CHI_REAPER->stats();
-    os << "reaper: clients " << rs.clients << ", pending " << rs.pending
-       << ", reaped " << rs.reaped << ", tasks claimed " << rs.tasks_claimed
-       << ", tasks abandoned " << rs.tasks_abandoned << ", bytes freed "
-       << rs.bytes_freed << "\n";
+    if (json) {
+      os << "]},\"reaper\":{\"clients\":" << rs.clients
+         << ",\"pending\":" << rs.pending << ",\"reaped\":" << rs.reaped
+         << ",\"tasks_claimed\":" << rs.tasks_claimed
+         << ",\"tasks_abandoned\":" << rs.tasks_abandoned
+         << ",\"bytes_freed\":" << rs.bytes_freed << "},\"workers\":[";
+    } else {
+      os << "reaper: clients " << rs.clients << ", pending " << rs.pending
+         << ", reaped " << rs.reaped << ", tasks claimed " << rs.tasks_claimed
+         << ", tasks abandoned " << rs.tasks_abandoned << ", bytes freed "
+         << rs.bytes_freed << "\n";
+    }
     auto *wo = CHI_WORK_ORCHESTRATOR;
-    os << "workers: " << wo->workers().size() << "\n";
+    if (!json) os << "workers: " << wo->workers().size() << "\n";
+    bool first = true;
     for (auto &w : wo->workers()) {
       WorkerShared &ws = ipc->workers()[w->id()];
-      os << "  worker " << w->id()
-         << (w->kind() == WorkerKind::kLowLatency ? " low" : " high")
-         << "-latency: lanes " << ws.num_lanes_.load() << ", completed "
-         << ws.tasks_done_.load() << ", rate "
-         << static_cast<u64>(wo->WorkerRate(w->id())) << " tasks/s, sleeping "
-         << ws.sleeping_.load() << "\n";
+      const char *kind = w->kind() == WorkerKind::kLowLatency ? "low" : "high";
+      u64 rate = static_cast<u64>(wo->WorkerRate(w->id()));
+      if (json) {
+        os << (first ? "" : ",") << "{\"id\":" << w->id() << ",\"kind\":\""
+           << kind << "_latency\",\"lanes\":" << ws.num_lanes_.load()
+           << ",\"tasks_completed\":" << ws.tasks_done_.load()
+           << ",\"rate\":" << rate << ",\"sleeping\":" << ws.sleeping_.load()
+           << "}";
+      } else {
+        os << "  worker " << w->id() << " " << kind << "-latency: lanes "
+           << ws.num_lanes_.load() << ", completed " << ws.tasks_done_.load()
+           << ", rate " << rate << " tasks/s, sleeping " << ws.sleeping_.load()
+           << "\n";
+      }
+      first = false;
     }
     auto pools = CHI_POOL_MANAGER->List();
-    os << "pools: " << pools.size() << "\n";
-    for (auto &p : pools) {
-      os << "  pool " << p.id.ToString() << " '" << p.name << "' module "
-         << p.module << ": " << p.num_containers << " containers ("
-         << p.num_local << " here) over " << p.nodes.size()
-         << " nodes, completed " << p.completed << ", in flight " << p.inflight
-         << "\n";
+    if (json) {
+      os << "],\"pools\":[";
+    } else {
+      os << "pools: " << pools.size() << "\n";
     }
-    os << CHI_REMOTE->StatLine() << "\n";
-    os << "modules:";
-    for (auto &m : CHI_MODULE_MANAGER->ListModules()) os << " " << m;
-    os << "\n";
+    first = true;
+    for (auto &p : pools) {
+      if (json) {
+        os << (first ? "" : ",") << "{\"id\":" << JsonStr(p.id.ToString())
+           << ",\"name\":" << JsonStr(p.name)
+           << ",\"module\":" << JsonStr(p.module)
+           << ",\"containers\":" << p.num_containers
+           << ",\"local_containers\":" << p.num_local
+           << ",\"nodes\":" << p.nodes.size()
+           << ",\"tasks_completed\":" << p.completed
+           << ",\"tasks_in_flight\":" << p.inflight << "}";
+      } else {
+        os << "  pool " << p.id.ToString() << " '" << p.name << "' module "
+           << p.module << ": " << p.num_containers << " containers ("
+           << p.num_local << " here) over " << p.nodes.size()
+           << " nodes, completed " << p.completed << ", in flight "
+           << p.inflight << "\n";
+      }
+      first = false;
+    }
+    auto modules = CHI_MODULE_MANAGER->ListModules();
+    auto paths = CHI_MODULE_MANAGER->paths();
+    if (json) {
+      os << "],\"network\":" << JsonStr(CHI_REMOTE->StatLine())
+         << ",\"modules\":[";
+      for (size_t i = 0; i < modules.size(); ++i) {
+        os << (i ? "," : "") << JsonStr(modules[i]);
+      }
+      os << "],\"module_paths\":[";
+      for (size_t i = 0; i < paths.size(); ++i) {
+        os << (i ? "," : "") << JsonStr(paths[i]);
+      }
+      os << "]}\n";
+    } else {
+      os << CHI_REMOTE->StatLine() << "\n";
+      os << "modules:";
+      for (auto &m : modules) os << " " << m;
+      os << "\nmodule paths:";
+      for (auto &m : paths) os << " " << m;
+      os << "\n";
+    }
     ReplyText(os.str(), &task->text_, &task->text_size_, task);
   }
 };

@@ -643,6 +643,9 @@ Status IpcManager::Send(Task *task) {
   }
   LaneView &lane = GetLaneView(lane_idx, prio);
   hipc::Pointer p = main_alloc_->ToPointer(task);
+#if CHIMAERA_RUNTIME
+  Worker::TraceSubmit(task, p);  // a subtask: link it to its parent's run
+#endif
   if (__builtin_expect(lane.TryPush(p), 1)) {
     WakeLaneWorker(lane);
     return Status::Ok();

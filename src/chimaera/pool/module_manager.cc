@@ -1,6 +1,8 @@
 #include "chimaera/module_manager.h"
 
 #include <dlfcn.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -24,26 +26,91 @@ std::vector<std::string> SplitPaths(const char *list) {
   return out;
 }
 
+/** True if `path` names an existing directory. */
+bool IsDir(const std::string &path) {
+  struct stat st;
+  return !path.empty() && stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/** `path` with symbolic links and ".." resolved, or unchanged if it does not
+ * exist. */
+std::string Canonical(const std::string &path) {
+  char buf[PATH_MAX];
+  if (path.empty() || !realpath(path.c_str(), buf)) return path;
+  return buf;
+}
+
+/** The directory part of `path` ("" if it has none). */
+std::string DirName(const std::string &path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+
+/** True if `path` is `dir` or lies below it (both canonical). */
+bool IsUnder(const std::string &path, const std::string &dir) {
+  if (dir.empty() || path.compare(0, dir.size(), dir) != 0) return false;
+  return path.size() == dir.size() || path[dir.size()] == '/';
+}
+
 }  // namespace
 
-void ModuleManager::Init(const std::vector<std::string> &config_paths) {
-  std::lock_guard<std::mutex> lock(mu_);
-  paths_.clear();
-  for (auto &p : SplitPaths(std::getenv("CHI_MODULE_PATH"))) {
-    paths_.push_back(hshm::ConfigParse::ExpandPath(p));
+std::vector<std::string> ModuleManager::SearchPaths(
+    const std::vector<std::string> &config_paths, const char *env_list,
+    const Origin &origin) {
+  std::vector<std::string> out;
+  auto add = [&out](const std::string &p) {
+    if (p.empty()) return;
+    for (auto &q : out) {
+      if (q == p) return;
+    }
+    out.push_back(p);
+  };
+  for (auto &p : config_paths) add(p);
+  for (auto &p : SplitPaths(env_list)) add(hshm::ConfigParse::ExpandPath(p));
+  // Installed modules sit beside the runtime library, wherever the tree was
+  // installed (or relocated to).
+  std::string lib = Canonical(origin.runtime_lib);
+  if (IsDir(lib)) add(lib);
+  std::string exe = Canonical(origin.exe);
+  if (!exe.empty() && !origin.bin_to_lib.empty()) {
+    std::string exe_lib = Canonical(DirName(exe) + "/" + origin.bin_to_lib);
+    if (IsDir(exe_lib)) add(exe_lib);
   }
-  for (auto &p : config_paths) paths_.push_back(p);
-#ifdef CHIMAERA_BUILD_MODULE_DIR
-  paths_.push_back(CHIMAERA_BUILD_MODULE_DIR);
-#endif
-  // The directory libchimaera_runtime.so was loaded from: installed modules
-  // sit beside it, wherever the tree was installed.
+  // The build tree's modules only for a program running from the build tree.
+  std::string tree = Canonical(origin.build_tree);
+  if (!origin.build_module_dir.empty() &&
+      (IsUnder(exe, tree) || IsUnder(lib, tree))) {
+    add(origin.build_module_dir);
+  }
+  return out;
+}
+
+ModuleManager::Origin ModuleManager::CurrentOrigin() {
+  Origin o;
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n > 0) o.exe.assign(buf, static_cast<size_t>(n));
   Dl_info info;
   if (dladdr(reinterpret_cast<void *>(&SplitPaths), &info) && info.dli_fname) {
-    std::string lib = info.dli_fname;
-    size_t slash = lib.rfind('/');
-    if (slash != std::string::npos) paths_.push_back(lib.substr(0, slash));
+    o.runtime_lib = DirName(info.dli_fname);
   }
+#ifdef CHIMAERA_BIN_TO_LIB
+  o.bin_to_lib = CHIMAERA_BIN_TO_LIB;
+#endif
+#ifdef CHIMAERA_BUILD_TREE
+  o.build_tree = CHIMAERA_BUILD_TREE;
+#endif
+#ifdef CHIMAERA_BUILD_MODULE_DIR
+  o.build_module_dir = CHIMAERA_BUILD_MODULE_DIR;
+#endif
+  return o;
+}
+
+void ModuleManager::Init(const std::vector<std::string> &config_paths) {
+  std::vector<std::string> paths = SearchPaths(
+      config_paths, std::getenv("CHI_MODULE_PATH"), CurrentOrigin());
+  std::lock_guard<std::mutex> lock(mu_);
+  paths_ = std::move(paths);
 }
 
 void ModuleManager::RegisterBuiltin(const std::string &name,

@@ -34,6 +34,7 @@
 #include "chimaera/pool_manager.h"
 #include "chimaera/remote_manager.h"
 #include "chimaera/task_graph.h"
+#include "chimaera/trace.h"
 #include "chimaera/work_orchestrator.h"
 #include "hermes_shm/util/futex.h"
 #include "hermes_shm/util/log_limit.h"
@@ -361,6 +362,8 @@ Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
     : id_(id), kind_(kind), shared_(shared) {
   idle_spin_us_ = CHI_CONFIG_MANAGER->config().idle_spin_us_;
   shared_->kind_.store(static_cast<u32>(kind));
+  CHI_TRACE->Init();
+  trace_ = CHI_TRACE->ActiveRing(id_);
 }
 
 Worker::~Worker() {
@@ -406,7 +409,54 @@ void Worker::PostInbox(RunContext *rctx) {
   Wake();
 }
 
+void Worker::RefreshTrace() {
+  // TakeMailbox re-reads the switch: no extra check in the loop.
+  has_mail_.store(true, std::memory_order_release);
+  Wake();
+}
+
+void Worker::TraceSubmit(const Task *task, const hipc::Pointer &p) {
+  RunContext *r = tls_rctx;
+  if (!r || !r->trace_id_ || !r->worker_->trace_) return;
+  TraceEvent e;
+  e.kind = TraceKind::kSubmit;
+  e.method = task->method_;
+  e.pool = task->pool_id_;
+  e.node = task->task_node_;
+  e.start = TraceClock();
+  e.id = r->trace_id_;
+  e.key = p.off_.load();
+  r->worker_->trace_->Push(e);
+}
+
+void Worker::TraceBegin(RunContext *r) {
+  if (++trace_seq_ == 0) trace_seq_ = 1;  // 0 means "not traced"
+  r->trace_id_ = (u64{id_ + 1} << 32) | trace_seq_;
+  r->trace_start_ = TraceClock();
+}
+
+void Worker::TraceEnd(RunContext *r) {
+  u64 end = TraceClock();
+  if (trace_) {  // tracing may have been turned off meanwhile
+    const Task *t = r->task_;
+    TraceEvent e;
+    e.kind = TraceKind::kRun;
+    e.method = t->method_;
+    e.pool = t->pool_id_;
+    e.node = t->task_node_;
+    e.rc = t->rc_;
+    e.start = r->trace_start_;
+    e.end = end;
+    e.id = r->trace_id_;
+    e.key = r->origin_ == TaskOrigin::kShm ? r->shm_task_.shm_.off_.load()
+                                           : kTraceNoKey;
+    trace_->Push(e);
+  }
+  r->trace_id_ = 0;
+}
+
 void Worker::TakeMailbox() {
+  trace_ = CHI_TRACE->ActiveRing(id_);
   std::lock_guard<std::mutex> lock(mailbox_mu_);
   for (auto &wl : mailbox_) lanes_.push_back(wl);
   mailbox_.clear();
@@ -485,6 +535,7 @@ void Worker::FreeRunContext(RunContext *r) {
   r->deps_.clear();
   r->wait_deadline_ns_ = UINT64_MAX;
   r->done_ = false;
+  r->trace_id_ = 0;
   r->pool_hold_.reset();
   // The network thread makes a context per request and workers free them:
   // keep a bounded cache, not one context per request ever received.
@@ -1147,6 +1198,8 @@ void Worker::Start(RunContext *r) {
   ctx::stack_context sctx;
   sctx.sp = r->stack_ + kGuardSize + kStackSize;
   sctx.size = kStackSize;
+  // Tracing off: this predictable branch is all it costs.
+  if (__builtin_expect(trace_ != nullptr, 0)) TraceBegin(r);
   r->tsan_fiber_ = HSHM_TSAN_FIBER_CREATE();
   r->fiber_ = ctx::fiber(std::allocator_arg,
                          ctx::preallocated(sctx.sp, sctx.size, sctx),
@@ -1222,6 +1275,9 @@ bool Worker::CheckPeriodic(u64 now) {
 }
 
 void Worker::Finish(RunContext *r) {
+  // Recorded before the task is completed: a parent waiting on it resumes
+  // (and so ends) only after this run's end.
+  if (__builtin_expect(r->trace_id_ != 0, 0)) TraceEnd(r);
   Task *t = r->task_;
   Container *c = r->container_;
   PutStack(r->stack_);
