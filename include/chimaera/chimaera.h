@@ -15,6 +15,7 @@
 #include "chimaera/config_manager.h"
 #include "chimaera/container.h"
 #include "chimaera/ipc_manager.h"
+#include "chimaera/module.h"
 #include "chimaera/task.h"
 #include "hermes_shm/singleton.h"
 

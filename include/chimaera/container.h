@@ -54,6 +54,8 @@ struct MethodEntry {
   alignas(16) char handler[16] = {};
   /** sizeof the task type, to validate tasks from untrusted clients. */
   size_t task_size = 0;
+  /** TaskTypeTag of the task type; a shm task must carry the same. */
+  u32 type_tag = 0;
 };
 
 /** A runtime-private lane of admitted tasks (a container queue's lane or a
@@ -167,25 +169,41 @@ class Container {
   void RegisterMethod(MethodId method, const char *name,
                       void (C::*fn)(TaskT *, RunContext &)) {
     static_assert(sizeof(fn) <= sizeof(MethodEntry::handler), "handler size");
-    static_assert(std::is_base_of<Task, TaskT>::value, "TaskT must be a Task");
-    if (methods_.size() <= method) methods_.resize(method + 1);
-    MethodEntry &e = methods_[method];
-    e.name = name;
-    e.task_size = sizeof(TaskT);
+    MethodEntry &e = NewEntry<TaskT>(method, name);
     std::memcpy(e.handler, &fn, sizeof(fn));
     e.run = [](Container *self, void *handler, Task *task, RunContext &rctx) {
       void (C::*f)(TaskT *, RunContext &);
       std::memcpy(&f, handler, sizeof(f));
       (static_cast<C *>(self)->*f)(static_cast<TaskT *>(task), rctx);
     };
+  }
+
+  /** Makes the table entry of `method` for tasks of type TaskT (all but
+   * the handler: the caller sets run/handler). Constructor only. */
+  template <typename TaskT>
+  MethodEntry &NewEntry(MethodId method, const char *name) {
+    static_assert(std::is_base_of<Task, TaskT>::value, "TaskT must be a Task");
+    if (methods_.size() <= method) methods_.resize(method + 1);
+    MethodEntry &e = methods_[method];
+    e.name = name;
+    e.task_size = sizeof(TaskT);
+    e.type_tag = TaskTypeTag<TaskT>();
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
     e.make = []() -> Task * {
-      return new TaskT(hipc::CtxAllocator<CHI_ALLOC_T>(CHI_IPC->main_alloc()));
+      TaskT *t;
+      if constexpr (std::is_aggregate_v<TaskT>) {
+        t = new TaskT{};
+      } else {
+        t = new TaskT(hipc::CtxAllocator<CHI_ALLOC_T>(CHI_IPC->main_alloc()));
+      }
+      t->type_tag_ = TaskTypeTag<TaskT>();
+      return t;
     };
     e.free_private = [](Task *task) { delete static_cast<TaskT *>(task); };
     e.fields = [](FieldArchive &ar, Task *task) {
       static_cast<TaskT *>(task)->Fields(ar);
     };
+    return e;
   }
 
  private:

@@ -16,7 +16,9 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <new>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "chimaera/chimaera_types.h"
@@ -106,13 +108,30 @@ class IpcManager {
   /** Stops the server, detaches (client) or destroys (runtime) segments. */
   void Finalize();
 
-  /** Allocates a task in `main` and constructs it with
-   * (CtxAllocator, args...). Null if `main` is exhausted. */
+  /** Allocates a task in `main` and constructs it: an aggregate task type
+   * (chimaera/module.h) as TaskT{{}, args...} (its first fields in order),
+   * any other as TaskT(CtxAllocator, args...). Stamps its TaskTypeTag.
+   * Null if `main` is exhausted. */
   template <typename TaskT, typename... Args>
   FullPtr<TaskT> NewTask(const hipc::MemContext &ctx, Args &&...args) {
-    hipc::CtxAllocator<CHI_MAIN_ALLOC_T> alloc(ctx, main_alloc_);
-    return main_alloc_->template NewObj<TaskT>(ctx, alloc,
-                                               std::forward<Args>(args)...);
+    FullPtr<TaskT> t;
+    if constexpr (std::is_aggregate_v<TaskT>) {
+      t = main_alloc_->template AllocatePtr<TaskT>(ctx);
+      if (t.IsNull()) return t;
+      // Fields past `args` take their default member initializers or are
+      // value-initialized: intended, so -Wextra need not say so.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+      new (t.ptr_) TaskT{{}, std::forward<Args>(args)...};
+#pragma GCC diagnostic pop
+    } else {
+      hipc::CtxAllocator<CHI_MAIN_ALLOC_T> alloc(ctx, main_alloc_);
+      t = main_alloc_->template NewObj<TaskT>(ctx, alloc,
+                                              std::forward<Args>(args)...);
+      if (t.IsNull()) return t;
+    }
+    t->type_tag_ = TaskTypeTag<TaskT>();
+    return t;
   }
   /** NewTask with the default memory context. */
   template <typename TaskT, typename... Args>

@@ -19,6 +19,14 @@ class PoolClient {
   explicit PoolClient(const PoolId &pool_id) : pool_id_(pool_id) {}
   /** The pool this client talks to (null before it was set). */
   const PoolId &pool_id() const { return pool_id_; }
+  /** Destroys the pool this client is bound to (each container's Destroy
+   * runs after its last task) and unbinds the client. Other clients of the
+   * pool then get NotFound. Errors are DestroyPool's. */
+  Status Destroy() {
+    Status s = admin::Client().DestroyPool(pool_id_);
+    if (s.ok()) pool_id_ = PoolId();
+    return s;
+  }
 
  protected:
   /** Gets or creates pool `pool_name` of `module` with `num_containers`

@@ -15,16 +15,47 @@
 
 #include <atomic>
 #include <cstddef>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "chimaera/chimaera_types.h"
 #include "chimaera/task_fields.h"
 
-/** Decorator macros for task fields. */
-#define IN     // This is an input by the client
-#define OUT    // This is output by the runtime
-#define INOUT  // This is both an input and output
-#define TEMP   // This is internally used by the runtime or client.
+/** Decorators of task fields (documentation only; they expand to nothing).
+ * The CHI_ forms are always defined. The spec's short names IN, OUT, INOUT
+ * and TEMP are defined too, unless the includer defines
+ * CHIMAERA_NO_FIELD_MACROS first (or another header already defined them),
+ * so they never clash with other libraries' macros of the same name. */
+#define CHI_IN     // This is an input by the client
+#define CHI_OUT    // This is output by the runtime
+#define CHI_INOUT  // This is both an input and output
+#define CHI_TEMP   // This is internally used by the runtime or client.
+#ifndef CHIMAERA_NO_FIELD_MACROS
+#ifndef IN
+#define IN CHI_IN
+#endif
+#ifndef OUT
+#define OUT CHI_OUT
+#endif
+#ifndef INOUT
+#define INOUT CHI_INOUT
+#endif
+#ifndef TEMP
+#define TEMP CHI_TEMP
+#endif
+#endif  // CHIMAERA_NO_FIELD_MACROS
+
+/** Declares a task's fields in one line, in the order they travel:
+ *   CHI_FIELDS(In(key_), InBuf(data_, size_), Out(sum_))
+ * is the same as a Fields(ar) template calling ar.In(key_), ar.InBuf(...),
+ * ar.Out(sum_) in turn. A buffer's size must be a field of the task; write
+ * Fields() by hand when it is an expression. */
+#define CHI_FIELDS(...)   \
+  template <typename Ar>  \
+  void Fields(Ar &ar) {   \
+    ar(__VA_ARGS__);      \
+  }
 
 /** This task will execute periodically (every period_ns_) until stopped. If
  * this is not set, the task is executed exactly once. */
@@ -59,7 +90,53 @@ bool AbandonTask(Task *task);
 void SetTaskStatus(Task *task, const Status &status);
 /** The error message of a completed task ("" if none). */
 std::string TaskErrorMessage(const Task *task);
+/** The TaskNode for a new task: a child of the running task's node when
+ * called from inside a runtime task (its subtasks), else a fresh root
+ * (CHI_IPC->NewTaskNode()). Any thread. */
+TaskNode SubtaskNode();
+
+/** "ns::Type" for T, cut out of this function's signature as GCC and Clang
+ * print it ("... [with T = ns::Type; ...]" / "... [T = ns::Type]"). */
+template <typename T>
+constexpr std::string_view RawTypeName() {
+  std::string_view sig = __PRETTY_FUNCTION__;
+  size_t b = sig.find("T = ");
+  if (b == std::string_view::npos) return sig;
+  b += 4;
+  size_t e = sig.find_first_of(";]", b);
+  return sig.substr(b, e == std::string_view::npos ? e : e - b);
+}
+/** 32-bit FNV-1a of `s`. */
+constexpr u32 Fnv1a32(std::string_view s) {
+  u32 h = 2166136261u;
+  for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  return h;
+}
 }  // namespace internal
+
+/** A tag naming task type T, the same in every process and compiler build
+ * (the hash of its qualified name; never 0). CHI_IPC->NewTask<T> stamps it
+ * into Task::type_tag_ and the runtime checks it against the method's type,
+ * so a task of the wrong type for its method id is refused, not misread. */
+template <typename T>
+constexpr u32 TaskTypeTag() {
+  return internal::Fnv1a32(internal::RawTypeName<T>()) | 1u;
+}
+
+/** The method name a task type gives itself: its unqualified name without a
+ * "Task" suffix ("stats::AddTask" -> "Add"). */
+template <typename T>
+constexpr std::string_view TaskMethodName() {
+  std::string_view n = internal::RawTypeName<T>();
+  size_t colon = n.rfind("::");
+  if (colon != std::string_view::npos) n.remove_prefix(colon + 2);
+  constexpr std::string_view kSuffix = "Task";
+  if (n.size() > kSuffix.size() &&
+      n.substr(n.size() - kSuffix.size()) == kSuffix) {
+    n.remove_suffix(kSuffix.size());
+  }
+  return n;
+}
 
 /** Bits of Task::state_, the word the submitter waits on. */
 enum TaskState : u32 {
@@ -88,24 +165,29 @@ class Task {
   /** A TaskClaim value. First, so that it never shares a cache line with
    * state_ (static_assert below): a worker admitting the task does not
    * disturb the line its submitter spins on. */
-  TEMP std::atomic<u32> claim_{0};
-  IN PoolId pool_id_;         /**< The unique ID of a pool */
-  IN TaskNode task_node_;     /**< The unique ID of this task in the graph */
-  IN DomainQuery dom_query_;  /**< The nodes that the task should run on */
-  IN MethodId method_ = 0;    /**< The method to call in the container */
-  IN ibitfield task_flags_;   /**< Properties of the task */
-  IN double period_ns_ = 0;   /**< The period of the task */
-  IN u32 prio_ = kLowLatency; /**< kLowLatency or kHighLatency */
-  OUT u32 rc_ = 0;            /**< StatusCode of the result (0 = ok) */
-  OUT hipc::Pointer err_;     /**< Error message in shared memory, or null */
-  TEMP std::atomic<u32> state_{0}; /**< TaskState bits */
-  TEMP u32 run_count_ = 0; /**< Times the runtime ran it (periodic tasks) */
-  TEMP u32 magic_ = kTaskMagic; /**< Marks a constructed task */
+  CHI_TEMP std::atomic<u32> claim_{0};
+  CHI_IN PoolId pool_id_;         /**< The unique ID of a pool */
+  CHI_IN TaskNode task_node_;     /**< The unique ID of this task in the graph */
+  CHI_IN DomainQuery dom_query_;  /**< The nodes that the task should run on */
+  CHI_IN MethodId method_ = 0;    /**< The method to call in the container */
+  CHI_IN ibitfield task_flags_;   /**< Properties of the task */
+  CHI_IN double period_ns_ = 0;   /**< The period of the task */
+  CHI_IN u32 prio_ = kLowLatency; /**< kLowLatency or kHighLatency */
+  CHI_OUT u32 rc_ = 0;            /**< StatusCode of the result (0 = ok) */
+  CHI_OUT hipc::Pointer err_;     /**< Error message in shared memory, or null */
+  CHI_TEMP std::atomic<u32> state_{0}; /**< TaskState bits */
+  CHI_TEMP u32 run_count_ = 0; /**< Times the runtime ran it (periodic tasks) */
+  CHI_TEMP u32 magic_ = kTaskMagic; /**< Marks a constructed task */
+  /** TaskTypeTag of the type the task was made as (CHI_IPC->NewTask sets
+   * it); admission refuses a task whose tag is not its method's. */
+  CHI_IN u32 type_tag_ = 0;
   /** TaskExt in `main` (predecessors, group; see task_graph.h), or null.
    * Freed with the task. */
-  IN hipc::Pointer ext_;
+  CHI_IN hipc::Pointer ext_;
 
-  /** SHM default constructor. */
+  /** Default constructor (aggregate task types, see chimaera/module.h). */
+  Task() {}
+  /** SHM default constructor (task types with their own constructors). */
   template <typename AllocT>
   explicit Task(const hipc::CtxAllocator<AllocT> &alloc) {}
   Task(const Task &) = delete;
@@ -120,13 +202,24 @@ class Task {
   /** Wait for a subtask to complete (from inside this task's method, the
    * fiber yields instead of blocking the worker). */
   void Wait(Task *subtask) { internal::WaitTask(subtask); }
-  /** Wait for subtasks to complete (null entries, tasks that could not be
-   * allocated, are skipped: check them before reading results). */
+  /** Waits for subtasks to complete. Null entries (tasks that could not be
+   * allocated) are skipped and make the result OutOfMemory, so a caller
+   * that reads results checks it first; Ok means every entry completed
+   * (each with its own status). */
   template <typename TaskT>
-  HSHM_INLINE void Wait(std::vector<FullPtr<TaskT>> &subtasks) {
+  Status Wait(std::vector<FullPtr<TaskT>> &subtasks) {
+    size_t missing = 0;
     for (auto &t : subtasks) {
-      if (!t.IsNull()) internal::WaitTask(t.ptr_);
+      if (t.IsNull()) {
+        ++missing;
+      } else {
+        internal::WaitTask(t.ptr_);
+      }
     }
+    if (missing == 0) return Status::Ok();
+    return Status::OutOfMemory(std::to_string(missing) + " of " +
+                               std::to_string(subtasks.size()) +
+                               " subtasks could not be allocated");
   }
 
   /** True once the runtime completed the task (acquire order). */
@@ -160,6 +253,29 @@ class Task {
   void SetFireAndForget() { task_flags_.SetBits(TASK_FIRE_AND_FORGET); }
   bool IsPeriodic() const { return task_flags_.Any(TASK_PERIODIC); }
   bool IsFireAndForget() const { return task_flags_.Any(TASK_FIRE_AND_FORGET); }
+
+  /** Field references for a CHI_FIELDS list (see task_fields.h): an input,
+   * an output, both, an input buffer of `size` bytes (a size field of the
+   * task, declared before it, so it is read when the list is applied) and
+   * an output buffer with its size field. */
+  template <typename T>
+  static internal::FieldRef<internal::FieldKind::kIn, T> In(T &f) {
+    return {f};
+  }
+  template <typename T>
+  static internal::FieldRef<internal::FieldKind::kOut, T> Out(T &f) {
+    return {f};
+  }
+  template <typename T>
+  static internal::FieldRef<internal::FieldKind::kInOut, T> InOut(T &f) {
+    return {f};
+  }
+  static internal::InBufRef InBuf(hipc::Pointer &p, u64 &size) {
+    return {p, size};
+  }
+  static internal::OutBufRef OutBuf(hipc::Pointer &p, u64 &size) {
+    return {p, size};
+  }
 
   /** Declares the task's IN and OUT fields (see task_fields.h). A task
    * without parameters inherits this empty declaration; every task with

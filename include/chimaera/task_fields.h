@@ -56,6 +56,26 @@ struct FrameView {
   u64 size = 0;
 };
 
+namespace internal {
+/** How a field takes part in a task's traffic (see FieldList below). */
+enum class FieldKind { kIn, kOut, kInOut };
+/** A reference to one declared field, made by Task::In/Out/InOut. */
+template <FieldKind K, typename T>
+struct FieldRef {
+  T &field;
+};
+/** An input buffer and the field holding its size (read when applied). */
+struct InBufRef {
+  hipc::Pointer &p;
+  u64 &size;
+};
+/** An output buffer and its size field. */
+struct OutBufRef {
+  hipc::Pointer &p;
+  u64 &size;
+};
+}  // namespace internal
+
 /** Runs a task's Fields() declaration in one of several modes. */
 class FieldArchive {
  public:
@@ -97,6 +117,13 @@ class FieldArchive {
     In(field);
     Out(field);
   }
+  /** Applies a CHI_FIELDS list (Task::In(x), Task::Out(y), ...) in order,
+   * as if each were the call of the same name on this archive. */
+  template <typename... Refs>
+  void operator()(const Refs &...refs) {
+    (Apply(refs), ...);
+  }
+
   /** An input data buffer of `size` bytes at `p` (a data-segment buffer the
    * caller owns). On another node the method sees a runtime_data copy. */
   void InBuf(hipc::Pointer &p, u64 size);
@@ -136,6 +163,22 @@ class FieldArchive {
   u32 frames_consumed() const { return next_frame_; }
 
  private:
+  /** One entry of a CHI_FIELDS list. */
+  template <typename T>
+  void Apply(const internal::FieldRef<internal::FieldKind::kIn, T> &r) {
+    In(r.field);
+  }
+  template <typename T>
+  void Apply(const internal::FieldRef<internal::FieldKind::kOut, T> &r) {
+    Out(r.field);
+  }
+  template <typename T>
+  void Apply(const internal::FieldRef<internal::FieldKind::kInOut, T> &r) {
+    InOut(r.field);
+  }
+  void Apply(const internal::InBufRef &r) { InBuf(r.p, r.size); }
+  void Apply(const internal::OutBufRef &r) { OutBuf(r.p, r.size); }
+
   /** Records the first error. */
   void Fail(Status s) {
     if (status_.ok()) status_ = std::move(s);

@@ -14,7 +14,6 @@
 #include <mutex>
 #include <vector>
 
-#include "chimaera/module_manager.h"
 #include "compressor/compressor_tasks.h"
 
 namespace chi::compressor {
@@ -119,17 +118,11 @@ Status NoRoom(u64 size) {
 
 /** Container of the compressor module. Holds only pooled codec states, so
  * its methods may run concurrently on several workers. */
-class Runtime : public Container {
+class Runtime : public Module<Runtime, Compressor> {
  public:
-  /** Registers the methods. Called by the module factory. */
-  Runtime() {
-    RegisterMethod(Method::kCompress, "Compress", &Runtime::Compress);
-    RegisterMethod(Method::kDecompress, "Decompress", &Runtime::Decompress);
-  }
-
   /** Compresses the task's input into a new client_data buffer. Errors: see
    * compressor_tasks.h. Workers call it. */
-  void Compress(CompressTask *task, RunContext &rctx) {
+  void Run(CompressTask *task, RunContext &rctx) {
     task->out_ = hipc::Pointer::GetNull();
     task->out_size_ = 0;
     const char *src = CHI_IPC->DataBuffer(task->data_, task->size_);
@@ -140,7 +133,7 @@ class Runtime : public Container {
       return;
     }
     Status s;
-    switch (static_cast<Algorithm>(task->algo_)) {
+    switch (task->algo_) {
       case Algorithm::kZstd:
         s = CompressZstd(task, src);
         break;
@@ -148,14 +141,14 @@ class Runtime : public Container {
         s = CompressLz4(task, src);
         break;
       default:
-        s = UnknownAlgorithm(task->algo_);
+        s = UnknownAlgorithm(static_cast<u32>(task->algo_));
     }
     if (!s.ok()) task->SetStatus(s);
   }
 
   /** Decompresses the task's input into a new client_data buffer of exactly
    * orig_size_ bytes. Errors: see compressor_tasks.h. Workers call it. */
-  void Decompress(DecompressTask *task, RunContext &rctx) {
+  void Run(DecompressTask *task, RunContext &rctx) {
     task->out_ = hipc::Pointer::GetNull();
     task->out_size_ = 0;
     const char *src = CHI_IPC->DataBuffer(task->data_, task->size_);
@@ -177,7 +170,7 @@ class Runtime : public Container {
       return;
     }
     Status s;
-    switch (static_cast<Algorithm>(task->algo_)) {
+    switch (task->algo_) {
       case Algorithm::kZstd:
         s = DecompressZstd(task, src);
         break;
@@ -185,7 +178,7 @@ class Runtime : public Container {
         s = DecompressLz4(task, src);
         break;
       default:
-        s = UnknownAlgorithm(task->algo_);
+        s = UnknownAlgorithm(static_cast<u32>(task->algo_));
     }
     if (!s.ok()) task->SetStatus(s);
   }
@@ -311,4 +304,4 @@ class Runtime : public Container {
 
 }  // namespace chi::compressor
 
-CHI_TASK_CC(chi::compressor::Runtime, "compressor");
+CHI_MODULE(chi::compressor::Runtime);

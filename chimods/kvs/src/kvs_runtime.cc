@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "chimaera/module_manager.h"
 #include "kvs/kvs_tasks.h"
 
 namespace chi::kvs {
@@ -37,15 +36,8 @@ Status KeyBytes(const hipc::Pointer &p, u64 size, bool allow_empty,
 /** Container of the kvs module: one shard of the pool's keys. Methods may
  * run concurrently on several workers; mu_ guards index_ (no method yields
  * while holding it). */
-class Runtime : public Container {
+class Runtime : public Module<Runtime, Kvs> {
  public:
-  /** Registers the methods. Called by the module factory. */
-  Runtime() {
-    RegisterMethod(Method::kPut, "Put", &Runtime::Put);
-    RegisterMethod(Method::kGet, "Get", &Runtime::Get);
-    RegisterMethod(Method::kDelete, "Delete", &Runtime::Delete);
-    RegisterMethod(Method::kScan, "Scan", &Runtime::Scan);
-  }
 
   /** Frees every stored value. Runs alone, after the last task. */
   void Destroy() override {
@@ -55,7 +47,7 @@ class Runtime : public Container {
 
   /** Stores a copy of the value in runtime_data under the key. Workers call
    * it. */
-  void Put(PutTask *task, RunContext &rctx) {
+  void Run(PutTask *task, RunContext &rctx) {
     task->replaced_ = 0;
     const char *key;
     Status s = KeyBytes(task->data_, task->key_size_, false, &key);
@@ -96,7 +88,7 @@ class Runtime : public Container {
 
   /** Copies the key's value into a client_data buffer. NotFound if absent.
    * Workers call it. */
-  void Get(GetTask *task, RunContext &rctx) {
+  void Run(GetTask *task, RunContext &rctx) {
     task->value_ = hipc::Pointer::GetNull();
     task->value_size_ = 0;
     const char *key;
@@ -123,7 +115,7 @@ class Runtime : public Container {
 
   /** Removes the key and frees its value. NotFound if absent. Workers call
    * it. */
-  void Delete(DeleteTask *task, RunContext &rctx) {
+  void Run(DeleteTask *task, RunContext &rctx) {
     const char *key;
     Status s = KeyBytes(task->key_, task->key_size_, false, &key);
     if (!s.ok()) return task->SetStatus(s);
@@ -143,7 +135,7 @@ class Runtime : public Container {
 
   /** Lists this container's first max_count_ matching keys into a
    * client_data buffer. Workers call it. */
-  void Scan(ScanTask *task, RunContext &rctx) {
+  void Run(ScanTask *task, RunContext &rctx) {
     task->keys_ = hipc::Pointer::GetNull();
     task->keys_size_ = 0;
     task->count_ = 0;
@@ -151,10 +143,10 @@ class Runtime : public Container {
     const char *key;
     Status s = KeyBytes(task->key_, task->key_size_, true, &key);
     if (!s.ok()) return task->SetStatus(s);
-    auto mode = static_cast<ScanMode>(task->mode_);
+    auto mode = task->mode_;
     if (mode != ScanMode::kFromKey && mode != ScanMode::kPrefix) {
       return task->SetStatus(Status::InvalidArgument(
-          "kvs: unknown scan mode " + std::to_string(task->mode_)));
+          "kvs: unknown scan mode " + std::to_string(static_cast<u32>(task->mode_))));
     }
     if (task->max_count_ == 0) return;
     std::string start(key, task->key_size_);
@@ -204,4 +196,4 @@ class Runtime : public Container {
 
 }  // namespace chi::kvs
 
-CHI_TASK_CC(chi::kvs::Runtime, "kvs");
+CHI_MODULE(chi::kvs::Runtime);

@@ -3,31 +3,21 @@
 #include <string>
 #include <vector>
 
-#include "chimaera/client_util.h"
-#include "chimaera/module_manager.h"
-#include "small_message/small_message_tasks.h"
+#include "small_message/small_message_client.h"
 
 namespace chi::small_message {
 
 /** Container of the small_message module: stateless, so its methods need no
  * locking. */
-class Runtime : public Container {
+class Runtime : public Module<Runtime, SmallMessage> {
  public:
-  /** Registers the methods. Called by the module factory. */
-  Runtime() {
-    RegisterMethod(Method::kNoop, "Noop", &Runtime::Noop);
-    RegisterMethod(Method::kEcho, "Echo", &Runtime::Echo);
-    RegisterMethod(Method::kCompute, "Compute", &Runtime::Compute);
-    RegisterMethod(Method::kStencilRun, "StencilRun", &Runtime::StencilRun);
-  }
-
   /** Does nothing. Workers call it. */
-  void Noop(NoopTask *task, RunContext &rctx) {}
+  void Run(NoopTask *task, RunContext &rctx) {}
 
   /** Copies the caller's buffer into a fresh client_data buffer. Errors:
    * InvalidArgument (buffer outside the data segments), OutOfMemory
    * (client_data full). Workers call it. */
-  void Echo(EchoTask *task, RunContext &rctx) {
+  void Run(EchoTask *task, RunContext &rctx) {
     task->ret_ = hipc::Pointer::GetNull();
     task->ret_size_ = 0;
     u64 size = task->size_;
@@ -51,7 +41,7 @@ class Runtime : public Container {
   }
 
   /** Runs the kernel. Workers call it. */
-  void Compute(ComputeTask *task, RunContext &rctx) {
+  void Run(ComputeTask *task, RunContext &rctx) {
     task->result_ = ComputeKernel(task->iters_, task->seed_);
   }
 
@@ -64,7 +54,7 @@ class Runtime : public Container {
    * them. Stops at the first step with a failed subtask and takes its
    * status. Errors: InvalidArgument (width_ too large), OutOfMemory (no room
    * for a subtask in `main`), or a subtask's. Workers call it. */
-  void StencilRun(StencilRunTask *task, RunContext &rctx) {
+  void Run(StencilRunTask *task, RunContext &rctx) {
     task->checksum_ = 0;
     const u32 width = task->width_;
     if (width > kMaxStencilWidth) {
@@ -74,31 +64,26 @@ class Runtime : public Container {
       return;
     }
     const u32 containers = num_containers_ ? num_containers_ : 1;
-    std::vector<FullPtr<ComputeTask>> subs(width);
+    // A client of this very pool: its subtasks are children of `task`, and
+    // waiting on them yields this fiber.
+    ModuleClient<SmallMessage> self(pool_id_);
+    std::vector<Future<ComputeTask>> subs(width);
     u64 checksum = 0;
     for (u32 step = 0; step < task->steps_; ++step) {
-      Status err = Status::Ok();
       for (u32 i = 0; i < width; ++i) {
-        subs[i] = CHI_IPC->NewTaskDefault<ComputeTask>(
-            task->task_node_.Child(), pool_id_,
+        subs[i] = self.Async<ComputeTask>(
             DomainQuery::GetLocalId(i % containers), task->iters_,
             StencilSeed(step, width, i));
-        if (subs[i].IsNull()) {
-          err = Status::OutOfMemory("StencilRun: no room for a subtask");
-          break;
-        }
-        chi::Submit(subs[i]);
       }
-      for (FullPtr<ComputeTask> &sub : subs) {
-        if (sub.IsNull()) continue;
-        task->Wait(sub.ptr_);
-        if (sub->rc_ == 0) {
+      Status err = Status::Ok();
+      for (Future<ComputeTask> &sub : subs) {
+        Status s = sub.Wait();  // OutOfMemory if it was never allocated
+        if (s.ok()) {
           checksum += sub->result_;
         } else if (err.ok()) {
-          err = sub->GetStatus();
+          err = s;
         }
-        CHI_IPC->DelTask(sub);
-        sub = FullPtr<ComputeTask>();
+        sub.Reset();
       }
       if (!err.ok()) {
         task->SetStatus(err);
@@ -111,4 +96,4 @@ class Runtime : public Container {
 
 }  // namespace chi::small_message
 
-CHI_TASK_CC(chi::small_message::Runtime, "small_message");
+CHI_MODULE(chi::small_message::Runtime);

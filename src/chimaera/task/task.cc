@@ -60,6 +60,14 @@ bool BlockingWait(Task *task, u64 timeout_us) {
 
 }  // namespace
 
+TaskNode SubtaskNode() {
+#if CHIMAERA_RUNTIME
+  RunContext *rctx = Worker::CurrentRunContext();
+  if (rctx && rctx->task_) return rctx->task_->task_node_.Child();
+#endif
+  return CHI_IPC->NewTaskNode();
+}
+
 void WaitTask(Task *task) { (void)WaitTaskFor(task, UINT64_MAX); }
 
 bool WaitTaskFor(Task *task, u64 timeout_us) {

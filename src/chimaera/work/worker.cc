@@ -864,6 +864,15 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
                                 "'s task type"),
         fnf, group);
   }
+  if (hdr.type_tag_ != e->type_tag) {
+    return FailUnadmitted(
+        shm,
+        Status::InvalidArgument(std::string("task was not made as ") +
+                                e->name +
+                                "'s task type (type tag mismatch: wrong task "
+                                "type for its method id?)"),
+        fnf, group);
+  }
   // The private copy: from here on the runtime reads only this.
   Task *priv = e->make();
   CopyTaskBytes(priv, shm.ptr_, e->task_size);  // priv->state_ stays 0

@@ -13,31 +13,23 @@
 #include <cstring>
 #include <string>
 
-#include "chimaera/admin/admin_client.h"
-#include "chimaera/client_util.h"
-#include "chimaera/pool_client.h"
 #include "compressor/compressor_tasks.h"
 
 namespace chi::compressor {
 
-/** Client of one compressor pool. */
-class Client : public PoolClient {
+/** Client of one compressor pool: ModuleClient's generic calls plus named
+ * forms that also route large inputs to the high-latency workers. */
+class Client : public ModuleClient<Compressor> {
  public:
-  using PoolClient::PoolClient;
-
-  /** Gets or creates the pool `pool_name` with `num_containers` containers.
-   * Errors are GetOrCreatePool's. */
-  Status Create(const std::string &pool_name, u32 num_containers = 1) {
-    return CreatePool(pool_name, kModuleName, num_containers);
-  }
+  using ModuleClient::ModuleClient;
 
   /** Submits compression of `size` bytes of the caller's buffer `data`
    * (kept allocated until the task completes). */
   FullPtr<CompressTask> AsyncCompress(
       Algorithm algo, const hipc::Pointer &data, u64 size, i32 level = 0,
       const DomainQuery &dom = DomainQuery::GetDynamic()) {
-    return Submit(CHI_IPC->NewTaskDefault<CompressTask>(
-        CHI_IPC->NewTaskNode(), pool_id_, dom, algo, level, data, size));
+    return SubmitSized(NewTask<CompressTask>(dom, algo, level, data, size),
+                       size);
   }
   /** Compresses `data` with `algo` at `level`; returns the compressed
    * bytes. */
@@ -46,13 +38,10 @@ class Client : public PoolClient {
       const DomainQuery &dom = DomainQuery::GetDynamic()) {
     FullPtr<char> in;
     HSHM_RETURN_IF_ERROR(CopyIn(data, &in));
-    std::string out;
-    Status s = WaitAndFree(
-        AsyncCompress(algo, in.shm_, data.size(), level, dom),
-        [&](CompressTask *t) { CopyOutAndFree(t->out_, t->out_size_, &out); });
-    (void)CHI_IPC->FreeBuffer(in.shm_);
-    if (!s.ok()) return s;
-    return out;
+    return Finish(
+        Future<CompressTask>(AsyncCompress(algo, in.shm_, data.size(), level,
+                                           dom)),
+        in);
   }
 
   /** Submits decompression of `size` bytes of the caller's buffer `data`,
@@ -60,8 +49,8 @@ class Client : public PoolClient {
   FullPtr<DecompressTask> AsyncDecompress(
       Algorithm algo, const hipc::Pointer &data, u64 size, u64 orig_size,
       const DomainQuery &dom = DomainQuery::GetDynamic()) {
-    return Submit(CHI_IPC->NewTaskDefault<DecompressTask>(
-        CHI_IPC->NewTaskNode(), pool_id_, dom, algo, data, size, orig_size));
+    return SubmitSized(
+        NewTask<DecompressTask>(dom, algo, data, size, orig_size), orig_size);
   }
   /** Decompresses `compressed` (made by `algo` from `orig_size` bytes);
    * returns the original bytes. */
@@ -70,15 +59,9 @@ class Client : public PoolClient {
       const DomainQuery &dom = DomainQuery::GetDynamic()) {
     FullPtr<char> in;
     HSHM_RETURN_IF_ERROR(CopyIn(compressed, &in));
-    std::string out;
-    Status s = WaitAndFree(
-        AsyncDecompress(algo, in.shm_, compressed.size(), orig_size, dom),
-        [&](DecompressTask *t) {
-          CopyOutAndFree(t->out_, t->out_size_, &out);
-        });
-    (void)CHI_IPC->FreeBuffer(in.shm_);
-    if (!s.ok()) return s;
-    return out;
+    return Finish(Future<DecompressTask>(AsyncDecompress(
+                      algo, in.shm_, compressed.size(), orig_size, dom)),
+                  in);
   }
 
  private:
@@ -91,13 +74,27 @@ class Client : public PoolClient {
     std::memcpy(buf->ptr_, data.data(), data.size());
     return Status::Ok();
   }
-  /** Copies `size` bytes of the runtime's output `p` into `*out`, then frees
-   * `p`. */
-  static void CopyOutAndFree(const hipc::Pointer &p, u64 size,
-                             std::string *out) {
-    FullPtr<char> buf(p);
-    if (!buf.IsNull()) out->assign(buf.ptr_, size);
-    (void)CHI_IPC->FreeBuffer(p);
+  /** Sets the priority by `bytes` (see kHighLatencyBytes) and sends. */
+  template <typename TaskT>
+  static FullPtr<TaskT> SubmitSized(FullPtr<TaskT> t, u64 bytes) {
+    if (t.IsNull()) return t;
+    t->prio_ = bytes >= kHighLatencyBytes ? kHighLatency : kLowLatency;
+    return Submit(t);
+  }
+  /** Waits for `f` (this thread's deadline) and returns a copy of its
+   * output. Frees the input buffer `in` unless the task is still running
+   * (abandoned: the runtime may still read it). */
+  template <typename TaskT>
+  static StatusOr<std::string> Finish(Future<TaskT> f, FullPtr<char> in) {
+    Status s = f.Wait();
+    std::string out;
+    if (s.ok() && f->out_size_ != 0) {
+      const char *p = CHI_IPC->DataBuffer(f->out_, f->out_size_);
+      if (p) out.assign(p, f->out_size_);
+    }
+    if (f.done()) (void)CHI_IPC->FreeBuffer(in.shm_);
+    if (!s.ok()) return s;
+    return out;
   }
 };
 

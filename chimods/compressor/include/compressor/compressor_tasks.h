@@ -13,54 +13,30 @@
 #ifndef CHIMODS_COMPRESSOR_COMPRESSOR_TASKS_H_
 #define CHIMODS_COMPRESSOR_COMPRESSOR_TASKS_H_
 
-#include "chimaera/container.h"
-#include "chimaera/ipc_manager.h"
+#include "chimaera/module.h"
 
 namespace chi::compressor {
 
-/** Name the runtime loads the module by (lib<name>_runtime.so). */
-inline constexpr char kModuleName[] = "compressor";
-
-/** Methods of the compressor container. */
-namespace Method {
-static GLOBAL_CROSS_CONST MethodId kCompress = BaseMethod::kCustom + 0;
-static GLOBAL_CROSS_CONST MethodId kDecompress = BaseMethod::kCustom + 1;
-}  // namespace Method
-
-/** Compression algorithms (stored as a u32 in tasks). */
+/** Compression algorithms. A task from a client may carry any value: the
+ * runtime refuses unknown ones. */
 enum class Algorithm : u32 {
   kZstd = 0,  ///< Zstandard; level 0 = default (3), else ZSTD_minCLevel..max.
   kLz4 = 1,   ///< LZ4 block format; level = acceleration (0 or 1 = default).
 };
 
-/** Inputs at least this large go to the high-latency workers. */
+/** Inputs at least this large go to the high-latency workers (the Client's
+ * calls set prio_; callers of Async<...> directly set it themselves). */
 static GLOBAL_CROSS_CONST u64 kHighLatencyBytes = 64 * 1024;
 
 /** Compresses data_[0, size_) into out_[0, out_size_). */
 struct CompressTask : public Task {
-  IN u32 algo_ = 0;        ///< An Algorithm value.
+  IN Algorithm algo_ = Algorithm::kZstd;  ///< The codec.
   IN i32 level_ = 0;       ///< Algorithm-specific level (0 = default).
   IN hipc::Pointer data_;  ///< Input bytes (a data-segment buffer).
   IN u64 size_ = 0;        ///< Bytes of input.
   OUT hipc::Pointer out_;  ///< Output in client_data; the waiter frees it.
   OUT u64 out_size_ = 0;   ///< Compressed bytes in out_.
 
-  /** SHM default constructor. */
-  explicit CompressTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: compress `size` bytes at `data` with `algo`. */
-  CompressTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
-               const TaskNode &node, const PoolId &pool_id,
-               const DomainQuery &dom, Algorithm algo, i32 level,
-               const hipc::Pointer &data, u64 size)
-      : Task(alloc),
-        algo_(static_cast<u32>(algo)),
-        level_(level),
-        data_(data),
-        size_(size) {
-    SetBase(node, pool_id, dom, Method::kCompress);
-    prio_ = size >= kHighLatencyBytes ? kHighLatency : kLowLatency;
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(algo_);
@@ -74,30 +50,13 @@ struct CompressTask : public Task {
 /** Decompresses data_[0, size_) into out_[0, out_size_); the output must be
  * exactly orig_size_ bytes. */
 struct DecompressTask : public Task {
-  IN u32 algo_ = 0;        ///< The Algorithm that compressed the input.
+  IN Algorithm algo_ = Algorithm::kZstd;  ///< The codec that compressed it.
   IN hipc::Pointer data_;  ///< Compressed bytes (a data-segment buffer).
   IN u64 size_ = 0;        ///< Bytes of compressed input.
   IN u64 orig_size_ = 0;   ///< Size of the original data.
   OUT hipc::Pointer out_;  ///< Output in client_data; the waiter frees it.
   OUT u64 out_size_ = 0;   ///< Bytes in out_ (== orig_size_ on success).
 
-  /** SHM default constructor. */
-  explicit DecompressTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: decompress `size` bytes at `data` made by `algo`
-   * from `orig_size` original bytes. */
-  DecompressTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
-                 const TaskNode &node, const PoolId &pool_id,
-                 const DomainQuery &dom, Algorithm algo,
-                 const hipc::Pointer &data, u64 size, u64 orig_size)
-      : Task(alloc),
-        algo_(static_cast<u32>(algo)),
-        data_(data),
-        size_(size),
-        orig_size_(orig_size) {
-    SetBase(node, pool_id, dom, Method::kDecompress);
-    prio_ = orig_size >= kHighLatencyBytes ? kHighLatency : kLowLatency;
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(algo_);
@@ -106,6 +65,12 @@ struct DecompressTask : public Task {
     ar.InBuf(data_, size_);
     ar.OutBuf(out_, out_size_);
   }
+};
+
+/** The module: its name and methods (ids kCustom + 0, 1). */
+struct Compressor {
+  static constexpr char kName[] = "compressor";
+  using Methods = chi::Methods<CompressTask, DecompressTask>;
 };
 
 }  // namespace chi::compressor

@@ -22,8 +22,9 @@
 
 namespace chi::kvs {
 
-/** Client of one kvs pool. */
-class Client {
+/** Client of one kvs pool: ModuleClient's generic calls plus named forms
+ * that route each key to its container. */
+class Client : public ModuleClient<Kvs> {
  public:
   /** Scan everything (max_count). */
   static constexpr u32 kScanAll = ~0u;
@@ -36,7 +37,7 @@ class Client {
   Status Create(const std::string &pool_name, u32 num_containers = 1) {
     bool existed = false;
     StatusOr<PoolId> id = admin::Client().GetOrCreatePool(
-        pool_name, kModuleName, num_containers, "", &existed);
+        pool_name, Kvs::kName, num_containers, "", &existed);
     if (!id.ok()) return id.status();
     if (!existed) {
       pool_id_ = *id;
@@ -61,8 +62,12 @@ class Client {
     num_containers_ = n;
     return Status::Ok();
   }
-  /** The pool this client talks to (null before Create). */
-  const PoolId &pool_id() const { return pool_id_; }
+  /** Destroys the pool (see PoolClient::Destroy) and unbinds the client. */
+  Status Destroy() {
+    Status s = ModuleClient::Destroy();
+    if (s.ok()) num_containers_ = 0;
+    return s;
+  }
   /** Containers of the pool (0 before Create). */
   u32 num_containers() const { return num_containers_; }
 
@@ -75,9 +80,9 @@ class Client {
    * then value bytes; kept allocated until the task completes). */
   FullPtr<PutTask> AsyncPut(const FullPtr<char> &data, u64 key_size,
                             u64 value_size) {
-    return Submit(CHI_IPC->NewTaskDefault<PutTask>(
-        CHI_IPC->NewTaskNode(), pool_id_, KeyQuery(data.ptr_, key_size),
-        data.shm_, key_size, value_size));
+    return Async<PutTask>(KeyQuery(data.ptr_, key_size), data.shm_, key_size,
+                          value_size)
+        .Release();
   }
   /** Stores `value` under `key` (replacing any value). `*replaced` (if not
    * null) tells whether the key existed. */
@@ -96,9 +101,8 @@ class Client {
   /** Submits a Get of the key in the caller's buffer `key`. After Wait the
    * caller frees task->value_. */
   FullPtr<GetTask> AsyncGet(const FullPtr<char> &key, u64 key_size) {
-    return Submit(CHI_IPC->NewTaskDefault<GetTask>(
-        CHI_IPC->NewTaskNode(), pool_id_, KeyQuery(key.ptr_, key_size),
-        key.shm_, key_size));
+    return Async<GetTask>(KeyQuery(key.ptr_, key_size), key.shm_, key_size)
+        .Release();
   }
   /** The value of `key`; NotFound if it has none. */
   StatusOr<std::string> Get(const std::string &key) {
@@ -117,9 +121,8 @@ class Client {
 
   /** Submits a Delete of the key in the caller's buffer `key`. */
   FullPtr<DeleteTask> AsyncDelete(const FullPtr<char> &key, u64 key_size) {
-    return Submit(CHI_IPC->NewTaskDefault<DeleteTask>(
-        CHI_IPC->NewTaskNode(), pool_id_, KeyQuery(key.ptr_, key_size),
-        key.shm_, key_size));
+    return Async<DeleteTask>(KeyQuery(key.ptr_, key_size), key.shm_, key_size)
+        .Release();
   }
   /** Removes `key`; NotFound if it has no value. */
   Status Delete(const std::string &key) {
@@ -135,9 +138,9 @@ class Client {
   FullPtr<ScanTask> AsyncScanContainer(u32 container, const FullPtr<char> &key,
                                        u64 key_size, ScanMode mode,
                                        u32 max_count) {
-    return Submit(CHI_IPC->NewTaskDefault<ScanTask>(
-        CHI_IPC->NewTaskNode(), pool_id_, DomainQuery::GetGlobalId(container),
-        key.shm_, key_size, mode, max_count));
+    return Async<ScanTask>(DomainQuery::GetGlobalId(container), key.shm_,
+                           key_size, mode, max_count)
+        .Release();
   }
   /** The first `max_count` keys of the whole pool, in bytewise order, that
    * are >= `key` (kFromKey) or start with `key` (kPrefix). */
@@ -207,7 +210,6 @@ class Client {
     return true;
   }
 
-  PoolId pool_id_;
   u32 num_containers_ = 0;
 };
 

@@ -16,24 +16,12 @@
 
 #include <cstring>
 
-#include "chimaera/container.h"
-#include "chimaera/ipc_manager.h"
+#include "chimaera/module.h"
 
 namespace chi::kvs {
 
-/** Name the runtime loads the module by (lib<name>_runtime.so). */
-inline constexpr char kModuleName[] = "kvs";
-
 /** Longest key (bytes). Keys are 1..kMaxKeySize bytes. */
 static GLOBAL_CROSS_CONST u64 kMaxKeySize = 64 * 1024;
-
-/** Methods of the kvs container. */
-namespace Method {
-static GLOBAL_CROSS_CONST MethodId kPut = BaseMethod::kCustom + 0;
-static GLOBAL_CROSS_CONST MethodId kGet = BaseMethod::kCustom + 1;
-static GLOBAL_CROSS_CONST MethodId kDelete = BaseMethod::kCustom + 2;
-static GLOBAL_CROSS_CONST MethodId kScan = BaseMethod::kCustom + 3;
-}  // namespace Method
 
 /** How a Scan selects keys. */
 enum class ScanMode : u32 {
@@ -60,16 +48,6 @@ struct PutTask : public Task {
   IN u64 value_size_ = 0;  ///< May be 0.
   OUT u32 replaced_ = 0;   ///< 1 if the key had a value before.
 
-  /** SHM default constructor. */
-  explicit PutTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: put the key/value pair in `data`. */
-  PutTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
-          const PoolId &pool_id, const DomainQuery &dom,
-          const hipc::Pointer &data, u64 key_size, u64 value_size)
-      : Task(alloc), data_(data), key_size_(key_size), value_size_(value_size) {
-    SetBase(node, pool_id, dom, Method::kPut);
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(key_size_);
@@ -87,16 +65,6 @@ struct GetTask : public Task {
   OUT hipc::Pointer value_;  ///< The value; the waiter frees it.
   OUT u64 value_size_ = 0;   ///< Bytes in value_.
 
-  /** SHM default constructor. */
-  explicit GetTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: get the value of the key in `key`. */
-  GetTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
-          const PoolId &pool_id, const DomainQuery &dom,
-          const hipc::Pointer &key, u64 key_size)
-      : Task(alloc), key_(key), key_size_(key_size) {
-    SetBase(node, pool_id, dom, Method::kGet);
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(key_size_);
@@ -111,16 +79,6 @@ struct DeleteTask : public Task {
   IN hipc::Pointer key_;  ///< Key bytes.
   IN u64 key_size_ = 0;   ///< 1..kMaxKeySize.
 
-  /** SHM default constructor. */
-  explicit DeleteTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: delete the key in `key`. */
-  DeleteTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
-             const PoolId &pool_id, const DomainQuery &dom,
-             const hipc::Pointer &key, u64 key_size)
-      : Task(alloc), key_(key), key_size_(key_size) {
-    SetBase(node, pool_id, dom, Method::kDelete);
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(key_size_);
@@ -137,27 +95,13 @@ struct DeleteTask : public Task {
 struct ScanTask : public Task {
   IN hipc::Pointer key_;        ///< Start key or prefix (may be null).
   IN u64 key_size_ = 0;         ///< 0..kMaxKeySize.
-  IN u32 mode_ = 0;             ///< A ScanMode value.
+  IN ScanMode mode_ = ScanMode::kFromKey;  ///< How keys are selected.
   IN u32 max_count_ = 0;        ///< Most keys to return (0: none).
   OUT hipc::Pointer keys_;      ///< Length-prefixed keys; waiter frees it.
   OUT u64 keys_size_ = 0;       ///< Bytes in keys_.
   OUT u32 count_ = 0;           ///< Keys in keys_.
   OUT u32 num_containers_ = 0;  ///< Containers of the pool.
 
-  /** SHM default constructor. */
-  explicit ScanTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: scan one container (`dom`). */
-  ScanTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
-           const PoolId &pool_id, const DomainQuery &dom,
-           const hipc::Pointer &key, u64 key_size, ScanMode mode, u32 max_count)
-      : Task(alloc),
-        key_(key),
-        key_size_(key_size),
-        mode_(static_cast<u32>(mode)),
-        max_count_(max_count) {
-    SetBase(node, pool_id, dom, Method::kScan);
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(key_size_);
@@ -168,6 +112,12 @@ struct ScanTask : public Task {
     ar.Out(count_);
     ar.Out(num_containers_);
   }
+};
+
+/** The module: its name and methods (ids kCustom + 0..3, in this order). */
+struct Kvs {
+  static constexpr char kName[] = "kvs";
+  using Methods = chi::Methods<PutTask, GetTask, DeleteTask, ScanTask>;
 };
 
 }  // namespace chi::kvs

@@ -1,43 +1,35 @@
 // Client API of the small_message module. Header-only, so it compiles into
 // clients (CHIMAERA_RUNTIME=0) and into other runtime modules (=1) alike.
 //
-// Create() first; then every AsyncX returns the submitted task (null if the
-// `main` segment is full): Wait() on it, read its OUT fields, free what it
-// returned, and CHI_IPC->DelTask() it. Every X() does all of that and returns
-// the result. A Client may be shared by threads once created.
+// Create() first; then Async<T>(args...) returns a chi::Future (see
+// chimaera/module.h), and every AsyncX returns the submitted task itself
+// (null if the `main` segment is full): Wait() on it, read its OUT fields,
+// free what it returned, and CHI_IPC->DelTask() it. Every X() does all of
+// that and returns the result. A Client may be shared by threads once
+// created.
 #ifndef CHIMODS_SMALL_MESSAGE_SMALL_MESSAGE_CLIENT_H_
 #define CHIMODS_SMALL_MESSAGE_SMALL_MESSAGE_CLIENT_H_
 
 #include <cstring>
 #include <string>
 
-#include "chimaera/admin/admin_client.h"
-#include "chimaera/client_util.h"
-#include "chimaera/pool_client.h"
 #include "small_message/small_message_tasks.h"
 
 namespace chi::small_message {
 
-/** Client of one small_message pool. */
-class Client : public PoolClient {
+/** Client of one small_message pool: the generic calls of ModuleClient
+ * (Create, Async<T>, Call<T>, NewTask<T>, Destroy) plus named forms. */
+class Client : public ModuleClient<SmallMessage> {
  public:
-  using PoolClient::PoolClient;
-
-  /** Gets or creates the pool `pool_name` with `num_containers` containers.
-   * Errors are GetOrCreatePool's (InvalidArgument for a bad name, NotFound
-   * when the runtime cannot load the module). */
-  Status Create(const std::string &pool_name, u32 num_containers = 1) {
-    return CreatePool(pool_name, kModuleName, num_containers);
-  }
+  using ModuleClient::ModuleClient;
 
   /** Submits a no-op to container `dom`. */
   FullPtr<NoopTask> AsyncNoop(const DomainQuery &dom = DomainQuery()) {
-    return Submit(CHI_IPC->NewTaskDefault<NoopTask>(CHI_IPC->NewTaskNode(),
-                                                    pool_id_, dom));
+    return Async<NoopTask>(dom).Release();
   }
   /** Runs a no-op on container `dom`. */
   Status Noop(const DomainQuery &dom = DomainQuery()) {
-    return WaitAndFree(AsyncNoop(dom), [](NoopTask *) {});
+    return Call<NoopTask>(dom).status();
   }
 
   /** Submits an echo of `size` bytes of the caller's buffer `data` (which
@@ -45,11 +37,9 @@ class Client : public PoolClient {
    * frees task->ret_ with CHI_IPC->FreeBuffer, then deletes the task. */
   FullPtr<EchoTask> AsyncEcho(const hipc::Pointer &data, u64 size,
                               const DomainQuery &dom = DomainQuery()) {
-    return Submit(CHI_IPC->NewTaskDefault<EchoTask>(CHI_IPC->NewTaskNode(),
-                                                    pool_id_, dom, data, size));
+    return Async<EchoTask>(dom, data, size).Release();
   }
-  /** Sends `data` through the runtime and returns the echoed bytes. Frees
-   * both buffers. */
+  /** Sends `data` through the runtime and returns the echoed bytes. */
   StatusOr<std::string> Echo(const std::string &data,
                              const DomainQuery &dom = DomainQuery()) {
     FullPtr<char> buf;
@@ -58,16 +48,16 @@ class Client : public PoolClient {
       if (buf.IsNull()) return Status::OutOfMemory("data segment is full");
       std::memcpy(buf.ptr_, data.data(), data.size());
     }
+    Future<EchoTask> f = Call<EchoTask>(dom, buf.shm_, u64{data.size()});
+    Status s = f.status();
     std::string out;
-    Status s =
-        WaitAndFree(AsyncEcho(buf.shm_, data.size(), dom), [&](EchoTask *t) {
-          FullPtr<char> ret(t->ret_);
-          if (!ret.IsNull()) {
-            out.assign(ret.ptr_, t->ret_size_);
-          }
-          (void)CHI_IPC->FreeBuffer(t->ret_);
-        });
-    (void)CHI_IPC->FreeBuffer(buf.shm_);
+    if (s.ok() && f->ret_size_ != 0) {
+      const char *ret = CHI_IPC->DataBuffer(f->ret_, f->ret_size_);
+      if (ret) out.assign(ret, f->ret_size_);
+    }
+    // The input must outlive the task: a timed-out one is abandoned, and
+    // the runtime may still read it, so its buffer is leaked, not freed.
+    if (f.done()) (void)CHI_IPC->FreeBuffer(buf.shm_);
     if (!s.ok()) return s;
     return out;
   }
@@ -78,23 +68,20 @@ class Client : public PoolClient {
    * chi::Submit. */
   FullPtr<ComputeTask> NewCompute(u64 iters, u64 seed,
                                   const DomainQuery &dom = DomainQuery()) {
-    return CHI_IPC->NewTaskDefault<ComputeTask>(CHI_IPC->NewTaskNode(),
-                                                pool_id_, dom, iters, seed);
+    return NewTask<ComputeTask>(dom, iters, seed);
   }
   /** Submits a Compute of `iters` kernel iterations from `seed` on container
    * `dom`. After Wait, the result is task->result_. */
   FullPtr<ComputeTask> AsyncCompute(u64 iters, u64 seed,
                                     const DomainQuery &dom = DomainQuery()) {
-    return Submit(NewCompute(iters, seed, dom));
+    return Async<ComputeTask>(dom, iters, seed).Release();
   }
   /** Runs ComputeKernel(iters, seed) on container `dom` and returns it. */
   StatusOr<u64> Compute(u64 iters, u64 seed,
                         const DomainQuery &dom = DomainQuery()) {
-    u64 result = 0;
-    Status s = WaitAndFree(AsyncCompute(iters, seed, dom),
-                           [&](ComputeTask *t) { result = t->result_; });
-    if (!s.ok()) return s;
-    return result;
+    Future<ComputeTask> f = Call<ComputeTask>(dom, iters, seed);
+    if (!f.status().ok()) return f.status();
+    return f->result_;
   }
 
   /** Submits the in-runtime loop of `steps` steps of `width` Computes of
@@ -102,17 +89,14 @@ class Client : public PoolClient {
    * the results is task->checksum_. */
   FullPtr<StencilRunTask> AsyncStencilRun(
       u32 width, u32 steps, u64 iters, const DomainQuery &dom = DomainQuery()) {
-    return Submit(CHI_IPC->NewTaskDefault<StencilRunTask>(
-        CHI_IPC->NewTaskNode(), pool_id_, dom, width, steps, iters));
+    return Async<StencilRunTask>(dom, width, steps, iters).Release();
   }
   /** Runs the in-runtime loop (see AsyncStencilRun); returns its checksum. */
   StatusOr<u64> StencilRun(u32 width, u32 steps, u64 iters,
                            const DomainQuery &dom = DomainQuery()) {
-    u64 checksum = 0;
-    Status s = WaitAndFree(AsyncStencilRun(width, steps, iters, dom),
-                           [&](StencilRunTask *t) { checksum = t->checksum_; });
-    if (!s.ok()) return s;
-    return checksum;
+    Future<StencilRunTask> f = Call<StencilRunTask>(dom, width, steps, iters);
+    if (!f.status().ok()) return f.status();
+    return f->checksum_;
   }
 };
 

@@ -12,21 +12,9 @@
 #ifndef CHIMODS_SMALL_MESSAGE_SMALL_MESSAGE_TASKS_H_
 #define CHIMODS_SMALL_MESSAGE_SMALL_MESSAGE_TASKS_H_
 
-#include "chimaera/container.h"
-#include "chimaera/ipc_manager.h"
+#include "chimaera/module.h"
 
 namespace chi::small_message {
-
-/** Name the runtime loads the module by (lib<name>_runtime.so). */
-inline constexpr char kModuleName[] = "small_message";
-
-/** Methods of the small_message container. */
-namespace Method {
-static GLOBAL_CROSS_CONST MethodId kNoop = BaseMethod::kCustom + 0;
-static GLOBAL_CROSS_CONST MethodId kEcho = BaseMethod::kCustom + 1;
-static GLOBAL_CROSS_CONST MethodId kCompute = BaseMethod::kCustom + 2;
-static GLOBAL_CROSS_CONST MethodId kStencilRun = BaseMethod::kCustom + 3;
-}  // namespace Method
 
 /** The kernel Compute runs: `iters` steps of a xorshift + multiply-add chain
  * started from `seed`. Each step depends on the previous one, so the compiler
@@ -63,15 +51,6 @@ inline u64 StencilChecksum(u32 width, u32 steps, u64 iters) {
 
 /** Does nothing; measures the task round trip to a module container. */
 struct NoopTask : public Task {
-  /** SHM default constructor. */
-  explicit NoopTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: a no-op on container `dom` of pool `pool_id`. */
-  NoopTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
-           const PoolId &pool_id, const DomainQuery &dom)
-      : Task(alloc) {
-    SetBase(node, pool_id, dom, Method::kNoop);
-  }
 };
 
 /** Returns a copy of data_[0, size_) in ret_[0, ret_size_). A zero size_
@@ -82,16 +61,6 @@ struct EchoTask : public Task {
   OUT hipc::Pointer ret_;  ///< Reply in client_data; the waiter frees it.
   OUT u64 ret_size_ = 0;   ///< Bytes in ret_ (== size_ on success).
 
-  /** SHM default constructor. */
-  explicit EchoTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: echo `size` bytes at `data`. */
-  EchoTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc, const TaskNode &node,
-           const PoolId &pool_id, const DomainQuery &dom,
-           const hipc::Pointer &data, u64 size)
-      : Task(alloc), data_(data), size_(size) {
-    SetBase(node, pool_id, dom, Method::kEcho);
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(size_);
@@ -106,16 +75,6 @@ struct ComputeTask : public Task {
   IN u64 seed_ = 0;     ///< Kernel seed.
   OUT u64 result_ = 0;  ///< ComputeKernel(iters_, seed_).
 
-  /** SHM default constructor. */
-  explicit ComputeTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: `iters` kernel steps from `seed` on `dom`. */
-  ComputeTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
-              const TaskNode &node, const PoolId &pool_id,
-              const DomainQuery &dom, u64 iters, u64 seed)
-      : Task(alloc), iters_(iters), seed_(seed) {
-    SetBase(node, pool_id, dom, Method::kCompute);
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(iters_);
@@ -136,16 +95,6 @@ struct StencilRunTask : public Task {
   IN u64 iters_ = 0;      ///< Kernel iterations per point.
   OUT u64 checksum_ = 0;  ///< Sum of all results (mod 2^64).
 
-  /** SHM default constructor. */
-  explicit StencilRunTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: `steps` steps of `width` points of `iters`. */
-  StencilRunTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
-                 const TaskNode &node, const PoolId &pool_id,
-                 const DomainQuery &dom, u32 width, u32 steps, u64 iters)
-      : Task(alloc), width_(width), steps_(steps), iters_(iters) {
-    SetBase(node, pool_id, dom, Method::kStencilRun);
-  }
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(width_);
@@ -153,6 +102,12 @@ struct StencilRunTask : public Task {
     ar.In(iters_);
     ar.Out(checksum_);
   }
+};
+
+/** The module: its name and methods (ids kCustom + 0..3, in this order). */
+struct SmallMessage {
+  static constexpr char kName[] = "small_message";
+  using Methods = chi::Methods<NoopTask, EchoTask, ComputeTask, StencilRunTask>;
 };
 
 }  // namespace chi::small_message

@@ -1,19 +1,15 @@
 // Runtime side of the example out-of-tree ChiMod "ootmod".
 #include <algorithm>
 
-#include "chimaera/module_manager.h"
 #include "ootmod/ootmod_tasks.h"
 
 namespace ootmod {
 
 /** The ootmod container: one method, Reverse. */
-class Runtime : public chi::Container {
+class Runtime : public chi::Module<Runtime, Ootmod> {
  public:
-  /** Registers the method table. */
-  Runtime() { RegisterMethod(Method::kReverse, "Reverse", &Runtime::Reverse); }
-
   /** Writes the reverse of the task's input into its output. */
-  void Reverse(ReverseTask *task, chi::RunContext &rctx) {
+  void Run(ReverseTask *task, chi::RunContext &rctx) {
     if (task->len_ > ReverseTask::kMaxLen) {
       task->SetStatus(chi::Status::InvalidArgument("len_ exceeds kMaxLen"));
       return;
@@ -25,4 +21,4 @@ class Runtime : public chi::Container {
 
 }  // namespace ootmod
 
-CHI_TASK_CC(ootmod::Runtime, "ootmod");
+CHI_MODULE(ootmod::Runtime);

@@ -6,15 +6,9 @@
 #include <cstring>
 #include <string>
 
-#include "chimaera/container.h"
-#include "chimaera/ipc_manager.h"
+#include "chimaera/module.h"
 
 namespace ootmod {
-
-/** Methods of the ootmod container. */
-namespace Method {
-static GLOBAL_CROSS_CONST chi::MethodId kReverse = chi::BaseMethod::kCustom + 0;
-}  // namespace Method
 
 /** Reverses a short string: out_ = reverse(in_[0, len_)). */
 struct ReverseTask : public chi::Task {
@@ -24,25 +18,18 @@ struct ReverseTask : public chi::Task {
   OUT char out_[kMaxLen] = {};
   OUT chi::u32 container_id_ = 0;  ///< The container that ran the task.
 
-  /** SHM default constructor. */
-  explicit ReverseTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
-      : Task(alloc) {}
-  /** Emplace constructor: reverse `text` (at most kMaxLen bytes) on `pool`. */
-  ReverseTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
-              const chi::TaskNode &node, const chi::PoolId &pool,
-              const chi::DomainQuery &dom, const std::string &text)
-      : Task(alloc) {
-    SetBase(node, pool, dom, Method::kReverse);
+  /** Fills in_/len_ from `text` (at most kMaxLen bytes are kept). */
+  void SetText(const std::string &text) {
     len_ = static_cast<chi::u32>(text.size() < kMaxLen ? text.size() : kMaxLen);
     std::memcpy(in_, text.data(), len_);
   }
-  template <typename Ar>
-  void Fields(Ar &ar) {
-    ar.In(in_);
-    ar.In(len_);
-    ar.Out(out_);
-    ar.Out(container_id_);
-  }
+  CHI_FIELDS(In(in_), In(len_), Out(out_), Out(container_id_))
+};
+
+/** The module: its name and its one method. */
+struct Ootmod {
+  static constexpr char kName[] = "ootmod";
+  using Methods = chi::Methods<ReverseTask>;
 };
 
 }  // namespace ootmod

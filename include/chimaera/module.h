@@ -1,0 +1,305 @@
+// Writing a ChiMod: one declaration per method.
+//
+// A method is its task type: an aggregate (public fields, no constructors)
+// deriving from chi::Task whose IN fields come first, in the order a caller
+// passes them, and whose Fields() lists what crosses processes and nodes:
+//
+//   struct AddTask : chi::Task {
+//     IN chi::u64 key_ = 0, value_ = 0;
+//     OUT chi::u64 sum_ = 0;
+//     template <typename Ar>
+//     void Fields(Ar &ar) { ar.In(key_); ar.In(value_); ar.Out(sum_); }
+//   };
+//
+// A module lists its task types once; the position in the list is the
+// method id (BaseMethod::kCustom + index), the type name the method name
+// ("Add"), so ids, names and types cannot drift apart:
+//
+//   struct Stats {
+//     static constexpr char kName[] = "stats";  // = add_chimod_*(stats)
+//     using Methods = chi::Methods<AddTask, GetTask>;
+//   };
+//
+// The runtime side overloads Run() per task type and exports itself:
+//
+//   class StatsRuntime : public chi::Module<StatsRuntime, Stats> {
+//    public:
+//     void Run(AddTask *task, chi::RunContext &rctx) { ... }
+//     void Run(GetTask *task, chi::RunContext &rctx) { ... }
+//   };
+//   CHI_MODULE(StatsRuntime);
+//
+// The client side needs nothing more:
+//
+//   chi::ModuleClient<Stats> stats;
+//   stats.Create("my_stats", 4);
+//   chi::Future<AddTask> f = stats.Async<AddTask>(key, value);  // send
+//   if (f.Wait().ok()) use(f->sum_);  // Wait: until this thread's deadline
+//   auto g = stats.Call<GetTask>(dom, key);  // send + Wait; check g.status()
+//
+// A task of the wrong type for its method id is refused by the runtime
+// (Task::type_tag_), and a type missing from Methods<> does not compile.
+#ifndef CHIMAERA_MODULE_H_
+#define CHIMAERA_MODULE_H_
+
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "chimaera/client_util.h"
+#include "chimaera/container.h"
+#include "chimaera/module_manager.h"
+#include "chimaera/pool_client.h"
+
+/** Exports the container class `CLASS` (a chi::Module<CLASS, Def>) as the
+ * module Def::kName. Use once, in a source file of the runtime library. */
+#define CHI_MODULE(CLASS) CHI_TASK_CC(CLASS, CLASS::ModuleDef::kName)
+
+namespace chi {
+
+/** The method list of a module: the task type at index i is method
+ * BaseMethod::kCustom + i. Each type may appear once. */
+template <typename... TaskTs>
+struct Methods {
+  /** Number of methods. */
+  static constexpr u32 kCount = sizeof...(TaskTs);
+
+  /** The method id of task type T (a compile error if T is not listed). */
+  template <typename T>
+  static constexpr MethodId IdOf() {
+    static_assert((0 + ... + std::is_same_v<T, TaskTs>) == 1,
+                  "the task type must appear exactly once in the module's "
+                  "Methods<...> list");
+    constexpr bool kIs[] = {std::is_same_v<T, TaskTs>...};
+    MethodId i = 0;
+    while (!kIs[i]) ++i;
+    return BaseMethod::kCustom + i;
+  }
+};
+
+/** The handle of a submitted task: wait on it, read its results, and let it
+ * go. Owns the task (and the OutBuf buffers the method returned): dropping a
+ * completed Future frees both; dropping one still running abandons the task
+ * (the runtime frees it when it ends), so a timed-out wait never leaks or
+ * frees memory the runtime still writes. Move-only; one thread at a time. */
+template <typename TaskT>
+class Future {
+ public:
+  /** An empty handle (status(): OutOfMemory). */
+  Future() = default;
+  /** Takes ownership of a submitted task (null: allocation failed). */
+  explicit Future(FullPtr<TaskT> task) : task_(task) {}
+  Future(const Future &) = delete;
+  Future &operator=(const Future &) = delete;
+  /** Moves the task out of `o` (which becomes empty). */
+  Future(Future &&o) noexcept : task_(o.task_) { o.task_ = FullPtr<TaskT>(); }
+  /** Lets go of this task (see Reset), then takes `o`'s. */
+  Future &operator=(Future &&o) noexcept {
+    if (this != &o) {
+      Reset();
+      task_ = o.task_;
+      o.task_ = FullPtr<TaskT>();
+    }
+    return *this;
+  }
+  /** Lets go of the task (see Reset). */
+  ~Future() { Reset(); }
+
+  /** Waits until the task completes or the calling thread's deadline
+   * passes (ScopedTaskTimeout; client.task_timeout_ms by default) and
+   * returns status(). Timeout means it still runs: Wait again, or drop the
+   * Future (which abandons it). Inside a runtime task the fiber yields. */
+  Status Wait() {
+    if (!task_.IsNull()) (void)task_->WaitFor(CHI_IPC->TaskTimeoutUs());
+    return status();
+  }
+  /** Waits at most `timeout_us`; true once the task completed. */
+  bool WaitFor(u64 timeout_us) {
+    return !task_.IsNull() && task_->WaitFor(timeout_us);
+  }
+  /** True once the task completed (its results are readable). */
+  bool done() const { return !task_.IsNull() && task_->IsComplete(); }
+  /** The task's result once done(); Timeout while it runs; OutOfMemory if
+   * it was never allocated (`main` was full). */
+  Status status() const {
+    if (task_.IsNull()) {
+      return Status::OutOfMemory("the task could not be allocated: the main "
+                                 "segment is full");
+    }
+    if (!task_->IsComplete()) {
+      return Status::Timeout("the task has not completed yet");
+    }
+    return task_->GetStatus();
+  }
+  /** The task, to read OUT fields. REQUIRES: done() and status().ok(). */
+  TaskT *operator->() const { return task_.ptr_; }
+  /** The task, as a reference. REQUIRES: non-empty. */
+  TaskT &operator*() const { return *task_.ptr_; }
+  /** The task (null if empty). */
+  const FullPtr<TaskT> &task() const { return task_; }
+  /** True unless empty. */
+  explicit operator bool() const { return !task_.IsNull(); }
+
+  /** Hands the task to the caller, who must then DelTask it once complete
+   * (after freeing its OutBuf buffers) or CHI_IPC->AbandonTask it. */
+  FullPtr<TaskT> Release() {
+    FullPtr<TaskT> t = task_;
+    task_ = FullPtr<TaskT>();
+    return t;
+  }
+  /** Lets go of the task now: a completed one is freed with its OutBuf
+   * buffers; a running one is abandoned. The Future becomes empty. */
+  void Reset() {
+    if (task_.IsNull()) return;
+    if (task_->IsComplete()) {
+      FieldArchive free_out(FieldArchive::Mode::kFreeOut, task_.ptr_);
+      task_->Fields(free_out);
+      CHI_IPC->DelTask(task_);
+    } else {
+      CHI_IPC->AbandonTask(task_);
+    }
+    task_ = FullPtr<TaskT>();
+  }
+
+ private:
+  FullPtr<TaskT> task_;
+};
+
+/** Waits for every future (each until the calling thread's deadline) and
+ * returns the first error among them, or Ok: after Ok, every result is
+ * readable. */
+template <typename TaskT>
+Status WaitAll(std::vector<Future<TaskT>> &futures) {
+  Status first;
+  for (Future<TaskT> &f : futures) {
+    Status s = f.Wait();
+    if (!s.ok() && first.ok()) first = s;
+  }
+  return first;
+}
+
+/** The client of one pool of module `Def` (a struct with kName and
+ * Methods, see the top of this file). Copyable; once the pool is set a
+ * client may be shared by threads. Works in client processes and inside
+ * runtime methods (subtasks: the task node is the running task's child and
+ * waits yield the fiber). */
+template <typename Def>
+class ModuleClient : public PoolClient {
+ public:
+  using PoolClient::PoolClient;
+  /** The module's definition. */
+  using ModuleDef = Def;
+
+  /** Gets or creates pool `pool_name` of this module with `num_containers`
+   * containers (each given `params`) and binds this client to it. Errors
+   * are GetOrCreatePool's (InvalidArgument for a bad name, NotFound when
+   * the runtime cannot load the module). */
+  Status Create(const std::string &pool_name, u32 num_containers = 1,
+                const std::string &params = "") {
+    return CreatePool(pool_name, Def::kName, num_containers, params);
+  }
+
+  /** Makes, but does not send, a task of method TaskT: `args` initialise
+   * its first fields in order; an optional leading DomainQuery says where
+   * it runs (default DomainQuery()). Null if `main` is full. For callers
+   * that set dependencies or a group (chimaera/task_graph.h) first; send
+   * with chi::Submit. */
+  template <typename TaskT, typename... Args>
+  FullPtr<TaskT> NewTask(Args &&...args) const {
+    return Make<TaskT>(std::forward<Args>(args)...);
+  }
+  /** Makes and sends a task of method TaskT (arguments as for NewTask). A
+   * failed send completes the task with the error. */
+  template <typename TaskT, typename... Args>
+  Future<TaskT> Async(Args &&...args) const {
+    return Future<TaskT>(Submit(Make<TaskT>(std::forward<Args>(args)...)));
+  }
+  /** Sends one task of method TaskT to each of containers 0..n-1
+   * (DomainQuery::GetGlobalId(c)), with the same `args`: the fan-out of a
+   * method that gathers from a whole pool (pass its num_containers_). */
+  template <typename TaskT, typename... Args>
+  std::vector<Future<TaskT>> AsyncEach(u32 n, const Args &...args) const {
+    std::vector<Future<TaskT>> out;
+    out.reserve(n);
+    for (u32 c = 0; c < n; ++c) {
+      out.push_back(Async<TaskT>(DomainQuery::GetGlobalId(c), args...));
+    }
+    return out;
+  }
+  /** Async, then Wait() until the calling thread's deadline: the returned
+   * Future is done unless its status() is Timeout or OutOfMemory. */
+  template <typename TaskT, typename... Args>
+  Future<TaskT> Call(Args &&...args) const {
+    Future<TaskT> f = Async<TaskT>(std::forward<Args>(args)...);
+    (void)f.Wait();
+    return f;
+  }
+
+ private:
+  /** Splits off a leading DomainQuery, if any. */
+  template <typename TaskT, typename A0, typename... Rest>
+  FullPtr<TaskT> Make(A0 &&a0, Rest &&...rest) const {
+    if constexpr (std::is_same_v<std::decay_t<A0>, DomainQuery>) {
+      return Build<TaskT>(a0, std::forward<Rest>(rest)...);
+    } else {
+      return Build<TaskT>(DomainQuery(), std::forward<A0>(a0),
+                          std::forward<Rest>(rest)...);
+    }
+  }
+  /** No arguments: the default query. */
+  template <typename TaskT>
+  FullPtr<TaskT> Make() const {
+    return Build<TaskT>(DomainQuery());
+  }
+  /** Allocates TaskT{{}, args...} and fills its header. */
+  template <typename TaskT, typename... Args>
+  FullPtr<TaskT> Build(const DomainQuery &dom, Args &&...args) const {
+    static_assert(std::is_aggregate_v<TaskT>,
+                  "a method's task type must be an aggregate: public fields, "
+                  "no constructors (see chimaera/module.h)");
+    constexpr MethodId kId = Def::Methods::template IdOf<TaskT>();
+    FullPtr<TaskT> t =
+        CHI_IPC->NewTaskDefault<TaskT>(std::forward<Args>(args)...);
+    if (!t.IsNull()) {
+      t->SetBase(internal::SubtaskNode(), pool_id_, dom, kId);
+    }
+    return t;
+  }
+};
+
+/** Base of a module's container: registers Derived::Run(T *, RunContext &)
+ * as the handler of each task type T in Def::Methods (Run overloads must be
+ * public). Export the class with CHI_MODULE(Derived). */
+template <typename Derived, typename Def>
+class Module : public Container {
+ public:
+  /** The module's definition (CHI_MODULE reads its kName). */
+  using ModuleDef = Def;
+
+ protected:
+  /** Fills the method table from Def::Methods. */
+  Module() { RegisterAll(static_cast<typename Def::Methods *>(nullptr)); }
+
+ private:
+  /** Registers every listed task type. */
+  template <typename... Ts>
+  void RegisterAll(Methods<Ts...> *) {
+    (RegisterOne<Ts>(), ...);
+  }
+  /** Registers task type T at its method id, named after the type. */
+  template <typename T>
+  void RegisterOne() {
+    static const std::string name(TaskMethodName<T>());
+    MethodEntry &e =
+        NewEntry<T>(Def::Methods::template IdOf<T>(), name.c_str());
+    e.run = [](Container *self, void *, Task *task, RunContext &rctx) {
+      static_cast<Derived *>(self)->Run(static_cast<T *>(task), rctx);
+    };
+  }
+};
+
+}  // namespace chi
+
+#endif  // CHIMAERA_MODULE_H_
