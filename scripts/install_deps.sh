@@ -13,6 +13,8 @@ PKGS=(
   libcli11-dev
   clang-format
   clang-14 libclang-rt-14-dev
+  gnuplot-nox
+  python3-dev pybind11-dev
 )
 
 SUDO=""

@@ -1,0 +1,1081 @@
+// The `chimaera` Python module: a pybind11 binding of the Chimaera client
+// API (connection, admin pool, and the small_message, compressor and kvs
+// ChiMods), synchronous and asynchronous.
+//
+//   import chimaera
+//   chimaera.connect()                    # reads CHI_SERVER_CONF
+//   sm = chimaera.SmallMessage.create("sm")
+//   assert sm.echo(b"hi") == b"hi"
+//   fut = sm.async_compute(1000, 7)
+//   value = fut.result(timeout_s=5)
+//   sm.destroy()
+//   chimaera.disconnect()
+//
+// Errors: every failed Status becomes chimaera.Error (attributes code,
+// code_name, message); wrong argument types raise TypeError, bad values
+// ValueError.
+//
+// Threading and locking. The GIL is released around everything that touches
+// the runtime. Any use of the shared-memory segments holds Conn().mu shared;
+// connect() and disconnect() hold it exclusively, so the segments are never
+// detached under a call. A Future's own mutex (taken after Conn().mu) guards
+// its task. No thread ever waits for the GIL while it holds either lock, so a
+// thread that blocks on them while holding the GIL only stalls, never
+// deadlocks.
+#include <pybind11/eval.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "chimaera/admin/admin_client.h"
+#include "chimaera/chimaera.h"
+#include "chimaera/client_util.h"
+#include "compressor/compressor_client.h"
+#include "hermes_shm/status.h"
+#include "kvs/kvs_client.h"
+#include "small_message/small_message_client.h"
+
+namespace py = pybind11;
+
+namespace chi_py {
+
+using chi::FullPtr;
+using chi::PoolId;
+using chi::u32;
+using chi::u64;
+using hshm::Status;
+using hshm::StatusCode;
+using hshm::StatusOr;
+
+//------------------------------------------------------------------------------
+// Errors
+//------------------------------------------------------------------------------
+
+/** A failed Status thrown through C++ code; translated to chimaera.Error at
+ * the Python boundary. Any thread. */
+class ChiError : public std::exception {
+ public:
+  /** Wraps `status` (REQUIRES: !status.ok()). */
+  explicit ChiError(Status status)
+      : status_(std::move(status)), what_(status_.ToString()) {}
+  /** "<CodeName>: <message>". */
+  const char *what() const noexcept override { return what_.c_str(); }
+  /** The wrapped status. */
+  const Status &status() const { return status_; }
+
+ private:
+  Status status_;
+  std::string what_;
+};
+
+/** Throws ChiError if `s` is not ok. Any thread. */
+void Check(const Status &s) {
+  if (!s.ok()) throw ChiError(s);
+}
+
+/** Returns the value of `s` or throws its error as ChiError. Any thread. */
+template <typename T>
+T Check(StatusOr<T> &&s) {
+  if (!s.ok()) throw ChiError(s.status());
+  return std::move(s).value();
+}
+
+/** The chimaera.Error class (set once at import; GIL held to use it). */
+py::object &ErrorType() {
+  static py::object *type = new py::object();  // never destroyed: no GIL then
+  return *type;
+}
+
+/** The chimaera.StatusCode IntEnum (set once at import; GIL held). */
+py::object &StatusCodeType() {
+  static py::object *type = new py::object();  // never destroyed: no GIL then
+  return *type;
+}
+
+/** Sets chimaera.Error(code, code_name, message) as the pending Python
+ * exception; code is a chimaera.StatusCode member when the value is known.
+ * REQUIRES: GIL held. */
+void RaiseError(const Status &s) {
+  int code = static_cast<int>(s.code());
+  py::object code_obj = py::int_(code);
+  if (code >= 0 && code <= static_cast<int>(StatusCode::kUnimplemented)) {
+    code_obj = StatusCodeType()(code);
+  }
+  py::object err =
+      ErrorType()(code_obj, hshm::StatusCodeName(s.code()), s.message());
+  PyErr_SetObject(ErrorType().ptr(), err.ptr());
+}
+
+//------------------------------------------------------------------------------
+// Connection
+//------------------------------------------------------------------------------
+
+class Future;
+
+/** Process-wide connection state. Leaked on purpose: Futures may be
+ * destroyed during interpreter teardown, after static destructors. */
+struct Connection {
+  std::shared_mutex mu;    ///< Shared: a use of shm. Exclusive: (dis)connect.
+  bool connected = false;  ///< Guarded by mu.
+  std::mutex futures_mu;   ///< Guards futures (taken after a Future's mutex).
+  std::unordered_set<Future *> futures;  ///< Unresolved Futures.
+};
+
+/** The process's Connection. Any thread. */
+Connection &Conn() {
+  static Connection *conn = new Connection();
+  return *conn;
+}
+
+/** Holds Conn().mu shared for a call that uses shared memory; throws
+ * Unavailable when not connected. */
+class ConnGuard {
+ public:
+  /** Locks; throws ChiError(Unavailable) when not connected. GIL released
+   * (or at least not needed by any holder of the lock). */
+  ConnGuard() : lock_(Conn().mu) {
+    if (!Conn().connected) {
+      throw ChiError(Status::Unavailable(
+          "not connected to a Chimaera runtime: call chimaera.connect()"));
+    }
+  }
+
+ private:
+  std::shared_lock<std::shared_mutex> lock_;
+};
+
+/** Converts an optional timeout in seconds into microseconds: the client's
+ * task timeout (client.task_timeout_ms) when absent. Throws ValueError for a
+ * negative or NaN value. REQUIRES: connected (for the default). */
+u64 TimeoutUs(const std::optional<double> &timeout_s) {
+  if (!timeout_s) return CHI_IPC->TaskTimeoutUs();
+  double t = *timeout_s;
+  if (std::isnan(t) || t < 0) {
+    throw py::value_error("timeout_s must be a non-negative number");
+  }
+  constexpr double kMaxUs = 1e18;  // ~31700 years: "forever"
+  double us = std::min(t * 1e6, kMaxUs);
+  return static_cast<u64>(us);
+}
+
+/** Checks an optional timeout before the GIL is released (so the ValueError
+ * is raised with the GIL held). GIL held. */
+void ValidateTimeout(const std::optional<double> &timeout_s) {
+  if (timeout_s && (std::isnan(*timeout_s) || *timeout_s < 0)) {
+    throw py::value_error("timeout_s must be a non-negative number");
+  }
+}
+
+/** Runs `fn()` with the GIL released, Conn().mu held shared and the thread's
+ * synchronous-call deadline set to `timeout_s` (the configured one when
+ * absent), and returns its result. Exceptions propagate (the GIL is
+ * reacquired first). REQUIRES: GIL held on entry. */
+template <typename Fn>
+auto Blocking(const std::optional<double> &timeout_s, Fn &&fn)
+    -> decltype(fn()) {
+  ValidateTimeout(timeout_s);
+  py::gil_scoped_release release;
+  ConnGuard guard;
+  u64 ms = 0;  // 0: the configured deadline
+  if (timeout_s) ms = std::max<u64>(1, TimeoutUs(timeout_s) / 1000);
+  chi::ScopedTaskTimeout deadline(ms);
+  return fn();
+}
+
+//------------------------------------------------------------------------------
+// Futures
+//------------------------------------------------------------------------------
+
+/** The result of a task in C++ form (built without the GIL). */
+struct Value {
+  enum class Kind { kNone, kInt, kBool, kBytes };
+  Kind kind = Kind::kNone;
+  u64 num = 0;
+  std::string bytes;
+};
+
+/** Converts `v` into a Python object. REQUIRES: GIL held. */
+py::object ToPython(const Value &v) {
+  switch (v.kind) {
+    case Value::Kind::kInt:
+      return py::int_(v.num);
+    case Value::Kind::kBool:
+      return py::bool_(v.num != 0);
+    case Value::Kind::kBytes:
+      return py::bytes(v.bytes);
+    case Value::Kind::kNone:
+      break;
+  }
+  return py::none();
+}
+
+/** Type-erased submitted task. Used only under its Future's mutex and
+ * Conn().mu (shared). */
+class Pending {
+ public:
+  virtual ~Pending() = default;
+  /** The task (non-null). */
+  virtual chi::Task *task() = 0;
+  /** Copies the OUT fields into `out` and frees the buffers the task
+   * returned. REQUIRES: complete with an ok status; called once. */
+  virtual void Read(Value *out) = 0;
+  /** Frees the task. REQUIRES: complete, outputs already handled. */
+  virtual void Delete() = 0;
+};
+
+/** Pending for a task of type TaskT whose outputs `read` consumes. */
+template <typename TaskT, typename ReadFn>
+class PendingTask : public Pending {
+ public:
+  /** Takes ownership of the submitted `task`. */
+  PendingTask(FullPtr<TaskT> task, ReadFn read)
+      : task_(task), read_(std::move(read)) {}
+  chi::Task *task() override { return task_.ptr_; }
+  void Read(Value *out) override { read_(task_.ptr_, out); }
+  void Delete() override { CHI_IPC->DelTask(task_); }
+
+ private:
+  FullPtr<TaskT> task_;
+  ReadFn read_;
+};
+
+/** An asynchronous call: owns a submitted task and the input buffers it
+ * reads, until the task completes (then they are freed and the result kept)
+ * or the Future is dropped or the client disconnects (then an unfinished
+ * task is abandoned to the runtime). Methods may be called from any Python
+ * thread; see the file comment for the lock order. */
+class Future {
+ public:
+  /** Takes ownership of `pending` and of `inputs` (data-segment buffers)
+   * and registers the Future. REQUIRES: Conn().mu held shared, connected. */
+  Future(std::unique_ptr<Pending> pending, std::vector<hipc::Pointer> inputs,
+         std::string what)
+      : pending_(std::move(pending)),
+        inputs_(std::move(inputs)),
+        what_(std::move(what)) {
+    std::lock_guard<std::mutex> l(Conn().futures_mu);
+    Conn().futures.insert(this);
+  }
+  Future(const Future &) = delete;
+  Future &operator=(const Future &) = delete;
+
+  /** Frees a completed task, or abandons an unfinished one (its input
+   * buffers are then leaked to this process rather than freed while the
+   * runtime may still read them). Called by Python's GC with the GIL held;
+   * may block briefly while a disconnect is in progress. */
+  ~Future() {
+    if (resolved_.load(std::memory_order_acquire)) return;
+    std::shared_lock<std::shared_mutex> cl(Conn().mu);
+    std::lock_guard<std::mutex> l(mu_);
+    if (pending_ && Conn().connected) {
+      GiveUp(Status::Aborted("the Future was dropped"));
+    }
+    Unregister();
+  }
+
+  /** True once the task completed. Non-blocking: false while another thread
+   * is inside wait()/result() on this Future and has not yet collected the
+   * result. GIL held. */
+  bool Done() {
+    if (resolved_.load(std::memory_order_acquire)) return true;
+    std::shared_lock<std::shared_mutex> cl(Conn().mu, std::try_to_lock);
+    if (!cl.owns_lock() || !Conn().connected) return false;
+    std::unique_lock<std::mutex> l(mu_, std::try_to_lock);
+    if (!l.owns_lock()) return false;
+    return !pending_ || pending_->task()->IsComplete();
+  }
+
+  /** Waits until the task completes or `timeout_s` passes (default: the
+   * client's task timeout); returns whether it completed. Never abandons the
+   * task. Releases the GIL. REQUIRES: GIL held. */
+  bool Wait(const std::optional<double> &timeout_s) {
+    ValidateTimeout(timeout_s);
+    if (resolved_.load(std::memory_order_acquire)) return true;
+    py::gil_scoped_release release;
+    return WaitAndResolve(timeout_s);
+  }
+
+  /** The task's result (None, int, bool or bytes, by method). Waits
+   * like Wait(); raises chimaera.Error(Timeout) if the task is still running
+   * then (the Future stays usable), or the task's error. Repeatable: the
+   * result is kept. REQUIRES: GIL held. */
+  py::object Result(const std::optional<double> &timeout_s) {
+    ValidateTimeout(timeout_s);
+    if (!resolved_.load(std::memory_order_acquire)) {
+      bool done;
+      {
+        py::gil_scoped_release release;
+        done = WaitAndResolve(timeout_s);
+      }
+      if (!done) {
+        throw ChiError(Status::Timeout(what_ + " did not complete in time"));
+      }
+    }
+    // Resolved: status_ and value_ no longer change.
+    Check(status_);
+    return ToPython(value_);
+  }
+
+  /** "<Future echo pending>" or "... done". GIL held. */
+  std::string Repr() {
+    return "<chimaera.Future " + what_ + (Done() ? " done>" : " pending>");
+  }
+
+  /** Abandons the task of an unresolved Future because the client is
+   * disconnecting (its result is kept if it already completed). REQUIRES:
+   * Conn().mu held exclusively, connected. */
+  void OnDisconnect() {
+    std::lock_guard<std::mutex> l(mu_);
+    if (pending_) {
+      GiveUp(
+          Status::Aborted("the client disconnected before the task completed"));
+    }
+    Unregister();
+  }
+
+ private:
+  /** Waits (GIL released) for completion and, once complete, resolves.
+   * Returns whether the Future is resolved. Throws ChiError(Unavailable) if
+   * not connected. */
+  bool WaitAndResolve(const std::optional<double> &timeout_s) {
+    ConnGuard guard;
+    std::lock_guard<std::mutex> l(mu_);
+    if (!pending_) return true;
+    if (!pending_->task()->WaitFor(TimeoutUs(timeout_s))) return false;
+    ResolveLocked();
+    Unregister();
+    return true;
+  }
+
+  /** Records the result of the completed task, frees it, what it returned
+   * and the input buffers. REQUIRES: mu_ and Conn().mu held, complete. */
+  void ResolveLocked() {
+    status_ = pending_->task()->GetStatus();
+    if (status_.ok()) pending_->Read(&value_);
+    pending_->Delete();
+    pending_.reset();
+    for (const hipc::Pointer &p : inputs_) (void)CHI_IPC->FreeBuffer(p);
+    inputs_.clear();
+    resolved_.store(true, std::memory_order_release);
+  }
+
+  /** Resolves a completed task, else abandons it and records `why`.
+   * REQUIRES: mu_ and Conn().mu held, connected, pending_. */
+  void GiveUp(const Status &why) {
+    if (pending_->task()->IsComplete() ||
+        chi::internal::AbandonTask(pending_->task())) {
+      // Complete (before or while we abandoned it): ours to free.
+      ResolveLocked();
+      return;
+    }
+    // The runtime frees the task and its outputs; it may still read the
+    // inputs, so they stay allocated (freed when this process exits).
+    pending_.reset();  // only the wrapper: the runtime owns the task now
+    inputs_.clear();
+    status_ = why;
+    resolved_.store(true, std::memory_order_release);
+  }
+
+  /** Removes this Future from the registry. Any lock state. */
+  void Unregister() {
+    std::lock_guard<std::mutex> l(Conn().futures_mu);
+    Conn().futures.erase(this);
+  }
+
+  std::mutex mu_;  ///< Guards pending_, inputs_, status_, value_.
+  std::unique_ptr<Pending> pending_;  ///< Null once resolved.
+  std::vector<hipc::Pointer> inputs_;
+  std::string what_;  ///< The call, for messages.
+  Status status_;
+  Value value_;
+  std::atomic<bool> resolved_{false};  ///< status_/value_ are final.
+};
+
+/** Wraps the submitted `task` in a Future that reads it with `read`; frees
+ * `inputs` and throws OutOfMemory if `task` is null (the `main` segment is
+ * full). REQUIRES: Conn().mu held shared, connected. */
+template <typename TaskT, typename ReadFn>
+std::unique_ptr<Future> MakeFuture(FullPtr<TaskT> task, ReadFn read,
+                                   std::vector<hipc::Pointer> inputs,
+                                   const std::string &what) {
+  if (task.IsNull()) {
+    for (const hipc::Pointer &p : inputs) (void)CHI_IPC->FreeBuffer(p);
+    throw ChiError(Status::OutOfMemory("main segment is full"));
+  }
+  auto pending = std::make_unique<PendingTask<TaskT, ReadFn>>(task, read);
+  return std::make_unique<Future>(std::move(pending), std::move(inputs), what);
+}
+
+/** A Future for a task with no result. */
+template <typename TaskT>
+std::unique_ptr<Future> MakeNoneFuture(FullPtr<TaskT> task,
+                                       std::vector<hipc::Pointer> inputs,
+                                       const std::string &what) {
+  return MakeFuture(
+      task, [](TaskT *, Value *) {}, std::move(inputs), what);
+}
+
+/** Copies `a` then `b` into a new client_data buffer (null when both are
+ * empty); throws OutOfMemory. REQUIRES: Conn().mu held, connected. */
+FullPtr<char> CopyIn(const std::string &a, const std::string &b = "") {
+  size_t n = a.size() + b.size();
+  if (n == 0) return FullPtr<char>();
+  FullPtr<char> buf = CHI_IPC->AllocateBuffer(n);
+  if (buf.IsNull()) throw ChiError(Status::OutOfMemory("data segment is full"));
+  std::memcpy(buf.ptr_, a.data(), a.size());
+  std::memcpy(buf.ptr_ + a.size(), b.data(), b.size());
+  return buf;
+}
+
+/** Moves the `size` bytes the runtime returned at `p` into `out` (as
+ * bytes) and frees `p`. REQUIRES: Conn().mu held, connected. */
+void TakeBytes(const hipc::Pointer &p, u64 size, Value *out) {
+  out->kind = Value::Kind::kBytes;
+  FullPtr<char> buf(p);
+  if (!buf.IsNull()) out->bytes.assign(buf.ptr_, size);
+  (void)CHI_IPC->FreeBuffer(p);
+}
+
+/** The inputs list of a Future: `buf` if not null. */
+std::vector<hipc::Pointer> Inputs(const FullPtr<char> &buf) {
+  if (buf.IsNull()) return {};
+  return {buf.shm_};
+}
+
+//------------------------------------------------------------------------------
+// Clients
+//------------------------------------------------------------------------------
+
+/** Destroys pool `id`. REQUIRES: Conn().mu held shared, connected. */
+void DestroyPool(const PoolId &id) {
+  if (id.IsNull()) throw py::value_error("the client has no pool");
+  Check(chi::admin::Client().DestroyPool(id));
+}
+
+/** Parses a compression algorithm name ("zstd" or "lz4"); ValueError
+ * otherwise. Any thread. */
+chi::compressor::Algorithm ParseAlgo(const std::string &name) {
+  if (name == "zstd") return chi::compressor::Algorithm::kZstd;
+  if (name == "lz4") return chi::compressor::Algorithm::kLz4;
+  throw py::value_error("unknown compression algorithm '" + name +
+                        "' (expected 'zstd' or 'lz4')");
+}
+
+/** Python wrapper of chi::small_message::Client. */
+struct SmallMessage {
+  chi::small_message::Client client;
+};
+
+/** Python wrapper of chi::compressor::Client. */
+struct Compressor {
+  chi::compressor::Client client;
+};
+
+/** Python wrapper of chi::kvs::Client. */
+struct Kvs {
+  chi::kvs::Client client;
+};
+
+/** Python wrapper of chi::admin::Client (stateless). */
+struct Admin {
+  chi::admin::Client client;
+};
+
+/** Connects this process to the runtime named by CHI_SERVER_CONF (or
+ * `server_conf`, which is then exported as CHI_SERVER_CONF). Idempotent.
+ * REQUIRES: GIL held. */
+void Connect(const std::optional<std::string> &server_conf) {
+  py::gil_scoped_release release;
+  std::unique_lock<std::shared_mutex> l(Conn().mu);
+  if (Conn().connected) return;
+  if (server_conf) setenv("CHI_SERVER_CONF", server_conf->c_str(), 1);
+  Check(CHIMAERA_CLIENT_INIT());
+  Conn().connected = true;
+}
+
+/** Abandons every unfinished Future's task and detaches from the runtime.
+ * Idempotent. Waits for calls in flight on other threads. REQUIRES: GIL
+ * held. */
+void Disconnect() {
+  py::gil_scoped_release release;
+  std::unique_lock<std::shared_mutex> l(Conn().mu);
+  if (!Conn().connected) return;
+  std::vector<Future *> live;
+  {
+    std::lock_guard<std::mutex> fl(Conn().futures_mu);
+    live.assign(Conn().futures.begin(), Conn().futures.end());
+  }
+  // No Future can be destroyed meanwhile: ~Future needs Conn().mu.
+  for (Future *f : live) f->OnDisconnect();
+  CHIMAERA->ClientFinalize();
+  Conn().connected = false;
+}
+
+/** True while connected. GIL held. */
+bool IsConnected() {
+  py::gil_scoped_release release;
+  std::shared_lock<std::shared_mutex> l(Conn().mu);
+  return Conn().connected;
+}
+
+/** A pool description as a dict. REQUIRES: GIL held. */
+py::dict PoolDict(const chi::admin::PoolDesc &d) {
+  py::dict out;
+  out["id"] = d.id;
+  out["name"] = d.name;
+  out["module"] = d.module;
+  out["containers"] = d.num_containers;
+  return out;
+}
+
+/** Python source of chimaera.Error. */
+constexpr const char kErrorSource[] = R"PY(
+class Error(Exception):
+    """A Chimaera call failed.
+
+    Attributes:
+        code: the status code, a chimaera.StatusCode (an IntEnum, so it
+            also compares equal to the plain int).
+        code_name: the code's name, e.g. "NotFound".
+        message: the human-readable message.
+    """
+
+    def __init__(self, code, code_name, message):
+        super().__init__(code, code_name, message)
+        self.code = code
+        self.code_name = code_name
+        self.message = message
+
+    def __str__(self):
+        return "%s: %s" % (self.code_name, self.message)
+)PY";
+
+/** The optional timeout_s argument of every blocking method (seconds). */
+using OptT = std::optional<double>;
+
+}  // namespace chi_py
+
+PYBIND11_MODULE(chimaera, m) {
+  using namespace chi_py;  // NOLINT: module body only
+  namespace sm = chi::small_message;
+  m.doc() =
+      "Python client of the Chimaera task runtime: connect(), Admin, "
+      "SmallMessage, Compressor, Kvs and Future. Errors raise "
+      "chimaera.Error.";
+
+  // --- Errors -------------------------------------------------------------
+  {
+    py::dict ns;
+    ns["__builtins__"] = py::module_::import("builtins");
+    ns["__name__"] = "chimaera";
+    py::exec(kErrorSource, ns);
+    ErrorType() = ns["Error"];
+    m.attr("Error") = ErrorType();
+  }
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const ChiError &e) {
+      RaiseError(e.status());
+    }
+  });
+  // StatusCode: an enum.IntEnum named by hshm::StatusCodeName ("OK",
+  // "NotFound", ...), so Error.code compares equal to plain ints too.
+  {
+    py::list members;
+    for (int c = 0; c <= static_cast<int>(StatusCode::kUnimplemented); ++c) {
+      members.append(
+          py::make_tuple(hshm::StatusCodeName(static_cast<StatusCode>(c)), c));
+    }
+    py::object int_enum = py::module_::import("enum").attr("IntEnum");
+    StatusCodeType() =
+        int_enum("StatusCode", members, py::arg("module") = "chimaera");
+    m.attr("StatusCode") = StatusCodeType();
+  }
+
+  // --- Connection ---------------------------------------------------------
+  m.def("connect", &Connect, py::arg("server_conf") = py::none(),
+        "Attaches to the local runtime named by CHI_SERVER_CONF (or by "
+        "server_conf, which is exported as CHI_SERVER_CONF). Idempotent. "
+        "Raises chimaera.Error(Unavailable) if no runtime answers.");
+  m.def("disconnect", &Disconnect,
+        "Abandons the tasks of unfinished Futures and detaches from the "
+        "runtime. Idempotent; also runs at interpreter exit.");
+  m.def("is_connected", &IsConnected, "True while connected.");
+  py::module_::import("atexit").attr("register")(
+      py::cpp_function([]() { Disconnect(); }));
+
+  // --- PoolId -------------------------------------------------------------
+  py::class_<PoolId>(m, "PoolId", "Identifies a pool (node_id, unique).")
+      .def(py::init<u32, u32>(), py::arg("node_id"), py::arg("unique"))
+      .def_readonly("node_id", &PoolId::node_id_)
+      .def_readonly("unique", &PoolId::unique_)
+      .def("is_null", &PoolId::IsNull)
+      .def("__eq__", [](const PoolId &a, const PoolId &b) { return a == b; })
+      .def("__ne__", [](const PoolId &a, const PoolId &b) { return a != b; })
+      .def("__hash__", [](const PoolId &a) { return a.ToU64(); })
+      .def("__repr__",
+           [](const PoolId &a) {
+             return "PoolId(" + std::to_string(a.node_id_) + ", " +
+                    std::to_string(a.unique_) + ")";
+           })
+      .def("__str__", [](const PoolId &a) {
+        return std::to_string(a.node_id_) + "." + std::to_string(a.unique_);
+      });
+
+  // --- Future -------------------------------------------------------------
+  py::class_<Future>(m, "Future",
+                     "The pending result of an async_* call. Dropping an "
+                     "unfinished Future abandons its task.")
+      .def("done", &Future::Done, "True once the task completed (no wait).")
+      .def("wait", &Future::Wait, py::arg("timeout_s") = py::none(),
+           "Waits up to timeout_s seconds (default: the client task "
+           "timeout); returns done().")
+      .def("result", &Future::Result, py::arg("timeout_s") = py::none(),
+           "Waits like wait() and returns the result; raises chimaera.Error "
+           "with the task's status, or Timeout if it is still running.")
+      .def("__repr__", &Future::Repr);
+
+  // --- Admin --------------------------------------------------------------
+  py::class_<Admin>(m, "Admin", "Client of the runtime's admin pool.")
+      .def(py::init<>())
+      .def(
+          "noop",
+          [](Admin &a, OptT t) {
+            Blocking(t, [&] { Check(a.client.Noop()); });
+          },
+          py::arg("timeout_s") = py::none(), "Runs a no-op task.")
+      .def(
+          "echo",
+          [](Admin &a, u64 v, OptT t) {
+            return Blocking(t, [&] { return Check(a.client.Echo(v)); });
+          },
+          py::arg("value"), py::arg("timeout_s") = py::none(),
+          "Echoes an unsigned 64-bit integer through the runtime.")
+      .def(
+          "fan_out",
+          [](Admin &a, u32 count, u32 depth, OptT t) {
+            return Blocking(
+                t, [&] { return Check(a.client.FanOut(count, depth)); });
+          },
+          py::arg("count"), py::arg("depth") = 1,
+          py::arg("timeout_s") = py::none(),
+          "Runs count subtasks depth levels deep; returns their sum.")
+      .def(
+          "stat",
+          [](Admin &a, OptT t) {
+            return Blocking(t, [&] { return Check(a.client.Stat()); });
+          },
+          py::arg("timeout_s") = py::none(),
+          "A text report of the runtime's state.")
+      .def(
+          "list_pools",
+          [](Admin &a, OptT t) {
+            auto pools =
+                Blocking(t, [&] { return Check(a.client.ListPools()); });
+            py::list out;
+            for (const auto &d : pools) out.append(PoolDict(d));
+            return out;
+          },
+          py::arg("timeout_s") = py::none(),
+          "Every pool of this node as dicts {id, name, module, containers}.")
+      .def(
+          "list_modules",
+          [](Admin &a, OptT t) {
+            return Blocking(t, [&] { return Check(a.client.ListModules()); });
+          },
+          py::arg("timeout_s") = py::none(),
+          "Names of the modules the runtime has loaded.")
+      .def(
+          "lookup_pool",
+          [](Admin &a, const std::string &name, OptT t) {
+            return Blocking(t,
+                            [&] { return Check(a.client.LookupPool(name)); });
+          },
+          py::arg("name"), py::arg("timeout_s") = py::none(),
+          "The PoolId of pool `name`; chimaera.Error(NotFound) if none.")
+      .def(
+          "get_or_create_pool",
+          [](Admin &a, const std::string &name, const std::string &module,
+             u32 containers, const std::string &params, OptT t) {
+            return Blocking(t, [&] {
+              bool existed = false;
+              PoolId id = Check(a.client.GetOrCreatePool(
+                  name, module, containers, params, &existed));
+              return std::make_pair(id, existed);
+            });
+          },
+          py::arg("name"), py::arg("module"), py::arg("containers") = 1,
+          py::arg("params") = py::bytes(""), py::arg("timeout_s") = py::none(),
+          "Gets or creates pool `name` of `module`; returns (PoolId, "
+          "existed). NotFound if the runtime cannot load the module.")
+      .def(
+          "destroy_pool",
+          [](Admin &, const PoolId &id, OptT t) {
+            Blocking(t, [&] { DestroyPool(id); });
+          },
+          py::arg("pool_id"), py::arg("timeout_s") = py::none(),
+          "Destroys pool `pool_id` on every node.")
+      .def(
+          "stop_runtime",
+          [](Admin &a, OptT t) {
+            Blocking(t, [&] { Check(a.client.StopRuntime()); });
+          },
+          py::arg("timeout_s") = py::none(),
+          "Asks the runtime to stop; returns once it accepted.")
+      .def(
+          "async_noop",
+          [](Admin &a) {
+            return Blocking(std::nullopt, [&] {
+              return MakeNoneFuture(a.client.AsyncNoop(), {}, "admin.noop");
+            });
+          },
+          "Submits a no-op; the Future's result is None.")
+      .def(
+          "async_echo",
+          [](Admin &a, u64 v) {
+            return Blocking(std::nullopt, [&] {
+              return MakeFuture(
+                  a.client.AsyncEcho(v),
+                  [](chi::admin::EchoTask *t, Value *out) {
+                    out->kind = Value::Kind::kInt;
+                    out->num = t->ret_;
+                  },
+                  {}, "admin.echo");
+            });
+          },
+          py::arg("value"), "Submits an echo; the result is the int.")
+      .def(
+          "async_fan_out",
+          [](Admin &a, u32 count, u32 depth) {
+            return Blocking(std::nullopt, [&] {
+              return MakeFuture(
+                  a.client.AsyncFanOut(count, depth),
+                  [](chi::admin::FanOutTask *t, Value *out) {
+                    out->kind = Value::Kind::kInt;
+                    out->num = t->sum_;
+                  },
+                  {}, "admin.fan_out");
+            });
+          },
+          py::arg("count"), py::arg("depth") = 1,
+          "Submits a fan-out; the result is the sum.");
+
+  // --- SmallMessage -------------------------------------------------------
+  py::class_<SmallMessage>(m, "SmallMessage",
+                           "Client of one small_message pool.")
+      .def(py::init(
+               [](const PoolId &id) { return SmallMessage{sm::Client(id)}; }),
+           py::arg("pool_id"), "A client of the existing pool `pool_id`.")
+      .def_static(
+          "create",
+          [](const std::string &name, u32 containers, OptT t) {
+            return Blocking(t, [&] {
+              SmallMessage s;
+              Check(s.client.Create(name, containers));
+              return s;
+            });
+          },
+          py::arg("pool_name"), py::arg("containers") = 1,
+          py::arg("timeout_s") = py::none(),
+          "Gets or creates the small_message pool `pool_name`.")
+      .def_property_readonly(
+          "pool_id", [](const SmallMessage &s) { return s.client.pool_id(); })
+      .def(
+          "destroy",
+          [](SmallMessage &s, OptT t) {
+            Blocking(t, [&] { DestroyPool(s.client.pool_id()); });
+          },
+          py::arg("timeout_s") = py::none(), "Destroys the pool.")
+      .def(
+          "noop",
+          [](SmallMessage &s, OptT t) {
+            Blocking(t, [&] { Check(s.client.Noop()); });
+          },
+          py::arg("timeout_s") = py::none(), "Runs a no-op.")
+      .def(
+          "echo",
+          [](SmallMessage &s, const std::string &data, OptT t) {
+            return py::bytes(
+                Blocking(t, [&] { return Check(s.client.Echo(data)); }));
+          },
+          py::arg("data"), py::arg("timeout_s") = py::none(),
+          "Sends bytes through the runtime and returns the echo (bytes).")
+      .def(
+          "compute",
+          [](SmallMessage &s, u64 iters, u64 seed, OptT t) {
+            return Blocking(
+                t, [&] { return Check(s.client.Compute(iters, seed)); });
+          },
+          py::arg("iters"), py::arg("seed") = 0,
+          py::arg("timeout_s") = py::none(),
+          "Runs ComputeKernel(iters, seed) in the runtime; returns it.")
+      .def(
+          "stencil_run",
+          [](SmallMessage &s, u32 width, u32 steps, u64 iters, OptT t) {
+            return Blocking(t, [&] {
+              return Check(s.client.StencilRun(width, steps, iters));
+            });
+          },
+          py::arg("width"), py::arg("steps"), py::arg("iters"),
+          py::arg("timeout_s") = py::none(),
+          "Runs the in-runtime stencil loop; returns its checksum.")
+      .def(
+          "async_noop",
+          [](SmallMessage &s) {
+            return Blocking(std::nullopt, [&] {
+              return MakeNoneFuture(s.client.AsyncNoop(), {},
+                                    "small_message.noop");
+            });
+          },
+          "Submits a no-op; the result is None.")
+      .def(
+          "async_echo",
+          [](SmallMessage &s, const std::string &data) {
+            return Blocking(std::nullopt, [&] {
+              FullPtr<char> buf = CopyIn(data);
+              return MakeFuture(
+                  s.client.AsyncEcho(buf.shm_, data.size()),
+                  [](sm::EchoTask *t, Value *out) {
+                    TakeBytes(t->ret_, t->ret_size_, out);
+                  },
+                  Inputs(buf), "small_message.echo");
+            });
+          },
+          py::arg("data"), "Submits an echo; the result is the bytes.")
+      .def(
+          "async_compute",
+          [](SmallMessage &s, u64 iters, u64 seed) {
+            return Blocking(std::nullopt, [&] {
+              return MakeFuture(
+                  s.client.AsyncCompute(iters, seed),
+                  [](sm::ComputeTask *t, Value *out) {
+                    out->kind = Value::Kind::kInt;
+                    out->num = t->result_;
+                  },
+                  {}, "small_message.compute");
+            });
+          },
+          py::arg("iters"), py::arg("seed") = 0,
+          "Submits a Compute; the result is the int.");
+
+  // --- Compressor ---------------------------------------------------------
+  namespace cmp = chi::compressor;
+  py::class_<Compressor>(m, "Compressor",
+                         "Client of one compressor pool (algorithms 'zstd' "
+                         "and 'lz4').")
+      .def(py::init(
+               [](const PoolId &id) { return Compressor{cmp::Client(id)}; }),
+           py::arg("pool_id"), "A client of the existing pool `pool_id`.")
+      .def_static(
+          "create",
+          [](const std::string &name, u32 containers, OptT t) {
+            return Blocking(t, [&] {
+              Compressor c;
+              Check(c.client.Create(name, containers));
+              return c;
+            });
+          },
+          py::arg("pool_name"), py::arg("containers") = 1,
+          py::arg("timeout_s") = py::none(),
+          "Gets or creates the compressor pool `pool_name`.")
+      .def_property_readonly(
+          "pool_id", [](const Compressor &c) { return c.client.pool_id(); })
+      .def(
+          "destroy",
+          [](Compressor &c, OptT t) {
+            Blocking(t, [&] { DestroyPool(c.client.pool_id()); });
+          },
+          py::arg("timeout_s") = py::none(), "Destroys the pool.")
+      .def(
+          "compress",
+          [](Compressor &c, const std::string &data, const std::string &algo,
+             int level, OptT t) {
+            cmp::Algorithm a = ParseAlgo(algo);
+            return py::bytes(Blocking(
+                t, [&] { return Check(c.client.Compress(a, data, level)); }));
+          },
+          py::arg("data"), py::arg("algo") = "zstd", py::arg("level") = 0,
+          py::arg("timeout_s") = py::none(),
+          "Compresses bytes; returns the compressed bytes.")
+      .def(
+          "decompress",
+          [](Compressor &c, const std::string &data, u64 orig_size,
+             const std::string &algo, OptT t) {
+            cmp::Algorithm a = ParseAlgo(algo);
+            return py::bytes(Blocking(t, [&] {
+              return Check(c.client.Decompress(a, data, orig_size));
+            }));
+          },
+          py::arg("data"), py::arg("orig_size"), py::arg("algo") = "zstd",
+          py::arg("timeout_s") = py::none(),
+          "Decompresses bytes made by `algo` from orig_size bytes.")
+      .def(
+          "async_compress",
+          [](Compressor &c, const std::string &data, const std::string &algo,
+             int level) {
+            cmp::Algorithm a = ParseAlgo(algo);
+            return Blocking(std::nullopt, [&] {
+              FullPtr<char> buf = CopyIn(data);
+              return MakeFuture(
+                  c.client.AsyncCompress(a, buf.shm_, data.size(), level),
+                  [](cmp::CompressTask *t, Value *out) {
+                    TakeBytes(t->out_, t->out_size_, out);
+                  },
+                  Inputs(buf), "compressor.compress");
+            });
+          },
+          py::arg("data"), py::arg("algo") = "zstd", py::arg("level") = 0,
+          "Submits a compression; the result is the compressed bytes.")
+      .def(
+          "async_decompress",
+          [](Compressor &c, const std::string &data, u64 orig_size,
+             const std::string &algo) {
+            cmp::Algorithm a = ParseAlgo(algo);
+            return Blocking(std::nullopt, [&] {
+              FullPtr<char> buf = CopyIn(data);
+              return MakeFuture(
+                  c.client.AsyncDecompress(a, buf.shm_, data.size(), orig_size),
+                  [](cmp::DecompressTask *t, Value *out) {
+                    TakeBytes(t->out_, t->out_size_, out);
+                  },
+                  Inputs(buf), "compressor.decompress");
+            });
+          },
+          py::arg("data"), py::arg("orig_size"), py::arg("algo") = "zstd",
+          "Submits a decompression; the result is the original bytes.");
+
+  // --- Kvs ----------------------------------------------------------------
+  namespace kvs = chi::kvs;
+  py::class_<Kvs>(m, "Kvs", "Client of one kvs (key-value store) pool.")
+      .def_static(
+          "create",
+          [](const std::string &name, u32 containers, OptT t) {
+            return Blocking(t, [&] {
+              Kvs k;
+              Check(k.client.Create(name, containers));
+              return k;
+            });
+          },
+          py::arg("pool_name"), py::arg("containers") = 1,
+          py::arg("timeout_s") = py::none(),
+          "Gets or creates the kvs pool `pool_name` (an existing pool keeps "
+          "its container count).")
+      .def_static(
+          "attach",
+          [](const PoolId &id, OptT t) {
+            return Blocking(t, [&] {
+              Kvs k;
+              Check(k.client.Attach(id));
+              return k;
+            });
+          },
+          py::arg("pool_id"), py::arg("timeout_s") = py::none(),
+          "A client of the existing kvs pool `pool_id`.")
+      .def_property_readonly("pool_id",
+                             [](const Kvs &k) { return k.client.pool_id(); })
+      .def_property_readonly(
+          "num_containers",
+          [](const Kvs &k) { return k.client.num_containers(); })
+      .def(
+          "destroy",
+          [](Kvs &k, OptT t) {
+            Blocking(t, [&] { DestroyPool(k.client.pool_id()); });
+          },
+          py::arg("timeout_s") = py::none(), "Destroys the pool.")
+      .def(
+          "put",
+          [](Kvs &k, const std::string &key, const std::string &value, OptT t) {
+            return Blocking(t, [&] {
+              bool replaced = false;
+              Check(k.client.Put(key, value, &replaced));
+              return replaced;
+            });
+          },
+          py::arg("key"), py::arg("value"), py::arg("timeout_s") = py::none(),
+          "Stores value under key; returns whether the key existed.")
+      .def(
+          "get",
+          [](Kvs &k, const std::string &key, OptT t) {
+            return py::bytes(
+                Blocking(t, [&] { return Check(k.client.Get(key)); }));
+          },
+          py::arg("key"), py::arg("timeout_s") = py::none(),
+          "The value of key (bytes); chimaera.Error(NotFound) if none.")
+      .def(
+          "delete",
+          [](Kvs &k, const std::string &key, OptT t) {
+            Blocking(t, [&] { Check(k.client.Delete(key)); });
+          },
+          py::arg("key"), py::arg("timeout_s") = py::none(),
+          "Removes key; chimaera.Error(NotFound) if it has no value.")
+      .def(
+          "scan",
+          [](Kvs &k, const std::string &start, std::optional<u32> max_count,
+             bool prefix, OptT t) {
+            auto keys = Blocking(t, [&] {
+              return Check(k.client.Scan(
+                  start, max_count.value_or(kvs::Client::kScanAll),
+                  prefix ? kvs::ScanMode::kPrefix : kvs::ScanMode::kFromKey));
+            });
+            py::list out;
+            for (const auto &key : keys) out.append(py::bytes(key));
+            return out;
+          },
+          py::arg("start") = py::bytes(""), py::arg("max_count") = py::none(),
+          py::arg("prefix") = false, py::arg("timeout_s") = py::none(),
+          "Sorted keys >= start (or starting with start if prefix), at most "
+          "max_count of them.")
+      .def(
+          "async_put",
+          [](Kvs &k, const std::string &key, const std::string &value) {
+            return Blocking(std::nullopt, [&] {
+              FullPtr<char> buf = CopyIn(key, value);
+              return MakeFuture(
+                  k.client.AsyncPut(buf, key.size(), value.size()),
+                  [](kvs::PutTask *t, Value *out) {
+                    out->kind = Value::Kind::kBool;
+                    out->num = t->replaced_;
+                  },
+                  Inputs(buf), "kvs.put");
+            });
+          },
+          py::arg("key"), py::arg("value"),
+          "Submits a put; the result is whether the key existed.")
+      .def(
+          "async_get",
+          [](Kvs &k, const std::string &key) {
+            return Blocking(std::nullopt, [&] {
+              FullPtr<char> buf = CopyIn(key);
+              return MakeFuture(
+                  k.client.AsyncGet(buf, key.size()),
+                  [](kvs::GetTask *t, Value *out) {
+                    TakeBytes(t->value_, t->value_size_, out);
+                  },
+                  Inputs(buf), "kvs.get");
+            });
+          },
+          py::arg("key"), "Submits a get; the result is the value (bytes).")
+      .def(
+          "async_delete",
+          [](Kvs &k, const std::string &key) {
+            return Blocking(std::nullopt, [&] {
+              FullPtr<char> buf = CopyIn(key);
+              return MakeNoneFuture(k.client.AsyncDelete(buf, key.size()),
+                                    Inputs(buf), "kvs.delete");
+            });
+          },
+          py::arg("key"), "Submits a delete; the result is None.");
+}
