@@ -601,6 +601,38 @@ std::string CsvSafe(std::string s) {
   return s;
 }
 
+/** --dump-dir: where raw latency samples and the throughput sweep go ("":
+ * nowhere). Files: latency_<name>.txt (one round trip in ns a line, in
+ * measurement order) and throughput.csv (threads,depth,tasks_per_s). */
+std::string g_dump_dir;
+
+/** Writes `samples` to <dump dir>/latency_<name>.txt (if --dump-dir). */
+void DumpSamples(const char *name, const std::vector<u64> &samples) {
+  if (g_dump_dir.empty()) return;
+  std::string path = g_dump_dir + "/latency_" + name + ".txt";
+  FILE *f = fopen(path.c_str(), "w");
+  if (!f) {
+    fprintf(stderr, "chimaera_benchmark: cannot write %s\n", path.c_str());
+    return;
+  }
+  for (u64 v : samples) {
+    fprintf(f, "%llu\n", static_cast<unsigned long long>(v));
+  }
+  fclose(f);
+}
+
+/** Appends one sweep point to <dump dir>/throughput.csv (if --dump-dir). */
+void DumpThroughput(u32 threads, u32 depth, double tasks_per_s) {
+  if (g_dump_dir.empty()) return;
+  std::string path = g_dump_dir + "/throughput.csv";
+  bool fresh = access(path.c_str(), F_OK) != 0;
+  FILE *f = fopen(path.c_str(), "a");
+  if (!f) return;
+  if (fresh) fprintf(f, "threads,depth,tasks_per_s\n");
+  fprintf(f, "%u,%u,%.1f\n", threads, depth, tasks_per_s);
+  fclose(f);
+}
+
 /** Everything main() measured that the ratio lines and the CSV need. */
 struct Results {
   bool have_noop = false;
@@ -684,6 +716,7 @@ bool RunRuntimePhases(Api &api, const char *module, const Phases &phases,
         fprintf(stderr, "chimaera_benchmark: a Noop task failed\n");
         return false;
       }
+      DumpSamples("noop", noop);
       ReportNoopLatency(noop, module, res, row);
     }
     if (phases.wake) {
@@ -710,6 +743,7 @@ bool RunRuntimePhases(Api &api, const char *module, const Phases &phases,
                                &median)) {
           ok = false;
         }
+        DumpThroughput(threads, depth, median);
         if (threads == 1 && depth == 16) row->Set("tput_1x16", median, 0);
         if (threads == 1 && depth == 256) row->Set("tput_1x256", median, 0);
         if (threads == 2 && depth == 256) row->Set("tput_2x256", median, 0);
@@ -724,11 +758,13 @@ void RunBaselines(u64 tasks, u64 zmq_trips, Results *res) {
   printf("3. Baselines\n");
   std::vector<u64> zmq_samples =
       MeasureZmq(zmq_trips, std::max<u64>(zmq_trips / 10, 100));
+  DumpSamples("zmq", zmq_samples);
   res->zmq = Summarize(zmq_samples);
   res->have_zmq = true;
   PrintLatency("ZeroMQ ipc:// REQ/REP", zmq_samples.size(), res->zmq);
   std::vector<u64> pp =
       MeasurePingPong(tasks, std::max<u64>(tasks / 10, 1000), &res->pp_pinned);
+  DumpSamples("pingpong", pp);
   res->pp = Summarize(pp);
   res->have_pp = true;
   PrintLatency(res->pp_pinned ? "cache-line ping-pong (CPU 0 <-> 1)"
@@ -815,6 +851,10 @@ int main(int argc, char **argv) {
   app.add_option("--csv", csv_path,
                  "Append one line of results to this file (header if new)");
   app.add_option("--label", label, "First field of the --csv line");
+  app.add_option("--dump-dir", g_dump_dir,
+                 "Write raw samples to this existing directory: "
+                 "latency_{noop,pingpong,zmq}.txt (ns, one a line) and "
+                 "throughput.csv (threads,depth,tasks_per_s)");
   CLI11_PARSE(app, argc, argv);
   Phases phases;
   std::string bad;

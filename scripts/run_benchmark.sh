@@ -10,6 +10,12 @@
 #   PORT        runtime port (default: 19700)
 #   SKIP_BUILD  1 to skip scripts/build.sh (use what BUILD_DIR holds)
 #   CHIMOD_BENCH_ARGS  options for chimod_benchmark (e.g. "--keys 100000")
+#   OUT_DIR     report directory (default: $BUILD_DIR/bench_report): raw
+#               samples, gnuplot PNGs (latency CDF of the sync Noop next to
+#               the ping-pong and ZeroMQ baselines; throughput vs in-flight
+#               window next to the ping-pong rate) and report.md; plots are
+#               skipped with a warning if gnuplot is missing
+#   SKIP_REMOTE 1 to skip scripts/run_remote_benchmark.sh at the end
 # Arguments are passed to chimaera_benchmark (e.g. --tasks 200000 --seconds 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,9 +68,14 @@ echo "== starting runtime on port $PORT"
 chi_start_runtime "$PORT" "$LOG" run_benchmark
 cat "$LOG"
 
+OUT_DIR=${OUT_DIR:-$BUILD_DIR/bench_report}
+mkdir -p "$OUT_DIR"
+rm -f "$OUT_DIR"/latency_*.txt "$OUT_DIR"/throughput.csv "$OUT_DIR"/*.png
 echo
-echo "== chimaera_benchmark $*"
-"$BUILD_DIR/benchmark/chimaera_benchmark" "$@"
+echo "== chimaera_benchmark $* (report in $OUT_DIR)"
+"$BUILD_DIR/benchmark/chimaera_benchmark" --dump-dir "$OUT_DIR" "$@" |
+  tee "$OUT_DIR/chimaera_benchmark.txt"
+bash scripts/bench_report.sh "$OUT_DIR"
 
 echo
 echo "== chimod_benchmark ${CHIMOD_BENCH_ARGS:-}"
@@ -80,4 +91,7 @@ echo "== stopping runtime"
 "$BIN/chimaera_stop_runtime" --timeout 20
 wait "$RT_PID"
 RT_PID=""
-SKIP_BUILD=1 BUILD_DIR="$BUILD_DIR" bash scripts/run_remote_benchmark.sh
+if [[ "${SKIP_REMOTE:-0}" != 1 ]]; then
+  SKIP_BUILD=1 BUILD_DIR="$BUILD_DIR" bash scripts/run_remote_benchmark.sh
+fi
+echo "== report: $OUT_DIR/report.md"
