@@ -153,12 +153,12 @@ class Future {
    * buffers; a running one is abandoned. The Future becomes empty. */
   void Reset() {
     if (task_.IsNull()) return;
-    if (task_->IsComplete()) {
+    // AbandonTask reports a completion that raced with it: then the task
+    // (and its replies) are still ours to free.
+    if (task_->IsComplete() || internal::AbandonTask(task_.ptr_)) {
       FieldArchive free_out(FieldArchive::Mode::kFreeOut, task_.ptr_);
       task_->Fields(free_out);
       CHI_IPC->DelTask(task_);
-    } else {
-      CHI_IPC->AbandonTask(task_);
     }
     task_ = FullPtr<TaskT>();
   }
