@@ -15,8 +15,8 @@
 
 #include <atomic>
 #include <memory>
-#include <string>
 #include <new>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -118,10 +118,10 @@ class IpcManager {
     if constexpr (std::is_aggregate_v<TaskT>) {
       t = main_alloc_->template AllocatePtr<TaskT>(ctx);
       if (t.IsNull()) return t;
-      // Fields past `args` take their default member initializers or are
-      // value-initialized: intended, so -Wextra need not say so.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+      // Fields past `args` take their default member initializers or are
+      // value-initialized: intended, so -Wextra need not say so.
       new (t.ptr_) TaskT{{}, std::forward<Args>(args)...};
 #pragma GCC diagnostic pop
     } else {

@@ -125,8 +125,9 @@ class Future {
    * it was never allocated (`main` was full). */
   Status status() const {
     if (task_.IsNull()) {
-      return Status::OutOfMemory("the task could not be allocated: the main "
-                                 "segment is full");
+      return Status::OutOfMemory(
+          "the task could not be allocated: the main "
+          "segment is full");
     }
     if (!task_->IsComplete()) {
       return Status::Timeout("the task has not completed yet");

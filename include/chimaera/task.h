@@ -51,10 +51,10 @@
  * is the same as a Fields(ar) template calling ar.In(key_), ar.InBuf(...),
  * ar.Out(sum_) in turn. A buffer's size must be a field of the task; write
  * Fields() by hand when it is an expression. */
-#define CHI_FIELDS(...)   \
-  template <typename Ar>  \
-  void Fields(Ar &ar) {   \
-    ar(__VA_ARGS__);      \
+#define CHI_FIELDS(...)  \
+  template <typename Ar> \
+  void Fields(Ar &ar) {  \
+    ar(__VA_ARGS__);     \
   }
 
 /** This task will execute periodically (every period_ns_) until stopped. If
@@ -166,15 +166,15 @@ class Task {
    * state_ (static_assert below): a worker admitting the task does not
    * disturb the line its submitter spins on. */
   CHI_TEMP std::atomic<u32> claim_{0};
-  CHI_IN PoolId pool_id_;         /**< The unique ID of a pool */
-  CHI_IN TaskNode task_node_;     /**< The unique ID of this task in the graph */
-  CHI_IN DomainQuery dom_query_;  /**< The nodes that the task should run on */
-  CHI_IN MethodId method_ = 0;    /**< The method to call in the container */
-  CHI_IN ibitfield task_flags_;   /**< Properties of the task */
-  CHI_IN double period_ns_ = 0;   /**< The period of the task */
+  CHI_IN PoolId pool_id_;        /**< The unique ID of a pool */
+  CHI_IN TaskNode task_node_;    /**< The unique ID of this task in the graph */
+  CHI_IN DomainQuery dom_query_; /**< The nodes that the task should run on */
+  CHI_IN MethodId method_ = 0;   /**< The method to call in the container */
+  CHI_IN ibitfield task_flags_;  /**< Properties of the task */
+  CHI_IN double period_ns_ = 0;  /**< The period of the task */
   CHI_IN u32 prio_ = kLowLatency; /**< kLowLatency or kHighLatency */
   CHI_OUT u32 rc_ = 0;            /**< StatusCode of the result (0 = ok) */
-  CHI_OUT hipc::Pointer err_;     /**< Error message in shared memory, or null */
+  CHI_OUT hipc::Pointer err_; /**< Error message in shared memory, or null */
   CHI_TEMP std::atomic<u32> state_{0}; /**< TaskState bits */
   CHI_TEMP u32 run_count_ = 0; /**< Times the runtime ran it (periodic tasks) */
   CHI_TEMP u32 magic_ = kTaskMagic; /**< Marks a constructed task */

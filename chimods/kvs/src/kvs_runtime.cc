@@ -38,7 +38,6 @@ Status KeyBytes(const hipc::Pointer &p, u64 size, bool allow_empty,
  * while holding it). */
 class Runtime : public Module<Runtime, Kvs> {
  public:
-
   /** Frees every stored value. Runs alone, after the last task. */
   void Destroy() override {
     for (auto &kv : index_) (void)CHI_IPC->FreeBuffer(kv.second.data);
@@ -146,7 +145,8 @@ class Runtime : public Module<Runtime, Kvs> {
     auto mode = task->mode_;
     if (mode != ScanMode::kFromKey && mode != ScanMode::kPrefix) {
       return task->SetStatus(Status::InvalidArgument(
-          "kvs: unknown scan mode " + std::to_string(static_cast<u32>(task->mode_))));
+          "kvs: unknown scan mode " +
+          std::to_string(static_cast<u32>(task->mode_))));
     }
     if (task->max_count_ == 0) return;
     std::string start(key, task->key_size_);

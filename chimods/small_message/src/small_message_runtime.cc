@@ -71,9 +71,9 @@ class Runtime : public Module<Runtime, SmallMessage> {
     u64 checksum = 0;
     for (u32 step = 0; step < task->steps_; ++step) {
       for (u32 i = 0; i < width; ++i) {
-        subs[i] = self.Async<ComputeTask>(
-            DomainQuery::GetLocalId(i % containers), task->iters_,
-            StencilSeed(step, width, i));
+        subs[i] =
+            self.Async<ComputeTask>(DomainQuery::GetLocalId(i % containers),
+                                    task->iters_, StencilSeed(step, width, i));
       }
       Status err = Status::Ok();
       for (Future<ComputeTask> &sub : subs) {

@@ -867,8 +867,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   if (hdr.type_tag_ != e->type_tag) {
     return FailUnadmitted(
         shm,
-        Status::InvalidArgument(std::string("task was not made as ") +
-                                e->name +
+        Status::InvalidArgument(std::string("task was not made as ") + e->name +
                                 "'s task type (type tag mismatch: wrong task "
                                 "type for its method id?)"),
         fnf, group);

@@ -38,10 +38,9 @@ class Client : public ModuleClient<Compressor> {
       const DomainQuery &dom = DomainQuery::GetDynamic()) {
     FullPtr<char> in;
     HSHM_RETURN_IF_ERROR(CopyIn(data, &in));
-    return Finish(
-        Future<CompressTask>(AsyncCompress(algo, in.shm_, data.size(), level,
-                                           dom)),
-        in);
+    return Finish(Future<CompressTask>(
+                      AsyncCompress(algo, in.shm_, data.size(), level, dom)),
+                  in);
   }
 
   /** Submits decompression of `size` bytes of the caller's buffer `data`,

@@ -93,10 +93,10 @@ struct DeleteTask : public Task {
  * the pool's container count. A client scans the whole pool by sending one
  * ScanTask per container (DomainQuery::GetGlobalId(i)) and merging. */
 struct ScanTask : public Task {
-  IN hipc::Pointer key_;        ///< Start key or prefix (may be null).
-  IN u64 key_size_ = 0;         ///< 0..kMaxKeySize.
+  IN hipc::Pointer key_;  ///< Start key or prefix (may be null).
+  IN u64 key_size_ = 0;   ///< 0..kMaxKeySize.
   IN ScanMode mode_ = ScanMode::kFromKey;  ///< How keys are selected.
-  IN u32 max_count_ = 0;        ///< Most keys to return (0: none).
+  IN u32 max_count_ = 0;                   ///< Most keys to return (0: none).
   OUT hipc::Pointer keys_;      ///< Length-prefixed keys; waiter frees it.
   OUT u64 keys_size_ = 0;       ///< Bytes in keys_.
   OUT u32 count_ = 0;           ///< Keys in keys_.

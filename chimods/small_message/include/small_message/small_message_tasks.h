@@ -50,8 +50,7 @@ inline u64 StencilChecksum(u32 width, u32 steps, u64 iters) {
 }
 
 /** Does nothing; measures the task round trip to a module container. */
-struct NoopTask : public Task {
-};
+struct NoopTask : public Task {};
 
 /** Returns a copy of data_[0, size_) in ret_[0, ret_size_). A zero size_
  * needs no data_ and returns a null ret_. */
