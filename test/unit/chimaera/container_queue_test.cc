@@ -285,7 +285,9 @@ TEST(ContainerQueueTest, DestroyPoolInALoopAcrossTwoWorkersLosesNothing) {
           CHI_IPC->NewTaskNode(), *pool,
           chi::DomainQuery::GetLocalHash(static_cast<chi::u32>(i)),
           i % 3 ? chi::kLowLatency : chi::kHighLatency, i % 17 ? 0 : 50)));
-      if (i == 60 + round) ASSERT_TRUE(admin.DestroyPool(*pool).ok());
+      if (i == 60 + round) {
+        ASSERT_TRUE(admin.DestroyPool(*pool).ok());
+      }
     }
     for (auto &t : tasks) {
       ASSERT_FALSE(t.IsNull());

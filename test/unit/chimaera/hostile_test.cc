@@ -46,7 +46,9 @@ class HostileTest : public ::testing::Test {
   }
   void TearDown() override {
     CHIMAERA->ClientFinalize();
-    if (rt_) EXPECT_TRUE(rt_->Stop().ok()) << rt_->Log();
+    if (rt_) {
+      EXPECT_TRUE(rt_->Stop().ok()) << rt_->Log();
+    }
   }
 
   /** 10,000 admin Echo tasks, 64 in flight, every result checked. */

@@ -39,7 +39,9 @@ class TaskGraphTest : public ::testing::Test {
   }
   void TearDown() override {
     CHIMAERA->ClientFinalize();
-    if (rt_) EXPECT_TRUE(rt_->Stop().ok()) << rt_->Log();
+    if (rt_) {
+      EXPECT_TRUE(rt_->Stop().ok()) << rt_->Log();
+    }
   }
 
   std::unique_ptr<chi_test::RuntimeProcess> rt_;
