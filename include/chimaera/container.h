@@ -108,7 +108,10 @@ class Container {
   virtual void Destroy() {}
   /** Scheduling hook. With kGlobalSchedule, called for a GetDynamic() task:
    * set task->dom_query_ to a concrete query (the default hashes the task
-   * node over the pool's local containers). */
+   * node over the pool's local containers). With kEstLoad: set
+   * rctx.est_load_ns_ to the task's expected service time (the default
+   * asks the runtime's learned model of the method, linear in the bytes of
+   * its input buffers, rctx.in_bytes_; -1 before any sample). */
   virtual void Monitor(MonitorMode mode, Task *task, RunContext &rctx);
   /** Chooses where a task resolved to this container runs: a lane of one of
    * its queues (GetLane), or null to run it on the worker that admitted it.

@@ -69,7 +69,12 @@ struct WorkerShared {
   char pad0_[HSHM_CACHELINE_SIZE - 12];
   std::atomic<u64> tasks_done_{0};  ///< Tasks this worker completed.
   std::atomic<u64> wakeups_{0};     ///< Times a producer woke it.
-  char pad1_[HSHM_CACHELINE_SIZE - 16];
+  /** TraceClock ticks spent idle (polling nothing or asleep) in idle
+   * periods that ended; the worker adds each period when work arrives. */
+  std::atomic<u64> idle_ticks_{0};
+  /** TraceClock when the current idle period began, or 0 while busy. */
+  std::atomic<u64> idle_since_{0};
+  char pad1_[HSHM_CACHELINE_SIZE - 32];
 };
 static_assert(sizeof(WorkerShared) == 2 * HSHM_CACHELINE_SIZE, "two lines");
 

@@ -170,6 +170,23 @@ class PoolManager {
   std::atomic<u32> next_unique_{1};
 };
 
+/** Names of the methods of the pools this node knows, as
+ * "<module>.<Method>", for traces and chimaera_stat. A snapshot: build one,
+ * use it, drop it (it builds a throw-away container per module for its
+ * method table). Any thread; not for hot paths. */
+class MethodNameTable {
+ public:
+  /** Learns every pool's module and every module's method names. */
+  MethodNameTable();
+  /** "<module>.<Method>", with numbers where the pool or method is unknown
+   * (e.g. the pool was destroyed). */
+  std::string Name(const PoolId &pool, MethodId method) const;
+
+ private:
+  std::unordered_map<u64, std::string> modules_;  ///< pool -> module
+  std::unordered_map<std::string, std::vector<std::string>> methods_;
+};
+
 }  // namespace chi
 
 #define CHI_POOL_MANAGER (::hshm::Singleton<::chi::PoolManager>::GetInstance())

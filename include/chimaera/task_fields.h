@@ -157,6 +157,8 @@ class FieldArchive {
   std::vector<hipc::Pointer> &allocated() { return allocated_; }
   /** Ok, or the first problem found (a bad buffer, short input...). */
   const Status &status() const { return status_; }
+  /** Total size of the InBuf buffers declared so far (any mode). */
+  u64 in_bytes() const { return in_bytes_; }
   /** Bytes of input consumed so far. */
   u64 consumed() const { return in_pos_; }
   /** Frames consumed so far. */
@@ -215,6 +217,7 @@ class FieldArchive {
   const char *in_ = nullptr;
   u64 in_size_ = 0;
   u64 in_pos_ = 0;
+  u64 in_bytes_ = 0;  ///< Sum of the InBuf sizes seen.
   const FrameView *in_frames_ = nullptr;
   u32 num_in_frames_ = 0;
   u32 next_frame_ = 0;

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -19,6 +20,38 @@
 #include "hermes_shm/thread_model.h"
 
 namespace chi {
+
+/** A learned cost model of one method: service time ~ base + per_byte x
+ * (bytes of input buffers), fitted by least squares over samples whose
+ * weight decays over time. Not thread-safe (WorkOrchestrator guards it). */
+class CostModel {
+ public:
+  /** Adds one sample of `ns` for `bytes` of input, with weight 1. */
+  void Add(double bytes, double ns);
+  /** Multiplies every sample's weight by `keep` (0..1). */
+  void Decay(double keep);
+  /** Sum of the sample weights (0: nothing learned). */
+  double weight() const { return n_; }
+  /** The fitted constant term (ns). */
+  double base_ns() const;
+  /** The fitted cost per input byte (ns; 0 while all samples had one size).
+   */
+  double ns_per_byte() const;
+  /** base_ns() + ns_per_byte() * bytes, at least 0; -1 if nothing learned. */
+  double Estimate(double bytes) const;
+
+ private:
+  double n_ = 0, sx_ = 0, sy_ = 0, sxx_ = 0, sxy_ = 0;
+};
+
+/** A cost model as chimaera_stat shows it. */
+struct CostModelView {
+  PoolId pool;
+  MethodId method = 0;
+  double weight = 0;       ///< Decayed sample count.
+  double base_ns = 0;      ///< Constant term.
+  double ns_per_byte = 0;  ///< Cost per input byte.
+};
 
 /** Owns the runtime's threads. */
 class WorkOrchestrator {
@@ -50,14 +83,31 @@ class WorkOrchestrator {
   /** Throughput model: tasks per second per worker, refreshed by the
    * reinforcement threads. */
   double WorkerRate(u32 worker) const;
+  /** Load model: the fraction of time (0..1) worker `worker` spent busy
+   * (not polling empty lanes or asleep), smoothed over about a second by
+   * the reinforcement threads. Any thread. */
+  double WorkerBusy(u32 worker) const;
+  /** The learned service time (ns) of a task of `method` of `pool` with
+   * `bytes` of input buffers, or -1 if no sample of it was seen yet. Any
+   * thread. */
+  double EstimateNs(const PoolId &pool, MethodId method, u64 bytes) const;
+  /** Every cost model learned so far. Any thread. */
+  std::vector<CostModelView> CostModels() const;
 
  private:
+  /** Folds the workers' timed runs into the cost models; ages them first if
+   * `age` (one reinforcement thread does, once per period). */
+  void UpdateCostModels(const std::vector<CostSample> &samples, bool age);
   /** Reinforcement thread body: refreshes the per-worker rate model. */
   void ReinforcementLoop(u32 index);
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<hshm::Thread> threads_;
   std::vector<std::unique_ptr<std::atomic<double>>> rates_;
+  std::vector<std::unique_ptr<std::atomic<double>>> busy_;
+  /** Cost models by (pool, method); pool as node_id_ << 32 | unique_. */
+  std::map<std::pair<u64, MethodId>, CostModel> models_;
+  mutable std::mutex models_mu_;  ///< Guards models_.
   u32 num_ll_ = 0;
   u32 num_hl_ = 0;
   std::atomic<u32> rr_ll_{0};

@@ -94,6 +94,13 @@ class RunContext {
   /** Tracing (trace.h): this run's id while the run is traced, else 0. */
   u64 trace_id_ = 0;
   u64 trace_start_ = 0;  ///< Tracing: TraceClock() when the run started.
+  /** Bytes of the task's input buffers (its InBuf fields), for cost models. */
+  u64 in_bytes_ = 0;
+  /** Cost sampling: NowNs when this run started, or 0 if not sampled. */
+  u64 sample_start_ns_ = 0;
+  /** Monitor(kEstLoad) writes its estimate of the task's cost here (ns of
+   * service time; negative: no estimate). */
+  double est_load_ns_ = -1;
 
   /** Suspends the calling task's fiber and returns to the worker. Only from
    * inside this context's fiber. */
@@ -101,6 +108,14 @@ class RunContext {
     HSHM_TSAN_FIBER_SWITCH(tsan_sink_);
     sink_ = std::move(sink_).resume();
   }
+};
+
+/** One timed run of a task, for the per-method cost models. */
+struct CostSample {
+  PoolId pool;
+  MethodId method = 0;
+  u64 bytes = 0;  ///< Bytes of its input buffers.
+  u64 ns = 0;     ///< Service time: first start to the end of the method.
 };
 
 /** One lane a worker drains: a process-queue lane (shared memory, holds
@@ -175,6 +190,14 @@ class Worker {
    * Any thread. */
   static void TraceSubmit(const Task *task, const hipc::Pointer &p);
 
+  /** Moves the timed runs recorded since the last call into `out`. The
+   * reinforcement thread; any thread. */
+  void TakeSamples(std::vector<CostSample> *out);
+  /** One run in this many is timed for the cost models. */
+  static constexpr u32 kSampleEvery = 16;
+  /** Most samples kept between two TakeSamples calls. */
+  static constexpr size_t kMaxSamples = 4096;
+
   /** Loop iterations so far (any thread; advances while the worker runs). */
   u64 epoch() const { return epoch_.load(std::memory_order_acquire); }
   /** True once Loop() returned. */
@@ -223,6 +246,8 @@ class Worker {
   void TraceBegin(RunContext *rctx);
   /** Records the traced run of `rctx`, whose method returned. */
   void TraceEnd(RunContext *rctx);
+  /** Adds the timed run `rctx` (sample_start_ns_ set) to samples_. */
+  void RecordSample(RunContext *rctx);
   /** Sleeps until woken or `max_us` passed, unless work is visible. */
   void Sleep(u64 max_us);
   /** Aborts the tasks left in a retired container lane and releases the
@@ -274,6 +299,15 @@ class Worker {
   std::atomic<u64> deadline_ns_{0};
   u64 idle_since_ns_ = 0;
   u32 idle_polls_ = 0;  ///< Empty polls since the last work (clock pacing).
+  /** Load accounting, in TraceClock ticks: the first and the latest empty
+   * poll of the current idle period (0 while busy). Unlike idle_since_ns_
+   * they survive naps. */
+  u64 idle_start_ = 0;
+  u64 idle_last_ = 0;
+  u32 sample_seq_ = 0;  ///< Runs started; every kSampleEvery-th is timed.
+  /** Timed runs not yet taken by the reinforcement thread (TakeSamples). */
+  std::vector<CostSample> samples_;
+  std::mutex samples_mu_;  ///< Guards samples_ (worker vs reinforcement).
   u32 idle_spin_us_ = 100;
 };
 

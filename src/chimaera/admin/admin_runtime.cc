@@ -580,28 +580,77 @@ class Runtime : public Container {
     }
     auto *wo = CHI_WORK_ORCHESTRATOR;
     if (!json) os << "workers: " << wo->workers().size() << "\n";
+    // Tasks waiting in the process-queue lanes each worker drains.
+    std::vector<u64> queued(wo->workers().size(), 0);
+    for (u32 l = 0; l < ipc->num_lanes(); ++l) {
+      for (u32 p = 0; p < kNumPrios; ++p) {
+        LaneView &lane = ipc->GetLaneView(l, p);
+        u32 w = lane.header().worker_id_.load();
+        if (w < queued.size()) queued[w] += lane.Size();
+      }
+    }
     bool first = true;
+    double busy_sum = 0, rate_sum = 0;
+    u64 queued_sum = 0;
     for (auto &w : wo->workers()) {
       WorkerShared &ws = ipc->workers()[w->id()];
       const char *kind = w->kind() == WorkerKind::kLowLatency ? "low" : "high";
       u64 rate = static_cast<u64>(wo->WorkerRate(w->id()));
+      double busy = wo->WorkerBusy(w->id());
+      busy_sum += busy;
+      rate_sum += static_cast<double>(rate);
+      queued_sum += queued[w->id()];
       if (json) {
         os << (first ? "" : ",") << "{\"id\":" << w->id() << ",\"kind\":\""
            << kind << "_latency\",\"lanes\":" << ws.num_lanes_.load()
            << ",\"tasks_completed\":" << ws.tasks_done_.load()
-           << ",\"rate\":" << rate << ",\"sleeping\":" << ws.sleeping_.load()
-           << "}";
+           << ",\"rate\":" << rate << ",\"busy\":" << busy
+           << ",\"queued\":" << queued[w->id()]
+           << ",\"sleeping\":" << ws.sleeping_.load() << "}";
       } else {
         os << "  worker " << w->id() << " " << kind << "-latency: lanes "
            << ws.num_lanes_.load() << ", completed " << ws.tasks_done_.load()
-           << ", rate " << rate << " tasks/s, sleeping " << ws.sleeping_.load()
-           << "\n";
+           << ", rate " << rate << " tasks/s, busy "
+           << static_cast<int>(busy * 100 + 0.5) << "%, queued "
+           << queued[w->id()] << ", sleeping " << ws.sleeping_.load() << "\n";
       }
       first = false;
     }
+    const double nworkers =
+        wo->workers().empty() ? 1.0 : static_cast<double>(wo->workers().size());
+    if (json) {
+      os << "],\"load\":{\"busy_avg\":" << busy_sum / nworkers
+         << ",\"queued\":" << queued_sum
+         << ",\"rate\":" << static_cast<u64>(rate_sum) << "},\"cost_models\":[";
+    } else {
+      os << "load: busy " << static_cast<int>(busy_sum / nworkers * 100 + 0.5)
+         << "% (mean of workers), queued " << queued_sum << ", rate "
+         << static_cast<u64>(rate_sum) << " tasks/s\n";
+    }
+    // The learned per-method costs (Monitor(kEstLoad)).
+    std::vector<CostModelView> models = wo->CostModels();
+    if (!models.empty()) {
+      MethodNameTable names;
+      if (!json) os << "cost models (service time = base + per byte):\n";
+      for (size_t i = 0; i < models.size(); ++i) {
+        const CostModelView &m = models[i];
+        std::string name = names.Name(m.pool, m.method);
+        if (json) {
+          os << (i ? "," : "") << "{\"pool\":" << JsonStr(m.pool.ToString())
+             << ",\"method\":" << JsonStr(name) << ",\"samples\":" << m.weight
+             << ",\"base_ns\":" << m.base_ns
+             << ",\"ns_per_byte\":" << m.ns_per_byte << "}";
+        } else {
+          os << "  " << name << " (pool " << m.pool.ToString()
+             << "): " << static_cast<i64>(m.base_ns) << " ns + "
+             << m.ns_per_byte << " ns/B over " << m.weight << " samples\n";
+        }
+      }
+    }
+    if (json) os << "]";
     auto pools = CHI_POOL_MANAGER->List();
     if (json) {
-      os << "],\"pools\":[";
+      os << ",\"pools\":[";
     } else {
       os << "pools: " << pools.size() << "\n";
     }

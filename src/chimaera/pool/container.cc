@@ -10,6 +10,10 @@ void Container::Monitor(MonitorMode mode, Task *task, RunContext &rctx) {
     // Spread dynamic tasks over the local containers by task graph.
     task->dom_query_ = DomainQuery::GetLocalHash(
         static_cast<u32>(task->task_node_.major_ * 0x9E3779B1u));
+  } else if (mode == MonitorMode::kEstLoad) {
+    // The learned model of this method (chimaera_stat shows them).
+    rctx.est_load_ns_ = CHI_WORK_ORCHESTRATOR->EstimateNs(
+        pool_id_, task->method_, rctx.in_bytes_);
   }
 }
 

@@ -351,4 +351,32 @@ void PoolManager::DestroyAll() {
   for (auto &p : pools) FinishDestroy(*p);
 }
 
+MethodNameTable::MethodNameTable() {
+  for (const PoolSummary &p : CHI_POOL_MANAGER->List()) {
+    modules_[p.id.ToU64()] = p.module;
+    if (methods_.count(p.module)) continue;
+    auto f = CHI_MODULE_MANAGER->GetFactory(p.module);
+    std::vector<std::string> names;
+    if (f.ok()) {
+      std::unique_ptr<Container> c((*f)());
+      if (c) names = c->MethodNames();
+    }
+    methods_[p.module] = std::move(names);
+  }
+}
+
+std::string MethodNameTable::Name(const PoolId &pool, MethodId method) const {
+  auto m = modules_.find(pool.ToU64());
+  std::string mod = m != modules_.end() ? m->second : "pool_" + pool.ToString();
+  std::string meth;
+  if (m != modules_.end()) {
+    auto t = methods_.find(m->second);
+    if (t != methods_.end() && method < t->second.size()) {
+      meth = t->second[method];
+    }
+  }
+  if (meth.empty()) meth = "method_" + std::to_string(method);
+  return mod + "." + meth;
+}
+
 }  // namespace chi

@@ -16,6 +16,7 @@ const FrameView *FieldArchive::NextFrame() {
 }
 
 void FieldArchive::InBuf(hipc::Pointer &p, u64 size) {
+  in_bytes_ += size;
   switch (mode_) {
     case Mode::kCheckShm:
       if (!CHI_IPC->DataBuffer(p, size)) {

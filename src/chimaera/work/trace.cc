@@ -198,49 +198,6 @@ struct RunItem {
   u32 submit_worker = 0;
 };
 
-/** Method names of the modules of the pools this node knows: pool id ->
- * "<module>", method id -> "<Method>". */
-class NameTable {
- public:
-  /** Learns every pool's module and every module's method names (a module's
-   * factory builds a throw-away container for its method table). */
-  NameTable() {
-    std::map<std::string, std::vector<std::string>> methods;
-    for (const PoolSummary &p : CHI_POOL_MANAGER->List()) {
-      modules_[p.id.ToU64()] = p.module;
-      if (methods.count(p.module)) continue;
-      auto f = CHI_MODULE_MANAGER->GetFactory(p.module);
-      std::vector<std::string> names;
-      if (f.ok()) {
-        std::unique_ptr<Container> c((*f)());
-        if (c) names = c->MethodNames();
-      }
-      methods[p.module] = std::move(names);
-    }
-    methods_ = std::move(methods);
-  }
-  /** "<module>.<Method>", with numbers where the pool or method is unknown
-   * (e.g. the pool was destroyed). */
-  std::string Name(const PoolId &pool, MethodId method) const {
-    auto m = modules_.find(pool.ToU64());
-    std::string mod =
-        m != modules_.end() ? m->second : "pool_" + pool.ToString();
-    std::string meth;
-    if (m != modules_.end()) {
-      auto t = methods_.find(m->second);
-      if (t != methods_.end() && method < t->second.size()) {
-        meth = t->second[method];
-      }
-    }
-    if (meth.empty()) meth = "method_" + std::to_string(method);
-    return mod + "." + meth;
-  }
-
- private:
-  std::unordered_map<u64, std::string> modules_;
-  std::map<std::string, std::vector<std::string>> methods_;
-};
-
 /** Assigns each run of one worker (sorted by start) a track such that the
  * runs on a track nest or are disjoint, as trace viewers require of the
  * slices of one thread (fibers interleave, so raw runs may overlap). */
@@ -379,7 +336,7 @@ std::string TraceManager::DumpJson() {
   std::unordered_map<u64, const RunItem *> by_id;
   for (auto &r : runs) by_id[r.e.id] = &r;
 
-  NameTable names;
+  MethodNameTable names;
   std::string out;
   out.reserve(256 + runs.size() * 330);
   char buf[256];

@@ -1,8 +1,11 @@
 #include "chimaera/work_orchestrator.h"
 
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 
 #include "chimaera/config_manager.h"
+#include "chimaera/trace.h"
 #include "hermes_shm/util/futex.h"
 
 namespace chi {
@@ -17,6 +20,7 @@ Status WorkOrchestrator::Init() {
         i < num_ll_ ? WorkerKind::kLowLatency : WorkerKind::kHighLatency;
     workers_.push_back(std::make_unique<Worker>(i, kind, &shared[i]));
     rates_.push_back(std::make_unique<std::atomic<double>>(0.0));
+    busy_.push_back(std::make_unique<std::atomic<double>>(0.0));
   }
   // Process-queue lanes: lane i of each priority goes to worker i (mod the
   // number of workers of that kind).
@@ -125,6 +129,94 @@ double WorkOrchestrator::WorkerRate(u32 worker) const {
   return worker < rates_.size() ? rates_[worker]->load() : 0.0;
 }
 
+double WorkOrchestrator::WorkerBusy(u32 worker) const {
+  return worker < busy_.size() ? busy_[worker]->load() : 0.0;
+}
+
+namespace {
+/** The key of a cost model. */
+std::pair<u64, MethodId> ModelKey(const PoolId &pool, MethodId method) {
+  return {(u64{pool.node_id_} << 32) | pool.unique_, method};
+}
+}  // namespace
+
+void CostModel::Add(double bytes, double ns) {
+  n_ += 1;
+  sx_ += bytes;
+  sy_ += ns;
+  sxx_ += bytes * bytes;
+  sxy_ += bytes * ns;
+}
+
+void CostModel::Decay(double keep) {
+  n_ *= keep;
+  sx_ *= keep;
+  sy_ *= keep;
+  sxx_ *= keep;
+  sxy_ *= keep;
+}
+
+double CostModel::ns_per_byte() const {
+  if (n_ <= 0) return 0;
+  double mx = sx_ / n_;
+  double var = sxx_ / n_ - mx * mx;
+  // All samples of (nearly) one size: the slope is unknown, not zero cost.
+  if (var <= 1e-9 * (1 + mx * mx)) return 0;
+  return (sxy_ / n_ - mx * (sy_ / n_)) / var;
+}
+
+double CostModel::base_ns() const {
+  if (n_ <= 0) return 0;
+  return sy_ / n_ - ns_per_byte() * (sx_ / n_);
+}
+
+double CostModel::Estimate(double bytes) const {
+  if (n_ <= 0) return -1;
+  double est = base_ns() + ns_per_byte() * bytes;
+  return est > 0 ? est : 0;
+}
+
+double WorkOrchestrator::EstimateNs(const PoolId &pool, MethodId method,
+                                    u64 bytes) const {
+  std::lock_guard<std::mutex> lock(models_mu_);
+  auto it = models_.find(ModelKey(pool, method));
+  if (it == models_.end()) return -1;
+  return it->second.Estimate(static_cast<double>(bytes));
+}
+
+std::vector<CostModelView> WorkOrchestrator::CostModels() const {
+  std::vector<CostModelView> out;
+  std::lock_guard<std::mutex> lock(models_mu_);
+  for (auto &kv : models_) {
+    CostModelView v;
+    v.pool = PoolId(static_cast<u32>(kv.first.first >> 32),
+                    static_cast<u32>(kv.first.first));
+    v.method = kv.first.second;
+    v.weight = kv.second.weight();
+    v.base_ns = kv.second.base_ns();
+    v.ns_per_byte = kv.second.ns_per_byte();
+    out.push_back(v);
+  }
+  return out;
+}
+
+void WorkOrchestrator::UpdateCostModels(const std::vector<CostSample> &samples,
+                                        bool age) {
+  // Per 100 ms period: a sample's weight halves in about 1.4 s, so the
+  // models follow a change of workload within seconds.
+  constexpr double kKeep = 0.95;
+  constexpr double kForget = 0.01;  // models this light are dropped
+  std::lock_guard<std::mutex> lock(models_mu_);
+  for (auto it = models_.begin(); age && it != models_.end();) {
+    it->second.Decay(kKeep);
+    it = it->second.weight() < kForget ? models_.erase(it) : std::next(it);
+  }
+  for (const CostSample &smp : samples) {
+    models_[ModelKey(smp.pool, smp.method)].Add(static_cast<double>(smp.bytes),
+                                                static_cast<double>(smp.ns));
+  }
+}
+
 void WorkOrchestrator::ReinforcementLoop(u32 index) {
   HSHM_THREAD_MODEL->SetName("chi_reinforce");
   // Each reinforcement thread owns a stripe of the workers and keeps an
@@ -133,8 +225,14 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
   constexpr double kAlpha = 0.3;
   u32 stride = CHI_CONFIG_MANAGER->config().num_reinforcement_;
   std::vector<u64> last(workers_.size(), 0);
+  std::vector<u64> last_idle(workers_.size(), 0);
+  std::vector<CostSample> samples;
   u64 last_ns = hshm::NowNs();
+  u64 last_ticks = TraceClock();
   WorkerShared *shared = CHI_IPC->workers();
+  for (u32 w = 0; w < workers_.size(); ++w) {
+    last_idle[w] = shared[w].idle_ticks_.load(std::memory_order_relaxed);
+  }
   while (!stop_.load()) {
     {
       // One wake-up per period (an idle runtime must stay quiet), and at
@@ -147,13 +245,32 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
     u64 now = hshm::NowNs();
     double secs = static_cast<double>(now - last_ns) / 1e9;
     last_ns = now;
+    u64 ticks = TraceClock();
+    double period_ticks = static_cast<double>(ticks - last_ticks);
+    last_ticks = ticks;
     for (u32 w = index; w < workers_.size(); w += stride) {
       u64 done = shared[w].tasks_done_.load(std::memory_order_relaxed);
       double rate = static_cast<double>(done - last[w]) / secs;
       last[w] = done;
       double old = rates_[w]->load();
       rates_[w]->store(old == 0 ? rate : kAlpha * rate + (1 - kAlpha) * old);
+      // Busy fraction: 1 - idle time / elapsed, counting the idle period
+      // in progress. The worker may close that period between the two
+      // loads; the clamp absorbs the one-period error.
+      u64 idle = shared[w].idle_ticks_.load(std::memory_order_relaxed);
+      u64 since = shared[w].idle_since_.load(std::memory_order_relaxed);
+      if (since != 0 && ticks > since) idle += ticks - since;
+      double idle_frac =
+          static_cast<double>(static_cast<i64>(idle - last_idle[w])) /
+          std::max(period_ticks, 1.0);
+      last_idle[w] = idle;
+      double busy = std::min(1.0, std::max(0.0, 1.0 - idle_frac));
+      double old_busy = busy_[w]->load();
+      busy_[w]->store(kAlpha * busy + (1 - kAlpha) * old_busy);
+      workers_[w]->TakeSamples(&samples);
     }
+    UpdateCostModels(samples, index == 0);
+    samples.clear();
   }
 }
 

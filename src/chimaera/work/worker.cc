@@ -455,6 +455,23 @@ void Worker::TraceEnd(RunContext *r) {
   r->trace_id_ = 0;
 }
 
+void Worker::RecordSample(RunContext *r) {
+  CostSample smp;
+  smp.pool = r->task_->pool_id_;
+  smp.method = r->task_->method_;
+  smp.bytes = r->in_bytes_;
+  smp.ns = hshm::NowNs() - r->sample_start_ns_;
+  r->sample_start_ns_ = 0;
+  std::lock_guard<std::mutex> lock(samples_mu_);
+  if (samples_.size() < kMaxSamples) samples_.push_back(smp);
+}
+
+void Worker::TakeSamples(std::vector<CostSample> *out) {
+  std::lock_guard<std::mutex> lock(samples_mu_);
+  out->insert(out->end(), samples_.begin(), samples_.end());
+  samples_.clear();
+}
+
 void Worker::TakeMailbox() {
   trace_ = CHI_TRACE->ActiveRing(id_);
   std::lock_guard<std::mutex> lock(mailbox_mu_);
@@ -536,6 +553,9 @@ void Worker::FreeRunContext(RunContext *r) {
   r->wait_deadline_ns_ = UINT64_MAX;
   r->done_ = false;
   r->trace_id_ = 0;
+  r->in_bytes_ = 0;
+  r->sample_start_ns_ = 0;
+  r->est_load_ns_ = -1;
   r->pool_hold_.reset();
   // The network thread makes a context per request and workers free them:
   // keep a bounded cache, not one context per request ever received.
@@ -580,9 +600,25 @@ void Worker::Loop() {
       if (hshm::NowNs() > deadline_ns_.load()) break;
     }
     if (did) {
+      // Load accounting: the idle period lasted until the last empty poll.
+      if (idle_start_ != 0) {
+        shared_->idle_ticks_.store(
+            shared_->idle_ticks_.load(std::memory_order_relaxed) +
+                (idle_last_ - idle_start_),
+            std::memory_order_relaxed);
+        shared_->idle_since_.store(0, std::memory_order_relaxed);
+        idle_start_ = 0;
+      }
       idle_since_ns_ = 0;
       idle_polls_ = 0;
       continue;
+    }
+    // An empty poll: a time-stamp counter read (a few ns; busy workers never
+    // get here) marks how long the worker has been idle.
+    idle_last_ = TraceClock();
+    if (idle_start_ == 0) {
+      idle_start_ = idle_last_;
+      shared_->idle_since_.store(idle_start_, std::memory_order_relaxed);
     }
     // Idle: poll again at once; read the clock (tens of ns) only every 64
     // empty polls, so that new work is seen as soon as it lands.
@@ -630,6 +666,7 @@ void Worker::Loop() {
       if (nap) g_nappers.fetch_sub(1, std::memory_order_relaxed);
     }
     idle_since_ns_ = hshm::NowNs();
+    idle_last_ = TraceClock();  // the nap was idle time too
   }
   AbortRemaining();
   ss.ss_flags = SS_DISABLE;
@@ -888,6 +925,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   FieldArchive check(FieldArchive::Mode::kCheckShm, priv);
   e->fields(check, priv);
   if (!check.status().ok()) return Complete(r, check.status());
+  r->in_bytes_ = check.in_bytes();
   if (!deps.empty()) {
     r->deps_ = std::move(deps);
     Status dep_st;
@@ -1001,6 +1039,7 @@ void Worker::AdmitRemote(RunContext *r) {
                                 std::string(e->name) + "'s fields"));
   }
   if (!in.status().ok()) return fail(in.status());
+  r->in_bytes_ = in.in_bytes();
   delete r->net_;
   r->net_ = nullptr;
   Route(r);
@@ -1203,6 +1242,11 @@ void Worker::Start(RunContext *r) {
   r->waiting_on_ = nullptr;
   r->waiting_group_ = nullptr;
   r->wait_deadline_ns_ = UINT64_MAX;
+  // Cost models: time one run in kSampleEvery (a clock read, not one per
+  // task). A periodic task's later runs keep their own start.
+  if (__builtin_expect(++sample_seq_ % kSampleEvery == 0, 0)) {
+    r->sample_start_ns_ = hshm::NowNs();
+  }
   ctx::stack_context sctx;
   sctx.sp = r->stack_ + kGuardSize + kStackSize;
   sctx.size = kStackSize;
@@ -1288,6 +1332,7 @@ void Worker::Finish(RunContext *r) {
   if (__builtin_expect(r->trace_id_ != 0, 0)) TraceEnd(r);
   Task *t = r->task_;
   Container *c = r->container_;
+  if (__builtin_expect(r->sample_start_ns_ != 0, 0)) RecordSample(r);
   PutStack(r->stack_);
   r->stack_ = nullptr;
   t->run_count_++;
