@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <mutex>
 #include <sstream>
+#include <thread>
 #include <type_traits>
 #include <unordered_set>
 
@@ -14,6 +15,8 @@
 #include "chimaera/remote_manager.h"
 #include "chimaera/trace.h"
 #include "chimaera/work_orchestrator.h"
+#include "chimaera/worker.h"
+#include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/futex.h"
 
 namespace chi {
@@ -459,7 +462,27 @@ class Runtime : public Container {
   /** Writes this node's trace (Chrome trace-event JSON) into an rdata
    * buffer. */
   void TraceDump(TextTask *task, RunContext &rctx) {
-    ReplyText(CHI_TRACE->DumpJson(), &task->text_, &task->text_size_, task);
+    // Sorting and formatting a large trace is too deep for a 64 KB fiber
+    // stack (ASan frames overflowed it): build it on a thread of its own.
+    std::string json;
+    RunOnThread([&json] { json = CHI_TRACE->DumpJson(); });
+    ReplyText(json, &task->text_, &task->text_size_, task);
+  }
+
+  /** Runs `fn` on a thread of its own (a full-size stack) while the calling
+   * fiber yields until it returns: for rare work too deep for a task's
+   * stack. Any task fiber (or a plain thread, which sleeps instead). */
+  template <typename Fn>
+  static void RunOnThread(Fn &&fn) {
+    std::atomic<bool> done{false};
+    std::thread t([&fn, &done] {
+      fn();
+      done.store(true, std::memory_order_release);
+    });
+    while (!done.load(std::memory_order_acquire)) {
+      if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
+    }
+    t.join();
   }
 
   std::mutex creating_mu_;

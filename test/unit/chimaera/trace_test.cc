@@ -477,7 +477,7 @@ TEST(TraceTest, ToolDumpsAndRuntimeWritesOutputAtShutdown) {
   std::string dump = out_path + ".tool";
   rc = RunProgram({Bin("chimaera_trace"), "--dump", dump}, rt.config_path(),
                   &out);
-  ASSERT_EQ(rc, 0) << out;
+  ASSERT_EQ(rc, 0) << out << "\nruntime log:\n" << rt.Log();
   {
     Trace t;
     ASSERT_TRUE(ParseTrace(ReadFile(dump), &t));
