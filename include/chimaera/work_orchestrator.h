@@ -95,6 +95,13 @@ class WorkOrchestrator {
   std::vector<CostModelView> CostModels() const;
 
  private:
+  /** Lane balancing: within each kind of worker, asks the busiest worker
+   * to hand a lane to the least busy one when they differ enough
+   * (Worker::RequestLaneMove). Reinforcement thread 0, every
+   * kBalancePeriods periods. */
+  void BalanceLanes();
+  /** Reinforcement periods (100 ms) between two balancing rounds. */
+  static constexpr u64 kBalancePeriods = 10;
   /** Folds the workers' timed runs into the cost models; ages them first if
    * `age` (one reinforcement thread does, once per period). */
   void UpdateCostModels(const std::vector<CostSample> &samples, bool age);

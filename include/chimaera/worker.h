@@ -125,6 +125,7 @@ struct WorkerLane {
   TaskLane *tlane = nullptr;       ///< Container lane, or null.
   Container *container = nullptr;  ///< Owner of a container lane, else null.
   u32 idle_polls = 0;              ///< Consecutive empty polls.
+  u64 pops = 0;  ///< Tasks taken from it since the last lane move decision.
 
   /** True if nothing is queued. */
   bool Empty() const { return lane ? lane->Empty() : tlane->Empty(); }
@@ -190,6 +191,16 @@ class Worker {
    * Any thread. */
   static void TraceSubmit(const Task *task, const hipc::Pointer &p);
 
+  /** Asks this worker to hand one of its busy lanes to worker `to` (of the
+   * same kind) at its next loop iteration, if it has more than one: the
+   * one whose recent share of its tasks is closest to half. The worker
+   * stops polling the lane before `to` starts, so the lane's tasks are
+   * neither lost, taken twice nor reordered. Any thread (the
+   * reinforcement thread's balancer). */
+  void RequestLaneMove(Worker *to);
+  /** Lanes this worker handed to others (moves done). Any thread. */
+  u64 lanes_moved() const { return lanes_moved_.load(); }
+
   /** Moves the timed runs recorded since the last call into `out`. The
    * reinforcement thread; any thread. */
   void TakeSamples(std::vector<CostSample> *out);
@@ -253,6 +264,10 @@ class Worker {
   /** Aborts the tasks left in a retired container lane and releases the
    * worker's hold on it (after which the container may be freed). */
   void DrainRetired(const WorkerLane &wl);
+  /** Hands one lane to `to` (see RequestLaneMove); false if it has fewer
+   * than two lanes with recent work. The owning worker, at the top of its
+   * loop (no popped task is pending then). */
+  bool GiveLane(Worker *to);
   /** Moves long-idle active lanes to cold_ and busy cold lanes back. */
   void RebalanceLanes();
   /** Moves lanes from the mailbox into active_. */
@@ -293,6 +308,9 @@ class Worker {
   std::vector<WorkerLane> mailbox_;
   TaskLane inbox_;  ///< Network requests and replies (see PostInbox).
   std::atomic<bool> has_mail_{false};
+  /** RequestLaneMove's target, or null (read at TakeMailbox). */
+  std::atomic<Worker *> move_to_{nullptr};
+  std::atomic<u64> lanes_moved_{0};  ///< Lanes handed away so far.
   std::atomic<bool> stop_{false};
   std::atomic<bool> exit_{false};
   std::atomic<bool> idle_{false};

@@ -18,6 +18,11 @@ namespace chi_test {
  * module clients directly. */
 class ChiModTest : public ::testing::Test {
  protected:
+  /** A runtime with the default test configuration. */
+  ChiModTest() = default;
+  /** A runtime with `extra_yaml` added to the test configuration. */
+  explicit ChiModTest(const std::string &extra_yaml) : rt_(extra_yaml) {}
+
   /** Starts the runtime and attaches this process to it. */
   void SetUp() override {
     hshm::Status s = rt_.Start();

@@ -629,6 +629,7 @@ class Runtime : public Container {
            << ",\"tasks_completed\":" << ws.tasks_done_.load()
            << ",\"rate\":" << rate << ",\"busy\":" << busy
            << ",\"queued\":" << queued[w->id()]
+           << ",\"lanes_moved\":" << w->lanes_moved()
            << ",\"sleeping\":" << ws.sleeping_.load() << "}";
       } else {
         os << "  worker " << w->id() << " " << kind << "-latency: lanes "

@@ -217,6 +217,29 @@ void WorkOrchestrator::UpdateCostModels(const std::vector<CostSample> &samples,
   }
 }
 
+void WorkOrchestrator::BalanceLanes() {
+  // Per kind: the busiest worker hands a lane to the idlest when their busy
+  // fractions differ by more than kBalanceGap. One move per kind per round,
+  // and rounds are far enough apart for the smoothed busy fractions to show
+  // the effect of the last move.
+  constexpr double kBalanceGap = 0.3;
+  constexpr double kBusyEnough = 0.5;
+  for (u32 k = 0; k < 2; ++k) {
+    u32 first = k == 0 ? 0 : num_ll_;
+    u32 end = k == 0 ? num_ll_ : num_ll_ + num_hl_;
+    if (end - first < 2) continue;
+    u32 hi = first, lo = first;
+    for (u32 w = first; w < end; ++w) {
+      if (busy_[w]->load() > busy_[hi]->load()) hi = w;
+      if (busy_[w]->load() < busy_[lo]->load()) lo = w;
+    }
+    double gap = busy_[hi]->load() - busy_[lo]->load();
+    if (busy_[hi]->load() >= kBusyEnough && gap > kBalanceGap) {
+      workers_[hi]->RequestLaneMove(workers_[lo].get());
+    }
+  }
+}
+
 void WorkOrchestrator::ReinforcementLoop(u32 index) {
   HSHM_THREAD_MODEL->SetName("chi_reinforce");
   // Each reinforcement thread owns a stripe of the workers and keeps an
@@ -229,6 +252,7 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
   std::vector<CostSample> samples;
   u64 last_ns = hshm::NowNs();
   u64 last_ticks = TraceClock();
+  u64 periods = 0;
   WorkerShared *shared = CHI_IPC->workers();
   for (u32 w = 0; w < workers_.size(); ++w) {
     last_idle[w] = shared[w].idle_ticks_.load(std::memory_order_relaxed);
@@ -271,6 +295,7 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
     }
     UpdateCostModels(samples, index == 0);
     samples.clear();
+    if (index == 0 && ++periods % kBalancePeriods == 0) BalanceLanes();
   }
 }
 

@@ -472,8 +472,57 @@ void Worker::TakeSamples(std::vector<CostSample> *out) {
   samples_.clear();
 }
 
+void Worker::RequestLaneMove(Worker *to) {
+  if (to == this) return;
+  move_to_.store(to, std::memory_order_release);
+  has_mail_.store(true, std::memory_order_release);
+  Wake();
+}
+
+bool Worker::GiveLane(Worker *to) {
+  u64 total = 0;
+  u32 busy_lanes = 0;
+  for (const WorkerLane &wl : lanes_) {
+    total += wl.pops;
+    busy_lanes += wl.pops > 0;
+  }
+  if (busy_lanes < 2) return false;
+  // The lane whose share of the recent work is closest to half: moving it
+  // evens the two workers out best.
+  size_t best = lanes_.size();
+  u64 best_gap = ~0ull;
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    if (lanes_[i].pops == 0 || lanes_[i].Retired()) continue;
+    u64 twice = 2 * lanes_[i].pops;
+    u64 gap = twice > total ? twice - total : total - twice;
+    if (gap < best_gap) {
+      best_gap = gap;
+      best = i;
+    }
+  }
+  if (best == lanes_.size()) return false;
+  WorkerLane wl = lanes_[best];
+  lanes_[best] = lanes_.back();
+  lanes_.pop_back();
+  for (WorkerLane &l : lanes_) l.pops = 0;  // a fresh window for the next
+  shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
+  // Everything popped from the lane so far was admitted in earlier
+  // iterations; from here on only `to` pops it (AddLane also points the
+  // lane's producers' wake-ups at `to`).
+  if (wl.lane) {
+    to->AddLane(wl.lane);
+  } else {
+    to->AddLane(wl.tlane, wl.container);
+  }
+  lanes_moved_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 void Worker::TakeMailbox() {
   trace_ = CHI_TRACE->ActiveRing(id_);
+  if (Worker *to = move_to_.exchange(nullptr, std::memory_order_acq_rel)) {
+    GiveLane(to);
+  }
   std::lock_guard<std::mutex> lock(mailbox_mu_);
   for (auto &wl : mailbox_) lanes_.push_back(wl);
   mailbox_.clear();
@@ -784,6 +833,7 @@ bool Worker::PollLanes() {
       }
     }
     wl.idle_polls = n ? 0 : wl.idle_polls + 1;
+    wl.pops += n;
     did |= n > 0;
   }
   if (retired) {
