@@ -34,10 +34,14 @@ if [ -n "$filter" ]; then
   # Multi-node tests run one at a time: a 3-node cluster under TSan is a
   # dozen threads slowed 5-15x, and two of them side by side on a 2-core
   # machine starve a node's heartbeats past the 4 s dead-node limit.
+  # Both phases run even if the first fails; the script fails if either did.
+  rc=0
   ctest -j "$(nproc)" --output-on-failure --timeout 600 -R "$filter" \
-    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|Curve|OversizeFanOuts|QueueFlood|KilledClients"
+    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|Curve|OversizeFanOuts|QueueFlood|KilledClients" ||
+    rc=1
   ctest -j 1 --output-on-failure --timeout 600 -R "MultiNode|CurveRuntime" \
-    -E "KvsMultiNode"
+    -E "KvsMultiNode" || rc=1
+  exit "$rc"
 else
   ctest -j "$(nproc)" --output-on-failure --timeout 600
 fi

@@ -98,7 +98,11 @@ class HostileTest : public ::testing::Test {
         chi::LaneView &v = CHI_IPC->GetLaneView(l, p);
         while (!v.TryPush(ptr)) usleep(100);
         CHI_IPC->WakeLaneWorker(v);
-        ASSERT_TRUE(t->WaitFor(10000000)) << "lane " << l << "/" << p;
+        if (!t->WaitFor(10000000)) {
+          // Not ours to free while it may still run: one failure, not two.
+          CHI_IPC->AbandonTask(t);
+          FAIL() << "lane " << l << "/" << p << " did not drain in 10 s";
+        }
         EXPECT_EQ(t->ret_, 5u);
         CHI_IPC->DelTask(t);
       }

@@ -470,9 +470,10 @@ TEST(TraceTest, ToolDumpsAndRuntimeWritesOutputAtShutdown) {
                       rt.config_path(), &out);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("tracing on"), std::string::npos) << out;
+  // 120 s: the workload's fan-outs take about 30 s under TSan.
   rc = RunProgram({Bin("chimaera_workload"), "--threads", "1", "--tasks", "200",
                    "--window", "16"},
-                  rt.config_path(), &out);
+                  rt.config_path(), &out, 120);
   ASSERT_EQ(rc, 0) << out;
   std::string dump = out_path + ".tool";
   rc = RunProgram({Bin("chimaera_trace"), "--dump", dump}, rt.config_path(),

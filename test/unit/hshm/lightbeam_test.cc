@@ -129,6 +129,9 @@ struct Node {
   explicit Node(u32 nodes) : next(nodes + 1), got(nodes + 1) {
     for (auto &g : got) g.store(0);
   }
+  /** Stops the transport first: its thread's callbacks write the members
+   * below, which are destroyed before `t` would be. */
+  ~Node() { t.Stop(); }
   Transport t;
   std::vector<u64> next;  // network thread only: next seq expected per source
   std::vector<std::atomic<u64>> got;  // in-order valid records per source
@@ -561,6 +564,8 @@ TEST(LightbeamTest, SendToAbsentPeerFails) {
   EXPECT_TRUE(WaitFor([&] { return a.NumFailed() == accepted; }));
   ASSERT_TRUE(WaitFor([&] { return !a.t.PeerAlive(2); }, 3000));
   EXPECT_FALSE(a.t.Send(2, MakeRecord(0)));
+  // The peer is marked dead before on_peer runs: wait for the event too.
+  ASSERT_TRUE(WaitFor([&] { return !a.Events().empty(); }, 3000));
   EXPECT_EQ(a.Events(), (std::vector<std::pair<u32, bool>>{{2, false}}));
   EXPECT_EQ(a.t.stats().send_failures, accepted);
   EXPECT_EQ(a.t.stats().records_sent, 0u);
