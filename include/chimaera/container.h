@@ -190,7 +190,7 @@ class Container {
     MethodEntry &e = methods_[method];
     e.name = name;
     e.task_size = sizeof(TaskT);
-    e.type_tag = TaskTypeTag<TaskT>();
+    e.type_tag = kTaskTypeTag<TaskT>;
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
     e.make = []() -> Task * {
       TaskT *t;
@@ -199,7 +199,7 @@ class Container {
       } else {
         t = new TaskT(hipc::CtxAllocator<CHI_ALLOC_T>(CHI_IPC->main_alloc()));
       }
-      t->type_tag_ = TaskTypeTag<TaskT>();
+      t->type_tag_ = kTaskTypeTag<TaskT>;
       return t;
     };
     e.free_private = [](Task *task) { delete static_cast<TaskT *>(task); };

@@ -135,7 +135,7 @@ class IpcManager {
                                               std::forward<Args>(args)...);
       if (t.IsNull()) return t;
     }
-    t->type_tag_ = TaskTypeTag<TaskT>();
+    t->type_tag_ = kTaskTypeTag<TaskT>;
     return t;
   }
   /** NewTask with the default memory context. */

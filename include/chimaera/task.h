@@ -122,6 +122,10 @@ template <typename T>
 constexpr u32 TaskTypeTag() {
   return internal::Fnv1a32(internal::RawTypeName<T>()) | 1u;
 }
+/** TaskTypeTag<T>() as a constant: use this on hot paths (a call of the
+ * function outside a constant expression may hash the name at run time). */
+template <typename T>
+inline constexpr u32 kTaskTypeTag = TaskTypeTag<T>();
 
 /** The method name a task type gives itself: its unqualified name without a
  * "Task" suffix ("stats::AddTask" -> "Add"). */
