@@ -24,6 +24,9 @@
 #   PORT            port of the first runtime; run k uses PORT + 2k
 #                   (default: 19920)
 #   OUT_DIR         where results go (default: a new /tmp directory, printed)
+#   EXTRA_YAML      more configuration for every runtime, e.g. to pin the
+#                   workers: $'workers:\n  cpus: [1, 0, 0]' (with BENCH_ARGS
+#                   "... --pin-client 0")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -85,6 +88,7 @@ run_config() {
   {
     echo "network:"
     echo "  port: $port"
+    if [[ -n ${EXTRA_YAML:-} ]]; then echo "$EXTRA_YAML"; fi
     # The base build predates the trace section (unknown keys are errors).
     if [[ $name != base ]]; then
       echo "trace:"
