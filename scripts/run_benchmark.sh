@@ -43,17 +43,7 @@ LOG="$WORK/runtime.log"
 RT_PID=""
 RT_PORT=""
 
-# Stops the runtime if it still runs and removes the config, the log and the
-# runtime's shared-memory segments.
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  chi_stop_runtime
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+chi_cleanup_on_exit "$WORK"
 
 # client_data holds chimod_benchmark's 1 MiB echo inputs and replies (16 in
 # flight) and the kvs requests; 256m (the default, stated here) is ample.

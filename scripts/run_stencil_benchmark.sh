@@ -39,17 +39,7 @@ LOG="$WORK/runtime.log"
 RT_PID=""
 RT_PORT=""
 
-# Stops the runtime if it still runs and removes the config, the log and the
-# runtime's shared-memory segments.
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  chi_stop_runtime
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+chi_cleanup_on_exit "$WORK"
 
 # One low-latency worker per core (the pool's containers spread over them),
 # one high-latency worker, no reinforcement worker.

@@ -64,16 +64,7 @@ BIN=""
 RT_PID=""
 RT_PORT=""
 
-# Stops the runtime and removes the temporary configs (EXIT trap).
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  chi_stop_runtime
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+chi_cleanup_on_exit "$WORK"
 
 RUN=0
 # Runs configuration $1 (base, off or on) once on a fresh runtime.

@@ -47,3 +47,22 @@ chi_stop_runtime() {
   RT_PID=""
   RT_PORT=""
 }
+
+# Installs the caller's EXIT trap: stop the runtime if it still runs
+# (chi_stop_runtime: also removes its segments) and remove the directory $1
+# (configs, logs), keeping the script's exit status; Ctrl-C and TERM exit
+# with 130 through the same trap.
+chi_cleanup_on_exit() {
+  CHI_CLEANUP_DIR=$1
+  trap _chi_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+# The EXIT trap of chi_cleanup_on_exit.
+_chi_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  chi_stop_runtime
+  rm -rf "$CHI_CLEANUP_DIR"
+  exit "$rc"
+}
