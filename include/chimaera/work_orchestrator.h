@@ -34,8 +34,8 @@ class CostModel {
   double weight() const { return n_; }
   /** The fitted constant term (ns). */
   double base_ns() const;
-  /** The fitted cost per input byte (ns; 0 while all samples had one size).
-   */
+  /** The fitted cost per input byte (ns): 0 while the sizes spread less
+   * than 64 bytes and 10% of their mean, or if the fit falls. */
   double ns_per_byte() const;
   /** base_ns() + ns_per_byte() * bytes, at least 0; -1 if nothing learned. */
   double Estimate(double bytes) const;

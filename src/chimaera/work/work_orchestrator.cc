@@ -160,9 +160,15 @@ double CostModel::ns_per_byte() const {
   if (n_ <= 0) return 0;
   double mx = sx_ / n_;
   double var = sxx_ / n_ - mx * mx;
-  // All samples of (nearly) one size: the slope is unknown, not zero cost.
-  if (var <= 1e-9 * (1 + mx * mx)) return 0;
-  return (sxy_ / n_ - mx * (sy_ / n_)) / var;
+  // Sizes that barely vary (e.g. keys of similar length) cannot tell a
+  // per-byte cost from noise: the fit would swing wildly either way. Below
+  // a spread of 64 bytes and 10% of the mean, or for a falling line, the
+  // model is the mean cost (bytes do not make work cheaper).
+  constexpr double kMinSpread = 64;
+  double spread2 = std::max(kMinSpread * kMinSpread, 0.01 * mx * mx);
+  if (var < spread2) return 0;
+  double slope = (sxy_ / n_ - mx * (sy_ / n_)) / var;
+  return slope > 0 ? slope : 0;
 }
 
 double CostModel::base_ns() const {

@@ -38,12 +38,19 @@ TEST(CostModelTest, NewSamplesOutweighAgedOnes) {
   EXPECT_GE(m.Estimate(0), 100);
 }
 
-TEST(CostModelTest, EstimatesAreNeverNegative) {
+TEST(CostModelTest, AFallingLineIsTheMeanCost) {
   chi::CostModel m;
-  m.Add(0, 100);
-  m.Add(100, 0);  // a falling line
-  EXPECT_LT(m.ns_per_byte(), 0);
-  EXPECT_EQ(m.Estimate(1000), 0);
+  m.Add(0, 300);
+  m.Add(1000, 100);  // bigger inputs do not make work cheaper
+  EXPECT_EQ(m.ns_per_byte(), 0);
+  EXPECT_NEAR(m.Estimate(5000), 200, 1e-9);
+}
+
+TEST(CostModelTest, SizesThatBarelyVaryGiveNoSlope) {
+  chi::CostModel m;  // keys of 10..20 bytes, noisy costs
+  for (int i = 0; i < 100; ++i) m.Add(10 + i % 11, i % 2 ? 1000 : 3000);
+  EXPECT_EQ(m.ns_per_byte(), 0);
+  EXPECT_NEAR(m.Estimate(15), 2000, 30);
 }
 
 }  // namespace
