@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 
+#include "../../src/tools/json_lite.h"
 #include "chimaera/chimaera.h"
 #include "runtime_fixture.h"
 
@@ -40,6 +41,19 @@ class ChiModTest : public ::testing::Test {
 
   RuntimeProcess rt_;
 };
+
+/** The attached runtime's chimaera_stat --json report, parsed (an empty
+ * value, and a test failure, if it cannot be read or parsed). */
+inline chi_tools::JsonValue StatJson() {
+  chi_tools::JsonValue v;
+  auto text = chi::admin::Client().StatJson();
+  EXPECT_TRUE(text.ok()) << text.status();
+  if (!text.ok()) return v;
+  std::string error;
+  EXPECT_TRUE(chi_tools::JsonParser::Parse(*text, &v, &error))
+      << error << ": " << *text;
+  return v;
+}
 
 /** `size` pseudo-random bytes (fixed seed per call site's `seed`). */
 inline std::string RandomBytes(size_t size, unsigned seed) {

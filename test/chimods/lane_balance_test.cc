@@ -6,7 +6,6 @@
 #include <deque>
 #include <string>
 
-#include "../../src/tools/json_lite.h"
 #include "chimod_test_fixture.h"
 #include "small_message/small_message_client.h"
 
@@ -14,7 +13,6 @@ namespace {
 
 using chi::small_message::ComputeKernel;
 using chi::small_message::ComputeTask;
-using chi_tools::JsonParser;
 using chi_tools::JsonValue;
 
 /** Two low-latency workers over four process-queue lanes (one lane per
@@ -25,18 +23,6 @@ class LaneBalanceTest : public chi_test::ChiModTest {
   LaneBalanceTest()
       : ChiModTest("workers:\n  low_latency: 2\n  high_latency: 4\n") {}
 };
-
-/** The runtime's state as JSON. */
-JsonValue Stat() {
-  JsonValue v;
-  auto text = chi::admin::Client().StatJson();
-  EXPECT_TRUE(text.ok()) << text.status();
-  std::string error;
-  if (text.ok()) {
-    EXPECT_TRUE(JsonParser::Parse(*text, &v, &error)) << error;
-  }
-  return v;
-}
 
 TEST_F(LaneBalanceTest, BusyLanesSpreadOverTheWorkersAndNoTaskIsLost) {
   chi::small_message::Client sm;
@@ -69,7 +55,7 @@ TEST_F(LaneBalanceTest, BusyLanesSpreadOverTheWorkersAndNoTaskIsLost) {
     auto now = std::chrono::steady_clock::now();
     if (now < next_stat) continue;
     next_stat = now + std::chrono::milliseconds(200);
-    JsonValue stat = Stat();
+    JsonValue stat = chi_test::StatJson();
     moved = 0;
     max_busy = 0;
     min_busy = 1;
@@ -115,7 +101,7 @@ TEST_F(LaneBalanceTest, BusyLanesSpreadOverTheWorkersAndNoTaskIsLost) {
     ++done;
   }
   EXPECT_EQ(done, sent);
-  JsonValue stat = Stat();
+  JsonValue stat = chi_test::StatJson();
   for (const JsonValue &p : stat["pools"].array) {
     if (p["name"].str == "balance") {
       EXPECT_EQ(static_cast<chi::u64>(p["tasks_completed"].Num()), sent);

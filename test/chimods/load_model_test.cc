@@ -4,7 +4,6 @@
 #include <string>
 #include <thread>
 
-#include "../../src/tools/json_lite.h"
 #include "chimod_test_fixture.h"
 #include "small_message/small_message_client.h"
 
@@ -12,21 +11,9 @@ namespace {
 
 using chi::small_message::EchoTask;
 using chi_test::ChiModTest;
-using chi_tools::JsonParser;
 using chi_tools::JsonValue;
 
 using LoadModelTest = ChiModTest;
-
-/** The runtime's state as JSON (fails the test if it cannot be read). */
-JsonValue Stat() {
-  JsonValue v;
-  auto text = chi::admin::Client().StatJson();
-  EXPECT_TRUE(text.ok()) << text.status();
-  if (!text.ok()) return v;
-  std::string error;
-  EXPECT_TRUE(JsonParser::Parse(*text, &v, &error)) << error << ": " << *text;
-  return v;
-}
 
 /** The cost model of `method` ("module.Method") in `stat`, or null. */
 const JsonValue *FindModel(const JsonValue &stat, const std::string &method) {
@@ -63,7 +50,7 @@ TEST_F(LoadModelTest, EchoCostGrowsWithItsInputAndBusyFollowsTheLoad) {
       auto f = sm.Call<EchoTask>(buf.shm_, kSizes[i % 3]);
       ASSERT_TRUE(f.status().ok()) << f.status();
     }
-    stat = Stat();
+    stat = chi_test::StatJson();
     busy_under_load = std::max(busy_under_load, MaxBusy(stat));
     model = FindModel(stat, "small_message.Echo");
     if (model && (*model)["samples"].Num() >= 20 && busy_under_load > 0.2) {
@@ -83,7 +70,7 @@ TEST_F(LoadModelTest, EchoCostGrowsWithItsInputAndBusyFollowsTheLoad) {
   bool quiet = false;
   for (int i = 0; i < 50 && !quiet; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    stat = Stat();
+    stat = chi_test::StatJson();
     quiet = MaxBusy(stat) < 0.1;
   }
   EXPECT_TRUE(quiet) << "max busy " << MaxBusy(stat) << " on an idle runtime";
