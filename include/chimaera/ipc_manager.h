@@ -15,10 +15,12 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "chimaera/chimaera_types.h"
@@ -240,8 +242,13 @@ class IpcManager {
    * wake-up is lost when called after a successful push to `lane` (whose
    * seq_cst publish orders it against the worker's sleep). */
   void WakeLaneWorker(LaneView &lane);
-  /** Writes `msg` into shared memory as task's error message. */
+  /** Writes `msg` into shared memory as task's error message. If shared
+   * memory cannot take it (full, or its heap lock held by a stopped
+   * runtime), a client keeps it in process memory until DelTask. */
   void SetTaskError(Task *task, const std::string &msg);
+  /** The error text a client kept in process memory for `task` (see
+   * SetTaskError), or empty. Any thread. */
+  std::string LocalTaskError(const Task *task) const;
 
  private:
   /** Frees memory a completed task owns besides itself. */
@@ -290,8 +297,12 @@ class IpcManager {
   u32 send_timeout_ms_ = 2000;
   u32 task_timeout_ms_ = 60000;
   u32 runtime_stale_ms_ = 10000;
-  int runtime_pid_ = 0;         ///< Copied at attach (client).
-  u64 runtime_start_time_ = 0;  ///< Copied at attach (client).
+  /** Error texts that shared memory could not take, by task (client). */
+  mutable std::mutex local_err_mu_;
+  std::unordered_map<const Task *, std::string> local_errs_;
+  std::atomic<u32> local_err_count_{0};  ///< local_errs_.size(), lock-free.
+  int runtime_pid_ = 0;                  ///< Copied at attach (client).
+  u64 runtime_start_time_ = 0;           ///< Copied at attach (client).
 };
 
 }  // namespace chi

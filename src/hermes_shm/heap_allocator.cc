@@ -134,6 +134,9 @@ constexpr u64 kLockSliceUs = 2000;
 constexpr int kLockSpins = 128;
 /** The lock timeout in ns (process-private; tests shorten it). */
 std::atomic<u64> g_lock_timeout_ns{kLockTimeoutSec * 1000000000ull};
+/** This thread's bound on heap-lock waits in ns (0: none; HeapLockWaitLimit).
+ */
+thread_local u64 tls_lock_wait_ns = 0;
 /** Most free blocks one defragmentation collects (bounds its memory). */
 constexpr size_t kMaxDefragBlocks = 1u << 20;
 /** Spare blocks a HeapAllocator slow path puts on the list: up to this many
@@ -272,7 +275,9 @@ class HeapOps {
   static bool LockContended(const HeapAllocator &h, const u64 me, u64 w) {
     HeapHeader *hdr = h.hdr_;
     const u64 start = hshm::NowNs();
-    const u64 timeout = g_lock_timeout_ns.load(std::memory_order_relaxed);
+    const u64 global = g_lock_timeout_ns.load(std::memory_order_relaxed);
+    const bool bounded = tls_lock_wait_ns != 0 && tls_lock_wait_ns < global;
+    const u64 timeout = bounded ? tls_lock_wait_ns : global;
     u64 watched = 0;  // the owner word being timed, and since when
     u64 watched_since = start;
     for (int spins = 0;; ++spins) {
@@ -318,6 +323,7 @@ class HeapOps {
         watched_since = now;
       }
       if (now - start >= timeout) {
+        if (bounded) return false;  // the caller chose a short wait
         HSHM_LOG_LIMITED(
             "hshm: heap %u: cannot take the heap lock: held by pid %u "
             "(thread %u) for over %llu ms\n",
@@ -1376,6 +1382,15 @@ void ThreadLocalAllocator::FlushThreadCache() {
 //------------------------------------------------------------------------------
 // Test hooks
 //------------------------------------------------------------------------------
+
+HeapLockWaitLimit::HeapLockWaitLimit(u64 ms)
+    : prev_ns_(internal::tls_lock_wait_ns) {
+  internal::tls_lock_wait_ns = ms ? ms * 1000000ull : 1;
+}
+
+HeapLockWaitLimit::~HeapLockWaitLimit() {
+  internal::tls_lock_wait_ns = prev_ns_;
+}
 
 namespace internal {
 

@@ -343,6 +343,25 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
   u64 generation_ = 0;  ///< Unique per Create/Attach, to spot stale caches.
 };
 
+/** Bounds, for the calling thread and while it lives, how long a heap
+ * slow path waits for a heap lock held by another thread or process (the
+ * default is 10 s). A client that completes a task itself because the
+ * runtime stopped uses it: a stopped runtime may hold the lock forever.
+ * A wait that runs out fails quietly (the allocation returns null). Scopes
+ * nest; the innermost wins. */
+class HeapLockWaitLimit {
+ public:
+  /** Limits this thread's heap-lock waits to `ms` milliseconds. */
+  explicit HeapLockWaitLimit(u64 ms);
+  /** Restores the previous limit. */
+  ~HeapLockWaitLimit();
+  HeapLockWaitLimit(const HeapLockWaitLimit &) = delete;
+  HeapLockWaitLimit &operator=(const HeapLockWaitLimit &) = delete;
+
+ private:
+  u64 prev_ns_;
+};
+
 namespace internal {
 
 /** Test-only access to heap internals (simulating crashes and corruption).

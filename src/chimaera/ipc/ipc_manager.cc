@@ -503,6 +503,20 @@ void IpcManager::FreeTaskExtras(Task *task) {
     task->err_ = hipc::Pointer::GetNull();
   }
   if (!task->ext_.IsNull()) internal::FreeTaskExt(task);
+  if (local_err_count_.load(std::memory_order_relaxed) != 0) {
+    std::lock_guard<std::mutex> lock(local_err_mu_);
+    if (local_errs_.erase(task)) {
+      local_err_count_.store(static_cast<u32>(local_errs_.size()),
+                             std::memory_order_relaxed);
+    }
+  }
+}
+
+std::string IpcManager::LocalTaskError(const Task *task) const {
+  if (local_err_count_.load(std::memory_order_relaxed) == 0) return {};
+  std::lock_guard<std::mutex> lock(local_err_mu_);
+  auto it = local_errs_.find(task);
+  return it == local_errs_.end() ? std::string() : it->second;
 }
 
 void IpcManager::SetTaskError(Task *task, const std::string &msg) {
@@ -510,7 +524,16 @@ void IpcManager::SetTaskError(Task *task, const std::string &msg) {
   task->err_ = hipc::Pointer::GetNull();
   FullPtr<char> buf =
       main_alloc_->Allocate(HSHM_MCTX, sizeof(u32) + msg.size() + 1);
-  if (buf.IsNull()) return;  // the code alone still reports the error
+  if (buf.IsNull()) {
+    // A client keeps the text itself; the runtime reports the code alone.
+    if (!is_runtime_) {
+      std::lock_guard<std::mutex> lock(local_err_mu_);
+      local_errs_[task] = msg;
+      local_err_count_.store(static_cast<u32>(local_errs_.size()),
+                             std::memory_order_relaxed);
+    }
+    return;
+  }
   auto *et = reinterpret_cast<ErrorText *>(buf.ptr_);
   et->len = static_cast<u32>(msg.size());
   std::memcpy(et->text, msg.data(), msg.size());
@@ -683,7 +706,7 @@ Status IpcManager::Send(Task *task) {
 namespace internal {
 
 std::string TaskErrorMessage(const Task *task) {
-  if (task->err_.IsNull()) return std::string();
+  if (task->err_.IsNull()) return CHI_IPC->LocalTaskError(task);
   const char *p = hipc::ToProcessAddressChecked(task->err_, sizeof(u32));
   if (!p) return "(error message unavailable)";
   auto *et = reinterpret_cast<const ErrorText *>(p);

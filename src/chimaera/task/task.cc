@@ -25,6 +25,10 @@ namespace {
 
 /** Longest single futex sleep; liveness is re-checked after each. */
 constexpr u64 kSleepSliceUs = 20000;
+/** How long a client that completes a task for a dead or stopped runtime
+ * waits for a heap lock (to store the error text) before keeping the text
+ * in process memory. */
+constexpr u64 kDeadRuntimeHeapWaitMs = 20;
 
 /** Waits like a client: spin, then sleep on the task's futex word. Completes
  * the task with Unavailable if the runtime is declared dead (its process is
@@ -51,7 +55,10 @@ bool BlockingWait(Task *task, u64 timeout_us) {
     if (task->IsComplete()) return true;
     Status alive = CHI_IPC->CheckRuntimeAlive();
     if (!alive.ok()) {
-      // Nobody will complete this task.
+      // Nobody will complete this task. A stopped runtime may hold a heap
+      // lock for good: wait for it briefly (the error text then stays in
+      // this process).
+      hipc::HeapLockWaitLimit bound(kDeadRuntimeHeapWaitMs);
       CompleteTask(task, alive);
       return true;
     }

@@ -659,6 +659,40 @@ TEST(RuntimeLivenessTest, StoppedRuntimeCannotHangAWaiter) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// A runtime stopped while it holds the shared heap lock (it was allocating
+// when SIGSTOP landed) cannot hang a waiter either: the waiter completes
+// the task itself without waiting out the heap lock, and keeps the error
+// text in process memory. (CI hit this under ASan: a 20 s wait.)
+TEST(RuntimeLivenessTest, StoppedRuntimeHoldingTheHeapLockCannotHangAWaiter) {
+  RuntimeProcess rt("client:\n  runtime_stale_ms: 600\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto t = admin.AsyncFanOut(316, 2);  // about a second of work
+  ASSERT_FALSE(t.IsNull());
+  kill(rt.pid(), SIGSTOP);
+  // The stopped runtime's main thread now "holds" the main heap lock.
+  hipc::HeapAllocator &heap = CHI_IPC->main_alloc()->heap();
+  const chi::u64 word =
+      (static_cast<chi::u64>(rt.pid()) << 32) | static_cast<chi::u64>(rt.pid());
+  hipc::internal::HeapTestHooks::SetLockWord(heap, word);
+  auto t0 = std::chrono::steady_clock::now();
+  t->Wait();
+  double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  std::string msg = t->GetStatus().message();
+  hipc::internal::HeapTestHooks::SetLockWord(heap, 0);
+  kill(rt.pid(), SIGCONT);
+  EXPECT_LT(s, 5.0);
+  EXPECT_EQ(t->GetStatus().code(), StatusCode::kUnavailable);
+  EXPECT_NE(msg.find("heartbeat"), std::string::npos) << msg;
+  auto v = admin.Echo(5);
+  ASSERT_TRUE(v.ok()) << v.status();
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
 class AttackCountPrinter : public ::testing::Environment {
  public:
   void TearDown() override {
