@@ -55,6 +55,14 @@ class ServerConfig : public hshm::BaseConfig {
   bool trace_enabled_ = false;  ///< Record task timelines from start-up.
   u64 trace_events_ = 65536;    ///< Records per worker's trace ring.
   std::string trace_output_;    ///< Trace JSON written at shutdown, or "".
+  // balance:
+  /** How often this runtime sends its load to the other nodes (ms). */
+  u32 load_report_ms_ = 20;
+  /** Default Monitor(kGlobalSchedule): least-loaded node (true) or a hash
+   * over this node's containers (false). */
+  bool dynamic_least_loaded_ = true;
+  /** Move lanes between workers of a node to even out busy time. */
+  bool balance_lanes_ = true;
 
   /** The node-to-node port. */
   u32 RpcPort() const { return rpc_port_ ? rpc_port_ : port_ + 1; }

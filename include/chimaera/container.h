@@ -107,8 +107,11 @@ class Container {
   /** Called once before destruction, after the last task finished. */
   virtual void Destroy() {}
   /** Scheduling hook. With kGlobalSchedule, called for a GetDynamic() task:
-   * set task->dom_query_ to a concrete query (the default hashes the task
-   * node over the pool's local containers). With kEstLoad: set
+   * set task->dom_query_ to a concrete query. The default, for a pool on
+   * several nodes, picks a container on the least loaded node from the
+   * nodes' load reports (PoolManager::LeastLoaded with rctx.pool_;
+   * balance.dynamic: local turns it off), and otherwise hashes the task
+   * node over the pool's local containers. With kEstLoad: set
    * rctx.est_load_ns_ to the task's expected service time (the default
    * asks the runtime's learned model of the method, linear in the bytes of
    * its input buffers, rctx.in_bytes_; -1 before any sample). */

@@ -152,6 +152,15 @@ class PoolManager {
   StatusOr<PoolSpec> GetSpec(const PoolId &id);
   /** Every pool. */
   std::vector<PoolSummary> List();
+  /** The default GetDynamic() policy across nodes: a query naming one
+   * container of `pool` on its least loaded node (RemoteManager::
+   * PickLeastLoaded, with `spread` breaking ties); on this node, the local
+   * container with the fewest tasks in flight. A global hash if no node of
+   * the pool is alive. Any worker; modules may call it from Monitor. */
+  static DomainQuery LeastLoaded(const PoolInfo &pool, u32 spread);
+  /** Tasks in flight on this node's containers, all pools together (the
+   * load this node reports to the others). Any thread; takes the lock. */
+  u64 LocalInflight();
   /** Every pool's id and spec. */
   std::vector<std::pair<PoolId, PoolSpec>> ListSpecs();
   /** Destroys every pool (shutdown). */

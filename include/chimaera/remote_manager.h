@@ -98,6 +98,25 @@ class RemoteManager {
   /** All node ids (1..num_nodes). */
   std::vector<NodeId> AllNodes() const;
 
+  /** One node's load as this node knows it. */
+  struct NodeLoad {
+    u32 inflight = 0;       ///< Tasks in flight there at its last report.
+    u32 busy_permille = 0;  ///< Mean busy fraction of its workers then.
+    u32 sent_since = 0;     ///< Tasks this node sent there since then.
+    u64 age_ms = ~0ull;     ///< Age of the report (~0: none yet).
+  };
+  /** The reinforcement thread: records this node's load and sends it to
+   * every live peer (a no-op on a single node). */
+  void PublishLoad(u32 inflight, u32 busy_permille);
+  /** What this node knows of `node`'s load. Any thread. */
+  NodeLoad LoadOf(NodeId node) const;
+  /** The least loaded of `nodes` (each 1..num_nodes): fewest tasks in
+   * flight at its last report plus those sent there since; dead nodes are
+   * skipped, ties go to the node after `spread` (mod the count) so equal
+   * nodes share the work. Counts one task sent to the chosen node. 0 if
+   * `nodes` is empty or all are dead. Any thread (workers). */
+  NodeId PickLeastLoaded(const NodeId *nodes, u32 count, u32 spread);
+
  private:
   /** A forwarded task awaiting its reply. */
   struct Pending {
@@ -137,6 +156,18 @@ class RemoteManager {
   std::vector<std::vector<Staged>> staged_;
   u32 num_nodes_ = 1;
   NodeId self_ = 0;
+  /** Per node (index = node id), written by the network thread (peers) or
+   * the reinforcement thread (self), read by workers. */
+  struct LoadSlot {
+    std::atomic<u32> inflight{0};
+    std::atomic<u32> busy_permille{0};
+    std::atomic<u32> sent_since{0};
+    std::atomic<u64> at_ns{0};  ///< When the report arrived (0: never).
+    std::atomic<u64> seq{0};
+  };
+  std::unique_ptr<LoadSlot[]> loads_;  ///< num_nodes_ + 1 slots (Reserve).
+  u64 load_seq_ = 0;                   ///< Reinforcement thread only.
+  std::atomic<u64> load_reports_{0};   ///< Reports received.
 };
 
 }  // namespace chi

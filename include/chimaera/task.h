@@ -68,6 +68,12 @@ namespace chi {
 
 class Task;
 
+/** Sleeps `us` microseconds. Inside a runtime task it parks the task's
+ * fiber (its worker runs other tasks meanwhile: this is how a method waits
+ * for a device, e.g. modelled I/O); elsewhere the thread sleeps. Defined
+ * by chimaera_client and chimaera_runtime. */
+void SleepUs(u64 us);
+
 namespace internal {
 /** Blocks until `task` completes: spins, then sleeps on a futex in a client;
  * yields the fiber inside a runtime task. If the runtime dies the task is

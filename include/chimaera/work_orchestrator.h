@@ -100,6 +100,10 @@ class WorkOrchestrator {
    * (Worker::RequestLaneMove). Reinforcement thread 0, every
    * kBalancePeriods periods. */
   void BalanceLanes();
+  /** Sends this node's load (tasks in flight on its containers, mean busy
+   * fraction) to the other nodes (RemoteManager::PublishLoad).
+   * Reinforcement thread 0, every balance.load_report_ms. */
+  void PublishLoad();
   /** Reinforcement periods (100 ms) between two balancing rounds. */
   static constexpr u64 kBalancePeriods = 10;
   /** Folds the workers' timed runs into the cost models; ages them first if

@@ -53,12 +53,16 @@ struct NetMessage;  // a received record (remote_manager.h)
  * object of the method's type, validate the copy, accept the task once) ->
  * resolve (a local container, another node, or every node) -> run in a fiber
  * here or forward -> complete through its origin. */
+struct PoolInfo;
+
 class RunContext {
  public:
   Task *task_ = nullptr;                 ///< The runtime's private copy.
   const MethodEntry *method_ = nullptr;  ///< Its method's table entry.
   Container *container_ = nullptr;       ///< Where it runs (acquired), or null.
-  Worker *worker_ = nullptr;             ///< The worker running it.
+  /** Monitor(kGlobalSchedule) only: the pool being scheduled. */
+  const PoolInfo *pool_ = nullptr;
+  Worker *worker_ = nullptr;  ///< The worker running it.
   TaskOrigin origin_ = TaskOrigin::kShm;
   FullPtr<Task> shm_task_;              ///< kShm: the submitter's task.
   NodeId from_node_ = 0;                ///< kRemote: the requesting node.
@@ -78,6 +82,7 @@ class RunContext {
   boost::context::fiber sink_;   ///< The worker, while the task runs.
   char *stack_ = nullptr;        ///< Pooled stack of the fiber.
   Task *waiting_on_ = nullptr;   ///< Subtask the fiber waits for.
+  bool sleeping_ = false;        ///< SleepUs: resume at the deadline only.
   /** A TaskGroup's counter the fiber waits to reach zero, or null. */
   std::atomic<u32> *waiting_group_ = nullptr;
   /** kShm: the TaskGroup the task belongs to (validated at admission). */

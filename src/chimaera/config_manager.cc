@@ -27,10 +27,10 @@ Status CheckRange(const std::string &key, u64 v, u64 lo, u64 hi) {
 }  // namespace
 
 Status ServerConfig::ParseYAML(const YAML::Node &root) {
-  HSHM_RETURN_IF_ERROR(CheckKeys(
-      root,
-      {"workers", "queue", "shm", "network", "modules", "client", "trace"},
-      "config"));
+  HSHM_RETURN_IF_ERROR(CheckKeys(root,
+                                 {"workers", "queue", "shm", "network",
+                                  "modules", "client", "trace", "balance"},
+                                 "config"));
   if (const YAML::Node w = root["workers"]) {
     HSHM_RETURN_IF_ERROR(CheckKeys(w,
                                    {"low_latency", "high_latency",
@@ -135,6 +135,23 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         trace_output_ = hshm::ConfigParse::ExpandPath(trace_output_);
       }
     }
+  }
+  if (const YAML::Node b = root["balance"]) {
+    HSHM_RETURN_IF_ERROR(
+        CheckKeys(b, {"load_report_ms", "dynamic", "lanes"}, "balance"));
+    HSHM_RETURN_IF_ERROR(ReadScalar(b, "load_report_ms", &load_report_ms_));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("balance.load_report_ms", load_report_ms_, 1, 60000));
+    if (b["dynamic"]) {
+      std::string d;
+      HSHM_RETURN_IF_ERROR(ReadScalar(b, "dynamic", &d));
+      if (d != "least_loaded" && d != "local") {
+        return Status::InvalidArgument("key 'balance.dynamic': '" + d +
+                                       "' is not least_loaded or local");
+      }
+      dynamic_least_loaded_ = d == "least_loaded";
+    }
+    HSHM_RETURN_IF_ERROR(ReadScalar(b, "lanes", &balance_lanes_));
   }
   return Status::Ok();
 }

@@ -59,10 +59,12 @@ std::string Save(TaskT &t, chi::FieldArchive::Mode mode) {
 
 TEST(ModuleDeclarationTest, IdsNamesAndTagsComeFromTheTypeList) {
   using M = SmallMessage::Methods;
-  static_assert(M::kCount == 4);
+  static_assert(M::kCount == 5);
   static_assert(M::IdOf<NoopTask>() == chi::BaseMethod::kCustom + 0);
   static_assert(M::IdOf<EchoTask>() == chi::BaseMethod::kCustom + 1);
   static_assert(M::IdOf<StencilRunTask>() == chi::BaseMethod::kCustom + 3);
+  static_assert(M::IdOf<chi::small_message::IoTask>() ==
+                chi::BaseMethod::kCustom + 4);
   static_assert(chi::TaskMethodName<ComputeTask>() == "Compute");
   static_assert(chi::TaskMethodName<OneLineTask>() == "OneLine");
   static_assert(std::is_aggregate_v<EchoTask>);

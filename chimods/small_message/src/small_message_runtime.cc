@@ -1,4 +1,6 @@
 // Runtime side of the small_message module.
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -7,8 +9,8 @@
 
 namespace chi::small_message {
 
-/** Container of the small_message module: stateless, so its methods need no
- * locking. */
+/** Container of the small_message module: stateless but for Io's modelled
+ * device (one atomic), so its methods need no locking. */
 class Runtime : public Module<Runtime, SmallMessage> {
  public:
   /** Does nothing. Workers call it. */
@@ -92,6 +94,38 @@ class Runtime : public Module<Runtime, SmallMessage> {
     }
     task->checksum_ = checksum;
   }
+
+  /** Longest I/O an IoTask may ask for (us). */
+  static constexpr u32 kMaxIoUs = 10000000;
+
+  /** Reserves the next us_ of this container's device (one I/O at a time,
+   * in arrival order) and parks the fiber until that I/O ends. Errors:
+   * InvalidArgument (us_ above kMaxIoUs). Workers call it, concurrently. */
+  void Run(IoTask *task, RunContext &rctx) {
+    const u32 us = task->us_;
+    if (us > kMaxIoUs) {
+      task->SetStatus(Status::InvalidArgument("Io: " + std::to_string(us) +
+                                              " us is above the 10 s limit"));
+      return;
+    }
+    const u64 now = hshm::NowNs();
+    u64 free_at = device_free_ns_.load(std::memory_order_relaxed);
+    u64 start;
+    do {
+      start = std::max(now, free_at);
+    } while (!device_free_ns_.compare_exchange_weak(
+        free_at, start + us * 1000ull, std::memory_order_relaxed));
+    const u64 end = start + us * 1000ull;
+    SleepUs((end - now + 999) / 1000);
+    task->node_ = CHI_IPC->node_id();
+    task->container_ = container_id_;
+    task->queued_ns_ = start - now;
+  }
+
+ private:
+  /** When this container's modelled device finishes its last reserved I/O
+   * (NowNs clock). */
+  std::atomic<u64> device_free_ns_{0};
 };
 
 }  // namespace chi::small_message

@@ -4,6 +4,7 @@
 //            declaration); its input buffers are the record's data frames.
 //   reply:   WireReply, err_len bytes of error text, then the OUT fields;
 //            output buffers are the data frames.
+//   load:    WireLoad (a node's load, for GetDynamic() scheduling).
 #ifndef CHIMAERA_NET_WIRE_H_
 #define CHIMAERA_NET_WIRE_H_
 
@@ -31,8 +32,16 @@ struct WireReply {
   u32 err_len;  ///< Bytes of error text that follow, then the OUT fields.
 };
 
+/** A node's load report (after the u32 record kind), sent to every peer
+ * every balance.load_report_ms. */
+struct WireLoad {
+  u32 inflight;       ///< Tasks in flight on the sender's containers.
+  u32 busy_permille;  ///< Mean busy fraction of its workers (0..1000).
+  u64 seq;            ///< Report number (a newer one replaces an older).
+};
+
 /** Record kinds (the first u32 of every record). */
-enum WireRecordKind : u32 { kWireRequest = 1, kWireReply = 2 };
+enum WireRecordKind : u32 { kWireRequest = 1, kWireReply = 2, kWireLoad = 3 };
 
 }  // namespace chi
 

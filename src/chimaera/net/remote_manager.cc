@@ -120,6 +120,66 @@ void RemoteManager::Reserve(u32 num_workers) {
   if (CHI_CONFIG_MANAGER->config().hosts_.size() > 1) {
     transport_ = std::make_unique<hshm::lbm::Transport>();
   }
+  loads_ = std::make_unique<LoadSlot[]>(num_nodes_ + 1);
+}
+
+void RemoteManager::PublishLoad(u32 inflight, u32 busy_permille) {
+  if (!loads_ || self_ == 0 || self_ > num_nodes_) return;
+  LoadSlot &me = loads_[self_];
+  me.inflight.store(inflight, std::memory_order_relaxed);
+  me.busy_permille.store(busy_permille, std::memory_order_relaxed);
+  me.sent_since.store(0, std::memory_order_relaxed);
+  me.at_ns.store(hshm::NowNs(), std::memory_order_relaxed);
+  if (!transport_) return;
+  WireLoad w{};
+  w.inflight = inflight;
+  w.busy_permille = busy_permille;
+  w.seq = ++load_seq_;
+  u32 kind = kWireLoad;
+  for (NodeId n = 1; n <= num_nodes_; ++n) {
+    if (n == self_ || !transport_->PeerAlive(n)) continue;
+    hshm::lbm::OutRecord rec;
+    rec.bytes.append(reinterpret_cast<const char *>(&kind), sizeof(kind));
+    rec.bytes.append(reinterpret_cast<const char *>(&w), sizeof(w));
+    (void)transport_->Send(n, std::move(rec));  // lost: the next one comes
+  }
+}
+
+RemoteManager::NodeLoad RemoteManager::LoadOf(NodeId node) const {
+  NodeLoad l;
+  if (!loads_ || node == 0 || node > num_nodes_) return l;
+  const LoadSlot &s = loads_[node];
+  l.inflight = s.inflight.load(std::memory_order_relaxed);
+  l.busy_permille = s.busy_permille.load(std::memory_order_relaxed);
+  l.sent_since = s.sent_since.load(std::memory_order_relaxed);
+  u64 at = s.at_ns.load(std::memory_order_relaxed);
+  if (at != 0) {
+    u64 now = hshm::NowNs();
+    l.age_ms = now > at ? (now - at) / 1000000 : 0;
+  }
+  return l;
+}
+
+NodeId RemoteManager::PickLeastLoaded(const NodeId *nodes, u32 count,
+                                      u32 spread) {
+  if (!loads_ || count == 0) return 0;
+  NodeId best = 0;
+  u64 best_load = ~0ull;
+  for (u32 k = 0; k < count; ++k) {
+    NodeId n = nodes[(spread + k) % count];
+    if (n == 0 || n > num_nodes_ || !NodeAlive(n)) continue;
+    const LoadSlot &s = loads_[n];
+    u64 load = static_cast<u64>(s.inflight.load(std::memory_order_relaxed)) +
+               s.sent_since.load(std::memory_order_relaxed);
+    if (load < best_load) {
+      best = n;
+      best_load = load;
+    }
+  }
+  if (best != 0) {
+    loads_[best].sent_since.fetch_add(1, std::memory_order_relaxed);
+  }
+  return best;
 }
 
 void RemoteManager::Stop() {
@@ -160,6 +220,13 @@ std::string RemoteManager::StatLine() {
   for (u32 n = 1; n <= num_nodes_; ++n) {
     if (n == self_) continue;
     s += " " + std::to_string(n) + (NodeAlive(n) ? " up" : " down");
+  }
+  s += "; load reports received " + std::to_string(load_reports_.load()) +
+       "; node loads (in flight + sent since report):";
+  for (u32 n = 1; n <= num_nodes_; ++n) {
+    NodeLoad l = LoadOf(n);
+    s += " " + std::to_string(n) + "=" + std::to_string(l.inflight) + "+" +
+         std::to_string(l.sent_since);
   }
   return s;
 }
@@ -356,6 +423,33 @@ void RemoteManager::OnRecord(NodeId from, std::string_view bytes,
     Resolve(w.req_id, from, m);
     return;
   }
+  if (kind == kWireLoad) {
+    delete m;
+    WireLoad w;
+    if (bytes.size() != sizeof(kind) + sizeof(w) || num_frames != 0 ||
+        from == 0 || from > num_nodes_ || from == self_) {
+      HSHM_LOG_LIMITED("chimaera: dropped a malformed load report from %u\n",
+                       from);
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    std::memcpy(&w, bytes.data() + sizeof(kind), sizeof(w));
+    if (w.busy_permille > 1000) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    LoadSlot &slot = loads_[from];
+    // Only the network thread writes peers' slots. A peer that restarts
+    // counts from 1 again; OnPeer resets seq when it goes down or comes up.
+    if (w.seq <= slot.seq.load(std::memory_order_relaxed)) return;  // stale
+    slot.seq.store(w.seq, std::memory_order_relaxed);
+    slot.inflight.store(w.inflight, std::memory_order_relaxed);
+    slot.busy_permille.store(w.busy_permille, std::memory_order_relaxed);
+    slot.sent_since.store(0, std::memory_order_relaxed);
+    slot.at_ns.store(hshm::NowNs(), std::memory_order_relaxed);
+    load_reports_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   HSHM_LOG_LIMITED(
       "chimaera: dropped a record of unknown kind %u from node "
       "%u\n",
@@ -410,6 +504,9 @@ void RemoteManager::FailAll(const Status &status) { FailNode(0, status); }
 void RemoteManager::OnPeer(NodeId node, bool alive) {
   fprintf(stderr, "chimaera: node %u sees node %u %s\n", self_, node,
           alive ? "up" : "down");
+  if (loads_ && node >= 1 && node <= num_nodes_) {
+    loads_[node].seq.store(0, std::memory_order_relaxed);
+  }
   if (!alive) {
     FailNode(node, Status::Unavailable("node " + std::to_string(node) +
                                        " stopped answering"));

@@ -1,15 +1,23 @@
 #include "chimaera/container.h"
 
+#include "chimaera/config_manager.h"
 #include "chimaera/ipc_manager.h"
+#include "chimaera/pool_manager.h"
 #include "chimaera/work_orchestrator.h"
 
 namespace chi {
 
 void Container::Monitor(MonitorMode mode, Task *task, RunContext &rctx) {
   if (mode == MonitorMode::kGlobalSchedule) {
+    const u32 spread = static_cast<u32>(task->task_node_.major_ * 0x9E3779B1u);
+    if (rctx.pool_ && rctx.pool_->nodes_.size() > 1 &&
+        CHI_CONFIG_MANAGER->config().dynamic_least_loaded_) {
+      // A pool on several nodes: its least loaded node (balance.dynamic).
+      task->dom_query_ = PoolManager::LeastLoaded(*rctx.pool_, spread);
+      return;
+    }
     // Spread dynamic tasks over the local containers by task graph.
-    task->dom_query_ = DomainQuery::GetLocalHash(
-        static_cast<u32>(task->task_node_.major_ * 0x9E3779B1u));
+    task->dom_query_ = DomainQuery::GetLocalHash(spread);
   } else if (mode == MonitorMode::kEstLoad) {
     // The learned model of this method (chimaera_stat shows them).
     rctx.est_load_ns_ = CHI_WORK_ORCHESTRATOR->EstimateNs(

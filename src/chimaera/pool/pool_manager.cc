@@ -1,8 +1,10 @@
 #include "chimaera/pool_manager.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "chimaera/module_manager.h"
+#include "chimaera/remote_manager.h"
 #include "chimaera/work_orchestrator.h"
 
 namespace chi {
@@ -326,6 +328,46 @@ std::vector<PoolSummary> PoolManager::List() {
     out.push_back(s);
   }
   return out;
+}
+
+DomainQuery PoolManager::LeastLoaded(const PoolInfo &pool, u32 spread) {
+  const u32 num_nodes = static_cast<u32>(
+      std::min<size_t>(pool.nodes_.size(), pool.num_containers_));
+  NodeId n = CHI_REMOTE->PickLeastLoaded(pool.nodes_.data(), num_nodes, spread);
+  if (n == 0) return DomainQuery::GetGlobalHash(spread);
+  if (n == CHI_IPC->node_id() && !pool.local_.empty()) {
+    // Live counts here: the local container with the fewest in flight.
+    const size_t k = pool.local_.size();
+    ContainerId best = pool.local_[spread % k];
+    u32 best_load = ~0u;
+    for (size_t j = 0; j < k; ++j) {
+      ContainerId c = pool.local_[(spread + j) % k];
+      Container *ct = pool.containers_[c];
+      u32 load = ct ? ct->inflight_.load(std::memory_order_relaxed) : ~0u;
+      if (load < best_load) {
+        best = c;
+        best_load = load;
+      }
+    }
+    return DomainQuery::GetGlobalId(best);
+  }
+  // Container c lives on nodes_[c % N]: those of node index i are i + N*k.
+  u32 i = 0;
+  while (i < num_nodes && pool.nodes_[i] != n) ++i;
+  const u32 stride = static_cast<u32>(pool.nodes_.size());
+  const u32 count = (pool.num_containers_ - i + stride - 1) / stride;
+  return DomainQuery::GetGlobalId(i + stride * (spread % count));
+}
+
+u64 PoolManager::LocalInflight() {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  u64 n = 0;
+  for (auto &kv : by_id_) {
+    for (Container *c : kv.second->containers_) {
+      if (c) n += c->inflight_.load(std::memory_order_relaxed);
+    }
+  }
+  return n;
 }
 
 std::vector<std::pair<PoolId, PoolSpec>> PoolManager::ListSpecs() {

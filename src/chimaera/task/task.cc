@@ -3,7 +3,9 @@
 // blocking the worker.
 #include "chimaera/task.h"
 
+#include <chrono>
 #include <climits>
+#include <thread>
 
 #include "chimaera/ipc_manager.h"
 #include "chimaera/task_graph.h"
@@ -17,6 +19,22 @@ namespace chi {
 
 std::string PoolId::ToString() const {
   return std::to_string(node_id_) + "." + std::to_string(unique_);
+}
+
+void SleepUs(u64 us) {
+#if CHIMAERA_RUNTIME
+  RunContext *rctx = Worker::CurrentRunContext();
+  if (rctx) {
+    u64 deadline = hshm::NowNs() + us * 1000;
+    rctx->sleeping_ = true;
+    rctx->wait_deadline_ns_ = deadline;
+    while (hshm::NowNs() < deadline) rctx->Yield();
+    rctx->sleeping_ = false;
+    rctx->wait_deadline_ns_ = UINT64_MAX;
+    return;
+  }
+#endif
+  std::this_thread::sleep_for(std::chrono::microseconds(us));
 }
 
 namespace internal {

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <iterator>
 
 #include "chimaera/config_manager.h"
+#include "chimaera/pool_manager.h"
+#include "chimaera/remote_manager.h"
 #include "chimaera/trace.h"
 #include "hermes_shm/util/futex.h"
 
@@ -246,6 +249,16 @@ void WorkOrchestrator::BalanceLanes() {
   }
 }
 
+void WorkOrchestrator::PublishLoad() {
+  u64 inflight = CHI_POOL_MANAGER->LocalInflight();
+  double busy = 0;
+  for (auto &b : busy_) busy += b->load();
+  if (!busy_.empty()) busy /= static_cast<double>(busy_.size());
+  CHI_REMOTE->PublishLoad(
+      static_cast<u32>(std::min<u64>(inflight, UINT32_MAX)),
+      static_cast<u32>(std::lround(std::min(1.0, std::max(0.0, busy)) * 1000)));
+}
+
 void WorkOrchestrator::ReinforcementLoop(u32 index) {
   HSHM_THREAD_MODEL->SetName("chi_reinforce");
   // Each reinforcement thread owns a stripe of the workers and keeps an
@@ -263,16 +276,26 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
   for (u32 w = 0; w < workers_.size(); ++w) {
     last_idle[w] = shared[w].idle_ticks_.load(std::memory_order_relaxed);
   }
+  // Thread 0 of a multi-node runtime also reports the node's load every
+  // balance.load_report_ms (GetDynamic() scheduling on the other nodes).
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  const bool reports = index == 0 && CHI_REMOTE->enabled();
+  const u64 report_us =
+      std::min<u64>(kPeriodUs, conf.load_report_ms_ * 1000ull);
+  const u64 wait_us = reports ? report_us : kPeriodUs;
   while (!stop_.load()) {
     {
       // One wake-up per period (an idle runtime must stay quiet), and at
       // once when Stop() notifies.
       std::unique_lock<std::mutex> lock(stop_mu_);
-      stop_cv_.wait_for(lock, std::chrono::microseconds(kPeriodUs),
+      stop_cv_.wait_for(lock, std::chrono::microseconds(wait_us),
                         [this] { return stop_.load(); });
     }
     if (stop_.load()) break;
+    if (reports) PublishLoad();
     u64 now = hshm::NowNs();
+    // Rates and busy fractions per full period only.
+    if (now - last_ns < kPeriodUs * 1000 - wait_us * 500) continue;
     double secs = static_cast<double>(now - last_ns) / 1e9;
     last_ns = now;
     u64 ticks = TraceClock();
@@ -301,7 +324,9 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
     }
     UpdateCostModels(samples, index == 0);
     samples.clear();
-    if (index == 0 && ++periods % kBalancePeriods == 0) BalanceLanes();
+    if (index == 0 && ++periods % kBalancePeriods == 0 && conf.balance_lanes_) {
+      BalanceLanes();
+    }
   }
 }
 

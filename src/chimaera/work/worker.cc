@@ -763,6 +763,7 @@ void Worker::RebalanceLanes() {
 namespace {
 /** True if the fiber of blocked `r` can resume (its wait ended). */
 bool WaitOver(const RunContext *r) {
+  if (r->sleeping_) return false;  // only its deadline ends a SleepUs
   if (r->waiting_group_) {
     return r->waiting_group_->load(std::memory_order_acquire) == 0;
   }
@@ -1111,6 +1112,7 @@ void Worker::Route(RunContext *r) {
     probe.task_ = t;
     probe.container_ = c;
     probe.worker_ = this;
+    probe.pool_ = pool;
     c->Monitor(MonitorMode::kGlobalSchedule, t, probe);
     if (t->dom_query_.kind_ == DomainQuery::kDynamic) {
       u32 h = static_cast<u32>(t->task_node_.major_ * 0x9E3779B1u);

@@ -76,6 +76,11 @@ class Client : public ModuleClient<SmallMessage> {
                                     const DomainQuery &dom = DomainQuery()) {
     return Async<ComputeTask>(dom, iters, seed).Release();
   }
+  /** Submits an Io of `us` microseconds of device time to container `dom`
+   * (GetDynamic(): where the runtime's balancing policy sends it). */
+  FullPtr<IoTask> AsyncIo(u32 us, const DomainQuery &dom = DomainQuery()) {
+    return Async<IoTask>(dom, us).Release();
+  }
   /** Runs ComputeKernel(iters, seed) on container `dom` and returns it. */
   StatusOr<u64> Compute(u64 iters, u64 seed,
                         const DomainQuery &dom = DomainQuery()) {

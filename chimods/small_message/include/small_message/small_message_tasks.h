@@ -3,7 +3,8 @@
 // runtime and back (the round trip of a small or large message). Compute runs
 // a fixed arithmetic kernel of a chosen length (a task of known size), and
 // StencilRun drives a bulk-synchronous loop of Compute tasks from inside the
-// runtime (see benchmark/stencil_benchmark.cc).
+// runtime (see benchmark/stencil_benchmark.cc). Io models a device that
+// serves one I/O at a time (see benchmark/balance_benchmark.cc).
 //
 // Buffers: the caller allocates the input in a data segment
 // (CHI_IPC->AllocateBuffer) and keeps ownership of it. The runtime allocates
@@ -103,10 +104,23 @@ struct StencilRunTask : public Task {
   }
 };
 
-/** The module: its name and methods (ids kCustom + 0..3, in this order). */
+/** Models an I/O of `us_` microseconds on a device each container owns:
+ * the device serves one I/O at a time, in arrival order, and the task's
+ * fiber waits (chi::SleepUs) until its I/O is done, so the worker runs
+ * other tasks meanwhile. Long tasks that cost no CPU, for load-balancing
+ * tests and benchmarks. At most 10 s (else InvalidArgument). */
+struct IoTask : public Task {
+  IN u32 us_ = 0;          ///< Device time of this I/O.
+  OUT u32 node_ = 0;       ///< Node that ran it.
+  OUT u32 container_ = 0;  ///< Container (device) that ran it.
+  OUT u64 queued_ns_ = 0;  ///< Time it waited for the device.
+  CHI_FIELDS(In(us_), Out(node_), Out(container_), Out(queued_ns_))
+};
+/** The module: its name and methods (ids kCustom + 0..4, in this order). */
 struct SmallMessage {
   static constexpr char kName[] = "small_message";
-  using Methods = chi::Methods<NoopTask, EchoTask, ComputeTask, StencilRunTask>;
+  using Methods =
+      chi::Methods<NoopTask, EchoTask, ComputeTask, StencilRunTask, IoTask>;
 };
 
 }  // namespace chi::small_message

@@ -1,0 +1,161 @@
+// Load balancing across nodes: three runtimes on 127.0.0.x exchange load
+// reports, and GetDynamic() tasks go to the least loaded node (the default
+// Monitor(kGlobalSchedule) of a pool on several nodes). The load is
+// small_message's Io: each container models a device that serves one I/O at
+// a time, and a task's fiber waits for its I/O, so 2 cores suffice.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chimaera/chimaera.h"
+#include "runtime_fixture.h"
+#include "small_message/small_message_client.h"
+
+namespace {
+
+using chi::DomainQuery;
+using chi::FullPtr;
+using chi::small_message::IoTask;
+
+constexpr char kWorkers[] =
+    "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 1\n";
+
+/** Where a batch of Io tasks ran and how long it took. */
+struct Batch {
+  std::map<chi::u32, int> per_node;  ///< Tasks per node.
+  double makespan_s = 0;             ///< First submit to last completion.
+  int failed = 0;
+  /** Max over mean of the tasks per node, over `nodes` nodes. */
+  double MaxOverMean(int nodes) const {
+    int total = 0, most = 0;
+    for (auto &kv : per_node) {
+      total += kv.second;
+      most = std::max(most, kv.second);
+    }
+    return total ? most * static_cast<double>(nodes) / total : 0;
+  }
+};
+
+/** Submits `n` Io tasks of `us` to `dom` at once and waits for all. */
+Batch RunIo(chi::small_message::Client &sm, int n, chi::u32 us,
+            const DomainQuery &dom) {
+  Batch b;
+  std::vector<FullPtr<IoTask>> tasks;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i) tasks.push_back(sm.AsyncIo(us, dom));
+  for (auto &t : tasks) {
+    if (t.IsNull() || !t->WaitFor(20000000) || !t->GetStatus().ok()) {
+      ++b.failed;
+    } else {
+      ++b.per_node[t->node_];
+    }
+  }
+  b.makespan_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  for (auto &t : tasks) {
+    if (!t.IsNull() && t->IsComplete()) CHI_IPC->DelTask(t);
+  }
+  return b;
+}
+
+std::string Describe(const Batch &b) {
+  std::string s = "per node:";
+  for (auto &kv : b.per_node) {
+    s += " " + std::to_string(kv.first) + "=" + std::to_string(kv.second);
+  }
+  return s + ", makespan " + std::to_string(b.makespan_s) + " s, failed " +
+         std::to_string(b.failed);
+}
+
+// Every dynamic task submitted at node 1: spread evenly over the three
+// nodes (aim: max/mean <= 1.10), so the makespan is about a third of what
+// it is when they all stay on node 1 (balance.dynamic: local).
+TEST(BalanceTest, DynamicTasksSpreadOverTheNodesAndFinishSooner) {
+  Batch spread, local;
+  for (bool balanced : {true, false}) {
+    chi_test::LocalCluster cluster(
+        3, std::string(kWorkers) + "balance:\n  load_report_ms: 10\n" +
+               (balanced ? "" : "  dynamic: local\n"));
+    ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+    ASSERT_TRUE(cluster.Connect(1).ok());
+    chi::small_message::Client sm;
+    ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
+    Batch b = RunIo(sm, 60, 10000, DomainQuery::GetDynamic());
+    EXPECT_EQ(b.failed, 0) << Describe(b);
+    (balanced ? spread : local) = b;
+    EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  }
+  printf("balanced: %s, max/mean %.2f\nlocal: %s, max/mean %.2f\n",
+         Describe(spread).c_str(), spread.MaxOverMean(3),
+         Describe(local).c_str(), local.MaxOverMean(3));
+  EXPECT_LE(spread.MaxOverMean(3), 1.10) << Describe(spread);
+  EXPECT_EQ(spread.per_node.size(), 3u);
+  EXPECT_EQ(local.per_node.size(), 1u) << Describe(local);
+  // 60 x 10 ms on one device is 0.6 s; spread over three, 0.2 s.
+  EXPECT_LT(spread.makespan_s, 0.6 * local.makespan_s)
+      << Describe(spread) << " vs " << Describe(local);
+}
+
+// A node already busy with other work (its reports say so) gets few of the
+// dynamic tasks: they go to the two idle nodes.
+TEST(BalanceTest, ABusyNodeIsAvoided) {
+  chi_test::LocalCluster cluster(
+      3, std::string(kWorkers) + "balance:\n  load_report_ms: 10\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
+  // Container 1 lives on node 2: 40 I/Os of 20 ms queue there (0.8 s).
+  std::vector<FullPtr<IoTask>> busy;
+  for (int i = 0; i < 40; ++i) {
+    busy.push_back(sm.AsyncIo(20000, DomainQuery::GetGlobalId(1)));
+    ASSERT_FALSE(busy.back().IsNull());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // reports
+  Batch b = RunIo(sm, 40, 5000, DomainQuery::GetDynamic());
+  EXPECT_EQ(b.failed, 0) << Describe(b);
+  printf("with node 2 busy: %s\n", Describe(b).c_str());
+  EXPECT_LE(b.per_node[2], 2) << Describe(b);
+  EXPECT_GE(b.per_node[1], 15) << Describe(b);
+  EXPECT_GE(b.per_node[3], 15) << Describe(b);
+  for (auto &t : busy) {
+    ASSERT_TRUE(t->WaitFor(20000000));
+    EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->node_, 2u);
+    CHI_IPC->DelTask(t);
+  }
+  // The reports are visible in the stat.
+  auto stat = chi::admin::Client().Stat();
+  ASSERT_TRUE(stat.ok());
+  EXPECT_NE(stat->find("node loads"), std::string::npos) << *stat;
+  EXPECT_EQ(stat->find("load reports received 0;"), std::string::npos) << *stat;
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// Io's own contract: the device serves one I/O at a time, in order, and
+// refuses absurd lengths.
+TEST(BalanceTest, IoModelsASerialDevice) {
+  chi_test::LocalCluster cluster(1, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io1", 1).ok());
+  Batch b = RunIo(sm, 10, 20000, DomainQuery::GetLocalId(0));
+  EXPECT_EQ(b.failed, 0);
+  EXPECT_GE(b.makespan_s, 0.19) << Describe(b);  // 10 x 20 ms, serial
+  EXPECT_LT(b.makespan_s, 2.0) << Describe(b);
+  auto bad = sm.AsyncIo(20000000, DomainQuery::GetLocalId(0));
+  ASSERT_FALSE(bad.IsNull());
+  ASSERT_TRUE(bad->WaitFor(5000000));
+  EXPECT_EQ(bad->GetStatus().code(), hshm::StatusCode::kInvalidArgument);
+  CHI_IPC->DelTask(bad);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+}  // namespace
