@@ -106,6 +106,15 @@ class Container {
   virtual Status Create(const std::string &params) { return Status::Ok(); }
   /** Called once before destruction, after the last task finished. */
   virtual void Destroy() {}
+  /** Migration (admin MigrateContainer), on the node the container leaves:
+   * appends its whole state to `out`. Called with no task running on it
+   * (new ones wait until the move ends). The default refuses
+   * (Unimplemented): a module must opt in to migration. */
+  virtual Status SaveState(std::string *out);
+  /** Migration, on the node the container moves to: restores the state
+   * SaveState wrote, after Create(params) and before any task. The default
+   * refuses (Unimplemented). Treat `in` as untrusted bytes. */
+  virtual Status LoadState(const std::string &in);
   /** Scheduling hook. With kGlobalSchedule, called for a GetDynamic() task:
    * set task->dom_query_ to a concrete query. The default, for a pool on
    * several nodes, picks a container on the least loaded node from the
@@ -168,6 +177,13 @@ class Container {
   std::atomic<u32> lanes_held_{0};
   /** Set when the pool is being destroyed: periodic tasks stop. */
   std::atomic<bool> destroying_{false};
+  /** Migration state (kServing, kMoving: tasks that reach it wait on
+   * their worker; kMoved: they are routed again, to its new node). */
+  std::atomic<u32> moving_{0};
+  static constexpr u32 kServing = 0, kMoving = 1, kMoved = 2;
+  /** Tasks acquired on this container that wait for a move to end (counted
+   * in inflight_ too). */
+  std::atomic<u32> held_{0};
 
  protected:
   /** Registers `fn` as the handler of `method` (call from the constructor). */

@@ -54,12 +54,22 @@ struct PoolInfo {
    * pool_hold_), so its method entry outlives a concurrent destroy. */
   std::shared_ptr<Container> proto_;
   std::atomic<bool> destroying_{false};
+  /** Node of each container once a migration moved one (index = container
+   * id); empty: container c lives on nodes_[c % nodes_.size()]. */
+  std::vector<NodeId> placement_;
+  /** The PoolInfo this one replaced: a migration publishes a changed copy,
+   * and workers may still read the old one through their caches, so it
+   * lives as long as the pool. */
+  std::shared_ptr<PoolInfo> prev_;
 
   /** The node holding container `c` (REQUIRES: c < num_containers_). */
   NodeId NodeOf(ContainerId c) const {
+    if (!placement_.empty()) return placement_[c];
     // One node is the common case: no division on the hot path.
     return nodes_.size() == 1 ? nodes_[0] : nodes_[c % nodes_.size()];
   }
+  /** The containers of `node`, ascending. */
+  std::vector<ContainerId> ContainersOn(NodeId node) const;
   /** The first container of `node`, or ~0u if it holds none. */
   ContainerId FirstOn(NodeId node) const;
 };
@@ -158,6 +168,30 @@ class PoolManager {
    * container with the fewest tasks in flight. A global hash if no node of
    * the pool is alive. Any worker; modules may call it from Monitor. */
   static DomainQuery LeastLoaded(const PoolInfo &pool, u32 spread);
+  /** The node that holds container `c` of pool `id`, as this node knows.
+   * NotFound if there is no such pool or container. */
+  StatusOr<NodeId> PlaceOf(const PoolId &id, ContainerId c);
+  /** Migration, on the container's node: container `c` of pool `id` stops
+   * starting tasks (workers hold new ones) and is returned. Errors:
+   * NotFound (no such pool or container here), Aborted (being destroyed),
+   * AlreadyExists (already moving). */
+  StatusOr<Container *> BeginMove(const PoolId &id, ContainerId c);
+  /** Waits (yielding inside a fiber) until the only tasks on `c` are held
+   * ones; false after `timeout_ms`. */
+  static bool WaitMoveDrained(Container *c, u64 timeout_ms);
+  /** Ends a move that failed: `c` serves again, held tasks run on it. */
+  static void AbortMove(Container *c);
+  /** Migration, on the node a container moves to: makes container `c` of
+   * pool `id` here (Create(params), then LoadState(state)) and publishes
+   * it, with this node as its place. Errors: NotFound, AlreadyExists (c is
+   * here already), or the module's. */
+  Status InstallContainer(const PoolId &id, ContainerId c,
+                          const std::string &state);
+  /** Migration, on every node: container `c` of pool `id` now lives on
+   * `node`. If it was here (the node it left), it is unpublished, its held
+   * tasks are routed again, and, once nothing uses it, it is destroyed
+   * (waits up to 10 s, yielding; leaked after). NotFound if no such pool. */
+  Status SetPlacement(const PoolId &id, ContainerId c, NodeId node);
   /** Tasks in flight on this node's containers, all pools together (the
    * load this node reports to the others). Any thread; takes the lock. */
   u64 LocalInflight();
@@ -167,6 +201,12 @@ class PoolManager {
   void DestroyAll();
 
  private:
+  /** Publishes a copy of pool `id` changed by `edit` (under the lock; the
+   * old PoolInfo stays alive as the new one's prev_). NotFound if none. */
+  template <typename Edit>
+  Status Republish(const PoolId &id, Edit &&edit);
+  /** Waits until `c` (unpublished) is unused, then destroys it. */
+  static void RetireContainer(Container *c);
   /** Picks the container of `pool` that `q` names; acquires a local one. */
   StatusOr<Destination> Resolve(PoolInfo &pool, const DomainQuery &q);
 

@@ -75,6 +75,14 @@ class RemoteManager {
    * (peer dead, bad input buffer) the caller still owns it. */
   Status Forward(RunContext *rctx, NodeId node, const DomainQuery &q,
                  u32 worker_id);
+  /** Whether forwarding `rctx` expects a reply: its task is not
+   * fire-and-forget, or it is a broadcast part, or a relayed request whose
+   * sender wants one. */
+  static bool WantsReply(const RunContext *rctx) {
+    return !rctx->task_->IsFireAndForget() ||
+           rctx->origin_ == TaskOrigin::kBcastPart ||
+           (rctx->origin_ == TaskOrigin::kRemote && rctx->reply_wanted_);
+  }
   /** Worker thread: sends the result of the remote request `rctx` back to
    * its node: `status` if not ok (nothing else is sent), else the task's
    * status and OUT fields (OUT buffers are freed here). */
@@ -103,6 +111,7 @@ class RemoteManager {
     u32 inflight = 0;       ///< Tasks in flight there at its last report.
     u32 busy_permille = 0;  ///< Mean busy fraction of its workers then.
     u32 sent_since = 0;     ///< Tasks this node sent there since then.
+    u32 outstanding = 0;    ///< Requests of this node it has not answered.
     u64 age_ms = ~0ull;     ///< Age of the report (~0: none yet).
   };
   /** The reinforcement thread: records this node's load and sends it to
@@ -110,12 +119,21 @@ class RemoteManager {
   void PublishLoad(u32 inflight, u32 busy_permille);
   /** What this node knows of `node`'s load. Any thread. */
   NodeLoad LoadOf(NodeId node) const;
-  /** The least loaded of `nodes` (each 1..num_nodes): fewest tasks in
-   * flight at its last report plus those sent there since; dead nodes are
-   * skipped, ties go to the node after `spread` (mod the count) so equal
-   * nodes share the work. Counts one task sent to the chosen node. 0 if
-   * `nodes` is empty or all are dead. Any thread (workers). */
-  NodeId PickLeastLoaded(const NodeId *nodes, u32 count, u32 spread);
+  /** Load a remote node must be below this node's by, for a dynamic task
+   * to cross the network (in tasks in flight): equal nodes keep their own
+   * work. */
+  static constexpr u32 kRemotePenalty = 1;
+  /** The least loaded of `nodes` (each 1..num_nodes). A remote node's load
+   * is the tasks in flight at its last report plus those sent there since,
+   * but at least this node's own unanswered requests there (a report may
+   * predate their arrival), plus kRemotePenalty. This node's load is its
+   * last report or `self_live` (the caller's live count), whichever is
+   * larger. Dead nodes are skipped; ties go to this node, else to the node
+   * after `spread` (mod the count), so equal nodes share the work. Counts
+   * one task sent to a chosen remote node. 0 if `nodes` is empty or all
+   * are dead. Any thread (workers). */
+  NodeId PickLeastLoaded(const NodeId *nodes, u32 count, u32 spread,
+                         u32 self_live);
 
  private:
   /** A forwarded task awaiting its reply. */
@@ -162,6 +180,8 @@ class RemoteManager {
     std::atomic<u32> inflight{0};
     std::atomic<u32> busy_permille{0};
     std::atomic<u32> sent_since{0};
+    /** Requests this node forwarded there that await their replies. */
+    std::atomic<u32> outstanding{0};
     std::atomic<u64> at_ns{0};  ///< When the report arrived (0: never).
     std::atomic<u64> seq{0};
   };

@@ -64,10 +64,13 @@ class RunContext {
   const PoolInfo *pool_ = nullptr;
   Worker *worker_ = nullptr;  ///< The worker running it.
   TaskOrigin origin_ = TaskOrigin::kShm;
-  FullPtr<Task> shm_task_;              ///< kShm: the submitter's task.
-  NodeId from_node_ = 0;                ///< kRemote: the requesting node.
-  u64 req_id_ = 0;                      ///< kRemote: its request id.
-  bool reply_wanted_ = true;            ///< kRemote: false for fire-and-forget.
+  FullPtr<Task> shm_task_;    ///< kShm: the submitter's task.
+  NodeId from_node_ = 0;      ///< kRemote: the requesting node.
+  u64 req_id_ = 0;            ///< kRemote: its request id.
+  bool reply_wanted_ = true;  ///< kRemote: false for fire-and-forget.
+  /** kRemote: the sender relayed it already (a container moved); it may
+   * not be forwarded again. */
+  bool relayed_ = false;
   RunContext *parent_ = nullptr;        ///< kBcastPart: the broadcast task.
   NodeId node_ = 0;                     ///< kBcastPart: the node it ran on.
   u32 bcast_pending_ = 0;               ///< Broadcast: parts not merged yet.
@@ -186,6 +189,9 @@ class Worker {
   /** From inside a task fiber: lets the worker run other work, then returns.
    * Returns false (doing nothing) outside a fiber. */
   static bool YieldCurrentFiber();
+  /** Wakes every worker of this runtime (e.g. a container's move ended:
+   * their held tasks go on). Any thread. */
+  static void WakeAll();
 
   /** Tells the worker to re-read whether tracing is on (CHI_TRACE); it does
    * so at its next loop iteration. Any thread. */
@@ -254,6 +260,10 @@ class Worker {
   bool CheckBlocked();
   /** Starts (or fails) tasks in dep_wait_ whose predecessors completed. */
   bool CheckDeps();
+  /** Parks `r`, acquired on a container that is moving, in held_. */
+  void Hold(RunContext *r);
+  /** Runs or routes again the held tasks whose container's move ended. */
+  bool CheckHeld();
   /** Restarts periodic tasks that are due. */
   bool CheckPeriodic(u64 now);
   /** Finishes a task whose method returned. */
@@ -304,7 +314,9 @@ class Worker {
   std::atomic<bool> exited_{false};
   std::vector<RunContext *> blocked_;
   std::vector<RunContext *> dep_wait_;  ///< Admitted, predecessors pending.
-  size_t dep_cursor_ = 0;               ///< Where CheckDeps resumes.
+  /** Acquired on a moving container: wait for the move to end. */
+  std::vector<RunContext *> held_;
+  size_t dep_cursor_ = 0;  ///< Where CheckDeps resumes.
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;
   std::vector<char *> free_stacks_;

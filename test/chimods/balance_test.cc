@@ -138,6 +138,28 @@ TEST(BalanceTest, ABusyNodeIsAvoided) {
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
+// One task at a time on an idle cluster: nothing is gained by crossing the
+// network, so every dynamic task stays on the submitting node.
+TEST(BalanceTest, AnIdleClusterKeepsDynamicTasksLocal) {
+  chi_test::LocalCluster cluster(
+      3, std::string(kWorkers) + "balance:\n  load_report_ms: 10\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
+  std::map<chi::u32, int> per_node;
+  for (int i = 0; i < 50; ++i) {
+    auto t = sm.AsyncIo(0, DomainQuery::GetDynamic());
+    ASSERT_FALSE(t.IsNull());
+    ASSERT_TRUE(t->WaitFor(10000000));
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    ++per_node[t->node_];
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_EQ(per_node[2], 50);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
 // Io's own contract: the device serves one I/O at a time, in order, and
 // refuses absurd lengths.
 TEST(BalanceTest, IoModelsASerialDevice) {

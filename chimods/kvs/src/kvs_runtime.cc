@@ -182,6 +182,69 @@ class Runtime : public Module<Runtime, Kvs> {
     task->count_ = static_cast<u32>(hits.size());
   }
 
+  /** Migration: every pair as [u32 key size][key][u64 value size][value].
+   * Runs with no task on this container. */
+  Status SaveState(std::string *out) override {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    for (const auto &kv : index_) {
+      const char *v = kv.second.size
+                          ? CHI_IPC->DataBuffer(kv.second.data, kv.second.size)
+                          : "";
+      if (!v) return Status::Internal("kvs: a stored value is unreadable");
+      u32 klen = static_cast<u32>(kv.first.size());
+      u64 vlen = kv.second.size;
+      out->append(reinterpret_cast<const char *>(&klen), sizeof(klen));
+      out->append(kv.first);
+      out->append(reinterpret_cast<const char *>(&vlen), sizeof(vlen));
+      out->append(v, vlen);
+    }
+    return Status::Ok();
+  }
+
+  /** Migration: rebuilds the pairs SaveState wrote (checked as untrusted:
+   * sizes within the input and the key limit). Before any task runs. */
+  Status LoadState(const std::string &in) override {
+    size_t at = 0;
+    auto corrupt = [] {
+      return Status::InvalidArgument("kvs: corrupt container state");
+    };
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    while (at < in.size()) {
+      u32 klen;
+      u64 vlen;
+      if (in.size() - at < sizeof(klen)) return corrupt();
+      std::memcpy(&klen, in.data() + at, sizeof(klen));
+      at += sizeof(klen);
+      if (klen == 0 || klen > kMaxKeySize || in.size() - at < klen) {
+        return corrupt();
+      }
+      std::string key(in.data() + at, klen);
+      at += klen;
+      if (in.size() - at < sizeof(vlen)) return corrupt();
+      std::memcpy(&vlen, in.data() + at, sizeof(vlen));
+      at += sizeof(vlen);
+      if (in.size() - at < vlen) return corrupt();
+      Value v{hipc::Pointer::GetNull(), vlen};
+      if (vlen > 0) {
+        FullPtr<char> buf = CHI_IPC->AllocateBuffer(vlen);
+        if (buf.IsNull()) {
+          return Status::OutOfMemory("kvs: no room for a migrated value");
+        }
+        std::memcpy(buf.ptr_, in.data() + at, vlen);
+        v.data = buf.shm_;
+      }
+      at += vlen;
+      auto [it, inserted] = index_.try_emplace(std::move(key), v);
+      if (!inserted) {
+        if (!it->second.data.IsNull()) {
+          (void)CHI_IPC->FreeBuffer(it->second.data);
+        }
+        it->second = v;
+      }
+    }
+    return Status::Ok();
+  }
+
  private:
   /** A stored value: a runtime_data buffer (null when empty) and its size.
    */

@@ -122,6 +122,12 @@ class Runtime : public Module<Runtime, SmallMessage> {
     task->queued_ns_ = start - now;
   }
 
+  /** Migration: nothing to carry (Io's device starts idle on its new
+   * node). */
+  Status SaveState(std::string *out) override { return Status::Ok(); }
+  /** Migration: nothing to restore. */
+  Status LoadState(const std::string &in) override { return Status::Ok(); }
+
  private:
   /** When this container's modelled device finishes its last reserved I/O
    * (NowNs clock). */

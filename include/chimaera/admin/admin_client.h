@@ -112,6 +112,28 @@ class Client {
             CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalBcast(), id)),
         [](DestroyPoolTask *) {});
   }
+  /** What MigrateContainer moved. */
+  struct MigrateResult {
+    u32 from_node = 0;    ///< Where the container was (== to: no move).
+    u64 state_bytes = 0;  ///< Size of its saved state.
+  };
+  /** Moves container `container` of pool `id` (its state, with the
+   * module's SaveState/LoadState) to node `to_node`; every node routes its
+   * tasks there afterwards. Errors: NotFound (pool, container or node),
+   * Unimplemented (the module cannot migrate), Timeout (its running tasks
+   * did not finish within 10 s: nothing moved), or the module's. */
+  StatusOr<MigrateResult> MigrateContainer(const PoolId &id, u32 container,
+                                           u32 to_node) {
+    MigrateResult r;
+    HSHM_RETURN_IF_ERROR(WaitAndFree(
+        Submit(CHI_IPC->NewTaskDefault<MigrateContainerTask>(
+            CHI_IPC->NewTaskNode(), DomainQuery(), id, container, to_node)),
+        [&r](MigrateContainerTask *t) {
+          r.from_node = t->from_node_;
+          r.state_bytes = t->state_bytes_;
+        }));
+    return r;
+  }
   /** The id of pool `name`. */
   StatusOr<PoolId> LookupPool(const std::string &name) {
     auto task = CHI_IPC->NewTaskDefault<LookupPoolTask>(CHI_IPC->NewTaskNode(),

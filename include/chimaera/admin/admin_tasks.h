@@ -29,6 +29,9 @@ static GLOBAL_CROSS_CONST MethodId kPoolSpecs = BaseMethod::kCustom + 11;
 static GLOBAL_CROSS_CONST MethodId kJoinCluster = BaseMethod::kCustom + 12;
 static GLOBAL_CROSS_CONST MethodId kTraceControl = BaseMethod::kCustom + 13;
 static GLOBAL_CROSS_CONST MethodId kTraceDump = BaseMethod::kCustom + 14;
+static GLOBAL_CROSS_CONST MethodId kMigrateContainer = BaseMethod::kCustom + 15;
+static GLOBAL_CROSS_CONST MethodId kMigrateIn = BaseMethod::kCustom + 16;
+static GLOBAL_CROSS_CONST MethodId kSetPlacement = BaseMethod::kCustom + 17;
 }  // namespace Method
 
 /** The node that names and numbers pools for the whole cluster. */
@@ -160,6 +163,43 @@ struct DestroyPoolTask : public Task {
   template <typename Ar>
   void Fields(Ar &ar) {
     ar.In(target_);
+  }
+};
+
+/** Moves container container_ of pool target_ to node to_node_ (admin
+ * MigrateContainer; any node takes it and hands it to the container's
+ * node). That node stops starting the container's tasks (they wait),
+ * lets the running ones finish, saves its state (Container::SaveState),
+ * installs it on to_node_ (kMigrateIn, internal, with the state in
+ * state_), then tells every node (kSetPlacement, internal, a broadcast);
+ * the waiting tasks then go to the new node, none lost or run twice.
+ * from_node_ and state_bytes_ report what moved. */
+struct MigrateContainerTask : public Task {
+  IN PoolId target_;
+  IN u32 container_ = 0;
+  IN u32 to_node_ = 0;
+  IN hipc::Pointer state_;  ///< kMigrateIn: the saved state.
+  IN u64 state_size_ = 0;
+  OUT u32 from_node_ = 0;
+  OUT u64 state_bytes_ = 0;
+  explicit MigrateContainerTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : Task(alloc) {}
+  MigrateContainerTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+                       const TaskNode &node, const DomainQuery &dom,
+                       const PoolId &target, u32 container, u32 to_node,
+                       MethodId method = Method::kMigrateContainer)
+      : Task(alloc), target_(target), container_(container), to_node_(to_node) {
+    SetBase(node, kAdminPoolId, dom, method);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(target_);
+    ar.In(container_);
+    ar.In(to_node_);
+    ar.In(state_size_);
+    ar.InBuf(state_, state_size_);
+    ar.Out(from_node_);
+    ar.Out(state_bytes_);
   }
 };
 

@@ -21,7 +21,7 @@ struct WireRequest {
   MethodId method;
   u32 flags;
   u32 prio;
-  u32 reply_wanted;
+  u32 reply_wanted;  ///< Bit 0: reply wanted; bit 1: relayed once already.
   double period_ns;
 };
 

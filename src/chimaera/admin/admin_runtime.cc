@@ -44,6 +44,11 @@ class Runtime : public Container {
     RegisterMethod(Method::kTraceControl, "TraceControl",
                    &Runtime::TraceControl);
     RegisterMethod(Method::kTraceDump, "TraceDump", &Runtime::TraceDump);
+    RegisterMethod(Method::kMigrateContainer, "MigrateContainer",
+                   &Runtime::MigrateContainer);
+    RegisterMethod(Method::kMigrateIn, "MigrateIn", &Runtime::MigrateIn);
+    RegisterMethod(Method::kSetPlacement, "SetPlacement",
+                   &Runtime::SetPlacement);
   }
 
   /** Does nothing. */
@@ -398,6 +403,126 @@ class Runtime : public Container {
           "pool unpublished, but its tasks did not finish within 10 s; its "
           "containers were leaked"));
     }
+  }
+
+  /** Sends a MigrateContainer-family subtask `method` for `task`'s pool and
+   * container to `dom` (with `state` for kMigrateIn), waits for it, and
+   * returns its status; copies its from_node_ back. */
+  static Status MigrateSubtask(MigrateContainerTask *task,
+                               const DomainQuery &dom, MethodId method,
+                               const std::string *state) {
+    auto sub = CHI_IPC->NewTaskDefault<MigrateContainerTask>(
+        task->task_node_.Child(), dom, task->target_, task->container_,
+        task->to_node_, method);
+    if (sub.IsNull()) return Status::OutOfMemory("main segment is full");
+    FullPtr<char> buf;
+    if (state && !state->empty()) {
+      buf = CHI_IPC->AllocateBuffer(state->size());
+      if (buf.IsNull()) {
+        CHI_IPC->DelTask(sub);
+        return Status::OutOfMemory("no room for " +
+                                   std::to_string(state->size()) +
+                                   " bytes of container state");
+      }
+      std::memcpy(buf.ptr_, state->data(), state->size());
+      sub->state_ = buf.shm_;
+      sub->state_size_ = state->size();
+    }
+    Submit(sub);
+    task->Wait(sub.ptr_);
+    Status st = sub->GetStatus();
+    if (method == Method::kMigrateContainer) {
+      task->from_node_ = sub->from_node_;
+      task->state_bytes_ = sub->state_bytes_;
+    }
+    CHI_IPC->DelTask(sub);
+    if (!buf.IsNull()) (void)CHI_IPC->FreeBuffer(buf.shm_);
+    return st;
+  }
+
+  /** Moves a container to another node (see MigrateContainerTask). Runs on
+   * the container's node; any other node hands the task there. */
+  void MigrateContainer(MigrateContainerTask *task, RunContext &rctx) {
+    const PoolId id = task->target_;
+    const u32 c = task->container_;
+    const NodeId to = task->to_node_;
+    if (id == kAdminPoolId) {
+      return task->SetStatus(
+          Status::InvalidArgument("the admin pool's containers stay put"));
+    }
+    auto spec = CHI_POOL_MANAGER->GetSpec(id);
+    if (!spec.ok()) return task->SetStatus(spec.status());
+    if (std::find(spec->nodes.begin(), spec->nodes.end(), to) ==
+        spec->nodes.end()) {
+      return task->SetStatus(Status::NotFound("node " + std::to_string(to) +
+                                              " holds no share of pool '" +
+                                              spec->name + "'"));
+    }
+    auto from = CHI_POOL_MANAGER->PlaceOf(id, c);
+    if (!from.ok()) return task->SetStatus(from.status());
+    task->from_node_ = *from;
+    if (*from == to) return;  // already there
+    if (*from != CHI_IPC->node_id()) {
+      Status st = MigrateSubtask(task, DomainQuery::GetGlobalId(*from - 1),
+                                 Method::kMigrateContainer, nullptr);
+      if (!st.ok()) task->SetStatus(st);
+      return;
+    }
+    // This node holds it: stop starting its tasks, let the running ones
+    // end, save it, install it on `to`, then tell every node.
+    auto ct = CHI_POOL_MANAGER->BeginMove(id, c);
+    if (!ct.ok()) return task->SetStatus(ct.status());
+    if (!PoolManager::WaitMoveDrained(*ct, 10000)) {
+      PoolManager::AbortMove(*ct);
+      return task->SetStatus(Status::Timeout(
+          "container " + std::to_string(c) + " of pool '" + spec->name +
+          "' still ran tasks after 10 s; it stays on node " +
+          std::to_string(*from)));
+    }
+    std::string state;
+    Status st = (*ct)->SaveState(&state);
+    if (st.ok()) {
+      st = MigrateSubtask(task, DomainQuery::GetGlobalId(to - 1),
+                          Method::kMigrateIn, &state);
+    }
+    if (!st.ok()) {
+      PoolManager::AbortMove(*ct);
+      return task->SetStatus(
+          Status(st.code(), "moving container " + std::to_string(c) +
+                                " of pool '" + spec->name + "' to node " +
+                                std::to_string(to) + ": " + st.message()));
+    }
+    task->state_bytes_ = state.size();
+    st = MigrateSubtask(task, DomainQuery::GetGlobalBcast(),
+                        Method::kSetPlacement, nullptr);
+    if (!st.ok()) {
+      task->SetStatus(Status(
+          st.code(), "container moved to node " + std::to_string(to) +
+                         ", but not every node was told: " + st.message()));
+    }
+  }
+
+  /** Installs a migrating container here from the state in state_. */
+  void MigrateIn(MigrateContainerTask *task, RunContext &rctx) {
+    std::string state;
+    if (task->state_size_ != 0) {
+      const char *p = CHI_IPC->DataBuffer(task->state_, task->state_size_);
+      if (!p) {
+        return task->SetStatus(Status::InvalidArgument(
+            "container state is not inside a data segment"));
+      }
+      state.assign(p, task->state_size_);
+    }
+    Status st = CHI_POOL_MANAGER->InstallContainer(task->target_,
+                                                   task->container_, state);
+    if (!st.ok()) task->SetStatus(st);
+  }
+
+  /** Records where a migrated container lives now (every node). */
+  void SetPlacement(MigrateContainerTask *task, RunContext &rctx) {
+    Status st = CHI_POOL_MANAGER->SetPlacement(task->target_, task->container_,
+                                               task->to_node_);
+    if (!st.ok()) task->SetStatus(st);
   }
 
   /** Finds a pool id by name. */

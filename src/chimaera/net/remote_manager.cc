@@ -7,6 +7,7 @@
 // it, and the worker checks the fields against the method's declaration.
 #include "chimaera/remote_manager.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -73,6 +74,12 @@ std::vector<NodeId> RemoteManager::AllNodes() const {
 Status RemoteManager::Init() {
   const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
   if (num_nodes_ <= 1) return Status::Ok();
+  if (conf.num_reinforcement_ == 0 && conf.dynamic_least_loaded_) {
+    fprintf(stderr,
+            "chimaera: workers.reinforcement is 0: this node sends no load "
+            "reports, and GetDynamic() sees only its own requests to other "
+            "nodes\n");
+  }
   std::vector<std::string> endpoints;
   for (const std::string &h : conf.hosts_) {
     endpoints.push_back(h + ":" + std::to_string(conf.RpcPort()));
@@ -152,6 +159,7 @@ RemoteManager::NodeLoad RemoteManager::LoadOf(NodeId node) const {
   l.inflight = s.inflight.load(std::memory_order_relaxed);
   l.busy_permille = s.busy_permille.load(std::memory_order_relaxed);
   l.sent_since = s.sent_since.load(std::memory_order_relaxed);
+  l.outstanding = s.outstanding.load(std::memory_order_relaxed);
   u64 at = s.at_ns.load(std::memory_order_relaxed);
   if (at != 0) {
     u64 now = hshm::NowNs();
@@ -161,7 +169,7 @@ RemoteManager::NodeLoad RemoteManager::LoadOf(NodeId node) const {
 }
 
 NodeId RemoteManager::PickLeastLoaded(const NodeId *nodes, u32 count,
-                                      u32 spread) {
+                                      u32 spread, u32 self_live) {
   if (!loads_ || count == 0) return 0;
   NodeId best = 0;
   u64 best_load = ~0ull;
@@ -169,14 +177,22 @@ NodeId RemoteManager::PickLeastLoaded(const NodeId *nodes, u32 count,
     NodeId n = nodes[(spread + k) % count];
     if (n == 0 || n > num_nodes_ || !NodeAlive(n)) continue;
     const LoadSlot &s = loads_[n];
-    u64 load = static_cast<u64>(s.inflight.load(std::memory_order_relaxed)) +
-               s.sent_since.load(std::memory_order_relaxed);
-    if (load < best_load) {
+    u64 load = static_cast<u64>(s.inflight.load(std::memory_order_relaxed));
+    if (n == self_) {
+      // Here the live count is exact; the last report may still count
+      // tasks that finished since.
+      load = std::max<u64>(load, self_live);
+    } else {
+      load += s.sent_since.load(std::memory_order_relaxed);
+      load = std::max<u64>(load, s.outstanding.load(std::memory_order_relaxed));
+      load += kRemotePenalty;  // the network hop: equal loads stay here
+    }
+    if (load < best_load || (load == best_load && n == self_)) {
       best = n;
       best_load = load;
     }
   }
-  if (best != 0) {
+  if (best != 0 && best != self_) {
     loads_[best].sent_since.fetch_add(1, std::memory_order_relaxed);
   }
   return best;
@@ -226,7 +242,8 @@ std::string RemoteManager::StatLine() {
   for (u32 n = 1; n <= num_nodes_; ++n) {
     NodeLoad l = LoadOf(n);
     s += " " + std::to_string(n) + "=" + std::to_string(l.inflight) + "+" +
-         std::to_string(l.sent_since);
+         std::to_string(l.sent_since) + " (" + std::to_string(l.outstanding) +
+         " ours)";
   }
   return s;
 }
@@ -247,7 +264,7 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
     return Status::Unavailable("node " + std::to_string(node) + " is down");
   }
   Task *t = r->task_;
-  bool reply = !t->IsFireAndForget() || r->origin_ == TaskOrigin::kBcastPart;
+  bool reply = WantsReply(r);
   u64 req = next_req_.fetch_add(1, std::memory_order_relaxed);
   WireRequest w{};
   w.req_id = req;
@@ -257,7 +274,10 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   w.method = t->method_;
   w.flags = t->task_flags_.bits_;
   w.prio = t->prio_;
-  w.reply_wanted = reply ? 1 : 0;
+  // Bit 0: reply wanted; bit 1: relayed (a remote request sent on because
+  // its container moved; the next node may not relay it again).
+  w.reply_wanted =
+      (reply ? 1u : 0u) | (r->origin_ == TaskOrigin::kRemote ? 2u : 0u);
   w.period_ns = t->period_ns_;
   hshm::lbm::OutRecord rec;
   rec.tag = reply ? req : 0;
@@ -273,6 +293,7 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   if (reply) {
     std::lock_guard<std::mutex> lock(mu_);
     pending_[req] = Pending{r, worker_id, node};
+    loads_[node].outstanding.fetch_add(1, std::memory_order_relaxed);
   }
   // Sent when the worker ends its loop iteration (Flush): one batch, one
   // wake-up of the network thread for all it forwarded meanwhile.
@@ -471,6 +492,7 @@ void RemoteManager::Resolve(u64 req, NodeId from, NetMessage *msg) {
     }
     p = it->second;
     pending_.erase(it);
+    loads_[p.node].outstanding.fetch_sub(1, std::memory_order_relaxed);
   }
   p.rctx->net_ = msg;
   CHI_WORK_ORCHESTRATOR->workers()[p.worker]->PostInbox(p.rctx);
@@ -483,6 +505,8 @@ void RemoteManager::FailNode(NodeId node, const Status &status) {
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (node == 0 || it->second.node == node) {
         dead.push_back(it->second);
+        loads_[it->second.node].outstanding.fetch_sub(
+            1, std::memory_order_relaxed);
         it = pending_.erase(it);
       } else {
         ++it;

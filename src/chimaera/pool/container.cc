@@ -37,6 +37,16 @@ void Container::Run(Task *task, RunContext &rctx) {
   e->run(this, const_cast<char *>(e->handler), task, rctx);
 }
 
+Status Container::SaveState(std::string *out) {
+  return Status::Unimplemented("module '" + module_name_ +
+                               "' does not support migration (SaveState)");
+}
+
+Status Container::LoadState(const std::string &in) {
+  return Status::Unimplemented("module '" + module_name_ +
+                               "' does not support migration (LoadState)");
+}
+
 Container::~Container() = default;
 
 bool TaskLane::Push(RunContext *rctx) {

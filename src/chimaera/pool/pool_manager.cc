@@ -10,10 +10,24 @@
 namespace chi {
 
 ContainerId PoolInfo::FirstOn(NodeId node) const {
+  if (!placement_.empty()) {
+    for (ContainerId c = 0; c < num_containers_; ++c) {
+      if (placement_[c] == node) return c;
+    }
+    return ~0u;
+  }
   for (size_t i = 0; i < nodes_.size() && i < num_containers_; ++i) {
     if (nodes_[i] == node) return static_cast<ContainerId>(i);
   }
   return ~0u;
+}
+
+std::vector<ContainerId> PoolInfo::ContainersOn(NodeId node) const {
+  std::vector<ContainerId> out;
+  for (ContainerId c = 0; c < num_containers_; ++c) {
+    if (NodeOf(c) == node) out.push_back(c);
+  }
+  return out;
 }
 
 PoolId PoolManager::NewPoolId() {
@@ -331,9 +345,29 @@ std::vector<PoolSummary> PoolManager::List() {
 }
 
 DomainQuery PoolManager::LeastLoaded(const PoolInfo &pool, u32 spread) {
+  // Live: tasks in flight on this pool's containers here.
+  u32 live = 0;
+  for (ContainerId c : pool.local_) {
+    if (Container *ct = pool.containers_[c]) {
+      live += ct->inflight_.load(std::memory_order_relaxed);
+    }
+  }
+  if (!pool.placement_.empty()) {
+    // Containers moved: the nodes holding any, from the placement.
+    std::vector<NodeId> holders;
+    for (NodeId n : pool.nodes_) {
+      if (pool.FirstOn(n) != ~0u) holders.push_back(n);
+    }
+    NodeId n = CHI_REMOTE->PickLeastLoaded(
+        holders.data(), static_cast<u32>(holders.size()), spread, live);
+    if (n == 0) return DomainQuery::GetGlobalHash(spread);
+    std::vector<ContainerId> on = pool.ContainersOn(n);
+    return DomainQuery::GetGlobalId(on[spread % on.size()]);
+  }
   const u32 num_nodes = static_cast<u32>(
       std::min<size_t>(pool.nodes_.size(), pool.num_containers_));
-  NodeId n = CHI_REMOTE->PickLeastLoaded(pool.nodes_.data(), num_nodes, spread);
+  NodeId n =
+      CHI_REMOTE->PickLeastLoaded(pool.nodes_.data(), num_nodes, spread, live);
   if (n == 0) return DomainQuery::GetGlobalHash(spread);
   if (n == CHI_IPC->node_id() && !pool.local_.empty()) {
     // Live counts here: the local container with the fewest in flight.
@@ -357,6 +391,204 @@ DomainQuery PoolManager::LeastLoaded(const PoolInfo &pool, u32 spread) {
   const u32 stride = static_cast<u32>(pool.nodes_.size());
   const u32 count = (pool.num_containers_ - i + stride - 1) / stride;
   return DomainQuery::GetGlobalId(i + stride * (spread % count));
+}
+
+template <typename Edit>
+Status PoolManager::Republish(const PoolId &id, Edit &&edit) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  auto it = by_id_.find(id.ToU64());
+  if (it == by_id_.end()) {
+    return Status::NotFound("no pool with id " + id.ToString());
+  }
+  const std::shared_ptr<PoolInfo> &old = it->second;
+  auto p = std::make_shared<PoolInfo>();
+  p->id_ = old->id_;
+  p->name_ = old->name_;
+  p->module_ = old->module_;
+  p->params_ = old->params_;
+  p->num_containers_ = old->num_containers_;
+  p->nodes_ = old->nodes_;
+  p->containers_ = old->containers_;
+  p->local_ = old->local_;
+  p->proto_ = old->proto_;
+  p->placement_ = old->placement_;
+  if (p->placement_.empty()) {
+    p->placement_.resize(p->num_containers_);
+    for (ContainerId c = 0; c < p->num_containers_; ++c) {
+      p->placement_[c] = old->NodeOf(c);
+    }
+  }
+  p->destroying_.store(old->destroying_.load());
+  HSHM_RETURN_IF_ERROR(edit(*p));
+  p->prev_ = old;
+  it->second = p;
+  version_.fetch_add(1, std::memory_order_release);
+  return Status::Ok();
+}
+
+StatusOr<NodeId> PoolManager::PlaceOf(const PoolId &id, ContainerId c) {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = by_id_.find(id.ToU64());
+  if (it == by_id_.end()) {
+    return Status::NotFound("no pool with id " + id.ToString());
+  }
+  if (c >= it->second->num_containers_) {
+    return Status::NotFound("pool '" + it->second->name_ +
+                            "' has no container " + std::to_string(c));
+  }
+  return it->second->NodeOf(c);
+}
+
+StatusOr<Container *> PoolManager::BeginMove(const PoolId &id, ContainerId c) {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = by_id_.find(id.ToU64());
+  if (it == by_id_.end()) {
+    return Status::NotFound("no pool with id " + id.ToString());
+  }
+  PoolInfo &pool = *it->second;
+  if (pool.destroying_.load()) {
+    return Status::Aborted("pool '" + pool.name_ + "' is being destroyed");
+  }
+  if (c >= pool.num_containers_ || !pool.containers_[c]) {
+    return Status::NotFound("pool '" + pool.name_ + "' has no container " +
+                            std::to_string(c) + " on node " +
+                            std::to_string(node_id_));
+  }
+  Container *ct = pool.containers_[c];
+  u32 expect = Container::kServing;
+  // seq_cst: a worker increments inflight_ and then reads moving_; we set
+  // moving_ and then read inflight_: one of us sees the other.
+  if (!ct->moving_.compare_exchange_strong(expect, Container::kMoving,
+                                           std::memory_order_seq_cst)) {
+    return Status::AlreadyExists("container " + std::to_string(c) +
+                                 " of pool '" + pool.name_ +
+                                 "' is already moving");
+  }
+  return ct;
+}
+
+bool PoolManager::WaitMoveDrained(Container *c, u64 timeout_ms) {
+  u64 deadline = hshm::NowNs() + timeout_ms * 1000000;
+  for (;;) {
+    u32 held = c->held_.load(std::memory_order_seq_cst);
+    u32 inflight = c->inflight_.load(std::memory_order_seq_cst);
+    if (inflight <= held) return true;
+    if (hshm::NowNs() > deadline) return false;
+    if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
+  }
+}
+
+void PoolManager::AbortMove(Container *c) {
+  c->moving_.store(Container::kServing, std::memory_order_seq_cst);
+  Worker::WakeAll();
+}
+
+Status PoolManager::InstallContainer(const PoolId &id, ContainerId c,
+                                     const std::string &state) {
+  std::string module, name, params;
+  u32 num = 0;
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    auto it = by_id_.find(id.ToU64());
+    if (it == by_id_.end()) {
+      return Status::NotFound("no pool with id " + id.ToString());
+    }
+    const PoolInfo &pool = *it->second;
+    if (c >= pool.num_containers_) {
+      return Status::NotFound("pool '" + pool.name_ + "' has no container " +
+                              std::to_string(c));
+    }
+    if (pool.containers_[c]) {
+      return Status::AlreadyExists("container " + std::to_string(c) +
+                                   " is on node " + std::to_string(node_id_) +
+                                   " already");
+    }
+    module = pool.module_;
+    name = pool.name_;
+    params = pool.params_;
+    num = pool.num_containers_;
+  }
+  HSHM_ASSIGN_OR_RETURN(ContainerFactory factory,
+                        CHI_MODULE_MANAGER->GetFactory(module));
+  Container *ct = factory();
+  if (!ct) return Status::Internal("module '" + module + "' made no container");
+  ct->pool_id_ = id;
+  ct->pool_name_ = name;
+  ct->module_name_ = module;
+  ct->container_id_ = c;
+  ct->num_containers_ = num;
+  Status s = ct->Create(params);
+  if (s.ok()) s = ct->LoadState(state);
+  if (s.ok()) {
+    s = Republish(id, [&](PoolInfo &p) {
+      if (p.containers_[c]) {
+        return Status::AlreadyExists("container " + std::to_string(c) +
+                                     " appeared meanwhile");
+      }
+      p.containers_[c] = ct;
+      p.local_.insert(std::lower_bound(p.local_.begin(), p.local_.end(), c), c);
+      p.placement_[c] = node_id_;
+      return Status::Ok();
+    });
+  }
+  if (!s.ok()) {
+    ct->RetireQueues();
+    RetireContainer(ct);
+  }
+  return s;
+}
+
+Status PoolManager::SetPlacement(const PoolId &id, ContainerId c, NodeId node) {
+  Container *left = nullptr;
+  Status s = Republish(id, [&](PoolInfo &p) {
+    if (c >= p.num_containers_) {
+      return Status::NotFound("pool '" + p.name_ + "' has no container " +
+                              std::to_string(c));
+    }
+    if (node == 0 ||
+        std::find(p.nodes_.begin(), p.nodes_.end(), node) == p.nodes_.end()) {
+      return Status::InvalidArgument("node " + std::to_string(node) +
+                                     " does not hold pool '" + p.name_ + "'");
+    }
+    p.placement_[c] = node;
+    if (node != node_id_ && p.containers_[c]) {
+      left = p.containers_[c];
+      p.containers_[c] = nullptr;
+      p.local_.erase(std::find(p.local_.begin(), p.local_.end(), c));
+    }
+    return Status::Ok();
+  });
+  if (!s.ok() || !left) return s;
+  // Held tasks go to the new node; then the old container goes away.
+  left->moving_.store(Container::kMoved, std::memory_order_seq_cst);
+  Worker::WakeAll();
+  left->RetireQueues();
+  RetireContainer(left);
+  return Status::Ok();
+}
+
+void PoolManager::RetireContainer(Container *c) {
+  // As FinishDestroy: no worker may hold its lanes, run a task on it, or
+  // read it through a cached lookup when it goes.
+  bool quiet = CHI_WORK_ORCHESTRATOR->WaitQuiescent(10000);
+  u64 deadline = hshm::NowNs() + 10ull * 1000000000;
+  while (c->inflight_.load(std::memory_order_acquire) != 0 ||
+         c->lanes_held_.load(std::memory_order_acquire) != 0) {
+    if (hshm::NowNs() > deadline) {
+      quiet = false;
+      break;
+    }
+    if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
+  }
+  if (!quiet) {
+    fprintf(stderr,
+            "chimaera: container %u of pool '%s' did not settle in 10 s after "
+            "it moved; it is leaked\n",
+            c->container_id_, c->pool_name_.c_str());
+    return;
+  }
+  c->Destroy();
+  delete c;
 }
 
 u64 PoolManager::LocalInflight() {

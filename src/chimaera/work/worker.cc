@@ -375,6 +375,10 @@ RunContext *Worker::CurrentRunContext() { return tls_rctx; }
 
 void Worker::WakeNappers() { WakeNappersFast(); }
 
+void Worker::WakeAll() {
+  for (auto &w : CHI_WORK_ORCHESTRATOR->workers()) w->Wake();
+}
+
 bool Worker::YieldCurrentFiber() {
   RunContext *r = tls_rctx;
   if (!r) return false;
@@ -635,6 +639,7 @@ void Worker::Loop() {
     if (++loop_count_ % kColdPeriod == 0) RebalanceLanes();
     if (!blocked_.empty()) did |= CheckBlocked();
     if (!dep_wait_.empty()) did |= CheckDeps();
+    if (!held_.empty()) did |= CheckHeld();
     if (!periodic_.empty()) did |= CheckPeriodic(hshm::NowNs());
     // What this iteration forwarded or answered goes out as one batch.
     if (CHI_REMOTE->HasStaged(id_)) CHI_REMOTE->Flush(id_);
@@ -643,7 +648,7 @@ void Worker::Loop() {
       // orchestrator saw every worker idle at once (a busy worker may still
       // send to our lanes) or the deadline passed.
       idle_.store(!did && blocked_.empty() && dep_wait_.empty() &&
-                      periodic_.empty() && !AnyLaneBusy(),
+                      held_.empty() && periodic_.empty() && !AnyLaneBusy(),
                   std::memory_order_release);
       if (exit_.load(std::memory_order_acquire)) break;
       if (hshm::NowNs() > deadline_ns_.load()) break;
@@ -696,6 +701,7 @@ void Worker::Loop() {
     // Send fails, wakes no runtime worker).
     bool waiting = !blocked_.empty() || !dep_wait_.empty();
     u64 max_us = waiting ? 10000 : 50000;
+    if (!held_.empty()) max_us = 1000;  // WakeAll ends it sooner
     if (stop_.load(std::memory_order_relaxed)) max_us = 200;  // draining
     for (RunContext *r : periodic_) {
       u64 due = r->next_run_ns_ > now ? (r->next_run_ns_ - now) / 1000 : 0;
@@ -1043,7 +1049,8 @@ void Worker::AdmitRemote(RunContext *r) {
   }
   std::memcpy(&req, data, sizeof(req));
   r->req_id_ = req.req_id;
-  r->reply_wanted_ = req.reply_wanted != 0;
+  r->reply_wanted_ = (req.reply_wanted & 1) != 0;
+  r->relayed_ = (req.reply_wanted & 2) != 0;
   // Errors from here on are answered (the request id is known).
   auto fail = [&](const Status &st) {
     HSHM_LOG_LIMITED("chimaera: node %u refused a request from node %u: %s\n",
@@ -1133,17 +1140,24 @@ void Worker::Route(RunContext *r) {
     r->container_ = d->local;
     return RunLocal(r);
   }
-  if (r->origin_ == TaskOrigin::kRemote) {
-    // One hop only: the sender resolved this node; the maps disagree.
+  if (r->origin_ == TaskOrigin::kRemote && r->relayed_) {
+    // Two hops at most: the sender and a node a container left.
     return Complete(
         r, Status::NotFound("container " + std::to_string(d->container) +
                             " is not on node " +
                             std::to_string(CHI_IPC->node_id())));
   }
+  // A remote request for a container that moved away is relayed once.
   Forward(r, d->node, DomainQuery::GetGlobalId(d->container));
 }
 
 void Worker::RunLocal(RunContext *r) {
+  // seq_cst: pairs with BeginMove (see there). A moving container starts
+  // nothing: its task waits here until the move ends.
+  if (__builtin_expect(
+          r->container_->moving_.load(std::memory_order_seq_cst) != 0, 0)) {
+    return Hold(r);
+  }
   TaskLane *target = r->container_->Route(r->task_);
   if (target && target->Push(r)) {
     // The lane's worker runs it; the container stays acquired until then.
@@ -1153,6 +1167,55 @@ void Worker::RunLocal(RunContext *r) {
     return;
   }
   Start(r);
+}
+
+void Worker::Hold(RunContext *r) {
+  r->container_->held_.fetch_add(1, std::memory_order_seq_cst);
+  held_.push_back(r);
+}
+
+bool Worker::CheckHeld() {
+  std::vector<RunContext *> pending;
+  pending.swap(held_);
+  bool did = false;
+  for (RunContext *r : pending) {
+    Container *c = r->container_;
+    u32 state = c->moving_.load(std::memory_order_seq_cst);
+    if (state == Container::kMoving) {
+      held_.push_back(r);
+      continue;
+    }
+    did = true;
+    c->held_.fetch_sub(1, std::memory_order_seq_cst);
+    if (state == Container::kServing) {  // the move was called off
+      RunLocal(r);
+      continue;
+    }
+    // Moved: resolve it again (the pool's new map sends it on).
+    PoolManager::Release(c);
+    r->container_ = nullptr;
+    if (r->origin_ == TaskOrigin::kBcastPart) {
+      // A broadcast part runs on this node's first container, if any left.
+      PoolInfo *pool =
+          CHI_POOL_MANAGER->FindFast(r->task_->pool_id_, &pool_cache_);
+      ContainerId first = pool ? pool->FirstOn(CHI_IPC->node_id()) : ~0u;
+      if (first == ~0u) {
+        Complete(r, Status::Ok());  // this node holds none of it now
+        continue;
+      }
+      auto d = CHI_POOL_MANAGER->AcquireFast(
+          r->task_->pool_id_, DomainQuery::GetGlobalId(first), &pool_cache_);
+      if (!d.ok() || !d->local) {
+        Complete(r, d.ok() ? Status::Ok() : d.status());
+        continue;
+      }
+      r->container_ = d->local;
+      RunLocal(r);
+      continue;
+    }
+    Route(r);
+  }
+  return did;
 }
 
 void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
@@ -1168,7 +1231,7 @@ void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
   }
   Status st = CHI_REMOTE->Forward(r, node, q, id_);
   if (!st.ok()) return Complete(r, st);
-  if (t->IsFireAndForget() && r->origin_ == TaskOrigin::kShm) {
+  if (!CHI_REMOTE->WantsReply(r)) {
     // Nobody waits for a reply: the submitter's task is done here.
     Complete(r, Status::Ok());
   }
@@ -1549,6 +1612,11 @@ void Worker::AbortRemaining() {
   periodic_.clear();
   for (RunContext *r : dep_wait_) Complete(r, aborted);
   dep_wait_.clear();
+  for (RunContext *r : held_) {
+    r->container_->held_.fetch_sub(1, std::memory_order_seq_cst);
+    Complete(r, aborted);
+  }
+  held_.clear();
   // Fibers still blocked past the deadline cannot be unwound safely: their
   // submitters are told, and the fibers (with their private tasks) are
   // abandoned with the process.

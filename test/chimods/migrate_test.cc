@@ -1,0 +1,184 @@
+// Container migration across three runtimes on 127.0.0.x: admin
+// MigrateContainer moves a container's state (the module's SaveState /
+// LoadState) to another node while tasks keep arriving; every task
+// completes exactly once, on the node that held the container when it ran,
+// and every node routes to the new place afterwards.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chimaera/chimaera.h"
+#include "compressor/compressor_client.h"
+#include "kvs/kvs_client.h"
+#include "runtime_fixture.h"
+#include "small_message/small_message_client.h"
+
+namespace {
+
+using chi::DomainQuery;
+using chi::FullPtr;
+using chi::small_message::IoTask;
+
+constexpr char kWorkers[] =
+    "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 1\n";
+
+/** The node that runs an Io on container `c` now. */
+chi::u32 NodeRunning(chi::small_message::Client &sm, chi::u32 c) {
+  auto t = sm.AsyncIo(0, DomainQuery::GetGlobalId(c));
+  if (t.IsNull() || !t->WaitFor(10000000) || !t->GetStatus().ok()) return 0;
+  chi::u32 n = t->node_;
+  CHI_IPC->DelTask(t);
+  return n;
+}
+
+// Io tasks keep arriving at container 1 (node 2) from node 1 while it moves
+// to node 3: all 300 complete with Ok, those that ran before the move on
+// node 2 and the rest on node 3; afterwards every node sends there.
+TEST(MigrateTest, AContainerMovesUnderLoadAndNoTaskIsLost) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
+  chi::PoolId pool = sm.pool_id();
+  EXPECT_EQ(NodeRunning(sm, 1), 2u);
+  std::vector<FullPtr<IoTask>> tasks;
+  chi::admin::Client admin;
+  hshm::StatusOr<chi::admin::Client::MigrateResult> moved =
+      hshm::Status::Internal("not run");
+  double move_ms = 0;
+  std::thread mover([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    auto t0 = std::chrono::steady_clock::now();
+    moved = admin.MigrateContainer(pool, 1, 3);
+    move_ms = std::chrono::duration<double, std::milli>(
+                  std::chrono::steady_clock::now() - t0)
+                  .count();
+  });
+  // 300 I/Os of 200 us, 3 every millisecond or so: the move starts after
+  // about 60 of them and waits for those queued to finish.
+  for (int i = 0; i < 300; ++i) {
+    tasks.push_back(sm.AsyncIo(200, DomainQuery::GetGlobalId(1)));
+    ASSERT_FALSE(tasks.back().IsNull());
+    if (i % 3 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  mover.join();
+  ASSERT_TRUE(moved.ok()) << moved.status() << cluster.Logs();
+  EXPECT_EQ(moved->from_node, 2u);
+  int ok = 0, on2 = 0, on3 = 0;
+  for (auto &t : tasks) {
+    ASSERT_TRUE(t->WaitFor(20000000)) << cluster.Logs();
+    EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    if (t->GetStatus().ok()) ++ok;
+    EXPECT_EQ(t->container_, 1u);
+    on2 += t->node_ == 2;
+    on3 += t->node_ == 3;
+    CHI_IPC->DelTask(t);
+  }
+  printf(
+      "300 Io tasks during the move: %d ok, %d on node 2, %d on node 3; the "
+      "move took %.1f ms\n",
+      ok, on2, on3, move_ms);
+  EXPECT_EQ(ok, 300);
+  EXPECT_EQ(on2 + on3, 300);
+  EXPECT_GT(on3, 0);
+  // Every node now routes container 1 to node 3.
+  for (int n : {1, 2, 3}) {
+    ASSERT_TRUE(cluster.Connect(n).ok());
+    chi::small_message::Client c;
+    ASSERT_TRUE(c.Create("io", 3).ok());
+    EXPECT_EQ(NodeRunning(c, 1), 3u) << "from node " << n;
+    EXPECT_EQ(NodeRunning(c, 0), 1u) << "from node " << n;
+  }
+  // Moving it to where it is does nothing; moving it back works.
+  auto again = chi::admin::Client().MigrateContainer(pool, 1, 3);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->from_node, 3u);
+  auto back = chi::admin::Client().MigrateContainer(pool, 1, 2);
+  ASSERT_TRUE(back.ok()) << back.status();
+  chi::small_message::Client c3;
+  ASSERT_TRUE(c3.Create("io", 3).ok());
+  EXPECT_EQ(NodeRunning(c3, 1), 2u);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// kvs state moves with its container: keys written before the move read
+// back after it, while another thread keeps writing and reading.
+TEST(MigrateTest, KvsStateMovesWithItsContainer) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client kvs;
+  ASSERT_TRUE(kvs.Create("kv", 3).ok()) << cluster.Logs();
+  for (int i = 0; i < 600; ++i) {
+    ASSERT_TRUE(kvs.Put("k" + std::to_string(i), "v" + std::to_string(i)).ok());
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0}, ops{0};
+  std::thread load([&] {
+    for (int i = 0; !stop; ++i) {
+      std::string k = "live" + std::to_string(i);
+      if (!kvs.Put(k, k).ok()) ++errors;
+      auto v = kvs.Get(k);
+      if (!v.ok() || *v != k) ++errors;
+      ops += 2;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto moved = chi::admin::Client().MigrateContainer(kvs.pool_id(), 1, 3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto moved2 = chi::admin::Client().MigrateContainer(kvs.pool_id(), 0, 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  stop = true;
+  load.join();
+  ASSERT_TRUE(moved.ok()) << moved.status() << cluster.Logs();
+  ASSERT_TRUE(moved2.ok()) << moved2.status() << cluster.Logs();
+  EXPECT_GT(moved->state_bytes, 0u);
+  printf("moved %llu + %llu bytes of kvs state; %d live ops, %d errors\n",
+         static_cast<unsigned long long>(moved->state_bytes),
+         static_cast<unsigned long long>(moved2->state_bytes), ops.load(),
+         errors.load());
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(ops.load(), 0);
+  // Read everything back through another node.
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  chi::kvs::Client kvs2;
+  ASSERT_TRUE(kvs2.Create("kv", 3).ok());
+  for (int i = 0; i < 600; ++i) {
+    auto v = kvs2.Get("k" + std::to_string(i));
+    ASSERT_TRUE(v.ok()) << i << ": " << v.status();
+    EXPECT_EQ(*v, "v" + std::to_string(i));
+  }
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// Clear errors: a module without SaveState/LoadState, a bad node, a bad
+// container; the pool keeps serving where it was.
+TEST(MigrateTest, ClearErrorsAndNothingMovesOnFailure) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::compressor::Client comp;
+  ASSERT_TRUE(comp.Create("comp", 3).ok()) << cluster.Logs();
+  chi::admin::Client admin;
+  auto r = admin.MigrateContainer(comp.pool_id(), 1, 3);
+  EXPECT_EQ(r.status().code(), hshm::StatusCode::kUnimplemented) << r.status();
+  auto s =
+      comp.Compress(chi::compressor::Algorithm::kZstd, std::string(4096, 'a'),
+                    0, DomainQuery::GetGlobalId(1));
+  EXPECT_TRUE(s.ok()) << s.status();
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io", 3).ok());
+  EXPECT_EQ(admin.MigrateContainer(sm.pool_id(), 1, 9).status().code(),
+            hshm::StatusCode::kNotFound);
+  EXPECT_EQ(admin.MigrateContainer(sm.pool_id(), 7, 3).status().code(),
+            hshm::StatusCode::kNotFound);
+  EXPECT_EQ(NodeRunning(sm, 1), 2u);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+}  // namespace
