@@ -63,6 +63,11 @@ class ServerConfig : public hshm::BaseConfig {
   bool dynamic_least_loaded_ = true;
   /** Move lanes between workers of a node to even out busy time. */
   bool balance_lanes_ = true;
+  /** Automatic migration: when a node's load stays at least twice the
+   * others' mean (and 4 tasks above it) for this long, the coordinator
+   * asks it to move its busiest movable container to the least loaded
+   * node (ms; 0: off). */
+  u32 migrate_after_ms_ = 0;
 
   /** The node-to-node port. */
   u32 RpcPort() const { return rpc_port_ ? rpc_port_ : port_ + 1; }

@@ -168,6 +168,14 @@ class PoolManager {
    * container with the fewest tasks in flight. A global hash if no node of
    * the pool is alive. Any worker; modules may call it from Monitor. */
   static DomainQuery LeastLoaded(const PoolInfo &pool, u32 spread);
+  /** A container of this node and its tasks in flight. */
+  struct LocalLoad {
+    PoolId pool;
+    ContainerId container;
+    u32 inflight;
+  };
+  /** Every container of this node, busiest first. Any thread. */
+  std::vector<LocalLoad> LocalContainersByLoad();
   /** The node that holds container `c` of pool `id`, as this node knows.
    * NotFound if there is no such pool or container. */
   StatusOr<NodeId> PlaceOf(const PoolId &id, ContainerId c);

@@ -91,6 +91,9 @@ class WorkOrchestrator {
    * `bytes` of input buffers, or -1 if no sample of it was seen yet. Any
    * thread. */
   double EstimateNs(const PoolId &pool, MethodId method, u64 bytes) const;
+  /** Containers the automatic migration policy moved (coordinator). Any
+   * thread. */
+  u64 offloads() const { return offloads_.load(std::memory_order_relaxed); }
   /** Every cost model learned so far. Any thread. */
   std::vector<CostModelView> CostModels() const;
 
@@ -104,6 +107,11 @@ class WorkOrchestrator {
    * fraction) to the other nodes (RemoteManager::PublishLoad).
    * Reinforcement thread 0, every balance.load_report_ms. */
   void PublishLoad();
+  /** The coordinator's automatic migration policy (see
+   * balance.migrate_after_ms), after each PublishLoad: tracks how long
+   * each node stayed overloaded and sends the Offload request. Reinforcement
+   * thread 0 only. */
+  void CheckOverload();
   /** Reinforcement periods (100 ms) between two balancing rounds. */
   static constexpr u64 kBalancePeriods = 10;
   /** Folds the workers' timed runs into the cost models; ages them first if
@@ -116,6 +124,11 @@ class WorkOrchestrator {
   std::vector<hshm::Thread> threads_;
   std::vector<std::unique_ptr<std::atomic<double>>> rates_;
   std::vector<std::unique_ptr<std::atomic<double>>> busy_;
+  // Automatic migration (reinforcement thread 0 of the coordinator only).
+  std::vector<u64> overload_since_;  ///< Per node: NowNs since overloaded.
+  FullPtr<Task> offload_;            ///< The Offload request in flight.
+  u64 offload_quiet_until_ = 0;      ///< No new request before this NowNs.
+  std::atomic<u64> offloads_{0};     ///< Containers moved by the policy.
   /** Cost models by (pool, method); pool as node_id_ << 32 | unique_. */
   std::map<std::pair<u64, MethodId>, CostModel> models_;
   mutable std::mutex models_mu_;  ///< Guards models_.

@@ -138,7 +138,8 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
   }
   if (const YAML::Node b = root["balance"]) {
     HSHM_RETURN_IF_ERROR(
-        CheckKeys(b, {"load_report_ms", "dynamic", "lanes"}, "balance"));
+        CheckKeys(b, {"load_report_ms", "dynamic", "lanes", "migrate_after_ms"},
+                  "balance"));
     HSHM_RETURN_IF_ERROR(ReadScalar(b, "load_report_ms", &load_report_ms_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("balance.load_report_ms", load_report_ms_, 1, 60000));
@@ -152,6 +153,9 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
       dynamic_least_loaded_ = d == "least_loaded";
     }
     HSHM_RETURN_IF_ERROR(ReadScalar(b, "lanes", &balance_lanes_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(b, "migrate_after_ms", &migrate_after_ms_));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("balance.migrate_after_ms", migrate_after_ms_, 0, 3600000));
   }
   return Status::Ok();
 }

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -153,6 +155,47 @@ TEST(MigrateTest, KvsStateMovesWithItsContainer) {
     ASSERT_TRUE(v.ok()) << i << ": " << v.status();
     EXPECT_EQ(*v, "v" + std::to_string(i));
   }
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// The automatic policy: node 2 gets twice the I/O its device can serve;
+// after migrate_after_ms of overload the coordinator has it move its
+// container elsewhere, and every task still completes exactly once.
+TEST(MigrateTest, AnOverloadedNodeMovesAContainerAway) {
+  chi_test::LocalCluster cluster(
+      3, std::string(kWorkers) +
+             "balance:\n  load_report_ms: 10\n  migrate_after_ms: 100\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
+  std::vector<FullPtr<IoTask>> tasks;
+  for (int i = 0; i < 400; ++i) {
+    tasks.push_back(sm.AsyncIo(2000, DomainQuery::GetGlobalId(1)));
+    ASSERT_FALSE(tasks.back().IsNull());
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::map<chi::u32, int> per_node;
+  int ok = 0;
+  for (auto &t : tasks) {
+    ASSERT_TRUE(t->WaitFor(30000000)) << cluster.Logs();
+    EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    ok += t->GetStatus().ok();
+    ++per_node[t->node_];
+    CHI_IPC->DelTask(t);
+  }
+  auto stat = chi::admin::Client().Stat();
+  ASSERT_TRUE(stat.ok());
+  size_t at = stat->find("containers moved off overloaded nodes ");
+  ASSERT_NE(at, std::string::npos) << *stat;
+  int moves = std::atoi(stat->c_str() + at + 38);
+  printf(
+      "400 Io tasks aimed at node 2: %d ok; node 1 %d, node 2 %d, node 3 "
+      "%d; %d automatic moves\n",
+      ok, per_node[1], per_node[2], per_node[3], moves);
+  EXPECT_EQ(ok, 400);
+  EXPECT_GE(moves, 1) << cluster.Logs();
+  EXPECT_LT(per_node[2], 400);
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 

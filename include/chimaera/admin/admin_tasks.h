@@ -32,6 +32,7 @@ static GLOBAL_CROSS_CONST MethodId kTraceDump = BaseMethod::kCustom + 14;
 static GLOBAL_CROSS_CONST MethodId kMigrateContainer = BaseMethod::kCustom + 15;
 static GLOBAL_CROSS_CONST MethodId kMigrateIn = BaseMethod::kCustom + 16;
 static GLOBAL_CROSS_CONST MethodId kSetPlacement = BaseMethod::kCustom + 17;
+static GLOBAL_CROSS_CONST MethodId kOffload = BaseMethod::kCustom + 18;
 }  // namespace Method
 
 /** The node that names and numbers pools for the whole cluster. */
@@ -173,7 +174,9 @@ struct DestroyPoolTask : public Task {
  * installs it on to_node_ (kMigrateIn, internal, with the state in
  * state_), then tells every node (kSetPlacement, internal, a broadcast);
  * the waiting tasks then go to the new node, none lost or run twice.
- * from_node_ and state_bytes_ report what moved. */
+ * from_node_ and state_bytes_ report what moved. With kOffload (internal,
+ * the automatic policy) the receiving node picks its busiest container
+ * that can move (container_ and target_ unused). */
 struct MigrateContainerTask : public Task {
   IN PoolId target_;
   IN u32 container_ = 0;
@@ -182,6 +185,8 @@ struct MigrateContainerTask : public Task {
   IN u64 state_size_ = 0;
   OUT u32 from_node_ = 0;
   OUT u64 state_bytes_ = 0;
+  OUT PoolId moved_pool_;        ///< kOffload: the pool of what moved.
+  OUT u32 moved_container_ = 0;  ///< kOffload: the container that moved.
   explicit MigrateContainerTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
       : Task(alloc) {}
   MigrateContainerTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
@@ -200,6 +205,8 @@ struct MigrateContainerTask : public Task {
     ar.InBuf(state_, state_size_);
     ar.Out(from_node_);
     ar.Out(state_bytes_);
+    ar.Out(moved_pool_);
+    ar.Out(moved_container_);
   }
 };
 

@@ -49,6 +49,7 @@ class Runtime : public Container {
     RegisterMethod(Method::kMigrateIn, "MigrateIn", &Runtime::MigrateIn);
     RegisterMethod(Method::kSetPlacement, "SetPlacement",
                    &Runtime::SetPlacement);
+    RegisterMethod(Method::kOffload, "Offload", &Runtime::Offload);
   }
 
   /** Does nothing. */
@@ -468,38 +469,89 @@ class Runtime : public Container {
       if (!st.ok()) task->SetStatus(st);
       return;
     }
-    // This node holds it: stop starting its tasks, let the running ones
-    // end, save it, install it on `to`, then tell every node.
+    Status st = MoveFromHere(task, id, c, to, spec->name);
+    if (!st.ok()) task->SetStatus(st);
+  }
+
+  /** The move itself, on the node holding container `c` of pool `id`
+   * (named `name`): stop starting its tasks, let the running ones end,
+   * save it, install it on `to`, then tell every node. A failure before
+   * the install calls the move off. Sets task->state_bytes_. */
+  static Status MoveFromHere(MigrateContainerTask *task, const PoolId &id,
+                             u32 c, NodeId to, const std::string &name) {
+    const NodeId self = CHI_IPC->node_id();
     auto ct = CHI_POOL_MANAGER->BeginMove(id, c);
-    if (!ct.ok()) return task->SetStatus(ct.status());
+    if (!ct.ok()) return ct.status();
     if (!PoolManager::WaitMoveDrained(*ct, 10000)) {
       PoolManager::AbortMove(*ct);
-      return task->SetStatus(Status::Timeout(
-          "container " + std::to_string(c) + " of pool '" + spec->name +
-          "' still ran tasks after 10 s; it stays on node " +
-          std::to_string(*from)));
+      return Status::Timeout("container " + std::to_string(c) + " of pool '" +
+                             name +
+                             "' still ran tasks after 10 s; it stays "
+                             "on node " +
+                             std::to_string(self));
     }
     std::string state;
     Status st = (*ct)->SaveState(&state);
+    // The subtasks name this container (the task may be an Offload).
+    const u32 c0 = task->container_, to0 = task->to_node_;
+    const PoolId id0 = task->target_;
+    task->container_ = c;
+    task->to_node_ = to;
+    task->target_ = id;
+    bool installed = false;
     if (st.ok()) {
       st = MigrateSubtask(task, DomainQuery::GetGlobalId(to - 1),
                           Method::kMigrateIn, &state);
+      installed = st.ok();
     }
-    if (!st.ok()) {
-      PoolManager::AbortMove(*ct);
-      return task->SetStatus(
-          Status(st.code(), "moving container " + std::to_string(c) +
-                                " of pool '" + spec->name + "' to node " +
-                                std::to_string(to) + ": " + st.message()));
+    if (installed) {
+      task->state_bytes_ = state.size();
+      st = MigrateSubtask(task, DomainQuery::GetGlobalBcast(),
+                          Method::kSetPlacement, nullptr);
+      if (!st.ok()) {
+        st = Status(st.code(),
+                    "container moved to node " + std::to_string(to) +
+                        ", but not every node was told: " + st.message());
+      }
     }
-    task->state_bytes_ = state.size();
-    st = MigrateSubtask(task, DomainQuery::GetGlobalBcast(),
-                        Method::kSetPlacement, nullptr);
-    if (!st.ok()) {
-      task->SetStatus(Status(
-          st.code(), "container moved to node " + std::to_string(to) +
-                         ", but not every node was told: " + st.message()));
+    task->container_ = c0;
+    task->to_node_ = to0;
+    task->target_ = id0;
+    if (installed) return st;
+    PoolManager::AbortMove(*ct);
+    return Status(st.code(), "moving container " + std::to_string(c) +
+                                 " of pool '" + name + "' to node " +
+                                 std::to_string(to) + ": " + st.message());
+  }
+
+  /** The automatic policy's request to an overloaded node: move its
+   * busiest container that can move (a pool on several nodes whose module
+   * saves state) to node to_node_. Reports it in moved_pool_ /
+   * moved_container_; NotFound if none could move. */
+  void Offload(MigrateContainerTask *task, RunContext &rctx) {
+    const NodeId to = task->to_node_;
+    Status last =
+        Status::NotFound("node " + std::to_string(CHI_IPC->node_id()) +
+                         " has no container that can move");
+    for (const auto &cand : CHI_POOL_MANAGER->LocalContainersByLoad()) {
+      if (cand.pool == kAdminPoolId) continue;
+      auto spec = CHI_POOL_MANAGER->GetSpec(cand.pool);
+      if (!spec.ok() || spec->nodes.size() < 2 ||
+          std::find(spec->nodes.begin(), spec->nodes.end(), to) ==
+              spec->nodes.end()) {
+        continue;
+      }
+      Status st = MoveFromHere(task, cand.pool, cand.container, to, spec->name);
+      if (st.ok()) {
+        task->moved_pool_ = cand.pool;
+        task->moved_container_ = cand.container;
+        task->from_node_ = CHI_IPC->node_id();
+        return;
+      }
+      last = st;
+      if (st.code() != StatusCode::kUnimplemented) break;
     }
+    task->SetStatus(last);
   }
 
   /** Installs a migrating container here from the state in state_. */

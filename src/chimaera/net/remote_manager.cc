@@ -237,6 +237,8 @@ std::string RemoteManager::StatLine() {
     if (n == self_) continue;
     s += " " + std::to_string(n) + (NodeAlive(n) ? " up" : " down");
   }
+  s += "; containers moved off overloaded nodes " +
+       std::to_string(CHI_WORK_ORCHESTRATOR->offloads());
   s += "; load reports received " + std::to_string(load_reports_.load()) +
        "; node loads (in flight + sent since report):";
   for (u32 n = 1; n <= num_nodes_; ++n) {

@@ -426,6 +426,24 @@ Status PoolManager::Republish(const PoolId &id, Edit &&edit) {
   return Status::Ok();
 }
 
+std::vector<PoolManager::LocalLoad> PoolManager::LocalContainersByLoad() {
+  std::vector<LocalLoad> out;
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    for (auto &kv : by_id_) {
+      const PoolInfo &p = *kv.second;
+      for (ContainerId c : p.local_) {
+        out.push_back(LocalLoad{p.id_, c, p.containers_[c]->inflight_.load()});
+      }
+    }
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const LocalLoad &a, const LocalLoad &b) {
+                     return a.inflight > b.inflight;
+                   });
+  return out;
+}
+
 StatusOr<NodeId> PoolManager::PlaceOf(const PoolId &id, ContainerId c) {
   std::shared_lock<std::shared_mutex> lock(mu_);
   auto it = by_id_.find(id.ToU64());

@@ -5,11 +5,14 @@
 #include <cmath>
 #include <iterator>
 
+#include "chimaera/admin/admin_tasks.h"
+#include "chimaera/client_util.h"
 #include "chimaera/config_manager.h"
 #include "chimaera/pool_manager.h"
 #include "chimaera/remote_manager.h"
 #include "chimaera/trace.h"
 #include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/log_limit.h"
 
 namespace chi {
 
@@ -259,6 +262,75 @@ void WorkOrchestrator::PublishLoad() {
       static_cast<u32>(std::lround(std::min(1.0, std::max(0.0, busy)) * 1000)));
 }
 
+void WorkOrchestrator::CheckOverload() {
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  auto *remote = CHI_REMOTE;
+  if (conf.migrate_after_ms_ == 0 || !remote->enabled() ||
+      CHI_IPC->node_id() != admin::kCoordinatorNode) {
+    return;
+  }
+  const u64 now = hshm::NowNs();
+  if (!offload_.IsNull()) {
+    if (!offload_->IsComplete()) return;  // one move at a time
+    Status st = offload_->GetStatus();
+    auto *t = reinterpret_cast<admin::MigrateContainerTask *>(offload_.ptr_);
+    if (st.ok()) {
+      offloads_.fetch_add(1, std::memory_order_relaxed);
+      fprintf(stderr,
+              "chimaera: moved container %u of pool %s off overloaded node "
+              "%u\n",
+              t->moved_container_, t->moved_pool_.ToString().c_str(),
+              t->from_node_);
+    } else {
+      HSHM_LOG_LIMITED("chimaera: automatic migration: %s\n",
+                       st.ToString().c_str());
+    }
+    CHI_IPC->DelTask(offload_.Cast<admin::MigrateContainerTask>());
+    offload_ = FullPtr<Task>();
+    // Let the loads settle (and a failed node cool off) before another.
+    offload_quiet_until_ = now + conf.migrate_after_ms_ * 1000000ull;
+    for (u64 &since : overload_since_) since = 0;
+  }
+  const u32 n = remote->num_nodes();
+  overload_since_.resize(n + 1, 0);
+  std::vector<u64> load(n + 1, 0);
+  u64 total = 0;
+  u32 alive = 0;
+  for (NodeId i = 1; i <= n; ++i) {
+    if (!remote->NodeAlive(i)) continue;
+    load[i] = remote->LoadOf(i).inflight;
+    total += load[i];
+    ++alive;
+  }
+  if (alive < 2) return;
+  NodeId worst = 0, best = 0;
+  for (NodeId i = 1; i <= n; ++i) {
+    if (!remote->NodeAlive(i)) {
+      overload_since_[i] = 0;
+      continue;
+    }
+    double others = static_cast<double>(total - load[i]) / (alive - 1);
+    bool over = load[i] >= 2 * others && load[i] >= others + 4;
+    if (!over) {
+      overload_since_[i] = 0;
+    } else if (overload_since_[i] == 0) {
+      overload_since_[i] = now;
+    } else if (now - overload_since_[i] >=
+                   conf.migrate_after_ms_ * 1000000ull &&
+               (worst == 0 || load[i] > load[worst])) {
+      worst = i;
+    }
+    if (best == 0 || load[i] < load[best]) best = i;
+  }
+  if (worst == 0 || best == worst || now < offload_quiet_until_) return;
+  auto t = CHI_IPC->NewTaskDefault<admin::MigrateContainerTask>(
+      CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalId(worst - 1), PoolId(), 0,
+      best, admin::Method::kOffload);
+  if (t.IsNull()) return;
+  Submit(t);
+  offload_ = t.template Cast<Task>();
+}
+
 void WorkOrchestrator::ReinforcementLoop(u32 index) {
   HSHM_THREAD_MODEL->SetName("chi_reinforce");
   // Each reinforcement thread owns a stripe of the workers and keeps an
@@ -292,7 +364,10 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
                         [this] { return stop_.load(); });
     }
     if (stop_.load()) break;
-    if (reports) PublishLoad();
+    if (reports) {
+      PublishLoad();
+      CheckOverload();
+    }
     u64 now = hshm::NowNs();
     // Rates and busy fractions per full period only.
     if (now - last_ns < kPeriodUs * 1000 - wait_us * 500) continue;
