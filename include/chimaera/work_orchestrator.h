@@ -112,6 +112,11 @@ class WorkOrchestrator {
    * each node stayed overloaded and sends the Offload request. Reinforcement
    * thread 0 only. */
   void CheckOverload();
+  /** Unwedging: a worker that stayed in one loop iteration (a task that
+   * does not yield) for kStuckMs while awake hands its other lanes to the
+   * least busy worker of its kind (Worker::TakeLanesFromStuck).
+   * Reinforcement thread 0, every wake-up. */
+  void CheckStuck();
   /** Reinforcement periods (100 ms) between two balancing rounds. */
   static constexpr u64 kBalancePeriods = 10;
   /** Folds the workers' timed runs into the cost models; ages them first if
@@ -126,9 +131,13 @@ class WorkOrchestrator {
   std::vector<std::unique_ptr<std::atomic<double>>> busy_;
   // Automatic migration (reinforcement thread 0 of the coordinator only).
   std::vector<u64> overload_since_;  ///< Per node: NowNs since overloaded.
-  FullPtr<Task> offload_;            ///< The Offload request in flight.
-  u64 offload_quiet_until_ = 0;      ///< No new request before this NowNs.
-  std::atomic<u64> offloads_{0};     ///< Containers moved by the policy.
+  // Unwedging (reinforcement thread 0).
+  bool unwedge_ = false;          ///< Worker::EnableUnwedging() succeeded.
+  std::vector<u64> stuck_epoch_;  ///< Per worker: the epoch last seen.
+  std::vector<u64> stuck_since_;  ///< Per worker: NowNs it was first seen.
+  FullPtr<Task> offload_;         ///< The Offload request in flight.
+  u64 offload_quiet_until_ = 0;   ///< No new request before this NowNs.
+  std::atomic<u64> offloads_{0};  ///< Containers moved by the policy.
   /** Cost models by (pool, method); pool as node_id_ << 32 | unique_. */
   std::map<std::pair<u64, MethodId>, CostModel> models_;
   mutable std::mutex models_mu_;  ///< Guards models_.

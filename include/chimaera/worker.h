@@ -222,6 +222,25 @@ class Worker {
 
   /** Loop iterations so far (any thread; advances while the worker runs). */
   u64 epoch() const { return epoch_.load(std::memory_order_acquire); }
+  /** Unwedging, from the reinforcement thread: if this worker is still in
+   * the loop iteration `epoch` (it runs a task that does not yield) and is
+   * not touching its lane lists, hands every lane it holds, except the one
+   * whose batch it is admitting, to `to`. Returns the lanes moved (0: the
+   * worker came back first, or has none). The worker notices at its next
+   * look at its lanes. REQUIRES: Worker::EnableUnwedging() succeeded; one
+   * caller at a time. */
+  u32 TakeLanesFromStuck(u64 epoch, Worker *to);
+  /** Registers this process for the expedited membarrier TakeLanesFromStuck
+   * relies on; false (and unwedging stays off) if the kernel refuses. */
+  static bool EnableUnwedging();
+  /** True while the worker sleeps for lack of work. Any thread. */
+  bool asleep() const {
+    return shared_->sleeping_.load(std::memory_order_relaxed) != 0;
+  }
+  /** Lanes taken from this worker while it was stuck. Any thread. */
+  u64 lanes_unwedged() const {
+    return lanes_unwedged_.load(std::memory_order_relaxed);
+  }
   /** True once Loop() returned. */
   bool exited() const { return exited_.load(std::memory_order_acquire); }
   u32 id() const { return id_; }
@@ -260,6 +279,25 @@ class Worker {
   bool CheckBlocked();
   /** Starts (or fails) tasks in dep_wait_ whose predecessors completed. */
   bool CheckDeps();
+  /** Marks the start of lane-list work (pops, list changes): true if the
+   * lists are as they were, false if a thief took all but cur_lane_ (then
+   * lanes_ holds at most that lane, at index 0). This thread only. */
+  bool EnterLanes() {
+    phase_.store(kLanesBusy, std::memory_order_relaxed);
+    // StoreLoad against a thief: its membarrier() is our fence.
+    if (__builtin_expect(steal_.load(std::memory_order_acquire) == 0, 1)) {
+      return true;
+    }
+    return !AnswerSteal();
+  }
+  /** Marks the end of lane-list work: task code runs next. */
+  void LeaveLanes(size_t cur_lane) {
+    cur_lane_ = cur_lane;
+    phase_.store(kLanesFree, std::memory_order_release);
+  }
+  /** EnterLanes' slow path: refuses a steal still being asked, or drops the
+   * lanes a thief took. True if the lists changed. */
+  bool AnswerSteal();
   /** Parks `r`, acquired on a container that is moving, in held_. */
   void Hold(RunContext *r);
   /** Runs or routes again the held tasks whose container's move ended. */
@@ -311,6 +349,17 @@ class Worker {
   TraceRing *trace_ = nullptr;
   u32 trace_seq_ = 0;  ///< Last run sequence number handed out.
   std::atomic<u64> epoch_{0};
+  // Unwedging handshake with TakeLanesFromStuck (see EnterLanes). phase_:
+  // kLanesBusy while this worker may pop from or change its lane lists,
+  // kLanesFree while it runs task code. steal_: 0 idle, 1 a thief asks, 2
+  // the thief took the lists, 3 it is done with them.
+  static constexpr u32 kLanesBusy = 0, kLanesFree = 1;
+  alignas(64) std::atomic<u32> phase_{kLanesBusy};
+  std::atomic<u32> steal_{0};
+  /** Index in lanes_ of the lane whose popped batch is being admitted, or
+   * SIZE_MAX (written before phase_ turns kLanesFree; a thief keeps it). */
+  size_t cur_lane_ = SIZE_MAX;
+  std::atomic<u64> lanes_unwedged_{0};
   std::atomic<bool> exited_{false};
   std::vector<RunContext *> blocked_;
   std::vector<RunContext *> dep_wait_;  ///< Admitted, predecessors pending.

@@ -807,13 +807,18 @@ class Runtime : public Container {
            << ",\"rate\":" << rate << ",\"busy\":" << busy
            << ",\"queued\":" << queued[w->id()]
            << ",\"lanes_moved\":" << w->lanes_moved()
+           << ",\"lanes_unwedged\":" << w->lanes_unwedged()
            << ",\"sleeping\":" << ws.sleeping_.load() << "}";
       } else {
         os << "  worker " << w->id() << " " << kind << "-latency: lanes "
            << ws.num_lanes_.load() << ", completed " << ws.tasks_done_.load()
            << ", rate " << rate << " tasks/s, busy "
            << static_cast<int>(busy * 100 + 0.5) << "%, queued "
-           << queued[w->id()] << ", sleeping " << ws.sleeping_.load() << "\n";
+           << queued[w->id()] << ", sleeping " << ws.sleeping_.load();
+        if (w->lanes_unwedged() != 0) {
+          os << ", lanes taken while stuck " << w->lanes_unwedged();
+        }
+        os << "\n";
       }
       first = false;
     }

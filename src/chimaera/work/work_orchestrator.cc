@@ -58,6 +58,12 @@ Status WorkOrchestrator::Init() {
                     "spawning a worker: " + t.status().message());
     threads_.push_back(std::move(*t));
   }
+  unwedge_ = Worker::EnableUnwedging();
+  if (!unwedge_ && conf.num_reinforcement_ > 0) {
+    fprintf(stderr,
+            "chimaera: membarrier is unavailable: lanes of a worker stuck in "
+            "a task will not move\n");
+  }
   for (u32 i = 0; i < conf.num_reinforcement_; ++i) {
     int cpu = next_cpu();
     auto t = HSHM_THREAD_MODEL->Spawn([this, i, cpu] {
@@ -331,6 +337,47 @@ void WorkOrchestrator::CheckOverload() {
   offload_ = t.template Cast<Task>();
 }
 
+void WorkOrchestrator::CheckStuck() {
+  constexpr u64 kStuckMs = 60;  // longer than the longest idle nap (50 ms)
+  if (!unwedge_) return;
+  const u64 now = hshm::NowNs();
+  stuck_epoch_.resize(workers_.size(), ~0ull);
+  stuck_since_.resize(workers_.size(), now);
+  for (u32 w = 0; w < workers_.size(); ++w) {
+    u64 e = workers_[w]->epoch();
+    if (e != stuck_epoch_[w]) {
+      stuck_epoch_[w] = e;
+      stuck_since_[w] = now;
+      continue;
+    }
+    if (now - stuck_since_[w] < kStuckMs * 1000000 || workers_[w]->asleep()) {
+      continue;
+    }
+    // The least busy other worker of the same kind that is not stuck.
+    const bool ll = w < num_ll_;
+    const u32 first = ll ? 0 : num_ll_;
+    const u32 end = ll ? num_ll_ : num_ll_ + num_hl_;
+    Worker *to = nullptr;
+    double to_busy = 2;
+    for (u32 o = first; o < end; ++o) {
+      if (o == w || now - stuck_since_[o] >= kStuckMs * 1000000) continue;
+      if (busy_[o]->load() < to_busy) {
+        to = workers_[o].get();
+        to_busy = busy_[o]->load();
+      }
+    }
+    if (!to) continue;
+    u32 moved = workers_[w]->TakeLanesFromStuck(e, to);
+    if (moved) {
+      HSHM_LOG_LIMITED(
+          "chimaera: worker %u is stuck in a task for %llu ms; %u of its "
+          "lanes moved to worker %u\n",
+          w, static_cast<unsigned long long>((now - stuck_since_[w]) / 1000000),
+          moved, to->id());
+    }
+  }
+}
+
 void WorkOrchestrator::ReinforcementLoop(u32 index) {
   HSHM_THREAD_MODEL->SetName("chi_reinforce");
   // Each reinforcement thread owns a stripe of the workers and keeps an
@@ -354,7 +401,13 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
   const bool reports = index == 0 && CHI_REMOTE->enabled();
   const u64 report_us =
       std::min<u64>(kPeriodUs, conf.load_report_ms_ * 1000ull);
-  const u64 wait_us = reports ? report_us : kPeriodUs;
+  // Stuck workers are looked for every 20 ms (thread 0), loads reported
+  // every load_report_ms; rates and busy fractions every kPeriodUs.
+  constexpr u64 kStuckCheckUs = 20000;
+  const u64 wait_us =
+      index == 0 ? std::min(kStuckCheckUs, reports ? report_us : kPeriodUs)
+                 : kPeriodUs;
+  u64 last_report_ns = 0;
   while (!stop_.load()) {
     {
       // One wake-up per period (an idle runtime must stay quiet), and at
@@ -364,7 +417,10 @@ void WorkOrchestrator::ReinforcementLoop(u32 index) {
                         [this] { return stop_.load(); });
     }
     if (stop_.load()) break;
-    if (reports) {
+    if (index == 0) CheckStuck();
+    if (reports &&
+        hshm::NowNs() - last_report_ns + 2000000 >= report_us * 1000) {
+      last_report_ns = hshm::NowNs();
       PublishLoad();
       CheckOverload();
     }

@@ -20,8 +20,10 @@
 // worker sees the task or the producer sees the sleeper, never neither.
 #include "chimaera/worker.h"
 
+#include <linux/membarrier.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <climits>
@@ -476,6 +478,83 @@ void Worker::TakeSamples(std::vector<CostSample> *out) {
   samples_.clear();
 }
 
+bool Worker::EnableUnwedging() {
+  return syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0,
+                 0) == 0;
+}
+
+u32 Worker::TakeLanesFromStuck(u64 epoch, Worker *to) {
+  u32 idle = 0;
+  if (!steal_.compare_exchange_strong(idle, 1, std::memory_order_acq_rel)) {
+    return 0;
+  }
+  // A full barrier on every thread of ours: if this worker's EnterLanes
+  // read steal_ before our store, its phase_ store is visible below.
+  if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0 ||
+      phase_.load(std::memory_order_acquire) != kLanesFree ||
+      epoch_.load(std::memory_order_acquire) != epoch) {
+    u32 asked = 1;
+    steal_.compare_exchange_strong(asked, 0, std::memory_order_acq_rel);
+    return 0;
+  }
+  u32 asked = 1;
+  if (!steal_.compare_exchange_strong(asked, 2, std::memory_order_acq_rel)) {
+    return 0;  // it came back and refused
+  }
+  // Until we store 3, the worker neither pops from nor changes its lists.
+  u32 moved = 0;
+  auto give = [&](const WorkerLane &wl) {
+    if (wl.lane) {
+      to->AddLane(wl.lane);
+    } else {
+      to->AddLane(wl.tlane, wl.container);
+    }
+    ++moved;
+  };
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    if (i != cur_lane_ && !lanes_[i].Retired()) give(lanes_[i]);
+  }
+  for (const WorkerLane &wl : cold_) {
+    if (!wl.Retired()) give(wl);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
+    for (const WorkerLane &wl : mailbox_) give(wl);
+    mailbox_.clear();
+  }
+  lanes_unwedged_.fetch_add(moved, std::memory_order_relaxed);
+  steal_.store(3, std::memory_order_release);
+  return moved;
+}
+
+bool Worker::AnswerSteal() {
+  u32 v = 1;
+  if (steal_.compare_exchange_strong(v, 0, std::memory_order_acq_rel)) {
+    return false;  // refused: we are back before the thief took anything
+  }
+  if (v == 0) return false;  // the thief gave up meanwhile
+  while ((v = steal_.load(std::memory_order_acquire)) == 2) {
+    hshm::CpuRelax();  // it is handing our lanes over (microseconds)
+  }
+  // It moved every lane but lanes_[cur_lane_] (and retired ones, which we
+  // drain); keep those.
+  std::vector<WorkerLane> keep;
+  if (cur_lane_ < lanes_.size()) keep.push_back(lanes_[cur_lane_]);
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    if (i != cur_lane_ && lanes_[i].Retired()) keep.push_back(lanes_[i]);
+  }
+  std::vector<WorkerLane> cold_keep;
+  for (const WorkerLane &wl : cold_) {
+    if (wl.Retired()) cold_keep.push_back(wl);
+  }
+  lanes_.swap(keep);
+  cold_.swap(cold_keep);
+  shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
+  cur_lane_ = lanes_.empty() ? SIZE_MAX : 0;
+  steal_.store(0, std::memory_order_release);
+  return true;
+}
+
 void Worker::RequestLaneMove(Worker *to) {
   if (to == this) return;
   move_to_.store(to, std::memory_order_release);
@@ -633,10 +712,12 @@ void Worker::Loop() {
   for (;;) {
     epoch_.store(epoch_.load(std::memory_order_relaxed) + 1,
                  std::memory_order_release);
+    (void)EnterLanes();
     if (has_mail_.load(std::memory_order_acquire)) TakeMailbox();
     bool did = PollLanes();
-    if (!inbox_.Empty()) did |= PollInbox();
     if (++loop_count_ % kColdPeriod == 0) RebalanceLanes();
+    LeaveLanes(SIZE_MAX);  // task code only from here (no lane pops)
+    if (!inbox_.Empty()) did |= PollInbox();
     if (!blocked_.empty()) did |= CheckBlocked();
     if (!dep_wait_.empty()) did |= CheckDeps();
     if (!held_.empty()) did |= CheckHeld();
@@ -723,6 +804,7 @@ void Worker::Loop() {
     idle_since_ns_ = hshm::NowNs();
     idle_last_ = TraceClock();  // the nap was idle time too
   }
+  (void)EnterLanes();  // no thief may take lanes we are about to abort
   AbortRemaining();
   ss.ss_flags = SS_DISABLE;
   sigaltstack(&ss, nullptr);
@@ -813,35 +895,50 @@ void Worker::Sleep(u64 max_us) {
 bool Worker::PollLanes() {
   bool did = false;
   bool retired = false;
-  for (auto &wl : lanes_) {
+  // Task code runs between LeaveLanes and EnterLanes: a thief may take our
+  // lanes meanwhile (all but lane k); then only lane k is left, at 0.
+  for (size_t k = 0; k < lanes_.size(); ++k) {
     u32 n = 0;
-    if (wl.lane) {
+    bool pruned = false;
+    if (lanes_[k].lane) {
       // Pop a batch first and prefetch each task's lines, so that the cache
       // misses on blocks the clients just wrote overlap instead of
       // following one another; then admit them in order.
       hipc::Pointer batch[kPopBatch];
-      while (n < kPopBatch && wl.lane->TryPop(&batch[n])) {
+      LaneView *lane = lanes_[k].lane;
+      while (n < kPopBatch && lane->TryPop(&batch[n])) {
         PrefetchTask(batch[n]);
         ++n;
       }
       if (n > 1) {
         for (u32 i = 0; i < n; ++i) PrefetchTaskOutputs(batch[i]);
       }
-      for (u32 i = 0; i < n; ++i) AdmitShm(batch[i]);
-    } else if (wl.Retired()) {
+      for (u32 i = 0; i < n; ++i) {
+        LeaveLanes(pruned ? 0 : k);
+        AdmitShm(batch[i]);
+        pruned |= !EnterLanes();
+      }
+    } else if (lanes_[k].Retired()) {
       retired = true;
       continue;
     } else {
+      TaskLane *tlane = lanes_[k].tlane;
       while (n < kPopBatch) {
-        RunContext *r = wl.tlane->Pop();
+        RunContext *r = tlane->Pop();
         if (!r) break;
         ++n;
+        LeaveLanes(pruned ? 0 : k);
         Start(r);  // admitted and acquired when it was queued
+        // A thief kept this lane for us: go on draining it.
+        pruned |= !EnterLanes();
       }
     }
+    if (pruned) k = 0;  // the kept lane
+    WorkerLane &wl = lanes_[k];
     wl.idle_polls = n ? 0 : wl.idle_polls + 1;
     wl.pops += n;
     did |= n > 0;
+    if (pruned) break;
   }
   if (retired) {
     for (size_t i = 0; i < lanes_.size();) {

@@ -1,0 +1,81 @@
+// A task that never yields cannot wedge the other lanes of its worker: the
+// reinforcement thread sees the worker stuck in one loop iteration and
+// hands its other lanes to an idle worker, and every task still completes
+// exactly once.
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chimod_test_fixture.h"
+#include "small_message/small_message_client.h"
+
+namespace {
+
+using chi::DomainQuery;
+using chi::small_message::ComputeTask;
+using chi::small_message::NoopTask;
+using chi_tools::JsonValue;
+
+/** Two low-latency workers over four process-queue lanes: worker 0 drains
+ * lanes 0 and 2, worker 1 lanes 1 and 3 (container c names lane c). */
+class UnwedgeTest : public chi_test::ChiModTest {
+ protected:
+  UnwedgeTest()
+      : ChiModTest("workers:\n  low_latency: 2\n  high_latency: 4\n") {}
+};
+
+/** Seconds `fn` takes. */
+template <typename Fn>
+double Seconds(Fn &&fn) {
+  auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+      .count();
+}
+
+TEST_F(UnwedgeTest, ATaskThatNeverYieldsCannotWedgeItsWorkersOtherLanes) {
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("wedge", 4).ok());
+  ASSERT_EQ(CHI_IPC->num_lanes(), 4u);
+  ASSERT_TRUE(sm.Noop(DomainQuery::GetLocalId(2)).ok());
+  // Container 0 (lane 0, worker 0): a Compute of about a second that never
+  // yields.
+  const chi::u64 kIters = 800000000ull;
+  auto wedge =
+      sm.Async<ComputeTask>(DomainQuery::GetLocalId(0), kIters, chi::u64{7});
+  ASSERT_TRUE(wedge.status().code() != hshm::StatusCode::kOutOfMemory);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  // Lane 2 is worker 0's too: its Noop must not wait for the Compute.
+  chi::Status st;
+  double s = Seconds([&] { st = sm.Noop(DomainQuery::GetLocalId(2)); });
+  bool wedge_done = wedge.done();
+  printf("Noop on the stuck worker's other lane: %.1f ms (Compute %s)\n",
+         s * 1000, wedge_done ? "done" : "still running");
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_FALSE(wedge_done) << "the Compute was too short to test anything";
+  EXPECT_LT(s, 1.0);
+  // More work on every lane meanwhile: all of it completes.
+  std::vector<chi::Future<NoopTask>> more;
+  for (int i = 0; i < 400; ++i) {
+    more.push_back(sm.Async<NoopTask>(
+        DomainQuery::GetLocalId(1 + static_cast<chi::u32>(i) % 3)));
+  }
+  for (auto &f : more) {
+    EXPECT_TRUE(f.WaitFor(10000000));
+    EXPECT_TRUE(f.status().ok()) << f.status();
+  }
+  JsonValue stat = chi_test::StatJson();
+  EXPECT_GE(stat["workers"].array[0]["lanes_unwedged"].Num(), 1)
+      << "worker 0 kept its lanes";
+  // The Compute itself finishes with its result; afterwards every lane
+  // serves again.
+  ASSERT_TRUE(wedge.WaitFor(60000000));
+  ASSERT_TRUE(wedge.status().ok()) << wedge.status();
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_TRUE(sm.Noop(DomainQuery::GetLocalId(i % 4)).ok()) << i;
+  }
+}
+
+}  // namespace
