@@ -186,8 +186,11 @@ class RemoteManager {
     std::atomic<u64> seq{0};
   };
   std::unique_ptr<LoadSlot[]> loads_;  ///< num_nodes_ + 1 slots (Reserve).
-  u64 load_seq_ = 0;                   ///< Reinforcement thread only.
-  std::atomic<u64> load_reports_{0};   ///< Reports received.
+  /** Set once Init started the transport (the reinforcement thread and
+   * workers run before that, and must not read the transport earlier). */
+  std::atomic<bool> started_{false};
+  u64 load_seq_ = 0;                  ///< Reinforcement thread only.
+  std::atomic<u64> load_reports_{0};  ///< Reports received.
 };
 
 }  // namespace chi

@@ -135,6 +135,7 @@ class WorkOrchestrator {
   bool unwedge_ = false;          ///< Worker::EnableUnwedging() succeeded.
   std::vector<u64> stuck_epoch_;  ///< Per worker: the epoch last seen.
   std::vector<u64> stuck_since_;  ///< Per worker: NowNs it was first seen.
+  std::vector<u64> stuck_done_;   ///< Per worker: tasks_done_ then.
   FullPtr<Task> offload_;         ///< The Offload request in flight.
   u64 offload_quiet_until_ = 0;   ///< No new request before this NowNs.
   std::atomic<u64> offloads_{0};  ///< Containers moved by the policy.

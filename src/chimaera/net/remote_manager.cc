@@ -115,6 +115,7 @@ Status RemoteManager::Init() {
                                 std::to_string(conf.RpcPort()) +
                                 "): " + s.message());
   }
+  started_.store(true, std::memory_order_release);
   return Status::Ok();
 }
 
@@ -137,7 +138,7 @@ void RemoteManager::PublishLoad(u32 inflight, u32 busy_permille) {
   me.busy_permille.store(busy_permille, std::memory_order_relaxed);
   me.sent_since.store(0, std::memory_order_relaxed);
   me.at_ns.store(hshm::NowNs(), std::memory_order_relaxed);
-  if (!transport_) return;
+  if (!transport_ || !started_.load(std::memory_order_acquire)) return;
   WireLoad w{};
   w.inflight = inflight;
   w.busy_permille = busy_permille;
@@ -208,7 +209,8 @@ void RemoteManager::Stop() {
 
 bool RemoteManager::NodeAlive(NodeId node) const {
   if (node == self_) return true;
-  return transport_ && transport_->PeerAlive(node);
+  return transport_ && started_.load(std::memory_order_acquire) &&
+         transport_->PeerAlive(node);
 }
 
 u64 RemoteManager::NumPending() {

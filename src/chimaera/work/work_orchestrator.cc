@@ -342,11 +342,17 @@ void WorkOrchestrator::CheckStuck() {
   if (!unwedge_) return;
   const u64 now = hshm::NowNs();
   stuck_epoch_.resize(workers_.size(), ~0ull);
+  stuck_done_.resize(workers_.size(), ~0ull);
   stuck_since_.resize(workers_.size(), now);
+  WorkerShared *shared = CHI_IPC->workers();
   for (u32 w = 0; w < workers_.size(); ++w) {
+    // Stuck: in one loop iteration, and no task completed, for kStuckMs (a
+    // worker busy with many tasks in one iteration is not stuck).
     u64 e = workers_[w]->epoch();
-    if (e != stuck_epoch_[w]) {
+    u64 done = shared[w].tasks_done_.load(std::memory_order_relaxed);
+    if (e != stuck_epoch_[w] || done != stuck_done_[w]) {
       stuck_epoch_[w] = e;
+      stuck_done_[w] = done;
       stuck_since_[w] = now;
       continue;
     }
