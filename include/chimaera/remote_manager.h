@@ -122,7 +122,7 @@ class RemoteManager {
   /** Load a remote node must be below this node's by, for a dynamic task
    * to cross the network (in tasks in flight): equal nodes keep their own
    * work. */
-  static constexpr u32 kRemotePenalty = 1;
+  static constexpr u32 kRemotePenalty = 2;
   /** The least loaded of `nodes` (each 1..num_nodes). A remote node's load
    * is the tasks in flight at its last report plus those sent there since,
    * but at least this node's own unanswered requests there (a report may

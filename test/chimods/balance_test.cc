@@ -22,6 +22,16 @@ using chi::DomainQuery;
 using chi::FullPtr;
 using chi::small_message::IoTask;
 
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+// Sanitizer builds check races and memory, not speed: their runtimes are
+// several times slower, so reports lag more and the spread is looser.
+constexpr double kMaxOverMean = 1.5;
+constexpr double kMakespanRatio = 0.85;
+#else
+constexpr double kMaxOverMean = 1.10;  // the aim
+constexpr double kMakespanRatio = 0.6;
+#endif
+
 constexpr char kWorkers[] =
     "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 1\n";
 
@@ -86,7 +96,7 @@ TEST(BalanceTest, DynamicTasksSpreadOverTheNodesAndFinishSooner) {
     ASSERT_TRUE(cluster.Connect(1).ok());
     chi::small_message::Client sm;
     ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
-    Batch b = RunIo(sm, 60, 10000, DomainQuery::GetDynamic());
+    Batch b = RunIo(sm, 90, 10000, DomainQuery::GetDynamic());
     EXPECT_EQ(b.failed, 0) << Describe(b);
     (balanced ? spread : local) = b;
     EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
@@ -94,11 +104,11 @@ TEST(BalanceTest, DynamicTasksSpreadOverTheNodesAndFinishSooner) {
   printf("balanced: %s, max/mean %.2f\nlocal: %s, max/mean %.2f\n",
          Describe(spread).c_str(), spread.MaxOverMean(3),
          Describe(local).c_str(), local.MaxOverMean(3));
-  EXPECT_LE(spread.MaxOverMean(3), 1.10) << Describe(spread);
+  EXPECT_LE(spread.MaxOverMean(3), kMaxOverMean) << Describe(spread);
   EXPECT_EQ(spread.per_node.size(), 3u);
   EXPECT_EQ(local.per_node.size(), 1u) << Describe(local);
-  // 60 x 10 ms on one device is 0.6 s; spread over three, 0.2 s.
-  EXPECT_LT(spread.makespan_s, 0.6 * local.makespan_s)
+  // 90 x 10 ms on one device is 0.9 s; spread over three, 0.3 s.
+  EXPECT_LT(spread.makespan_s, kMakespanRatio * local.makespan_s)
       << Describe(spread) << " vs " << Describe(local);
 }
 
