@@ -34,6 +34,9 @@ struct PoolSpec {
   /** Nodes the pool spans, ascending; container c lives on
    * nodes[c % nodes.size()]. Empty: this node only. */
   std::vector<NodeId> nodes;
+  /** Node of each container once a migration moved one (size
+   * num_containers, each in `nodes`); empty: the rule above. */
+  std::vector<NodeId> placement;
 };
 
 /** One pool as this node sees it. */

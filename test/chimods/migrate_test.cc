@@ -4,6 +4,7 @@
 // completes exactly once, on the node that held the container when it ran,
 // and every node routes to the new place afterwards.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <chrono>
@@ -196,6 +197,37 @@ TEST(MigrateTest, AnOverloadedNodeMovesAContainerAway) {
   EXPECT_EQ(ok, 400);
   EXPECT_GE(moves, 1) << cluster.Logs();
   EXPECT_LT(per_node[2], 400);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// A node that restarts after a migration rebuilds its share where the
+// containers are now (the placement travels with the pool's spec).
+TEST(MigrateTest, ARestartedNodeRebuildsTheContainersThatMovedToIt) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
+  auto moved = chi::admin::Client().MigrateContainer(sm.pool_id(), 1, 3);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(NodeRunning(sm, 1), 3u);
+  cluster.node(3).Kill(SIGKILL);
+  ASSERT_TRUE(cluster.Restart(3).ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client again;
+  ASSERT_TRUE(again.Create("io", 3).ok());
+  // Node 3 rejoins in the background: wait for both of its containers.
+  chi::u32 on1 = 0, on2 = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    on1 = NodeRunning(again, 1);
+    on2 = NodeRunning(again, 2);
+    if (on1 == 3 && on2 == 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(on1, 3u) << cluster.Logs();
+  EXPECT_EQ(on2, 3u) << cluster.Logs();
+  EXPECT_EQ(NodeRunning(again, 0), 1u);
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 

@@ -340,8 +340,9 @@ class Runtime : public Container {
             made);
   }
 
-  /** One line of kPoolSpecs: id, name, module, containers, hex params and
-   * comma-separated nodes, tab-separated. */
+  /** One line of kPoolSpecs: id, name, module, containers, hex params,
+   * comma-separated nodes and the comma-separated node of each container
+   * ("-" unless a container migrated), tab-separated. */
   static std::string SpecLine(const PoolId &id, const PoolSpec &s) {
     static const char kHex[] = "0123456789abcdef";
     std::string hex;
@@ -353,13 +354,28 @@ class Runtime : public Container {
     for (NodeId n : s.nodes) {
       nodes += (nodes.empty() ? "" : ",") + std::to_string(n);
     }
+    std::string place;
+    for (NodeId n : s.placement) {
+      place += (place.empty() ? "" : ",") + std::to_string(n);
+    }
     return id.ToString() + '\t' + s.name + '\t' + s.module + '\t' +
            std::to_string(s.num_containers) + '\t' + (hex.empty() ? "-" : hex) +
-           '\t' + nodes + '\n';
+           '\t' + nodes + '\t' + (place.empty() ? "-" : place) + '\n';
   }
 
-  /** Parses a SpecLine; false if malformed. */
+  /** Parses a SpecLine; false if malformed (it comes from another node:
+   * no field is trusted). */
   static bool ParseSpecLine(const std::string &line, PoolId *id, PoolSpec *s) {
+    try {
+      return ParseSpecFields(line, id, s);
+    } catch (const std::exception &) {  // stoi/stoul on a bad number
+      return false;
+    }
+  }
+
+  /** ParseSpecLine's body (may throw on a malformed number). */
+  static bool ParseSpecFields(const std::string &line, PoolId *id,
+                              PoolSpec *s) {
     std::istringstream f(line);
     std::string ids, hex, nodes;
     if (!std::getline(f, ids, '\t') || !std::getline(f, s->name, '\t') ||
@@ -381,6 +397,13 @@ class Runtime : public Container {
     std::string n;
     while (std::getline(ns, n, ',')) {
       s->nodes.push_back(static_cast<NodeId>(std::stoul(n)));
+    }
+    std::string place;
+    if (f >> place && place != "-") {  // absent in older lines
+      std::istringstream ps(place);
+      while (std::getline(ps, n, ',')) {
+        s->placement.push_back(static_cast<NodeId>(std::stoul(n)));
+      }
     }
     return !s->nodes.empty();
   }

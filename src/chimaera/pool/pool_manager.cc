@@ -47,6 +47,21 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
   }
   std::vector<NodeId> nodes = spec.nodes;
   if (nodes.empty()) nodes.push_back(node_id_);
+  if (!spec.placement.empty()) {
+    // Containers that migrated (a node rebuilding its share on restart).
+    if (spec.placement.size() != spec.num_containers) {
+      return Status::InvalidArgument(
+          "pool placement lists " + std::to_string(spec.placement.size()) +
+          " containers, not " + std::to_string(spec.num_containers));
+    }
+    for (NodeId n : spec.placement) {
+      if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) {
+        return Status::InvalidArgument("pool placement names node " +
+                                       std::to_string(n) +
+                                       ", which the pool does not span");
+      }
+    }
+  }
   HSHM_ASSIGN_OR_RETURN(ContainerFactory factory,
                         CHI_MODULE_MANAGER->GetFactory(spec.module));
   // Reserve the name and an id, or wait for a concurrent creator of the same
@@ -87,6 +102,7 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
   pool->params_ = spec.params;
   pool->num_containers_ = spec.num_containers;
   pool->nodes_ = nodes;
+  pool->placement_ = spec.placement;
   pool->containers_.assign(spec.num_containers, nullptr);
   pool->proto_.reset(factory());
   Status s;
@@ -318,7 +334,8 @@ StatusOr<PoolSpec> PoolManager::GetSpec(const PoolId &id) {
     return Status::NotFound("no pool with id " + id.ToString());
   }
   const PoolInfo &p = *it->second;
-  return PoolSpec{p.name_, p.module_, p.num_containers_, p.params_, p.nodes_};
+  return PoolSpec{p.name_,   p.module_, p.num_containers_,
+                  p.params_, p.nodes_,  p.placement_};
 }
 
 std::vector<PoolSummary> PoolManager::List() {
@@ -626,7 +643,7 @@ std::vector<std::pair<PoolId, PoolSpec>> PoolManager::ListSpecs() {
   for (auto &kv : by_id_) {
     const PoolInfo &p = *kv.second;
     out.emplace_back(p.id_, PoolSpec{p.name_, p.module_, p.num_containers_,
-                                     p.params_, p.nodes_});
+                                     p.params_, p.nodes_, p.placement_});
   }
   return out;
 }
