@@ -61,6 +61,28 @@ TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("workers: [\n", "YAML");
 }
 
+TEST(ConfigTest, BalanceSection) {
+  ConfigurationManager defaults;
+  ASSERT_TRUE(defaults.LoadText("").ok());
+  EXPECT_EQ(defaults.config().load_report_ms_, 20u);
+  EXPECT_TRUE(defaults.config().dynamic_least_loaded_);
+  EXPECT_TRUE(defaults.config().balance_lanes_);
+  EXPECT_EQ(defaults.config().migrate_after_ms_, 0u);
+  ConfigurationManager cm;
+  ASSERT_TRUE(cm.LoadText("balance:\n  load_report_ms: 5\n  dynamic: local\n"
+                          "  lanes: false\n  migrate_after_ms: 2000\n")
+                  .ok());
+  EXPECT_EQ(cm.config().load_report_ms_, 5u);
+  EXPECT_FALSE(cm.config().dynamic_least_loaded_);
+  EXPECT_FALSE(cm.config().balance_lanes_);
+  EXPECT_EQ(cm.config().migrate_after_ms_, 2000u);
+  ExpectError("balance:\n  dynamic: random\n", "balance.dynamic");
+  ExpectError("balance:\n  load_report_ms: 0\n", "load_report_ms");
+  ExpectError("balance:\n  migrate_after_ms: -1\n", "migrate_after_ms");
+  ExpectError("balance:\n  lanes: maybe\n", "lanes");
+  ExpectError("balance:\n  typo: 1\n", "typo");
+}
+
 TEST(ConfigTest, HostfileIsParsed) {
   std::string hf = chi_test::WriteTempFile(
       "hosts", "# nodes\n127.0.0.[2-3]\n\n127.0.0.1 # me\n");
