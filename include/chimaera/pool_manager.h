@@ -129,8 +129,6 @@ class PoolManager {
   /** Unpublishes pool `id` so no new task reaches it. Returns the pool for
    * FinishDestroy, or NotFound. */
   StatusOr<std::shared_ptr<PoolInfo>> BeginDestroy(const PoolId &id);
-  /** True once no task runs on any container of `pool`. */
-  static bool Drained(const PoolInfo &pool);
   /** Retires the lanes of an unpublished pool, waits (at most 10 s, yielding
    * inside a fiber) until no worker holds them and no task runs on the pool,
    * then calls Destroy() on and deletes its containers. On timeout the
@@ -216,6 +214,11 @@ class PoolManager {
    * old PoolInfo stays alive as the new one's prev_). NotFound if none. */
   template <typename Edit>
   Status Republish(const PoolId &id, Edit &&edit);
+  /** Waits (at most 10 s, yielding inside a fiber) until every worker
+   * passed two loop iterations and no task runs on, and no worker holds a
+   * lane of, any of `containers` (unpublished; nulls skipped). False on
+   * timeout. */
+  static bool Settle(const std::vector<Container *> &containers);
   /** Waits until `c` (unpublished) is unused, then destroys it. */
   static void RetireContainer(Container *c);
   /** Picks the container of `pool` that `q` names; acquires a local one. */

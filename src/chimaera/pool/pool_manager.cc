@@ -163,38 +163,32 @@ StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(
   return pool;
 }
 
-bool PoolManager::Drained(const PoolInfo &pool) {
-  for (Container *c : pool.containers_) {
-    if (c && c->inflight_.load(std::memory_order_acquire) != 0) return false;
-  }
-  return true;
-}
-
-bool PoolManager::FinishDestroy(PoolInfo &pool) {
-  // No worker may still hold the containers' lanes, run a task popped from
-  // them, or use a cached lookup of the pool when the containers go away.
-  for (Container *c : pool.containers_) {
-    if (c) c->RetireQueues();
-  }
+bool PoolManager::Settle(const std::vector<Container *> &containers) {
+  // No worker may hold their lanes, run a task on them, or use a cached
+  // lookup that leads to them when they go.
   bool quiet = CHI_WORK_ORCHESTRATOR->WaitQuiescent(10000);
   u64 deadline = hshm::NowNs() + 10ull * 1000000000;
-  auto settled = [&pool] {
-    if (!Drained(pool)) return false;
-    for (Container *c : pool.containers_) {
-      if (c && c->lanes_held_.load(std::memory_order_acquire) != 0) {
+  auto settled = [&containers] {
+    for (Container *c : containers) {
+      if (c && (c->inflight_.load(std::memory_order_acquire) != 0 ||
+                c->lanes_held_.load(std::memory_order_acquire) != 0)) {
         return false;
       }
     }
     return true;
   };
   while (!settled()) {
-    if (hshm::NowNs() > deadline) {
-      quiet = false;
-      break;
-    }
+    if (hshm::NowNs() > deadline) return false;
     if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
   }
-  if (!quiet) {
+  return quiet;
+}
+
+bool PoolManager::FinishDestroy(PoolInfo &pool) {
+  for (Container *c : pool.containers_) {
+    if (c) c->RetireQueues();
+  }
+  if (!Settle(pool.containers_)) {
     // Something still uses the containers: leak them rather than free
     // memory a worker may touch.
     fprintf(stderr,
@@ -603,19 +597,7 @@ Status PoolManager::SetPlacement(const PoolId &id, ContainerId c, NodeId node) {
 }
 
 void PoolManager::RetireContainer(Container *c) {
-  // As FinishDestroy: no worker may hold its lanes, run a task on it, or
-  // read it through a cached lookup when it goes.
-  bool quiet = CHI_WORK_ORCHESTRATOR->WaitQuiescent(10000);
-  u64 deadline = hshm::NowNs() + 10ull * 1000000000;
-  while (c->inflight_.load(std::memory_order_acquire) != 0 ||
-         c->lanes_held_.load(std::memory_order_acquire) != 0) {
-    if (hshm::NowNs() > deadline) {
-      quiet = false;
-      break;
-    }
-    if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
-  }
-  if (!quiet) {
+  if (!Settle({c})) {
     fprintf(stderr,
             "chimaera: container %u of pool '%s' did not settle in 10 s after "
             "it moved; it is leaked\n",
