@@ -328,6 +328,12 @@ TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
   r2.append(reinterpret_cast<char *>(&rep), sizeof(rep));
   SendRecords(s, {r2});      // error text longer than the record
   SendRecords(s, {"x"}, 3);  // frame count mismatch
+  // Load reports: truncated, and one claiming a busy fraction over 1.
+  chi::u32 load_kind = chi::kWireLoad;
+  chi::WireLoad load{0, 5000, 1};
+  std::string l(reinterpret_cast<char *>(&load_kind), 4);
+  l.append(reinterpret_cast<char *>(&load), sizeof(load));
+  SendRecords(s, {l.substr(0, 7), l});
   // Node 1 still serves its clients and node 2.
   for (int n : {1, 2}) {
     ASSERT_TRUE(cluster.Connect(n).ok());
@@ -342,6 +348,7 @@ TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
     log = cluster.node(1).Log();
     if (log.find("malformed") != std::string::npos &&
         log.find("unknown kind") != std::string::npos &&
+        log.find("malformed load report") != std::string::npos &&
         log.find("refused a request") != std::string::npos) {
       break;
     }
@@ -349,6 +356,7 @@ TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
   }
   EXPECT_NE(log.find("malformed"), std::string::npos) << log;
   EXPECT_NE(log.find("unknown kind"), std::string::npos) << log;
+  EXPECT_NE(log.find("malformed load report"), std::string::npos) << log;
   EXPECT_NE(log.find("refused a request"), std::string::npos) << log;
   EXPECT_TRUE(cluster.node(1).Running());
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
