@@ -58,7 +58,9 @@ using chi::FullPtr;
 using chi::small_message::ComputeKernel;
 using chi::small_message::ComputeTask;
 using chi::small_message::IoTask;
+using chi_bench::CalibrateItersPerUs;
 using chi_bench::ElapsedNs;
+using chi_bench::ElapsedSec;
 using chi_bench::Quantile;
 using hshm::u32;
 using hshm::u64;
@@ -68,11 +70,6 @@ u64 g_task_timeout_us = 30ull * 1000 * 1000;
 
 /** Distinct Compute seeds (their results are precomputed for checking). */
 constexpr u32 kSeeds = 16;
-
-/** Seconds between two steady_clock readings. */
-double ElapsedSec(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
 
 /** Failures of the run; `fatal` once a task hung (the run stops). */
 struct Errors {
@@ -240,32 +237,6 @@ void PrintBatch(const char *what, const Batch &b, u32 nodes) {
   for (u32 n = 1; n <= nodes; ++n) printf(" %u=%-4u", n, b.On(n));
   printf(" max/mean %.2f  makespan %7.1f ms  failed %u\n", b.MaxOverMean(nodes),
          b.makespan_s * 1e3, b.failed);
-}
-
-/** Iterations of ComputeKernel per microsecond in this process (fastest of
- * seven runs of >= 5 ms after a short warm-up). */
-double CalibrateItersPerUs() {
-  volatile u64 sink = 0;
-  u64 n = 10000;
-  Clock::time_point warm = Clock::now();
-  while (true) {
-    Clock::time_point a = Clock::now();
-    sink = sink + ComputeKernel(n, 2);
-    double took = ElapsedSec(a, Clock::now());
-    if (took < 5e-3 && n < (u64{1} << 34)) {
-      n *= 2;
-    } else if (ElapsedSec(warm, Clock::now()) > 50e-3) {
-      break;
-    }
-  }
-  double best = 0;
-  for (int k = 0; k < 7; ++k) {
-    Clock::time_point a = Clock::now();
-    sink = sink + ComputeKernel(n, 3 + k);
-    double us = ElapsedSec(a, Clock::now()) * 1e6;
-    best = std::max(best, static_cast<double>(n) / std::max(us, 1e-3));
-  }
-  return best;
 }
 
 /** What the short-task phase measures. */
@@ -445,7 +416,7 @@ int main(int argc, char **argv) {
   // Let the heartbeats and load reports of the fresh pool settle.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
 
-  double iters_per_us = CalibrateItersPerUs();
+  double iters_per_us = CalibrateItersPerUs(ComputeKernel);
   const u64 short_iters =
       std::max<u64>(1, static_cast<u64>(short_us * iters_per_us + 0.5));
   std::vector<u64> expect(kSeeds);

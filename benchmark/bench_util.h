@@ -2,6 +2,7 @@
 #ifndef CHIMAERA_BENCHMARK_BENCH_UTIL_H_
 #define CHIMAERA_BENCHMARK_BENCH_UTIL_H_
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -42,6 +43,43 @@ inline hshm::u64 ElapsedNs(std::chrono::steady_clock::time_point a,
                            std::chrono::steady_clock::time_point b) {
   return static_cast<hshm::u64>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+}
+
+/** Seconds between two steady_clock readings. */
+inline double ElapsedSec(std::chrono::steady_clock::time_point a,
+                         std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+/** Iterations of `kernel(iters, seed)` (returning a u64) per microsecond on
+ * this machine: the fastest of seven timed runs of about 5 ms each, after
+ * 50 ms of warm-up (the least disturbed runs; a median over a busy host's
+ * runs would overstate efficiencies). */
+template <typename Kernel>
+double CalibrateItersPerUs(Kernel &&kernel) {
+  using Clock = std::chrono::steady_clock;
+  volatile hshm::u64 sink = 0;
+  hshm::u64 n = 10000;
+  // Warm up (the core's clock) and grow n until one run takes >= 5 ms.
+  Clock::time_point warm = Clock::now();
+  while (true) {
+    Clock::time_point a = Clock::now();
+    sink = sink + kernel(n, 2);
+    double took = ElapsedSec(a, Clock::now());
+    if (took < 5e-3 && n < (hshm::u64{1} << 34)) {
+      n *= 2;
+    } else if (ElapsedSec(warm, Clock::now()) > 50e-3) {
+      break;
+    }
+  }
+  double best = 0;
+  for (int k = 0; k < 7; ++k) {
+    Clock::time_point a = Clock::now();
+    sink = sink + kernel(n, 3 + k);
+    double us = ElapsedSec(a, Clock::now()) * 1e6;
+    best = std::max(best, static_cast<double>(n) / std::max(us, 1e-3));
+  }
+  return best;
 }
 
 /** The sample's value at quantile `q` (nearest rank). REQUIRES: sorted. */

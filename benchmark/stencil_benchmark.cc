@@ -60,6 +60,8 @@ using Clock = std::chrono::steady_clock;
 using chi::small_message::ComputeKernel;
 using chi::small_message::ComputeTask;
 using chi::small_message::StencilSeed;
+using chi_bench::CalibrateItersPerUs;
+using chi_bench::ElapsedSec;
 using hshm::u32;
 using hshm::u64;
 
@@ -71,11 +73,6 @@ constexpr double kMetgEfficiency = 0.5;
 /** Every variant, in table order. */
 const char *const kVariants[] = {"client", "group", "deps", "runtime",
                                  "openmp"};
-
-/** Seconds between two steady_clock readings. */
-double ElapsedSec(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
 
 /** Splits a comma-separated list (empty items dropped). */
 std::vector<std::string> SplitList(const std::string &list) {
@@ -410,34 +407,6 @@ u64 ExpectedChecksum(u32 width, u32 steps, u64 iters, u32 cores) {
   return sum;
 }
 
-/** Kernel iterations per microsecond on this machine: the fastest of seven
- * timed runs of about 5 ms each, after 50 ms of warm-up (the least disturbed
- * runs; a median over a busy host's runs would overstate efficiencies). */
-double CalibrateItersPerUs() {
-  volatile u64 sink = 0;
-  u64 n = 10000;
-  // Warm up (the core's clock) and grow n until one run takes >= 5 ms.
-  Clock::time_point warm = Clock::now();
-  while (true) {
-    Clock::time_point a = Clock::now();
-    sink = sink + ComputeKernel(n, 2);
-    double took = ElapsedSec(a, Clock::now());
-    if (took < 5e-3 && n < (u64{1} << 34)) {
-      n *= 2;
-    } else if (ElapsedSec(warm, Clock::now()) > 50e-3) {
-      break;
-    }
-  }
-  double best = 0;
-  for (int k = 0; k < 7; ++k) {
-    Clock::time_point a = Clock::now();
-    sink = sink + ComputeKernel(n, 3 + k);
-    double us = ElapsedSec(a, Clock::now()) * 1e6;
-    best = std::max(best, static_cast<double>(n) / std::max(us, 1e-3));
-  }
-  return best;
-}
-
 /** Kernel iterations for a task of `task_us` microseconds (at least 1). */
 u64 ItersFor(double task_us, double iters_per_us) {
   return std::max<u64>(1,
@@ -660,7 +629,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  double iters_per_us = CalibrateItersPerUs();
+  double iters_per_us = CalibrateItersPerUs(ComputeKernel);
   // The same kernel in the runtime, as one 20 ms task.
   const double probe_us = 20000;
   u64 probe_iters = ItersFor(probe_us, iters_per_us);
