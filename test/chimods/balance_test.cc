@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <thread>
@@ -127,7 +128,17 @@ TEST(BalanceTest, ABusyNodeIsAvoided) {
     busy.push_back(sm.AsyncIo(20000, DomainQuery::GetGlobalId(1)));
     ASSERT_FALSE(busy.back().IsNull());
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // reports
+  // Wait (bounded) until node 2's own report, seen from node 1, shows them.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    auto stat = chi::admin::Client().Stat();
+    ASSERT_TRUE(stat.ok());
+    size_t at = stat->find(" 2=", stat->find("node loads"));
+    ASSERT_NE(at, std::string::npos) << *stat;
+    if (std::atoi(stat->c_str() + at + 3) >= 30) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << *stat;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   Batch b = RunIo(sm, 40, 5000, DomainQuery::GetDynamic());
   EXPECT_EQ(b.failed, 0) << Describe(b);
   printf("with node 2 busy: %s\n", Describe(b).c_str());
