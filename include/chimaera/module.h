@@ -59,26 +59,6 @@
 
 namespace chi {
 
-/** The method list of a module: the task type at index i is method
- * BaseMethod::kCustom + i. Each type may appear once. */
-template <typename... TaskTs>
-struct Methods {
-  /** Number of methods. */
-  static constexpr u32 kCount = sizeof...(TaskTs);
-
-  /** The method id of task type T (a compile error if T is not listed). */
-  template <typename T>
-  static constexpr MethodId IdOf() {
-    static_assert((0 + ... + std::is_same_v<T, TaskTs>) == 1,
-                  "the task type must appear exactly once in the module's "
-                  "Methods<...> list");
-    constexpr bool kIs[] = {std::is_same_v<T, TaskTs>...};
-    MethodId i = 0;
-    while (!kIs[i]) ++i;
-    return BaseMethod::kCustom + i;
-  }
-};
-
 /** The handle of a submitted task: wait on it, read its results, and let it
  * go. Owns the task (and the OutBuf buffers the method returned): dropping a
  * completed Future frees both; dropping one still running abandons the task

@@ -79,10 +79,9 @@ Status Chimaera::ServerInit() {
   if (CHI_REMOTE->enabled()) {
     // Build this node's share of the pools the cluster already has (after a
     // restart); fire-and-forget, the runtime frees it.
-    auto join = CHI_IPC->NewTaskDefault<admin::NoopTask>(CHI_IPC->NewTaskNode(),
-                                                         DomainQuery());
+    auto join = admin::NewAdminTask<admin::JoinClusterTask>(
+        CHI_IPC->NewTaskNode(), DomainQuery());
     if (!join.IsNull()) {
-      join->method_ = admin::Method::kJoinCluster;
       join->SetFireAndForget();
       Submit(join);
     }

@@ -30,8 +30,7 @@ class Client {
  public:
   /** Submits a no-op. */
   FullPtr<NoopTask> AsyncNoop(const DomainQuery &dom = DomainQuery()) {
-    return Submit(
-        CHI_IPC->NewTaskDefault<NoopTask>(CHI_IPC->NewTaskNode(), dom));
+    return Submit(NewAdminTask<NoopTask>(CHI_IPC->NewTaskNode(), dom));
   }
   /** Runs a no-op. */
   Status Noop(const DomainQuery &dom = DomainQuery()) {
@@ -40,8 +39,7 @@ class Client {
   /** Submits an echo of `value`. */
   FullPtr<EchoTask> AsyncEcho(u64 value,
                               const DomainQuery &dom = DomainQuery()) {
-    return Submit(
-        CHI_IPC->NewTaskDefault<EchoTask>(CHI_IPC->NewTaskNode(), dom, value));
+    return Submit(NewAdminTask<EchoTask>(CHI_IPC->NewTaskNode(), dom, value));
   }
   /** Echoes `value` through the runtime. */
   StatusOr<u64> Echo(u64 value, const DomainQuery &dom = DomainQuery()) {
@@ -53,8 +51,8 @@ class Client {
   /** Submits a fan-out of `count` subtasks, `depth` levels deep. */
   FullPtr<FanOutTask> AsyncFanOut(u32 count, u32 depth = 1,
                                   const DomainQuery &dom = DomainQuery()) {
-    return Submit(CHI_IPC->NewTaskDefault<FanOutTask>(CHI_IPC->NewTaskNode(),
-                                                      dom, count, depth));
+    return Submit(
+        NewAdminTask<FanOutTask>(CHI_IPC->NewTaskNode(), dom, count, depth));
   }
   /** Runs a fan-out; returns the sum of the subtasks' results. */
   StatusOr<u64> FanOut(u32 count, u32 depth = 1) {
@@ -65,7 +63,7 @@ class Client {
   }
   /** Asks the runtime to stop; returns once it accepted. */
   Status StopRuntime() {
-    return WaitAndFree(Submit(CHI_IPC->NewTaskDefault<StopRuntimeTask>(
+    return WaitAndFree(Submit(NewAdminTask<StopRuntimeTask>(
                            CHI_IPC->NewTaskNode(), DomainQuery())),
                        [](StopRuntimeTask *) {});
   }
@@ -75,8 +73,8 @@ class Client {
                                    u32 num_containers,
                                    const std::string &params = "",
                                    bool *existed = nullptr) {
-    auto task = CHI_IPC->NewTaskDefault<GetOrCreatePoolTask>(
-        CHI_IPC->NewTaskNode(), DomainQuery());
+    auto task = NewAdminTask<GetOrCreatePoolTask>(CHI_IPC->NewTaskNode(),
+                                                  DomainQuery());
     if (task.IsNull()) return Status::OutOfMemory("main segment is full");
     FullPtr<char> buf;
     if (!task->name_.Set(name) || !task->module_.Set(module)) {
@@ -108,7 +106,7 @@ class Client {
   /** Destroys pool `id` on every node (waits for its running tasks). */
   Status DestroyPool(const PoolId &id) {
     return WaitAndFree(
-        Submit(CHI_IPC->NewTaskDefault<DestroyPoolTask>(
+        Submit(NewAdminTask<DestroyPoolTask>(
             CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalBcast(), id)),
         [](DestroyPoolTask *) {});
   }
@@ -126,7 +124,7 @@ class Client {
                                            u32 to_node) {
     MigrateResult r;
     HSHM_RETURN_IF_ERROR(WaitAndFree(
-        Submit(CHI_IPC->NewTaskDefault<MigrateContainerTask>(
+        Submit(NewAdminTask<MigrateContainerTask>(
             CHI_IPC->NewTaskNode(), DomainQuery(), id, container, to_node)),
         [&r](MigrateContainerTask *t) {
           r.from_node = t->from_node_;
@@ -136,8 +134,8 @@ class Client {
   }
   /** The id of pool `name`. */
   StatusOr<PoolId> LookupPool(const std::string &name) {
-    auto task = CHI_IPC->NewTaskDefault<LookupPoolTask>(CHI_IPC->NewTaskNode(),
-                                                        DomainQuery());
+    auto task =
+        NewAdminTask<LookupPoolTask>(CHI_IPC->NewTaskNode(), DomainQuery());
     if (task.IsNull()) return Status::OutOfMemory("main segment is full");
     if (!task->name_.Set(name)) {
       CHI_IPC->DelTask(task);
@@ -150,7 +148,7 @@ class Client {
   }
   /** Every pool of this node. */
   StatusOr<std::vector<PoolDesc>> ListPools() {
-    HSHM_ASSIGN_OR_RETURN(std::string text, Text(Method::kListPools));
+    HSHM_ASSIGN_OR_RETURN(std::string text, Text<ListPoolsTask>());
     std::vector<PoolDesc> out;
     std::istringstream in(text);
     std::string line;
@@ -171,7 +169,7 @@ class Client {
   }
   /** Names of the modules the runtime has loaded. */
   StatusOr<std::vector<std::string>> ListModules() {
-    HSHM_ASSIGN_OR_RETURN(std::string text, Text(Method::kListModules));
+    HSHM_ASSIGN_OR_RETURN(std::string text, Text<ListModulesTask>());
     std::vector<std::string> out;
     std::istringstream in(text);
     std::string line;
@@ -179,14 +177,14 @@ class Client {
     return out;
   }
   /** A text report of the runtime's state. */
-  StatusOr<std::string> Stat() { return Text(Method::kStat); }
+  StatusOr<std::string> Stat() { return Text<StatTask>(); }
   /** Applies TraceOp `op` to this node's task tracing; returns whether
    * tracing is on afterwards (and, if `recorded` is set, how many records
    * were written since the last clear). */
   StatusOr<bool> TraceControl(u32 op, u64 *recorded = nullptr) {
     bool on = false;
     HSHM_RETURN_IF_ERROR(
-        WaitAndFree(Submit(CHI_IPC->NewTaskDefault<TraceControlTask>(
+        WaitAndFree(Submit(NewAdminTask<TraceControlTask>(
                         CHI_IPC->NewTaskNode(), DomainQuery(), op)),
                     [&](TraceControlTask *t) {
                       on = t->enabled_ != 0;
@@ -196,25 +194,24 @@ class Client {
   }
   /** This node's task trace as Chrome trace-event JSON (Perfetto opens
    * it); valid JSON also when nothing was recorded. */
-  StatusOr<std::string> TraceDump() { return Text(Method::kTraceDump); }
+  StatusOr<std::string> TraceDump() { return Text<TraceDumpTask>(); }
   /** The same report as one JSON object (see chimaera_stat --json). */
   StatusOr<std::string> StatJson() {
-    return Text(Method::kStat, TextTask::kFormatJson);
+    return Text<StatTask>(TextTask::kFormatJson);
   }
 
  private:
-  /** Runs a TextTask with `method` (and `format`) and returns its text. */
-  StatusOr<std::string> Text(MethodId method,
-                             u32 format = TextTask::kFormatText) {
+  /** Runs text method T (with `format`) and returns its text. */
+  template <typename T>
+  StatusOr<std::string> Text(u32 format = TextTask::kFormatText) {
+    FullPtr<T> task = NewAdminTask<T>(CHI_IPC->NewTaskNode(), DomainQuery());
+    if (!task.IsNull()) task->format_ = format;
     std::string text;
-    HSHM_RETURN_IF_ERROR(
-        WaitAndFree(Submit(CHI_IPC->NewTaskDefault<TextTask>(
-                        CHI_IPC->NewTaskNode(), DomainQuery(), method, format)),
-                    [&](TextTask *t) {
-                      FullPtr<char> p(t->text_);
-                      if (!p.IsNull()) text.assign(p.ptr_, t->text_size_);
-                      (void)CHI_IPC->FreeBuffer(t->text_);
-                    }));
+    HSHM_RETURN_IF_ERROR(WaitAndFree(Submit(task), [&](T *t) {
+      FullPtr<char> p(t->text_);
+      if (!p.IsNull()) text.assign(p.ptr_, t->text_size_);
+      (void)CHI_IPC->FreeBuffer(t->text_);
+    }));
     return text;
   }
 };

@@ -9,6 +9,7 @@
 
 #include "chimaera/admin/admin_tasks.h"
 #include "chimaera/chimaera.h"
+#include "chimaera/module.h"
 #include "chimaera/module_manager.h"
 #include "chimaera/pool_manager.h"
 #include "chimaera/process_reaper.h"
@@ -23,40 +24,13 @@ namespace chi {
 namespace admin {
 
 /** Runtime side of the admin module. */
-class Runtime : public Container {
+class Runtime : public Module<Runtime, Admin> {
  public:
-  Runtime() {
-    RegisterMethod(Method::kNoop, "Noop", &Runtime::Noop);
-    RegisterMethod(Method::kEcho, "Echo", &Runtime::Echo);
-    RegisterMethod(Method::kFanOut, "FanOut", &Runtime::FanOut);
-    RegisterMethod(Method::kStopRuntime, "StopRuntime", &Runtime::StopRuntime);
-    RegisterMethod(Method::kGetOrCreatePool, "GetOrCreatePool",
-                   &Runtime::GetOrCreatePool);
-    RegisterMethod(Method::kDestroyPool, "DestroyPool", &Runtime::DestroyPool);
-    RegisterMethod(Method::kLookupPool, "LookupPool", &Runtime::LookupPool);
-    RegisterMethod(Method::kStat, "Stat", &Runtime::Stat);
-    RegisterMethod(Method::kListPools, "ListPools", &Runtime::List);
-    RegisterMethod(Method::kListModules, "ListModules", &Runtime::List);
-    RegisterMethod(Method::kCreatePoolHere, "CreatePoolHere",
-                   &Runtime::CreatePoolHere);
-    RegisterMethod(Method::kPoolSpecs, "PoolSpecs", &Runtime::List);
-    RegisterMethod(Method::kJoinCluster, "JoinCluster", &Runtime::JoinCluster);
-    RegisterMethod(Method::kTraceControl, "TraceControl",
-                   &Runtime::TraceControl);
-    RegisterMethod(Method::kTraceDump, "TraceDump", &Runtime::TraceDump);
-    RegisterMethod(Method::kMigrateContainer, "MigrateContainer",
-                   &Runtime::MigrateContainer);
-    RegisterMethod(Method::kMigrateIn, "MigrateIn", &Runtime::MigrateIn);
-    RegisterMethod(Method::kSetPlacement, "SetPlacement",
-                   &Runtime::SetPlacement);
-    RegisterMethod(Method::kOffload, "Offload", &Runtime::Offload);
-  }
-
   /** Does nothing. */
-  void Noop(NoopTask *task, RunContext &rctx) {}
+  void Run(NoopTask *task, RunContext &rctx) {}
 
   /** Returns the input. */
-  void Echo(EchoTask *task, RunContext &rctx) { task->ret_ = task->value_; }
+  void Run(EchoTask *task, RunContext &rctx) { task->ret_ = task->value_; }
 
   /** One wave of a FanOut: submits make(i) for i in [first, last], waits
    * for all in this fiber, frees them and returns the sum of value(sub); the
@@ -83,7 +57,7 @@ class Runtime : public Container {
   }
 
   /** Spawns subtasks, waits for them in this fiber, sums their results. */
-  void FanOut(FanOutTask *task, RunContext &rctx) {
+  void Run(FanOutTask *task, RunContext &rctx) {
     // Bounded per request: count^depth tasks at most kMaxFanOut.
     constexpr u64 kMaxFanOut = 100000;
     u64 total = 1;
@@ -108,17 +82,17 @@ class Runtime : public Container {
         sum += RunWave(
             task, first, last,
             [&](u32 i) {
-              return CHI_IPC->NewTaskDefault<EchoTask>(task->task_node_.Child(),
-                                                       DomainQuery(), i);
+              return NewAdminTask<EchoTask>(task->task_node_.Child(),
+                                            DomainQuery(), u64{i});
             },
             [](EchoTask *s) { return s->ret_; });
       } else {
         sum += RunWave(
             task, first, last,
             [&](u32) {
-              return CHI_IPC->NewTaskDefault<FanOutTask>(
-                  task->task_node_.Child(), DomainQuery(), task->count_,
-                  task->depth_ - 1);
+              return NewAdminTask<FanOutTask>(task->task_node_.Child(),
+                                              DomainQuery(), task->count_,
+                                              task->depth_ - 1);
             },
             [](FanOutTask *s) { return s->sum_; });
       }
@@ -127,9 +101,7 @@ class Runtime : public Container {
   }
 
   /** Asks the runtime's main thread to shut down. */
-  void StopRuntime(StopRuntimeTask *task, RunContext &rctx) {
-    CHIMAERA->RequestStop();
-  }
+  void Run(StopRuntimeTask *task, RunContext &rctx) { CHIMAERA->RequestStop(); }
 
   /** Reads the name, module and parameters of a pool request; false (and
    * the task's status set) if they are malformed. */
@@ -158,12 +130,13 @@ class Runtime : public Container {
     return true;
   }
 
-  /** Sends a copy of pool request `task` as `method` to `dom` from this
-   * fiber, waits for it and returns its status (results copied back). */
+  /** Sends a copy of pool request `task` as a SubT (GetOrCreatePoolTask or
+   * CreatePoolHereTask) to `dom` from this fiber, waits for it and returns
+   * its status (results copied back). */
+  template <typename SubT>
   static Status PoolSubtask(GetOrCreatePoolTask *task, const DomainQuery &dom,
-                            MethodId method, const PoolId &fixed_id) {
-    auto sub = CHI_IPC->NewTaskDefault<GetOrCreatePoolTask>(
-        task->task_node_.Child(), dom, method);
+                            const PoolId &fixed_id) {
+    auto sub = NewAdminTask<SubT>(task->task_node_.Child(), dom);
     if (sub.IsNull()) return Status::OutOfMemory("main segment is full");
     sub->name_ = task->name_;
     sub->module_ = task->module_;
@@ -183,7 +156,7 @@ class Runtime : public Container {
   /** Get-or-create a pool by name, for the whole cluster: an existing pool
    * is returned; otherwise the coordinator numbers it and every node builds
    * its share, or (a node is down, a Create() failed) no node keeps it. */
-  void GetOrCreatePool(GetOrCreatePoolTask *task, RunContext &rctx) {
+  void Run(GetOrCreatePoolTask *task, RunContext &rctx) {
     PoolSpec spec;
     if (!ReadPoolRequest(task, &spec)) return;
     auto found = CHI_POOL_MANAGER->Lookup(spec.name);
@@ -205,8 +178,8 @@ class Runtime : public Container {
     }
     Status st;
     if (self != kCoordinatorNode) {
-      st = PoolSubtask(task, DomainQuery::GetGlobalId(kCoordinatorNode - 1),
-                       Method::kGetOrCreatePool, PoolId());
+      st = PoolSubtask<GetOrCreatePoolTask>(
+          task, DomainQuery::GetGlobalId(kCoordinatorNode - 1), PoolId());
       if (!st.ok()) {
         task->SetStatus(
             Status(st.code(), "pool creation needs node " +
@@ -233,11 +206,11 @@ class Runtime : public Container {
       return;
     }
     PoolId id = CHI_POOL_MANAGER->NewPoolId();
-    st = PoolSubtask(task, DomainQuery::GetGlobalBcast(),
-                     Method::kCreatePoolHere, id);
+    st = PoolSubtask<CreatePoolHereTask>(task, DomainQuery::GetGlobalBcast(),
+                                         id);
     if (!st.ok()) {
       // No node keeps a pool that some node could not build.
-      auto undo = CHI_IPC->NewTaskDefault<DestroyPoolTask>(
+      auto undo = NewAdminTask<DestroyPoolTask>(
           task->task_node_.Child(), DomainQuery::GetGlobalBcast(), id);
       if (!undo.IsNull()) {
         Submit(undo);
@@ -255,7 +228,7 @@ class Runtime : public Container {
   }
 
   /** Builds this node's share of pool `fixed_id` (from the coordinator). */
-  void CreatePoolHere(GetOrCreatePoolTask *task, RunContext &rctx) {
+  void Run(CreatePoolHereTask *task, RunContext &rctx) {
     PoolSpec spec;
     if (!ReadPoolRequest(task, &spec)) return;
     CreateHere(task, spec, &task->fixed_id_);
@@ -282,7 +255,7 @@ class Runtime : public Container {
 
   /** A (re)started node builds its share of every pool the coordinator
    * knows. Runs once at start-up, fire-and-forget. */
-  void JoinCluster(NoopTask *task, RunContext &rctx) {
+  void Run(JoinClusterTask *task, RunContext &rctx) {
     NodeId self = CHI_IPC->node_id();
     u32 n = CHI_REMOTE->num_nodes();
     if (n <= 1) return;
@@ -296,9 +269,8 @@ class Runtime : public Container {
     std::string text;
     Status st = Status::Unavailable("no other node");
     for (NodeId from : order) {
-      auto sub = CHI_IPC->NewTaskDefault<TextTask>(
-          task->task_node_.Child(), DomainQuery::GetGlobalId(from - 1),
-          Method::kPoolSpecs);
+      auto sub = NewAdminTask<PoolSpecsTask>(
+          task->task_node_.Child(), DomainQuery::GetGlobalId(from - 1));
       if (sub.IsNull()) return;
       Submit(sub);
       task->Wait(sub.ptr_);
@@ -410,7 +382,7 @@ class Runtime : public Container {
 
   /** Destroys a pool once its running tasks finish (at most 10 s). Queued
    * tasks of the pool fail with Aborted. */
-  void DestroyPool(DestroyPoolTask *task, RunContext &rctx) {
+  void Run(DestroyPoolTask *task, RunContext &rctx) {
     if (task->target_ == kAdminPoolId) {
       task->SetStatus(Status::InvalidArgument("the admin pool is permanent"));
       return;
@@ -429,16 +401,18 @@ class Runtime : public Container {
     }
   }
 
-  /** Sends a MigrateContainer-family subtask `method` for `task`'s pool and
-   * container to `dom` (with `state` for kMigrateIn), waits for it, and
-   * returns its status; copies its from_node_ back. */
+  /** Sends a MigrateContainer-family subtask SubT for `task`'s pool and
+   * container to `dom` (with `state` for MigrateInTask), waits for it, and
+   * returns its status; copies a MigrateContainerTask's results back. */
+  template <typename SubT>
   static Status MigrateSubtask(MigrateContainerTask *task,
-                               const DomainQuery &dom, MethodId method,
+                               const DomainQuery &dom,
                                const std::string *state) {
-    auto sub = CHI_IPC->NewTaskDefault<MigrateContainerTask>(
-        task->task_node_.Child(), dom, task->target_, task->container_,
-        task->to_node_, method);
+    auto sub = NewAdminTask<SubT>(task->task_node_.Child(), dom);
     if (sub.IsNull()) return Status::OutOfMemory("main segment is full");
+    sub->target_ = task->target_;
+    sub->container_ = task->container_;
+    sub->to_node_ = task->to_node_;
     FullPtr<char> buf;
     if (state && !state->empty()) {
       buf = CHI_IPC->AllocateBuffer(state->size());
@@ -455,7 +429,7 @@ class Runtime : public Container {
     Submit(sub);
     task->Wait(sub.ptr_);
     Status st = sub->GetStatus();
-    if (method == Method::kMigrateContainer) {
+    if constexpr (std::is_same_v<SubT, MigrateContainerTask>) {
       task->from_node_ = sub->from_node_;
       task->state_bytes_ = sub->state_bytes_;
     }
@@ -466,7 +440,7 @@ class Runtime : public Container {
 
   /** Moves a container to another node (see MigrateContainerTask). Runs on
    * the container's node; any other node hands the task there. */
-  void MigrateContainer(MigrateContainerTask *task, RunContext &rctx) {
+  void Run(MigrateContainerTask *task, RunContext &rctx) {
     const PoolId id = task->target_;
     const u32 c = task->container_;
     const NodeId to = task->to_node_;
@@ -487,8 +461,8 @@ class Runtime : public Container {
     task->from_node_ = *from;
     if (*from == to) return;  // already there
     if (*from != CHI_IPC->node_id()) {
-      Status st = MigrateSubtask(task, DomainQuery::GetGlobalId(*from - 1),
-                                 Method::kMigrateContainer, nullptr);
+      Status st = MigrateSubtask<MigrateContainerTask>(
+          task, DomainQuery::GetGlobalId(*from - 1), nullptr);
       if (!st.ok()) task->SetStatus(st);
       return;
     }
@@ -523,14 +497,14 @@ class Runtime : public Container {
     task->target_ = id;
     bool installed = false;
     if (st.ok()) {
-      st = MigrateSubtask(task, DomainQuery::GetGlobalId(to - 1),
-                          Method::kMigrateIn, &state);
+      st = MigrateSubtask<MigrateInTask>(task, DomainQuery::GetGlobalId(to - 1),
+                                         &state);
       installed = st.ok();
     }
     if (installed) {
       task->state_bytes_ = state.size();
-      st = MigrateSubtask(task, DomainQuery::GetGlobalBcast(),
-                          Method::kSetPlacement, nullptr);
+      st = MigrateSubtask<SetPlacementTask>(task, DomainQuery::GetGlobalBcast(),
+                                            nullptr);
       if (!st.ok()) {
         st = Status(st.code(),
                     "container moved to node " + std::to_string(to) +
@@ -551,7 +525,7 @@ class Runtime : public Container {
    * busiest container that can move (a pool on several nodes whose module
    * saves state) to node to_node_. Reports it in moved_pool_ /
    * moved_container_; NotFound if none could move. */
-  void Offload(MigrateContainerTask *task, RunContext &rctx) {
+  void Run(OffloadTask *task, RunContext &rctx) {
     const NodeId to = task->to_node_;
     Status last =
         Status::NotFound("node " + std::to_string(CHI_IPC->node_id()) +
@@ -578,7 +552,7 @@ class Runtime : public Container {
   }
 
   /** Installs a migrating container here from the state in state_. */
-  void MigrateIn(MigrateContainerTask *task, RunContext &rctx) {
+  void Run(MigrateInTask *task, RunContext &rctx) {
     std::string state;
     if (task->state_size_ != 0) {
       const char *p = CHI_IPC->DataBuffer(task->state_, task->state_size_);
@@ -594,14 +568,14 @@ class Runtime : public Container {
   }
 
   /** Records where a migrated container lives now (every node). */
-  void SetPlacement(MigrateContainerTask *task, RunContext &rctx) {
+  void Run(SetPlacementTask *task, RunContext &rctx) {
     Status st = CHI_POOL_MANAGER->SetPlacement(task->target_, task->container_,
                                                task->to_node_);
     if (!st.ok()) task->SetStatus(st);
   }
 
   /** Finds a pool id by name. */
-  void LookupPool(LookupPoolTask *task, RunContext &rctx) {
+  void Run(LookupPoolTask *task, RunContext &rctx) {
     std::string name(task->name_.str_,
                      strnlen(task->name_.str_, sizeof(task->name_.str_)));
     auto id = CHI_POOL_MANAGER->Lookup(name);
@@ -612,27 +586,35 @@ class Runtime : public Container {
     task->pool_id_out_ = *id;
   }
 
-  /** Lists pools or modules (by method) into an rdata buffer. */
-  void List(TextTask *task, RunContext &rctx) {
+  /** Every pool's full spec (SpecLine each), into an rdata buffer. */
+  void Run(PoolSpecsTask *task, RunContext &rctx) {
     std::ostringstream os;
-    if (task->method_ == Method::kPoolSpecs) {
-      for (auto &[id, spec] : CHI_POOL_MANAGER->ListSpecs()) {
-        os << SpecLine(id, spec);
-      }
-    } else if (task->method_ == Method::kListPools) {
-      for (auto &p : CHI_POOL_MANAGER->List()) {
-        os << p.id.ToString() << '\t' << p.name << '\t' << p.module << '\t'
-           << p.num_containers << '\n';
-      }
-    } else {
-      for (auto &m : CHI_MODULE_MANAGER->ListModules()) os << m << '\n';
+    for (auto &[id, spec] : CHI_POOL_MANAGER->ListSpecs()) {
+      os << SpecLine(id, spec);
     }
-    ReplyText(os.str(), &task->text_, &task->text_size_, task);
+    ReplyText(os.str(), task);
+  }
+
+  /** Lists this node's pools into an rdata buffer. */
+  void Run(ListPoolsTask *task, RunContext &rctx) {
+    std::ostringstream os;
+    for (auto &p : CHI_POOL_MANAGER->List()) {
+      os << p.id.ToString() << '\t' << p.name << '\t' << p.module << '\t'
+         << p.num_containers << '\n';
+    }
+    ReplyText(os.str(), task);
+  }
+
+  /** Lists the loaded modules into an rdata buffer. */
+  void Run(ListModulesTask *task, RunContext &rctx) {
+    std::ostringstream os;
+    for (auto &m : CHI_MODULE_MANAGER->ListModules()) os << m << '\n';
+    ReplyText(os.str(), task);
   }
 
   /** Starts, stops, clears or queries task tracing on this node; start and
    * stop wait (yielding) until every worker follows. */
-  void TraceControl(TraceControlTask *task, RunContext &rctx) {
+  void Run(TraceControlTask *task, RunContext &rctx) {
     u32 op = task->op_;
     if (op > kTraceClear) {
       task->SetStatus(Status::InvalidArgument(
@@ -661,12 +643,12 @@ class Runtime : public Container {
 
   /** Writes this node's trace (Chrome trace-event JSON) into an rdata
    * buffer. */
-  void TraceDump(TextTask *task, RunContext &rctx) {
+  void Run(TraceDumpTask *task, RunContext &rctx) {
     // Sorting and formatting a large trace is too deep for a 64 KB fiber
     // stack (ASan frames overflowed it): build it on a thread of its own.
     std::string json;
     RunOnThread([&json] { json = CHI_TRACE->DumpJson(); });
-    ReplyText(json, &task->text_, &task->text_size_, task);
+    ReplyText(json, task);
   }
 
   /** Runs `fn` on a thread of its own (a full-size stack) while the calling
@@ -689,9 +671,9 @@ class Runtime : public Container {
   /** Coordinator: names being created (one fiber each). */
   std::unordered_set<std::string> creating_;  // guarded by creating_mu_
 
-  /** Copies `text` into a runtime_data buffer the client frees. */
-  static void ReplyText(const std::string &text, hipc::Pointer *out,
-                        u64 *out_size, Task *task) {
+  /** Copies `text` into a runtime_data buffer the client frees, named by
+   * task->text_ (OutOfMemory: the task's status). */
+  static void ReplyText(const std::string &text, TextTask *task) {
     if (text.empty()) return;
     FullPtr<char> buf = CHI_IPC->AllocateBuffer(text.size());
     if (buf.IsNull()) {
@@ -699,8 +681,8 @@ class Runtime : public Container {
       return;
     }
     std::memcpy(buf.ptr_, text.data(), text.size());
-    *out = buf.shm_;
-    *out_size = text.size();
+    task->text_ = buf.shm_;
+    task->text_size_ = text.size();
   }
 
   /** `s` as a JSON string literal (quoted, escaped). */
@@ -731,7 +713,7 @@ class Runtime : public Container {
 
   /** Writes a report of the runtime into an rdata buffer: text for people,
    * or (format_ kFormatJson) one JSON object with the same data. */
-  void Stat(TextTask *task, RunContext &rctx) {
+  void Run(StatTask *task, RunContext &rctx) {
     IpcManager *ipc = CHI_IPC;
     const bool json = task->format_ == TextTask::kFormatJson;
     struct Seg {
@@ -924,7 +906,7 @@ class Runtime : public Container {
       for (auto &m : paths) os << " " << m;
       os << "\n";
     }
-    ReplyText(os.str(), &task->text_, &task->text_size_, task);
+    ReplyText(os.str(), task);
   }
 };
 

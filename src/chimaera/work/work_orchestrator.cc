@@ -279,7 +279,7 @@ void WorkOrchestrator::CheckOverload() {
   if (!offload_.IsNull()) {
     if (!offload_->IsComplete()) return;  // one move at a time
     Status st = offload_->GetStatus();
-    auto *t = reinterpret_cast<admin::MigrateContainerTask *>(offload_.ptr_);
+    auto *t = reinterpret_cast<admin::OffloadTask *>(offload_.ptr_);
     if (st.ok()) {
       offloads_.fetch_add(1, std::memory_order_relaxed);
       fprintf(stderr,
@@ -291,7 +291,7 @@ void WorkOrchestrator::CheckOverload() {
       HSHM_LOG_LIMITED("chimaera: automatic migration: %s\n",
                        st.ToString().c_str());
     }
-    CHI_IPC->DelTask(offload_.Cast<admin::MigrateContainerTask>());
+    CHI_IPC->DelTask(offload_.Cast<admin::OffloadTask>());
     offload_ = FullPtr<Task>();
     // Let the loads settle (and a failed node cool off) before another.
     offload_quiet_until_ = now + conf.migrate_after_ms_ * 1000000ull;
@@ -329,10 +329,10 @@ void WorkOrchestrator::CheckOverload() {
     if (best == 0 || load[i] < load[best]) best = i;
   }
   if (worst == 0 || best == worst || now < offload_quiet_until_) return;
-  auto t = CHI_IPC->NewTaskDefault<admin::MigrateContainerTask>(
-      CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalId(worst - 1), PoolId(), 0,
-      best, admin::Method::kOffload);
+  auto t = admin::NewAdminTask<admin::OffloadTask>(
+      CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalId(worst - 1));
   if (t.IsNull()) return;
+  t->to_node_ = best;
   Submit(t);
   offload_ = t.template Cast<Task>();
 }

@@ -33,7 +33,7 @@ int Run(u_int64_t iterations) {
   for (u_int64_t i = 0; iterations == 0 || i < iterations; ++i) {
     switch (rng() % 8) {
       case 0: {  // a task that is never sent
-        auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+        auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
             CHI_IPC->NewTaskNode(), chi::DomainQuery(), i);
         (void)t;
         break;
@@ -44,9 +44,8 @@ int Run(u_int64_t iterations) {
         break;
       }
       case 2: {  // an output buffer the runtime hands us, never freed
-        (void)chi::Submit(CHI_IPC->NewTaskDefault<chi::admin::TextTask>(
-            CHI_IPC->NewTaskNode(), chi::DomainQuery(),
-            chi::admin::Method::kListModules));
+        (void)chi::Submit(chi::admin::NewAdminTask<chi::admin::ListModulesTask>(
+            CHI_IPC->NewTaskNode(), chi::DomainQuery()));
         break;
       }
       default: {  // echo traffic with up to 32 in flight

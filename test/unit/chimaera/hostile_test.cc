@@ -89,7 +89,7 @@ class HostileTest : public ::testing::Test {
   void FlushLanes() {
     for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
       for (u32 p = 0; p < chi::kNumPrios; ++p) {
-        auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+        auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
             CHI_IPC->NewTaskNode(), chi::DomainQuery(), 5);
         ASSERT_FALSE(t.IsNull());
         t->prio_ = p;
@@ -134,7 +134,7 @@ TEST_F(HostileTest, GarbagePointersInLanes) {
   ASSERT_FALSE(raw.IsNull());
   memset(raw.ptr_, 0xff, 512);
   bad.push_back(raw.shm_);
-  auto echo = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+  auto echo = chi::admin::NewAdminTask<chi::admin::EchoTask>(
       CHI_IPC->NewTaskNode(), chi::DomainQuery(), 3);
   hipc::Pointer mid_task = main->ToPointer(echo.ptr_);
   mid_task.off_.off_ += 16;
@@ -213,7 +213,7 @@ TEST_F(HostileTest, CorruptHeadersBeforeSubmissionAreClearErrors) {
        StatusCode::kOk},
   };
   for (auto &c : cases) {
-    auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+    auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
         CHI_IPC->NewTaskNode(), chi::DomainQuery(), 11);
     ASSERT_FALSE(t.IsNull());
     c.corrupt(t.ptr_);
@@ -229,7 +229,7 @@ TEST_F(HostileTest, CorruptHeadersBeforeSubmissionAreClearErrors) {
     CHI_IPC->DelTask(t);
   }
   // A block smaller than the method's task type.
-  auto small = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+  auto small = chi::admin::NewAdminTask<chi::admin::NoopTask>(
       CHI_IPC->NewTaskNode(), chi::DomainQuery());
   small->method_ = chi::admin::Method::kFanOut;
   ASSERT_TRUE(CHI_IPC->Send(small).ok());
@@ -239,7 +239,7 @@ TEST_F(HostileTest, CorruptHeadersBeforeSubmissionAreClearErrors) {
   CHI_IPC->DelTask(small);
   // Input buffers outside the data segments, or longer than their block.
   for (int k = 0; k < 3; ++k) {
-    auto g = CHI_IPC->NewTaskDefault<chi::admin::GetOrCreatePoolTask>(
+    auto g = chi::admin::NewAdminTask<chi::admin::GetOrCreatePoolTask>(
         CHI_IPC->NewTaskNode(), chi::DomainQuery());
     ASSERT_TRUE(g->name_.Set("evil") && g->module_.Set("small_message"));
     auto pbuf = CHI_IPC->AllocateBuffer(64);
@@ -256,7 +256,7 @@ TEST_F(HostileTest, CorruptHeadersBeforeSubmissionAreClearErrors) {
     (void)CHI_IPC->FreeBuffer(pbuf.shm_);
   }
   // A wrong magic: not a task, dropped unanswered; the client gives up.
-  auto nomagic = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+  auto nomagic = chi::admin::NewAdminTask<chi::admin::EchoTask>(
       CHI_IPC->NewTaskNode(), chi::DomainQuery(), 1);
   nomagic->magic_ = 0;
   ASSERT_TRUE(CHI_IPC->Send(nomagic).ok());
@@ -272,7 +272,7 @@ TEST_F(HostileTest, HeadersScribbledAfterSubmissionDoNotCrash) {
   // runtime checks is read once, from its private copy.
   std::mt19937_64 rng(2);
   for (int round = 0; round < 2000; ++round) {
-    auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+    auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
         CHI_IPC->NewTaskNode(), chi::DomainQuery(), round);
     ASSERT_FALSE(t.IsNull());
     ASSERT_TRUE(CHI_IPC->Send(t).ok());
@@ -373,7 +373,7 @@ TEST_F(HostileTest, QueueFloodDoesNotStarveOthers) {
   for (int f = 0; f < 2; ++f) {
     flooders.emplace_back([&] {
       while (!stop.load()) {
-        auto t = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+        auto t = chi::admin::NewAdminTask<chi::admin::NoopTask>(
             CHI_IPC->NewTaskNode(), chi::DomainQuery());
         if (t.IsNull()) {
           refused++;

@@ -82,7 +82,7 @@ TEST(RuntimeTest, UnknownMethodAndPoolAreClearErrors) {
   t->Wait();
   CHI_IPC->DelTask(t);
 
-  auto bad = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+  auto bad = chi::admin::NewAdminTask<chi::admin::NoopTask>(
       CHI_IPC->NewTaskNode(), chi::DomainQuery());
   bad->method_ = 999;
   bad = chi::Submit(bad);
@@ -92,7 +92,7 @@ TEST(RuntimeTest, UnknownMethodAndPoolAreClearErrors) {
   EXPECT_NE(s.message().find("no method 999"), std::string::npos) << s;
   CHI_IPC->DelTask(bad);
 
-  auto nopool = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+  auto nopool = chi::admin::NewAdminTask<chi::admin::NoopTask>(
       CHI_IPC->NewTaskNode(), chi::DomainQuery());
   nopool->pool_id_ = chi::PoolId(7, 7);
   nopool = chi::Submit(nopool);
@@ -102,7 +102,7 @@ TEST(RuntimeTest, UnknownMethodAndPoolAreClearErrors) {
   EXPECT_NE(s.message().find("no pool with id 7.7"), std::string::npos) << s;
   CHI_IPC->DelTask(nopool);
 
-  auto nocontainer = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+  auto nocontainer = chi::admin::NewAdminTask<chi::admin::NoopTask>(
       CHI_IPC->NewTaskNode(), chi::DomainQuery::GetLocalId(5));
   nocontainer = chi::Submit(nocontainer);
   ASSERT_TRUE(nocontainer->WaitFor(5000000));
@@ -146,8 +146,8 @@ TEST(RuntimeTest, PeriodicAndFireAndForgetTasks) {
   ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
   chi::admin::Client admin;
   // Periodic: runs every millisecond until stopped.
-  auto p = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(CHI_IPC->NewTaskNode(),
-                                                         chi::DomainQuery(), 5);
+  auto p = chi::admin::NewAdminTask<chi::admin::EchoTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), 5);
   p->SetPeriodic(1e6);
   p = chi::Submit(p);
   // Still running after 300 ms. At least 10 runs in that time (30x slack:
@@ -164,7 +164,7 @@ TEST(RuntimeTest, PeriodicAndFireAndForgetTasks) {
   // ran.
   chi::u64 before = CHI_IPC->workers()[0].tasks_done_.load();
   for (int i = 0; i < 10000; ++i) {
-    auto f = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(
+    auto f = chi::admin::NewAdminTask<chi::admin::NoopTask>(
         CHI_IPC->NewTaskNode(), chi::DomainQuery());
     ASSERT_FALSE(f.IsNull());
     f->SetFireAndForget();
@@ -193,7 +193,7 @@ TEST(RuntimeTest, ReconnectToARuntimeWithFewerLanes) {
   ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
   ASSERT_EQ(CHI_IPC->process_queue()->num_lanes(), 1u);
   for (chi::u32 prio : {chi::kLowLatency, chi::kHighLatency}) {
-    auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(
+    auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
         CHI_IPC->NewTaskNode(), chi::DomainQuery(), 5);
     t->prio_ = prio;
     t = chi::Submit(t);
@@ -256,8 +256,8 @@ TEST(RuntimeTest, CrashedRuntimeIsDetectedAndItsSegmentsCleaned) {
   ASSERT_TRUE(rt.Start().ok()) << rt.Log();
   ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
   // A waiting client learns that the runtime died.
-  auto p = CHI_IPC->NewTaskDefault<chi::admin::NoopTask>(CHI_IPC->NewTaskNode(),
-                                                         chi::DomainQuery());
+  auto p = chi::admin::NewAdminTask<chi::admin::NoopTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery());
   p->SetPeriodic(1e6);
   p = chi::Submit(p);
   EXPECT_FALSE(p->WaitFor(20000));
