@@ -14,6 +14,13 @@
 // 3. Baselines: a ZeroMQ ipc:// REQ/REP round trip, and a cross-core
 //    cache-line ping-pong between two threads pinned to CPUs 0 and 1 (the
 //    physical floor of any shared-memory round trip).
+// 4. (--phases trace, not in "all") What task tracing costs at full
+//    throughput, in one runtime: --trace-pairs pairs of --seconds windows of
+//    1 thread x 256 Noops in flight, one window with tracing off and one on
+//    (admin TraceControl; the order alternates), reported as the median
+//    [min..max] of the per-pair ratios on/off. The two windows of a pair run
+//    back to back, so this VM's slow drifts between fast and slow states
+//    cancel, unlike runtimes started one after the other.
 //
 // --module picks the Noop of phases 1 and 2: the admin pool's (the default)
 // or that of a small_message pool this program creates (named by its pid)
@@ -506,9 +513,11 @@ struct Phases {
   bool wake = false;
   bool throughput = false;
   bool baselines = false;
+  bool trace = false;
 };
 
-/** Parses a comma list of latency, wake, throughput, baselines (or "all").
+/** Parses a comma list of latency, wake, throughput, baselines, trace (or
+ * "all": every one but trace).
  * Returns false and names the bad entry in `*bad` on an unknown one. */
 bool ParsePhases(const std::string &list, Phases *out, std::string *bad) {
   *out = Phases();
@@ -519,7 +528,7 @@ bool ParsePhases(const std::string &list, Phases *out, std::string *bad) {
     if (item.empty()) continue;
     any = true;
     if (item == "all") {
-      *out = Phases{true, true, true, true};
+      *out = Phases{true, true, true, true, out->trace};
     } else if (item == "latency") {
       out->latency = true;
     } else if (item == "wake") {
@@ -528,6 +537,8 @@ bool ParsePhases(const std::string &list, Phases *out, std::string *bad) {
       out->throughput = true;
     } else if (item == "baselines") {
       out->baselines = true;
+    } else if (item == "trace") {
+      out->trace = true;
     } else {
       *bad = item;
       return false;
@@ -692,14 +703,59 @@ void ReportNoopLatency(const std::vector<u64> &noop, const char *module,
   if (s.median > 0) row->Set("p999_over_p50", s.p999 / s.median, 3);
 }
 
-/** Runs the latency, wake and throughput phases that `phases` selects
+/** Phase 4 (see the top of the file): `pairs` pairs of `seconds`-long
+ * windows of 1 thread x 256 Noops of `api` in flight, with tracing off and
+ * on. Prints the medians and the per-pair ratio on/off; leaves tracing off
+ * and cleared. Returns false if a task or a TraceControl call failed. */
+template <typename Api>
+bool MeasureTraceOverhead(Api &api, u32 pairs, double seconds, int pin_cpu) {
+  printf(
+      "4. Task tracing at full throughput (1 thread x 256 in flight, %u "
+      "pairs of %.2f s windows, off/on back to back)\n",
+      pairs, seconds);
+  chi::admin::Client admin;
+  std::vector<double> off, on, ratio;
+  u64 errors = 0;
+  for (u32 p = 0; p < pairs; ++p) {
+    double rate[2] = {0, 0};  // [0] off, [1] on
+    for (u32 k = 0; k < 2; ++k) {
+      const bool trace_on = (k == 0) == (p % 2 == 1);
+      auto st = admin.TraceControl(trace_on ? chi::admin::kTraceStart
+                                            : chi::admin::kTraceStop);
+      if (!st.ok()) {
+        fprintf(stderr, "chimaera_benchmark: TraceControl: %s\n",
+                st.status().ToString().c_str());
+        return false;
+      }
+      rate[trace_on] = ThroughputOnce(api, 1, 256, seconds, pin_cpu, &errors);
+    }
+    off.push_back(rate[0]);
+    on.push_back(rate[1]);
+    ratio.push_back(rate[1] / rate[0]);
+  }
+  (void)admin.TraceControl(chi::admin::kTraceStop);
+  (void)admin.TraceControl(chi::admin::kTraceClear);
+  std::sort(off.begin(), off.end());
+  std::sort(on.begin(), on.end());
+  std::sort(ratio.begin(), ratio.end());
+  printf("  tracing off: median %11.0f tasks/s  (min %11.0f, max %11.0f)\n",
+         off[off.size() / 2], off.front(), off.back());
+  printf("  tracing on:  median %11.0f tasks/s  (min %11.0f, max %11.0f)\n",
+         on[on.size() / 2], on.front(), on.back());
+  printf("  on/off per pair: median %.3f  [%.3f..%.3f]%s\n",
+         ratio[ratio.size() / 2], ratio.front(), ratio.back(),
+         errors ? "  ERRORS" : "");
+  return errors == 0;
+}
+
+/** Runs the latency, wake, trace and throughput phases that `phases` selects
  * against `api`, with the measuring threads pinned to `pin_cpu` (if not
  * negative); prints their report and fills `*res` and `*row`. Returns false
  * if a task failed. */
 template <typename Api>
 bool RunRuntimePhases(Api &api, const char *module, const Phases &phases,
                       u64 tasks, double seconds, u32 repeat, int pin_cpu,
-                      Results *res, CsvRow *row) {
+                      u32 trace_pairs, Results *res, CsvRow *row) {
   bool ok = true;
   if (phases.latency || phases.wake) {
     ScopedPin pin(pin_cpu);
@@ -730,8 +786,12 @@ bool RunRuntimePhases(Api &api, const char *module, const Phases &phases,
       row->Set("wake_p50_ns", wake_s.median, 0);
     }
   }
-  if (phases.throughput) {
+  if (phases.trace) {
     if (phases.latency || phases.wake) printf("\n");
+    if (!MeasureTraceOverhead(api, trace_pairs, seconds, pin_cpu)) ok = false;
+  }
+  if (phases.throughput) {
+    if (phases.latency || phases.wake || phases.trace) printf("\n");
     printf(
         "2. Asynchronous %s Noop throughput (%u runs of %.2f s per "
         "configuration)\n",
@@ -818,6 +878,7 @@ int main(int argc, char **argv) {
   u64 tasks = 100000;
   double seconds = 0.5;
   u32 repeat = 3;
+  u32 trace_pairs = 10;
   u64 zmq_trips = 20000;
   std::string phase_list = "all";
   std::string module = "admin";
@@ -833,6 +894,9 @@ int main(int argc, char **argv) {
   app.add_option("-r,--repeat", repeat,
                  "Runs of each throughput configuration (median reported)")
       ->check(CLI::Range(1, 100));
+  app.add_option("--trace-pairs", trace_pairs,
+                 "Pairs of tracing off/on windows of the trace phase")
+      ->check(CLI::Range(1u, 1000u));
   app.add_option("--zmq-trips", zmq_trips, "Timed ZeroMQ round trips")
       ->check(CLI::Range(static_cast<u64>(1), static_cast<u64>(1) << 32));
   app.add_option("--phases", phase_list,
@@ -886,12 +950,12 @@ int main(int argc, char **argv) {
   row.Set("client_cpu", std::to_string(pin_client));
   Results res;
   int rc = 0;
-  if (phases.latency || phases.wake || phases.throughput) {
+  if (phases.latency || phases.wake || phases.throughput || phases.trace) {
     bool ok = true;
     if (module == "admin") {
       chi::admin::Client admin;
       ok = RunRuntimePhases(admin, "admin", phases, tasks, seconds, repeat,
-                            pin_client, &res, &row);
+                            pin_client, trace_pairs, &res, &row);
     } else {
       // Like a user: a pool of the module, created by name (unique to this
       // process), then its client's AsyncNoop.
@@ -905,7 +969,7 @@ int main(int argc, char **argv) {
         return 1;
       }
       ok = RunRuntimePhases(sm, "small_message", phases, tasks, seconds, repeat,
-                            pin_client, &res, &row);
+                            pin_client, trace_pairs, &res, &row);
       s = chi::admin::Client().DestroyPool(sm.pool_id());
       if (!s.ok()) {
         fprintf(stderr, "chimaera_benchmark: destroying pool %s: %s\n",
