@@ -53,7 +53,7 @@ class ServerConfig : public hshm::BaseConfig {
   std::vector<std::string> module_paths_;  ///< Extra module directories.
   // trace:
   bool trace_enabled_ = false;  ///< Record task timelines from start-up.
-  u64 trace_events_ = 65536;    ///< Records per worker's trace ring.
+  u64 trace_events_ = 8192;     ///< Records per worker's trace ring.
   std::string trace_output_;    ///< Trace JSON written at shutdown, or "".
   // balance:
   /** How often this runtime sends its load to the other nodes (ms). */

@@ -4,7 +4,10 @@
 //
 // Recording. With tracing on, a worker stamps the start of each run of a task
 // (Worker::Start) and, when the method returns (Worker::Finish), appends one
-// kRun record to its own ring. A task method that submits a subtask from its
+// kRun record to its own ring. Runs of a batch popped from a process lane
+// take the previous run's end as their start (one clock read per task, not
+// two), so their slices tile and include their admission (well under a
+// microsecond). A task method that submits a subtask from its
 // fiber appends a kSubmit record (its own run id, the subtask's block) to the
 // ring of the worker running it (IpcManager::Send -> Worker::TraceSubmit). So
 // each ring has exactly one writer, its worker; a full ring overwrites its
@@ -185,10 +188,10 @@ class TraceManager {
   std::vector<std::unique_ptr<TraceRing>> rings_;
   std::atomic<bool> enabled_{false};
   std::atomic<bool> ever_enabled_{false};
-  u64 capacity_ = 65536;  ///< Records per ring.
-  std::string output_;    ///< trace.output: written at shutdown, or "".
-  u64 tick0_ = 0;         ///< TraceClock at Init...
-  u64 ns0_ = 0;           ///< ...and NowNs at the same time (calibration).
+  u64 capacity_ = 8192;  ///< Records per ring.
+  std::string output_;   ///< trace.output: written at shutdown, or "".
+  u64 tick0_ = 0;        ///< TraceClock at Init...
+  u64 ns0_ = 0;          ///< ...and NowNs at the same time (calibration).
 };
 
 }  // namespace chi

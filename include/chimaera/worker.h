@@ -348,6 +348,13 @@ class Worker {
    * (refreshed in TakeMailbox; this thread only). */
   TraceRing *trace_ = nullptr;
   u32 trace_seq_ = 0;  ///< Last run sequence number handed out.
+  /** While admitting a batch popped from a process lane: the end stamp of
+   * the batch's last run that ended, which the next run of the batch takes
+   * as its start (one clock read per task instead of two); 0: read the
+   * clock. Used only while trace_chain_ (a run outside a batch may start
+   * after a later submission, so it always reads the clock). */
+  u64 trace_last_ = 0;
+  bool trace_chain_ = false;
   std::atomic<u64> epoch_{0};
   // Unwedging handshake with TakeLanesFromStuck (see EnterLanes). phase_:
   // kLanesBusy while this worker may pop from or change its lane lists,

@@ -438,11 +438,16 @@ void Worker::TraceSubmit(const Task *task, const hipc::Pointer &p) {
 void Worker::TraceBegin(RunContext *r) {
   if (++trace_seq_ == 0) trace_seq_ = 1;  // 0 means "not traced"
   r->trace_id_ = (u64{id_ + 1} << 32) | trace_seq_;
-  r->trace_start_ = TraceClock();
+  // In a batch, the previous run's end: every task of the batch was
+  // submitted before the batch was popped, so before that run ended.
+  const u64 last = trace_chain_ ? trace_last_ : 0;
+  trace_last_ = 0;
+  r->trace_start_ = last != 0 ? last : TraceClock();
 }
 
 void Worker::TraceEnd(RunContext *r) {
   u64 end = TraceClock();
+  trace_last_ = trace_chain_ ? end : 0;
   if (trace_) {  // tracing may have been turned off meanwhile
     const Task *t = r->task_;
     TraceEvent e;
@@ -913,11 +918,14 @@ bool Worker::PollLanes() {
       if (n > 1) {
         for (u32 i = 0; i < n; ++i) PrefetchTaskOutputs(batch[i]);
       }
+      trace_last_ = 0;
+      trace_chain_ = true;  // see TraceBegin
       for (u32 i = 0; i < n; ++i) {
         LeaveLanes(pruned ? 0 : k);
         AdmitShm(batch[i]);
         pruned |= !EnterLanes();
       }
+      trace_chain_ = false;
     } else if (lanes_[k].Retired()) {
       retired = true;
       continue;
