@@ -14,6 +14,7 @@
 #define CHIMAERA_IPC_MANAGER_H_
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -179,6 +180,19 @@ class IpcManager {
    * size yields a valid empty span whatever `p` is. For validating buffers a
    * client names in a task (never a task in `main`). Any thread. */
   const char *DataBuffer(const hipc::Pointer &p, u64 size) const;
+  /** A private copy of the whole Ts in the `size` bytes at `p` (trailing
+   * bytes of a partial T are left out): copy, then use, so a client that
+   * rewrites its buffer meanwhile changes nothing. Empty if the bytes are
+   * not inside a data segment (admission already refuses such an InBuf).
+   * T must be trivially copyable. Any thread. */
+  template <typename T>
+  std::vector<T> CopyIn(const hipc::Pointer &p, u64 size) const {
+    static_assert(std::is_trivially_copyable_v<T>, "CopyIn copies bytes");
+    const char *src = DataBuffer(p, size);
+    std::vector<T> out(src ? size / sizeof(T) : 0);
+    if (!out.empty()) std::memcpy(out.data(), src, out.size() * sizeof(T));
+    return out;
+  }
   /** Frees a buffer from either data segment. Null is a no-op. */
   Status FreeBuffer(const hipc::Pointer &p);
   /** Records process `pid` as the owner of live block `p` of any of the

@@ -209,6 +209,20 @@ class ModuleClient : public PoolClient {
     }
     return out;
   }
+  /** The fan-out and merge of a method that gathers from a whole pool:
+   * AsyncEach<TaskT>(n, args...), then waits for every part and calls
+   * merge(part) (a TaskT &) on each that succeeded. Returns the first
+   * error among the parts, or Ok. Inside a method the fiber yields while
+   * the parts run. */
+  template <typename TaskT, typename MergeFn, typename... Args>
+  Status Gather(u32 n, MergeFn &&merge, const Args &...args) const {
+    std::vector<Future<TaskT>> parts = AsyncEach<TaskT>(n, args...);
+    Status first = WaitAll(parts);
+    for (Future<TaskT> &part : parts) {
+      if (part.status().ok()) merge(*part);
+    }
+    return first;
+  }
   /** Async, then Wait() until the calling thread's deadline: the returned
    * Future is done unless its status() is Timeout or OutOfMemory. */
   template <typename TaskT, typename... Args>

@@ -76,10 +76,10 @@ bool CheckStats() {
   }
   auto get = st.Call<stats::GetTask>(chi::DomainQuery::GetGlobalHash(7), 7ull);
   if (!Check("stats Get", get.status())) return false;
-  if (get->sum_ != 28 || get->count_ != 7) {
+  if (get->total_.sum != 28 || get->total_.count != 7) {
     fprintf(stderr, "consumer: Get(7) = %llu/%llu, expected 28/7\n",
-            static_cast<unsigned long long>(get->sum_),
-            static_cast<unsigned long long>(get->count_));
+            static_cast<unsigned long long>(get->total_.sum),
+            static_cast<unsigned long long>(get->total_.count));
     return false;
   }
   auto missing =
@@ -91,10 +91,10 @@ bool CheckStats() {
   }
   auto total = st.Call<stats::TotalTask>();
   if (!Check("stats Total", total.status())) return false;
-  if (total->sum_ != want_sum || total->count_ != 210) {
+  if (total->total_.sum != want_sum || total->total_.count != 210) {
     fprintf(stderr, "consumer: Total = %llu/%llu, expected %llu/210\n",
-            static_cast<unsigned long long>(total->sum_),
-            static_cast<unsigned long long>(total->count_),
+            static_cast<unsigned long long>(total->total_.sum),
+            static_cast<unsigned long long>(total->total_.count),
             static_cast<unsigned long long>(want_sum));
     return false;
   }

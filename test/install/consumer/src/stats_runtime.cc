@@ -1,5 +1,4 @@
 // Runtime side of "stats": one Run() per task type.
-#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -12,46 +11,28 @@ class Runtime : public chi::Module<Runtime, Stats> {
  public:
   void Run(AddTask *t, chi::RunContext &) {
     std::lock_guard<std::mutex> lock(mu_);
-    Sum &s = sums_[t->key_];
-    s.sum += t->value_;
-    s.count += 1;
+    sums_[t->key_].Add(Sum{t->value_, 1});
   }
   void Run(GetTask *t, chi::RunContext &) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sums_.find(t->key_);
     if (it == sums_.end()) return t->SetStatus(chi::Status::NotFound("key"));
-    t->sum_ = it->second.sum;
-    t->count_ = it->second.count;
+    t->total_ = it->second;
   }
   void Run(HistogramTask *t, chi::RunContext &) {
-    const char *p = CHI_IPC->DataBuffer(t->data_, t->bytes_);
-    for (u64 i = 0, v; p && i + 8 <= t->bytes_; i += 8) {
-      std::memcpy(&v, p + i, 8);
-      t->bins_[v % 16] += 1;
-    }
+    for (u64 v : CHI_IPC->CopyIn<u64>(t->data_, t->bytes_)) ++t->bins_[v % 16];
   }
   void Run(TotalTask *t, chi::RunContext &) {
-    if (t->local_) {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (auto &kv : sums_) {
-        t->sum_ += kv.second.sum;
-        t->count_ += kv.second.count;
-      }
-      return;
+    if (!t->local_) {  // fan out to every container and merge
+      auto merge = [t](TotalTask &part) { t->total_.Add(part.total_); };
+      return t->SetStatus(
+          Client(pool_id_).Gather<TotalTask>(num_containers_, merge, 1u));
     }
-    auto parts = Client(pool_id_).AsyncEach<TotalTask>(num_containers_, 1u);
-    t->SetStatus(chi::WaitAll(parts));  // fan out to every container, merge
-    for (auto &part : parts) {
-      if (!part.status().ok()) continue;
-      t->sum_ += part->sum_;
-      t->count_ += part->count_;
-    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto &kv : sums_) t->total_.Add(kv.second);
   }
 
  private:
-  struct Sum {
-    u64 sum = 0, count = 0;
-  };
   std::mutex mu_;
   std::unordered_map<u64, Sum> sums_;
 };

@@ -7,16 +7,24 @@
 namespace stats {
 using chi::u64;
 
+/** A sum of values and how many there were. */
+struct Sum {
+  u64 sum = 0, count = 0;
+  void Add(const Sum &o) {
+    sum += o.sum;
+    count += o.count;
+  }
+};
 /** Adds value_ to key_'s sum (send it to GetGlobalHash(key_)). */
 struct AddTask : chi::Task {
   IN u64 key_ = 0, value_ = 0;
   CHI_FIELDS(In(key_), In(value_))
 };
-/** The sum and count of key_'s values; NotFound if it has none. */
+/** key_'s sum; NotFound if it has none. */
 struct GetTask : chi::Task {
   IN u64 key_ = 0;
-  OUT u64 sum_ = 0, count_ = 0;
-  CHI_FIELDS(In(key_), Out(sum_), Out(count_))
+  OUT Sum total_;
+  CHI_FIELDS(In(key_), Out(total_))
 };
 /** Counts the u64s in data_[0, bytes_) by value % 16. */
 struct HistogramTask : chi::Task {
@@ -25,11 +33,11 @@ struct HistogramTask : chi::Task {
   OUT u64 bins_[16] = {};
   CHI_FIELDS(In(bytes_), InBuf(data_, bytes_), Out(bins_))
 };
-/** Sum and count of every key of the pool (local_: this container only). */
+/** The sum of every key of the pool (local_: this container only). */
 struct TotalTask : chi::Task {
   IN chi::u32 local_ = 0;
-  OUT u64 sum_ = 0, count_ = 0;
-  CHI_FIELDS(In(local_), Out(sum_), Out(count_))
+  OUT Sum total_;
+  CHI_FIELDS(In(local_), Out(total_))
 };
 
 /** The module: its name and methods (method ids follow this order). */
