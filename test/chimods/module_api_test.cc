@@ -73,6 +73,23 @@ TEST(ModuleDeclarationTest, IdsNamesAndTagsComeFromTheTypeList) {
   EXPECT_EQ(chi::TaskTypeTag<EchoTask>(), chi::TaskTypeTag<EchoTask>());
 }
 
+TEST(ModuleDeclarationTest, AdminMethodsKeepTheirIdsAndSharedBodiesGetOwnTags) {
+  namespace admin = chi::admin;
+  using M = admin::Admin::Methods;
+  static_assert(M::kCount == 19);
+  static_assert(admin::Method::kNoop == chi::BaseMethod::kCustom + 0);
+  static_assert(admin::Method::kStat == chi::BaseMethod::kCustom + 7);
+  static_assert(admin::Method::kOffload == chi::BaseMethod::kCustom + 18);
+  static_assert(chi::TaskMethodName<admin::ListPoolsTask>() == "ListPools");
+  static_assert(chi::TaskMethodName<admin::JoinClusterTask>() == "JoinCluster");
+  static_assert(std::is_aggregate_v<admin::StatTask>);
+  // Methods that share a body are still told apart at admission.
+  EXPECT_NE(chi::TaskTypeTag<admin::StatTask>(),
+            chi::TaskTypeTag<admin::TraceDumpTask>());
+  EXPECT_NE(chi::TaskTypeTag<admin::MigrateInTask>(),
+            chi::TaskTypeTag<admin::MigrateContainerTask>());
+}
+
 TEST(ModuleDeclarationTest, OneLineFieldListsMatchTheTemplateForm) {
   OneLineTask one;
   TemplateTask tmpl;
@@ -153,6 +170,49 @@ TEST_F(ModuleApiTest, FanOutToEveryContainerAndWaitAll) {
   ASSERT_EQ(parts.size(), 3u);
   ASSERT_TRUE(chi::WaitAll(parts).ok());
   for (auto &p : parts) EXPECT_EQ(p->result_, ComputeKernel(100, 9));
+}
+
+TEST_F(ModuleApiTest,
+       GatherMergesThePartsThatSucceededAndReportsTheFirstError) {
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("api_gather", 3).ok());
+  chi::u64 sum = 0;
+  int merged = 0;
+  auto merge = [&](ComputeTask &part) {
+    sum += part.result_;
+    ++merged;
+  };
+  ASSERT_TRUE(sm.Gather<ComputeTask>(3, merge, 100ull, 9ull).ok());
+  EXPECT_EQ(merged, 3);
+  EXPECT_EQ(sum, 3 * ComputeKernel(100, 9));
+  // A fourth part names a container the pool does not have: its error comes
+  // back, and the three others are still merged.
+  sum = 0;
+  merged = 0;
+  chi::Status s = sm.Gather<ComputeTask>(4, merge, 100ull, 9ull);
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s;
+  EXPECT_EQ(merged, 3);
+  EXPECT_EQ(sum, 3 * ComputeKernel(100, 9));
+}
+
+TEST_F(ModuleApiTest, CopyInCopiesWholeElementsOfADataBufferOnly) {
+  chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(20);
+  ASSERT_FALSE(buf.IsNull());
+  const chi::u64 vals[2] = {7, 1ull << 40};
+  std::memcpy(buf.ptr_, vals, sizeof(vals));
+  std::memset(buf.ptr_ + 16, 0xff, 4);  // a partial third element
+  std::vector<chi::u64> got = CHI_IPC->CopyIn<chi::u64>(buf.shm_, 20);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0], vals[0]);
+  EXPECT_EQ(got[1], vals[1]);
+  // The copy is private: rewriting the buffer changes nothing.
+  std::memset(buf.ptr_, 0, 16);
+  EXPECT_EQ(got[1], vals[1]);
+  // Bytes outside the data segments give nothing.
+  EXPECT_TRUE(CHI_IPC->CopyIn<chi::u64>(buf.shm_, chi::u64{1} << 40).empty());
+  EXPECT_TRUE(
+      CHI_IPC->CopyIn<chi::u64>(CHI_IPC->shared()->process_queue_, 64).empty());
+  EXPECT_TRUE(CHI_IPC->FreeBuffer(buf.shm_).ok());
 }
 
 TEST_F(ModuleApiTest, ATaskOfTheWrongTypeForItsMethodIsRefused) {
