@@ -76,7 +76,9 @@ class TaskLane {
   u64 Size() const { return size_.load(std::memory_order_relaxed); }
   /** Worker that drains this lane (for wake-ups). */
   std::atomic<u32> worker_id_{~0u};
-  /** kLaneRetired once the owning container is being destroyed. */
+  /** kLaneRetired once the owning container is being destroyed;
+   * kLanePinned for a pinned container's lane (set before it is handed to
+   * its worker). */
   std::atomic<u32> flags_{0};
 
  private:
@@ -169,6 +171,24 @@ class Container {
   /** Marks every lane of this container retired: workers abort what is left
    * in them and stop polling them. Pool destruction only. */
   void RetireQueues();
+  /** Pins this container to worker `worker` (an index of the orchestrator's
+   * workers, as chimaera_stat lists them): from now on every task of the
+   * container runs there, whichever worker admitted it, one fiber at a
+   * time. So the container's methods never run in parallel (they
+   * interleave only where one waits: a subtask, SleepUs, a yield), and its
+   * state needs no lock, as in a shard-per-core design. Its lane never
+   * moves, neither by lane balancing nor away from a stuck worker; a
+   * method that never yields therefore stalls the container. Tasks that
+   * already started elsewhere finish there. Once per container: pinning
+   * again to the same worker is Ok, to another AlreadyExists. Errors:
+   * InvalidArgument (no such worker), Unavailable (being destroyed). From
+   * Create() or any thread (admin::Client::PinContainer). Runtime only. */
+  Status PinToWorker(u32 worker);
+  /** The lane of the worker this container is pinned to, or null. Any
+   * thread. */
+  TaskLane *PinnedLane() const {
+    return pin_lane_.load(std::memory_order_acquire);
+  }
 
   /** Runs `task` with the handler of task->method_. Unknown methods complete
    * the task with NotFound. */
@@ -257,6 +277,10 @@ class Container {
   };
   std::vector<MethodEntry> methods_;
   std::vector<OwnedQueue> queues_;
+  std::mutex pin_mu_;                    ///< Serializes PinToWorker.
+  std::unique_ptr<TaskLane> pin_owned_;  // guarded by pin_mu_
+  /** pin_owned_ once it is handed to its worker (never changes after). */
+  std::atomic<TaskLane *> pin_lane_{nullptr};
 };
 
 }  // namespace chi

@@ -51,6 +51,9 @@ namespace chi {
 
 /** LaneHeader::flags_ bit: the lane's container is being destroyed. */
 static GLOBAL_CROSS_CONST u32 kLaneRetired = 1;
+/** TaskLane::flags_ bit: the lane of a pinned container; it never moves to
+ * another worker (Container::PinToWorker). */
+static GLOBAL_CROSS_CONST u32 kLanePinned = 2;
 
 /** The process queue: lanes x {kLowLatency, kHighLatency} of task Pointers. */
 using ProcessQueue = hipc::multi_mpsc_queue<hipc::Pointer>;

@@ -142,6 +142,11 @@ struct WorkerLane {
     return tlane &&
            (tlane->flags_.load(std::memory_order_acquire) & kLaneRetired);
   }
+  /** True for a pinned container's lane, which stays on its worker. */
+  bool Pinned() const {
+    return tlane &&
+           (tlane->flags_.load(std::memory_order_relaxed) & kLanePinned);
+  }
 };
 
 /** A low- or high-latency worker. */

@@ -59,7 +59,7 @@ std::string Save(TaskT &t, chi::FieldArchive::Mode mode) {
 
 TEST(ModuleDeclarationTest, IdsNamesAndTagsComeFromTheTypeList) {
   using M = SmallMessage::Methods;
-  static_assert(M::kCount == 5);
+  static_assert(M::kCount == 6);
   static_assert(M::IdOf<NoopTask>() == chi::BaseMethod::kCustom + 0);
   static_assert(M::IdOf<EchoTask>() == chi::BaseMethod::kCustom + 1);
   static_assert(M::IdOf<StencilRunTask>() == chi::BaseMethod::kCustom + 3);
@@ -76,7 +76,7 @@ TEST(ModuleDeclarationTest, IdsNamesAndTagsComeFromTheTypeList) {
 TEST(ModuleDeclarationTest, AdminMethodsKeepTheirIdsAndSharedBodiesGetOwnTags) {
   namespace admin = chi::admin;
   using M = admin::Admin::Methods;
-  static_assert(M::kCount == 19);
+  static_assert(M::kCount == 20);
   static_assert(admin::Method::kNoop == chi::BaseMethod::kCustom + 0);
   static_assert(admin::Method::kStat == chi::BaseMethod::kCustom + 7);
   static_assert(admin::Method::kOffload == chi::BaseMethod::kCustom + 18);

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "chimaera/worker.h"
 #include "small_message/small_message_client.h"
 
 namespace chi::small_message {
@@ -40,6 +41,20 @@ class Runtime : public Module<Runtime, SmallMessage> {
     std::memcpy(ret.ptr_, src, size);
     task->ret_ = ret.shm_;
     task->ret_size_ = size;
+  }
+
+  /** Busy for us_ without yielding; reports its worker and any overlap
+   * with another Probe of this container. Workers call it. */
+  void Run(ProbeTask *task, RunContext &rctx) {
+    if (task->us_ > 1000000) {
+      return task->SetStatus(Status::InvalidArgument("Probe: at most 1 s"));
+    }
+    const u32 before = probing_.fetch_add(1, std::memory_order_acq_rel);
+    const u64 until = hshm::NowNs() + u64{task->us_} * 1000;
+    while (hshm::NowNs() < until) hshm::CpuRelax();
+    const u32 after = probing_.fetch_sub(1, std::memory_order_acq_rel);
+    task->overlapped_ = before != 0 || after != 1;
+    task->worker_ = rctx.worker_->id();
   }
 
   /** Runs the kernel. Workers call it. */
@@ -132,6 +147,8 @@ class Runtime : public Module<Runtime, SmallMessage> {
   /** When this container's modelled device finishes its last reserved I/O
    * (NowNs clock). */
   std::atomic<u64> device_free_ns_{0};
+  /** Probes of this container running now. */
+  std::atomic<u32> probing_{0};
 };
 
 }  // namespace chi::small_message

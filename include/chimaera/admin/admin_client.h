@@ -132,6 +132,17 @@ class Client {
         }));
     return r;
   }
+  /** Pins container `container` of pool `id` to worker `worker` of the
+   * node that holds it (see Container::PinToWorker): every task of the
+   * container then runs on that worker, one at a time, and its lane never
+   * moves. Errors: NotFound (pool or container), InvalidArgument (no such
+   * worker; the admin pool), AlreadyExists (pinned to another worker). */
+  Status PinContainer(const PoolId &id, u32 container, u32 worker) {
+    return WaitAndFree(
+        Submit(NewAdminTask<PinContainerTask>(
+            CHI_IPC->NewTaskNode(), DomainQuery(), id, container, worker)),
+        [](PinContainerTask *) {});
+  }
   /** The id of pool `name`. */
   StatusOr<PoolId> LookupPool(const std::string &name) {
     auto task =

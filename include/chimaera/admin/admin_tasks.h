@@ -115,6 +115,16 @@ struct SetPlacementTask : public MigrateContainerTask {};
  * container_ unused; moved_pool_ and moved_container_ say what moved). */
 struct OffloadTask : public MigrateContainerTask {};
 
+/** Pins container container_ of pool target_ to worker worker_ of the node
+ * holding it (Container::PinToWorker): any node takes it and hands it to
+ * that node. */
+struct PinContainerTask : public Task {
+  IN PoolId target_;
+  IN u32 container_ = 0;
+  IN u32 worker_ = 0;
+  CHI_FIELDS(In(target_), In(container_), In(worker_))
+};
+
 /** Looks up the id of the pool called name_. */
 struct LookupPoolTask : public Task {
   IN TaskName name_;
@@ -175,7 +185,7 @@ struct Admin {
                    StatTask, ListPoolsTask, ListModulesTask, CreatePoolHereTask,
                    PoolSpecsTask, JoinClusterTask, TraceControlTask,
                    TraceDumpTask, MigrateContainerTask, MigrateInTask,
-                   SetPlacementTask, OffloadTask>;
+                   SetPlacementTask, OffloadTask, PinContainerTask>;
 };
 
 /** Method ids by name, for code that reads them off a task's method_. */
@@ -208,6 +218,8 @@ inline constexpr MethodId kMigrateIn = Admin::Methods::IdOf<MigrateInTask>();
 inline constexpr MethodId kSetPlacement =
     Admin::Methods::IdOf<SetPlacementTask>();
 inline constexpr MethodId kOffload = Admin::Methods::IdOf<OffloadTask>();
+inline constexpr MethodId kPinContainer =
+    Admin::Methods::IdOf<PinContainerTask>();
 }  // namespace Method
 
 /** Allocates admin task T for the admin pool, as task node `node`, routed

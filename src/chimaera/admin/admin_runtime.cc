@@ -574,6 +574,39 @@ class Runtime : public Module<Runtime, Admin> {
     if (!st.ok()) task->SetStatus(st);
   }
 
+  /** Pins a container to a worker of its node; another node hands the
+   * request to that node (once). */
+  void Run(PinContainerTask *task, RunContext &rctx) {
+    if (task->target_ == kAdminPoolId) {
+      return task->SetStatus(
+          Status::InvalidArgument("the admin pool's containers stay unpinned"));
+    }
+    auto d = CHI_POOL_MANAGER->Acquire(
+        task->target_, DomainQuery::GetGlobalId(task->container_));
+    if (!d.ok()) return task->SetStatus(d.status());
+    if (d->local) {
+      Status st = d->local->PinToWorker(task->worker_);
+      PoolManager::Release(d->local);
+      if (!st.ok()) task->SetStatus(st);
+      return;
+    }
+    if (rctx.origin_ == TaskOrigin::kRemote) {
+      return task->SetStatus(Status::NotFound(
+          "container " + std::to_string(task->container_) + " is not on node " +
+          std::to_string(CHI_IPC->node_id())));
+    }
+    auto sub = NewAdminTask<PinContainerTask>(
+        task->task_node_.Child(), DomainQuery::GetGlobalId(d->node - 1),
+        task->target_, task->container_, task->worker_);
+    if (sub.IsNull()) {
+      return task->SetStatus(Status::OutOfMemory("main segment is full"));
+    }
+    Submit(sub);
+    task->Wait(sub.ptr_);
+    if (sub->rc_ != 0) task->SetStatus(sub->GetStatus());
+    CHI_IPC->DelTask(sub);
+  }
+
   /** Finds a pool id by name. */
   void Run(LookupPoolTask *task, RunContext &rctx) {
     std::string name(task->name_.str_,

@@ -4,6 +4,7 @@
 #include "chimaera/ipc_manager.h"
 #include "chimaera/pool_manager.h"
 #include "chimaera/work_orchestrator.h"
+#include "chimaera/worker.h"
 
 namespace chi {
 
@@ -122,6 +123,37 @@ void Container::RetireQueues() {
       lane->flags_.fetch_or(kLaneRetired, std::memory_order_release);
     }
   }
+  std::lock_guard<std::mutex> lock(pin_mu_);
+  if (pin_owned_) {
+    pin_owned_->flags_.fetch_or(kLaneRetired, std::memory_order_release);
+  }
+}
+
+Status Container::PinToWorker(u32 worker) {
+  auto &workers = CHI_WORK_ORCHESTRATOR->workers();
+  if (worker >= workers.size()) {
+    return Status::InvalidArgument("no worker " + std::to_string(worker) +
+                                   " (this runtime has " +
+                                   std::to_string(workers.size()) + ")");
+  }
+  std::lock_guard<std::mutex> lock(pin_mu_);
+  if (pin_owned_) {
+    u32 w = pin_owned_->worker_id_.load(std::memory_order_acquire);
+    if (w == worker) return Status::Ok();
+    return Status::AlreadyExists(
+        "container " + std::to_string(container_id_) + " of pool '" +
+        pool_name_ + "' is already pinned to worker " + std::to_string(w));
+  }
+  if (destroying_.load(std::memory_order_acquire)) {
+    return Status::Unavailable("the pool is being destroyed");
+  }
+  pin_owned_ = std::make_unique<TaskLane>();
+  pin_owned_->flags_.store(kLanePinned, std::memory_order_relaxed);
+  // Counted before the hand-over, as for CreateQueue's lanes.
+  lanes_held_.fetch_add(1, std::memory_order_acq_rel);
+  workers[worker]->AddLane(pin_owned_.get(), this);
+  pin_lane_.store(pin_owned_.get(), std::memory_order_release);
+  return Status::Ok();
 }
 
 std::vector<std::string> Container::MethodNames() const {

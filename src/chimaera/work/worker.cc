@@ -516,16 +516,26 @@ u32 Worker::TakeLanesFromStuck(u64 epoch, Worker *to) {
     }
     ++moved;
   };
+  // Retired lanes are ours to drain; pinned ones never move.
   for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (i != cur_lane_ && !lanes_[i].Retired()) give(lanes_[i]);
+    if (i != cur_lane_ && !lanes_[i].Retired() && !lanes_[i].Pinned()) {
+      give(lanes_[i]);
+    }
   }
   for (const WorkerLane &wl : cold_) {
-    if (!wl.Retired()) give(wl);
+    if (!wl.Retired() && !wl.Pinned()) give(wl);
   }
   {
     std::lock_guard<std::mutex> lock(mailbox_mu_);
-    for (const WorkerLane &wl : mailbox_) give(wl);
-    mailbox_.clear();
+    std::vector<WorkerLane> stay;
+    for (const WorkerLane &wl : mailbox_) {
+      if (wl.Pinned()) {
+        stay.push_back(wl);
+      } else {
+        give(wl);
+      }
+    }
+    mailbox_.swap(stay);
   }
   lanes_unwedged_.fetch_add(moved, std::memory_order_relaxed);
   steal_.store(3, std::memory_order_release);
@@ -541,16 +551,18 @@ bool Worker::AnswerSteal() {
   while ((v = steal_.load(std::memory_order_acquire)) == 2) {
     hshm::CpuRelax();  // it is handing our lanes over (microseconds)
   }
-  // It moved every lane but lanes_[cur_lane_] (and retired ones, which we
-  // drain); keep those.
+  // It moved every lane but lanes_[cur_lane_], retired ones (which we
+  // drain) and pinned ones; keep those.
   std::vector<WorkerLane> keep;
   if (cur_lane_ < lanes_.size()) keep.push_back(lanes_[cur_lane_]);
   for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (i != cur_lane_ && lanes_[i].Retired()) keep.push_back(lanes_[i]);
+    if (i != cur_lane_ && (lanes_[i].Retired() || lanes_[i].Pinned())) {
+      keep.push_back(lanes_[i]);
+    }
   }
   std::vector<WorkerLane> cold_keep;
   for (const WorkerLane &wl : cold_) {
-    if (wl.Retired()) cold_keep.push_back(wl);
+    if (wl.Retired() || wl.Pinned()) cold_keep.push_back(wl);
   }
   lanes_.swap(keep);
   cold_.swap(cold_keep);
@@ -580,7 +592,9 @@ bool Worker::GiveLane(Worker *to) {
   size_t best = lanes_.size();
   u64 best_gap = ~0ull;
   for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (lanes_[i].pops == 0 || lanes_[i].Retired()) continue;
+    if (lanes_[i].pops == 0 || lanes_[i].Retired() || lanes_[i].Pinned()) {
+      continue;
+    }
     u64 twice = 2 * lanes_[i].pops;
     u64 gap = twice > total ? twice - total : total - twice;
     if (gap < best_gap) {
@@ -1262,6 +1276,17 @@ void Worker::RunLocal(RunContext *r) {
   if (__builtin_expect(
           r->container_->moving_.load(std::memory_order_seq_cst) != 0, 0)) {
     return Hold(r);
+  }
+  // A pinned container runs on its worker only (Container::PinToWorker).
+  if (TaskLane *pin = r->container_->PinnedLane()) {
+    const u32 w = pin->worker_id_.load(std::memory_order_relaxed);
+    if (w == id_) return Start(r);
+    // Unbounded: running it here instead would break the one-worker rule;
+    // each queued task is one the container's pool admitted and holds.
+    pin->PushUnbounded(r);
+    auto &workers = CHI_WORK_ORCHESTRATOR->workers();
+    if (w < workers.size()) workers[w]->Wake();
+    return;
   }
   TaskLane *target = r->container_->Route(r->task_);
   if (target && target->Push(r)) {

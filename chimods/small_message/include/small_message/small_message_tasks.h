@@ -116,11 +116,21 @@ struct IoTask : public Task {
   OUT u64 queued_ns_ = 0;  ///< Time it waited for the device.
   CHI_FIELDS(In(us_), Out(node_), Out(container_), Out(queued_ns_))
 };
-/** The module: its name and methods (ids kCustom + 0..4, in this order). */
+/** Keeps its worker busy for `us_` microseconds without yielding and says
+ * where it ran and whether another Probe of its container was running
+ * meanwhile: for tests of where a container's tasks run
+ * (Container::PinToWorker). At most 1 s (else InvalidArgument). */
+struct ProbeTask : public Task {
+  IN u32 us_ = 0;
+  OUT u32 worker_ = 0;      ///< Worker that ran it.
+  OUT u32 overlapped_ = 0;  ///< 1 if another Probe of the container overlapped.
+  CHI_FIELDS(In(us_), Out(worker_), Out(overlapped_))
+};
+/** The module: its name and methods (ids kCustom + 0..5, in this order). */
 struct SmallMessage {
   static constexpr char kName[] = "small_message";
-  using Methods =
-      chi::Methods<NoopTask, EchoTask, ComputeTask, StencilRunTask, IoTask>;
+  using Methods = chi::Methods<NoopTask, EchoTask, ComputeTask, StencilRunTask,
+                               IoTask, ProbeTask>;
 };
 
 }  // namespace chi::small_message

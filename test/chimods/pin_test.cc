@@ -1,0 +1,122 @@
+// Pinning a container to a worker (admin PinContainer ->
+// Container::PinToWorker): every task of the container runs on that worker,
+// one at a time, whichever worker admitted it, and the container's lane
+// stays there when the runtime moves lanes away from a stuck worker.
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "chimod_test_fixture.h"
+#include "small_message/small_message_client.h"
+
+namespace {
+
+using chi::DomainQuery;
+using chi::small_message::ComputeTask;
+using chi::small_message::ProbeTask;
+using hshm::StatusCode;
+
+/** Two low-latency workers (0 and 1) over four process-queue lanes: worker
+ * 0 drains lanes 0 and 2, worker 1 lanes 1 and 3 (container c names lane
+ * c). */
+class PinTest : public chi_test::ChiModTest {
+ protected:
+  PinTest() : ChiModTest("workers:\n  low_latency: 2\n  high_latency: 4\n") {}
+};
+
+TEST_F(PinTest, APinnedContainerRunsEveryTaskOnItsWorkerOneAtATime) {
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("pinned", 2).ok());
+  ASSERT_EQ(CHI_IPC->num_lanes(), 4u);
+  chi::admin::Client admin;
+  // Container 0's own lane is worker 0's: pin it to worker 1 instead.
+  ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 0, 1).ok());
+  // Two threads, each 16 Probes of 100 us in flight: by id (lane 0, worker
+  // 0 admits them) and by hash (the thread's lane, either worker).
+  std::atomic<int> ran{0}, elsewhere{0}, overlapped{0}, failed{0};
+  auto load = [&](bool by_id) {
+    std::vector<chi::Future<ProbeTask>> ring(16);
+    for (int i = 0; i < 400; ++i) {
+      auto &slot = ring[i % ring.size()];
+      if (slot) {
+        if (!slot.Wait().ok()) {
+          ++failed;
+        } else {
+          ++ran;
+          elsewhere += slot->worker_ != 1;
+          overlapped += slot->overlapped_ != 0;
+        }
+      }
+      DomainQuery dom =
+          by_id ? DomainQuery::GetLocalId(0) : DomainQuery::GetLocalHash(2 * i);
+      slot = sm.Async<ProbeTask>(dom, 100u);
+    }
+    for (auto &slot : ring) {
+      if (slot && slot.Wait().ok()) {
+        ++ran;
+        elsewhere += slot->worker_ != 1;
+        overlapped += slot->overlapped_ != 0;
+      } else if (slot) {
+        ++failed;
+      }
+    }
+  };
+  std::thread a(load, true), b(load, false);
+  a.join();
+  b.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(ran.load(), 800);
+  EXPECT_EQ(elsewhere.load(), 0) << "tasks of the pinned container ran on "
+                                    "another worker";
+  EXPECT_EQ(overlapped.load(), 0) << "tasks of the pinned container ran at "
+                                     "the same time";
+  // Container 1 is not pinned: its tasks still run where admitted.
+  auto other = sm.Call<ProbeTask>(DomainQuery::GetLocalId(1), 0u);
+  ASSERT_TRUE(other.status().ok()) << other.status();
+  EXPECT_EQ(other->worker_, 1u);  // lane 1 is worker 1's
+}
+
+TEST_F(PinTest, PinningErrorsAreClear) {
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("pin_errors", 2).ok());
+  chi::admin::Client admin;
+  EXPECT_EQ(admin.PinContainer(sm.pool_id(), 0, 99).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(admin.PinContainer(chi::PoolId(7, 7), 0, 0).code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(admin.PinContainer(sm.pool_id(), 5, 0).code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(admin.PinContainer(chi::kAdminPoolId, 0, 0).code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 1, 0).ok());
+  EXPECT_TRUE(admin.PinContainer(sm.pool_id(), 1, 0).ok());  // again: Ok
+  chi::Status s = admin.PinContainer(sm.pool_id(), 1, 1);
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s;
+  // The pinned pool is still destroyed cleanly, its lane with it.
+  auto probe = sm.Call<ProbeTask>(DomainQuery::GetLocalId(1), 0u);
+  ASSERT_TRUE(probe.status().ok()) << probe.status();
+  EXPECT_EQ(probe->worker_, 0u);
+  EXPECT_TRUE(sm.Destroy().ok());
+}
+
+TEST_F(PinTest, APinnedLaneStaysWhenLanesLeaveAStuckWorker) {
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("pin_stuck", 4).ok());
+  chi::admin::Client admin;
+  ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 0, 1).ok());
+  // Container 1 (lane 1, worker 1): a Compute of about half a second that
+  // never yields, so the runtime hands worker 1's other lanes to worker 0.
+  auto wedge = sm.Async<ComputeTask>(DomainQuery::GetLocalId(1),
+                                     chi::u64{400000000}, chi::u64{3});
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  // Container 3 (lane 3) moves with worker 1's lanes and is served now;
+  // pinned container 0 waits for its worker.
+  EXPECT_TRUE(sm.Noop(DomainQuery::GetLocalId(3)).ok());
+  auto probe = sm.Call<ProbeTask>(DomainQuery::GetLocalId(0), 0u);
+  ASSERT_TRUE(probe.status().ok()) << probe.status();
+  EXPECT_EQ(probe->worker_, 1u);
+  EXPECT_TRUE(wedge.done()) << "the pinned container ran beside the wedge";
+  ASSERT_TRUE(wedge.Wait().ok());
+}
+
+}  // namespace
