@@ -56,7 +56,21 @@ struct MethodEntry {
   size_t task_size = 0;
   /** TaskTypeTag of the task type; a shm task must carry the same. */
   u32 type_tag = 0;
+  /** The task type declares `static constexpr bool kNeverWaits = true`: the
+   * method never waits or yields (no subtask waits, no SleepUs), so workers
+   * run it on their own stack, without a fiber (two context switches and a
+   * stack less per task). A wait inside it would block the worker. */
+  bool never_waits = false;
 };
+
+namespace internal {
+/** True if task type T declares kNeverWaits = true (see MethodEntry). */
+template <typename T, typename = void>
+struct NeverWaits : std::false_type {};
+template <typename T>
+struct NeverWaits<T, std::void_t<decltype(T::kNeverWaits)>>
+    : std::bool_constant<T::kNeverWaits> {};
+}  // namespace internal
 
 /** A runtime-private lane of admitted tasks (a container queue's lane or a
  * worker's inbox). Bounded; any thread may Push, one worker Pops. */
@@ -250,6 +264,7 @@ class Container {
     e.name = name;
     e.task_size = sizeof(TaskT);
     e.type_tag = kTaskTypeTag<TaskT>;
+    e.never_waits = internal::NeverWaits<TaskT>::value;
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
     e.make = []() -> Task * {
       TaskT *t;

@@ -186,8 +186,13 @@ class Worker {
    * The owning worker's thread only. */
   void Complete(RunContext *rctx, const Status &status);
 
-  /** The RunContext of the task running on the calling thread, or null. */
+  /** The RunContext of the task whose fiber runs on the calling thread, or
+   * null (also inside a method run without a fiber: see MethodEntry::
+   * never_waits). Waits park this fiber. */
   static RunContext *CurrentRunContext();
+  /** The RunContext of the task whose method runs on the calling thread,
+   * with or without a fiber, or null: for subtask lineage and tracing. */
+  static RunContext *RunningContext();
   /** Wakes the workers that nap while fibers of theirs wait on subtasks.
    * Call after marking a task complete with a seq_cst RMW. Any thread. */
   static void WakeNappers();
@@ -276,8 +281,12 @@ class Worker {
   /** Runs `rctx` on its (acquired) container: on a container lane if the
    * container routes it there, else in a fiber on this worker. */
   void RunLocal(RunContext *rctx);
-  /** Creates the fiber of `rctx` and runs it until it finishes or yields. */
+  /** Creates the fiber of `rctx` and runs it until it finishes or yields;
+   * a never_waits method runs at once on this thread's stack (RunInline). */
   void Start(RunContext *rctx);
+  /** Runs the never_waits method of `rctx` on this thread's stack, then
+   * finishes it. */
+  void RunInline(RunContext *rctx);
   /** Switches into the fiber of `rctx`. */
   void Resume(RunContext *rctx);
   /** Resumes suspended fibers whose subtasks completed. */

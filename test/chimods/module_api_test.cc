@@ -68,6 +68,12 @@ TEST(ModuleDeclarationTest, IdsNamesAndTagsComeFromTheTypeList) {
   static_assert(chi::TaskMethodName<ComputeTask>() == "Compute");
   static_assert(chi::TaskMethodName<OneLineTask>() == "OneLine");
   static_assert(std::is_aggregate_v<EchoTask>);
+  // Methods that never wait run without a fiber; the rest in one.
+  static_assert(chi::internal::NeverWaits<NoopTask>::value);
+  static_assert(chi::internal::NeverWaits<ComputeTask>::value);
+  static_assert(!chi::internal::NeverWaits<chi::small_message::IoTask>::value);
+  static_assert(!chi::internal::NeverWaits<StencilRunTask>::value);
+  static_assert(!chi::internal::NeverWaits<chi::admin::JoinClusterTask>::value);
   EXPECT_NE(chi::TaskTypeTag<EchoTask>(), chi::TaskTypeTag<ComputeTask>());
   EXPECT_NE(chi::TaskTypeTag<NoopTask>(), 0u);
   EXPECT_EQ(chi::TaskTypeTag<EchoTask>(), chi::TaskTypeTag<EchoTask>());

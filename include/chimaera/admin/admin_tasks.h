@@ -34,10 +34,13 @@ struct TaskName {
 };
 
 /** Does nothing; measures the bare task round trip. */
-struct NoopTask : public Task {};
+struct NoopTask : public Task {
+  static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
+};
 
 /** Returns its input: ret_ = value_. */
 struct EchoTask : public Task {
+  static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
   IN u64 value_ = 0;
   OUT u64 ret_ = 0;
   CHI_FIELDS(In(value_), Out(ret_))
@@ -156,7 +159,7 @@ struct PoolSpecsTask : public TextTask {};
 struct TraceDumpTask : public TextTask {};
 /** Internal, fire-and-forget at start-up: a (re)started node builds its
  * share of every pool the others know. */
-struct JoinClusterTask : public NoopTask {};
+struct JoinClusterTask : public Task {};
 
 /** Operations of TraceControlTask. */
 enum TraceOp : u32 {

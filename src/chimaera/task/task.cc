@@ -87,7 +87,7 @@ bool BlockingWait(Task *task, u64 timeout_us) {
 
 TaskNode SubtaskNode() {
 #if CHIMAERA_RUNTIME
-  RunContext *rctx = Worker::CurrentRunContext();
+  RunContext *rctx = Worker::RunningContext();
   if (rctx && rctx->task_) return rctx->task_->task_node_.Child();
 #endif
   return CHI_IPC->NewTaskNode();

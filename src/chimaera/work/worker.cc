@@ -66,6 +66,8 @@ constexpr u64 kPauseSpinNs = 5000;
 // initial-exec: the SIGSEGV handler reads it, so no lazy TLS allocation.
 __attribute__((tls_model("initial-exec"))) thread_local RunContext *tls_rctx =
     nullptr;
+/** The task whose method runs on this worker's own stack (never_waits). */
+thread_local RunContext *tls_inline = nullptr;
 
 /** Workers napping while some of their fibers wait on subtasks. A worker
  * that completes a task wakes them (WakeNappers), so a parent whose subtask
@@ -375,6 +377,10 @@ Worker::~Worker() {
 
 RunContext *Worker::CurrentRunContext() { return tls_rctx; }
 
+RunContext *Worker::RunningContext() {
+  return tls_rctx ? tls_rctx : tls_inline;
+}
+
 void Worker::WakeNappers() { WakeNappersFast(); }
 
 void Worker::WakeAll() {
@@ -422,7 +428,7 @@ void Worker::RefreshTrace() {
 }
 
 void Worker::TraceSubmit(const Task *task, const hipc::Pointer &p) {
-  RunContext *r = tls_rctx;
+  RunContext *r = RunningContext();
   if (!r || !r->trace_id_ || !r->worker_->trace_) return;
   TraceEvent e;
   e.kind = TraceKind::kSubmit;
@@ -1479,6 +1485,8 @@ void Worker::ApplyReply(RunContext *r) {
 
 void Worker::Start(RunContext *r) {
   r->worker_ = this;
+  const MethodEntry *m = r->container_->GetMethod(r->task_->method_);
+  if (m && m->never_waits) return RunInline(r);
   r->stack_ = GetStack();
   if (!r->stack_) {
     return Complete(r, Status::OutOfMemory("no memory for a task stack"));
@@ -1508,6 +1516,22 @@ void Worker::Start(RunContext *r) {
                            return std::move(r->sink_);
                          });
   Resume(r);
+}
+
+void Worker::RunInline(RunContext *r) {
+  r->done_ = false;
+  r->waiting_on_ = nullptr;
+  r->waiting_group_ = nullptr;
+  r->wait_deadline_ns_ = UINT64_MAX;
+  if (__builtin_expect(++sample_seq_ % kSampleEvery == 0, 0)) {
+    r->sample_start_ns_ = hshm::NowNs();
+  }
+  if (__builtin_expect(trace_ != nullptr, 0)) TraceBegin(r);
+  tls_inline = r;
+  RunMethod(r);
+  tls_inline = nullptr;
+  r->done_ = true;
+  Finish(r);
 }
 
 void Worker::Resume(RunContext *r) {

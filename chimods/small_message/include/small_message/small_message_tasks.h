@@ -51,11 +51,14 @@ inline u64 StencilChecksum(u32 width, u32 steps, u64 iters) {
 }
 
 /** Does nothing; measures the task round trip to a module container. */
-struct NoopTask : public Task {};
+struct NoopTask : public Task {
+  static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
+};
 
 /** Returns a copy of data_[0, size_) in ret_[0, ret_size_). A zero size_
  * needs no data_ and returns a null ret_. */
 struct EchoTask : public Task {
+  static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
   IN hipc::Pointer data_;  ///< Input bytes (a data-segment buffer).
   IN u64 size_ = 0;        ///< Bytes of data_ to echo.
   OUT hipc::Pointer ret_;  ///< Reply in client_data; the waiter frees it.
@@ -71,6 +74,7 @@ struct EchoTask : public Task {
 
 /** Runs ComputeKernel(iters_, seed_) and returns it in result_. */
 struct ComputeTask : public Task {
+  static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
   IN u64 iters_ = 0;    ///< Kernel iterations (the task's size).
   IN u64 seed_ = 0;     ///< Kernel seed.
   OUT u64 result_ = 0;  ///< ComputeKernel(iters_, seed_).
@@ -121,6 +125,7 @@ struct IoTask : public Task {
  * meanwhile: for tests of where a container's tasks run
  * (Container::PinToWorker). At most 1 s (else InvalidArgument). */
 struct ProbeTask : public Task {
+  static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
   IN u32 us_ = 0;
   OUT u32 worker_ = 0;      ///< Worker that ran it.
   OUT u32 overlapped_ = 0;  ///< 1 if another Probe of the container overlapped.
