@@ -91,8 +91,12 @@ TEST_F(LaneBalanceTest, BusyLanesSpreadOverTheWorkersAndNoTaskIsLost) {
       before_max + before_min > 0 ? 2 * before_max / (before_max + before_min)
                                   : 0.0,
       max_busy + min_busy > 0 ? 2 * max_busy / (max_busy + min_busy) : 0.0);
-  // Both workers now carry one of the busy lanes.
-  EXPECT_GT(min_busy, 0.3) << "max " << max_busy;
+  // Both workers now carry one of the busy lanes. Relative to each other:
+  // how busy they are depends on the client's rate, which a loaded machine
+  // lowers (TSan beside another test: 0.59 / 0.00 before, 0.25 / 0.18
+  // after).
+  EXPECT_GT(min_busy, 0.1) << "max " << max_busy;
+  EXPECT_GT(min_busy, 0.5 * max_busy) << "max " << max_busy;
   // Drain, then count: every task ran exactly once.
   while (!window.empty()) {
     ASSERT_TRUE(window.front().Wait().ok());
