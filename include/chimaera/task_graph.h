@@ -126,7 +126,8 @@ class TaskGroup {
   /** Ok, or OutOfMemory if the counter could not be allocated. */
   const Status &status() const { return status_; }
   /** Makes `task` a member. REQUIRES: not sent yet, not in another group.
-   * Errors: OutOfMemory, FailedPrecondition (bad group). */
+   * Errors: OutOfMemory (this group's counter or the task's extension
+   * could not be allocated). */
   Status Add(Task *task);
   /** Members not yet complete. */
   u32 pending() const;
