@@ -282,11 +282,8 @@ class Worker {
    * container routes it there, else in a fiber on this worker. */
   void RunLocal(RunContext *rctx);
   /** Creates the fiber of `rctx` and runs it until it finishes or yields;
-   * a never_waits method runs at once on this thread's stack (RunInline). */
+   * a never_waits method runs to its end at once on this thread's stack. */
   void Start(RunContext *rctx);
-  /** Runs the never_waits method of `rctx` on this thread's stack, then
-   * finishes it. */
-  void RunInline(RunContext *rctx);
   /** Switches into the fiber of `rctx`. */
   void Resume(RunContext *rctx);
   /** Resumes suspended fibers whose subtasks completed. */

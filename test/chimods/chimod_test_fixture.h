@@ -42,6 +42,15 @@ class ChiModTest : public ::testing::Test {
   RuntimeProcess rt_;
 };
 
+/** A runtime with two low-latency workers (0 and 1) over four
+ * process-queue lanes: worker 0 drains lanes 0 and 2, worker 1 lanes 1 and
+ * 3 (a task addressed to container c uses lane c). */
+class TwoWorkerTest : public ChiModTest {
+ protected:
+  TwoWorkerTest()
+      : ChiModTest("workers:\n  low_latency: 2\n  high_latency: 4\n") {}
+};
+
 /** The attached runtime's chimaera_stat --json report, parsed (an empty
  * value, and a test failure, if it cannot be read or parsed). */
 inline chi_tools::JsonValue StatJson() {

@@ -16,13 +16,7 @@ using chi::small_message::ComputeTask;
 using chi::small_message::ProbeTask;
 using hshm::StatusCode;
 
-/** Two low-latency workers (0 and 1) over four process-queue lanes: worker
- * 0 drains lanes 0 and 2, worker 1 lanes 1 and 3 (container c names lane
- * c). */
-class PinTest : public chi_test::ChiModTest {
- protected:
-  PinTest() : ChiModTest("workers:\n  low_latency: 2\n  high_latency: 4\n") {}
-};
+using PinTest = chi_test::TwoWorkerTest;
 
 TEST_F(PinTest, APinnedContainerRunsEveryTaskOnItsWorkerOneAtATime) {
   chi::small_message::Client sm;

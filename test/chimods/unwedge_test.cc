@@ -18,13 +18,7 @@ using chi::small_message::ComputeTask;
 using chi::small_message::NoopTask;
 using chi_tools::JsonValue;
 
-/** Two low-latency workers over four process-queue lanes: worker 0 drains
- * lanes 0 and 2, worker 1 lanes 1 and 3 (container c names lane c). */
-class UnwedgeTest : public chi_test::ChiModTest {
- protected:
-  UnwedgeTest()
-      : ChiModTest("workers:\n  low_latency: 2\n  high_latency: 4\n") {}
-};
+using UnwedgeTest = chi_test::TwoWorkerTest;
 
 /** Seconds `fn` takes. */
 template <typename Fn>

@@ -1485,11 +1485,14 @@ void Worker::ApplyReply(RunContext *r) {
 
 void Worker::Start(RunContext *r) {
   r->worker_ = this;
+  // A method that never waits runs on this thread's stack, without a fiber.
   const MethodEntry *m = r->container_->GetMethod(r->task_->method_);
-  if (m && m->never_waits) return RunInline(r);
-  r->stack_ = GetStack();
-  if (!r->stack_) {
-    return Complete(r, Status::OutOfMemory("no memory for a task stack"));
+  const bool inline_run = m && m->never_waits;
+  if (!inline_run) {
+    r->stack_ = GetStack();
+    if (!r->stack_) {
+      return Complete(r, Status::OutOfMemory("no memory for a task stack"));
+    }
   }
   r->done_ = false;
   r->waiting_on_ = nullptr;
@@ -1500,11 +1503,18 @@ void Worker::Start(RunContext *r) {
   if (__builtin_expect(++sample_seq_ % kSampleEvery == 0, 0)) {
     r->sample_start_ns_ = hshm::NowNs();
   }
+  // Tracing off: this predictable branch is all it costs.
+  if (__builtin_expect(trace_ != nullptr, 0)) TraceBegin(r);
+  if (inline_run) {
+    tls_inline = r;
+    RunMethod(r);
+    tls_inline = nullptr;
+    r->done_ = true;
+    return Finish(r);
+  }
   ctx::stack_context sctx;
   sctx.sp = r->stack_ + kGuardSize + kStackSize;
   sctx.size = kStackSize;
-  // Tracing off: this predictable branch is all it costs.
-  if (__builtin_expect(trace_ != nullptr, 0)) TraceBegin(r);
   r->tsan_fiber_ = HSHM_TSAN_FIBER_CREATE();
   r->fiber_ = ctx::fiber(std::allocator_arg,
                          ctx::preallocated(sctx.sp, sctx.size, sctx),
@@ -1516,22 +1526,6 @@ void Worker::Start(RunContext *r) {
                            return std::move(r->sink_);
                          });
   Resume(r);
-}
-
-void Worker::RunInline(RunContext *r) {
-  r->done_ = false;
-  r->waiting_on_ = nullptr;
-  r->waiting_group_ = nullptr;
-  r->wait_deadline_ns_ = UINT64_MAX;
-  if (__builtin_expect(++sample_seq_ % kSampleEvery == 0, 0)) {
-    r->sample_start_ns_ = hshm::NowNs();
-  }
-  if (__builtin_expect(trace_ != nullptr, 0)) TraceBegin(r);
-  tls_inline = r;
-  RunMethod(r);
-  tls_inline = nullptr;
-  r->done_ = true;
-  Finish(r);
 }
 
 void Worker::Resume(RunContext *r) {
