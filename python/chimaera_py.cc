@@ -729,6 +729,18 @@ PYBIND11_MODULE(chimaera, m) {
           py::arg("pool_id"), py::arg("timeout_s") = py::none(),
           "Destroys pool `pool_id` on every node.")
       .def(
+          "pin_container",
+          [](Admin &a, const PoolId &id, u32 container, u32 worker, OptT t) {
+            Blocking(t, [&] {
+              Check(a.client.PinContainer(id, container, worker));
+            });
+          },
+          py::arg("pool_id"), py::arg("container"), py::arg("worker"),
+          py::arg("timeout_s") = py::none(),
+          "Pins a container to a worker of its node: its tasks then all run "
+          "there, one at a time. InvalidArgument for a bad worker, "
+          "AlreadyExists if pinned to another.")
+      .def(
           "stop_runtime",
           [](Admin &a, OptT t) {
             Blocking(t, [&] { Check(a.client.StopRuntime()); });

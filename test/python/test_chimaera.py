@@ -246,6 +246,19 @@ class AdminTest(unittest.TestCase):
             self.admin.lookup_pool("py_admin_pool")
         self.assertEqual(cm.exception.code, chimaera.StatusCode.NotFound)
 
+    def test_pin_container(self):
+        pool, _ = self.admin.get_or_create_pool("py_pin_pool",
+                                                "small_message", 2)
+        self.admin.pin_container(pool, 1, 0)
+        self.admin.pin_container(pool, 1, 0)  # again, same worker: fine
+        with self.assertRaises(chimaera.Error) as cm:
+            self.admin.pin_container(pool, 0, 999)
+        self.assertEqual(cm.exception.code_name, "InvalidArgument")
+        with self.assertRaises(chimaera.Error) as cm:
+            self.admin.pin_container(pool, 7, 0)
+        self.assertEqual(cm.exception.code_name, "NotFound")
+        self.admin.destroy_pool(pool)
+
     def test_unknown_module_is_not_found(self):
         with self.assertRaises(chimaera.Error) as cm:
             self.admin.get_or_create_pool("py_bad_pool", "no_such_module")
