@@ -129,6 +129,23 @@ struct Methods {
   }
 };
 
+/** Allocates a task of method T of module Def (a struct with Methods, see
+ * chimaera/module.h) as task node `node` of pool `pool`, routed by `dom`:
+ * `args` initialise its first fields in order. Null if `main` is full. Any
+ * thread; send with chi::Submit. */
+template <typename Def, typename T, typename... Args>
+FullPtr<T> NewMethodTask(const TaskNode &node, const PoolId &pool,
+                         const DomainQuery &dom, Args &&...args) {
+  static_assert(std::is_aggregate_v<T>,
+                "a method's task type must be an aggregate: public fields, "
+                "no constructors (see chimaera/module.h)");
+  FullPtr<T> t = CHI_IPC->NewTaskDefault<T>(std::forward<Args>(args)...);
+  if (!t.IsNull()) {
+    t->SetBase(node, pool, dom, Def::Methods::template IdOf<T>());
+  }
+  return t;
+}
+
 /** A container of a pool. */
 class Container {
  public:

@@ -248,19 +248,12 @@ class ModuleClient : public PoolClient {
   FullPtr<TaskT> Make() const {
     return Build<TaskT>(DomainQuery());
   }
-  /** Allocates TaskT{{}, args...} and fills its header. */
+  /** Allocates TaskT{{}, args...} and fills its header (a subtask of the
+   * running task, if any). */
   template <typename TaskT, typename... Args>
   FullPtr<TaskT> Build(const DomainQuery &dom, Args &&...args) const {
-    static_assert(std::is_aggregate_v<TaskT>,
-                  "a method's task type must be an aggregate: public fields, "
-                  "no constructors (see chimaera/module.h)");
-    constexpr MethodId kId = Def::Methods::template IdOf<TaskT>();
-    FullPtr<TaskT> t =
-        CHI_IPC->NewTaskDefault<TaskT>(std::forward<Args>(args)...);
-    if (!t.IsNull()) {
-      t->SetBase(internal::SubtaskNode(), pool_id_, dom, kId);
-    }
-    return t;
+    return NewMethodTask<Def, TaskT>(internal::SubtaskNode(), pool_id_, dom,
+                                     std::forward<Args>(args)...);
   }
 };
 

@@ -83,9 +83,9 @@ TEST(ModuleDeclarationTest, AdminMethodsKeepTheirIdsAndSharedBodiesGetOwnTags) {
   namespace admin = chi::admin;
   using M = admin::Admin::Methods;
   static_assert(M::kCount == 20);
-  static_assert(admin::Method::kNoop == chi::BaseMethod::kCustom + 0);
-  static_assert(admin::Method::kStat == chi::BaseMethod::kCustom + 7);
-  static_assert(admin::Method::kOffload == chi::BaseMethod::kCustom + 18);
+  static_assert(M::IdOf<admin::NoopTask>() == chi::BaseMethod::kCustom + 0);
+  static_assert(M::IdOf<admin::StatTask>() == chi::BaseMethod::kCustom + 7);
+  static_assert(M::IdOf<admin::OffloadTask>() == chi::BaseMethod::kCustom + 18);
   static_assert(chi::TaskMethodName<admin::ListPoolsTask>() == "ListPools");
   static_assert(chi::TaskMethodName<admin::JoinClusterTask>() == "JoinCluster");
   static_assert(std::is_aggregate_v<admin::StatTask>);

@@ -191,40 +191,6 @@ struct Admin {
                    SetPlacementTask, OffloadTask, PinContainerTask>;
 };
 
-/** Method ids by name, for code that reads them off a task's method_. */
-namespace Method {
-inline constexpr MethodId kNoop = Admin::Methods::IdOf<NoopTask>();
-inline constexpr MethodId kEcho = Admin::Methods::IdOf<EchoTask>();
-inline constexpr MethodId kFanOut = Admin::Methods::IdOf<FanOutTask>();
-inline constexpr MethodId kStopRuntime =
-    Admin::Methods::IdOf<StopRuntimeTask>();
-inline constexpr MethodId kGetOrCreatePool =
-    Admin::Methods::IdOf<GetOrCreatePoolTask>();
-inline constexpr MethodId kDestroyPool =
-    Admin::Methods::IdOf<DestroyPoolTask>();
-inline constexpr MethodId kLookupPool = Admin::Methods::IdOf<LookupPoolTask>();
-inline constexpr MethodId kStat = Admin::Methods::IdOf<StatTask>();
-inline constexpr MethodId kListPools = Admin::Methods::IdOf<ListPoolsTask>();
-inline constexpr MethodId kListModules =
-    Admin::Methods::IdOf<ListModulesTask>();
-inline constexpr MethodId kCreatePoolHere =
-    Admin::Methods::IdOf<CreatePoolHereTask>();
-inline constexpr MethodId kPoolSpecs = Admin::Methods::IdOf<PoolSpecsTask>();
-inline constexpr MethodId kJoinCluster =
-    Admin::Methods::IdOf<JoinClusterTask>();
-inline constexpr MethodId kTraceControl =
-    Admin::Methods::IdOf<TraceControlTask>();
-inline constexpr MethodId kTraceDump = Admin::Methods::IdOf<TraceDumpTask>();
-inline constexpr MethodId kMigrateContainer =
-    Admin::Methods::IdOf<MigrateContainerTask>();
-inline constexpr MethodId kMigrateIn = Admin::Methods::IdOf<MigrateInTask>();
-inline constexpr MethodId kSetPlacement =
-    Admin::Methods::IdOf<SetPlacementTask>();
-inline constexpr MethodId kOffload = Admin::Methods::IdOf<OffloadTask>();
-inline constexpr MethodId kPinContainer =
-    Admin::Methods::IdOf<PinContainerTask>();
-}  // namespace Method
-
 /** Allocates admin task T for the admin pool, as task node `node`, routed
  * by `dom`: `args` initialise its first fields in order (none for the
  * types that only derive a body; set their fields afterwards). Null if
@@ -232,11 +198,8 @@ inline constexpr MethodId kPinContainer =
 template <typename T, typename... Args>
 FullPtr<T> NewAdminTask(const TaskNode &node, const DomainQuery &dom,
                         Args &&...args) {
-  FullPtr<T> t = CHI_IPC->NewTaskDefault<T>(std::forward<Args>(args)...);
-  if (!t.IsNull()) {
-    t->SetBase(node, kAdminPoolId, dom, Admin::Methods::IdOf<T>());
-  }
-  return t;
+  return NewMethodTask<Admin, T>(node, kAdminPoolId, dom,
+                                 std::forward<Args>(args)...);
 }
 
 }  // namespace chi::admin

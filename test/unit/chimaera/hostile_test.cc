@@ -231,7 +231,7 @@ TEST_F(HostileTest, CorruptHeadersBeforeSubmissionAreClearErrors) {
   // A block smaller than the method's task type.
   auto small = chi::admin::NewAdminTask<chi::admin::NoopTask>(
       CHI_IPC->NewTaskNode(), chi::DomainQuery());
-  small->method_ = chi::admin::Method::kFanOut;
+  small->method_ = chi::admin::Admin::Methods::IdOf<chi::admin::FanOutTask>();
   ASSERT_TRUE(CHI_IPC->Send(small).ok());
   g_attacks++;
   ASSERT_TRUE(small->WaitFor(10000000));

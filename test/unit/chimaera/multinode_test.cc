@@ -308,16 +308,25 @@ TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
   SendRecords(s, {std::string(), std::string("ab"),
                   std::string(reinterpret_cast<char *>(&bogus_kind), 4)});
   SendRecords(s, {Request(chi::kAdminPoolId, 0, "").substr(0, 10)});
-  SendRecords(s, {Request(chi::PoolId(42, 42), chi::admin::Method::kEcho,
-                          std::string(8, 'x'))});
-  SendRecords(s, {Request(chi::kAdminPoolId, 999, "")});
-  SendRecords(s, {Request(chi::kAdminPoolId, chi::admin::Method::kEcho,
-                          "abc")});  // IN fields truncated
-  SendRecords(s, {Request(chi::kAdminPoolId, chi::admin::Method::kEcho,
-                          std::string(40, 'y'))});  // too long
   SendRecords(s,
-              {Request(chi::kAdminPoolId, chi::admin::Method::kGetOrCreatePool,
-                       std::string(200, 'z'))});  // names a frame it lacks
+              {Request(chi::PoolId(42, 42),
+                       chi::admin::Admin::Methods::IdOf<chi::admin::EchoTask>(),
+                       std::string(8, 'x'))});
+  SendRecords(s, {Request(chi::kAdminPoolId, 999, "")});
+  SendRecords(s,
+              {Request(chi::kAdminPoolId,
+                       chi::admin::Admin::Methods::IdOf<chi::admin::EchoTask>(),
+                       "abc")});  // IN fields truncated
+  SendRecords(s,
+              {Request(chi::kAdminPoolId,
+                       chi::admin::Admin::Methods::IdOf<chi::admin::EchoTask>(),
+                       std::string(40, 'y'))});  // too long
+  SendRecords(
+      s,
+      {Request(
+          chi::kAdminPoolId,
+          chi::admin::Admin::Methods::IdOf<chi::admin::GetOrCreatePoolTask>(),
+          std::string(200, 'z'))});  // names a frame it lacks
   chi::WireReply rep{12345, 0, 0};
   chi::u32 reply_kind = 2;
   std::string r(reinterpret_cast<char *>(&reply_kind), 4);
