@@ -37,6 +37,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <sstream>
 #include <string>
@@ -528,6 +529,37 @@ bool ParseWidths(const std::string &list, u32 cores, std::vector<u32> *out) {
   return !out->empty();
 }
 
+#if CHI_HAVE_TASK_GRAPH
+/** Parses --wait: default, block, spin:<us> or yield:<us>. */
+bool ParseWaitPolicy(const std::string &arg, chi::WaitPolicy *out) {
+  if (arg == "default") {
+    *out = chi::WaitPolicy::Default();
+    return true;
+  }
+  if (arg == "block") {
+    *out = chi::WaitPolicy::Block();
+    return true;
+  }
+  size_t colon = arg.find(':');
+  if (colon == std::string::npos) return false;
+  std::string kind = arg.substr(0, colon);
+  char *end = nullptr;
+  double us = std::strtod(arg.c_str() + colon + 1, &end);
+  if (end == arg.c_str() + colon + 1 || *end != '\0' || !(us >= 0)) {
+    return false;
+  }
+  u64 ns = static_cast<u64>(us * 1000);
+  if (kind == "spin") {
+    *out = chi::WaitPolicy::Spin(ns);
+  } else if (kind == "yield") {
+    *out = chi::WaitPolicy::Yield(ns);
+  } else {
+    return false;
+  }
+  return true;
+}
+#endif
+
 /** Parses --sizes (microseconds, positive). */
 bool ParseSizes(const std::string &list, std::vector<double> *out) {
   for (const std::string &item : SplitList(list)) {
@@ -561,6 +593,7 @@ int main(int argc, char **argv) {
   u32 repeat = 1;
   bool quick = false;
   bool verbose = false;
+  std::string wait_arg = "default";
   app.add_option("--cores", cores,
                  "Cores to keep busy: containers, OpenMP threads, the "
                  "efficiency's denominator (default: CPUs online)")
@@ -578,10 +611,23 @@ int main(int argc, char **argv) {
   app.add_option("--repeat", repeat,
                  "Timed runs per cell; the best efficiency is kept")
       ->check(CLI::Range(1u, 100u));
+#if CHI_HAVE_TASK_GRAPH
+  app.add_option("--wait", wait_arg,
+                 "Client wait policy: default, block, spin:<us> or "
+                 "yield:<us> (chi::WaitPolicy)");
+#endif
   app.add_flag("--quick", quick,
                "Smoke run: sizes 5,50,500 and --max-seconds 0.1");
   app.add_flag("-v,--verbose", verbose, "Print every run");
   CLI11_PARSE(app, argc, argv);
+#if CHI_HAVE_TASK_GRAPH
+  chi::WaitPolicy policy;
+  if (!ParseWaitPolicy(wait_arg, &policy)) {
+    fprintf(stderr, "stencil_benchmark: bad --wait %s\n", wait_arg.c_str());
+    return 2;
+  }
+  chi::ScopedWaitPolicy scoped_policy(policy);
+#endif
   if (quick) {
     sizes_arg = "5,50,500";
     max_seconds = std::min(max_seconds, 0.1);
@@ -649,9 +695,9 @@ int main(int argc, char **argv) {
       iters_per_us, probe_us, probe_took);
   printf(
       "cores %u; runs of %u-%u steps aiming at %.2f s (cap %.2f s); "
-      "deps window %u steps; best of %u run(s) per cell\n",
+      "deps window %u steps; client wait %s; best of %u run(s) per cell\n",
       cores, kMinSteps, kMaxSteps, max_seconds * 2 / 3, max_seconds, window,
-      repeat);
+      wait_arg.c_str(), repeat);
   printf("efficiency = width * steps * task_us / (wall_us * cores)\n");
 
   // metgs[width index][variant] for the summary.

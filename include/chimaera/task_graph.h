@@ -14,8 +14,11 @@
 // the task is sent. The runtime copies and validates the extension when it
 // admits the task: a task whose predecessors have not all completed waits in
 // the runtime (not in the client) and starts as soon as the last one
-// completes, on any worker or node; if a predecessor failed, the task fails
-// with Aborted naming it, without running. A predecessor must stay allocated
+// completes; if a predecessor failed, the task fails with Aborted naming it,
+// without running. The tasks of a graph are submitted on one node (a handle
+// is that node's shared memory) and may run on any node: a dependent waits
+// on the submitting node, where its remote predecessors' replies land, and
+// then goes to its container. A predecessor must stay allocated
 // until its dependents have started (free it after waiting for them).
 // Tasks of a group decrement the group's counter when they complete, after
 // their results are visible, and the last one wakes the waiter once.

@@ -10,6 +10,7 @@
 
 #include "chimaera/chimaera.h"
 #include "chimaera/net/wire.h"
+#include "chimaera/task_graph.h"
 #include "hermes_shm/lightbeam/transport.h"
 #include "queue_test_mod.h"
 #include "runtime_fixture.h"
@@ -213,6 +214,83 @@ TEST(MultiNodeTest, DeadNodeIsAnErrorAndRejoins) {
   auto again =
       chi::admin::Client().GetOrCreatePool("after", "queue_test_mod", 3);
   EXPECT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+/** A Where task (not sent) on container `c` of `pool`, spinning `spin_us`. */
+chi::FullPtr<WhereTask> NewWhere(const chi::PoolId &pool, chi::u32 c,
+                                 chi::u32 spin_us) {
+  return CHI_IPC->NewTaskDefault<WhereTask>(CHI_IPC->NewTaskNode(), pool,
+                                            DomainQuery::GetGlobalId(c),
+                                            chi::kLowLatency, spin_us);
+}
+
+// Dependencies between tasks that run on different nodes: a dependent sent
+// before its predecessors starts on its node only after both ended on theirs;
+// a chain crosses three nodes in order; a predecessor that fails on another
+// node fails its dependents there without running them. (Task handles live
+// in one node's shared memory: the tasks of a graph are submitted on one
+// node, and may run anywhere.)
+TEST(MultiNodeTest, DependenciesAcrossNodes) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  auto pool = chi::admin::Client().GetOrCreatePool("deps", "queue_test_mod", 3);
+  ASSERT_TRUE(pool.ok()) << pool.status() << cluster.Logs();
+  // Container c lives on node c + 1.
+  for (int round = 0; round < 3; ++round) {
+    auto a = NewWhere(*pool, 1, 20000);  // node 2, 20 ms
+    auto b = NewWhere(*pool, 2, 5000);   // node 3, 5 ms
+    auto d = NewWhere(*pool, 2, 0);      // node 3, after a and b
+    ASSERT_TRUE(chi::SetDependencies(d.ptr_, {a.ptr_, b.ptr_}).ok());
+    chi::Submit(d);  // first: it must wait for both
+    chi::Submit(a);
+    chi::Submit(b);
+    ASSERT_TRUE(d->WaitFor(10000000)) << cluster.Logs();
+    ASSERT_TRUE(d->GetStatus().ok()) << d->GetStatus();
+    ASSERT_TRUE(a->IsComplete() && b->IsComplete());
+    EXPECT_EQ(a->node_, 2u);
+    EXPECT_EQ(b->node_, 3u);
+    EXPECT_EQ(d->node_, 3u);
+    // One machine: the nodes share CLOCK_MONOTONIC.
+    EXPECT_GE(d->end_ns_, a->end_ns_);
+    EXPECT_GE(d->end_ns_, b->end_ns_);
+    for (auto *t : {&a, &b, &d}) CHI_IPC->DelTask(*t);
+  }
+  // A chain over the three nodes, sent in reverse order.
+  auto x = NewWhere(*pool, 2, 3000);  // node 3
+  auto y = NewWhere(*pool, 1, 3000);  // node 2, after x
+  auto z = NewWhere(*pool, 0, 0);     // node 1, after y
+  ASSERT_TRUE(chi::SetDependencies(y.ptr_, {x.ptr_}).ok());
+  ASSERT_TRUE(chi::SetDependencies(z.ptr_, {y.ptr_}).ok());
+  chi::Submit(z);
+  chi::Submit(y);
+  chi::Submit(x);
+  ASSERT_TRUE(z->WaitFor(10000000)) << cluster.Logs();
+  ASSERT_TRUE(z->GetStatus().ok()) << z->GetStatus();
+  EXPECT_EQ(x->node_, 3u);
+  EXPECT_EQ(y->node_, 2u);
+  EXPECT_EQ(z->node_, 1u);
+  EXPECT_GE(y->end_ns_, x->end_ns_ + 3000000);
+  EXPECT_GE(z->end_ns_, y->end_ns_);
+  for (auto *t : {&x, &y, &z}) CHI_IPC->DelTask(*t);
+  // A predecessor that fails on node 2 (no such method there): its
+  // dependent on node 3 fails with Aborted, naming it, and never runs.
+  auto bad = NewWhere(*pool, 1, 0);
+  bad->method_ = 999;
+  auto dep = NewWhere(*pool, 2, 0);
+  ASSERT_TRUE(chi::SetDependencies(dep.ptr_, {bad.ptr_}).ok());
+  chi::Submit(dep);
+  chi::Submit(bad);
+  ASSERT_TRUE(dep->WaitFor(10000000)) << cluster.Logs();
+  EXPECT_EQ(bad->GetStatus().code(), hshm::StatusCode::kNotFound);
+  EXPECT_EQ(dep->GetStatus().code(), hshm::StatusCode::kAborted)
+      << dep->GetStatus();
+  EXPECT_NE(dep->GetStatus().message().find("predecessor"), std::string::npos);
+  EXPECT_EQ(dep->node_, 0u);  // never ran
+  CHI_IPC->DelTask(bad);
+  CHI_IPC->DelTask(dep);
+  EXPECT_TRUE(chi::admin::Client().DestroyPool(*pool).ok());
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
