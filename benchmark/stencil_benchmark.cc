@@ -26,10 +26,14 @@
 // always runs its steps. With --repeat N the best of N timed runs counts (on
 // a shared machine, the least disturbed one). METG(50%) is the smallest task
 // size whose efficiency is at least 50%.
+// With -v every timed run also prints the CPU time per task of the client
+// thread (CLOCK_THREAD_CPUTIME_ID) and of the runtime's threads (their
+// schedstat), idle polling included: where the cores went.
 //
 // A plain program (not Google Benchmark): the runtime must already run (see
 // scripts/run_stencil_benchmark.sh, which gives it `cores` low-latency
 // workers).
+#include <dirent.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -99,10 +103,12 @@ struct RunSpec {
 /** The outcome of one loop. */
 struct RunResult {
   bool ok = true;
-  std::string error;   ///< The first failure, if any.
-  u32 steps_done = 0;  ///< Steps that completed.
-  double seconds = 0;  ///< Wall time of those steps.
-  u64 checksum = 0;    ///< Sum of every result (mod 2^64).
+  std::string error;       ///< The first failure, if any.
+  u32 steps_done = 0;      ///< Steps that completed.
+  double seconds = 0;      ///< Wall time of those steps.
+  u64 checksum = 0;        ///< Sum of every result (mod 2^64).
+  double client_cpu = 0;   ///< CPU seconds of the client thread (timed runs).
+  double runtime_cpu = 0;  ///< CPU seconds of the runtime process (timed runs).
 
   /** Records the first failure. */
   void Fail(const std::string &why) {
@@ -380,6 +386,33 @@ bool VariantBuilt(const std::string &variant) {
   return true;
 }
 
+/** CPU seconds this thread has used. */
+double ThreadCpuSec() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/** CPU seconds the threads of process `pid` have used (the scheduler's
+ * nanosecond count of every live thread), or 0. */
+double ProcessCpuSec(int pid) {
+  if (pid <= 0) return 0;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR *d = opendir(dir.c_str());
+  if (!d) return 0;
+  double sum = 0;
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    FILE *f = fopen((dir + "/" + e->d_name + "/schedstat").c_str(), "r");
+    if (!f) continue;
+    unsigned long long ns = 0;
+    if (fscanf(f, "%llu", &ns) == 1) sum += ns * 1e-9;
+    fclose(f);
+  }
+  closedir(d);
+  return sum;
+}
+
 /** Runs one loop of `variant`. REQUIRES: VariantBuilt(variant). */
 RunResult RunVariant(const std::string &variant,
                      chi::small_message::Client &client, const RunSpec &spec) {
@@ -468,7 +501,13 @@ bool MeasureCell(const std::string &variant, chi::small_message::Client &client,
         spec.steps = static_cast<u32>(
             std::clamp<double>(std::round(want), kMinSteps, kMaxSteps));
       }
-      r = RunVariant(variant, client, spec);
+      r.client_cpu = ThreadCpuSec();
+      r.runtime_cpu = ProcessCpuSec(CHI_IPC->shared()->runtime_pid_);
+      RunResult run = RunVariant(variant, client, spec);
+      run.client_cpu = ThreadCpuSec() - r.client_cpu;
+      run.runtime_cpu =
+          ProcessCpuSec(CHI_IPC->shared()->runtime_pid_) - r.runtime_cpu;
+      r = run;
       if (!r.ok || r.seconds >= aim / 2 || spec.steps == kMaxSteps) break;
       per_step = r.seconds / std::max(1u, r.steps_done);
     }
@@ -478,11 +517,15 @@ bool MeasureCell(const std::string &variant, chi::small_message::Client &client,
     }
     double eff = Efficiency(spec, r, task_us);
     if (verbose) {
+      double tasks =
+          static_cast<double>(spec.width) * std::max(1u, r.steps_done);
       printf(
           "  width %u, %s us, %-7s: %4u steps in %.3f s, %.1f us per step, "
-          "efficiency %.1f%%\n",
+          "efficiency %.1f%%; CPU per task: client %.2f us, runtime %.2f "
+          "us\n",
           spec.width, SizeName(task_us).c_str(), variant.c_str(), r.steps_done,
-          r.seconds, r.seconds * 1e6 / std::max(1u, r.steps_done), eff * 100);
+          r.seconds, r.seconds * 1e6 / std::max(1u, r.steps_done), eff * 100,
+          r.client_cpu * 1e6 / tasks, r.runtime_cpu * 1e6 / tasks);
     }
     cell->efficiency = std::max(cell->efficiency, eff);
   }
