@@ -215,6 +215,14 @@ class Container {
    * InvalidArgument (no such worker), Unavailable (being destroyed). From
    * Create() or any thread (admin::Client::PinContainer). Runtime only. */
   Status PinToWorker(u32 worker);
+  /** Pins this container (PinToWorker) to the worker that now drains its
+   * low-latency process-queue lane (container c uses lane c % lanes), so
+   * that tasks addressed to it by id reach it in one hop. The runtime calls
+   * it after Create() for modules that declare kPinned (module.h). */
+  Status PinToOwnLane();
+  /** True if the module declared kPinned: the runtime pins each container
+   * with PinToOwnLane once it was created. */
+  bool pins_at_create() const { return pin_at_create_; }
   /** The lane of the worker this container is pinned to, or null. Any
    * thread. */
   TaskLane *PinnedLane() const {
@@ -309,6 +317,12 @@ class Container {
   };
   std::vector<MethodEntry> methods_;
   std::vector<OwnedQueue> queues_;
+
+ protected:
+  /** Set by chi::Module for a module that declares kPinned. */
+  bool pin_at_create_ = false;
+
+ private:
   std::mutex pin_mu_;                    ///< Serializes PinToWorker.
   std::unique_ptr<TaskLane> pin_owned_;  // guarded by pin_mu_
   /** pin_owned_ once it is handed to its worker (never changes after). */

@@ -20,14 +20,18 @@
 //     using Methods = chi::Methods<AddTask, GetTask>;
 //   };
 //
-// The runtime side overloads Run() per task type and exports itself:
+// The runtime side overloads Run() per task type (with the RunContext, or
+// without when the method does not need it) and exports itself:
 //
 //   class StatsRuntime : public chi::Module<StatsRuntime, Stats> {
 //    public:
 //     void Run(AddTask *task, chi::RunContext &rctx) { ... }
-//     void Run(GetTask *task, chi::RunContext &rctx) { ... }
+//     void Run(GetTask *task) { ... }
 //   };
 //   CHI_MODULE(StatsRuntime);
+//
+// A method that gathers from every container of its pool calls
+// Gather<TaskT>(merge, args...) (its fiber yields while the parts run).
 //
 // The client side needs nothing more:
 //
@@ -39,6 +43,12 @@
 //
 // A task of the wrong type for its method id is refused by the runtime
 // (Task::type_tag_), and a type missing from Methods<> does not compile.
+//
+// A module whose Def also declares `static constexpr bool kPinned = true`
+// is sharded per core: each container is pinned, once created, to the
+// worker that drains its process-queue lane (Container::PinToOwnLane), so
+// its tasks run one at a time, interleaving only where one waits, and its
+// state needs no lock.
 #ifndef CHIMAERA_MODULE_H_
 #define CHIMAERA_MODULE_H_
 
@@ -257,9 +267,27 @@ class ModuleClient : public PoolClient {
   }
 };
 
-/** Base of a module's container: registers Derived::Run(T *, RunContext &)
- * as the handler of each task type T in Def::Methods (Run overloads must be
- * public). Export the class with CHI_MODULE(Derived). */
+namespace internal {
+/** True if D has Run(T *, RunContext &) (else Module calls Run(T *)). */
+template <typename D, typename T, typename = void>
+struct RunTakesContext : std::false_type {};
+template <typename D, typename T>
+struct RunTakesContext<D, T,
+                       std::void_t<decltype(std::declval<D &>().Run(
+                           std::declval<T *>(), std::declval<RunContext &>()))>>
+    : std::true_type {};
+/** True if module definition Def declares kPinned = true. */
+template <typename Def, typename = void>
+struct PinnedModule : std::false_type {};
+template <typename Def>
+struct PinnedModule<Def, std::void_t<decltype(Def::kPinned)>>
+    : std::bool_constant<Def::kPinned> {};
+}  // namespace internal
+
+/** Base of a module's container: registers Derived::Run(T *, RunContext &),
+ * or Derived::Run(T *) when the method needs no context, as the handler of
+ * each task type T in Def::Methods (Run overloads must be public). Export
+ * the class with CHI_MODULE(Derived). */
 template <typename Derived, typename Def>
 class Module : public Container {
  public:
@@ -267,8 +295,21 @@ class Module : public Container {
   using ModuleDef = Def;
 
  protected:
-  /** Fills the method table from Def::Methods. */
-  Module() { RegisterAll(static_cast<typename Def::Methods *>(nullptr)); }
+  /** Fills the method table from Def::Methods; a Def declaring kPinned has
+   * each container pinned to a worker once created. */
+  Module() {
+    RegisterAll(static_cast<typename Def::Methods *>(nullptr));
+    pin_at_create_ = internal::PinnedModule<Def>::value;
+  }
+  /** From a method: sends TaskT(args...) to every container of this pool,
+   * waits (the fiber yields) and calls merge(part) on each part that
+   * succeeded; returns the first error among the parts, or Ok (see
+   * ModuleClient::Gather). */
+  template <typename TaskT, typename MergeFn, typename... Args>
+  Status Gather(MergeFn &&merge, const Args &...args) const {
+    return ModuleClient<Def>(pool_id_).template Gather<TaskT>(
+        num_containers_, std::forward<MergeFn>(merge), args...);
+  }
 
  private:
   /** Registers every listed task type. */
@@ -283,7 +324,12 @@ class Module : public Container {
     MethodEntry &e =
         NewEntry<T>(Def::Methods::template IdOf<T>(), name.c_str());
     e.run = [](Container *self, void *, Task *task, RunContext &rctx) {
-      static_cast<Derived *>(self)->Run(static_cast<T *>(task), rctx);
+      auto *derived = static_cast<Derived *>(self);
+      if constexpr (internal::RunTakesContext<Derived, T>::value) {
+        derived->Run(static_cast<T *>(task), rctx);
+      } else {
+        derived->Run(static_cast<T *>(task));
+      }
     };
   }
 };

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "chimod_test_fixture.h"
+#include "pinned_mod.h"
 #include "small_message/small_message_client.h"
 
 namespace {
@@ -111,6 +112,53 @@ TEST_F(PinTest, APinnedLaneStaysWhenLanesLeaveAStuckWorker) {
   EXPECT_EQ(probe->worker_, 1u);
   EXPECT_TRUE(wedge.done()) << "the pinned container ran beside the wedge";
   ASSERT_TRUE(wedge.Wait().ok());
+}
+
+// A module that declares kPinned: each container is pinned, once created, to
+// the worker draining its lane (container c uses lane c % 4, lane l is worker
+// l % 2's), so by id or by hash each container's Probes run on that one
+// worker, never two at a time, and the pin cannot be moved.
+TEST_F(PinTest, AModuleDeclaredPinnedShardsItsContainersOverTheWorkers) {
+  pinned_mod::Client pm;
+  ASSERT_TRUE(pm.Create("sharded", 4).ok());
+  std::atomic<int> ran{0}, misplaced{0}, overlapped{0}, failed{0};
+  auto load = [&](bool by_id) {
+    std::vector<std::pair<chi::u32, chi::Future<pinned_mod::ProbeTask>>> ring(
+        16);
+    auto check =
+        [&](std::pair<chi::u32, chi::Future<pinned_mod::ProbeTask>> &slot) {
+          if (!slot.second) return;
+          if (!slot.second.Wait().ok()) {
+            ++failed;
+            return;
+          }
+          ++ran;
+          misplaced += slot.second->worker_ != slot.first % 2;
+          overlapped += slot.second->overlapped_ != 0;
+        };
+    for (chi::u32 i = 0; i < 200; ++i) {
+      auto &slot = ring[i % ring.size()];
+      check(slot);
+      chi::u32 c = (i * 7 + (by_id ? 0 : 1)) % 4;
+      DomainQuery dom =
+          by_id ? DomainQuery::GetLocalId(c) : DomainQuery::GetLocalHash(c);
+      slot = {c, pm.Async<pinned_mod::ProbeTask>(dom, 50u)};
+    }
+    for (auto &slot : ring) check(slot);
+  };
+  std::thread a(load, true), b(load, false);
+  a.join();
+  b.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(ran.load(), 400);
+  EXPECT_EQ(misplaced.load(), 0) << "a Probe ran off its container's worker";
+  EXPECT_EQ(overlapped.load(), 0) << "two Probes of a container overlapped";
+  // Already pinned at creation: another worker is refused.
+  chi::admin::Client admin;
+  EXPECT_EQ(admin.PinContainer(pm.pool_id(), 0, 1).code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_TRUE(admin.PinContainer(pm.pool_id(), 1, 1).ok());
+  EXPECT_TRUE(pm.Destroy().ok());
 }
 
 }  // namespace

@@ -156,6 +156,13 @@ Status Container::PinToWorker(u32 worker) {
   return Status::Ok();
 }
 
+Status Container::PinToOwnLane() {
+  u32 lanes = CHI_IPC->num_lanes();
+  if (lanes == 0) return Status::Unavailable("the process queue has no lanes");
+  LaneView &lane = CHI_IPC->GetLaneView(container_id_ % lanes, kLowLatency);
+  return PinToWorker(lane.header().worker_id_.load(std::memory_order_acquire));
+}
+
 std::vector<std::string> Container::MethodNames() const {
   std::vector<std::string> out;
   for (auto &m : methods_) out.push_back(m.name ? m.name : "");

@@ -10,10 +10,7 @@ using chi::u64;
 /** A sum of values and how many there were. */
 struct Sum {
   u64 sum = 0, count = 0;
-  void Add(const Sum &o) {
-    sum += o.sum;
-    count += o.count;
-  }
+  void Add(const Sum &o) { *this = {sum + o.sum, count + o.count}; }
 };
 /** Adds value_ to key_'s sum (send it to GetGlobalHash(key_)). */
 struct AddTask : chi::Task {
@@ -40,9 +37,11 @@ struct TotalTask : chi::Task {
   CHI_FIELDS(In(local_), Out(total_))
 };
 
-/** The module: its name and methods (method ids follow this order). */
+/** The module: its name, methods (ids follow this order), one shard per
+ * core (each container's tasks run on one worker, one at a time). */
 struct Stats {
   static constexpr char kName[] = "stats";
+  static constexpr bool kPinned = true;
   using Methods = chi::Methods<AddTask, GetTask, HistogramTask, TotalTask>;
 };
 using Client = chi::ModuleClient<Stats>;
