@@ -40,6 +40,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -745,6 +746,19 @@ bool MeasureTraceOverhead(Api &api, u32 pairs, double seconds, int pin_cpu) {
   printf("  on/off per pair: median %.3f  [%.3f..%.3f]%s\n",
          ratio[ratio.size() / 2], ratio.front(), ratio.back(),
          errors ? "  ERRORS" : "");
+  // A distribution-free 95% confidence interval of the median ratio: the
+  // order statistics whose ranks a Binomial(n, 1/2) count reaches with
+  // 2.5% in each tail (normal approximation; needs about 10 pairs).
+  const size_t n = ratio.size();
+  if (n >= 10) {
+    double half = 0.98 * std::sqrt(static_cast<double>(n));  // 1.96 sd
+    size_t lo = static_cast<size_t>(std::max(0.0, std::floor(n / 2.0 - half)));
+    size_t hi = std::min(n - 1, static_cast<size_t>(std::ceil(n / 2.0 + half)));
+    printf(
+        "  median on/off, 95%% confidence: [%.3f..%.3f] (tracing costs "
+        "%.1f%% to %.1f%% of throughput)\n",
+        ratio[lo], ratio[hi], (1 - ratio[hi]) * 100, (1 - ratio[lo]) * 100);
+  }
   return errors == 0;
 }
 
