@@ -45,15 +45,25 @@ static GLOBAL_CROSS_CONST u32 kTaskGroupMagic = 0x43484752u;  // "CHGR"
 /** Most predecessors one task may name. */
 static GLOBAL_CROSS_CONST u32 kMaxTaskDeps = 64;
 
-/** The shared part of a TaskGroup (a block of `main`). */
+/** The shared part of a TaskGroup (a block of `main`). Members are counted
+ * where they are added (TaskGroup::added_, private to the client), so adding
+ * one writes nothing shared; completions count up done_, and the waiter
+ * publishes how many it waits for in target_ before it sleeps. Counts wrap
+ * (compared as differences). */
 struct TaskGroupShm {
   u32 magic_ = kTaskGroupMagic;
-  /** Member tasks not yet complete; the futex word its waiter sleeps on. */
-  std::atomic<u32> pending_{0};
-  /** 1 while the waiter sleeps (or is about to) on pending_. */
+  /** Members completed so far; the futex word the waiter sleeps on. */
+  std::atomic<u32> done_{0};
+  /** The done_ value the waiter waits for (set before it sleeps). */
+  std::atomic<u32> target_{0};
+  /** 1 while the waiter sleeps (or is about to) on done_. */
   std::atomic<u32> waiter_asleep_{0};
-  u32 reserved_ = 0;
 };
+
+/** True once counter `done` has reached `target` (counts wrap). */
+HSHM_INLINE bool GroupReached(u32 done, u32 target) {
+  return static_cast<i32>(target - done) <= 0;
+}
 
 /** A task's extension block (in `main`, named by Task::ext_): its group and
  * its predecessors (num_deps_ Pointers to tasks follow the struct). Written
@@ -145,6 +155,7 @@ class TaskGroup {
  private:
   FullPtr<TaskGroupShm> shm_;
   Status status_;
+  u32 added_ = 0;  ///< Members added ever (done_ counts toward it).
 };
 
 namespace internal {
@@ -178,8 +189,8 @@ bool SpinPhase(DoneFn &&done) {
 }
 
 /** Runtime and client: the group a completed task belonged to (validated
- * Pointer from its admitted extension) is counted down; the last member
- * wakes the waiter. Any thread. */
+ * Pointer from its admitted extension) counts one more member done; the
+ * one that reaches the waiter's target wakes it. Any thread. */
 void CountDownGroup(const hipc::Pointer &group);
 /** The group of a task of this process (from its extension), or null. */
 hipc::Pointer TaskGroupOf(Task *task);

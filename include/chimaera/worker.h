@@ -88,6 +88,8 @@ class RunContext {
   bool sleeping_ = false;        ///< SleepUs: resume at the deadline only.
   /** A TaskGroup's counter the fiber waits to reach zero, or null. */
   std::atomic<u32> *waiting_group_ = nullptr;
+  /** The count *waiting_group_ must reach (TaskGroupShm::done_). */
+  u32 waiting_target_ = 0;
   /** kShm: the TaskGroup the task belongs to (validated at admission). */
   hipc::Pointer group_;
   /** kShm: predecessors that must complete before it starts. */

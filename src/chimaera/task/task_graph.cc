@@ -111,45 +111,52 @@ Status TaskGroup::Add(Task *task) {
     if (!ext) return Status::OutOfMemory("main segment is full");
   }
   ext->group_ = shm_.shm_;
-  shm_->pending_.fetch_add(1, std::memory_order_relaxed);
+  ++added_;  // private: nothing shared is written per member
   return Status::Ok();
 }
 
 u32 TaskGroup::pending() const {
-  return shm_.IsNull() ? 0 : shm_->pending_.load(std::memory_order_acquire);
+  if (shm_.IsNull()) return 0;
+  i32 left =
+      static_cast<i32>(added_ - shm_->done_.load(std::memory_order_acquire));
+  return left > 0 ? static_cast<u32>(left) : 0;
 }
 
 bool TaskGroup::WaitFor(u64 timeout_us) {
   if (shm_.IsNull()) return true;
-  std::atomic<u32> &pending = shm_->pending_;
-  if (pending.load(std::memory_order_acquire) == 0) return true;
+  std::atomic<u32> &done = shm_->done_;
+  const u32 target = added_;
+  auto reached = [&] {
+    return GroupReached(done.load(std::memory_order_acquire), target);
+  };
+  if (reached()) return true;
+  // Completions that reach target_ wake the waiter (or a napping worker).
+  shm_->target_.store(target, std::memory_order_seq_cst);
   u64 start = hshm::NowNs();
   u64 deadline =
       timeout_us < (1ull << 40) ? start + timeout_us * 1000 : UINT64_MAX;
 #if CHIMAERA_RUNTIME
   if (RunContext *rctx = Worker::CurrentRunContext()) {
     // Inside a task: park the fiber; the worker resumes it once the count
-    // reaches zero or the deadline passes.
-    while (pending.load(std::memory_order_acquire) != 0) {
+    // reaches the target or the deadline passes.
+    while (!reached()) {
       if (hshm::NowNs() >= deadline) break;
-      rctx->waiting_group_ = &pending;
+      rctx->waiting_group_ = &done;
+      rctx->waiting_target_ = target;
       rctx->wait_deadline_ns_ = deadline;
       rctx->Yield();
     }
     rctx->waiting_group_ = nullptr;
     rctx->wait_deadline_ns_ = UINT64_MAX;
-    return pending.load(std::memory_order_acquire) == 0;
+    return reached();
   }
 #endif
-  if (internal::SpinPhase(
-          [&] { return pending.load(std::memory_order_acquire) == 0; })) {
-    return true;
-  }
+  if (internal::SpinPhase(reached)) return true;
   for (;;) {
-    // Dekker with the last member's fetch_sub; load of waiter_asleep_.
+    // Dekker with the completion's fetch_add; load of waiter_asleep_.
     shm_->waiter_asleep_.store(1, std::memory_order_seq_cst);
-    u32 p = pending.load(std::memory_order_seq_cst);
-    if (p == 0) break;
+    u32 d = done.load(std::memory_order_seq_cst);
+    if (GroupReached(d, target)) break;
     u64 now = hshm::NowNs();
     if (now >= deadline) {
       shm_->waiter_asleep_.store(0, std::memory_order_relaxed);
@@ -158,11 +165,10 @@ bool TaskGroup::WaitFor(u64 timeout_us) {
     u64 slice = kSleepSliceUs;
     if (deadline != UINT64_MAX)
       slice = std::min(slice, (deadline - now) / 1000 + 1);
-    hshm::FutexWait(&pending, p, slice);
-    if (pending.load(std::memory_order_acquire) != 0 &&
-        !CHI_IPC->CheckRuntimeAlive().ok()) {
+    hshm::FutexWait(&done, d, slice);
+    if (!reached() && !CHI_IPC->CheckRuntimeAlive().ok()) {
       shm_->waiter_asleep_.store(0, std::memory_order_relaxed);
-      return false;  // nobody will count the rest down
+      return false;  // nobody will count the rest
     }
   }
   shm_->waiter_asleep_.store(0, std::memory_order_relaxed);
@@ -179,16 +185,14 @@ void CountDownGroup(const hipc::Pointer &group) {
   }
   auto *g = reinterpret_cast<TaskGroupShm *>(hipc::ToProcessAddress(group));
   if (!g || g->magic_ != kTaskGroupMagic) return;
-  u32 prev = g->pending_.load(std::memory_order_relaxed);
-  do {
-    if (prev == 0) return;  // more completions than members: ignore
-  } while (!g->pending_.compare_exchange_weak(prev, prev - 1,
-                                              std::memory_order_seq_cst));
-  if (prev == 1 && g->waiter_asleep_.load(std::memory_order_seq_cst)) {
-    hshm::FutexWake(&g->pending_, INT_MAX);
+  u32 d = g->done_.fetch_add(1, std::memory_order_seq_cst) + 1;
+  // Only the completion that reaches the published target wakes anyone.
+  if (d != g->target_.load(std::memory_order_seq_cst)) return;
+  if (g->waiter_asleep_.load(std::memory_order_seq_cst)) {
+    hshm::FutexWake(&g->done_, INT_MAX);
   }
 #if CHIMAERA_RUNTIME
-  if (prev == 1) Worker::WakeNappers();  // a fiber may wait on the group
+  Worker::WakeNappers();  // a fiber may wait on the group
 #endif
 }
 

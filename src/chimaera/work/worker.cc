@@ -878,7 +878,8 @@ namespace {
 bool WaitOver(const RunContext *r) {
   if (r->sleeping_) return false;  // only its deadline ends a SleepUs
   if (r->waiting_group_) {
-    return r->waiting_group_->load(std::memory_order_acquire) == 0;
+    return GroupReached(r->waiting_group_->load(std::memory_order_acquire),
+                        r->waiting_target_);
   }
   return !r->waiting_on_ || r->waiting_on_->IsComplete();
 }
