@@ -69,6 +69,34 @@ TEST_F(TaskGraphTest, GroupWaitsForAllMembersOnce) {
   }
 }
 
+// One group reused round after round (its counts only grow): a waiter that
+// sleeps at once is woken by the member that completes last, each round;
+// members added after a wait extend it.
+TEST_F(TaskGraphTest, AReusedGroupWakesItsSleepingWaiterEachRound) {
+  chi::ScopedWaitPolicy block(chi::WaitPolicy::Block());
+  chi::TaskGroup group;
+  ASSERT_TRUE(group.status().ok());
+  for (int round = 0; round < 30; ++round) {
+    std::vector<chi::FullPtr<WhereTask>> tasks;
+    const int n = 1 + round % 5;
+    for (int i = 0; i < n; ++i) {
+      // The last one is slow: the waiter is asleep when it completes.
+      auto t = NewWhere(pool_, i == n - 1 ? 2000 : 0, i % 2);
+      ASSERT_TRUE(group.Add(t.ptr_).ok());
+      tasks.push_back(chi::Submit(t));
+    }
+    EXPECT_LE(group.pending(), static_cast<chi::u32>(n));
+    ASSERT_TRUE(group.WaitFor(10 * 1000 * 1000)) << "round " << round;
+    EXPECT_EQ(group.pending(), 0u);
+    for (auto &t : tasks) {
+      EXPECT_TRUE(t->IsComplete());
+      CHI_IPC->DelTask(t);
+    }
+  }
+  // Nothing pending: a wait returns at once.
+  EXPECT_TRUE(group.WaitFor(0));
+}
+
 TEST_F(TaskGraphTest, FailedMembersStillCountDown) {
   chi::TaskGroup group;
   auto good = NewWhere(pool_, 0);
