@@ -192,10 +192,13 @@ class PoolManager {
   static void AbortMove(Container *c);
   /** Migration, on the node a container moves to: makes container `c` of
    * pool `id` here (Create(params), then LoadState(state)) and publishes
-   * it, with this node as its place. Errors: NotFound, AlreadyExists (c is
-   * here already), or the module's. */
+   * it, with this node as its place. It is pinned again if it was pinned
+   * where it was: a kPinned module's to its lane's worker here, another to
+   * worker `pin_worker` (its lane's worker if this node has no such
+   * worker); ~0u: not pinned. Errors: NotFound, AlreadyExists (c is here
+   * already), or the module's. */
   Status InstallContainer(const PoolId &id, ContainerId c,
-                          const std::string &state);
+                          const std::string &state, u32 pin_worker = ~0u);
   /** Migration, on every node: container `c` of pool `id` now lives on
    * `node`. If it was here (the node it left), it is unpublished, its held
    * tasks are routed again, and, once nothing uses it, it is destroyed

@@ -239,6 +239,47 @@ TEST(MigrateTest, ARestartedNodeRebuildsTheContainersThatMovedToIt) {
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
+// A pinned container stays pinned where it moves: to the same worker index
+// of its new node, where every task of it then runs, one at a time.
+TEST(MigrateTest, APinnedContainerIsPinnedAgainWhereItMoves) {
+  chi_test::LocalCluster cluster(
+      3, "workers:\n  low_latency: 2\n  high_latency: 1\n  reinforcement: 0\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
+  chi::admin::Client admin;
+  // Container 1 lives on node 2: pin it to worker 1 there, then move it.
+  ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 1, 1).ok());
+  auto moved = admin.MigrateContainer(sm.pool_id(), 1, 3);
+  ASSERT_TRUE(moved.ok()) << moved.status() << cluster.Logs();
+  EXPECT_EQ(NodeRunning(sm, 1), 3u);
+  // Pinned again on node 3: to worker 1, so worker 0 is refused.
+  EXPECT_EQ(admin.PinContainer(sm.pool_id(), 1, 0).code(),
+            hshm::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(admin.PinContainer(sm.pool_id(), 1, 1).ok());
+  std::vector<chi::Future<chi::small_message::ProbeTask>> ring(8);
+  int ran = 0, elsewhere = 0, overlapped = 0;
+  auto check = [&](chi::Future<chi::small_message::ProbeTask> &f) {
+    if (!f) return;
+    ASSERT_TRUE(f.Wait().ok()) << f.status();
+    ++ran;
+    elsewhere += f->worker_ != 1;
+    overlapped += f->overlapped_ != 0;
+  };
+  for (int i = 0; i < 80; ++i) {
+    check(ring[i % ring.size()]);
+    ring[i % ring.size()] = sm.Async<chi::small_message::ProbeTask>(
+        DomainQuery::GetGlobalId(1), 50u);
+  }
+  for (auto &f : ring) check(f);
+  ring.clear();  // frees the tasks while the runtime is up
+  EXPECT_EQ(ran, 80);
+  EXPECT_EQ(elsewhere, 0);
+  EXPECT_EQ(overlapped, 0);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
 // Clear errors: a module without SaveState/LoadState, a bad node, a bad
 // container; the pool keeps serving where it was.
 TEST(MigrateTest, ClearErrorsAndNothingMovesOnFailure) {

@@ -101,13 +101,16 @@ struct MigrateContainerTask : public Task {
   IN u32 to_node_ = 0;
   IN hipc::Pointer state_;  ///< MigrateInTask: the saved state.
   IN u64 state_size_ = 0;
+  /** MigrateInTask: the worker the container was pinned to where it was
+   * (Container::PinToWorker), or ~0u if it was not pinned. */
+  IN u32 pin_worker_ = ~0u;
   OUT u32 from_node_ = 0;
   OUT u64 state_bytes_ = 0;
   OUT PoolId moved_pool_;        ///< OffloadTask: the pool of what moved.
   OUT u32 moved_container_ = 0;  ///< OffloadTask: the container that moved.
   CHI_FIELDS(In(target_), In(container_), In(to_node_), In(state_size_),
-             InBuf(state_, state_size_), Out(from_node_), Out(state_bytes_),
-             Out(moved_pool_), Out(moved_container_))
+             InBuf(state_, state_size_), In(pin_worker_), Out(from_node_),
+             Out(state_bytes_), Out(moved_pool_), Out(moved_container_))
 };
 /** Internal: installs a migrating container here from state_. */
 struct MigrateInTask : public MigrateContainerTask {};

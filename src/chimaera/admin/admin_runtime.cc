@@ -413,6 +413,7 @@ class Runtime : public Module<Runtime, Admin> {
     sub->target_ = task->target_;
     sub->container_ = task->container_;
     sub->to_node_ = task->to_node_;
+    sub->pin_worker_ = task->pin_worker_;
     FullPtr<char> buf;
     if (state && !state->empty()) {
       buf = CHI_IPC->AllocateBuffer(state->size());
@@ -491,10 +492,16 @@ class Runtime : public Module<Runtime, Admin> {
     Status st = (*ct)->SaveState(&state);
     // The subtasks name this container (the task may be an Offload).
     const u32 c0 = task->container_, to0 = task->to_node_;
+    const u32 pin0 = task->pin_worker_;
     const PoolId id0 = task->target_;
     task->container_ = c;
     task->to_node_ = to;
     task->target_ = id;
+    // A pinned container stays pinned where it goes (its state may rely on
+    // running one task at a time).
+    TaskLane *pinned = (*ct)->PinnedLane();
+    task->pin_worker_ =
+        pinned ? pinned->worker_id_.load(std::memory_order_acquire) : ~0u;
     bool installed = false;
     if (st.ok()) {
       st = MigrateSubtask<MigrateInTask>(task, DomainQuery::GetGlobalId(to - 1),
@@ -514,6 +521,7 @@ class Runtime : public Module<Runtime, Admin> {
     task->container_ = c0;
     task->to_node_ = to0;
     task->target_ = id0;
+    task->pin_worker_ = pin0;
     if (installed) return st;
     PoolManager::AbortMove(*ct);
     return Status(st.code(), "moving container " + std::to_string(c) +
@@ -562,8 +570,8 @@ class Runtime : public Module<Runtime, Admin> {
       }
       state.assign(p, task->state_size_);
     }
-    Status st = CHI_POOL_MANAGER->InstallContainer(task->target_,
-                                                   task->container_, state);
+    Status st = CHI_POOL_MANAGER->InstallContainer(
+        task->target_, task->container_, state, task->pin_worker_);
     if (!st.ok()) task->SetStatus(st);
   }
 

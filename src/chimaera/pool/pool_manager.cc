@@ -514,7 +514,7 @@ void PoolManager::AbortMove(Container *c) {
 }
 
 Status PoolManager::InstallContainer(const PoolId &id, ContainerId c,
-                                     const std::string &state) {
+                                     const std::string &state, u32 pin_worker) {
   std::string module, name, params;
   u32 num = 0;
   {
@@ -549,7 +549,13 @@ Status PoolManager::InstallContainer(const PoolId &id, ContainerId c,
   ct->num_containers_ = num;
   Status s = ct->Create(params);
   if (s.ok()) s = ct->LoadState(state);
-  if (s.ok() && ct->pins_at_create()) s = ct->PinToOwnLane();
+  if (s.ok() && ct->pins_at_create()) {
+    s = ct->PinToOwnLane();
+  } else if (s.ok() && pin_worker != ~0u) {
+    s = pin_worker < CHI_WORK_ORCHESTRATOR->workers().size()
+            ? ct->PinToWorker(pin_worker)
+            : ct->PinToOwnLane();
+  }
   if (s.ok()) {
     s = Republish(id, [&](PoolInfo &p) {
       if (p.containers_[c]) {
