@@ -20,8 +20,9 @@
 // on the submitting node, where its remote predecessors' replies land, and
 // then goes to its container. A predecessor must stay allocated
 // until its dependents have started (free it after waiting for them).
-// Tasks of a group decrement the group's counter when they complete, after
-// their results are visible, and the last one wakes the waiter once.
+// Tasks of a group count up the group's shared counter when they complete,
+// after their results are visible (adding a member only counts in the
+// client), and the last one wakes the waiter once.
 //
 // Threading: a TaskGroup is used by one thread at a time. SetDependencies
 // and TaskGroup::Add are for tasks the calling thread has not sent yet.

@@ -1046,7 +1046,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
     }
     return;
   }
-  // Its group and predecessors (task_graph.h): the group is counted down
+  // Its group and predecessors (task_graph.h): the group is counted
   // however the task ends from here on.
   hipc::Pointer group;
   std::vector<hipc::Pointer> deps;
