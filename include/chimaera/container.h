@@ -217,12 +217,14 @@ class Container {
   Status PinToWorker(u32 worker);
   /** Pins this container (PinToWorker) to the worker that now drains its
    * low-latency process-queue lane (container c uses lane c % lanes), so
-   * that tasks addressed to it by id reach it in one hop. The runtime calls
-   * it after Create() for modules that declare kPinned (module.h). */
+   * that tasks addressed to it by id reach it in one hop. */
   Status PinToOwnLane();
-  /** True if the module declared kPinned: the runtime pins each container
-   * with PinToOwnLane once it was created. */
-  bool pins_at_create() const { return pin_at_create_; }
+  /** The runtime, once the container was created (or installed by a
+   * migration): a kPinned module's container is pinned with PinToOwnLane;
+   * another one, if `was_pinned_to` is not ~0u (the worker it was pinned to
+   * on the node it left), to that worker, or with PinToOwnLane if this node
+   * has no such worker. Ok if nothing is to be pinned. */
+  Status PinAsDeclared(u32 was_pinned_to = ~0u);
   /** The lane of the worker this container is pinned to, or null. Any
    * thread. */
   TaskLane *PinnedLane() const {

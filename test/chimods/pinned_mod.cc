@@ -13,8 +13,8 @@ class Runtime : public chi::Module<Runtime, PinnedMod> {
   /** Spins, then reports where it ran and whether it overlapped another
    * Probe of this container. Workers call it. */
   void Run(ProbeTask *t, chi::RunContext &rctx) {
-    if (t->us_ > 100000) {
-      return t->SetStatus(chi::Status::InvalidArgument("at most 100 ms"));
+    if (t->us_ > 1000000) {
+      return t->SetStatus(chi::Status::InvalidArgument("Probe: at most 1 s"));
     }
     // Pinning makes this single-threaded; atomic only so that a failure of
     // pinning shows as an overlap rather than as a data race.

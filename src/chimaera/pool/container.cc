@@ -163,6 +163,14 @@ Status Container::PinToOwnLane() {
   return PinToWorker(lane.header().worker_id_.load(std::memory_order_acquire));
 }
 
+Status Container::PinAsDeclared(u32 was_pinned_to) {
+  if (pin_at_create_) return PinToOwnLane();
+  if (was_pinned_to == ~0u) return Status::Ok();
+  return was_pinned_to < CHI_WORK_ORCHESTRATOR->workers().size()
+             ? PinToWorker(was_pinned_to)
+             : PinToOwnLane();
+}
+
 std::vector<std::string> Container::MethodNames() const {
   std::vector<std::string> out;
   for (auto &m : methods_) out.push_back(m.name ? m.name : "");

@@ -124,7 +124,7 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
     pool->containers_[i] = c;
     pool->local_.push_back(i);
     s = c->Create(spec.params);
-    if (s.ok() && c->pins_at_create()) s = c->PinToOwnLane();
+    if (s.ok()) s = c->PinAsDeclared();
   }
   std::unique_lock<std::shared_mutex> lock(mu_);
   creating_.erase(name);
@@ -549,13 +549,7 @@ Status PoolManager::InstallContainer(const PoolId &id, ContainerId c,
   ct->num_containers_ = num;
   Status s = ct->Create(params);
   if (s.ok()) s = ct->LoadState(state);
-  if (s.ok() && ct->pins_at_create()) {
-    s = ct->PinToOwnLane();
-  } else if (s.ok() && pin_worker != ~0u) {
-    s = pin_worker < CHI_WORK_ORCHESTRATOR->workers().size()
-            ? ct->PinToWorker(pin_worker)
-            : ct->PinToOwnLane();
-  }
+  if (s.ok()) s = ct->PinAsDeclared(pin_worker);
   if (s.ok()) {
     s = Republish(id, [&](PoolInfo &p) {
       if (p.containers_[c]) {
