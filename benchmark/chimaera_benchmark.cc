@@ -13,7 +13,12 @@
 //    --repeat runs of --seconds each).
 // 3. Baselines: a ZeroMQ ipc:// REQ/REP round trip, and a cross-core
 //    cache-line ping-pong between two threads pinned to CPUs 0 and 1 (the
-//    physical floor of any shared-memory round trip).
+//    physical floor of any shared-memory round trip). For the tail: the same
+//    ping-pong with the reply delayed so that a round trip lasts as long as
+//    the Noop's median ("padded"), whose p99.9 / p50 is what this machine
+//    allows a round trip of that length on two busy CPUs; and the host's
+//    stalls, counted by one spinning thread per CPU (gaps over 5 us between
+//    two clock reads: interrupts, or the hypervisor taking the vCPU away).
 // 4. (--phases trace, not in "all") What task tracing costs at full
 //    throughput, in one runtime: --trace-pairs pairs of --seconds windows of
 //    1 thread x 256 Noops in flight, one window with tracing off and one on
@@ -470,19 +475,29 @@ void SpinUntil(const std::atomic<u64> &word, u64 want) {
   }
 }
 
+/** Busy-waits `ns` nanoseconds (nothing if 0). */
+void SpinFor(u64 ns) {
+  if (ns == 0) return;
+  Clock::time_point until = Clock::now() + std::chrono::nanoseconds(ns);
+  while (Clock::now() < until) hshm::CpuRelax();
+}
+
 /** Times `trips` round trips of a value bounced through one cache line by
- * two threads (pinned to CPUs 0 and 1 when allowed). Sets `*pinned`. */
-std::vector<u64> MeasurePingPong(u64 trips, u64 warmup, bool *pinned) {
+ * two threads (pinned to CPUs 0 and 1 when allowed); the peer waits `pad_ns`
+ * before each reply. Sets `*pinned`. */
+std::vector<u64> MeasurePingPong(u64 trips, u64 warmup, u64 pad_ns,
+                                 bool *pinned) {
   struct alignas(128) Line {
     std::atomic<u64> word{0};
   };
   Line line;
   u64 total = trips + warmup;
   std::atomic<int> pin_ok{0};
-  std::thread peer([&line, &pin_ok, total] {
+  std::thread peer([&line, &pin_ok, total, pad_ns] {
     if (PinToCpu(1)) pin_ok.fetch_add(1);
     for (u64 i = 0; i < total; ++i) {
       SpinUntil(line.word, 2 * i + 1);
+      SpinFor(pad_ns);
       line.word.store(2 * i + 2, std::memory_order_release);
     }
   });
@@ -502,6 +517,56 @@ std::vector<u64> MeasurePingPong(u64 trips, u64 warmup, bool *pinned) {
   }
   *pinned = pin_ok.load() == 2;
   return samples;
+}
+
+/** What the host takes from a CPU: stalls seen by a thread spinning on it. */
+struct HostStalls {
+  int cpu = -1;          ///< The CPU (-1: could not pin).
+  double per_s = 0;      ///< Gaps over kStallNs between clock reads, per s.
+  double median_us = 0;  ///< Their median length.
+  double lost_pct = 0;   ///< Their total length, as % of the time.
+};
+
+/** A gap between two clock reads of a spinning thread longer than this is a
+ * stall (the reads themselves take tens of ns). */
+constexpr u64 kStallNs = 5000;
+
+/** Spins one thread pinned to each of CPUs 0 and 1 for `seconds` at once,
+ * each counting the gaps between consecutive clock reads longer than
+ * kStallNs. Both CPUs are busy, as in the latency phase. */
+std::vector<HostStalls> MeasureHostStalls(double seconds) {
+  std::vector<HostStalls> out(2);
+  std::vector<std::thread> threads;
+  for (int cpu = 0; cpu < 2; ++cpu) {
+    threads.emplace_back([&out, cpu, seconds] {
+      HostStalls &h = out[cpu];
+      h.cpu = PinToCpu(cpu) ? cpu : -1;
+      std::vector<u64> gaps;
+      Clock::time_point start = Clock::now(), prev = start;
+      Clock::time_point end =
+          start + std::chrono::nanoseconds(static_cast<u64>(seconds * 1e9));
+      double lost = 0;
+      for (;;) {
+        Clock::time_point now = Clock::now();
+        u64 gap = ElapsedNs(prev, now);
+        if (gap > kStallNs) {
+          gaps.push_back(gap);
+          lost += static_cast<double>(gap);
+        }
+        prev = now;
+        if (now >= end) break;
+      }
+      double total = static_cast<double>(ElapsedNs(start, prev));
+      h.per_s = total > 0 ? gaps.size() / (total / 1e9) : 0;
+      h.lost_pct = total > 0 ? 100 * lost / total : 0;
+      if (!gaps.empty()) {
+        std::sort(gaps.begin(), gaps.end());
+        h.median_us = Quantile(gaps, 0.5) / 1000;
+      }
+    });
+  }
+  for (auto &t : threads) t.join();
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -551,12 +616,13 @@ bool ParsePhases(const std::string &list, Phases *out, std::string *bad) {
 
 /** Columns of the --csv line, in order. */
 const char *const kCsvColumns[] = {
-    "label",           "module",         "client_cpu",    "sync_p50_ns",
-    "sync_p99_ns",     "sync_p999_ns",   "sync_p9999_ns", "sync_max_ns",
-    "pingpong_p50_ns", "p50_over_pp",    "p99_over_pp",   "p999_over_p50",
-    "tput_1x16",       "tput_1x256",     "tput_2x256",    "wake_p50_ns",
-    "win_p50_min_ns",  "win_p50_max_ns", "slow_run_max",  "pp_pinned",
-    "failed",          "client_ran_on",  "worker0_ran_on"};
+    "label",           "module",         "client_cpu",     "sync_p50_ns",
+    "sync_p99_ns",     "sync_p999_ns",   "sync_p9999_ns",  "sync_max_ns",
+    "pingpong_p50_ns", "p50_over_pp",    "p99_over_pp",    "p999_over_p50",
+    "tput_1x16",       "tput_1x256",     "tput_2x256",     "wake_p50_ns",
+    "win_p50_min_ns",  "win_p50_max_ns", "slow_run_max",   "pp_pinned",
+    "failed",          "client_ran_on",  "worker0_ran_on", "pad_p999_p50",
+    "host_stalls_s"};
 constexpr size_t kNumCsvColumns = sizeof(kCsvColumns) / sizeof(kCsvColumns[0]);
 
 /** One --csv line being filled in; fields of phases that did not run stay
@@ -654,6 +720,10 @@ struct Results {
   bool pp_pinned = false;
   bool have_zmq = false;
   Summary zmq;
+  bool have_padded = false;
+  Summary padded;           ///< Ping-pong padded to the Noop's median.
+  double stalls_per_s = 0;  ///< Host stalls per s, summed over CPUs 0, 1.
+  bool have_stalls = false;
 };
 
 /** Prints the summary, tail, window medians and thread placement of the
@@ -836,14 +906,38 @@ void RunBaselines(u64 tasks, u64 zmq_trips, Results *res) {
   res->zmq = Summarize(zmq_samples);
   res->have_zmq = true;
   PrintLatency("ZeroMQ ipc:// REQ/REP", zmq_samples.size(), res->zmq);
-  std::vector<u64> pp =
-      MeasurePingPong(tasks, std::max<u64>(tasks / 10, 1000), &res->pp_pinned);
+  const u64 warmup = std::max<u64>(tasks / 10, 1000);
+  std::vector<u64> pp = MeasurePingPong(tasks, warmup, 0, &res->pp_pinned);
   DumpSamples("pingpong", pp);
   res->pp = Summarize(pp);
   res->have_pp = true;
   PrintLatency(res->pp_pinned ? "cache-line ping-pong (CPU 0 <-> 1)"
                               : "cache-line ping-pong (unpinned)",
                pp.size(), res->pp);
+  if (res->have_noop && res->noop.median > res->pp.median) {
+    // The same exchange, as long as a Noop round trip: its tail is what the
+    // machine leaves a round trip of that length.
+    u64 pad = static_cast<u64>(res->noop.median - res->pp.median);
+    bool pinned = false;
+    std::vector<u64> padded = MeasurePingPong(tasks, warmup, pad, &pinned);
+    DumpSamples("pingpong_padded", padded);
+    res->padded = Summarize(padded);
+    res->have_padded = true;
+    char what[64];
+    snprintf(what, sizeof(what), "ping-pong padded by %llu ns",
+             static_cast<unsigned long long>(pad));
+    PrintLatency(what, padded.size(), res->padded);
+  }
+  std::vector<HostStalls> stalls = MeasureHostStalls(1.0);
+  res->have_stalls = true;
+  for (const HostStalls &h : stalls) {
+    res->stalls_per_s += h.per_s;
+    printf(
+        "  host stalls > %llu us, CPU %d%s: %6.0f /s, median %5.1f us, "
+        "%4.2f%% of the time\n",
+        static_cast<unsigned long long>(kStallNs / 1000), h.cpu,
+        h.cpu < 0 ? " (unpinned)" : "", h.per_s, h.median_us, h.lost_pct);
+  }
 }
 
 /** Prints the ratio lines of what ran, then each aim of the hot path (a
@@ -878,6 +972,23 @@ void PrintRatios(const Results &res, CsvRow *row) {
     double r = n.p999 / n.median;
     printf("  Noop p99.9 / Noop p50:      %7.2fx  (aim <= 5)  %s\n", r,
            r <= 5 ? "met" : "MISSED");
+  }
+  if (res.have_padded && res.padded.median > 0) {
+    double r = res.padded.p999 / res.padded.median;
+    printf(
+        "    the padded ping-pong's:   %7.2fx  (what this machine allows a "
+        "round trip as long as the Noop)\n",
+        r);
+    row->Set("pad_p999_p50", r, 3);
+  }
+  if (res.have_stalls && n.median > 0) {
+    // A stall on either CPU during a round trip delays it.
+    double hit = res.stalls_per_s * n.median / 1e9 * 100;
+    printf(
+        "    host stalls hit about %.3f%% of Noop round trips (%.0f stalls/s "
+        "over CPUs 0 and 1); p99.9 needs < 0.1%%\n",
+        hit, res.stalls_per_s);
+    row->Set("host_stalls_s", res.stalls_per_s, 0);
   }
 }
 

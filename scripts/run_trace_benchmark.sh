@@ -27,6 +27,8 @@
 #   EXTRA_YAML      more configuration for every runtime, e.g. to pin the
 #                   workers: $'workers:\n  cpus: [1, 0, 0]' (with BENCH_ARGS
 #                   "... --pin-client 0")
+#   TRACE_EVENTS    trace.events_per_worker of every runtime (default: the
+#                   configuration's default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -84,6 +86,7 @@ run_config() {
     if [[ $name != base ]]; then
       echo "trace:"
       echo "  enabled: $trace"
+      if [[ -n ${TRACE_EVENTS:-} ]]; then echo "  events_per_worker: $TRACE_EVENTS"; fi
     fi
   } >"$CHI_SERVER_CONF"
   chi_start_runtime "$port" "$WORK/runtime_$port.log" run_trace_benchmark
