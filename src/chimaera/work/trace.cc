@@ -229,8 +229,10 @@ u32 AssignTracks(std::vector<RunItem *> *runs) {
   return static_cast<u32>(open.size());
 }
 
-/** The thread id of track `track` of worker `worker`. */
-u64 Tid(u32 worker, u32 track) { return u64{track} * 1000 + worker; }
+/** The thread id of track `track` of worker `worker`: never 0, which the
+ * Perfetto importer replaces with the pid (merging worker 0's track with
+ * another). */
+u64 Tid(u32 worker, u32 track) { return u64{track} * 1000 + worker + 1; }
 
 }  // namespace
 
@@ -348,7 +350,7 @@ std::string TraceManager::DumpJson() {
   std::string out;
   out.reserve(256 + runs.size() * 330);
   char buf[256];
-  out += "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"node\":";
+  out += "{\"otherData\":{\"node\":";
   out += std::to_string(node);
   out += ",\"clock\":\"steady\",\"base_ns\":" +
          std::to_string(base == UINT64_MAX ? 0 : base);
@@ -362,7 +364,8 @@ std::string TraceManager::DumpJson() {
   };
   sep();
   out += "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":" +
-         std::to_string(node) + ",\"tid\":0,\"args\":{\"name\":";
+         std::to_string(node) + ",\"tid\":" + std::to_string(Tid(0, 0)) +
+         ",\"args\":{\"name\":";
   AppendJsonString(&out, "chimaera node " + std::to_string(node));
   out += "}}";
   for (u32 w = 0; w < rings_.size(); ++w) {

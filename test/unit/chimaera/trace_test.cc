@@ -3,6 +3,7 @@
 // JSON and checks the events, their parent links and the flow arrows.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -262,6 +263,99 @@ struct Trace {
   return ::testing::AssertionSuccess();
 }
 
+/** Checks `t` against how Perfetto's JSON importer (what ui.perfetto.dev
+ * runs) reads a trace, so that what the UI shows is what the runtime meant:
+ * - it replaces tid 0 with the pid, so no event may use tid 0;
+ * - each (pid, tid) track gets one thread_name;
+ * - it drops an X slice that partially overlaps another on its track, so
+ *   the slices of a track must nest or be disjoint;
+ * - it binds a flow start ("s") to the innermost slice open on its track at
+ *   its ts, and a flow end with "bp":"e" to the innermost slice open on its
+ *   track at its ts (a slice starting at that ts counts as open), matching
+ *   the two by (cat, name, id): that must be the parent's run and the
+ *   child's. */
+::testing::AssertionResult CheckPerfettoImport(const Trace &t) {
+  constexpr double kEps = 1e-4;  // ts/dur have 3 decimals (us)
+  std::map<std::pair<double, double>, std::vector<const RunEvent *>> tracks;
+  for (auto &kv : t.runs) {
+    tracks[{kv.second.pid, kv.second.tid}].push_back(&kv.second);
+  }
+  std::map<std::pair<double, double>, int> names;
+  for (const Json &e : t.doc["traceEvents"].arr) {
+    bool process_meta = e["ph"].str == "M" && e["name"].str == "process_name";
+    if (!process_meta && e["tid"].num == 0) {
+      return ::testing::AssertionFailure()
+             << e["ph"].str << " event " << e["name"].str << " on tid 0";
+    }
+    if (e["ph"].str == "M" && e["name"].str == "thread_name" &&
+        ++names[{e["pid"].num, e["tid"].num}] > 1) {
+      return ::testing::AssertionFailure()
+             << "two thread names for tid " << e["tid"].num;
+    }
+  }
+  for (auto &kv : tracks) {
+    auto &v = kv.second;
+    std::sort(v.begin(), v.end(), [](const RunEvent *a, const RunEvent *b) {
+      return a->ts != b->ts ? a->ts < b->ts : a->dur > b->dur;
+    });
+    std::vector<double> open;  // ends of the enclosing slices
+    for (const RunEvent *r : v) {
+      while (!open.empty() && open.back() <= r->ts + kEps) open.pop_back();
+      if (!open.empty() && r->ts + r->dur > open.back() + kEps) {
+        return ::testing::AssertionFailure()
+               << "run " << r->id << " (" << r->name
+               << ") partially overlaps another on tid " << r->tid;
+      }
+      open.push_back(r->ts + r->dur);
+    }
+  }
+  // The innermost run open at `ts` on (pid, tid), or null.
+  auto innermost = [&](double pid, double tid, double ts) -> const RunEvent * {
+    auto it = tracks.find({pid, tid});
+    if (it == tracks.end()) return nullptr;
+    const RunEvent *best = nullptr;
+    for (const RunEvent *r : it->second) {
+      if (r->ts <= ts + kEps && ts < r->ts + std::max(r->dur, kEps) - kEps &&
+          (!best || r->ts > best->ts ||
+           (r->ts == best->ts && r->dur < best->dur))) {
+        best = r;
+      }
+    }
+    return best;
+  };
+  for (auto &kv : t.flow_start) {
+    const Json &s = *kv.second;
+    auto f = t.flow_end.find(kv.first);
+    if (f == t.flow_end.end()) {
+      return ::testing::AssertionFailure()
+             << "flow " << kv.first << " has no end";
+    }
+    const Json &e = *f->second;
+    if (s["cat"].str != e["cat"].str || s["name"].str != e["name"].str ||
+        e["bp"].str != "e") {
+      return ::testing::AssertionFailure()
+             << "flow " << kv.first << ": ends do not match or no bp \"e\"";
+    }
+    auto child = t.runs.find(kv.first);
+    if (child == t.runs.end()) {
+      return ::testing::AssertionFailure() << "flow to no run " << kv.first;
+    }
+    const RunEvent *from = innermost(s["pid"].num, s["tid"].num, s["ts"].num);
+    const RunEvent *to = innermost(e["pid"].num, e["tid"].num, e["ts"].num);
+    if (!from || from->id != child->second.parent) {
+      return ::testing::AssertionFailure()
+             << "flow " << kv.first << " starts in "
+             << (from ? from->name : "no slice") << ", not in its parent";
+    }
+    if (!to || to->id != child->second.id) {
+      return ::testing::AssertionFailure()
+             << "flow " << kv.first << " ends in "
+             << (to ? to->name : "no slice") << ", not in its child";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 /** "major.minor" -> {major, minor}. */
 std::pair<unsigned long long, unsigned> SplitNode(const std::string &s) {
   unsigned long long major = 0;
@@ -307,14 +401,22 @@ void CheckChildren(const Trace &t, const std::string &child,
   }
 }
 
-/** Dumps the connected runtime's trace into *t. */
+/** Dumps the connected runtime's trace into *t. If CHI_TRACE_TEST_OUT names
+ * a directory, the JSON is also written there (as <test name>.json), e.g. to
+ * open it in a trace viewer. */
 ::testing::AssertionResult Dump(Trace *t) {
   chi::admin::Client admin;
   auto json = admin.TraceDump();
   if (!json.ok()) {
     return ::testing::AssertionFailure() << json.status().ToString();
   }
-  return ParseTrace(*json, t);
+  if (const char *dir = getenv("CHI_TRACE_TEST_OUT")) {
+    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::ofstream(std::string(dir) + "/" + info->name() + ".json") << *json;
+  }
+  ::testing::AssertionResult parsed = ParseTrace(*json, t);
+  if (!parsed) return parsed;
+  return CheckPerfettoImport(*t);
 }
 
 std::string Bin(const std::string &name) {
