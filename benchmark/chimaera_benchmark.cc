@@ -29,7 +29,9 @@
 //
 // --module picks the Noop of phases 1 and 2: the admin pool's (the default)
 // or that of a small_message pool this program creates (named by its pid)
-// and destroys, as a user's client would. --pin-client pins the measuring
+// and destroys, as a user's client would. With --pin-container W that pool
+// has 2 containers, container 0 is pinned to worker W (admin PinContainer)
+// and every Noop is addressed to it by id. --pin-client pins the measuring
 // threads of phases 1 and 2 to one CPU (unpinned by default, like a user's
 // client). --phases runs a subset; --csv appends one line per run for a
 // driver (scripts/run_hotpath_benchmark.sh).
@@ -264,10 +266,14 @@ std::string RuntimeThreadCpus(int pid, int *worker0_cpu) {
 // chi::small_message::Client: both have AsyncNoop().
 // ---------------------------------------------------------------------------
 
+/** Where the Noops go: the default query, or container 0 by id
+ * (--pin-container). */
+chi::DomainQuery g_noop_dom;
+
 /** Runs one Noop to completion; false if it failed. */
 template <typename Api>
 bool OneNoop(Api &api) {
-  auto t = api.AsyncNoop();
+  auto t = api.AsyncNoop(g_noop_dom);
   if (t.IsNull()) return false;
   t->Wait();
   bool ok = t->GetStatus().ok();
@@ -337,7 +343,7 @@ void Reap(TaskPtr &t, ThreadResult *res) {
  * full, waits for the oldest and frees it), then drains the ring. */
 template <typename Api>
 ThreadResult ThroughputThread(Api &api, u32 depth, Clock::time_point deadline) {
-  using TaskPtr = decltype(api.AsyncNoop());
+  using TaskPtr = decltype(api.AsyncNoop(g_noop_dom));
   ThreadResult res;
   std::vector<TaskPtr> ring(depth);
   size_t head = 0;  // Oldest in-flight slot once the ring is full.
@@ -347,7 +353,7 @@ ThreadResult ThroughputThread(Api &api, u32 depth, Clock::time_point deadline) {
     if ((submitted & 63) == 0 && Clock::now() >= deadline) break;
     TaskPtr &slot = ring[head];
     if (!slot.IsNull()) Reap(slot, &res);
-    slot = api.AsyncNoop();
+    slot = api.AsyncNoop(g_noop_dom);
     if (slot.IsNull()) {
       res.errors++;
       break;
@@ -1008,6 +1014,7 @@ int main(int argc, char **argv) {
   std::string phase_list = "all";
   std::string module = "admin";
   int pin_client = -1;
+  int pin_container = -1;
   std::string csv_path;
   std::string label;
   app.add_option("-n,--tasks", tasks,
@@ -1032,6 +1039,10 @@ int main(int argc, char **argv) {
                  "admin pool's or a fresh small_message pool's")
       ->check(CLI::IsMember({"admin", "small_message"}))
       ->capture_default_str();
+  app.add_option("--pin-container", pin_container,
+                 "With --module small_message: pin container 0 of the pool to "
+                 "this worker and address every Noop to it by id")
+      ->check(CLI::Range(0, 1023));
   app.add_option("--pin-client", pin_client,
                  "Pin the measuring thread(s) of the latency, wake and "
                  "throughput phases to this CPU (-1: unpinned)")
@@ -1053,6 +1064,12 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  if (pin_container >= 0 && module != "small_message") {
+    fprintf(stderr,
+            "chimaera_benchmark: --pin-container needs --module "
+            "small_message\n");
+    return 2;
+  }
   if (!chi_bench::ConnectAndPrintHeader("chimaera_benchmark")) return 1;
   printf("steady_clock::now() pair overhead: median %.0f ns\n",
          ClockOverheadNs());
@@ -1086,7 +1103,16 @@ int main(int argc, char **argv) {
       // process), then its client's AsyncNoop.
       std::string pool_name = "chimaera_benchmark_" + std::to_string(getpid());
       chi::small_message::Client sm;
-      hshm::Status s = sm.Create(pool_name, 1);
+      hshm::Status s = sm.Create(pool_name, pin_container >= 0 ? 2 : 1);
+      if (s.ok() && pin_container >= 0) {
+        s = chi::admin::Client().PinContainer(
+            sm.pool_id(), 0, static_cast<chi::u32>(pin_container));
+        g_noop_dom = chi::DomainQuery::GetLocalId(0);
+        printf(
+            "small_message container 0 pinned to worker %d; Noops go to it "
+            "by id\n\n",
+            pin_container);
+      }
       if (!s.ok()) {
         fprintf(stderr, "chimaera_benchmark: small_message pool: %s\n",
                 s.ToString().c_str());

@@ -327,6 +327,10 @@ class Container {
  private:
   std::mutex pin_mu_;                    ///< Serializes PinToWorker.
   std::unique_ptr<TaskLane> pin_owned_;  // guarded by pin_mu_
+  /** The process-queue lane of the tasks addressed to this container was
+   * moved to its pinned worker (WorkOrchestrator::PinProcessLane); guarded
+   * by pin_mu_. */
+  bool pinned_process_lane_ = false;
   /** pin_owned_ once it is handed to its worker (never changes after). */
   std::atomic<TaskLane *> pin_lane_{nullptr};
 };

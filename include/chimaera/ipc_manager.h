@@ -239,6 +239,15 @@ class IpcManager {
   LaneView &GetLaneView(u32 lane, u32 prio) {
     return lane_views_[static_cast<size_t>(prio) * num_lanes_ + lane];
   }
+  /** The index of `lane` (one of GetLaneView's) in prio-major order:
+   * prio * num_lanes() + lane; SIZE_MAX for another object. Any thread. */
+  size_t LaneViewIndex(const LaneView *lane) const {
+    if (lane_views_.empty() || lane < lane_views_.data() ||
+        lane >= lane_views_.data() + lane_views_.size()) {
+      return SIZE_MAX;
+    }
+    return static_cast<size_t>(lane - lane_views_.data());
+  }
   /** True if `p` is one of the runtime's own blocks of `main` (the process
    * queue, the worker table): never a task, whatever bytes a client wrote
    * into it. Compares with private copies. Any thread. */

@@ -68,6 +68,26 @@ class WorkOrchestrator {
   /** A worker of the kind that runs tasks of priority `prio`, round-robin.
    * Any thread (after Init). */
   Worker *PickWorker(u32 prio);
+  /** Moves process-queue lane `lane` of priority `prio` to worker `worker`
+   * and keeps it there (lane balancing leaves it alone; only unwedging a
+   * stuck worker moves it), so that the tasks a client addresses by id to a
+   * container pinned to `worker` reach it in one hop. The worker holding
+   * the lane hands it over at its next loop iteration. Counted: each pin
+   * needs an UnpinProcessLane. The first pin of a lane wins: false (and
+   * nothing changes) if it is pinned to another worker. Any thread (after
+   * Init). */
+  bool PinProcessLane(u32 lane, TaskPrio prio, u32 worker);
+  /** Drops one PinProcessLane(lane, prio, worker); the last one lets the
+   * lane move again. Any thread. */
+  void UnpinProcessLane(u32 lane, TaskPrio prio, u32 worker);
+  /** The worker process-queue lane `lane` is pinned to, plus one; 0 if it
+   * is not pinned. Any thread. */
+  u32 LanePin(const LaneView *lane) const;
+  /** Changes whenever a lane is pinned: workers then look for lanes they
+   * hold that are pinned to another worker. Any thread. */
+  u64 lane_pin_gen() const {
+    return lane_pin_gen_.load(std::memory_order_acquire);
+  }
   /** Returns once every running worker has started a new loop iteration
    * twice (so none still uses a lane retired before the call). From a task
    * fiber it yields while waiting. Bounded by `timeout_ms`; false on timeout.
@@ -127,6 +147,13 @@ class WorkOrchestrator {
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<hshm::Thread> threads_;
+  // Pinned process-queue lanes, by LaneViewIndex: the worker + 1 (0: not
+  // pinned), read without a lock; the counts of pins under lane_pin_mu_.
+  std::unique_ptr<std::atomic<u32>[]> lane_pin_;
+  std::vector<u32> lane_pin_count_;
+  size_t num_lane_pins_ = 0;  ///< Entries of both.
+  std::mutex lane_pin_mu_;
+  std::atomic<u64> lane_pin_gen_{0};
   std::vector<std::unique_ptr<std::atomic<double>>> rates_;
   std::vector<std::unique_ptr<std::atomic<double>>> busy_;
   // Automatic migration (reinforcement thread 0 of the coordinator only).

@@ -221,6 +221,13 @@ class Worker {
    * neither lost, taken twice nor reordered. Any thread (the
    * reinforcement thread's balancer). */
   void RequestLaneMove(Worker *to);
+  /** Makes the worker look at its mailbox (and at lanes pinned to other
+   * workers, see WorkOrchestrator::PinProcessLane) at its next loop
+   * iteration, waking it if asleep. Any thread. */
+  void CheckMail() {
+    has_mail_.store(true, std::memory_order_release);
+    Wake();
+  }
   /** Lanes this worker handed to others (moves done). Any thread. */
   u64 lanes_moved() const { return lanes_moved_.load(); }
 
@@ -336,8 +343,14 @@ class Worker {
   bool GiveLane(Worker *to);
   /** Moves long-idle active lanes to cold_ and busy cold lanes back. */
   void RebalanceLanes();
-  /** Moves lanes from the mailbox into active_. */
+  /** Moves lanes from the mailbox into active_; then, if a process-queue
+   * lane was pinned since the last look, hands those it holds that are
+   * pinned to another worker to that worker (HandOverPinnedLanes). */
   void TakeMailbox();
+  /** Hands each process-queue lane this worker holds that is pinned to
+   * another worker to that worker. The owning worker, at the top of its
+   * loop (as GiveLane). */
+  void HandOverPinnedLanes();
   /** True if any lane has queued tasks. */
   bool AnyLaneBusy() const;
   /** True if a blocked fiber's subtask completed (it can resume). */
@@ -396,6 +409,8 @@ class Worker {
   std::atomic<bool> has_mail_{false};
   /** RequestLaneMove's target, or null (read at TakeMailbox). */
   std::atomic<Worker *> move_to_{nullptr};
+  /** WorkOrchestrator::lane_pin_gen() when this worker last looked. */
+  u64 lane_pin_gen_seen_ = 0;
   std::atomic<u64> lanes_moved_{0};  ///< Lanes handed away so far.
   std::atomic<bool> stop_{false};
   std::atomic<bool> exit_{false};

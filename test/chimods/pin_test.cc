@@ -3,6 +3,7 @@
 // one at a time, whichever worker admitted it, and the container's lane
 // stays there when the runtime moves lanes away from a stuck worker.
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -69,6 +70,59 @@ TEST_F(PinTest, APinnedContainerRunsEveryTaskOnItsWorkerOneAtATime) {
   auto other = sm.Call<ProbeTask>(DomainQuery::GetLocalId(1), 0u);
   ASSERT_TRUE(other.status().ok()) << other.status();
   EXPECT_EQ(other->worker_, 1u);  // lane 1 is worker 1's
+}
+
+/** The worker that drains process-queue lane `lane` (low latency), as the
+ * runtime last published it, once it equals `want` or after 2 s. */
+chi::u32 LaneWorker(chi::u32 lane, chi::u32 want) {
+  auto &header = CHI_IPC->GetLaneView(lane, chi::kLowLatency).header();
+  chi::u32 w = 0;
+  for (int i = 0; i < 2000; ++i) {
+    w = header.worker_id_.load(std::memory_order_acquire);
+    if (w == want) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return w;
+}
+
+// Pinning a container moves the process-queue lane its tasks by id use (lane
+// c % 4) to the pinned worker, so they arrive there in one hop; a container
+// sharing that lane pinned elsewhere later keeps its pin but not the lane;
+// destroying the pool frees the lane to move again.
+TEST_F(PinTest, PinningAContainerMovesItsLaneToItsWorker) {
+  chi::admin::Client admin;
+  {
+    chi::small_message::Client sm;
+    ASSERT_TRUE(sm.Create("pin_lane", 5).ok());
+    ASSERT_EQ(CHI_IPC->num_lanes(), 4u);
+    ASSERT_EQ(LaneWorker(0, 0), 0u);  // lane l starts on worker l % 2
+    ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 0, 1).ok());
+    EXPECT_EQ(LaneWorker(0, 1), 1u) << "lane 0 did not move to worker 1";
+    // Container 4 shares lane 0: pinned to worker 0, it runs there, but the
+    // lane stays with the first pin.
+    ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 4, 0).ok());
+    for (chi::u32 c : {0u, 4u}) {
+      auto probe = sm.Call<ProbeTask>(DomainQuery::GetLocalId(c), 0u);
+      ASSERT_TRUE(probe.status().ok()) << probe.status();
+      EXPECT_EQ(probe->worker_, c == 0 ? 1u : 0u) << "container " << c;
+    }
+    EXPECT_EQ(LaneWorker(0, 1), 1u);
+    // Lane balancing leaves a pinned lane alone: keep worker 1 busy with
+    // lane 0's tasks for a while; the lane stays.
+    std::vector<chi::Future<ProbeTask>> ring;
+    for (int i = 0; i < 200; ++i) {
+      ring.push_back(sm.Async<ProbeTask>(DomainQuery::GetLocalId(0), 20u));
+    }
+    for (auto &f : ring) EXPECT_TRUE(f.Wait().ok());
+    EXPECT_EQ(LaneWorker(0, 1), 1u);
+    ASSERT_TRUE(sm.Destroy().ok());
+  }
+  // Unpinned with the pool: a new pin moves the lane back.
+  chi::small_message::Client again;
+  ASSERT_TRUE(again.Create("pin_lane_again", 4).ok());
+  ASSERT_TRUE(admin.PinContainer(again.pool_id(), 0, 0).ok());
+  EXPECT_EQ(LaneWorker(0, 0), 0u) << "lane 0 did not come back to worker 0";
+  EXPECT_TRUE(again.Destroy().ok());
 }
 
 TEST_F(PinTest, PinningErrorsAreClear) {

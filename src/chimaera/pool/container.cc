@@ -8,6 +8,17 @@
 
 namespace chi {
 
+namespace {
+/** The priority of the process-queue lanes worker `worker` drains. */
+TaskPrio ProcessLanePrio(u32 worker) {
+  auto &workers = CHI_WORK_ORCHESTRATOR->workers();
+  return worker < workers.size() &&
+                 workers[worker]->kind() == WorkerKind::kHighLatency
+             ? kHighLatency
+             : kLowLatency;
+}
+}  // namespace
+
 void Container::Monitor(MonitorMode mode, Task *task, RunContext &rctx) {
   if (mode == MonitorMode::kGlobalSchedule) {
     const u32 spread = static_cast<u32>(task->task_node_.major_ * 0x9E3779B1u);
@@ -126,6 +137,12 @@ void Container::RetireQueues() {
   std::lock_guard<std::mutex> lock(pin_mu_);
   if (pin_owned_) {
     pin_owned_->flags_.fetch_or(kLaneRetired, std::memory_order_release);
+    if (pinned_process_lane_) {
+      u32 w = pin_owned_->worker_id_.load(std::memory_order_acquire);
+      CHI_WORK_ORCHESTRATOR->UnpinProcessLane(
+          container_id_ % CHI_IPC->num_lanes(), ProcessLanePrio(w), w);
+      pinned_process_lane_ = false;
+    }
   }
 }
 
@@ -153,6 +170,14 @@ Status Container::PinToWorker(u32 worker) {
   lanes_held_.fetch_add(1, std::memory_order_acq_rel);
   workers[worker]->AddLane(pin_owned_.get(), this);
   pin_lane_.store(pin_owned_.get(), std::memory_order_release);
+  // Clients send the tasks they address to this container by id to process
+  // lane container_id_ % lanes: move it to the worker too (unless another
+  // container sharing it pinned it elsewhere first), so they arrive in one
+  // hop instead of being admitted elsewhere and passed on.
+  if (u32 lanes = CHI_IPC->num_lanes()) {
+    pinned_process_lane_ = CHI_WORK_ORCHESTRATOR->PinProcessLane(
+        container_id_ % lanes, ProcessLanePrio(worker), worker);
+  }
   return Status::Ok();
 }
 

@@ -31,6 +31,10 @@ Status WorkOrchestrator::Init() {
   // Process-queue lanes: lane i of each priority goes to worker i (mod the
   // number of workers of that kind).
   auto *ipc = CHI_IPC;
+  num_lane_pins_ = static_cast<size_t>(ipc->num_lanes()) * kNumPrios;
+  lane_pin_ = std::make_unique<std::atomic<u32>[]>(num_lane_pins_);
+  for (size_t i = 0; i < num_lane_pins_; ++i) lane_pin_[i].store(0);
+  lane_pin_count_.assign(num_lane_pins_, 0);
   for (u32 l = 0; l < ipc->num_lanes(); ++l) {
     workers_[l % num_ll_]->AddLane(&ipc->GetLaneView(l, kLowLatency));
     workers_[num_ll_ + l % num_hl_]->AddLane(
@@ -85,6 +89,44 @@ Worker *WorkOrchestrator::PickWorker(u32 prio) {
 
 void WorkOrchestrator::AddLane(LaneView *lane, TaskPrio prio) {
   PickWorker(prio)->AddLane(lane);
+}
+
+bool WorkOrchestrator::PinProcessLane(u32 lane, TaskPrio prio, u32 worker) {
+  size_t i = static_cast<size_t>(prio) * CHI_IPC->num_lanes() + lane;
+  if (lane >= CHI_IPC->num_lanes() || i >= num_lane_pins_ ||
+      worker >= workers_.size()) {
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(lane_pin_mu_);
+    u32 now = lane_pin_[i].load(std::memory_order_relaxed);
+    if (now != 0 && now != worker + 1) return false;
+    ++lane_pin_count_[i];
+    if (now != 0) return true;  // already there, or on its way
+    lane_pin_[i].store(worker + 1, std::memory_order_release);
+    lane_pin_gen_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  // Whoever holds the lane (or receives it next) hands it over.
+  for (auto &w : workers_) w->CheckMail();
+  return true;
+}
+
+void WorkOrchestrator::UnpinProcessLane(u32 lane, TaskPrio prio, u32 worker) {
+  size_t i = static_cast<size_t>(prio) * CHI_IPC->num_lanes() + lane;
+  if (lane >= CHI_IPC->num_lanes() || i >= num_lane_pins_) return;
+  std::lock_guard<std::mutex> lock(lane_pin_mu_);
+  if (lane_pin_[i].load(std::memory_order_relaxed) != worker + 1 ||
+      lane_pin_count_[i] == 0) {
+    return;
+  }
+  if (--lane_pin_count_[i] == 0) {
+    lane_pin_[i].store(0, std::memory_order_release);
+  }
+}
+
+u32 WorkOrchestrator::LanePin(const LaneView *lane) const {
+  size_t i = CHI_IPC->LaneViewIndex(lane);
+  return i < num_lane_pins_ ? lane_pin_[i].load(std::memory_order_acquire) : 0;
 }
 
 void WorkOrchestrator::AddLane(TaskLane *lane, TaskPrio prio,

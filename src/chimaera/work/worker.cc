@@ -598,7 +598,8 @@ bool Worker::GiveLane(Worker *to) {
   size_t best = lanes_.size();
   u64 best_gap = ~0ull;
   for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (lanes_[i].pops == 0 || lanes_[i].Retired() || lanes_[i].Pinned()) {
+    if (lanes_[i].pops == 0 || lanes_[i].Retired() || lanes_[i].Pinned() ||
+        (lanes_[i].lane && CHI_WORK_ORCHESTRATOR->LanePin(lanes_[i].lane))) {
       continue;
     }
     u64 twice = 2 * lanes_[i].pops;
@@ -631,11 +632,40 @@ void Worker::TakeMailbox() {
   if (Worker *to = move_to_.exchange(nullptr, std::memory_order_acq_rel)) {
     GiveLane(to);
   }
-  std::lock_guard<std::mutex> lock(mailbox_mu_);
-  for (auto &wl : mailbox_) lanes_.push_back(wl);
-  mailbox_.clear();
-  has_mail_.store(false, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
+    for (auto &wl : mailbox_) lanes_.push_back(wl);
+    mailbox_.clear();
+    has_mail_.store(false, std::memory_order_relaxed);
+  }
+  // After taking the mail: a lane that arrived before a pin's generation
+  // changed is looked at here or at the CheckMail that follows the change.
+  u64 gen = CHI_WORK_ORCHESTRATOR->lane_pin_gen();
+  if (gen != lane_pin_gen_seen_) {
+    lane_pin_gen_seen_ = gen;
+    HandOverPinnedLanes();
+  }
   shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
+}
+
+void Worker::HandOverPinnedLanes() {
+  auto &workers = CHI_WORK_ORCHESTRATOR->workers();
+  for (auto *list : {&lanes_, &cold_}) {
+    for (size_t i = 0; i < list->size();) {
+      const WorkerLane &wl = (*list)[i];
+      u32 pin = wl.lane ? CHI_WORK_ORCHESTRATOR->LanePin(wl.lane) : 0;
+      if (pin == 0 || pin - 1 == id_ || pin - 1 >= workers.size()) {
+        ++i;
+        continue;
+      }
+      // Everything popped from it so far was admitted in earlier
+      // iterations; from here on only the pinned worker pops it.
+      workers[pin - 1]->AddLane(wl.lane);
+      (*list)[i] = list->back();
+      list->pop_back();
+      lanes_moved_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
 }
 
 void Worker::Wake() {
