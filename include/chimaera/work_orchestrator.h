@@ -69,8 +69,9 @@ class WorkOrchestrator {
    * Any thread (after Init). */
   Worker *PickWorker(u32 prio);
   /** Moves process-queue lane `lane` of priority `prio` to worker `worker`
-   * and keeps it there (lane balancing leaves it alone; only unwedging a
-   * stuck worker moves it), so that the tasks a client addresses by id to a
+   * and keeps it there (lane balancing leaves it alone; unwedging a stuck
+   * worker moves it, and it comes back once the worker runs again), so
+   * that the tasks a client addresses by id to a
    * container pinned to `worker` reach it in one hop. The worker holding
    * the lane hands it over at its next loop iteration. Counted: each pin
    * needs an UnpinProcessLane. The first pin of a lane wins: false (and

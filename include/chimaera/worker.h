@@ -136,6 +136,10 @@ struct WorkerLane {
   Container *container = nullptr;  ///< Owner of a container lane, else null.
   u32 idle_polls = 0;              ///< Consecutive empty polls.
   u64 pops = 0;  ///< Tasks taken from it since the last lane move decision.
+  /** A process lane pinned to another worker (it came here when that
+   * worker was stuck): that worker's epoch() + 1 when last looked at, or 0.
+   */
+  u64 pin_epoch = 0;
 
   /** True if nothing is queued. */
   bool Empty() const { return lane ? lane->Empty() : tlane->Empty(); }
@@ -348,9 +352,11 @@ class Worker {
    * pinned to another worker to that worker (HandOverPinnedLanes). */
   void TakeMailbox();
   /** Hands each process-queue lane this worker holds that is pinned to
-   * another worker to that worker. The owning worker, at the top of its
-   * loop (as GiveLane). */
-  void HandOverPinnedLanes();
+   * another worker to that worker; if `only_if_back`, only once that worker
+   * is running its loop again or asleep (the lane came here when it was
+   * stuck). The owning worker, at the top of its loop (as GiveLane) or in
+   * RebalanceLanes. */
+  void HandOverPinnedLanes(bool only_if_back = false);
   /** True if any lane has queued tasks. */
   bool AnyLaneBusy() const;
   /** True if a blocked fiber's subtask completed (it can resume). */

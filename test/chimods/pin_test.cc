@@ -161,11 +161,16 @@ TEST_F(PinTest, APinnedLaneStaysWhenLanesLeaveAStuckWorker) {
   // Container 3 (lane 3) moves with worker 1's lanes and is served now;
   // pinned container 0 waits for its worker.
   EXPECT_TRUE(sm.Noop(DomainQuery::GetLocalId(3)).ok());
+  // Lane 0, pinned to worker 1 with container 0, left with the others: the
+  // tasks queued in it are admitted meanwhile and wait for their worker.
+  EXPECT_EQ(LaneWorker(0, 0), 0u);
   auto probe = sm.Call<ProbeTask>(DomainQuery::GetLocalId(0), 0u);
   ASSERT_TRUE(probe.status().ok()) << probe.status();
   EXPECT_EQ(probe->worker_, 1u);
   EXPECT_TRUE(wedge.done()) << "the pinned container ran beside the wedge";
   ASSERT_TRUE(wedge.Wait().ok());
+  // Worker 1 runs again: its pinned lane comes back.
+  EXPECT_EQ(LaneWorker(0, 1), 1u) << "lane 0 did not return to worker 1";
 }
 
 // A module that declares kPinned: each container is pinned, once created, to

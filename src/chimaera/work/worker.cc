@@ -648,15 +648,27 @@ void Worker::TakeMailbox() {
   shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
 }
 
-void Worker::HandOverPinnedLanes() {
+void Worker::HandOverPinnedLanes(bool only_if_back) {
   auto &workers = CHI_WORK_ORCHESTRATOR->workers();
+  bool moved = false;
   for (auto *list : {&lanes_, &cold_}) {
     for (size_t i = 0; i < list->size();) {
-      const WorkerLane &wl = (*list)[i];
+      WorkerLane &wl = (*list)[i];
       u32 pin = wl.lane ? CHI_WORK_ORCHESTRATOR->LanePin(wl.lane) : 0;
       if (pin == 0 || pin - 1 == id_ || pin - 1 >= workers.size()) {
         ++i;
         continue;
+      }
+      if (only_if_back) {
+        // Unwedging brought it here: return it once its worker runs its
+        // loop again (its epoch moved since the last look) or sleeps.
+        Worker *w = workers[pin - 1].get();
+        u64 seen = wl.pin_epoch;
+        wl.pin_epoch = w->epoch() + 1;
+        if (!w->asleep() && (seen == 0 || seen == wl.pin_epoch)) {
+          ++i;
+          continue;
+        }
       }
       // Everything popped from it so far was admitted in earlier
       // iterations; from here on only the pinned worker pops it.
@@ -664,7 +676,11 @@ void Worker::HandOverPinnedLanes() {
       (*list)[i] = list->back();
       list->pop_back();
       lanes_moved_.fetch_add(1, std::memory_order_relaxed);
+      moved = true;
     }
+  }
+  if (moved) {
+    shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
   }
 }
 
@@ -878,6 +894,7 @@ bool Worker::AnyLaneBusy() const {
 }
 
 void Worker::RebalanceLanes() {
+  HandOverPinnedLanes(/*only_if_back=*/true);
   for (size_t i = 0; i < cold_.size();) {
     if (cold_[i].Retired()) {
       DrainRetired(cold_[i]);
