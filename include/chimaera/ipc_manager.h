@@ -242,11 +242,12 @@ class IpcManager {
   /** The index of `lane` (one of GetLaneView's) in prio-major order:
    * prio * num_lanes() + lane; SIZE_MAX for another object. Any thread. */
   size_t LaneViewIndex(const LaneView *lane) const {
-    if (lane_views_.empty() || lane < lane_views_.data() ||
-        lane >= lane_views_.data() + lane_views_.size()) {
+    auto a = reinterpret_cast<uintptr_t>(lane);
+    auto base = reinterpret_cast<uintptr_t>(lane_views_.data());
+    if (a < base || a >= base + lane_views_.size() * sizeof(LaneView)) {
       return SIZE_MAX;
     }
-    return static_cast<size_t>(lane - lane_views_.data());
+    return (a - base) / sizeof(LaneView);
   }
   /** True if `p` is one of the runtime's own blocks of `main` (the process
    * queue, the worker table): never a task, whatever bytes a client wrote

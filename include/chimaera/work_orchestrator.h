@@ -89,6 +89,10 @@ class WorkOrchestrator {
   u64 lane_pin_gen() const {
     return lane_pin_gen_.load(std::memory_order_acquire);
   }
+  /** True while some process-queue lane is pinned. Any thread. */
+  bool AnyLanePinned() const {
+    return pinned_lanes_.load(std::memory_order_acquire) != 0;
+  }
   /** Returns once every running worker has started a new loop iteration
    * twice (so none still uses a lane retired before the call). From a task
    * fiber it yields while waiting. Bounded by `timeout_ms`; false on timeout.
@@ -155,6 +159,7 @@ class WorkOrchestrator {
   size_t num_lane_pins_ = 0;  ///< Entries of both.
   std::mutex lane_pin_mu_;
   std::atomic<u64> lane_pin_gen_{0};
+  std::atomic<u32> pinned_lanes_{0};  ///< Entries of lane_pin_ not 0.
   std::vector<std::unique_ptr<std::atomic<double>>> rates_;
   std::vector<std::unique_ptr<std::atomic<double>>> busy_;
   // Automatic migration (reinforcement thread 0 of the coordinator only).

@@ -245,6 +245,9 @@ class Worker {
 
   /** Loop iterations so far (any thread; advances while the worker runs). */
   u64 epoch() const { return epoch_.load(std::memory_order_acquire); }
+  /** True from when a thief asks for this worker's lanes until the worker
+   * came back and answered (see TakeLanesFromStuck). Any thread. */
+  bool robbed() const { return steal_.load(std::memory_order_acquire) != 0; }
   /** Unwedging, from the reinforcement thread: if this worker is still in
    * the loop iteration `epoch` (it runs a task that does not yield) and is
    * not touching its lane lists, hands every lane it holds, except the one
@@ -395,6 +398,9 @@ class Worker {
   static constexpr u32 kLanesBusy = 0, kLanesFree = 1;
   alignas(64) std::atomic<u32> phase_{kLanesBusy};
   std::atomic<u32> steal_{0};
+  /** The lanes and cold lanes a thief left this worker, written by the
+   * thief while steal_ is 2, taken by AnswerSteal once it is 3. */
+  std::vector<WorkerLane> stolen_keep_, stolen_keep_cold_;
   /** Index in lanes_ of the lane whose popped batch is being admitted, or
    * SIZE_MAX (written before phase_ turns kLanesFree; a thief keeps it). */
   size_t cur_lane_ = SIZE_MAX;

@@ -27,8 +27,9 @@ TEST_F(PinTest, APinnedContainerRunsEveryTaskOnItsWorkerOneAtATime) {
   chi::admin::Client admin;
   // Container 0's own lane is worker 0's: pin it to worker 1 instead.
   ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 0, 1).ok());
-  // Two threads, each 16 Probes of 100 us in flight: by id (lane 0, worker
-  // 0 admits them) and by hash (the thread's lane, either worker).
+  // Two threads, each 16 Probes of 100 us in flight: by id (lane 0, which
+  // followed the pin to worker 1) and by hash (the thread's lane, either
+  // worker admits them; worker 0 hands its ones over).
   std::atomic<int> ran{0}, elsewhere{0}, overlapped{0}, failed{0};
   auto load = [&](bool by_id) {
     std::vector<chi::Future<ProbeTask>> ring(16);
@@ -161,8 +162,9 @@ TEST_F(PinTest, APinnedLaneStaysWhenLanesLeaveAStuckWorker) {
   // Container 3 (lane 3) moves with worker 1's lanes and is served now;
   // pinned container 0 waits for its worker.
   EXPECT_TRUE(sm.Noop(DomainQuery::GetLocalId(3)).ok());
-  // Lane 0, pinned to worker 1 with container 0, left with the others: the
-  // tasks queued in it are admitted meanwhile and wait for their worker.
+  // Lane 0, pinned to worker 1 with container 0, left with the others (the
+  // wedge runs about 0.5 s, the runtime acts after 60 ms): the tasks queued
+  // in it are admitted meanwhile and wait for their worker.
   EXPECT_EQ(LaneWorker(0, 0), 0u);
   auto probe = sm.Call<ProbeTask>(DomainQuery::GetLocalId(0), 0u);
   ASSERT_TRUE(probe.status().ok()) << probe.status();

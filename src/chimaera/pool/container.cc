@@ -185,6 +185,9 @@ Status Container::PinToOwnLane() {
   u32 lanes = CHI_IPC->num_lanes();
   if (lanes == 0) return Status::Unavailable("the process queue has no lanes");
   LaneView &lane = CHI_IPC->GetLaneView(container_id_ % lanes, kLowLatency);
+  // A pinned lane's worker, not whoever holds it while that one is stuck.
+  if (u32 pin = CHI_WORK_ORCHESTRATOR->LanePin(&lane))
+    return PinToWorker(pin - 1);
   return PinToWorker(lane.header().worker_id_.load(std::memory_order_acquire));
 }
 

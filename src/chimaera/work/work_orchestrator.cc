@@ -104,6 +104,7 @@ bool WorkOrchestrator::PinProcessLane(u32 lane, TaskPrio prio, u32 worker) {
     ++lane_pin_count_[i];
     if (now != 0) return true;  // already there, or on its way
     lane_pin_[i].store(worker + 1, std::memory_order_release);
+    pinned_lanes_.fetch_add(1, std::memory_order_acq_rel);
     lane_pin_gen_.fetch_add(1, std::memory_order_acq_rel);
   }
   // Whoever holds the lane (or receives it next) hands it over.
@@ -121,6 +122,7 @@ void WorkOrchestrator::UnpinProcessLane(u32 lane, TaskPrio prio, u32 worker) {
   }
   if (--lane_pin_count_[i] == 0) {
     lane_pin_[i].store(0, std::memory_order_release);
+    pinned_lanes_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 

@@ -522,14 +522,26 @@ u32 Worker::TakeLanesFromStuck(u64 epoch, Worker *to) {
     }
     ++moved;
   };
-  // Retired lanes are ours to drain; pinned ones never move.
+  // Retired lanes are ours to drain; pinned ones never move. What stays is
+  // recorded for the worker (AnswerSteal): a lane retired meanwhile must
+  // not look different to it, or both of us would keep it.
+  stolen_keep_.clear();
+  stolen_keep_cold_.clear();
+  if (cur_lane_ < lanes_.size()) stolen_keep_.push_back(lanes_[cur_lane_]);
   for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (i != cur_lane_ && !lanes_[i].Retired() && !lanes_[i].Pinned()) {
+    if (i == cur_lane_) continue;
+    if (lanes_[i].Retired() || lanes_[i].Pinned()) {
+      stolen_keep_.push_back(lanes_[i]);
+    } else {
       give(lanes_[i]);
     }
   }
   for (const WorkerLane &wl : cold_) {
-    if (!wl.Retired() && !wl.Pinned()) give(wl);
+    if (wl.Retired() || wl.Pinned()) {
+      stolen_keep_cold_.push_back(wl);
+    } else {
+      give(wl);
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mailbox_mu_);
@@ -557,21 +569,12 @@ bool Worker::AnswerSteal() {
   while ((v = steal_.load(std::memory_order_acquire)) == 2) {
     hshm::CpuRelax();  // it is handing our lanes over (microseconds)
   }
-  // It moved every lane but lanes_[cur_lane_], retired ones (which we
-  // drain) and pinned ones; keep those.
-  std::vector<WorkerLane> keep;
-  if (cur_lane_ < lanes_.size()) keep.push_back(lanes_[cur_lane_]);
-  for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (i != cur_lane_ && (lanes_[i].Retired() || lanes_[i].Pinned())) {
-      keep.push_back(lanes_[i]);
-    }
-  }
-  std::vector<WorkerLane> cold_keep;
-  for (const WorkerLane &wl : cold_) {
-    if (wl.Retired() || wl.Pinned()) cold_keep.push_back(wl);
-  }
-  lanes_.swap(keep);
-  cold_.swap(cold_keep);
+  // It moved every lane but lanes_[cur_lane_] (first in its list), retired
+  // ones (which we drain) and pinned ones, and listed what we keep.
+  lanes_.swap(stolen_keep_);
+  cold_.swap(stolen_keep_cold_);
+  stolen_keep_.clear();
+  stolen_keep_cold_.clear();
   shared_->num_lanes_.store(static_cast<u32>(lanes_.size() + cold_.size()));
   cur_lane_ = lanes_.empty() ? SIZE_MAX : 0;
   steal_.store(0, std::memory_order_release);
@@ -649,13 +652,21 @@ void Worker::TakeMailbox() {
 }
 
 void Worker::HandOverPinnedLanes(bool only_if_back) {
+  // Draining: the other workers may have left their loops already.
+  if (!CHI_WORK_ORCHESTRATOR->AnyLanePinned() ||
+      stop_.load(std::memory_order_acquire)) {
+    return;
+  }
   auto &workers = CHI_WORK_ORCHESTRATOR->workers();
   bool moved = false;
   for (auto *list : {&lanes_, &cold_}) {
     for (size_t i = 0; i < list->size();) {
       WorkerLane &wl = (*list)[i];
       u32 pin = wl.lane ? CHI_WORK_ORCHESTRATOR->LanePin(wl.lane) : 0;
-      if (pin == 0 || pin - 1 == id_ || pin - 1 >= workers.size()) {
+      // Not to a worker a thief is robbing or robbed and that has not come
+      // back yet: it would sit in its mailbox until the wedge ends.
+      if (pin == 0 || pin - 1 == id_ || pin - 1 >= workers.size() ||
+          workers[pin - 1]->robbed()) {
         ++i;
         continue;
       }
