@@ -70,13 +70,12 @@ class WorkOrchestrator {
   Worker *PickWorker(u32 prio);
   /** Moves process-queue lane `lane` of priority `prio` to worker `worker`
    * and keeps it there (lane balancing leaves it alone; unwedging a stuck
-   * worker moves it, and it comes back once the worker runs again), so
-   * that the tasks a client addresses by id to a
-   * container pinned to `worker` reach it in one hop. The worker holding
-   * the lane hands it over at its next loop iteration. Counted: each pin
-   * needs an UnpinProcessLane. The first pin of a lane wins: false (and
-   * nothing changes) if it is pinned to another worker. Any thread (after
-   * Init). */
+   * worker moves it, and it comes back once the worker runs again), so that
+   * the tasks a client addresses by id to a container pinned to `worker`
+   * reach it in one hop. The worker holding the lane hands it over at its
+   * next loop iteration. Counted: each pin needs an UnpinProcessLane. The
+   * first pin of a lane wins: false (and nothing changes) if it is pinned to
+   * another worker. Any thread (after Init). */
   bool PinProcessLane(u32 lane, TaskPrio prio, u32 worker);
   /** Drops one PinProcessLane(lane, prio, worker); the last one lets the
    * lane move again. Any thread. */
@@ -142,6 +141,9 @@ class WorkOrchestrator {
    * least busy worker of its kind (Worker::TakeLanesFromStuck).
    * Reinforcement thread 0, every wake-up. */
   void CheckStuck();
+  /** The index of process-queue lane (`lane`, `prio`) in lane_pin_ (its
+   * LaneViewIndex), or SIZE_MAX if there is no such lane. */
+  size_t PinIndex(u32 lane, TaskPrio prio) const;
   /** Reinforcement periods (100 ms) between two balancing rounds. */
   static constexpr u64 kBalancePeriods = 10;
   /** Folds the workers' timed runs into the cost models; ages them first if

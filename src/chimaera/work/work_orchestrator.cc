@@ -91,12 +91,15 @@ void WorkOrchestrator::AddLane(LaneView *lane, TaskPrio prio) {
   PickWorker(prio)->AddLane(lane);
 }
 
+size_t WorkOrchestrator::PinIndex(u32 lane, TaskPrio prio) const {
+  if (lane >= CHI_IPC->num_lanes() || prio >= kNumPrios) return SIZE_MAX;
+  size_t i = CHI_IPC->LaneViewIndex(&CHI_IPC->GetLaneView(lane, prio));
+  return i < num_lane_pins_ ? i : SIZE_MAX;
+}
+
 bool WorkOrchestrator::PinProcessLane(u32 lane, TaskPrio prio, u32 worker) {
-  size_t i = static_cast<size_t>(prio) * CHI_IPC->num_lanes() + lane;
-  if (lane >= CHI_IPC->num_lanes() || i >= num_lane_pins_ ||
-      worker >= workers_.size()) {
-    return false;
-  }
+  size_t i = PinIndex(lane, prio);
+  if (i == SIZE_MAX || worker >= workers_.size()) return false;
   {
     std::lock_guard<std::mutex> lock(lane_pin_mu_);
     u32 now = lane_pin_[i].load(std::memory_order_relaxed);
@@ -113,8 +116,8 @@ bool WorkOrchestrator::PinProcessLane(u32 lane, TaskPrio prio, u32 worker) {
 }
 
 void WorkOrchestrator::UnpinProcessLane(u32 lane, TaskPrio prio, u32 worker) {
-  size_t i = static_cast<size_t>(prio) * CHI_IPC->num_lanes() + lane;
-  if (lane >= CHI_IPC->num_lanes() || i >= num_lane_pins_) return;
+  size_t i = PinIndex(lane, prio);
+  if (i == SIZE_MAX) return;
   std::lock_guard<std::mutex> lock(lane_pin_mu_);
   if (lane_pin_[i].load(std::memory_order_relaxed) != worker + 1 ||
       lane_pin_count_[i] == 0) {
