@@ -12,7 +12,7 @@
 //   group    the same, but one chi::TaskGroup per step and one group Wait;
 //   deps     no barrier: task (s, i) depends on (s-1, i-1..i+1) (clamped)
 //            through chi::SetDependencies; steps go out in windows of
-//            --window steps, one TaskGroup each, at most two windows in
+//            --window steps, one TaskGroup each, at most --depth windows in
 //            flight; a step is freed once the step after it was waited for;
 //   runtime  one StencilRun task: the loop runs inside the runtime (the
 //            method submits and waits for the Computes from its fiber);
@@ -97,6 +97,7 @@ struct RunSpec {
   u64 iters = 0;
   u32 cores = 1;
   u32 window = 8;            ///< Steps per window (deps).
+  u32 depth = 8;             ///< Windows in flight at most (deps).
   double max_seconds = 1e9;  ///< Stop after the step that passes this.
 };
 
@@ -289,13 +290,16 @@ RunResult RunClientGroup(chi::small_message::Client &client,
 }
 
 /** Variant deps: task (s, i) depends on (s-1, i-1..i+1); windows of
- * spec.window steps, one TaskGroup each, at most two in flight. Step s is
+ * spec.window steps, one TaskGroup each, at most spec.depth in flight (the
+ * client sends ahead while the runtime works, and sleeps in between; its
+ * wake-up and sending then overlap the work in flight). Step s is
  * freed once step s+1 was waited for (its dependents have then started). */
 RunResult RunClientDeps(chi::small_message::Client &client,
                         const RunSpec &spec) {
   RunResult r;
   const u32 w = std::max<u32>(1, spec.window);
-  chi::TaskGroup groups[2];
+  const u32 depth = std::max<u32>(2, spec.depth);
+  std::vector<chi::TaskGroup> groups(depth);
   for (auto &g : groups) {
     if (!g.status().ok()) {
       r.Fail("TaskGroup: " + g.status().ToString());
@@ -312,8 +316,9 @@ RunResult RunClientDeps(chi::small_message::Client &client,
   Clock::time_point start = Clock::now();
   while (true) {
     if (!stop && r.ok && submitted < spec.steps) {
-      // Send the next window, in the group the window before last used.
-      chi::TaskGroup &group = groups[(submitted / w) % 2];
+      // Send the next window, in the group of the window `depth` back
+      // (already waited for).
+      chi::TaskGroup &group = groups[(submitted / w) % depth];
       u32 end = std::min(spec.steps, submitted + w);
       for (u32 s = submitted; s < end && r.ok; ++s) {
         for (u32 i = 0; i < spec.width && r.ok; ++i) {
@@ -334,10 +339,10 @@ RunResult RunClientDeps(chi::small_message::Client &client,
       stop = true;
     }
     if (waited == submitted) break;
-    // Wait for the oldest window once two are in flight, or to drain.
-    if (stop || submitted - waited > w) {
+    // Wait for the oldest window once `depth` are in flight, or to drain.
+    if (stop || submitted - waited > (depth - 1) * w) {
       u32 end = std::min(submitted, waited + w);
-      bool ok = WaitGroup(groups[(waited / w) % 2], &r);
+      bool ok = WaitGroup(groups[(waited / w) % depth], &r);
       if (!ok) {
         // Members still pending: give every unfreed task up (so the groups
         // may be destroyed; see ~TaskGroup).
@@ -633,6 +638,7 @@ int main(int argc, char **argv) {
   std::string variants_arg = "client,group,deps,runtime,openmp";
   double max_seconds = 0.3;
   u32 window = 8;
+  u32 depth = 8;
   u32 repeat = 1;
   bool quick = false;
   bool verbose = false;
@@ -651,6 +657,8 @@ int main(int argc, char **argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--window", window, "Steps per window of the deps variant")
       ->check(CLI::Range(1u, 1000u));
+  app.add_option("--depth", depth, "Windows in flight at most (deps variant)")
+      ->check(CLI::Range(2u, 64u));
   app.add_option("--repeat", repeat,
                  "Timed runs per cell; the best efficiency is kept")
       ->check(CLI::Range(1u, 100u));
@@ -738,9 +746,10 @@ int main(int argc, char **argv) {
       iters_per_us, probe_us, probe_took);
   printf(
       "cores %u; runs of %u-%u steps aiming at %.2f s (cap %.2f s); "
-      "deps window %u steps; client wait %s; best of %u run(s) per cell\n",
+      "deps window %u steps, %u in flight; client wait %s; best of %u "
+      "run(s) per cell\n",
       cores, kMinSteps, kMaxSteps, max_seconds * 2 / 3, max_seconds, window,
-      wait_arg.c_str(), repeat);
+      depth, wait_arg.c_str(), repeat);
   printf("efficiency = width * steps * task_us / (wall_us * cores)\n");
 
   // metgs[width index][variant] for the summary.
@@ -756,6 +765,7 @@ int main(int argc, char **argv) {
       spec.iters = ItersFor(task_us, iters_per_us);
       spec.cores = cores;
       spec.window = window;
+      spec.depth = depth;
       u64 expected = ExpectedChecksum(width, kMinSteps, spec.iters, cores);
       for (const std::string &v : variants) {
         Cell &cell = cells[v][si];

@@ -176,6 +176,27 @@ TEST_F(TaskGraphTest, AbandonedDependentOfAnUnsentTaskIsDropped) {
   CHI_IPC->DelTask(never);
 }
 
+TEST_F(TaskGraphTest, PredecessorFreedWhileItsDependentWaitsFailsIt) {
+  // The runtime reads a pending predecessor's state word only, and checks
+  // that it is still a live task every few looks: freeing it (API misuse)
+  // fails the dependent with a clear error instead of leaving it waiting.
+  for (int round = 0; round < 5; ++round) {
+    auto never = NewWhere(pool_, 0);  // never sent
+    auto t = NewWhere(pool_, 0, round % 2);
+    ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
+    chi::Submit(t);
+    EXPECT_FALSE(t->WaitFor(5000));  // it waits in the runtime
+    CHI_IPC->DelTask(never);
+    ASSERT_TRUE(t->WaitFor(2000000)) << "the dependent still waits";
+    EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kInvalidArgument);
+    EXPECT_NE(t->GetStatus().message().find("not a live task"),
+              std::string::npos)
+        << t->GetStatus();
+    EXPECT_EQ(t->worker_, ~0u);  // never ran
+    CHI_IPC->DelTask(t);
+  }
+}
+
 TEST_F(TaskGraphTest, HostileExtensionsAreClearErrors) {
   // Not an extension at all: a task block.
   auto other = NewWhere(pool_, 0);
