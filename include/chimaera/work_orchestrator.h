@@ -65,8 +65,9 @@ class WorkOrchestrator {
   /** Gives `container`'s lane `lane` (of priority `prio`) to a worker of the
    * matching kind, round-robin. Any thread. */
   void AddLane(TaskLane *lane, TaskPrio prio, Container *container);
-  /** A worker of the kind that runs tasks of priority `prio`, round-robin.
-   * Any thread (after Init). */
+  /** A worker of the kind that runs tasks of priority `prio`, round-robin,
+   * passing over workers found stuck (Worker::robbed) unless all are. Any
+   * thread (after Init). */
   Worker *PickWorker(u32 prio);
   /** Moves process-queue lane `lane` of priority `prio` to worker `worker`
    * and keeps it there (lane balancing leaves it alone; unwedging a stuck

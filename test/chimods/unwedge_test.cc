@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "chimod_test_fixture.h"
+#include "queue_test_mod.h"
 #include "small_message/small_message_client.h"
 
 namespace {
@@ -17,6 +18,7 @@ using chi::DomainQuery;
 using chi::small_message::ComputeTask;
 using chi::small_message::NoopTask;
 using chi_tools::JsonValue;
+using queue_test_mod::WhereTask;
 
 using UnwedgeTest = chi_test::TwoWorkerTest;
 
@@ -70,6 +72,66 @@ TEST_F(UnwedgeTest, ATaskThatNeverYieldsCannotWedgeItsWorkersOtherLanes) {
   for (int i = 0; i < 2000; ++i) {
     ASSERT_TRUE(sm.Noop(DomainQuery::GetLocalId(i % 4)).ok()) << i;
   }
+}
+
+TEST_F(UnwedgeTest, NewContainerLanesDoNotGoToAStuckWorker) {
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("wedge_first", 4).ok());
+  ASSERT_TRUE(sm.Noop(DomainQuery::GetLocalId(1)).ok());
+  // Container 0 (worker 0): a Compute of 2-5 s that never yields.
+  const chi::u64 kIters = 1600000000ull;
+  auto wedge =
+      sm.Async<ComputeTask>(DomainQuery::GetLocalId(0), kIters, chi::u64{7});
+  ASSERT_TRUE(wedge.status().code() != hshm::StatusCode::kOutOfMemory);
+  // Wait until the thief took worker 0's lanes (it is then known stuck).
+  bool robbed = false;
+  for (int i = 0; i < 200 && !robbed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    robbed =
+        chi_test::StatJson()["workers"].array[0]["lanes_unwedged"].Num() >= 1;
+  }
+  ASSERT_TRUE(robbed) << "worker 0 was never found stuck";
+  // A pool made now hands its containers' own queue lanes (2 low-latency
+  // lanes each) to workers: none may go to the stuck worker, whose mailbox
+  // nobody reads until its task returns. Its tasks name containers 1-3,
+  // whose process lanes the thief moved (lane 0 stays with the Compute).
+  auto pool =
+      chi::admin::Client().GetOrCreatePool("late_queues", "queue_test_mod", 4);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  // The pool's lanes were handed out while worker 0 was stuck.
+  ASSERT_FALSE(wedge.done()) << "the Compute was too short to test anything";
+  std::vector<chi::FullPtr<WhereTask>> tasks;
+  auto t0 = std::chrono::steady_clock::now();
+  for (chi::u32 i = 0; i < 30; ++i) {
+    tasks.push_back(chi::Submit(CHI_IPC->NewTaskDefault<WhereTask>(
+        CHI_IPC->NewTaskNode(), *pool, DomainQuery::GetLocalId(1 + i % 3),
+        chi::kLowLatency, 0u)));
+  }
+  int late = 0;
+  for (auto &t : tasks) {
+    ASSERT_FALSE(t.IsNull());
+    if (!t->WaitFor(500000)) ++late;
+  }
+  double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  bool wedge_done = wedge.done();
+  printf("30 tasks on the new pool's lanes: %d late, %.1f ms (Compute %s)\n",
+         late, took * 1000, wedge_done ? "done" : "still running");
+  EXPECT_EQ(late, 0) << "tasks waited for the stuck worker";
+  EXPECT_FALSE(wedge_done) << "the Compute was too short to test anything";
+  auto tw = std::chrono::steady_clock::now();
+  for (auto &t : tasks) {
+    t->Wait();
+    EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    CHI_IPC->DelTask(t);
+  }
+  ASSERT_TRUE(wedge.WaitFor(60000000));
+  ASSERT_TRUE(wedge.status().ok()) << wedge.status();
+  printf("the Compute ended %.0f ms later\n",
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - tw)
+                 .count() *
+             1000);
 }
 
 }  // namespace

@@ -81,10 +81,18 @@ Status WorkOrchestrator::Init() {
 }
 
 Worker *WorkOrchestrator::PickWorker(u32 prio) {
-  if (prio == kHighLatency) {
-    return workers_[num_ll_ + rr_hl_.fetch_add(1) % num_hl_].get();
+  const bool hl = prio == kHighLatency;
+  const u32 base = hl ? num_ll_ : 0;
+  const u32 n = hl ? num_hl_ : num_ll_;
+  const u32 start = (hl ? rr_hl_ : rr_ll_).fetch_add(1);
+  // Round-robin, passing over workers being robbed (stuck in a task that
+  // does not yield): what lands in their mailbox or inbox would wait there
+  // until that task returns.
+  for (u32 k = 0; k < n; ++k) {
+    Worker *w = workers_[base + (start + k) % n].get();
+    if (!w->robbed()) return w;
   }
-  return workers_[rr_ll_.fetch_add(1) % num_ll_].get();
+  return workers_[base + start % n].get();  // all stuck: wait like any
 }
 
 void WorkOrchestrator::AddLane(LaneView *lane, TaskPrio prio) {
