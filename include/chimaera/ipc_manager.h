@@ -204,6 +204,11 @@ class IpcManager {
   /** Owner pid of live block `p` of any segment, or -1. */
   int BufferOwner(const hipc::Pointer &p) const;
 
+  /** The process-queue lane the calling thread's tasks go to unless they
+   * name their container (GetLocalId, GetGlobalId; those go to lane
+   * container % num_lanes()): fixed per thread and attachment. REQUIRES:
+   * attached. */
+  u32 ThreadLane();
   /** Submits `task` to the runtime through the process queue. Errors:
    * Unavailable when the runtime is stopping or gone, ResourceExhausted when
    * its lane stays full past the client timeout. */

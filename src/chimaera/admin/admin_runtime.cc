@@ -854,6 +854,7 @@ class Runtime : public Module<Runtime, Admin> {
            << ",\"queued\":" << queued[w->id()]
            << ",\"lanes_moved\":" << w->lanes_moved()
            << ",\"lanes_unwedged\":" << w->lanes_unwedged()
+           << ",\"stuck\":" << (w->robbed() ? "true" : "false")
            << ",\"sleeping\":" << ws.sleeping_.load() << "}";
       } else {
         os << "  worker " << w->id() << " " << kind << "-latency: lanes "
@@ -864,6 +865,7 @@ class Runtime : public Module<Runtime, Admin> {
         if (w->lanes_unwedged() != 0) {
           os << ", lanes taken while stuck " << w->lanes_unwedged();
         }
+        if (w->robbed()) os << ", stuck in a task";
         os << "\n";
       }
       first = false;

@@ -641,6 +641,16 @@ thread_local u32 tls_lane = ~0u;
 thread_local u64 tls_lane_gen = 0;
 }  // namespace
 
+u32 IpcManager::ThreadLane() {
+  if (__builtin_expect(tls_lane_gen != attach_gen_, 0)) {
+    tls_lane_gen = attach_gen_;  // first use since this attachment
+    tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
+                                 HSHM_THREAD_MODEL->GetTid()) %
+                                num_lanes_);
+  }
+  return tls_lane;
+}
+
 Status IpcManager::Send(Task *task) {
   if (!shared_ || shared_->shutdown_.load(std::memory_order_relaxed)) {
     return Status::Unavailable("the Chimaera runtime is not running");
@@ -648,18 +658,12 @@ Status IpcManager::Send(Task *task) {
   // A fresh submission: the runtime accepts it once (kTaskAccepted).
   task->state_.store(0, std::memory_order_relaxed);
   task->claim_.store(0, std::memory_order_relaxed);
-  if (tls_lane_gen != attach_gen_) {  // first Send since this attachment
-    tls_lane_gen = attach_gen_;
-    tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
-                                 HSHM_THREAD_MODEL->GetTid()) %
-                                num_lanes_);
-  }
   u32 prio = task->prio_ < kNumPrios ? task->prio_ : kLowLatency;
   // A task that names its container goes to that container's lane, so the
   // tasks of different containers spread over the workers in one hop and
   // each container's tasks from this thread stay in order; others use this
   // thread's lane.
-  u32 lane_idx = tls_lane;
+  u32 lane_idx = ThreadLane();
   const DomainQuery &q = task->dom_query_;
   if (q.kind_ == DomainQuery::kLocalId || q.kind_ == DomainQuery::kGlobalId) {
     lane_idx = num_lanes_ == 1 ? 0 : q.sel_ % num_lanes_;
