@@ -3,9 +3,14 @@
 // yields the fiber instead of blocking the worker.
 #include "chimaera/task_graph.h"
 
+#include <pthread.h>
+#include <unistd.h>
+
 #include <climits>
 #include <cstring>
+#include <mutex>
 
+#include "hermes_shm/memory/memory_manager.h"
 #include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/futex.h"
 #if CHIMAERA_RUNTIME
@@ -37,13 +42,121 @@ TaskExt *OwnExt(Task *task) {
   return ext;
 }
 
+/** Extensions naming at most this many predecessors (and group-only ones)
+ * all get blocks of one size, which a thread keeps for reuse (ExtCache). */
+constexpr u32 kCachedDeps = 4;
+/** Blocks a thread keeps at most. */
+constexpr u32 kExtCacheCapacity = 256;
+
+/** Bumped in the child after fork(): a thread's kept blocks are then the
+ * parent's (ExtCache). */
+std::atomic<u64> g_fork_epoch{0};
+
+/** Installs the fork handler when the library loads. */
+struct ExtForkHandler {
+  ExtForkHandler() {
+    pthread_atfork(nullptr, nullptr, [] {
+      g_fork_epoch.fetch_add(1, std::memory_order_relaxed);
+    });
+  }
+};
+ExtForkHandler g_ext_fork_handler;
+
+/** Extension blocks a thread freed with their tasks, kept (still live,
+ * owned by this process) for the next extension it makes. Freeing a block
+ * takes a locked RMW on its header, a line the runtime read when it admitted
+ * the task (so it sits in another core's cache), and allocating one writes
+ * that header again: both were large parts of what a task with dependencies
+ * cost its submitter. Kept blocks are valid only for the allocator object,
+ * attach generation and process they were kept in; after any change they
+ * are forgotten, never touched. Per thread; no locking. */
+class ExtCache {
+ public:
+  /** Usable bytes of every cached block (what Allocate gives for an
+   * extension of kCachedDeps predecessors). */
+  static u64 BlockBytes() {
+    using Heap = hipc::HeapAllocator;
+    return Heap::ClassSize(Heap::ClassOf(TaskExt::Size(kCachedDeps) +
+                                         Heap::kBlockHeaderSize)) -
+           Heap::kBlockHeaderSize;
+  }
+
+  /** A kept block (or a new one) of BlockBytes(); null if `main` is full. */
+  FullPtr<char> Take() {
+    auto *alloc = CHI_IPC->main_alloc();
+    if (Valid(alloc) && n_ > 0) return FullPtr<char>(blocks_[--n_]);
+    return alloc->Allocate(HSHM_MCTX, TaskExt::Size(kCachedDeps));
+  }
+
+  /** Keeps `ext` if it is a block of this process of BlockBytes() and
+   * there is room; else frees it. */
+  void Give(const hipc::Pointer &ext) {
+    auto *alloc = CHI_IPC->main_alloc();
+    if (!Valid(alloc)) Bind(alloc);
+    if (n_ < kExtCacheCapacity && alloc->LiveBlockSize(ext) == BlockBytes() &&
+        alloc->BlockOwner(ext) == pid_) {
+      blocks_[n_++] = ext;
+      return;
+    }
+    (void)alloc->Free(HSHM_MCTX, ext);
+  }
+
+  /** Thread exit: frees the kept blocks, straight to the shared heap (the
+   * allocator's own thread cache may be gone already), if their allocator
+   * is still the one attached (so still mapped). */
+  ~ExtCache() {
+    if (n_ == 0 || !alloc_) return;
+    hipc::MemoryManager *mm = HSHM_MEMORY_MANAGER;
+    std::lock_guard<std::mutex> lock(mm->mutex());
+    void *live = hipc::internal::g_allocator_table[major_].alloc.load(
+        std::memory_order_acquire);
+    if (live != alloc_ || alloc_->generation() != generation_ ||
+        fork_epoch_ != g_fork_epoch.load(std::memory_order_relaxed)) {
+      return;
+    }
+    for (u32 i = 0; i < n_; ++i) {
+      (void)alloc_->heap().Free(HSHM_MCTX, blocks_[i]);
+    }
+  }
+
+ private:
+  /** True if the kept blocks belong to `alloc` as attached now, in this
+   * process. */
+  bool Valid(const CHI_MAIN_ALLOC_T *alloc) const {
+    return alloc == alloc_ && alloc->generation() == generation_ &&
+           fork_epoch_ == g_fork_epoch.load(std::memory_order_relaxed);
+  }
+  /** Forgets the kept blocks (not ours to touch any more) and binds to
+   * `alloc`. */
+  void Bind(CHI_MAIN_ALLOC_T *alloc) {
+    n_ = 0;
+    alloc_ = alloc;
+    major_ = alloc->GetId().major_;
+    generation_ = alloc->generation();
+    fork_epoch_ = g_fork_epoch.load(std::memory_order_relaxed);
+    pid_ = static_cast<int>(getpid());
+  }
+
+  CHI_MAIN_ALLOC_T *alloc_ = nullptr;
+  u32 major_ = 0;
+  u64 generation_ = 0;
+  u64 fork_epoch_ = 0;
+  int pid_ = 0;
+  u32 n_ = 0;
+  hipc::Pointer blocks_[kExtCacheCapacity];
+};
+
+thread_local ExtCache tls_ext_cache;
+
 /** Gives `task` an extension with room for `num_deps` predecessors that
  * keeps its group; frees the old one. Null (task unchanged) when `main` is
  * full. */
 TaskExt *ResizeExt(Task *task, u32 num_deps) {
   TaskExt *old = OwnExt(task);
   FullPtr<char> mem =
-      CHI_IPC->main_alloc()->Allocate(HSHM_MCTX, TaskExt::Size(num_deps));
+      num_deps <= kCachedDeps
+          ? tls_ext_cache.Take()
+          : CHI_IPC->main_alloc()->Allocate(HSHM_MCTX, TaskExt::Size(num_deps));
   if (mem.IsNull()) return nullptr;
   auto *ext = new (mem.ptr_) TaskExt();
   ext->num_deps_ = num_deps;
@@ -206,7 +319,7 @@ void FreeTaskExt(Task *task) {
   hipc::Pointer ext = task->ext_;
   task->ext_ = hipc::Pointer::GetNull();
   if (ext.alloc_id_ == CHI_IPC->main_alloc()->GetId()) {
-    (void)CHI_IPC->main_alloc()->Free(HSHM_MCTX, ext);
+    tls_ext_cache.Give(ext);
   }
 }
 

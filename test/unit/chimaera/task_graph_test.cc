@@ -3,9 +3,12 @@
 #include "chimaera/task_graph.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <memory>
+#include <set>
+#include <thread>
 #include <vector>
 
 #include "chimaera/chimaera.h"
@@ -195,6 +198,99 @@ TEST_F(TaskGraphTest, PredecessorFreedWhileItsDependentWaitsFailsIt) {
     EXPECT_EQ(t->worker_, ~0u);  // never ran
     CHI_IPC->DelTask(t);
   }
+}
+
+/** Runs `n` pairs (a, then b depending on a and in a group) to completion,
+ * checking each; inserts the offset of each b's extension block into
+ * *exts. */
+void RunDependentPairs(const chi::PoolId &pool, int n,
+                       std::set<chi::u64> *exts) {
+  chi::TaskGroup group;
+  ASSERT_TRUE(group.status().ok());
+  // Every extension of up to 4 predecessors gets a block of one size class.
+  auto probe =
+      CHI_IPC->main_alloc()->Allocate(HSHM_MCTX, chi::TaskExt::Size(4));
+  ASSERT_FALSE(probe.IsNull());
+  const chi::u64 ext_bytes = CHI_IPC->main_alloc()->LiveBlockSize(probe.shm_);
+  ASSERT_TRUE(CHI_IPC->main_alloc()->Free(HSHM_MCTX, probe.shm_).ok());
+  for (int i = 0; i < n; ++i) {
+    auto a = NewWhere(pool, 0, i % 2);
+    auto b = NewWhere(pool, 0, (i + 1) % 2);
+    ASSERT_TRUE(chi::SetDependencies(b.ptr_, {a.ptr_}).ok());
+    const hipc::Pointer ext = b->ext_;
+    // The block is this process's, live, whatever the thread kept.
+    ASSERT_EQ(CHI_IPC->main_alloc()->BlockOwner(b->ext_), getpid());
+    ASSERT_EQ(CHI_IPC->main_alloc()->LiveBlockSize(b->ext_), ext_bytes);
+    // ... and no other block of ours: not a or b.
+    for (const auto *t : {a.ptr_, b.ptr_}) {
+      chi::u64 off = CHI_IPC->main_alloc()->ToPointer(t).off_.off_;
+      chi::u64 len = CHI_IPC->main_alloc()->LiveBlockSize(
+          CHI_IPC->main_alloc()->ToPointer(t));
+      chi::u64 e = b->ext_.off_.off_;
+      ASSERT_TRUE(e + chi::TaskExt::Size(1) <= off || e >= off + len)
+          << "the extension overlaps a task";
+    }
+    // Adding to the group writes into that same block.
+    ASSERT_TRUE(group.Add(b.ptr_).ok());
+    ASSERT_EQ(b->ext_, ext);
+    exts->insert(b->ext_.off_.off_);
+    chi::Submit(b);
+    chi::Submit(a);
+    ASSERT_TRUE(group.WaitFor(10000000));
+    ASSERT_TRUE(b->GetStatus().ok()) << b->GetStatus();
+    ASSERT_GE(b->end_ns_, a->end_ns_);
+    CHI_IPC->DelTask(b);
+    CHI_IPC->DelTask(a);
+  }
+}
+
+TEST_F(TaskGraphTest, ExtensionBlocksAreReusedAndFreedAtThreadExit) {
+  // A thread keeps the extension blocks of the tasks it freed for its next
+  // extensions (freeing one costs a locked RMW on a line the runtime read);
+  // they go back to the heap when the thread exits.
+  const chi::u64 before = CHI_IPC->main_alloc()->LiveBytes(getpid());
+  std::set<chi::u64> exts;
+  std::thread th([&] { RunDependentPairs(pool_, 500, &exts); });
+  th.join();
+  EXPECT_LE(exts.size(), 2u) << "a new extension block per task";
+  EXPECT_EQ(CHI_IPC->main_alloc()->LiveBytes(getpid()), before)
+      << "the thread's kept blocks outlived it";
+  // Extensions of more predecessors than are kept are freed as before.
+  auto big = NewWhere(pool_, 0);
+  std::vector<chi::FullPtr<WhereTask>> preds;
+  std::vector<chi::Task *> ptrs;
+  for (int i = 0; i < 8; ++i) {
+    preds.push_back(chi::Submit(NewWhere(pool_, 0, i % 2)));
+    ptrs.push_back(preds.back().ptr_);
+  }
+  ASSERT_TRUE(chi::SetDependencies(big.ptr_, ptrs).ok());
+  chi::Submit(big)->Wait();
+  EXPECT_TRUE(big->GetStatus().ok()) << big->GetStatus();
+  CHI_IPC->DelTask(big);
+  for (auto &p : preds) CHI_IPC->DelTask(p);
+  EXPECT_EQ(CHI_IPC->main_alloc()->LiveBytes(getpid()), before);
+}
+
+TEST_F(TaskGraphTest, KeptExtensionBlocksOfAnEarlierRuntimeAreForgotten) {
+  // This thread keeps blocks of this runtime's segment...
+  std::set<chi::u64> exts;
+  RunDependentPairs(pool_, 50, &exts);
+  // ... which is gone after a restart: the new segment's blocks at those
+  // offsets are not this thread's to reuse (RunDependentPairs checks each
+  // extension is a live block of this process; with the kept blocks reused,
+  // the first one is a free block). The new runtime has another worker
+  // count, so that its segment is not laid out like the first one.
+  CHIMAERA->ClientFinalize();
+  ASSERT_TRUE(rt_->Stop().ok()) << rt_->Log();
+  rt_ = std::make_unique<chi_test::RuntimeProcess>(
+      "workers:\n  low_latency: 3\n  high_latency: 1\n  reinforcement: 0\n");
+  ASSERT_TRUE(rt_->Start().ok()) << rt_->Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  auto pool =
+      chi::admin::Client().GetOrCreatePool("graph2", "queue_test_mod", 2);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::set<chi::u64> later;
+  RunDependentPairs(*pool, 50, &later);
 }
 
 TEST_F(TaskGraphTest, HostileExtensionsAreClearErrors) {
