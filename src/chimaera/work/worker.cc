@@ -631,6 +631,11 @@ bool Worker::GiveLane(Worker *to) {
 }
 
 void Worker::TakeMailbox() {
+  // The flag first, with an RMW: a post that set it before reads as true
+  // here (its move request, trace switch, lane or pin generation is then
+  // visible below); one that sets it after is seen at the next loop. A
+  // plain store after the reads could overwrite a post made in between.
+  has_mail_.exchange(false, std::memory_order_acq_rel);
   trace_ = CHI_TRACE->ActiveRing(id_);
   if (Worker *to = move_to_.exchange(nullptr, std::memory_order_acq_rel)) {
     GiveLane(to);
@@ -639,7 +644,6 @@ void Worker::TakeMailbox() {
     std::lock_guard<std::mutex> lock(mailbox_mu_);
     for (auto &wl : mailbox_) lanes_.push_back(wl);
     mailbox_.clear();
-    has_mail_.store(false, std::memory_order_relaxed);
   }
   // After taking the mail: a lane that arrived before a pin's generation
   // changed is looked at here or at the CheckMail that follows the change.
