@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -30,13 +31,17 @@ chi::FullPtr<WhereTask> NewWhere(const chi::PoolId &pool, chi::u32 spin_us,
 /** A runtime with two low-latency workers and a 2-container test pool. */
 class TaskGraphTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartRuntime(2, "graph"); }
+  /** Starts a runtime with `low_latency` low-latency workers, attaches to
+   * it and makes the 2-container test pool `pool_name` (pool_). */
+  void StartRuntime(int low_latency, const std::string &pool_name) {
     rt_ = std::make_unique<chi_test::RuntimeProcess>(
-        "workers:\n  low_latency: 2\n  high_latency: 1\n  reinforcement: 0\n");
+        "workers:\n  low_latency: " + std::to_string(low_latency) +
+        "\n  high_latency: 1\n  reinforcement: 0\n");
     ASSERT_TRUE(rt_->Start().ok()) << rt_->Log();
     ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
     auto pool =
-        chi::admin::Client().GetOrCreatePool("graph", "queue_test_mod", 2);
+        chi::admin::Client().GetOrCreatePool(pool_name, "queue_test_mod", 2);
     ASSERT_TRUE(pool.ok()) << pool.status();
     pool_ = *pool;
   }
@@ -282,15 +287,9 @@ TEST_F(TaskGraphTest, KeptExtensionBlocksOfAnEarlierRuntimeAreForgotten) {
   // count, so that its segment is not laid out like the first one.
   CHIMAERA->ClientFinalize();
   ASSERT_TRUE(rt_->Stop().ok()) << rt_->Log();
-  rt_ = std::make_unique<chi_test::RuntimeProcess>(
-      "workers:\n  low_latency: 3\n  high_latency: 1\n  reinforcement: 0\n");
-  ASSERT_TRUE(rt_->Start().ok()) << rt_->Log();
-  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
-  auto pool =
-      chi::admin::Client().GetOrCreatePool("graph2", "queue_test_mod", 2);
-  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_NO_FATAL_FAILURE(StartRuntime(3, "graph2"));
   std::set<chi::u64> later;
-  RunDependentPairs(*pool, 50, &later);
+  RunDependentPairs(pool_, 50, &later);
 }
 
 TEST_F(TaskGraphTest, HostileExtensionsAreClearErrors) {
