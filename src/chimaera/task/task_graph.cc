@@ -76,9 +76,11 @@ class ExtCache {
    * extension of kCachedDeps predecessors). */
   static u64 BlockBytes() {
     using Heap = hipc::HeapAllocator;
-    return Heap::ClassSize(Heap::ClassOf(TaskExt::Size(kCachedDeps) +
-                                         Heap::kBlockHeaderSize)) -
-           Heap::kBlockHeaderSize;
+    static const u64 bytes =
+        Heap::ClassSize(Heap::ClassOf(TaskExt::Size(kCachedDeps) +
+                                      Heap::kBlockHeaderSize)) -
+        Heap::kBlockHeaderSize;
+    return bytes;
   }
 
   /** A kept block (or a new one) of BlockBytes(); null if `main` is full. */
