@@ -103,9 +103,8 @@ TEST_F(UnwedgeTest, NewContainerLanesDoNotGoToAStuckWorker) {
   // lanes each) to workers: none may go to the stuck worker, whose mailbox
   // nobody reads until its task returns. Its tasks name the containers
   // whose process lanes the thief moved (not lane `wedged`).
-  double made_s = 0;
   hshm::StatusOr<chi::PoolId> pool = hshm::Status::Internal("not made");
-  made_s = Seconds([&] {
+  double made_s = Seconds([&] {
     pool = chi::admin::Client().GetOrCreatePool("late_queues", "queue_test_mod",
                                                 4);
   });
@@ -114,38 +113,32 @@ TEST_F(UnwedgeTest, NewContainerLanesDoNotGoToAStuckWorker) {
   // The pool's lanes were handed out while that worker was stuck.
   ASSERT_FALSE(wedge.done()) << "the Compute was too short to test anything";
   std::vector<chi::FullPtr<WhereTask>> tasks;
-  auto t0 = std::chrono::steady_clock::now();
   for (chi::u32 i = 0; i < 30; ++i) {
     chi::u32 c = (wedged + 1 + i % 3) % 4;
     tasks.push_back(chi::Submit(CHI_IPC->NewTaskDefault<WhereTask>(
         CHI_IPC->NewTaskNode(), *pool, DomainQuery::GetLocalId(c),
         chi::kLowLatency, 0u)));
+    ASSERT_FALSE(tasks.back().IsNull());
   }
   int late = 0;
-  for (auto &t : tasks) {
-    ASSERT_FALSE(t.IsNull());
-    if (!t->WaitFor(500000)) ++late;
-  }
-  double took =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-          .count();
+  double took = Seconds([&] {
+    for (auto &t : tasks) late += t->WaitFor(500000) ? 0 : 1;
+  });
   bool wedge_done = wedge.done();
   printf("30 tasks on the new pool's lanes: %d late, %.1f ms (Compute %s)\n",
          late, took * 1000, wedge_done ? "done" : "still running");
   EXPECT_EQ(late, 0) << "tasks waited for the stuck worker";
   EXPECT_FALSE(wedge_done) << "the Compute was too short to test anything";
-  auto tw = std::chrono::steady_clock::now();
   for (auto &t : tasks) {
     t->Wait();
     EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
     CHI_IPC->DelTask(t);
   }
-  ASSERT_TRUE(wedge.WaitFor(60000000));
+  bool ended = false;
+  double rest = Seconds([&] { ended = wedge.WaitFor(60000000); });
+  ASSERT_TRUE(ended);
   ASSERT_TRUE(wedge.status().ok()) << wedge.status();
-  printf("the Compute ended %.0f ms later\n",
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - tw)
-                 .count() *
-             1000);
+  printf("the Compute ended %.0f ms later\n", rest * 1000);
 }
 
 }  // namespace
