@@ -1078,6 +1078,10 @@ Status HeapAllocator::Reclaim(const Pointer &p, u32 new_magic, u32 new_owner,
   }
   u64 off = uoff - kBlockHeaderSize;
   BlockHeader *b = HeapOps::Header(*this, off);
+  // The header line is often another core's (a runtime worker admitted the
+  // task in it): fetch it once, ready for the CAS, rather than read it and
+  // then ask for it again to write.
+  hshm::PrefetchForWrite(b);
   u64 s = b->state_.load(std::memory_order_acquire);
   for (;;) {
     if (StateMagic(s) != internal::kMagicUsed) {
