@@ -199,6 +199,10 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
     u64 skipped = 0;
     for (;;) {
       s = &slots[pos & mask];
+      // Its line is usually the consumer's (it freed the slot last round):
+      // fetch it once, ready for the two CASes below, rather than read it
+      // and then ask for it again to write.
+      hshm::PrefetchForWrite(s);
       u64 seq = s->seq_.load(std::memory_order_acquire);
       if (seq & kAbandoned) {
         // A hole: take the ticket and leave the slot alone. A lane that is

@@ -320,9 +320,12 @@ HSHM_INLINE void PrefetchTask(const hipc::Pointer &p) {
   const char *a = hipc::ToProcessAddress(p);
   if (!a) return;
   // Block header + Task span at most four lines; these addresses, the first
-  // and last byte and two between, at most 64 bytes apart, touch each.
-  hshm::PrefetchForRead(a - hipc::HeapAllocator::kBlockHeaderSize);
+  // and last byte and two between, at most 64 bytes apart, touch each. The
+  // write prefetch goes first: the heap header usually shares claim_'s
+  // line, and a read prefetch issued before it would fetch that line
+  // shared, so that the claim's CAS then waits for a second transfer.
   hshm::PrefetchForWrite(a + offsetof(Task, claim_));
+  hshm::PrefetchForRead(a - hipc::HeapAllocator::kBlockHeaderSize);
   hshm::PrefetchForRead(a + 40);
   hshm::PrefetchForRead(a + 100);
   hshm::PrefetchForRead(a + sizeof(Task) - 1);
