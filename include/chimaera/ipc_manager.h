@@ -153,6 +153,10 @@ class IpcManager {
   template <typename TaskT>
   void DelTask(const hipc::MemContext &ctx, FullPtr<TaskT> task) {
     if (task.IsNull()) return;
+    // The heap header line, which the free's CAS writes, is usually the
+    // line the runtime claimed the task in: fetch it while the extras go.
+    hshm::PrefetchForWrite(reinterpret_cast<const char *>(task.ptr_) -
+                           hipc::HeapAllocator::kBlockHeaderSize);
     FreeTaskExtras(task.ptr_);
     (void)main_alloc_->DelObj(ctx, task);
   }

@@ -1339,6 +1339,15 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
     if (bin.n == 0) return FullPtr<char>();
   }
   u64 off = bin.offs[--bin.n];
+  if (bin.n > 0) {
+    // The next block this thread hands out was most likely freed after
+    // another process's thread (a runtime worker) wrote it: start taking
+    // its first lines now, so that its owner's writes to it (a task's
+    // construction) find them here rather than wait for each in turn.
+    const char *next = heap_.region_ + bin.offs[bin.n - 1];
+    const u64 span = std::min<u64>(HeapAllocator::ClassSize(cls), 256);
+    for (u64 o = 0; o < span; o += 64) hshm::PrefetchForWrite(next + o);
+  }
   auto *b = internal::HeapOps::Header(heap_, off);
   b->state_.store(MakeState(internal::kMagicUsed, cls, pid),
                   std::memory_order_release);

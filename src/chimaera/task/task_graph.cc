@@ -86,7 +86,14 @@ class ExtCache {
   /** A kept block (or a new one) of BlockBytes(); null if `main` is full. */
   FullPtr<char> Take() {
     auto *alloc = CHI_IPC->main_alloc();
-    if (Valid(alloc) && n_ > 0) return FullPtr<char>(blocks_[--n_]);
+    if (Valid(alloc) && n_ > 0) {
+      // The next kept block was last read by a runtime worker: fetch it
+      // for the next call's writes (see ThreadLocalAllocator::Allocate).
+      if (n_ > 1) {
+        hshm::PrefetchForWrite(hipc::ToProcessAddress(blocks_[n_ - 2]));
+      }
+      return FullPtr<char>(blocks_[--n_]);
+    }
     return alloc->Allocate(HSHM_MCTX, TaskExt::Size(kCachedDeps));
   }
 
