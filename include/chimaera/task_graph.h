@@ -66,6 +66,12 @@ HSHM_INLINE bool GroupReached(u32 done, u32 target) {
   return static_cast<i32>(target - done) <= 0;
 }
 
+/** True if adding `n` to counter `before` makes it reach `target` (it had
+ * not before): the one count update that must wake the waiter. */
+HSHM_INLINE bool GroupCrossed(u32 before, u32 n, u32 target) {
+  return !GroupReached(before, target) && GroupReached(before + n, target);
+}
+
 /** A task's extension block (in `main`, named by Task::ext_): its group and
  * its predecessors (num_deps_ Pointers to tasks follow the struct). Written
  * by the submitter before Send; the runtime copies and checks it once. */
@@ -189,10 +195,10 @@ bool SpinPhase(DoneFn &&done) {
   return done();
 }
 
-/** Runtime and client: the group a completed task belonged to (validated
- * Pointer from its admitted extension) counts one more member done; the
- * one that reaches the waiter's target wakes it. Any thread. */
-void CountDownGroup(const hipc::Pointer &group);
+/** Runtime and client: the group `n` completed tasks belonged to (validated
+ * Pointer from their admitted extensions) counts `n` more members done; the
+ * call that reaches the waiter's target wakes it. Any thread. */
+void CountDownGroup(const hipc::Pointer &group, u32 n = 1);
 /** The group of a task of this process (from its extension), or null. */
 hipc::Pointer TaskGroupOf(Task *task);
 /** Frees `task`'s extension block, if any, and clears ext_ (the submitter

@@ -306,6 +306,14 @@ class Worker {
   bool CheckBlocked();
   /** Starts (or fails) tasks in dep_wait_ whose predecessors completed. */
   bool CheckDeps();
+  /** Counts one member of `group` (null: none) done at the end of this loop
+   * iteration (FlushGroupCount), together with the members of the same
+   * group completed before it: one update of the group's shared line for a
+   * run of completions instead of one each. This thread only. */
+  void CountDownLater(const hipc::Pointer &group);
+  /** Applies the counts CountDownLater deferred. This thread only; called
+   * once per loop iteration, before the worker may sleep. */
+  void FlushGroupCount();
   /** Marks the start of lane-list work (pops, list changes): true if the
    * lists are as they were, false if a thief took all but cur_lane_ (then
    * lanes_ holds at most that lane, at index 0). This thread only. */
@@ -411,6 +419,9 @@ class Worker {
   /** Acquired on a moving container: wait for the move to end. */
   std::vector<RunContext *> held_;
   size_t dep_cursor_ = 0;  ///< Where CheckDeps resumes.
+  /** The group CountDownLater counts for, and how many members it owes. */
+  hipc::Pointer count_group_;
+  u32 count_pending_ = 0;
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;
   std::vector<char *> free_stacks_;

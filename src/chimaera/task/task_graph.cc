@@ -299,17 +299,19 @@ bool TaskGroup::WaitFor(u64 timeout_us) {
 
 namespace internal {
 
-void CountDownGroup(const hipc::Pointer &group) {
-  if (group.IsNull()) return;
+void CountDownGroup(const hipc::Pointer &group, u32 n) {
+  if (group.IsNull() || n == 0) return;
   // The group is client memory: check it is still a live group block.
   if (CHI_IPC->main_alloc()->LiveBlockSize(group) < sizeof(TaskGroupShm)) {
     return;
   }
   auto *g = reinterpret_cast<TaskGroupShm *>(hipc::ToProcessAddress(group));
   if (!g || g->magic_ != kTaskGroupMagic) return;
-  u32 d = g->done_.fetch_add(1, std::memory_order_seq_cst) + 1;
-  // Only the completion that reaches the published target wakes anyone.
-  if (d != g->target_.load(std::memory_order_seq_cst)) return;
+  u32 before = g->done_.fetch_add(n, std::memory_order_seq_cst);
+  // Only the call that reaches the published target wakes anyone.
+  if (!GroupCrossed(before, n, g->target_.load(std::memory_order_seq_cst))) {
+    return;
+  }
   if (g->waiter_asleep_.load(std::memory_order_seq_cst)) {
     hshm::FutexWake(&g->done_, INT_MAX);
   }

@@ -386,6 +386,19 @@ RunContext *Worker::RunningContext() {
 
 void Worker::WakeNappers() { WakeNappersFast(); }
 
+void Worker::CountDownLater(const hipc::Pointer &group) {
+  if (group.IsNull()) return;
+  if (count_pending_ != 0 && !(group == count_group_)) FlushGroupCount();
+  count_group_ = group;
+  ++count_pending_;
+}
+
+void Worker::FlushGroupCount() {
+  if (count_pending_ == 0) return;
+  internal::CountDownGroup(count_group_, count_pending_);
+  count_pending_ = 0;
+}
+
 void Worker::WakeAll() {
   for (auto &w : CHI_WORK_ORCHESTRATOR->workers()) w->Wake();
 }
@@ -811,8 +824,10 @@ void Worker::Loop() {
     if (!dep_wait_.empty()) did |= CheckDeps();
     if (!held_.empty()) did |= CheckHeld();
     if (!periodic_.empty()) did |= CheckPeriodic(hshm::NowNs());
-    // What this iteration forwarded or answered goes out as one batch.
+    // What this iteration forwarded or answered goes out as one batch, and
+    // so do the group counts its completions owe.
     if (CHI_REMOTE->HasStaged(id_)) CHI_REMOTE->Flush(id_);
+    FlushGroupCount();
     if (stop_.load(std::memory_order_acquire)) {
       // Draining: report whether we are idle, and leave only when the
       // orchestrator saw every worker idle at once (a busy worker may still
@@ -895,6 +910,7 @@ void Worker::Loop() {
   }
   (void)EnterLanes();  // no thief may take lanes we are about to abort
   AbortRemaining();
+  FlushGroupCount();
   ss.ss_flags = SS_DISABLE;
   sigaltstack(&ss, nullptr);
   exited_.store(true, std::memory_order_release);
@@ -1712,7 +1728,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         HSHM_TSAN_RELEASE(
             TsanKey(shm));  // the block leaves this process (tsan.h)
         FreeShmTask(r->shm_task_, e);
-        if (!r->group_.IsNull()) internal::CountDownGroup(r->group_);
+        CountDownLater(r->group_);
         break;
       }
       // What the method returned becomes the submitter's: tag it with the
@@ -1748,7 +1764,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
       }
       if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
       // After the task is visibly complete: the group's waiter may read it.
-      if (!r->group_.IsNull()) internal::CountDownGroup(r->group_);
+      CountDownLater(r->group_);
       break;
     }
     case TaskOrigin::kRemote:

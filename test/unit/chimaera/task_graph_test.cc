@@ -56,6 +56,23 @@ class TaskGraphTest : public ::testing::Test {
   chi::PoolId pool_;
 };
 
+// A worker counts a run of completed members of one group in one update
+// (Worker::CountDownLater); exactly the update that reaches the waiter's
+// target must wake it, also when it jumps past it or the counts wrap.
+TEST(GroupCountTest, OnlyTheUpdateThatReachesTheTargetCrossesIt) {
+  EXPECT_TRUE(chi::GroupCrossed(4, 1, 5));
+  EXPECT_TRUE(chi::GroupCrossed(3, 4, 5));  // jumps past the target
+  EXPECT_TRUE(chi::GroupCrossed(0, 32, 32));
+  EXPECT_FALSE(chi::GroupCrossed(3, 1, 5));  // not there yet
+  EXPECT_FALSE(chi::GroupCrossed(5, 2, 5));  // reached before
+  EXPECT_FALSE(chi::GroupCrossed(6, 1, 5));
+  EXPECT_FALSE(chi::GroupCrossed(4, 0, 5));  // nothing counted
+  // Wrapping counters (a group reused for 2^32 members).
+  EXPECT_TRUE(chi::GroupCrossed(0xfffffffeu, 3, 1));
+  EXPECT_FALSE(chi::GroupCrossed(0xfffffffeu, 2, 1));
+  EXPECT_FALSE(chi::GroupCrossed(2, 5, 1));
+}
+
 TEST_F(TaskGraphTest, GroupWaitsForAllMembersOnce) {
   for (int round = 0; round < 20; ++round) {
     chi::TaskGroup group;
