@@ -1759,7 +1759,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         e->fields(fr, t);
         (void)CHI_IPC->FreeBuffer(err);
         FreeShmTask(r->shm_task_, e);
-        if (!r->group_.IsNull()) internal::CountDownGroup(r->group_);
+        CountDownLater(r->group_);
         break;
       }
       if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
