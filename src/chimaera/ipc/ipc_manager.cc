@@ -18,6 +18,7 @@
 #include "chimaera/task_graph.h"
 #include "hermes_shm/memory/memory_manager.h"
 #include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/tsan.h"
 #if CHIMAERA_RUNTIME
 #include "chimaera/process_reaper.h"
 #include "chimaera/worker.h"
@@ -673,6 +674,11 @@ Status IpcManager::Send(Task *task) {
 #if CHIMAERA_RUNTIME
   Worker::TraceSubmit(task, p);  // a subtask: link it to its parent's run
 #endif
+  // A fire-and-forget task leaves this process here: the runtime frees it,
+  // and another thread of ours may get the block back from the heap. Our
+  // accesses come before that (tsan.h); released before the push, since
+  // after it the block may already be gone.
+  if (task->IsFireAndForget()) HSHM_TSAN_RELEASE(HSHM_TSAN_BLOCK_KEY(task));
   if (__builtin_expect(lane.TryPush(p), 1)) {
     WakeLaneWorker(lane);
     return Status::Ok();
