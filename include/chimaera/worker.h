@@ -16,6 +16,7 @@
 #endif
 
 #include <boost/context/fiber.hpp>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -304,8 +305,13 @@ class Worker {
   void Resume(RunContext *rctx);
   /** Resumes suspended fibers whose subtasks completed. */
   bool CheckBlocked();
-  /** Starts (or fails) tasks in dep_wait_ whose predecessors completed. */
+  /** Starts (or fails) tasks in dep_wait_ whose predecessors completed:
+   * the oldest first, then a few more round robin. True if any started. */
   bool CheckDeps();
+  /** Looks at dep_wait_[i]: if its predecessors completed (or one failed,
+   * or it was abandoned) removes it, keeping the order, and starts (or
+   * fails) it; true then. This worker's thread only. */
+  bool TryStartWaiting(size_t i);
   /** Counts one member of `group` (null: none) done at the end of this loop
    * iteration (FlushGroupCount), together with the members of the same
    * group completed before it: one update of the group's shared line for a
@@ -415,10 +421,12 @@ class Worker {
   std::atomic<u64> lanes_unwedged_{0};
   std::atomic<bool> exited_{false};
   std::vector<RunContext *> blocked_;
-  std::vector<RunContext *> dep_wait_;  ///< Admitted, predecessors pending.
+  /** Admitted, predecessors pending; oldest first (CheckDeps). */
+  std::deque<RunContext *> dep_wait_;
   /** Acquired on a moving container: wait for the move to end. */
   std::vector<RunContext *> held_;
-  size_t dep_cursor_ = 0;  ///< Where CheckDeps resumes.
+  /** Where CheckDeps resumes its round-robin sweep of dep_wait_. */
+  size_t dep_cursor_ = 0;
   /** The group CountDownLater counts for, and how many members it owes. */
   hipc::Pointer count_group_;
   u32 count_pending_ = 0;

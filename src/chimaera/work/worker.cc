@@ -55,8 +55,14 @@ constexpr u32 kPopBatch = 32;
 constexpr u32 kColdAfter = 4096;
 /** Recycled RunContexts a worker keeps at most. */
 constexpr size_t kMaxFreeContexts = 4096;
-/** Tasks waiting on predecessors that one loop iteration checks at most. */
-constexpr size_t kDepChecksPerPass = 64;
+/** CheckDeps: the oldest waiting tasks one loop iteration checks at most;
+ * the scan stops earlier after kDepHeadRun still waiting in a row (a task
+ * submitted later mostly waits on an earlier one). */
+constexpr size_t kDepHeadChecks = 64;
+constexpr size_t kDepHeadRun = 16;
+/** CheckDeps: the further waiting tasks one loop iteration checks round
+ * robin, so that every task is looked at, whatever waits before it. */
+constexpr size_t kDepSweepChecks = 8;
 /** Cold lanes are polled once every this many loop iterations. */
 constexpr u32 kColdPeriod = 64;
 /** An idle worker polls with pauses only this long (ns); then it yields the
@@ -1206,35 +1212,64 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   Route(r);
 }
 
+namespace {
+/** Where waiting task `r` stands: its submitter abandoned it, or what
+ * CheckPredecessors says. Worker threads. */
+DepState LookAtWaiting(RunContext *r, Status *st) {
+  if (r->shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
+    *st = Status::Aborted("abandoned before its predecessors completed");
+    return DepState::kFailed;  // Complete frees it (abandoned)
+  }
+  return CheckPredecessors(r, st);
+}
+}  // namespace
+
+bool Worker::TryStartWaiting(size_t i) {
+  RunContext *r = dep_wait_[i];
+  Status st;
+  DepState ds = LookAtWaiting(r, &st);
+  if (ds == DepState::kWaiting) return false;
+  // A deque erases near either end in a few moves, and keeps the order.
+  dep_wait_.erase(dep_wait_.begin() + static_cast<std::ptrdiff_t>(i));
+  if (ds == DepState::kFailed) {
+    Complete(r, st);
+  } else {
+    Route(r);
+  }
+  return true;
+}
+
 bool Worker::CheckDeps() {
-  // At most kDepChecksPerPass waiting tasks per loop iteration, round robin
-  // from dep_cursor_: a long list (thousands of submitted-ahead tasks) then
-  // costs each iteration a bounded time instead of a full rescan.
+  // Oldest first: a task waits mostly on tasks submitted before it, so the
+  // ready ones are near the front. The scan stops after kDepHeadRun tasks
+  // in a row still wait, so a long list (thousands submitted ahead) costs
+  // an iteration a few looks, not a rescan. Tasks a start appends (a
+  // method that submits) are looked at from the next iteration on.
   bool did = false;
-  size_t budget = std::min(dep_wait_.size(), kDepChecksPerPass);
-  for (; budget > 0 && !dep_wait_.empty(); --budget) {
-    if (dep_cursor_ >= dep_wait_.size()) dep_cursor_ = 0;
-    RunContext *r = dep_wait_[dep_cursor_];
-    Status st;
-    DepState ds = DepState::kWaiting;
-    if (r->shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
-      ds = DepState::kFailed;  // Complete frees it (abandoned)
-      st = Status::Aborted("abandoned before its predecessors completed");
+  size_t n = dep_wait_.size();
+  size_t i = 0, run = 0;
+  for (size_t looks = 0; i < n && looks < kDepHeadChecks && run < kDepHeadRun;
+       ++looks) {
+    if (TryStartWaiting(i)) {
+      did = true;
+      --n;
+      run = 0;
     } else {
-      ds = CheckPredecessors(r, &st);
+      ++i;
+      ++run;
     }
-    if (ds == DepState::kWaiting) {
+  }
+  // Then a few of the rest, round robin: a task that waits behind a long
+  // run of waiting ones (on a long task, or on another client's) is still
+  // seen within n / kDepSweepChecks iterations.
+  for (size_t looks = 0; i < n && looks < std::min(kDepSweepChecks, n - i);
+       ++looks) {
+    if (dep_cursor_ < i || dep_cursor_ >= n) dep_cursor_ = i;
+    if (TryStartWaiting(dep_cursor_)) {
+      did = true;
+      --n;
+    } else {
       ++dep_cursor_;
-      continue;
-    }
-    // Swap-remove; the cursor now points at the task moved here.
-    dep_wait_[dep_cursor_] = dep_wait_.back();
-    dep_wait_.pop_back();
-    did = true;
-    if (ds == DepState::kFailed) {
-      Complete(r, st);
-    } else {
-      Route(r);
     }
   }
   return did;

@@ -201,6 +201,45 @@ TEST_F(TaskGraphTest, AbandonedDependentOfAnUnsentTaskIsDropped) {
   CHI_IPC->DelTask(never);
 }
 
+TEST_F(TaskGraphTest, ReadyTaskBehindManyWaitingOnesStarts) {
+  // A worker looks at its waiting tasks oldest first and stops after a run
+  // of them still waits; the few it then sweeps round robin must still
+  // find a ready task queued behind hundreds that wait on an unsent one.
+  auto never = NewWhere(pool_, 0);  // never sent
+  std::vector<chi::FullPtr<WhereTask>> waiters;
+  for (int i = 0; i < 300; ++i) {
+    auto w = NewWhere(pool_, 0, 0);
+    ASSERT_TRUE(chi::SetDependencies(w.ptr_, {never.ptr_}).ok());
+    chi::Submit(w);
+    waiters.push_back(w);
+  }
+  EXPECT_FALSE(waiters.back()->WaitFor(20000));  // all wait in the runtime
+  for (int round = 0; round < 5; ++round) {
+    auto pred = NewWhere(pool_, 0, 1);
+    auto t = NewWhere(pool_, 0, 0);  // same worker as the waiters
+    ASSERT_TRUE(chi::SetDependencies(t.ptr_, {pred.ptr_}).ok());
+    chi::Submit(t);  // queued behind the waiters
+    EXPECT_FALSE(t->WaitFor(5000));
+    chi::Submit(pred);
+    ASSERT_TRUE(t->WaitFor(2000000)) << "a ready task was never looked at";
+    EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    CHI_IPC->DelTask(t);
+    CHI_IPC->DelTask(pred);
+  }
+  for (auto &w : waiters) {
+    EXPECT_FALSE(w->IsComplete());
+    CHI_IPC->AbandonTask(w);  // the runtime frees it
+  }
+  // The worker drops the abandoned waiters and still takes tasks.
+  for (int i = 0; i < 20; ++i) {
+    auto e = chi::Submit(NewWhere(pool_, 0, 0));
+    e->Wait();
+    EXPECT_TRUE(e->GetStatus().ok());
+    CHI_IPC->DelTask(e);
+  }
+  CHI_IPC->DelTask(never);
+}
+
 TEST_F(TaskGraphTest, PredecessorFreedWhileItsDependentWaitsFailsIt) {
   // The runtime reads a pending predecessor's state word only, and checks
   // that it is still a live task every few looks: freeing it (API misuse)
