@@ -194,21 +194,22 @@ Status SetDependencies(Task *task, const std::vector<Task *> &preds) {
         "a task may name at most " + std::to_string(kMaxTaskDeps) +
         " predecessors, not " + std::to_string(preds.size()));
   }
-  std::vector<hipc::Pointer> ptrs;
-  ptrs.reserve(preds.size());
+  // Checked first (the task is left unchanged on an error), then converted
+  // again into the extension: no temporary (a heap allocation per call).
+  auto *alloc = CHI_IPC->main_alloc();
   for (Task *p : preds) {
     if (!p) return Status::InvalidArgument("a predecessor is null");
     if (p == task)
       return Status::InvalidArgument("a task cannot follow itself");
-    hipc::Pointer ptr = CHI_IPC->main_alloc()->ToPointer(p);
-    if (ptr.IsNull()) {
+    if (alloc->ToPointer(p).IsNull()) {
       return Status::InvalidArgument("a predecessor is not a task of main");
     }
-    ptrs.push_back(ptr);
   }
-  TaskExt *ext = ResizeExt(task, static_cast<u32>(ptrs.size()));
+  TaskExt *ext = ResizeExt(task, static_cast<u32>(preds.size()));
   if (!ext) return Status::OutOfMemory("main segment is full");
-  for (size_t i = 0; i < ptrs.size(); ++i) ext->deps()[i] = ptrs[i];
+  for (size_t i = 0; i < preds.size(); ++i) {
+    ext->deps()[i] = alloc->ToPointer(preds[i]);
+  }
   return Status::Ok();
 }
 
