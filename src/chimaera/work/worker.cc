@@ -60,9 +60,12 @@ constexpr size_t kMaxFreeContexts = 4096;
  * submitted later mostly waits on an earlier one). */
 constexpr size_t kDepHeadChecks = 64;
 constexpr size_t kDepHeadRun = 16;
-/** CheckDeps: the further waiting tasks one loop iteration checks round
- * robin, so that every task is looked at, whatever waits before it. */
+/** CheckDeps: the further waiting tasks checked round robin on every
+ * kDepSweepPeriod-th loop iteration (a power of 2), so that every task is
+ * looked at, whatever waits before it, while an idle worker's loop stays
+ * short (it then sees a predecessor complete sooner). */
 constexpr size_t kDepSweepChecks = 8;
+constexpr u32 kDepSweepPeriod = 8;
 /** Cold lanes are polled once every this many loop iterations. */
 constexpr u32 kColdPeriod = 64;
 /** An idle worker polls with pauses only this long (ns); then it yields the
@@ -1259,9 +1262,11 @@ bool Worker::CheckDeps() {
       ++run;
     }
   }
-  // Then a few of the rest, round robin: a task that waits behind a long
-  // run of waiting ones (on a long task, or on another client's) is still
-  // seen within n / kDepSweepChecks iterations.
+  // Then, every kDepSweepPeriod-th iteration, a few of the rest, round
+  // robin: a task that waits behind a long run of waiting ones (on a long
+  // task, or on another client's) is still seen within
+  // n * kDepSweepPeriod / kDepSweepChecks iterations.
+  if ((loop_count_ & (kDepSweepPeriod - 1)) != 0) return did;
   for (size_t looks = 0; i < n && looks < std::min(kDepSweepChecks, n - i);
        ++looks) {
     if (dep_cursor_ < i || dep_cursor_ >= n) dep_cursor_ = i;
