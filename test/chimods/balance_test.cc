@@ -146,9 +146,12 @@ TEST(BalanceTest, ABusyNodeIsAvoided) {
   printf("with node 2 busy: %s\n", Describe(b).c_str());
   EXPECT_LE(b.per_node[2], 2) << Describe(b);
   // Both idle nodes share the rest; not evenly: the submitting node counts
-  // a 2-task margin for the hop to node 3 (TSan saw 25/1/14).
+  // a 2-task margin for the hop to node 3. A Release build splits them
+  // 21/19; under TSan, whose slowness lets load reports arrive while the
+  // batch is placed, 25/15 with 32-task lane pops and 28-31/9-12 with 4
+  // (and a shorter makespan, 0.15-0.19 s against 0.22-0.24 s).
   EXPECT_GE(b.per_node[1], 10) << Describe(b);
-  EXPECT_GE(b.per_node[3], 10) << Describe(b);
+  EXPECT_GE(b.per_node[3], 7) << Describe(b);
   for (auto &t : busy) {
     ASSERT_TRUE(t->WaitFor(20000000));
     EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
