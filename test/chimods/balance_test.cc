@@ -25,8 +25,10 @@ using chi::small_message::IoTask;
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 // Sanitizer builds check races and memory, not speed: their runtimes are
-// several times slower, so reports lag more and the spread is looser.
-constexpr double kMaxOverMean = 1.5;
+// several times slower, so reports lag more and the spread is looser (TSan
+// with a second multi-node test in parallel on 2 cores: up to 1.77; all on
+// one node would be 3.0).
+constexpr double kMaxOverMean = 2.0;
 constexpr double kMakespanRatio = 0.85;
 #else
 constexpr double kMaxOverMean = 1.10;  // the aim
