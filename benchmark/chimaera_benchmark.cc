@@ -690,6 +690,11 @@ std::string CsvSafe(std::string s) {
  * measurement order) and throughput.csv (threads,depth,tasks_per_s). */
 std::string g_dump_dir;
 
+/** --client-threads / --depths: the throughput phase's configurations
+ * (client threads x tasks in flight per thread). */
+std::vector<u32> g_tput_threads = {1, 2};
+std::vector<u32> g_tput_depths = {1, 16, 256, 1024};
+
 /** Writes `samples` to <dump dir>/latency_<name>.txt (if --dump-dir). */
 void DumpSamples(const char *name, const std::vector<u64> &samples) {
   if (g_dump_dir.empty()) return;
@@ -886,8 +891,8 @@ bool RunRuntimePhases(Api &api, const char *module, const Phases &phases,
         "2. Asynchronous %s Noop throughput (%u runs of %.2f s per "
         "configuration)\n",
         module, repeat, seconds);
-    for (u32 threads : {1u, 2u}) {
-      for (u32 depth : {1u, 16u, 256u, 1024u}) {
+    for (u32 threads : g_tput_threads) {
+      for (u32 depth : g_tput_depths) {
         double median = 0;
         if (!MeasureThroughput(api, threads, depth, seconds, repeat, pin_cpu,
                                &median)) {
@@ -1055,6 +1060,16 @@ int main(int argc, char **argv) {
                  "Write raw samples to this existing directory: "
                  "latency_{noop,pingpong,zmq}.txt (ns, one a line) and "
                  "throughput.csv (threads,depth,tasks_per_s)");
+  app.add_option("--client-threads", g_tput_threads,
+                 "Client thread counts the throughput phase runs")
+      ->check(CLI::Range(1u, 64u))
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--depths", g_tput_depths,
+                 "Tasks in flight per client thread the throughput phase runs")
+      ->check(CLI::Range(1u, 1u << 20))
+      ->delimiter(',')
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   Phases phases;
   std::string bad;
