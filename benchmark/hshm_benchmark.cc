@@ -2,10 +2,11 @@
 //
 // 1. Queue transfer: one producer thread streams sequence numbers through a
 //    queue to the benchmark thread (the consumer), which checks that every
-//    item arrives once and in order. Compared: our mpsc_lane (hipc::Pointer
-//    values, allocated with multi_mpsc_queue::New), the same lane placed on a
-//    64-byte boundary, boost::lockfree::spsc_queue and boost::lockfree::queue,
-//    all with 1024 slots. One benchmark iteration moves kItemsPerIter items.
+//    item arrives once and in order. Compared: our mpsc_lane (u64 values,
+//    allocated with multi_mpsc_queue::New), the same lane placed on a
+//    64-byte boundary, boost::lockfree::spsc_queue and boost::lockfree::queue
+//    (of uint64_t), all with 1024 slots. One benchmark iteration moves
+//    kItemsPerIter items.
 // 2. Allocator: allocate a batch of kAllocBatch blocks, touch each, free them
 //    all; hipc::ThreadLocalAllocator and hipc::HeapAllocator (each over its
 //    own POSIX shared-memory segment) against malloc/free, 1 and 2 threads.
@@ -144,13 +145,10 @@ void DestroyArenas() {
 // Queue adapters: TryPush(seq) / TryPop(&seq) over each queue
 //------------------------------------------------------------------------------
 
-/** Allocator id stamped into every queued hipc::Pointer. */
-const hipc::AllocatorId kValueId(7, 9);
-
 /** Our mpsc_lane, made by multi_mpsc_queue::New in the shared heap. */
 class MpscLaneQueue {
  public:
-  using Queue = hipc::multi_mpsc_queue<hipc::Pointer>;
+  using Queue = hipc::multi_mpsc_queue<u64>;
 
   /** Allocates a 1-lane, 1-priority queue of kQueueDepth slots. */
   MpscLaneQueue() {
@@ -167,14 +165,9 @@ class MpscLaneQueue {
   /** True if the queue was made. */
   bool ok() const { return lane_ != nullptr; }
   /** Pushes `seq`; false when full. */
-  bool TryPush(u64 seq) { return lane_->TryPush(hipc::Pointer(kValueId, seq)); }
-  /** Pops into `*seq` (~0 if the value is corrupt); false when empty. */
-  bool TryPop(u64 *seq) {
-    hipc::Pointer p;
-    if (!lane_->TryPop(&p)) return false;
-    *seq = p.alloc_id_ == kValueId ? p.off_.off_ : ~0ull;
-    return true;
-  }
+  bool TryPush(u64 seq) { return lane_->TryPush(seq); }
+  /** Pops into `*seq`; false when empty. */
+  bool TryPop(u64 *seq) { return lane_->TryPop(seq); }
 
  private:
   hipc::HeapAllocator *alloc_ = nullptr;
@@ -186,7 +179,7 @@ class MpscLaneQueue {
  * heap only guarantees 16), to show what cache-line placement costs. */
 class MpscLaneAlignedQueue {
  public:
-  using Queue = hipc::multi_mpsc_queue<hipc::Pointer>;
+  using Queue = hipc::multi_mpsc_queue<u64>;
 
   /** Allocates and 64-aligns a 1-lane, 1-priority queue. */
   MpscLaneAlignedQueue() {
@@ -202,25 +195,20 @@ class MpscLaneAlignedQueue {
   /** True if the queue was made. */
   bool ok() const { return lane_ != nullptr; }
   /** Pushes `seq`; false when full. */
-  bool TryPush(u64 seq) { return lane_->TryPush(hipc::Pointer(kValueId, seq)); }
-  /** Pops into `*seq` (~0 if the value is corrupt); false when empty. */
-  bool TryPop(u64 *seq) {
-    hipc::Pointer p;
-    if (!lane_->TryPop(&p)) return false;
-    *seq = p.alloc_id_ == kValueId ? p.off_.off_ : ~0ull;
-    return true;
-  }
+  bool TryPush(u64 seq) { return lane_->TryPush(seq); }
+  /** Pops into `*seq`; false when empty. */
+  bool TryPop(u64 *seq) { return lane_->TryPop(seq); }
 
  private:
   char *mem_ = nullptr;
   Queue::Lane *lane_ = nullptr;
 };
 
-/** boost::lockfree::spsc_queue of hipc::Pointer with 1024 slots. */
+/** boost::lockfree::spsc_queue of uint64_t with 1024 slots. */
 class BoostSpscQueue {
  public:
   using Queue =
-      boost::lockfree::spsc_queue<hipc::Pointer,
+      boost::lockfree::spsc_queue<uint64_t,
                                   boost::lockfree::capacity<kQueueDepth>>;
 
   /** Builds the queue (on the heap: its ring is inline). */
@@ -228,12 +216,12 @@ class BoostSpscQueue {
   /** Always true. */
   bool ok() const { return true; }
   /** Pushes `seq`; false when full. */
-  bool TryPush(u64 seq) { return q_->push(hipc::Pointer(kValueId, seq)); }
-  /** Pops into `*seq` (~0 if the value is corrupt); false when empty. */
+  bool TryPush(u64 seq) { return q_->push(seq); }
+  /** Pops into `*seq`; false when empty. */
   bool TryPop(u64 *seq) {
-    hipc::Pointer p;
-    if (!q_->pop(p)) return false;
-    *seq = p.alloc_id_ == kValueId ? p.off_.off_ : ~0ull;
+    uint64_t v;
+    if (!q_->pop(v)) return false;
+    *seq = v;
     return true;
   }
 

@@ -55,8 +55,12 @@ static GLOBAL_CROSS_CONST u32 kLaneRetired = 1;
  * another worker (Container::PinToWorker). */
 static GLOBAL_CROSS_CONST u32 kLanePinned = 2;
 
-/** The process queue: lanes x {kLowLatency, kHighLatency} of task Pointers. */
-using ProcessQueue = hipc::multi_mpsc_queue<hipc::Pointer>;
+/** The process queue: lanes x {kLowLatency, kHighLatency} of tasks, each
+ * named by its offset in `main`. Every task lives in `main`, so the allocator
+ * id a full hipc::Pointer would carry is implied (IpcManager::TaskPointer
+ * adds it back); an 8-byte value lets a slot be 16 bytes, published in one
+ * atomic step (hermes_shm/data_structures/multi_mpsc_queue.h). */
+using ProcessQueue = hipc::multi_mpsc_queue<hipc::OffsetPointer>;
 using Lane = ProcessQueue::Lane;
 /** A process-queue lane seen through this process's own copy of the queue's
  * shape (the runtime's comes from its configuration, never from the
@@ -263,6 +267,11 @@ class IpcManager {
    * into it. Compares with private copies. Any thread. */
   bool IsRuntimeStructure(const hipc::Pointer &p) const {
     return p == queue_ptr_ || p == workers_ptr_;
+  }
+  /** The Pointer of the task a process-queue lane names by its offset in
+   * `main` (not validated: see Worker::AdmitShm). REQUIRES: attached. */
+  hipc::Pointer TaskPointer(hipc::OffsetPointer off) const {
+    return hipc::Pointer(main_alloc_->GetId(), off.off_);
   }
   /** Workers in the worker table (the runtime's own count). */
   u32 num_workers() const { return num_workers_; }

@@ -1,32 +1,27 @@
 // multi_mpsc_queue<T>: lanes x priorities of bounded lock-free rings in shared
 // memory, many producers and one consumer per lane.
 //
-// Each lane is a ring of slots with per-slot sequence numbers (after Vyukov's
-// bounded queue). A slot of ticket `pos` moves through these seq values:
+// Each lane is a ring of 16-byte slots (a sequence word and an 8-byte value)
+// with per-slot sequence numbers, after Vyukov's bounded queue. A slot of
+// ticket `pos` moves through these seq values:
 //   pos              free for the producer holding ticket pos;
-//   kBusy | pid      that producer (of process pid) is writing the value;
 //   pos + 1          published; the consumer may take it;
-//   pos + depth      taken; free for the next round.
-// A producer claims a ticket with a CAS on the lane's tail, marks the slot
-// busy with a CAS (pos -> kBusy|pid), writes the value and publishes it with
-// a seq_cst CAS (kBusy|pid -> pos+1). TryPush fails at once when the lane is
+//   pos + depth      taken (or recycled); free for the next round.
+// A producer claims a ticket with a CAS on the lane's tail, then publishes
+// with one 16-byte CAS that writes the value and moves seq from pos to pos + 1
+// together (hshm::CompareExchange128). TryPush fails at once when the lane is
 // full; nothing ever spins on a full lane.
 //
 // Crash safety. A producer that dies (or stalls) between claiming a ticket and
-// publishing it would block the consumer. After kStallTimeoutNs the consumer
-// acts on the slot at its head:
-//   - still `pos` (the producer never marked it): the consumer recycles the
-//     ticket (seq -> pos + depth). A late producer's busy-CAS then fails and
-//     it pushes again. No capacity is lost.
-//   - `kBusy | pid` and pid is dead: nobody can write the slot any more;
-//     recycled the same way.
-//   - `kBusy | pid` and pid alive (a stopped or very slow writer): the slot
-//     becomes a hole (kAbandoned | pid) that producers and the consumer step
-//     over. The late writer's publish-CAS fails, it marks the hole released
-//     (pid 0) and pushes again. The consumer recycles a hole once it is
-//     released or its pid has died, so a lane never stays shrunk.
+// publishing it would block the consumer: its slot stays at seq == pos while
+// the tail has moved past. After kStallTimeoutNs the consumer recycles the
+// ticket (seq -> pos + depth). A late producer's publish then fails, since seq
+// is no longer pos, and it pushes again with a new ticket. As the value and
+// seq change in one atomic step, there is no half-written slot to guard: no
+// lane ever shrinks or wedges, whatever point a producer is killed at.
 // Nothing is lost or duplicated and each producer's items arrive in the order
-// it pushed them.
+// it pushed them. A slot whose seq holds garbage (a scribbling process) is
+// recycled the same way once it stalls the head.
 //
 // Trust. The whole queue is one contiguous block with self-relative offsets,
 // valid in every process that maps it; every field of it is writable by every
@@ -37,7 +32,9 @@
 // The shared-shape helpers (mpsc_lane::TryPush/TryPop, GetLane) are for
 // clients, tests and tools that trust the segment.
 //
-// T must be trivially copyable (e.g. hipc::Pointer).
+// T must be trivially copyable and 8 bytes (e.g. hipc::OffsetPointer), so
+// that a slot is 16 bytes: four to a cache line, published in one atomic
+// step.
 //
 // Who may call what: TryPush from any thread of any process; TryPop only from
 // the lane's single consumer at a time (handing a lane to another consumer
@@ -46,12 +43,15 @@
 #define HERMES_SHM_DATA_STRUCTURES_MULTI_MPSC_QUEUE_H_
 
 #include <atomic>
+#include <cstring>
 #include <new>
 #include <type_traits>
 
 #include "hermes_shm/memory/allocator.h"
 #include "hermes_shm/thread_model.h"
+#include "hermes_shm/util/cas128.h"
 #include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/tsan.h"
 
 namespace hipc {
 
@@ -83,6 +83,9 @@ template <typename T, typename HeaderT = LaneHeader>
 class mpsc_lane {
   static_assert(std::is_trivially_copyable<T>::value,
                 "queue values must be trivially copyable");
+  static_assert(sizeof(T) == sizeof(u64),
+                "queue values are 8 bytes (published with seq in one 16-byte "
+                "CAS)");
 
  public:
   /** A consumer acts on an unpublished head slot after this long. */
@@ -91,19 +94,20 @@ class mpsc_lane {
    * polls (a power of two). */
   static constexpr u64 kStallCheckEvery = 1024;
 
-  /** One ring slot: its sequence word and value. */
-  struct Slot {
+  /** One ring slot: its sequence word and value, published together. */
+  struct alignas(16) Slot {
     std::atomic<u64> seq_;
-    T value_;
+    std::atomic<u64> value_;  ///< The bytes of a T.
   };
+  static_assert(sizeof(Slot) == 16, "a slot is one 16-byte CAS");
 
   /** Prepares an empty lane of `depth` (a power of two) slots found at
-   * `slots_off` bytes from this lane. Not thread-safe; before publication. */
+   * `slots_off` bytes from this lane (16-byte aligned). Not thread-safe;
+   * before publication. */
   void Init(u64 depth, hshm::i64 slots_off) {
     new (&header_) HeaderT();
     tail_.store(0, std::memory_order_relaxed);
     head_.store(0, std::memory_order_relaxed);
-    holes_.store(0, std::memory_order_relaxed);
     recycled_.store(0, std::memory_order_relaxed);
     cons_ = LaneConsumerState();
     mask_ = depth - 1;
@@ -111,6 +115,7 @@ class mpsc_lane {
     for (u64 i = 0; i < depth; ++i) {
       new (&slots()[i]) Slot();
       slots()[i].seq_.store(i, std::memory_order_relaxed);
+      slots()[i].value_.store(0, std::memory_order_relaxed);
     }
   }
 
@@ -135,10 +140,8 @@ class mpsc_lane {
   u64 head() const { return head_.load(std::memory_order_acquire); }
   /** Slots in the ring, as stored in the lane. */
   u64 depth() const { return mask_ + 1; }
-  /** Slots that are holes now (a writer stalled on them; recycled once it
-   * gives up or dies). */
-  u64 holes() const { return holes_.load(std::memory_order_relaxed); }
-  /** Tickets the consumer recycled after a producer stalled or died. */
+  /** Tickets the consumer recycled after a producer stalled or died (or a
+   * slot held garbage). */
   u64 recycled() const { return recycled_.load(std::memory_order_relaxed); }
   /** The lane's header. */
   HeaderT &header() { return header_; }
@@ -153,20 +156,27 @@ class mpsc_lane {
   static bool Pop(mpsc_lane *l, Slot *slots, u64 mask, LaneConsumerState *cs,
                   T *out);
 
-  /** Slot seq bits (see the file comment); public for tests and tools. */
-  static constexpr u64 kAbandoned = 1ull << 63;
-  static constexpr u64 kBusy = 1ull << 62;
-  static constexpr u64 kPidMask = 0xffffffffull;
-
  private:
   Slot *slots() {
     return reinterpret_cast<Slot *>(reinterpret_cast<char *>(this) +
                                     slots_off_);
   }
   /** Recycles ticket `pos` whose slot `s` holds `seq`: frees the slot for
-   * the next round and advances the head. */
+   * the next round and advances the head (unless a producer published it
+   * meanwhile; the next pop then takes it). */
   static void Recycle(mpsc_lane *l, Slot *s, u64 seq, u64 pos, u64 mask,
                       LaneConsumerState *cs);
+  /** The bits of `v` as a word, and back. */
+  static u64 ToWord(const T &v) {
+    u64 w;
+    std::memcpy(&w, &v, sizeof(w));
+    return w;
+  }
+  static T FromWord(u64 w) {
+    T v;
+    std::memcpy(static_cast<void *>(&v), &w, sizeof(v));
+    return v;
+  }
 
   // Cache lines: header | producers' tail | consumer's head | read-only shape
   // (so neither side's writes evict the fields both read on every call).
@@ -181,10 +191,9 @@ class mpsc_lane {
   std::atomic<u64> tail_;
   char pad1_[kLine - sizeof(u64)];
   std::atomic<u64> head_;  ///< Published copy of the consumer's head.
-  std::atomic<u64> holes_;
   std::atomic<u64> recycled_;
   LaneConsumerState cons_;  ///< For TryPop only (trusting consumers).
-  char pad2_[kLine - 6 * sizeof(u64)];
+  char pad2_[kLine - 5 * sizeof(u64)];
   u64 mask_;
   hshm::i64 slots_off_;
 };
@@ -192,34 +201,21 @@ class mpsc_lane {
 template <typename T, typename HeaderT>
 bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
                                  const T &v) {
-  const u64 busy = kBusy | (static_cast<u64>(hshm::CachedPid()) & kPidMask);
-  for (;;) {
+  const u64 word = ToWord(v);
+  // Each pass claims one ticket; a pass fails only if the consumer recycled
+  // our ticket (we stalled past kStallTimeoutNs) or another process
+  // scribbles the slot. Bounded, so a hostile process cannot trap us here.
+  for (u64 attempt = 0; attempt <= mask + 1; ++attempt) {
     u64 pos = l->tail_.load(std::memory_order_relaxed);
     Slot *s;
-    u64 skipped = 0;
+    u64 seq;
     for (;;) {
       s = &slots[pos & mask];
       // Its line is usually the consumer's (it freed the slot last round):
-      // fetch it once, ready for the two CASes below, rather than read it
-      // and then ask for it again to write.
+      // fetch it once, ready for the CAS below, rather than read it and then
+      // ask for it again to write.
       hshm::PrefetchForWrite(s);
-      u64 seq = s->seq_.load(std::memory_order_acquire);
-      if (seq & kAbandoned) {
-        // A hole: take the ticket and leave the slot alone. A lane that is
-        // all holes accepts nothing (bounded, never a spin).
-        if (++skipped > mask) return false;
-        l->tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed);
-        pos = l->tail_.load(std::memory_order_relaxed);
-        continue;
-      }
-      if (seq & kBusy) {
-        // Either another producer just claimed `pos` (the tail moved on) or
-        // last round's writer is still busy here (the lane is full).
-        u64 t = l->tail_.load(std::memory_order_relaxed);
-        if (t == pos) return false;
-        pos = t;
-        continue;
-      }
+      seq = s->seq_.load(std::memory_order_acquire);
       auto dif = static_cast<hshm::i64>(seq - pos);
       if (dif == 0) {
         if (l->tail_.compare_exchange_weak(pos, pos + 1,
@@ -229,35 +225,26 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
       } else if (dif < 0) {
         return false;  // full: the consumer has not freed this slot yet
       } else {
-        pos = l->tail_.load(std::memory_order_relaxed);
+        // Another producer took `pos` (the tail moved on), or the slot is
+        // ahead of the tail: corrupt, so the lane takes nothing for now.
+        u64 t = l->tail_.load(std::memory_order_relaxed);
+        if (t == pos) return false;
+        pos = t;
       }
     }
-    // Mark the slot busy before writing it: a consumer that recycled our
-    // ticket meanwhile made this fail, and the slot is no longer ours.
-    u64 expect = pos;
-    if (!s->seq_.compare_exchange_strong(expect, busy,
-                                         std::memory_order_acquire,
-                                         std::memory_order_relaxed)) {
-      continue;
+    // Publish value and seq together. The CAS fails if the consumer
+    // recycled the ticket meanwhile (seq moved on): push again.
+    hshm::Words128 expect{pos, s->value_.load(std::memory_order_relaxed)};
+    HSHM_TSAN_RELEASE(s);  // the consumer acquires on the slot
+    for (int i = 0; i < 4; ++i) {
+      if (hshm::CompareExchange128(s, &expect, hshm::Words128{pos + 1, word})) {
+        return true;
+      }
+      if (expect.lo != pos) break;  // recycled: our ticket is gone
+      // Only the value moved (a scribbling process): try again.
     }
-    s->value_ = v;
-    expect = busy;
-    // seq_cst (a locked instruction on x86 anyway): a producer may follow a
-    // push with a seq_cst load of the consumer's sleep flag, without a
-    // fence, and still pair with a consumer's store; fence; re-check.
-    if (s->seq_.compare_exchange_strong(expect, pos + 1,
-                                        std::memory_order_seq_cst,
-                                        std::memory_order_relaxed)) {
-      return true;
-    }
-    // We stalled so long that the consumer made our slot a hole. We will not
-    // write it again: release the hole so the consumer can recycle it, and
-    // push again.
-    expect = kAbandoned | (busy & kPidMask);
-    s->seq_.compare_exchange_strong(expect, kAbandoned,
-                                    std::memory_order_release,
-                                    std::memory_order_relaxed);
   }
+  return false;
 }
 
 template <typename T, typename HeaderT>
@@ -266,7 +253,6 @@ void mpsc_lane<T, HeaderT>::Recycle(mpsc_lane *l, Slot *s, u64 seq, u64 pos,
   u64 expect = seq;
   if (s->seq_.compare_exchange_strong(expect, pos + mask + 1,
                                       std::memory_order_acq_rel)) {
-    if (seq & kAbandoned) l->holes_.fetch_sub(1, std::memory_order_relaxed);
     l->recycled_.fetch_add(1, std::memory_order_relaxed);
     cs->head_ = pos + 1;
     l->head_.store(pos + 1, std::memory_order_relaxed);
@@ -278,73 +264,40 @@ template <typename T, typename HeaderT>
 bool mpsc_lane<T, HeaderT>::Pop(mpsc_lane *l, Slot *slots, u64 mask,
                                 LaneConsumerState *cs, T *out) {
   u64 pos = cs->head_;
-  for (u64 skipped = 0;;) {
-    Slot *s = &slots[pos & mask];
-    u64 seq = s->seq_.load(std::memory_order_acquire);
-    if (seq == pos + 1) {
-      *out = s->value_;
-      s->seq_.store(pos + mask + 1, std::memory_order_release);
-      cs->head_ = pos + 1;
-      l->head_.store(pos + 1, std::memory_order_relaxed);
-      cs->stall_since_ns_ = 0;
-      return true;
-    }
-    if (seq & kAbandoned) {
-      if (++skipped > mask) return false;  // a lane of holes: nothing
-      if (l->tail_.load(std::memory_order_acquire) <= pos) return false;
-      // Producers have stepped over this ticket. Recycle the hole if its
-      // writer gave up or died (a rare path: holes are rare).
-      int pid = static_cast<int>(seq & kPidMask);
-      if (pid == 0 || !hshm::ProcessAlive(pid)) {
-        Recycle(l, s, seq, pos, mask, cs);
-        pos = cs->head_;
-        continue;
-      }
-      cs->head_ = ++pos;
-      l->head_.store(pos, std::memory_order_relaxed);
-      continue;
-    }
-    if (seq != pos && !(seq & kBusy)) return false;  // not this round: empty
-    // The slot is free (the lane is empty, or a producer claimed it and has
-    // not marked it) or busy (a producer is writing it). Telling "empty"
-    // apart reads the producers' tail line, so the idle path does it only
-    // every kStallCheckEvery polls (a stall is only acted on after
-    // kStallTimeoutNs anyway).
-    if (!(seq & kBusy)) {
-      if (cs->stall_since_ns_ == 0 &&
-          (++cs->empty_polls_ & (kStallCheckEvery - 1))) {
-        return false;
-      }
-      if (l->tail_.load(std::memory_order_acquire) <= pos) {
-        cs->stall_since_ns_ = 0;
-        return false;  // empty
-      }
-    }
-    // Claimed but not yet published: wait, then act on a long stall.
-    u64 now = hshm::NowNs();
-    if (cs->stall_since_ns_ == 0) {
-      cs->stall_since_ns_ = now;
-      return false;
-    }
-    if (now - cs->stall_since_ns_ < kStallTimeoutNs) return false;
-    int pid = static_cast<int>(seq & kPidMask);
-    if (!(seq & kBusy) || !hshm::ProcessAlive(pid)) {
-      // Nobody will write this slot: reuse the ticket at once.
-      Recycle(l, s, seq, pos, mask, cs);
-      pos = cs->head_;
-      continue;
-    }
-    // A live writer stalled mid-write: step over its slot, which stays a
-    // hole until it gives up (its publish fails) or dies.
-    u64 expect = seq;
-    if (s->seq_.compare_exchange_strong(expect, kAbandoned | (seq & kPidMask),
-                                        std::memory_order_acq_rel)) {
-      l->holes_.fetch_add(1, std::memory_order_relaxed);
-      cs->head_ = ++pos;
-      l->head_.store(pos, std::memory_order_relaxed);
-    }
+  Slot *s = &slots[pos & mask];
+  u64 seq = s->seq_.load(std::memory_order_acquire);
+  if (seq == pos + 1) {
+    HSHM_TSAN_ACQUIRE(s);
+    *out = FromWord(s->value_.load(std::memory_order_relaxed));
+    s->seq_.store(pos + mask + 1, std::memory_order_release);
+    cs->head_ = pos + 1;
+    l->head_.store(pos + 1, std::memory_order_relaxed);
     cs->stall_since_ns_ = 0;
+    return true;
   }
+  // Not published: the lane is empty, or a producer claimed the ticket and
+  // has not published yet (seq == pos), or the slot holds garbage. Telling
+  // these apart reads the producers' tail line, so the idle path does it
+  // only every kStallCheckEvery polls (a stall is only acted on after
+  // kStallTimeoutNs anyway).
+  if (cs->stall_since_ns_ == 0 &&
+      (++cs->empty_polls_ & (kStallCheckEvery - 1))) {
+    return false;
+  }
+  if (l->tail_.load(std::memory_order_acquire) <= pos) {
+    cs->stall_since_ns_ = 0;
+    return false;  // empty
+  }
+  // Claimed but not yet published: wait, then recycle the ticket. Its
+  // producer, if alive, then fails to publish and pushes again.
+  u64 now = hshm::NowNs();
+  if (cs->stall_since_ns_ == 0) {
+    cs->stall_since_ns_ = now;
+    return false;
+  }
+  if (now - cs->stall_since_ns_ < kStallTimeoutNs) return false;
+  Recycle(l, s, seq, pos, mask, cs);
+  return false;  // the next call pops what follows
 }
 
 /** A lane seen through a shape the caller trusts (its own copy, not the
@@ -376,8 +329,6 @@ class lane_view {
   bool Empty() const { return lane_->Empty(); }
   /** Slots in the ring (trusted shape). */
   u64 depth() const { return mask_ + 1; }
-  /** See mpsc_lane::holes. */
-  u64 holes() const { return lane_->holes(); }
   /** See mpsc_lane::recycled. */
   u64 recycled() const { return lane_->recycled(); }
   /** The lane's header (in shared memory: validate what you read). */

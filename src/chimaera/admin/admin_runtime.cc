@@ -801,13 +801,12 @@ class Runtime : public Module<Runtime, Admin> {
           os << (l || p ? "," : "") << "{\"lane\":" << l << ",\"priority\":\""
              << prio
              << "_latency\",\"worker\":" << lane.header().worker_id_.load()
-             << ",\"queued\":" << lane.Size() << ",\"holes\":" << lane.holes()
+             << ",\"queued\":" << lane.Size()
              << ",\"recycled\":" << lane.recycled() << "}";
         } else {
           os << "  lane " << l << " " << prio << "-latency: worker "
              << lane.header().worker_id_.load() << ", queued " << lane.Size()
-             << ", holes " << lane.holes() << ", recycled " << lane.recycled()
-             << "\n";
+             << ", recycled " << lane.recycled() << "\n";
         }
       }
     }

@@ -670,9 +670,10 @@ Status IpcManager::Send(Task *task) {
     lane_idx = num_lanes_ == 1 ? 0 : q.sel_ % num_lanes_;
   }
   LaneView &lane = GetLaneView(lane_idx, prio);
-  hipc::Pointer p = main_alloc_->ToPointer(task);
+  hipc::Pointer ptr = main_alloc_->ToPointer(task);
+  hipc::OffsetPointer p = ptr.off_;
 #if CHIMAERA_RUNTIME
-  Worker::TraceSubmit(task, p);  // a subtask: link it to its parent's run
+  Worker::TraceSubmit(task, ptr);  // a subtask: link it to its parent's run
 #endif
   // A fire-and-forget task leaves this process here: the runtime frees it,
   // and another thread of ours may get the block back from the heap. Our

@@ -1032,7 +1032,9 @@ bool Worker::PollLanes() {
       // following one another; then admit them in order.
       hipc::Pointer batch[kShmPopBatch];
       LaneView *lane = lanes_[k].lane;
-      while (n < kShmPopBatch && lane->TryPop(&batch[n])) {
+      hipc::OffsetPointer off;
+      while (n < kShmPopBatch && lane->TryPop(&off)) {
+        batch[n] = CHI_IPC->TaskPointer(off);
         PrefetchTask(batch[n]);
         ++n;
       }
@@ -1848,13 +1850,14 @@ void Worker::AbortRemaining() {
   TakeMailbox();
   for (auto &wl : cold_) lanes_.push_back(wl);
   cold_.clear();
-  hipc::Pointer p;
+  hipc::OffsetPointer off;
   for (auto &wl : lanes_) {
     if (wl.tlane) {
       DrainRetired(wl);  // aborts what is queued, drops our hold
       continue;
     }
-    while (wl.lane->TryPop(&p)) {
+    while (wl.lane->TryPop(&off)) {
+      hipc::Pointer p = CHI_IPC->TaskPointer(off);
       if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
       FullPtr<Task> t(p);
       HSHM_TSAN_ACQUIRE(TsanKey(t.ptr_));

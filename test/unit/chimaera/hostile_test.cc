@@ -74,12 +74,13 @@ class HostileTest : public ::testing::Test {
     EXPECT_TRUE(rt_->Running());
   }
 
-  /** Pushes `p` straight into lane (lane, prio) of the process queue, as a
-   * client that ignores Send would, and wakes its worker. */
+  /** Pushes `p`'s offset straight into lane (lane, prio) of the process
+   * queue, as a client that ignores Send would, and wakes its worker. (A
+   * lane holds offsets in `main`: any other allocator id is dropped.) */
   void RawPush(const hipc::Pointer &p, u32 lane = 0,
                u32 prio = chi::kLowLatency) {
     chi::LaneView &v = CHI_IPC->GetLaneView(lane, prio);
-    for (int i = 0; i < 1000 && !v.TryPush(p); ++i) usleep(100);
+    for (int i = 0; i < 1000 && !v.TryPush(p.off_); ++i) usleep(100);
     CHI_IPC->WakeLaneWorker(v);
     g_attacks++;
   }
@@ -96,7 +97,7 @@ class HostileTest : public ::testing::Test {
         t->state_.store(0);
         hipc::Pointer ptr = CHI_IPC->main_alloc()->ToPointer(t.ptr_);
         chi::LaneView &v = CHI_IPC->GetLaneView(l, p);
-        while (!v.TryPush(ptr)) usleep(100);
+        while (!v.TryPush(ptr.off_)) usleep(100);
         CHI_IPC->WakeLaneWorker(v);
         if (!t->WaitFor(10000000)) {
           // Not ours to free while it may still run: one failure, not two.
@@ -118,14 +119,15 @@ TEST_F(HostileTest, GarbagePointersInLanes) {
   hipc::AllocatorId mid = main->GetId();
   std::vector<hipc::Pointer> bad = {
       hipc::Pointer::GetNull(),
-      hipc::Pointer(mid, 0),                           // the heap header
-      hipc::Pointer(mid, main->GetRegionSize()),       // one past the end
-      hipc::Pointer(mid, ~0ull),                       // far past the end
-      hipc::Pointer(hipc::AllocatorId(99, 99), 4096),  // unknown allocator
-      CHI_IPC->shared()->process_queue_,               // the queue itself
-      CHI_IPC->shared()->workers_,                     // the worker table
+      hipc::Pointer(mid, 0),                      // the heap header
+      hipc::Pointer(mid, main->GetRegionSize()),  // one past the end
+      hipc::Pointer(mid, ~0ull),                  // far past the end
+      hipc::Pointer(mid, 4096),                   // inside the header
+      CHI_IPC->shared()->process_queue_,          // the queue itself
+      CHI_IPC->shared()->workers_,                // the worker table
   };
-  // A live client_data buffer (a live block, but of the wrong segment).
+  // The offset of a live client_data buffer (a live block of another
+  // segment; in `main` it names whatever lies there).
   auto buf = CHI_IPC->AllocateBuffer(256);
   ASSERT_FALSE(buf.IsNull());
   bad.push_back(buf.shm_);
@@ -600,16 +602,18 @@ TEST_F(HostileTest, KilledClientsAreReapedWithoutLeaksOrWedgedLanes) {
     for (pid_t pid : pids) waitpid(pid, nullptr, 0);
   }
   WaitReaped(120);
-  // Every lane still moves (passing over any hole recycles it) ...
+  // Every lane still moves, and no ticket a killed client claimed is left
+  // behind the head (each was published or recycled) ...
   FlushLanes();
   FlushLanes();
-  u_int64_t holes = 0;
+  u_int64_t stuck = 0, recycled = 0;
   for (u32 p = 0; p < chi::kNumPrios; ++p) {
     for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
-      holes += CHI_IPC->GetLaneView(l, p).holes();
+      stuck += CHI_IPC->GetLaneView(l, p).Size();
+      recycled += CHI_IPC->GetLaneView(l, p).recycled();
     }
   }
-  EXPECT_EQ(holes, 0u) << "wedged or shrunk lanes";
+  EXPECT_EQ(stuck, 0u) << "tickets left in drained lanes";
   // ... and not a byte of any segment is left behind.
   std::vector<u_int64_t> after = SegmentBytes();
   EXPECT_EQ(after, base) << "main, client_data, runtime_data";
@@ -620,11 +624,11 @@ TEST_F(HostileTest, KilledClientsAreReapedWithoutLeaksOrWedgedLanes) {
   ASSERT_NE(at, std::string::npos);
   printf(
       "live bytes main/client_data/runtime_data: before %llu/%llu/%llu, "
-      "after 120 dead clients %llu/%llu/%llu; lane holes %llu\n%s",
+      "after 120 dead clients %llu/%llu/%llu; tickets recycled %llu\n%s",
       (unsigned long long)base[0], (unsigned long long)base[1],
       (unsigned long long)base[2], (unsigned long long)after[0],
       (unsigned long long)after[1], (unsigned long long)after[2],
-      (unsigned long long)holes,
+      (unsigned long long)recycled,
       stat->substr(at, stat->find('\n', at) - at + 1).c_str());
   ExpectServes10kEchoes();
 }

@@ -1,5 +1,5 @@
 // Producers in forked child processes allocate objects in one shared segment
-// and push their Pointers; the parent consumes, verifies and frees them.
+// and push their offsets; the parent consumes, verifies and frees them.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -14,7 +14,7 @@
 
 namespace {
 
-using Queue = hipc::multi_mpsc_queue<hipc::Pointer>;
+using Queue = hipc::multi_mpsc_queue<hipc::OffsetPointer>;
 
 struct Message {
   hshm::u32 producer;
@@ -42,7 +42,7 @@ struct Root {
     m->seq = i;
     m->checksum = Checksum(*m);
     std::memset(m->payload, static_cast<int>(producer), sizeof(m->payload));
-    while (!q->GetLane(lane, 0).TryPush(m.shm_)) usleep(10);
+    while (!q->GetLane(lane, 0).TryPush(m.shm_.off_)) usleep(10);
   }
   alloc->FlushThreadCache();
   _exit(0);
@@ -52,10 +52,10 @@ struct Root {
  * freeing each message. Returns false on a corrupt message. */
 bool Drain(hipc::ThreadLocalAllocator *alloc, Queue *q,
            std::map<hshm::u32, std::vector<hshm::u64>> *got) {
-  hipc::Pointer p;
+  hipc::OffsetPointer off;
   for (hshm::u32 l = 0; l < q->num_lanes(); ++l) {
-    while (q->GetLane(l, 0).TryPop(&p)) {
-      hipc::FullPtr<Message> m(p);
+    while (q->GetLane(l, 0).TryPop(&off)) {
+      hipc::FullPtr<Message> m(hipc::Pointer(alloc->GetId(), off.off_));
       if (m.IsNull() || m->checksum != Checksum(*m)) return false;
       for (char c : m->payload) {
         if (c != static_cast<char>(m->producer)) return false;
