@@ -233,7 +233,10 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
       }
     }
     // Publish value and seq together. The CAS fails if the consumer
-    // recycled the ticket meanwhile (seq moved on): push again.
+    // recycled the ticket meanwhile (seq moved on): push again. It is a full
+    // barrier, so a producer may follow a push with a seq_cst load of the
+    // consumer's sleep flag, without a fence, and still pair with the
+    // consumer's store; fence; re-check (IpcManager::WakeLaneWorker).
     hshm::Words128 expect{pos, s->value_.load(std::memory_order_relaxed)};
     HSHM_TSAN_RELEASE(s);  // the consumer acquires on the slot
     for (int i = 0; i < 4; ++i) {
