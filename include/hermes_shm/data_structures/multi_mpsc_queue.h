@@ -354,6 +354,10 @@ class multi_mpsc_queue {
  public:
   using Lane = mpsc_lane<T, HeaderT>;
   using View = lane_view<T, HeaderT>;
+  // Slots follow the lanes: in a block aligned to 16 bytes (what every
+  // allocator gives), each slot must be too, or its 16-byte CAS faults.
+  static_assert(sizeof(Lane) % alignof(typename Lane::Slot) == 0,
+                "lanes keep the slots behind them 16-byte aligned");
 
   /** Bytes needed for a queue of this shape (depth rounded up to 2^k). */
   static size_t ComputeSize(u32 num_lanes, u32 num_prios, u64 depth) {
@@ -385,7 +389,8 @@ class multi_mpsc_queue {
     return mem.template Cast<multi_mpsc_queue>();
   }
 
-  /** Initialises a queue in `ComputeSize(...)` bytes at `this`. */
+  /** Initialises a queue in `ComputeSize(...)` bytes at `this`. REQUIRES:
+   * `this` is 16-byte aligned (slots are published with a 16-byte CAS). */
   void Init(u32 num_lanes, u32 num_prios, u64 depth) {
     num_lanes_ = num_lanes;
     num_prios_ = num_prios;
