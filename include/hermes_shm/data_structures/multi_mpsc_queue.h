@@ -48,7 +48,6 @@
 #include <type_traits>
 
 #include "hermes_shm/memory/allocator.h"
-#include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/cas128.h"
 #include "hermes_shm/util/futex.h"
 #include "hermes_shm/util/tsan.h"
@@ -208,14 +207,13 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
   for (u64 attempt = 0; attempt <= mask + 1; ++attempt) {
     u64 pos = l->tail_.load(std::memory_order_relaxed);
     Slot *s;
-    u64 seq;
     for (;;) {
       s = &slots[pos & mask];
       // Its line is usually the consumer's (it freed the slot last round):
       // fetch it once, ready for the CAS below, rather than read it and then
       // ask for it again to write.
       hshm::PrefetchForWrite(s);
-      seq = s->seq_.load(std::memory_order_acquire);
+      u64 seq = s->seq_.load(std::memory_order_acquire);
       auto dif = static_cast<hshm::i64>(seq - pos);
       if (dif == 0) {
         if (l->tail_.compare_exchange_weak(pos, pos + 1,
