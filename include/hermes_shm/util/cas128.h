@@ -39,6 +39,11 @@ inline bool CompareExchange128(void *addr, Words128 *expected,
                        : "memory");
   return ok;
 #elif defined(__aarch64__)
+#if !defined(__GCC_HAVE_SYNC_COMPARE_AND_SWAP_16)
+  // Without it the 16-byte CAS may be a libatomic call that takes a
+  // process-local lock: not atomic against other processes.
+#error "hshm::CompareExchange128 needs a lock-free 16-byte CAS on aarch64"
+#endif
   auto *p = static_cast<unsigned __int128 *>(addr);
   unsigned __int128 exp =
       (static_cast<unsigned __int128>(expected->hi) << 64) | expected->lo;
