@@ -13,7 +13,9 @@
 //      claimed by the reaper (kTaskReaped), so a worker that pops it later
 //      drops it quietly.
 //   2. Wait: until every process-queue lane has been drained past the tail it
-//      had at step 1 (so no lane still names a claimed block) and every task
+//      had at step 1, as the worker's own released() position says (so no
+//      lane, and no batch a worker popped but has not admitted yet, still
+//      names a claimed block) and every task
 //      of P a worker was running has been freed (so no method still reads
 //      P's input buffers).
 //   3. Free: every block P owned in the three segments -- tasks, buffers,

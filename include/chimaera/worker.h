@@ -143,7 +143,9 @@ struct WorkerLane {
   u64 pin_epoch = 0;
 
   /** True if nothing is queued. */
-  bool Empty() const { return lane ? lane->Empty() : tlane->Empty(); }
+  bool Empty() const {
+    return lane ? lane->ConsumerSize() == 0 : tlane->Empty();
+  }
   /** True once the owning container retired the lane. */
   bool Retired() const {
     return tlane &&

@@ -21,7 +21,11 @@
 // lane ever shrinks or wedges, whatever point a producer is killed at.
 // Nothing is lost or duplicated and each producer's items arrive in the order
 // it pushed them. A slot whose seq holds garbage (a scribbling process) is
-// recycled the same way once it stalls the head.
+// recycled the same way once it stalls the head. A tail that a process moved
+// behind the consumer's head, or more than a ring ahead of it, is put back at
+// the head by the consumer; a slot ahead of an unmoved tail (only a scribble
+// makes one) is skipped by the producer that meets it. A scribble may lose or
+// replay the items in the slots it touched, but never wedges the lane.
 //
 // Trust. The whole queue is one contiguous block with self-relative offsets,
 // valid in every process that maps it; every field of it is writable by every
@@ -92,6 +96,14 @@ class mpsc_lane {
   /** An idle consumer looks for stalled producers once per this many empty
    * polls (a power of two). */
   static constexpr u64 kStallCheckEvery = 1024;
+  /** Slot reads one push makes at most before it gives up (reports full): a
+   * bound against a process that keeps moving the tail or scribbling
+   * slots. Legitimate contention retries once per ticket another producer
+   * takes, far fewer. */
+  static constexpr u32 kMaxPushSteps = 1u << 16;
+  /** Times a push claims a fresh ticket after losing its claimed one to a
+   * recycle (it stalled past kStallTimeoutNs) or a scribble. */
+  static constexpr u32 kMaxPushClaims = 8;
 
   /** One ring slot: its sequence word and value, published together. */
   struct alignas(16) Slot {
@@ -176,6 +188,8 @@ class mpsc_lane {
     std::memcpy(static_cast<void *>(&v), &w, sizeof(v));
     return v;
   }
+  /** Tests scribble the shared fields as a hostile process would. */
+  friend struct MpscLaneTestPeer;
 
   // Cache lines: header | producers' tail | consumer's head | read-only shape
   // (so neither side's writes evict the fields both read on every call).
@@ -203,11 +217,14 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
   const u64 word = ToWord(v);
   // Each pass claims one ticket; a pass fails only if the consumer recycled
   // our ticket (we stalled past kStallTimeoutNs) or another process
-  // scribbles the slot. Bounded, so a hostile process cannot trap us here.
-  for (u64 attempt = 0; attempt <= mask + 1; ++attempt) {
+  // scribbles the slot. Bounded (kMaxPushClaims passes, kMaxPushSteps slot
+  // reads in all), so a hostile process cannot trap us here.
+  u32 steps = 0;
+  for (u32 claims = 0; claims < kMaxPushClaims; ++claims) {
     u64 pos = l->tail_.load(std::memory_order_relaxed);
     Slot *s;
     for (;;) {
+      if (++steps > kMaxPushSteps) return false;
       s = &slots[pos & mask];
       // Its line is usually the consumer's (it freed the slot last round):
       // fetch it once, ready for the CAS below, rather than read it and then
@@ -224,9 +241,16 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
         return false;  // full: the consumer has not freed this slot yet
       } else {
         // Another producer took `pos` (the tail moved on), or the slot is
-        // ahead of the tail: corrupt, so the lane takes nothing for now.
+        // ahead of an unmoved tail. The tail only grows and a slot passes
+        // seq == pos only once ticket pos was claimed, so only a scribble
+        // (of the slot or the tail) makes that: skip the ticket. The
+        // consumer recycles it when it gets there.
         u64 t = l->tail_.load(std::memory_order_relaxed);
-        if (t == pos) return false;
+        if (t == pos) {
+          l->tail_.compare_exchange_strong(t, pos + 1,
+                                           std::memory_order_relaxed);
+          t = l->tail_.load(std::memory_order_relaxed);
+        }
         pos = t;
       }
     }
@@ -285,9 +309,16 @@ bool mpsc_lane<T, HeaderT>::Pop(mpsc_lane *l, Slot *slots, u64 mask,
       (++cs->empty_polls_ & (kStallCheckEvery - 1))) {
     return false;
   }
-  if (l->tail_.load(std::memory_order_acquire) <= pos) {
+  u64 t = l->tail_.load(std::memory_order_acquire);
+  if (t <= pos || t - pos > mask + 1) {
+    // Empty, or a tail no push can make: producers never take a ticket a
+    // ring ahead of the head, and the head never passes the tail. Put a
+    // scribbled tail back at the head, so that pushes start there again.
+    if (t != pos) {
+      l->tail_.compare_exchange_strong(t, pos, std::memory_order_relaxed);
+    }
     cs->stall_since_ns_ = 0;
-    return false;  // empty
+    return false;
   }
   // Claimed but not yet published: wait, then recycle the ticket. Its
   // producer, if alive, then fails to publish and pushes again.
@@ -315,6 +346,23 @@ class lane_view {
   /** Binds to `lane`, whose `mask + 1` slots start at `slots`. */
   lane_view(Lane *lane, Slot *slots, u64 mask)
       : lane_(lane), slots_(slots), mask_(mask) {}
+  /** Copies a view (before it is shared between threads). */
+  lane_view(const lane_view &o)
+      : lane_(o.lane_),
+        slots_(o.slots_),
+        mask_(o.mask_),
+        cons_(o.cons_),
+        released_(o.released_.load(std::memory_order_relaxed)) {}
+  /** Assigns a view (before it is shared between threads). */
+  lane_view &operator=(const lane_view &o) {
+    lane_ = o.lane_;
+    slots_ = o.slots_;
+    mask_ = o.mask_;
+    cons_ = o.cons_;
+    released_.store(o.released_.load(std::memory_order_relaxed),
+                    std::memory_order_relaxed);
+    return *this;
+  }
 
   /** Appends `v`; false when the lane is full. Any thread. */
   HSHM_INLINE bool TryPush(const T &v) {
@@ -322,12 +370,42 @@ class lane_view {
   }
   /** Removes the oldest value; false when none is ready. Consumer only. */
   HSHM_INLINE bool TryPop(T *out) {
+    bool ok = Lane::Pop(lane_, slots_, mask_, &cons_, out);
+    // A pop, or a recycle of a stalled ticket, moved the head.
+    if (released_.load(std::memory_order_relaxed) != cons_.head_) {
+      released_.store(cons_.head_, std::memory_order_release);
+    }
+    return ok;
+  }
+  /** Like TryPop, but the value stays held: released() does not pass it
+   * until ReleaseHeld (the lane's shared head, and so Size(), do at once).
+   * For a consumer that pops a batch ahead of handling it, so that whoever
+   * waits for released() to pass a ticket also waits for that handling.
+   * Consumer only. */
+  HSHM_INLINE bool TryPopHeld(T *out) {
     return Lane::Pop(lane_, slots_, mask_, &cons_, out);
   }
-  /** Approximate number of queued values (any thread). */
+  /** Releases every value TryPopHeld returned. Consumer only. */
+  void ReleaseHeld() {
+    released_.store(cons_.head_, std::memory_order_release);
+  }
+  /** Tickets the consumer is done with: popped and not held (see
+   * TryPopHeld). Kept in this process's memory, so unlike the lane's shared
+   * head no other process can move it. Any thread of this process. */
+  u64 released() const { return released_.load(std::memory_order_acquire); }
+  /** Approximate number of queued values, from the shared fields (any
+   * thread). */
   u64 Size() const { return lane_->Size(); }
   /** True if no value is queued (approximate; any thread). */
   bool Empty() const { return lane_->Empty(); }
+  /** Values queued behind the consumer's own head, as far as the shared tail
+   * tells (at most a ring). A process that scribbles the lane's shared head
+   * cannot make it look empty. Consumer only. */
+  u64 ConsumerSize() const {
+    u64 t = lane_->tail();
+    u64 n = t > cons_.head_ ? t - cons_.head_ : 0;
+    return n < mask_ + 1 ? n : mask_ + 1;
+  }
   /** Slots in the ring (trusted shape). */
   u64 depth() const { return mask_ + 1; }
   /** See mpsc_lane::recycled. */
@@ -344,6 +422,7 @@ class lane_view {
   Slot *slots_ = nullptr;
   u64 mask_ = 0;
   LaneConsumerState cons_;
+  std::atomic<u64> released_{0};  ///< See released().
 };
 
 /** num_lanes x num_prios lanes of one depth, in one shared block. */

@@ -183,7 +183,7 @@ bool ProcessReaper::Quiescent(const Pending &p) const {
   for (u32 prio = 0; prio < kNumPrios; ++prio) {
     for (u32 l = 0; l < ipc->num_lanes(); ++l, ++i) {
       if (i < p.lane_tails.size() &&
-          ipc->GetLaneView(l, prio).lane()->head() < p.lane_tails[i]) {
+          ipc->GetLaneView(l, prio).released() < p.lane_tails[i]) {
         return false;
       }
     }

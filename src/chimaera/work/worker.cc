@@ -1033,7 +1033,7 @@ bool Worker::PollLanes() {
       hipc::Pointer batch[kShmPopBatch];
       LaneView *lane = lanes_[k].lane;
       hipc::OffsetPointer off;
-      while (n < kShmPopBatch && lane->TryPop(&off)) {
+      while (n < kShmPopBatch && lane->TryPopHeld(&off)) {
         batch[n] = CHI_IPC->TaskPointer(off);
         PrefetchTask(batch[n]);
         ++n;
@@ -1049,6 +1049,9 @@ bool Worker::PollLanes() {
         pruned |= !EnterLanes();
       }
       trace_chain_ = false;
+      // Only now may the reaper take the lane as past these tasks (it frees
+      // a dead client's unclaimed tasks once released() passes them).
+      if (n) lane->ReleaseHeld();
     } else if (lanes_[k].Retired()) {
       retired = true;
       continue;

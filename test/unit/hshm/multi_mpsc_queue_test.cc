@@ -12,9 +12,24 @@
 
 #include "test_util.h"
 
+namespace hipc {
+/** Writes a lane's shared positions as a scribbling process would. */
+struct MpscLaneTestPeer {
+  template <typename LaneT>
+  static std::atomic<hshm::u64> &Tail(LaneT *l) {
+    return l->tail_;
+  }
+  template <typename LaneT>
+  static std::atomic<hshm::u64> &Head(LaneT *l) {
+    return l->head_;
+  }
+};
+}  // namespace hipc
+
 namespace {
 
 using Queue = hipc::multi_mpsc_queue<hshm::u64>;
+using Peer = hipc::MpscLaneTestPeer;
 
 /** Item `seq` of `producer`: the producer in the top 16 bits. */
 hshm::u64 Item(hshm::u32 producer, hshm::u64 seq) {
@@ -75,17 +90,26 @@ TEST(MultiMpscQueueTest, StressExactlyOnceInOrder) {
   ASSERT_FALSE(q.IsNull());
   auto &lane = q->GetLane(0, 0);
   std::vector<std::thread> producers;
+  std::atomic<bool> stop{false};  // a lost item ends the test, not hangs it
   for (int p = 0; p < kProducers; ++p) {
     producers.emplace_back([&, p] {
-      for (hshm::u64 i = 0; i < kItems; ++i) {
-        while (!lane.TryPush(Item(p, i))) std::this_thread::yield();
+      for (hshm::u64 i = 0; i < kItems && !stop.load(); ++i) {
+        while (!lane.TryPush(Item(p, i)) && !stop.load()) {
+          std::this_thread::yield();
+        }
       }
     });
   }
   std::vector<hshm::u64> next(kProducers, 0);
   hshm::u64 total = 0, errors = 0;
   hshm::u64 out;
+  const uint64_t t0 = hshm::NowNs();
   while (total < kProducers * kItems) {
+    if (hshm::NowNs() - t0 > 60000000000ull) {
+      stop.store(true);
+      ADD_FAILURE() << "items stopped arriving after " << total;
+      break;
+    }
     if (!lane.TryPop(&out)) {
       std::this_thread::yield();
       continue;
@@ -212,13 +236,142 @@ TEST(MultiMpscQueueTest, ScribbledSlotIsRecycled) {
   ASSERT_EQ(DrainFor(&view, 1, &got), 1);
   EXPECT_EQ(got[0], Item(0, 1));
   EXPECT_EQ(view.recycled(), 1u);
-  // Full capacity again, and a push never spins on a scribbled slot ahead.
+  // Full capacity again.
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(view.TryPush(Item(0, 10 + i)));
   EXPECT_FALSE(view.TryPush(Item(0, 99)));
   got.clear();
   ASSERT_EQ(DrainFor(&view, 4, &got), 4);
+  // A slot ahead of an unmoved tail: the push skips that ticket, and the
+  // consumer recycles it when it gets there.
   view.slot(view.lane()->tail())->seq_.store(1ull << 62);
-  EXPECT_FALSE(view.TryPush(Item(0, 5)));  // at once: no spin
+  ASSERT_TRUE(view.TryPush(Item(0, 5)));
+  got.clear();
+  ASSERT_EQ(DrainFor(&view, 1, &got), 1);
+  EXPECT_EQ(got[0], Item(0, 5));
+  EXPECT_EQ(view.recycled(), 2u);
+}
+
+// A drained lane whose tail slot is scribbled to look published: the
+// consumer takes the stale value and moves its head past the tail. Pushes
+// skip the ticket the consumer used up, and the lane keeps working.
+TEST(MultiMpscQueueTest, PublishedLookingScribbleDoesNotWedge) {
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
+  ASSERT_FALSE(q.IsNull());
+  auto view = q->GetView(0, 0);
+  hshm::u64 out;
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(view.TryPush(Item(0, i)));
+    ASSERT_TRUE(view.TryPop(&out));
+  }
+  hshm::u64 t = view.lane()->tail();
+  view.slot(t)->seq_.store(t + 1);
+  ASSERT_TRUE(view.TryPop(&out));  // the stale value (a runtime drops it)
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(view.TryPush(Item(1, round * 4 + i))) << round << " " << i;
+    }
+    std::vector<hshm::u64> got;
+    ASSERT_EQ(DrainFor(&view, 4, &got), 4);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(got[i], Item(1, round * 4 + i));
+  }
+}
+
+// A tail scribbled behind the consumer's head, or more than a ring ahead of
+// it, is put back at the head by the consumer; pushes then work at full
+// capacity and deliver in order.
+TEST(MultiMpscQueueTest, ScribbledTailIsPutBack) {
+  for (hshm::i64 shift : {hshm::i64{-7}, hshm::i64{5}, hshm::i64{1} << 60}) {
+    hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+    ASSERT_TRUE(heap.status().ok());
+    auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
+    ASSERT_FALSE(q.IsNull());
+    auto view = q->GetView(0, 0);
+    hshm::u64 out;
+    for (int i = 0; i < 10; ++i) {
+      ASSERT_TRUE(view.TryPush(Item(0, i)));
+      ASSERT_TRUE(view.TryPop(&out));
+    }
+    const hshm::u64 head = view.lane()->tail();
+    Peer::Tail(view.lane()).store(head + shift);
+    // The consumer looks at the tail once per kStallCheckEvery empty polls.
+    for (hshm::u64 i = 0; i < 2 * Queue::Lane::kStallCheckEvery; ++i) {
+      EXPECT_FALSE(view.TryPop(&out));
+    }
+    EXPECT_EQ(view.lane()->tail(), head) << shift;
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(view.TryPush(Item(1, i))) << shift;
+    }
+    EXPECT_FALSE(view.TryPush(Item(1, 99)));
+    std::vector<hshm::u64> got;
+    ASSERT_EQ(DrainFor(&view, 4, &got), 4) << shift;
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(got[i], Item(1, i));
+    EXPECT_EQ(view.recycled(), 0u);
+  }
+}
+
+// A push returns, full or not, however another thread scribbles the tail
+// and the slots meanwhile.
+TEST(MultiMpscQueueTest, PushIsBoundedAgainstAScribbler) {
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 64);
+  ASSERT_FALSE(q.IsNull());
+  auto view = q->GetView(0, 0);
+  std::atomic<bool> stop{false};
+  std::atomic<hshm::u64> writes{0};
+  std::thread scribbler([&] {
+    hshm::u64 x = 88172645463325252ull;
+    while (!stop.load(std::memory_order_relaxed)) {
+      writes.fetch_add(1, std::memory_order_relaxed);
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      Peer::Tail(view.lane()).store(x & 0xff);
+      view.slot(x)->seq_.store((x >> 8) & 0xff);
+    }
+  });
+  while (writes.load() < 10000) std::this_thread::yield();
+  const uint64_t t0 = hshm::NowNs();
+  int pushed = 0;
+  for (int i = 0; i < 20000; ++i) pushed += view.TryPush(Item(0, i));
+  const uint64_t took_ms = (hshm::NowNs() - t0) / 1000000;
+  stop.store(true);
+  scribbler.join();
+  EXPECT_LT(took_ms, 20000u) << pushed << " pushed";
+}
+
+// TryPopHeld keeps what it pops from released() (which the runtime's reaper
+// watches) until ReleaseHeld; TryPop releases at once.
+// ConsumerSize counts from the consumer's own head, which a process
+// scribbling the shared head cannot move.
+TEST(MultiMpscQueueTest, HeldPopsAndConsumerSize) {
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 8);
+  ASSERT_FALSE(q.IsNull());
+  auto view = q->GetView(0, 0);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(view.TryPush(Item(0, i)));
+  EXPECT_EQ(view.ConsumerSize(), 3u);
+  Peer::Head(view.lane()).store(100);  // Size() now says empty
+  EXPECT_EQ(view.Size(), 0u);
+  EXPECT_EQ(view.ConsumerSize(), 3u);
+  Peer::Head(view.lane()).store(0);
+  hshm::u64 out;
+  ASSERT_TRUE(view.TryPopHeld(&out));
+  EXPECT_EQ(out, Item(0, 0));
+  ASSERT_TRUE(view.TryPopHeld(&out));
+  EXPECT_EQ(out, Item(0, 1));
+  EXPECT_EQ(view.released(), 0u);
+  EXPECT_EQ(view.lane()->head(), 2u);  // popped: no longer queued
+  EXPECT_EQ(view.ConsumerSize(), 1u);
+  view.ReleaseHeld();
+  EXPECT_EQ(view.released(), 2u);
+  ASSERT_TRUE(view.TryPop(&out));
+  EXPECT_EQ(out, Item(0, 2));
+  EXPECT_EQ(view.released(), 3u);
+  EXPECT_EQ(view.ConsumerSize(), 0u);
 }
 
 // Pushes from another process arrive whole (value and seq in one step),
