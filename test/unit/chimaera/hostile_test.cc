@@ -22,6 +22,7 @@
 
 #include "chimaera/chimaera.h"
 #include "hermes_shm/util/futex.h"
+#include "mpsc_lane_test_peer.h"
 #include "runtime_fixture.h"
 
 namespace {
@@ -442,11 +443,8 @@ TEST_F(HostileTest, ScribbledQueueShapeAndWorkerIdsAreIgnored) {
     for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
       chi::LaneView &v = CHI_IPC->GetLaneView(l, p);
       saved_ids.push_back(v.header().worker_id_.load());
-      // mask_ and slots_off_: the last two words of the lane's fourth line.
-      auto *shape = reinterpret_cast<u_int64_t *>(
-          reinterpret_cast<char *>(v.lane()) + 3 * 64);
-      shape[0] = ~0ull;
-      shape[1] = 1ull << 45;
+      hipc::MpscLaneTestPeer::Mask(v.lane()) = ~0ull;
+      hipc::MpscLaneTestPeer::SlotsOff(v.lane()) = hshm::i64{1} << 45;
       g_attacks += 2;
     }
   }
@@ -462,6 +460,39 @@ TEST_F(HostileTest, ScribbledQueueShapeAndWorkerIdsAreIgnored) {
     }
   }
   sh->num_workers_ = saved_workers;
+  ExpectServes10kEchoes();
+}
+
+TEST_F(HostileTest, ScribbledLanePositionsHeal) {
+  // Any process can write a lane's tail and slots. A tail behind the head,
+  // one far ahead of it, and a tail slot that looks published each heal
+  // (a push skips a ticket no push could leave so; the worker puts the tail
+  // back at its head): every lane still serves, and nothing is lost.
+  using Peer = hipc::MpscLaneTestPeer;
+  FlushLanes();
+  u32 i = 0;
+  for (u32 p = 0; p < chi::kNumPrios; ++p) {
+    for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l, ++i) {
+      chi::LaneView &v = CHI_IPC->GetLaneView(l, p);
+      u_int64_t t = v.lane()->tail();
+      switch (i % 3) {
+        case 0:
+          Peer::Tail(v.lane()).store(t >= 5 ? t - 5 : t + (1ull << 40));
+          break;
+        case 1:
+          Peer::Tail(v.lane()).store(t + (1ull << 40));
+          break;
+        default:
+          // (With a value that names no block: a stale task offset could
+          // name a block this process is building a task in right now.)
+          v.slot(t)->value_.store(8);
+          v.slot(t)->seq_.store(t + 1);
+          break;
+      }
+      g_attacks++;
+    }
+  }
+  FlushLanes();
   ExpectServes10kEchoes();
 }
 

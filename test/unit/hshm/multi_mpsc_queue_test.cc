@@ -10,21 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "mpsc_lane_test_peer.h"
 #include "test_util.h"
-
-namespace hipc {
-/** Writes a lane's shared positions as a scribbling process would. */
-struct MpscLaneTestPeer {
-  template <typename LaneT>
-  static std::atomic<hshm::u64> &Tail(LaneT *l) {
-    return l->tail_;
-  }
-  template <typename LaneT>
-  static std::atomic<hshm::u64> &Head(LaneT *l) {
-    return l->head_;
-  }
-};
-}  // namespace hipc
 
 namespace {
 
@@ -140,9 +127,8 @@ TEST(MultiMpscQueueTest, StalledClaimIsRecycled) {
   auto &lane = q->GetLane(0, 0);
   ASSERT_TRUE(lane.TryPush(Item(0, 0)));
   // Simulate a producer that claimed ticket 1 and died: advance the tail the
-  // way TryPush does, without publishing. (tail_ is the second cache line.)
-  auto *tail = reinterpret_cast<std::atomic<hshm::u64> *>(
-      reinterpret_cast<char *>(&lane) + 64);
+  // way TryPush does, without publishing.
+  auto *tail = &Peer::Tail(&lane);
   ASSERT_EQ(tail->load(), 1u);
   tail->store(2);
   ASSERT_TRUE(lane.TryPush(Item(0, 2)));
@@ -197,8 +183,7 @@ TEST(MultiMpscQueueTest, LatePublishOfARecycledTicketFails) {
   ASSERT_FALSE(q.IsNull());
   auto &lane = q->GetLane(0, 0);
   auto view = q->GetView(0, 0);
-  auto *tail = reinterpret_cast<std::atomic<hshm::u64> *>(
-      reinterpret_cast<char *>(&lane) + 64);
+  auto *tail = &Peer::Tail(&lane);
   // The stalled producer holds ticket 0.
   hshm::u64 pos = tail->fetch_add(1);
   ASSERT_EQ(pos, 0u);
@@ -425,11 +410,8 @@ TEST(MultiMpscQueueTest, ViewIgnoresCorruptSharedShape) {
   ASSERT_FALSE(q.IsNull());
   auto view = Queue::MakeView(q.ptr_, 2, 2, 8, 1, 1);
   auto &lane = q->GetLane(1, 1);
-  // mask_ and slots_off_ are the last two words of the lane's fourth line.
-  auto *shape =
-      reinterpret_cast<hshm::u64 *>(reinterpret_cast<char *>(&lane) + 3 * 64);
-  shape[0] = ~0ull;
-  shape[1] = 1ull << 40;
+  Peer::Mask(&lane) = ~0ull;
+  Peer::SlotsOff(&lane) = hshm::i64{1} << 40;
   for (hshm::u64 i = 0; i < 8; ++i) ASSERT_TRUE(view.TryPush(Item(0, i)));
   EXPECT_FALSE(view.TryPush(Item(0, 99)));
   hshm::u64 out;
