@@ -1859,7 +1859,9 @@ void Worker::AbortRemaining() {
       DrainRetired(wl);  // aborts what is queued, drops our hold
       continue;
     }
-    while (wl.lane->TryPop(&off)) {
+    // Held until each is failed (see PollLanes: the reaper watches
+    // released()).
+    while (wl.lane->TryPopHeld(&off)) {
       hipc::Pointer p = CHI_IPC->TaskPointer(off);
       if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
       FullPtr<Task> t(p);
@@ -1879,6 +1881,7 @@ void Worker::AbortRemaining() {
       FailUnadmitted(t, aborted, t->IsFireAndForget() || (st & kTaskAbandoned),
                      group);
     }
+    wl.lane->ReleaseHeld();
   }
   lanes_.clear();
   while (RunContext *r = inbox_.Pop()) {
