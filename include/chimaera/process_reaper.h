@@ -15,9 +15,13 @@
 //   2. Wait: until every process-queue lane has been drained past the tail it
 //      had at step 1, as the worker's own released() position says (so no
 //      lane, and no batch a worker popped but has not admitted yet, still
-//      names a claimed block) and every task
-//      of P a worker was running has been freed (so no method still reads
-//      P's input buffers).
+//      names a claimed block) and every task of P a worker was running has
+//      been freed (so no method still reads P's input buffers).
+//      (The tails are read from shared memory: one scribbled far ahead is
+//      capped at what a push can reach; one scribbled back can make the wait
+//      end early, so a scribbler can get a dead client's queued task freed
+//      while still named by a lane. A worker then drops or mis-admits that
+//      offset, as it would any offset a hostile process pushes.)
 //   3. Free: every block P owned in the three segments -- tasks, buffers,
 //      outputs the runtime handed to P's tasks (re-tagged to P at
 //      completion), and the blocks P's thread caches held.

@@ -241,10 +241,12 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
         return false;  // full: the consumer has not freed this slot yet
       } else {
         // Another producer took `pos` (the tail moved on), or the slot is
-        // ahead of an unmoved tail. The tail only grows and a slot passes
-        // seq == pos only once ticket pos was claimed, so only a scribble
-        // (of the slot or the tail) makes that: skip the ticket. The
-        // consumer recycles it when it gets there.
+        // ahead of an unmoved tail. A slot passes seq == pos only after
+        // ticket pos was claimed, and in a run nobody scribbles the tail
+        // only grows (the consumer moves it back only from where no push
+        // puts it), so only a scribble makes that: skip the ticket. The
+        // consumer recycles it when it gets there. (Should a reset let two
+        // producers hold one ticket, the 16-byte CAS lets one publish.)
         u64 t = l->tail_.load(std::memory_order_relaxed);
         if (t == pos) {
           l->tail_.compare_exchange_strong(t, pos + 1,
@@ -385,9 +387,12 @@ class lane_view {
   HSHM_INLINE bool TryPopHeld(T *out) {
     return Lane::Pop(lane_, slots_, mask_, &cons_, out);
   }
-  /** Releases every value TryPopHeld returned. Consumer only. */
+  /** Releases every value TryPopHeld returned, and any ticket a pop
+   * recycled. Consumer only. */
   void ReleaseHeld() {
-    released_.store(cons_.head_, std::memory_order_release);
+    if (released_.load(std::memory_order_relaxed) != cons_.head_) {
+      released_.store(cons_.head_, std::memory_order_release);
+    }
   }
   /** Tickets the consumer is done with: popped and not held (see
    * TryPopHeld). Kept in this process's memory, so unlike the lane's shared
@@ -398,12 +403,14 @@ class lane_view {
   u64 Size() const { return lane_->Size(); }
   /** True if no value is queued (approximate; any thread). */
   bool Empty() const { return lane_->Empty(); }
-  /** Values queued behind the consumer's own head, as far as the shared tail
-   * tells (at most a ring). A process that scribbles the lane's shared head
-   * cannot make it look empty. Consumer only. */
-  u64 ConsumerSize() const {
+  /** Tickets between released() and the shared tail, at most a ring: what
+   * is queued, plus what the consumer holds. A process that scribbles the
+   * lane's shared head cannot make a lane look empty. Any thread of this
+   * process (it reads no consumer-private state). */
+  u64 QueuedPastReleased() const {
     u64 t = lane_->tail();
-    u64 n = t > cons_.head_ ? t - cons_.head_ : 0;
+    u64 r = released();
+    u64 n = t > r ? t - r : 0;
     return n < mask_ + 1 ? n : mask_ + 1;
   }
   /** Slots in the ring (trusted shape). */

@@ -1,11 +1,13 @@
 // ProcessReaper: see include/chimaera/process_reaper.h.
 #include "chimaera/process_reaper.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
 #include "chimaera/ipc_manager.h"
 #include "chimaera/task.h"
+#include "chimaera/worker.h"
 #include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/log_limit.h"
 
@@ -133,10 +135,17 @@ ProcessReaper::Pending ProcessReaper::Claim(int pid) {
   auto *ipc = CHI_IPC;
   Pending p;
   p.pid = pid;
-  // Lane tails first: any task of pid queued now lies before them.
+  // Lane tails first: any task of pid queued now lies before them. A tail
+  // scribbled far ahead (the worker puts it back later) must not leave us
+  // waiting for ever: no push puts it past the consumer's head plus a ring,
+  // and the head is at most a batch and a recycle past released() (read
+  // after the tail, and it only grows).
   for (u32 prio = 0; prio < kNumPrios; ++prio) {
     for (u32 l = 0; l < ipc->num_lanes(); ++l) {
-      p.lane_tails.push_back(ipc->GetLaneView(l, prio).lane()->tail());
+      const LaneView &v = ipc->GetLaneView(l, prio);
+      u64 tail = v.lane()->tail();
+      u64 limit = v.released() + v.depth() + kShmPopBatch + 1;
+      p.lane_tails.push_back(std::min(tail, limit));
     }
   }
   u64 claimed = 0, abandoned = 0;

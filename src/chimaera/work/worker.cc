@@ -52,15 +52,6 @@ constexpr size_t kStackSize = 64 * 1024;
 constexpr size_t kGuardSize = 4096;
 /** Inbox entries and in-runtime task-lane entries one poll handles at most. */
 constexpr u32 kPopBatch = 32;
-/** Tasks popped at once from a shared-memory lane, before the first of them
- * is admitted. Small on purpose: while a worker pops and prefetches a long
- * batch, a client waiting on its oldest task catches up and then spins on
- * the state line of each task the worker is about to complete, so every
- * completion pays one more line transfer and the worker stays behind. With
- * 32, a client keeping 256 Noops in flight found its oldest task not yet
- * complete in 37-56% of its waits (2.9 M/s on the VM's slower state); with 4,
- * in about 1% (4.3-4.9 M/s). */
-constexpr u32 kShmPopBatch = 4;
 /** An active lane empty for this many polls in a row turns cold. */
 constexpr u32 kColdAfter = 4096;
 /** Recycled RunContexts a worker keeps at most. */
@@ -1050,8 +1041,10 @@ bool Worker::PollLanes() {
       }
       trace_chain_ = false;
       // Only now may the reaper take the lane as past these tasks (it frees
-      // a dead client's unclaimed tasks once released() passes them).
-      if (n) lane->ReleaseHeld();
+      // a dead client's unclaimed tasks once released() passes them). Also
+      // when nothing was popped: a pop may have recycled a dead producer's
+      // ticket.
+      lane->ReleaseHeld();
     } else if (lanes_[k].Retired()) {
       retired = true;
       continue;

@@ -172,6 +172,27 @@ int DrainFor(Queue::View *view, int want, std::vector<hshm::u64> *got) {
   return n;
 }
 
+// A ticket recycled while the consumer pops with TryPopHeld (a dead
+// producer's) is released by ReleaseHeld even though no pop returned a
+// value: whoever waits for released() to pass it is not left waiting.
+TEST(MultiMpscQueueTest, RecycledTicketIsReleasedByReleaseHeld) {
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
+  ASSERT_FALSE(q.IsNull());
+  auto view = q->GetView(0, 0);
+  Peer::Tail(view.lane()).fetch_add(1);  // ticket 0 claimed, never published
+  hshm::u64 out;
+  const uint64_t t0 = hshm::NowNs();
+  while (view.recycled() == 0 && hshm::NowNs() - t0 < 5000000000ull) {
+    ASSERT_FALSE(view.TryPopHeld(&out));
+    view.ReleaseHeld();
+  }
+  ASSERT_EQ(view.recycled(), 1u);
+  EXPECT_EQ(view.released(), 1u);
+  EXPECT_EQ(view.QueuedPastReleased(), 0u);
+}
+
 // A producer that stalls between claiming its ticket and publishing (a
 // stopped process) loses the ticket once the consumer recycles it: its late
 // publish fails, whatever the slot holds by then (free for the next round,
@@ -329,19 +350,19 @@ TEST(MultiMpscQueueTest, PushIsBoundedAgainstAScribbler) {
 
 // TryPopHeld keeps what it pops from released() (which the runtime's reaper
 // watches) until ReleaseHeld; TryPop releases at once.
-// ConsumerSize counts from the consumer's own head, which a process
-// scribbling the shared head cannot move.
-TEST(MultiMpscQueueTest, HeldPopsAndConsumerSize) {
+// QueuedPastReleased counts from released(), which a process scribbling the
+// shared head cannot move.
+TEST(MultiMpscQueueTest, HeldPopsAndQueuedPastReleased) {
   hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
   ASSERT_TRUE(heap.status().ok());
   auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 8);
   ASSERT_FALSE(q.IsNull());
   auto view = q->GetView(0, 0);
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(view.TryPush(Item(0, i)));
-  EXPECT_EQ(view.ConsumerSize(), 3u);
+  EXPECT_EQ(view.QueuedPastReleased(), 3u);
   Peer::Head(view.lane()).store(100);  // Size() now says empty
   EXPECT_EQ(view.Size(), 0u);
-  EXPECT_EQ(view.ConsumerSize(), 3u);
+  EXPECT_EQ(view.QueuedPastReleased(), 3u);
   Peer::Head(view.lane()).store(0);
   hshm::u64 out;
   ASSERT_TRUE(view.TryPopHeld(&out));
@@ -349,14 +370,15 @@ TEST(MultiMpscQueueTest, HeldPopsAndConsumerSize) {
   ASSERT_TRUE(view.TryPopHeld(&out));
   EXPECT_EQ(out, Item(0, 1));
   EXPECT_EQ(view.released(), 0u);
-  EXPECT_EQ(view.lane()->head(), 2u);  // popped: no longer queued
-  EXPECT_EQ(view.ConsumerSize(), 1u);
+  EXPECT_EQ(view.lane()->head(), 2u);        // popped: no longer queued
+  EXPECT_EQ(view.QueuedPastReleased(), 3u);  // held ones count
   view.ReleaseHeld();
   EXPECT_EQ(view.released(), 2u);
+  EXPECT_EQ(view.QueuedPastReleased(), 1u);
   ASSERT_TRUE(view.TryPop(&out));
   EXPECT_EQ(out, Item(0, 2));
   EXPECT_EQ(view.released(), 3u);
-  EXPECT_EQ(view.ConsumerSize(), 0u);
+  EXPECT_EQ(view.QueuedPastReleased(), 0u);
 }
 
 // Pushes from another process arrive whole (value and seq in one step),
