@@ -28,6 +28,21 @@ hshm::u32 ProducerOf(hshm::u64 item) {
 }
 hshm::u64 SeqOf(hshm::u64 item) { return item & ((1ull << 48) - 1); }
 
+/** One lane (one priority) of `depth` slots in a fresh shared-memory heap,
+ * with a view of it. */
+struct OneLane {
+  explicit OneLane(hshm::u64 depth) : heap(1 << 20, 6) {
+    if (heap.status().ok())
+      q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, depth);
+    if (!q.IsNull()) view = q->GetView(0, 0);
+  }
+  /** True if the heap and the queue were made. */
+  bool ok() const { return heap.status().ok() && !q.IsNull(); }
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap;
+  hipc::FullPtr<Queue> q;
+  Queue::View view;
+};
+
 TEST(MultiMpscQueueTest, ShapeAndFifo) {
   hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
   ASSERT_TRUE(heap.status().ok());
@@ -176,11 +191,9 @@ int DrainFor(Queue::View *view, int want, std::vector<hshm::u64> *got) {
 // producer's) is released by ReleaseHeld even though no pop returned a
 // value: whoever waits for released() to pass it is not left waiting.
 TEST(MultiMpscQueueTest, RecycledTicketIsReleasedByReleaseHeld) {
-  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
-  ASSERT_TRUE(heap.status().ok());
-  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
-  ASSERT_FALSE(q.IsNull());
-  auto view = q->GetView(0, 0);
+  OneLane ql(4);
+  ASSERT_TRUE(ql.ok());
+  auto &view = ql.view;
   Peer::Tail(view.lane()).fetch_add(1);  // ticket 0 claimed, never published
   hshm::u64 out;
   const uint64_t t0 = hshm::NowNs();
@@ -230,11 +243,9 @@ TEST(MultiMpscQueueTest, LatePublishOfARecycledTicketFails) {
 // A slot scribbled with garbage (a hostile process) stalls the head like an
 // unpublished claim and is recycled the same way: the lane heals.
 TEST(MultiMpscQueueTest, ScribbledSlotIsRecycled) {
-  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
-  ASSERT_TRUE(heap.status().ok());
-  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
-  ASSERT_FALSE(q.IsNull());
-  auto view = q->GetView(0, 0);
+  OneLane ql(4);
+  ASSERT_TRUE(ql.ok());
+  auto &view = ql.view;
   ASSERT_TRUE(view.TryPush(Item(0, 0)));
   ASSERT_TRUE(view.TryPush(Item(0, 1)));
   view.slot(0)->seq_.store(0xdeadbeefdeadbeefull);
@@ -261,11 +272,9 @@ TEST(MultiMpscQueueTest, ScribbledSlotIsRecycled) {
 // consumer takes the stale value and moves its head past the tail. Pushes
 // skip the ticket the consumer used up, and the lane keeps working.
 TEST(MultiMpscQueueTest, PublishedLookingScribbleDoesNotWedge) {
-  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
-  ASSERT_TRUE(heap.status().ok());
-  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
-  ASSERT_FALSE(q.IsNull());
-  auto view = q->GetView(0, 0);
+  OneLane ql(4);
+  ASSERT_TRUE(ql.ok());
+  auto &view = ql.view;
   hshm::u64 out;
   for (int i = 0; i < 6; ++i) {
     ASSERT_TRUE(view.TryPush(Item(0, i)));
@@ -289,11 +298,9 @@ TEST(MultiMpscQueueTest, PublishedLookingScribbleDoesNotWedge) {
 // capacity and deliver in order.
 TEST(MultiMpscQueueTest, ScribbledTailIsPutBack) {
   for (hshm::i64 shift : {hshm::i64{-7}, hshm::i64{5}, hshm::i64{1} << 60}) {
-    hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
-    ASSERT_TRUE(heap.status().ok());
-    auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
-    ASSERT_FALSE(q.IsNull());
-    auto view = q->GetView(0, 0);
+    OneLane ql(4);
+    ASSERT_TRUE(ql.ok());
+    auto &view = ql.view;
     hshm::u64 out;
     for (int i = 0; i < 10; ++i) {
       ASSERT_TRUE(view.TryPush(Item(0, i)));
@@ -320,11 +327,9 @@ TEST(MultiMpscQueueTest, ScribbledTailIsPutBack) {
 // A push returns, full or not, however another thread scribbles the tail
 // and the slots meanwhile.
 TEST(MultiMpscQueueTest, PushIsBoundedAgainstAScribbler) {
-  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
-  ASSERT_TRUE(heap.status().ok());
-  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 64);
-  ASSERT_FALSE(q.IsNull());
-  auto view = q->GetView(0, 0);
+  OneLane ql(64);
+  ASSERT_TRUE(ql.ok());
+  auto &view = ql.view;
   std::atomic<bool> stop{false};
   std::atomic<hshm::u64> writes{0};
   std::thread scribbler([&] {
@@ -353,11 +358,9 @@ TEST(MultiMpscQueueTest, PushIsBoundedAgainstAScribbler) {
 // QueuedPastReleased counts from released(), which a process scribbling the
 // shared head cannot move.
 TEST(MultiMpscQueueTest, HeldPopsAndQueuedPastReleased) {
-  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
-  ASSERT_TRUE(heap.status().ok());
-  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 8);
-  ASSERT_FALSE(q.IsNull());
-  auto view = q->GetView(0, 0);
+  OneLane ql(8);
+  ASSERT_TRUE(ql.ok());
+  auto &view = ql.view;
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(view.TryPush(Item(0, i)));
   EXPECT_EQ(view.QueuedPastReleased(), 3u);
   Peer::Head(view.lane()).store(100);  // Size() now says empty
@@ -384,11 +387,10 @@ TEST(MultiMpscQueueTest, HeldPopsAndQueuedPastReleased) {
 // Pushes from another process arrive whole (value and seq in one step),
 // exactly once and in order. (Killed producers: cross_process_test.cc.)
 TEST(MultiMpscQueueTest, ForkedProducersPublishAtomically) {
-  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
-  ASSERT_TRUE(heap.status().ok());
-  auto q = Queue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 64);
-  ASSERT_FALSE(q.IsNull());
-  auto view = q->GetView(0, 0);
+  OneLane ql(64);
+  ASSERT_TRUE(ql.ok());
+  auto &q = ql.q;
+  auto &view = ql.view;
   constexpr hshm::u64 kItems = 200000;
   pid_t child = fork();
   if (child == 0) {
