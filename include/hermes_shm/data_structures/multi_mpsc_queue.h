@@ -373,10 +373,7 @@ class lane_view {
   /** Removes the oldest value; false when none is ready. Consumer only. */
   HSHM_INLINE bool TryPop(T *out) {
     bool ok = Lane::Pop(lane_, slots_, mask_, &cons_, out);
-    // A pop, or a recycle of a stalled ticket, moved the head.
-    if (released_.load(std::memory_order_relaxed) != cons_.head_) {
-      released_.store(cons_.head_, std::memory_order_release);
-    }
+    ReleaseHeld();  // what it popped, or a ticket it recycled
     return ok;
   }
   /** Like TryPop, but the value stays held: released() does not pass it
