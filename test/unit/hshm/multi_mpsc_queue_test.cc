@@ -28,6 +28,16 @@ hshm::u32 ProducerOf(hshm::u64 item) {
 }
 hshm::u64 SeqOf(hshm::u64 item) { return item & ((1ull << 48) - 1); }
 
+/** Pushes and pops `n` items one at a time, moving an empty lane's head and
+ * tail `n` tickets on; false if a push or pop fails. */
+bool Advance(Queue::View *view, int n) {
+  hshm::u64 out;
+  for (int i = 0; i < n; ++i) {
+    if (!view->TryPush(Item(0, i)) || !view->TryPop(&out)) return false;
+  }
+  return true;
+}
+
 /** One lane (one priority) of `depth` slots in a fresh shared-memory heap,
  * with a view of it. */
 struct OneLane {
@@ -276,10 +286,7 @@ TEST(MultiMpscQueueTest, PublishedLookingScribbleDoesNotWedge) {
   ASSERT_TRUE(ql.ok());
   auto &view = ql.view;
   hshm::u64 out;
-  for (int i = 0; i < 6; ++i) {
-    ASSERT_TRUE(view.TryPush(Item(0, i)));
-    ASSERT_TRUE(view.TryPop(&out));
-  }
+  ASSERT_TRUE(Advance(&view, 6));
   hshm::u64 t = view.lane()->tail();
   view.slot(t)->seq_.store(t + 1);
   ASSERT_TRUE(view.TryPop(&out));  // the stale value (a runtime drops it)
@@ -302,10 +309,7 @@ TEST(MultiMpscQueueTest, ScribbledTailIsPutBack) {
     ASSERT_TRUE(ql.ok());
     auto &view = ql.view;
     hshm::u64 out;
-    for (int i = 0; i < 10; ++i) {
-      ASSERT_TRUE(view.TryPush(Item(0, i)));
-      ASSERT_TRUE(view.TryPop(&out));
-    }
+    ASSERT_TRUE(Advance(&view, 10));
     const hshm::u64 head = view.lane()->tail();
     Peer::Tail(view.lane()).store(head + shift);
     // The consumer looks at the tail once per kStallCheckEvery empty polls.
