@@ -4,6 +4,7 @@
 #ifndef HERMES_SHM_STATUS_H_
 #define HERMES_SHM_STATUS_H_
 
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -37,7 +38,20 @@ class Status {
   Status() = default;
   /** Constructs a status with `code` and `msg`. */
   Status(StatusCode code, std::string msg)
-      : code_(code), msg_(std::move(msg)) {}
+      : code_(code),
+        msg_(msg.empty() ? nullptr : new std::string(std::move(msg))) {}
+  /** Copies (the message too: only errors have one). */
+  Status(const Status &o)
+      : code_(o.code_), msg_(o.msg_ ? new std::string(*o.msg_) : nullptr) {}
+  Status &operator=(const Status &o) {
+    if (this != &o) {
+      code_ = o.code_;
+      msg_.reset(o.msg_ ? new std::string(*o.msg_) : nullptr);
+    }
+    return *this;
+  }
+  Status(Status &&) noexcept = default;
+  Status &operator=(Status &&) noexcept = default;
 
   /** Returns an ok status. */
   static Status Ok() { return Status(); }
@@ -82,17 +96,22 @@ class Status {
   /** The error code (kOk when ok). */
   StatusCode code() const { return code_; }
   /** The message (empty when ok). */
-  const std::string &message() const { return msg_; }
+  const std::string &message() const { return msg_ ? *msg_ : EmptyMessage(); }
   /** "OK" or "<CodeName>: <message>". */
   std::string ToString() const;
 
   bool operator==(const Status &o) const {
-    return code_ == o.code_ && msg_ == o.msg_;
+    return code_ == o.code_ && message() == o.message();
   }
 
  private:
+  /** The message of a status that has none. */
+  static const std::string &EmptyMessage();
+
   StatusCode code_ = StatusCode::kOk;
-  std::string msg_;
+  /** Null unless there is a message: an ok status is a code and a null
+   * pointer, so making, moving and dropping one costs a few stores. */
+  std::unique_ptr<std::string> msg_;
 };
 
 inline std::ostream &operator<<(std::ostream &os, const Status &s) {

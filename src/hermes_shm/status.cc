@@ -38,9 +38,14 @@ Status Status::FromErrno(const std::string &what, int err) {
   return Status(StatusCode::kIoError, what + ": " + std::strerror(err));
 }
 
+const std::string &Status::EmptyMessage() {
+  static const std::string *empty = new std::string();
+  return *empty;
+}
+
 std::string Status::ToString() const {
   if (ok()) return "OK";
-  return std::string(StatusCodeName(code_)) + ": " + msg_;
+  return std::string(StatusCodeName(code_)) + ": " + message();
 }
 
 }  // namespace hshm
