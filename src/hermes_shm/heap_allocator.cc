@@ -745,6 +745,10 @@ class ThreadCacheOps {
 /** The calling thread's caches, indexed by allocator id major. Trivially
  * destructible so that the hot path reads it without a TLS guard. */
 thread_local ThreadCache *tls_caches[kMaxAllocators];
+/** The cache GetCache returned last (one of tls_caches, or null): the hot
+ * path's one TLS read. Not initial-exec: the client library must load with
+ * dlopen (Python), and glibc's spare static TLS may already be gone. */
+thread_local ThreadCache *tls_hot_cache = nullptr;
 
 /** Flushes the thread's caches when the thread exits, for allocators that
  * are still registered (and so still mapped). */
@@ -763,6 +767,7 @@ struct TlsReaper {
       delete c;
       tls_caches[i] = nullptr;
     }
+    tls_hot_cache = nullptr;
   }
 };
 thread_local TlsReaper tls_reaper;
@@ -804,23 +809,6 @@ using internal::StateOwner;
 //------------------------------------------------------------------------------
 // HeapAllocator
 //------------------------------------------------------------------------------
-
-u32 HeapAllocator::ClassOf(u64 s) {
-  if (s <= 32) return 0;
-  if (s <= 48) return 1;
-  if (s <= 64) return 2;
-  u32 m = 63 - static_cast<u32>(__builtin_clzll(s - 1));  // 2^m < s <= 2^m+1
-  u64 step = (s - 1 - (1ull << m)) >> (m - 2);            // 0..3
-  return 3 + (m - 6) * 4 + static_cast<u32>(step);
-}
-
-u64 HeapAllocator::ClassSize(u32 cls) {
-  static constexpr u64 kSmall[3] = {32, 48, 64};
-  if (cls < 3) return kSmall[cls];
-  u32 m = (cls - 3) / 4 + 6;
-  u64 step = (cls - 3) % 4;
-  return (1ull << m) + ((step + 1) << (m - 2));
-}
 
 namespace {
 /** Where the custom header starts (the HeapHeader rounded to 64 bytes). */
@@ -1262,12 +1250,27 @@ Status ThreadLocalAllocator::Attach(char *region, size_t size) {
 
 /** The calling thread's cache for `a`, created (or reset, if it belonged to
  * an earlier allocator in the same slot) on demand; null if out of memory. */
-static internal::ThreadCache *GetCache(ThreadLocalAllocator *a) {
+static __attribute__((noinline)) internal::ThreadCache *GetCacheSlow(
+    ThreadLocalAllocator *a);
+
+/** GetCacheSlow's hot path, inline: the cache used last is still `a`'s. */
+static inline internal::ThreadCache *GetCache(ThreadLocalAllocator *a) {
+  internal::ThreadCache *c = internal::tls_hot_cache;
+  if (__builtin_expect(
+          c != nullptr && c->owner == a && c->generation == a->generation(),
+          1)) {
+    return c;
+  }
+  return GetCacheSlow(a);
+}
+
+static internal::ThreadCache *GetCacheSlow(ThreadLocalAllocator *a) {
   u32 slot = a->GetId().major_;
   internal::ThreadCache *c = internal::tls_caches[slot];
   if (__builtin_expect(
           c != nullptr && c->owner == a && c->generation == a->generation(),
           1)) {
+    internal::tls_hot_cache = c;
     return c;
   }
   if (!c) {
@@ -1280,6 +1283,7 @@ static internal::ThreadCache *GetCache(ThreadLocalAllocator *a) {
   for (auto &bin : c->bins) bin.n = 0;
   c->owner = a;
   c->generation = a->generation();
+  internal::tls_hot_cache = c;
   return c;
 }
 

@@ -221,10 +221,23 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
    * blocks before the bad header; 0 if the heap lock cannot be taken. */
   u64 LiveBytes(int pid = -1) const;
 
-  /** Size class of a block of `block_size` bytes (header included). */
-  static u32 ClassOf(u64 block_size);
+  /** Size class of a block of `s` bytes (header included): 32, 48, 64,
+   * then four classes per power of two. Inline: on every allocation. */
+  static constexpr u32 ClassOf(u64 s) {
+    if (s <= 32) return 0;
+    if (s <= 48) return 1;
+    if (s <= 64) return 2;
+    u32 m = 63 - static_cast<u32>(__builtin_clzll(s - 1));  // 2^m < s <= 2^m+1
+    u64 step = (s - 1 - (1ull << m)) >> (m - 2);            // 0..3
+    return 3 + (m - 6) * 4 + static_cast<u32>(step);
+  }
   /** Block size (header included) of class `cls`. */
-  static u64 ClassSize(u32 cls);
+  static constexpr u64 ClassSize(u32 cls) {
+    if (cls < 3) return 32 + 16 * static_cast<u64>(cls);
+    u32 m = (cls - 3) / 4 + 6;
+    u64 step = (cls - 3) % 4;
+    return (1ull << m) + ((step + 1) << (m - 2));
+  }
 
  protected:
   friend class ThreadLocalAllocator;
