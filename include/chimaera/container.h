@@ -46,6 +46,9 @@ struct MethodEntry {
   void (*destroy)(Task *task) = nullptr;
   /** A new task of this method's type in runtime-private memory. */
   Task *(*make)() = nullptr;
+  /** Constructs a task of this method's type in `mem` (task_size bytes,
+   * aligned to task_align); undo with destroy. */
+  Task *(*make_at)(void *mem) = nullptr;
   /** Deletes a task made by `make`. */
   void (*free_private)(Task *task) = nullptr;
   /** Runs the task type's Fields() declaration with `ar`. */
@@ -54,6 +57,8 @@ struct MethodEntry {
   alignas(16) char handler[16] = {};
   /** sizeof the task type, to validate tasks from untrusted clients. */
   size_t task_size = 0;
+  /** alignof the task type. */
+  size_t task_align = 0;
   /** TaskTypeTag of the task type; a shm task must carry the same. */
   u32 type_tag = 0;
   /** The task type declares `static constexpr bool kNeverWaits = true`: the
@@ -293,12 +298,24 @@ class Container {
     e.type_tag = kTaskTypeTag<TaskT>;
     e.never_waits = internal::NeverWaits<TaskT>::value;
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
+    e.task_align = alignof(TaskT);
     e.make = []() -> Task * {
       TaskT *t;
       if constexpr (std::is_aggregate_v<TaskT>) {
         t = new TaskT{};
       } else {
         t = new TaskT(hipc::CtxAllocator<CHI_ALLOC_T>(CHI_IPC->main_alloc()));
+      }
+      t->type_tag_ = kTaskTypeTag<TaskT>;
+      return t;
+    };
+    e.make_at = [](void *mem) -> Task * {
+      TaskT *t;
+      if constexpr (std::is_aggregate_v<TaskT>) {
+        t = new (mem) TaskT{};
+      } else {
+        t = new (mem)
+            TaskT(hipc::CtxAllocator<CHI_ALLOC_T>(CHI_IPC->main_alloc()));
       }
       t->type_tag_ = kTaskTypeTag<TaskT>;
       return t;

@@ -149,6 +149,11 @@ class PoolManager {
    * node's acquired, as in Acquire). */
   Status AcquireBcast(const PoolId &id, PoolCache *cache,
                       std::vector<Destination> *out);
+  /** AcquireFast on a pool the caller got from FindFast, while that pointer
+   * is still valid (see there): saves the second lookup. */
+  StatusOr<Destination> AcquireIn(PoolInfo *pool, const DomainQuery &query) {
+    return Resolve(*pool, query);
+  }
   /** The pool `id` (cached, as in AcquireFast), or null. The pointer stays
    * valid while the caller holds an acquired container of it or runs on a
    * worker that has not finished its loop iteration. */

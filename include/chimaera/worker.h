@@ -49,6 +49,13 @@ enum class WorkerKind : u32 {
  * VM's slower state); with 4, in about 1% (4.3-4.9 M/s). */
 constexpr u32 kShmPopBatch = 4;
 
+/** Private task buffers are cached by size in steps of this many bytes, up
+ * to kTaskBufClasses steps (larger tasks use new and delete), at most
+ * kTaskBufsPerClass of each size per worker. */
+constexpr size_t kTaskBufQuantum = 64;
+constexpr size_t kTaskBufClasses = 16;
+constexpr size_t kTaskBufsPerClass = 256;
+
 /** Where an admitted task came from, and so how it completes. */
 enum class TaskOrigin : u32 {
   kShm = 0,        ///< A task block in `main`: copy OUT fields back, wake.
@@ -297,8 +304,9 @@ class Worker {
   /** Admit stage for a request that arrived from another node. */
   void AdmitRemote(RunContext *rctx);
   /** Resolve stage: runs `rctx` here, queues it on a container lane,
-   * forwards it, or broadcasts it. */
-  void Route(RunContext *rctx);
+   * forwards it, or broadcasts it. `pool`, if not null, is the task's pool
+   * as FindFast returned it in this loop iteration (saves a lookup). */
+  void Route(RunContext *rctx, PoolInfo *pool = nullptr);
   /** Replicates `rctx` to every node of its pool. */
   void StartBcast(RunContext *rctx);
   /** Forwards `rctx` to `node`, where container `q` runs it. */
@@ -393,6 +401,13 @@ class Worker {
   /** Completes every queued, periodic and suspended task with kAborted. */
   void AbortRemaining();
   RunContext *NewRunContext();
+  /** A private task of method `e` (made by e->make_at in a buffer from
+   * this worker's cache when its size has one, else by e->make). Free it
+   * with FreePrivateTask. Worker threads. */
+  Task *NewPrivateTask(const MethodEntry *e);
+  /** Destroys and frees a task NewPrivateTask made (on any worker: the
+   * buffer goes to this worker's cache). Worker threads. */
+  void FreePrivateTask(const MethodEntry *e, Task *task);
   /** Frees `rctx`'s private task and input buffers, and recycles it. */
   void FreeRunContext(RunContext *rctx);
   char *GetStack();
@@ -405,6 +420,9 @@ class Worker {
   std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
   u32 loop_count_ = 0;
   PoolCache pool_cache_;  ///< This worker's pool lookups.
+  /** CHI_POOL_MANAGER, looked up once (a call and a guard check less per
+   * lookup on the hot path). */
+  PoolManager *pools_ = CHI_POOL_MANAGER;
   /** The ring this worker records into while tracing is on, else null
    * (refreshed in TakeMailbox; this thread only). */
   TraceRing *trace_ = nullptr;
@@ -445,6 +463,9 @@ class Worker {
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;
   std::vector<char *> free_stacks_;
+  /** Freed private task buffers by size class (kTaskBufQuantum bytes
+   * each step); see NewPrivateTask. */
+  std::vector<void *> task_bufs_[kTaskBufClasses];
   std::vector<char *> all_stacks_;
   std::mutex mailbox_mu_;
   std::vector<WorkerLane> mailbox_;

@@ -76,8 +76,10 @@ constexpr u64 kPauseSpinNs = 5000;
 // initial-exec: the SIGSEGV handler reads it, so no lazy TLS allocation.
 __attribute__((tls_model("initial-exec"))) thread_local RunContext *tls_rctx =
     nullptr;
-/** The task whose method runs on this worker's own stack (never_waits). */
-thread_local RunContext *tls_inline = nullptr;
+/** The task whose method runs on this worker's own stack (never_waits).
+ * initial-exec: set and cleared around every such task. */
+__attribute__((tls_model("initial-exec"))) thread_local RunContext *tls_inline =
+    nullptr;
 
 /** Workers napping while some of their fibers wait on subtasks. A worker
  * that completes a task wakes them (WakeNappers), so a parent whose subtask
@@ -386,6 +388,9 @@ Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
 Worker::~Worker() {
   for (char *s : all_stacks_) munmap(s, kGuardSize + kStackSize);
   for (RunContext *r : free_rctx_) delete r;
+  for (auto &bufs : task_bufs_) {
+    for (void *b : bufs) ::operator delete(b);
+  }
 }
 
 RunContext *Worker::CurrentRunContext() { return tls_rctx; }
@@ -772,8 +777,44 @@ RunContext *Worker::NewRunContext() {
   return new RunContext();
 }
 
+namespace {
+/** The task_bufs_ class of method `e`'s tasks, or kTaskBufClasses when they
+ * are not cached (too big, or aligned beyond what operator new gives). */
+HSHM_INLINE size_t TaskBufClass(const MethodEntry *e) {
+  if (e->task_align > __STDCPP_DEFAULT_NEW_ALIGNMENT__ || !e->make_at) {
+    return kTaskBufClasses;
+  }
+  size_t c = (e->task_size + kTaskBufQuantum - 1) / kTaskBufQuantum;
+  return c < kTaskBufClasses ? c : kTaskBufClasses;
+}
+}  // namespace
+
+Task *Worker::NewPrivateTask(const MethodEntry *e) {
+  size_t c = TaskBufClass(e);
+  if (c == kTaskBufClasses) return e->make();
+  void *mem;
+  if (!task_bufs_[c].empty()) {
+    mem = task_bufs_[c].back();
+    task_bufs_[c].pop_back();
+  } else {
+    mem = ::operator new(c *kTaskBufQuantum);
+  }
+  return e->make_at(mem);
+}
+
+void Worker::FreePrivateTask(const MethodEntry *e, Task *task) {
+  size_t c = TaskBufClass(e);
+  if (c == kTaskBufClasses) return e->free_private(task);
+  e->destroy(task);
+  if (task_bufs_[c].size() >= kTaskBufsPerClass) {
+    ::operator delete(task);
+    return;
+  }
+  task_bufs_[c].push_back(task);
+}
+
 void Worker::FreeRunContext(RunContext *r) {
-  if (r->task_ && r->method_) r->method_->free_private(r->task_);
+  if (r->task_ && r->method_) FreePrivateTask(r->method_, r->task_);
   for (const hipc::Pointer &p : r->in_bufs_) (void)CHI_IPC->FreeBuffer(p);
   r->in_bufs_.clear();
   delete r->net_;
@@ -1160,7 +1201,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   if (!ext_st.ok()) return FailUnadmitted(shm, ext_st, fnf, group);
   Status st = CheckHeader(hdr);
   if (!st.ok()) return FailUnadmitted(shm, st, fnf, group);
-  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(hdr.pool_id_, &pool_cache_);
+  PoolInfo *pool = pools_->FindFast(hdr.pool_id_, &pool_cache_);
   if (!pool) {
     return FailUnadmitted(
         shm, Status::NotFound("no pool with id " + hdr.pool_id_.ToString()),
@@ -1191,7 +1232,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
         fnf, group);
   }
   // The private copy: from here on the runtime reads only this.
-  Task *priv = e->make();
+  Task *priv = NewPrivateTask(e);
   CopyTaskBytes(priv, shm.ptr_, e->task_size);  // priv->state_ stays 0
   priv->rc_ = 0;
   priv->err_ = hipc::Pointer::GetNull();
@@ -1220,7 +1261,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
         break;
     }
   }
-  Route(r);
+  Route(r, pool);
 }
 
 namespace {
@@ -1313,7 +1354,7 @@ void Worker::AdmitRemote(RunContext *r) {
     if (r->reply_wanted_) CHI_REMOTE->Reply(r, st);
     FreeRunContext(r);
   };
-  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(req.pool_id, &pool_cache_);
+  PoolInfo *pool = pools_->FindFast(req.pool_id, &pool_cache_);
   if (!pool)
     return fail(Status::NotFound("node " + std::to_string(CHI_IPC->node_id()) +
                                  " has no pool with id " +
@@ -1324,7 +1365,7 @@ void Worker::AdmitRemote(RunContext *r) {
                                  "' has no method " +
                                  std::to_string(req.method)));
   }
-  Task *priv = e->make();
+  Task *priv = NewPrivateTask(e);
   r->task_ = priv;
   r->method_ = e;
   priv->SetBase(req.task_node, req.pool_id, req.dom_query, req.method);
@@ -1355,18 +1396,18 @@ void Worker::AdmitRemote(RunContext *r) {
   r->in_bytes_ = in.in_bytes();
   delete r->net_;
   r->net_ = nullptr;
-  Route(r);
+  Route(r, pool);
 }
 
 //------------------------------------------------------------------------------
 // Resolve
 //------------------------------------------------------------------------------
 
-void Worker::Route(RunContext *r) {
+void Worker::Route(RunContext *r, PoolInfo *pool) {
   Task *t = r->task_;
   if (t->dom_query_.kind_ == DomainQuery::kDynamic) {
     // The pool's first local container (or its prototype) decides.
-    PoolInfo *pool = CHI_POOL_MANAGER->FindFast(t->pool_id_, &pool_cache_);
+    if (!pool) pool = pools_->FindFast(t->pool_id_, &pool_cache_);
     if (!pool) return Complete(r, Status::NotFound("pool vanished"));
     Container *c = pool->local_.empty() ? pool->proto_.get()
                                         : pool->containers_[pool->local_[0]];
@@ -1388,8 +1429,8 @@ void Worker::Route(RunContext *r) {
     }
     return StartBcast(r);
   }
-  auto d =
-      CHI_POOL_MANAGER->AcquireFast(t->pool_id_, t->dom_query_, &pool_cache_);
+  auto d = pool ? pools_->AcquireIn(pool, t->dom_query_)
+                : pools_->AcquireFast(t->pool_id_, t->dom_query_, &pool_cache_);
   if (!d.ok()) return Complete(r, d.status());
   if (d->local) {
     r->container_ = d->local;
@@ -1462,14 +1503,13 @@ bool Worker::CheckHeld() {
     r->container_ = nullptr;
     if (r->origin_ == TaskOrigin::kBcastPart) {
       // A broadcast part runs on this node's first container, if any left.
-      PoolInfo *pool =
-          CHI_POOL_MANAGER->FindFast(r->task_->pool_id_, &pool_cache_);
+      PoolInfo *pool = pools_->FindFast(r->task_->pool_id_, &pool_cache_);
       ContainerId first = pool ? pool->FirstOn(CHI_IPC->node_id()) : ~0u;
       if (first == ~0u) {
         Complete(r, Status::Ok());  // this node holds none of it now
         continue;
       }
-      auto d = CHI_POOL_MANAGER->AcquireFast(
+      auto d = pools_->AcquireFast(
           r->task_->pool_id_, DomainQuery::GetGlobalId(first), &pool_cache_);
       if (!d.ok() || !d->local) {
         Complete(r, d.ok() ? Status::Ok() : d.status());
@@ -1491,7 +1531,7 @@ void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
                            "periodic tasks run on their own node only"));
   }
   if (!r->pool_hold_) {
-    PoolInfo *pool = CHI_POOL_MANAGER->FindFast(t->pool_id_, &pool_cache_);
+    PoolInfo *pool = pools_->FindFast(t->pool_id_, &pool_cache_);
     if (!pool) return Complete(r, Status::NotFound("pool vanished"));
     r->pool_hold_ = pool->proto_;
   }
@@ -1505,15 +1545,13 @@ void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
 
 void Worker::StartBcast(RunContext *r) {
   std::vector<Destination> dests;
-  Status st =
-      CHI_POOL_MANAGER->AcquireBcast(r->task_->pool_id_, &pool_cache_, &dests);
+  Status st = pools_->AcquireBcast(r->task_->pool_id_, &pool_cache_, &dests);
   if (!st.ok()) return Complete(r, st);
   if (dests.empty()) {
     return Complete(r, Status::NotFound("the pool has no containers"));
   }
   const MethodEntry *e = r->method_;
-  if (PoolInfo *pool =
-          CHI_POOL_MANAGER->FindFast(r->task_->pool_id_, &pool_cache_)) {
+  if (PoolInfo *pool = pools_->FindFast(r->task_->pool_id_, &pool_cache_)) {
     r->pool_hold_ = pool->proto_;  // parts may outlive the pool's entry
   }
   // One extra count, dropped after the loop: a part that completes at once
@@ -1522,7 +1560,7 @@ void Worker::StartBcast(RunContext *r) {
   r->bcast_first_ = true;
   for (const Destination &d : dests) {
     RunContext *part = NewRunContext();
-    part->task_ = e->make();
+    part->task_ = NewPrivateTask(e);
     CopyTaskBytes(part->task_, r->task_, e->task_size);
     part->method_ = e;
     part->worker_ = this;
@@ -1562,7 +1600,7 @@ void Worker::MergePart(RunContext *part) {
     r->bcast_first_ = false;
     took = true;  // its OUT buffers now belong to the accumulator
   }
-  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(acc->pool_id_, &pool_cache_);
+  PoolInfo *pool = pools_->FindFast(acc->pool_id_, &pool_cache_);
   if (pool) {
     Container *c = pool->local_.empty() ? pool->proto_.get()
                                         : pool->containers_[pool->local_[0]];
