@@ -253,11 +253,22 @@ class Container {
   std::string module_name_;
   ContainerId container_id_ = 0;
   u32 num_containers_ = 1;
-  /** Tasks currently running on this container (pool destruction waits for
-   * zero). */
-  std::atomic<u32> inflight_{0};
-  /** Tasks completed by this container. */
-  std::atomic<u64> completed_{0};
+  /** Tasks acquired on this container and not yet released (pool
+   * destruction waits for zero) in the low 32 bits, and the tasks it
+   * completed, mod 2^32, in the high 32 bits: a completion updates both with
+   * one locked instruction (PoolManager::ReleaseCompleted). */
+  std::atomic<u64> counts_{0};
+  /** Times the completed half of counts_ wrapped. */
+  std::atomic<u32> completed_wraps_{0};
+  /** Tasks in flight on this container (the low half of counts_). */
+  u32 Inflight(std::memory_order mo = std::memory_order_seq_cst) const {
+    return static_cast<u32>(counts_.load(mo));
+  }
+  /** Tasks this container completed (a statistic: read without a lock). */
+  u64 Completed() const {
+    u64 hi = completed_wraps_.load(std::memory_order_relaxed);
+    return (hi << 32) | (counts_.load(std::memory_order_relaxed) >> 32);
+  }
   /** Lanes of this container that some worker still holds (in its lists or
    * mailbox). The container's queues are freed only at zero. */
   std::atomic<u32> lanes_held_{0};
@@ -268,7 +279,7 @@ class Container {
   std::atomic<u32> moving_{0};
   static constexpr u32 kServing = 0, kMoving = 1, kMoved = 2;
   /** Tasks acquired on this container that wait for a move to end (counted
-   * in inflight_ too). */
+   * in counts_ too). */
   std::atomic<u32> held_{0};
 
  protected:

@@ -160,7 +160,17 @@ class PoolManager {
   PoolInfo *FindFast(const PoolId &id, PoolCache *cache);
   /** Ends a task started by Acquire. */
   static void Release(Container *c) {
-    c->inflight_.fetch_sub(1, std::memory_order_release);
+    c->counts_.fetch_sub(1, std::memory_order_release);
+  }
+  /** Release, and counts the task as completed by `c`: one locked add that
+   * takes 1 from the in-flight half (at least 1 here, so nothing borrows)
+   * and adds 1 to the completed half. */
+  static void ReleaseCompleted(Container *c) {
+    u64 prev =
+        c->counts_.fetch_add((u64{1} << 32) - 1, std::memory_order_release);
+    if (__builtin_expect((prev >> 32) == 0xffffffffu, 0)) {
+      c->completed_wraps_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   /** The id of pool `name`, or NotFound. */
   StatusOr<PoolId> Lookup(const std::string &name);

@@ -171,7 +171,7 @@ bool PoolManager::Settle(const std::vector<Container *> &containers) {
   u64 deadline = hshm::NowNs() + 10ull * 1000000000;
   auto settled = [&containers] {
     for (Container *c : containers) {
-      if (c && (c->inflight_.load(std::memory_order_acquire) != 0 ||
+      if (c && (c->Inflight(std::memory_order_acquire) != 0 ||
                 c->lanes_held_.load(std::memory_order_acquire) != 0)) {
         return false;
       }
@@ -259,7 +259,7 @@ Status PoolManager::AcquireBcast(const PoolId &id, PoolCache *cache,
     Destination d{n, c, nullptr};
     if (n == node_id_) {
       d.local = pool->containers_[c];
-      d.local->inflight_.fetch_add(1, std::memory_order_acquire);
+      d.local->counts_.fetch_add(1, std::memory_order_acquire);
     }
     out->push_back(d);
   }
@@ -309,7 +309,7 @@ StatusOr<Destination> PoolManager::Resolve(PoolInfo &pool,
   Destination d{pool.NodeOf(idx), idx, nullptr};
   if (d.node == node_id_) {
     d.local = pool.containers_[idx];
-    d.local->inflight_.fetch_add(1, std::memory_order_acquire);
+    d.local->counts_.fetch_add(1, std::memory_order_acquire);
   }
   return d;
 }
@@ -348,8 +348,8 @@ std::vector<PoolSummary> PoolManager::List() {
                   p.nodes_};
     for (Container *c : p.containers_) {
       if (!c) continue;
-      s.completed += c->completed_.load();
-      s.inflight += c->inflight_.load();
+      s.completed += c->Completed();
+      s.inflight += c->Inflight();
     }
     out.push_back(s);
   }
@@ -361,7 +361,7 @@ DomainQuery PoolManager::LeastLoaded(const PoolInfo &pool, u32 spread) {
   u32 live = 0;
   for (ContainerId c : pool.local_) {
     if (Container *ct = pool.containers_[c]) {
-      live += ct->inflight_.load(std::memory_order_relaxed);
+      live += ct->Inflight(std::memory_order_relaxed);
     }
   }
   if (!pool.placement_.empty()) {
@@ -389,7 +389,7 @@ DomainQuery PoolManager::LeastLoaded(const PoolInfo &pool, u32 spread) {
     for (size_t j = 0; j < k; ++j) {
       ContainerId c = pool.local_[(spread + j) % k];
       Container *ct = pool.containers_[c];
-      u32 load = ct ? ct->inflight_.load(std::memory_order_relaxed) : ~0u;
+      u32 load = ct ? ct->Inflight(std::memory_order_relaxed) : ~0u;
       if (load < best_load) {
         best = c;
         best_load = load;
@@ -445,7 +445,7 @@ std::vector<PoolManager::LocalLoad> PoolManager::LocalContainersByLoad() {
     for (auto &kv : by_id_) {
       const PoolInfo &p = *kv.second;
       for (ContainerId c : p.local_) {
-        out.push_back(LocalLoad{p.id_, c, p.containers_[c]->inflight_.load()});
+        out.push_back(LocalLoad{p.id_, c, p.containers_[c]->Inflight()});
       }
     }
   }
@@ -486,8 +486,8 @@ StatusOr<Container *> PoolManager::BeginMove(const PoolId &id, ContainerId c) {
   }
   Container *ct = pool.containers_[c];
   u32 expect = Container::kServing;
-  // seq_cst: a worker increments inflight_ and then reads moving_; we set
-  // moving_ and then read inflight_: one of us sees the other.
+  // seq_cst: a worker increments counts_ and then reads moving_; we set
+  // moving_ and then read counts_: one of us sees the other.
   if (!ct->moving_.compare_exchange_strong(expect, Container::kMoving,
                                            std::memory_order_seq_cst)) {
     return Status::AlreadyExists("container " + std::to_string(c) +
@@ -501,7 +501,7 @@ bool PoolManager::WaitMoveDrained(Container *c, u64 timeout_ms) {
   u64 deadline = hshm::NowNs() + timeout_ms * 1000000;
   for (;;) {
     u32 held = c->held_.load(std::memory_order_seq_cst);
-    u32 inflight = c->inflight_.load(std::memory_order_seq_cst);
+    u32 inflight = c->Inflight(std::memory_order_seq_cst);
     if (inflight <= held) return true;
     if (hshm::NowNs() > deadline) return false;
     if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
@@ -615,7 +615,7 @@ u64 PoolManager::LocalInflight() {
   u64 n = 0;
   for (auto &kv : by_id_) {
     for (Container *c : kv.second->containers_) {
-      if (c) n += c->inflight_.load(std::memory_order_relaxed);
+      if (c) n += c->Inflight(std::memory_order_relaxed);
     }
   }
   return n;

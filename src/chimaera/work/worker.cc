@@ -1786,7 +1786,6 @@ void Worker::Complete(RunContext *r, const Status &status) {
   if (!status.ok()) internal::SetTaskStatus(t, status);
   Container *c = r->container_;
   if (c) {
-    c->completed_.fetch_add(1, std::memory_order_relaxed);
     // Single writer: a plain add, no locked instruction on the hot path.
     shared_->tasks_done_.store(
         shared_->tasks_done_.load(std::memory_order_relaxed) + 1,
@@ -1864,7 +1863,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
       t->err_ = hipc::Pointer::GetNull();
       break;
     case TaskOrigin::kBcastPart:
-      if (c) PoolManager::Release(c);
+      if (c) PoolManager::ReleaseCompleted(c);
       r->container_ = nullptr;
       if (r->parent_->worker_ != this) {
         // The part ran on another worker's container lane: the broadcast
@@ -1875,7 +1874,8 @@ void Worker::Complete(RunContext *r, const Status &status) {
       MergePart(r);  // frees r
       return;
   }
-  if (c) PoolManager::Release(c);  // last touch of the container
+  // Last touch of the container: out of flight, and counted as completed.
+  if (c) PoolManager::ReleaseCompleted(c);
   FreeRunContext(r);
 }
 
