@@ -1233,7 +1233,13 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   }
   // The private copy: from here on the runtime reads only this.
   Task *priv = NewPrivateTask(e);
-  CopyTaskBytes(priv, shm.ptr_, e->task_size);  // priv->state_ stays 0
+  // The header from the copy checked above (never read again from the
+  // client's block, which it may have changed since), the rest from the
+  // block; priv->state_ stays 0.
+  CopyTaskBytes(priv, &hdr, sizeof(Task));
+  std::memcpy(reinterpret_cast<char *>(priv) + sizeof(Task),
+              reinterpret_cast<const char *>(shm.ptr_) + sizeof(Task),
+              e->task_size - sizeof(Task));
   priv->rc_ = 0;
   priv->err_ = hipc::Pointer::GetNull();
   RunContext *r = NewRunContext();
