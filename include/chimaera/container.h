@@ -44,13 +44,9 @@ struct MethodEntry {
               RunContext &rctx) = nullptr;
   /** Destroys a task of this method's type in place (before freeing). */
   void (*destroy)(Task *task) = nullptr;
-  /** A new task of this method's type in runtime-private memory. */
-  Task *(*make)() = nullptr;
   /** Constructs a task of this method's type in `mem` (task_size bytes,
-   * aligned to task_align); undo with destroy. */
+   * aligned to task_align), in runtime-private memory; undo with destroy. */
   Task *(*make_at)(void *mem) = nullptr;
-  /** Deletes a task made by `make`. */
-  void (*free_private)(Task *task) = nullptr;
   /** Runs the task type's Fields() declaration with `ar`. */
   void (*fields)(FieldArchive &ar, Task *task) = nullptr;
   /** The handler (a member function pointer, stored opaquely). */
@@ -310,16 +306,6 @@ class Container {
     e.never_waits = internal::NeverWaits<TaskT>::value;
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
     e.task_align = alignof(TaskT);
-    e.make = []() -> Task * {
-      TaskT *t;
-      if constexpr (std::is_aggregate_v<TaskT>) {
-        t = new TaskT{};
-      } else {
-        t = new TaskT(hipc::CtxAllocator<CHI_ALLOC_T>(CHI_IPC->main_alloc()));
-      }
-      t->type_tag_ = kTaskTypeTag<TaskT>;
-      return t;
-    };
     e.make_at = [](void *mem) -> Task * {
       TaskT *t;
       if constexpr (std::is_aggregate_v<TaskT>) {
@@ -331,7 +317,6 @@ class Container {
       t->type_tag_ = kTaskTypeTag<TaskT>;
       return t;
     };
-    e.free_private = [](Task *task) { delete static_cast<TaskT *>(task); };
     e.fields = [](FieldArchive &ar, Task *task) {
       static_cast<TaskT *>(task)->Fields(ar);
     };

@@ -305,7 +305,8 @@ class Worker {
   void AdmitRemote(RunContext *rctx);
   /** Resolve stage: runs `rctx` here, queues it on a container lane,
    * forwards it, or broadcasts it. `pool`, if not null, is the task's pool
-   * as FindFast returned it in this loop iteration (saves a lookup). */
+   * as FindFast returned it in this loop iteration (else Route looks it
+   * up). */
   void Route(RunContext *rctx, PoolInfo *pool = nullptr);
   /** Replicates `rctx` to every node of its pool. */
   void StartBcast(RunContext *rctx);
@@ -402,8 +403,8 @@ class Worker {
   void AbortRemaining();
   RunContext *NewRunContext();
   /** A private task of method `e` (made by e->make_at in a buffer from
-   * this worker's cache when its size has one, else by e->make). Free it
-   * with FreePrivateTask. Worker threads. */
+   * this worker's cache when its size has one, else in a fresh one). Free
+   * it with FreePrivateTask. Worker threads. */
   Task *NewPrivateTask(const MethodEntry *e);
   /** Destroys and frees a task NewPrivateTask made (on any worker: the
    * buffer goes to this worker's cache). Worker threads. */
@@ -420,9 +421,6 @@ class Worker {
   std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
   u32 loop_count_ = 0;
   PoolCache pool_cache_;  ///< This worker's pool lookups.
-  /** CHI_POOL_MANAGER, looked up once (a call and a guard check less per
-   * lookup on the hot path). */
-  PoolManager *pools_ = CHI_POOL_MANAGER;
   /** The ring this worker records into while tracing is on, else null
    * (refreshed in TakeMailbox; this thread only). */
   TraceRing *trace_ = nullptr;

@@ -1253,23 +1253,23 @@ Status ThreadLocalAllocator::Attach(char *region, size_t size) {
 static __attribute__((noinline)) internal::ThreadCache *GetCacheSlow(
     ThreadLocalAllocator *a);
 
+/** True if `c` is this attachment of `a`'s cache. */
+static inline bool IsCacheOf(const internal::ThreadCache *c,
+                             const ThreadLocalAllocator *a) {
+  return c != nullptr && c->owner == a && c->generation == a->generation();
+}
+
 /** GetCacheSlow's hot path, inline: the cache used last is still `a`'s. */
 static inline internal::ThreadCache *GetCache(ThreadLocalAllocator *a) {
   internal::ThreadCache *c = internal::tls_hot_cache;
-  if (__builtin_expect(
-          c != nullptr && c->owner == a && c->generation == a->generation(),
-          1)) {
-    return c;
-  }
+  if (__builtin_expect(IsCacheOf(c, a), 1)) return c;
   return GetCacheSlow(a);
 }
 
 static internal::ThreadCache *GetCacheSlow(ThreadLocalAllocator *a) {
   u32 slot = a->GetId().major_;
   internal::ThreadCache *c = internal::tls_caches[slot];
-  if (__builtin_expect(
-          c != nullptr && c->owner == a && c->generation == a->generation(),
-          1)) {
+  if (__builtin_expect(IsCacheOf(c, a), 1)) {
     internal::tls_hot_cache = c;
     return c;
   }
@@ -1391,7 +1391,7 @@ Status ThreadLocalAllocator::Free(const MemContext &, const Pointer &p) {
 
 void ThreadLocalAllocator::FlushThreadCache() {
   internal::ThreadCache *c = internal::tls_caches[GetId().major_];
-  if (c && c->owner == this && c->generation == generation_) {
+  if (IsCacheOf(c, this)) {
     internal::ThreadCacheOps::Flush(c);
   }
 }

@@ -781,9 +781,7 @@ namespace {
 /** The task_bufs_ class of method `e`'s tasks, or kTaskBufClasses when they
  * are not cached (too big, or aligned beyond what operator new gives). */
 HSHM_INLINE size_t TaskBufClass(const MethodEntry *e) {
-  if (e->task_align > __STDCPP_DEFAULT_NEW_ALIGNMENT__ || !e->make_at) {
-    return kTaskBufClasses;
-  }
+  if (e->task_align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) return kTaskBufClasses;
   size_t c = (e->task_size + kTaskBufQuantum - 1) / kTaskBufQuantum;
   return c < kTaskBufClasses ? c : kTaskBufClasses;
 }
@@ -791,9 +789,10 @@ HSHM_INLINE size_t TaskBufClass(const MethodEntry *e) {
 
 Task *Worker::NewPrivateTask(const MethodEntry *e) {
   size_t c = TaskBufClass(e);
-  if (c == kTaskBufClasses) return e->make();
   void *mem;
-  if (!task_bufs_[c].empty()) {
+  if (c == kTaskBufClasses) {
+    mem = ::operator new(e->task_size, std::align_val_t(e->task_align));
+  } else if (!task_bufs_[c].empty()) {
     mem = task_bufs_[c].back();
     task_bufs_[c].pop_back();
   } else {
@@ -804,13 +803,14 @@ Task *Worker::NewPrivateTask(const MethodEntry *e) {
 
 void Worker::FreePrivateTask(const MethodEntry *e, Task *task) {
   size_t c = TaskBufClass(e);
-  if (c == kTaskBufClasses) return e->free_private(task);
   e->destroy(task);
-  if (task_bufs_[c].size() >= kTaskBufsPerClass) {
+  if (c == kTaskBufClasses) {
+    ::operator delete(task, std::align_val_t(e->task_align));
+  } else if (task_bufs_[c].size() >= kTaskBufsPerClass) {
     ::operator delete(task);
-    return;
+  } else {
+    task_bufs_[c].push_back(task);
   }
-  task_bufs_[c].push_back(task);
 }
 
 void Worker::FreeRunContext(RunContext *r) {
@@ -1201,7 +1201,7 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   if (!ext_st.ok()) return FailUnadmitted(shm, ext_st, fnf, group);
   Status st = CheckHeader(hdr);
   if (!st.ok()) return FailUnadmitted(shm, st, fnf, group);
-  PoolInfo *pool = pools_->FindFast(hdr.pool_id_, &pool_cache_);
+  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(hdr.pool_id_, &pool_cache_);
   if (!pool) {
     return FailUnadmitted(
         shm, Status::NotFound("no pool with id " + hdr.pool_id_.ToString()),
@@ -1360,7 +1360,7 @@ void Worker::AdmitRemote(RunContext *r) {
     if (r->reply_wanted_) CHI_REMOTE->Reply(r, st);
     FreeRunContext(r);
   };
-  PoolInfo *pool = pools_->FindFast(req.pool_id, &pool_cache_);
+  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(req.pool_id, &pool_cache_);
   if (!pool)
     return fail(Status::NotFound("node " + std::to_string(CHI_IPC->node_id()) +
                                  " has no pool with id " +
@@ -1411,10 +1411,13 @@ void Worker::AdmitRemote(RunContext *r) {
 
 void Worker::Route(RunContext *r, PoolInfo *pool) {
   Task *t = r->task_;
+  if (!pool) pool = CHI_POOL_MANAGER->FindFast(t->pool_id_, &pool_cache_);
+  if (!pool) {
+    return Complete(
+        r, Status::NotFound("no pool with id " + t->pool_id_.ToString()));
+  }
   if (t->dom_query_.kind_ == DomainQuery::kDynamic) {
     // The pool's first local container (or its prototype) decides.
-    if (!pool) pool = pools_->FindFast(t->pool_id_, &pool_cache_);
-    if (!pool) return Complete(r, Status::NotFound("pool vanished"));
     Container *c = pool->local_.empty() ? pool->proto_.get()
                                         : pool->containers_[pool->local_[0]];
     RunContext probe;
@@ -1435,8 +1438,7 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
     }
     return StartBcast(r);
   }
-  auto d = pool ? pools_->AcquireIn(pool, t->dom_query_)
-                : pools_->AcquireFast(t->pool_id_, t->dom_query_, &pool_cache_);
+  auto d = CHI_POOL_MANAGER->AcquireIn(pool, t->dom_query_);
   if (!d.ok()) return Complete(r, d.status());
   if (d->local) {
     r->container_ = d->local;
@@ -1509,13 +1511,14 @@ bool Worker::CheckHeld() {
     r->container_ = nullptr;
     if (r->origin_ == TaskOrigin::kBcastPart) {
       // A broadcast part runs on this node's first container, if any left.
-      PoolInfo *pool = pools_->FindFast(r->task_->pool_id_, &pool_cache_);
+      PoolInfo *pool =
+          CHI_POOL_MANAGER->FindFast(r->task_->pool_id_, &pool_cache_);
       ContainerId first = pool ? pool->FirstOn(CHI_IPC->node_id()) : ~0u;
       if (first == ~0u) {
         Complete(r, Status::Ok());  // this node holds none of it now
         continue;
       }
-      auto d = pools_->AcquireFast(
+      auto d = CHI_POOL_MANAGER->AcquireFast(
           r->task_->pool_id_, DomainQuery::GetGlobalId(first), &pool_cache_);
       if (!d.ok() || !d->local) {
         Complete(r, d.ok() ? Status::Ok() : d.status());
@@ -1537,7 +1540,7 @@ void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
                            "periodic tasks run on their own node only"));
   }
   if (!r->pool_hold_) {
-    PoolInfo *pool = pools_->FindFast(t->pool_id_, &pool_cache_);
+    PoolInfo *pool = CHI_POOL_MANAGER->FindFast(t->pool_id_, &pool_cache_);
     if (!pool) return Complete(r, Status::NotFound("pool vanished"));
     r->pool_hold_ = pool->proto_;
   }
@@ -1551,13 +1554,15 @@ void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
 
 void Worker::StartBcast(RunContext *r) {
   std::vector<Destination> dests;
-  Status st = pools_->AcquireBcast(r->task_->pool_id_, &pool_cache_, &dests);
+  Status st =
+      CHI_POOL_MANAGER->AcquireBcast(r->task_->pool_id_, &pool_cache_, &dests);
   if (!st.ok()) return Complete(r, st);
   if (dests.empty()) {
     return Complete(r, Status::NotFound("the pool has no containers"));
   }
   const MethodEntry *e = r->method_;
-  if (PoolInfo *pool = pools_->FindFast(r->task_->pool_id_, &pool_cache_)) {
+  if (PoolInfo *pool =
+          CHI_POOL_MANAGER->FindFast(r->task_->pool_id_, &pool_cache_)) {
     r->pool_hold_ = pool->proto_;  // parts may outlive the pool's entry
   }
   // One extra count, dropped after the loop: a part that completes at once
@@ -1606,7 +1611,7 @@ void Worker::MergePart(RunContext *part) {
     r->bcast_first_ = false;
     took = true;  // its OUT buffers now belong to the accumulator
   }
-  PoolInfo *pool = pools_->FindFast(acc->pool_id_, &pool_cache_);
+  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(acc->pool_id_, &pool_cache_);
   if (pool) {
     Container *c = pool->local_.empty() ? pool->proto_.get()
                                         : pool->containers_[pool->local_[0]];
