@@ -912,19 +912,28 @@ hshm::i64 HeapAllocator::GetBytesInUse() const {
   return hdr_->bytes_in_use_.load(std::memory_order_acquire);
 }
 
-u64 HeapAllocator::GetBytesUnreserved() const { return heap_end_ - LoadTop(); }
-
 void HeapAllocator::AddInUse(hshm::i64 delta) {
   hdr_->bytes_in_use_.fetch_add(delta, std::memory_order_relaxed);
 }
 
-u64 HeapAllocator::LoadTop() const {
+namespace {
+/** LoadTop's cold path: reports a corrupt bump pointer; returns heap_end. */
+__attribute__((noinline, cold)) u64 CorruptTop(u32 heap, u64 top,
+                                               u64 heap_end) {
+  HSHM_LOG_LIMITED("hshm: heap %u: corrupt bump pointer %llu\n", heap,
+                   static_cast<unsigned long long>(top));
+  return heap_end;
+}
+}  // namespace
+
+// Inline: Free's validation reads it on every call.
+inline u64 HeapAllocator::LoadTop() const {
   u64 top = hdr_->heap_top_.load(std::memory_order_acquire);
   if (__builtin_expect(HeapOps::TopValid(*this, top), 1)) return top;
-  HSHM_LOG_LIMITED("hshm: heap %u: corrupt bump pointer %llu\n", id_.major_,
-                   static_cast<unsigned long long>(top));
-  return heap_end_;
+  return CorruptTop(id_.major_, top, heap_end_);
 }
+
+u64 HeapAllocator::GetBytesUnreserved() const { return heap_end_ - LoadTop(); }
 
 u64 HeapAllocator::PopFree(u32 cls, u64 claim) {
   auto &list = hdr_->lists_[cls].head_;

@@ -543,23 +543,48 @@ void IpcManager::SetTaskError(Task *task, const std::string &msg) {
 }
 
 namespace {
-/** This thread's reserved range of task-graph ids [next, end), valid for
- * the attachment tls_major_gen. */
-thread_local u64 tls_major_next = 0;
-thread_local u64 tls_major_end = 0;
-thread_local u64 tls_major_gen = 0;
+/** What each thread keeps for itself, in one thread_local so that a use
+ * costs one TLS lookup (__tls_get_addr, in a shared library) instead of one
+ * per variable. Trivially destructible: no TLS guard on the hot path. */
+struct ThreadState {
+  /** Reserved task-graph ids [major_next, major_end), valid for the
+   * attachment major_gen. */
+  u64 major_next = 0;
+  u64 major_end = 0;
+  u64 major_gen = 0;
+  /** The process-queue lane this thread submits to (spread over lanes by
+   * pid and thread id, fixed per thread so its tasks stay in order), valid
+   * for the attachment lane_gen (a reconnect may change the count; the new
+   * segments may even map at the old addresses, so addresses are no key). */
+  u64 lane_gen = 0;
+  u32 lane = ~0u;
+  /** Synchronous-call deadline in ms (0: the configured one). */
+  u64 task_timeout_ms = 0;
+};
+thread_local ThreadState tls_thread;
+
+/** The calling thread's ThreadState. The empty asm hides where the pointer
+ * came from, so that GCC keeps it in a register rather than calling
+ * __tls_get_addr again for each later use (it rematerializes TLS addresses
+ * otherwise). */
+inline ThreadState *ThisThread() {
+  ThreadState *t = &tls_thread;
+  asm("" : "+r"(t));
+  return t;
+}
 constexpr u64 kMajorBatch = 4096;
 }  // namespace
 
 TaskNode IpcManager::NewTaskNode() {
   // Reserve ids in batches so that threads do not contend on one counter.
-  if (tls_major_next == tls_major_end || tls_major_gen != attach_gen_) {
-    tls_major_gen = attach_gen_;
-    tls_major_next = shared_->next_task_major_.fetch_add(
+  ThreadState &t = *ThisThread();
+  if (t.major_next == t.major_end || t.major_gen != attach_gen_) {
+    t.major_gen = attach_gen_;
+    t.major_next = shared_->next_task_major_.fetch_add(
         kMajorBatch, std::memory_order_relaxed);
-    tls_major_end = tls_major_next + kMajorBatch;
+    t.major_end = t.major_next + kMajorBatch;
   }
-  return TaskNode(tls_major_next++, 0);
+  return TaskNode(t.major_next++, 0);
 }
 
 bool IpcManager::RuntimeAlive() const {
@@ -600,19 +625,16 @@ void IpcManager::StampHeartbeat() {
   }
 }
 
-namespace {
-/** This thread's synchronous-call deadline in ms (0: the configured one). */
-thread_local u64 tls_task_timeout_ms = 0;
-}  // namespace
-
 u64 IpcManager::TaskTimeoutUs() const {
-  u64 ms = tls_task_timeout_ms ? tls_task_timeout_ms : task_timeout_ms_;
+  u64 ms = ThisThread()->task_timeout_ms;
+  if (ms == 0) ms = task_timeout_ms_;
   return ms * 1000;
 }
 
 u64 IpcManager::SetThreadTaskTimeoutMs(u64 timeout_ms) {
-  u64 prev = tls_task_timeout_ms;
-  tls_task_timeout_ms = timeout_ms;
+  ThreadState &t = *ThisThread();
+  u64 prev = t.task_timeout_ms;
+  t.task_timeout_ms = timeout_ms;
   return prev;
 }
 
@@ -633,23 +655,15 @@ void IpcManager::WakeLaneWorker(LaneView &lane) {
   }
 }
 
-namespace {
-/** The process-queue lane this thread submits to (spread over lanes by pid
- * and thread id, fixed per thread so its tasks stay in order), valid for the
- * attachment tls_lane_gen (a reconnect may change the count; the new
- * segments may even map at the old addresses, so addresses are no key). */
-thread_local u32 tls_lane = ~0u;
-thread_local u64 tls_lane_gen = 0;
-}  // namespace
-
 u32 IpcManager::ThreadLane() {
-  if (__builtin_expect(tls_lane_gen != attach_gen_, 0)) {
-    tls_lane_gen = attach_gen_;  // first use since this attachment
-    tls_lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
-                                 HSHM_THREAD_MODEL->GetTid()) %
-                                num_lanes_);
+  ThreadState &t = *ThisThread();
+  if (__builtin_expect(t.lane_gen != attach_gen_, 0)) {
+    t.lane_gen = attach_gen_;  // first use since this attachment
+    t.lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
+                               HSHM_THREAD_MODEL->GetTid()) %
+                              num_lanes_);
   }
-  return tls_lane;
+  return t.lane;
 }
 
 Status IpcManager::Send(Task *task) {
