@@ -91,9 +91,10 @@ TEST(ContainerQueueTest, ParentResumesAsSoonAsSubtaskOnOtherWorkerEnds) {
   // The relay runs on the low-latency worker and waits for a subtask that
   // keeps the high-latency worker busy for 400 us; meanwhile the relay's
   // worker has nothing to do and naps. Whoever completes a task wakes such
-  // nappers, so the relay resumes within microseconds (a millisecond on a
-  // loaded machine), not at the end of its nap (10 ms, which would put the
-  // median near 9.7 ms).
+  // nappers, so the relay resumes within microseconds (3.5 ms was seen
+  // with a build on both cores of a 2-vCPU machine), not at the end of its
+  // nap (10 ms, which would put the median near 9.7 ms). The limit sits
+  // halfway.
   chi_test::RuntimeProcess rt(
       "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 0\n");
   ASSERT_TRUE(rt.Start().ok()) << rt.Log();
@@ -116,7 +117,7 @@ TEST(ContainerQueueTest, ParentResumesAsSoonAsSubtaskOnOtherWorkerEnds) {
     CHI_IPC->DelTask(t);
   }
   std::sort(delays.begin(), delays.end());
-  EXPECT_LT(delays[delays.size() / 2], 3000000u)
+  EXPECT_LT(delays[delays.size() / 2], 5000000u)
       << "median resume delay " << delays[delays.size() / 2] << " ns";
   CHIMAERA->ClientFinalize();
   EXPECT_TRUE(rt.Stop().ok());
