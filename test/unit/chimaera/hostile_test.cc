@@ -92,7 +92,7 @@ class HostileTest : public ::testing::Test {
     for (u32 l = 0; l < CHI_IPC->num_lanes(); ++l) {
       for (u32 p = 0; p < chi::kNumPrios; ++p) {
         auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
-            CHI_IPC->NewTaskNode(), chi::DomainQuery(), 5);
+            CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{5});
         ASSERT_FALSE(t.IsNull());
         t->prio_ = p;
         t->state_.store(0);
@@ -138,7 +138,7 @@ TEST_F(HostileTest, GarbagePointersInLanes) {
   memset(raw.ptr_, 0xff, 512);
   bad.push_back(raw.shm_);
   auto echo = chi::admin::NewAdminTask<chi::admin::EchoTask>(
-      CHI_IPC->NewTaskNode(), chi::DomainQuery(), 3);
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{3});
   hipc::Pointer mid_task = main->ToPointer(echo.ptr_);
   mid_task.off_.off_ += 16;
   bad.push_back(mid_task);
@@ -217,7 +217,7 @@ TEST_F(HostileTest, CorruptHeadersBeforeSubmissionAreClearErrors) {
   };
   for (auto &c : cases) {
     auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
-        CHI_IPC->NewTaskNode(), chi::DomainQuery(), 11);
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{11});
     ASSERT_FALSE(t.IsNull());
     c.corrupt(t.ptr_);
     ASSERT_TRUE(CHI_IPC->Send(t).ok());
@@ -260,7 +260,7 @@ TEST_F(HostileTest, CorruptHeadersBeforeSubmissionAreClearErrors) {
   }
   // A wrong magic: not a task, dropped unanswered; the client gives up.
   auto nomagic = chi::admin::NewAdminTask<chi::admin::EchoTask>(
-      CHI_IPC->NewTaskNode(), chi::DomainQuery(), 1);
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{1});
   nomagic->magic_ = 0;
   ASSERT_TRUE(CHI_IPC->Send(nomagic).ok());
   g_attacks++;
@@ -276,7 +276,8 @@ TEST_F(HostileTest, HeadersScribbledAfterSubmissionDoNotCrash) {
   std::mt19937_64 rng(2);
   for (int round = 0; round < 2000; ++round) {
     auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
-        CHI_IPC->NewTaskNode(), chi::DomainQuery(), round);
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(),
+        static_cast<chi::u64>(round));
     ASSERT_FALSE(t.IsNull());
     ASSERT_TRUE(CHI_IPC->Send(t).ok());
     g_attacks++;

@@ -147,7 +147,7 @@ TEST(RuntimeTest, PeriodicAndFireAndForgetTasks) {
   chi::admin::Client admin;
   // Periodic: runs every millisecond until stopped.
   auto p = chi::admin::NewAdminTask<chi::admin::EchoTask>(
-      CHI_IPC->NewTaskNode(), chi::DomainQuery(), 5);
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{5});
   p->SetPeriodic(1e6);
   p = chi::Submit(p);
   // Still running after 300 ms. At least 10 runs in that time (30x slack:
@@ -194,7 +194,7 @@ TEST(RuntimeTest, ReconnectToARuntimeWithFewerLanes) {
   ASSERT_EQ(CHI_IPC->process_queue()->num_lanes(), 1u);
   for (chi::u32 prio : {chi::kLowLatency, chi::kHighLatency}) {
     auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
-        CHI_IPC->NewTaskNode(), chi::DomainQuery(), 5);
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{5});
     t->prio_ = prio;
     t = chi::Submit(t);
     ASSERT_TRUE(t->WaitFor(5000000));
