@@ -368,14 +368,48 @@ ThreadResult ThroughputThread(Api &api, u32 depth, Clock::time_point deadline) {
   return res;
 }
 
+/** Idle time of each runtime worker so far, in hshm::TickCount ticks (the
+ * ended idle periods the worker added up, plus the one in progress), read
+ * from the worker table in shared memory, and the clock when read. */
+struct IdleSnapshot {
+  std::vector<u64> idle;
+  u64 clock = 0;
+};
+/** Reads the snapshot. REQUIRES: attached to a runtime. */
+IdleSnapshot TakeIdleSnapshot() {
+  IdleSnapshot snap;
+  snap.clock = hshm::TickCount();
+  const chi::WorkerShared *ws = CHI_IPC->workers();
+  for (u32 w = 0; ws && w < CHI_IPC->num_workers(); ++w) {
+    u64 idle = ws[w].idle_ticks_.load(std::memory_order_relaxed);
+    u64 since = ws[w].idle_since_.load(std::memory_order_relaxed);
+    if (since != 0 && since < snap.clock) idle += snap.clock - since;
+    snap.idle.push_back(idle);
+  }
+  return snap;
+}
+
+/** The busy fraction (0..1) of the busiest worker between two snapshots. */
+double BusiestWorker(const IdleSnapshot &a, const IdleSnapshot &b) {
+  double busiest = 0;
+  double span = static_cast<double>(b.clock - a.clock);
+  for (size_t w = 0; span > 0 && w < a.idle.size() && w < b.idle.size(); ++w) {
+    double idle = static_cast<double>(b.idle[w] - a.idle[w]) / span;
+    busiest = std::max(busiest, 1.0 - std::min(1.0, idle));
+  }
+  return busiest;
+}
+
 /** One throughput run: `threads` x ThroughputThread(depth) for `seconds`,
  * each thread pinned to `pin_cpu` when it is not negative. Returns tasks/s;
- * adds failed tasks to `*errors`. */
+ * adds failed tasks to `*errors` and stores the busiest worker's busy
+ * fraction in `*busy`. */
 template <typename Api>
 double ThroughputOnce(Api &api, u32 threads, u32 depth, double seconds,
-                      int pin_cpu, u64 *errors) {
+                      int pin_cpu, u64 *errors, double *busy) {
   std::vector<ThreadResult> results(threads);
   std::vector<std::thread> pool;
+  IdleSnapshot before = TakeIdleSnapshot();
   Clock::time_point start = Clock::now();
   Clock::time_point deadline =
       start + std::chrono::duration_cast<Clock::duration>(
@@ -388,6 +422,7 @@ double ThroughputOnce(Api &api, u32 threads, u32 depth, double seconds,
   }
   for (auto &t : pool) t.join();
   double secs = static_cast<double>(ElapsedNs(start, Clock::now())) / 1e9;
+  *busy = BusiestWorker(before, TakeIdleSnapshot());
   u64 done = 0;
   for (auto &r : results) {
     done += r.completed;
@@ -398,23 +433,28 @@ double ThroughputOnce(Api &api, u32 threads, u32 depth, double seconds,
 
 /** Runs ThroughputOnce `repeat` times, prints the median, min and max
  * tasks/s (the median resists noise from other load on the machine) and
- * stores the median in `*median`. Returns false if any task failed. */
+ * the busiest worker's median busy share (near 100%: the runtime limits the
+ * rate; well below: the clients do), and stores the median in `*median`.
+ * Returns false if any task failed. */
 template <typename Api>
 bool MeasureThroughput(Api &api, u32 threads, u32 depth, double seconds,
                        u32 repeat, int pin_cpu, double *median) {
-  std::vector<double> rates;
+  std::vector<double> rates, busy;
   u64 errors = 0;
   for (u32 r = 0; r < repeat; ++r) {
+    double b = 0;
     rates.push_back(
-        ThroughputOnce(api, threads, depth, seconds, pin_cpu, &errors));
+        ThroughputOnce(api, threads, depth, seconds, pin_cpu, &errors, &b));
+    busy.push_back(b);
   }
   std::sort(rates.begin(), rates.end());
+  std::sort(busy.begin(), busy.end());
   *median = rates[rates.size() / 2];
   printf(
       "  %u thread%s x %4u in flight: median %11.0f tasks/s  (min %11.0f, "
-      "max %11.0f)%s\n",
+      "max %11.0f)  busiest worker %3.0f%% busy%s\n",
       threads, threads == 1 ? " " : "s", depth, *median, rates.front(),
-      rates.back(), errors ? "  ERRORS" : "");
+      rates.back(), 100 * busy[busy.size() / 2], errors ? "  ERRORS" : "");
   if (errors) {
     printf("    %llu tasks failed\n", static_cast<unsigned long long>(errors));
   }
@@ -809,7 +849,9 @@ bool MeasureTraceOverhead(Api &api, u32 pairs, double seconds, int pin_cpu) {
                 st.status().ToString().c_str());
         return false;
       }
-      rate[trace_on] = ThroughputOnce(api, 1, 256, seconds, pin_cpu, &errors);
+      double busy = 0;
+      rate[trace_on] =
+          ThroughputOnce(api, 1, 256, seconds, pin_cpu, &errors, &busy);
     }
     off.push_back(rate[0]);
     on.push_back(rate[1]);

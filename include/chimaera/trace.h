@@ -60,10 +60,6 @@
 #include "hermes_shm/singleton.h"
 #include "hermes_shm/util/futex.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <x86intrin.h>
-#endif
-
 namespace chi {
 
 /** What a trace record describes. */
@@ -75,21 +71,10 @@ enum class TraceKind : u32 {
 /** "No task block": the key of records of tasks not admitted from `main`. */
 static GLOBAL_CROSS_CONST u64 kTraceNoKey = ~0ull;
 
-/** The trace clock: the CPU's invariant time-stamp counter where there is
- * one (a few ns to read, against ~20 for clock_gettime), else NowNs().
- * TraceManager converts ticks to steady-clock ns when it writes the trace.
- * Any thread. */
-HSHM_INLINE u64 TraceClock() {
-#if defined(__x86_64__) || defined(__i386__)
-  return __rdtsc();
-#elif defined(__aarch64__)
-  u64 v;
-  asm volatile("mrs %0, cntvct_el0" : "=r"(v));
-  return v;
-#else
-  return hshm::NowNs();
-#endif
-}
+/** The trace clock: hshm::TickCount (the time-stamp counter where there is
+ * one). TraceManager converts ticks to steady-clock ns when it writes the
+ * trace. Any thread. */
+HSHM_INLINE u64 TraceClock() { return hshm::TickCount(); }
 
 /** One record, as the writer passes it and a reader gets it back. */
 struct TraceEvent {
