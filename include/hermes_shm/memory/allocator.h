@@ -249,7 +249,8 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
 
   char *custom_header() const;
   /** The bump pointer, checked against the private shape (heap_end_ if the
-   * shared value is corrupt). */
+   * shared value is corrupt). Defined inline in heap_allocator.cc, the only
+   * file that may call it. */
   u64 LoadTop() const;
   /** Pops a free block of class `cls` and sets its header state to `claim`
    * (a packed state word); 0 when the list is empty or corrupt. Lock free. */
