@@ -402,11 +402,11 @@ double BusiestWorker(const IdleSnapshot &a, const IdleSnapshot &b) {
 
 /** One throughput run: `threads` x ThroughputThread(depth) for `seconds`,
  * each thread pinned to `pin_cpu` when it is not negative. Returns tasks/s;
- * adds failed tasks to `*errors` and stores the busiest worker's busy
- * fraction in `*busy`. */
+ * adds failed tasks to `*errors` and, if `busy` is not null, stores the
+ * busiest worker's busy fraction there. */
 template <typename Api>
 double ThroughputOnce(Api &api, u32 threads, u32 depth, double seconds,
-                      int pin_cpu, u64 *errors, double *busy) {
+                      int pin_cpu, u64 *errors, double *busy = nullptr) {
   std::vector<ThreadResult> results(threads);
   std::vector<std::thread> pool;
   IdleSnapshot before = TakeIdleSnapshot();
@@ -422,7 +422,7 @@ double ThroughputOnce(Api &api, u32 threads, u32 depth, double seconds,
   }
   for (auto &t : pool) t.join();
   double secs = static_cast<double>(ElapsedNs(start, Clock::now())) / 1e9;
-  *busy = BusiestWorker(before, TakeIdleSnapshot());
+  if (busy) *busy = BusiestWorker(before, TakeIdleSnapshot());
   u64 done = 0;
   for (auto &r : results) {
     done += r.completed;
@@ -849,9 +849,7 @@ bool MeasureTraceOverhead(Api &api, u32 pairs, double seconds, int pin_cpu) {
                 st.status().ToString().c_str());
         return false;
       }
-      double busy = 0;
-      rate[trace_on] =
-          ThroughputOnce(api, 1, 256, seconds, pin_cpu, &errors, &busy);
+      rate[trace_on] = ThroughputOnce(api, 1, 256, seconds, pin_cpu, &errors);
     }
     off.push_back(rate[0]);
     on.push_back(rate[1]);
