@@ -152,7 +152,12 @@ class PoolManager {
   /** AcquireFast on a pool the caller got from FindFast, while that pointer
    * is still valid (see there): saves the second lookup. */
   StatusOr<Destination> AcquireIn(PoolInfo *pool, const DomainQuery &query) {
-    return Resolve(*pool, query);
+    return Resolve(*pool, query, /*count=*/true);
+  }
+  /** AcquireIn that leaves a local destination uncounted: the caller must
+   * count it, as Worker's batch hold does (Worker::CountInHold). */
+  StatusOr<Destination> ResolveIn(PoolInfo *pool, const DomainQuery &query) {
+    return Resolve(*pool, query, /*count=*/false);
   }
   /** The pool `id` (cached, as in AcquireFast), or null. The pointer stays
    * valid while the caller holds an acquired container of it or runs on a
@@ -169,6 +174,18 @@ class PoolManager {
     u64 prev =
         c->counts_.fetch_add((u64{1} << 32) - 1, std::memory_order_release);
     if (__builtin_expect((prev >> 32) == 0xffffffffu, 0)) {
+      c->completed_wraps_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  /** Ends a batch hold on `c` (Worker::FlushHold): one locked add drops
+   * the hold's own count, adds `net` (tasks acquired minus tasks released
+   * under the hold, uncounted so far) to the in-flight half and `done` to
+   * the completed half. The in-flight half may not go below zero: the
+   * hold's count and every task it covers are in it or in `net`. */
+  static void ReleaseHold(Container *c, i64 net, u32 done) {
+    u64 delta = (static_cast<u64>(done) << 32) + static_cast<u64>(net - 1);
+    u64 prev = c->counts_.fetch_add(delta, std::memory_order_release);
+    if (__builtin_expect((prev >> 32) + done > 0xffffffffu, 0)) {
       c->completed_wraps_.fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -239,8 +256,10 @@ class PoolManager {
   static bool Settle(const std::vector<Container *> &containers);
   /** Waits until `c` (unpublished) is unused, then destroys it. */
   static void RetireContainer(Container *c);
-  /** Picks the container of `pool` that `q` names; acquires a local one. */
-  StatusOr<Destination> Resolve(PoolInfo &pool, const DomainQuery &q);
+  /** Picks the container of `pool` that `q` names; acquires a local one
+   * (counts it in flight) if `count`. */
+  StatusOr<Destination> Resolve(PoolInfo &pool, const DomainQuery &q,
+                                bool count = true);
 
   std::shared_mutex mu_;
   std::atomic<u64> version_{1};  ///< Bumped on every publish/unpublish.

@@ -317,8 +317,35 @@ class Worker {
   /** Applies a reply (or a failure) to a task this worker forwarded. */
   void ApplyReply(RunContext *rctx);
   /** Runs `rctx` on its (acquired) container: on a container lane if the
-   * container routes it there, else in a fiber on this worker. */
-  void RunLocal(RunContext *rctx);
+   * container routes it there, else in a fiber on this worker. `in_hold`:
+   * its count is in the batch hold's net (CountInHold), made real here if
+   * the task leaves this thread's hands (queued for another worker, or
+   * held for a move). */
+  void RunLocal(RunContext *rctx, bool in_hold = false);
+  /** Counts a task acquired on local container `c` in the batch hold
+   * (opened by PollLanes): moves the hold to `c` first if it is on another
+   * container (one locked add for the new hold's own count), then counts the
+   * task in hold_net_ with no locked instruction. This thread only, between
+   * OpenHold and FlushHold. */
+  void CountInHold(Container *c);
+  /** Ends the batch hold, if any: applies its deferred counts with one
+   * locked add (PoolManager::ReleaseHold). This thread only. */
+  void FlushHold() {
+    if (hold_c_) {
+      PoolManager::ReleaseHold(hold_c_, hold_net_, hold_done_);
+      hold_c_ = nullptr;
+    }
+  }
+  /** Ends a task of container `c` (null: none): in the batch hold's counts
+   * if the hold is on `c`, else with PoolManager::ReleaseCompleted. */
+  void ReleaseDone(Container *c) {
+    if (c == hold_c_ && c) {
+      --hold_net_;
+      ++hold_done_;
+    } else if (c) {
+      PoolManager::ReleaseCompleted(c);
+    }
+  }
   /** Creates the fiber of `rctx` and runs it until it finishes or yields;
    * a never_waits method runs to its end at once on this thread's stack. */
   void Start(RunContext *rctx);
@@ -421,6 +448,19 @@ class Worker {
   std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
   u32 loop_count_ = 0;
   PoolCache pool_cache_;  ///< This worker's pool lookups.
+  // The batch hold. While PollLanes admits tasks from shared-memory lanes,
+  // the worker acquires the container they resolve to once (hold_c_, one
+  // count in its counts_) and counts the tasks it acquires and completes
+  // on it here instead of with two locked adds each; FlushHold applies the
+  // sum at the end of the poll, or when a task of another container starts.
+  // The hold's own count keeps the container's in-flight count above zero,
+  // and above its held_ count, until then, so neither pool destruction nor
+  // a move can pass a task the hold covers. A task that leaves this
+  // thread's hands before the flush gets a real count first (RunLocal).
+  bool hold_open_ = false;       ///< Inside PollLanes: CountInHold may hold.
+  Container *hold_c_ = nullptr;  ///< The held container, or null.
+  i64 hold_net_ = 0;   ///< Tasks acquired minus released under the hold.
+  u32 hold_done_ = 0;  ///< Tasks completed under the hold.
   /** The ring this worker records into while tracing is on, else null
    * (refreshed in TakeMailbox; this thread only). */
   TraceRing *trace_ = nullptr;

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <thread>
@@ -156,6 +157,73 @@ TEST(MigrateTest, KvsStateMovesWithItsContainer) {
     ASSERT_TRUE(v.ok()) << i << ": " << v.status();
     EXPECT_EQ(*v, "v" + std::to_string(i));
   }
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// A client on node 1 keeps up to 128 asynchronous Puts in flight through
+// shared memory while node 1's own container 0 moves to node 2: the worker
+// admits them in batches, so this is where its batch hold (one in-flight
+// count per batch) meets a move. Every Put completes with Ok, and every
+// key reads back afterwards: none ran on the old container after its state
+// was saved.
+TEST(MigrateTest, AsyncPutsToALocalContainerSurviveItsMove) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client kvs;
+  ASSERT_TRUE(kvs.Create("kv", 3).ok()) << cluster.Logs();
+  hshm::StatusOr<chi::admin::Client::MigrateResult> moved =
+      hshm::Status::Internal("not run");
+  std::atomic<bool> started{false}, over{false};
+  std::thread mover([&] {
+    while (!started) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    moved = chi::admin::Client().MigrateContainer(kvs.pool_id(), 0, 2);
+    over = true;
+  });
+  constexpr int kBatch = 128;
+  int puts = 0, failed = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  // Batches until the move is over and 10 more ran, or 10 s passed.
+  for (int after = 0; after < 10; ++puts) {
+    std::vector<std::pair<FullPtr<chi::kvs::PutTask>, FullPtr<char>>> batch;
+    for (int i = 0; i < kBatch; ++i) {
+      std::string k = "k" + std::to_string(puts * kBatch + i);
+      FullPtr<char> buf = CHI_IPC->AllocateBuffer(2 * k.size());
+      ASSERT_FALSE(buf.IsNull());
+      std::memcpy(buf.ptr_, k.data(), k.size());
+      std::memcpy(buf.ptr_ + k.size(), k.data(), k.size());
+      batch.emplace_back(kvs.AsyncPut(buf, k.size(), k.size()), buf);
+      ASSERT_FALSE(batch.back().first.IsNull());
+    }
+    started = true;
+    for (auto &[t, buf] : batch) {
+      ASSERT_TRUE(t->WaitFor(10000000)) << cluster.Logs();
+      failed += !t->GetStatus().ok();
+      CHI_IPC->DelTask(t);
+      (void)CHI_IPC->FreeBuffer(buf.shm_);
+    }
+    if (over) {
+      ++after;
+    } else if (std::chrono::steady_clock::now() - t0 >
+               std::chrono::seconds(10)) {
+      break;
+    }
+  }
+  mover.join();
+  ASSERT_TRUE(moved.ok()) << moved.status() << cluster.Logs();
+  EXPECT_EQ(moved->from_node, 1u);
+  EXPECT_EQ(failed, 0);
+  int missing = 0;
+  for (int i = 0; i < puts * kBatch; ++i) {
+    std::string k = "k" + std::to_string(i);
+    auto v = kvs.Get(k);
+    if (!v.ok() || *v != k) ++missing;
+  }
+  printf("%d Puts in batches of %d around the move of %llu bytes; %d missing\n",
+         puts * kBatch, kBatch,
+         static_cast<unsigned long long>(moved->state_bytes), missing);
+  EXPECT_EQ(missing, 0);
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 

@@ -266,8 +266,8 @@ Status PoolManager::AcquireBcast(const PoolId &id, PoolCache *cache,
   return Status::Ok();
 }
 
-StatusOr<Destination> PoolManager::Resolve(PoolInfo &pool,
-                                           const DomainQuery &q) {
+StatusOr<Destination> PoolManager::Resolve(PoolInfo &pool, const DomainQuery &q,
+                                           bool count) {
   if (pool.destroying_.load(std::memory_order_acquire)) {
     return Status::Aborted("pool '" + pool.name_ + "' is being destroyed");
   }
@@ -309,7 +309,7 @@ StatusOr<Destination> PoolManager::Resolve(PoolInfo &pool,
   Destination d{pool.NodeOf(idx), idx, nullptr};
   if (d.node == node_id_) {
     d.local = pool.containers_[idx];
-    d.local->counts_.fetch_add(1, std::memory_order_acquire);
+    if (count) d.local->counts_.fetch_add(1, std::memory_order_acquire);
   }
   return d;
 }

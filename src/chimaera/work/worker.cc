@@ -1053,6 +1053,7 @@ void Worker::Sleep(u64 max_us) {
 bool Worker::PollLanes() {
   bool did = false;
   bool retired = false;
+  hold_open_ = true;
   // Task code runs between LeaveLanes and EnterLanes: a thief may take our
   // lanes meanwhile (all but lane k); then only lane k is left, at 0.
   for (size_t k = 0; k < lanes_.size(); ++k) {
@@ -1108,6 +1109,8 @@ bool Worker::PollLanes() {
     did |= n > 0;
     if (pruned) break;
   }
+  hold_open_ = false;
+  FlushHold();
   if (retired) {
     for (size_t i = 0; i < lanes_.size();) {
       if (lanes_[i].Retired()) {
@@ -1438,10 +1441,15 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
     }
     return StartBcast(r);
   }
-  auto d = CHI_POOL_MANAGER->AcquireIn(pool, t->dom_query_);
+  auto d = hold_open_ ? CHI_POOL_MANAGER->ResolveIn(pool, t->dom_query_)
+                      : CHI_POOL_MANAGER->AcquireIn(pool, t->dom_query_);
   if (!d.ok()) return Complete(r, d.status());
   if (d->local) {
     r->container_ = d->local;
+    if (hold_open_) {
+      CountInHold(d->local);
+      return RunLocal(r, /*in_hold=*/true);
+    }
     return RunLocal(r);
   }
   if (r->origin_ == TaskOrigin::kRemote && r->relayed_) {
@@ -1455,11 +1463,33 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
   Forward(r, d->node, DomainQuery::GetGlobalId(d->container));
 }
 
-void Worker::RunLocal(RunContext *r) {
+void Worker::CountInHold(Container *c) {
+  if (c != hold_c_) {
+    FlushHold();
+    // seq_cst: the hold's count is the one BeginMove must see (RunLocal).
+    c->counts_.fetch_add(1, std::memory_order_seq_cst);
+    hold_c_ = c;
+    hold_net_ = 0;
+    hold_done_ = 0;
+  }
+  ++hold_net_;
+}
+
+void Worker::RunLocal(RunContext *r, bool in_hold) {
+  // A task leaving this thread before FlushHold gets a real count: another
+  // worker may end it first, and a move compares in-flight with held_.
+  auto own = [&] {
+    if (in_hold) {
+      r->container_->counts_.fetch_add(1, std::memory_order_seq_cst);
+      --hold_net_;
+    }
+  };
   // seq_cst: pairs with BeginMove (see there). A moving container starts
-  // nothing: its task waits here until the move ends.
+  // nothing: its task waits here until the move ends. Under the batch hold
+  // the hold's count was added before this load.
   if (__builtin_expect(
           r->container_->moving_.load(std::memory_order_seq_cst) != 0, 0)) {
+    own();
     return Hold(r);
   }
   // A pinned container runs on its worker only (Container::PinToWorker).
@@ -1468,12 +1498,14 @@ void Worker::RunLocal(RunContext *r) {
     if (w == id_) return Start(r);
     // Unbounded: running it here instead would break the one-worker rule;
     // each queued task is one the container's pool admitted and holds.
+    own();
     pin->PushUnbounded(r);
     auto &workers = CHI_WORK_ORCHESTRATOR->workers();
     if (w < workers.size()) workers[w]->Wake();
     return;
   }
   TaskLane *target = r->container_->Route(r->task_);
+  if (target) own();
   if (target && target->Push(r)) {
     // The lane's worker runs it; the container stays acquired until then.
     u32 w = target->worker_id_.load(std::memory_order_acquire);
@@ -1664,6 +1696,9 @@ void Worker::ApplyReply(RunContext *r) {
 
 void Worker::Start(RunContext *r) {
   r->worker_ = this;
+  // Task code of another container may run long: the batch hold ends first,
+  // so that it never outlasts a task of its own container.
+  if (hold_c_ && r->container_ != hold_c_) FlushHold();
   // A method that never waits runs on this thread's stack, without a fiber.
   const MethodEntry *m = r->container_->GetMethod(r->task_->method_);
   const bool inline_run = m && m->never_waits;
@@ -1874,7 +1909,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
       t->err_ = hipc::Pointer::GetNull();
       break;
     case TaskOrigin::kBcastPart:
-      if (c) PoolManager::ReleaseCompleted(c);
+      ReleaseDone(c);
       r->container_ = nullptr;
       if (r->parent_->worker_ != this) {
         // The part ran on another worker's container lane: the broadcast
@@ -1886,7 +1921,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
       return;
   }
   // Last touch of the container: out of flight, and counted as completed.
-  if (c) PoolManager::ReleaseCompleted(c);
+  ReleaseDone(c);
   FreeRunContext(r);
 }
 
