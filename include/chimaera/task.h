@@ -159,10 +159,13 @@ enum TaskState : u32 {
 /** Values of Task::claim_: who took the submitted task (0: nobody yet). The
  * first compare-exchange from 0 after Send wins and the value never changes
  * until the next Send: a task is admitted by at most one worker, or claimed
- * by the reaper (its client died), never both. */
+ * by the reaper (its client died), never both. A task starts kTaskUnsent, so
+ * that its offset pushed by anyone but Send (a hostile process pushing
+ * another client's task while it is still being filled in) is dropped. */
 enum TaskClaim : u32 {
   kTaskAccepted = 8,  ///< A worker admitted it.
   kTaskReaped = 32,   ///< The reaper claimed it (its client died).
+  kTaskUnsent = 64,   ///< Made, never sent (Send sets 0).
 };
 
 /** Stamped into every task by its constructor; a block without it is not a
@@ -175,7 +178,7 @@ class Task {
   /** A TaskClaim value. First, so that it never shares a cache line with
    * state_ (static_assert below): a worker admitting the task does not
    * disturb the line its submitter spins on. */
-  CHI_TEMP std::atomic<u32> claim_{0};
+  CHI_TEMP std::atomic<u32> claim_{kTaskUnsent};
   CHI_IN PoolId pool_id_;        /**< The unique ID of a pool */
   CHI_IN TaskNode task_node_;    /**< The unique ID of this task in the graph */
   CHI_IN DomainQuery dom_query_; /**< The nodes that the task should run on */

@@ -1182,7 +1182,9 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
   if (!shm->claim_.compare_exchange_strong(prev, kTaskAccepted,
                                            std::memory_order_acq_rel)) {
     // A task the reaper claimed from a dead client is dropped quietly.
-    if (!(prev & kTaskReaped)) {
+    if (prev == kTaskUnsent) {
+      HSHM_LOG_LIMITED("chimaera: worker %u dropped a task never sent\n", id_);
+    } else if (!(prev & kTaskReaped)) {
       HSHM_LOG_LIMITED("chimaera: worker %u dropped a task submitted twice\n",
                        id_);
     }

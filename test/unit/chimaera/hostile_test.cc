@@ -96,6 +96,7 @@ class HostileTest : public ::testing::Test {
         ASSERT_FALSE(t.IsNull());
         t->prio_ = p;
         t->state_.store(0);
+        t->claim_.store(0);  // what Send does before its push
         hipc::Pointer ptr = CHI_IPC->main_alloc()->ToPointer(t.ptr_);
         chi::LaneView &v = CHI_IPC->GetLaneView(l, p);
         while (!v.TryPush(ptr.off_)) usleep(100);
@@ -324,6 +325,30 @@ TEST_F(HostileTest, DuplicatePushesRunOnce) {
     ASSERT_TRUE(t->GetStatus().ok());
     EXPECT_EQ(t->ret_, 1000u + i);
     FlushLanes();  // every duplicate was popped (and dropped)
+    EXPECT_EQ(t->run_count_, 1u);
+    CHI_IPC->DelTask(t);
+  }
+  ExpectServes10kEchoes();
+}
+
+// Another process pushes the offsets of tasks their client made but has not
+// sent (it may still be filling them in): no worker runs them, and each
+// runs once when its client sends it.
+TEST_F(HostileTest, UnsentTasksPushedByOthersDoNotRun) {
+  for (int i = 0; i < 50; ++i) {
+    auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{7} + i);
+    ASSERT_FALSE(t.IsNull());
+    hipc::Pointer p = CHI_IPC->main_alloc()->ToPointer(t.ptr_);
+    RawPush(p, i % CHI_IPC->num_lanes());
+    FlushLanes();  // the pushed offset was popped
+    EXPECT_EQ(t->run_count_, 0u);
+    EXPECT_FALSE(t->IsComplete());
+    EXPECT_EQ(t->claim_.load(), chi::kTaskUnsent);
+    ASSERT_TRUE(CHI_IPC->Send(t.ptr_).ok());
+    ASSERT_TRUE(t->WaitFor(10000000));
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->ret_, chi::u64{7} + i);
     EXPECT_EQ(t->run_count_, 1u);
     CHI_IPC->DelTask(t);
   }
