@@ -325,8 +325,8 @@ class Worker {
   /** Counts a task acquired on local container `c` in the batch hold
    * (opened by PollLanes): moves the hold to `c` first if it is on another
    * container (one locked add for the new hold's own count), then counts the
-   * task in hold_net_ with no locked instruction. This thread only, between
-   * OpenHold and FlushHold. */
+   * task in hold_net_ with no locked instruction. This thread only, while
+   * hold_open_ (inside PollLanes). */
   void CountInHold(Container *c);
   /** Ends the batch hold, if any: applies its deferred counts with one
    * locked add (PoolManager::ReleaseHold). This thread only. */
