@@ -317,11 +317,15 @@ class Worker {
   /** Applies a reply (or a failure) to a task this worker forwarded. */
   void ApplyReply(RunContext *rctx);
   /** Runs `rctx` on its (acquired) container: on a container lane if the
-   * container routes it there, else in a fiber on this worker. `in_hold`:
-   * its count is in the batch hold's net (CountInHold), made real here if
+   * container routes it there, else in a fiber on this worker. If its count
+   * is in the batch hold (hold_task_), it is made real (OwnCount) before
    * the task leaves this thread's hands (queued for another worker, or
    * held for a move). */
-  void RunLocal(RunContext *rctx, bool in_hold = false);
+  void RunLocal(RunContext *rctx);
+  /** If `rctx` is hold_task_ (acquired under the batch hold, not counted
+   * in its container yet): counts it there with a locked add and takes it
+   * out of the hold's net. This thread only. */
+  void OwnCount(RunContext *rctx);
   /** Counts a task acquired on local container `c` in the batch hold
    * (opened by PollLanes): moves the hold to `c` first if it is on another
    * container (one locked add for the new hold's own count), then counts the
@@ -334,6 +338,7 @@ class Worker {
     if (hold_c_) {
       PoolManager::ReleaseHold(hold_c_, hold_net_, hold_done_);
       hold_c_ = nullptr;
+      hold_task_ = nullptr;  // its count is real now
     }
   }
   /** Ends a task of container `c` (null: none): in the batch hold's counts
@@ -456,9 +461,13 @@ class Worker {
   // The hold's own count keeps the container's in-flight count above zero,
   // and above its held_ count, until then, so neither pool destruction nor
   // a move can pass a task the hold covers. A task that leaves this
-  // thread's hands before the flush gets a real count first (RunLocal).
+  // thread's hands before the flush, or is still running when Route
+  // returns, gets a real count (OwnCount).
   bool hold_open_ = false;       ///< Inside PollLanes: CountInHold may hold.
   Container *hold_c_ = nullptr;  ///< The held container, or null.
+  /** The task Route runs under the hold, while its count is only in
+   * hold_net_ (cleared when it completes or OwnCount counts it). */
+  RunContext *hold_task_ = nullptr;
   i64 hold_net_ = 0;   ///< Tasks acquired minus released under the hold.
   u32 hold_done_ = 0;  ///< Tasks completed under the hold.
   /** The ring this worker records into while tracing is on, else null

@@ -1448,11 +1448,15 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
   if (!d.ok()) return Complete(r, d.status());
   if (d->local) {
     r->container_ = d->local;
-    if (hold_open_) {
-      CountInHold(d->local);
-      return RunLocal(r, /*in_hold=*/true);
-    }
-    return RunLocal(r);
+    if (!hold_open_) return RunLocal(r);
+    CountInHold(d->local);
+    hold_task_ = r;
+    RunLocal(r);
+    // Still running (a fiber waits, or a periodic task waits for its next
+    // run): counted for real now, so that load decisions (GetDynamic) made
+    // before the flush see it.
+    if (hold_task_ == r) OwnCount(r);
+    return;
   }
   if (r->origin_ == TaskOrigin::kRemote && r->relayed_) {
     // Two hops at most: the sender and a node a container left.
@@ -1477,21 +1481,23 @@ void Worker::CountInHold(Container *c) {
   ++hold_net_;
 }
 
-void Worker::RunLocal(RunContext *r, bool in_hold) {
-  // A task leaving this thread before FlushHold gets a real count: another
-  // worker may end it first, and a move compares in-flight with held_.
-  auto own = [&] {
-    if (in_hold) {
-      r->container_->counts_.fetch_add(1, std::memory_order_seq_cst);
-      --hold_net_;
-    }
-  };
+void Worker::OwnCount(RunContext *r) {
+  if (hold_task_ != r) return;
+  hold_task_ = nullptr;
+  r->container_->counts_.fetch_add(1, std::memory_order_seq_cst);
+  --hold_net_;
+}
+
+void Worker::RunLocal(RunContext *r) {
+  // A task leaving this thread before FlushHold gets a real count first
+  // (OwnCount): another worker may end it, and a move compares in-flight
+  // with held_.
   // seq_cst: pairs with BeginMove (see there). A moving container starts
   // nothing: its task waits here until the move ends. Under the batch hold
   // the hold's count was added before this load.
   if (__builtin_expect(
           r->container_->moving_.load(std::memory_order_seq_cst) != 0, 0)) {
-    own();
+    OwnCount(r);
     return Hold(r);
   }
   // A pinned container runs on its worker only (Container::PinToWorker).
@@ -1500,14 +1506,14 @@ void Worker::RunLocal(RunContext *r, bool in_hold) {
     if (w == id_) return Start(r);
     // Unbounded: running it here instead would break the one-worker rule;
     // each queued task is one the container's pool admitted and holds.
-    own();
+    OwnCount(r);
     pin->PushUnbounded(r);
     auto &workers = CHI_WORK_ORCHESTRATOR->workers();
     if (w < workers.size()) workers[w]->Wake();
     return;
   }
   TaskLane *target = r->container_->Route(r->task_);
-  if (target) own();
+  if (target) OwnCount(r);
   if (target && target->Push(r)) {
     // The lane's worker runs it; the container stays acquired until then.
     u32 w = target->worker_id_.load(std::memory_order_acquire);
@@ -1833,6 +1839,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
   Task *t = r->task_;
   if (!status.ok()) internal::SetTaskStatus(t, status);
   Container *c = r->container_;
+  if (r == hold_task_) hold_task_ = nullptr;  // ends in the hold's counts
   if (c) {
     // Single writer: a plain add, no locked instruction on the hot path.
     shared_->tasks_done_.store(
