@@ -717,10 +717,13 @@ Status IpcManager::Send(Task *task) {
       WakeLaneWorker(lane);
       return Status::Ok();
     }
+    // Not pushed: unsent again, so that no stale offset can claim it.
     if (!RuntimeAlive()) {
+      task->claim_.store(kTaskUnsent, std::memory_order_relaxed);
       return Status::Unavailable("the Chimaera runtime stopped");
     }
     if (hshm::NowNs() > deadline) {
+      task->claim_.store(kTaskUnsent, std::memory_order_relaxed);
       return Status::ResourceExhausted(
           "process queue lane " + std::to_string(lane_idx) +
           " stayed full for " + std::to_string(send_timeout_ms_) + " ms");
