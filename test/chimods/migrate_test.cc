@@ -174,13 +174,19 @@ TEST(MigrateTest, AsyncPutsToALocalContainerSurviveItsMove) {
   ASSERT_TRUE(kvs.Create("kv", 3).ok()) << cluster.Logs();
   hshm::StatusOr<chi::admin::Client::MigrateResult> moved =
       hshm::Status::Internal("not run");
-  std::atomic<bool> started{false}, over{false};
+  std::atomic<bool> over{false};
   std::thread mover([&] {
-    while (!started) std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     moved = chi::admin::Client().MigrateContainer(kvs.pool_id(), 0, 2);
     over = true;
   });
+  // Joined before the cluster stops, also when an assertion returns early.
+  struct Joiner {
+    std::thread &t;
+    ~Joiner() {
+      if (t.joinable()) t.join();
+    }
+  } joiner{mover};
   constexpr int kBatch = 128;
   int puts = 0, failed = 0;
   auto t0 = std::chrono::steady_clock::now();
@@ -196,7 +202,6 @@ TEST(MigrateTest, AsyncPutsToALocalContainerSurviveItsMove) {
       batch.emplace_back(kvs.AsyncPut(buf, k.size(), k.size()), buf);
       ASSERT_FALSE(batch.back().first.IsNull());
     }
-    started = true;
     for (auto &[t, buf] : batch) {
       ASSERT_TRUE(t->WaitFor(10000000)) << cluster.Logs();
       failed += !t->GetStatus().ok();
