@@ -1452,10 +1452,10 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
     CountInHold(d->local);
     hold_task_ = r;
     RunLocal(r);
-    // Still running (a fiber waits, or a periodic task waits for its next
-    // run): counted for real now, so that load decisions (GetDynamic) made
-    // before the flush see it.
-    if (hold_task_ == r) OwnCount(r);
+    // If still running (a fiber waits, or a periodic task waits for its
+    // next run), counted for real now, so that load decisions (GetDynamic)
+    // made before the flush see it; a no-op if it completed.
+    OwnCount(r);
     return;
   }
   if (r->origin_ == TaskOrigin::kRemote && r->relayed_) {
