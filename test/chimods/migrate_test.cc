@@ -30,6 +30,16 @@ using chi::small_message::IoTask;
 constexpr char kWorkers[] =
     "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 1\n";
 
+/** Joins `t` when it leaves scope: a test's helper thread is joined before
+ * its cluster stops, also when an assertion returns early (a joinable
+ * std::thread destroyed would terminate the test with the cluster up). */
+struct JoinOnExit {
+  std::thread &t;
+  ~JoinOnExit() {
+    if (t.joinable()) t.join();
+  }
+};
+
 /** The node that runs an Io on container `c` now. */
 chi::u32 NodeRunning(chi::small_message::Client &sm, chi::u32 c) {
   auto t = sm.AsyncIo(0, DomainQuery::GetGlobalId(c));
@@ -63,6 +73,7 @@ TEST(MigrateTest, AContainerMovesUnderLoadAndNoTaskIsLost) {
                   std::chrono::steady_clock::now() - t0)
                   .count();
   });
+  JoinOnExit joiner{mover};
   // 300 I/Os of 200 us, 3 every millisecond or so: the move starts after
   // about 60 of them and waits for those queued to finish.
   for (int i = 0; i < 300; ++i) {
@@ -180,13 +191,7 @@ TEST(MigrateTest, AsyncPutsToALocalContainerSurviveItsMove) {
     moved = chi::admin::Client().MigrateContainer(kvs.pool_id(), 0, 2);
     over = true;
   });
-  // Joined before the cluster stops, also when an assertion returns early.
-  struct Joiner {
-    std::thread &t;
-    ~Joiner() {
-      if (t.joinable()) t.join();
-    }
-  } joiner{mover};
+  JoinOnExit joiner{mover};
   constexpr int kBatch = 128;
   int puts = 0, failed = 0;
   auto t0 = std::chrono::steady_clock::now();

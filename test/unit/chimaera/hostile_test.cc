@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <sstream>
@@ -760,6 +762,122 @@ TEST(RuntimeLivenessTest, StoppedRuntimeHoldingTheHeapLockCannotHangAWaiter) {
   ASSERT_TRUE(v.ok()) << v.status();
   CHIMAERA->ClientFinalize();
   EXPECT_TRUE(rt.Stop().ok());
+}
+
+/** Waits (at most 5 s) until every thread of process `pid` is stopped
+ * (state T in /proc/PID/task/TID/stat); false if one still runs. */
+bool WaitAllThreadsStopped(int pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (int i = 0; i < 5000; ++i) {
+    bool all = true;
+    std::error_code ec;
+    for (const auto &e : std::filesystem::directory_iterator(dir, ec)) {
+      std::ifstream f(e.path() / "stat");
+      std::string line;
+      std::getline(f, line);
+      size_t paren = line.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= line.size() ||
+          (line[paren + 2] != 'T' && line[paren + 2] != 't')) {
+        all = false;
+        break;
+      }
+    }
+    if (all && !ec) return true;
+    usleep(1000);
+  }
+  return false;
+}
+
+// A lane that stays full (its runtime is stopped) fails Send with a clear
+// error once the client timeout passes, and leaves the task unsent: a copy
+// of its offset popped later does not run it, and it runs once when it is
+// sent again.
+TEST(RuntimeLivenessTest, SendOnALaneThatStaysFullFailsAndLeavesItUnsent) {
+  const int port = chi_test::FreePort();
+  RuntimeProcess rt(port, "network:\n  port: " + std::to_string(port) +
+                              "\n  client_timeout_ms: 300\n"
+                              "shm:\n  main: 32m\n  client_data: 32m\n"
+                              "  runtime_data: 16m\n"
+                              "queue:\n  depth: 4\n"
+                              "workers:\n  low_latency: 1\n"
+                              "  high_latency: 1\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  // Whatever fails below, the runtime runs again before it is stopped.
+  struct Resume {
+    int pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{rt.pid()};
+  auto new_echo = [](chi::u64 v) {
+    return chi::admin::NewAdminTask<chi::admin::EchoTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(), v);
+  };
+  // Made before the stop: the stopped runtime may hold the heap's lock.
+  std::vector<chi::FullPtr<chi::admin::EchoTask>> made, sent;
+  for (int i = 0; i < 16; ++i) {
+    made.push_back(new_echo(100 + i));
+    ASSERT_FALSE(made.back().IsNull());
+  }
+  auto after = new_echo(7);
+  ASSERT_FALSE(after.IsNull());
+  kill(rt.pid(), SIGSTOP);
+  ASSERT_TRUE(WaitAllThreadsStopped(rt.pid()));
+  // Every Send from this thread goes to its own lane: 4 slots, no reader.
+  chi::FullPtr<chi::admin::EchoTask> refused;
+  hshm::Status st;
+  double waited_ms = 0;
+  size_t next = 0;
+  while (next < made.size()) {
+    auto &t = made[next++];
+    auto t0 = std::chrono::steady_clock::now();
+    st = CHI_IPC->Send(t.ptr_);
+    waited_ms = std::chrono::duration<double, std::milli>(
+                    std::chrono::steady_clock::now() - t0)
+                    .count();
+    if (!st.ok()) {
+      refused = t;
+      break;
+    }
+    sent.push_back(t);
+  }
+  ASSERT_FALSE(refused.IsNull()) << "16 Sends into a 4-slot lane all passed";
+  EXPECT_LE(sent.size(), 4u);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st;
+  EXPECT_NE(st.message().find("stayed full"), std::string::npos) << st;
+  EXPECT_GE(waited_ms, 290.0);
+  EXPECT_LT(waited_ms, 3000.0);
+  EXPECT_EQ(refused->claim_.load(), chi::kTaskUnsent);
+  EXPECT_FALSE(refused->IsComplete());
+  kill(rt.pid(), SIGCONT);
+  // The tasks that made it into the lane run.
+  for (auto &t : sent) {
+    ASSERT_TRUE(t->WaitFor(10000000)) << rt.Log();
+    EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->ret_, t->value_);
+    CHI_IPC->DelTask(t);
+  }
+  // A stale copy of the refused task's offset in its lane is popped and
+  // dropped: an Echo sent after it on the same lane completes, it does not.
+  hipc::Pointer p = CHI_IPC->main_alloc()->ToPointer(refused.ptr_);
+  chi::LaneView &lane =
+      CHI_IPC->GetLaneView(CHI_IPC->ThreadLane(), chi::kLowLatency);
+  ASSERT_TRUE(lane.TryPush(p.off_));
+  ASSERT_TRUE(CHI_IPC->Send(after.ptr_).ok());
+  ASSERT_TRUE(after->WaitFor(10000000)) << rt.Log();
+  EXPECT_EQ(after->ret_, 7u);
+  CHI_IPC->DelTask(after);
+  EXPECT_EQ(refused->run_count_, 0u);
+  EXPECT_FALSE(refused->IsComplete());
+  // Sent again, it runs once.
+  ASSERT_TRUE(CHI_IPC->Send(refused.ptr_).ok());
+  ASSERT_TRUE(refused->WaitFor(10000000)) << rt.Log();
+  EXPECT_TRUE(refused->GetStatus().ok()) << refused->GetStatus();
+  EXPECT_EQ(refused->ret_, refused->value_);
+  EXPECT_EQ(refused->run_count_, 1u);
+  CHI_IPC->DelTask(refused);
+  while (next < made.size()) CHI_IPC->DelTask(made[next++]);  // never sent
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
 }
 
 class AttackCountPrinter : public ::testing::Environment {
