@@ -6,8 +6,10 @@
 //    allocation and freeing count), timed per task with steady_clock, with
 //    its tail (counts of slow samples, the longest run of consecutive slow
 //    samples) and the medians of 10 consecutive windows, so that a slowdown
-//    lasting part of the run shows. Then the first Noop after 20 ms of
-//    client silence (the wake-up of an idle runtime).
+//    lasting part of the run shows. Then 10 paired blocks, each of sync
+//    Noops and then as many cache-line ping-pongs, whose per-block ratios
+//    stay valid when the VM changes speed mid-run. Then the first Noop after
+//    20 ms of client silence (the wake-up of an idle runtime).
 // 2. Throughput of asynchronous Noops from 1 and 2 client threads, each
 //    keeping a ring of 1, 16, 256 or 1024 tasks in flight (median of
 //    --repeat runs of --seconds each).
@@ -55,6 +57,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 #include <zmq.hpp>
 
@@ -661,14 +664,34 @@ bool ParsePhases(const std::string &list, Phases *out, std::string *bad) {
 }
 
 /** Columns of the --csv line, in order. */
-const char *const kCsvColumns[] = {
-    "label",           "module",         "client_cpu",     "sync_p50_ns",
-    "sync_p99_ns",     "sync_p999_ns",   "sync_p9999_ns",  "sync_max_ns",
-    "pingpong_p50_ns", "p50_over_pp",    "p99_over_pp",    "p999_over_p50",
-    "tput_1x16",       "tput_1x256",     "tput_2x256",     "wake_p50_ns",
-    "win_p50_min_ns",  "win_p50_max_ns", "slow_run_max",   "pp_pinned",
-    "failed",          "client_ran_on",  "worker0_ran_on", "pad_p999_p50",
-    "host_stalls_s"};
+const char *const kCsvColumns[] = {"label",
+                                   "module",
+                                   "client_cpu",
+                                   "sync_p50_ns",
+                                   "sync_p99_ns",
+                                   "sync_p999_ns",
+                                   "sync_p9999_ns",
+                                   "sync_max_ns",
+                                   "pingpong_p50_ns",
+                                   "p50_over_pp",
+                                   "p99_over_pp",
+                                   "p999_over_p50",
+                                   "tput_1x16",
+                                   "tput_1x256",
+                                   "tput_2x256",
+                                   "wake_p50_ns",
+                                   "win_p50_min_ns",
+                                   "win_p50_max_ns",
+                                   "slow_run_max",
+                                   "pp_pinned",
+                                   "failed",
+                                   "client_ran_on",
+                                   "worker0_ran_on",
+                                   "pad_p999_p50",
+                                   "host_stalls_s",
+                                   "paired_pp_p50_ns",
+                                   "p50_over_pp_paired",
+                                   "p99_over_pp_paired"};
 constexpr size_t kNumCsvColumns = sizeof(kCsvColumns) / sizeof(kCsvColumns[0]);
 
 /** One --csv line being filled in; fields of phases that did not run stay
@@ -825,6 +848,90 @@ void ReportNoopLatency(const std::vector<u64> &noop, const char *module,
   if (s.median > 0) row->Set("p999_over_p50", s.p999 / s.median, 3);
 }
 
+/** Blocks of the paired latency measurement (see MeasurePaired). */
+constexpr u32 kPairedBlocks = 10;
+
+/** One block of MeasurePaired: the block's sync Noop p50 and p99 and its
+ * ping-pong p50 (ns). */
+struct PairedBlock {
+  double noop_p50 = 0;
+  double noop_p99 = 0;
+  double pp_p50 = 0;
+};
+
+/** The Noop's ratios to the ping-pong measured beside it: kPairedBlocks
+ * blocks, each `per_block` timed sync Noops of `api` (after a tenth as many
+ * untimed) and then, once the worker had 2 ms to fall asleep, `per_block`
+ * ping-pong round trips between CPUs 0 and 1. A block takes tens of ms, so
+ * a change of the VM's speed mid-run (it flips between a fast and a slow
+ * state) moves both halves of most blocks alike, where the run's overall
+ * ratio (phase 1 against phase 3, seconds apart) can compare one state with
+ * the other. Needs 2 CPUs. Fills `*blocks` (left empty if the ping-pong
+ * could not be pinned); false if a Noop failed. The calling thread keeps
+ * its own pinning for the Noops. */
+template <typename Api>
+bool MeasurePaired(Api &api, u64 per_block, std::vector<PairedBlock> *blocks) {
+  blocks->clear();
+  for (u32 b = 0; b < kPairedBlocks; ++b) {
+    std::vector<u64> noop =
+        MeasureNoopLatency(api, per_block, std::max<u64>(per_block / 10, 100));
+    if (noop.empty()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    bool pinned = false;
+    std::vector<u64> pp =
+        MeasurePingPong(per_block, per_block / 10, 0, &pinned);
+    if (!pinned) {
+      blocks->clear();
+      return true;
+    }
+    PairedBlock pb;
+    Summary ns = Summarize(noop);
+    pb.noop_p50 = ns.median;
+    pb.noop_p99 = ns.p99;
+    pb.pp_p50 = Summarize(pp).median;
+    blocks->push_back(pb);
+  }
+  return true;
+}
+
+/** Prints the per-block ratios of MeasurePaired's `blocks` (median
+ * [min..max]) and fills the paired columns of `*row` with their medians. */
+void ReportPaired(const std::vector<PairedBlock> &blocks, u64 per_block,
+                  CsvRow *row) {
+  std::vector<double> r50, r99, pp;
+  for (const PairedBlock &b : blocks) {
+    if (b.pp_p50 <= 0) continue;
+    r50.push_back(b.noop_p50 / b.pp_p50);
+    r99.push_back(b.noop_p99 / b.pp_p50);
+    pp.push_back(b.pp_p50);
+  }
+  if (r50.empty()) return;
+  auto med = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  };
+  auto range = [](const std::vector<double> &v) {
+    return std::make_pair(*std::min_element(v.begin(), v.end()),
+                          *std::max_element(v.begin(), v.end()));
+  };
+  printf(
+      "  paired blocks (%zu x %llu Noops, then as many ping-pongs, CPU 0 <-> "
+      "1):\n",
+      r50.size(), static_cast<unsigned long long>(per_block));
+  printf("    block ping-pong p50: median %.0f ns [%.0f..%.0f]\n", med(pp),
+         range(pp).first, range(pp).second);
+  printf(
+      "    Noop p50 / ping-pong p50: median %.2fx [%.2f..%.2f]  (aim <= 2)\n",
+      med(r50), range(r50).first, range(r50).second);
+  printf(
+      "    Noop p99 / ping-pong p50: median %.2fx [%.2f..%.2f]  (aim <= 4)\n",
+      med(r99), range(r99).first, range(r99).second);
+  row->Set("paired_pp_p50_ns", med(pp), 0);
+  row->Set("p50_over_pp_paired", med(r50), 3);
+  row->Set("p99_over_pp_paired", med(r99), 3);
+}
+
 /** Phase 4 (see the top of the file): `pairs` pairs of `seconds`-long
  * windows of 1 thread x 256 Noops of `api` in flight, with tracing off and
  * on. Prints the medians and the per-pair ratio on/off; leaves tracing off
@@ -909,6 +1016,21 @@ bool RunRuntimePhases(Api &api, const char *module, const Phases &phases,
       }
       DumpSamples("noop", noop);
       ReportNoopLatency(noop, module, res, row);
+      if (std::thread::hardware_concurrency() >= 2) {
+        u64 per_block = std::max<u64>(tasks / kPairedBlocks, 1000);
+        std::vector<PairedBlock> blocks;
+        if (!MeasurePaired(api, per_block, &blocks)) {
+          fprintf(stderr, "chimaera_benchmark: a Noop task failed\n");
+          return false;
+        }
+        if (blocks.empty()) {
+          printf(
+              "  paired blocks: skipped (CPUs 0 and 1 could not be "
+              "pinned)\n");
+        } else {
+          ReportPaired(blocks, per_block, row);
+        }
+      }
     }
     if (phases.wake) {
       std::vector<u64> wake = MeasureWakeLatency(api, 50, 20);

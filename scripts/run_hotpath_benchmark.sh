@@ -289,6 +289,12 @@ done
         aim(l, 1, f["p50_over_pp"] <= 2)
       if ("p99_over_pp" in f && f["p99_over_pp"] != "")
         aim(l, 2, f["p99_over_pp"] <= 4)
+      # The same two aims against the ping-pong measured in blocks beside
+      # the Noops (valid when the VM changes speed mid-run).
+      if ("p50_over_pp_paired" in f && f["p50_over_pp_paired"] != "")
+        aim(l, 10, f["p50_over_pp_paired"] <= 2)
+      if ("p99_over_pp_paired" in f && f["p99_over_pp_paired"] != "")
+        aim(l, 11, f["p99_over_pp_paired"] <= 4)
       if ("p999_over_p50" in f && f["p999_over_p50"] != "")
         aim(l, 3, f["p999_over_p50"] <= 5)
       if ("win_p50_max_ns" in f && f["win_p50_max_ns"] != "")
@@ -338,8 +344,10 @@ done
       desc[7] = "no failed task"
       desc[8] = "client not on LL worker CPU"
       desc[9] = "(host) padded pp p99.9 <= 5x"
+      desc[10] = "sync p50 <= 2x pp (paired)"
+      desc[11] = "sync p99 <= 4x pp (paired)"
       printf "\naims: rounds that met each / rounds measured\n"
-      for (a = 1; a <= 9; a++) {
+      for (a = 1; a <= 11; a++) {
         printf "%-30s", desc[a]
         for (k = 1; k <= nl; k++) {
           l = lab[k]
