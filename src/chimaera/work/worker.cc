@@ -153,7 +153,14 @@ struct PooledStack {
 /** Runs the container method; exceptions stop at the task boundary. */
 void RunMethod(RunContext *r) {
   try {
-    r->container_->Run(r->task_, *r);
+    // The entry admission resolved (the pool's module, whose containers all
+    // share one class and so one handler table): no second lookup.
+    const MethodEntry *e = r->method_;
+    if (__builtin_expect(e != nullptr, 1)) {
+      e->run(r->container_, const_cast<char *>(e->handler), r->task_, *r);
+    } else {
+      r->container_->Run(r->task_, *r);
+    }
   } catch (const ctx::detail::forced_unwind &) {
     throw;
   } catch (const std::exception &e) {
@@ -1708,8 +1715,7 @@ void Worker::Start(RunContext *r) {
   // so that it never outlasts a task of its own container.
   if (hold_c_ && r->container_ != hold_c_) FlushHold();
   // A method that never waits runs on this thread's stack, without a fiber.
-  const MethodEntry *m = r->container_->GetMethod(r->task_->method_);
-  const bool inline_run = m && m->never_waits;
+  const bool inline_run = r->method_ && r->method_->never_waits;
   if (!inline_run) {
     r->stack_ = GetStack();
     if (!r->stack_) {
