@@ -765,7 +765,8 @@ TEST(RuntimeLivenessTest, StoppedRuntimeHoldingTheHeapLockCannotHangAWaiter) {
 }
 
 /** Waits (at most 5 s) until every thread of process `pid` is stopped
- * (state T in /proc/PID/task/TID/stat); false if one still runs. */
+ * (state T or t in /proc/PID/task/TID/stat; an exiting thread, Z or X,
+ * counts as stopped); false if one still runs. */
 bool WaitAllThreadsStopped(int pid) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/task";
   for (int i = 0; i < 5000; ++i) {
@@ -777,7 +778,7 @@ bool WaitAllThreadsStopped(int pid) {
       std::getline(f, line);
       size_t paren = line.rfind(')');
       if (paren == std::string::npos || paren + 2 >= line.size() ||
-          (line[paren + 2] != 'T' && line[paren + 2] != 't')) {
+          !std::strchr("TtZX", line[paren + 2])) {
         all = false;
         break;
       }
