@@ -155,9 +155,9 @@ void RunMethod(RunContext *r) {
   try {
     // The entry admission resolved (the pool's module, whose containers all
     // share one class and so one handler table): no second lookup.
-    const MethodEntry *e = r->method_;
-    if (__builtin_expect(e != nullptr, 1)) {
-      e->run(r->container_, const_cast<char *>(e->handler), r->task_, *r);
+    const MethodEntry *m = r->method_;
+    if (__builtin_expect(m != nullptr, 1)) {
+      m->run(r->container_, const_cast<char *>(m->handler), r->task_, *r);
     } else {
       r->container_->Run(r->task_, *r);
     }
