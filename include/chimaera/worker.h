@@ -299,8 +299,9 @@ class Worker {
   bool PollLanes();
   /** Handles the items of the inbox; true if there were any. */
   bool PollInbox();
-  /** Admit stage for a task block popped from a shared-memory lane. */
-  void AdmitShm(const hipc::Pointer &p);
+  /** Admit stage for a task block popped from a shared-memory lane: `p`,
+   * whose address in this process is `addr` (hipc::ToProcessAddress(p)). */
+  void AdmitShm(const hipc::Pointer &p, const char *addr);
   /** Admit stage for a request that arrived from another node. */
   void AdmitRemote(RunContext *rctx);
   /** Resolve stage: runs `rctx` here, queues it on a container lane,

@@ -330,13 +330,13 @@ void CopyTaskBytes(void *dst, const Task *src, size_t n) {
   if (n > kAfter) std::memcpy(to + kAfter, from + kAfter, n - kAfter);
 }
 
-/** Starts loading the lines of the task block `p` names that admission
- * reads (its heap header and the task header) without waiting; the line of
- * claim_, which admission writes, is fetched for writing. A prefetch never
- * faults, so `p` need not be valid yet. Worker threads. */
-HSHM_INLINE void PrefetchTask(const hipc::Pointer &p) {
+/** Starts loading the lines of the task block at `a` (a popped offset's
+ * address in this process, or null) that admission reads (its heap header
+ * and the task header) without waiting; the line of claim_, which admission
+ * writes, is fetched for writing. A prefetch never faults, so the block
+ * need not be valid yet. Worker threads. */
+HSHM_INLINE void PrefetchTask(const char *a) {
   static_assert(sizeof(Task) <= 168, "four prefetches cover the header");
-  const char *a = hipc::ToProcessAddress(p);
   if (!a) return;
   // Block header + Task span at most four lines; these addresses, the first
   // and last byte and two between, at most 64 bytes apart, touch each. The
@@ -350,12 +350,11 @@ HSHM_INLINE void PrefetchTask(const hipc::Pointer &p) {
   hshm::PrefetchForRead(a + sizeof(Task) - 1);
 }
 
-/** Fetches for writing the lines of task block `p` that completion writes
- * (rc_, err_, state_). Only for batches: a lone task's submitter is likely
- * spinning on state_, and taking that line early would only make it travel
- * twice. Worker threads. */
-HSHM_INLINE void PrefetchTaskOutputs(const hipc::Pointer &p) {
-  const char *a = hipc::ToProcessAddress(p);
+/** Fetches for writing the lines of the task block at `a` (or null) that
+ * completion writes (rc_, err_, state_). Only for batches: a lone task's
+ * submitter is likely spinning on state_, and taking that line early would
+ * only make it travel twice. Worker threads. */
+HSHM_INLINE void PrefetchTaskOutputs(const char *a) {
   if (!a) return;
   hshm::PrefetchForWrite(a + offsetof(Task, rc_));
   hshm::PrefetchForWrite(a + offsetof(Task, state_));
@@ -1071,21 +1070,23 @@ bool Worker::PollLanes() {
       // misses on blocks the clients just wrote overlap instead of
       // following one another; then admit them in order.
       hipc::Pointer batch[kShmPopBatch];
+      const char *addr[kShmPopBatch];  // batch[i] in this process, or null
       LaneView *lane = lanes_[k].lane;
       hipc::OffsetPointer off;
       while (n < kShmPopBatch && lane->TryPopHeld(&off)) {
         batch[n] = CHI_IPC->TaskPointer(off);
-        PrefetchTask(batch[n]);
+        addr[n] = hipc::ToProcessAddress(batch[n]);
+        PrefetchTask(addr[n]);
         ++n;
       }
       if (n > 1) {
-        for (u32 i = 0; i < n; ++i) PrefetchTaskOutputs(batch[i]);
+        for (u32 i = 0; i < n; ++i) PrefetchTaskOutputs(addr[i]);
       }
       trace_last_ = 0;
       trace_chain_ = true;  // see TraceBegin
       for (u32 i = 0; i < n; ++i) {
         LeaveLanes(pruned ? 0 : k);
-        AdmitShm(batch[i]);
+        AdmitShm(batch[i], addr[i]);
         pruned |= !EnterLanes();
       }
       trace_chain_ = false;
@@ -1163,7 +1164,7 @@ void Worker::DrainRetired(const WorkerLane &wl) {
 // Admit
 //------------------------------------------------------------------------------
 
-void Worker::AdmitShm(const hipc::Pointer &p) {
+void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
   // A client may push garbage: only a live block of main that carries the
   // task magic is a task, and each is accepted exactly once.
   u64 size = CHI_IPC->main_alloc()->LiveBlockSize(p);
@@ -1172,7 +1173,8 @@ void Worker::AdmitShm(const hipc::Pointer &p) {
                      id_);
     return;
   }
-  FullPtr<Task> shm(p);
+  // A live block of main: `addr` is its address (not null).
+  FullPtr<Task> shm(reinterpret_cast<Task *>(const_cast<char *>(addr)), p);
   // Pairs with the release at completion.
   HSHM_TSAN_ACQUIRE(TsanKey(shm.ptr_));
   alignas(Task) char hdr_bytes[sizeof(Task)];
