@@ -69,6 +69,18 @@ struct LaneHeader {
   }
 };
 
+namespace internal {
+/** True if lane header type H declares `static void OnTicketClaimed(u64)`:
+ * a test hook that Push calls between claiming its ticket and publishing
+ * it (to stall there, as a stopped producer would). LaneHeader has none,
+ * so production pushes compile without it. */
+template <typename H, typename = void>
+struct HasTicketHook : std::false_type {};
+template <typename H>
+struct HasTicketHook<H, std::void_t<decltype(H::OnTicketClaimed(u64{0}))>>
+    : std::true_type {};
+}  // namespace internal
+
 /** Consumer-side state of one lane: where the next pop reads and how long
  * its slot has stalled. Lives in the consumer's private memory (lane_view)
  * or, for the trusting helpers, inside the lane. */
@@ -255,6 +267,9 @@ bool mpsc_lane<T, HeaderT>::Push(mpsc_lane *l, Slot *slots, u64 mask,
         }
         pos = t;
       }
+    }
+    if constexpr (internal::HasTicketHook<HeaderT>::value) {
+      HeaderT::OnTicketClaimed(pos);
     }
     // Publish value and seq together. The CAS fails if the consumer
     // recycled the ticket meanwhile (seq moved on): push again. It is a full

@@ -251,6 +251,81 @@ TEST(MultiMpscQueueTest, LatePublishOfARecycledTicketFails) {
   EXPECT_FALSE(view.TryPop(&got[0]));
 }
 
+/** A lane header whose Push stalls once, between claiming its ticket and
+ * publishing it, until the consumer reports that it recycled the ticket
+ * (as a producer stopped there past kStallTimeoutNs would). */
+struct StallOnceHeader : hipc::LaneHeader {
+  static std::atomic<bool> stall_next;  ///< Stall the next claim.
+  static std::atomic<bool> recycled;    ///< Set by the consumer.
+  static std::atomic<int> claims;       ///< Tickets claimed so far.
+  /** The hook Push calls (see internal::HasTicketHook). */
+  static void OnTicketClaimed(hshm::u64) {
+    claims.fetch_add(1);
+    if (!stall_next.exchange(false)) return;
+    const uint64_t t0 = hshm::NowNs();
+    while (!recycled.load() && hshm::NowNs() - t0 < 5000000000ull) {
+      std::this_thread::yield();
+    }
+  }
+};
+std::atomic<bool> StallOnceHeader::stall_next{false};
+std::atomic<bool> StallOnceHeader::recycled{false};
+std::atomic<int> StallOnceHeader::claims{0};
+
+// A producer that stalls between claiming its ticket and publishing loses
+// the ticket to the consumer's recycle; its Push then claims a fresh ticket
+// and publishes there. End to end: the item arrives once, after the
+// recycle, and the lane goes on in order at full capacity.
+TEST(MultiMpscQueueTest, PushAfterItsTicketWasRecycledClaimsAnother) {
+  using StallQueue = hipc::multi_mpsc_queue<hshm::u64, StallOnceHeader>;
+  static_assert(hipc::internal::HasTicketHook<StallOnceHeader>::value);
+  static_assert(!hipc::internal::HasTicketHook<hipc::LaneHeader>::value);
+  hshm_test::ShmHeap<hipc::HeapAllocator> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto q = StallQueue::New(&heap.alloc(), HSHM_MCTX, 1, 1, 4);
+  ASSERT_FALSE(q.IsNull());
+  auto view = q->GetView(0, 0);
+  StallOnceHeader::stall_next = true;
+  StallOnceHeader::recycled = false;
+  StallOnceHeader::claims = 0;
+  std::atomic<bool> pushed{false}, push_ok{false};
+  std::thread producer([&] {
+    push_ok = view.TryPush(Item(1, 7));
+    pushed = true;
+  });
+  // The consumer polls: nothing is published while the producer stalls,
+  // until the stall timeout passes and it recycles ticket 0.
+  std::vector<hshm::u64> got;
+  hshm::u64 out;
+  const uint64_t t0 = hshm::NowNs();
+  while (got.empty() && hshm::NowNs() - t0 < 5000000000ull) {
+    if (view.TryPop(&out)) {
+      got.push_back(out);
+      continue;
+    }
+    if (view.recycled() > 0) StallOnceHeader::recycled = true;
+    std::this_thread::yield();
+  }
+  producer.join();
+  ASSERT_TRUE(pushed.load());
+  EXPECT_TRUE(push_ok.load());
+  ASSERT_EQ(got.size(), 1u) << "the item never arrived";
+  EXPECT_EQ(got[0], Item(1, 7));
+  EXPECT_EQ(view.recycled(), 1u);
+  EXPECT_EQ(StallOnceHeader::claims.load(), 2);  // ticket 0, then ticket 1
+  EXPECT_GE(hshm::NowNs() - t0, StallQueue::Lane::kStallTimeoutNs / 2);
+  // Nothing else came (no copy at ticket 0), and the lane goes on in order
+  // at full capacity.
+  EXPECT_FALSE(view.TryPop(&out));
+  for (hshm::u64 i = 0; i < 4; ++i) ASSERT_TRUE(view.TryPush(Item(2, i)));
+  EXPECT_FALSE(view.TryPush(Item(2, 4)));
+  for (hshm::u64 i = 0; i < 4; ++i) {
+    ASSERT_TRUE(view.TryPop(&out));
+    EXPECT_EQ(out, Item(2, i));
+  }
+  EXPECT_FALSE(view.TryPop(&out));
+}
+
 // A slot scribbled with garbage (a hostile process) stalls the head like an
 // unpublished claim and is recycled the same way: the lane heals.
 TEST(MultiMpscQueueTest, ScribbledSlotIsRecycled) {
