@@ -62,6 +62,10 @@ struct MethodEntry {
    * run it on their own stack, without a fiber (two context switches and a
    * stack less per task). A wait inside it would block the worker. */
   bool never_waits = false;
+  /** The task type declares a Fields() of its own. False only for a type
+   * that inherits Task's empty declaration, so the runtime may skip the
+   * field passes for it: nothing to check, copy back or free. */
+  bool has_fields = true;
 };
 
 namespace internal {
@@ -71,6 +75,16 @@ struct NeverWaits : std::false_type {};
 template <typename T>
 struct NeverWaits<T, std::void_t<decltype(T::kNeverWaits)>>
     : std::bool_constant<T::kNeverWaits> {};
+/** True if task type T inherits Task's empty Fields() (declares none of
+ * its own). A Fields() of T's own, template or not, makes it false. */
+template <typename T, typename = void>
+struct InheritsEmptyFields : std::false_type {};
+template <typename T>
+struct InheritsEmptyFields<
+    T,
+    std::enable_if_t<std::is_same_v<decltype(&T::template Fields<FieldArchive>),
+                                    void (Task::*)(FieldArchive &)>>>
+    : std::true_type {};
 }  // namespace internal
 
 /** A runtime-private lane of admitted tasks (a container queue's lane or a
@@ -304,6 +318,7 @@ class Container {
     e.task_size = sizeof(TaskT);
     e.type_tag = kTaskTypeTag<TaskT>;
     e.never_waits = internal::NeverWaits<TaskT>::value;
+    e.has_fields = !internal::InheritsEmptyFields<TaskT>::value;
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
     e.task_align = alignof(TaskT);
     e.make_at = [](void *mem) -> Task * {

@@ -45,6 +45,14 @@ struct TemplateTask : chi::Task {
   }
 };
 
+/** Declares its fields with a plain (non-template) member. */
+struct PlainFieldsTask : chi::Task {
+  IN chi::u64 a_ = 0;
+  void Fields(chi::FieldArchive &ar) { ar.In(a_); }
+};
+/** Inherits a declaration from a base other than Task. */
+struct DerivedFieldsTask : OneLineTask {};
+
 /** The bytes a task's declaration writes in `mode`. */
 template <typename TaskT>
 std::string Save(TaskT &t, chi::FieldArchive::Mode mode) {
@@ -55,6 +63,17 @@ std::string Save(TaskT &t, chi::FieldArchive::Mode mode) {
   t.Fields(ar);
   EXPECT_TRUE(ar.status().ok()) << ar.status();
   return out;
+}
+
+TEST(ModuleDeclarationTest, OnlyATypeWithoutFieldsSkipsTheFieldPasses) {
+  using chi::internal::InheritsEmptyFields;
+  static_assert(InheritsEmptyFields<NoopTask>::value);
+  static_assert(InheritsEmptyFields<chi::Task>::value);
+  static_assert(!InheritsEmptyFields<EchoTask>::value);
+  static_assert(!InheritsEmptyFields<OneLineTask>::value);
+  static_assert(!InheritsEmptyFields<TemplateTask>::value);
+  static_assert(!InheritsEmptyFields<PlainFieldsTask>::value);
+  static_assert(!InheritsEmptyFields<DerivedFieldsTask>::value);
 }
 
 TEST(ModuleDeclarationTest, IdsNamesAndTagsComeFromTheTypeList) {

@@ -1264,10 +1264,12 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
   r->shm_task_ = shm;
   r->group_ = group;
   // Checks input buffers and clears output buffers (see task_fields.h).
-  FieldArchive check(FieldArchive::Mode::kCheckShm, priv);
-  e->fields(check, priv);
-  if (!check.status().ok()) return Complete(r, check.status());
-  r->in_bytes_ = check.in_bytes();
+  if (e->has_fields) {
+    FieldArchive check(FieldArchive::Mode::kCheckShm, priv);
+    e->fields(check, priv);
+    if (!check.status().ok()) return Complete(r, check.status());
+    r->in_bytes_ = check.in_bytes();
+  }
   if (!deps.empty()) {
     r->deps_ = std::move(deps);
     Status dep_st;
@@ -1881,10 +1883,12 @@ void Worker::Complete(RunContext *r, const Status &status) {
       }
       // What the method returned becomes the submitter's: tag it with the
       // submitter's pid so the reaper frees it if that process dies.
-      FieldArchive copy(FieldArchive::Mode::kCopyOut, t);
-      copy.set_dst(shm);
-      copy.set_owner_of(r->shm_task_.shm_);
-      e->fields(copy, t);
+      if (e->has_fields) {
+        FieldArchive copy(FieldArchive::Mode::kCopyOut, t);
+        copy.set_dst(shm);
+        copy.set_owner_of(r->shm_task_.shm_);
+        e->fields(copy, t);
+      }
       shm->rc_ = t->rc_;
       hipc::Pointer err = t->err_;
       if (!err.IsNull()) {
