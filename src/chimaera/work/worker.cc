@@ -1251,9 +1251,11 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
   // client's block, which it may have changed since), the rest from the
   // block; priv->state_ stays 0.
   CopyTaskBytes(priv, &hdr, sizeof(Task));
-  std::memcpy(reinterpret_cast<char *>(priv) + sizeof(Task),
-              reinterpret_cast<const char *>(shm.ptr_) + sizeof(Task),
-              e->task_size - sizeof(Task));
+  if (e->task_size > sizeof(Task)) {  // a task without parameters has none
+    std::memcpy(reinterpret_cast<char *>(priv) + sizeof(Task),
+                reinterpret_cast<const char *>(shm.ptr_) + sizeof(Task),
+                e->task_size - sizeof(Task));
+  }
   priv->rc_ = 0;
   priv->err_ = hipc::Pointer::GetNull();
   RunContext *r = NewRunContext();
