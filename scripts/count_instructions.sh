@@ -45,6 +45,7 @@ if [[ -z "${OUT_DIR:-}" ]]; then
   OUT_DIR=$(mktemp -d /tmp/chimaera_icount.XXXXXX)
 fi
 mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)  # absolute: the report reads it from '/'
 WORK=$(mktemp -d /tmp/chimaera_icount_rt.XXXXXX)
 chi_cleanup_on_exit "$WORK"
 export CHI_SERVER_CONF="$WORK/chimaera.yaml"
@@ -110,8 +111,11 @@ def load(path):
 
 def inclusive(path, pattern):
     """Largest inclusive cost of a function matching `pattern`."""
+    # From '/': run in the source tree, callgrind_annotate names inlined
+    # code by relative paths and splits a function's lines in two.
     out = subprocess.run(['callgrind_annotate', '--inclusive=yes', path],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True,
+                         cwd='/').stdout
     best = 0
     for line in out.splitlines():
         m = re.match(r'\s*([\d,]+) \([^)]*\)\s+\S*?:(.*?) \[', line)
