@@ -26,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "chimaera/ipc_manager.h"
@@ -75,16 +76,14 @@ struct NeverWaits : std::false_type {};
 template <typename T>
 struct NeverWaits<T, std::void_t<decltype(T::kNeverWaits)>>
     : std::bool_constant<T::kNeverWaits> {};
-/** True if task type T inherits Task's empty Fields() (declares none of
- * its own). A Fields() of T's own, template or not, makes it false. */
-template <typename T, typename = void>
-struct InheritsEmptyFields : std::false_type {};
+/** True if calling Fields() on a T reaches a declaration other than Task's
+ * empty one (which alone returns NoFields): overload resolution decides,
+ * exactly as for the runtime's own calls. */
 template <typename T>
-struct InheritsEmptyFields<
-    T,
-    std::enable_if_t<std::is_same_v<decltype(&T::template Fields<FieldArchive>),
-                                    void (Task::*)(FieldArchive &)>>>
-    : std::true_type {};
+inline constexpr bool kHasOwnFields =
+    !std::is_same_v<decltype(std::declval<T &>().Fields(
+                        std::declval<FieldArchive &>())),
+                    NoFields>;
 }  // namespace internal
 
 /** A runtime-private lane of admitted tasks (a container queue's lane or a
@@ -318,7 +317,7 @@ class Container {
     e.task_size = sizeof(TaskT);
     e.type_tag = kTaskTypeTag<TaskT>;
     e.never_waits = internal::NeverWaits<TaskT>::value;
-    e.has_fields = !internal::InheritsEmptyFields<TaskT>::value;
+    e.has_fields = internal::kHasOwnFields<TaskT>;
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
     e.task_align = alignof(TaskT);
     e.make_at = [](void *mem) -> Task * {

@@ -75,6 +75,10 @@ class Task;
 void SleepUs(u64 us);
 
 namespace internal {
+/** What Task's own (empty) Fields() returns, so that the runtime can tell,
+ * at compile time, a task type whose Fields() call reaches it: such a type
+ * declares no fields (see kHasOwnFields in container.h). */
+struct NoFields {};
 /** Blocks until `task` completes: spins, then sleeps on a futex in a client;
  * yields the fiber inside a runtime task. If the runtime dies the task is
  * completed with kUnavailable. Defined by chimaera_client and
@@ -292,9 +296,11 @@ class Task {
 
   /** Declares the task's IN and OUT fields (see task_fields.h). A task
    * without parameters inherits this empty declaration; every task with
-   * parameters must declare all of them. */
+   * parameters must declare all of them (its Fields() returns void). */
   template <typename Ar>
-  void Fields(Ar &ar) {}
+  internal::NoFields Fields(Ar &ar) {
+    return {};
+  }
 
   /** Fills the IN fields shared by every task. */
   void SetBase(const TaskNode &task_node, const PoolId &pool_id,

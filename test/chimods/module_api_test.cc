@@ -52,6 +52,13 @@ struct PlainFieldsTask : chi::Task {
 };
 /** Inherits a declaration from a base other than Task. */
 struct DerivedFieldsTask : OneLineTask {};
+/** Brings Task's template into scope and overloads it: calls with a
+ * FieldArchive reach the plain member. */
+struct OverloadedFieldsTask : chi::Task {
+  IN chi::u64 a_ = 0;
+  using chi::Task::Fields;
+  void Fields(chi::FieldArchive &ar) { ar.In(a_); }
+};
 
 /** The bytes a task's declaration writes in `mode`. */
 template <typename TaskT>
@@ -66,14 +73,15 @@ std::string Save(TaskT &t, chi::FieldArchive::Mode mode) {
 }
 
 TEST(ModuleDeclarationTest, OnlyATypeWithoutFieldsSkipsTheFieldPasses) {
-  using chi::internal::InheritsEmptyFields;
-  static_assert(InheritsEmptyFields<NoopTask>::value);
-  static_assert(InheritsEmptyFields<chi::Task>::value);
-  static_assert(!InheritsEmptyFields<EchoTask>::value);
-  static_assert(!InheritsEmptyFields<OneLineTask>::value);
-  static_assert(!InheritsEmptyFields<TemplateTask>::value);
-  static_assert(!InheritsEmptyFields<PlainFieldsTask>::value);
-  static_assert(!InheritsEmptyFields<DerivedFieldsTask>::value);
+  using chi::internal::kHasOwnFields;
+  static_assert(!kHasOwnFields<NoopTask>);
+  static_assert(!kHasOwnFields<chi::Task>);
+  static_assert(kHasOwnFields<EchoTask>);
+  static_assert(kHasOwnFields<OneLineTask>);
+  static_assert(kHasOwnFields<TemplateTask>);
+  static_assert(kHasOwnFields<PlainFieldsTask>);
+  static_assert(kHasOwnFields<DerivedFieldsTask>);
+  static_assert(kHasOwnFields<OverloadedFieldsTask>);
 }
 
 TEST(ModuleDeclarationTest, IdsNamesAndTagsComeFromTheTypeList) {
