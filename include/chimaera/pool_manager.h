@@ -162,7 +162,19 @@ class PoolManager {
   /** The pool `id` (cached, as in AcquireFast), or null. The pointer stays
    * valid while the caller holds an acquired container of it or runs on a
    * worker that has not finished its loop iteration. */
-  PoolInfo *FindFast(const PoolId &id, PoolCache *cache);
+  PoolInfo *FindFast(const PoolId &id, PoolCache *cache) {
+    // Inline: once per admitted task; a hit in the caller's cache needs no
+    // lock.
+    u64 key = id.ToU64();
+    u32 slot = CacheSlot(key);
+    if (__builtin_expect(
+            cache->version == version_.load(std::memory_order_acquire) &&
+                cache->pools[slot] && cache->keys[slot] == key,
+            1)) {
+      return cache->pools[slot];
+    }
+    return FindSlow(key, slot, cache);
+  }
   /** Ends a task started by Acquire. */
   static void Release(Container *c) {
     c->counts_.fetch_sub(1, std::memory_order_release);
@@ -260,6 +272,14 @@ class PoolManager {
    * (counts it in flight) if `count`. */
   StatusOr<Destination> Resolve(PoolInfo &pool, const DomainQuery &q,
                                 bool count = true);
+  /** The slot of pool key `key` in a PoolCache. */
+  static u32 CacheSlot(u64 key) {
+    static_assert(PoolCache::kSlots == 8, "3 bits of the hash");
+    return static_cast<u32>((key * 0x9E3779B97F4A7C15ull) >> 61);
+  }
+  /** FindFast's miss path: resets a stale `cache`, then looks `key` up
+   * under the lock and caches it in `slot`. */
+  PoolInfo *FindSlow(u64 key, u32 slot, PoolCache *cache);
 
   std::shared_mutex mu_;
   std::atomic<u64> version_{1};  ///< Bumped on every publish/unpublish.

@@ -218,14 +218,12 @@ StatusOr<Destination> PoolManager::Acquire(const PoolId &id,
   return Resolve(*it->second, q);
 }
 
-PoolInfo *PoolManager::FindFast(const PoolId &id, PoolCache *cache) {
+PoolInfo *PoolManager::FindSlow(u64 key, u32 slot, PoolCache *cache) {
   u64 v = version_.load(std::memory_order_acquire);
   if (cache->version != v) {
     *cache = PoolCache();
     cache->version = v;
   }
-  u64 key = id.ToU64();
-  u32 slot = static_cast<u32>((key * 0x9E3779B97F4A7C15ull) >> 61);
   if (cache->pools[slot] && cache->keys[slot] == key) {
     return cache->pools[slot];
   }
