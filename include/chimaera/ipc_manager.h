@@ -161,7 +161,11 @@ class IpcManager {
     // line the runtime claimed the task in: fetch it while the extras go.
     hshm::PrefetchForWrite(reinterpret_cast<const char *>(task.ptr_) -
                            hipc::HeapAllocator::kBlockHeaderSize);
-    FreeTaskExtras(task.ptr_);
+    // Inline: most tasks own nothing besides themselves.
+    if (!task->err_.IsNull() || !task->ext_.IsNull() ||
+        local_err_count_.load(std::memory_order_relaxed) != 0) {
+      FreeTaskExtras(task.ptr_);
+    }
     (void)main_alloc_->DelObj(ctx, task);
   }
   template <typename TaskT>

@@ -1061,8 +1061,8 @@ u64 HeapAllocator::FindLive(const Pointer &p, u64 *state) const {
   return off;
 }
 
-Status HeapAllocator::Reclaim(const Pointer &p, u32 new_magic, u32 new_owner,
-                              u64 *block_off, u32 *cls) {
+[[gnu::always_inline]] inline Status HeapAllocator::Reclaim(
+    const Pointer &p, u32 new_magic, u32 new_owner, u64 *block_off, u32 *cls) {
   if (p.alloc_id_ != id_) {
     return Status::InvalidArgument(
         "Free: pointer belongs to another allocator");
