@@ -1462,30 +1462,38 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
     }
     return StartBcast(r);
   }
-  auto d = hold_open_ ? CHI_POOL_MANAGER->ResolveIn(pool, t->dom_query_)
-                      : CHI_POOL_MANAGER->AcquireIn(pool, t->dom_query_);
-  if (!d.ok()) return Complete(r, d.status());
-  if (d->local) {
-    r->container_ = d->local;
-    if (!hold_open_) return RunLocal(r);
-    CountInHold(d->local);
-    hold_task_ = r;
-    RunLocal(r);
-    // If still running (a fiber waits, or a periodic task waits for its
-    // next run), counted for real now, so that load decisions (GetDynamic)
-    // made before the flush see it; a no-op if it completed.
-    OwnCount(r);
-    return;
+  // Under the batch hold, the common case (a local container) inline.
+  Container *local =
+      hold_open_ ? CHI_POOL_MANAGER->LocalIn(pool, t->dom_query_) : nullptr;
+  if (!local) {
+    auto d = hold_open_ ? CHI_POOL_MANAGER->ResolveIn(pool, t->dom_query_)
+                        : CHI_POOL_MANAGER->AcquireIn(pool, t->dom_query_);
+    if (!d.ok()) return Complete(r, d.status());
+    if (!d->local) {
+      if (r->origin_ == TaskOrigin::kRemote && r->relayed_) {
+        // Two hops at most: the sender and a node a container left.
+        return Complete(
+            r, Status::NotFound("container " + std::to_string(d->container) +
+                                " is not on node " +
+                                std::to_string(CHI_IPC->node_id())));
+      }
+      // A remote request for a container that moved away is relayed once.
+      return Forward(r, d->node, DomainQuery::GetGlobalId(d->container));
+    }
+    if (!hold_open_) {
+      r->container_ = d->local;
+      return RunLocal(r);
+    }
+    local = d->local;
   }
-  if (r->origin_ == TaskOrigin::kRemote && r->relayed_) {
-    // Two hops at most: the sender and a node a container left.
-    return Complete(
-        r, Status::NotFound("container " + std::to_string(d->container) +
-                            " is not on node " +
-                            std::to_string(CHI_IPC->node_id())));
-  }
-  // A remote request for a container that moved away is relayed once.
-  Forward(r, d->node, DomainQuery::GetGlobalId(d->container));
+  r->container_ = local;
+  CountInHold(local);
+  hold_task_ = r;
+  RunLocal(r);
+  // If still running (a fiber waits, or a periodic task waits for its next
+  // run), counted for real now, so that load decisions (GetDynamic) made
+  // before the flush see it; a no-op if it completed.
+  OwnCount(r);
 }
 
 void Worker::CountInHold(Container *c) {
