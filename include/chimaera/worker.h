@@ -295,6 +295,9 @@ class Worker {
   u32 NumLanes() const { return shared_->num_lanes_.load(); }
 
  private:
+  // The members declared inline below are defined in worker.cc, their only
+  // caller, and inlined into every call there (each task calls them once).
+
   /** Pops and starts tasks from every lane; true if any work was done. */
   bool PollLanes();
   /** Handles the items of the inbox; true if there were any. */
@@ -322,7 +325,7 @@ class Worker {
    * is in the batch hold (hold_task_), it is made real (OwnCount) before
    * the task leaves this thread's hands (queued for another worker, or
    * held for a move). */
-  void RunLocal(RunContext *rctx);
+  inline void RunLocal(RunContext *rctx);
   /** If `rctx` is hold_task_ (acquired under the batch hold, not counted
    * in its container yet): counts it there with a locked add and takes it
    * out of the hold's net. This thread only. */
@@ -354,7 +357,7 @@ class Worker {
   }
   /** Creates the fiber of `rctx` and runs it until it finishes or yields;
    * a never_waits method runs to its end at once on this thread's stack. */
-  void Start(RunContext *rctx);
+  inline void Start(RunContext *rctx);
   /** Switches into the fiber of `rctx`. */
   void Resume(RunContext *rctx);
   /** Resumes suspended fibers whose subtasks completed. */
@@ -400,7 +403,7 @@ class Worker {
   /** Restarts periodic tasks that are due. */
   bool CheckPeriodic(u64 now);
   /** Finishes a task whose method returned. */
-  void Finish(RunContext *rctx);
+  inline void Finish(RunContext *rctx);
   /** Starts tracing the run of `rctx` (tracing is on). */
   void TraceBegin(RunContext *rctx);
   /** Records the traced run of `rctx`, whose method returned. */
@@ -434,16 +437,16 @@ class Worker {
   bool AnyBlockedReady() const;
   /** Completes every queued, periodic and suspended task with kAborted. */
   void AbortRemaining();
-  RunContext *NewRunContext();
+  inline RunContext *NewRunContext();
   /** A private task of method `e` (made by e->make_at in a buffer from
    * this worker's cache when its size has one, else in a fresh one). Free
    * it with FreePrivateTask. Worker threads. */
-  Task *NewPrivateTask(const MethodEntry *e);
+  inline Task *NewPrivateTask(const MethodEntry *e);
   /** Destroys and frees a task NewPrivateTask made (on any worker: the
    * buffer goes to this worker's cache). Worker threads. */
-  void FreePrivateTask(const MethodEntry *e, Task *task);
+  inline void FreePrivateTask(const MethodEntry *e, Task *task);
   /** Frees `rctx`'s private task and input buffers, and recycles it. */
-  void FreeRunContext(RunContext *rctx);
+  inline void FreeRunContext(RunContext *rctx);
   char *GetStack();
   void PutStack(char *stack);
 

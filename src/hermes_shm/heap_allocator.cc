@@ -1102,8 +1102,8 @@ u64 HeapAllocator::FindLive(const Pointer &p, u64 *state) const {
 
 Status HeapAllocator::Free(const MemContext &, const Pointer &p) {
   if (p.IsNull()) return Status::Ok();
-  u64 off;
-  u32 cls;
+  u64 off = 0;  // set when Reclaim succeeds
+  u32 cls = 0;
   HSHM_RETURN_IF_ERROR(Reclaim(p, internal::kMagicFree, 0, &off, &cls));
   HSHM_TSAN_RELEASE(HSHM_TSAN_BLOCK_KEY(region_ + p.off_.off_));
   AddInUse(-static_cast<hshm::i64>(ClassSize(cls)));
@@ -1371,8 +1371,8 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
 
 Status ThreadLocalAllocator::Free(const MemContext &, const Pointer &p) {
   if (p.IsNull()) return Status::Ok();
-  u64 off;
-  u32 cls;
+  u64 off = 0;  // set when Reclaim succeeds
+  u32 cls = 0;
   HSHM_RETURN_IF_ERROR(
       heap_.Reclaim(p, internal::kMagicCached, SelfPid(), &off, &cls));
   HSHM_TSAN_RELEASE(HSHM_TSAN_BLOCK_KEY(heap_.region_ + p.off_.off_));

@@ -268,9 +268,10 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
                    u64 *out);
   /** Validates `p` as a live block and moves its header from used to state
    * `new_magic` owned by `new_owner`; returns its block offset and class, or
-   * an error (the heap unchanged). Lock free. */
-  Status Reclaim(const Pointer &p, u32 new_magic, u32 new_owner, u64 *block_off,
-                 u32 *cls);
+   * an error (the heap unchanged). Lock free. Inline: defined in
+   * heap_allocator.cc, its only caller, for the frees. */
+  inline Status Reclaim(const Pointer &p, u32 new_magic, u32 new_owner,
+                        u64 *block_off, u32 *cls);
   /** Block offset of live block `p`, with its header state; 0 if `p` is
    * not a live block. */
   u64 FindLive(const Pointer &p, u64 *state) const;
