@@ -63,9 +63,10 @@ struct MethodEntry {
    * run it on their own stack, without a fiber (two context switches and a
    * stack less per task). A wait inside it would block the worker. */
   bool never_waits = false;
-  /** The task type declares a Fields() of its own. False only for a type
-   * that inherits Task's empty declaration, so the runtime may skip the
-   * field passes for it: nothing to check, copy back or free. */
+  /** The task type declares a Fields() of its own (internal::kHasOwnFields).
+   * False only when its Fields() call reaches Task's empty declaration, so
+   * the runtime may skip the field passes for it: nothing to check, copy
+   * back or free. */
   bool has_fields = true;
 };
 

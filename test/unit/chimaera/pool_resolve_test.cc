@@ -1,6 +1,6 @@
-// PoolManager::LocalIn, the worker's inline resolution of a local query,
-// against ResolveIn, which it must agree with whenever it answers (runtime
-// library alone, no runtime process).
+// The worker's inline shortcuts against the general paths they skip
+// (runtime library alone, no runtime process): PoolManager::LocalIn against
+// ResolveIn, and the method table's has_fields against the task types.
 #include <gtest/gtest.h>
 
 #include "chimaera/container.h"
@@ -75,6 +75,34 @@ TEST(PoolResolveTest, LocalInAgreesWithResolveIn) {
   pool.destroying_.store(true);
   ExpectAgrees(pm, &pool);
   EXPECT_EQ(pm.LocalIn(&pool, DomainQuery::GetLocalId(0)), nullptr);
+}
+
+/** Task types with and without fields, registered as methods. */
+struct FieldlessTask : chi::Task {};
+struct FieldTask : chi::Task {
+  IN chi::u64 a_ = 0;
+  CHI_FIELDS(In(a_))
+};
+class TwoMethods : public Container {
+ public:
+  TwoMethods() {
+    RegisterMethod(chi::BaseMethod::kCustom, "Fieldless", &TwoMethods::Run0);
+    RegisterMethod(chi::BaseMethod::kCustom + 1, "Field", &TwoMethods::Run1);
+  }
+  void Run0(FieldlessTask *, chi::RunContext &) {}
+  void Run1(FieldTask *, chi::RunContext &) {}
+};
+
+// The worker skips the field passes exactly for the entries whose task type
+// declares no Fields() of its own.
+TEST(MethodTableTest, HasFieldsFollowsTheTaskType) {
+  TwoMethods c;
+  const chi::MethodEntry *fieldless = c.GetMethod(chi::BaseMethod::kCustom);
+  const chi::MethodEntry *field = c.GetMethod(chi::BaseMethod::kCustom + 1);
+  ASSERT_NE(fieldless, nullptr);
+  ASSERT_NE(field, nullptr);
+  EXPECT_FALSE(fieldless->has_fields);
+  EXPECT_TRUE(field->has_fields);
 }
 
 }  // namespace
