@@ -854,6 +854,7 @@ Status HeapAllocator::Create(AllocatorId id, char *region, size_t size,
   std::memset(region + kCustomOff, 0, custom_header_size);
   hdr->magic_.store(internal::kHeapMagic, std::memory_order_release);
   hdr_ = hdr;
+  top_ = &hdr->heap_top_;
   region_ = region;
   size_ = size;
   id_ = id;
@@ -893,6 +894,7 @@ Status HeapAllocator::Attach(char *region, size_t size) {
     return Status::InvalidArgument("heap header is corrupt");
   }
   hdr_ = hdr;
+  top_ = &hdr->heap_top_;
   region_ = region;
   size_ = size;
   id_ = id;
@@ -1111,7 +1113,12 @@ Status HeapAllocator::Free(const MemContext &, const Pointer &p) {
   return Status::Ok();
 }
 
-u64 HeapAllocator::LiveBlockSize(const Pointer &p) const {
+u64 HeapAllocator::LiveBlockSizeSlow(const Pointer &p) const {
+  // The inline LiveBlockSize reads the state word by these.
+  static_assert(offsetof(internal::BlockHeader, state_) == kStateOffset,
+                "state word offset");
+  static_assert(internal::kMagicUsed == kUsedMagic, "used magic");
+  static_assert(internal::kMinBlock == ClassSize(0), "smallest block");
   u64 s;
   if (!FindLive(p, &s)) return 0;
   return ClassSize(StateClass(s)) - kBlockHeaderSize;

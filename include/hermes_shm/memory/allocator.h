@@ -184,8 +184,9 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
   }
   /** Usable bytes of the live (in-use) block `p` names, or 0 if `p` is not
    * the start of one (validates untrusted pointers in O(1); the block lies
-   * inside the region whatever the shared memory holds). */
-  u64 LiveBlockSize(const Pointer &p) const;
+   * inside the region whatever the shared memory holds). Inline (below):
+   * the runtime checks every task pointer a client pushes with it. */
+  inline u64 LiveBlockSize(const Pointer &p) const;
 
   /** Owner pid of the live block `p`, or -1 if `p` is not a live block. */
   int BlockOwner(const Pointer &p) const;
@@ -275,12 +276,21 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
   /** Block offset of live block `p`, with its header state; 0 if `p` is
    * not a live block. */
   u64 FindLive(const Pointer &p, u64 *state) const;
+  /** LiveBlockSize through FindLive: for a corrupt shared bump pointer. */
+  u64 LiveBlockSizeSlow(const Pointer &p) const;
+  /** Block header layout of heap_allocator.cc (static_asserts there keep
+   * them in step), for the inline LiveBlockSize: where the state word lies,
+   * and how it encodes magic (bits 40..63) and class (bits 32..39). */
+  static constexpr size_t kStateOffset = 8;
+  static constexpr u32 kUsedMagic = 0xA1C8EDu;
   /** Adds `delta` bytes to the shared in-use counter. */
   void AddInUse(hshm::i64 delta);
   /** ForEachBlock without the template. */
   Status Walk(WalkFn fn, void *arg) const;
 
   internal::HeapHeader *hdr_ = nullptr;
+  /** &hdr_->heap_top_ (the shared bump pointer), for inline readers. */
+  const std::atomic<u64> *top_ = nullptr;
   char *region_ = nullptr;
   size_t size_ = 0;
   AllocatorId id_;
@@ -290,6 +300,46 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
   u64 heap_begin_ = 0;
   u64 heap_end_ = 0;
 };
+
+namespace internal {
+/** HeapAllocator::ClassSize of every class, for lookups on hot paths. */
+struct ClassSizeTable {
+  u64 size[HeapAllocator::kNumClasses];
+};
+constexpr ClassSizeTable MakeClassSizeTable() {
+  ClassSizeTable t{};
+  for (u32 c = 0; c < HeapAllocator::kNumClasses; ++c) {
+    t.size[c] = HeapAllocator::ClassSize(c);
+  }
+  return t;
+}
+inline constexpr ClassSizeTable kClassSizes = MakeClassSizeTable();
+}  // namespace internal
+
+// The checks of FindLive, with the bump pointer read in place; a corrupt
+// bump pointer (only a hostile process makes one) goes the slow way, which
+// reports it.
+inline u64 HeapAllocator::LiveBlockSize(const Pointer &p) const {
+  const u64 uoff = p.off_.off_;  // a null pointer's is not aligned
+  if (!top_ || p.alloc_id_ != id_ || uoff < heap_begin_ + kBlockHeaderSize ||
+      uoff % kAlignment != 0) {
+    return 0;
+  }
+  const u64 top = top_->load(std::memory_order_acquire);
+  if (__builtin_expect(
+          top < heap_begin_ || top > heap_end_ || top % kAlignment != 0, 0)) {
+    return LiveBlockSizeSlow(p);
+  }
+  const u64 off = uoff - kBlockHeaderSize;
+  if (off >= top || top - off < ClassSize(0)) return 0;
+  const u64 s =
+      reinterpret_cast<const std::atomic<u64> *>(region_ + off + kStateOffset)
+          ->load(std::memory_order_acquire);
+  const u32 cls = static_cast<u32>(s >> 32) & 0xff;
+  if (static_cast<u32>(s >> 40) != kUsedMagic || cls >= kNumClasses) return 0;
+  const u64 bs = internal::kClassSizes.size[cls];
+  return bs <= top - off ? bs - kBlockHeaderSize : 0;
+}
 
 /** HeapAllocator plus per-thread caches of small blocks. */
 class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {

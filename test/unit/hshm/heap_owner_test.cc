@@ -369,6 +369,8 @@ TYPED_TEST(HeapOwnerTest, CorruptBumpPointerIsContained) {
     HeapTestHooks::SetTop(Heap(a), top);
     EXPECT_EQ(a.GetBytesUnreserved(), 0u);
     EXPECT_EQ(a.LiveBlockSize(Pointer(a.GetId(), a.GetRegionSize() + 16)), 0u);
+    // The block stays live: a corrupt top is taken as the region's end.
+    EXPECT_EQ(a.LiveBlockSize(p.shm_), BlockBytes(50000) - 16) << top;
     FullPtr<char> q = a.Allocate(HSHM_MCTX, 500000);  // would need carving
     EXPECT_TRUE(q.IsNull());
     EXPECT_FALSE(a.ForEachBlock([](const BlockInfo &) {}).ok());
