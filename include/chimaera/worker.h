@@ -453,6 +453,10 @@ class Worker {
   u32 id_;
   WorkerKind kind_;
   WorkerShared *shared_;
+  // CHI_IPC and CHI_POOL_MANAGER, read once: each use of the macros costs a
+  // load through the GOT and a null check, several times per task.
+  IpcManager *const ipc_;
+  PoolManager *const pools_;
   std::vector<WorkerLane> lanes_;  ///< Active lanes: polled every loop.
   std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
   u32 loop_count_ = 0;

@@ -390,7 +390,11 @@ CHI_WORKER_HOT Status CheckHeader(const Task &h) {
 }  // namespace
 
 Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
-    : id_(id), kind_(kind), shared_(shared) {
+    : id_(id),
+      kind_(kind),
+      shared_(shared),
+      ipc_(CHI_IPC),
+      pools_(CHI_POOL_MANAGER) {
   idle_spin_us_ = CHI_CONFIG_MANAGER->config().idle_spin_us_;
   shared_->kind_.store(static_cast<u32>(kind));
   CHI_TRACE->Init();
@@ -1080,7 +1084,7 @@ bool Worker::PollLanes() {
       LaneView *lane = lanes_[k].lane;
       hipc::OffsetPointer off;
       while (n < kShmPopBatch && lane->TryPopHeld(&off)) {
-        batch[n] = CHI_IPC->TaskPointer(off);
+        batch[n] = ipc_->TaskPointer(off);
         addr[n] = hipc::ToProcessAddress(batch[n]);
         PrefetchTask(addr[n]);
         ++n;
@@ -1173,8 +1177,8 @@ void Worker::DrainRetired(const WorkerLane &wl) {
 void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
   // A client may push garbage: only a live block of main that carries the
   // task magic is a task, and each is accepted exactly once.
-  u64 size = CHI_IPC->main_alloc()->LiveBlockSize(p);
-  if (size < sizeof(Task) || CHI_IPC->IsRuntimeStructure(p)) {
+  u64 size = ipc_->main_alloc()->LiveBlockSize(p);
+  if (size < sizeof(Task) || ipc_->IsRuntimeStructure(p)) {
     HSHM_LOG_LIMITED("chimaera: worker %u dropped an invalid task pointer\n",
                      id_);
     return;
@@ -1221,7 +1225,7 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
   if (!ext_st.ok()) return FailUnadmitted(shm, ext_st, fnf, group);
   Status st = CheckHeader(hdr);
   if (!st.ok()) return FailUnadmitted(shm, st, fnf, group);
-  PoolInfo *pool = CHI_POOL_MANAGER->FindFast(hdr.pool_id_, &pool_cache_);
+  PoolInfo *pool = pools_->FindFast(hdr.pool_id_, &pool_cache_);
   if (!pool) {
     return FailUnadmitted(
         shm, Status::NotFound("no pool with id " + hdr.pool_id_.ToString()),
@@ -1435,7 +1439,7 @@ void Worker::AdmitRemote(RunContext *r) {
 
 void Worker::Route(RunContext *r, PoolInfo *pool) {
   Task *t = r->task_;
-  if (!pool) pool = CHI_POOL_MANAGER->FindFast(t->pool_id_, &pool_cache_);
+  if (!pool) pool = pools_->FindFast(t->pool_id_, &pool_cache_);
   if (!pool) {
     return Complete(
         r, Status::NotFound("no pool with id " + t->pool_id_.ToString()));
@@ -1464,10 +1468,10 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
   }
   // Under the batch hold, the common case (a local container) inline.
   Container *local =
-      hold_open_ ? CHI_POOL_MANAGER->LocalIn(pool, t->dom_query_) : nullptr;
+      hold_open_ ? pools_->LocalIn(pool, t->dom_query_) : nullptr;
   if (!local) {
-    auto d = hold_open_ ? CHI_POOL_MANAGER->ResolveIn(pool, t->dom_query_)
-                        : CHI_POOL_MANAGER->AcquireIn(pool, t->dom_query_);
+    auto d = hold_open_ ? pools_->ResolveIn(pool, t->dom_query_)
+                        : pools_->AcquireIn(pool, t->dom_query_);
     if (!d.ok()) return Complete(r, d.status());
     if (!d->local) {
       if (r->origin_ == TaskOrigin::kRemote && r->relayed_) {
@@ -1475,7 +1479,7 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
         return Complete(
             r, Status::NotFound("container " + std::to_string(d->container) +
                                 " is not on node " +
-                                std::to_string(CHI_IPC->node_id())));
+                                std::to_string(ipc_->node_id())));
       }
       // A remote request for a container that moved away is relayed once.
       return Forward(r, d->node, DomainQuery::GetGlobalId(d->container));
@@ -1889,7 +1893,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         // Nobody will read its results: free what the method returned.
         FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
         e->fields(fr, t);
-        if (!t->err_.IsNull()) (void)CHI_IPC->FreeBuffer(t->err_);
+        if (!t->err_.IsNull()) (void)ipc_->FreeBuffer(t->err_);
         t->err_ = hipc::Pointer::GetNull();
         HSHM_TSAN_RELEASE(
             TsanKey(shm));  // the block leaves this process (tsan.h)
@@ -1908,7 +1912,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
       shm->rc_ = t->rc_;
       hipc::Pointer err = t->err_;
       if (!err.IsNull()) {
-        CHI_IPC->SetBufferOwner(err, CHI_IPC->BufferOwner(r->shm_task_.shm_));
+        ipc_->SetBufferOwner(err, ipc_->BufferOwner(r->shm_task_.shm_));
       }
       shm->err_ = err;  // the submitter frees it with the task
       t->err_ = hipc::Pointer::GetNull();
@@ -1925,7 +1929,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         HSHM_TSAN_ACQUIRE(TsanKey(shm));
         FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
         e->fields(fr, t);
-        (void)CHI_IPC->FreeBuffer(err);
+        (void)ipc_->FreeBuffer(err);
         FreeShmTask(r->shm_task_, e);
         CountDownLater(r->group_);
         break;
@@ -1942,7 +1946,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
         e->fields(fr, t);
       }
-      if (!t->err_.IsNull()) (void)CHI_IPC->FreeBuffer(t->err_);
+      if (!t->err_.IsNull()) (void)ipc_->FreeBuffer(t->err_);
       t->err_ = hipc::Pointer::GetNull();
       break;
     case TaskOrigin::kBcastPart:
