@@ -282,7 +282,7 @@ void BM_QueueTransfer(benchmark::State &state) {
     const u64 end = expect + kItemsPerIter;
     Backoff backoff;
     while (expect < end) {
-      u64 v;
+      u64 v = 0;
       if (!q.TryPop(&v)) {
         backoff.Pause();
         continue;

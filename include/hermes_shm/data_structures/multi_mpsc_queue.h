@@ -175,15 +175,22 @@ class mpsc_lane {
   /** Push algorithm over an explicit shape. Any thread, any process. */
   static bool Push(mpsc_lane *l, Slot *slots, u64 mask, const T &v);
   /** Pop algorithm over an explicit shape and consumer state. The lane's
-   * consumer only. */
-  static bool Pop(mpsc_lane *l, Slot *slots, u64 mask, LaneConsumerState *cs,
-                  T *out);
+   * consumer only. Inline: the published case is a few instructions; the
+   * rest is PopUnpublished. */
+  HSHM_INLINE static bool Pop(mpsc_lane *l, Slot *slots, u64 mask,
+                              LaneConsumerState *cs, T *out);
 
  private:
   Slot *slots() {
     return reinterpret_cast<Slot *>(reinterpret_cast<char *>(this) +
                                     slots_off_);
   }
+  /** Pop's path when the head slot (`s`, holding `seq`) is not published
+   * and it is time to look at the tail: the lane is empty, or a ticket
+   * stalls (see Pop). Returns false. */
+  static __attribute__((noinline)) bool PopUnpublished(mpsc_lane *l, Slot *s,
+                                                       u64 seq, u64 mask,
+                                                       LaneConsumerState *cs);
   /** Recycles ticket `pos` whose slot `s` holds `seq`: frees the slot for
    * the next round and advances the head (unless a producer published it
    * meanwhile; the next pop then takes it). */
@@ -303,29 +310,36 @@ void mpsc_lane<T, HeaderT>::Recycle(mpsc_lane *l, Slot *s, u64 seq, u64 pos,
 }
 
 template <typename T, typename HeaderT>
-bool mpsc_lane<T, HeaderT>::Pop(mpsc_lane *l, Slot *slots, u64 mask,
-                                LaneConsumerState *cs, T *out) {
+HSHM_INLINE bool mpsc_lane<T, HeaderT>::Pop(mpsc_lane *l, Slot *slots, u64 mask,
+                                            LaneConsumerState *cs, T *out) {
   u64 pos = cs->head_;
   Slot *s = &slots[pos & mask];
   u64 seq = s->seq_.load(std::memory_order_acquire);
-  if (seq == pos + 1) {
-    HSHM_TSAN_ACQUIRE(s);
-    *out = FromWord(s->value_.load(std::memory_order_relaxed));
-    s->seq_.store(pos + mask + 1, std::memory_order_release);
-    cs->head_ = pos + 1;
-    l->head_.store(pos + 1, std::memory_order_relaxed);
-    cs->stall_since_ns_ = 0;
-    return true;
+  if (__builtin_expect(seq != pos + 1, 0)) {
+    // Not published: the lane is empty, or a producer claimed the ticket
+    // and has not published yet (seq == pos), or the slot holds garbage.
+    // Telling these apart reads the producers' tail line, so the idle path
+    // does it only every kStallCheckEvery polls (a stall is only acted on
+    // after kStallTimeoutNs anyway).
+    if (cs->stall_since_ns_ == 0 &&
+        (++cs->empty_polls_ & (kStallCheckEvery - 1))) {
+      return false;
+    }
+    return PopUnpublished(l, s, seq, mask, cs);
   }
-  // Not published: the lane is empty, or a producer claimed the ticket and
-  // has not published yet (seq == pos), or the slot holds garbage. Telling
-  // these apart reads the producers' tail line, so the idle path does it
-  // only every kStallCheckEvery polls (a stall is only acted on after
-  // kStallTimeoutNs anyway).
-  if (cs->stall_since_ns_ == 0 &&
-      (++cs->empty_polls_ & (kStallCheckEvery - 1))) {
-    return false;
-  }
+  HSHM_TSAN_ACQUIRE(s);
+  *out = FromWord(s->value_.load(std::memory_order_relaxed));
+  s->seq_.store(pos + mask + 1, std::memory_order_release);
+  cs->head_ = pos + 1;
+  l->head_.store(pos + 1, std::memory_order_relaxed);
+  cs->stall_since_ns_ = 0;
+  return true;
+}
+
+template <typename T, typename HeaderT>
+bool mpsc_lane<T, HeaderT>::PopUnpublished(mpsc_lane *l, Slot *s, u64 seq,
+                                           u64 mask, LaneConsumerState *cs) {
+  const u64 pos = cs->head_;
   u64 t = l->tail_.load(std::memory_order_acquire);
   if (t <= pos || t - pos > mask + 1) {
     // Empty, or a tail no push can make: producers never take a ticket a

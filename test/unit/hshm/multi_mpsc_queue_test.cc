@@ -32,7 +32,7 @@ hshm::u64 SeqOf(hshm::u64 item) { return item & ((1ull << 48) - 1); }
 /** Pushes and pops `n` items one at a time, moving an empty lane's head and
  * tail `n` tickets on; false if a push or pop fails. */
 bool Advance(Queue::View *view, int n) {
-  hshm::u64 out;
+  hshm::u64 out = 0;
   for (int i = 0; i < n; ++i) {
     if (!view->TryPush(Item(0, i)) || !view->TryPop(&out)) return false;
   }
@@ -70,7 +70,7 @@ TEST(MultiMpscQueueTest, ShapeAndFifo) {
   EXPECT_FALSE(lane.TryPush(Item(0, 99)));
   EXPECT_EQ(lane.Size(), 8u);
   EXPECT_TRUE(q->GetLane(0, 0).Empty());
-  hshm::u64 out;
+  hshm::u64 out = 0;
   for (hshm::u64 i = 0; i < 8; ++i) {
     ASSERT_TRUE(lane.TryPop(&out));
     EXPECT_EQ(out, i);
@@ -115,7 +115,7 @@ TEST(MultiMpscQueueTest, StressExactlyOnceInOrder) {
   }
   std::vector<hshm::u64> next(kProducers, 0);
   hshm::u64 total = 0, errors = 0;
-  hshm::u64 out;
+  hshm::u64 out = 0;
   const uint64_t t0 = hshm::NowNs();
   while (total < kProducers * kItems) {
     if (hshm::NowNs() - t0 > 60000000000ull) {
@@ -158,7 +158,7 @@ TEST(MultiMpscQueueTest, StalledClaimIsRecycled) {
   ASSERT_EQ(tail->load(), 1u);
   tail->store(2);
   ASSERT_TRUE(lane.TryPush(Item(0, 2)));
-  hshm::u64 out;
+  hshm::u64 out = 0;
   ASSERT_TRUE(lane.TryPop(&out));
   EXPECT_EQ(out, 0u);
   uint64_t t0 = hshm::NowNs();
@@ -184,7 +184,7 @@ TEST(MultiMpscQueueTest, StalledClaimIsRecycled) {
 /** Drains `view` until it yields `want` items or 5 s pass; appends them to
  * `*got`. Returns how many it got. */
 int DrainFor(Queue::View *view, int want, std::vector<hshm::u64> *got) {
-  hshm::u64 out;
+  hshm::u64 out = 0;
   int n = 0;
   uint64_t t0 = hshm::NowNs();
   while (n < want && hshm::NowNs() - t0 < 5000000000ull) {
@@ -206,7 +206,7 @@ TEST(MultiMpscQueueTest, RecycledTicketIsReleasedByReleaseHeld) {
   ASSERT_TRUE(ql.ok());
   auto &view = ql.view;
   Peer::Tail(view.lane()).fetch_add(1);  // ticket 0 claimed, never published
-  hshm::u64 out;
+  hshm::u64 out = 0;
   const uint64_t t0 = hshm::NowNs();
   while (view.recycled() == 0 && hshm::NowNs() - t0 < 5000000000ull) {
     ASSERT_FALSE(view.TryPopHeld(&out));
@@ -296,7 +296,7 @@ TEST(MultiMpscQueueTest, PushAfterItsTicketWasRecycledClaimsAnother) {
   // The consumer polls: nothing is published while the producer stalls,
   // until the stall timeout passes and it recycles ticket 0.
   std::vector<hshm::u64> got;
-  hshm::u64 out;
+  hshm::u64 out = 0;
   const uint64_t t0 = hshm::NowNs();
   while (got.empty() && hshm::NowNs() - t0 < 5000000000ull) {
     if (view.TryPop(&out)) {
@@ -361,7 +361,7 @@ TEST(MultiMpscQueueTest, PublishedLookingScribbleDoesNotWedge) {
   OneLane ql(4);
   ASSERT_TRUE(ql.ok());
   auto &view = ql.view;
-  hshm::u64 out;
+  hshm::u64 out = 0;
   ASSERT_TRUE(Advance(&view, 6));
   hshm::u64 t = view.lane()->tail();
   view.slot(t)->seq_.store(t + 1);
@@ -384,7 +384,7 @@ TEST(MultiMpscQueueTest, ScribbledTailIsPutBack) {
     OneLane ql(4);
     ASSERT_TRUE(ql.ok());
     auto &view = ql.view;
-    hshm::u64 out;
+    hshm::u64 out = 0;
     ASSERT_TRUE(Advance(&view, 10));
     const hshm::u64 head = view.lane()->tail();
     Peer::Tail(view.lane()).store(head + shift);
@@ -456,7 +456,7 @@ TEST(MultiMpscQueueTest, HeldPopsAndQueuedPastReleased) {
   EXPECT_EQ(view.Size(), 0u);
   EXPECT_EQ(view.QueuedPastReleased(), 3u);
   Peer::Head(view.lane()).store(0);
-  hshm::u64 out;
+  hshm::u64 out = 0;
   ASSERT_TRUE(view.TryPopHeld(&out));
   EXPECT_EQ(out, Item(0, 0));
   ASSERT_TRUE(view.TryPopHeld(&out));
@@ -531,7 +531,7 @@ TEST(MultiMpscQueueTest, ViewIgnoresCorruptSharedShape) {
   Peer::SlotsOff(&lane) = hshm::i64{1} << 40;
   for (hshm::u64 i = 0; i < 8; ++i) ASSERT_TRUE(view.TryPush(Item(0, i)));
   EXPECT_FALSE(view.TryPush(Item(0, 99)));
-  hshm::u64 out;
+  hshm::u64 out = 0;
   for (hshm::u64 i = 0; i < 8; ++i) {
     ASSERT_TRUE(view.TryPop(&out));
     EXPECT_EQ(out, i);
