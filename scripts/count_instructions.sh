@@ -6,7 +6,9 @@
 #
 #   runtime  the runtime under callgrind (one file per thread), the client
 #            native: every instruction of the worker thread that admitted
-#            the tasks (polling, admission, run, completion) per task;
+#            the tasks (polling, admission, run, completion) per task,
+#            and the part of it spent from admission to completion (the
+#            polling share varies with how many tasks one poll finds);
 #            tasks = its calls of Worker::AdmitShm
 #   client   the client under callgrind, the runtime native: instructions
 #            per task of NewMethodTask (allocate + build), IpcManager::Send
@@ -109,8 +111,10 @@ def load(path):
                 total = max(total, int(m.group(1)))
     return calls, total
 
-def inclusive(path, pattern):
-    """Largest inclusive cost of a function matching `pattern`."""
+def inclusive(path, pattern, file_pattern=''):
+    """Largest inclusive cost of a function matching `pattern` (its lines in
+    a file matching `file_pattern`: code inlined from elsewhere is listed
+    under the other file's name, sometimes with a blurred cost)."""
     # From '/': run in the source tree, callgrind_annotate names inlined
     # code by relative paths and splits a function's lines in two.
     out = subprocess.run(['callgrind_annotate', '--inclusive=yes', path],
@@ -118,8 +122,9 @@ def inclusive(path, pattern):
                          cwd='/').stdout
     best = 0
     for line in out.splitlines():
-        m = re.match(r'\s*([\d,]+) \([^)]*\)\s+\S*?:(.*?) \[', line)
-        if m and re.search(pattern, m.group(2)):
+        m = re.match(r'\s*([\d,]+) \([^)]*\)\s+(\S*?):(.*?) \[', line)
+        if (m and re.search(pattern, m.group(3)) and
+                re.search(file_pattern, m.group(2))):
             best = max(best, int(m.group(1).replace(',', '')))
     return best
 
@@ -140,6 +145,12 @@ if best:
     path, n, total = best
     print(f'{path}: {n} tasks')
     print(f'  {"worker thread (all it ran)":34s} {total / n:8.0f} '
+          'instructions/task')
+    # The polling share of the total depends on how many tasks one poll
+    # finds, which varies from run to run; one task's admission, run and
+    # completion (a Noop never switches fibers) does not.
+    admit = inclusive(path, r'^chi::Worker::AdmitShm[(]', r'worker[.]cc$')
+    print(f'  {"  of which admit + run + complete":34s} {admit / n:8.0f} '
           'instructions/task')
 
 path = sys.argv[1] + '/client.cg'
