@@ -116,6 +116,47 @@ TYPED_TEST(HeapOwnerTest, LiveBlockSizeOnlyForLiveBlockStarts) {
   EXPECT_EQ(a.LiveBlockSize(p.shm_), 0u);  // free or cached
 }
 
+// LiveBlockSize (inline, on the runtime's hot path) and BlockOwner (through
+// FindLive) apply the same checks: at every 16-byte offset of a heap with
+// live, freed and (for the thread cache) cached blocks of several classes,
+// and past its end, one finds a live block exactly where the other does,
+// of the block's size; and so they do with a bump pointer a process
+// scribbled (the inline path then defers to FindLive).
+TYPED_TEST(HeapOwnerTest, LiveBlockSizeAgreesWithFindLive) {
+  hshm_test::ShmHeap<TypeParam> heap(1 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto &a = heap.alloc();
+  std::vector<FullPtr<char>> live;
+  for (int i = 0; i < 60; ++i) {
+    size_t size = size_t{1} << (i % 12);  // 1 byte .. 2 KiB
+    FullPtr<char> p = a.Allocate(HSHM_MCTX, size);
+    ASSERT_FALSE(p.IsNull());
+    if (i % 3 == 0) {
+      ASSERT_TRUE(a.Free(HSHM_MCTX, p.shm_).ok());
+    } else {
+      live.push_back(p);
+    }
+  }
+  const u64 end = a.GetRegionSize() - a.GetBytesUnreserved() + 4096;
+  auto check = [&](const char *what) {
+    size_t found = 0;
+    for (u64 off = 0; off < end; off += 16) {
+      const Pointer p(a.GetId(), off);
+      const u64 n = a.LiveBlockSize(p);
+      ASSERT_EQ(n != 0, a.BlockOwner(p) != -1) << what << " offset " << off;
+      found += n != 0;
+    }
+    EXPECT_EQ(found, live.size()) << what;
+    for (auto &p : live) EXPECT_GT(a.LiveBlockSize(p.shm_), 0u) << what;
+  };
+  check("good bump pointer");
+  const u64 good = a.GetRegionSize() - a.GetBytesUnreserved();
+  HeapTestHooks::SetTop(Heap(a), good + 1);
+  check("scribbled bump pointer");
+  HeapTestHooks::SetTop(Heap(a), good);
+  for (auto &p : live) EXPECT_TRUE(a.Free(HSHM_MCTX, p.shm_).ok());
+}
+
 // The walk reports cached blocks as the caching process's.
 TEST(HeapOwnerTlaTest, CachedBlocksAreAttributed) {
   hshm_test::ShmHeap<ThreadLocalAllocator> heap(4 << 20, 6);
