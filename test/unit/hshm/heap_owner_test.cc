@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "hermes_shm/memory/allocator.h"
@@ -126,7 +127,7 @@ TYPED_TEST(HeapOwnerTest, LiveBlockSizeAgreesWithFindLive) {
   hshm_test::ShmHeap<TypeParam> heap(1 << 20, 6);
   ASSERT_TRUE(heap.status().ok());
   auto &a = heap.alloc();
-  std::vector<FullPtr<char>> live;
+  std::vector<std::pair<FullPtr<char>, size_t>> live;  // block, bytes asked
   for (int i = 0; i < 60; ++i) {
     size_t size = size_t{1} << (i % 12);  // 1 byte .. 2 KiB
     FullPtr<char> p = a.Allocate(HSHM_MCTX, size);
@@ -134,10 +135,11 @@ TYPED_TEST(HeapOwnerTest, LiveBlockSizeAgreesWithFindLive) {
     if (i % 3 == 0) {
       ASSERT_TRUE(a.Free(HSHM_MCTX, p.shm_).ok());
     } else {
-      live.push_back(p);
+      live.emplace_back(p, size);
     }
   }
-  const u64 end = a.GetRegionSize() - a.GetBytesUnreserved() + 4096;
+  const u64 good = a.GetRegionSize() - a.GetBytesUnreserved();
+  const u64 end = good + 4096;  // past the bump pointer too
   auto check = [&](const char *what) {
     size_t found = 0;
     for (u64 off = 0; off < end; off += 16) {
@@ -147,14 +149,15 @@ TYPED_TEST(HeapOwnerTest, LiveBlockSizeAgreesWithFindLive) {
       found += n != 0;
     }
     EXPECT_EQ(found, live.size()) << what;
-    for (auto &p : live) EXPECT_GT(a.LiveBlockSize(p.shm_), 0u) << what;
+    for (auto &[p, size] : live) {
+      EXPECT_EQ(a.LiveBlockSize(p.shm_), BlockBytes(size) - 16) << what;
+    }
   };
   check("good bump pointer");
-  const u64 good = a.GetRegionSize() - a.GetBytesUnreserved();
   HeapTestHooks::SetTop(Heap(a), good + 1);
   check("scribbled bump pointer");
   HeapTestHooks::SetTop(Heap(a), good);
-  for (auto &p : live) EXPECT_TRUE(a.Free(HSHM_MCTX, p.shm_).ok());
+  for (auto &[p, size] : live) EXPECT_TRUE(a.Free(HSHM_MCTX, p.shm_).ok());
 }
 
 // The walk reports cached blocks as the caching process's.
