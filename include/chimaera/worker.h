@@ -457,6 +457,12 @@ class Worker {
   // load through the GOT and a null check, several times per task.
   IpcManager *const ipc_;
   PoolManager *const pools_;
+  /** Fault injection for tests (CHI_FAULT_SCRIBBLE_ADMITTED=1 in the
+   * runtime's environment): AdmitShm overwrites the header fields of each
+   * pushed task in the client's block once it has checked them, as a
+   * client racing the admission would; the task must still run as
+   * checked. Off in production. */
+  const bool fault_scribble_;
   std::vector<WorkerLane> lanes_;  ///< Active lanes: polled every loop.
   std::vector<WorkerLane> cold_;   ///< Idle lanes: polled every kColdPeriod.
   u32 loop_count_ = 0;

@@ -29,6 +29,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -389,12 +390,36 @@ CHI_WORKER_HOT Status CheckHeader(const Task &h) {
 
 }  // namespace
 
+namespace {
+/** True if the runtime's environment asks for the admission fault
+ * injection (Worker::fault_scribble_). */
+bool FaultScribbleAdmitted() {
+  const char *v = std::getenv("CHI_FAULT_SCRIBBLE_ADMITTED");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
+/** Worker::fault_scribble_: overwrites the fields of the client's task
+ * header that AdmitShm checked or routes by (method, pool, domain query,
+ * type tag, priority) with values no check would pass. The client's block
+ * only: the admission goes on with the copy it checked. Worker threads, on
+ * a task they claimed. */
+[[gnu::noinline, gnu::cold]] void ScribbleCheckedHeader(Task *client_task) {
+  client_task->method_ = 0xdead;
+  client_task->pool_id_ = PoolId(0xdead, 0xbeef);
+  client_task->dom_query_.kind_ = 0xdead;
+  client_task->dom_query_.sel_ = 0xdeadbeef;
+  client_task->type_tag_ = 0xdeadbeef;
+  client_task->prio_ = 0xdead;
+}
+}  // namespace
+
 Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
     : id_(id),
       kind_(kind),
       shared_(shared),
       ipc_(CHI_IPC),
-      pools_(CHI_POOL_MANAGER) {
+      pools_(CHI_POOL_MANAGER),
+      fault_scribble_(FaultScribbleAdmitted()) {
   idle_spin_us_ = CHI_CONFIG_MANAGER->config().idle_spin_us_;
   shared_->kind_.store(static_cast<u32>(kind));
   CHI_TRACE->Init();
@@ -1255,6 +1280,7 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
                                 "type for its method id?)"),
         fnf, group);
   }
+  if (__builtin_expect(fault_scribble_, 0)) ScribbleCheckedHeader(shm.ptr_);
   // The private copy: from here on the runtime reads only this.
   Task *priv = NewPrivateTask(e);
   // The header from the copy checked above (never read again from the

@@ -316,6 +316,49 @@ TEST_F(HostileTest, HeadersScribbledAfterSubmissionDoNotCrash) {
   ExpectServes10kEchoes();
 }
 
+// What a worker checked in a pushed task's header is what it uses: a runtime
+// with the admission fault injection overwrites each header in the client's
+// block right after checking it (method, pool, domain query, type tag,
+// priority; see Worker::fault_scribble_), as a client racing the admission
+// would, and every task still runs as sent. Before 11858f5 the private copy
+// re-read the header, and these tasks failed.
+TEST(AdmissionRaceTest, HeaderChangedAfterItsCheckIsNotUsed) {
+  setenv("CHI_FAULT_SCRIBBLE_ADMITTED", "1", 1);
+  RuntimeProcess rt("workers:\n  low_latency: 1\n  high_latency: 1\n");
+  hshm::Status started = rt.Start();
+  unsetenv("CHI_FAULT_SCRIBBLE_ADMITTED");
+  ASSERT_TRUE(started.ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  // One at a time, then 64 in flight (admitted in batches), on both
+  // priorities.
+  for (u32 prio : {chi::kLowLatency, chi::kHighLatency}) {
+    for (size_t window : {size_t{1}, size_t{64}}) {
+      std::vector<chi::FullPtr<chi::admin::EchoTask>> tasks;
+      for (chi::u64 i = 0; i < 256; ++i) {
+        auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
+            CHI_IPC->NewTaskNode(), chi::DomainQuery(), i * 3 + 1);
+        ASSERT_FALSE(t.IsNull());
+        t->prio_ = prio;
+        ASSERT_TRUE(CHI_IPC->Send(t).ok());
+        tasks.push_back(t);
+        if (tasks.size() < window && i != 255) continue;
+        for (auto &w : tasks) {
+          ASSERT_TRUE(w->WaitFor(10000000)) << "echo did not complete";
+          EXPECT_TRUE(w->GetStatus().ok()) << w->GetStatus();
+          EXPECT_EQ(w->ret_, w->value_);
+          // The injection did overwrite the client's header.
+          EXPECT_EQ(w->method_, 0xdeadu);
+          EXPECT_EQ(w->dom_query_.kind_, 0xdeadu);
+          CHI_IPC->DelTask(w);
+        }
+        tasks.clear();
+      }
+    }
+  }
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+}
+
 TEST_F(HostileTest, DuplicatePushesRunOnce) {
   chi::admin::Client admin;
   for (int i = 0; i < 200; ++i) {
