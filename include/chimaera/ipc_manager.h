@@ -295,6 +295,10 @@ class IpcManager {
    * memory cannot take it (full, or its heap lock held by a stopped
    * runtime), a client keeps it in process memory until DelTask. */
   void SetTaskError(Task *task, const std::string &msg);
+  /** A new error text holding `msg` in `main` (the form err_ points to),
+   * or null if shared memory cannot take it. The caller stores it once in
+   * a task and owns it until then. Any thread. */
+  hipc::Pointer NewErrorText(const std::string &msg);
   /** The error text a client kept in process memory for `task` (see
    * SetTaskError), or empty. Any thread. */
   std::string LocalTaskError(const Task *task) const;

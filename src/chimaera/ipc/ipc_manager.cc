@@ -9,7 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <sstream>
 #include <zmq.hpp>
@@ -42,6 +44,9 @@ struct ErrorText {
   u32 len;
   char text[1];
 };
+/** TaskErrorMessage copies at most this much of a message: a client could
+ * claim a length up to the end of its segment. */
+constexpr u32 kMaxErrorTextRead = 64 * 1024;
 
 /** True if process `pid` exists. */
 bool PidAlive(int pid) { return hshm::ProcessAlive(pid); }
@@ -521,11 +526,11 @@ std::string IpcManager::LocalTaskError(const Task *task) const {
 }
 
 void IpcManager::SetTaskError(Task *task, const std::string &msg) {
-  if (!task->err_.IsNull()) (void)FreeBuffer(task->err_);
+  hipc::Pointer old = task->err_;
   task->err_ = hipc::Pointer::GetNull();
-  FullPtr<char> buf =
-      main_alloc_->Allocate(HSHM_MCTX, sizeof(u32) + msg.size() + 1);
-  if (buf.IsNull()) {
+  if (!old.IsNull()) (void)FreeBuffer(old);
+  hipc::Pointer err = NewErrorText(msg);
+  if (err.IsNull()) {
     // A client keeps the text itself; the runtime reports the code alone.
     if (!is_runtime_) {
       std::lock_guard<std::mutex> lock(local_err_mu_);
@@ -535,11 +540,18 @@ void IpcManager::SetTaskError(Task *task, const std::string &msg) {
     }
     return;
   }
+  task->err_ = err;
+}
+
+hipc::Pointer IpcManager::NewErrorText(const std::string &msg) {
+  FullPtr<char> buf =
+      main_alloc_->Allocate(HSHM_MCTX, sizeof(u32) + msg.size() + 1);
+  if (buf.IsNull()) return hipc::Pointer::GetNull();
   auto *et = reinterpret_cast<ErrorText *>(buf.ptr_);
   et->len = static_cast<u32>(msg.size());
   std::memcpy(et->text, msg.data(), msg.size());
   et->text[msg.size()] = '\0';
-  task->err_ = buf.shm_;
+  return buf.shm_;
 }
 
 namespace {
@@ -734,14 +746,19 @@ Status IpcManager::Send(Task *task) {
 namespace internal {
 
 std::string TaskErrorMessage(const Task *task) {
-  if (task->err_.IsNull()) return CHI_IPC->LocalTaskError(task);
-  const char *p = hipc::ToProcessAddressChecked(task->err_, sizeof(u32));
+  // One read of each field: the runtime reads predecessors' messages from
+  // blocks their clients may still change.
+  const hipc::Pointer err = task->err_;
+  if (err.IsNull()) return CHI_IPC->LocalTaskError(task);
+  const char *p = hipc::ToProcessAddressChecked(err, sizeof(u32));
   if (!p) return "(error message unavailable)";
-  auto *et = reinterpret_cast<const ErrorText *>(p);
-  if (!hipc::ToProcessAddressChecked(task->err_, sizeof(u32) + et->len + 1)) {
+  u32 len;
+  std::memcpy(&len, p, sizeof(len));
+  if (!hipc::ToProcessAddressChecked(err, sizeof(u32) + u64{len} + 1)) {
     return "(corrupt error message)";
   }
-  return std::string(et->text, et->len);
+  return std::string(p + offsetof(ErrorText, text),
+                     std::min<u32>(len, kMaxErrorTextRead));
 }
 
 }  // namespace internal

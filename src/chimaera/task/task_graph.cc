@@ -31,10 +31,11 @@ constexpr u64 kSleepSliceUs = 20000;
 /** `task`'s extension block if it has a valid one of this process (the
  * submitter's own memory), else null. */
 TaskExt *OwnExt(Task *task) {
-  if (task->ext_.IsNull()) return nullptr;
-  u64 size = CHI_IPC->main_alloc()->LiveBlockSize(task->ext_);
+  const hipc::Pointer p = task->ext_;  // checked and used: one read
+  if (p.IsNull()) return nullptr;
+  u64 size = CHI_IPC->main_alloc()->LiveBlockSize(p);
   if (size < sizeof(TaskExt)) return nullptr;
-  auto *ext = reinterpret_cast<TaskExt *>(hipc::ToProcessAddress(task->ext_));
+  auto *ext = reinterpret_cast<TaskExt *>(hipc::ToProcessAddress(p));
   if (!ext || ext->magic_ != kTaskExtMagic ||
       TaskExt::Size(ext->num_deps_) > size) {
     return nullptr;

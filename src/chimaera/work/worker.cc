@@ -188,14 +188,14 @@ HSHM_INLINE const void *TsanKey(const Task *t) {
   return HSHM_TSAN_BLOCK_KEY(t);
 }
 
-/** Frees a task block of `main` (typed destructor if known). Whatever
- * err_ a client left there is not ours to free: it is cleared first. */
+/** Frees a task block of `main` (typed destructor if known) that the
+ * runtime now owns (fire-and-forget, or abandoned by its submitter). The
+ * block's err_ is not ours to free, and its ext_ is read once: its client
+ * may still write either (so no DelTask, which reads both again). */
 void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
-  task->err_ = hipc::Pointer::GetNull();
   // Its extension is freed with it only if the same process owns both (a
   // client could name any block there).
   hipc::Pointer ext = task->ext_;
-  task->ext_ = hipc::Pointer::GetNull();
   if (!ext.IsNull() && ext != task.shm_ && !CHI_IPC->IsRuntimeStructure(ext) &&
       ext.alloc_id_ == CHI_IPC->main_alloc()->GetId() &&
       CHI_IPC->main_alloc()->BlockOwner(ext) ==
@@ -203,7 +203,7 @@ void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
     (void)CHI_IPC->main_alloc()->Free(HSHM_MCTX, ext);
   }
   if (e && e->destroy) e->destroy(task.ptr_);
-  CHI_IPC->DelTask(task);
+  (void)CHI_IPC->main_alloc()->Free(HSHM_MCTX, task.shm_);
 }
 
 /** After a task was marked complete (with a seq_cst RMW): wakes the workers
@@ -289,8 +289,12 @@ DepState CheckPredecessors(RunContext *r, Status *st) {
   return DepState::kReady;
 }
 
-/** Completes a shared-memory task that was never admitted (unknown pool or
- * method, bad size...) with `status`, writing only rc_, err_ and state_. */
+/** Completes a shared-memory task the runtime will not run (never admitted:
+ * unknown pool or method, bad size...; or stopped at shutdown) with
+ * `status`. Of the client's block it writes only rc_, err_ and state_, and
+ * reads only state_ (an atomic protocol word), and ext_ once when the block
+ * is ours to free (FreeShmTask); `fire_and_forget` and `group` come from
+ * what admission checked, or from reads made once. */
 void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
                     bool fire_and_forget,
                     const hipc::Pointer &group = hipc::Pointer::GetNull()) {
@@ -302,12 +306,18 @@ void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
     internal::CountDownGroup(group);
     return;
   }
-  task->err_ = hipc::Pointer::GetNull();  // never free what a client left
-  internal::SetTaskStatus(task.ptr_, status);
-  hipc::Pointer err = task->err_;  // ours until the task completes
-  if (!err.IsNull()) {
-    CHI_IPC->SetBufferOwner(err, CHI_IPC->BufferOwner(task.shm_));
+  // The message is made here and stored once (ours until the task
+  // completes); whatever err_ the client left is never read: it could name
+  // any block, and change at any time.
+  hipc::Pointer err;
+  if (!status.ok()) {
+    err = CHI_IPC->NewErrorText(status.message());
+    if (!err.IsNull()) {
+      CHI_IPC->SetBufferOwner(err, CHI_IPC->BufferOwner(task.shm_));
+    }
   }
+  task->rc_ = static_cast<u32>(status.code());
+  task->err_ = err;
   u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_seq_cst);
   // After our last access (only bookkeeping: the block may already be the
   // submitter's again); see tsan.h.
@@ -2054,9 +2064,10 @@ void Worker::AbortRemaining() {
   // submitters are told, and the fibers (with their private tasks) are
   // abandoned with the process.
   for (RunContext *r : blocked_) {
-    if (r->origin_ == TaskOrigin::kShm && !r->shm_task_->IsFireAndForget()) {
-      r->shm_task_->err_ = hipc::Pointer::GetNull();
-      internal::CompleteTask(r->shm_task_.ptr_, aborted);
+    // The flags and group as admitted (the client's block may say
+    // otherwise by now).
+    if (r->origin_ == TaskOrigin::kShm && !r->task_->IsFireAndForget()) {
+      FailUnadmitted(r->shm_task_, aborted, false, r->group_);
     }
     if (r->container_) PoolManager::Release(r->container_);
   }

@@ -391,6 +391,42 @@ TEST_F(TaskGraphTest, HostileExtensionsAreClearErrors) {
     EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kInvalidArgument);
     CHI_IPC->DelTask(t);
   }
+  // Failed predecessors whose error texts are huge or corrupt (their
+  // clients set them): the dependent's message quotes the first (at most
+  // 64 KiB of a message is read), and calls the second corrupt.
+  for (bool corrupt : {false, true}) {
+    auto pred = NewWhere(pool_, 0);
+    pred->rc_ = static_cast<chi::u32>(chi::StatusCode::kInternal);
+    CHI_IPC->SetTaskError(pred.ptr_, std::string(100000, 'x'));
+    ASSERT_FALSE(pred->err_.IsNull());
+    if (corrupt) {
+      // The length word: past the end of the segment.
+      *reinterpret_cast<chi::u32 *>(hipc::ToProcessAddress(pred->err_)) =
+          0xfffffff0u;
+    }
+    pred->state_.fetch_or(chi::kTaskComplete);
+    auto t = NewWhere(pool_, 0);
+    ASSERT_TRUE(chi::SetDependencies(t.ptr_, {pred.ptr_}).ok());
+    chi::Submit(t)->Wait();
+    chi::Status st = t->GetStatus();
+    EXPECT_EQ(st.code(), chi::StatusCode::kAborted);
+    if (corrupt) {
+      EXPECT_NE(st.message().find("(corrupt error message)"), std::string::npos)
+          << st.message();
+    } else {
+      // Both reads (the runtime's of the predecessor, this one's of the
+      // dependent) stop at 64 KiB.
+      EXPECT_EQ(st.message().rfind("predecessor 0 failed: Internal: xxx", 0),
+                0u)
+          << st.message().substr(0, 200);
+      EXPECT_EQ(st.message().size(), 64u * 1024);
+    }
+    CHI_IPC->DelTask(t);
+    if (corrupt) {
+      *reinterpret_cast<chi::u32 *>(hipc::ToProcessAddress(pred->err_)) = 1;
+    }
+    CHI_IPC->DelTask(pred);
+  }
   // API misuse is refused on the client side.
   std::vector<chi::Task *> many(chi::kMaxTaskDeps + 1, other.ptr_);
   EXPECT_EQ(chi::SetDependencies(other.ptr_, many).code(),
