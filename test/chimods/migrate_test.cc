@@ -380,6 +380,38 @@ TEST(MigrateTest, ClearErrorsAndNothingMovesOnFailure) {
   EXPECT_EQ(admin.MigrateContainer(sm.pool_id(), 7, 3).status().code(),
             hshm::StatusCode::kNotFound);
   EXPECT_EQ(NodeRunning(sm, 1), 2u);
+  // The internal steps of a move, sent by a client to node 1: placing
+  // container 1 (installed on node 2) on node 1 is refused, as is any
+  // move of an admin container; routing is unchanged.
+  auto internal = [](auto task, const chi::PoolId &pool, chi::u32 to) {
+    task->target_ = pool;
+    task->container_ = 1;
+    task->to_node_ = to;
+    chi::Submit(task)->Wait();
+    hshm::StatusCode code = task->GetStatus().code();
+    CHI_IPC->DelTask(task);
+    return code;
+  };
+  using chi::admin::MigrateInTask;
+  using chi::admin::NewAdminTask;
+  using chi::admin::SetPlacementTask;
+  EXPECT_EQ(internal(NewAdminTask<SetPlacementTask>(
+                         CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalId(0)),
+                     sm.pool_id(), 1),
+            hshm::StatusCode::kInvalidArgument);
+  for (chi::u32 to : {1u, 2u}) {
+    EXPECT_EQ(internal(NewAdminTask<SetPlacementTask>(
+                           CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalId(0)),
+                       chi::kAdminPoolId, to),
+              hshm::StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(internal(NewAdminTask<MigrateInTask>(CHI_IPC->NewTaskNode(),
+                                                 DomainQuery::GetGlobalId(0)),
+                     chi::kAdminPoolId, 1),
+            hshm::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NodeRunning(sm, 1), 2u);
+  for (chi::u32 c = 0; c < 3; ++c) EXPECT_EQ(NodeRunning(sm, c), c + 1);
+  EXPECT_TRUE(admin.FanOut(10, 2).ok());
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 

@@ -58,22 +58,35 @@ class Runtime : public Module<Runtime, Admin> {
 
   /** Spawns subtasks, waits for them in this fiber, sums their results. */
   void Run(FanOutTask *task, RunContext &rctx) {
-    // Bounded per request: count^depth tasks at most kMaxFanOut.
+    // Bounded per request: count^depth tasks in all at most kMaxFanOut,
+    // and at most kMaxInFlight at a time. Subtasks go out in waves of
+    // kWave, so one request holds w + w^2 + ... + w^depth task blocks of
+    // `main` (and lane slots) at a time, w = min(count, kWave), of which
+    // all but the last level are waiting FanOuts, each holding a fiber:
+    // 272 for 16^2, well inside one lane.
     constexpr u64 kMaxFanOut = 100000;
-    u64 total = 1;
-    for (u32 d = 0; d < task->depth_ && total <= kMaxFanOut; ++d) {
-      total *= std::max<u32>(task->count_, 1);
+    constexpr u64 kMaxInFlight = 4096;
+    constexpr u32 kWave = 16;
+    const u32 depth = task->depth_;
+    const u64 count = std::max<u32>(task->count_, 1);
+    const u64 wave = std::min<u64>(count, kWave);
+    u64 total = 1, level = 1, in_flight = 0;
+    bool ok = depth >= 1 && depth <= 8;
+    for (u32 d = 0; ok && d < depth; ++d) {
+      total *= count;
+      level *= wave;
+      in_flight += level;
+      ok = total <= kMaxFanOut && in_flight <= kMaxInFlight;
     }
-    if (task->depth_ == 0 || task->depth_ > 8 || total > kMaxFanOut) {
+    if (!ok) {
       task->SetStatus(Status::InvalidArgument(
-          "FanOut: depth must be 1..8 and count^depth <= " +
-          std::to_string(kMaxFanOut)));
+          "FanOut: depth must be 1..8, count^depth <= " +
+          std::to_string(kMaxFanOut) + " and min(count, " +
+          std::to_string(kWave) + ")^1 + ... + min(count, " +
+          std::to_string(kWave) +
+          ")^depth (the tasks in flight) <= " + std::to_string(kMaxInFlight)));
       return;
     }
-    // Subtasks go out in waves of kWave, so one request holds at most
-    // kWave + kWave^2 + ... task blocks of `main` (and lane slots) at a
-    // time, not count^depth: 272 for depth 2, well inside one lane.
-    constexpr u32 kWave = 16;
     u64 sum = 0;
     for (u32 first = 1; first <= task->count_ && task->rc_ == 0;
          first += kWave) {
@@ -561,6 +574,10 @@ class Runtime : public Module<Runtime, Admin> {
 
   /** Installs a migrating container here from the state in state_. */
   void Run(MigrateInTask *task, RunContext &rctx) {
+    if (task->target_ == kAdminPoolId) {
+      return task->SetStatus(
+          Status::InvalidArgument("the admin pool's containers stay put"));
+    }
     std::string state;
     if (task->state_size_ != 0) {
       const char *p = CHI_IPC->DataBuffer(task->state_, task->state_size_);
@@ -577,6 +594,10 @@ class Runtime : public Module<Runtime, Admin> {
 
   /** Records where a migrated container lives now (every node). */
   void Run(SetPlacementTask *task, RunContext &rctx) {
+    if (task->target_ == kAdminPoolId) {
+      return task->SetStatus(
+          Status::InvalidArgument("the admin pool's containers stay put"));
+    }
     Status st = CHI_POOL_MANAGER->SetPlacement(task->target_, task->container_,
                                                task->to_node_);
     if (!st.ok()) task->SetStatus(st);

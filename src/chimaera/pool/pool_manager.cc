@@ -9,6 +9,18 @@
 
 namespace chi {
 
+namespace {
+/** The error for a container that placement puts on this node but that is
+ * not installed here (SetPlacement refuses to make one; this is the
+ * routing's guard should one appear anyway). */
+Status NotInstalled(const PoolInfo &pool, ContainerId c) {
+  return Status::Unavailable("container " + std::to_string(c) + " of pool '" +
+                             pool.name_ +
+                             "' is placed on this node but not "
+                             "installed here");
+}
+}  // namespace
+
 ContainerId PoolInfo::FirstOn(NodeId node) const {
   if (!placement_.empty()) {
     for (ContainerId c = 0; c < num_containers_; ++c) {
@@ -257,6 +269,13 @@ Status PoolManager::AcquireBcast(const PoolId &id, PoolCache *cache,
     Destination d{n, c, nullptr};
     if (n == node_id_) {
       d.local = pool->containers_[c];
+      if (!d.local) {
+        for (Destination &taken : *out) {
+          if (taken.local) Release(taken.local);
+        }
+        out->clear();
+        return NotInstalled(*pool, c);
+      }
       d.local->counts_.fetch_add(1, std::memory_order_acquire);
     }
     out->push_back(d);
@@ -307,6 +326,7 @@ StatusOr<Destination> PoolManager::Resolve(PoolInfo &pool, const DomainQuery &q,
   Destination d{pool.NodeOf(idx), idx, nullptr};
   if (d.node == node_id_) {
     d.local = pool.containers_[idx];
+    if (!d.local) return NotInstalled(pool, idx);
     if (count) d.local->counts_.fetch_add(1, std::memory_order_acquire);
   }
   return d;
@@ -578,6 +598,14 @@ Status PoolManager::SetPlacement(const PoolId &id, ContainerId c, NodeId node) {
         std::find(p.nodes_.begin(), p.nodes_.end(), node) == p.nodes_.end()) {
       return Status::InvalidArgument("node " + std::to_string(node) +
                                      " does not hold pool '" + p.name_ + "'");
+    }
+    // A container is placed here only once it is installed here
+    // (InstallContainer, before the move's SetPlacement): where placement
+    // names this node, routing uses containers_[c].
+    if (node == node_id_ && !p.containers_[c]) {
+      return Status::InvalidArgument(
+          "container " + std::to_string(c) + " of pool '" + p.name_ +
+          "' is not installed on node " + std::to_string(node_id_));
     }
     p.placement_[c] = node;
     if (node != node_id_ && p.containers_[c]) {
