@@ -124,6 +124,15 @@ TEST_F(SmallMessageTest, ComputeAndStencilRunMatchTheClientSideKernel) {
   auto huge = client.StencilRun(1u << 30, 1, 1);
   EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument)
       << huge.status();
+  // So is a kernel longer than a few seconds, which would hold its worker
+  // (Compute runs without a fiber) for as long as the client asked.
+  const chi::u64 too_long = (chi::u64{1} << 32) + 1;
+  EXPECT_EQ(client.Compute(too_long, 1).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(client.Compute(~chi::u64{0}, 1).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(client.StencilRun(2, 1, too_long).status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_TRUE(client.Noop().ok());
 }
 

@@ -57,8 +57,19 @@ class Runtime : public Module<Runtime, SmallMessage> {
     task->worker_ = rctx.worker_->id();
   }
 
-  /** Runs the kernel. Workers call it. */
+  /** Most kernel iterations one Compute runs: a few seconds on a current
+   * core (1-2 ns each). It runs without a fiber, holding its worker until
+   * it ends (its other lanes move to other workers meanwhile). */
+  static constexpr u64 kMaxComputeIters = u64{1} << 32;
+
+  /** Runs the kernel; InvalidArgument past kMaxComputeIters. Workers call
+   * it. */
   void Run(ComputeTask *task, RunContext &rctx) {
+    if (task->iters_ > kMaxComputeIters) {
+      return task->SetStatus(Status::InvalidArgument(
+          "Compute: at most " + std::to_string(kMaxComputeIters) +
+          " iterations (a few seconds)"));
+    }
     task->result_ = ComputeKernel(task->iters_, task->seed_);
   }
 
@@ -74,6 +85,12 @@ class Runtime : public Module<Runtime, SmallMessage> {
   void Run(StencilRunTask *task, RunContext &rctx) {
     task->checksum_ = 0;
     const u32 width = task->width_;
+    if (task->iters_ > kMaxComputeIters) {
+      task->SetStatus(Status::InvalidArgument("StencilRun: at most " +
+                                              std::to_string(kMaxComputeIters) +
+                                              " iterations per point"));
+      return;
+    }
     if (width > kMaxStencilWidth) {
       task->SetStatus(Status::InvalidArgument(
           "StencilRun: width " + std::to_string(width) + " exceeds " +
