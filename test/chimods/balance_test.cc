@@ -4,6 +4,7 @@
 // small_message's Io: each container models a device that serves one I/O at
 // a time, and a task's fiber waits for its I/O, so 2 cores suffice.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <chrono>
@@ -208,6 +209,32 @@ TEST(BalanceTest, IoModelsASerialDevice) {
   EXPECT_EQ(bad->GetStatus().code(), hshm::StatusCode::kInvalidArgument);
   CHI_IPC->DelTask(bad);
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
+// Booking the device more than 60 s ahead is refused at once: 7 x 10 s are
+// booked, and the 8th would start 70 s from now. (The node is killed at the
+// end: a clean stop would wait out its 10 s drain for the booked Ios.)
+TEST(BalanceTest, IoBookedFarAheadIsRefused) {
+  chi_test::LocalCluster cluster(1, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io_backlog", 1).ok());
+  std::vector<chi::FullPtr<chi::small_message::IoTask>> booked;
+  for (int i = 0; i < 7; ++i) {
+    booked.push_back(sm.AsyncIo(10000000, DomainQuery::GetLocalId(0)));
+    ASSERT_FALSE(booked.back().IsNull());
+  }
+  auto late = sm.AsyncIo(10000000, DomainQuery::GetLocalId(0));
+  ASSERT_FALSE(late.IsNull());
+  ASSERT_TRUE(late->WaitFor(5000000));
+  EXPECT_EQ(late->GetStatus().code(), hshm::StatusCode::kResourceExhausted)
+      << late->GetStatus();
+  CHI_IPC->DelTask(late);
+  for (auto &t : booked) EXPECT_FALSE(t->IsComplete());
+  for (auto &t : booked) CHI_IPC->AbandonTask(t);
+  cluster.Disconnect();
+  cluster.node(1).Kill(SIGKILL);
 }
 
 }  // namespace

@@ -59,6 +59,13 @@ TEST_F(CompressorTest, ZstdAndLz4RoundTripCompressibleAndRandomData) {
   RoundTrip(client, Algorithm::kZstd, CompressibleBytes(100000), 19);
   RoundTrip(client, Algorithm::kZstd, CompressibleBytes(100000), -5);
   RoundTrip(client, Algorithm::kLz4, CompressibleBytes(100000), 8);
+  // The "ultra" levels take small inputs only (their tables for large ones
+  // take hundreds of MB per context).
+  RoundTrip(client, Algorithm::kZstd, CompressibleBytes(100000), 22);
+  auto ultra = client.Compress(Algorithm::kZstd, CompressibleBytes(300000), 20);
+  EXPECT_EQ(ultra.status().code(), StatusCode::kInvalidArgument)
+      << ultra.status();
+  RoundTrip(client, Algorithm::kZstd, CompressibleBytes(300000), 19);
 }
 
 TEST_F(CompressorTest, CorruptInputFailsAndRuntimeKeepsServing) {

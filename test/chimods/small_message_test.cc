@@ -150,12 +150,16 @@ TEST_F(SmallMessageTest, UnknownModuleIsNotFoundAndRuntimeStillAnswers) {
   EXPECT_TRUE(client.Noop().ok());
 }
 
-TEST_F(SmallMessageTest, OverlongPoolNameIsInvalidArgument) {
+TEST_F(SmallMessageTest, OverlongPoolNameOrParametersAreInvalidArgument) {
   chi::small_message::Client client;
   hshm::Status s = client.Create(std::string(100, 'p'));
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
   s = client.Create("");
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
+  // Parameters over 1 MiB, which every node would keep for the pool's life.
+  auto big = chi::admin::Client().GetOrCreatePool(
+      "sm_big_params", "small_message", 1, std::string((1 << 20) + 1, 'p'));
+  EXPECT_EQ(big.status().code(), StatusCode::kInvalidArgument) << big.status();
   EXPECT_TRUE(chi::admin::Client().Noop().ok());
 }
 

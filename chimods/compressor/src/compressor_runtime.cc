@@ -191,6 +191,11 @@ class Runtime : public Module<Runtime, Compressor> {
                                    " (0 = zstd, 1 = lz4)");
   }
 
+  /** Inputs larger than this (zstd's largest-input parameter table)... */
+  static constexpr u64 kZstdLargeInput = 256 * 1024;
+  /** ...take zstd levels up to this one (not the "ultra" 20-22). */
+  static constexpr int kMaxZstdLevelLarge = 19;
+
   /** zstd compression of the task's input at `src`. */
   Status CompressZstd(CompressTask *task, const char *src) {
     int level = task->level_ == 0 ? ZSTD_CLEVEL_DEFAULT : task->level_;
@@ -199,6 +204,14 @@ class Runtime : public Module<Runtime, Compressor> {
           "zstd level " + std::to_string(task->level_) + " is outside " +
           std::to_string(ZSTD_minCLevel()) + ".." +
           std::to_string(ZSTD_maxCLevel()));
+    }
+    if (level > kMaxZstdLevelLarge && task->size_ > kZstdLargeInput) {
+      // zstd's tables for these levels and inputs take hundreds of MB per
+      // context (and each worker keeps one).
+      return Status::InvalidArgument(
+          "zstd levels above " + std::to_string(kMaxZstdLevelLarge) +
+          " take inputs of at most " + std::to_string(kZstdLargeInput) +
+          " bytes");
     }
     size_t bound = ZSTD_compressBound(task->size_);
     if (ZSTD_isError(bound)) {

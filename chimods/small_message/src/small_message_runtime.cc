@@ -129,10 +129,15 @@ class Runtime : public Module<Runtime, SmallMessage> {
 
   /** Longest I/O an IoTask may ask for (us). */
   static constexpr u32 kMaxIoUs = 10000000;
+  /** Longest backlog of the device (ns): an Io that would start later than
+   * this from now is refused, so a flood of long Ios cannot make every
+   * later one wait without bound. */
+  static constexpr u64 kMaxIoBacklogNs = 60ull * 1000000000;
 
   /** Reserves the next us_ of this container's device (one I/O at a time,
    * in arrival order) and parks the fiber until that I/O ends. Errors:
-   * InvalidArgument (us_ above kMaxIoUs). Workers call it, concurrently. */
+   * InvalidArgument (us_ above kMaxIoUs), ResourceExhausted (the device is
+   * booked past kMaxIoBacklogNs). Workers call it, concurrently. */
   void Run(IoTask *task, RunContext &rctx) {
     const u32 us = task->us_;
     if (us > kMaxIoUs) {
@@ -145,6 +150,11 @@ class Runtime : public Module<Runtime, SmallMessage> {
     u64 start;
     do {
       start = std::max(now, free_at);
+      if (start - now > kMaxIoBacklogNs) {
+        task->SetStatus(Status::ResourceExhausted(
+            "Io: the device is booked for more than 60 s ahead"));
+        return;
+      }
     } while (!device_free_ns_.compare_exchange_weak(
         free_at, start + us * 1000ull, std::memory_order_relaxed));
     const u64 end = start + us * 1000ull;

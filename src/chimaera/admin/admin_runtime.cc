@@ -116,9 +116,19 @@ class Runtime : public Module<Runtime, Admin> {
   /** Asks the runtime's main thread to shut down. */
   void Run(StopRuntimeTask *task, RunContext &rctx) { CHIMAERA->RequestStop(); }
 
+  /** Largest parameter string a pool may have: each node keeps it for the
+   * pool's life, and sends it to nodes that join. */
+  static constexpr u64 kMaxPoolParams = 1 << 20;
+
   /** Reads the name, module and parameters of a pool request; false (and
    * the task's status set) if they are malformed. */
   static bool ReadPoolRequest(GetOrCreatePoolTask *task, PoolSpec *spec) {
+    if (task->params_size_ > kMaxPoolParams) {
+      task->SetStatus(Status::InvalidArgument(
+          "pool parameters are " + std::to_string(task->params_size_) +
+          " bytes; at most " + std::to_string(kMaxPoolParams)));
+      return false;
+    }
     if (!task->params_.IsNull() && task->params_size_) {
       // Admission checked that the buffer lies inside a data segment.
       const char *p = CHI_IPC->DataBuffer(task->params_, task->params_size_);
