@@ -1,6 +1,7 @@
 // End-to-end tests of the kvs module against a real runtime.
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <thread>
 
 #include "chimod_test_fixture.h"
@@ -83,6 +84,32 @@ TEST_F(KvsTest, EmptyAndLargeValues) {
   // Freed values are reused: many overwrites of 100 KB do not exhaust the
   // 16 MB runtime_data segment.
   for (int i = 0; i < 400; ++i) ASSERT_TRUE(kv.Put("again", big).ok()) << i;
+}
+
+// Keys live in the runtime's own heap: a container's keys may take at most
+// as many bytes as the runtime_data segment (16 MB here), so 64 KB keys of
+// empty values run out after about 255. Existing keys can still be
+// overwritten, and a deleted key makes room for another.
+TEST_F(KvsTest, KeysOfOneContainerHaveABudget) {
+  chi::kvs::Client kv;
+  ASSERT_TRUE(kv.Create("kvs_key_budget", 1).ok());
+  auto big_key = [](int i) {
+    std::string k(chi::kvs::kMaxKeySize, 'k');
+    std::memcpy(&k[0], &i, sizeof(i));
+    return k;
+  };
+  int stored = 0;
+  hshm::Status st;
+  while (stored < 1000 && (st = kv.Put(big_key(stored), "")).ok()) ++stored;
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st;
+  EXPECT_GE(stored, 200);
+  EXPECT_LE(stored, 256);
+  EXPECT_TRUE(kv.Put(big_key(0), "overwritten").ok());
+  EXPECT_EQ(*kv.Get(big_key(0)), "overwritten");
+  ASSERT_TRUE(kv.Delete(big_key(1)).ok());
+  EXPECT_TRUE(kv.Put(big_key(stored), "").ok());
+  EXPECT_EQ(kv.Put(big_key(stored + 1), "").code(),
+            StatusCode::kResourceExhausted);
 }
 
 TEST_F(KvsTest, ThousandKeysOverFourContainersAndSortedScan) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "chimaera/config_manager.h"
 #include "kvs/kvs_tasks.h"
 
 namespace chi::kvs {
@@ -42,6 +43,7 @@ class Runtime : public Module<Runtime, Kvs> {
   void Destroy() override {
     for (auto &kv : index_) (void)CHI_IPC->FreeBuffer(kv.second.data);
     index_.clear();
+    index_bytes_ = 0;
   }
 
   /** Stores a copy of the value in runtime_data under the key. Workers call
@@ -73,14 +75,30 @@ class Runtime : public Module<Runtime, Kvs> {
     }
     std::string k(key, task->key_size_);
     Value old{hipc::Pointer::GetNull(), 0};
+    bool full = false;
+    u64 used = 0;
     {
       std::unique_lock<std::shared_mutex> lock(mu_);
-      auto [it, inserted] = index_.try_emplace(std::move(k), v);
-      if (!inserted) {
+      auto it = index_.lower_bound(k);
+      if (it != index_.end() && it->first == k) {
         old = it->second;
         it->second = v;
         task->replaced_ = 1;
+      } else if (index_bytes_ + IndexCost(k.size()) > MaxIndexBytes()) {
+        full = true;
+        used = index_bytes_;
+      } else {
+        index_bytes_ += IndexCost(k.size());
+        index_.emplace_hint(it, std::move(k), v);
       }
+    }
+    if (full) {
+      (void)CHI_IPC->FreeBuffer(v.data);
+      return task->SetStatus(Status::ResourceExhausted(
+          "kvs: this container's keys take " + std::to_string(used) +
+          " bytes of process memory; at most " +
+          std::to_string(MaxIndexBytes()) +
+          " (shm.runtime_data), so no new key fits"));
     }
     (void)CHI_IPC->FreeBuffer(old.data);
   }
@@ -127,6 +145,7 @@ class Runtime : public Module<Runtime, Kvs> {
         return task->SetStatus(Status::NotFound("kvs: no such key"));
       }
       old = it->second;
+      index_bytes_ -= IndexCost(it->first.size());
       index_.erase(it);
     }
     (void)CHI_IPC->FreeBuffer(old.data);
@@ -234,8 +253,15 @@ class Runtime : public Module<Runtime, Kvs> {
         v.data = buf.shm_;
       }
       at += vlen;
+      const u64 cost = IndexCost(key.size());
       auto [it, inserted] = index_.try_emplace(std::move(key), v);
-      if (!inserted) {
+      if (inserted) {
+        index_bytes_ += cost;
+        if (index_bytes_ > MaxIndexBytes()) {
+          return Status::ResourceExhausted(
+              "kvs: the migrated keys do not fit this node's key budget");
+        }
+      } else {
         if (!it->second.data.IsNull()) {
           (void)CHI_IPC->FreeBuffer(it->second.data);
         }
@@ -253,8 +279,19 @@ class Runtime : public Module<Runtime, Kvs> {
     u64 size;
   };
 
+  /** Process memory a key of `n` bytes takes in index_ (counted: the
+   * string, plus about a map node and a string header). */
+  static u64 IndexCost(u64 n) { return n + 96; }
+  /** Most process memory this container's keys may take: as much as the
+   * runtime_data segment that holds the values. A client cannot make the
+   * runtime's own heap grow without bound with keys of empty values. */
+  static u64 MaxIndexBytes() {
+    return CHI_CONFIG_MANAGER->config().rdata_size_;
+  }
+
   std::shared_mutex mu_;
   std::map<std::string, Value> index_;
+  u64 index_bytes_ = 0;  ///< Sum of IndexCost over index_ (guarded by mu_).
 };
 
 }  // namespace chi::kvs
