@@ -98,7 +98,12 @@ bool AbandonTask(Task *task);
 /** Records `status` as the task's result without completing it (a method
  * reports an error this way; the worker completes the task). */
 void SetTaskStatus(Task *task, const Status &status);
-/** The error message of a completed task ("" if none). */
+/** The longest error message read back from a task (or a reply from
+ * another node): a longer one is cut here. A client could claim a length
+ * up to the end of its segment. */
+inline constexpr u32 kMaxErrorText = 64 * 1024;
+/** The error message of a completed task ("" if none; at most
+ * kMaxErrorText bytes of it). */
 std::string TaskErrorMessage(const Task *task);
 /** The TaskNode for a new task: a child of the running task's node when
  * called from inside a runtime task (its subtasks), else a fresh root

@@ -409,6 +409,15 @@ TEST(MigrateTest, ClearErrorsAndNothingMovesOnFailure) {
                                                  DomainQuery::GetGlobalId(0)),
                      chi::kAdminPoolId, 1),
             hshm::StatusCode::kInvalidArgument);
+  // Installing container 1 (on node 2) on node 1 or node 3 from a client:
+  // only node 2 may move it.
+  for (chi::u32 node : {0u, 2u}) {
+    EXPECT_EQ(
+        internal(NewAdminTask<MigrateInTask>(CHI_IPC->NewTaskNode(),
+                                             DomainQuery::GetGlobalId(node)),
+                 sm.pool_id(), node + 1),
+        hshm::StatusCode::kInvalidArgument);
+  }
   EXPECT_EQ(NodeRunning(sm, 1), 2u);
   for (chi::u32 c = 0; c < 3; ++c) EXPECT_EQ(NodeRunning(sm, c), c + 1);
   EXPECT_TRUE(admin.FanOut(10, 2).ok());

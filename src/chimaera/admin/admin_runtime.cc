@@ -588,6 +588,16 @@ class Runtime : public Module<Runtime, Admin> {
       return task->SetStatus(
           Status::InvalidArgument("the admin pool's containers stay put"));
     }
+    // Only from the node the container leaves (MoveFromHere): anyone else
+    // would start a second live copy of it here.
+    auto from = CHI_POOL_MANAGER->PlaceOf(task->target_, task->container_);
+    if (!from.ok()) return task->SetStatus(from.status());
+    if (rctx.origin_ != TaskOrigin::kRemote || rctx.from_node_ != *from) {
+      return task->SetStatus(Status::InvalidArgument(
+          "MigrateIn: container " + std::to_string(task->container_) +
+          " is on node " + std::to_string(*from) +
+          "; only that node may move it here"));
+    }
     std::string state;
     if (task->state_size_ != 0) {
       const char *p = CHI_IPC->DataBuffer(task->state_, task->state_size_);

@@ -44,9 +44,6 @@ struct ErrorText {
   u32 len;
   char text[1];
 };
-/** TaskErrorMessage copies at most this much of a message: a client could
- * claim a length up to the end of its segment. */
-constexpr u32 kMaxErrorTextRead = 64 * 1024;
 
 /** True if process `pid` exists. */
 bool PidAlive(int pid) { return hshm::ProcessAlive(pid); }
@@ -758,7 +755,7 @@ std::string TaskErrorMessage(const Task *task) {
     return "(corrupt error message)";
   }
   return std::string(p + offsetof(ErrorText, text),
-                     std::min<u32>(len, kMaxErrorTextRead));
+                     std::min<u32>(len, kMaxErrorText));
 }
 
 }  // namespace internal

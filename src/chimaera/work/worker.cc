@@ -1444,6 +1444,12 @@ void Worker::AdmitRemote(RunContext *r) {
   priv->period_ns_ = req.period_ns;
   Status st = CheckHeader(*priv);
   if (!st.ok()) return fail(st);
+  if (priv->IsPeriodic()) {
+    // No node forwards one (Forward refuses them), and nothing could stop
+    // one that came this way: it would run until the runtime stops.
+    return fail(
+        Status::InvalidArgument("periodic tasks run on their own node only"));
+  }
   if (req.dom_query.kind_ != DomainQuery::kGlobalId &&
       req.dom_query.kind_ != DomainQuery::kLocalId) {
     return fail(
@@ -1743,7 +1749,9 @@ void Worker::ApplyReply(RunContext *r) {
     std::memcpy(&rep, data, sizeof(rep));  // size checked by the manager
     data += sizeof(rep);
     size -= sizeof(rep);
-    std::string err(data, rep.err_len);  // err_len checked by the manager
+    // err_len checked by the manager; clients read at most kMaxErrorText
+    // of a message, and a longer one would only fill `main`.
+    std::string err(data, std::min<u64>(rep.err_len, internal::kMaxErrorText));
     data += rep.err_len;
     size -= rep.err_len;
     if (rep.rc != 0) {
