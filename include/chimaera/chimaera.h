@@ -30,10 +30,12 @@ class Chimaera {
   /** Starts the runtime: configuration, IPC (server + segments), modules,
    * the admin pool, workers. Runtime library only. */
   Status ServerInit();
-  /** Blocks until a StopRuntime task (or RequestStop) arrives. */
+  /** Blocks until a StopRuntime task (or RequestStop) arrives. Meanwhile,
+   * every 100 ms, fails the forwarded tasks whose replies are overdue
+   * (network.request_timeout_ms). The runtime's main thread. */
   void ServerWait();
-  /** Asks ServerWait to return. Any thread (including a signal-safe path
-   * that only stores a flag: see RequestStopFromSignal). */
+  /** Asks ServerWait to return. Any thread (not a signal handler: it takes
+   * a lock; chimaera_start_runtime calls it from a sigwait thread). */
   void RequestStop();
   /** Stops workers (draining in-flight tasks), destroys pools and frees the
    * segments. Call after ServerWait. */

@@ -36,8 +36,11 @@ class ServerConfig : public hshm::BaseConfig {
   u32 rpc_port_ = 0;                ///< Node-to-node port (0: port_ + 1).
   u32 heartbeat_ms_ = 250;          ///< Heartbeat period between runtimes.
   u32 dead_after_ms_ = 2000;        ///< A silent node is dead after this.
-  bool curve_ = false;              ///< CURVE between runtimes.
-  std::string curve_key_file_;      ///< Cluster key file (${VAR} expanded).
+  /** A task forwarded to another node fails with Timeout if no reply came
+   * within this (ms); the node may be alive but never answer. */
+  u32 request_timeout_ms_ = 600000;
+  bool curve_ = false;          ///< CURVE between runtimes.
+  std::string curve_key_file_;  ///< Cluster key file (${VAR} expanded).
   /** The cluster key pair (Z85) from curve_key_file_; filled by
    * ConfigurationManager::LoadCurveKeys (runtimes only), else empty. */
   std::string curve_public_key_;

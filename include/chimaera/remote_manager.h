@@ -99,6 +99,11 @@ class RemoteManager {
   bool NodeAlive(NodeId node) const;
   /** Tasks waiting for replies. Any thread. */
   u64 NumPending();
+  /** Fails, with Timeout, every forwarded task whose reply has not come
+   * within network.request_timeout_ms (its node may answer heartbeats yet
+   * never reply). Cheap when none is due. The work orchestrator's thread
+   * calls it periodically; any thread may. */
+  void ExpireRequests();
   /** One line of counters (for stat). Any thread. */
   std::string StatLine();
   /** The number of nodes in the hostfile. */
@@ -141,6 +146,7 @@ class RemoteManager {
     RunContext *rctx;
     u32 worker;
     NodeId node;
+    u64 deadline_ns;  ///< ExpireRequests fails it after this (NowNs).
   };
   /** Network thread: a record arrived from `from`. */
   void OnRecord(NodeId from, std::string_view bytes, zmq::message_t *frames,
@@ -153,6 +159,10 @@ class RemoteManager {
   void FailNode(NodeId node, const Status &status);
   /** FailNode for every node. */
   void FailAll(const Status &status);
+  /** Fails, with `status`, every pending task `which(pending)` selects:
+   * removed under mu_, then posted to its worker. */
+  template <typename Pred>
+  void FailPending(const Status &status, Pred &&which);
   /** Picks the worker whose inbox takes a new request of priority `prio`. */
   Worker *PickWorker(u32 prio);
   /** A record waiting in a worker's stage. */
@@ -166,6 +176,10 @@ class RemoteManager {
   std::unique_ptr<hshm::lbm::Transport> transport_;
   std::mutex mu_;
   std::unordered_map<u64, Pending> pending_;  // guarded by mu_
+  /** No pending deadline is before this (guarded by mu_). */
+  u64 next_expiry_ns_ = UINT64_MAX;
+  /** network.request_timeout_ms in ns (set by Reserve). */
+  u64 request_timeout_ns_ = 600000ull * 1000000;
   std::atomic<u64> next_req_{1};
   std::atomic<u32> rr_{0};
   std::atomic<u64> forwarded_{0}, replied_{0}, received_{0}, dropped_{0};

@@ -1,5 +1,7 @@
 #include "chimaera/chimaera.h"
 
+#include <chrono>
+
 #if CHIMAERA_RUNTIME
 #include "chimaera/module_manager.h"
 #include "chimaera/pool_manager.h"
@@ -96,7 +98,19 @@ Status Chimaera::ServerInit() {
 
 void Chimaera::ServerWait() {
   std::unique_lock<std::mutex> lock(mu_);
+#if CHIMAERA_RUNTIME
+  // Wakes every 100 ms for what has no thread of its own: forwarded tasks
+  // whose replies are overdue fail (RemoteManager::ExpireRequests).
+  constexpr auto kHousekeeping = std::chrono::milliseconds(100);
+  while (
+      !cv_.wait_for(lock, kHousekeeping, [this] { return stop_requested_; })) {
+    lock.unlock();
+    if (CHI_REMOTE->enabled()) CHI_REMOTE->ExpireRequests();
+    lock.lock();
+  }
+#else
   cv_.wait(lock, [this] { return stop_requested_; });
+#endif
 }
 
 void Chimaera::RequestStop() {

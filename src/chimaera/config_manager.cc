@@ -72,11 +72,11 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         CheckRange("shm.runtime_data", rdata_size_, kMin, kMax));
   }
   if (const YAML::Node n = root["network"]) {
-    HSHM_RETURN_IF_ERROR(
-        CheckKeys(n,
-                  {"hostfile", "port", "client_timeout_ms", "rpc_port",
-                   "heartbeat_ms", "dead_after_ms", "curve", "curve_key_file"},
-                  "network"));
+    HSHM_RETURN_IF_ERROR(CheckKeys(
+        n,
+        {"hostfile", "port", "client_timeout_ms", "rpc_port", "heartbeat_ms",
+         "dead_after_ms", "request_timeout_ms", "curve", "curve_key_file"},
+        "network"));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "rpc_port", &rpc_port_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "heartbeat_ms", &heartbeat_ms_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "dead_after_ms", &dead_after_ms_));
@@ -85,6 +85,10 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         CheckRange("network.heartbeat_ms", heartbeat_ms_, 10, 60000));
     HSHM_RETURN_IF_ERROR(
         CheckRange("network.dead_after_ms", dead_after_ms_, 50, 600000));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(n, "request_timeout_ms", &request_timeout_ms_));
+    HSHM_RETURN_IF_ERROR(CheckRange("network.request_timeout_ms",
+                                    request_timeout_ms_, 100, 86400000));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "hostfile", &hostfile_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "port", &port_));
     HSHM_RETURN_IF_ERROR(

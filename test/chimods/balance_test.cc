@@ -211,6 +211,31 @@ TEST(BalanceTest, IoModelsASerialDevice) {
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
+// A node that answers heartbeats but not a request (its Io lasts 3 s): the
+// forwarded task fails with Timeout after network.request_timeout_ms
+// (500 ms here), and the node still serves other tasks.
+TEST(BalanceTest, AForwardedTaskWithoutAReplyTimesOut) {
+  chi_test::LocalCluster cluster(2, kWorkers, "  request_timeout_ms: 500\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io_timeout", 2).ok());  // container 1 on node 2
+  auto t0 = std::chrono::steady_clock::now();
+  auto slow = sm.AsyncIo(3000000, DomainQuery::GetGlobalId(1));
+  ASSERT_FALSE(slow.IsNull());
+  ASSERT_TRUE(slow->WaitFor(10000000));
+  double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  EXPECT_EQ(slow->GetStatus().code(), hshm::StatusCode::kTimeout)
+      << slow->GetStatus();
+  EXPECT_GE(s, 0.45);
+  EXPECT_LT(s, 2.5);
+  CHI_IPC->DelTask(slow);
+  EXPECT_TRUE(sm.Noop(DomainQuery::GetGlobalId(1)).ok());
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
 // Booking the device more than 60 s ahead is refused at once: 7 x 10 s are
 // booked, and the 8th would start 70 s from now. (The node is killed at the
 // end: a clean stop would wait out its 10 s drain for the booked Ios.)

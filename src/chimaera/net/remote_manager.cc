@@ -122,6 +122,8 @@ Status RemoteManager::Init() {
 void RemoteManager::Reserve(u32 num_workers) {
   staged_.resize(num_workers);
   self_ = CHI_IPC->node_id();
+  request_timeout_ns_ =
+      u64{CHI_CONFIG_MANAGER->config().request_timeout_ms_} * 1000000;
   num_nodes_ = static_cast<u32>(CHI_CONFIG_MANAGER->config().hosts_.size());
   // Made (not started) before any worker runs: workers read transport_
   // without a lock, so it never changes while they run.
@@ -296,7 +298,9 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   rec.frames = ToZmq(frames, !reply);
   if (reply) {
     std::lock_guard<std::mutex> lock(mu_);
-    pending_[req] = Pending{r, worker_id, node};
+    const u64 deadline = hshm::NowNs() + request_timeout_ns_;
+    pending_[req] = Pending{r, worker_id, node, deadline};
+    next_expiry_ns_ = std::min(next_expiry_ns_, deadline);
     loads_[node].outstanding.fetch_add(1, std::memory_order_relaxed);
   }
   // Sent when the worker ends its loop iteration (Flush): one batch, one
@@ -502,12 +506,13 @@ void RemoteManager::Resolve(u64 req, NodeId from, NetMessage *msg) {
   CHI_WORK_ORCHESTRATOR->workers()[p.worker]->PostInbox(p.rctx);
 }
 
-void RemoteManager::FailNode(NodeId node, const Status &status) {
+template <typename Pred>
+void RemoteManager::FailPending(const Status &status, Pred &&which) {
   std::vector<Pending> dead;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = pending_.begin(); it != pending_.end();) {
-      if (node == 0 || it->second.node == node) {
+      if (which(it->second)) {
         dead.push_back(it->second);
         loads_[it->second.node].outstanding.fetch_sub(
             1, std::memory_order_relaxed);
@@ -525,6 +530,29 @@ void RemoteManager::FailNode(NodeId node, const Status &status) {
     p.rctx->net_ = m;
     CHI_WORK_ORCHESTRATOR->workers()[p.worker]->PostInbox(p.rctx);
   }
+}
+
+void RemoteManager::FailNode(NodeId node, const Status &status) {
+  FailPending(status,
+              [node](const Pending &p) { return node == 0 || p.node == node; });
+}
+
+void RemoteManager::ExpireRequests() {
+  const u64 now = hshm::NowNs();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (now < next_expiry_ns_) return;
+    next_expiry_ns_ = UINT64_MAX;
+    for (auto &kv : pending_) {
+      next_expiry_ns_ = std::min(next_expiry_ns_, kv.second.deadline_ns);
+    }
+    if (now < next_expiry_ns_) return;
+  }
+  FailPending(
+      Status::Timeout("no reply from the node within network."
+                      "request_timeout_ms (" +
+                      std::to_string(request_timeout_ns_ / 1000000) + " ms)"),
+      [now](const Pending &p) { return p.deadline_ns <= now; });
 }
 
 void RemoteManager::FailAll(const Status &status) { FailNode(0, status); }
