@@ -398,9 +398,6 @@ CHI_WORKER_HOT Status CheckHeader(const Task &h) {
   return Status::Ok();
 }
 
-}  // namespace
-
-namespace {
 /** True if the runtime's environment asks for the admission fault
  * injection (Worker::fault_scribble_). */
 bool FaultScribbleAdmitted() {
