@@ -39,6 +39,10 @@ class ServerConfig : public hshm::BaseConfig {
   /** A task forwarded to another node fails with Timeout if no reply came
    * within this (ms); the node may be alive but never answer. */
   u32 request_timeout_ms_ = 600000;
+  /** Requests from one peer this node holds at once (queued or running),
+   * and their bytes; more are refused with ResourceExhausted. */
+  u32 max_peer_requests_ = 65536;
+  u64 max_peer_bytes_ = 1ull << 30;
   bool curve_ = false;          ///< CURVE between runtimes.
   std::string curve_key_file_;  ///< Cluster key file (${VAR} expanded).
   /** The cluster key pair (Z85) from curve_key_file_; filled by

@@ -99,6 +99,9 @@ class RemoteManager {
   bool NodeAlive(NodeId node) const;
   /** Tasks waiting for replies. Any thread. */
   u64 NumPending();
+  /** Releases what OnRecord charged `node` for a request of `bytes` (its
+   * RunContext ends). Worker threads. */
+  void Uncharge(NodeId node, u64 bytes);
   /** Fails, with Timeout, every forwarded task whose reply has not come
    * within network.request_timeout_ms (its node may answer heartbeats yet
    * never reply). Cheap when none is due. The work orchestrator's thread
@@ -180,6 +183,9 @@ class RemoteManager {
   u64 next_expiry_ns_ = UINT64_MAX;
   /** network.request_timeout_ms in ns (set by Reserve). */
   u64 request_timeout_ns_ = 600000ull * 1000000;
+  /** network.max_peer_requests and max_peer_bytes (set by Reserve). */
+  u32 max_peer_requests_ = 65536;
+  u64 max_peer_bytes_ = 1ull << 30;
   std::atomic<u64> next_req_{1};
   std::atomic<u32> rr_{0};
   std::atomic<u64> forwarded_{0}, replied_{0}, received_{0}, dropped_{0};
@@ -198,6 +204,11 @@ class RemoteManager {
     std::atomic<u32> outstanding{0};
     std::atomic<u64> at_ns{0};  ///< When the report arrived (0: never).
     std::atomic<u64> seq{0};
+    /** Requests from this node queued or running here, and their bytes
+     * (record + frames): at most network.max_peer_requests and
+     * max_peer_bytes (OnRecord charges, Uncharge releases). */
+    std::atomic<u32> charged{0};
+    std::atomic<u64> charged_bytes{0};
   };
   std::unique_ptr<LoadSlot[]> loads_;  ///< num_nodes_ + 1 slots (Reserve).
   /** Set once Init started the transport (the reinforcement thread and

@@ -89,6 +89,10 @@ class RunContext {
   /** kRemote: the sender relayed it already (a container moved); it may
    * not be forwarded again. */
   bool relayed_ = false;
+  /** kRemote: the node charged for this request (RemoteManager::Charge),
+   * or 0; FreeRunContext releases the charge. */
+  NodeId charged_node_ = 0;
+  u64 charged_bytes_ = 0;               ///< kRemote: the bytes charged.
   RunContext *parent_ = nullptr;        ///< kBcastPart: the broadcast task.
   NodeId node_ = 0;                     ///< kBcastPart: the node it ran on.
   u32 bcast_pending_ = 0;               ///< Broadcast: parts not merged yet.

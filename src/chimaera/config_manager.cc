@@ -75,7 +75,8 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(CheckKeys(
         n,
         {"hostfile", "port", "client_timeout_ms", "rpc_port", "heartbeat_ms",
-         "dead_after_ms", "request_timeout_ms", "curve", "curve_key_file"},
+         "dead_after_ms", "request_timeout_ms", "max_peer_requests",
+         "max_peer_bytes", "curve", "curve_key_file"},
         "network"));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "rpc_port", &rpc_port_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "heartbeat_ms", &heartbeat_ms_));
@@ -89,6 +90,13 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         ReadScalar(n, "request_timeout_ms", &request_timeout_ms_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.request_timeout_ms",
                                     request_timeout_ms_, 100, 86400000));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(n, "max_peer_requests", &max_peer_requests_));
+    HSHM_RETURN_IF_ERROR(CheckRange("network.max_peer_requests",
+                                    max_peer_requests_, 1, 1u << 24));
+    HSHM_RETURN_IF_ERROR(ReadSize(n, "max_peer_bytes", &max_peer_bytes_));
+    HSHM_RETURN_IF_ERROR(CheckRange("network.max_peer_bytes", max_peer_bytes_,
+                                    1ull << 20, 1ull << 40));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "hostfile", &hostfile_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "port", &port_));
     HSHM_RETURN_IF_ERROR(

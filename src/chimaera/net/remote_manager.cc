@@ -124,6 +124,8 @@ void RemoteManager::Reserve(u32 num_workers) {
   self_ = CHI_IPC->node_id();
   request_timeout_ns_ =
       u64{CHI_CONFIG_MANAGER->config().request_timeout_ms_} * 1000000;
+  max_peer_requests_ = CHI_CONFIG_MANAGER->config().max_peer_requests_;
+  max_peer_bytes_ = CHI_CONFIG_MANAGER->config().max_peer_bytes_;
   num_nodes_ = static_cast<u32>(CHI_CONFIG_MANAGER->config().hosts_.size());
   // Made (not started) before any worker runs: workers read transport_
   // without a lock, so it never changes while they run.
@@ -419,13 +421,44 @@ void RemoteManager::OnRecord(NodeId from, std::string_view bytes,
   if (kind == kWireRequest) {
     received_.fetch_add(1, std::memory_order_relaxed);
     u32 prio = kLowLatency;
-    if (bytes.size() >= sizeof(kind) + sizeof(WireRequest)) {
-      WireRequest w;
+    WireRequest w{};
+    const bool whole = bytes.size() >= sizeof(kind) + sizeof(WireRequest);
+    if (whole) {
       std::memcpy(&w, bytes.data() + sizeof(kind), sizeof(w));
       prio = w.prio;
     }
+    // What this peer has here at once is bounded: past it, the request is
+    // refused at once (the worker that would admit it never sees it).
+    u64 cost = bytes.size();
+    for (const zmq::message_t &f : m->frames) cost += f.size();
+    LoadSlot &slot = loads_[from];
+    const u32 n = slot.charged.fetch_add(1, std::memory_order_relaxed);
+    const u64 b = slot.charged_bytes.fetch_add(cost, std::memory_order_relaxed);
+    if (n >= max_peer_requests_ || b + cost > max_peer_bytes_) {
+      Uncharge(from, cost);
+      HSHM_LOG_LIMITED(
+          "chimaera: node %u refused a request from node %u: it has %u "
+          "requests (%llu bytes) here already\n",
+          self_, from, n, static_cast<unsigned long long>(b));
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      if (whole && (w.reply_wanted & 1)) {
+        RunContext refused;
+        refused.req_id_ = w.req_id;
+        refused.from_node_ = from;
+        Reply(&refused,
+              Status::ResourceExhausted(
+                  "node " + std::to_string(self_) + " holds " +
+                  std::to_string(n) + " requests (" + std::to_string(b) +
+                  " bytes) from node " + std::to_string(from) +
+                  " already (network.max_peer_requests / max_peer_bytes)"));
+      }
+      delete m;
+      return;
+    }
     auto *r = new RunContext;
     r->net_ = m;
+    r->charged_node_ = from;
+    r->charged_bytes_ = cost;
     PickWorker(prio)->PostInbox(r);
     return;
   }
@@ -535,6 +568,12 @@ void RemoteManager::FailPending(const Status &status, Pred &&which) {
 void RemoteManager::FailNode(NodeId node, const Status &status) {
   FailPending(status,
               [node](const Pending &p) { return node == 0 || p.node == node; });
+}
+
+void RemoteManager::Uncharge(NodeId node, u64 bytes) {
+  LoadSlot &slot = loads_[node];
+  slot.charged.fetch_sub(1, std::memory_order_relaxed);
+  slot.charged_bytes.fetch_sub(bytes, std::memory_order_relaxed);
 }
 
 void RemoteManager::ExpireRequests() {

@@ -863,6 +863,12 @@ CHI_WORKER_HOT void Worker::FreePrivateTask(const MethodEntry *e, Task *task) {
 
 CHI_WORKER_HOT void Worker::FreeRunContext(RunContext *r) {
   if (r->task_ && r->method_) FreePrivateTask(r->method_, r->task_);
+  if (__builtin_expect(r->charged_node_ != 0, 0)) {
+    // A request from another node: what it was charged ends here.
+    CHI_REMOTE->Uncharge(r->charged_node_, r->charged_bytes_);
+    r->charged_node_ = 0;
+    r->charged_bytes_ = 0;
+  }
   for (const hipc::Pointer &p : r->in_bufs_) (void)CHI_IPC->FreeBuffer(p);
   r->in_bufs_.clear();
   delete r->net_;

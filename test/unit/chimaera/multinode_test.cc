@@ -461,4 +461,71 @@ TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
+/** The counter `name` ("dropped", "replies sent") of node `n`'s network
+ * stat line, or -1. */
+long NetCounter(chi_test::LocalCluster &cluster, int n,
+                const std::string &name) {
+  if (!cluster.Connect(n).ok()) return -1;
+  auto stat = chi::admin::Client().Stat();
+  if (!stat.ok()) return -1;
+  size_t at = stat->find("network:");
+  if (at == std::string::npos) return -1;
+  at = stat->find(name + " ", at);
+  if (at == std::string::npos) return -1;
+  return std::stol(stat->substr(at + name.size() + 1));
+}
+
+// A peer may hold only network.max_peer_requests requests on a node at once
+// (1 here): while its FanOut (about a second of work) runs, its Echoes are
+// refused at once; once the FanOut is done, its charge is released and new
+// requests are taken again.
+TEST(MultiNodeTest, APeerHoldsAtMostItsShareOfRequests) {
+  chi_test::LocalCluster cluster(3, kWorkers, "  max_peer_requests: 1\n");
+  ASSERT_TRUE(cluster.node(1).Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.node(2).Start().ok()) << cluster.Logs();
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::routing_id, "3");
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("tcp://127.0.0.2:" + std::to_string(cluster.node(1).port() + 1));
+  const chi::MethodId echo =
+      chi::admin::Admin::Methods::IdOf<chi::admin::EchoTask>();
+  std::string echo_in(8, '\0');  // value_ = 0
+  chi::u32 fan[2] = {316, 2};
+  std::vector<std::string> records = {
+      Request(chi::kAdminPoolId,
+              chi::admin::Admin::Methods::IdOf<chi::admin::FanOutTask>(),
+              std::string(reinterpret_cast<char *>(fan), sizeof(fan)))};
+  for (int i = 0; i < 20; ++i) {
+    records.push_back(Request(chi::kAdminPoolId, echo, echo_in));
+  }
+  // Node 1 answers node 2 too (joins, lookups): counts are relative.
+  const long base = NetCounter(cluster, 1, "replies sent");
+  const long dropped0 = NetCounter(cluster, 1, "dropped");
+  ASSERT_GE(base, 0);
+  SendRecords(s, records);
+  // All 21 answered (refused or run: replies go to node 3, which is down).
+  long replies = -1;
+  for (int i = 0; i < 200 && replies < base + 21; ++i) {
+    usleep(50000);
+    replies = NetCounter(cluster, 1, "replies sent");
+  }
+  ASSERT_GE(replies, base + 21) << cluster.Logs();
+  const long dropped = NetCounter(cluster, 1, "dropped");
+  EXPECT_GE(dropped - dropped0, 1) << cluster.Logs();
+  EXPECT_NE(cluster.node(1).Log().find("here already"), std::string::npos);
+  // The charges were released: one request at a time is taken again.
+  for (int i = 1; i <= 5; ++i) {
+    SendRecords(s, {Request(chi::kAdminPoolId, echo, echo_in)});
+    for (int j = 0;
+         j < 100 && NetCounter(cluster, 1, "replies sent") < replies + i; ++j) {
+      usleep(20000);
+    }
+  }
+  EXPECT_GE(NetCounter(cluster, 1, "replies sent"), replies + 5);
+  EXPECT_EQ(NetCounter(cluster, 1, "dropped"), dropped) << cluster.Logs();
+  EXPECT_TRUE(cluster.node(1).Running());
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+}
+
 }  // namespace
