@@ -319,6 +319,17 @@ TEST(MultiNodeTest, DestroyWhileRemoteTaskPending) {
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
+/** A socket of `ctx` that poses as node 3 of `cluster` (down) and talks
+ * to node 1's rpc port. */
+zmq::socket_t PoseAsNode3(zmq::context_t &ctx,
+                          chi_test::LocalCluster &cluster) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::routing_id, "3");
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("tcp://127.0.0.2:" + std::to_string(cluster.node(1).port() + 1));
+  return s;
+}
+
 /** A lightbeam message from "node 3" to node 1 carrying `records`. */
 void SendRecords(zmq::socket_t &s, const std::vector<std::string> &records,
                  hshm::u32 num_frames = 0) {
@@ -366,11 +377,7 @@ TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
   ASSERT_TRUE(cluster.node(1).Start().ok()) << cluster.Logs();
   ASSERT_TRUE(cluster.node(2).Start().ok()) << cluster.Logs();
   zmq::context_t ctx(1);
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::routing_id, "3");
-  s.set(zmq::sockopt::linger, 0);
-  int rpc = cluster.node(1).port() + 1;
-  s.connect("tcp://127.0.0.2:" + std::to_string(rpc));
+  zmq::socket_t s = PoseAsNode3(ctx, cluster);
   std::mt19937 gen(7);
   // Envelopes: random bytes, truncated headers, wrong versions.
   for (int i = 0; i < 200; ++i) {
@@ -484,10 +491,7 @@ TEST(MultiNodeTest, APeerHoldsAtMostItsShareOfRequests) {
   ASSERT_TRUE(cluster.node(1).Start().ok()) << cluster.Logs();
   ASSERT_TRUE(cluster.node(2).Start().ok()) << cluster.Logs();
   zmq::context_t ctx(1);
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::routing_id, "3");
-  s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://127.0.0.2:" + std::to_string(cluster.node(1).port() + 1));
+  zmq::socket_t s = PoseAsNode3(ctx, cluster);
   const chi::MethodId echo =
       chi::admin::Admin::Methods::IdOf<chi::admin::EchoTask>();
   std::string echo_in(8, '\0');  // value_ = 0
