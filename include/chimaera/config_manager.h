@@ -43,6 +43,9 @@ class ServerConfig : public hshm::BaseConfig {
    * and their bytes; more are refused with ResourceExhausted. */
   u32 max_peer_requests_ = 65536;
   u64 max_peer_bytes_ = 1ull << 30;
+  /** Peers must talk from their hostfile addresses (lightbeam's
+   * TransportOptions::check_peer_address). */
+  bool check_peer_address_ = true;
   bool curve_ = false;          ///< CURVE between runtimes.
   std::string curve_key_file_;  ///< Cluster key file (${VAR} expanded).
   /** The cluster key pair (Z85) from curve_key_file_; filled by

@@ -76,7 +76,7 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         n,
         {"hostfile", "port", "client_timeout_ms", "rpc_port", "heartbeat_ms",
          "dead_after_ms", "request_timeout_ms", "max_peer_requests",
-         "max_peer_bytes", "curve", "curve_key_file"},
+         "max_peer_bytes", "check_peer_address", "curve", "curve_key_file"},
         "network"));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "rpc_port", &rpc_port_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "heartbeat_ms", &heartbeat_ms_));
@@ -104,6 +104,8 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(CheckRange("network.port", port_, 1, 65534));
     HSHM_RETURN_IF_ERROR(CheckRange("network.client_timeout_ms",
                                     client_timeout_ms_, 1, 3600000));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(n, "check_peer_address", &check_peer_address_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "curve", &curve_));
     if (n["curve_key_file"]) {
       HSHM_RETURN_IF_ERROR(ReadScalar(n, "curve_key_file", &curve_key_file_));

@@ -1,10 +1,13 @@
 // hshm::lbm ("lightbeam"): a small node-to-node message transport over
 // ZeroMQ. Every node binds one ROUTER (all traffic arrives there) and connects
 // one DEALER to each other node (used only for sending). One dedicated network
-// thread per Transport owns all sockets; it batches queued records per peer,
-// validates every incoming message, heartbeats the peers and tracks liveness.
-// Optionally (TransportOptions::curve_*) every socket uses ZeroMQ CURVE with
-// one cluster key pair: only holders of the pair connect, all is encrypted.
+// thread per Transport owns the ROUTER and DEALERs; it batches queued records
+// per peer, validates every incoming message, heartbeats the peers and tracks
+// liveness. A second thread checks incoming connections (ZeroMQ's ZAP), when
+// there is something to check: the peer's address (check_peer_address, on by
+// default) or its key. Optionally (TransportOptions::curve_*) every socket
+// uses ZeroMQ CURVE with one cluster key pair: only holders of the pair
+// connect, all is encrypted.
 //
 // Threads: Send, PeerAlive, PeerIncarnation and stats may be called from any
 // thread, including from inside the callbacks, but not concurrently with
@@ -92,6 +95,14 @@ struct TransportOptions {
    * the same pair; one without it never connects, so it is seen as dead. */
   std::string curve_public_key;
   std::string curve_secret_key;
+  /** Peers must talk from their own addresses (the default). Every DEALER
+   * sends from this node's address (the one its ROUTER binds); the ROUTER
+   * admits connections only from the addresses of the nodes (a ZAP check,
+   * before the handshake ends) and drops a message that claims node N but
+   * came from an address that is not N's. Every host must then resolve at
+   * Start. Off: anything that reaches the port may claim any node id (for a
+   * network that rewrites source addresses, e.g. NAT). */
+  bool check_peer_address = true;
 };
 
 /** Where one record of a validated kRecords message lies: `len` bytes at
@@ -121,9 +132,12 @@ struct TransportStats {
   u64 msgs_received = 0;  ///< Valid messages received (records, ping, pong).
   u64 records_received = 0;
   u64 dropped_malformed = 0;  ///< Incoming messages that failed validation.
-  u64 send_failures = 0;      ///< Records reported through on_send_fail.
-  /** Incoming connections that failed the CURVE handshake (wrong or no
-   * cluster key). */
+  /** Valid messages dropped because they did not come from the address of
+   * the node they claim (check_peer_address). */
+  u64 dropped_wrong_address = 0;
+  u64 send_failures = 0;  ///< Records reported through on_send_fail.
+  /** Incoming connections refused during the handshake: wrong or no CURVE
+   * cluster key, or (check_peer_address) an address that is no node's. */
   u64 auth_failures = 0;
 };
 
@@ -149,9 +163,11 @@ class Transport {
    * first IPv4 address for the bind); self is 1-based. Binds a ROUTER to
    * endpoints[self-1] only (wildcard hosts are refused), connects one DEALER
    * per other node (routing id = decimal self node id, ZMQ_IMMEDIATE=1,
-   * linger 0, sndhwm; CURVE first if the options name keys) and starts the
-   * network thread. Null handlers are allowed. Errors: InvalidArgument (bad
-   * self, endpoint string, options or CURVE keys; already started),
+   * linger 0, sndhwm; CURVE first if the options name keys; with
+   * check_peer_address, sending from the address the ROUTER binds) and starts
+   * the network thread. Null handlers are allowed. Errors: InvalidArgument
+   * (bad self, endpoint string, options or CURVE keys; with
+   * check_peer_address, a host that does not resolve; already started),
    * Unimplemented (CURVE keys but a libzmq without CURVE), AlreadyExists
    * (address in use) / Unavailable (other bind failure; the message names the
    * address), or the thread-spawn error. On error nothing is left running and
@@ -210,6 +226,9 @@ class Transport {
     Clock::time_point backlog_since;
     Clock::time_point last_heard;
     u64 retired_incarnation = 0;  // the one before `incarnation`
+    /** check_peer_address: the addresses its host resolved to at Start, as
+     * AddressKey gives them. Constant while running. */
+    std::vector<std::string> addrs;
   };
   /** Where a parsed record lies in the body frame. */
   using RecordRef = WireRecordRef;
@@ -247,15 +266,29 @@ class Transport {
   void Dispatch();
   /** Refreshes `node`'s liveness; reports its return or restart. */
   void Heard(u32 node, u64 incarnation);
-  /** CURVE: answers the ZAP requests waiting on zap_ (admits clients with
-   * the cluster public key only). */
+  /** The connection-check thread's body (with zap_ only): answers ZAP
+   * requests and reads the monitor until auth_stop_. */
+  void AuthLoop();
+  /** Owner thread: stops and joins the connection-check thread, if any.
+   * Before the network thread ends (it closes zap_ and monitor_). */
+  void StopAuthThread();
+  /** Answers the ZAP requests waiting on zap_: admits a connection whose
+   * address is some node's (check_peer_address) and, with CURVE, whose key
+   * is the cluster key. */
   void HandleZap();
-  /** CURVE: reads the ROUTER's monitor events; counts and logs (rate
-   * limited) failed handshakes. */
+  /** Reads the ROUTER's monitor events; counts and logs (rate limited)
+   * failed handshakes. */
   void HandleMonitor();
-  /** CURVE: binds the ZAP handler and the ROUTER monitor and sets the
-   * ROUTER's server options. Before the ROUTER binds. */
-  void SetUpCurveServer();
+  /** CURVE or check_peer_address: binds the ZAP handler and the ROUTER
+   * monitor and sets the ROUTER's server options. Before the ROUTER binds.
+   */
+  void SetUpAuth(bool curve);
+  /** check_peer_address: true if the message in in_frames_ (valid, from
+   * in_header_.src_node) came from an address of that node. */
+  bool FromClaimedAddress() const;
+  /** check_peer_address: true if `key` (AddressKey) is an address of some
+   * node. */
+  bool IsNodeAddress(const std::string &key) const;
   /** Logs a refused incoming connection (`from`: its address, or empty),
    * at most once per kAuthLogPeriod, with the count of those not logged. */
   void LogAuthFailure(const char *why, const std::string &from);
@@ -284,8 +317,11 @@ class Transport {
   SendFailHandler on_send_fail_;
   std::vector<std::unique_ptr<Peer>> peers_;  // index node-1; self's unused
   int wake_fd_ = -1;                          // eventfd
-  std::mutex life_mu_;                        // serializes Start/Stop
-  bool started_ = false;                      // guarded by life_mu_
+  int auth_wake_fd_ = -1;  // eventfd: wakes the connection-check thread
+  Thread auth_thread_;     // runs AuthLoop, with zap_ only
+  std::atomic<bool> auth_stop_{false};
+  std::mutex life_mu_;    // serializes Start/Stop
+  bool started_ = false;  // guarded by life_mu_
   Thread thread_;
 
   mutable std::mutex mu_;  // guards outboxes, running_, wake_pending_, dirty_
@@ -297,9 +333,14 @@ class Transport {
   // Network thread only.
   std::unique_ptr<zmq::context_t> ctx_;
   std::unique_ptr<zmq::socket_t> router_;
-  std::unique_ptr<zmq::socket_t> zap_;      // CURVE only: ZAP handler (REP)
-  std::unique_ptr<zmq::socket_t> monitor_;  // CURVE only: ROUTER events
+  // The connection-check thread's while it runs (made in Start, closed by
+  // the network thread as it ends; curve_client_key_ is constant).
+  std::unique_ptr<zmq::socket_t> zap_;      // ZAP handler (REP), if any
+  std::unique_ptr<zmq::socket_t> monitor_;  // ROUTER events, with zap_
   std::string curve_client_key_;            // CURVE: 32 raw bytes admitted
+  Clock::time_point auth_log_at_{};         // last LogAuthFailure line
+  u64 auth_unlogged_ = 0;                   // refusals since that line
+  // Network thread only.
   std::vector<zmq::message_t> in_frames_;
   std::vector<RecordRef> in_records_;
   std::vector<std::vector<OutRecord>> pending_;  // index node-1
@@ -307,12 +348,10 @@ class Transport {
   u64 log_window_ms_ = 0;
   u32 log_lines_ = 0;
   u64 log_suppressed_ = 0;
-  Clock::time_point auth_log_at_{};  // last LogAuthFailure line
-  u64 auth_unlogged_ = 0;            // refusals since that line
 
   std::atomic<u64> msgs_sent_{0}, records_sent_{0}, msgs_received_{0},
-      records_received_{0}, dropped_malformed_{0}, send_failures_{0},
-      auth_failures_{0};
+      records_received_{0}, dropped_malformed_{0}, dropped_wrong_address_{0},
+      send_failures_{0}, auth_failures_{0};
 };
 
 }  // namespace hshm::lbm

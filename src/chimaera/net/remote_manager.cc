@@ -87,6 +87,7 @@ Status RemoteManager::Init() {
   hshm::lbm::TransportOptions opt;
   opt.heartbeat_ms = conf.heartbeat_ms_;
   opt.dead_after_ms = conf.dead_after_ms_;
+  opt.check_peer_address = conf.check_peer_address_;
   if (conf.curve_) {
     opt.curve_public_key = conf.curve_public_key_;
     opt.curve_secret_key = conf.curve_secret_key_;

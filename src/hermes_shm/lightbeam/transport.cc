@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -69,28 +70,79 @@ u64 RandomIncarnation() {
   return v ? v : 1;
 }
 
-/** The ZeroMQ address to bind `ep` ("host:port", as ParseEndpoint accepted
- * it): ZeroMQ binds only to addresses and interface names, so a host name is
- * resolved here to its first IPv4 address. */
-std::string BindAddress(const std::string &ep, const std::string &host) {
+/** The address to bind for `host` (as ParseEndpoint accepted it): ZeroMQ
+ * binds only to addresses and interface names, so a host name is resolved
+ * here to its first IPv4 address; an unresolvable one is returned as it is
+ * (maybe an interface name). */
+std::string BindHost(const std::string &host) {
   in_addr a4;
   if (host[0] == '[' || inet_pton(AF_INET, host.c_str(), &a4) == 1) {
-    return "tcp://" + ep;
+    return host;
   }
   addrinfo hints{};
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo *res = nullptr;
-  std::string addr = "tcp://" + ep;  // unresolvable: maybe an interface name
+  std::string addr = host;
   if (getaddrinfo(host.c_str(), nullptr, &hints, &res) == 0 && res) {
     char ip[INET_ADDRSTRLEN];
     const auto *sin = reinterpret_cast<const sockaddr_in *>(res->ai_addr);
-    if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip))) {
-      addr = "tcp://" + std::string(ip) + ep.substr(host.size());
-    }
+    if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip))) addr = ip;
   }
   if (res) freeaddrinfo(res);
   return addr;
+}
+
+/** 16 bytes naming an IP address (IPv4 as ::ffff:a.b.c.d), from its numeric
+ * text ("1.2.3.4", "::1", "[::1]", "fe80::1%eth0"); empty if `text` is not
+ * one. */
+std::string AddressKey(std::string_view text) {
+  if (!text.empty() && text.front() == '[' && text.back() == ']') {
+    text = text.substr(1, text.size() - 2);
+  }
+  text = text.substr(0, text.find('%'));  // a scope id
+  if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return std::string();
+  char buf[INET6_ADDRSTRLEN];
+  memcpy(buf, text.data(), text.size());
+  buf[text.size()] = '\0';
+  unsigned char key[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (inet_pton(AF_INET, buf, key + 12) != 1 &&
+      inet_pton(AF_INET6, buf, key) != 1) {
+    return std::string();
+  }
+  return std::string(reinterpret_cast<char *>(key), sizeof(key));
+}
+
+/** The addresses `host` (as ParseEndpoint accepted it) resolves to, as
+ * AddressKey gives them; empty if it does not resolve. */
+std::vector<std::string> ResolveHost(const std::string &host) {
+  std::vector<std::string> keys;
+  std::string name = host;
+  if (name[0] == '[') name = name.substr(1, name.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo *res = nullptr;
+  if (getaddrinfo(name.c_str(), nullptr, &hints, &res) != 0) return keys;
+  for (addrinfo *a = res; a; a = a->ai_next) {
+    char ip[INET6_ADDRSTRLEN];
+    const void *src =
+        a->ai_family == AF_INET
+            ? static_cast<const void *>(
+                  &reinterpret_cast<const sockaddr_in *>(a->ai_addr)->sin_addr)
+            : static_cast<const void *>(
+                  &reinterpret_cast<const sockaddr_in6 *>(a->ai_addr)
+                       ->sin6_addr);
+    if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
+    if (!inet_ntop(a->ai_family, src, ip, sizeof(ip))) continue;
+    std::string key = AddressKey(ip);
+    if (!key.empty() &&
+        std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      keys.push_back(std::move(key));
+    }
+  }
+  freeaddrinfo(res);
+  return keys;
 }
 
 /** Sets the options every lightbeam socket shares. */
@@ -150,8 +202,22 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
   on_send_fail_ = std::move(on_send_fail);
   incarnation_ = RandomIncarnation();
 
+  std::vector<std::vector<std::string>> addrs(endpoints.size());
+  if (opt.check_peer_address) {
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      addrs[i] = ResolveHost(hosts[i]);
+      if (addrs[i].empty()) {
+        return Status::InvalidArgument(
+            "lightbeam: the host of node " + std::to_string(i + 1) + " ('" +
+            hosts[i] +
+            "') does not resolve, so messages claiming that node cannot be "
+            "checked against its address");
+      }
+    }
+  }
+  const std::string bind_host = BindHost(hosts[self - 1]);
   const std::string bind_addr =
-      BindAddress(endpoints[self - 1], hosts[self - 1]);
+      "tcp://" + bind_host + endpoints[self - 1].substr(hosts[self - 1].size());
   try {
     ctx_ = std::make_unique<zmq::context_t>(1);
     router_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::router);
@@ -161,7 +227,7 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
     router_->set(zmq::sockopt::maxmsgsize,
                  static_cast<int64_t>(std::min<u64>(
                      opt.max_message_bytes, std::numeric_limits<i64>::max())));
-    if (curve) SetUpCurveServer();
+    if (curve || opt.check_peer_address) SetUpAuth(curve);
     try {
       router_->bind(bind_addr);
     } catch (const zmq::error_t &e) {
@@ -175,6 +241,7 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
     for (u32 n = 1; n <= num_nodes_; ++n) {
       peers_.push_back(std::make_unique<Peer>());
       peers_.back()->last_heard = Clock::now();
+      peers_.back()->addrs = std::move(addrs[n - 1]);
       if (n == self) continue;
       auto d = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::dealer);
       CommonOptions(*d, hosts[n - 1], opt.sndhwm);
@@ -186,7 +253,10 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
         d->set(zmq::sockopt::curve_publickey, opt.curve_public_key);
         d->set(zmq::sockopt::curve_secretkey, opt.curve_secret_key);
       }
-      d->connect("tcp://" + endpoints[n - 1]);
+      // "source;destination": the peer checks where we talk from.
+      d->connect("tcp://" +
+                 (opt.check_peer_address ? bind_host + ":0;" : std::string()) +
+                 endpoints[n - 1]);
       peers_.back()->dealer = std::move(d);
     }
   } catch (const zmq::error_t &e) {
@@ -195,7 +265,8 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
                                    e.what());
   }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd_ < 0) {
+  if (zap_) auth_wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0 || (zap_ && auth_wake_fd_ < 0)) {
     int err = errno;
     AbortStart();
     return Status::FromErrno("lightbeam: eventfd", err);
@@ -209,23 +280,48 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
     dirty_.clear();
   }
   stop_.store(false);
+  auth_stop_.store(false);
+  if (zap_) {
+    StatusOr<Thread> a = HSHM_THREAD_MODEL->Spawn([this] { AuthLoop(); });
+    if (a.ok()) auth_thread_ = std::move(a).value();
+  }
   StatusOr<Thread> t = HSHM_THREAD_MODEL->Spawn([this] { Loop(); });
-  if (!t.ok()) {
+  if (!t.ok() || (zap_ && !auth_thread_.joinable())) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       running_ = false;
+      stop_.store(true);
+      u64 one = 1;
+      (void)!write(wake_fd_, &one, sizeof(one));
     }
+    StopAuthThread();
+    // The network thread closes the sockets as it ends.
+    if (t.ok()) (void)HSHM_THREAD_MODEL->Join(t.value());
+    Status why = t.ok() ? Status::Internal(
+                              "lightbeam: cannot start the "
+                              "connection-check thread")
+                        : t.status();
     AbortStart();
-    return t.status();
+    return why;
   }
   thread_ = std::move(t).value();
   started_ = true;
   return Status::Ok();
 }
 
+void Transport::StopAuthThread() {
+  if (!auth_thread_.joinable()) return;
+  auth_stop_.store(true, std::memory_order_release);
+  u64 one = 1;
+  (void)!write(auth_wake_fd_, &one, sizeof(one));
+  (void)HSHM_THREAD_MODEL->Join(auth_thread_);
+}
+
 void Transport::Stop() {
   std::lock_guard<std::mutex> life(life_mu_);
   if (!thread_.joinable()) return;
+  // First: the network thread closes zap_ and monitor_ as it ends.
+  StopAuthThread();
   {
     std::lock_guard<std::mutex> lock(mu_);
     running_ = false;
@@ -236,6 +332,8 @@ void Transport::Stop() {
   (void)HSHM_THREAD_MODEL->Join(thread_);
   close(wake_fd_);
   wake_fd_ = -1;
+  if (auth_wake_fd_ >= 0) close(auth_wake_fd_);
+  auth_wake_fd_ = -1;
 }
 
 bool Transport::Fits(const OutRecord &rec) const {
@@ -306,6 +404,8 @@ TransportStats Transport::stats() const {
   s.msgs_received = msgs_received_.load(std::memory_order_relaxed);
   s.records_received = records_received_.load(std::memory_order_relaxed);
   s.dropped_malformed = dropped_malformed_.load(std::memory_order_relaxed);
+  s.dropped_wrong_address =
+      dropped_wrong_address_.load(std::memory_order_relaxed);
   s.send_failures = send_failures_.load(std::memory_order_relaxed);
   s.auth_failures = auth_failures_.load(std::memory_order_relaxed);
   return s;
@@ -317,12 +417,10 @@ TransportStats Transport::stats() const {
 
 void Transport::Loop() {
   HSHM_THREAD_MODEL->SetName("lightbeam");
-  zmq_pollitem_t items[4] = {
-      {router_->handle(), 0, ZMQ_POLLIN, 0},
-      {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-      {zap_ ? zap_->handle() : nullptr, 0, ZMQ_POLLIN, 0},
-      {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-  const int num_items = zap_ ? 4 : 2;  // the CURVE sockets last
+  // zap_ and monitor_ have a thread of their own: each ZeroMQ socket in a
+  // poll set costs syscalls on every round of this loop.
+  zmq_pollitem_t items[2] = {{router_->handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   const auto tick = std::chrono::milliseconds(opt_.heartbeat_ms);
   Clock::time_point next_tick = Clock::now();
   while (!stop_.load(std::memory_order_acquire)) {
@@ -343,9 +441,7 @@ void Transport::Loop() {
         }
       }
       for (zmq_pollitem_t &it : items) it.revents = 0;
-      zmq::poll(items, num_items, wait);
-      if (items[2].revents & ZMQ_POLLIN) HandleZap();
-      if (items[3].revents & ZMQ_POLLIN) HandleMonitor();
+      zmq::poll(items, 2, wait);
       if (items[1].revents & ZMQ_POLLIN) {
         u64 v;
         (void)!read(wake_fd_, &v, sizeof(v));
@@ -568,6 +664,9 @@ void Transport::ReceiveAll() {
     if (why) {
       dropped_malformed_.fetch_add(1, std::memory_order_relaxed);
       LogMalformed(why);
+    } else if (opt_.check_peer_address && !FromClaimedAddress()) {
+      dropped_wrong_address_.fetch_add(1, std::memory_order_relaxed);
+      LogMalformed("not sent from an address of the node it claims");
     } else {
       msgs_received_.fetch_add(1, std::memory_order_relaxed);
       Dispatch();
@@ -693,7 +792,7 @@ void Transport::Heard(u32 node, u64 incarnation) {
   }
 }
 
-void Transport::SetUpCurveServer() {
+void Transport::SetUpAuth(bool curve) {
   zap_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::rep);
   zap_->set(zmq::sockopt::linger, 0);
   zap_->bind(kZapEndpoint);
@@ -704,13 +803,56 @@ void Transport::SetUpCurveServer() {
   monitor_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::pair);
   monitor_->set(zmq::sockopt::linger, 0);
   monitor_->connect(kMonitorEndpoint);
+  // A domain makes libzmq ask the ZAP handler under the NULL mechanism too.
+  router_->set(zmq::sockopt::zap_domain, "lightbeam");
+  if (!curve) return;
   router_->set(zmq::sockopt::curve_server, 1);
   router_->set(zmq::sockopt::curve_publickey, opt_.curve_public_key);
   router_->set(zmq::sockopt::curve_secretkey, opt_.curve_secret_key);
-  router_->set(zmq::sockopt::zap_domain, "lightbeam");
   curve_client_key_.assign(32, '\0');
   zmq_z85_decode(reinterpret_cast<uint8_t *>(&curve_client_key_[0]),
                  opt_.curve_public_key.c_str());
+}
+
+bool Transport::IsNodeAddress(const std::string &key) const {
+  if (key.empty()) return false;
+  for (u32 n = 1; n <= num_nodes_; ++n) {
+    const std::vector<std::string> &a = peer(n).addrs;
+    if (std::find(a.begin(), a.end(), key) != a.end()) return true;
+  }
+  return false;
+}
+
+bool Transport::FromClaimedAddress() const {
+  // ZeroMQ keeps the connection's properties on its data frames, not on the
+  // routing id frame the ROUTER makes.
+  const char *from = zmq_msg_gets(in_frames_[1].handle(), "Peer-Address");
+  if (!from) return false;
+  const std::vector<std::string> &a = peer(in_header_.src_node).addrs;
+  return std::find(a.begin(), a.end(), AddressKey(from)) != a.end();
+}
+
+void Transport::AuthLoop() {
+  HSHM_THREAD_MODEL->SetName("lightbeam-auth");
+  zmq_pollitem_t items[3] = {{zap_->handle(), 0, ZMQ_POLLIN, 0},
+                             {monitor_->handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, auth_wake_fd_, ZMQ_POLLIN, 0}};
+  while (!auth_stop_.load(std::memory_order_acquire)) {
+    try {
+      for (zmq_pollitem_t &it : items) it.revents = 0;
+      zmq::poll(items, 3, std::chrono::milliseconds(-1));
+      if (items[0].revents & ZMQ_POLLIN) HandleZap();
+      if (items[1].revents & ZMQ_POLLIN) HandleMonitor();
+    } catch (const zmq::error_t &e) {
+      if (e.num() != EINTR) {
+        fprintf(stderr, "lightbeam: node %u connection checks: %s\n", self_,
+                e.what());
+      }
+    } catch (const std::exception &e) {
+      fprintf(stderr, "lightbeam: node %u connection checks: %s\n", self_,
+              e.what());
+    }
+  }
 }
 
 void Transport::HandleZap() {
@@ -731,18 +873,25 @@ void Transport::HandleZap() {
     auto frame = [&req](size_t i) {
       return i < req.size() ? req[i].to_string() : std::string();
     };
-    const bool admit = req.size() >= 7 && frame(0) == "1.0" &&
-                       frame(5) == "CURVE" && frame(6) == curve_client_key_;
-    if (!admit) {
-      LogAuthFailure("its CURVE key is not the cluster key",
-                     frame(3).substr(0, 64));
+    const bool curve = !curve_client_key_.empty();
+    const char *why = nullptr;
+    if (req.size() < 6 || frame(0) != "1.0") {
+      why = "a malformed ZAP request";
+    } else if (opt_.check_peer_address &&
+               !IsNodeAddress(AddressKey(frame(3)))) {
+      why = "its address is no node's";
+    } else if (curve && (req.size() < 7 || frame(5) != "CURVE" ||
+                         frame(6) != curve_client_key_)) {
+      why = "its CURVE key is not the cluster key";
     }
+    const bool admit = why == nullptr;
+    if (!admit) LogAuthFailure(why, frame(3).substr(0, 64));
     const std::string id = frame(1);
     zap_->send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
     zap_->send(zmq::buffer(id), zmq::send_flags::sndmore);
     zap_->send(admit ? zmq::str_buffer("200") : zmq::str_buffer("400"),
                zmq::send_flags::sndmore);
-    zap_->send(admit ? zmq::str_buffer("OK") : zmq::str_buffer("unknown key"),
+    zap_->send(admit ? zmq::str_buffer("OK") : zmq::str_buffer("refused"),
                zmq::send_flags::sndmore);
     zap_->send(zmq::str_buffer(""), zmq::send_flags::sndmore);  // user id
     zap_->send(zmq::str_buffer(""), zmq::send_flags::none);     // metadata
@@ -769,12 +918,15 @@ void Transport::HandleMonitor() {
     auth_failures_.fetch_add(1, std::memory_order_relaxed);
     // A refusal by ZAP was logged with the peer's address already.
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) continue;
+    const bool curve = !curve_client_key_.empty();
     if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) {
       LogAuthFailure("CURVE handshake failed (a peer with another key?)", "");
     } else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
-      LogAuthFailure("the peer does not use CURVE", "");
+      LogAuthFailure(curve ? "the peer does not use CURVE"
+                           : "the peer uses CURVE, this node does not",
+                     "");
     } else {
-      LogAuthFailure("CURVE handshake failed", "");
+      LogAuthFailure("handshake failed", "");
     }
   }
 }
@@ -853,6 +1005,8 @@ void Transport::AbortStart() {
   CloseSockets();
   if (wake_fd_ >= 0) close(wake_fd_);
   wake_fd_ = -1;
+  if (auth_wake_fd_ >= 0) close(auth_wake_fd_);
+  auth_wake_fd_ = -1;
   peers_.clear();
   pending_.clear();
   self_ = 0;

@@ -23,6 +23,7 @@ TEST(ConfigTest, EmbeddedDefaultsMatchTheYaml) {
   EXPECT_EQ(c.port_, 9513u);
   ASSERT_EQ(c.hosts_.size(), 1u);
   EXPECT_EQ(c.hosts_[0], "127.0.0.1");
+  EXPECT_TRUE(c.check_peer_address_);
   // The constant is the YAML file's text.
   EXPECT_NE(std::string(chi::kDefaultServerConfigYaml).find("low_latency"),
             std::string::npos);
@@ -31,8 +32,10 @@ TEST(ConfigTest, EmbeddedDefaultsMatchTheYaml) {
 TEST(ConfigTest, OverridesOnlyWhatIsGiven) {
   ConfigurationManager cm;
   ASSERT_TRUE(cm.LoadText("workers:\n  low_latency: 3\n  cpus: [0, 1]\n"
-                          "shm:\n  main: 1g\nqueue:\n  depth: 64\n")
+                          "shm:\n  main: 1g\nqueue:\n  depth: 64\n"
+                          "network:\n  check_peer_address: false\n")
                   .ok());
+  EXPECT_FALSE(cm.config().check_peer_address_);
   EXPECT_EQ(cm.config().num_low_latency_, 3u);
   EXPECT_EQ(cm.config().num_high_latency_, 1u);
   EXPECT_EQ(cm.config().main_size_, 1ull << 30);
@@ -57,6 +60,7 @@ TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("shm:\n  main: 12zb\n", "main");
   ExpectError("shm:\n  client_data: -5m\n", "client_data");
   ExpectError("network:\n  port: 70000\n", "port");
+  ExpectError("network:\n  check_peer_address: maybe\n", "check_peer_address");
   ExpectError("queue:\n  depth: [1, 2]\n", "depth");
   ExpectError("workers: [\n", "YAML");
 }

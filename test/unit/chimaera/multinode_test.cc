@@ -320,13 +320,15 @@ TEST(MultiNodeTest, DestroyWhileRemoteTaskPending) {
 }
 
 /** A socket of `ctx` that poses as node 3 of `cluster` (down) and talks
- * to node 1's rpc port. */
-zmq::socket_t PoseAsNode3(zmq::context_t &ctx,
-                          chi_test::LocalCluster &cluster) {
+ * to node 1's rpc port from the address of node `from` (node 3's own by
+ * default, as a node must). */
+zmq::socket_t PoseAsNode3(zmq::context_t &ctx, chi_test::LocalCluster &cluster,
+                          int from = 3) {
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::routing_id, "3");
   s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://127.0.0.2:" + std::to_string(cluster.node(1).port() + 1));
+  s.connect("tcp://" + cluster.host(from) + ":0;" + cluster.host(1) + ":" +
+            std::to_string(cluster.node(1).port() + 1));
   return s;
 }
 
@@ -367,6 +369,57 @@ std::string Request(const chi::PoolId &pool, chi::MethodId method,
   std::string r(reinterpret_cast<char *>(&kind), 4);
   r.append(reinterpret_cast<char *>(&w), sizeof(w));
   return r + fields;
+}
+
+// A well-formed request counts only from the address of the node it claims:
+// node 2's address posing as node 3 is dropped (a log line), and an address
+// that is no node's cannot even connect.
+TEST(MultiNodeTest, APeerIsCheckedAgainstItsHostfileAddress) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.node(1).Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.node(2).Start().ok()) << cluster.Logs();
+  // A request node 1 would refuse with a log line, had it accepted the
+  // message it came in.
+  const std::string periodic =
+      Request(chi::kAdminPoolId,
+              chi::admin::Admin::Methods::IdOf<chi::admin::NoopTask>(), "", 1,
+              TASK_PERIODIC);
+  zmq::context_t ctx(1);
+  zmq::socket_t from_node2 = PoseAsNode3(ctx, cluster, 2);
+  SendRecords(from_node2, {periodic});
+  zmq::socket_t stranger(ctx, zmq::socket_type::dealer);
+  stranger.set(zmq::sockopt::routing_id, "2");  // would take node 2's place
+  stranger.set(zmq::sockopt::linger, 0);
+  stranger.connect("tcp://127.0.0.99:0;" + cluster.host(1) + ":" +
+                   std::to_string(cluster.node(1).port() + 1));
+  SendRecords(stranger, {periodic});
+  std::string log;
+  for (int i = 0; i < 100; ++i) {
+    log = cluster.node(1).Log();
+    if (log.find("not sent from an address of the node it claims") !=
+            std::string::npos &&
+        log.find("its address is no node's") != std::string::npos) {
+      break;
+    }
+    usleep(50000);
+  }
+  EXPECT_NE(log.find("dropped a malformed message from 3: not sent from an "
+                     "address of the node it claims"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("refused a connection from 127.0.0.99: its address is "
+                     "no node's"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("periodic tasks run on their own node only"),
+            std::string::npos)
+      << log;
+  // Node 1 and node 2 still talk.
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  auto v = chi::admin::Client().Echo(5, DomainQuery::GetGlobalId(1));
+  ASSERT_TRUE(v.ok()) << v.status() << cluster.Logs();
+  EXPECT_EQ(*v, 5u);
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
 // Malformed network messages (bad envelopes and bad records inside good

@@ -479,9 +479,12 @@ std::string WireBytes(const char *ip1, const char *ip2,
   const std::string ep1 = FreeEndpoint(ip1), ep2 = FreeEndpoint(ip2);
   Relay relay(ip2, std::stoi(ep2.substr(ep2.find(':') + 1)));
   // Node 1 reaches node 2 through the relay; node 2 binds the real port.
+  // The relay talks to node 2 from its own address, as NAT would.
+  TransportOptions o = Options(keys);
+  o.check_peer_address = false;
   Node a(2), b(2);
-  EXPECT_TRUE(a.Start(1, {ep1, relay.endpoint()}, Options(keys)).ok());
-  EXPECT_TRUE(b.Start(2, {ep1, ep2}, Options(keys)).ok());
+  EXPECT_TRUE(a.Start(1, {ep1, relay.endpoint()}, o).ok());
+  EXPECT_TRUE(b.Start(2, {ep1, ep2}, o).ok());
   EXPECT_TRUE(WaitFor([&] { return b.t.PeerIncarnation(1) != 0; }));
   EXPECT_TRUE(WaitFor([&] { return a.t.PeerIncarnation(2) != 0; }));
   SendRange(a, 2, 0, 60);

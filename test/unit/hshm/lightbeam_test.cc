@@ -305,6 +305,23 @@ void SendRaw(zmq::socket_t &s, const std::vector<std::string> &frames) {
   }
 }
 
+/** A ZeroMQ address connecting to endpoint `to` from the host of endpoint
+ * (or bare address) `from`. */
+std::string From(const std::string &from, const std::string &to) {
+  return "tcp://" + from.substr(0, from.rfind(':')) + ":0;" + to;
+}
+
+/** A DEALER of `ctx` with routing id `id` (a node's), connected to `to`
+ * from `from` (as From takes them). */
+zmq::socket_t RawPeer(zmq::context_t &ctx, const char *id,
+                      const std::string &from, const std::string &to) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::routing_id, id);
+  s.connect(From(from, to));
+  return s;
+}
+
 TEST(LightbeamTest, MalformedMessagesDropped) {
   // Node 2 never starts: a raw socket uses its routing id instead.
   std::vector<std::string> eps = {FreeEndpoint("127.0.3.1"),
@@ -323,7 +340,7 @@ TEST(LightbeamTest, MalformedMessagesDropped) {
   zmq::socket_t raw(ctx, zmq::socket_type::dealer);
   raw.set(zmq::sockopt::linger, 0);
   raw.set(zmq::sockopt::routing_id, "2");
-  raw.connect("tcp://" + eps[0]);
+  raw.connect(From(eps[1], eps[0]));
 
   using K = MsgKind;
   std::vector<std::vector<std::string>> bad;
@@ -392,6 +409,65 @@ TEST(LightbeamTest, MalformedMessagesDropped) {
   EXPECT_TRUE(WaitFor([&] { return n1.got[3].load() == 400; }));
   EXPECT_EQ(n1.bad.load(), 0u);
   EXPECT_EQ(n1.t.stats().dropped_malformed, bad.size());
+}
+
+// A message counts only from the address of the node it claims, and
+// connections from addresses that are no node's are refused outright (so
+// they cannot take over a node's routing id either).
+TEST(LightbeamTest, PeersTalkFromTheirOwnAddresses) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.8.1"),
+                                  FreeEndpoint("127.0.8.2"),
+                                  FreeEndpoint("127.0.8.3")};
+  Node n1(3), n2(3);
+  ASSERT_TRUE(n1.Start(1, eps, FastOptions()).ok());
+  ASSERT_TRUE(n2.Start(2, eps, FastOptions()).ok());
+  ASSERT_TRUE(WaitFor([&] { return n1.t.PeerIncarnation(2) != 0; }));
+  const std::string rec = Body(5, 0, 5);
+  const std::vector<std::string> as3 = {
+      Hdr(Header(MsgKind::kRecords, 3, 1, 1, 0, rec.size())), rec};
+  const std::vector<std::string> as2 = {
+      Hdr(Header(MsgKind::kRecords, 2, 1, 1, 0, rec.size())), rec};
+  zmq::context_t ctx(1);
+  // Node 3 is down; node 2's address poses as it: a well-formed message,
+  // dropped for its address alone.
+  zmq::socket_t from_node2 = RawPeer(ctx, "3", eps[1], eps[0]);
+  SendRaw(from_node2, as3);
+  EXPECT_TRUE(WaitFor([&] { return n1.t.stats().dropped_wrong_address == 1; }));
+  // An address that is no node's cannot connect, not even as node 2.
+  zmq::socket_t stranger = RawPeer(ctx, "2", "127.0.8.9", eps[0]);
+  SendRaw(stranger, as2);
+  EXPECT_TRUE(WaitFor([&] { return n1.t.stats().auth_failures >= 1; }));
+  // The real node 2 is unaffected, before and after the stranger's tries.
+  for (u64 s = 0; s < 200; ++s) ASSERT_TRUE(n2.t.Send(1, MakeRecord(s)));
+  EXPECT_TRUE(WaitFor([&] { return n1.got[2].load() == 200; }));
+  EXPECT_EQ(n1.got[3].load(), 0u);
+  EXPECT_EQ(n1.bad.load(), 0u);  // the raw records never arrived
+  EXPECT_EQ(n1.t.PeerIncarnation(3), 0u);
+  EXPECT_EQ(n1.t.stats().dropped_wrong_address, 1u);
+  EXPECT_EQ(n1.t.stats().dropped_malformed, 0u);
+
+  // check_peer_address off (e.g. behind NAT): any address may claim a node.
+  std::vector<std::string> open = {FreeEndpoint("127.0.8.4"),
+                                   FreeEndpoint("127.0.8.5")};
+  TransportOptions o = FastOptions();
+  o.check_peer_address = false;
+  Node n4(2);
+  ASSERT_TRUE(n4.Start(1, open, o).ok());
+  zmq::socket_t anyone = RawPeer(ctx, "2", "127.0.8.9", open[0]);
+  SendRaw(anyone, {Hdr(Header(MsgKind::kPing, 2, 1, 0, 0, 0)), ""});
+  EXPECT_TRUE(WaitFor([&] { return n4.t.PeerIncarnation(2) == 12345; }));
+  EXPECT_EQ(n4.t.stats().auth_failures, 0u);
+}
+
+// With check_peer_address, every host must resolve at Start.
+TEST(LightbeamTest, UnresolvableHostIsAClearError) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.8.6"),
+                                  "no-such-host.invalid:9999"};
+  Transport t;
+  hshm::Status s = t.Start(1, eps, FastOptions(), nullptr, nullptr, nullptr);
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("node 2"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("does not resolve"), std::string::npos) << s;
 }
 
 TEST(LightbeamTest, DecodeMessageWithoutSockets) {
