@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -162,6 +163,11 @@ Status ExpandGroup(const std::string &content, u64 limit,
     }
     if (lo > hi) {
       return Status::InvalidArgument("reversed range '" + item + "'");
+    }
+    if (std::max(a.size(), b.size()) > ConfigParse::kMaxHostNameBytes) {
+      return Status::InvalidArgument(
+          "a number longer than " +
+          std::to_string(ConfigParse::kMaxHostNameBytes) + " digits");
     }
     if (hi - lo >= limit - values->size()) {
       return Status::InvalidArgument("expands to more than " +
@@ -361,6 +367,17 @@ StatusOr<std::vector<std::string>> ConfigParse::ExpandHostPattern(
     i = close + 1;
   }
   if (!literal.empty()) segments.push_back({literal});
+  // Refused before expanding: 10^6 names of 100 KB each is 100 GB.
+  size_t longest = 0;
+  for (const auto &segment : segments) {
+    size_t widest = 0;
+    for (const std::string &v : segment) widest = std::max(widest, v.size());
+    longest += widest;
+  }
+  if (longest > kMaxHostNameBytes) {
+    return fail("a host name would be longer than " +
+                std::to_string(kMaxHostNameBytes) + " bytes");
+  }
   std::vector<std::string> hosts{std::string()};
   for (const auto &segment : segments) {
     std::vector<std::string> next;

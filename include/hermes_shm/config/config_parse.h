@@ -20,6 +20,9 @@ class ConfigParse {
  public:
   /** Most host names one hostfile (or one pattern) may expand to. */
   static constexpr u64 kMaxHosts = 1000000;
+  /** Longest host name a pattern may expand to (a DNS name has at most 253
+   * bytes), checked before anything is expanded. */
+  static constexpr u64 kMaxHostNameBytes = 255;
 
   /** Parses a byte size such as "4g", "512m", "64k", "100", "1.5g", "8KB" or
    * "2GiB". Suffixes b, k, m, g, t (case-insensitive, optionally followed by

@@ -358,6 +358,17 @@ TEST(ConfigParseTest, HostPatternLimit) {
   ExpectBadPattern("n[0-18446744073709551615]", "more than 1000000");
   ExpectBadPattern("n[0-999999,5]", "more than 1000000");
   ExpectBadPattern("r[0-999]n[0-999]x[0-1]", "more than 1000000");
+  // Names longer than 255 bytes are refused before anything is expanded
+  // (these would be about 100 GB).
+  ExpectBadPattern(std::string(100000, 'a') + "[0-999999]", "longer than 255");
+  ExpectBadPattern("n[" + std::string(100000, '0') + "-999999]",
+                   "longer than 255");
+  ExpectBadPattern(std::string(250, 'a') + "[0-9]" + std::string(5, 'b'),
+                   "longer than 255");
+  auto longest = ConfigParse::ExpandHostPattern(std::string(250, 'a') +
+                                                "[0-9]" + std::string(4, 'b'));
+  ASSERT_TRUE(longest.ok()) << longest.status();
+  EXPECT_EQ(longest->front().size(), 255u);
 }
 
 TEST(ConfigParseTest, HostfileText) {
