@@ -90,16 +90,20 @@ class ProcessReaper {
 
   /** The thread body. */
   void Loop();
-  /** Step 1 for dead client `pid`. */
-  Pending Claim(int pid);
+  /** Step 1 for dead client `pid`, into *out. False if the walk of `main`
+   * failed (some tasks may be unmarked): nothing may be freed yet. */
+  bool Claim(int pid, Pending *out);
   /** True once step 2 holds for `p`. */
   bool Quiescent(const Pending &p) const;
   /** Step 3: frees every block `pid` owned; returns the bytes freed. */
   u64 FreeAll(int pid);
 
-  mutable std::mutex mu_;  ///< Guards clients_, pending_, stats_.
+  mutable std::mutex mu_;  ///< Guards clients_, pending_, reaping_, stats_.
   std::vector<Client> clients_;
   std::vector<Pending> pending_;
+  /** Dead pids from the pass that finds them dead until step 3 ends: a new
+   * client with one of them is refused until then. */
+  std::vector<int> reaping_;
   ReaperStats stats_;
   std::mutex pass_mu_;  ///< One pass at a time.
 

@@ -53,8 +53,8 @@ void ProcessReaper::Stop() {
 bool ProcessReaper::RegisterClient(int pid) {
   u64 start = hshm::ProcessStartTime(pid);
   std::lock_guard<std::mutex> lock(mu_);
-  for (const Pending &p : pending_) {
-    if (p.pid == pid) return false;
+  for (int r : reaping_) {
+    if (r == pid) return false;
   }
   for (Client &c : clients_) {
     if (c.pid != pid) continue;
@@ -89,12 +89,13 @@ void ProcessReaper::Loop() {
 void ProcessReaper::RunOnce() {
   std::lock_guard<std::mutex> pass(pass_mu_);
   if (!CHI_IPC->initialized()) return;
-  std::vector<int> dead;
+  std::vector<Client> dead;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < clients_.size();) {
       if (!hshm::ProcessAliveSince(clients_[i].pid, clients_[i].start_time)) {
-        dead.push_back(clients_[i].pid);
+        dead.push_back(clients_[i]);
+        reaping_.push_back(clients_[i].pid);
         clients_[i] = clients_.back();
         clients_.pop_back();
       } else {
@@ -103,9 +104,19 @@ void ProcessReaper::RunOnce() {
     }
     stats_.clients = clients_.size();
   }
-  for (int pid : dead) {
-    Pending p = Claim(pid);
+  for (const Client &c : dead) {
+    const int pid = c.pid;
+    Pending p;
+    const bool claimed = Claim(pid, &p);
     std::lock_guard<std::mutex> lock(mu_);
+    if (!claimed) {
+      // Some of its tasks may be unmarked: free nothing, try again next
+      // pass (the pid stays refused to new clients meanwhile).
+      reaping_.erase(std::find(reaping_.begin(), reaping_.end(), pid));
+      clients_.push_back(c);
+      stats_.clients = clients_.size();
+      continue;
+    }
     pending_.push_back(std::move(p));
     stats_.pending = pending_.size();
   }
@@ -125,15 +136,16 @@ void ProcessReaper::RunOnce() {
   for (const Pending &p : ready) {
     u64 bytes = FreeAll(p.pid);
     std::lock_guard<std::mutex> lock(mu_);
+    reaping_.erase(std::find(reaping_.begin(), reaping_.end(), p.pid));
     stats_.reaped++;
     stats_.bytes_freed += bytes;
     stats_.pending = pending_.size();
   }
 }
 
-ProcessReaper::Pending ProcessReaper::Claim(int pid) {
+bool ProcessReaper::Claim(int pid, Pending *out) {
   auto *ipc = CHI_IPC;
-  Pending p;
+  Pending &p = *out;
   p.pid = pid;
   // Lane tails first: any task of pid queued now lies before them. A tail
   // scribbled far ahead (the worker puts it back later) must not leave us
@@ -177,13 +189,14 @@ ProcessReaper::Pending ProcessReaper::Claim(int pid) {
     ++claimed;
   });
   if (!s.ok()) {
-    HSHM_LOG_LIMITED("chimaera: reaper: walking main for pid %d: %s\n", pid,
-                     s.ToString().c_str());
+    HSHM_LOG_LIMITED(
+        "chimaera: reaper: walking main for pid %d: %s (retried next pass)\n",
+        pid, s.ToString().c_str());
   }
   std::lock_guard<std::mutex> lock(mu_);
   stats_.tasks_claimed += claimed;
   stats_.tasks_abandoned += abandoned;
-  return p;
+  return s.ok();
 }
 
 bool ProcessReaper::Quiescent(const Pending &p) const {
@@ -206,8 +219,10 @@ bool ProcessReaper::Quiescent(const Pending &p) const {
 
 u64 ProcessReaper::FreeAll(int pid) {
   auto *ipc = CHI_IPC;
-  u64 bytes =
-      ipc->main_alloc()->ReclaimDeadProcess(pid, [](const hipc::BlockInfo &b) {
+  // The runtime's own blocks stay whatever owner a client wrote into them.
+  u64 bytes = ipc->main_alloc()->ReclaimDeadProcess(
+      pid, [ipc](const hipc::BlockInfo &b) {
+        if (ipc->IsRuntimeStructure(b.ptr)) return false;
         Task *t = AsTask(b);
         if (!t) return true;
         // A task a worker still runs is the worker's to free.

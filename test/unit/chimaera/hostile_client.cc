@@ -6,6 +6,8 @@
 //       buffers are never freed; prints "ready" once attached.
 //   chimaera_hostile_client exit     -- does the same briefly, then exits
 //       normally without cleaning up.
+//   chimaera_hostile_client claim-runtime-blocks -- names itself the owner
+//       of the runtime's process queue and worker table, then exits.
 #include <unistd.h>
 
 #include <cstdio>
@@ -67,12 +69,30 @@ int Run(u_int64_t iterations) {
   return 0;  // exits without cleaning up
 }
 
+/** Tags the runtime's own blocks of `main` with this pid, so that the
+ * reaper would free them once it exits; then exits. */
+int ClaimRuntimeBlocks() {
+  hshm::Status s = CHIMAERA_CLIENT_INIT();
+  if (!s.ok()) {
+    fprintf(stderr, "hostile_client: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  auto *main = CHI_IPC->main_alloc();
+  CHI_IPC->SetBufferOwner(main->ToPointer(CHI_IPC->process_queue()), getpid());
+  CHI_IPC->SetBufferOwner(main->ToPointer(CHI_IPC->workers()), getpid());
+  printf("ready\n");
+  fflush(stdout);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
   std::string mode = argc > 1 ? argv[1] : "submit";
   if (mode == "submit") return Run(0);
   if (mode == "exit") return Run(2000);
-  fprintf(stderr, "usage: chimaera_hostile_client submit|exit\n");
+  if (mode == "claim-runtime-blocks") return ClaimRuntimeBlocks();
+  fprintf(stderr,
+          "usage: chimaera_hostile_client submit|exit|claim-runtime-blocks\n");
   return 2;
 }

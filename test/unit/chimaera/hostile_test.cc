@@ -742,6 +742,28 @@ TEST_F(HostileTest, KilledClientsAreReapedWithoutLeaksOrWedgedLanes) {
   ExpectServes10kEchoes();
 }
 
+// A client that names itself the owner of the runtime's process queue and
+// worker table, then dies, does not get them freed by the reaper.
+TEST_F(HostileTest, RuntimeBlocksAreNotReapedWithTheirClaimedOwner) {
+  auto *main = CHI_IPC->main_alloc();
+  const hipc::Pointer queue = main->ToPointer(CHI_IPC->process_queue());
+  const hipc::Pointer workers = main->ToPointer(CHI_IPC->workers());
+  const u_int64_t queue_size = main->LiveBlockSize(queue);
+  const u_int64_t workers_size = main->LiveBlockSize(workers);
+  ASSERT_GT(queue_size, 0u);
+  ASSERT_GT(workers_size, 0u);
+  u_int64_t pending = 0, reaped = 0;
+  ASSERT_TRUE(ReaperCounts(&pending, &reaped));
+  pid_t pid = StartClient("claim-runtime-blocks", rt_->config_path());
+  ASSERT_GT(pid, 0);
+  waitpid(pid, nullptr, 0);
+  g_attacks += 2;
+  WaitReaped(reaped + 1);
+  EXPECT_EQ(main->LiveBlockSize(queue), queue_size);
+  EXPECT_EQ(main->LiveBlockSize(workers), workers_size);
+  ExpectServes10kEchoes();
+}
+
 // A runtime that is alive but stopped (SIGSTOP: as good as wedged) cannot
 // hang a waiting client: its heartbeat goes silent and Wait() ends.
 TEST(RuntimeLivenessTest, StoppedRuntimeCannotHangAWaiter) {
