@@ -246,7 +246,9 @@ class IpcManager {
   void StampHeartbeat();
   /** True once Client/ServerInit succeeded. */
   bool initialized() const { return initialized_; }
-  NodeId node_id() const { return shared_ ? shared_->node_id_ : 0; }
+  /** This node's id once attached (0 before). A private copy: clients can
+   * write the shared one. */
+  NodeId node_id() const { return shared_ ? node_id_ : 0; }
   IpcShared *shared() const { return shared_; }
   ProcessQueue *process_queue() const { return queue_; }
   /** Lanes of the process queue (trusted shape; see LaneView). */
@@ -311,6 +313,13 @@ class IpcManager {
   /** Attaches (client) the three segments named in the handshake. */
   Status AttachSegments(const std::string &main, const std::string &cdata,
                         const std::string &rdata);
+  /** True once the runtime is stopping: the runtime's own flag in the
+   * runtime, the shared one in a client. REQUIRES: shared_. */
+  bool Stopping() const {
+    return is_runtime_
+               ? stopping_.load(std::memory_order_acquire)
+               : shared_->shutdown_.load(std::memory_order_acquire) != 0;
+  }
   /** Makes the three (not yet attached) allocator objects. */
   void MakeAllocators();
   /** Registers the three allocators in the memory manager. */
@@ -346,6 +355,9 @@ class IpcManager {
   NodeId node_id_ = 0;
   bool initialized_ = false;
   bool is_runtime_ = false;
+  /** Runtime: BeginShutdown was called. The runtime reads this, never the
+   * shared flag (which clients can write); clients read the shared one. */
+  std::atomic<bool> stopping_{false};
   u64 attach_gen_ = 0;  ///< Unique per successful Init in this process.
   u32 send_timeout_ms_ = 2000;
   u32 task_timeout_ms_ = 60000;

@@ -297,10 +297,18 @@ class Runtime : public Module<Runtime, Admin> {
       if (sub.IsNull()) return;
       Submit(sub);
       task->Wait(sub.ptr_);
-      FullPtr<char> p(sub->text_);
+      // The subtask lies in `main`, which clients can write: one read of
+      // each field, and the text only where it lies inside a data segment.
+      const hipc::Pointer text_ptr = sub->text_;
+      const u64 text_size = sub->text_size_;
       st = sub->GetStatus();
-      if (st.ok() && !p.IsNull()) text.assign(p.ptr_, sub->text_size_);
-      (void)CHI_IPC->FreeBuffer(sub->text_);
+      const char *src = CHI_IPC->DataBuffer(text_ptr, text_size);
+      if (st.ok() && !text_ptr.IsNull()) {
+        if (!src)
+          st = Status::Internal("the pool list lies outside its segment");
+        if (src) text.assign(src, text_size);
+      }
+      (void)CHI_IPC->FreeBuffer(text_ptr);
       CHI_IPC->DelTask(sub);
       if (st.ok()) break;
     }

@@ -37,6 +37,8 @@ constexpr u32 kCdataAllocMajor = 2;
 constexpr u32 kRdataAllocMajor = 3;
 /** Protocol words of the handshake. */
 constexpr const char kHello[] = "HELLO";
+/** The longest handshake request the runtime reads. */
+constexpr int kMaxHandshakeBytes = 256;
 constexpr const char kOk[] = "OK";
 
 /** Error message stored after a task fails: length-prefixed text. */
@@ -216,11 +218,15 @@ Status IpcManager::ServerInit() {
 #if CHIMAERA_RUNTIME
   if (initialized_) return Status::Ok();
   is_runtime_ = true;
+  stopping_.store(false, std::memory_order_relaxed);
   const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
   task_timeout_ms_ = conf.task_timeout_ms_;
   runtime_stale_ms_ = conf.runtime_stale_ms_;
   zmq_ = std::make_unique<ZmqState>();
   zmq_->server.set(zmq::sockopt::linger, 0);
+  // A handshake is a few dozen bytes: ZeroMQ drops the connection of a peer
+  // that announces more, before allocating it.
+  zmq_->server.set(zmq::sockopt::maxmsgsize, int64_t{kMaxHandshakeBytes});
   std::string errors;
   for (size_t i = 0; i < conf.hosts_.size(); ++i) {
     // A runtime told its node id binds that hostfile entry only.
@@ -357,8 +363,11 @@ void IpcManager::ServerLoop() {
         reply = "ERR client ABI " + std::to_string(abi) +
                 " does not match runtime ABI " +
                 std::to_string(kModuleAbiVersion);
-      } else if (shared_->shutdown_.load()) {
+      } else if (Stopping()) {
         reply = "ERR runtime is shutting down";
+      } else if (client_pid > 0 && !hshm::ProcessAlive(client_pid)) {
+        // Nothing could ever reap it; each dead pid costs the reaper walks.
+        reply = "ERR no live process has pid " + std::to_string(client_pid);
       } else {
         // The handshake comes over loopback TCP, so the pid is a claim, not
         // a proof: the reaper only acts once that process is gone.
@@ -376,7 +385,7 @@ void IpcManager::ServerLoop() {
                 rdata_shm_.name();
       }
       zmq_->server.send(zmq::buffer(reply), zmq::send_flags::dontwait);
-    } catch (const zmq::error_t &e) {
+    } catch (const std::exception &e) {
       // A broken request must not take the server down; log and go on.
       fprintf(stderr, "chimaera: server: %s\n", e.what());
     }
@@ -396,6 +405,7 @@ void IpcManager::MakeLaneViews(u32 num_lanes, u64 depth) {
 }
 
 void IpcManager::BeginShutdown() {
+  stopping_.store(true, std::memory_order_release);
   if (shared_) shared_->shutdown_.store(1, std::memory_order_release);
 }
 
@@ -598,7 +608,7 @@ TaskNode IpcManager::NewTaskNode() {
 
 bool IpcManager::RuntimeAlive() const {
   if (!shared_) return false;
-  if (shared_->shutdown_.load(std::memory_order_acquire)) return false;
+  if (Stopping()) return false;
   return RuntimeProcessAlive();
 }
 
@@ -676,7 +686,7 @@ u32 IpcManager::ThreadLane() {
 }
 
 Status IpcManager::Send(Task *task) {
-  if (!shared_ || shared_->shutdown_.load(std::memory_order_relaxed)) {
+  if (!shared_ || Stopping()) {
     return Status::Unavailable("the Chimaera runtime is not running");
   }
   // A fresh submission: the runtime accepts it once (kTaskAccepted).

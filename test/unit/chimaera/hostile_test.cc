@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <zmq.hpp>
 
 #include "chimaera/chimaera.h"
 #include "hermes_shm/util/futex.h"
@@ -762,6 +763,69 @@ TEST_F(HostileTest, RuntimeBlocksAreNotReapedWithTheirClaimedOwner) {
   EXPECT_EQ(main->LiveBlockSize(queue), queue_size);
   EXPECT_EQ(main->LiveBlockSize(workers), workers_size);
   ExpectServes10kEchoes();
+}
+
+/** One request on the runtime's handshake port; its reply, or "" if none
+ * came within 2 s. */
+std::string Handshake(int port, const std::string &request) {
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::req);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::rcvtimeo, 2000);
+  s.connect("tcp://127.0.0.1:" + std::to_string(port));
+  s.send(zmq::buffer(request), zmq::send_flags::none);
+  zmq::message_t reply;
+  if (!s.recv(reply)) return std::string();
+  return reply.to_string();
+}
+
+// The handshake port: an oversized message is dropped with its connection
+// (never allocated), and a pid no live process has is refused (nothing
+// could reap it; each one cost the reaper walks of the heap).
+TEST_F(HostileTest, HostileHandshakesAreRefused) {
+  const std::string hello = "HELLO " + std::to_string(chi::kModuleAbiVersion);
+  EXPECT_EQ(Handshake(rt_->port(), hello + " " + std::string(1 << 20, '7')),
+            "");
+  g_attacks++;
+  // A pid above any pid_max: no such process.
+  std::string r = Handshake(rt_->port(), hello + " 2000000000");
+  EXPECT_EQ(r, "ERR no live process has pid 2000000000");
+  g_attacks++;
+  EXPECT_EQ(Handshake(rt_->port(), hello + " " + std::to_string(getpid()))
+                .substr(0, 3),
+            "OK ");
+  ExpectServes10kEchoes();
+}
+
+// The node id and the shutdown flag in the shared header are client-
+// writable: the runtime uses its own copies (before, a client could make
+// the runtime refuse every handshake and fail every subtask it sends).
+TEST_F(HostileTest, ScribbledNodeIdAndShutdownFlagAreIgnored) {
+  chi::IpcShared *sh = CHI_IPC->shared();
+  const chi::NodeId node = sh->node_id_;
+  sh->node_id_ = 99;
+  sh->shutdown_.store(1);
+  g_attacks += 2;
+  // 900 subtasks the runtime sends itself while the flag says "stopping"
+  // (pushed by hand: this client's Send honours the flag).
+  auto fan = chi::admin::NewAdminTask<chi::admin::FanOutTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), u32{30}, u32{2});
+  ASSERT_FALSE(fan.IsNull());
+  fan->state_.store(0);
+  fan->claim_.store(0);
+  RawPush(CHI_IPC->main_alloc()->ToPointer(fan.ptr_));
+  const std::string hello = "HELLO " + std::to_string(chi::kModuleAbiVersion);
+  EXPECT_EQ(Handshake(rt_->port(), hello + " " + std::to_string(getpid()))
+                .substr(0, 3),
+            "OK ");
+  ASSERT_TRUE(fan->WaitFor(20000000));
+  EXPECT_TRUE(fan->GetStatus().ok()) << fan->GetStatus();
+  EXPECT_EQ(fan->sum_, 30u * (30 * 31 / 2));
+  CHI_IPC->DelTask(fan);
+  sh->shutdown_.store(0);  // this client reads the shared flag
+  EXPECT_EQ(CHI_IPC->node_id(), node);
+  ExpectServes10kEchoes();
+  sh->node_id_ = node;
 }
 
 // A runtime that is alive but stopped (SIGSTOP: as good as wedged) cannot
