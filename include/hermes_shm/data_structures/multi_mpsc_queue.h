@@ -306,7 +306,11 @@ void mpsc_lane<T, HeaderT>::Recycle(mpsc_lane *l, Slot *s, u64 seq, u64 pos,
     cs->head_ = pos + 1;
     l->head_.store(pos + 1, std::memory_order_relaxed);
   }
-  cs->stall_since_ns_ = 0;
+  // The stall clock keeps running: an unpublished ticket right after this
+  // one is recycled at once, so a run of them (a tail a client moved up to
+  // a ring ahead) costs one timeout, not one per ticket. A live producer
+  // whose ticket goes this way pushes again. Pop and the empty check stop
+  // the clock.
 }
 
 template <typename T, typename HeaderT>

@@ -575,6 +575,27 @@ TEST_F(HostileTest, ScribbledLanePositionsHeal) {
   ExpectServes10kEchoes();
 }
 
+// A tail moved up to a ring ahead of the head names tickets no producer
+// holds: the worker recycles the first after the stall timeout (200 ms) and
+// the rest at once (one timeout per ticket made it 205 s per write).
+TEST_F(HostileTest, TailMovedARingAheadCostsOneTimeout) {
+  using Peer = hipc::MpscLaneTestPeer;
+  FlushLanes();
+  chi::LaneView &v = CHI_IPC->GetLaneView(0, chi::kLowLatency);
+  const u_int64_t t = v.lane()->tail();
+  Peer::Tail(v.lane()).store(t + v.depth() - 1);
+  g_attacks++;
+  const auto start = std::chrono::steady_clock::now();
+  FlushLanes();
+  const double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  EXPECT_LT(s, 3.0) << "seconds to drain " << v.depth() - 1
+                    << " unpublished tickets";
+  EXPECT_GE(v.recycled(), v.depth() - 1);
+  ExpectServes10kEchoes();
+}
+
 TEST_F(HostileTest, AbandonedTasksAreFreedOnceWhateverTheirState) {
   // WaitFor timing out, then AbandonTask: safe whether the task was still
   // queued, running or already complete; nothing leaks.
