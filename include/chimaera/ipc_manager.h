@@ -242,7 +242,8 @@ class IpcManager {
    * heartbeat has been silent past client.runtime_stale_ms. A client's
    * waits call it about every 20 ms. */
   Status CheckRuntimeAlive() const;
-  /** Runtime: stamps the heartbeat clients check (the reaper calls it). */
+  /** Runtime: stamps the heartbeat clients check (the reaper and the main
+   * thread's housekeeping call it). Any thread. */
   void StampHeartbeat();
   /** True once Client/ServerInit succeeded. */
   bool initialized() const { return initialized_; }

@@ -100,11 +100,14 @@ void Chimaera::ServerWait() {
   std::unique_lock<std::mutex> lock(mu_);
 #if CHIMAERA_RUNTIME
   // Wakes every 100 ms for what has no thread of its own: forwarded tasks
-  // whose replies are overdue fail (RemoteManager::ExpireRequests).
+  // whose replies are overdue fail (RemoteManager::ExpireRequests), and the
+  // heartbeat clients check is stamped (the reaper stamps it too, but one
+  // of its passes can wait on the heap lock for seconds).
   constexpr auto kHousekeeping = std::chrono::milliseconds(100);
   while (
       !cv_.wait_for(lock, kHousekeeping, [this] { return stop_requested_; })) {
     lock.unlock();
+    CHI_IPC->StampHeartbeat();
     if (CHI_REMOTE->enabled()) CHI_REMOTE->ExpireRequests();
     lock.lock();
   }
