@@ -235,9 +235,12 @@ std::string RemoteManager::StatLine() {
   s += "; messages sent " + std::to_string(ts.msgs_sent) + " (" +
        std::to_string(ts.records_sent) + " records), received " +
        std::to_string(ts.msgs_received) + ", malformed " +
-       std::to_string(ts.dropped_malformed);
+       std::to_string(ts.dropped_malformed) + ", from a wrong address " +
+       std::to_string(ts.dropped_wrong_address);
   if (CHI_CONFIG_MANAGER->config().curve_) {
     s += "; CURVE on, failed handshakes " + std::to_string(ts.auth_failures);
+  } else if (CHI_CONFIG_MANAGER->config().check_peer_address_) {
+    s += "; refused connections " + std::to_string(ts.auth_failures);
   }
   s += "; peers:";
   for (u32 n = 1; n <= num_nodes_; ++n) {

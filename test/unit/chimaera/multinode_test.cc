@@ -419,6 +419,12 @@ TEST(MultiNodeTest, APeerIsCheckedAgainstItsHostfileAddress) {
   auto v = chi::admin::Client().Echo(5, DomainQuery::GetGlobalId(1));
   ASSERT_TRUE(v.ok()) << v.status() << cluster.Logs();
   EXPECT_EQ(*v, 5u);
+  // chimaera_stat counts both.
+  auto stat = chi::admin::Client().Stat();
+  ASSERT_TRUE(stat.ok()) << stat.status();
+  EXPECT_NE(stat->find("from a wrong address 1;"), std::string::npos) << *stat;
+  EXPECT_NE(stat->find("; refused connections "), std::string::npos) << *stat;
+  EXPECT_EQ(stat->find("; refused connections 0;"), std::string::npos) << *stat;
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
 }
 
