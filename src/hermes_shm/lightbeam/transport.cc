@@ -125,15 +125,15 @@ std::vector<std::string> ResolveHost(const std::string &host) {
   addrinfo *res = nullptr;
   if (getaddrinfo(name.c_str(), nullptr, &hints, &res) != 0) return keys;
   for (addrinfo *a = res; a; a = a->ai_next) {
+    const void *src = nullptr;
+    if (a->ai_family == AF_INET) {
+      src = &reinterpret_cast<const sockaddr_in *>(a->ai_addr)->sin_addr;
+    } else if (a->ai_family == AF_INET6) {
+      src = &reinterpret_cast<const sockaddr_in6 *>(a->ai_addr)->sin6_addr;
+    } else {
+      continue;
+    }
     char ip[INET6_ADDRSTRLEN];
-    const void *src =
-        a->ai_family == AF_INET
-            ? static_cast<const void *>(
-                  &reinterpret_cast<const sockaddr_in *>(a->ai_addr)->sin_addr)
-            : static_cast<const void *>(
-                  &reinterpret_cast<const sockaddr_in6 *>(a->ai_addr)
-                       ->sin6_addr);
-    if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
     if (!inet_ntop(a->ai_family, src, ip, sizeof(ip))) continue;
     std::string key = AddressKey(ip);
     if (!key.empty() &&
@@ -194,14 +194,6 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
       return Status::InvalidArgument("lightbeam: CURVE keys: " + k.message());
     }
   }
-  self_ = self;
-  num_nodes_ = static_cast<u32>(endpoints.size());
-  opt_ = opt;
-  on_record_ = std::move(on_record);
-  on_peer_ = std::move(on_peer);
-  on_send_fail_ = std::move(on_send_fail);
-  incarnation_ = RandomIncarnation();
-
   std::vector<std::vector<std::string>> addrs(endpoints.size());
   if (opt.check_peer_address) {
     for (size_t i = 0; i < endpoints.size(); ++i) {
@@ -215,6 +207,14 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
       }
     }
   }
+  self_ = self;
+  num_nodes_ = static_cast<u32>(endpoints.size());
+  opt_ = opt;
+  on_record_ = std::move(on_record);
+  on_peer_ = std::move(on_peer);
+  on_send_fail_ = std::move(on_send_fail);
+  incarnation_ = RandomIncarnation();
+
   const std::string bind_host = BindHost(hosts[self - 1]);
   const std::string bind_addr =
       "tcp://" + bind_host + endpoints[self - 1].substr(hosts[self - 1].size());

@@ -468,6 +468,10 @@ TEST(LightbeamTest, UnresolvableHostIsAClearError) {
   EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("node 2"), std::string::npos) << s;
   EXPECT_NE(s.message().find("does not resolve"), std::string::npos) << s;
+  // A failed Start leaves nothing behind: no peers to ask about.
+  EXPECT_FALSE(t.PeerAlive(2));
+  EXPECT_EQ(t.PeerIncarnation(2), 0u);
+  EXPECT_FALSE(t.Send(2, OutRecord{}));
 }
 
 TEST(LightbeamTest, DecodeMessageWithoutSockets) {
