@@ -304,9 +304,11 @@ class Runtime : public Module<Runtime, Admin> {
       st = sub->GetStatus();
       const char *src = CHI_IPC->DataBuffer(text_ptr, text_size);
       if (st.ok() && !text_ptr.IsNull()) {
-        if (!src)
+        if (src) {
+          text.assign(src, text_size);
+        } else {
           st = Status::Internal("the pool list lies outside its segment");
-        if (src) text.assign(src, text_size);
+        }
       }
       (void)CHI_IPC->FreeBuffer(text_ptr);
       CHI_IPC->DelTask(sub);
