@@ -15,13 +15,14 @@
 // Crash safety. A producer that dies (or stalls) between claiming a ticket and
 // publishing it would block the consumer: its slot stays at seq == pos while
 // the tail has moved past. After kStallTimeoutNs the consumer recycles the
-// ticket (seq -> pos + depth). A late producer's publish then fails, since seq
-// is no longer pos, and it pushes again with a new ticket. As the value and
-// seq change in one atomic step, there is no half-written slot to guard: no
-// lane ever shrinks or wedges, whatever point a producer is killed at.
-// Nothing is lost or duplicated and each producer's items arrive in the order
-// it pushed them. A slot whose seq holds garbage (a scribbling process) is
-// recycled the same way once it stalls the head. A tail that a process moved
+// ticket (seq -> pos + depth), and any unpublished ticket right after it at
+// once (a run of them costs one timeout). A late producer's publish then fails,
+// since seq is no longer pos, and it pushes again with a new ticket. As the
+// value and seq change in one atomic step, there is no half-written slot to
+// guard: no lane ever shrinks or wedges, whatever point a producer is killed
+// at. Nothing is lost or duplicated and each producer's items arrive in the
+// order it pushed them. A slot whose seq holds garbage (a scribbling process)
+// is recycled the same way once it stalls the head. A tail that a process moved
 // behind the consumer's head, or more than a ring ahead of it, is put back at
 // the head by the consumer; a slot ahead of an unmoved tail (only a scribble
 // makes one) is skipped by the producer that meets it. A scribble may lose or
@@ -193,7 +194,8 @@ class mpsc_lane {
                                                        LaneConsumerState *cs);
   /** Recycles ticket `pos` whose slot `s` holds `seq`: frees the slot for
    * the next round and advances the head (unless a producer published it
-   * meanwhile; the next pop then takes it). */
+   * meanwhile; the next pop then takes it). Leaves the stall clock running,
+   * so an unpublished ticket right after it is recycled at once. */
   static void Recycle(mpsc_lane *l, Slot *s, u64 seq, u64 pos, u64 mask,
                       LaneConsumerState *cs);
   /** The bits of `v` as a word, and back. */

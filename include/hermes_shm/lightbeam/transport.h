@@ -319,9 +319,9 @@ class Transport {
   int wake_fd_ = -1;                          // eventfd
   int auth_wake_fd_ = -1;  // eventfd: wakes the connection-check thread
   Thread auth_thread_;     // runs AuthLoop, with zap_ only
-  std::atomic<bool> auth_stop_{false};
-  std::mutex life_mu_;    // serializes Start/Stop
-  bool started_ = false;  // guarded by life_mu_
+  std::atomic<bool> auth_stop_{false};  // ends AuthLoop
+  std::mutex life_mu_;                  // serializes Start/Stop
+  bool started_ = false;                // guarded by life_mu_
   Thread thread_;
 
   mutable std::mutex mu_;  // guards outboxes, running_, wake_pending_, dirty_

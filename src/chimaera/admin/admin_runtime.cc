@@ -310,7 +310,13 @@ class Runtime : public Module<Runtime, Admin> {
           st = Status::Internal("the pool list lies outside its segment");
         }
       }
-      (void)CHI_IPC->FreeBuffer(text_ptr);
+      // Freed only where the handler put it: a block of runtime_data that
+      // this process owns (a client could have named any block here).
+      if (!text_ptr.IsNull() &&
+          text_ptr.alloc_id_ == CHI_IPC->rdata_alloc()->GetId() &&
+          CHI_IPC->rdata_alloc()->BlockOwner(text_ptr) == getpid()) {
+        (void)CHI_IPC->FreeBuffer(text_ptr);
+      }
       CHI_IPC->DelTask(sub);
       if (st.ok()) break;
     }

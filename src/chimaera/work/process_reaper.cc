@@ -112,7 +112,8 @@ void ProcessReaper::RunOnce() {
     if (!claimed) {
       // Some of its tasks may be unmarked: free nothing, try again next
       // pass (the pid stays refused to new clients meanwhile).
-      reaping_.erase(std::find(reaping_.begin(), reaping_.end(), pid));
+      reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), pid),
+                     reaping_.end());
       clients_.push_back(c);
       stats_.clients = clients_.size();
       continue;
@@ -136,7 +137,8 @@ void ProcessReaper::RunOnce() {
   for (const Pending &p : ready) {
     u64 bytes = FreeAll(p.pid);
     std::lock_guard<std::mutex> lock(mu_);
-    reaping_.erase(std::find(reaping_.begin(), reaping_.end(), p.pid));
+    reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), p.pid),
+                   reaping_.end());
     stats_.reaped++;
     stats_.bytes_freed += bytes;
     stats_.pending = pending_.size();

@@ -31,7 +31,7 @@ constexpr char kMonitorEndpoint[] = "inproc://lightbeam.router.monitor";
 /** Refused connections are logged at most this often (a peer with the wrong
  * key retries every 100 ms). */
 constexpr auto kAuthLogPeriod = std::chrono::seconds(5);
-/** ROUTER events watched when CURVE is on. */
+/** ROUTER events the connection-check thread watches. */
 constexpr int kHandshakeFailedEvents = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                                        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                        ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
@@ -253,9 +253,13 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
         d->set(zmq::sockopt::curve_publickey, opt.curve_public_key);
         d->set(zmq::sockopt::curve_secretkey, opt.curve_secret_key);
       }
-      // "source;destination": the peer checks where we talk from.
+      // "source;destination": the peer checks where we talk from. (Across
+      // address families there is no such source; the peer then refuses.)
+      const bool same_family =
+          (bind_host[0] == '[') == (hosts[n - 1][0] == '[');
       d->connect("tcp://" +
-                 (opt.check_peer_address ? bind_host + ":0;" : std::string()) +
+                 (opt.check_peer_address && same_family ? bind_host + ":0;"
+                                                        : std::string()) +
                  endpoints[n - 1]);
       peers_.back()->dealer = std::move(d);
     }
@@ -851,6 +855,9 @@ void Transport::AuthLoop() {
     } catch (const std::exception &e) {
       fprintf(stderr, "lightbeam: node %u connection checks: %s\n", self_,
               e.what());
+    } catch (...) {
+      fprintf(stderr, "lightbeam: node %u connection checks: unknown error\n",
+              self_);
     }
   }
 }
