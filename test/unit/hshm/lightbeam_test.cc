@@ -459,6 +459,27 @@ TEST(LightbeamTest, PeersTalkFromTheirOwnAddresses) {
   EXPECT_EQ(n4.t.stats().auth_failures, 0u);
 }
 
+// Nodes named by a host name (resolved at Start, to 127.0.0.1 and maybe
+// ::1): each sends from the address it binds, which its peer accepts.
+TEST(LightbeamTest, NodesNamedByHostNamePassTheAddressCheck) {
+  auto port = [](const std::string &ep) { return ep.substr(ep.rfind(':')); };
+  std::vector<std::string> eps = {
+      "localhost" + port(FreeEndpoint("127.0.0.1")),
+      "localhost" + port(FreeEndpoint("127.0.0.1"))};
+  auto nodes = StartMesh(eps, FastOptions());
+  for (u64 s = 0; s < 100; ++s) {
+    ASSERT_TRUE(nodes[0]->t.Send(2, MakeRecord(s)));
+    ASSERT_TRUE(nodes[1]->t.Send(1, MakeRecord(s)));
+  }
+  EXPECT_TRUE(WaitFor([&] {
+    return nodes[0]->got[2].load() == 100 && nodes[1]->got[1].load() == 100;
+  }));
+  for (auto &n : nodes) {
+    EXPECT_EQ(n->t.stats().dropped_wrong_address, 0u);
+    EXPECT_EQ(n->t.stats().auth_failures, 0u);
+  }
+}
+
 // With check_peer_address, every host must resolve at Start.
 TEST(LightbeamTest, UnresolvableHostIsAClearError) {
   std::vector<std::string> eps = {FreeEndpoint("127.0.8.6"),
