@@ -315,11 +315,13 @@ class IpcManager {
   Status AttachSegments(const std::string &main, const std::string &cdata,
                         const std::string &rdata);
   /** True once the runtime is stopping: the runtime's own flag in the
-   * runtime, the shared one in a client. REQUIRES: shared_. */
+   * runtime, the shared one in a client (a client build reads only that:
+   * Send stays as short as it was). REQUIRES: shared_. */
   bool Stopping() const {
-    return is_runtime_
-               ? stopping_.load(std::memory_order_acquire)
-               : shared_->shutdown_.load(std::memory_order_acquire) != 0;
+#if CHIMAERA_RUNTIME
+    if (is_runtime_) return stopping_.load(std::memory_order_acquire);
+#endif
+    return shared_->shutdown_.load(std::memory_order_acquire) != 0;
   }
   /** Makes the three (not yet attached) allocator objects. */
   void MakeAllocators();
