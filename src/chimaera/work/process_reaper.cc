@@ -165,6 +165,9 @@ bool ProcessReaper::Claim(int pid, Pending *out) {
   u64 claimed = 0, abandoned = 0;
   Status s = ipc->main_alloc()->ForEachBlock([&](const hipc::BlockInfo &b) {
     if (b.owner_pid != pid || b.state != hipc::BlockState::kUsed) return;
+    // The runtime's own blocks are never tasks, whatever their bytes say
+    // (workers write them meanwhile).
+    if (ipc->IsRuntimeStructure(b.ptr)) return;
     Task *t = AsTask(b);
     if (!t) return;
     // Mark it abandoned first, so a worker that admits it from now on drops
