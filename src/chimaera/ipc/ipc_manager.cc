@@ -37,8 +37,10 @@ constexpr u32 kCdataAllocMajor = 2;
 constexpr u32 kRdataAllocMajor = 3;
 /** Protocol words of the handshake. */
 constexpr const char kHello[] = "HELLO";
+#if CHIMAERA_RUNTIME
 /** The longest handshake request the runtime reads. */
 constexpr int kMaxHandshakeBytes = 256;
+#endif
 constexpr const char kOk[] = "OK";
 
 /** Error message stored after a task fails: length-prefixed text. */
