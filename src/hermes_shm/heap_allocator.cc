@@ -947,7 +947,14 @@ u64 HeapAllocator::PopFree(u32 cls, u64 claim) {
     if (off == 0) return 0;
     BlockHeader *b = nullptr;
     u64 next = 0;
-    bool ok = HeapOps::SpanValid(*this, off, bs);
+    // A listed block lies below the bump pointer: one above it (a client
+    // wrote it into the list) would also be carved later, and two owners
+    // would share it. The pointer is loaded before the head is re-read
+    // below: a block still listed then was below it (it moves down only
+    // over blocks taken off the lists first).
+    const u64 top = hdr_->heap_top_.load(std::memory_order_acquire);
+    bool ok =
+        HeapOps::SpanValid(*this, off, bs) && off < top && bs <= top - off;
     if (ok) {
       b = HeapOps::Header(*this, off);
       // Acquire, so that the head re-load below cannot move before them.
@@ -1452,6 +1459,14 @@ void HeapTestHooks::SetListHead(HeapAllocator &h, u32 cls, u64 raw) {
 
 void HeapTestHooks::SetTop(HeapAllocator &h, u64 top) {
   h.hdr_->heap_top_.store(top);
+}
+
+void HeapTestHooks::ForgeFreeBlock(HeapAllocator &h, u32 cls, u64 off) {
+  cls %= HeapAllocator::kNumClasses;
+  auto *b = reinterpret_cast<BlockHeader *>(h.region_ + off);
+  b->next_.store(0);
+  b->state_.store(MakeState(kMagicFree, cls, 0));
+  h.hdr_->lists_[cls].head_.store((u64{7} << kOffBits) | (off >> 4));
 }
 
 void HeapTestHooks::CorruptShape(HeapAllocator &h, u64 value) {

@@ -452,6 +452,9 @@ class HeapTestHooks {
   static void SetListHead(HeapAllocator &h, u32 cls, u64 raw);
   /** Overwrites the shared bump pointer. */
   static void SetTop(HeapAllocator &h, u64 top);
+  /** Writes a free block header of class `cls` at block offset `off` and
+   * makes it the head of that class's list, as a hostile process could. */
+  static void ForgeFreeBlock(HeapAllocator &h, u32 cls, u64 off);
   /** Overwrites the shape fields (region size, heap bounds) in the shared
    * header with `value`, as a hostile process could. */
   static void CorruptShape(HeapAllocator &h, u64 value);

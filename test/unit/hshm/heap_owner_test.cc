@@ -400,6 +400,40 @@ TYPED_TEST(HeapOwnerTest, CorruptListHeadIsDropped) {
   EXPECT_TRUE(a.ForEachBlock([](const BlockInfo &) {}).ok());
 }
 
+// A well-formed free block that a client wrote above the bump pointer and
+// listed is never handed out: the carve that later reaches that memory
+// would give it a second owner.
+TYPED_TEST(HeapOwnerTest, ListedBlockAboveTheBumpPointerIsDropped) {
+  hshm_test::ShmHeap<TypeParam> heap(2 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto &a = heap.alloc();
+  constexpr size_t kSize = 20000;  // not a cached class
+  const hshm::u32 cls = HeapAllocator::ClassOf(kSize + 16);
+  FullPtr<char> first = a.Allocate(HSHM_MCTX, kSize);
+  ASSERT_FALSE(first.IsNull());
+  const u64 top = a.GetRegionSize() - a.GetBytesUnreserved();
+  const u64 forged = top + 4096;  // inside the heap, not yet carved
+  HeapTestHooks::ForgeFreeBlock(Heap(a), cls, forged);
+  std::vector<FullPtr<char>> got;
+  for (int i = 0; i < 8; ++i) {
+    FullPtr<char> q = a.Allocate(HSHM_MCTX, kSize);
+    ASSERT_FALSE(q.IsNull());
+    EXPECT_NE(q.shm_.off_.off_, forged + 16) << i;
+    got.push_back(q);
+  }
+  // The carves went over the forged block's memory: each block is whole
+  // and the walk sees a consistent heap.
+  for (size_t i = 0; i < got.size(); ++i) {
+    std::memset(got[i].ptr_, static_cast<int>(i + 1), kSize);
+  }
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].ptr_[kSize - 1], static_cast<char>(i + 1)) << i;
+  }
+  EXPECT_TRUE(a.ForEachBlock([](const BlockInfo &) {}).ok());
+  for (auto &q : got) EXPECT_TRUE(a.Free(HSHM_MCTX, q.shm_).ok());
+  EXPECT_TRUE(a.Free(HSHM_MCTX, first.shm_).ok());
+}
+
 // A hostile bump pointer never lets a pointer or a carve leave the region.
 TYPED_TEST(HeapOwnerTest, CorruptBumpPointerIsContained) {
   hshm_test::ShmHeap<TypeParam> heap(1 << 20, 6);
