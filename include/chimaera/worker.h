@@ -134,6 +134,15 @@ class RunContext {
    * service time; negative: no estimate). */
   double est_load_ns_ = -1;
 
+  /** True once the task's submitter gave up on it (AbandonTask, or the
+   * reaper found its process dead): a long method may end early, as nobody
+   * reads its result. Only shared-memory tasks are told; a hint read from
+   * the submitter's block. From the task's own method. */
+  bool SubmitterGaveUp() const {
+    return origin_ == TaskOrigin::kShm && shm_task_.ptr_ &&
+           (shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned);
+  }
+
   /** Suspends the calling task's fiber and returns to the worker. Only from
    * inside this context's fiber. */
   void Yield() {

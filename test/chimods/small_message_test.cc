@@ -1,4 +1,8 @@
 // End-to-end tests of the small_message module against a real runtime.
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 #include <utility>
 
 #include "chimod_test_fixture.h"
@@ -133,6 +137,32 @@ TEST_F(SmallMessageTest, ComputeAndStencilRunMatchTheClientSideKernel) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(client.StencilRun(2, 1, too_long).status().code(),
             StatusCode::kInvalidArgument);
+  EXPECT_EQ(client.StencilRun(1, (1u << 20) + 1, 1).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(client.Noop().ok());
+}
+
+// A StencilRun whose submitter gives up ends after its current step: its
+// block (freed by the runtime then) does not stay live for the 2^20 steps
+// it asked for (tens of seconds).
+TEST_F(SmallMessageTest, AnAbandonedStencilRunStops) {
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_abandon", 1).ok());
+  auto t = client.AsyncStencilRun(1, 1u << 20, 20000);
+  ASSERT_FALSE(t.IsNull());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_FALSE(t->IsComplete());
+  const hipc::Pointer p = t.shm_;
+  auto *main = CHI_IPC->main_alloc();
+  CHI_IPC->AbandonTask(t);  // t is the runtime's to free from here on
+  auto ours = [&] {
+    return main->LiveBlockSize(p) != 0 && main->BlockOwner(p) == getpid();
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (ours() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_FALSE(ours()) << "the abandoned StencilRun is still running";
   EXPECT_TRUE(client.Noop().ok());
 }
 

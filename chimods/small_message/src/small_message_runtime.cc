@@ -75,13 +75,17 @@ class Runtime : public Module<Runtime, SmallMessage> {
 
   /** Most points per step StencilRun accepts (it holds one subtask each). */
   static constexpr u32 kMaxStencilWidth = 65536;
+  /** Most steps StencilRun accepts. */
+  static constexpr u32 kMaxStencilSteps = 1u << 20;
 
   /** The bulk-synchronous loop: per step, submits width_ Compute subtasks
    * (point i on local container i % num_containers_), waits for all of them
    * (the fiber yields meanwhile), adds their results to checksum_ and frees
    * them. Stops at the first step with a failed subtask and takes its
-   * status. Errors: InvalidArgument (width_ too large), OutOfMemory (no room
-   * for a subtask in `main`), or a subtask's. Workers call it. */
+   * status, or after the step during which its submitter gave up on it
+   * (Aborted). Errors: InvalidArgument (width_ or steps_ too large),
+   * OutOfMemory (no room for a subtask in `main`), Aborted, or a subtask's.
+   * Workers call it. */
   void Run(StencilRunTask *task, RunContext &rctx) {
     task->checksum_ = 0;
     const u32 width = task->width_;
@@ -95,6 +99,12 @@ class Runtime : public Module<Runtime, SmallMessage> {
       task->SetStatus(Status::InvalidArgument(
           "StencilRun: width " + std::to_string(width) + " exceeds " +
           std::to_string(kMaxStencilWidth)));
+      return;
+    }
+    if (task->steps_ > kMaxStencilSteps) {
+      task->SetStatus(Status::InvalidArgument(
+          "StencilRun: " + std::to_string(task->steps_) + " steps exceed " +
+          std::to_string(kMaxStencilSteps)));
       return;
     }
     const u32 containers = num_containers_ ? num_containers_ : 1;
@@ -121,6 +131,10 @@ class Runtime : public Module<Runtime, SmallMessage> {
       }
       if (!err.ok()) {
         task->SetStatus(err);
+        return;
+      }
+      if (rctx.SubmitterGaveUp()) {
+        task->SetStatus(Status::Aborted("StencilRun: the submitter gave up"));
         return;
       }
     }
