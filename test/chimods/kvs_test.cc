@@ -86,11 +86,13 @@ TEST_F(KvsTest, EmptyAndLargeValues) {
   for (int i = 0; i < 400; ++i) ASSERT_TRUE(kv.Put("again", big).ok()) << i;
 }
 
-// Keys live in the runtime's own heap: a container's keys may take at most
-// as many bytes as the runtime_data segment (16 MB here), so 64 KB keys of
-// empty values run out after about 255. Existing keys can still be
-// overwritten, and a deleted key makes room for another.
-TEST_F(KvsTest, KeysOfOneContainerHaveABudget) {
+// Keys live in the runtime's own heap: the keys of all of a node's kvs
+// containers may take at most as many bytes as the runtime_data segment
+// (16 MB here), so 64 KB keys of empty values run out after about 255.
+// Existing keys can still be overwritten, and a deleted key makes room for
+// another. Another pool shares the budget (before, each container had its
+// own, so a client could multiply it by creating containers).
+TEST_F(KvsTest, KeysOfANodeHaveABudget) {
   chi::kvs::Client kv;
   ASSERT_TRUE(kv.Create("kvs_key_budget", 1).ok());
   auto big_key = [](int i) {
@@ -110,6 +112,20 @@ TEST_F(KvsTest, KeysOfOneContainerHaveABudget) {
   EXPECT_TRUE(kv.Put(big_key(stored), "").ok());
   EXPECT_EQ(kv.Put(big_key(stored + 1), "").code(),
             StatusCode::kResourceExhausted);
+  chi::kvs::Client other;
+  ASSERT_TRUE(other.Create("kvs_key_budget_2", 4).ok());
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(other.Put(big_key(i), "").code(), StatusCode::kResourceExhausted)
+        << i;
+  }
+  EXPECT_TRUE(other.Put("small", "").ok());  // 101 bytes fit
+  ASSERT_TRUE(kv.Delete(big_key(2)).ok());
+  EXPECT_TRUE(other.Put(big_key(0), "").ok());
+  // Destroying a pool gives its keys' share back.
+  ASSERT_TRUE(kv.Destroy().ok());
+  for (int i = 1; i < 100; ++i) {
+    ASSERT_TRUE(other.Put(big_key(i), "").ok()) << i;
+  }
 }
 
 TEST_F(KvsTest, ThousandKeysOverFourContainersAndSortedScan) {

@@ -1,6 +1,7 @@
 // Runtime side of the kvs module: each container indexes its share of the
 // keys in process memory (an ordered map, for Scan) and keeps the values in
 // runtime_data.
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -32,6 +33,11 @@ Status KeyBytes(const hipc::Pointer &p, u64 size, bool allow_empty,
   return Status::Ok();
 }
 
+/** Process memory the keys of every kvs container of this runtime take (sum
+ * of their IndexCost): one budget for the node, so that more containers or
+ * pools do not multiply it. Changed atomically by any worker. */
+std::atomic<u64> g_node_index_bytes{0};
+
 }  // namespace
 
 /** Container of the kvs module: one shard of the pool's keys. Methods may
@@ -43,6 +49,7 @@ class Runtime : public Module<Runtime, Kvs> {
   void Destroy() override {
     for (auto &kv : index_) (void)CHI_IPC->FreeBuffer(kv.second.data);
     index_.clear();
+    ReleaseIndex(index_bytes_);
     index_bytes_ = 0;
   }
 
@@ -84,9 +91,8 @@ class Runtime : public Module<Runtime, Kvs> {
         old = it->second;
         it->second = v;
         task->replaced_ = 1;
-      } else if (index_bytes_ + IndexCost(k.size()) > MaxIndexBytes()) {
+      } else if (!ReserveIndex(IndexCost(k.size()), &used)) {
         full = true;
-        used = index_bytes_;
       } else {
         index_bytes_ += IndexCost(k.size());
         index_.emplace_hint(it, std::move(k), v);
@@ -95,8 +101,8 @@ class Runtime : public Module<Runtime, Kvs> {
     if (full) {
       (void)CHI_IPC->FreeBuffer(v.data);
       return task->SetStatus(Status::ResourceExhausted(
-          "kvs: this container's keys take " + std::to_string(used) +
-          " bytes of process memory; at most " +
+          "kvs: the keys of this node's kvs containers take " +
+          std::to_string(used) + " bytes of process memory; at most " +
           std::to_string(MaxIndexBytes()) +
           " (shm.runtime_data), so no new key fits"));
     }
@@ -146,6 +152,7 @@ class Runtime : public Module<Runtime, Kvs> {
       }
       old = it->second;
       index_bytes_ -= IndexCost(it->first.size());
+      ReleaseIndex(IndexCost(it->first.size()));
       index_.erase(it);
     }
     (void)CHI_IPC->FreeBuffer(old.data);
@@ -256,11 +263,14 @@ class Runtime : public Module<Runtime, Kvs> {
       const u64 cost = IndexCost(key.size());
       auto [it, inserted] = index_.try_emplace(std::move(key), v);
       if (inserted) {
-        index_bytes_ += cost;
-        if (index_bytes_ > MaxIndexBytes()) {
+        u64 used;
+        if (!ReserveIndex(cost, &used)) {
+          if (!v.data.IsNull()) (void)CHI_IPC->FreeBuffer(v.data);
+          index_.erase(it);
           return Status::ResourceExhausted(
               "kvs: the migrated keys do not fit this node's key budget");
         }
+        index_bytes_ += cost;
       } else {
         if (!it->second.data.IsNull()) {
           (void)CHI_IPC->FreeBuffer(it->second.data);
@@ -282,11 +292,25 @@ class Runtime : public Module<Runtime, Kvs> {
   /** Process memory a key of `n` bytes takes in index_ (counted: the
    * string, plus about a map node and a string header). */
   static u64 IndexCost(u64 n) { return n + 96; }
-  /** Most process memory this container's keys may take: as much as the
-   * runtime_data segment that holds the values. A client cannot make the
-   * runtime's own heap grow without bound with keys of empty values. */
+  /** Most process memory the keys of all kvs containers of this runtime may
+   * take: as much as the runtime_data segment that holds the values. A
+   * client cannot make the runtime's own heap grow without bound with keys
+   * of empty values, in one container or in many. */
   static u64 MaxIndexBytes() {
     return CHI_CONFIG_MANAGER->config().rdata_size_;
+  }
+  /** Takes `cost` bytes of the node's key budget; false (nothing taken,
+   * `*used` what the keys take now) if they do not fit. Any worker. */
+  static bool ReserveIndex(u64 cost, u64 *used) {
+    u64 prev = g_node_index_bytes.fetch_add(cost, std::memory_order_relaxed);
+    if (prev + cost <= MaxIndexBytes()) return true;
+    g_node_index_bytes.fetch_sub(cost, std::memory_order_relaxed);
+    *used = prev;
+    return false;
+  }
+  /** Gives back `cost` bytes of the node's key budget. Any worker. */
+  static void ReleaseIndex(u64 cost) {
+    g_node_index_bytes.fetch_sub(cost, std::memory_order_relaxed);
   }
 
   std::shared_mutex mu_;
