@@ -3,7 +3,10 @@
 // Methods run on 64 KB fiber stacks, so every codec state lives on the heap:
 // zstd contexts come from ZSTD_createCCtx/DCtx and lz4 compression uses
 // LZ4_compress_fast_extState with a heap state (LZ4_compress_default would put
-// ~16 KB on the stack). States are pooled per container and reused.
+// ~16 KB on the stack). States are pooled for the whole runtime (not per
+// container, so that many containers cannot multiply what is kept) and
+// reused; a pool keeps at most kMaxPooled states, and no zstd context that
+// grew past kMaxPooledBytes.
 #include <lz4.h>
 #include <zstd.h>
 
@@ -20,9 +23,17 @@ namespace chi::compressor {
 
 namespace {
 
+/** Most idle states one pool keeps (more than the workers that may use it
+ * at once on a typical node). */
+constexpr size_t kMaxPooled = 16;
+/** A zstd context larger than this is freed, not kept: a level-19
+ * compression of an 8 MiB input leaves one of about 90 MB. */
+constexpr size_t kMaxPooledBytes = 8u << 20;
+
 /** A free list of heap objects made by `New` and destroyed by `Del`, so
- * concurrent methods reuse codec states. Any thread may call. */
-template <typename T, T *(*New)(), void (*Del)(T *)>
+ * concurrent methods reuse codec states. It keeps at most kMaxPooled idle
+ * objects, and only those for which `Keep` is true. Any thread may call. */
+template <typename T, T *(*New)(), void (*Del)(T *), bool (*Keep)(const T *)>
 class StatePool {
  public:
   /** Returns a pooled object to the pool on destruction. */
@@ -56,10 +67,17 @@ class StatePool {
   }
 
  private:
-  /** Keeps `obj` for reuse. */
+  /** Keeps `obj` for reuse, or destroys it (pool full, or not worth
+   * keeping). */
   void Put(T *obj) {
-    std::lock_guard<std::mutex> lock(mu_);
-    free_.push_back(obj);
+    if (Keep(obj)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (free_.size() < kMaxPooled) {
+        free_.push_back(obj);
+        return;
+      }
+    }
+    Del(obj);
   }
 
   std::mutex mu_;
@@ -76,6 +94,20 @@ char *NewLz4State() {
   return static_cast<char *>(std::malloc(LZ4_sizeofState()));
 }
 void DelLz4State(char *s) { std::free(s); }
+/** Keep policies: a zstd context only while it is small; lz4 states are
+ * all the same size. */
+bool KeepCCtx(const ZSTD_CCtx *c) {
+  return ZSTD_sizeof_CCtx(c) <= kMaxPooledBytes;
+}
+bool KeepDCtx(const ZSTD_DCtx *d) {
+  return ZSTD_sizeof_DCtx(d) <= kMaxPooledBytes;
+}
+bool KeepAlways(const char *) { return true; }
+
+/** The runtime's pools, shared by every compressor container. */
+StatePool<ZSTD_CCtx, NewCCtx, DelCCtx, KeepCCtx> g_cctxs;
+StatePool<ZSTD_DCtx, NewDCtx, DelDCtx, KeepDCtx> g_dctxs;
+StatePool<char, NewLz4State, DelLz4State, KeepAlways> g_lz4_states;
 
 /** Output of a method: a client_data buffer freed unless released. */
 class OutBuffer {
@@ -207,7 +239,7 @@ class Runtime : public Module<Runtime, Compressor> {
     }
     if (level > kMaxZstdLevelLarge && task->size_ > kZstdLargeInput) {
       // zstd's tables for these levels and inputs take hundreds of MB per
-      // context (and each worker keeps one).
+      // context.
       return Status::InvalidArgument(
           "zstd levels above " + std::to_string(kMaxZstdLevelLarge) +
           " take inputs of at most " + std::to_string(kZstdLargeInput) +
@@ -219,7 +251,7 @@ class Runtime : public Module<Runtime, Compressor> {
     }
     OutBuffer out(bound);
     if (!out.ok()) return NoRoom(bound);
-    auto cctx = cctxs_.Get();
+    auto cctx = g_cctxs.Get();
     if (!cctx) return Status::OutOfMemory("zstd: no memory for a context");
     size_t n = ZSTD_compressCCtx(cctx.get(), out.data(), bound, src,
                                  task->size_, level);
@@ -243,7 +275,7 @@ class Runtime : public Module<Runtime, Compressor> {
     int bound = LZ4_compressBound(size);
     OutBuffer out(bound);
     if (!out.ok()) return NoRoom(bound);
-    auto state = lz4_states_.Get();
+    auto state = g_lz4_states.Get();
     if (!state) return Status::OutOfMemory("lz4: no memory for a state");
     int accel = task->level_ == 0 ? 1 : task->level_;
     int n = LZ4_compress_fast_extState(state.get(), src, out.data(), size,
@@ -267,7 +299,7 @@ class Runtime : public Module<Runtime, Compressor> {
     }
     OutBuffer out(task->orig_size_);
     if (!out.ok()) return NoRoom(task->orig_size_);
-    auto dctx = dctxs_.Get();
+    auto dctx = g_dctxs.Get();
     if (!dctx) return Status::OutOfMemory("zstd: no memory for a context");
     size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), task->orig_size_,
                                    src, task->size_);
@@ -309,10 +341,6 @@ class Runtime : public Module<Runtime, Compressor> {
     out.Release(&task->out_, static_cast<u64>(n), &task->out_size_);
     return Status::Ok();
   }
-
-  StatePool<ZSTD_CCtx, NewCCtx, DelCCtx> cctxs_;
-  StatePool<ZSTD_DCtx, NewDCtx, DelDCtx> dctxs_;
-  StatePool<char, NewLz4State, DelLz4State> lz4_states_;
 };
 
 }  // namespace chi::compressor
