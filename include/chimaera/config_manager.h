@@ -22,6 +22,9 @@ class ServerConfig : public hshm::BaseConfig {
   u32 num_reinforcement_ = 1;     ///< Reinforcement threads (>= 0).
   std::vector<int> worker_cpus_;  ///< CPU per worker, or empty.
   u32 idle_spin_us_ = 100;        ///< Idle polling before a worker sleeps.
+  /** Task fibers (64 KB stacks) the runtime's workers hold at once, running
+   * or suspended; a task that needs one more fails with ResourceExhausted. */
+  u32 max_fibers_ = 16384;
   // queue:
   u64 queue_depth_ = 1024;  ///< Slots per process-queue lane.
   // shm:

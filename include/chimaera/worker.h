@@ -19,6 +19,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <unordered_set>
 #include <vector>
 
 #include "chimaera/container.h"
@@ -460,7 +461,12 @@ class Worker {
   inline void FreePrivateTask(const MethodEntry *e, Task *task);
   /** Frees `rctx`'s private task and input buffers, and recycles it. */
   inline void FreeRunContext(RunContext *rctx);
-  char *GetStack();
+  /** A fiber stack: one of this worker's idle ones, or a new mapping if
+   * the runtime holds fewer than workers.max_fibers; null (and `*why` set:
+   * ResourceExhausted at the limit, else OutOfMemory) if neither. */
+  char *GetStack(Status *why);
+  /** Keeps `stack` for reuse (at most kMaxIdleStacks per worker) or unmaps
+   * it. Null is a no-op. */
   void PutStack(char *stack);
 
   u32 id_;
@@ -540,7 +546,7 @@ class Worker {
   /** Freed private task buffers by size class (kTaskBufQuantum bytes
    * each step); see NewPrivateTask. */
   std::vector<void *> task_bufs_[kTaskBufClasses];
-  std::vector<char *> all_stacks_;
+  std::unordered_set<char *> all_stacks_;  ///< Every stack this worker mapped.
   std::mutex mailbox_mu_;
   std::vector<WorkerLane> mailbox_;
   TaskLane inbox_;  ///< Network requests and replies (see PostInbox).

@@ -32,15 +32,17 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
                                   "modules", "client", "trace", "balance"},
                                  "config"));
   if (const YAML::Node w = root["workers"]) {
-    HSHM_RETURN_IF_ERROR(CheckKeys(w,
-                                   {"low_latency", "high_latency",
-                                    "reinforcement", "cpus", "idle_spin_us"},
-                                   "workers"));
+    HSHM_RETURN_IF_ERROR(
+        CheckKeys(w,
+                  {"low_latency", "high_latency", "reinforcement", "cpus",
+                   "idle_spin_us", "max_fibers"},
+                  "workers"));
     HSHM_RETURN_IF_ERROR(ReadScalar(w, "low_latency", &num_low_latency_));
     HSHM_RETURN_IF_ERROR(ReadScalar(w, "high_latency", &num_high_latency_));
     HSHM_RETURN_IF_ERROR(ReadScalar(w, "reinforcement", &num_reinforcement_));
     HSHM_RETURN_IF_ERROR(ReadVector(w, "cpus", &worker_cpus_));
     HSHM_RETURN_IF_ERROR(ReadScalar(w, "idle_spin_us", &idle_spin_us_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(w, "max_fibers", &max_fibers_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("workers.low_latency", num_low_latency_, 1, 256));
     HSHM_RETURN_IF_ERROR(
@@ -49,6 +51,10 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         CheckRange("workers.reinforcement", num_reinforcement_, 0, 16));
     HSHM_RETURN_IF_ERROR(
         CheckRange("workers.idle_spin_us", idle_spin_us_, 0, 10000000));
+    // Each fiber stack is two mappings (stack and guard page); Linux allows
+    // 65530 per process by default (vm.max_map_count).
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("workers.max_fibers", max_fibers_, 16, 30000));
     for (int cpu : worker_cpus_) {
       if (cpu < 0) return Status::InvalidArgument("key 'workers.cpus': < 0");
     }

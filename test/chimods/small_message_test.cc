@@ -166,6 +166,50 @@ TEST_F(SmallMessageTest, AnAbandonedStencilRunStops) {
   EXPECT_TRUE(client.Noop().ok());
 }
 
+/** A runtime whose workers hold at most 64 task fibers. */
+class FiberLimitTest : public ChiModTest {
+ protected:
+  FiberLimitTest() : ChiModTest("workers:\n  max_fibers: 64\n") {}
+};
+
+// Tasks that wait each hold a fiber (here Ios parked until their turn on
+// the container's device): past workers.max_fibers a task fails at once
+// with ResourceExhausted, instead of the runtime mapping stacks until the
+// process runs out of mappings (about 32,000 waiting tasks did). Once they
+// end, fibers are free again.
+TEST_F(FiberLimitTest, TasksPastTheFiberLimitAreRefused) {
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_fibers", 1).ok());
+  std::vector<chi::FullPtr<chi::small_message::IoTask>> ios;
+  for (int i = 0; i < 100; ++i) {
+    ios.push_back(client.AsyncIo(10000, chi::DomainQuery::GetLocalId(0)));
+    ASSERT_FALSE(ios.back().IsNull());
+  }
+  int ok = 0, refused = 0;
+  for (auto &t : ios) {
+    ASSERT_TRUE(t->WaitFor(20000000));
+    hshm::Status st = t->GetStatus();
+    if (st.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st;
+      ++refused;
+    }
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_GE(ok, 40);
+  EXPECT_LE(ok, 64);
+  EXPECT_EQ(ok + refused, 100);
+  for (int i = 0; i < 3; ++i) {
+    auto again = client.AsyncIo(1000, chi::DomainQuery::GetLocalId(0));
+    ASSERT_FALSE(again.IsNull());
+    ASSERT_TRUE(again->WaitFor(5000000));
+    EXPECT_TRUE(again->GetStatus().ok()) << again->GetStatus();
+    CHI_IPC->DelTask(again);
+  }
+  EXPECT_TRUE(client.Noop().ok());
+}
+
 TEST_F(SmallMessageTest, UnknownModuleIsNotFoundAndRuntimeStillAnswers) {
   chi::admin::Client admin;
   auto id = admin.GetOrCreatePool("no_such_pool", "no_such_module", 1);

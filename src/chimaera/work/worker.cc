@@ -51,6 +51,11 @@ namespace {
 
 constexpr size_t kStackSize = 64 * 1024;
 constexpr size_t kGuardSize = 4096;
+/** Idle fiber stacks one worker keeps for reuse; more are unmapped. */
+constexpr size_t kMaxIdleStacks = 1024;
+/** Fiber stacks mapped by all workers of this runtime (workers.max_fibers
+ * bounds it). Any worker. */
+std::atomic<u32> g_fiber_stacks{0};
 /** Inbox entries and in-runtime task-lane entries one poll handles at most. */
 constexpr u32 kPopBatch = 32;
 /** An active lane empty for this many polls in a row turns cold. */
@@ -428,6 +433,7 @@ Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
       pools_(CHI_POOL_MANAGER),
       fault_scribble_(FaultScribbleAdmitted()) {
   idle_spin_us_ = CHI_CONFIG_MANAGER->config().idle_spin_us_;
+  free_stacks_.reserve(kMaxIdleStacks);  // PutStack never allocates
   shared_->kind_.store(static_cast<u32>(kind));
   CHI_TRACE->Init();
   trace_ = CHI_TRACE->ActiveRing(id_);
@@ -435,6 +441,8 @@ Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
 
 Worker::~Worker() {
   for (char *s : all_stacks_) munmap(s, kGuardSize + kStackSize);
+  g_fiber_stacks.fetch_sub(static_cast<u32>(all_stacks_.size()),
+                           std::memory_order_relaxed);
   for (RunContext *r : free_rctx_) delete r;
   for (auto &bufs : task_bufs_) {
     for (void *b : bufs) ::operator delete(b);
@@ -798,22 +806,51 @@ void Worker::Stop(u64 deadline_ns) {
   Wake();
 }
 
-char *Worker::GetStack() {
+char *Worker::GetStack(Status *why) {
   if (!free_stacks_.empty()) {
     char *s = free_stacks_.back();
     free_stacks_.pop_back();
     return s;
   }
+  // Tasks that wait (on I/O, subtasks, a sleep) each hold a fiber: without
+  // a bound, enough of them would exhaust the process's mappings.
+  const u32 limit = CHI_CONFIG_MANAGER->config().max_fibers_;
+  if (g_fiber_stacks.fetch_add(1, std::memory_order_relaxed) >= limit) {
+    g_fiber_stacks.fetch_sub(1, std::memory_order_relaxed);
+    *why = Status::ResourceExhausted("the runtime holds workers.max_fibers (" +
+                                     std::to_string(limit) +
+                                     ") task fibers, running or waiting");
+    return nullptr;
+  }
   void *p = mmap(nullptr, kGuardSize + kStackSize, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
+  if (p == MAP_FAILED) {
+    g_fiber_stacks.fetch_sub(1, std::memory_order_relaxed);
+    *why = Status::OutOfMemory("no memory for a task stack");
+    return nullptr;
+  }
   mprotect(p, kGuardSize, PROT_NONE);  // overflow faults instead of corrupting
-  all_stacks_.push_back(static_cast<char *>(p));
-  return static_cast<char *>(p);
+  char *s = static_cast<char *>(p);
+  try {
+    all_stacks_.insert(s);
+  } catch (const std::bad_alloc &) {
+    munmap(p, kGuardSize + kStackSize);
+    g_fiber_stacks.fetch_sub(1, std::memory_order_relaxed);
+    *why = Status::OutOfMemory("no memory for a task stack");
+    return nullptr;
+  }
+  return s;
 }
 
 void Worker::PutStack(char *stack) {
-  if (stack) free_stacks_.push_back(stack);
+  if (!stack) return;
+  if (free_stacks_.size() < kMaxIdleStacks) {
+    free_stacks_.push_back(stack);
+    return;
+  }
+  munmap(stack, kGuardSize + kStackSize);
+  all_stacks_.erase(stack);
+  g_fiber_stacks.fetch_sub(1, std::memory_order_relaxed);
 }
 
 CHI_WORKER_HOT RunContext *Worker::NewRunContext() {
@@ -1788,10 +1825,9 @@ CHI_WORKER_HOT void Worker::Start(RunContext *r) {
   // A method that never waits runs on this thread's stack, without a fiber.
   const bool inline_run = r->method_ && r->method_->never_waits;
   if (!inline_run) {
-    r->stack_ = GetStack();
-    if (!r->stack_) {
-      return Complete(r, Status::OutOfMemory("no memory for a task stack"));
-    }
+    Status why;
+    r->stack_ = GetStack(&why);
+    if (!r->stack_) return Complete(r, why);
   }
   r->done_ = false;
   r->waiting_on_ = nullptr;
