@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "chimaera/config_manager.h"
+#include "hermes_shm/util/rw_lock.h"
 #include "kvs/kvs_tasks.h"
 
 namespace chi::kvs {
@@ -85,7 +86,7 @@ class Runtime : public Module<Runtime, Kvs> {
     bool full = false;
     u64 used = 0;
     {
-      std::unique_lock<std::shared_mutex> lock(mu_);
+      std::unique_lock<hshm::WriterFirstRwLock> lock(mu_);
       auto it = index_.lower_bound(k);
       if (it != index_.end() && it->first == k) {
         old = it->second;
@@ -118,7 +119,7 @@ class Runtime : public Module<Runtime, Kvs> {
     Status s = KeyBytes(task->key_, task->key_size_, false, &key);
     if (!s.ok()) return task->SetStatus(s);
     std::string k(key, task->key_size_);
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::shared_lock<hshm::WriterFirstRwLock> lock(mu_);
     auto it = index_.find(k);
     if (it == index_.end()) {
       return task->SetStatus(Status::NotFound("kvs: no such key"));
@@ -145,7 +146,7 @@ class Runtime : public Module<Runtime, Kvs> {
     std::string k(key, task->key_size_);
     Value old{hipc::Pointer::GetNull(), 0};
     {
-      std::unique_lock<std::shared_mutex> lock(mu_);
+      std::unique_lock<hshm::WriterFirstRwLock> lock(mu_);
       auto it = index_.find(k);
       if (it == index_.end()) {
         return task->SetStatus(Status::NotFound("kvs: no such key"));
@@ -176,7 +177,7 @@ class Runtime : public Module<Runtime, Kvs> {
     }
     if (task->max_count_ == 0) return;
     std::string start(key, task->key_size_);
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::shared_lock<hshm::WriterFirstRwLock> lock(mu_);
     // Matching keys are contiguous from lower_bound(start) in both modes.
     std::vector<const std::string *> hits;
     u64 bytes = 0;
@@ -211,7 +212,7 @@ class Runtime : public Module<Runtime, Kvs> {
   /** Migration: every pair as [u32 key size][key][u64 value size][value].
    * Runs with no task on this container. */
   Status SaveState(std::string *out) override {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::shared_lock<hshm::WriterFirstRwLock> lock(mu_);
     for (const auto &kv : index_) {
       const char *v = kv.second.size
                           ? CHI_IPC->DataBuffer(kv.second.data, kv.second.size)
@@ -234,7 +235,7 @@ class Runtime : public Module<Runtime, Kvs> {
     auto corrupt = [] {
       return Status::InvalidArgument("kvs: corrupt container state");
     };
-    std::unique_lock<std::shared_mutex> lock(mu_);
+    std::unique_lock<hshm::WriterFirstRwLock> lock(mu_);
     while (at < in.size()) {
       u32 klen;
       u64 vlen;
@@ -313,7 +314,7 @@ class Runtime : public Module<Runtime, Kvs> {
     g_node_index_bytes.fetch_sub(cost, std::memory_order_relaxed);
   }
 
-  std::shared_mutex mu_;
+  hshm::WriterFirstRwLock mu_;  ///< Writers first: readers never shut Put out.
   std::map<std::string, Value> index_;
   u64 index_bytes_ = 0;  ///< Sum of IndexCost over index_ (guarded by mu_).
 };

@@ -5,10 +5,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <mutex>
 #include <set>
+#include <shared_mutex>
+#include <thread>
 #include <vector>
 
 #include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/rw_lock.h"
 
 namespace {
 
@@ -85,3 +90,53 @@ TEST(ThreadModelTest, ProcessIdentityAndCachedPid) {
 }
 
 }  // namespace
+
+namespace {
+
+/** How long (ms) a writer waits for `Lock` while two reader threads keep
+ * overlapping shared holds of 2 ms each (for at most 3 s). */
+template <typename Lock>
+double WriterWaitMs() {
+  Lock lock;
+  std::atomic<bool> stop{false};
+  auto reader = [&](int delay_us) {
+    HSHM_THREAD_MODEL->SleepForUs(delay_us);
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (!stop.load() && std::chrono::steady_clock::now() < end) {
+      lock.lock_shared();
+      HSHM_THREAD_MODEL->SleepForUs(2000);
+      lock.unlock_shared();
+    }
+  };
+  std::thread a(reader, 0), b(reader, 1000);
+  HSHM_THREAD_MODEL->SleepForUs(20000);  // the readers overlap by now
+  auto t0 = std::chrono::steady_clock::now();
+  lock.lock();
+  double ms = std::chrono::duration<double, std::milli>(
+                  std::chrono::steady_clock::now() - t0)
+                  .count();
+  stop.store(true);
+  lock.unlock();
+  a.join();
+  b.join();
+  return ms;
+}
+
+}  // namespace
+
+// Readers that keep overlapping never shut a writer out: it gets the lock
+// once the readers inside leave (std::shared_mutex on glibc lets it wait
+// until the readers stop, here 3 s).
+TEST(ThreadModelTest, WriterFirstRwLockLetsAWriterPastOverlappingReaders) {
+  double ms = WriterWaitMs<hshm::WriterFirstRwLock>();
+  EXPECT_LT(ms, 500) << "the writer waited " << ms << " ms";
+  hshm::WriterFirstRwLock lock;
+  {
+    std::shared_lock<hshm::WriterFirstRwLock> r1(lock);
+    std::thread other(
+        [&] { std::shared_lock<hshm::WriterFirstRwLock> r2(lock); });
+    other.join();  // readers share
+  }
+  std::unique_lock<hshm::WriterFirstRwLock> w(lock);
+  EXPECT_TRUE(w.owns_lock());
+}
