@@ -51,6 +51,9 @@ struct ReaperStats {
   u64 tasks_claimed = 0;    ///< Queued or unsent tasks the reaper claimed.
   u64 tasks_abandoned = 0;  ///< Running tasks left for workers to free.
   u64 bytes_freed = 0;      ///< Bytes returned to the segments.
+  /** Walks of `main` for a dead client that failed (a corrupt block
+   * header); each is retried later, backing off. */
+  u64 failed_walks = 0;
 };
 
 /** See the file comment. */
@@ -80,6 +83,10 @@ class ProcessReaper {
   struct Client {
     int pid = 0;
     u64 start_time = 0;  ///< 0 if /proc could not tell.
+    /** Dead, and its last walk failed: walks failed so far, and when the
+     * next may start (NowNs). */
+    u32 failed_walks = 0;
+    u64 retry_ns = 0;
   };
   /** A dead client between step 1 and step 3. */
   struct Pending {

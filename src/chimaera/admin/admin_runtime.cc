@@ -873,12 +873,13 @@ class Runtime : public Module<Runtime, Admin> {
          << ",\"pending\":" << rs.pending << ",\"reaped\":" << rs.reaped
          << ",\"tasks_claimed\":" << rs.tasks_claimed
          << ",\"tasks_abandoned\":" << rs.tasks_abandoned
-         << ",\"bytes_freed\":" << rs.bytes_freed << "},\"workers\":[";
+         << ",\"bytes_freed\":" << rs.bytes_freed
+         << ",\"failed_walks\":" << rs.failed_walks << "},\"workers\":[";
     } else {
       os << "reaper: clients " << rs.clients << ", pending " << rs.pending
          << ", reaped " << rs.reaped << ", tasks claimed " << rs.tasks_claimed
          << ", tasks abandoned " << rs.tasks_abandoned << ", bytes freed "
-         << rs.bytes_freed << "\n";
+         << rs.bytes_freed << ", failed walks " << rs.failed_walks << "\n";
     }
     auto *wo = CHI_WORK_ORCHESTRATOR;
     if (!json) os << "workers: " << wo->workers().size() << "\n";

@@ -90,10 +90,14 @@ void ProcessReaper::RunOnce() {
   std::lock_guard<std::mutex> pass(pass_mu_);
   if (!CHI_IPC->initialized()) return;
   std::vector<Client> dead;
+  const u64 now = hshm::NowNs();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < clients_.size();) {
-      if (!hshm::ProcessAliveSince(clients_[i].pid, clients_[i].start_time)) {
+      if (clients_[i].retry_ns > now) {
+        ++i;  // its last walk failed: not yet
+      } else if (!hshm::ProcessAliveSince(clients_[i].pid,
+                                          clients_[i].start_time)) {
         dead.push_back(clients_[i]);
         reaping_.push_back(clients_[i].pid);
         clients_[i] = clients_.back();
@@ -110,12 +114,20 @@ void ProcessReaper::RunOnce() {
     const bool claimed = Claim(pid, &p);
     std::lock_guard<std::mutex> lock(mu_);
     if (!claimed) {
-      // Some of its tasks may be unmarked: free nothing, try again next
-      // pass (the pid stays refused to new clients meanwhile).
+      // Some of its tasks may be unmarked: free nothing, try again later,
+      // after 50 ms, then twice as long each time up to 5 s (a corrupt
+      // header may stay; each walk locks the heap). Its entry keeps the
+      // pid refused to new clients meanwhile.
       reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), pid),
                      reaping_.end());
-      clients_.push_back(c);
+      Client again = c;
+      const u64 backoff_ms =
+          std::min<u64>(u64{50} << std::min<u32>(again.failed_walks, 7), 5000);
+      again.failed_walks++;
+      again.retry_ns = hshm::NowNs() + backoff_ms * 1000000;
+      clients_.push_back(again);
       stats_.clients = clients_.size();
+      stats_.failed_walks++;
       continue;
     }
     pending_.push_back(std::move(p));
@@ -198,10 +210,11 @@ bool ProcessReaper::Claim(int pid, Pending *out) {
         "chimaera: reaper: walking main for pid %d: %s (retried next pass)\n",
         pid, s.ToString().c_str());
   }
+  if (!s.ok()) return false;  // counted when a walk succeeds
   std::lock_guard<std::mutex> lock(mu_);
   stats_.tasks_claimed += claimed;
   stats_.tasks_abandoned += abandoned;
-  return s.ok();
+  return true;
 }
 
 bool ProcessReaper::Quiescent(const Pending &p) const {

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -761,6 +762,51 @@ TEST_F(HostileTest, KilledClientsAreReapedWithoutLeaksOrWedgedLanes) {
       (unsigned long long)after[1], (unsigned long long)after[2],
       (unsigned long long)recycled,
       stat->substr(at, stat->find('\n', at) - at + 1).c_str());
+  ExpectServes10kEchoes();
+}
+
+/** "failed walks N" from admin Stat's reaper line, or -1. */
+long FailedWalks() {
+  chi::admin::Client admin;
+  auto text = admin.Stat();
+  if (!text.ok()) return -1;
+  size_t at = text->find("failed walks ");
+  if (at == std::string::npos) return -1;
+  return std::atol(text->c_str() + at + 13);
+}
+
+// A walk of `main` that fails (a client wrote garbage into a block header)
+// frees nothing of the dead client it was for, counts nothing, and is
+// retried with a growing pause (50 ms, 100 ms, ... up to 5 s) instead of
+// every pass (here every 20 ms); once the header is sound again the client
+// is reaped.
+TEST_F(HostileTest, AFailedHeapWalkIsRetriedWithBackoff) {
+  auto *main = CHI_IPC->main_alloc();
+  hipc::FullPtr<char> x = main->Allocate(HSHM_MCTX, 200000);  // not cached
+  ASSERT_FALSE(x.IsNull());
+  char *hdr = x.ptr_ - hipc::HeapAllocator::kBlockHeaderSize;
+  char saved[hipc::HeapAllocator::kBlockHeaderSize];
+  std::memcpy(saved, hdr, sizeof(saved));
+  u_int64_t pending = 0, reaped = 0;
+  ASSERT_TRUE(ReaperCounts(&pending, &reaped));
+  ASSERT_EQ(FailedWalks(), 0);
+  std::memset(hdr, 0xff, sizeof(saved));
+  g_attacks++;
+  pid_t pid = StartClient("exit", rt_->config_path());
+  ASSERT_GT(pid, 0);
+  waitpid(pid, nullptr, 0);
+  usleep(1600000);
+  long failed = FailedWalks();
+  u_int64_t pending2 = 0, reaped2 = 0;
+  ASSERT_TRUE(ReaperCounts(&pending2, &reaped2));
+  std::memcpy(hdr, saved, sizeof(saved));
+  // 50 + 100 + 200 + 400 + 800 ms: about 5 walks in 1.6 s (80 without
+  // the pause).
+  EXPECT_GE(failed, 2);
+  EXPECT_LE(failed, 8);
+  EXPECT_EQ(reaped2, reaped);
+  WaitReaped(reaped + 1);
+  EXPECT_TRUE(main->Free(HSHM_MCTX, x.shm_).ok());
   ExpectServes10kEchoes();
 }
 
