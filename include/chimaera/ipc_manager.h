@@ -371,6 +371,23 @@ class IpcManager {
   std::atomic<u32> local_err_count_{0};  ///< local_errs_.size(), lock-free.
   int runtime_pid_ = 0;                  ///< Copied at attach (client).
   u64 runtime_start_time_ = 0;           ///< Copied at attach (client).
+  /** Client: the pid the runtime's reaper knows this process by (a forked
+   * child inherits the attachment and registers its own pid; see
+   * RegisterForkedChild). */
+  int registered_pid_ = 0;
+
+  /** Sends the handshake (HELLO, ABI version, this pid) to the runtime at
+   * `where` ("host:port") and returns its reply in `*reply`; Unavailable if
+   * it cannot be reached or does not answer within the client timeout. */
+  Status Handshake(const std::string &where, std::string *reply) const;
+  /** Client, in a forked child, from its first Send: registers the child's
+   * pid with the runtime, so that the reaper frees what the child leaves
+   * when it dies (its blocks carry its own pid). Failure is logged, not
+   * returned: the tasks still run. */
+  void RegisterForkedChild();
+  /** pthread_atfork child handler: a fork starts a new attachment for the
+   * child (fresh lanes per thread, task ids, registration). */
+  static void AfterForkInChild();
 };
 
 }  // namespace chi

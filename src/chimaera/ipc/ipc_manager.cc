@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,13 +14,16 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 #include <zmq.hpp>
 
 #include "chimaera/config_manager.h"
 #include "chimaera/task_graph.h"
 #include "hermes_shm/memory/memory_manager.h"
+#include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/log_limit.h"
 #include "hermes_shm/util/tsan.h"
 #if CHIMAERA_RUNTIME
 #include "chimaera/process_reaper.h"
@@ -103,32 +107,7 @@ Status IpcManager::ClientInit() {
                                "using the same CHI_SERVER_CONF)");
   }
   std::string reply;
-  try {
-    zmq::context_t ctx(1);
-    zmq::socket_t sock(ctx, zmq::socket_type::req);
-    sock.set(zmq::sockopt::linger, 0);
-    sock.set(zmq::sockopt::rcvtimeo, static_cast<int>(conf.client_timeout_ms_));
-    sock.set(zmq::sockopt::sndtimeo, static_cast<int>(conf.client_timeout_ms_));
-    sock.connect(endpoint);
-    // The pid lets the runtime's reaper free what this process leaves
-    // behind if it dies.
-    std::string req = std::string(kHello) + " " +
-                      std::to_string(kModuleAbiVersion) + " " +
-                      std::to_string(getpid());
-    if (!sock.send(zmq::buffer(req), zmq::send_flags::none)) {
-      return Status::Unavailable("could not reach the runtime at " + where);
-    }
-    zmq::message_t msg;
-    if (!sock.recv(msg, zmq::recv_flags::none)) {
-      return Status::Unavailable(
-          "the runtime at " + where + " did not answer within " +
-          std::to_string(conf.client_timeout_ms_) + " ms");
-    }
-    reply = msg.to_string();
-  } catch (const zmq::error_t &e) {
-    return Status::Unavailable("ZeroMQ error talking to " + where + ": " +
-                               e.what());
-  }
+  HSHM_RETURN_IF_ERROR(Handshake(where, &reply));
   std::istringstream in(reply);
   std::string word, key, main, cdata, rdata;
   u32 node = 0;
@@ -147,8 +126,69 @@ Status IpcManager::ClientInit() {
   instance_key_ = key;
   node_id_ = node;
   attach_gen_ = g_attach_counter.fetch_add(1) + 1;
+  registered_pid_ = getpid();
   initialized_ = true;
+  static std::once_flag fork_handler;
+  std::call_once(fork_handler, [] {
+    pthread_atfork(nullptr, nullptr, &IpcManager::AfterForkInChild);
+  });
   return Status::Ok();
+}
+
+Status IpcManager::Handshake(const std::string &where,
+                             std::string *reply) const {
+  const u32 timeout_ms = CHI_CONFIG_MANAGER->config().client_timeout_ms_;
+  try {
+    zmq::context_t ctx(1);
+    zmq::socket_t sock(ctx, zmq::socket_type::req);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.set(zmq::sockopt::rcvtimeo, static_cast<int>(timeout_ms));
+    sock.set(zmq::sockopt::sndtimeo, static_cast<int>(timeout_ms));
+    sock.connect("tcp://" + where);
+    // The pid lets the runtime's reaper free what this process leaves
+    // behind if it dies.
+    std::string req = std::string(kHello) + " " +
+                      std::to_string(kModuleAbiVersion) + " " +
+                      std::to_string(getpid());
+    if (!sock.send(zmq::buffer(req), zmq::send_flags::none)) {
+      return Status::Unavailable("could not reach the runtime at " + where);
+    }
+    zmq::message_t msg;
+    if (!sock.recv(msg, zmq::recv_flags::none)) {
+      return Status::Unavailable("the runtime at " + where +
+                                 " did not answer within " +
+                                 std::to_string(timeout_ms) + " ms");
+    }
+    *reply = msg.to_string();
+  } catch (const zmq::error_t &e) {
+    return Status::Unavailable("ZeroMQ error talking to " + where + ": " +
+                               e.what());
+  }
+  return Status::Ok();
+}
+
+void IpcManager::AfterForkInChild() {
+  // Single-threaded here (the child of fork). Only a store: the work waits
+  // for the child's first Send, so that fork+exec costs nothing.
+  IpcManager *m = CHI_IPC;
+  if (m->initialized_ && !m->is_runtime_) {
+    m->attach_gen_ = g_attach_counter.fetch_add(1) + 1;
+  }
+}
+
+void IpcManager::RegisterForkedChild() {
+  registered_pid_ = hshm::CachedPid();  // one try per process
+  std::string reply;
+  Status s = Handshake(server_addr_, &reply);
+  if (s.ok() && reply.compare(0, 2, kOk) != 0) {
+    s = Status::Unavailable("the runtime refused: " + reply);
+  }
+  if (!s.ok()) {
+    HSHM_LOG_LIMITED(
+        "chimaera: forked process %d could not register with the runtime "
+        "(what it leaves behind if it dies stays allocated): %s\n",
+        registered_pid_, s.ToString().c_str());
+  }
 }
 
 Status IpcManager::AttachSegments(const std::string &main,
@@ -679,7 +719,12 @@ void IpcManager::WakeLaneWorker(LaneView &lane) {
 u32 IpcManager::ThreadLane() {
   ThreadState &t = *ThisThread();
   if (__builtin_expect(t.lane_gen != attach_gen_, 0)) {
-    t.lane_gen = attach_gen_;  // first use since this attachment
+    // First use since this attachment (or since a fork: see
+    // AfterForkInChild).
+    if (!is_runtime_ && registered_pid_ != hshm::CachedPid()) {
+      RegisterForkedChild();
+    }
+    t.lane_gen = attach_gen_;
     t.lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
                                HSHM_THREAD_MODEL->GetTid()) %
                               num_lanes_);

@@ -810,6 +810,38 @@ TEST_F(HostileTest, AFailedHeapWalkIsRetriedWithBackoff) {
   ExpectServes10kEchoes();
 }
 
+// A forked child of a client inherits its attachment and registers its own
+// pid at its first Send, so that the reaper frees what the child leaves
+// when it dies (its blocks carry its pid). Before, a forked child was never
+// registered: its blocks stayed allocated for good.
+TEST_F(HostileTest, AForkedClientIsReapedToo) {
+  FlushLanes();
+  std::vector<u_int64_t> base = SegmentBytes();
+  u_int64_t pending = 0, reaped = 0;
+  ASSERT_TRUE(ReaperCounts(&pending, &reaped));
+  pid_t pid = fork();
+  if (pid == 0) {
+    // No gtest macros in the child: its exit status says how it went.
+    chi::admin::Client admin;
+    auto v = admin.Echo(5);  // its first Send registers it
+    if (!v.ok() || *v != 5) _exit(1);
+    // Left behind: a task it never waits for, and two buffers.
+    auto t = admin.AsyncEcho(3);
+    if (t.IsNull()) _exit(2);
+    if (CHI_IPC->AllocateBuffer(1000).IsNull()) _exit(3);
+    if (CHI_IPC->AllocateBuffer(100000).IsNull()) _exit(4);
+    _exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  WaitReaped(reaped + 1);
+  FlushLanes();
+  EXPECT_EQ(SegmentBytes(), base) << "main, client_data, runtime_data";
+  ExpectServes10kEchoes();
+}
+
 // A client that names itself the owner of the runtime's process queue and
 // worker table, then dies, does not get them freed by the reaper.
 TEST_F(HostileTest, RuntimeBlocksAreNotReapedWithTheirClaimedOwner) {
