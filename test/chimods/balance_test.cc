@@ -28,9 +28,11 @@ using chi::small_message::IoTask;
 // Sanitizer builds check races and memory, not speed: their runtimes are
 // several times slower, so reports lag more and the spread is looser (TSan
 // with a second multi-node test in parallel on 2 cores: up to 1.77; all on
-// one node would be 3.0).
+// one node would be 3.0). Forwarding is slow enough there that spreading
+// may not finish sooner (TSan in CI: 1.14 s spread against 1.04 s local),
+// so the makespan is only checked not to be far worse.
 constexpr double kMaxOverMean = 2.0;
-constexpr double kMakespanRatio = 0.85;
+constexpr double kMakespanRatio = 1.5;
 #else
 constexpr double kMaxOverMean = 1.10;  // the aim
 constexpr double kMakespanRatio = 0.6;
