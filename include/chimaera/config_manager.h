@@ -22,8 +22,9 @@ class ServerConfig : public hshm::BaseConfig {
   u32 num_reinforcement_ = 1;     ///< Reinforcement threads (>= 0).
   std::vector<int> worker_cpus_;  ///< CPU per worker, or empty.
   u32 idle_spin_us_ = 100;        ///< Idle polling before a worker sleeps.
-  /** Task fibers (64 KB stacks) the runtime's workers hold at once, running
-   * or suspended; a task that needs one more fails with ResourceExhausted. */
+  /** Task fibers (64 KB stacks) in use at once on all workers, running or
+   * waiting; a task that needs one more fails with ResourceExhausted (admin
+   * pool tasks have a reserve of 256 more). */
   u32 max_fibers_ = 16384;
   // queue:
   u64 queue_depth_ = 1024;  ///< Slots per process-queue lane.

@@ -374,16 +374,18 @@ class IpcManager {
   /** Client: the pid the runtime's reaper knows this process by (a forked
    * child inherits the attachment and registers its own pid; see
    * RegisterForkedChild). */
-  int registered_pid_ = 0;
+  std::atomic<int> registered_pid_{0};
 
   /** Sends the handshake (HELLO, ABI version, this pid) to the runtime at
    * `where` ("host:port") and returns its reply in `*reply`; Unavailable if
    * it cannot be reached or does not answer within the client timeout. */
   Status Handshake(const std::string &where, std::string *reply) const;
-  /** Client, in a forked child, from its first Send: registers the child's
-   * pid with the runtime, so that the reaper frees what the child leaves
-   * when it dies (its blocks carry its own pid). Failure is logged, not
-   * returned: the tasks still run. */
+  /** Client, in a forked child, from the first Send of the one thread that
+   * switched registered_pid_ to the child's pid: registers that pid with the
+   * runtime, so that the reaper frees what the child leaves when it dies
+   * (its blocks carry its own pid). A pid still being reaped (reused) is
+   * retried for up to 2 s. Failure is logged, not returned: the tasks
+   * still run. */
   void RegisterForkedChild();
   /** pthread_atfork child handler: a fork starts a new attachment for the
    * child (fresh lanes per thread, task ids, registration). */

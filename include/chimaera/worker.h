@@ -461,12 +461,15 @@ class Worker {
   inline void FreePrivateTask(const MethodEntry *e, Task *task);
   /** Frees `rctx`'s private task and input buffers, and recycles it. */
   inline void FreeRunContext(RunContext *rctx);
-  /** A fiber stack: one of this worker's idle ones, or a new mapping if
-   * the runtime holds fewer than workers.max_fibers; null (and `*why` set:
-   * ResourceExhausted at the limit, else OutOfMemory) if neither. */
-  char *GetStack(Status *why);
-  /** Keeps `stack` for reuse (at most kMaxIdleStacks per worker) or unmaps
-   * it. Null is a no-op. */
+  /** A fiber stack (one of this worker's idle ones, or a new mapping) if
+   * the runtime has fewer than workers.max_fibers fibers in use (an `admin`
+   * pool task may use kAdminFiberReserve more); else null and `*why` set:
+   * ResourceExhausted at the limit, OutOfMemory if mapping failed. This
+   * worker's thread only. */
+  char *GetStack(bool admin, Status *why);
+  /** Ends a fiber's use of `stack` (from GetStack on this worker): keeps it
+   * for reuse (at most max_idle_stacks_) or unmaps it. Null is a no-op.
+   * This worker's thread only. */
   void PutStack(char *stack);
 
   u32 id_;
@@ -543,6 +546,8 @@ class Worker {
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;
   std::vector<char *> free_stacks_;
+  u32 max_idle_stacks_ = 0;  ///< free_stacks_ keeps at most this many.
+  u32 fibers_in_use_ = 0;    ///< Stacks of this worker's live fibers.
   /** Freed private task buffers by size class (kTaskBufQuantum bytes
    * each step); see NewPrivateTask. */
   std::vector<void *> task_bufs_[kTaskBufClasses];

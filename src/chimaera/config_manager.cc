@@ -51,10 +51,11 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         CheckRange("workers.reinforcement", num_reinforcement_, 0, 16));
     HSHM_RETURN_IF_ERROR(
         CheckRange("workers.idle_spin_us", idle_spin_us_, 0, 10000000));
-    // Each fiber stack is two mappings (stack and guard page); Linux allows
-    // 65530 per process by default (vm.max_map_count).
+    // Each fiber stack is two mappings (stack and guard page), and idle
+    // stacks kept for reuse add up to a quarter more; Linux allows 65530
+    // mappings per process by default (vm.max_map_count).
     HSHM_RETURN_IF_ERROR(
-        CheckRange("workers.max_fibers", max_fibers_, 16, 30000));
+        CheckRange("workers.max_fibers", max_fibers_, 16, 20000));
     for (int cpu : worker_cpus_) {
       if (cpu < 0) return Status::InvalidArgument("key 'workers.cpus': < 0");
     }

@@ -137,6 +137,11 @@ size_t RuntimeRssAnon(int pid) {
 // memory about where one compression left it. Before, each container kept
 // its own context, so a client could pin memory by the container.
 TEST_F(CompressorTest, CodecStatesAreNotKeptPerContainer) {
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's quarantine keeps freed memory resident, so RssAnon cannot tell
+  // a freed context from a kept one.
+  GTEST_SKIP() << "resident memory is not meaningful under ASan";
+#endif
   chi::compressor::Client client;
   constexpr chi::u32 kContainers = 8;
   ASSERT_TRUE(client.Create("cmp_states", kContainers).ok());

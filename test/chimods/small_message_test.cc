@@ -188,6 +188,19 @@ TEST_F(FiberLimitTest, TasksPastTheFiberLimitAreRefused) {
     ios.push_back(client.AsyncIo(150000, chi::DomainQuery::GetLocalId(0)));
     ASSERT_FALSE(ios.back().IsNull());
   }
+  // Every fiber is in use now. The admin pool's tasks have a reserve, so
+  // the runtime can still be inspected and managed (a pool created).
+  auto stat = chi::admin::Client().Stat();
+  EXPECT_TRUE(stat.ok()) << stat.status();
+  chi::small_message::Client other;
+  EXPECT_TRUE(other.Create("sm_fibers_2", 1).ok());
+  // A periodic task refused a fiber is not ended: it tries again each
+  // period and runs once the Ios free theirs.
+  auto periodic = client.NewTask<chi::small_message::IoTask>(
+      chi::DomainQuery::GetLocalId(0), chi::u32{100});
+  ASSERT_FALSE(periodic.IsNull());
+  periodic->SetPeriodic(20e6);  // every 20 ms
+  periodic = chi::Submit(periodic);
   int ok = 0, refused = 0;
   for (auto &t : ios) {
     ASSERT_TRUE(t->WaitFor(20000000));
@@ -203,6 +216,13 @@ TEST_F(FiberLimitTest, TasksPastTheFiberLimitAreRefused) {
   EXPECT_GE(ok, 8);
   EXPECT_LE(ok, 16);
   EXPECT_EQ(ok + refused, kTasks);
+  EXPECT_FALSE(periodic->IsComplete()) << periodic->GetStatus();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  periodic->RequestStop();
+  ASSERT_TRUE(periodic->WaitFor(5000000));
+  EXPECT_TRUE(periodic->GetStatus().ok()) << periodic->GetStatus();
+  EXPECT_GE(periodic->run_count_, 1u);
+  CHI_IPC->DelTask(periodic);
   for (int i = 0; i < 3; ++i) {
     auto again = client.AsyncIo(1000, chi::DomainQuery::GetLocalId(0));
     ASSERT_FALSE(again.IsNull());

@@ -104,10 +104,24 @@ bool KeepDCtx(const ZSTD_DCtx *d) {
 }
 bool KeepAlways(const char *) { return true; }
 
-/** The runtime's pools, shared by every compressor container. */
-StatePool<ZSTD_CCtx, NewCCtx, DelCCtx, KeepCCtx> g_cctxs;
-StatePool<ZSTD_DCtx, NewDCtx, DelDCtx, KeepDCtx> g_dctxs;
-StatePool<char, NewLz4State, DelLz4State, KeepAlways> g_lz4_states;
+/** The runtime's pools, shared by every compressor container. Made on
+ * first use and never destroyed (a worker may still hold a lease while the
+ * process exits). */
+using CCtxPool = StatePool<ZSTD_CCtx, NewCCtx, DelCCtx, KeepCCtx>;
+using DCtxPool = StatePool<ZSTD_DCtx, NewDCtx, DelDCtx, KeepDCtx>;
+using Lz4Pool = StatePool<char, NewLz4State, DelLz4State, KeepAlways>;
+CCtxPool &CCtxs() {
+  static CCtxPool *pool = new CCtxPool;
+  return *pool;
+}
+DCtxPool &DCtxs() {
+  static DCtxPool *pool = new DCtxPool;
+  return *pool;
+}
+Lz4Pool &Lz4States() {
+  static Lz4Pool *pool = new Lz4Pool;
+  return *pool;
+}
 
 /** Output of a method: a client_data buffer freed unless released. */
 class OutBuffer {
@@ -251,7 +265,7 @@ class Runtime : public Module<Runtime, Compressor> {
     }
     OutBuffer out(bound);
     if (!out.ok()) return NoRoom(bound);
-    auto cctx = g_cctxs.Get();
+    auto cctx = CCtxs().Get();
     if (!cctx) return Status::OutOfMemory("zstd: no memory for a context");
     size_t n = ZSTD_compressCCtx(cctx.get(), out.data(), bound, src,
                                  task->size_, level);
@@ -275,7 +289,7 @@ class Runtime : public Module<Runtime, Compressor> {
     int bound = LZ4_compressBound(size);
     OutBuffer out(bound);
     if (!out.ok()) return NoRoom(bound);
-    auto state = g_lz4_states.Get();
+    auto state = Lz4States().Get();
     if (!state) return Status::OutOfMemory("lz4: no memory for a state");
     int accel = task->level_ == 0 ? 1 : task->level_;
     int n = LZ4_compress_fast_extState(state.get(), src, out.data(), size,
@@ -299,7 +313,7 @@ class Runtime : public Module<Runtime, Compressor> {
     }
     OutBuffer out(task->orig_size_);
     if (!out.ok()) return NoRoom(task->orig_size_);
-    auto dctx = g_dctxs.Get();
+    auto dctx = DCtxs().Get();
     if (!dctx) return Status::OutOfMemory("zstd: no memory for a context");
     size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), task->orig_size_,
                                    src, task->size_);

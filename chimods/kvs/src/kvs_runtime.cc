@@ -303,11 +303,16 @@ class Runtime : public Module<Runtime, Kvs> {
   /** Takes `cost` bytes of the node's key budget; false (nothing taken,
    * `*used` what the keys take now) if they do not fit. Any worker. */
   static bool ReserveIndex(u64 cost, u64 *used) {
-    u64 prev = g_node_index_bytes.fetch_add(cost, std::memory_order_relaxed);
-    if (prev + cost <= MaxIndexBytes()) return true;
-    g_node_index_bytes.fetch_sub(cost, std::memory_order_relaxed);
-    *used = prev;
-    return false;
+    const u64 max = MaxIndexBytes();
+    u64 prev = g_node_index_bytes.load(std::memory_order_relaxed);
+    do {
+      if (cost > max || prev > max - cost) {
+        *used = prev;
+        return false;
+      }
+    } while (!g_node_index_bytes.compare_exchange_weak(
+        prev, prev + cost, std::memory_order_relaxed));
+    return true;
   }
   /** Gives back `cost` bytes of the node's key budget. Any worker. */
   static void ReleaseIndex(u64 cost) {

@@ -126,7 +126,7 @@ Status IpcManager::ClientInit() {
   instance_key_ = key;
   node_id_ = node;
   attach_gen_ = g_attach_counter.fetch_add(1) + 1;
-  registered_pid_ = getpid();
+  registered_pid_.store(getpid(), std::memory_order_relaxed);
   initialized_ = true;
   static std::once_flag fork_handler;
   std::call_once(fork_handler, [] {
@@ -177,18 +177,21 @@ void IpcManager::AfterForkInChild() {
 }
 
 void IpcManager::RegisterForkedChild() {
-  registered_pid_ = hshm::CachedPid();  // one try per process
-  std::string reply;
-  Status s = Handshake(server_addr_, &reply);
-  if (s.ok() && reply.compare(0, 2, kOk) != 0) {
+  Status s;
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    std::string reply;
+    s = Handshake(server_addr_, &reply);
+    if (!s.ok()) break;
+    if (reply.compare(0, 2, kOk) == 0) return;
     s = Status::Unavailable("the runtime refused: " + reply);
+    // Our pid was a dead client's, whose memory is still being freed.
+    if (reply.find("still being reaped") == std::string::npos) break;
+    HSHM_THREAD_MODEL->SleepForUs(50000);
   }
-  if (!s.ok()) {
-    HSHM_LOG_LIMITED(
-        "chimaera: forked process %d could not register with the runtime "
-        "(what it leaves behind if it dies stays allocated): %s\n",
-        registered_pid_, s.ToString().c_str());
-  }
+  HSHM_LOG_LIMITED(
+      "chimaera: forked process %d could not register with the runtime "
+      "(what it leaves behind if it dies stays allocated): %s\n",
+      hshm::CachedPid(), s.ToString().c_str());
 }
 
 Status IpcManager::AttachSegments(const std::string &main,
@@ -721,8 +724,13 @@ u32 IpcManager::ThreadLane() {
   if (__builtin_expect(t.lane_gen != attach_gen_, 0)) {
     // First use since this attachment (or since a fork: see
     // AfterForkInChild).
-    if (!is_runtime_ && registered_pid_ != hshm::CachedPid()) {
-      RegisterForkedChild();
+    if (!is_runtime_) {
+      int reg = registered_pid_.load(std::memory_order_relaxed);
+      const int self = hshm::CachedPid();
+      if (reg != self && registered_pid_.compare_exchange_strong(
+                             reg, self, std::memory_order_relaxed)) {
+        RegisterForkedChild();  // one thread of the child
+      }
     }
     t.lane_gen = attach_gen_;
     t.lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +

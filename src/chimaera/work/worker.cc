@@ -51,11 +51,16 @@ namespace {
 
 constexpr size_t kStackSize = 64 * 1024;
 constexpr size_t kGuardSize = 4096;
-/** Idle fiber stacks one worker keeps for reuse; more are unmapped. */
+/** Most idle fiber stacks one worker keeps for reuse (fewer when
+ * workers.max_fibers is small: see Worker::Worker); more are unmapped. */
 constexpr size_t kMaxIdleStacks = 1024;
-/** Fiber stacks mapped by all workers of this runtime (workers.max_fibers
- * bounds it). Any worker. */
-std::atomic<u32> g_fiber_stacks{0};
+/** Fibers the admin pool's tasks (pool creation and destruction, stat,
+ * stop, a peer's share of a broadcast) may hold beyond workers.max_fibers,
+ * so that the runtime stays manageable while clients hold every fiber. */
+constexpr u32 kAdminFiberReserve = 256;
+/** Task fibers in use (running or waiting) on all workers of this runtime;
+ * workers.max_fibers bounds it. Any worker. */
+std::atomic<u32> g_fibers_in_use{0};
 /** Inbox entries and in-runtime task-lane entries one poll handles at most. */
 constexpr u32 kPopBatch = 32;
 /** An active lane empty for this many polls in a row turns cold. */
@@ -432,8 +437,15 @@ Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
       ipc_(CHI_IPC),
       pools_(CHI_POOL_MANAGER),
       fault_scribble_(FaultScribbleAdmitted()) {
-  idle_spin_us_ = CHI_CONFIG_MANAGER->config().idle_spin_us_;
-  free_stacks_.reserve(kMaxIdleStacks);  // PutStack never allocates
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  idle_spin_us_ = conf.idle_spin_us_;
+  // Idle stacks of all workers together stay under a quarter of the fibers
+  // allowed in use, so that mappings stay bounded (in use plus idle).
+  const u64 workers = u64{conf.num_low_latency_} + conf.num_high_latency_ +
+                      conf.num_reinforcement_;
+  max_idle_stacks_ = static_cast<u32>(
+      std::min<u64>(kMaxIdleStacks, conf.max_fibers_ / (4 * workers)));
+  free_stacks_.reserve(max_idle_stacks_);  // PutStack never allocates
   shared_->kind_.store(static_cast<u32>(kind));
   CHI_TRACE->Init();
   trace_ = CHI_TRACE->ActiveRing(id_);
@@ -441,8 +453,8 @@ Worker::Worker(u32 id, WorkerKind kind, WorkerShared *shared)
 
 Worker::~Worker() {
   for (char *s : all_stacks_) munmap(s, kGuardSize + kStackSize);
-  g_fiber_stacks.fetch_sub(static_cast<u32>(all_stacks_.size()),
-                           std::memory_order_relaxed);
+  // Fibers abandoned at shutdown (blocked past the deadline) end here.
+  g_fibers_in_use.fetch_sub(fibers_in_use_, std::memory_order_relaxed);
   for (RunContext *r : free_rctx_) delete r;
   for (auto &bufs : task_bufs_) {
     for (void *b : bufs) ::operator delete(b);
@@ -806,51 +818,56 @@ void Worker::Stop(u64 deadline_ns) {
   Wake();
 }
 
-char *Worker::GetStack(Status *why) {
+char *Worker::GetStack(bool admin, Status *why) {
+  // Tasks that wait (on I/O, subtasks, a sleep) each hold a fiber: without
+  // a bound, enough of them would exhaust the process's mappings.
+  const u32 limit = CHI_CONFIG_MANAGER->config().max_fibers_ +
+                    (admin ? kAdminFiberReserve : 0);
+  if (g_fibers_in_use.fetch_add(1, std::memory_order_relaxed) >= limit) {
+    g_fibers_in_use.fetch_sub(1, std::memory_order_relaxed);
+    *why = Status::ResourceExhausted(
+        "the runtime has workers.max_fibers (" +
+        std::to_string(CHI_CONFIG_MANAGER->config().max_fibers_) +
+        ") task fibers in use, running or waiting");
+    return nullptr;
+  }
   if (!free_stacks_.empty()) {
     char *s = free_stacks_.back();
     free_stacks_.pop_back();
+    ++fibers_in_use_;
     return s;
-  }
-  // Tasks that wait (on I/O, subtasks, a sleep) each hold a fiber: without
-  // a bound, enough of them would exhaust the process's mappings.
-  const u32 limit = CHI_CONFIG_MANAGER->config().max_fibers_;
-  if (g_fiber_stacks.fetch_add(1, std::memory_order_relaxed) >= limit) {
-    g_fiber_stacks.fetch_sub(1, std::memory_order_relaxed);
-    *why = Status::ResourceExhausted("the runtime holds workers.max_fibers (" +
-                                     std::to_string(limit) +
-                                     ") task fibers, running or waiting");
-    return nullptr;
   }
   void *p = mmap(nullptr, kGuardSize + kStackSize, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) {
-    g_fiber_stacks.fetch_sub(1, std::memory_order_relaxed);
+  char *s = p == MAP_FAILED ? nullptr : static_cast<char *>(p);
+  if (s) {
+    mprotect(p, kGuardSize, PROT_NONE);  // overflow faults, not corruption
+    try {
+      all_stacks_.insert(s);
+    } catch (const std::bad_alloc &) {
+      munmap(p, kGuardSize + kStackSize);
+      s = nullptr;
+    }
+  }
+  if (!s) {
+    g_fibers_in_use.fetch_sub(1, std::memory_order_relaxed);
     *why = Status::OutOfMemory("no memory for a task stack");
     return nullptr;
   }
-  mprotect(p, kGuardSize, PROT_NONE);  // overflow faults instead of corrupting
-  char *s = static_cast<char *>(p);
-  try {
-    all_stacks_.insert(s);
-  } catch (const std::bad_alloc &) {
-    munmap(p, kGuardSize + kStackSize);
-    g_fiber_stacks.fetch_sub(1, std::memory_order_relaxed);
-    *why = Status::OutOfMemory("no memory for a task stack");
-    return nullptr;
-  }
+  ++fibers_in_use_;
   return s;
 }
 
 void Worker::PutStack(char *stack) {
   if (!stack) return;
-  if (free_stacks_.size() < kMaxIdleStacks) {
+  --fibers_in_use_;
+  g_fibers_in_use.fetch_sub(1, std::memory_order_relaxed);
+  if (free_stacks_.size() < max_idle_stacks_) {
     free_stacks_.push_back(stack);
     return;
   }
   munmap(stack, kGuardSize + kStackSize);
   all_stacks_.erase(stack);
-  g_fiber_stacks.fetch_sub(1, std::memory_order_relaxed);
 }
 
 CHI_WORKER_HOT RunContext *Worker::NewRunContext() {
@@ -1826,8 +1843,21 @@ CHI_WORKER_HOT void Worker::Start(RunContext *r) {
   const bool inline_run = r->method_ && r->method_->never_waits;
   if (!inline_run) {
     Status why;
-    r->stack_ = GetStack(&why);
-    if (!r->stack_) return Complete(r, why);
+    const bool admin = r->container_ && r->container_->pool_id_ == kAdminPoolId;
+    r->stack_ = GetStack(admin, &why);
+    if (!r->stack_) {
+      if (r->task_->IsPeriodic() && !stop_.load()) {
+        // A periodic task is not ended by one refusal: its next period
+        // tries again.
+        HSHM_LOG_LIMITED("chimaera: worker %u: periodic task delayed: %s\n",
+                         id_, why.ToString().c_str());
+        r->next_run_ns_ =
+            hshm::NowNs() + static_cast<u64>(r->task_->period_ns_);
+        periodic_.push_back(r);
+        return;
+      }
+      return Complete(r, why);
+    }
   }
   r->done_ = false;
   r->waiting_on_ = nullptr;

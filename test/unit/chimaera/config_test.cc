@@ -58,7 +58,7 @@ TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("workers:\n  low_latency: 0\n", "low_latency");
   ExpectError("workers:\n  typo: 1\n", "typo");
   ExpectError("workers:\n  max_fibers: 8\n", "max_fibers");
-  ExpectError("workers:\n  max_fibers: 40000\n", "max_fibers");
+  ExpectError("workers:\n  max_fibers: 20001\n", "max_fibers");
   ExpectError("shm:\n  main: 12zb\n", "main");
   ExpectError("shm:\n  client_data: -5m\n", "client_data");
   ExpectError("network:\n  port: 70000\n", "port");
