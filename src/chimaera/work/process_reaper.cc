@@ -207,8 +207,8 @@ bool ProcessReaper::Claim(int pid, Pending *out) {
   });
   if (!s.ok()) {
     HSHM_LOG_LIMITED(
-        "chimaera: reaper: walking main for pid %d: %s (retried later)\n",
-        pid, s.ToString().c_str());
+        "chimaera: reaper: walking main for pid %d: %s (retried later)\n", pid,
+        s.ToString().c_str());
   }
   if (!s.ok()) return false;  // counted when a walk succeeds
   std::lock_guard<std::mutex> lock(mu_);
