@@ -237,6 +237,9 @@ class IpcManager {
   bool RuntimeAlive() const;
   /** True while the runtime process exists (stopping or not). */
   bool RuntimeProcessAlive() const;
+  /** The runtime's pid: this process's in the runtime; in a client, the one
+   * its handshake named (not the copy in `main`, which clients can write). */
+  int runtime_pid() const;
   /** Ok while the runtime can still complete tasks; Unavailable (saying
    * why) once its process is gone, its pid names another process, or its
    * heartbeat has been silent past client.runtime_stale_ms. A client's

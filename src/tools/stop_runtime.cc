@@ -23,7 +23,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "chimaera_stop_runtime: %s\n", s.ToString().c_str());
     return 1;
   }
-  int pid = CHI_IPC->shared()->runtime_pid_;
+  // From the handshake, not from `main` (which any client can rewrite).
+  const int pid = CHI_IPC->runtime_pid();
   chi::admin::Client admin;
   s = admin.StopRuntime();
   if (!s.ok()) {
@@ -32,7 +33,7 @@ int main(int argc, char **argv) {
   }
   hshm::u64 deadline =
       hshm::NowNs() + static_cast<hshm::u64>(timeout_s) * 1000000000ull;
-  while (hshm::ProcessAlive(pid)) {
+  while (CHI_IPC->RuntimeProcessAlive()) {  // that pid, since its start
     if (hshm::NowNs() > deadline) {
       fprintf(
           stderr,

@@ -831,7 +831,7 @@ class Runtime : public Module<Runtime, Admin> {
     if (json) {
       os << "{\"node\":{\"id\":" << ipc->node_id()
          << ",\"address\":" << JsonStr(ipc->server_address())
-         << ",\"pid\":" << ipc->shared()->runtime_pid_ << "},\"segments\":{";
+         << ",\"pid\":" << getpid() << "},\"segments\":{";
       for (size_t i = 0; i < 3; ++i) {
         os << (i ? "," : "") << JsonStr(segs[i].name)
            << ":{\"in_use\":" << segs[i].in_use << ",\"size\":" << segs[i].size
@@ -842,7 +842,7 @@ class Runtime : public Module<Runtime, Admin> {
          << ",\"lane_list\":[";
     } else {
       os << "node " << ipc->node_id() << " at " << ipc->server_address()
-         << " (pid " << ipc->shared()->runtime_pid_ << ")\n";
+         << " (pid " << getpid() << ")\n";
       os << "segments (bytes in use, approximate): main " << segs[0].in_use
          << " B in use of " << segs[0].size << ", client_data "
          << segs[1].in_use << " of " << segs[1].size << ", runtime_data "

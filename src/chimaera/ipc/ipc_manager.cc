@@ -120,8 +120,11 @@ Status IpcManager::ClientInit() {
     return Status::Internal("malformed handshake reply from " + where);
   }
   HSHM_RETURN_IF_ERROR(AttachSegments(main, cdata, rdata));
+  // The pid from the handshake, and its start time from /proc: the copies
+  // in `main` are for tools only (any client can rewrite them; a wrong start
+  // time made this client take a live runtime for a dead one).
   runtime_pid_ = pid;
-  runtime_start_time_ = shared_->runtime_start_time_;
+  runtime_start_time_ = hshm::ProcessStartTime(pid);
   server_addr_ = where;
   instance_key_ = key;
   node_id_ = node;
@@ -655,6 +658,10 @@ bool IpcManager::RuntimeAlive() const {
   if (!shared_) return false;
   if (Stopping()) return false;
   return RuntimeProcessAlive();
+}
+
+int IpcManager::runtime_pid() const {
+  return is_runtime_ ? getpid() : runtime_pid_;
 }
 
 bool IpcManager::RuntimeProcessAlive() const {

@@ -842,6 +842,30 @@ TEST_F(HostileTest, AForkedClientIsReapedToo) {
   ExpectServes10kEchoes();
 }
 
+// The runtime's pid and start time in `main` are for tools only. A client
+// that rewrites them does not make a later client take the live runtime for
+// a dead one (its waits would fail with Unavailable), nor make `chimaera_stat`
+// report pid 1, nor make chimaera_stop_runtime watch pid 1 (30 s, then
+// failure: TearDown's Stop checks the tool's exit status).
+TEST_F(HostileTest, ScribbledRuntimePidAndStartTimeAreIgnored) {
+  chi::IpcShared *shared = CHI_IPC->shared();
+  shared->runtime_pid_ = 1;
+  shared->runtime_start_time_ = 12345;
+  g_attacks += 2;
+  CHIMAERA->ClientFinalize();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  EXPECT_EQ(CHI_IPC->runtime_pid(), rt_->pid());
+  EXPECT_TRUE(CHI_IPC->RuntimeProcessAlive());
+  hshm::Status alive = CHI_IPC->CheckRuntimeAlive();
+  EXPECT_TRUE(alive.ok()) << alive;
+  auto stat = chi::admin::Client().Stat();
+  ASSERT_TRUE(stat.ok()) << stat.status();
+  EXPECT_NE(stat->find("(pid " + std::to_string(rt_->pid()) + ")"),
+            std::string::npos)
+      << *stat;
+  ExpectServes10kEchoes();
+}
+
 // A client that names itself the owner of the runtime's process queue and
 // worker table, then dies, does not get them freed by the reaper.
 TEST_F(HostileTest, RuntimeBlocksAreNotReapedWithTheirClaimedOwner) {
