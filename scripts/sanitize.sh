@@ -31,15 +31,18 @@ if [ -n "$filter" ]; then
   # suite's volume tests (a 100k-subtask fan-out, a flood, 120 client
   # processes) only add volume (minutes under TSan); the other runtime and
   # hostile tests exercise the same paths.
-  # Multi-node tests run one at a time: a 3-node cluster under TSan is a
-  # dozen threads slowed 5-15x, and two of them side by side on a 2-core
-  # machine starve a node's heartbeats past the 4 s dead-node limit.
+  # Multi-node tests (every test that starts a LocalCluster: MultiNode,
+  # Curve, Balance, Migrate) run one at a time: a 3-node cluster under TSan
+  # is a dozen threads slowed 5-15x, and two of them side by side on a
+  # 2-core machine starve a node's heartbeats past the 4 s dead-node limit
+  # and its requests past network.request_timeout_ms.
   # Both phases run even if the first fails; the script fails if either did.
   rc=0
   ctest -j "$(nproc)" --output-on-failure --timeout 600 -R "$filter" \
-    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|Curve|OversizeFanOuts|QueueFlood|KilledClients" ||
+    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|Curve|^BalanceTest\\.|^MigrateTest\\.|OversizeFanOuts|QueueFlood|KilledClients" ||
     rc=1
-  ctest -j 1 --output-on-failure --timeout 600 -R "MultiNode|CurveRuntime" \
+  ctest -j 1 --output-on-failure --timeout 600 \
+    -R "MultiNode|CurveRuntime|^BalanceTest\\.|^MigrateTest\\." \
     -E "KvsMultiNode" || rc=1
   exit "$rc"
 else

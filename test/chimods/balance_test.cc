@@ -105,7 +105,7 @@ TEST(BalanceTest, DynamicTasksSpreadOverTheNodesAndFinishSooner) {
     Batch b = RunIo(sm, 90, 10000, DomainQuery::GetDynamic());
     EXPECT_EQ(b.failed, 0) << Describe(b);
     (balanced ? spread : local) = b;
-    EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+    EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
   }
   printf("balanced: %s, max/mean %.2f\nlocal: %s, max/mean %.2f\n",
          Describe(spread).c_str(), spread.MaxOverMean(3),
@@ -139,7 +139,7 @@ TEST(BalanceTest, ABusyNodeIsAvoided) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   for (;;) {
     auto stat = chi::admin::Client().Stat();
-    ASSERT_TRUE(stat.ok());
+    ASSERT_TRUE(stat.ok()) << stat.status();
     size_t at = stat->find(" 2=", stat->find("node loads"));
     ASSERT_NE(at, std::string::npos) << *stat;
     if (std::atoi(stat->c_str() + at + 3) >= 30) break;
@@ -165,10 +165,10 @@ TEST(BalanceTest, ABusyNodeIsAvoided) {
   }
   // The reports are visible in the stat.
   auto stat = chi::admin::Client().Stat();
-  ASSERT_TRUE(stat.ok());
+  ASSERT_TRUE(stat.ok()) << stat.status();
   EXPECT_NE(stat->find("node loads"), std::string::npos) << *stat;
   EXPECT_EQ(stat->find("load reports received 0;"), std::string::npos) << *stat;
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // One task at a time on an idle cluster: nothing is gained by crossing the
@@ -190,7 +190,7 @@ TEST(BalanceTest, AnIdleClusterKeepsDynamicTasksLocal) {
     CHI_IPC->DelTask(t);
   }
   EXPECT_EQ(per_node[2], 50);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // Io's own contract: the device serves one I/O at a time, in order, and
@@ -210,7 +210,7 @@ TEST(BalanceTest, IoModelsASerialDevice) {
   ASSERT_TRUE(bad->WaitFor(5000000));
   EXPECT_EQ(bad->GetStatus().code(), hshm::StatusCode::kInvalidArgument);
   CHI_IPC->DelTask(bad);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // A node that answers heartbeats but not a request (its Io lasts 6 s): the
@@ -238,7 +238,7 @@ TEST(BalanceTest, AForwardedTaskWithoutAReplyTimesOut) {
   EXPECT_LT(s, 5.0);
   CHI_IPC->DelTask(slow);
   EXPECT_TRUE(sm.Noop(DomainQuery::GetGlobalId(1)).ok());
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // Booking the device more than 60 s ahead is refused at once: 7 x 10 s are

@@ -139,7 +139,7 @@ TEST(KvsMultiNodeTest, HundredThousandKeysOverFourNodes) {
     ASSERT_TRUE(keys.ok()) << keys.status();
     EXPECT_EQ(keys->size(), 11111u);  // k1, k10..k19, ..., k10000..k19999
   }
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // kill -9 of one node during a workload: its tasks fail with Unavailable
@@ -192,7 +192,7 @@ TEST(KvsMultiNodeTest, KilledNodeFailsOnlyItsTasksThenRejoins) {
   EXPECT_TRUE(served) << cluster.Logs();
   Outcome back = RunOps(kvs, false, 0, 300, 16);
   EXPECT_EQ(back.ok, 300u);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 }  // namespace

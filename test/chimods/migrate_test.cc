@@ -118,7 +118,7 @@ TEST(MigrateTest, AContainerMovesUnderLoadAndNoTaskIsLost) {
   chi::small_message::Client c3;
   ASSERT_TRUE(c3.Create("io", 3).ok());
   EXPECT_EQ(NodeRunning(c3, 1), 2u);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // kvs state moves with its container: keys written before the move read
@@ -168,7 +168,7 @@ TEST(MigrateTest, KvsStateMovesWithItsContainer) {
     ASSERT_TRUE(v.ok()) << i << ": " << v.status();
     EXPECT_EQ(*v, "v" + std::to_string(i));
   }
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // A client on node 1 keeps up to 128 asynchronous Puts in flight through
@@ -234,7 +234,7 @@ TEST(MigrateTest, AsyncPutsToALocalContainerSurviveItsMove) {
          puts * kBatch, kBatch,
          static_cast<unsigned long long>(moved->state_bytes), missing);
   EXPECT_EQ(missing, 0);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // The automatic policy: node 2 gets twice the I/O its device can serve;
@@ -269,7 +269,7 @@ TEST(MigrateTest, AnOverloadedNodeMovesAContainerAway) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   do {
     auto stat = chi::admin::Client().Stat();
-    ASSERT_TRUE(stat.ok());
+    ASSERT_TRUE(stat.ok()) << stat.status();
     size_t at = stat->find("containers moved off overloaded nodes ");
     ASSERT_NE(at, std::string::npos) << *stat;
     moves = std::atoi(stat->c_str() + at + 38);
@@ -283,7 +283,7 @@ TEST(MigrateTest, AnOverloadedNodeMovesAContainerAway) {
   EXPECT_EQ(ok, 400);
   EXPECT_GE(moves, 1) << cluster.Logs();
   EXPECT_LT(per_node[2], 400);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // A node that restarts after a migration rebuilds its share where the
@@ -314,7 +314,7 @@ TEST(MigrateTest, ARestartedNodeRebuildsTheContainersThatMovedToIt) {
   EXPECT_EQ(on1, 3u) << cluster.Logs();
   EXPECT_EQ(on2, 3u) << cluster.Logs();
   EXPECT_EQ(NodeRunning(again, 0), 1u);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // A pinned container stays pinned where it moves: to the same worker index
@@ -355,7 +355,7 @@ TEST(MigrateTest, APinnedContainerIsPinnedAgainWhereItMoves) {
   EXPECT_EQ(ran, 80);
   EXPECT_EQ(elsewhere, 0);
   EXPECT_EQ(overlapped, 0);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // Clear errors: a module without SaveState/LoadState, a bad node, a bad
@@ -421,7 +421,7 @@ TEST(MigrateTest, ClearErrorsAndNothingMovesOnFailure) {
   EXPECT_EQ(NodeRunning(sm, 1), 2u);
   for (chi::u32 c = 0; c < 3; ++c) EXPECT_EQ(NodeRunning(sm, c), c + 1);
   EXPECT_TRUE(admin.FanOut(10, 2).ok());
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 }  // namespace

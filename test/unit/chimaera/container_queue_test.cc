@@ -70,7 +70,7 @@ TEST(ContainerQueueTest, LanesOfEachLatencyRunOnTheirWorkers) {
   EXPECT_EQ(*mods,
             (std::vector<std::string>{"chimaera_admin", "queue_test_mod"}));
   auto stat = admin.Stat();
-  ASSERT_TRUE(stat.ok());
+  ASSERT_TRUE(stat.ok()) << stat.status();
   EXPECT_NE(stat->find("'queues' module queue_test_mod: 2 containers"),
             std::string::npos)
       << *stat;
@@ -80,7 +80,7 @@ TEST(ContainerQueueTest, LanesOfEachLatencyRunOnTheirWorkers) {
   for (int i = 0; i < 100 && stat->find(counted) == std::string::npos; ++i) {
     chi::SleepUs(10000);
     stat = admin.Stat();
-    ASSERT_TRUE(stat.ok());
+    ASSERT_TRUE(stat.ok()) << stat.status();
   }
   EXPECT_NE(stat->find(counted), std::string::npos) << *stat;
   CHIMAERA->ClientFinalize();

@@ -204,7 +204,7 @@ TEST(CurveRuntimeTest, TwoNodesWithTheClusterKeyRunRemoteTasks) {
     EXPECT_NE(stat->find("CURVE on, failed handshakes 0"), std::string::npos)
         << *stat;
   }
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
   unlink(key.c_str());
 }
 
@@ -240,7 +240,7 @@ TEST(CurveRuntimeTest, NodeWithAnotherKeyIsDead) {
     usleep(50000);
   }
   EXPECT_NE(log.find("refused a connection"), std::string::npos) << log;
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
   unlink(key.c_str());
   unlink(other.c_str());
 }

@@ -751,7 +751,7 @@ TEST_F(HostileTest, KilledClientsAreReapedWithoutLeaksOrWedgedLanes) {
   EXPECT_EQ(after, base) << "main, client_data, runtime_data";
   chi::admin::Client admin;
   auto stat = admin.Stat();
-  ASSERT_TRUE(stat.ok());
+  ASSERT_TRUE(stat.ok()) << stat.status();
   size_t at = stat->find("reaper: ");
   ASSERT_NE(at, std::string::npos);
   printf(

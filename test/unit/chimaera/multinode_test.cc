@@ -122,7 +122,7 @@ TEST(MultiNodeTest, EveryQueryKindAcrossThreeNodes) {
   ASSERT_TRUE(cluster.Connect(3).ok());
   EXPECT_EQ(chi::admin::Client().LookupPool("where").status().code(),
             hshm::StatusCode::kNotFound);
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // A pool created from a node that is not the coordinator has one id that
@@ -162,7 +162,7 @@ TEST(MultiNodeTest, PoolsAreClusterWideFromAnyNode) {
     EXPECT_EQ(t->node_, static_cast<chi::u32>(n));
     CHI_IPC->DelTask(t);
   }
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // With a node down, creating a pool fails clearly (and leaves no pool);
@@ -214,7 +214,7 @@ TEST(MultiNodeTest, DeadNodeIsAnErrorAndRejoins) {
   auto again =
       chi::admin::Client().GetOrCreatePool("after", "queue_test_mod", 3);
   EXPECT_TRUE(again.ok()) << again.status();
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 /** A Where task (not sent) on container `c` of `pool`, spinning `spin_us`. */
@@ -291,7 +291,7 @@ TEST(MultiNodeTest, DependenciesAcrossNodes) {
   CHI_IPC->DelTask(bad);
   CHI_IPC->DelTask(dep);
   EXPECT_TRUE(chi::admin::Client().DestroyPool(*pool).ok());
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // Regression: a task waiting on another node keeps its method table alive
@@ -316,7 +316,7 @@ TEST(MultiNodeTest, DestroyWhileRemoteTaskPending) {
   EXPECT_EQ(slow->node_, 2u);
   CHI_IPC->DelTask(slow);
   EXPECT_TRUE(admin.Echo(3).ok());
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 /** A socket of `ctx` that poses as node 3 of `cluster` (down) and talks
@@ -425,7 +425,7 @@ TEST(MultiNodeTest, APeerIsCheckedAgainstItsHostfileAddress) {
   EXPECT_NE(stat->find("from a wrong address 1;"), std::string::npos) << *stat;
   EXPECT_NE(stat->find("; refused connections "), std::string::npos) << *stat;
   EXPECT_EQ(stat->find("; refused connections 0;"), std::string::npos) << *stat;
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 // Malformed network messages (bad envelopes and bad records inside good
@@ -524,7 +524,7 @@ TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
             std::string::npos)
       << log;
   EXPECT_TRUE(cluster.node(1).Running());
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 /** The counter `name` ("dropped", "replies sent") of node `n`'s network
@@ -594,7 +594,7 @@ TEST(MultiNodeTest, APeerHoldsAtMostItsShareOfRequests) {
   }
   EXPECT_EQ(accepted, 5) << cluster.Logs();
   EXPECT_TRUE(cluster.node(1).Running());
-  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
 }  // namespace
