@@ -1,11 +1,11 @@
 // The IPC manager: shared-memory segments, task allocation and submission.
 //
-// The runtime (ServerInit) binds its ZeroMQ server, creates the three
-// segments -- `main` (tasks), `client_data` (client buffers) and
-// `runtime_data` (runtime buffers) -- and the process queue in `main`. A
-// client (ClientInit) asks the runtime's server for the segment names over
-// loopback, attaches them, and then talks to the runtime through shared
-// memory only.
+// The runtime (ServerInit) binds its handshake server (chimaera/handshake.h),
+// creates the three segments -- `main` (tasks), `client_data` (client
+// buffers) and `runtime_data` (runtime buffers) -- and the process queue in
+// `main`. A client (ClientInit) asks the runtime's server for the segment
+// names over TCP, attaches them, and then talks to the runtime through
+// shared memory only.
 //
 // Threading: Init/Finalize run once, on one thread, before/after everything
 // else. NewTask, DelTask, AllocateBuffer, FreeBuffer and Send may be called
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "chimaera/chimaera_types.h"
+#include "chimaera/handshake.h"
 #include "chimaera/task.h"
 #include "hermes_shm/data_structures/multi_mpsc_queue.h"
 #include "hermes_shm/memory/posix_shm.h"
@@ -330,14 +331,17 @@ class IpcManager {
   void MakeAllocators();
   /** Registers the three allocators in the memory manager. */
   Status RegisterAllocators();
-  /** The runtime's server loop (its own thread). */
+  /** The runtime's server loop (its own thread): answers handshakes until
+   * server_stop_ is set. */
   void ServerLoop();
+  /** Runtime, on the server thread: the reply to one handshake request
+   * line ("HELLO abi pid"); registers the pid with the reaper. */
+  std::string AnswerHandshake(const std::string &request);
   /** Builds lane_views_ for a queue of `num_lanes` x kNumPrios lanes of
    * `depth` slots. */
   void MakeLaneViews(u32 num_lanes, u64 depth);
 
-  struct ZmqState;  // ZeroMQ context + sockets (runtime)
-  std::unique_ptr<ZmqState> zmq_;
+  std::unique_ptr<HandshakeServer> handshake_;  ///< Runtime: the server.
   std::thread server_thread_;
   std::atomic<bool> server_stop_{false};
 
@@ -357,6 +361,8 @@ class IpcManager {
   u32 num_workers_ = 0;
   WorkerShared *workers_ = nullptr;
   std::string server_addr_;
+  std::string server_host_;  ///< Client: the host of server_addr_.
+  u32 server_port_ = 0;      ///< Client: the port of server_addr_.
   std::string instance_key_;
   NodeId node_id_ = 0;
   bool initialized_ = false;
@@ -380,9 +386,9 @@ class IpcManager {
   std::atomic<int> registered_pid_{0};
 
   /** Sends the handshake (HELLO, ABI version, this pid) to the runtime at
-   * `where` ("host:port") and returns its reply in `*reply`; Unavailable if
-   * it cannot be reached or does not answer within the client timeout. */
-  Status Handshake(const std::string &where, std::string *reply) const;
+   * `host`:`port` and returns its reply in `*reply`; Unavailable if it
+   * cannot be reached or does not answer within the client timeout. */
+  Status Handshake(const std::string &host, u32 port, std::string *reply) const;
   /** Client, in a forked child, from the first Send of the one thread that
    * switched registered_pid_ to the child's pid: registers that pid with the
    * runtime, so that the reaper frees what the child leaves when it dies

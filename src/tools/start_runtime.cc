@@ -1,6 +1,7 @@
 // chimaera_start_runtime: runs a Chimaera runtime in the foreground until
 // chimaera_stop_runtime (a StopRuntime task), SIGINT or SIGTERM.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -30,6 +31,16 @@ int main(int argc, char **argv) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  // Descriptors: as many as this process may have (Debian's soft limit is
+  // 1024 of a hard 524288), so that peers' connections and ZeroMQ's own
+  // sockets do not run out under load.
+  rlimit files;
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+      files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   hshm::Status s = CHIMAERA_RUNTIME_INIT();
   if (!s.ok()) {

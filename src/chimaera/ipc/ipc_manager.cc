@@ -16,7 +16,6 @@
 #include <cstring>
 #include <mutex>
 #include <sstream>
-#include <zmq.hpp>
 
 #include "chimaera/config_manager.h"
 #include "chimaera/task_graph.h"
@@ -41,10 +40,6 @@ constexpr u32 kCdataAllocMajor = 2;
 constexpr u32 kRdataAllocMajor = 3;
 /** Protocol words of the handshake. */
 constexpr const char kHello[] = "HELLO";
-#if CHIMAERA_RUNTIME
-/** The longest handshake request the runtime reads. */
-constexpr int kMaxHandshakeBytes = 256;
-#endif
 constexpr const char kOk[] = "OK";
 
 /** Error message stored after a task fails: length-prefixed text. */
@@ -78,11 +73,6 @@ bool TcpListening(const std::string &host, u32 port) {
 /** Counts attachments in this process (per-thread caches key on it). */
 static std::atomic<u64> g_attach_counter{0};
 
-struct IpcManager::ZmqState {
-  zmq::context_t ctx{1};
-  zmq::socket_t server{ctx, zmq::socket_type::rep};
-};
-
 IpcManager::IpcManager() = default;
 
 IpcManager::~IpcManager() = default;
@@ -99,7 +89,6 @@ Status IpcManager::ClientInit() {
   runtime_stale_ms_ = conf.runtime_stale_ms_;
   const char *addr_env = std::getenv("CHI_SERVER_ADDR");
   std::string host = (addr_env && *addr_env) ? addr_env : conf.hosts_[0];
-  std::string endpoint = "tcp://" + host + ":" + std::to_string(conf.port_);
   std::string where = host + ":" + std::to_string(conf.port_);
   if (!TcpListening(host, conf.port_)) {
     return Status::Unavailable("no Chimaera runtime is listening on " + where +
@@ -107,7 +96,7 @@ Status IpcManager::ClientInit() {
                                "using the same CHI_SERVER_CONF)");
   }
   std::string reply;
-  HSHM_RETURN_IF_ERROR(Handshake(where, &reply));
+  HSHM_RETURN_IF_ERROR(Handshake(host, conf.port_, &reply));
   std::istringstream in(reply);
   std::string word, key, main, cdata, rdata;
   u32 node = 0;
@@ -126,6 +115,8 @@ Status IpcManager::ClientInit() {
   runtime_pid_ = pid;
   runtime_start_time_ = hshm::ProcessStartTime(pid);
   server_addr_ = where;
+  server_host_ = host;
+  server_port_ = conf.port_;
   instance_key_ = key;
   node_id_ = node;
   attach_gen_ = g_attach_counter.fetch_add(1) + 1;
@@ -138,36 +129,15 @@ Status IpcManager::ClientInit() {
   return Status::Ok();
 }
 
-Status IpcManager::Handshake(const std::string &where,
+Status IpcManager::Handshake(const std::string &host, u32 port,
                              std::string *reply) const {
-  const u32 timeout_ms = CHI_CONFIG_MANAGER->config().client_timeout_ms_;
-  try {
-    zmq::context_t ctx(1);
-    zmq::socket_t sock(ctx, zmq::socket_type::req);
-    sock.set(zmq::sockopt::linger, 0);
-    sock.set(zmq::sockopt::rcvtimeo, static_cast<int>(timeout_ms));
-    sock.set(zmq::sockopt::sndtimeo, static_cast<int>(timeout_ms));
-    sock.connect("tcp://" + where);
-    // The pid lets the runtime's reaper free what this process leaves
-    // behind if it dies.
-    std::string req = std::string(kHello) + " " +
-                      std::to_string(kModuleAbiVersion) + " " +
-                      std::to_string(getpid());
-    if (!sock.send(zmq::buffer(req), zmq::send_flags::none)) {
-      return Status::Unavailable("could not reach the runtime at " + where);
-    }
-    zmq::message_t msg;
-    if (!sock.recv(msg, zmq::recv_flags::none)) {
-      return Status::Unavailable("the runtime at " + where +
-                                 " did not answer within " +
-                                 std::to_string(timeout_ms) + " ms");
-    }
-    *reply = msg.to_string();
-  } catch (const zmq::error_t &e) {
-    return Status::Unavailable("ZeroMQ error talking to " + where + ": " +
-                               e.what());
-  }
-  return Status::Ok();
+  // The pid lets the runtime's reaper free what this process leaves behind
+  // if it dies.
+  const std::string req = std::string(kHello) + " " +
+                          std::to_string(kModuleAbiVersion) + " " +
+                          std::to_string(getpid());
+  return HandshakeCall(host, port, req,
+                       CHI_CONFIG_MANAGER->config().client_timeout_ms_, reply);
 }
 
 void IpcManager::AfterForkInChild() {
@@ -183,7 +153,7 @@ void IpcManager::RegisterForkedChild() {
   Status s;
   for (int attempt = 0; attempt < 40; ++attempt) {
     std::string reply;
-    s = Handshake(server_addr_, &reply);
+    s = Handshake(server_host_, server_port_, &reply);
     if (!s.ok()) break;
     if (reply.compare(0, 2, kOk) == 0) return;
     s = Status::Unavailable("the runtime refused: " + reply);
@@ -270,25 +240,18 @@ Status IpcManager::ServerInit() {
   const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
   task_timeout_ms_ = conf.task_timeout_ms_;
   runtime_stale_ms_ = conf.runtime_stale_ms_;
-  zmq_ = std::make_unique<ZmqState>();
-  zmq_->server.set(zmq::sockopt::linger, 0);
-  // A handshake is a few dozen bytes: ZeroMQ drops the connection of a peer
-  // that announces more, before allocating it.
-  zmq_->server.set(zmq::sockopt::maxmsgsize, int64_t{kMaxHandshakeBytes});
+  handshake_ = std::make_unique<HandshakeServer>();
   std::string errors;
   for (size_t i = 0; i < conf.hosts_.size(); ++i) {
     // A runtime told its node id binds that hostfile entry only.
     if (conf.node_id_ != 0 && i + 1 != conf.node_id_) continue;
-    std::string endpoint =
-        "tcp://" + conf.hosts_[i] + ":" + std::to_string(conf.port_);
-    try {
-      zmq_->server.bind(endpoint);
+    Status b = handshake_->Bind(conf.hosts_[i], conf.port_);
+    if (b.ok()) {
       node_id_ = static_cast<NodeId>(i + 1);
       server_addr_ = conf.hosts_[i] + ":" + std::to_string(conf.port_);
       break;
-    } catch (const zmq::error_t &e) {
-      errors += " " + conf.hosts_[i] + " (" + e.what() + ");";
     }
+    errors += " " + conf.hosts_[i] + " (" + b.ToString() + ");";
   }
   if (node_id_ == 0) {
     return Status::AlreadyExists(
@@ -392,52 +355,40 @@ Status IpcManager::StartServer() {
 
 void IpcManager::ServerLoop() {
   HSHM_THREAD_MODEL->SetName("chi_server");
-  zmq::pollitem_t items[] = {{zmq_->server.handle(), 0, ZMQ_POLLIN, 0}};
-  while (!server_stop_.load(std::memory_order_acquire)) {
-    try {
-      zmq::poll(items, 1, std::chrono::milliseconds(100));
-      if (!(items[0].revents & ZMQ_POLLIN)) continue;
-      zmq::message_t msg;
-      if (!zmq_->server.recv(msg, zmq::recv_flags::dontwait)) continue;
-      std::istringstream in(msg.to_string());
-      std::string word;
-      u32 abi = 0;
-      int client_pid = 0;
-      in >> word >> abi >> client_pid;
-      std::string reply;
-      if (word != kHello) {
-        reply = "ERR unknown request";
-      } else if (abi != kModuleAbiVersion) {
-        reply = "ERR client ABI " + std::to_string(abi) +
-                " does not match runtime ABI " +
-                std::to_string(kModuleAbiVersion);
-      } else if (Stopping()) {
-        reply = "ERR runtime is shutting down";
-      } else if (client_pid > 0 && !hshm::ProcessAlive(client_pid)) {
-        // Nothing could ever reap it; each dead pid costs the reaper walks.
-        reply = "ERR no live process has pid " + std::to_string(client_pid);
-      } else {
-        // The handshake comes over loopback TCP, so the pid is a claim, not
-        // a proof: the reaper only acts once that process is gone.
-#if CHIMAERA_RUNTIME
-        if (client_pid > 0 && !CHI_REAPER->RegisterClient(client_pid)) {
-          reply = "ERR a dead process with pid " + std::to_string(client_pid) +
-                  " is still being reaped; retry shortly";
-          zmq_->server.send(zmq::buffer(reply), zmq::send_flags::dontwait);
-          continue;
-        }
-#endif
-        reply = std::string(kOk) + " " + std::to_string(node_id_) + " " +
-                std::to_string(getpid()) + " " + instance_key_ + " " +
-                main_shm_.name() + " " + cdata_shm_.name() + " " +
-                rdata_shm_.name();
-      }
-      zmq_->server.send(zmq::buffer(reply), zmq::send_flags::dontwait);
-    } catch (const std::exception &e) {
-      // A broken request must not take the server down; log and go on.
-      fprintf(stderr, "chimaera: server: %s\n", e.what());
-    }
+  const u32 conn_timeout_ms = CHI_CONFIG_MANAGER->config().client_timeout_ms_;
+  handshake_->Serve(
+      server_stop_,
+      [this](const std::string &req) { return AnswerHandshake(req); },
+      conn_timeout_ms);
+}
+
+std::string IpcManager::AnswerHandshake(const std::string &request) {
+  std::istringstream in(request);
+  std::string word;
+  u32 abi = 0;
+  int client_pid = 0;
+  in >> word >> abi >> client_pid;
+  if (word != kHello) return "ERR unknown request";
+  if (abi != kModuleAbiVersion) {
+    return "ERR client ABI " + std::to_string(abi) +
+           " does not match runtime ABI " + std::to_string(kModuleAbiVersion);
   }
+  if (Stopping()) return "ERR runtime is shutting down";
+  if (client_pid > 0 && !hshm::ProcessAlive(client_pid)) {
+    // Nothing could ever reap it; each dead pid costs the reaper walks.
+    return "ERR no live process has pid " + std::to_string(client_pid);
+  }
+#if CHIMAERA_RUNTIME
+  // The handshake comes over loopback TCP, so the pid is a claim, not a
+  // proof: the reaper only acts once that process is gone.
+  if (client_pid > 0 && !CHI_REAPER->RegisterClient(client_pid)) {
+    return "ERR a dead process with pid " + std::to_string(client_pid) +
+           " is still being reaped; retry shortly";
+  }
+#endif
+  return std::string(kOk) + " " + std::to_string(node_id_) + " " +
+         std::to_string(getpid()) + " " + instance_key_ + " " +
+         main_shm_.name() + " " + cdata_shm_.name() + " " + rdata_shm_.name();
 }
 
 void IpcManager::MakeLaneViews(u32 num_lanes, u64 depth) {
@@ -462,7 +413,7 @@ void IpcManager::Finalize() {
     server_stop_.store(true, std::memory_order_release);
     server_thread_.join();
   }
-  zmq_.reset();
+  handshake_.reset();
   if (!initialized_) return;
   auto *mm = HSHM_MEMORY_MANAGER;
   if (main_alloc_) main_alloc_->FlushThreadCache();

@@ -3,8 +3,11 @@
 // duplicate pushes, oversize fan-outs, floods, a scribbled queue shape,
 // clients killed mid-submission -- must not crash, wedge or leak the runtime.
 // After each attack the runtime still answers 10,000 checked Echo tasks.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,7 +25,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-#include <zmq.hpp>
 
 #include "chimaera/chimaera.h"
 #include "hermes_shm/util/futex.h"
@@ -888,23 +890,62 @@ TEST_F(HostileTest, RuntimeBlocksAreNotReapedWithTheirClaimedOwner) {
   ExpectServes10kEchoes();
 }
 
-/** One request on the runtime's handshake port; its reply, or "" if none
- * came within 2 s. */
-std::string Handshake(int port, const std::string &request) {
-  zmq::context_t ctx(1);
-  zmq::socket_t s(ctx, zmq::socket_type::req);
-  s.set(zmq::sockopt::linger, 0);
-  s.set(zmq::sockopt::rcvtimeo, 2000);
-  s.connect("tcp://127.0.0.1:" + std::to_string(port));
-  s.send(zmq::buffer(request), zmq::send_flags::none);
-  zmq::message_t reply;
-  if (!s.recv(reply)) return std::string();
-  return reply.to_string();
+/** A blocking TCP connection to 127.0.0.1:`port` with 2 s send and
+ * receive timeouts; -1 if it failed. */
+int ConnectLoopback(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
-// The handshake port: an oversized message is dropped with its connection
-// (never allocated), and a pid no live process has is refused (nothing
-// could reap it; each one cost the reaper walks of the heap).
+/** One request line on the runtime's handshake port (sent whole, however
+ * long); the reply line, or "" if the connection closed without one or
+ * none came within 2 s. */
+std::string Handshake(int port, const std::string &request) {
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return std::string();
+  const std::string line = request + "\n";
+  for (size_t off = 0; off < line.size();) {
+    ssize_t n = send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the runtime closed it
+    off += static_cast<size_t>(n);
+  }
+  std::string in;
+  char buf[256];
+  ssize_t n;
+  while (in.find('\n') == std::string::npos &&
+         (n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+    in.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  size_t nl = in.find('\n');
+  return nl == std::string::npos ? std::string() : in.substr(0, nl);
+}
+
+/** Descriptors process `pid` has open. */
+size_t OpenFds(int pid) {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto &e : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(pid) + "/fd")) {
+    ++n;
+  }
+  return n;
+}
+
+// The handshake port: an oversized request is dropped with its connection
+// (never read past 256 bytes), and a pid no live process has is refused
+// (nothing could reap it; each one cost the reaper walks of the heap).
 TEST_F(HostileTest, HostileHandshakesAreRefused) {
   const std::string hello = "HELLO " + std::to_string(chi::kModuleAbiVersion);
   EXPECT_EQ(Handshake(rt_->port(), hello + " " + std::string(1 << 20, '7')),
@@ -917,6 +958,55 @@ TEST_F(HostileTest, HostileHandshakesAreRefused) {
   EXPECT_EQ(Handshake(rt_->port(), hello + " " + std::to_string(getpid()))
                 .substr(0, 3),
             "OK ");
+  ExpectServes10kEchoes();
+}
+
+// A process that floods the handshake port with connections, and keeps
+// them open without sending, holds at most 64 of the runtime's descriptors
+// (the oldest go first; before, each connection held one until the
+// runtime ran out, and then its accept loop spun at a whole core), and
+// clients still attach meanwhile. A silent connection is closed after
+// client_timeout_ms.
+TEST_F(HostileTest, AHandshakeFloodHoldsFewDescriptors) {
+  const int pid = rt_->pid();
+  const size_t before = OpenFds(pid);
+  std::vector<int> flood;
+  for (int i = 0; i < 600; ++i) {
+    int fd = ConnectLoopback(rt_->port());
+    if (fd >= 0) flood.push_back(fd);
+  }
+  g_attacks++;
+  EXPECT_GE(flood.size(), 500u);
+  // Let the server take in what the listen backlog holds.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const size_t during = OpenFds(pid);
+  EXPECT_LE(during, before + chi::HandshakeServer::kMaxConnections + 2)
+      << before << " descriptors before the flood";
+  printf(
+      "runtime descriptors: %zu before the flood of %zu connections, %zu "
+      "during\n",
+      before, flood.size(), during);
+  const std::string hello = "HELLO " + std::to_string(chi::kModuleAbiVersion);
+  EXPECT_EQ(Handshake(rt_->port(), hello + " " + std::to_string(getpid()))
+                .substr(0, 3),
+            "OK ");
+  std::string out;
+  EXPECT_EQ(chi_test::RunProgram({chi_test::BinDir() + "/chimaera_stat"},
+                                 rt_->config_path(), &out),
+            0)
+      << out;
+  for (int fd : flood) close(fd);
+  // One connection that never sends: closed by the runtime (recv sees the
+  // end) after client_timeout_ms (2 s), well before our 2 s + 2 s.
+  int idle = ConnectLoopback(rt_->port());
+  ASSERT_GE(idle, 0);
+  timeval tv{4, 0};
+  setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char c;
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(recv(idle, &c, 1, 0), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  close(idle);
   ExpectServes10kEchoes();
 }
 

@@ -1,0 +1,273 @@
+// The handshake's wire: one request line, one reply line, over TCP.
+#include "chimaera/handshake.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <vector>
+
+#include "hermes_shm/util/futex.h"
+
+namespace chi {
+
+namespace {
+
+/** The longest reply line a client reads. */
+constexpr size_t kMaxReplyBytes = 4096;
+/** How long Serve waits in poll() before it looks at `stop` again. */
+constexpr int kPollMs = 100;
+/** Connections accepted per pass, so that answering keeps pace. */
+constexpr int kAcceptsPerPass = 16;
+
+/** `host` without the brackets of a bracketed IPv6 address. */
+std::string Unbracket(const std::string &host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    return host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+/** Owns a descriptor; closes it on destruction. */
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd &) = delete;
+  Fd &operator=(const Fd &) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+/** Milliseconds left until `deadline_ns` (0 once it passed). */
+int MsLeft(u64 deadline_ns) {
+  u64 now = hshm::NowNs();
+  if (now >= deadline_ns) return 0;
+  return static_cast<int>((deadline_ns - now + 999999) / 1000000);
+}
+
+/** Waits until `fd` has `events` or `deadline_ns` passes; true if it has. */
+bool WaitFor(int fd, short events, u64 deadline_ns) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int rc = poll(&p, 1, MsLeft(deadline_ns));
+    if (rc > 0) return true;
+    if (rc == 0) return false;
+    if (errno != EINTR) return false;
+  }
+}
+
+/** Resolves `host`:`port` (numeric port) for a stream socket. */
+Status Resolve(const std::string &host, u32 port, bool passive,
+               addrinfo **out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  const std::string h = Unbracket(host);
+  int rc = getaddrinfo(h.c_str(), std::to_string(port).c_str(), &hints, out);
+  if (rc != 0) {
+    return Status::InvalidArgument("cannot resolve '" + host +
+                                   "': " + gai_strerror(rc));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status HandshakeCall(const std::string &host, u32 port,
+                     const std::string &request, u32 timeout_ms,
+                     std::string *reply) {
+  const std::string where = host + ":" + std::to_string(port);
+  const u64 deadline = hshm::NowNs() + u64{timeout_ms} * 1000000;
+  addrinfo *ai = nullptr;
+  Status s = Resolve(host, port, false, &ai);
+  if (!s.ok()) return Status::Unavailable(s.message());
+  Fd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  int rc = fd.get() < 0 ? -1 : connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
+  const int connect_errno = errno;
+  freeaddrinfo(ai);
+  if (fd.get() < 0) return Status::FromErrno("socket", connect_errno);
+  if (rc != 0 && connect_errno != EINPROGRESS) {
+    return Status::Unavailable("could not reach the runtime at " + where +
+                               ": " + strerror(connect_errno));
+  }
+  if (rc != 0) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (!WaitFor(fd.get(), POLLOUT, deadline)) {
+      return Status::Unavailable("could not connect to the runtime at " +
+                                 where + " within " +
+                                 std::to_string(timeout_ms) + " ms");
+    }
+    getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+      return Status::Unavailable("could not reach the runtime at " + where +
+                                 ": " + strerror(err));
+    }
+  }
+  // The request is far smaller than a socket buffer: one send suffices.
+  const std::string line = request + "\n";
+  if (send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(line.size())) {
+    return Status::Unavailable("could not send the handshake to " + where);
+  }
+  std::string in;
+  char buf[512];
+  for (;;) {
+    size_t nl = in.find('\n');
+    if (nl != std::string::npos) {
+      *reply = in.substr(0, nl);
+      return Status::Ok();
+    }
+    if (in.size() > kMaxReplyBytes) {
+      return Status::Unavailable("oversized handshake reply from " + where);
+    }
+    if (!WaitFor(fd.get(), POLLIN, deadline)) {
+      return Status::Unavailable("the runtime at " + where +
+                                 " did not answer within " +
+                                 std::to_string(timeout_ms) + " ms");
+    }
+    ssize_t n = recv(fd.get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      in.append(buf, static_cast<size_t>(n));
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      return Status::Unavailable("the runtime at " + where +
+                                 " closed the handshake without a reply");
+    }
+  }
+}
+
+HandshakeServer::~HandshakeServer() {
+  if (listen_fd_ >= 0) close(listen_fd_);
+}
+
+Status HandshakeServer::Bind(const std::string &host, u32 port) {
+  addrinfo *ai = nullptr;
+  HSHM_RETURN_IF_ERROR(Resolve(host, port, true, &ai));
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(ai);
+    return Status::FromErrno("socket", errno);
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
+  int err = errno;
+  freeaddrinfo(ai);
+  if (rc != 0 || listen(fd, 128) != 0) {
+    if (rc == 0) err = errno;
+    close(fd);
+    if (err == EADDRINUSE) {
+      return Status::AlreadyExists("address " + host + ":" +
+                                   std::to_string(port) + " is in use");
+    }
+    return Status::FromErrno("bind " + host + ":" + std::to_string(port), err);
+  }
+  if (listen_fd_ >= 0) close(listen_fd_);
+  listen_fd_ = fd;
+  return Status::Ok();
+}
+
+void HandshakeServer::Serve(const std::atomic<bool> &stop,
+                            const Handler &handler, u32 conn_timeout_ms) {
+  struct Conn {
+    int fd;
+    u64 deadline_ns;
+    std::string buf;
+  };
+  std::deque<Conn> conns;  // oldest first
+  std::vector<pollfd> pfds;
+  u64 listen_paused_until = 0;  // set while accept() finds no descriptor
+  auto close_at = [&](size_t i, std::atomic<u64> *counter) {
+    close(conns[i].fd);
+    conns.erase(conns.begin() + static_cast<std::ptrdiff_t>(i));
+    if (counter) counter->fetch_add(1, std::memory_order_relaxed);
+  };
+  while (!stop.load(std::memory_order_acquire)) {
+    const u64 now = hshm::NowNs();
+    const bool listening = listen_fd_ >= 0 && now >= listen_paused_until;
+    pfds.clear();
+    pfds.push_back({listening ? listen_fd_ : -1, POLLIN, 0});
+    for (const Conn &c : conns) pfds.push_back({c.fd, POLLIN, 0});
+    int rc = poll(pfds.data(), pfds.size(), kPollMs);
+    if (rc < 0 && errno != EINTR) break;
+    const u64 after = hshm::NowNs();
+    // Requests first, so that a client whose line has arrived is answered
+    // before newer connections push it out. Walk backwards: closing one
+    // shifts only the entries already visited.
+    for (size_t i = conns.size(); i-- > 0;) {
+      Conn &c = conns[i];
+      const short ev = pfds[i + 1].revents;
+      if (ev & (POLLIN | POLLHUP | POLLERR)) {
+        char buf[kMaxRequestBytes + 1];
+        const size_t room = kMaxRequestBytes + 1 - c.buf.size();
+        ssize_t n = recv(c.fd, buf, room, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+          close_at(i, nullptr);
+          continue;
+        }
+        if (n > 0) c.buf.append(buf, static_cast<size_t>(n));
+        const size_t nl = c.buf.find('\n');
+        if (nl != std::string::npos) {
+          std::string line = handler(c.buf.substr(0, nl)) + "\n";
+          // A short reply into an empty socket buffer: one send, or none.
+          (void)send(c.fd, line.data(), line.size(),
+                     MSG_DONTWAIT | MSG_NOSIGNAL);
+          close_at(i, &answered_);
+          continue;
+        }
+        if (c.buf.size() > kMaxRequestBytes) {
+          close_at(i, &too_long_);
+          continue;
+        }
+      }
+      if (after >= c.deadline_ns) close_at(i, &timed_out_);
+    }
+    if (listening && (pfds[0].revents & POLLIN)) {
+      for (int k = 0; k < kAcceptsPerPass; ++k) {
+        int fd =
+            accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+          if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+              errno == ENOMEM) {
+            // Out of descriptors elsewhere in the process: the pending
+            // connection stays queued, and polling for it again at once
+            // would spin. Look again shortly.
+            listen_paused_until = after + u64{kPollMs} * 1000000;
+          }
+          break;
+        }
+        if (conns.size() >= kMaxConnections) close_at(0, &evicted_);
+        conns.push_back(
+            Conn{fd, after + u64{conn_timeout_ms} * 1000000, std::string()});
+        accepted_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    open_.store(conns.size(), std::memory_order_relaxed);
+  }
+  for (const Conn &c : conns) close(c.fd);
+  open_.store(0, std::memory_order_relaxed);
+}
+
+HandshakeServer::Stats HandshakeServer::stats() const {
+  Stats s;
+  s.accepted = accepted_.load(std::memory_order_relaxed);
+  s.answered = answered_.load(std::memory_order_relaxed);
+  s.evicted = evicted_.load(std::memory_order_relaxed);
+  s.timed_out = timed_out_.load(std::memory_order_relaxed);
+  s.too_long = too_long_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace chi
