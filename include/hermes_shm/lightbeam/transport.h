@@ -5,9 +5,10 @@
 // per peer, validates every incoming message, heartbeats the peers and tracks
 // liveness. A second thread checks incoming connections (ZeroMQ's ZAP), when
 // there is something to check: the peer's address (check_peer_address, on by
-// default) or its key. Optionally (TransportOptions::curve_*) every socket
-// uses ZeroMQ CURVE with one cluster key pair: only holders of the pair
-// connect, all is encrypted.
+// default; a connection from an address that is no node's is also closed as
+// it is accepted, so that it holds no descriptor) or its key. Optionally
+// (TransportOptions::curve_*) every socket uses ZeroMQ CURVE with one cluster
+// key pair: only holders of the pair connect, all is encrypted.
 //
 // Threads: Send, PeerAlive, PeerIncarnation and stats may be called from any
 // thread, including from inside the callbacks, but not concurrently with
@@ -136,8 +137,10 @@ struct TransportStats {
    * the node they claim (check_peer_address). */
   u64 dropped_wrong_address = 0;
   u64 send_failures = 0;  ///< Records reported through on_send_fail.
-  /** Incoming connections refused during the handshake: wrong or no CURVE
-   * cluster key, or (check_peer_address) an address that is no node's. */
+  /** Incoming connections refused: during the handshake (wrong or no CURVE
+   * cluster key, or an address that is no node's) or, with
+   * check_peer_address, as accepted (an address that is no node's, or no
+   * descriptor left). */
   u64 auth_failures = 0;
 };
 

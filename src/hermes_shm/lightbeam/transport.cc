@@ -31,10 +31,14 @@ constexpr char kMonitorEndpoint[] = "inproc://lightbeam.router.monitor";
 /** Refused connections are logged at most this often (a peer with the wrong
  * key retries every 100 ms). */
 constexpr auto kAuthLogPeriod = std::chrono::seconds(5);
-/** ROUTER events the connection-check thread watches. */
+/** ROUTER events of a refused handshake. */
 constexpr int kHandshakeFailedEvents = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                                        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                        ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+/** ROUTER events the connection-check thread watches: refused handshakes,
+ * and connections closed at accept (an address that is no node's, or no
+ * descriptor left). */
+constexpr int kMonitorEvents = kHandshakeFailedEvents | ZMQ_EVENT_ACCEPT_FAILED;
 
 /** Splits "host:port" (host may be "[v6]"). Returns an error message, or
  * nullptr if `ep` is well formed. Wildcard hosts are refused. */
@@ -111,6 +115,21 @@ std::string AddressKey(std::string_view text) {
     return std::string();
   }
   return std::string(reinterpret_cast<char *>(key), sizeof(key));
+}
+
+/** The address an AddressKey stands for, as text ("a.b.c.d" for an IPv4
+ * one); empty for a malformed key. */
+std::string KeyText(const std::string &key) {
+  static const unsigned char kV4Prefix[12] = {0, 0, 0, 0, 0,    0,
+                                              0, 0, 0, 0, 0xff, 0xff};
+  if (key.size() != 16) return std::string();
+  char ip[INET6_ADDRSTRLEN];
+  const bool v4 = memcmp(key.data(), kV4Prefix, sizeof(kV4Prefix)) == 0;
+  if (!inet_ntop(v4 ? AF_INET : AF_INET6, key.data() + (v4 ? 12 : 0), ip,
+                 sizeof(ip))) {
+    return std::string();
+  }
+  return ip;
 }
 
 /** The addresses `host` (as ParseEndpoint accepted it) resolves to, as
@@ -228,6 +247,24 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
                  static_cast<int64_t>(std::min<u64>(
                      opt.max_message_bytes, std::numeric_limits<i64>::max())));
     if (curve || opt.check_peer_address) SetUpAuth(curve);
+    if (opt.check_peer_address) {
+      // Only the other nodes' addresses may connect at all: libzmq closes
+      // any other connection as it accepts it. Without this, anyone who
+      // could reach the port held one of our descriptors per connection
+      // until the handshake timeout (30 s), and once they ran out the
+      // ROUTER's accept loop spun at a whole core.
+      for (u32 n = 1; n <= endpoints.size(); ++n) {
+        if (n == self) continue;
+        for (const std::string &key : addrs[n - 1]) {
+          const std::string ip = KeyText(key);
+          if (ip.empty()) continue;
+          if (zmq_setsockopt(router_->handle(), ZMQ_TCP_ACCEPT_FILTER,
+                             ip.data(), ip.size()) != 0) {
+            throw zmq::error_t();
+          }
+        }
+      }
+    }
     try {
       router_->bind(bind_addr);
     } catch (const zmq::error_t &e) {
@@ -800,8 +837,8 @@ void Transport::SetUpAuth(bool curve) {
   zap_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::rep);
   zap_->set(zmq::sockopt::linger, 0);
   zap_->bind(kZapEndpoint);
-  if (zmq_socket_monitor(router_->handle(), kMonitorEndpoint,
-                         kHandshakeFailedEvents) != 0) {
+  if (zmq_socket_monitor(router_->handle(), kMonitorEndpoint, kMonitorEvents) !=
+      0) {
     throw zmq::error_t();
   }
   monitor_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::pair);
@@ -921,8 +958,15 @@ void Transport::HandleMonitor() {
     u32 value;
     memcpy(&event, ev.data(), 2);
     memcpy(&value, static_cast<const char *>(ev.data()) + 2, 4);
-    if (!(event & kHandshakeFailedEvents)) continue;
+    if (!(event & kMonitorEvents)) continue;
     auth_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (event == ZMQ_EVENT_ACCEPT_FAILED) {
+      LogAuthFailure(
+          "closed as accepted (an address that is no node's, or no "
+          "descriptor left)",
+          "");
+      continue;
+    }
     // A refusal by ZAP was logged with the peer's address already.
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) continue;
     const bool curve = !curve_client_key_.empty();
