@@ -139,7 +139,7 @@ TEST(BalanceTest, ABusyNodeIsAvoided) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   for (;;) {
     auto stat = chi::admin::Client().Stat();
-    ASSERT_TRUE(stat.ok()) << stat.status();
+    ASSERT_TRUE(stat.ok()) << stat.status() << cluster.Logs();
     size_t at = stat->find(" 2=", stat->find("node loads"));
     ASSERT_NE(at, std::string::npos) << *stat;
     if (std::atoi(stat->c_str() + at + 3) >= 30) break;
@@ -165,7 +165,7 @@ TEST(BalanceTest, ABusyNodeIsAvoided) {
   }
   // The reports are visible in the stat.
   auto stat = chi::admin::Client().Stat();
-  ASSERT_TRUE(stat.ok()) << stat.status();
+  ASSERT_TRUE(stat.ok()) << stat.status() << cluster.Logs();
   EXPECT_NE(stat->find("node loads"), std::string::npos) << *stat;
   EXPECT_EQ(stat->find("load reports received 0;"), std::string::npos) << *stat;
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();

@@ -269,7 +269,7 @@ TEST(MigrateTest, AnOverloadedNodeMovesAContainerAway) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   do {
     auto stat = chi::admin::Client().Stat();
-    ASSERT_TRUE(stat.ok()) << stat.status();
+    ASSERT_TRUE(stat.ok()) << stat.status() << cluster.Logs();
     size_t at = stat->find("containers moved off overloaded nodes ");
     ASSERT_NE(at, std::string::npos) << *stat;
     moves = std::atoi(stat->c_str() + at + 38);

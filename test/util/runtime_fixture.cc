@@ -121,9 +121,14 @@ std::string RuntimeProcess::SegmentName(const std::string &segment) const {
                                       segment);
 }
 
-std::string RuntimeProcess::Log() const { return ReadAll(log_); }
+std::string RuntimeProcess::Log() const {
+  std::string log = ReadAll(log_);
+  if (!exit_note_.empty()) log += "[the runtime " + exit_note_ + "]\n";
+  return log;
+}
 
 hshm::Status RuntimeProcess::Start() {
+  exit_note_.clear();
   std::string exe = BinDir() + "/chimaera_start_runtime";
   pid_ = fork();
   if (pid_ < 0) return hshm::Status::FromErrno("fork", errno);
@@ -161,8 +166,12 @@ hshm::Status RuntimeProcess::Stop() {
   std::string out;
   int rc = RunProgram({BinDir() + "/chimaera_stop_runtime"}, conf_, &out);
   if (rc != 0) {
+    // Say whether the runtime had died on its own (the likelier cause).
+    const std::string state =
+        Running() ? "it still runs" : "it had " + exit_note_;
     return hshm::Status::Internal("chimaera_stop_runtime exited " +
-                                  std::to_string(rc) + ": " + out);
+                                  std::to_string(rc) + " (" + state +
+                                  "): " + out);
   }
   int st = WaitPid(pid_, 15000);
   if (st == -1) return hshm::Status::Timeout("runtime did not exit");
@@ -179,6 +188,7 @@ void RuntimeProcess::Kill(int sig) {
   kill(pid_, sig);
   WaitPid(pid_, 10000);
   pid_ = -1;
+  exit_note_.clear();  // killed on purpose
 }
 
 bool RuntimeProcess::Running() {
@@ -186,9 +196,20 @@ bool RuntimeProcess::Running() {
   int st = 0;
   if (waitpid(pid_, &st, WNOHANG) == pid_) {
     pid_ = -1;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) exit_note_ = DescribeExit(st);
     return false;
   }
   return true;
+}
+
+std::string DescribeExit(int status) {
+  if (WIFSIGNALED(status)) {
+    return "killed by signal " + std::to_string(WTERMSIG(status));
+  }
+  if (WIFEXITED(status)) {
+    return "exited with status " + std::to_string(WEXITSTATUS(status));
+  }
+  return "wait status " + std::to_string(status);
 }
 
 int RunProgram(const std::vector<std::string> &argv, const std::string &conf,
@@ -298,7 +319,14 @@ hshm::Status LocalCluster::StopAll() {
   Disconnect();
   hshm::Status first;
   for (int i = 1; i <= size(); ++i) {
-    if (!node(i).Running()) continue;
+    if (!node(i).Running()) {
+      // A node that died on its own (not by Kill) is a failure too.
+      if (!node(i).exit_note().empty() && first.ok()) {
+        first = hshm::Status::Internal("node " + std::to_string(i) + " " +
+                                       node(i).exit_note());
+      }
+      continue;
+    }
     setenv("CHI_SERVER_ADDR", host(i).c_str(), 1);
     hshm::Status s = node(i).Stop();
     if (!s.ok() && first.ok()) first = s;

@@ -37,8 +37,13 @@ class RuntimeProcess {
   hshm::Status Stop();
   /** Kills the runtime with `sig` and reaps it. */
   void Kill(int sig);
-  /** True while the child runs. */
+  /** True while the child runs. Reaps it once it has exited, keeping how
+   * if it failed (exit_note). */
   bool Running();
+  /** How the child ended if it died on its own with a failure ("killed by
+   * signal 9", "exited with status 66"); empty otherwise. Log() ends with
+   * it. */
+  const std::string &exit_note() const { return exit_note_; }
   int port() const { return port_; }
   int pid() const { return pid_; }
   const std::string &config_path() const { return conf_; }
@@ -61,7 +66,12 @@ class RuntimeProcess {
   std::string host_ = "127.0.0.1";
   std::string conf_;
   std::string log_;
+  std::string exit_note_;
 };
+
+/** `status` (from waitpid) in words: "killed by signal 9", "exited with
+ * status 1". */
+std::string DescribeExit(int status);
 
 /** How long a LocalCluster node stays silent before its peers declare it
  * dead (ms): 1500, or CHI_TEST_DEAD_AFTER_MS (sanitizer builds run slower and
