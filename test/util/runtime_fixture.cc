@@ -54,6 +54,19 @@ std::string ReadAll(const std::string &path) {
   return ss.str();
 }
 
+/** True if a TCP socket can bind `host`:`port` now. */
+bool PortFree(const std::string &host, int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  bool ok = bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
 }  // namespace
 
 std::string BinDir() { return CHIMAERA_TEST_BIN_DIR; }
@@ -251,17 +264,16 @@ int DeadAfterMs() {
 
 LocalCluster::LocalCluster(int n, const std::string &extra_yaml,
                            const std::string &network_yaml) {
-  // Two consecutive free ports: the client port and the node-to-node one.
+  // Two consecutive ports free on every node's address: the client port
+  // and the node-to-node one. (FreePort looks at 127.0.0.1 only, where
+  // another test's cluster does not bind.)
   int port = FreePort();
   for (int tries = 0; tries < 50; ++tries) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port + 1);
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    bool ok = bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
-    close(fd);
-    if (ok && port < 65534) break;
+    bool ok = port < 65534 && PortFree("127.0.0.1", port + 1);
+    for (int i = 1; ok && i <= n; ++i) {
+      ok = PortFree(host(i), port) && PortFree(host(i), port + 1);
+    }
+    if (ok) break;
     port = FreePort();
   }
   hostfile_ =
