@@ -35,7 +35,7 @@ class ServerConfig : public hshm::BaseConfig {
   // network:
   std::string hostfile_;            ///< Hostfile path ("" = single node).
   std::vector<std::string> hosts_;  ///< Parsed hostfile (or {"127.0.0.1"}).
-  u32 port_ = 9513;                 ///< ZeroMQ server port.
+  u32 port_ = 9513;                 ///< Handshake server port.
   u32 client_timeout_ms_ = 2000;    ///< Client handshake timeout.
   u32 rpc_port_ = 0;                ///< Node-to-node port (0: port_ + 1).
   u32 heartbeat_ms_ = 250;          ///< Heartbeat period between runtimes.

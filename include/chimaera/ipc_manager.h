@@ -290,7 +290,7 @@ class IpcManager {
   CHI_MAIN_ALLOC_T *main_alloc() const { return main_alloc_; }
   CHI_CDATA_ALLOC_T *cdata_alloc() const { return cdata_alloc_; }
   CHI_RDATA_ALLOC_T *rdata_alloc() const { return rdata_alloc_; }
-  /** The address the ZeroMQ server is bound to ("127.0.0.1:9513"). */
+  /** The address the handshake server is bound to ("127.0.0.1:9513"). */
   const std::string &server_address() const { return server_addr_; }
   /** Instance key used in this runtime's segment names. */
   const std::string &instance_key() const { return instance_key_; }

@@ -181,7 +181,9 @@ hshm::Status RuntimeProcess::Stop() {
   if (rc != 0) {
     // Say whether the runtime had died on its own (the likelier cause).
     const std::string state =
-        Running() ? "it still runs" : "it had " + exit_note_;
+        Running() ? "it still runs"
+                  : "it had " + (exit_note_.empty() ? std::string("exited")
+                                                    : exit_note_);
     return hshm::Status::Internal("chimaera_stop_runtime exited " +
                                   std::to_string(rc) + " (" + state +
                                   "): " + out);
@@ -197,11 +199,11 @@ hshm::Status RuntimeProcess::Stop() {
 }
 
 void RuntimeProcess::Kill(int sig) {
+  exit_note_.clear();  // killed on purpose (or already gone)
   if (pid_ <= 0) return;
   kill(pid_, sig);
   WaitPid(pid_, 10000);
   pid_ = -1;
-  exit_note_.clear();  // killed on purpose
 }
 
 bool RuntimeProcess::Running() {

@@ -11,9 +11,11 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "hermes_shm/util/futex.h"
+#include "hermes_shm/util/log_limit.h"
 
 namespace chi {
 
@@ -25,6 +27,8 @@ constexpr size_t kMaxReplyBytes = 4096;
 constexpr int kPollMs = 100;
 /** Connections accepted per pass, so that answering keeps pace. */
 constexpr int kAcceptsPerPass = 16;
+/** A client's pause before it tries again after losing its connection. */
+constexpr int kRetryPauseMs = 10;
 
 /** `host` without the brackets of a bracketed IPv6 address. */
 std::string Unbracket(const std::string &host) {
@@ -83,41 +87,33 @@ Status Resolve(const std::string &host, u32 port, bool passive,
   return Status::Ok();
 }
 
-}  // namespace
-
-Status HandshakeCall(const std::string &host, u32 port,
-                     const std::string &request, u32 timeout_ms,
-                     std::string *reply) {
-  const std::string where = host + ":" + std::to_string(port);
-  const u64 deadline = hshm::NowNs() + u64{timeout_ms} * 1000000;
-  addrinfo *ai = nullptr;
-  Status s = Resolve(host, port, false, &ai);
-  if (!s.ok()) return Status::Unavailable(s.message());
-  Fd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  int rc = fd.get() < 0 ? -1 : connect(fd.get(), ai->ai_addr, ai->ai_addrlen);
-  const int connect_errno = errno;
-  freeaddrinfo(ai);
-  if (fd.get() < 0) return Status::FromErrno("socket", connect_errno);
-  if (rc != 0 && connect_errno != EINPROGRESS) {
-    return Status::Unavailable("could not reach the runtime at " + where +
-                               ": " + strerror(connect_errno));
+/** One try of the exchange with the server at `a`, until `deadline_ns`.
+ * Sets `*refused` if nothing listens there. */
+Status TryHandshake(const addrinfo *a, const std::string &where,
+                    const std::string &line, u64 deadline_ns, u32 timeout_ms,
+                    std::string *reply, bool *refused) {
+  *refused = false;
+  Fd fd(socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return Status::FromErrno("socket", errno);
+  int err = 0;
+  if (connect(fd.get(), a->ai_addr, a->ai_addrlen) != 0) {
+    err = errno;
+    if (err == EINPROGRESS) {
+      if (!WaitFor(fd.get(), POLLOUT, deadline_ns)) {
+        return Status::Unavailable("could not connect to the runtime at " +
+                                   where + " within " +
+                                   std::to_string(timeout_ms) + " ms");
+      }
+      socklen_t len = sizeof(err);
+      getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    }
   }
-  if (rc != 0) {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (!WaitFor(fd.get(), POLLOUT, deadline)) {
-      return Status::Unavailable("could not connect to the runtime at " +
-                                 where + " within " +
-                                 std::to_string(timeout_ms) + " ms");
-    }
-    getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) {
-      return Status::Unavailable("could not reach the runtime at " + where +
-                                 ": " + strerror(err));
-    }
+  if (err != 0) {
+    *refused = err == ECONNREFUSED;
+    return Status::Unavailable("could not reach the runtime at " + where +
+                               ": " + strerror(err));
   }
   // The request is far smaller than a socket buffer: one send suffices.
-  const std::string line = request + "\n";
   if (send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(line.size())) {
     return Status::Unavailable("could not send the handshake to " + where);
@@ -133,7 +129,7 @@ Status HandshakeCall(const std::string &host, u32 port,
     if (in.size() > kMaxReplyBytes) {
       return Status::Unavailable("oversized handshake reply from " + where);
     }
-    if (!WaitFor(fd.get(), POLLIN, deadline)) {
+    if (!WaitFor(fd.get(), POLLIN, deadline_ns)) {
       return Status::Unavailable("the runtime at " + where +
                                  " did not answer within " +
                                  std::to_string(timeout_ms) + " ms");
@@ -148,35 +144,81 @@ Status HandshakeCall(const std::string &host, u32 port,
   }
 }
 
+}  // namespace
+
+Status HandshakeCall(const std::string &host, u32 port,
+                     const std::string &request, u32 timeout_ms,
+                     std::string *reply) {
+  const std::string where = host + ":" + std::to_string(port);
+  const u64 deadline = hshm::NowNs() + u64{timeout_ms} * 1000000;
+  addrinfo *ai = nullptr;
+  Status s = Resolve(host, port, false, &ai);
+  if (!s.ok()) return Status::Unavailable(s.message());
+  std::unique_ptr<addrinfo, void (*)(addrinfo *)> owner(ai, freeaddrinfo);
+  const std::string line = request + "\n";
+  for (;;) {
+    // Every address the host has (a name may have an IPv6 one that no
+    // runtime binds).
+    bool all_refused = true;
+    for (const addrinfo *a = ai; a; a = a->ai_next) {
+      bool refused = false;
+      s = TryHandshake(a, where, line, deadline, timeout_ms, reply, &refused);
+      if (s.ok()) return s;
+      all_refused = all_refused && refused;
+    }
+    if (all_refused) {
+      return Status::Unavailable(
+          "no Chimaera runtime is listening on " + where +
+          " (start one with chimaera_start_runtime, using the same "
+          "CHI_SERVER_CONF)");
+    }
+    // Closed without a reply: newer connections pushed ours out (many
+    // clients at once, or a flood). Again while time remains.
+    if (MsLeft(deadline) <= kRetryPauseMs) return s;
+    usleep(kRetryPauseMs * 1000);
+  }
+}
+
 HandshakeServer::~HandshakeServer() {
   if (listen_fd_ >= 0) close(listen_fd_);
 }
 
 Status HandshakeServer::Bind(const std::string &host, u32 port) {
+  const std::string where = host + ":" + std::to_string(port);
   addrinfo *ai = nullptr;
   HSHM_RETURN_IF_ERROR(Resolve(host, port, true, &ai));
-  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    freeaddrinfo(ai);
-    return Status::FromErrno("socket", errno);
+  std::unique_ptr<addrinfo, void (*)(addrinfo *)> owner(ai, freeaddrinfo);
+  // IPv4 first (a name such as localhost may also have an IPv6 address);
+  // clients try every address of the name.
+  std::vector<const addrinfo *> order;
+  for (const addrinfo *a = ai; a; a = a->ai_next) {
+    if (a->ai_family == AF_INET) order.push_back(a);
   }
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
-  int err = errno;
-  freeaddrinfo(ai);
-  if (rc != 0 || listen(fd, 128) != 0) {
-    if (rc == 0) err = errno;
-    close(fd);
-    if (err == EADDRINUSE) {
-      return Status::AlreadyExists("address " + host + ":" +
-                                   std::to_string(port) + " is in use");
+  for (const addrinfo *a = ai; a; a = a->ai_next) {
+    if (a->ai_family != AF_INET) order.push_back(a);
+  }
+  int err = EADDRNOTAVAIL;
+  for (const addrinfo *a : order) {
+    int fd =
+        socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      err = errno;
+      continue;
     }
-    return Status::FromErrno("bind " + host + ":" + std::to_string(port), err);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 128) == 0) {
+      if (listen_fd_ >= 0) close(listen_fd_);
+      listen_fd_ = fd;
+      return Status::Ok();
+    }
+    err = errno;
+    close(fd);
   }
-  if (listen_fd_ >= 0) close(listen_fd_);
-  listen_fd_ = fd;
-  return Status::Ok();
+  if (err == EADDRINUSE) {
+    return Status::AlreadyExists("address " + where + " is in use");
+  }
+  return Status::FromErrno("bind " + where, err);
 }
 
 void HandshakeServer::Serve(const std::atomic<bool> &stop,
@@ -200,8 +242,15 @@ void HandshakeServer::Serve(const std::atomic<bool> &stop,
     pfds.clear();
     pfds.push_back({listening ? listen_fd_ : -1, POLLIN, 0});
     for (const Conn &c : conns) pfds.push_back({c.fd, POLLIN, 0});
-    int rc = poll(pfds.data(), pfds.size(), kPollMs);
-    if (rc < 0 && errno != EINTR) break;
+    if (poll(pfds.data(), pfds.size(), kPollMs) < 0) {
+      if (errno != EINTR) {
+        // Not expected (EINVAL, ENOMEM): say so and keep serving.
+        HSHM_LOG_LIMITED("chimaera: handshake server: poll: %s\n",
+                         strerror(errno));
+        usleep(kPollMs * 1000);
+      }
+      continue;
+    }
     const u64 after = hshm::NowNs();
     // Requests first, so that a client whose line has arrived is answered
     // before newer connections push it out. Walk backwards: closing one
@@ -220,7 +269,12 @@ void HandshakeServer::Serve(const std::atomic<bool> &stop,
         if (n > 0) c.buf.append(buf, static_cast<size_t>(n));
         const size_t nl = c.buf.find('\n');
         if (nl != std::string::npos) {
-          std::string line = handler(c.buf.substr(0, nl)) + "\n";
+          std::string line;
+          try {
+            line = handler(c.buf.substr(0, nl)) + "\n";
+          } catch (const std::exception &e) {  // e.g. bad_alloc
+            line = std::string("ERR internal: ") + e.what() + "\n";
+          }
           // A short reply into an empty socket buffer: one send, or none.
           (void)send(c.fd, line.data(), line.size(),
                      MSG_DONTWAIT | MSG_NOSIGNAL);

@@ -51,23 +51,6 @@ struct ErrorText {
 /** True if process `pid` exists. */
 bool PidAlive(int pid) { return hshm::ProcessAlive(pid); }
 
-/** Checks quickly (no ZeroMQ retry loop) whether a TCP listener is at
- * host:port. */
-bool TcpListening(const std::string &host, u32 port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return true;  // cannot tell; let ZeroMQ try
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    close(fd);
-    return true;  // a name, not an address: let ZeroMQ resolve it
-  }
-  int rc = connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr));
-  close(fd);
-  return rc == 0;
-}
-
 }  // namespace
 
 /** Counts attachments in this process (per-thread caches key on it). */
@@ -90,11 +73,6 @@ Status IpcManager::ClientInit() {
   const char *addr_env = std::getenv("CHI_SERVER_ADDR");
   std::string host = (addr_env && *addr_env) ? addr_env : conf.hosts_[0];
   std::string where = host + ":" + std::to_string(conf.port_);
-  if (!TcpListening(host, conf.port_)) {
-    return Status::Unavailable("no Chimaera runtime is listening on " + where +
-                               " (start one with chimaera_start_runtime, "
-                               "using the same CHI_SERVER_CONF)");
-  }
   std::string reply;
   HSHM_RETURN_IF_ERROR(Handshake(host, conf.port_, &reply));
   std::istringstream in(reply);

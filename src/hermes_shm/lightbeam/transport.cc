@@ -13,6 +13,7 @@
 #include <random>
 
 #include "hermes_shm/lightbeam/curve.h"
+#include "hermes_shm/util/log_limit.h"
 
 namespace hshm::lbm {
 
@@ -253,14 +254,23 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
       // could reach the port held one of our descriptors per connection
       // until the handshake timeout (30 s), and once they ran out the
       // ROUTER's accept loop spun at a whole core.
+      // An IPv4 socket sees only IPv4 peers; an IPv6 one sees IPv4 peers as
+      // mapped addresses. (Peers of the other family are refused anyway:
+      // they cannot talk from their own address.)
+      const bool v6 = hosts[self - 1][0] == '[';
       for (u32 n = 1; n <= endpoints.size(); ++n) {
         if (n == self) continue;
         for (const std::string &key : addrs[n - 1]) {
-          const std::string ip = KeyText(key);
-          if (ip.empty()) continue;
+          std::string ip = KeyText(key);
+          const bool key_v4 = ip.find(':') == std::string::npos;
+          if (ip.empty() || (!v6 && !key_v4)) continue;
+          if (v6 && key_v4) ip = "::ffff:" + ip;
           if (zmq_setsockopt(router_->handle(), ZMQ_TCP_ACCEPT_FILTER,
                              ip.data(), ip.size()) != 0) {
-            throw zmq::error_t();
+            fprintf(stderr,
+                    "lightbeam: node %u cannot filter connections by address "
+                    "%s (%s); its handshakes are still checked\n",
+                    self, ip.c_str(), zmq_strerror(zmq_errno()));
           }
         }
       }
@@ -837,8 +847,11 @@ void Transport::SetUpAuth(bool curve) {
   zap_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::rep);
   zap_->set(zmq::sockopt::linger, 0);
   zap_->bind(kZapEndpoint);
-  if (zmq_socket_monitor(router_->handle(), kMonitorEndpoint, kMonitorEvents) !=
-      0) {
+  // Connections closed as accepted are ours to report only where the
+  // address filter is on.
+  const int events =
+      opt_.check_peer_address ? kMonitorEvents : kHandshakeFailedEvents;
+  if (zmq_socket_monitor(router_->handle(), kMonitorEndpoint, events) != 0) {
     throw zmq::error_t();
   }
   monitor_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::pair);
@@ -959,12 +972,17 @@ void Transport::HandleMonitor() {
     memcpy(&event, ev.data(), 2);
     memcpy(&value, static_cast<const char *>(ev.data()) + 2, 4);
     if (!(event & kMonitorEvents)) continue;
+    if (event == ZMQ_EVENT_ACCEPT_FAILED &&
+        (value == EMFILE || value == ENFILE || value == ENOBUFS ||
+         value == ENOMEM)) {
+      // Not a refusal: this process is out of descriptors or memory.
+      HSHM_LOG_LIMITED("lightbeam: node %u cannot accept a connection: %s\n",
+                       self_, strerror(static_cast<int>(value)));
+      continue;
+    }
     auth_failures_.fetch_add(1, std::memory_order_relaxed);
     if (event == ZMQ_EVENT_ACCEPT_FAILED) {
-      LogAuthFailure(
-          "closed as accepted (an address that is no node's, or no "
-          "descriptor left)",
-          "");
+      LogAuthFailure("closed as accepted: its address is no node's", "");
       continue;
     }
     // A refusal by ZAP was logged with the peer's address already.

@@ -520,6 +520,38 @@ TEST(LightbeamTest, ConnectionsFromNoNodesAddressAreClosedAtOnce) {
   EXPECT_TRUE(WaitFor([&] { return nodes[0]->got[2].load() == 100; }));
 }
 
+// IPv6 nodes: the address filter takes IPv6 addresses (and IPv4 ones as
+// mapped addresses), and the nodes talk.
+TEST(LightbeamTest, Ipv6NodesPassTheAddressFilter) {
+  int probe = socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  inet_pton(AF_INET6, "::1", &a.sin6_addr);
+  const bool v6 = probe >= 0 &&
+                  bind(probe, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
+  if (probe >= 0) close(probe);
+  if (!v6) GTEST_SKIP() << "this host has no IPv6 loopback address";
+  auto port = [](const std::string &ep) { return ep.substr(ep.rfind(':')); };
+  std::vector<std::string> eps = {"[::1]" + port(FreeEndpoint("127.0.0.1")),
+                                  "[::1]" + port(FreeEndpoint("127.0.0.1"))};
+  auto nodes = StartMesh(eps, FastOptions());
+  for (u64 s = 0; s < 100; ++s) {
+    ASSERT_TRUE(nodes[0]->t.Send(2, MakeRecord(s)));
+    ASSERT_TRUE(nodes[1]->t.Send(1, MakeRecord(s)));
+  }
+  EXPECT_TRUE(WaitFor([&] {
+    return nodes[0]->got[2].load() == 100 && nodes[1]->got[1].load() == 100;
+  }));
+  EXPECT_EQ(nodes[0]->t.stats().auth_failures, 0u);
+  // An IPv4 node whose peer has an IPv6 address still starts (that peer's
+  // address cannot be an IPv4 socket's filter; it was an error before).
+  std::vector<std::string> mixed = {FreeEndpoint("127.0.8.20"),
+                                    "[::1]" + port(FreeEndpoint("127.0.0.1"))};
+  Node v4(2);
+  hshm::Status st = v4.Start(1, mixed, FastOptions());
+  EXPECT_TRUE(st.ok()) << st;
+}
+
 // Nodes named by a host name (resolved at Start, to 127.0.0.1 and maybe
 // ::1): each sends from the address it binds, which its peer accepts.
 TEST(LightbeamTest, NodesNamedByHostNamePassTheAddressCheck) {
