@@ -87,14 +87,31 @@ Status Resolve(const std::string &host, u32 port, bool passive,
   return Status::Ok();
 }
 
-/** One try of the exchange with the server at `a`, until `deadline_ns`.
- * Sets `*refused` if nothing listens there. */
+/** How one try of the exchange ended, besides its status. */
+enum class TryEnd {
+  kDone,    ///< A reply line came.
+  kAbsent,  ///< Nothing listens there (or this address family is off).
+  kLost,    ///< The server closed the connection first: worth another try.
+  kFailed,  ///< Anything else (a timeout, a malformed reply).
+};
+
+/** True for a connect() error that means no server at that address. */
+bool NothingThere(int err) {
+  return err == ECONNREFUSED || err == EAFNOSUPPORT || err == EADDRNOTAVAIL ||
+         err == ENETUNREACH || err == EHOSTUNREACH;
+}
+
+/** One try of the exchange with the server at `a`, until `deadline_ns`. */
 Status TryHandshake(const addrinfo *a, const std::string &where,
                     const std::string &line, u64 deadline_ns, u32 timeout_ms,
-                    std::string *reply, bool *refused) {
-  *refused = false;
+                    std::string *reply, TryEnd *end) {
+  *end = TryEnd::kFailed;
   Fd fd(socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (fd.get() < 0) return Status::FromErrno("socket", errno);
+  if (fd.get() < 0) {
+    const int err = errno;
+    if (NothingThere(err)) *end = TryEnd::kAbsent;
+    return Status::FromErrno("socket", err);
+  }
   int err = 0;
   if (connect(fd.get(), a->ai_addr, a->ai_addrlen) != 0) {
     err = errno;
@@ -109,13 +126,14 @@ Status TryHandshake(const addrinfo *a, const std::string &where,
     }
   }
   if (err != 0) {
-    *refused = err == ECONNREFUSED;
+    if (NothingThere(err)) *end = TryEnd::kAbsent;
     return Status::Unavailable("could not reach the runtime at " + where +
                                ": " + strerror(err));
   }
   // The request is far smaller than a socket buffer: one send suffices.
   if (send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(line.size())) {
+    *end = TryEnd::kLost;
     return Status::Unavailable("could not send the handshake to " + where);
   }
   std::string in;
@@ -124,6 +142,7 @@ Status TryHandshake(const addrinfo *a, const std::string &where,
     size_t nl = in.find('\n');
     if (nl != std::string::npos) {
       *reply = in.substr(0, nl);
+      *end = TryEnd::kDone;
       return Status::Ok();
     }
     if (in.size() > kMaxReplyBytes) {
@@ -138,6 +157,7 @@ Status TryHandshake(const addrinfo *a, const std::string &where,
     if (n > 0) {
       in.append(buf, static_cast<size_t>(n));
     } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      if (in.empty()) *end = TryEnd::kLost;
       return Status::Unavailable("the runtime at " + where +
                                  " closed the handshake without a reply");
     }
@@ -150,6 +170,11 @@ Status HandshakeCall(const std::string &host, u32 port,
                      const std::string &request, u32 timeout_ms,
                      std::string *reply) {
   const std::string where = host + ":" + std::to_string(port);
+  if (request.size() >= HandshakeServer::kMaxRequestBytes ||
+      request.find('\n') != std::string::npos) {
+    return Status::InvalidArgument(
+        "a handshake request is one line under 256 bytes");
+  }
   const u64 deadline = hshm::NowNs() + u64{timeout_ms} * 1000000;
   addrinfo *ai = nullptr;
   Status s = Resolve(host, port, false, &ai);
@@ -158,15 +183,18 @@ Status HandshakeCall(const std::string &host, u32 port,
   const std::string line = request + "\n";
   for (;;) {
     // Every address the host has (a name may have an IPv6 one that no
-    // runtime binds).
-    bool all_refused = true;
+    // runtime binds). The first error that is not an absence is the one
+    // to report.
+    Status first = Status::Ok();
+    bool lost = false;
     for (const addrinfo *a = ai; a; a = a->ai_next) {
-      bool refused = false;
-      s = TryHandshake(a, where, line, deadline, timeout_ms, reply, &refused);
-      if (s.ok()) return s;
-      all_refused = all_refused && refused;
+      TryEnd end;
+      s = TryHandshake(a, where, line, deadline, timeout_ms, reply, &end);
+      if (end == TryEnd::kDone) return s;
+      if (end != TryEnd::kAbsent && first.ok()) first = s;
+      lost = lost || end == TryEnd::kLost;
     }
-    if (all_refused) {
+    if (first.ok()) {
       return Status::Unavailable(
           "no Chimaera runtime is listening on " + where +
           " (start one with chimaera_start_runtime, using the same "
@@ -174,7 +202,7 @@ Status HandshakeCall(const std::string &host, u32 port,
     }
     // Closed without a reply: newer connections pushed ours out (many
     // clients at once, or a flood). Again while time remains.
-    if (MsLeft(deadline) <= kRetryPauseMs) return s;
+    if (!lost || MsLeft(deadline) <= kRetryPauseMs) return first;
     usleep(kRetryPauseMs * 1000);
   }
 }
@@ -214,6 +242,8 @@ Status HandshakeServer::Bind(const std::string &host, u32 port) {
     }
     err = errno;
     close(fd);
+    // Another runtime has it: not a reason to take the name's other address.
+    if (err == EADDRINUSE) break;
   }
   if (err == EADDRINUSE) {
     return Status::AlreadyExists("address " + where + " is in use");
@@ -243,13 +273,13 @@ void HandshakeServer::Serve(const std::atomic<bool> &stop,
     pfds.push_back({listening ? listen_fd_ : -1, POLLIN, 0});
     for (const Conn &c : conns) pfds.push_back({c.fd, POLLIN, 0});
     if (poll(pfds.data(), pfds.size(), kPollMs) < 0) {
+      // revents stay 0: only the timeouts below run.
       if (errno != EINTR) {
         // Not expected (EINVAL, ENOMEM): say so and keep serving.
         HSHM_LOG_LIMITED("chimaera: handshake server: poll: %s\n",
                          strerror(errno));
         usleep(kPollMs * 1000);
       }
-      continue;
     }
     const u64 after = hshm::NowNs();
     // Requests first, so that a client whose line has arrived is answered
@@ -272,12 +302,15 @@ void HandshakeServer::Serve(const std::atomic<bool> &stop,
           std::string line;
           try {
             line = handler(c.buf.substr(0, nl)) + "\n";
-          } catch (const std::exception &e) {  // e.g. bad_alloc
-            line = std::string("ERR internal: ") + e.what() + "\n";
+          } catch (...) {  // e.g. bad_alloc: no allocation here
+            line.clear();
           }
+          static const char kInternal[] = "ERR internal error\n";
+          const char *out = line.empty() ? kInternal : line.data();
+          const size_t out_len =
+              line.empty() ? sizeof(kInternal) - 1 : line.size();
           // A short reply into an empty socket buffer: one send, or none.
-          (void)send(c.fd, line.data(), line.size(),
-                     MSG_DONTWAIT | MSG_NOSIGNAL);
+          (void)send(c.fd, out, out_len, MSG_DONTWAIT | MSG_NOSIGNAL);
           close_at(i, &answered_);
           continue;
         }

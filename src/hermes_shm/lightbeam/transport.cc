@@ -258,20 +258,26 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
       // mapped addresses. (Peers of the other family are refused anyway:
       // they cannot talk from their own address.)
       const bool v6 = hosts[self - 1][0] == '[';
+      std::vector<std::string> allowed;
       for (u32 n = 1; n <= endpoints.size(); ++n) {
         if (n == self) continue;
         for (const std::string &key : addrs[n - 1]) {
           std::string ip = KeyText(key);
           const bool key_v4 = ip.find(':') == std::string::npos;
           if (ip.empty() || (!v6 && !key_v4)) continue;
-          if (v6 && key_v4) ip = "::ffff:" + ip;
-          if (zmq_setsockopt(router_->handle(), ZMQ_TCP_ACCEPT_FILTER,
-                             ip.data(), ip.size()) != 0) {
-            fprintf(stderr,
-                    "lightbeam: node %u cannot filter connections by address "
-                    "%s (%s); its handshakes are still checked\n",
-                    self, ip.c_str(), zmq_strerror(zmq_errno()));
-          }
+          allowed.push_back(v6 && key_v4 ? "::ffff:" + ip : ip);
+        }
+      }
+      // libzmq filters nothing when the list is empty: then name an
+      // address no connection comes from, so that none is accepted.
+      if (allowed.empty()) allowed.push_back(v6 ? "::" : "0.0.0.0");
+      for (const std::string &ip : allowed) {
+        if (zmq_setsockopt(router_->handle(), ZMQ_TCP_ACCEPT_FILTER, ip.data(),
+                           ip.size()) != 0) {
+          fprintf(stderr,
+                  "lightbeam: node %u cannot add %s to its accept filter "
+                  "(%s); connections from there are closed\n",
+                  self, ip.c_str(), zmq_strerror(zmq_errno()));
         }
       }
     }
@@ -975,7 +981,10 @@ void Transport::HandleMonitor() {
     if (event == ZMQ_EVENT_ACCEPT_FAILED &&
         (value == EMFILE || value == ENFILE || value == ENOBUFS ||
          value == ENOMEM)) {
-      // Not a refusal: this process is out of descriptors or memory.
+      // Not a refusal: this process is out of descriptors or memory. (A
+      // guess: libzmq reports its I/O thread's last errno, also for a
+      // connection its filter closed, so a refusal right after such an
+      // error reads as one more of them.)
       HSHM_LOG_LIMITED("lightbeam: node %u cannot accept a connection: %s\n",
                        self_, strerror(static_cast<int>(value)));
       continue;

@@ -966,6 +966,13 @@ TEST_F(HostileTest, HostileHandshakesAreRefused) {
                          hello + " " + std::to_string(getpid()), 2000, &reply);
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(reply.substr(0, 3), "OK ");
+  // The client side refuses to send what the server would cut off.
+  s = chi::HandshakeCall("127.0.0.1", rt_->port(), std::string(300, '7'), 2000,
+                         &reply);
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  s = chi::HandshakeCall("127.0.0.1", rt_->port(), "HELLO\nHELLO", 2000,
+                         &reply);
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
   ExpectServes10kEchoes();
 }
 
