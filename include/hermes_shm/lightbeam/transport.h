@@ -104,6 +104,10 @@ struct TransportOptions {
    * Start. Off: anything that reaches the port may claim any node id (for a
    * network that rewrites source addresses, e.g. NAT). */
   bool check_peer_address = true;
+  /** An incoming connection that has not finished ZeroMQ's handshake
+   * (greeting, CURVE, the address check) by then is closed, so that idle
+   * connections hold no descriptor for long (libzmq's default: 30 s). */
+  u32 handshake_timeout_ms = 10000;
 };
 
 /** Where one record of a validated kRecords message lies: `len` bytes at

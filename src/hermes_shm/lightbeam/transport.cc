@@ -244,6 +244,10 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
     CommonOptions(*router_, hosts[self - 1], opt.sndhwm);
     // A restarted peer reconnects with the same routing id: let it take over.
     router_->set(zmq::sockopt::router_handover, 1);
+    router_->set(
+        zmq::sockopt::handshake_ivl,
+        static_cast<int>(std::min<u32>(opt.handshake_timeout_ms,
+                                       std::numeric_limits<int>::max())));
     router_->set(zmq::sockopt::maxmsgsize,
                  static_cast<int64_t>(std::min<u64>(
                      opt.max_message_bytes, std::numeric_limits<i64>::max())));

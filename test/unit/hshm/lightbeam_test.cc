@@ -520,6 +520,33 @@ TEST(LightbeamTest, ConnectionsFromNoNodesAddressAreClosedAtOnce) {
   EXPECT_TRUE(WaitFor([&] { return nodes[0]->got[2].load() == 100; }));
 }
 
+// A connection from a node's own address that never sends is closed after
+// handshake_timeout_ms (it passes the accept filter, so this bounds what a
+// process on that node's host can hold).
+TEST(LightbeamTest, ASilentConnectionIsClosedAfterTheHandshakeTimeout) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.8.13"),
+                                  FreeEndpoint("127.0.8.14")};
+  TransportOptions o = FastOptions();
+  o.handshake_timeout_ms = 300;
+  auto nodes = StartMesh(eps, o);
+  int fd = ConnectFrom("127.0.8.14", eps[0]);  // node 2's address
+  ASSERT_GE(fd, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char c;
+  const auto t0 = Clock::now();
+  // ZeroMQ sends its greeting, then closes: read to the end.
+  ssize_t n;
+  while ((n = recv(fd, &c, 1, 0)) > 0) {
+  }
+  EXPECT_EQ(n, 0);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
+  close(fd);
+  // The real node 2 is unaffected.
+  for (u64 s = 0; s < 100; ++s) ASSERT_TRUE(nodes[1]->t.Send(1, MakeRecord(s)));
+  EXPECT_TRUE(WaitFor([&] { return nodes[0]->got[2].load() == 100; }));
+}
+
 // IPv6 nodes: the address filter takes IPv6 addresses (and IPv4 ones as
 // mapped addresses), and the nodes talk.
 TEST(LightbeamTest, Ipv6NodesPassTheAddressFilter) {
