@@ -14,6 +14,10 @@ namespace chi_test {
 /** A free TCP port on 127.0.0.1 (bound once and released). */
 int FreePort();
 
+/** A blocking TCP connection to 127.0.0.1:`port` whose sends and receives
+ * time out after `timeout_s`; -1 if it failed. */
+int ConnectLoopback(int port, int timeout_s = 2);
+
 /** Writes `yaml` to a fresh file under /tmp and returns its path. */
 std::string WriteTempFile(const std::string &tag, const std::string &yaml);
 

@@ -1,13 +1,11 @@
 // The handshake's wire: one request line, one reply line, over TCP.
 #include "chimaera/handshake.h"
 
-#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>

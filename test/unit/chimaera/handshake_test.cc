@@ -3,9 +3,7 @@
 // errors.
 #include "chimaera/handshake.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -49,22 +47,6 @@ class EchoServer {
   int port_ = 0;
 };
 
-/** A blocking connection to 127.0.0.1:`port`; -1 on failure. */
-int Connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
-    close(fd);
-    return -1;
-  }
-  timeval tv{3, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  return fd;
-}
-
 /** Polls `pred` every 10 ms for up to 3 s. */
 template <typename Pred>
 bool Eventually(Pred pred) {
@@ -95,7 +77,7 @@ TEST(HandshakeTest, TheOldestConnectionsMakeRoom) {
   EchoServer echo(10000);
   std::vector<int> idle;
   for (size_t i = 0; i < HandshakeServer::kMaxConnections + 10; ++i) {
-    int fd = Connect(echo.port());
+    int fd = chi_test::ConnectLoopback(echo.port(), 3);
     ASSERT_GE(fd, 0);
     idle.push_back(fd);
   }
@@ -120,7 +102,7 @@ TEST(HandshakeTest, TheOldestConnectionsMakeRoom) {
 // that sends more than kMaxRequestBytes without a newline at once.
 TEST(HandshakeTest, SilentAndOversizedConnectionsAreClosed) {
   EchoServer echo(300);
-  int silent = Connect(echo.port());
+  int silent = chi_test::ConnectLoopback(echo.port(), 3);
   ASSERT_GE(silent, 0);
   char c;
   auto t0 = std::chrono::steady_clock::now();
@@ -129,7 +111,7 @@ TEST(HandshakeTest, SilentAndOversizedConnectionsAreClosed) {
   close(silent);
   EXPECT_TRUE(Eventually([&] { return echo.server().stats().timed_out == 1; }));
 
-  int big = Connect(echo.port());
+  int big = chi_test::ConnectLoopback(echo.port(), 3);
   ASSERT_GE(big, 0);
   const std::string junk(HandshakeServer::kMaxRequestBytes + 1, 'x');
   ASSERT_EQ(send(big, junk.data(), junk.size(), MSG_NOSIGNAL),

@@ -3,11 +3,10 @@
 // duplicate pushes, oversize fan-outs, floods, a scribbled queue shape,
 // clients killed mid-submission -- must not crash, wedge or leak the runtime.
 // After each attack the runtime still answers 10,000 checked Echo tasks.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -890,30 +889,11 @@ TEST_F(HostileTest, RuntimeBlocksAreNotReapedWithTheirClaimedOwner) {
   ExpectServes10kEchoes();
 }
 
-/** A blocking TCP connection to 127.0.0.1:`port` with 2 s send and
- * receive timeouts; -1 if it failed. */
-int ConnectLoopback(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval tv{2, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 /** One request line on the runtime's handshake port (sent whole, however
  * long); the reply line, or "" if the connection closed without one or
  * none came within 2 s. */
 std::string Handshake(int port, const std::string &request) {
-  int fd = ConnectLoopback(port);
+  int fd = chi_test::ConnectLoopback(port);
   if (fd < 0) return std::string();
   const std::string line = request + "\n";
   for (size_t off = 0; off < line.size();) {
@@ -987,7 +967,7 @@ TEST_F(HostileTest, AHandshakeFloodHoldsFewDescriptors) {
   const size_t before = OpenFds(pid);
   std::vector<int> flood;
   for (int i = 0; i < 600; ++i) {
-    int fd = ConnectLoopback(rt_->port());
+    int fd = chi_test::ConnectLoopback(rt_->port());
     if (fd >= 0) flood.push_back(fd);
   }
   g_attacks++;
@@ -1013,7 +993,7 @@ TEST_F(HostileTest, AHandshakeFloodHoldsFewDescriptors) {
   for (int fd : flood) close(fd);
   // One connection that never sends: closed by the runtime (recv sees the
   // end) after client_timeout_ms (2 s), well before our 2 s + 2 s.
-  int idle = ConnectLoopback(rt_->port());
+  int idle = chi_test::ConnectLoopback(rt_->port());
   ASSERT_GE(idle, 0);
   timeval tv{4, 0};
   setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));

@@ -547,6 +547,20 @@ TEST(LightbeamTest, ASilentConnectionIsClosedAfterTheHandshakeTimeout) {
   EXPECT_TRUE(WaitFor([&] { return nodes[0]->got[2].load() == 100; }));
 }
 
+/** The ":port" of endpoint `ep`. */
+std::string PortOf(const std::string &ep) { return ep.substr(ep.rfind(':')); }
+
+/** Nodes 1 and 2 of `nodes` send each other 100 records; all arrive. */
+void ExpectTheTwoTalk(const std::vector<std::unique_ptr<Node>> &nodes) {
+  for (u64 s = 0; s < 100; ++s) {
+    ASSERT_TRUE(nodes[0]->t.Send(2, MakeRecord(s)));
+    ASSERT_TRUE(nodes[1]->t.Send(1, MakeRecord(s)));
+  }
+  EXPECT_TRUE(WaitFor([&] {
+    return nodes[0]->got[2].load() == 100 && nodes[1]->got[1].load() == 100;
+  }));
+}
+
 // IPv6 nodes: the address filter takes IPv6 addresses (and IPv4 ones as
 // mapped addresses), and the nodes talk.
 TEST(LightbeamTest, Ipv6NodesPassTheAddressFilter) {
@@ -558,22 +572,15 @@ TEST(LightbeamTest, Ipv6NodesPassTheAddressFilter) {
                   bind(probe, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
   if (probe >= 0) close(probe);
   if (!v6) GTEST_SKIP() << "this host has no IPv6 loopback address";
-  auto port = [](const std::string &ep) { return ep.substr(ep.rfind(':')); };
-  std::vector<std::string> eps = {"[::1]" + port(FreeEndpoint("127.0.0.1")),
-                                  "[::1]" + port(FreeEndpoint("127.0.0.1"))};
+  std::vector<std::string> eps = {"[::1]" + PortOf(FreeEndpoint("127.0.0.1")),
+                                  "[::1]" + PortOf(FreeEndpoint("127.0.0.1"))};
   auto nodes = StartMesh(eps, FastOptions());
-  for (u64 s = 0; s < 100; ++s) {
-    ASSERT_TRUE(nodes[0]->t.Send(2, MakeRecord(s)));
-    ASSERT_TRUE(nodes[1]->t.Send(1, MakeRecord(s)));
-  }
-  EXPECT_TRUE(WaitFor([&] {
-    return nodes[0]->got[2].load() == 100 && nodes[1]->got[1].load() == 100;
-  }));
+  ExpectTheTwoTalk(nodes);
   EXPECT_EQ(nodes[0]->t.stats().auth_failures, 0u);
   // An IPv4 node whose peer has an IPv6 address still starts (that peer's
   // address cannot be an IPv4 socket's filter; it was an error before).
-  std::vector<std::string> mixed = {FreeEndpoint("127.0.8.20"),
-                                    "[::1]" + port(FreeEndpoint("127.0.0.1"))};
+  std::vector<std::string> mixed = {
+      FreeEndpoint("127.0.8.20"), "[::1]" + PortOf(FreeEndpoint("127.0.0.1"))};
   Node v4(2);
   hshm::Status st = v4.Start(1, mixed, FastOptions());
   EXPECT_TRUE(st.ok()) << st;
@@ -582,18 +589,11 @@ TEST(LightbeamTest, Ipv6NodesPassTheAddressFilter) {
 // Nodes named by a host name (resolved at Start, to 127.0.0.1 and maybe
 // ::1): each sends from the address it binds, which its peer accepts.
 TEST(LightbeamTest, NodesNamedByHostNamePassTheAddressCheck) {
-  auto port = [](const std::string &ep) { return ep.substr(ep.rfind(':')); };
   std::vector<std::string> eps = {
-      "localhost" + port(FreeEndpoint("127.0.0.1")),
-      "localhost" + port(FreeEndpoint("127.0.0.1"))};
+      "localhost" + PortOf(FreeEndpoint("127.0.0.1")),
+      "localhost" + PortOf(FreeEndpoint("127.0.0.1"))};
   auto nodes = StartMesh(eps, FastOptions());
-  for (u64 s = 0; s < 100; ++s) {
-    ASSERT_TRUE(nodes[0]->t.Send(2, MakeRecord(s)));
-    ASSERT_TRUE(nodes[1]->t.Send(1, MakeRecord(s)));
-  }
-  EXPECT_TRUE(WaitFor([&] {
-    return nodes[0]->got[2].load() == 100 && nodes[1]->got[1].load() == 100;
-  }));
+  ExpectTheTwoTalk(nodes);
   for (auto &n : nodes) {
     EXPECT_EQ(n->t.stats().dropped_wrong_address, 0u);
     EXPECT_EQ(n->t.stats().auth_failures, 0u);
