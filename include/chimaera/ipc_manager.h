@@ -25,7 +25,6 @@
 #include <vector>
 
 #include "chimaera/chimaera_types.h"
-#include "chimaera/handshake.h"
 #include "chimaera/task.h"
 #include "hermes_shm/data_structures/multi_mpsc_queue.h"
 #include "hermes_shm/memory/posix_shm.h"
@@ -103,6 +102,8 @@ struct IpcShared {
   u64 runtime_start_time_ = 0;  ///< Runtime's start time (pid reuse check).
   std::atomic<u64> heartbeat_ns_{0};  ///< Monotonic ns of the last stamp.
 };
+
+class HandshakeServer;  // chimaera/handshake.h (runtime only)
 
 /** Segments and queues of one runtime, as seen by this process. */
 class IpcManager {

@@ -3,11 +3,8 @@
 // runtime.
 #include "chimaera/ipc_manager.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +15,7 @@
 #include <sstream>
 
 #include "chimaera/config_manager.h"
+#include "chimaera/handshake.h"
 #include "chimaera/task_graph.h"
 #include "hermes_shm/memory/memory_manager.h"
 #include "hermes_shm/thread_model.h"

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "chimaera/chimaera.h"
+#include "chimaera/handshake.h"
 #include "hermes_shm/util/futex.h"
 #include "mpsc_lane_test_peer.h"
 #include "runtime_fixture.h"
