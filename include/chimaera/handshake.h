@@ -21,10 +21,20 @@ namespace chi {
  * `host`:`port` and stores its reply line (without the newline) in `reply`.
  * `host` is an address or a name; IPv6 addresses may be bracketed. Fails
  * with Unavailable if there is no server, it closes the connection without
- * a reply, or `timeout_ms` passes. Callable from any thread. */
+ * a reply, or `timeout_ms` passes; then, if `absent` is given, *absent says
+ * whether the failure was that nothing listened on any of the host's
+ * addresses (so that another host may be tried at once). Callable from any
+ * thread. */
 Status HandshakeCall(const std::string &host, u32 port,
                      const std::string &request, u32 timeout_ms,
-                     std::string *reply);
+                     std::string *reply, bool *absent = nullptr);
+
+/** True if `host` (an address or a name; IPv6 addresses may be bracketed)
+ * resolves to an address of this machine, i.e. one a socket can bind: how a
+ * client finds its own node's hostfile entry, as the runtime does when it
+ * binds the first entry it can. False if it does not resolve. Callable from
+ * any thread. */
+bool IsLocalAddress(const std::string &host);
 
 /** The runtime's side of the handshake: one thread (Serve) answers request
  * lines with a handler. Not copyable; Bind, then Serve on one thread; Serve

@@ -388,8 +388,16 @@ class IpcManager {
 
   /** Sends the handshake (HELLO, ABI version, this pid) to the runtime at
    * `host`:`port` and returns its reply in `*reply`; Unavailable if it
-   * cannot be reached or does not answer within the client timeout. */
-  Status Handshake(const std::string &host, u32 port, std::string *reply) const;
+   * cannot be reached or does not answer within the client timeout (then
+   * *absent, if given, says whether nothing listened there). */
+  Status Handshake(const std::string &host, u32 port, std::string *reply,
+                   bool *absent = nullptr) const;
+  /** Handshakes with the runtime this client attaches to: the host
+   * CHI_SERVER_ADDR names; else the hostfile entry of CHI_NODE_ID; else
+   * the first hostfile entry that is an address of this machine and has a
+   * runtime listening (shared memory reaches only this machine's runtime).
+   * Sets *host to the entry used and *reply to the runtime's reply. */
+  Status FindRuntime(std::string *host, std::string *reply) const;
   /** Client, in a forked child, from the first Send of the one thread that
    * switched registered_pid_ to the child's pid: registers that pid with the
    * runtime, so that the reaper frees what the child leaves when it dies

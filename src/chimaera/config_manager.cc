@@ -231,23 +231,27 @@ Status ConfigurationManager::LoadHosts() {
   }
   if (config_.hostfile_.empty()) {
     config_.hosts_.push_back("127.0.0.1");
-    return Status::Ok();
+  } else {
+    auto hosts = hshm::ConfigParse::ParseHostfile(config_.hostfile_);
+    if (!hosts.ok()) {
+      return Status(hosts.status().code(),
+                    "hostfile: " + hosts.status().message());
+    }
+    if (hosts->empty()) {
+      return Status::InvalidArgument("hostfile " + config_.hostfile_ +
+                                     " lists no hosts");
+    }
+    config_.hosts_ = std::move(*hosts);
   }
-  auto hosts = hshm::ConfigParse::ParseHostfile(config_.hostfile_);
-  if (!hosts.ok()) {
-    return Status(hosts.status().code(),
-                  "hostfile: " + hosts.status().message());
-  }
-  if (hosts->empty()) {
-    return Status::InvalidArgument("hostfile " + config_.hostfile_ +
-                                   " lists no hosts");
-  }
-  config_.hosts_ = std::move(*hosts);
   if (config_.node_id_ > config_.hosts_.size()) {
     return Status::InvalidArgument(
-        "node " + std::to_string(config_.node_id_) + " is not in hostfile " +
-        config_.hostfile_ + " (" + std::to_string(config_.hosts_.size()) +
-        " hosts)");
+        "node " + std::to_string(config_.node_id_) + " is not in " +
+        (config_.hostfile_.empty() ? std::string("the hostfile")
+                                   : "hostfile " + config_.hostfile_) +
+        " (" + std::to_string(config_.hosts_.size()) + " hosts" +
+        (config_.hostfile_.empty() ? ": none is configured, so 127.0.0.1"
+                                   : "") +
+        ")");
   }
   return Status::Ok();
 }

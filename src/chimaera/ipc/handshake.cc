@@ -166,7 +166,8 @@ Status TryHandshake(const addrinfo *a, const std::string &where,
 
 Status HandshakeCall(const std::string &host, u32 port,
                      const std::string &request, u32 timeout_ms,
-                     std::string *reply) {
+                     std::string *reply, bool *absent) {
+  if (absent) *absent = false;
   const std::string where = host + ":" + std::to_string(port);
   if (request.size() >= HandshakeServer::kMaxRequestBytes ||
       request.find('\n') != std::string::npos) {
@@ -193,6 +194,7 @@ Status HandshakeCall(const std::string &host, u32 port,
       lost = lost || end == TryEnd::kLost;
     }
     if (first.ok()) {
+      if (absent) *absent = true;
       return Status::Unavailable(
           "no Chimaera runtime is listening on " + where +
           " (start one with chimaera_start_runtime, using the same "
@@ -203,6 +205,21 @@ Status HandshakeCall(const std::string &host, u32 port,
     if (!lost || MsLeft(deadline) <= kRetryPauseMs) return first;
     usleep(kRetryPauseMs * 1000);
   }
+}
+
+bool IsLocalAddress(const std::string &host) {
+  addrinfo *ai = nullptr;
+  if (!Resolve(host, 0, true, &ai).ok()) return false;
+  std::unique_ptr<addrinfo, void (*)(addrinfo *)> owner(ai, freeaddrinfo);
+  for (const addrinfo *a = ai; a; a = a->ai_next) {
+    // Port 0: the bind succeeds for any address of this machine, taken or
+    // not, and fails with EADDRNOTAVAIL for another machine's.
+    Fd fd(socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (fd.get() >= 0 && bind(fd.get(), a->ai_addr, a->ai_addrlen) == 0) {
+      return true;
+    }
+  }
+  return false;
 }
 
 HandshakeServer::~HandshakeServer() {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <mutex>
 #include <sstream>
+#include <vector>
 
 #include "chimaera/config_manager.h"
 #include "chimaera/handshake.h"
@@ -68,11 +69,9 @@ Status IpcManager::ClientInit() {
   send_timeout_ms_ = conf.client_timeout_ms_;
   task_timeout_ms_ = conf.task_timeout_ms_;
   runtime_stale_ms_ = conf.runtime_stale_ms_;
-  const char *addr_env = std::getenv("CHI_SERVER_ADDR");
-  std::string host = (addr_env && *addr_env) ? addr_env : conf.hosts_[0];
+  std::string host, reply;
+  HSHM_RETURN_IF_ERROR(FindRuntime(&host, &reply));
   std::string where = host + ":" + std::to_string(conf.port_);
-  std::string reply;
-  HSHM_RETURN_IF_ERROR(Handshake(host, conf.port_, &reply));
   std::istringstream in(reply);
   std::string word, key, main, cdata, rdata;
   u32 node = 0;
@@ -105,15 +104,63 @@ Status IpcManager::ClientInit() {
   return Status::Ok();
 }
 
+Status IpcManager::FindRuntime(std::string *host, std::string *reply) const {
+  const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  const char *addr_env = std::getenv("CHI_SERVER_ADDR");
+  if (addr_env && *addr_env) {
+    *host = addr_env;
+    return Handshake(*host, conf.port_, reply);
+  }
+  if (conf.node_id_ != 0 && conf.node_id_ <= conf.hosts_.size()) {
+    *host = conf.hosts_[conf.node_id_ - 1];
+    return Handshake(*host, conf.port_, reply);
+  }
+  // As the runtime binds the first entry it can, so the first local entry
+  // with a runtime is this machine's node (several, as on a test machine
+  // whose nodes are 127.0.0.x, leave the rest to CHI_SERVER_ADDR).
+  std::vector<std::string> local;
+  Status first_absent;
+  for (const std::string &h : conf.hosts_) {
+    if (!IsLocalAddress(h)) continue;
+    local.push_back(h);
+    bool absent = false;
+    Status s = Handshake(h, conf.port_, reply, &absent);
+    if (s.ok() || !absent) {
+      *host = h;
+      return s;
+    }
+    if (first_absent.ok()) first_absent = s;
+  }
+  std::string entries;
+  for (size_t i = 0; i < conf.hosts_.size() && i < 4; ++i) {
+    entries += (i ? ", " : "") + conf.hosts_[i];
+  }
+  if (conf.hosts_.size() > 4) entries += ", ...";
+  if (local.empty()) {
+    return Status::Unavailable(
+        "no hostfile entry (" + entries +
+        ") is an address of this machine, and a client attaches to the "
+        "runtime on its own machine; set CHI_SERVER_ADDR (or CHI_NODE_ID) "
+        "to the entry of this machine's node");
+  }
+  if (local.size() == 1) return first_absent;
+  return Status::Unavailable(
+      "no Chimaera runtime is listening on port " + std::to_string(conf.port_) +
+      " of this machine's " + std::to_string(local.size()) +
+      " hostfile entries (start one with chimaera_start_runtime, using the "
+      "same CHI_SERVER_CONF)");
+}
+
 Status IpcManager::Handshake(const std::string &host, u32 port,
-                             std::string *reply) const {
+                             std::string *reply, bool *absent) const {
   // The pid lets the runtime's reaper free what this process leaves behind
   // if it dies.
   const std::string req = std::string(kHello) + " " +
                           std::to_string(kModuleAbiVersion) + " " +
                           std::to_string(getpid());
   return HandshakeCall(host, port, req,
-                       CHI_CONFIG_MANAGER->config().client_timeout_ms_, reply);
+                       CHI_CONFIG_MANAGER->config().client_timeout_ms_, reply,
+                       absent);
 }
 
 void IpcManager::AfterForkInChild() {

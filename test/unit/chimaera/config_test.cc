@@ -108,6 +108,29 @@ TEST(ConfigTest, HostfileIsParsed) {
   unlink(bad.c_str());
 }
 
+// CHI_NODE_ID must name a hostfile entry; without a hostfile the only one
+// is 127.0.0.1 (node 1).
+TEST(ConfigTest, NodeIdMustNameAnEntry) {
+  std::string hf = chi_test::WriteTempFile("hosts", "127.0.0.[2-3]\n");
+  setenv("CHI_NODE_ID", "2", 1);
+  ConfigurationManager two;
+  ASSERT_TRUE(two.LoadText("network:\n  hostfile: " + hf + "\n").ok());
+  EXPECT_EQ(two.config().node_id_, 2u);
+  setenv("CHI_NODE_ID", "3", 1);
+  ConfigurationManager three;
+  hshm::Status s = three.LoadText("network:\n  hostfile: " + hf + "\n");
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  ConfigurationManager none;
+  s = none.LoadText("network:\n  port: 1234\n");
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("none is configured"), std::string::npos) << s;
+  setenv("CHI_NODE_ID", "1", 1);
+  ConfigurationManager one;
+  EXPECT_TRUE(one.LoadText("network:\n  port: 1234\n").ok());
+  unsetenv("CHI_NODE_ID");
+  unlink(hf.c_str());
+}
+
 TEST(ConfigTest, ServerConfEnvironment) {
   std::string path =
       chi_test::WriteTempFile("c.yaml", "network:\n  port: 1234\n");

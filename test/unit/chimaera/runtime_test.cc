@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <type_traits>
+#include <vector>
 
 #include "chimaera/chimaera.h"
+#include "chimaera/handshake.h"
 #include "hermes_shm/memory/posix_shm.h"
 #include "hermes_shm/util/futex.h"
 #include "runtime_fixture.h"
@@ -314,7 +316,68 @@ TEST(RuntimeTest, HostfileGivesEachRuntimeItsNodeId) {
   // chimaera_stop_runtime (no CHI_SERVER_ADDR) stops node 1, the first.
   EXPECT_TRUE(node1.Stop().ok());
   EXPECT_TRUE(node2.Running());
+  // Then a client without CHI_SERVER_ADDR finds node 2: the next of this
+  // machine's entries with a runtime listening.
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  EXPECT_EQ(CHI_IPC->node_id(), 2u);
+  EXPECT_TRUE(chi::admin::Client().Noop().ok());
+  CHIMAERA->ClientFinalize();
   unlink(hosts.c_str());
+}
+
+/** Two documentation addresses (RFC 5737) that are not this machine's,
+ * standing for other machines of a cluster (a VM may own one of them). */
+std::vector<std::string> FarAddresses() {
+  std::vector<std::string> far;
+  for (const char *a : {"203.0.113.7", "203.0.113.8", "198.51.100.7",
+                        "198.51.100.8", "192.0.2.77", "192.0.2.78"}) {
+    if (!chi::IsLocalAddress(a)) far.push_back(a);
+  }
+  return far;
+}
+
+// On a cluster a client attaches to its own machine's node, whatever the
+// hostfile's first entry (another machine's), and a client on a machine
+// no entry names is told so.
+TEST(RuntimeTest, AClientAttachesToItsOwnMachinesNode) {
+  EXPECT_TRUE(chi::IsLocalAddress("127.0.0.1"));
+  EXPECT_TRUE(chi::IsLocalAddress("localhost"));
+  const std::vector<std::string> far = FarAddresses();
+  ASSERT_GE(far.size(), 2u) << "this machine owns the test's addresses";
+  int port = chi_test::FreePort();
+  std::string hosts =
+      chi_test::WriteTempFile("hosts", far[0] + "\n127.0.0.1\n");
+  std::string yaml = "network:\n  port: " + std::to_string(port) +
+                     "\n  hostfile: " + hosts +
+                     "\nshm:\n  main: 16m\n  client_data: 16m\n"
+                     "  runtime_data: 16m\n";
+  RuntimeProcess rt(port, yaml);
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  EXPECT_NE(rt.Log().find("node 2 listening on 127.0.0.1:"), std::string::npos)
+      << rt.Log();
+  unsetenv("CHI_SERVER_ADDR");
+  hshm::Status s = CHIMAERA_CLIENT_INIT();
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(CHI_IPC->node_id(), 2u);
+  EXPECT_TRUE(chi::admin::Client().Noop().ok());
+  CHIMAERA->ClientFinalize();
+  // So do the tools (chimaera_stop_runtime, without CHI_SERVER_ADDR).
+  EXPECT_TRUE(rt.Stop().ok());
+  unlink(hosts.c_str());
+
+  std::string others =
+      chi_test::WriteTempFile("hosts", far[0] + "\n" + far[1] + "\n");
+  std::string conf = chi_test::WriteTempFile(
+      "conf.yaml", "network:\n  port: " + std::to_string(port) +
+                       "\n  hostfile: " + others + "\n");
+  std::string out;
+  EXPECT_EQ(RunProgram({Bin("chimaera_stat")}, conf, &out), 1);
+  EXPECT_NE(out.find("no hostfile entry (" + far[0] + ", " + far[1] +
+                     ") is an address of this machine"),
+            std::string::npos)
+      << out;
+  unlink(others.c_str());
+  unlink(conf.c_str());
 }
 
 }  // namespace
