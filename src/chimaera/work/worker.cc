@@ -1563,6 +1563,12 @@ void Worker::Route(RunContext *r, PoolInfo *pool) {
     if (r->origin_ == TaskOrigin::kRemote) {
       return Complete(r, Status::InvalidArgument("nested broadcast"));
     }
+    if (t->IsPeriodic()) {
+      // Its parts could never be stopped: a part's stop request is its
+      // private copy's, and the broadcast would never complete.
+      return Complete(
+          r, Status::InvalidArgument("a periodic task cannot be broadcast"));
+    }
     return StartBcast(r);
   }
   // Under the batch hold, the common case (a local container) inline.

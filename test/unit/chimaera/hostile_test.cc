@@ -380,6 +380,24 @@ TEST_F(HostileTest, DuplicatePushesRunOnce) {
   ExpectServes10kEchoes();
 }
 
+// A periodic broadcast is refused: its parts could never be stopped (each
+// would run on every pass of its worker for ever) and it never completed.
+TEST_F(HostileTest, APeriodicBroadcastIsRefused) {
+  auto t = chi::admin::NewAdminTask<chi::admin::NoopTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery::GetGlobalBcast());
+  ASSERT_FALSE(t.IsNull());
+  t->SetPeriodic(0);
+  t = chi::Submit(t);
+  ASSERT_TRUE(t->WaitFor(5000000));
+  EXPECT_EQ(t->GetStatus().code(), hshm::StatusCode::kInvalidArgument)
+      << t->GetStatus();
+  EXPECT_NE(t->GetStatus().message().find("cannot be broadcast"),
+            std::string::npos)
+      << t->GetStatus();
+  CHI_IPC->DelTask(t);
+  ExpectServes10kEchoes();
+}
+
 // Another process pushes the offsets of tasks their client made but has not
 // sent (it may still be filling them in): no worker runs them, and each
 // runs once when its client sends it.
