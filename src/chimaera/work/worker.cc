@@ -2099,11 +2099,20 @@ void Worker::AbortRemaining() {
     // Held until each is failed (see PollLanes: the reaper watches
     // released()).
     while (wl.lane->TryPopHeld(&off)) {
+      // The checks of AdmitShm: the runtime's own blocks (the process
+      // queue, the worker table) are never tasks, whatever their bytes
+      // say, and the header is read once, from a copy.
       hipc::Pointer p = CHI_IPC->TaskPointer(off);
-      if (!CHI_IPC->main_alloc()->IsLiveBlock(p, sizeof(Task))) continue;
+      if (CHI_IPC->main_alloc()->LiveBlockSize(p) < sizeof(Task) ||
+          CHI_IPC->IsRuntimeStructure(p)) {
+        continue;
+      }
       FullPtr<Task> t(p);
       HSHM_TSAN_ACQUIRE(TsanKey(t.ptr_));
-      if (t->magic_ != kTaskMagic) continue;
+      alignas(Task) char hdr_bytes[sizeof(Task)];
+      CopyTaskBytes(hdr_bytes, t.ptr_, sizeof(Task));
+      const Task &hdr = *reinterpret_cast<const Task *>(hdr_bytes);
+      if (hdr.magic_ != kTaskMagic) continue;
       u32 unclaimed = 0;
       if (!t->claim_.compare_exchange_strong(unclaimed, kTaskAccepted,
                                              std::memory_order_acq_rel)) {
@@ -2113,9 +2122,8 @@ void Worker::AbortRemaining() {
       if (st & kTaskComplete) continue;
       hipc::Pointer group;
       std::vector<hipc::Pointer> deps;
-      hipc::Pointer ext = t->ext_;  // one read of client memory
-      if (!ext.IsNull()) (void)LoadExt(ext, &group, &deps);
-      FailUnadmitted(t, aborted, t->IsFireAndForget() || (st & kTaskAbandoned),
+      if (!hdr.ext_.IsNull()) (void)LoadExt(hdr.ext_, &group, &deps);
+      FailUnadmitted(t, aborted, hdr.IsFireAndForget() || (st & kTaskAbandoned),
                      group);
     }
     wl.lane->ReleaseHeld();
