@@ -68,6 +68,12 @@ struct MethodEntry {
    * the runtime may skip the field passes for it: nothing to check, copy
    * back or free. */
   bool has_fields = true;
+  /** The task type declares `static constexpr bool kRuntimeOnly = true`:
+   * a step the runtime itself takes (e.g. installing a migrating
+   * container). A task of it from shared memory is admitted only if a
+   * runtime fiber vouched for it (RuntimeOnlyVouch); a client's is refused.
+   * Requests from other nodes are trusted as before. */
+  bool runtime_only = false;
 };
 
 namespace internal {
@@ -77,6 +83,12 @@ struct NeverWaits : std::false_type {};
 template <typename T>
 struct NeverWaits<T, std::void_t<decltype(T::kNeverWaits)>>
     : std::bool_constant<T::kNeverWaits> {};
+/** True if task type T declares kRuntimeOnly = true (see MethodEntry). */
+template <typename T, typename = void>
+struct RuntimeOnly : std::false_type {};
+template <typename T>
+struct RuntimeOnly<T, std::void_t<decltype(T::kRuntimeOnly)>>
+    : std::bool_constant<T::kRuntimeOnly> {};
 /** True if calling Fields() on a T reaches a declaration other than Task's
  * empty one (which alone returns NoFields): overload resolution decides,
  * exactly as for the runtime's own calls. */
@@ -318,6 +330,7 @@ class Container {
     e.task_size = sizeof(TaskT);
     e.type_tag = kTaskTypeTag<TaskT>;
     e.never_waits = internal::NeverWaits<TaskT>::value;
+    e.runtime_only = internal::RuntimeOnly<TaskT>::value;
     e.has_fields = internal::kHasOwnFields<TaskT>;
     e.destroy = [](Task *task) { static_cast<TaskT *>(task)->~TaskT(); };
     e.task_align = alignof(TaskT);

@@ -189,6 +189,24 @@ struct WorkerLane {
   }
 };
 
+/** While alive, lets a worker admit shared-memory task `task` of a
+ * runtime-only method (MethodEntry::runtime_only) once: a runtime fiber
+ * makes one before it submits such a subtask, and keeps it until the
+ * subtask is done. Any runtime thread. */
+class RuntimeOnlyVouch {
+ public:
+  explicit RuntimeOnlyVouch(const hipc::Pointer &task);
+  ~RuntimeOnlyVouch();
+  RuntimeOnlyVouch(const RuntimeOnlyVouch &) = delete;
+  RuntimeOnlyVouch &operator=(const RuntimeOnlyVouch &) = delete;
+  /** Consumes the vouch for `task`; false if there is none (a client's).
+   * Worker threads, at admission. */
+  static bool Take(const hipc::Pointer &task);
+
+ private:
+  hipc::Pointer task_;
+};
+
 /** A low- or high-latency worker. */
 class Worker {
  public:

@@ -418,6 +418,44 @@ TEST(MigrateTest, ClearErrorsAndNothingMovesOnFailure) {
                  sm.pool_id(), node + 1),
         hshm::StatusCode::kInvalidArgument);
   }
+  // Nor, from a client of node 2 (which holds container 1), as broadcasts,
+  // whose parts would reach nodes 1 and 3 as node 2's own requests: each is
+  // refused at admission, as is a client's CreatePoolHere.
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  for (int kind = 0; kind < 2; ++kind) {
+    auto task = [&]() -> hipc::FullPtr<chi::admin::MigrateContainerTask> {
+      if (kind == 0) {
+        return NewAdminTask<MigrateInTask>(CHI_IPC->NewTaskNode(),
+                                           DomainQuery::GetGlobalBcast())
+            .Cast<chi::admin::MigrateContainerTask>();
+      }
+      return NewAdminTask<SetPlacementTask>(CHI_IPC->NewTaskNode(),
+                                            DomainQuery::GetGlobalBcast())
+          .Cast<chi::admin::MigrateContainerTask>();
+    }();
+    ASSERT_FALSE(task.IsNull());
+    task->target_ = sm.pool_id();
+    task->container_ = 1;
+    task->to_node_ = 3;
+    chi::Submit(task)->Wait();
+    EXPECT_EQ(task->GetStatus().code(), hshm::StatusCode::kInvalidArgument)
+        << task->GetStatus();
+    EXPECT_NE(task->GetStatus().message().find("a client cannot submit it"),
+              std::string::npos)
+        << task->GetStatus();
+    CHI_IPC->DelTask(task);
+  }
+  {
+    auto here = NewAdminTask<chi::admin::CreatePoolHereTask>(
+        CHI_IPC->NewTaskNode(), DomainQuery::GetLocalId(0));
+    ASSERT_FALSE(here.IsNull());
+    chi::Submit(here)->Wait();
+    EXPECT_NE(here->GetStatus().message().find("a client cannot submit it"),
+              std::string::npos)
+        << here->GetStatus();
+    CHI_IPC->DelTask(here);
+  }
+  ASSERT_TRUE(cluster.Connect(1).ok());
   EXPECT_EQ(NodeRunning(sm, 1), 2u);
   for (chi::u32 c = 0; c < 3; ++c) EXPECT_EQ(NodeRunning(sm, c), c + 1);
   EXPECT_TRUE(admin.FanOut(10, 2).ok());

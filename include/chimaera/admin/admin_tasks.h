@@ -79,7 +79,9 @@ struct GetOrCreatePoolTask : public Task {
 };
 
 /** Internal: a node builds its share of pool fixed_id_. */
-struct CreatePoolHereTask : public GetOrCreatePoolTask {};
+struct CreatePoolHereTask : public GetOrCreatePoolTask {
+  static constexpr bool kRuntimeOnly = true;  ///< Clients are refused.
+};
 
 /** Destroys pool target_, after the tasks running on it finish. */
 struct DestroyPoolTask : public Task {
@@ -113,9 +115,13 @@ struct MigrateContainerTask : public Task {
              Out(state_bytes_), Out(moved_pool_), Out(moved_container_))
 };
 /** Internal: installs a migrating container here from state_. */
-struct MigrateInTask : public MigrateContainerTask {};
+struct MigrateInTask : public MigrateContainerTask {
+  static constexpr bool kRuntimeOnly = true;  ///< Clients are refused.
+};
 /** Internal (a broadcast): container_ of target_ now lives on to_node_. */
-struct SetPlacementTask : public MigrateContainerTask {};
+struct SetPlacementTask : public MigrateContainerTask {
+  static constexpr bool kRuntimeOnly = true;  ///< Clients are refused.
+};
 /** Internal (the automatic policy, to an overloaded node): move this
  * node's busiest container that can move to to_node_ (target_ and
  * container_ unused; moved_pool_ and moved_container_ say what moved). */

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <type_traits>
@@ -167,8 +168,13 @@ class Runtime : public Module<Runtime, Admin> {
     sub->params_ = task->params_;  // alive while this task waits
     sub->params_size_ = task->params_size_;
     sub->fixed_id_ = fixed_id;
-    Submit(sub);
-    task->Wait(sub.ptr_);
+    {
+      // Gone before DelTask: the block may be another task's next.
+      std::optional<RuntimeOnlyVouch> vouch;
+      if constexpr (internal::RuntimeOnly<SubT>::value) vouch.emplace(sub.shm_);
+      Submit(sub);
+      task->Wait(sub.ptr_);
+    }
     Status st = sub->GetStatus();
     task->new_pool_id_ = sub->new_pool_id_;
     task->existed_ = sub->existed_;
@@ -466,8 +472,13 @@ class Runtime : public Module<Runtime, Admin> {
       sub->state_ = buf.shm_;
       sub->state_size_ = state->size();
     }
-    Submit(sub);
-    task->Wait(sub.ptr_);
+    {
+      // Gone before DelTask: the block may be another task's next.
+      std::optional<RuntimeOnlyVouch> vouch;
+      if constexpr (internal::RuntimeOnly<SubT>::value) vouch.emplace(sub.shm_);
+      Submit(sub);
+      task->Wait(sub.ptr_);
+    }
     Status st = sub->GetStatus();
     if constexpr (std::is_same_v<SubT, MigrateContainerTask>) {
       task->from_node_ = sub->from_node_;

@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <unordered_set>
 
 #include "chimaera/config_manager.h"
 #include "chimaera/pool_manager.h"
@@ -1347,6 +1348,14 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
                                 "type for its method id?)"),
         fnf, group);
   }
+  if (__builtin_expect(e->runtime_only, 0) && !RuntimeOnlyVouch::Take(p)) {
+    return FailUnadmitted(
+        shm,
+        Status::InvalidArgument(std::string("method ") + e->name +
+                                " is a step of the runtime's own: a client "
+                                "cannot submit it"),
+        fnf, group);
+  }
   if (__builtin_expect(fault_scribble_, 0)) ScribbleCheckedHeader(shm.ptr_);
   // The private copy: from here on the runtime reads only this.
   Task *priv = NewPrivateTask(e);
@@ -2083,6 +2092,31 @@ void Worker::Complete(RunContext *r, const Status &status) {
   // Last touch of the container: out of flight, and counted as completed.
   ReleaseDone(c);
   FreeRunContext(r);
+}
+
+namespace {
+/** The shared-memory tasks of runtime-only methods that runtime fibers
+ * vouched for (offsets in `main`); rare, so one lock. */
+std::mutex g_vouch_mu;
+std::unordered_set<u64> g_vouched;
+}  // namespace
+
+RuntimeOnlyVouch::RuntimeOnlyVouch(const hipc::Pointer &task) : task_(task) {
+  std::lock_guard<std::mutex> lock(g_vouch_mu);
+  g_vouched.insert(task_.off_.off_);
+}
+
+RuntimeOnlyVouch::~RuntimeOnlyVouch() {
+  // Gone once admitted; otherwise (never admitted) it must not outlive the
+  // block, which a client may get next.
+  std::lock_guard<std::mutex> lock(g_vouch_mu);
+  g_vouched.erase(task_.off_.off_);
+}
+
+bool RuntimeOnlyVouch::Take(const hipc::Pointer &task) {
+  if (task.alloc_id_ != CHI_IPC->main_alloc()->GetId()) return false;
+  std::lock_guard<std::mutex> lock(g_vouch_mu);
+  return g_vouched.erase(task.off_.off_) == 1;
 }
 
 void Worker::AbortRemaining() {
