@@ -60,6 +60,9 @@ class ServerConfig : public hshm::BaseConfig {
   u32 task_timeout_ms_ = 60000;   ///< Deadline of synchronous client calls.
   u32 runtime_stale_ms_ = 10000;  ///< A silent runtime is dead after this.
   u32 reap_period_ms_ = 50;       ///< How often the reaper looks for the dead.
+  /** How long the reaper waits for a dead client's queued and running tasks
+   * before it frees the client's memory anyway. */
+  u32 reap_wait_ms_ = 60000;
   /** This runtime's hostfile entry (1-based; 0: the first address that
    * binds). From chimaera_start_runtime --node or CHI_NODE_ID. */
   u32 node_id_ = 0;

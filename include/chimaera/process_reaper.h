@@ -25,6 +25,13 @@
 //   3. Free: every block P owned in the three segments -- tasks, buffers,
 //      outputs the runtime handed to P's tasks (re-tagged to P at
 //      completion), and the blocks P's thread caches held.
+//   If step 2 has not held after client.reap_wait_ms (a worker stuck in a
+//   task, a lane tail scribbled ahead that no push will reach, or a block
+//   P made look accepted by a worker), step 3 runs anyway but spares the
+//   tasks that still look running: a worker that really runs one frees it
+//   when done; a fake one stays allocated. A queued task freed this way
+//   and popped later is dropped (or its block's new task admitted once), as
+//   for any offset a hostile process pushes.
 //
 // Threading: RegisterClient from any thread (the handshake server); the rest
 // from the runtime's main thread (Start/Stop) and the reaper thread.
@@ -54,6 +61,10 @@ struct ReaperStats {
   /** Walks of `main` for a dead client that failed (a corrupt block
    * header); each is retried later, backing off. */
   u64 failed_walks = 0;
+  /** Dead clients freed after client.reap_wait_ms without step 2. */
+  u64 gave_up = 0;
+  /** Their tasks that still looked running, left allocated. */
+  u64 tasks_spared = 0;
 };
 
 /** See the file comment. */
@@ -64,8 +75,10 @@ class ProcessReaper {
   ProcessReaper(const ProcessReaper &) = delete;
   ProcessReaper &operator=(const ProcessReaper &) = delete;
 
-  /** Starts the reaper thread (runtime only, after the segments exist). */
-  void Start(u32 period_ms);
+  /** Starts the reaper thread (runtime only, after the segments exist):
+   * a pass every `period_ms`; a dead client's step 2 waits at most
+   * `wait_ms`. */
+  void Start(u32 period_ms, u32 wait_ms);
   /** Stops and joins the reaper thread. Idempotent. */
   void Stop();
   /** Records client `pid` (from a handshake). False if a dead process with
@@ -91,6 +104,7 @@ class ProcessReaper {
   /** A dead client between step 1 and step 3. */
   struct Pending {
     int pid = 0;
+    u64 claimed_ns = 0;                  ///< When step 1 ended (NowNs).
     std::vector<u64> lane_tails;         ///< Per lane view, at step 1.
     std::vector<hipc::Pointer> running;  ///< Its tasks workers were running.
   };
@@ -102,8 +116,9 @@ class ProcessReaper {
   bool Claim(int pid, Pending *out);
   /** True once step 2 holds for `p`. */
   bool Quiescent(const Pending &p) const;
-  /** Step 3: frees every block `pid` owned; returns the bytes freed. */
-  u64 FreeAll(int pid);
+  /** Step 3: frees every block `pid` owned, except the tasks of `main` at
+   * the offsets in `spare` (sorted); returns the bytes freed. */
+  u64 FreeAll(int pid, const std::vector<u64> &spare);
 
   mutable std::mutex mu_;  ///< Guards clients_, pending_, reaping_, stats_.
   std::vector<Client> clients_;
@@ -119,6 +134,7 @@ class ProcessReaper {
   std::condition_variable wake_cv_;
   bool stop_ = false;
   u32 period_ms_ = 50;
+  u32 wait_ms_ = 60000;
 };
 
 }  // namespace chi

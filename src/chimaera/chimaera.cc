@@ -68,7 +68,7 @@ Status Chimaera::ServerInit() {
   CHI_REMOTE->Reserve(conf.NumWorkers());
   s = CHI_WORK_ORCHESTRATOR->Init();
   if (s.ok()) s = CHI_REMOTE->Init();
-  if (s.ok()) CHI_REAPER->Start(conf.reap_period_ms_);
+  if (s.ok()) CHI_REAPER->Start(conf.reap_period_ms_, conf.reap_wait_ms_);
   if (s.ok()) s = CHI_IPC->StartServer();
   if (!s.ok()) {
     CHI_REAPER->Stop();

@@ -125,18 +125,22 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     }
   }
   if (const YAML::Node c = root["client"]) {
-    HSHM_RETURN_IF_ERROR(
-        CheckKeys(c, {"task_timeout_ms", "runtime_stale_ms", "reap_period_ms"},
-                  "client"));
+    HSHM_RETURN_IF_ERROR(CheckKeys(c,
+                                   {"task_timeout_ms", "runtime_stale_ms",
+                                    "reap_period_ms", "reap_wait_ms"},
+                                   "client"));
     HSHM_RETURN_IF_ERROR(ReadScalar(c, "task_timeout_ms", &task_timeout_ms_));
     HSHM_RETURN_IF_ERROR(ReadScalar(c, "runtime_stale_ms", &runtime_stale_ms_));
     HSHM_RETURN_IF_ERROR(ReadScalar(c, "reap_period_ms", &reap_period_ms_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(c, "reap_wait_ms", &reap_wait_ms_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("client.task_timeout_ms", task_timeout_ms_, 1, 86400000));
     HSHM_RETURN_IF_ERROR(CheckRange("client.runtime_stale_ms",
                                     runtime_stale_ms_, 100, 86400000));
     HSHM_RETURN_IF_ERROR(
         CheckRange("client.reap_period_ms", reap_period_ms_, 1, 60000));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("client.reap_wait_ms", reap_wait_ms_, 100, 86400000));
   }
   if (const YAML::Node m = root["modules"]) {
     HSHM_RETURN_IF_ERROR(CheckKeys(m, {"paths"}, "modules"));

@@ -885,12 +885,16 @@ class Runtime : public Module<Runtime, Admin> {
          << ",\"tasks_claimed\":" << rs.tasks_claimed
          << ",\"tasks_abandoned\":" << rs.tasks_abandoned
          << ",\"bytes_freed\":" << rs.bytes_freed
-         << ",\"failed_walks\":" << rs.failed_walks << "},\"workers\":[";
+         << ",\"failed_walks\":" << rs.failed_walks
+         << ",\"gave_up\":" << rs.gave_up
+         << ",\"tasks_spared\":" << rs.tasks_spared << "},\"workers\":[";
     } else {
       os << "reaper: clients " << rs.clients << ", pending " << rs.pending
          << ", reaped " << rs.reaped << ", tasks claimed " << rs.tasks_claimed
          << ", tasks abandoned " << rs.tasks_abandoned << ", bytes freed "
-         << rs.bytes_freed << ", failed walks " << rs.failed_walks << "\n";
+         << rs.bytes_freed << ", failed walks " << rs.failed_walks
+         << ", gave up " << rs.gave_up << " (tasks spared " << rs.tasks_spared
+         << ")\n";
     }
     auto *wo = CHI_WORK_ORCHESTRATOR;
     if (!json) os << "workers: " << wo->workers().size() << "\n";

@@ -30,9 +30,10 @@ Task *AsTask(const hipc::BlockInfo &b) {
 
 ProcessReaper::~ProcessReaper() { Stop(); }
 
-void ProcessReaper::Start(u32 period_ms) {
+void ProcessReaper::Start(u32 period_ms, u32 wait_ms) {
   if (thread_.joinable()) return;
   period_ms_ = period_ms ? period_ms : 50;
+  wait_ms_ = wait_ms ? wait_ms : 60000;
   {
     std::lock_guard<std::mutex> lock(wake_mu_);
     stop_ = false;
@@ -133,21 +134,41 @@ void ProcessReaper::RunOnce() {
     pending_.push_back(std::move(p));
     stats_.pending = pending_.size();
   }
-  std::vector<Pending> ready;
+  // Each ready one with what it spares: nothing once step 2 held; after
+  // wait_ms_ without it, the tasks that still look running.
+  std::vector<std::pair<Pending, std::vector<u64>>> ready;
+  const u64 wait_ns = u64{wait_ms_} * 1000000;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < pending_.size();) {
-      if (Quiescent(pending_[i])) {
-        ready.push_back(std::move(pending_[i]));
-        pending_[i] = std::move(pending_.back());
-        pending_.pop_back();
-      } else {
-        ++i;
+      Pending &p = pending_[i];
+      std::vector<u64> spare;  // offsets in main
+      if (!Quiescent(p)) {
+        if (hshm::NowNs() - p.claimed_ns < wait_ns) {
+          ++i;
+          continue;
+        }
+        for (const hipc::Pointer &t : p.running) {
+          if (CHI_IPC->main_alloc()->BlockOwner(t) == p.pid) {
+            spare.push_back(t.off_.off_);
+          }
+        }
+        std::sort(spare.begin(), spare.end());
+        HSHM_LOG_LIMITED(
+            "chimaera: reaper: dead client %d: its tasks did not leave the "
+            "lanes or finish within %u ms (client.reap_wait_ms); freeing its "
+            "memory but %zu task(s) that still look running\n",
+            p.pid, wait_ms_, spare.size());
+        stats_.gave_up++;
+        stats_.tasks_spared += spare.size();
       }
+      ready.emplace_back(std::move(p), std::move(spare));
+      pending_[i] = std::move(pending_.back());
+      pending_.pop_back();
     }
   }
-  for (const Pending &p : ready) {
-    u64 bytes = FreeAll(p.pid);
+  for (const auto &[p, spare] : ready) {
+    u64 bytes = FreeAll(p.pid, spare);
     std::lock_guard<std::mutex> lock(mu_);
     reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), p.pid),
                    reaping_.end());
@@ -175,6 +196,7 @@ bool ProcessReaper::Claim(int pid, Pending *out) {
     }
   }
   u64 claimed = 0, abandoned = 0;
+  p.claimed_ns = hshm::NowNs();
   Status s = ipc->main_alloc()->ForEachBlock([&](const hipc::BlockInfo &b) {
     if (b.owner_pid != pid || b.state != hipc::BlockState::kUsed) return;
     // The runtime's own blocks are never tasks, whatever their bytes say
@@ -235,12 +257,15 @@ bool ProcessReaper::Quiescent(const Pending &p) const {
   return true;
 }
 
-u64 ProcessReaper::FreeAll(int pid) {
+u64 ProcessReaper::FreeAll(int pid, const std::vector<u64> &spare) {
   auto *ipc = CHI_IPC;
   // The runtime's own blocks stay whatever owner a client wrote into them.
   u64 bytes = ipc->main_alloc()->ReclaimDeadProcess(
-      pid, [ipc](const hipc::BlockInfo &b) {
+      pid, [ipc, &spare](const hipc::BlockInfo &b) {
         if (ipc->IsRuntimeStructure(b.ptr)) return false;
+        if (std::binary_search(spare.begin(), spare.end(), b.ptr.off_.off_)) {
+          return false;
+        }
         Task *t = AsTask(b);
         if (!t) return true;
         // A task a worker still runs is the worker's to free.

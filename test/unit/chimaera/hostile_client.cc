@@ -8,6 +8,9 @@
 //       normally without cleaning up.
 //   chimaera_hostile_client claim-runtime-blocks -- names itself the owner
 //       of the runtime's process queue and worker table, then exits.
+//   chimaera_hostile_client fake-running -- makes a task it never sends look
+//       accepted by a worker (claim_), then exits: the reaper would wait
+//       for a worker to free it for ever.
 #include <unistd.h>
 
 #include <cstdio>
@@ -85,6 +88,27 @@ int ClaimRuntimeBlocks() {
   return 0;
 }
 
+/** Marks an unsent task of its own as a worker's (claim_ = kTaskAccepted),
+ * leaves a buffer behind too, and exits. */
+int FakeRunning() {
+  hshm::Status s = CHIMAERA_CLIENT_INIT();
+  if (!s.ok()) {
+    fprintf(stderr, "hostile_client: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), 1);
+  if (t.IsNull()) return 2;
+  t->claim_.store(chi::kTaskAccepted);
+  auto b = CHI_IPC->AllocateBuffer(4096);
+  if (b.IsNull()) return 2;
+  CHI_IPC->main_alloc()->FlushThreadCache();
+  CHI_IPC->cdata_alloc()->FlushThreadCache();
+  printf("ready\n");
+  fflush(stdout);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -92,7 +116,9 @@ int main(int argc, char **argv) {
   if (mode == "submit") return Run(0);
   if (mode == "exit") return Run(2000);
   if (mode == "claim-runtime-blocks") return ClaimRuntimeBlocks();
+  if (mode == "fake-running") return FakeRunning();
   fprintf(stderr,
-          "usage: chimaera_hostile_client submit|exit|claim-runtime-blocks\n");
+          "usage: chimaera_hostile_client "
+          "submit|exit|claim-runtime-blocks|fake-running\n");
   return 2;
 }

@@ -830,6 +830,49 @@ TEST_F(HostileTest, AFailedHeapWalkIsRetriedWithBackoff) {
   ExpectServes10kEchoes();
 }
 
+// A dead client that made one of its tasks look accepted by a worker
+// (claim_) would keep the reaper waiting for a worker to free it, its
+// memory allocated and its pid refused to new clients, for ever. After
+// client.reap_wait_ms (300 ms here) the reaper frees the rest and spares
+// only that task.
+TEST(ReaperWaitTest, ATaskFakedRunningDelaysTheReaperOnlyReapWaitMs) {
+  RuntimeProcess rt(
+      "client:\n  reap_period_ms: 20\n  reap_wait_ms: 300\n"
+      "  task_timeout_ms: 20000\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  u_int64_t pending = 0, reaped = 0;
+  ASSERT_TRUE(ReaperCounts(&pending, &reaped));
+  pid_t pid = StartClient("fake-running", rt.config_path());
+  ASSERT_GT(pid, 0);
+  g_attacks++;
+  waitpid(pid, nullptr, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  WaitReaped(reaped + 1);
+  const double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  EXPECT_GE(s, 0.25);
+  chi::admin::Client admin;
+  auto stat = admin.Stat();
+  ASSERT_TRUE(stat.ok()) << stat.status();
+  EXPECT_NE(stat->find("gave up 1 (tasks spared 1)"), std::string::npos)
+      << *stat;
+  // Its buffer was freed; only the faked task is left.
+  EXPECT_EQ(CHI_IPC->cdata_alloc()->LiveBytes(pid), 0u);
+  const u_int64_t left = CHI_IPC->main_alloc()->LiveBytes(pid);
+  EXPECT_GE(left, sizeof(chi::admin::EchoTask));
+  EXPECT_LE(left, 2 * sizeof(chi::admin::EchoTask));
+  EXPECT_NE(rt.Log().find("did not leave the lanes or finish within 300 ms"),
+            std::string::npos)
+      << rt.Log();
+  auto v = admin.Echo(4);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(*v, 4u);
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+}
+
 // A forked child of a client inherits its attachment and registers its own
 // pid at its first Send, so that the reaper frees what the child leaves
 // when it dies (its blocks carry its pid). Before, a forked child was never
