@@ -465,8 +465,10 @@ class Worker {
   void HandOverPinnedLanes(bool only_if_back = false);
   /** True if any lane has queued tasks. */
   bool AnyLaneBusy() const;
-  /** True if a blocked fiber's subtask completed (it can resume). */
-  bool AnyBlockedReady() const;
+  /** True if a blocked fiber's subtask completed (it can resume), or one of
+   * at most kReadyLooks looks at waiting tasks (round robin over calls)
+   * finds a predecessor done or the task abandoned. The owning worker. */
+  bool AnyBlockedReady();
   /** Completes every queued, periodic and suspended task with kAborted. */
   void AbortRemaining();
   inline RunContext *NewRunContext();
@@ -558,6 +560,8 @@ class Worker {
   std::vector<RunContext *> held_;
   /** Where CheckDeps resumes its round-robin sweep of dep_wait_. */
   size_t dep_cursor_ = 0;
+  /** Where AnyBlockedReady's next look at dep_wait_ starts. */
+  size_t ready_cursor_ = 0;
   /** The group CountDownLater counts for, and how many members it owes. */
   hipc::Pointer count_group_;
   u32 count_pending_ = 0;

@@ -79,6 +79,8 @@ constexpr size_t kDepHeadRun = 16;
  * short (it then sees a predecessor complete sooner). */
 constexpr size_t kDepSweepChecks = 8;
 constexpr u32 kDepSweepPeriod = 8;
+/** AnyBlockedReady: predecessor (and abandonment) looks per call at most. */
+constexpr size_t kReadyLooks = 4096;
 /** Cold lanes are polled once every this many loop iterations. */
 constexpr u32 kColdPeriod = 64;
 /** An idle worker polls with pauses only this long (ns); then it yields the
@@ -1126,12 +1128,21 @@ bool WaitOver(const RunContext *r) {
 }
 }  // namespace
 
-bool Worker::AnyBlockedReady() const {
+bool Worker::AnyBlockedReady() {
   for (const RunContext *r : blocked_) {
     if (WaitOver(r)) return true;
   }
-  for (const RunContext *r : dep_wait_) {
+  // Waiting tasks: at most kReadyLooks looks per call, from where the last
+  // call stopped, so that a client queueing many tasks with many
+  // predecessors cannot make every nap start with a scan of them all (the
+  // nap is bounded, and a completion wakes nappers).
+  const size_t n = dep_wait_.size();
+  size_t looks = 0;
+  for (size_t k = 0; k < n && looks < kReadyLooks; ++k) {
+    if (ready_cursor_ >= n) ready_cursor_ = 0;
+    const RunContext *r = dep_wait_[ready_cursor_++];
     for (const hipc::Pointer &p : r->deps_) {
+      ++looks;
       // Any change is worth a look (CheckDeps validates).
       const char *a = hipc::ToProcessAddress(p);
       if (!a || CHI_IPC->main_alloc()->LiveBlockSize(p) < sizeof(Task) ||
@@ -1141,6 +1152,7 @@ bool Worker::AnyBlockedReady() const {
         return true;
       }
     }
+    ++looks;
     if (r->shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
       return true;
     }
