@@ -68,6 +68,12 @@ Status WorkOrchestrator::Init() {
             "chimaera: membarrier is unavailable: lanes of a worker stuck in "
             "a task will not move\n");
   }
+  if (conf.num_reinforcement_ == 0) {
+    fprintf(stderr,
+            "chimaera: workers.reinforcement is 0: no lane balancing, "
+            "stuck-worker recovery, load reports to other nodes, automatic "
+            "migration, cost models or busy/rate figures\n");
+  }
   for (u32 i = 0; i < conf.num_reinforcement_; ++i) {
     int cpu = next_cpu();
     auto t = HSHM_THREAD_MODEL->Spawn([this, i, cpu] {

@@ -325,6 +325,21 @@ TEST(RuntimeTest, HostfileGivesEachRuntimeItsNodeId) {
   unlink(hosts.c_str());
 }
 
+// workers.reinforcement: 0 turns off balancing, stuck-worker recovery,
+// load reports and more: the runtime says so instead of staying silent.
+TEST(RuntimeTest, NoReinforcementThreadIsSaidAtStart) {
+  RuntimeProcess rt("workers:\n  reinforcement: 0\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  EXPECT_NE(rt.Log().find("workers.reinforcement is 0: no lane balancing"),
+            std::string::npos)
+      << rt.Log();
+  EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+  RuntimeProcess one;
+  ASSERT_TRUE(one.Start().ok()) << one.Log();
+  EXPECT_EQ(one.Log().find("workers.reinforcement is 0"), std::string::npos);
+  EXPECT_TRUE(one.Stop().ok()) << one.Log();
+}
+
 /** Two documentation addresses (RFC 5737) that are not this machine's,
  * standing for other machines of a cluster (a VM may own one of them). */
 std::vector<std::string> FarAddresses() {
