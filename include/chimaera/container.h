@@ -203,7 +203,8 @@ class Container {
    * node over the pool's local containers. With kEstLoad: set
    * rctx.est_load_ns_ to the task's expected service time (the default
    * asks the runtime's learned model of the method, linear in the bytes of
-   * its input buffers, rctx.in_bytes_; -1 before any sample). */
+   * its input buffers, rctx.in_bytes_; -1 before any sample). The runtime
+   * does not call kEstLoad itself: it is for modules' own policies. */
   virtual void Monitor(MonitorMode mode, Task *task, RunContext &rctx);
   /** Chooses where a task resolved to this container runs: a lane of one of
    * its queues (GetLane), or null to run it on the worker that admitted it.
