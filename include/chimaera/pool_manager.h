@@ -110,13 +110,10 @@ struct PoolCache {
 class PoolManager {
  public:
   /** Sets this node's id (pool ids it creates carry it). The counter of ids
-   * starts from the clock, so a restarted coordinator does not reuse the
-   * ids of pools that other nodes still hold. */
-  void Init(NodeId node_id) {
-    node_id_ = node_id;
-    next_unique_.store(1 +
-                       (static_cast<u32>(hshm::NowNs() / 1000000000ull) << 10));
-  }
+   * starts from the wall clock (seconds << 10), so a restarted coordinator
+   * (even after a reboot) does not reuse the ids of pools that other nodes
+   * still hold; NewPoolId also skips the ids of pools this node knows. */
+  void Init(NodeId node_id);
   /** Returns the pool called spec.name, creating this node's containers of
    * it (passing spec.params to each Create) if it does not exist. `*existed`
    * tells which; an existing pool of another module is InvalidArgument.
@@ -124,11 +121,15 @@ class PoolManager {
    * so a module's Create() may submit tasks and wait for them. */
   StatusOr<PoolId> GetOrCreatePool(const PoolSpec &spec, bool *existed,
                                    const PoolId *fixed_id = nullptr);
-  /** A fresh pool id of this node (unique in the cluster). */
+  /** A fresh pool id of this node (unique in the cluster): none of the
+   * pools this node knows has it. */
   PoolId NewPoolId();
   /** Unpublishes pool `id` so no new task reaches it. Returns the pool for
-   * FinishDestroy, or NotFound. */
-  StatusOr<std::shared_ptr<PoolInfo>> BeginDestroy(const PoolId &id);
+   * FinishDestroy, or NotFound; also NotFound, touching nothing, if
+   * `expect_name` is given and the pool has another name (undoing a
+   * creation must not destroy a pool that had the id already). */
+  StatusOr<std::shared_ptr<PoolInfo>> BeginDestroy(
+      const PoolId &id, const std::string *expect_name = nullptr);
   /** Retires the lanes of an unpublished pool, waits (at most 10 s, yielding
    * inside a fiber) until no worker holds them and no task runs on the pool,
    * then calls Destroy() on and deletes its containers. On timeout the
@@ -305,6 +306,8 @@ class PoolManager {
   std::unordered_set<std::string> creating_;  ///< Names being created.
   NodeId node_id_ = 0;
   std::atomic<u32> next_unique_{1};
+  /** NewPoolId with mu_ held. */
+  PoolId NewPoolIdLocked();
 };
 
 /** Names of the methods of the pools this node knows, as

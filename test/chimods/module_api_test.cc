@@ -109,10 +109,12 @@ TEST(ModuleDeclarationTest, IdsNamesAndTagsComeFromTheTypeList) {
 TEST(ModuleDeclarationTest, AdminMethodsKeepTheirIdsAndSharedBodiesGetOwnTags) {
   namespace admin = chi::admin;
   using M = admin::Admin::Methods;
-  static_assert(M::kCount == 20);
+  static_assert(M::kCount == 21);
   static_assert(M::IdOf<admin::NoopTask>() == chi::BaseMethod::kCustom + 0);
   static_assert(M::IdOf<admin::StatTask>() == chi::BaseMethod::kCustom + 7);
   static_assert(M::IdOf<admin::OffloadTask>() == chi::BaseMethod::kCustom + 18);
+  static_assert(M::IdOf<admin::UndoCreatePoolTask>() ==
+                chi::BaseMethod::kCustom + 20);
   static_assert(chi::TaskMethodName<admin::ListPoolsTask>() == "ListPools");
   static_assert(chi::TaskMethodName<admin::JoinClusterTask>() == "JoinCluster");
   static_assert(std::is_aggregate_v<admin::StatTask>);
@@ -121,6 +123,8 @@ TEST(ModuleDeclarationTest, AdminMethodsKeepTheirIdsAndSharedBodiesGetOwnTags) {
             chi::TaskTypeTag<admin::TraceDumpTask>());
   EXPECT_NE(chi::TaskTypeTag<admin::MigrateInTask>(),
             chi::TaskTypeTag<admin::MigrateContainerTask>());
+  EXPECT_NE(chi::TaskTypeTag<admin::UndoCreatePoolTask>(),
+            chi::TaskTypeTag<admin::CreatePoolHereTask>());
 }
 
 TEST(ModuleDeclarationTest, OneLineFieldListsMatchTheTemplateForm) {

@@ -82,6 +82,12 @@ struct GetOrCreatePoolTask : public Task {
 struct CreatePoolHereTask : public GetOrCreatePoolTask {
   static constexpr bool kRuntimeOnly = true;  ///< Clients are refused.
 };
+/** Internal (a broadcast): undoes a failed CreatePoolHere: destroys pool
+ * fixed_id_ where it is called name_ (never another pool that had the id
+ * already). */
+struct UndoCreatePoolTask : public GetOrCreatePoolTask {
+  static constexpr bool kRuntimeOnly = true;  ///< Clients are refused.
+};
 
 /** Destroys pool target_, after the tasks running on it finish. */
 struct DestroyPoolTask : public Task {
@@ -191,13 +197,12 @@ struct TraceControlTask : public Task {
 /** The admin module: its methods, numbered in this order. */
 struct Admin {
   static constexpr char kName[] = "chimaera_admin";
-  using Methods =
-      chi::Methods<NoopTask, EchoTask, FanOutTask, StopRuntimeTask,
-                   GetOrCreatePoolTask, DestroyPoolTask, LookupPoolTask,
-                   StatTask, ListPoolsTask, ListModulesTask, CreatePoolHereTask,
-                   PoolSpecsTask, JoinClusterTask, TraceControlTask,
-                   TraceDumpTask, MigrateContainerTask, MigrateInTask,
-                   SetPlacementTask, OffloadTask, PinContainerTask>;
+  using Methods = chi::Methods<
+      NoopTask, EchoTask, FanOutTask, StopRuntimeTask, GetOrCreatePoolTask,
+      DestroyPoolTask, LookupPoolTask, StatTask, ListPoolsTask, ListModulesTask,
+      CreatePoolHereTask, PoolSpecsTask, JoinClusterTask, TraceControlTask,
+      TraceDumpTask, MigrateContainerTask, MigrateInTask, SetPlacementTask,
+      OffloadTask, PinContainerTask, UndoCreatePoolTask>;
 };
 
 /** Allocates admin task T for the admin pool, as task node `node`, routed

@@ -238,14 +238,10 @@ class Runtime : public Module<Runtime, Admin> {
     st = PoolSubtask<CreatePoolHereTask>(task, DomainQuery::GetGlobalBcast(),
                                          id);
     if (!st.ok()) {
-      // No node keeps a pool that some node could not build.
-      auto undo = NewAdminTask<DestroyPoolTask>(
-          task->task_node_.Child(), DomainQuery::GetGlobalBcast(), id);
-      if (!undo.IsNull()) {
-        Submit(undo);
-        task->Wait(undo.ptr_);
-        CHI_IPC->DelTask(undo);
-      }
+      // No node keeps a pool that some node could not build (by name: a
+      // node that failed with AlreadyExists keeps the pool it had).
+      (void)PoolSubtask<UndoCreatePoolTask>(task, DomainQuery::GetGlobalBcast(),
+                                            id);
       task->SetStatus(Status(
           st.code(),
           "creating pool '" + spec.name + "' on every node: " + st.message()));
@@ -428,22 +424,32 @@ class Runtime : public Module<Runtime, Admin> {
   /** Destroys a pool once its running tasks finish (at most 10 s). Queued
    * tasks of the pool fail with Aborted. */
   void Run(DestroyPoolTask *task, RunContext &rctx) {
-    if (task->target_ == kAdminPoolId) {
-      task->SetStatus(Status::InvalidArgument("the admin pool is permanent"));
-      return;
+    task->SetStatus(DestroyPool(task->target_, nullptr));
+  }
+
+  /** Undoes this node's share of a failed creation (see the task). */
+  void Run(UndoCreatePoolTask *task, RunContext &rctx) {
+    std::string name(task->name_.str_,
+                     strnlen(task->name_.str_, sizeof(task->name_.str_)));
+    task->SetStatus(DestroyPool(task->fixed_id_, &name));
+  }
+
+  /** Destroys pool `id` on this node (if it is called *expect_name, when
+   * given), waiting for its tasks. */
+  static Status DestroyPool(const PoolId &id, const std::string *expect_name) {
+    if (id == kAdminPoolId) {
+      return Status::InvalidArgument("the admin pool is permanent");
     }
-    auto pool = CHI_POOL_MANAGER->BeginDestroy(task->target_);
-    if (!pool.ok()) {
-      task->SetStatus(pool.status());
-      return;
-    }
+    auto pool = CHI_POOL_MANAGER->BeginDestroy(id, expect_name);
+    if (!pool.ok()) return pool.status();
     // Waits (yielding) for running tasks, including periodic ones, which
     // stop at their next period, and for workers to drop the pool's lanes.
     if (!PoolManager::FinishDestroy(**pool)) {
-      task->SetStatus(Status::Timeout(
+      return Status::Timeout(
           "pool unpublished, but its tasks did not finish within 10 s; its "
-          "containers were leaked"));
+          "containers were leaked");
     }
+    return Status::Ok();
   }
 
   /** Sends a MigrateContainer-family subtask SubT for `task`'s pool and

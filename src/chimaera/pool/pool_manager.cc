@@ -1,6 +1,7 @@
 #include "chimaera/pool_manager.h"
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 
 #include "chimaera/module_manager.h"
@@ -42,8 +43,28 @@ std::vector<ContainerId> PoolInfo::ContainersOn(NodeId node) const {
   return out;
 }
 
+void PoolManager::Init(NodeId node_id) {
+  node_id_ = node_id;
+  const u64 secs =
+      static_cast<u64>(std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count());
+  next_unique_.store(1 + static_cast<u32>(secs << 10));
+}
+
+PoolId PoolManager::NewPoolIdLocked() {
+  for (;;) {
+    PoolId id(node_id_, next_unique_.fetch_add(1));
+    if (id.unique_ != 0 && id.unique_ != ~0u &&
+        by_id_.find(id.ToU64()) == by_id_.end()) {
+      return id;
+    }
+  }
+}
+
 PoolId PoolManager::NewPoolId() {
-  return PoolId(node_id_, next_unique_.fetch_add(1));
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return NewPoolIdLocked();
 }
 
 StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
@@ -96,7 +117,7 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
         return it->second;
       }
       if (creating_.insert(name).second) {
-        id = fixed_id ? *fixed_id : NewPoolId();
+        id = fixed_id ? *fixed_id : NewPoolIdLocked();
         break;
       }
     }
@@ -159,13 +180,17 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
 }
 
 StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(
-    const PoolId &id) {
+    const PoolId &id, const std::string *expect_name) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   auto it = by_id_.find(id.ToU64());
   if (it == by_id_.end()) {
     return Status::NotFound("no pool with id " + id.ToString());
   }
   std::shared_ptr<PoolInfo> pool = it->second;
+  if (expect_name && pool->name_ != *expect_name) {
+    return Status::NotFound("pool " + id.ToString() + " is '" + pool->name_ +
+                            "', not '" + *expect_name + "'");
+  }
   pool->destroying_.store(true);
   for (Container *c : pool->containers_) {
     if (c) c->destroying_.store(true, std::memory_order_release);

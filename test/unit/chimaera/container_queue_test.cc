@@ -192,6 +192,30 @@ TEST(ContainerQueueTest, CreateMaySubmitTasksAndCreatePools) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// A pool that one node cannot build is left on none: the coordinator undoes
+// the creation (by name) on every node, and the name can be used again.
+TEST(ContainerQueueTest, APoolOneNodeCannotBuildIsLeftOnNone) {
+  chi_test::LocalCluster cluster(2);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::admin::Client admin;
+  auto bad =
+      admin.GetOrCreatePool("half", "queue_test_mod", 2, "fail_on_node_2");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("refuses node 2"), std::string::npos)
+      << bad.status();
+  for (int node : {1, 2}) {
+    ASSERT_TRUE(cluster.Connect(node).ok());
+    EXPECT_EQ(admin.LookupPool("half").status().code(),
+              hshm::StatusCode::kNotFound)
+        << "node " << node;
+  }
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  auto good = admin.GetOrCreatePool("half", "queue_test_mod", 2);
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 // Regression: idle container lanes go to a worker's cold list; destroying
 // the pool must not free them while a worker still holds them (review
 // finding: a cold lane outlived its container and was reused by the next

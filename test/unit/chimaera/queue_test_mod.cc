@@ -82,9 +82,13 @@ class Runtime : public chi::Container {
   }
 
   /** Makes the two queues (none with params "inline": then every task runs
-   * on the worker that admitted it). */
+   * on the worker that admitted it); fails on node 2 with params
+   * "fail_on_node_2". */
   chi::Status Create(const std::string &params) override {
     if (params == "inline") return chi::Status::Ok();
+    if (params == "fail_on_node_2" && CHI_IPC->node_id() == 2) {
+      return chi::Status::Internal("queue_test_mod refuses node 2");
+    }
     HSHM_RETURN_IF_ERROR(CreateQueue(0, 2, chi::kLowLatency, 64));
     HSHM_RETURN_IF_ERROR(CreateQueue(1, 1, chi::kHighLatency, 64));
     if (params == "nested") {
