@@ -127,7 +127,9 @@ class PoolManager {
   /** Unpublishes pool `id` so no new task reaches it. Returns the pool for
    * FinishDestroy, or NotFound; also NotFound, touching nothing, if
    * `expect_name` is given and the pool has another name (undoing a
-   * creation must not destroy a pool that had the id already). */
+   * creation must not destroy a pool that had the id already), and
+   * Unavailable, touching nothing, while one of its containers here is
+   * moving (BeginMove until the move ends): try again. */
   StatusOr<std::shared_ptr<PoolInfo>> BeginDestroy(
       const PoolId &id, const std::string *expect_name = nullptr);
   /** Retires the lanes of an unpublished pool, waits (at most 10 s, yielding

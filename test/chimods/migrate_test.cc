@@ -121,6 +121,43 @@ TEST(MigrateTest, AContainerMovesUnderLoadAndNoTaskIsLost) {
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
+// A pool destroyed while one of its containers moves: the destroy waits
+// for the move to end (here it fails: the target's copy of the pool is
+// gone), then frees the container. Before, the moving fiber went on using
+// the container the destroy had freed.
+TEST(MigrateTest, ADestroyDuringAMoveWaitsForIt) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("io", 3).ok()) << cluster.Logs();
+  const chi::PoolId pool = sm.pool_id();
+  // The move waits for this 400 ms I/O on container 1 (node 2) to end.
+  auto io = sm.AsyncIo(400000, DomainQuery::GetGlobalId(1));
+  ASSERT_FALSE(io.IsNull());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  hshm::StatusOr<chi::admin::Client::MigrateResult> moved =
+      hshm::Status::Internal("not run");
+  std::thread mover(
+      [&] { moved = chi::admin::Client().MigrateContainer(pool, 1, 3); });
+  JoinOnExit joiner{mover};
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  chi::admin::Client admin;
+  hshm::Status destroyed = admin.DestroyPool(pool);
+  mover.join();
+  EXPECT_TRUE(destroyed.ok()) << destroyed << cluster.Logs();
+  EXPECT_FALSE(moved.ok());  // node 3 had destroyed its share
+  ASSERT_TRUE(io->WaitFor(20000000));
+  CHI_IPC->DelTask(io);
+  for (int n : {1, 2, 3}) {
+    ASSERT_TRUE(cluster.Connect(n).ok());
+    EXPECT_EQ(chi::admin::Client().LookupPool("io").status().code(),
+              hshm::StatusCode::kNotFound)
+        << "node " << n;
+  }
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 // kvs state moves with its container: keys written before the move read
 // back after it, while another thread keeps writing and reading.
 TEST(MigrateTest, KvsStateMovesWithItsContainer) {

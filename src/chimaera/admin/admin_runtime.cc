@@ -434,13 +434,24 @@ class Runtime : public Module<Runtime, Admin> {
     task->SetStatus(DestroyPool(task->fixed_id_, &name));
   }
 
+  /** How long a destroy waits for its pool's containers to stop moving. */
+  static constexpr u64 kDestroyWaitsForMoveNs = 60ull * 1000000000;
+
   /** Destroys pool `id` on this node (if it is called *expect_name, when
-   * given), waiting for its tasks. */
+   * given), waiting for moves of its containers to end and for its tasks. */
   static Status DestroyPool(const PoolId &id, const std::string *expect_name) {
     if (id == kAdminPoolId) {
       return Status::InvalidArgument("the admin pool is permanent");
     }
+    // A container of the pool moving away is waited for (a move ends within
+    // its drain timeout and its subtasks' request timeout).
+    const u64 deadline = hshm::NowNs() + kDestroyWaitsForMoveNs;
     auto pool = CHI_POOL_MANAGER->BeginDestroy(id, expect_name);
+    while (!pool.ok() && pool.status().code() == StatusCode::kUnavailable &&
+           hshm::NowNs() < deadline) {
+      SleepUs(1000);
+      pool = CHI_POOL_MANAGER->BeginDestroy(id, expect_name);
+    }
     if (!pool.ok()) return pool.status();
     // Waits (yielding) for running tasks, including periodic ones, which
     // stop at their next period, and for workers to drop the pool's lanes.

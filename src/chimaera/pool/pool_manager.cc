@@ -191,6 +191,14 @@ StatusOr<std::shared_ptr<PoolInfo>> PoolManager::BeginDestroy(
     return Status::NotFound("pool " + id.ToString() + " is '" + pool->name_ +
                             "', not '" + *expect_name + "'");
   }
+  // A move (BeginMove, under the shared lock: one of us sees the other)
+  // uses its container until it ends: not while it is freed.
+  for (Container *c : pool->containers_) {
+    if (c && c->moving_.load(std::memory_order_seq_cst) == Container::kMoving) {
+      return Status::Unavailable("a container of pool '" + pool->name_ +
+                                 "' is moving to another node");
+    }
+  }
   pool->destroying_.store(true);
   for (Container *c : pool->containers_) {
     if (c) c->destroying_.store(true, std::memory_order_release);
