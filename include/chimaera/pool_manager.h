@@ -121,6 +121,9 @@ class PoolManager {
    * so a module's Create() may submit tasks and wait for them. */
   StatusOr<PoolId> GetOrCreatePool(const PoolSpec &spec, bool *existed,
                                    const PoolId *fixed_id = nullptr);
+  /** Ok if `name` can name a pool: 1..kMaxNameLen bytes, no control
+   * characters (pool specs travel as tab-separated lines). */
+  static Status CheckPoolName(const std::string &name);
   /** A fresh pool id of this node (unique in the cluster): none of the
    * pools this node knows has it. */
   PoolId NewPoolId();

@@ -149,6 +149,10 @@ class Runtime : public Module<Runtime, Admin> {
       task->SetStatus(Status::InvalidArgument("pool or module name too long"));
       return false;
     }
+    if (Status st = PoolManager::CheckPoolName(spec->name); !st.ok()) {
+      task->SetStatus(st);
+      return false;
+    }
     spec->num_containers = task->num_containers_;
     spec->nodes = CHI_REMOTE->AllNodes();
     return true;

@@ -43,6 +43,21 @@ std::vector<ContainerId> PoolInfo::ContainersOn(NodeId node) const {
   return out;
 }
 
+Status PoolManager::CheckPoolName(const std::string &name) {
+  if (name.empty() || name.size() > kMaxNameLen) {
+    return Status::InvalidArgument("pool name must be 1.." +
+                                   std::to_string(kMaxNameLen) + " bytes");
+  }
+  for (unsigned char ch : name) {
+    if (ch < 0x20 || ch == 0x7f) {
+      return Status::InvalidArgument(
+          "pool name holds a control character (byte " + std::to_string(ch) +
+          ")");
+    }
+  }
+  return Status::Ok();
+}
+
 void PoolManager::Init(NodeId node_id) {
   node_id_ = node_id;
   const u64 secs =
@@ -71,10 +86,7 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
                                               bool *existed,
                                               const PoolId *fixed_id) {
   const std::string &name = spec.name;
-  if (name.empty() || name.size() > kMaxNameLen) {
-    return Status::InvalidArgument("pool name must be 1.." +
-                                   std::to_string(kMaxNameLen) + " bytes");
-  }
+  HSHM_RETURN_IF_ERROR(CheckPoolName(name));
   if (spec.num_containers == 0 || spec.num_containers > 4096) {
     return Status::InvalidArgument("a pool needs 1..4096 containers");
   }

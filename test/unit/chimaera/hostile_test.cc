@@ -398,6 +398,22 @@ TEST_F(HostileTest, APeriodicBroadcastIsRefused) {
   ExpectServes10kEchoes();
 }
 
+// Pool names travel in tab-separated spec lines (a node rejoining reads
+// them): one with a control character is refused, as is an empty one.
+TEST_F(HostileTest, PoolNamesWithControlCharactersAreRefused) {
+  chi::admin::Client admin;
+  for (const std::string &name : {std::string("a\tb"), std::string("a\nb"),
+                                  std::string("x\x7f"), std::string()}) {
+    auto r = admin.GetOrCreatePool(name, "chimaera_admin", 1);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+  }
+  auto r = admin.GetOrCreatePool("a\tb", "chimaera_admin", 1);
+  EXPECT_NE(r.status().message().find("control character"), std::string::npos)
+      << r.status();
+  ExpectServes10kEchoes();
+}
+
 // Another process pushes the offsets of tasks their client made but has not
 // sent (it may still be filling them in): no worker runs them, and each
 // runs once when its client sends it.
