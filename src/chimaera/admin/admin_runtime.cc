@@ -533,6 +533,15 @@ class Runtime : public Module<Runtime, Admin> {
     task->from_node_ = *from;
     if (*from == to) return;  // already there
     if (*from != CHI_IPC->node_id()) {
+      // Handed on once: a node that got it from another node and does not
+      // hold the container either answers, so that nodes that disagree on
+      // where it is cannot pass the request back and forth for ever.
+      if (rctx.origin_ == TaskOrigin::kRemote) {
+        return task->SetStatus(Status::NotFound(
+            "container " + std::to_string(c) + " of pool '" + spec->name +
+            "' is not on node " + std::to_string(CHI_IPC->node_id()) +
+            " (it says node " + std::to_string(*from) + ")"));
+      }
       Status st = MigrateSubtask<MigrateContainerTask>(
           task, DomainQuery::GetGlobalId(*from - 1), nullptr);
       if (!st.ok()) task->SetStatus(st);
