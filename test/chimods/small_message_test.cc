@@ -113,9 +113,10 @@ TEST_F(SmallMessageTest, ComputeAndStencilRunMatchTheClientSideKernel) {
       EXPECT_EQ(*r, ComputeKernel(iters, seed)) << c << " " << iters;
     }
   }
-  // The in-runtime loop: its checksum is the sum over every step and point.
+  // The in-runtime loop: its checksum is the sum over every step and point
+  // (9000 points a step: three waves of at most 4096 subtasks).
   for (auto [width, steps] :
-       {std::pair<chi::u32, chi::u32>{1, 1}, {5, 4}, {7, 10}}) {
+       {std::pair<chi::u32, chi::u32>{1, 1}, {5, 4}, {7, 10}, {9000, 2}}) {
     auto sum = client.StencilRun(width, steps, 200);
     ASSERT_TRUE(sum.ok()) << sum.status();
     EXPECT_EQ(*sum, StencilChecksum(width, steps, 200))

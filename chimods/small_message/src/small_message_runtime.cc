@@ -77,15 +77,17 @@ class Runtime : public Module<Runtime, SmallMessage> {
   static constexpr u32 kMaxStencilWidth = 65536;
   /** Most steps StencilRun accepts. */
   static constexpr u32 kMaxStencilSteps = 1u << 20;
+  /** Most subtasks StencilRun keeps in flight (as admin FanOut). */
+  static constexpr u32 kStencilWave = 4096;
 
   /** The bulk-synchronous loop: per step, submits width_ Compute subtasks
-   * (point i on local container i % num_containers_), waits for all of them
-   * (the fiber yields meanwhile), adds their results to checksum_ and frees
-   * them. Stops at the first step with a failed subtask and takes its
-   * status, or after the step during which its submitter gave up on it
-   * (Aborted). Errors: InvalidArgument (width_ or steps_ too large),
-   * OutOfMemory (no room for a subtask in `main`), Aborted, or a subtask's.
-   * Workers call it. */
+   * (point i on local container i % this node's containers), at most
+   * kStencilWave in flight, waits for all of them (the fiber yields
+   * meanwhile), adds their results to checksum_ and frees them. Stops at the
+   * first step with a failed subtask and takes its status, or after the step
+   * during which its submitter gave up on it (Aborted). Errors: InvalidArgument
+   * (width_ or steps_ too large), OutOfMemory (no room for a subtask in
+   * `main`), Aborted, or a subtask's. Workers call it. */
   void Run(StencilRunTask *task, RunContext &rctx) {
     task->checksum_ = 0;
     const u32 width = task->width_;
@@ -107,27 +109,33 @@ class Runtime : public Module<Runtime, SmallMessage> {
           std::to_string(kMaxStencilSteps)));
       return;
     }
-    const u32 containers = num_containers_ ? num_containers_ : 1;
     // A client of this very pool: its subtasks are children of `task`, and
     // waiting on them yields this fiber.
     ModuleClient<SmallMessage> self(pool_id_);
-    std::vector<Future<ComputeTask>> subs(width);
+    std::vector<Future<ComputeTask>> subs(std::min(width, kStencilWave));
     u64 checksum = 0;
     for (u32 step = 0; step < task->steps_; ++step) {
-      for (u32 i = 0; i < width; ++i) {
-        subs[i] =
-            self.Async<ComputeTask>(DomainQuery::GetLocalId(i % containers),
-                                    task->iters_, StencilSeed(step, width, i));
-      }
       Status err = Status::Ok();
-      for (Future<ComputeTask> &sub : subs) {
-        Status s = sub.Wait();  // OutOfMemory if it was never allocated
-        if (s.ok()) {
-          checksum += sub->result_;
-        } else if (err.ok()) {
-          err = s;
+      // In waves of at most kStencilWave subtasks in flight, so that a wide
+      // step does not fill `main` and the lanes that other clients share.
+      for (u32 first = 0; first < width; first += kStencilWave) {
+        const u32 n = std::min(kStencilWave, width - first);
+        for (u32 k = 0; k < n; ++k) {
+          const u32 i = first + k;
+          // Point i on local container i % (this node's containers).
+          subs[k] = self.Async<ComputeTask>(DomainQuery::GetLocalHash(i),
+                                            task->iters_,
+                                            StencilSeed(step, width, i));
         }
-        sub.Reset();
+        for (u32 k = 0; k < n; ++k) {
+          Status s = subs[k].Wait();  // OutOfMemory if never allocated
+          if (s.ok()) {
+            checksum += subs[k]->result_;
+          } else if (err.ok()) {
+            err = s;
+          }
+          subs[k].Reset();
+        }
       }
       if (!err.ok()) {
         task->SetStatus(err);
