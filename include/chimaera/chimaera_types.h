@@ -31,7 +31,7 @@ using FullPtr = hipc::FullPtr<T>;
 
 /** Version of the module ABI (task layout, container interface). A ChiMod
  * built against another version refuses to load. */
-static GLOBAL_CROSS_CONST u32 kModuleAbiVersion = 5;
+static GLOBAL_CROSS_CONST u32 kModuleAbiVersion = 6;
 
 /** Identifies a node (1-based; 0 means "this node / unknown"). */
 using NodeId = u32;

@@ -60,8 +60,9 @@ class ServerConfig : public hshm::BaseConfig {
   u32 task_timeout_ms_ = 60000;   ///< Deadline of synchronous client calls.
   u32 runtime_stale_ms_ = 10000;  ///< A silent runtime is dead after this.
   u32 reap_period_ms_ = 50;       ///< How often the reaper looks for the dead.
-  /** How long the reaper waits for a dead client's queued and running tasks
-   * before it frees the client's memory anyway. */
+  /** How long the reaper waits for the lanes to pass a dead client's queued
+   * tasks before it frees the client's memory anyway (its running tasks are
+   * always waited for). */
   u32 reap_wait_ms_ = 60000;
   /** This runtime's hostfile entry (1-based; 0: the first address that
    * binds). From chimaera_start_runtime --node or CHI_NODE_ID. */

@@ -25,13 +25,14 @@
 //   3. Free: every block P owned in the three segments -- tasks, buffers,
 //      outputs the runtime handed to P's tasks (re-tagged to P at
 //      completion), and the blocks P's thread caches held.
-//   If step 2 has not held after client.reap_wait_ms (a worker stuck in a
-//   task, a lane tail scribbled ahead that no push will reach, or a block
-//   P made look accepted by a worker), step 3 runs anyway but spares the
-//   tasks that still look running: a worker that really runs one frees it
-//   when done; a fake one stays allocated. A queued task freed this way
-//   and popped later is dropped (or its block's new task admitted once), as
-//   for any offset a hostile process pushes.
+//   If the lanes have not passed those tails after client.reap_wait_ms (a
+//   tail scribbled ahead on a lane no push moves on, or a stuck worker),
+//   step 3 runs anyway once P's running tasks are done. A queued task freed
+//   this way and popped later is dropped (or its block's new task admitted
+//   once), as for any offset a hostile process pushes. Running tasks are
+//   always waited for (a method may still use P's buffers): a task P made
+//   look accepted by a worker keeps P's memory, and its pid refused, for
+//   good (logged once after client.reap_wait_ms).
 //
 // Threading: RegisterClient from any thread (the handshake server); the rest
 // from the runtime's main thread (Start/Stop) and the reaper thread.
@@ -61,10 +62,9 @@ struct ReaperStats {
   /** Walks of `main` for a dead client that failed (a corrupt block
    * header); each is retried later, backing off. */
   u64 failed_walks = 0;
-  /** Dead clients freed after client.reap_wait_ms without step 2. */
+  /** Dead clients freed after client.reap_wait_ms though the lanes had
+   * not passed their tasks (their running tasks were done). */
   u64 gave_up = 0;
-  /** Their tasks that still looked running, left allocated. */
-  u64 tasks_spared = 0;
 };
 
 /** See the file comment. */
@@ -104,8 +104,9 @@ class ProcessReaper {
   /** A dead client between step 1 and step 3. */
   struct Pending {
     int pid = 0;
-    u64 claimed_ns = 0;                  ///< When step 1 ended (NowNs).
-    std::vector<u64> lane_tails;         ///< Per lane view, at step 1.
+    u64 claimed_ns = 0;           ///< When step 1 ended (NowNs).
+    bool told = false;            ///< Logged that it waits on running tasks.
+    std::vector<u64> lane_tails;  ///< Per lane view, at step 1.
     std::vector<hipc::Pointer> running;  ///< Its tasks workers were running.
   };
 
@@ -114,11 +115,12 @@ class ProcessReaper {
   /** Step 1 for dead client `pid`, into *out. False if the walk of `main`
    * failed (some tasks may be unmarked): nothing may be freed yet. */
   bool Claim(int pid, Pending *out);
-  /** True once step 2 holds for `p`. */
-  bool Quiescent(const Pending &p) const;
-  /** Step 3: frees every block `pid` owned, except the tasks of `main` at
-   * the offsets in `spare` (sorted); returns the bytes freed. */
-  u64 FreeAll(int pid, const std::vector<u64> &spare);
+  /** True once every lane has moved past the tail it had at `p`'s step 1. */
+  bool LanesPassed(const Pending &p) const;
+  /** True once every task of `p` a worker was running has been freed. */
+  bool RunningDone(const Pending &p) const;
+  /** Step 3: frees every block `pid` owned; returns the bytes freed. */
+  u64 FreeAll(int pid);
 
   mutable std::mutex mu_;  ///< Guards clients_, pending_, reaping_, stats_.
   std::vector<Client> clients_;

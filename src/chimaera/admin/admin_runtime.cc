@@ -916,15 +916,13 @@ class Runtime : public Module<Runtime, Admin> {
          << ",\"tasks_abandoned\":" << rs.tasks_abandoned
          << ",\"bytes_freed\":" << rs.bytes_freed
          << ",\"failed_walks\":" << rs.failed_walks
-         << ",\"gave_up\":" << rs.gave_up
-         << ",\"tasks_spared\":" << rs.tasks_spared << "},\"workers\":[";
+         << ",\"gave_up\":" << rs.gave_up << "},\"workers\":[";
     } else {
       os << "reaper: clients " << rs.clients << ", pending " << rs.pending
          << ", reaped " << rs.reaped << ", tasks claimed " << rs.tasks_claimed
          << ", tasks abandoned " << rs.tasks_abandoned << ", bytes freed "
          << rs.bytes_freed << ", failed walks " << rs.failed_walks
-         << ", gave up " << rs.gave_up << " (tasks spared " << rs.tasks_spared
-         << ")\n";
+         << ", gave up " << rs.gave_up << "\n";
     }
     auto *wo = CHI_WORK_ORCHESTRATOR;
     if (!json) os << "workers: " << wo->workers().size() << "\n";

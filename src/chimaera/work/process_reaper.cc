@@ -134,41 +134,46 @@ void ProcessReaper::RunOnce() {
     pending_.push_back(std::move(p));
     stats_.pending = pending_.size();
   }
-  // Each ready one with what it spares: nothing once step 2 held; after
-  // wait_ms_ without it, the tasks that still look running.
-  std::vector<std::pair<Pending, std::vector<u64>>> ready;
+  // Ready once both halves of step 2 hold, or, after wait_ms_, once its
+  // running tasks are done even if the lanes never passed its tails (one
+  // scribbled ahead on an idle lane would keep it waiting for ever). Its
+  // running tasks are always waited for: a method may still read the
+  // client's buffers.
+  std::vector<Pending> ready;
   const u64 wait_ns = u64{wait_ms_} * 1000000;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < pending_.size();) {
       Pending &p = pending_[i];
-      std::vector<u64> spare;  // offsets in main
-      if (!Quiescent(p)) {
-        if (hshm::NowNs() - p.claimed_ns < wait_ns) {
-          ++i;
-          continue;
+      const bool waited = hshm::NowNs() - p.claimed_ns >= wait_ns;
+      const bool done = RunningDone(p);
+      const bool passed = done && LanesPassed(p);
+      if (!passed && !(done && waited)) {
+        if (waited && !done && !p.told) {
+          p.told = true;
+          HSHM_LOG_LIMITED(
+              "chimaera: reaper: dead client %d: still waiting after %u ms "
+              "(client.reap_wait_ms) for %zu task(s) a worker runs, or that "
+              "it made look so; its memory stays until they end\n",
+              p.pid, wait_ms_, p.running.size());
         }
-        for (const hipc::Pointer &t : p.running) {
-          if (CHI_IPC->main_alloc()->BlockOwner(t) == p.pid) {
-            spare.push_back(t.off_.off_);
-          }
-        }
-        std::sort(spare.begin(), spare.end());
-        HSHM_LOG_LIMITED(
-            "chimaera: reaper: dead client %d: its tasks did not leave the "
-            "lanes or finish within %u ms (client.reap_wait_ms); freeing its "
-            "memory but %zu task(s) that still look running\n",
-            p.pid, wait_ms_, spare.size());
-        stats_.gave_up++;
-        stats_.tasks_spared += spare.size();
+        ++i;
+        continue;
       }
-      ready.emplace_back(std::move(p), std::move(spare));
+      if (!passed) {
+        HSHM_LOG_LIMITED(
+            "chimaera: reaper: dead client %d: the lanes did not pass its "
+            "tasks within %u ms (client.reap_wait_ms); freeing its memory\n",
+            p.pid, wait_ms_);
+        stats_.gave_up++;
+      }
+      ready.push_back(std::move(p));
       pending_[i] = std::move(pending_.back());
       pending_.pop_back();
     }
   }
-  for (const auto &[p, spare] : ready) {
-    u64 bytes = FreeAll(p.pid, spare);
+  for (const Pending &p : ready) {
+    u64 bytes = FreeAll(p.pid);
     std::lock_guard<std::mutex> lock(mu_);
     reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), p.pid),
                    reaping_.end());
@@ -239,7 +244,7 @@ bool ProcessReaper::Claim(int pid, Pending *out) {
   return true;
 }
 
-bool ProcessReaper::Quiescent(const Pending &p) const {
+bool ProcessReaper::LanesPassed(const Pending &p) const {
   auto *ipc = CHI_IPC;
   size_t i = 0;
   for (u32 prio = 0; prio < kNumPrios; ++prio) {
@@ -250,22 +255,23 @@ bool ProcessReaper::Quiescent(const Pending &p) const {
       }
     }
   }
+  return true;
+}
+
+bool ProcessReaper::RunningDone(const Pending &p) const {
   for (const hipc::Pointer &t : p.running) {
     // Freed by its worker (or reused by someone else) once it is done.
-    if (ipc->main_alloc()->BlockOwner(t) == p.pid) return false;
+    if (CHI_IPC->main_alloc()->BlockOwner(t) == p.pid) return false;
   }
   return true;
 }
 
-u64 ProcessReaper::FreeAll(int pid, const std::vector<u64> &spare) {
+u64 ProcessReaper::FreeAll(int pid) {
   auto *ipc = CHI_IPC;
   // The runtime's own blocks stay whatever owner a client wrote into them.
   u64 bytes = ipc->main_alloc()->ReclaimDeadProcess(
-      pid, [ipc, &spare](const hipc::BlockInfo &b) {
+      pid, [ipc](const hipc::BlockInfo &b) {
         if (ipc->IsRuntimeStructure(b.ptr)) return false;
-        if (std::binary_search(spare.begin(), spare.end(), b.ptr.off_.off_)) {
-          return false;
-        }
         Task *t = AsTask(b);
         if (!t) return true;
         // A task a worker still runs is the worker's to free.
