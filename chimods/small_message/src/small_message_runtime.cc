@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "chimaera/pool_manager.h"
 #include "chimaera/worker.h"
 #include "small_message/small_message_client.h"
 
@@ -77,8 +78,25 @@ class Runtime : public Module<Runtime, SmallMessage> {
   static constexpr u32 kMaxStencilWidth = 65536;
   /** Most steps StencilRun accepts. */
   static constexpr u32 kMaxStencilSteps = 1u << 20;
-  /** Most subtasks StencilRun keeps in flight (as admin FanOut). */
-  static constexpr u32 kStencilWave = 4096;
+  /** Most subtasks StencilRun keeps in flight (a process-queue lane's
+   * default depth). */
+  static constexpr u32 kStencilWave = 1024;
+
+  /** Containers of this pool on this node (at least 1). */
+  u32 LocalContainers() const {
+    auto spec = CHI_POOL_MANAGER->GetSpec(pool_id_);
+    if (!spec.ok()) return 1;
+    const NodeId self = CHI_IPC->node_id();
+    u32 n = 0;
+    for (u32 c = 0; c < spec->num_containers; ++c) {
+      const NodeId node = !spec->placement.empty() ? spec->placement[c]
+                          : spec->nodes.empty()
+                              ? self
+                              : spec->nodes[c % spec->nodes.size()];
+      n += node == self;
+    }
+    return n ? n : 1;
+  }
 
   /** The bulk-synchronous loop: per step, submits width_ Compute subtasks
    * (point i on local container i % this node's containers), at most
@@ -109,6 +127,7 @@ class Runtime : public Module<Runtime, SmallMessage> {
           std::to_string(kMaxStencilSteps)));
       return;
     }
+    const u32 local = LocalContainers();
     // A client of this very pool: its subtasks are children of `task`, and
     // waiting on them yields this fiber.
     ModuleClient<SmallMessage> self(pool_id_);
@@ -122,8 +141,9 @@ class Runtime : public Module<Runtime, SmallMessage> {
         const u32 n = std::min(kStencilWave, width - first);
         for (u32 k = 0; k < n; ++k) {
           const u32 i = first + k;
-          // Point i on local container i % (this node's containers).
-          subs[k] = self.Async<ComputeTask>(DomainQuery::GetLocalHash(i),
+          // Point i on local container i % local: by id, so that the points
+          // spread over the containers' lanes (and so workers).
+          subs[k] = self.Async<ComputeTask>(DomainQuery::GetLocalId(i % local),
                                             task->iters_,
                                             StencilSeed(step, width, i));
         }
