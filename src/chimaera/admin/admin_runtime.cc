@@ -438,8 +438,8 @@ class Runtime : public Module<Runtime, Admin> {
     task->SetStatus(DestroyPool(task->fixed_id_, &name));
   }
 
-  /** How long a destroy waits for its pool's containers to stop moving. */
-  static constexpr u64 kDestroyWaitsForMoveNs = 60ull * 1000000000;
+  /** How long a move waits for its container's running tasks. */
+  static constexpr u64 kMoveDrainNs = 10ull * 1000000000;
 
   /** Destroys pool `id` on this node (if it is called *expect_name, when
    * given), waiting for moves of its containers to end and for its tasks. */
@@ -447,9 +447,11 @@ class Runtime : public Module<Runtime, Admin> {
     if (id == kAdminPoolId) {
       return Status::InvalidArgument("the admin pool is permanent");
     }
-    // A container of the pool moving away is waited for (a move ends within
-    // its drain timeout and its subtasks' request timeout).
-    const u64 deadline = hshm::NowNs() + kDestroyWaitsForMoveNs;
+    // A container of the pool moving away is waited for: a move ends within
+    // its drain timeout and the request timeouts of its two subtasks.
+    const u64 deadline =
+        hshm::NowNs() + kMoveDrainNs +
+        2 * u64{CHI_CONFIG_MANAGER->config().request_timeout_ms_} * 1000000;
     auto pool = CHI_POOL_MANAGER->BeginDestroy(id, expect_name);
     while (!pool.ok() && pool.status().code() == StatusCode::kUnavailable &&
            hshm::NowNs() < deadline) {
@@ -560,7 +562,7 @@ class Runtime : public Module<Runtime, Admin> {
     const NodeId self = CHI_IPC->node_id();
     auto ct = CHI_POOL_MANAGER->BeginMove(id, c);
     if (!ct.ok()) return ct.status();
-    if (!PoolManager::WaitMoveDrained(*ct, 10000)) {
+    if (!PoolManager::WaitMoveDrained(*ct, kMoveDrainNs / 1000000)) {
       PoolManager::AbortMove(*ct);
       return Status::Timeout("container " + std::to_string(c) + " of pool '" +
                              name +
@@ -593,6 +595,10 @@ class Runtime : public Module<Runtime, Admin> {
       st = MigrateSubtask<SetPlacementTask>(task, DomainQuery::GetGlobalBcast(),
                                             nullptr);
       if (!st.ok()) {
+        // At least this node follows (its part may not have run, e.g. no
+        // room for the broadcast): the container must not stay kMoving,
+        // holding its tasks and every destroy of the pool. Idempotent.
+        (void)CHI_POOL_MANAGER->SetPlacement(id, c, to);
         st = Status(st.code(),
                     "container moved to node " + std::to_string(to) +
                         ", but not every node was told: " + st.message());
