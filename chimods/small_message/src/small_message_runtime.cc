@@ -82,20 +82,13 @@ class Runtime : public Module<Runtime, SmallMessage> {
    * default depth). */
   static constexpr u32 kStencilWave = 1024;
 
-  /** Containers of this pool on this node (at least 1). */
+  /** Containers of this pool on this node (at least 1). Its worker, while
+   * it runs a task of the pool. */
   u32 LocalContainers() const {
-    auto spec = CHI_POOL_MANAGER->GetSpec(pool_id_);
-    if (!spec.ok()) return 1;
-    const NodeId self = CHI_IPC->node_id();
-    u32 n = 0;
-    for (u32 c = 0; c < spec->num_containers; ++c) {
-      const NodeId node = !spec->placement.empty() ? spec->placement[c]
-                          : spec->nodes.empty()
-                              ? self
-                              : spec->nodes[c % spec->nodes.size()];
-      n += node == self;
-    }
-    return n ? n : 1;
+    PoolCache cache;
+    const PoolInfo *pool = CHI_POOL_MANAGER->FindFast(pool_id_, &cache);
+    return pool && !pool->local_.empty() ? static_cast<u32>(pool->local_.size())
+                                         : 1;
   }
 
   /** The bulk-synchronous loop: per step, submits width_ Compute subtasks

@@ -158,6 +158,18 @@ class Runtime : public Module<Runtime, Admin> {
     return true;
   }
 
+  /** Submits subtask `sub` of `parent` from this fiber and waits for it,
+   * vouching for it if its method is runtime-only (RuntimeOnlyVouch); the
+   * vouch ends before the caller's DelTask, as the block may be another
+   * task's next. */
+  template <typename SubT>
+  static void SubmitAndWait(Task *parent, FullPtr<SubT> &sub) {
+    std::optional<RuntimeOnlyVouch> vouch;
+    if constexpr (internal::RuntimeOnly<SubT>::value) vouch.emplace(sub.shm_);
+    Submit(sub);
+    parent->Wait(sub.ptr_);
+  }
+
   /** Sends a copy of pool request `task` as a SubT (GetOrCreatePoolTask or
    * CreatePoolHereTask) to `dom` from this fiber, waits for it and returns
    * its status (results copied back). */
@@ -172,13 +184,7 @@ class Runtime : public Module<Runtime, Admin> {
     sub->params_ = task->params_;  // alive while this task waits
     sub->params_size_ = task->params_size_;
     sub->fixed_id_ = fixed_id;
-    {
-      // Gone before DelTask: the block may be another task's next.
-      std::optional<RuntimeOnlyVouch> vouch;
-      if constexpr (internal::RuntimeOnly<SubT>::value) vouch.emplace(sub.shm_);
-      Submit(sub);
-      task->Wait(sub.ptr_);
-    }
+    SubmitAndWait(task, sub);
     Status st = sub->GetStatus();
     task->new_pool_id_ = sub->new_pool_id_;
     task->existed_ = sub->existed_;
@@ -495,13 +501,7 @@ class Runtime : public Module<Runtime, Admin> {
       sub->state_ = buf.shm_;
       sub->state_size_ = state->size();
     }
-    {
-      // Gone before DelTask: the block may be another task's next.
-      std::optional<RuntimeOnlyVouch> vouch;
-      if constexpr (internal::RuntimeOnly<SubT>::value) vouch.emplace(sub.shm_);
-      Submit(sub);
-      task->Wait(sub.ptr_);
-    }
+    SubmitAndWait(task, sub);
     Status st = sub->GetStatus();
     if constexpr (std::is_same_v<SubT, MigrateContainerTask>) {
       task->from_node_ = sub->from_node_;
