@@ -2101,9 +2101,12 @@ void Worker::Complete(RunContext *r, const Status &status) {
       MergePart(r);  // frees r
       return;
   }
+  // The method entry (`e`, of the pool's prototype) is read last in
+  // FreeRunContext: before the container leaves flight, since a destroy of
+  // the pool waiting for that may free the prototype at once.
+  FreeRunContext(r);
   // Last touch of the container: out of flight, and counted as completed.
   ReleaseDone(c);
-  FreeRunContext(r);
 }
 
 namespace {

@@ -320,7 +320,8 @@ TEST(ContainerQueueTest, DestroyPoolInALoopAcrossTwoWorkersLosesNothing) {
           chi::DomainQuery::GetLocalHash(static_cast<chi::u32>(i)),
           i % 3 ? chi::kLowLatency : chi::kHighLatency, i % 17 ? 0 : 50)));
       if (i == 60 + round) {
-        ASSERT_TRUE(admin.DestroyPool(*pool).ok());
+        hshm::Status d = admin.DestroyPool(*pool);
+        ASSERT_TRUE(d.ok()) << "round " << round << ": " << d << rt.Log();
       }
     }
     for (auto &t : tasks) {
