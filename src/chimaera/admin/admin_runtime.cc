@@ -304,32 +304,8 @@ class Runtime : public Module<Runtime, Admin> {
     std::string text;
     Status st = Status::Unavailable("no other node");
     for (NodeId from : order) {
-      auto sub = NewAdminTask<PoolSpecsTask>(
-          task->task_node_.Child(), DomainQuery::GetGlobalId(from - 1));
-      if (sub.IsNull()) return;
-      Submit(sub);
-      task->Wait(sub.ptr_);
-      // The subtask lies in `main`, which clients can write: one read of
-      // each field, and the text only where it lies inside a data segment.
-      const hipc::Pointer text_ptr = sub->text_;
-      const u64 text_size = sub->text_size_;
-      st = sub->GetStatus();
-      const char *src = CHI_IPC->DataBuffer(text_ptr, text_size);
-      if (st.ok() && !text_ptr.IsNull()) {
-        if (src) {
-          text.assign(src, text_size);
-        } else {
-          st = Status::Internal("the pool list lies outside its segment");
-        }
-      }
-      // Freed only where the handler put it: a block of runtime_data that
-      // this process owns (a client could have named any block here).
-      if (!text_ptr.IsNull() &&
-          text_ptr.alloc_id_ == CHI_IPC->rdata_alloc()->GetId() &&
-          CHI_IPC->rdata_alloc()->BlockOwner(text_ptr) == getpid()) {
-        (void)CHI_IPC->FreeBuffer(text_ptr);
-      }
-      CHI_IPC->DelTask(sub);
+      text.clear();
+      st = FetchPoolSpecs(task, from, &text);
       if (st.ok()) break;
     }
     if (!st.ok()) {
@@ -361,6 +337,52 @@ class Runtime : public Module<Runtime, Admin> {
     }
     fprintf(stderr, "chimaera: node %u joined the cluster (%u pools)\n", self,
             made);
+  }
+
+  /** Appends every pool spec node `from` knows to `*text`, a page
+   * (PoolSpecsTask) at a time, waiting in `parent`'s fiber. */
+  Status FetchPoolSpecs(Task *parent, NodeId from, std::string *text) {
+    u64 key = 0;
+    // A page holds one pool at least, and keys only grow: the pages end.
+    for (;;) {
+      auto sub = NewAdminTask<PoolSpecsTask>(
+          parent->task_node_.Child(), DomainQuery::GetGlobalId(from - 1));
+      if (sub.IsNull()) return Status::OutOfMemory("main segment is full");
+      sub->from_ = key;
+      Submit(sub);
+      parent->Wait(sub.ptr_);
+      // The subtask lies in `main`, which clients can write: one read of
+      // each field, and the text only where it lies inside a data segment.
+      const hipc::Pointer text_ptr = sub->text_;
+      const u64 text_size = sub->text_size_;
+      const u64 next = sub->next_;
+      const u32 more = sub->more_;
+      Status st = sub->GetStatus();
+      const char *src = CHI_IPC->DataBuffer(text_ptr, text_size);
+      if (st.ok() && !text_ptr.IsNull()) {
+        if (src) {
+          text->append(src, text_size);
+        } else {
+          st = Status::Internal("the pool list lies outside its segment");
+        }
+      }
+      // Freed only where a reply is put: a data block this process owns
+      // (the reply of another node lands in client_data, a local handler's
+      // in runtime_data; a client could have named any block here).
+      if (!text_ptr.IsNull() &&
+          (text_ptr.alloc_id_ == CHI_IPC->rdata_alloc()->GetId() ||
+           text_ptr.alloc_id_ == CHI_IPC->cdata_alloc()->GetId()) &&
+          CHI_IPC->BufferOwner(text_ptr) == getpid()) {
+        (void)CHI_IPC->FreeBuffer(text_ptr);
+      }
+      CHI_IPC->DelTask(sub);
+      if (!st.ok() || !more) return st;
+      if (next <= key) {
+        return Status::Internal("node " + std::to_string(from) +
+                                " sent pool spec pages out of order");
+      }
+      key = next;
+    }
   }
 
   /** One line of kPoolSpecs: id, name, module, containers, hex params,
@@ -731,13 +753,31 @@ class Runtime : public Module<Runtime, Admin> {
     task->pool_id_out_ = *id;
   }
 
-  /** Every pool's full spec (SpecLine each), into an rdata buffer. */
+  /** One page of every pool's full spec (SpecLine each, in id key order,
+   * from key from_), into an rdata buffer: pages keep each reply (and the
+   * buffers on both nodes) small however many pools the cluster holds. */
   void Run(PoolSpecsTask *task, RunContext &rctx) {
-    std::ostringstream os;
-    for (auto &[id, spec] : CHI_POOL_MANAGER->ListSpecs()) {
-      os << SpecLine(id, spec);
+    const u64 from = task->from_;
+    auto specs = CHI_POOL_MANAGER->ListSpecs();
+    std::sort(specs.begin(), specs.end(), [](const auto &a, const auto &b) {
+      return PoolSpecsTask::Key(a.first) < PoolSpecsTask::Key(b.first);
+    });
+    std::string text;
+    u32 more = 0;
+    u64 next = 0;
+    for (auto &[id, spec] : specs) {
+      const u64 key = PoolSpecsTask::Key(id);
+      if (key < from) continue;
+      if (text.size() >= PoolSpecsTask::kPageBytes) {
+        more = 1;
+        next = key;
+        break;
+      }
+      text += SpecLine(id, spec);
     }
-    ReplyText(os.str(), task);
+    task->more_ = more;
+    task->next_ = next;
+    ReplyText(text, task);
   }
 
   /** Lists this node's pools into an rdata buffer. */

@@ -217,6 +217,46 @@ TEST(MultiNodeTest, DeadNodeIsAnErrorAndRejoins) {
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
+// A restarted node learns the cluster's pools a page at a time: 20 pools
+// with 1 MiB of parameters each (40 MiB of spec text) are more than one
+// reply could hold in a node's 32 MiB runtime_data; before pages, the
+// rejoining node got OutOfMemory and came back with no pools at all.
+TEST(MultiNodeTest, ARejoiningNodeLearnsMorePoolsThanOneReplyHolds) {
+  chi_test::LocalCluster cluster(2, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::admin::Client admin;
+  constexpr int kPools = 20;
+  const std::string params(1 << 20, 'p');
+  std::vector<chi::PoolId> pools;
+  for (int i = 0; i < kPools; ++i) {
+    auto pool = admin.GetOrCreatePool("big" + std::to_string(i),
+                                      "queue_test_mod", 2, params);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pools.push_back(*pool);
+  }
+  cluster.node(2).Kill(SIGKILL);
+  ASSERT_TRUE(cluster.Restart(2).ok()) << cluster.Logs();
+  // Container 1 of each pool lives on node 2 again, built from its spec.
+  for (const chi::PoolId &pool : pools) {
+    bool served = false;
+    for (int i = 0; i < 100 && !served; ++i) {
+      auto t = RunWhere(pool, DomainQuery::GetGlobalId(1));
+      served = t->GetStatus().ok();
+      if (served) {
+        EXPECT_EQ(t->node_, 2u);
+      }
+      CHI_IPC->DelTask(t);
+      if (!served) usleep(50000);
+    }
+    ASSERT_TRUE(served) << pool.ToString() << "\n" << cluster.Logs();
+  }
+  EXPECT_NE(cluster.Logs().find("node 2 joined the cluster (20 pools)"),
+            std::string::npos)
+      << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 /** A Where task (not sent) on container `c` of `pool`, spinning `spin_us`. */
 chi::FullPtr<WhereTask> NewWhere(const chi::PoolId &pool, chi::u32 c,
                                  chi::u32 spin_us) {
