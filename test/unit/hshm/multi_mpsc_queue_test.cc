@@ -311,8 +311,13 @@ TEST(MultiMpscQueueTest, PushAfterItsTicketWasRecycledClaimsAnother) {
   EXPECT_TRUE(push_ok.load());
   ASSERT_EQ(got.size(), 1u) << "the item never arrived";
   EXPECT_EQ(got[0], Item(1, 7));
-  EXPECT_EQ(view.recycled(), 1u);
-  EXPECT_EQ(StallOnceHeader::claims.load(), 2);  // ticket 0, then ticket 1
+  // Ticket 0, then ticket 1. The stall clock keeps running after a
+  // recycle, so if the producer is descheduled between claiming ticket 1
+  // and publishing it (a loaded machine), ticket 1 goes too and it pushes
+  // once more: each recycle costs exactly one more claim.
+  EXPECT_GE(view.recycled(), 1u);
+  EXPECT_EQ(StallOnceHeader::claims.load(),
+            static_cast<int>(view.recycled()) + 1);
   EXPECT_GE(hshm::NowNs() - t0, StallQueue::Lane::kStallTimeoutNs / 2);
   // Nothing else came (no copy at ticket 0), and the lane goes on in order
   // at full capacity.
