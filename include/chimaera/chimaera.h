@@ -37,9 +37,12 @@ class Chimaera {
   /** Asks ServerWait to return. Any thread (not a signal handler: it takes
    * a lock; chimaera_start_runtime calls it from a sigwait thread). */
   void RequestStop();
-  /** Stops workers (draining in-flight tasks), destroys pools and frees the
-   * segments. Call after ServerWait. */
-  void ServerStop();
+  /** Stops workers (draining in-flight tasks for workers.stop_drain_ms),
+   * destroys pools and frees the segments. Call after ServerWait. Timeout
+   * if a worker stayed inside a method past the drain: then nothing is
+   * freed (that worker may still use it), and the process should _exit
+   * (chimaera_start_runtime does; the next start removes the segments). */
+  Status ServerStop();
   /** Detaches a client from the runtime. */
   void ClientFinalize();
   /** True in the runtime process once ServerInit succeeded. */

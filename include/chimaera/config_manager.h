@@ -26,6 +26,9 @@ class ServerConfig : public hshm::BaseConfig {
    * waiting; a task that needs one more fails with ResourceExhausted (admin
    * pool tasks have a reserve of 256 more). */
   u32 max_fibers_ = 16384;
+  /** How long a stopping runtime lets running tasks finish (ms); a worker
+   * still inside a method 2 s after that is reported and left behind. */
+  u32 stop_drain_ms_ = 10000;
   // queue:
   u64 queue_depth_ = 1024;  ///< Slots per process-queue lane.
   // shm:

@@ -99,8 +99,14 @@ class WorkOrchestrator {
    */
   bool WaitQuiescent(u64 timeout_ms);
   /** Stops every thread: workers finish queued tasks until `drain_ms`
-   * passes, then abort the rest. Joins all threads. */
-  void Stop(u64 drain_ms);
+   * passes, then abort the rest. Joins every thread that ends within
+   * kExitGraceMs after that. A worker still inside a method then (one that
+   * never returns) is left running, unjoined: the result is Timeout naming
+   * it, and the caller must not free what workers use (pools, segments,
+   * the workers themselves). Main thread, once. */
+  Status Stop(u64 drain_ms);
+  /** How long past the drain Stop waits for each worker to leave its loop. */
+  static constexpr u64 kExitGraceMs = 2000;
   /** All workers (low-latency first). */
   const std::vector<std::unique_ptr<Worker>> &workers() const {
     return workers_;

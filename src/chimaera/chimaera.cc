@@ -73,7 +73,7 @@ Status Chimaera::ServerInit() {
   if (!s.ok()) {
     CHI_REAPER->Stop();
     CHI_REMOTE->Stop();
-    CHI_WORK_ORCHESTRATOR->Stop(0);
+    (void)CHI_WORK_ORCHESTRATOR->Stop(0);
     CHI_IPC->Finalize();
     return s;
   }
@@ -124,20 +124,23 @@ void Chimaera::RequestStop() {
   cv_.notify_all();
 }
 
-void Chimaera::ServerStop() {
+Status Chimaera::ServerStop() {
 #if CHIMAERA_RUNTIME
-  if (!is_runtime_) return;
+  if (!is_runtime_) return Status::Ok();
   CHI_IPC->BeginShutdown();
   // The network first: tasks waiting on other nodes complete (Unavailable)
   // while the workers still run.
   CHI_REMOTE->Stop();
-  CHI_WORK_ORCHESTRATOR->Stop(10000);
+  Status stopped =
+      CHI_WORK_ORCHESTRATOR->Stop(CHI_CONFIG_MANAGER->config().stop_drain_ms_);
   CHI_REAPER->Stop();
-  CHI_TRACE->WriteOutputAtExit();  // while pools still name the methods
+  if (!stopped.ok()) return stopped;  // a worker still runs: free nothing
+  CHI_TRACE->WriteOutputAtExit();     // while pools still name the methods
   CHI_POOL_MANAGER->DestroyAll();
   CHI_IPC->Finalize();
   is_runtime_ = false;
 #endif
+  return Status::Ok();
 }
 
 }  // namespace chi

@@ -35,7 +35,7 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(
         CheckKeys(w,
                   {"low_latency", "high_latency", "reinforcement", "cpus",
-                   "idle_spin_us", "max_fibers"},
+                   "idle_spin_us", "max_fibers", "stop_drain_ms"},
                   "workers"));
     HSHM_RETURN_IF_ERROR(ReadScalar(w, "low_latency", &num_low_latency_));
     HSHM_RETURN_IF_ERROR(ReadScalar(w, "high_latency", &num_high_latency_));
@@ -43,6 +43,7 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(ReadVector(w, "cpus", &worker_cpus_));
     HSHM_RETURN_IF_ERROR(ReadScalar(w, "idle_spin_us", &idle_spin_us_));
     HSHM_RETURN_IF_ERROR(ReadScalar(w, "max_fibers", &max_fibers_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(w, "stop_drain_ms", &stop_drain_ms_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("workers.low_latency", num_low_latency_, 1, 256));
     HSHM_RETURN_IF_ERROR(
@@ -56,6 +57,8 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     // mappings per process by default (vm.max_map_count).
     HSHM_RETURN_IF_ERROR(
         CheckRange("workers.max_fibers", max_fibers_, 16, 20000));
+    HSHM_RETURN_IF_ERROR(
+        CheckRange("workers.stop_drain_ms", stop_drain_ms_, 0, 3600000));
     for (int cpu : worker_cpus_) {
       if (cpu < 0) return Status::InvalidArgument("key 'workers.cpus': < 0");
     }

@@ -1,10 +1,12 @@
 // chimaera_start_runtime: runs a Chimaera runtime in the foreground until
-// chimaera_stop_runtime (a StopRuntime task), SIGINT or SIGTERM.
+// chimaera_stop_runtime (a StopRuntime task), SIGINT or SIGTERM. A second
+// SIGINT or SIGTERM while it stops ends it at once.
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -47,18 +49,42 @@ int main(int argc, char **argv) {
     fprintf(stderr, "chimaera_start_runtime: %s\n", s.ToString().c_str());
     return 1;
   }
-  std::thread sig_thread([set] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    if (sig != SIGUSR2) CHIMAERA->RequestStop();
+  // The first signal asks for a clean stop; another one while the runtime
+  // still stops (e.g. a task that does not finish) ends it at once: the
+  // segments stay behind, and the next start on this node removes them.
+  std::atomic<bool> stopped{false};
+  std::thread sig_thread([set, &stopped] {
+    int signals = 0;
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (stopped.load()) return;  // main releases this thread
+      if (++signals == 1) {
+        CHIMAERA->RequestStop();
+        continue;
+      }
+      fprintf(stderr,
+              "chimaera_start_runtime: signal %d again while stopping: "
+              "exiting now, without cleaning up\n",
+              sig);
+      _exit(2);
+    }
   });
   printf("Chimaera runtime: node %u listening on %s (pid %d); ready\n",
          CHI_IPC->node_id(), CHI_IPC->server_address().c_str(), getpid());
   fflush(stdout);
   CHIMAERA->ServerWait();
-  CHIMAERA->ServerStop();
+  s = CHIMAERA->ServerStop();
+  if (!s.ok()) {
+    // A worker still runs a method: freeing anything could crash it, and
+    // exit() would run destructors under it.
+    fprintf(stderr, "chimaera_start_runtime: %s; exiting without cleaning up\n",
+            s.ToString().c_str());
+    fflush(stdout);
+    _exit(3);
+  }
   // Release the signal thread.
-  sigaddset(&set, SIGUSR2);
+  stopped.store(true);
   pthread_kill(sig_thread.native_handle(), SIGTERM);
   sig_thread.join();
   printf("Chimaera runtime: stopped\n");

@@ -2,6 +2,8 @@
 // reinforcement thread sees the worker stuck in one loop iteration and
 // hands its other lanes to an idle worker, and every task still completes
 // exactly once.
+#include <signal.h>
+
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -139,6 +141,82 @@ TEST_F(UnwedgeTest, NewContainerLanesDoNotGoToAStuckWorker) {
   ASSERT_TRUE(ended);
   ASSERT_TRUE(wedge.status().ok()) << wedge.status();
   printf("the Compute ended %.0f ms later\n", rest * 1000);
+}
+
+/** Waits (at most `timeout_s`) until `rt` has exited; the seconds it took,
+ * or -1 if it still runs. */
+double WaitExit(chi_test::RuntimeProcess &rt, double timeout_s) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    if (!rt.Running()) return s;
+    if (s > timeout_s) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+/** Starts `rt`, attaches, and sends the longest Compute there is (2^32
+ * iterations, about 5 s here), which never yields: its worker does not
+ * return to its loop meanwhile. */
+chi::Future<ComputeTask> StartEndlessCompute(chi_test::RuntimeProcess &rt,
+                                             chi::small_message::Client *sm) {
+  hshm::Status s = rt.Start();
+  EXPECT_TRUE(s.ok()) << s << rt.Log();
+  EXPECT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  EXPECT_TRUE(sm->Create("endless", 1).ok());
+  auto f = sm->Async<ComputeTask>(DomainQuery::GetLocalId(0), chi::u64{1} << 32,
+                                  chi::u64{7});
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(f.done());
+  return f;
+}
+
+// A method that does not return cannot make the runtime's stop hang: past
+// workers.stop_drain_ms (plus 2 s for workers to leave their loops) the
+// runtime says which worker is stuck and exits (status 3) without freeing
+// what that worker may still use; the waiting client learns it is gone.
+TEST(StopTest, AMethodThatNeverReturnsCannotHangTheStop) {
+  chi_test::RuntimeProcess rt("workers:\n  stop_drain_ms: 300\n");
+  chi::small_message::Client sm;
+  auto endless = StartEndlessCompute(rt, &sm);
+  // (A StopRuntime task would wait behind the Compute: the one low-latency
+  // worker runs both.)
+  ASSERT_GT(rt.pid(), 0);
+  kill(rt.pid(), SIGTERM);
+  double took = WaitExit(rt, 20);
+  printf("the runtime exited %.2f s after SIGTERM\n", took);
+  EXPECT_GE(took, 0) << "the stop hung\n" << rt.Log();
+  EXPECT_LT(took, 8) << rt.Log();
+  EXPECT_EQ(rt.exit_note(), "exited with status 3") << rt.Log();
+  EXPECT_NE(rt.Log().find("worker 0 is still inside a method"),
+            std::string::npos)
+      << rt.Log();
+  ASSERT_TRUE(endless.WaitFor(15000000)) << "the client kept waiting";
+  EXPECT_EQ(endless.status().code(), hshm::StatusCode::kUnavailable)
+      << endless.status();
+  endless.Reset();
+  CHIMAERA->ClientFinalize();
+}
+
+// A second SIGTERM while the runtime stops ends it at once (status 2).
+TEST(StopTest, ASecondSignalEndsAStopThatWaits) {
+  chi_test::RuntimeProcess rt;  // the default 10 s drain
+  chi::small_message::Client sm;
+  auto endless = StartEndlessCompute(rt, &sm);
+  ASSERT_GT(rt.pid(), 0);
+  kill(rt.pid(), SIGTERM);
+  ASSERT_LT(WaitExit(rt, 0.5), 0) << "the stop did not wait\n" << rt.Log();
+  ASSERT_GT(rt.pid(), 0);  // never kill(-1)
+  kill(rt.pid(), SIGTERM);
+  double took = WaitExit(rt, 5);
+  EXPECT_GE(took, 0) << "the second signal did nothing\n" << rt.Log();
+  EXPECT_EQ(rt.exit_note(), "exited with status 2") << rt.Log();
+  ASSERT_TRUE(endless.WaitFor(15000000)) << "the client kept waiting";
+  EXPECT_FALSE(endless.status().ok());
+  endless.Reset();
+  CHIMAERA->ClientFinalize();
 }
 
 }  // namespace

@@ -169,7 +169,7 @@ bool WorkOrchestrator::WaitQuiescent(u64 timeout_ms) {
   return true;
 }
 
-void WorkOrchestrator::Stop(u64 drain_ms) {
+Status WorkOrchestrator::Stop(u64 drain_ms) {
   u64 deadline = hshm::NowNs() + drain_ms * 1000000;
   {
     std::lock_guard<std::mutex> lock(stop_mu_);
@@ -194,8 +194,33 @@ void WorkOrchestrator::Stop(u64 drain_ms) {
     HSHM_THREAD_MODEL->SleepForUs(200);
   }
   for (auto &w : workers_) w->Exit();
-  for (auto &t : threads_) (void)HSHM_THREAD_MODEL->Join(t);
+  // A worker inside a method that never returns never sees Exit: wait for
+  // each one a bounded time, and leave a stuck one unjoined.
+  const u64 exit_deadline =
+      std::max(deadline, hshm::NowNs()) + kExitGraceMs * 1000000;
+  std::string stuck;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    while (!workers_[i]->exited() && hshm::NowNs() < exit_deadline) {
+      HSHM_THREAD_MODEL->SleepForUs(1000);
+    }
+    if (!workers_[i]->exited()) {
+      stuck += (stuck.empty() ? "" : ", ") + std::to_string(i);
+    } else {
+      (void)HSHM_THREAD_MODEL->Join(threads_[i]);
+    }
+  }
+  // The reinforcement threads wait on stop_cv_: they always end.
+  for (size_t i = workers_.size(); i < threads_.size(); ++i) {
+    (void)HSHM_THREAD_MODEL->Join(threads_[i]);
+  }
+  if (!stuck.empty()) {
+    return Status::Timeout("worker " + stuck + " is still inside a method " +
+                           std::to_string(drain_ms + kExitGraceMs) +
+                           " ms after the stop began (a method that never "
+                           "returns): it cannot be stopped");
+  }
   threads_.clear();
+  return Status::Ok();
 }
 
 double WorkOrchestrator::WorkerRate(u32 worker) const {
