@@ -13,7 +13,7 @@ case "$kind" in
   # looks like a race. Task hand-offs are annotated (hermes_shm/util/tsan.h);
   # the ChiMod suites, which recycle data buffers across processes and
   # threads, run under ASan only.
-  thread) filter="MultiMpscQueue|AllocatorTest|ThreadLocalAllocator|Heap|ThreadModel|CrossProcess|RuntimeTest\\.|ContainerQueue|ModuleLoader|StackOverflow|Lightbeam|MultiNode|HostileTest|RuntimeLiveness|TaskGraph|Trace|LaneBalance|CostModel|BalanceTest|MigrateTest|UnwedgeTest|PinTest|ModuleApiTest|HandshakeTest" ;;
+  thread) filter="MultiMpscQueue|AllocatorTest|ThreadLocalAllocator|Heap|ThreadModel|CrossProcess|RuntimeTest\\.|ContainerQueue|ModuleLoader|StackOverflow|Lightbeam|MultiNode|HostileTest|RuntimeLiveness|TaskGraph|Trace|LaneBalance|CostModel|BalanceTest|MigrateTest|UnwedgeTest|StopTest|PinTest|ModuleApiTest|HandshakeTest" ;;
   *) echo "usage: $0 address|thread" >&2; exit 2 ;;
 esac
 export BUILD_DIR=build-$kind BUILD_TYPE=RelWithDebInfo
