@@ -39,7 +39,8 @@ class Chimaera {
   void RequestStop();
   /** Stops workers (draining in-flight tasks for workers.stop_drain_ms),
    * destroys pools and frees the segments. Call after ServerWait. Timeout
-   * if a worker stayed inside a method past the drain: then nothing is
+   * if a worker stayed inside a method past the drain plus
+   * WorkOrchestrator::kExitGraceMs: then nothing is
    * freed (that worker may still use it), and the process should _exit
    * (chimaera_start_runtime does; the next start removes the segments). */
   Status ServerStop();

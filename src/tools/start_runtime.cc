@@ -1,8 +1,9 @@
 // chimaera_start_runtime: runs a Chimaera runtime in the foreground until
-// chimaera_stop_runtime (a StopRuntime task), SIGINT or SIGTERM. A second
-// SIGINT or SIGTERM while it stops ends it at once.
+// chimaera_stop_runtime (a StopRuntime task), SIGINT or SIGTERM. A SIGINT
+// or SIGTERM while it stops ends it at once.
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,18 @@
 #include <thread>
 
 #include "chimaera/chimaera.h"
+
+namespace {
+/** Ends the process at once with `code`, running nothing more (no atexit
+ * handlers, no destructors, no sanitizer exit checks: threads a stuck
+ * stop left running are meant to be left). */
+[[noreturn]] void ExitNow(int code) {
+  fflush(stdout);
+  fflush(stderr);
+  syscall(SYS_exit_group, code);
+  __builtin_unreachable();
+}
+}  // namespace
 
 int main(int argc, char **argv) {
   CLI::App app{
@@ -49,42 +62,44 @@ int main(int argc, char **argv) {
     fprintf(stderr, "chimaera_start_runtime: %s\n", s.ToString().c_str());
     return 1;
   }
-  // The first signal asks for a clean stop; another one while the runtime
-  // still stops (e.g. a task that does not finish) ends it at once: the
-  // segments stay behind, and the next start on this node removes them.
-  std::atomic<bool> stopped{false};
-  std::thread sig_thread([set, &stopped] {
-    int signals = 0;
+  // A signal while the runtime runs asks for a clean stop; one while it
+  // stops (after a signal or chimaera_stop_runtime; e.g. a task that does
+  // not finish) ends it at once: the segments stay behind, and the next
+  // start on this node removes them.
+  enum Phase : int { kRunning, kStopping, kStopped };
+  std::atomic<int> phase{kRunning};
+  std::thread sig_thread([set, &phase] {
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) continue;
-      if (stopped.load()) return;  // main releases this thread
-      if (++signals == 1) {
+      int p = kRunning;
+      if (phase.compare_exchange_strong(p, kStopping)) {
         CHIMAERA->RequestStop();
         continue;
       }
+      if (p == kStopped) return;  // main releases this thread
       fprintf(stderr,
-              "chimaera_start_runtime: signal %d again while stopping: "
-              "exiting now, without cleaning up\n",
+              "chimaera_start_runtime: signal %d while stopping: exiting "
+              "now, without cleaning up\n",
               sig);
-      _exit(2);
+      ExitNow(2);
     }
   });
   printf("Chimaera runtime: node %u listening on %s (pid %d); ready\n",
          CHI_IPC->node_id(), CHI_IPC->server_address().c_str(), getpid());
   fflush(stdout);
   CHIMAERA->ServerWait();
+  phase.store(kStopping);
   s = CHIMAERA->ServerStop();
   if (!s.ok()) {
     // A worker still runs a method: freeing anything could crash it, and
     // exit() would run destructors under it.
     fprintf(stderr, "chimaera_start_runtime: %s; exiting without cleaning up\n",
             s.ToString().c_str());
-    fflush(stdout);
-    _exit(3);
+    ExitNow(3);
   }
   // Release the signal thread.
-  stopped.store(true);
+  phase.store(kStopped);
   pthread_kill(sig_thread.native_handle(), SIGTERM);
   sig_thread.join();
   printf("Chimaera runtime: stopped\n");

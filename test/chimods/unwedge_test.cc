@@ -158,7 +158,7 @@ double WaitExit(chi_test::RuntimeProcess &rt, double timeout_s) {
 }
 
 /** Starts `rt`, attaches, and sends the longest Compute there is (2^32
- * iterations, about 5 s here), which never yields: its worker does not
+ * iterations, about 12 s here), which never yields: its worker does not
  * return to its loop meanwhile. */
 chi::Future<ComputeTask> StartEndlessCompute(chi_test::RuntimeProcess &rt,
                                              chi::small_message::Client *sm) {

@@ -199,7 +199,10 @@ Status WorkOrchestrator::Stop(u64 drain_ms) {
   const u64 exit_deadline =
       std::max(deadline, hshm::NowNs()) + kExitGraceMs * 1000000;
   std::string stuck;
-  for (size_t i = 0; i < workers_.size(); ++i) {
+  // threads_ holds the workers' threads first, then the reinforcement
+  // ones; fewer if Init failed part way (a worker never started).
+  const size_t started = std::min(workers_.size(), threads_.size());
+  for (size_t i = 0; i < started; ++i) {
     while (!workers_[i]->exited() && hshm::NowNs() < exit_deadline) {
       HSHM_THREAD_MODEL->SleepForUs(1000);
     }
