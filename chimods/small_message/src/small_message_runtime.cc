@@ -95,10 +95,10 @@ class Runtime : public Module<Runtime, SmallMessage> {
    * (point i on local container i % this node's containers), at most
    * kStencilWave in flight, waits for all of them (the fiber yields
    * meanwhile), adds their results to checksum_ and frees them. Stops at the
-   * first step with a failed subtask and takes its status, or after the step
-   * during which its submitter gave up on it (Aborted). Errors: InvalidArgument
-   * (width_ or steps_ too large), OutOfMemory (no room for a subtask in
-   * `main`), Aborted, or a subtask's. Workers call it. */
+   * first failed subtask and takes its status, or once its submitter gave
+   * up on it (Aborted); the subtasks not waited for then are abandoned. Errors:
+   * InvalidArgument (width_ or steps_ too large), OutOfMemory (no room for a
+   * subtask in `main`), Aborted, or a subtask's. Workers call it. */
   void Run(StencilRunTask *task, RunContext &rctx) {
     task->checksum_ = 0;
     const u32 width = task->width_;
@@ -128,9 +128,14 @@ class Runtime : public Module<Runtime, SmallMessage> {
     u64 checksum = 0;
     for (u32 step = 0; step < task->steps_; ++step) {
       Status err = Status::Ok();
+      bool gave_up = false;
       // In waves of at most kStencilWave subtasks in flight, so that a wide
       // step does not fill `main` and the lanes that other clients share.
-      for (u32 first = 0; first < width; first += kStencilWave) {
+      // A failed point or a submitter that gave up ends the run at once:
+      // the points not waited for yet are abandoned (those not started are
+      // dropped unrun), and no later wave starts.
+      for (u32 first = 0; first < width && err.ok() && !gave_up;
+           first += kStencilWave) {
         const u32 n = std::min(kStencilWave, width - first);
         for (u32 k = 0; k < n; ++k) {
           const u32 i = first + k;
@@ -141,20 +146,25 @@ class Runtime : public Module<Runtime, SmallMessage> {
                                             StencilSeed(step, width, i));
         }
         for (u32 k = 0; k < n; ++k) {
-          Status s = subs[k].Wait();  // OutOfMemory if never allocated
-          if (s.ok()) {
-            checksum += subs[k]->result_;
-          } else if (err.ok()) {
-            err = s;
+          if (err.ok() && !gave_up) {
+            gave_up = rctx.SubmitterGaveUp();
+            if (!gave_up) {
+              Status s = subs[k].Wait();  // OutOfMemory if never allocated
+              if (s.ok()) {
+                checksum += subs[k]->result_;
+              } else {
+                err = s;
+              }
+            }
           }
-          subs[k].Reset();
+          subs[k].Reset();  // abandons it if still running
         }
       }
       if (!err.ok()) {
         task->SetStatus(err);
         return;
       }
-      if (rctx.SubmitterGaveUp()) {
+      if (gave_up || rctx.SubmitterGaveUp()) {
         task->SetStatus(Status::Aborted("StencilRun: the submitter gave up"));
         return;
       }
