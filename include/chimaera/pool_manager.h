@@ -274,8 +274,13 @@ class PoolManager {
   /** Tasks in flight on this node's containers, all pools together (the
    * load this node reports to the others). Any thread; takes the lock. */
   u64 LocalInflight();
-  /** Every pool's id and spec. */
-  std::vector<std::pair<PoolId, PoolSpec>> ListSpecs();
+  /** A page of pool specs, in id order (PoolId::ToU64) from id `from`:
+   * pools are added until their parameters reach `max_param_bytes` (one at
+   * least, if any is left). `*more` says whether pools remain, `*next` is
+   * the first one's id. Copies only the page's specs. Any thread. */
+  std::vector<std::pair<PoolId, PoolSpec>> ListSpecs(u64 from,
+                                                     u64 max_param_bytes,
+                                                     bool *more, u64 *next);
   /** Destroys every pool (shutdown). */
   void DestroyAll();
 

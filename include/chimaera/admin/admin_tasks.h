@@ -169,20 +169,17 @@ struct ListPoolsTask : public TextTask {};
 /** The loaded modules, one name a line. */
 struct ListModulesTask : public TextTask {};
 /** Internal: one page of every pool's full spec (SpecLine each), for a node
- * that rejoins: the pools whose id key (PoolSpecsTask::Key) is at least
- * from_, in key order, about kPageBytes of text at most (always one pool at
- * least). more_ says whether pools remain; the next page starts at next_. */
+ * that rejoins: the pools whose id (PoolId::ToU64) is at least from_, in id
+ * order, until their parameters reach kPageParamBytes (one pool at least,
+ * if any is left). more_ says whether pools remain; the next page starts
+ * at next_. */
 struct PoolSpecsTask : public TextTask {
   IN u64 from_ = 0;
   OUT u64 next_ = 0;
   OUT u32 more_ = 0;
-  /** Text a page stops growing at (a pool's line may run past it: 2 MiB of
-   * hex for the largest parameters). */
-  static constexpr u64 kPageBytes = 1 << 20;
-  /** A pool id as one ordered number. */
-  static u64 Key(const PoolId &id) {
-    return (static_cast<u64>(id.node_id_) << 32) | id.unique_;
-  }
+  /** Parameter bytes a page stops growing at (its text holds them twice,
+   * as hex; one pool's may reach 1 MiB). */
+  static constexpr u64 kPageParamBytes = 512 << 10;
   CHI_FIELDS(In(format_), OutBuf(text_, text_size_), In(from_), Out(next_),
              Out(more_))
 };

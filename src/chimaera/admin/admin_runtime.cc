@@ -301,49 +301,53 @@ class Runtime : public Module<Runtime, Admin> {
     for (NodeId i = 1; i <= n; ++i) {
       if (i != self && i != kCoordinatorNode) order.push_back(i);
     }
-    std::string text;
+    // Each page's pools are built as it arrives: a pool destroyed
+    // meanwhile is rebuilt here only if its page came before the destroy.
+    u32 made = 0;
+    auto build = [self, &made](const std::string &text) {
+      std::istringstream in(text);
+      std::string line;
+      while (std::getline(in, line)) {
+        PoolId id;
+        PoolSpec spec;
+        if (!ParseSpecLine(line, &id, &spec)) {
+          fprintf(stderr, "chimaera: bad pool spec from another node\n");
+          continue;
+        }
+        if (id == kAdminPoolId) continue;
+        bool existed = false;
+        auto r = CHI_POOL_MANAGER->GetOrCreatePool(spec, &existed, &id);
+        if (!r.ok()) {
+          fprintf(stderr, "chimaera: node %u could not rebuild pool '%s': %s\n",
+                  self, spec.name.c_str(), r.status().ToString().c_str());
+        } else if (!existed) {
+          ++made;
+        }
+      }
+    };
     Status st = Status::Unavailable("no other node");
     for (NodeId from : order) {
-      text.clear();
-      st = FetchPoolSpecs(task, from, &text);
+      st = FetchPoolSpecs(task, from, build);
       if (st.ok()) break;
     }
     if (!st.ok()) {
       fprintf(stderr,
               "chimaera: node %u found no other node to learn the cluster's "
-              "pools from: %s\n",
-              self, st.ToString().c_str());
+              "pools from: %s (%u pools built)\n",
+              self, st.ToString().c_str(), made);
       return;
-    }
-    std::istringstream in(text);
-    std::string line;
-    u32 made = 0;
-    while (std::getline(in, line)) {
-      PoolId id;
-      PoolSpec spec;
-      if (!ParseSpecLine(line, &id, &spec)) {
-        fprintf(stderr, "chimaera: bad pool spec from the coordinator\n");
-        continue;
-      }
-      if (id == kAdminPoolId) continue;
-      bool existed = false;
-      auto r = CHI_POOL_MANAGER->GetOrCreatePool(spec, &existed, &id);
-      if (!r.ok()) {
-        fprintf(stderr, "chimaera: node %u could not rebuild pool '%s': %s\n",
-                self, spec.name.c_str(), r.status().ToString().c_str());
-      } else if (!existed) {
-        ++made;
-      }
     }
     fprintf(stderr, "chimaera: node %u joined the cluster (%u pools)\n", self,
             made);
   }
 
-  /** Appends every pool spec node `from` knows to `*text`, a page
-   * (PoolSpecsTask) at a time, waiting in `parent`'s fiber. */
-  Status FetchPoolSpecs(Task *parent, NodeId from, std::string *text) {
+  /** Passes every pool spec node `from` knows to `on_page` (SpecLine text),
+   * a page (PoolSpecsTask) at a time, waiting in `parent`'s fiber. */
+  template <typename OnPage>
+  Status FetchPoolSpecs(Task *parent, NodeId from, OnPage &&on_page) {
     u64 key = 0;
-    // A page holds one pool at least, and keys only grow: the pages end.
+    // A page that says more holds one pool at least, and keys only grow:
+    // the pages end.
     for (;;) {
       auto sub = NewAdminTask<PoolSpecsTask>(
           parent->task_node_.Child(), DomainQuery::GetGlobalId(from - 1));
@@ -359,9 +363,10 @@ class Runtime : public Module<Runtime, Admin> {
       const u32 more = sub->more_;
       Status st = sub->GetStatus();
       const char *src = CHI_IPC->DataBuffer(text_ptr, text_size);
+      std::string text;
       if (st.ok() && !text_ptr.IsNull()) {
         if (src) {
-          text->append(src, text_size);
+          text.assign(src, text_size);
         } else {
           st = Status::Internal("the pool list lies outside its segment");
         }
@@ -376,7 +381,9 @@ class Runtime : public Module<Runtime, Admin> {
         (void)CHI_IPC->FreeBuffer(text_ptr);
       }
       CHI_IPC->DelTask(sub);
-      if (!st.ok() || !more) return st;
+      if (!st.ok()) return st;
+      on_page(text);
+      if (!more) return st;
       if (next <= key) {
         return Status::Internal("node " + std::to_string(from) +
                                 " sent pool spec pages out of order");
@@ -753,29 +760,18 @@ class Runtime : public Module<Runtime, Admin> {
     task->pool_id_out_ = *id;
   }
 
-  /** One page of every pool's full spec (SpecLine each, in id key order,
-   * from key from_), into an rdata buffer: pages keep each reply (and the
-   * buffers on both nodes) small however many pools the cluster holds. */
+  /** One page of every pool's full spec (SpecLine each, in id order, from
+   * id from_), into an rdata buffer: pages keep each reply (and the buffers
+   * on both nodes) small however many pools the cluster holds. */
   void Run(PoolSpecsTask *task, RunContext &rctx) {
-    const u64 from = task->from_;
-    auto specs = CHI_POOL_MANAGER->ListSpecs();
-    std::sort(specs.begin(), specs.end(), [](const auto &a, const auto &b) {
-      return PoolSpecsTask::Key(a.first) < PoolSpecsTask::Key(b.first);
-    });
-    std::string text;
-    u32 more = 0;
+    bool more = false;
     u64 next = 0;
-    for (auto &[id, spec] : specs) {
-      const u64 key = PoolSpecsTask::Key(id);
-      if (key < from) continue;
-      if (text.size() >= PoolSpecsTask::kPageBytes) {
-        more = 1;
-        next = key;
-        break;
-      }
+    std::string text;
+    for (auto &[id, spec] : CHI_POOL_MANAGER->ListSpecs(
+             task->from_, PoolSpecsTask::kPageParamBytes, &more, &next)) {
       text += SpecLine(id, spec);
     }
-    task->more_ = more;
+    task->more_ = more ? 1 : 0;
     task->next_ = next;
     ReplyText(text, task);
   }

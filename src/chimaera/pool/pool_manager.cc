@@ -692,13 +692,29 @@ u64 PoolManager::LocalInflight() {
   return n;
 }
 
-std::vector<std::pair<PoolId, PoolSpec>> PoolManager::ListSpecs() {
+std::vector<std::pair<PoolId, PoolSpec>> PoolManager::ListSpecs(
+    u64 from, u64 max_param_bytes, bool *more, u64 *next) {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  std::vector<std::pair<PoolId, PoolSpec>> out;
+  std::vector<std::pair<u64, const PoolInfo *>> keys;
   for (auto &kv : by_id_) {
-    const PoolInfo &p = *kv.second;
-    out.emplace_back(p.id_, PoolSpec{p.name_, p.module_, p.num_containers_,
-                                     p.params_, p.nodes_, p.placement_});
+    const u64 key = kv.second->id_.ToU64();
+    if (key >= from) keys.emplace_back(key, kv.second.get());
+  }
+  std::sort(keys.begin(), keys.end(),
+            [](const auto &a, const auto &b) { return a.first < b.first; });
+  std::vector<std::pair<PoolId, PoolSpec>> out;
+  u64 bytes = 0;
+  *more = false;
+  *next = 0;
+  for (const auto &[key, p] : keys) {
+    if (!out.empty() && bytes >= max_param_bytes) {
+      *more = true;
+      *next = key;
+      break;
+    }
+    bytes += p->params_.size();
+    out.emplace_back(p->id_, PoolSpec{p->name_, p->module_, p->num_containers_,
+                                      p->params_, p->nodes_, p->placement_});
   }
   return out;
 }
