@@ -195,6 +195,13 @@ class Container {
    * SaveState wrote, after Create(params) and before any task. The default
    * refuses (Unimplemented). Treat `in` as untrusted bytes. */
   virtual Status LoadState(const std::string &in);
+  /** Create, SaveState and LoadState as the runtime calls them: an
+   * exception they throw becomes an Internal status, so that the runtime
+   * can undo what it started (a name reserved, a move begun). Fibers'
+   * forced unwinding passes through. */
+  Status GuardedCreate(const std::string &params);
+  Status GuardedSaveState(std::string *out);
+  Status GuardedLoadState(const std::string &in);
   /** Scheduling hook. With kGlobalSchedule, called for a GetDynamic() task:
    * set task->dom_query_ to a concrete query. The default, for a pool on
    * several nodes, picks a container on the least loaded node from the

@@ -600,7 +600,7 @@ class Runtime : public Module<Runtime, Admin> {
                              std::to_string(self));
     }
     std::string state;
-    Status st = (*ct)->SaveState(&state);
+    Status st = (*ct)->GuardedSaveState(&state);
     // The subtasks name this container (the task may be an Offload).
     const u32 c0 = task->container_, to0 = task->to_node_;
     const u32 pin0 = task->pin_worker_;

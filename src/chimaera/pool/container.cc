@@ -9,6 +9,20 @@
 namespace chi {
 
 namespace {
+/** Runs module hook `what` (fn), turning an exception into Internal. */
+template <typename Fn>
+Status Guarded(const char *what, Fn &&fn) {
+  try {
+    return fn();
+  } catch (const boost::context::detail::forced_unwind &) {
+    throw;
+  } catch (const std::exception &e) {
+    return Status::Internal(std::string(what) + " threw: " + e.what());
+  } catch (...) {
+    return Status::Internal(std::string(what) + " threw a non-std exception");
+  }
+}
+
 /** The priority of the process-queue lanes worker `worker` drains. */
 TaskPrio ProcessLanePrio(u32 worker) {
   auto &workers = CHI_WORK_ORCHESTRATOR->workers();
@@ -18,6 +32,18 @@ TaskPrio ProcessLanePrio(u32 worker) {
              : kLowLatency;
 }
 }  // namespace
+
+Status Container::GuardedCreate(const std::string &params) {
+  return Guarded("Create", [&] { return Create(params); });
+}
+
+Status Container::GuardedSaveState(std::string *out) {
+  return Guarded("SaveState", [&] { return SaveState(out); });
+}
+
+Status Container::GuardedLoadState(const std::string &in) {
+  return Guarded("LoadState", [&] { return LoadState(in); });
+}
 
 void Container::Monitor(MonitorMode mode, Task *task, RunContext &rctx) {
   if (mode == MonitorMode::kGlobalSchedule) {

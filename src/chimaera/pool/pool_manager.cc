@@ -168,7 +168,7 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
     c->num_containers_ = spec.num_containers;
     pool->containers_[i] = c;
     pool->local_.push_back(i);
-    s = c->Create(spec.params);
+    s = c->GuardedCreate(spec.params);
     if (s.ok()) s = c->PinAsDeclared();
   }
   std::unique_lock<std::shared_mutex> lock(mu_);
@@ -610,8 +610,8 @@ Status PoolManager::InstallContainer(const PoolId &id, ContainerId c,
   ct->module_name_ = module;
   ct->container_id_ = c;
   ct->num_containers_ = num;
-  Status s = ct->Create(params);
-  if (s.ok()) s = ct->LoadState(state);
+  Status s = ct->GuardedCreate(params);
+  if (s.ok()) s = ct->GuardedLoadState(state);
   if (s.ok()) s = ct->PinAsDeclared(pin_worker);
   if (s.ok()) {
     s = Republish(id, [&](PoolInfo &p) {

@@ -192,6 +192,33 @@ TEST(ContainerQueueTest, CreateMaySubmitTasksAndCreatePools) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// A module whose Create() throws fails the creation with Internal, and the
+// name is free again at once. Before, the exception skipped the release of
+// the name: every later creation of it waited 30 s and timed out.
+TEST(ContainerQueueTest, ACreateThatThrowsLeavesTheNameFree) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto thrown = admin.GetOrCreatePool("thrower", "queue_test_mod", 2, "throw");
+  EXPECT_EQ(thrown.status().code(), hshm::StatusCode::kInternal)
+      << thrown.status();
+  EXPECT_NE(thrown.status().message().find("queue_test_mod throws"),
+            std::string::npos)
+      << thrown.status();
+  const chi::u64 t0 = hshm::NowNs();
+  auto made = admin.GetOrCreatePool("thrower", "queue_test_mod", 2);
+  EXPECT_TRUE(made.ok()) << made.status();
+  EXPECT_LT(hshm::NowNs() - t0, 5000000000ull);
+  auto t = SubmitWhere(*made, chi::kLowLatency);
+  ASSERT_FALSE(t.IsNull());
+  EXPECT_TRUE(t->WaitFor(10000000));
+  EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+  CHI_IPC->DelTask(t);
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+}
+
 // A pool that one node cannot build is left on none: the coordinator undoes
 // the creation (by name) on every node, and the name can be used again.
 TEST(ContainerQueueTest, APoolOneNodeCannotBuildIsLeftOnNone) {

@@ -1,6 +1,8 @@
 // Runtime side of the queue test module.
 #include "queue_test_mod.h"
 
+#include <stdexcept>
+
 #include "chimaera/admin/admin_client.h"
 #include "chimaera/client_util.h"
 #include "chimaera/module_manager.h"
@@ -83,9 +85,10 @@ class Runtime : public chi::Container {
 
   /** Makes the two queues (none with params "inline": then every task runs
    * on the worker that admitted it); fails on node 2 with params
-   * "fail_on_node_2". */
+   * "fail_on_node_2"; throws with params "throw". */
   chi::Status Create(const std::string &params) override {
     if (params == "inline") return chi::Status::Ok();
+    if (params == "throw") throw std::runtime_error("queue_test_mod throws");
     if (params == "fail_on_node_2" && CHI_IPC->node_id() == 2) {
       return chi::Status::Internal("queue_test_mod refuses node 2");
     }
