@@ -236,7 +236,22 @@ class Runtime : public Module<Runtime, Admin> {
       std::lock_guard<std::mutex> lock(creating_mu_);
       creating_.erase(spec.name);
     };
-    while (!reserve()) Worker::YieldCurrentFiber();
+    // Another request creates this name: wait (parked, not spinning) for
+    // it to end. Its broadcast and undo are bounded by the request timeout
+    // each; past both, give up rather than wait on a Create() that hangs.
+    const u64 reserve_deadline =
+        hshm::NowNs() +
+        (2ull * CHI_CONFIG_MANAGER->config().request_timeout_ms_ + 10000) *
+            1000000;
+    while (!reserve()) {
+      if (hshm::NowNs() > reserve_deadline) {
+        task->SetStatus(Status::Timeout("pool '" + spec.name +
+                                        "' is still being created by an "
+                                        "earlier request"));
+        return;
+      }
+      SleepUs(200);
+    }
     found = CHI_POOL_MANAGER->Lookup(spec.name);
     if (found.ok()) {
       release();

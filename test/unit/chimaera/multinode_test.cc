@@ -6,6 +6,7 @@
 
 #include <random>
 #include <set>
+#include <thread>
 #include <zmq.hpp>
 
 #include "chimaera/chimaera.h"
@@ -214,6 +215,48 @@ TEST(MultiNodeTest, DeadNodeIsAnErrorAndRejoins) {
   auto again =
       chi::admin::Client().GetOrCreatePool("after", "queue_test_mod", 3);
   EXPECT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
+// Creations of one name racing each other (each waits, parked, while the
+// first builds the pool on every node) give one pool: every caller gets its
+// id, and exactly one of them made it.
+TEST(MultiNodeTest, RacingCreationsOfOneNameGiveOnePool) {
+  chi_test::LocalCluster cluster(2, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  constexpr int kCallers = 6;
+  std::vector<hshm::Status> status(kCallers);
+  std::vector<chi::PoolId> ids(kCallers);
+  std::vector<int> existed(kCallers, -1);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kCallers; ++i) {
+    callers.emplace_back([&, i] {
+      bool e = false;
+      auto r = chi::admin::Client().GetOrCreatePool("raced", "queue_test_mod",
+                                                    2, "nested", &e);
+      status[i] = r.status();
+      if (r.ok()) {
+        ids[i] = *r;
+        existed[i] = e ? 1 : 0;
+      }
+    });
+  }
+  for (auto &t : callers) t.join();
+  int made = 0;
+  for (int i = 0; i < kCallers; ++i) {
+    ASSERT_TRUE(status[i].ok()) << status[i] << "\n" << cluster.Logs();
+    EXPECT_EQ(ids[i], ids[0]);
+    made += existed[i] == 0 ? 1 : 0;
+  }
+  EXPECT_EQ(made, 1);
+  // Both nodes serve it.
+  for (chi::u32 c = 0; c < 2; ++c) {
+    auto t = RunWhere(ids[0], DomainQuery::GetGlobalId(c));
+    EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->node_, c + 1);
+    CHI_IPC->DelTask(t);
+  }
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
