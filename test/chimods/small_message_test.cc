@@ -1,6 +1,7 @@
 // End-to-end tests of the small_message module against a real runtime.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 #include <utility>
@@ -143,6 +144,28 @@ TEST_F(SmallMessageTest, ComputeAndStencilRunMatchTheClientSideKernel) {
   EXPECT_TRUE(client.Noop().ok());
 }
 
+/** Abandons running task `t` and waits (at most `limit_s`) until the
+ * runtime freed its block, i.e. until the task ended; the seconds that
+ * took (limit_s or more if it did not). */
+double AbandonAndTimeTheEnd(chi::FullPtr<chi::small_message::StencilRunTask> t,
+                            double limit_s) {
+  const hipc::Pointer p = t.shm_;
+  auto *main = CHI_IPC->main_alloc();
+  CHI_IPC->AbandonTask(t);  // t is the runtime's to free from here on
+  auto ours = [&] {
+    return main->LiveBlockSize(p) != 0 && main->BlockOwner(p) == getpid();
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+        .count();
+  };
+  while (ours() && seconds() < limit_s) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return ours() ? std::max(limit_s, seconds()) : seconds();
+}
+
 // A StencilRun whose submitter gives up ends after its current step: its
 // block (freed by the runtime then) does not stay live for the 2^20 steps
 // it asked for (tens of seconds).
@@ -153,17 +176,8 @@ TEST_F(SmallMessageTest, AnAbandonedStencilRunStops) {
   ASSERT_FALSE(t.IsNull());
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_FALSE(t->IsComplete());
-  const hipc::Pointer p = t.shm_;
-  auto *main = CHI_IPC->main_alloc();
-  CHI_IPC->AbandonTask(t);  // t is the runtime's to free from here on
-  auto ours = [&] {
-    return main->LiveBlockSize(p) != 0 && main->BlockOwner(p) == getpid();
-  };
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (ours() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_FALSE(ours()) << "the abandoned StencilRun is still running";
+  EXPECT_LT(AbandonAndTimeTheEnd(t, 5), 5)
+      << "the abandoned StencilRun is still running";
   EXPECT_TRUE(client.Noop().ok());
 }
 
@@ -177,20 +191,7 @@ TEST_F(SmallMessageTest, AnAbandonedWideStencilRunStopsWithinItsStep) {
   ASSERT_FALSE(t.IsNull());
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   ASSERT_FALSE(t->IsComplete());
-  const hipc::Pointer p = t.shm_;
-  auto *main = CHI_IPC->main_alloc();
-  CHI_IPC->AbandonTask(t);  // t is the runtime's to free from here on
-  auto ours = [&] {
-    return main->LiveBlockSize(p) != 0 && main->BlockOwner(p) == getpid();
-  };
-  auto t0 = std::chrono::steady_clock::now();
-  while (ours() &&
-         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  double took =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-          .count();
+  double took = AbandonAndTimeTheEnd(t, 20);
   printf("the abandoned StencilRun ended %.0f ms later\n", took * 1000);
   EXPECT_LT(took, 2.0) << "the abandoned StencilRun ran its step on";
   EXPECT_TRUE(client.Noop().ok());
