@@ -7,6 +7,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "chimaera/config_manager.h"
@@ -70,6 +71,8 @@ class Runtime : public Module<Runtime, Kvs> {
       return task->SetStatus(Status::InvalidArgument(
           "kvs: key + value buffer is not inside a data segment"));
     }
+    // The key's copy first: a bad_alloc here has nothing to free yet.
+    std::string k(key, task->key_size_);
     Value v{hipc::Pointer::GetNull(), task->value_size_};
     if (v.size > 0) {
       FullPtr<char> buf = CHI_IPC->AllocateBuffer(v.size);
@@ -81,7 +84,6 @@ class Runtime : public Module<Runtime, Kvs> {
       std::memcpy(buf.ptr_, key + task->key_size_, v.size);
       v.data = buf.shm_;
     }
-    std::string k(key, task->key_size_);
     Value old{hipc::Pointer::GetNull(), 0};
     bool full = false;
     u64 used = 0;
@@ -95,8 +97,15 @@ class Runtime : public Module<Runtime, Kvs> {
       } else if (!ReserveIndex(IndexCost(k.size()), &used)) {
         full = true;
       } else {
-        index_bytes_ += IndexCost(k.size());
-        index_.emplace_hint(it, std::move(k), v);
+        const u64 cost = IndexCost(k.size());
+        try {
+          index_.emplace_hint(it, std::move(k), v);
+        } catch (...) {  // bad_alloc: undo the reservation and the value
+          ReleaseIndex(cost);
+          (void)CHI_IPC->FreeBuffer(v.data);
+          throw;  // the worker completes the task with Internal
+        }
+        index_bytes_ += cost;
       }
     }
     if (full) {
@@ -262,7 +271,14 @@ class Runtime : public Module<Runtime, Kvs> {
       }
       at += vlen;
       const u64 cost = IndexCost(key.size());
-      auto [it, inserted] = index_.try_emplace(std::move(key), v);
+      decltype(index_)::iterator it;
+      bool inserted;
+      try {
+        std::tie(it, inserted) = index_.try_emplace(std::move(key), v);
+      } catch (...) {  // bad_alloc: the value is in no index yet
+        (void)CHI_IPC->FreeBuffer(v.data);
+        throw;
+      }
       if (inserted) {
         u64 used;
         if (!ReserveIndex(cost, &used)) {
