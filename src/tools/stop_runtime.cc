@@ -1,10 +1,14 @@
 // chimaera_stop_runtime: asks the local runtime to stop and waits until its
-// process has exited.
+// process has exited. If no worker takes the request (each is inside a long
+// method), it sends the runtime SIGTERM instead, which the runtime's main
+// thread handles: the stop then lasts at most workers.stop_drain_ms plus 2 s.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "chimaera/chimaera.h"
 #include "hermes_shm/util/futex.h"
@@ -15,8 +19,16 @@ int main(int argc, char **argv) {
       "default configuration)."};
   int timeout_s = 30;
   app.add_option("-t,--timeout", timeout_s,
-                 "Seconds to wait for the runtime to exit");
+                 "Seconds to wait for the runtime to exit")
+      ->check(CLI::Range(1, 86400));
+  int signal_after_s = 5;
+  app.add_option("--signal-after", signal_after_s,
+                 "Seconds to wait for a worker to take the stop request "
+                 "before sending the runtime SIGTERM (0: never signal)")
+      ->check(CLI::Range(0, 86400));
   CLI11_PARSE(app, argc, argv);
+  const hshm::u64 deadline =
+      hshm::NowNs() + static_cast<hshm::u64>(timeout_s) * 1000000000ull;
 
   hshm::Status s = CHIMAERA_CLIENT_INIT();
   if (!s.ok()) {
@@ -26,13 +38,25 @@ int main(int argc, char **argv) {
   // From the handshake, not from `main` (which any client can rewrite).
   const int pid = CHI_IPC->runtime_pid();
   chi::admin::Client admin;
-  s = admin.StopRuntime();
-  if (!s.ok()) {
+  const int ask_s =
+      signal_after_s > 0 ? std::min(signal_after_s, timeout_s) : timeout_s;
+  s = admin.StopRuntime(static_cast<hshm::u64>(ask_s) * 1000000);
+  if (s.code() == hshm::StatusCode::kTimeout && signal_after_s > 0 && pid > 0 &&
+      CHI_IPC->RuntimeProcessAlive()) {
+    // Every worker is inside a method: the signal needs none of them.
+    fprintf(stderr,
+            "chimaera_stop_runtime: no worker took the stop request in %d s; "
+            "sending SIGTERM to runtime pid %d\n",
+            ask_s, pid);
+    if (kill(pid, SIGTERM) != 0) {
+      fprintf(stderr, "chimaera_stop_runtime: kill(%d, SIGTERM): %s\n", pid,
+              strerror(errno));
+      return 1;
+    }
+  } else if (!s.ok()) {
     fprintf(stderr, "chimaera_stop_runtime: %s\n", s.ToString().c_str());
     return 1;
   }
-  hshm::u64 deadline =
-      hshm::NowNs() + static_cast<hshm::u64>(timeout_s) * 1000000000ull;
   while (CHI_IPC->RuntimeProcessAlive()) {  // that pid, since its start
     if (hshm::NowNs() > deadline) {
       fprintf(

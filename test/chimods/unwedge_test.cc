@@ -226,4 +226,44 @@ TEST(StopTest, ASecondSignalEndsAStopThatWaits) {
   CHIMAERA->ClientFinalize();
 }
 
+// When every worker is inside a long method, none takes the stop request:
+// chimaera_stop_runtime then sends the runtime SIGTERM (after
+// --signal-after), which needs no worker, and the stop ends within the
+// drain bound instead of when a method happens to return.
+TEST(StopTest, AStopRequestNoWorkerTakesFallsBackToASignal) {
+  chi_test::RuntimeProcess rt("workers:\n  stop_drain_ms: 300\n");
+  chi::small_message::Client sm;
+  auto low = StartEndlessCompute(rt, &sm);  // the low-latency worker
+  auto t = sm.NewTask<ComputeTask>(DomainQuery::GetLocalId(0),
+                                   chi::u64{1} << 32, chi::u64{8});
+  ASSERT_FALSE(t.IsNull());
+  t->prio_ = chi::kHighLatency;  // the high-latency worker
+  chi::Future<ComputeTask> high(chi::Submit(t));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_FALSE(high.done());
+  std::string out;
+  int rc = -1;
+  const double took = Seconds([&] {
+    rc = chi_test::RunProgram({chi_test::BinDir() + "/chimaera_stop_runtime",
+                               "--signal-after", "1", "--timeout", "20"},
+                              rt.config_path(), &out);
+  });
+  printf("chimaera_stop_runtime took %.2f s\n", took);
+  EXPECT_EQ(rc, 0) << out << rt.Log();
+  EXPECT_NE(out.find("no worker took the stop request in 1 s; sending "
+                     "SIGTERM to runtime pid"),
+            std::string::npos)
+      << out;
+  EXPECT_LT(took, 8) << out << rt.Log();
+  EXPECT_GE(WaitExit(rt, 5), 0) << rt.Log();
+  EXPECT_EQ(rt.exit_note(), "exited with status 3") << rt.Log();
+  for (auto *f : {&low, &high}) {
+    ASSERT_TRUE(f->WaitFor(15000000)) << "the client kept waiting";
+    EXPECT_EQ(f->status().code(), hshm::StatusCode::kUnavailable)
+        << f->status();
+    f->Reset();
+  }
+  CHIMAERA->ClientFinalize();
+}
+
 }  // namespace

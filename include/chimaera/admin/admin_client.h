@@ -64,8 +64,9 @@ class Client {
   /** Asks the runtime to stop; returns once it accepted. The request goes
    * on a low-latency and on a high-latency lane, so that one worker inside
    * a long method cannot hold it up: the first to run stops the runtime,
-   * and the other is abandoned. */
-  Status StopRuntime() {
+   * and the other is abandoned. Timeout if neither ran within
+   * `timeout_us` (0: the client's task timeout): every worker is busy. */
+  Status StopRuntime(u64 timeout_us = 0) {
     FullPtr<StopRuntimeTask> req[2];
     for (u32 i = 0; i < 2; ++i) {
       req[i] =
@@ -77,7 +78,8 @@ class Client {
     if (req[0].IsNull()) return Status::OutOfMemory("main segment is full");
     if (req[1].IsNull()) return WaitAndFree(req[0], [](StopRuntimeTask *) {});
     // Whichever completes first, until the client's task deadline.
-    const u64 deadline = hshm::NowNs() + CHI_IPC->TaskTimeoutUs() * 1000;
+    if (timeout_us == 0) timeout_us = CHI_IPC->TaskTimeoutUs();
+    const u64 deadline = hshm::NowNs() + timeout_us * 1000;
     int done = -1;
     while (done < 0 && hshm::NowNs() < deadline) {
       for (int i = 0; i < 2 && done < 0; ++i) {
