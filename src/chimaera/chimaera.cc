@@ -134,8 +134,11 @@ Status Chimaera::ServerStop() {
   Status stopped =
       CHI_WORK_ORCHESTRATOR->Stop(CHI_CONFIG_MANAGER->config().stop_drain_ms_);
   CHI_REAPER->Stop();
+  // While pools still name the methods; also beside a worker still inside a
+  // method (a dump is safe while workers record), whose stuck task the
+  // trace may help explain.
+  CHI_TRACE->WriteOutputAtExit();
   if (!stopped.ok()) return stopped;  // a worker still runs: free nothing
-  CHI_TRACE->WriteOutputAtExit();     // while pools still name the methods
   CHI_POOL_MANAGER->DestroyAll();
   CHI_IPC->Finalize();
   is_runtime_ = false;

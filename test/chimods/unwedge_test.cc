@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -203,6 +205,36 @@ TEST(StopTest, AMethodThatNeverReturnsCannotHangTheStop) {
   ASSERT_TRUE(endless.WaitFor(15000000)) << "the client kept waiting";
   EXPECT_EQ(endless.status().code(), hshm::StatusCode::kUnavailable)
       << endless.status();
+  endless.Reset();
+  CHIMAERA->ClientFinalize();
+}
+
+// The trace (trace.output) is written also when a stuck worker makes the
+// runtime exit without cleaning up: it shows what ran up to the stop.
+TEST(StopTest, AStopThatLeavesAWorkerStuckStillWritesTheTrace) {
+  const std::string path =
+      "/tmp/chimaera_stuck_trace_" + std::to_string(getpid()) + ".json";
+  std::remove(path.c_str());
+  chi_test::RuntimeProcess rt(
+      "workers:\n  stop_drain_ms: 300\ntrace:\n  enabled: true\n"
+      "  output: \"" +
+      path + "\"\n");
+  chi::small_message::Client sm;
+  auto endless = StartEndlessCompute(rt, &sm);
+  EXPECT_TRUE(chi::admin::Client().StopRuntime().ok());
+  EXPECT_GE(WaitExit(rt, 20), 0) << rt.Log();
+  EXPECT_EQ(rt.exit_note(), "exited with status 3") << rt.Log();
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  // The pool's creation ran (and was recorded) before the Compute.
+  EXPECT_NE(text.str().find("\"traceEvents\""), std::string::npos)
+      << "no trace at " << path << "\n"
+      << rt.Log();
+  EXPECT_NE(text.str().find("GetOrCreatePool"), std::string::npos)
+      << text.str().substr(0, 2000);
+  std::remove(path.c_str());
+  ASSERT_TRUE(endless.WaitFor(15000000)) << "the client kept waiting";
   endless.Reset();
   CHIMAERA->ClientFinalize();
 }
