@@ -1401,6 +1401,10 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
     Status dep_st;
     switch (CheckPredecessors(r, &dep_st)) {
       case DepState::kWaiting:
+        // It has no container yet, so a destroy of its pool does not wait
+        // for it: the hold keeps r->method_ (an entry of the prototype)
+        // alive until it is freed.
+        r->pool_hold_ = pool->proto_;
         dep_wait_.push_back(r);  // CheckDeps starts it later
         return;
       case DepState::kFailed:

@@ -201,6 +201,33 @@ TEST_F(TaskGraphTest, AbandonedDependentOfAnUnsentTaskIsDropped) {
   CHI_IPC->DelTask(never);
 }
 
+// A task waiting on predecessors keeps its pool's method table alive: its
+// pool destroyed meanwhile (and another pool made and destroyed, reusing
+// the memory), it still fails cleanly when its predecessor is freed. Before,
+// the runtime read the freed method entry (ASan: heap-use-after-free).
+TEST_F(TaskGraphTest, ADependentOutlivesItsDestroyedPool) {
+  chi::admin::Client admin;
+  auto tmp = admin.GetOrCreatePool("graph_tmp", "queue_test_mod", 2);
+  ASSERT_TRUE(tmp.ok()) << tmp.status();
+  auto never = NewWhere(*tmp, 0);  // never sent
+  auto t = NewWhere(*tmp, 0);
+  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
+  chi::Submit(t);
+  EXPECT_FALSE(t->WaitFor(20000));  // it waits in the runtime
+  ASSERT_TRUE(admin.DestroyPool(*tmp).ok());
+  for (int i = 0; i < 3; ++i) {
+    auto other = admin.GetOrCreatePool("graph_other" + std::to_string(i),
+                                       "small_message", 4);
+    ASSERT_TRUE(other.ok()) << other.status();
+    ASSERT_TRUE(admin.DestroyPool(*other).ok());
+  }
+  CHI_IPC->DelTask(never);  // the predecessor is gone: t fails
+  ASSERT_TRUE(t->WaitFor(5000000)) << rt_->Log();
+  EXPECT_FALSE(t->GetStatus().ok());
+  CHI_IPC->DelTask(t);
+  EXPECT_TRUE(admin.Echo(5).ok()) << rt_->Log();
+}
+
 TEST_F(TaskGraphTest, ReadyTaskBehindManyWaitingOnesStarts) {
   // A worker looks at its waiting tasks oldest first and stops after a run
   // of them still waits; the few it then sweeps round robin must still
