@@ -97,7 +97,7 @@ int FakeRunning() {
     return 2;
   }
   auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
-      CHI_IPC->NewTaskNode(), chi::DomainQuery(), 1);
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{1});
   if (t.IsNull()) return 2;
   t->claim_.store(chi::kTaskAccepted);
   auto b = CHI_IPC->AllocateBuffer(4096);
