@@ -258,6 +258,64 @@ TEST(StopTest, ASecondSignalEndsAStopThatWaits) {
   CHIMAERA->ClientFinalize();
 }
 
+// Tasks from another node queued on a container's lane when their pool is
+// destroyed are aborted by the lane's worker, which sends their replies from
+// its own staging. On node 2 a Probe pinned to the lane's worker keeps it
+// busy while the other low-latency worker admits requests from node 1 and
+// queues them on that lane: the lane's worker used to stage their replies
+// in the admitting worker's batch, from its own thread (a data race, which
+// TSan reports). Every task ends.
+TEST(MultiNodeTest, RemoteTasksQueuedOnAContainerLaneEndWhenTheirPoolGoes) {
+  chi_test::LocalCluster cluster(
+      2, "workers:\n  low_latency: 2\n  high_latency: 1\n  reinforcement: 0\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::admin::Client admin;
+  auto doomed = admin.GetOrCreatePool("doomed", "queue_test_mod", 2);
+  ASSERT_TRUE(doomed.ok()) << doomed.status();
+  // Container 1 (node 2): which worker drains its low-latency lane.
+  auto where = [&](chi::u32 spin_us) {
+    return chi::Submit(CHI_IPC->NewTaskDefault<WhereTask>(
+        CHI_IPC->NewTaskNode(), *doomed, DomainQuery::GetGlobalId(1),
+        chi::kLowLatency, spin_us));
+  };
+  auto probe = where(0);
+  ASSERT_TRUE(probe->WaitFor(10000000) && probe->GetStatus().ok());
+  const chi::u32 lane_worker = probe->worker_;
+  CHI_IPC->DelTask(probe);
+  ASSERT_LT(lane_worker, 2u);
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("busy", 2).ok()) << cluster.Logs();
+  ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 1, lane_worker).ok());
+  auto busy = sm.Async<chi::small_message::ProbeTask>(
+      DomainQuery::GetGlobalId(1), 500000u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::vector<chi::FullPtr<WhereTask>> tasks;
+  for (int i = 0; i < 30; ++i) tasks.push_back(where(0));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(admin.DestroyPool(*doomed).ok()) << cluster.Logs();
+  int aborted = 0;
+  for (auto &t : tasks) {
+    ASSERT_TRUE(t->WaitFor(10000000)) << "a task never ended\n"
+                                      << cluster.Logs();
+    const auto code = t->GetStatus().code();
+    // Ran (before the destroy), aborted in the lane, or NotFound when
+    // admitted after the destroy (from the busy worker's inbox).
+    EXPECT_TRUE(code == hshm::StatusCode::kOk ||
+                code == hshm::StatusCode::kAborted ||
+                code == hshm::StatusCode::kNotFound)
+        << t->GetStatus();
+    aborted += code == hshm::StatusCode::kAborted;
+    CHI_IPC->DelTask(t);
+  }
+  printf("%d of 30 aborted in the retired lane\n", aborted);
+  EXPECT_GT(aborted, 0) << "no task was queued on the lane at the destroy";
+  ASSERT_TRUE(busy.WaitFor(10000000));
+  busy.Reset();
+  EXPECT_TRUE(admin.Echo(1).ok());
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 // When every worker is inside a long method, none takes the stop request:
 // chimaera_stop_runtime then sends the runtime SIGTERM (after
 // --signal-after), which needs no worker, and the stop ends within the

@@ -1270,7 +1270,13 @@ bool Worker::PollInbox() {
 
 void Worker::DrainRetired(const WorkerLane &wl) {
   Status aborted = Status::Aborted("the pool was destroyed");
-  while (RunContext *r = wl.tlane->Pop()) Complete(r, aborted);
+  while (RunContext *r = wl.tlane->Pop()) {
+    // Queued here by the worker that admitted it: this thread completes it,
+    // and a reply to another node goes into this worker's staging (Stage
+    // and Flush are each worker's own).
+    r->worker_ = this;
+    Complete(r, aborted);
+  }
   // Last touch of the container: it may be freed once every holder is done.
   wl.container->lanes_held_.fetch_sub(1, std::memory_order_acq_rel);
 }
