@@ -993,9 +993,13 @@ void Worker::Loop() {
     if (stop_.load(std::memory_order_acquire)) {
       // Draining: report whether we are idle, and leave only when the
       // orchestrator saw every worker idle at once (a busy worker may still
-      // send to our lanes) or the deadline passed.
-      idle_.store(!did && blocked_.empty() && dep_wait_.empty() &&
-                      held_.empty() && periodic_.empty() && !AnyLaneBusy(),
+      // send to our lanes) or the deadline passed. Tasks waiting on
+      // predecessors none of which moved do not count: with every worker
+      // idle nothing is left to complete them (Send refuses new tasks), and
+      // AbortRemaining fails them.
+      idle_.store(!did && blocked_.empty() && held_.empty() &&
+                      periodic_.empty() && !AnyLaneBusy() &&
+                      (dep_wait_.empty() || !AnyBlockedReady()),
                   std::memory_order_release);
       if (exit_.load(std::memory_order_acquire)) break;
       if (hshm::NowNs() > deadline_ns_.load()) break;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -226,6 +227,28 @@ TEST_F(TaskGraphTest, ADependentOutlivesItsDestroyedPool) {
   EXPECT_FALSE(t->GetStatus().ok());
   CHI_IPC->DelTask(t);
   EXPECT_TRUE(admin.Echo(5).ok()) << rt_->Log();
+}
+
+// A task whose predecessor will never be sent does not hold a stop up for
+// the whole drain (workers.stop_drain_ms, 10 s here): it fails at once.
+TEST_F(TaskGraphTest, ADependentThatCanNeverRunDoesNotHoldUpTheStop) {
+  auto never = NewWhere(pool_, 0);  // never sent
+  auto t = NewWhere(pool_, 0);
+  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
+  chi::Submit(t);
+  EXPECT_FALSE(t->WaitFor(20000));  // it waits in the runtime
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(rt_->Stop().ok()) << rt_->Log();
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  printf("the stop took %.2f s\n", took);
+  EXPECT_LT(took, 3.0) << "the stop waited out the drain";
+  ASSERT_TRUE(t->WaitFor(1000000));
+  EXPECT_FALSE(t->GetStatus().ok());
+  CHI_IPC->DelTask(t);
+  CHI_IPC->DelTask(never);
+  rt_.reset();  // stopped: TearDown has nothing to stop
 }
 
 TEST_F(TaskGraphTest, ReadyTaskBehindManyWaitingOnesStarts) {
