@@ -46,6 +46,17 @@ static GLOBAL_CROSS_CONST u32 kTaskGroupMagic = 0x43484752u;  // "CHGR"
 /** Most predecessors one task may name. */
 static GLOBAL_CROSS_CONST u32 kMaxTaskDeps = 64;
 
+/** A group as a member's extension names it: its block and incarnation
+ * (TaskGroupShm::gen_). Null when the task is in no group. */
+struct GroupRef {
+  hipc::Pointer ptr;
+  u32 gen = 0;
+  bool IsNull() const { return ptr.IsNull(); }
+  bool operator==(const GroupRef &o) const {
+    return ptr == o.ptr && gen == o.gen;
+  }
+};
+
 /** The shared part of a TaskGroup (a block of `main`). Members are counted
  * where they are added (TaskGroup::added_, private to the client), so adding
  * one writes nothing shared; completions count up done_, and the waiter
@@ -53,6 +64,10 @@ static GLOBAL_CROSS_CONST u32 kMaxTaskDeps = 64;
  * (compared as differences). */
 struct TaskGroupShm {
   u32 magic_ = kTaskGroupMagic;
+  /** This group's incarnation (never 0): members name it beside the block,
+   * so that a late count for a group since freed misses a new group made
+   * in the same block. */
+  u32 gen_ = 0;
   /** Members completed so far; the futex word the waiter sleeps on. */
   std::atomic<u32> done_{0};
   /** The done_ value the waiter waits for (set before it sleeps). */
@@ -79,6 +94,7 @@ struct TaskExt {
   u32 magic_ = kTaskExtMagic;
   u32 num_deps_ = 0;     ///< Predecessors that follow (<= kMaxTaskDeps).
   hipc::Pointer group_;  ///< TaskGroupShm, or null.
+  u32 group_gen_ = 0;    ///< The group's TaskGroupShm::gen_.
   /** The predecessor array right after this header. */
   hipc::Pointer *deps() { return reinterpret_cast<hipc::Pointer *>(this + 1); }
   const hipc::Pointer *deps() const {
@@ -195,12 +211,13 @@ bool SpinPhase(DoneFn &&done) {
   return done();
 }
 
-/** Runtime and client: the group `n` completed tasks belonged to (validated
- * Pointer from their admitted extensions) counts `n` more members done; the
+/** Runtime and client: the group `n` completed tasks belonged to (as their
+ * admitted extensions named it) counts `n` more members done, unless its
+ * block is no longer that group (freed, or another group's since); the
  * call that reaches the waiter's target wakes it. Any thread. */
-void CountDownGroup(const hipc::Pointer &group, u32 n = 1);
+void CountDownGroup(const GroupRef &group, u32 n = 1);
 /** The group of a task of this process (from its extension), or null. */
-hipc::Pointer TaskGroupOf(Task *task);
+GroupRef TaskGroupOf(Task *task);
 /** Frees `task`'s extension block, if any, and clears ext_ (the submitter
  * frees it with the task). */
 void FreeTaskExt(Task *task);

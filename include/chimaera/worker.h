@@ -25,6 +25,7 @@
 #include "chimaera/container.h"
 #include "chimaera/ipc_manager.h"
 #include "chimaera/pool_manager.h"
+#include "chimaera/task_graph.h"
 #include "hermes_shm/util/tsan.h"
 
 namespace chi {
@@ -114,7 +115,7 @@ class RunContext {
   /** The count *waiting_group_ must reach (TaskGroupShm::done_). */
   u32 waiting_target_ = 0;
   /** kShm: the TaskGroup the task belongs to (validated at admission). */
-  hipc::Pointer group_;
+  GroupRef group_;
   /** kShm: predecessors that must complete before it starts. */
   std::vector<hipc::Pointer> deps_;
   u64 wait_deadline_ns_ = UINT64_MAX;  ///< Resume by then even if incomplete.
@@ -405,7 +406,7 @@ class Worker {
    * iteration (FlushGroupCount), together with the members of the same
    * group completed before it: one update of the group's shared line for a
    * run of completions instead of one each. This thread only. */
-  void CountDownLater(const hipc::Pointer &group);
+  void CountDownLater(const GroupRef &group);
   /** Applies the counts CountDownLater deferred. This thread only; called
    * once per loop iteration, before the worker may sleep. */
   void FlushGroupCount();
@@ -563,7 +564,7 @@ class Worker {
   /** Where AnyBlockedReady's next look at dep_wait_ starts. */
   size_t ready_cursor_ = 0;
   /** The group CountDownLater counts for, and how many members it owes. */
-  hipc::Pointer count_group_;
+  GroupRef count_group_;
   u32 count_pending_ = 0;
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;

@@ -157,7 +157,7 @@ void SetTaskStatus(Task *task, const Status &status) {
 
 void CompleteTask(Task *task, const Status &status) {
   // Read before the task is marked complete (its waiter may free it then).
-  hipc::Pointer group = TaskGroupOf(task);
+  GroupRef group = TaskGroupOf(task);
   SetTaskStatus(task, status);
   u32 prev = task->state_.fetch_or(kTaskComplete, std::memory_order_seq_cst);
 #if CHIMAERA_RUNTIME

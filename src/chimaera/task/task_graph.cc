@@ -173,7 +173,10 @@ TaskExt *ResizeExt(Task *task, u32 num_deps) {
   for (u32 i = 0; i < num_deps; ++i) {
     new (&ext->deps()[i]) hipc::Pointer(hipc::Pointer::GetNull());
   }
-  if (old) ext->group_ = old->group_;
+  if (old) {
+    ext->group_ = old->group_;
+    ext->group_gen_ = old->group_gen_;
+  }
   internal::FreeTaskExt(task);
   task->ext_ = mem.shm_;
   return ext;
@@ -214,10 +217,26 @@ Status SetDependencies(Task *task, const std::vector<Task *> &preds) {
   return Status::Ok();
 }
 
+namespace {
+/** A new group incarnation (TaskGroupShm::gen_): never 0, distinct within
+ * this process until 2^32 groups, and across processes by the seed. Any
+ * thread. */
+u32 NextGroupGen() {
+  static std::atomic<u32> next{
+      static_cast<u32>(hshm::NowNs() ^ (static_cast<u64>(getpid()) << 20))};
+  u32 gen;
+  do {
+    gen = next.fetch_add(1, std::memory_order_relaxed);
+  } while (gen == 0);
+  return gen;
+}
+}  // namespace
+
 TaskGroup::TaskGroup() {
   shm_ = CHI_IPC->main_alloc()->NewObj<TaskGroupShm>(HSHM_MCTX);
   status_ = shm_.IsNull() ? Status::OutOfMemory("main segment is full")
                           : Status::Ok();
+  if (!shm_.IsNull()) shm_->gen_ = NextGroupGen();
 }
 
 TaskGroup::~TaskGroup() {
@@ -235,6 +254,7 @@ Status TaskGroup::Add(Task *task) {
     if (!ext) return Status::OutOfMemory("main segment is full");
   }
   ext->group_ = shm_.shm_;
+  ext->group_gen_ = shm_->gen_;
   ++added_;  // private: nothing shared is written per member
   return Status::Ok();
 }
@@ -301,14 +321,15 @@ bool TaskGroup::WaitFor(u64 timeout_us) {
 
 namespace internal {
 
-void CountDownGroup(const hipc::Pointer &group, u32 n) {
+void CountDownGroup(const GroupRef &group, u32 n) {
   if (group.IsNull() || n == 0) return;
-  // The group is client memory: check it is still a live group block.
-  if (CHI_IPC->main_alloc()->LiveBlockSize(group) < sizeof(TaskGroupShm)) {
+  // The group is client memory: check it is still a live group block, and
+  // still the group the members joined (not a new one in the same block).
+  if (CHI_IPC->main_alloc()->LiveBlockSize(group.ptr) < sizeof(TaskGroupShm)) {
     return;
   }
-  auto *g = reinterpret_cast<TaskGroupShm *>(hipc::ToProcessAddress(group));
-  if (!g || g->magic_ != kTaskGroupMagic) return;
+  auto *g = reinterpret_cast<TaskGroupShm *>(hipc::ToProcessAddress(group.ptr));
+  if (!g || g->magic_ != kTaskGroupMagic || g->gen_ != group.gen) return;
   u32 before = g->done_.fetch_add(n, std::memory_order_seq_cst);
   // Only the call that reaches the published target wakes anyone.
   if (!GroupCrossed(before, n, g->target_.load(std::memory_order_seq_cst))) {
@@ -322,9 +343,9 @@ void CountDownGroup(const hipc::Pointer &group, u32 n) {
 #endif
 }
 
-hipc::Pointer TaskGroupOf(Task *task) {
+GroupRef TaskGroupOf(Task *task) {
   TaskExt *ext = OwnExt(task);
-  return ext ? ext->group_ : hipc::Pointer::GetNull();
+  return ext ? GroupRef{ext->group_, ext->group_gen_} : GroupRef();
 }
 
 void FreeTaskExt(Task *task) {

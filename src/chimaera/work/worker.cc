@@ -231,7 +231,7 @@ HSHM_INLINE void WakeNappersFast() {
 /** Copies and checks the extension block `p` a client named (task_graph.h):
  * its group (a live group block, or null) into *group and its predecessors
  * into *deps. An error says what is wrong; *group is set only if valid. */
-Status LoadExt(const hipc::Pointer &p, hipc::Pointer *group,
+Status LoadExt(const hipc::Pointer &p, GroupRef *group,
                std::vector<hipc::Pointer> *deps) {
   auto *ipc = CHI_IPC;
   u64 size = ipc->main_alloc()->LiveBlockSize(p);
@@ -247,13 +247,15 @@ Status LoadExt(const hipc::Pointer &p, hipc::Pointer *group,
   }
   if (!ext.group_.IsNull()) {
     const char *g = hipc::ToProcessAddress(ext.group_);
-    u32 magic = 0;
+    static_assert(offsetof(TaskGroupShm, gen_) == sizeof(u32));
+    u32 id[2] = {0, 0};  // a copy of magic_ and gen_
     if (ipc->main_alloc()->LiveBlockSize(ext.group_) < sizeof(TaskGroupShm) ||
         ipc->IsRuntimeStructure(ext.group_) || !g ||
-        (std::memcpy(&magic, g, sizeof(magic)), magic != kTaskGroupMagic)) {
+        (std::memcpy(id, g, sizeof(id)),
+         id[0] != kTaskGroupMagic || id[1] != ext.group_gen_)) {
       return Status::InvalidArgument("the task's group is not a live group");
     }
-    *group = ext.group_;
+    *group = GroupRef{ext.group_, ext.group_gen_};
   }
   deps->resize(ext.num_deps_);
   if (ext.num_deps_) {
@@ -309,8 +311,7 @@ DepState CheckPredecessors(RunContext *r, Status *st) {
  * is ours to free (FreeShmTask); `fire_and_forget` and `group` come from
  * what admission checked, or from reads made once. */
 void FailUnadmitted(const FullPtr<Task> &task, const Status &status,
-                    bool fire_and_forget,
-                    const hipc::Pointer &group = hipc::Pointer::GetNull()) {
+                    bool fire_and_forget, const GroupRef &group = GroupRef()) {
   if (fire_and_forget) {
     HSHM_LOG_LIMITED("chimaera: fire-and-forget task failed: %s\n",
                      status.ToString().c_str());
@@ -472,7 +473,7 @@ RunContext *Worker::RunningContext() {
 
 void Worker::WakeNappers() { WakeNappersFast(); }
 
-void Worker::CountDownLater(const hipc::Pointer &group) {
+void Worker::CountDownLater(const GroupRef &group) {
   if (group.IsNull()) return;
   if (count_pending_ != 0 && !(group == count_group_)) FlushGroupCount();
   count_group_ = group;
@@ -944,7 +945,7 @@ CHI_WORKER_HOT void Worker::FreeRunContext(RunContext *r) {
   r->bcast_first_ = true;
   r->waiting_on_ = nullptr;
   r->waiting_group_ = nullptr;
-  r->group_ = hipc::Pointer::GetNull();
+  r->group_ = GroupRef();
   r->deps_.clear();
   r->wait_deadline_ns_ = UINT64_MAX;
   r->done_ = false;
@@ -1326,7 +1327,7 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
   }
   // Its group and predecessors (task_graph.h): the group is counted
   // however the task ends from here on.
-  hipc::Pointer group;
+  GroupRef group;
   std::vector<hipc::Pointer> deps;
   Status ext_st;
   if (!hdr.ext_.IsNull()) ext_st = LoadExt(hdr.ext_, &group, &deps);
@@ -2183,7 +2184,7 @@ void Worker::AbortRemaining() {
       }
       u32 st = t->state_.load(std::memory_order_acquire);
       if (st & kTaskComplete) continue;
-      hipc::Pointer group;
+      GroupRef group;
       std::vector<hipc::Pointer> deps;
       if (!hdr.ext_.IsNull()) (void)LoadExt(hdr.ext_, &group, &deps);
       FailUnadmitted(t, aborted, hdr.IsFireAndForget() || (st & kTaskAbandoned),
