@@ -405,8 +405,9 @@ class Worker {
   /** Counts one member of `group` (null: none) done at the end of this loop
    * iteration (FlushGroupCount), together with the members of the same
    * group completed before it: one update of the group's shared line for a
-   * run of completions instead of one each. This thread only. */
-  void CountDownLater(const GroupRef &group);
+   * run of completions instead of one each, or before a task of another
+   * container than `c` (the member's) starts (Start). This thread only. */
+  void CountDownLater(const GroupRef &group, const Container *c);
   /** Applies the counts CountDownLater deferred. This thread only; called
    * once per loop iteration, before the worker may sleep. */
   void FlushGroupCount();
@@ -565,6 +566,9 @@ class Worker {
   size_t ready_cursor_ = 0;
   /** The group CountDownLater counts for, and how many members it owes. */
   GroupRef count_group_;
+  /** The container of the last task counted: Start flushes before a task
+   * of another container runs. */
+  const Container *count_container_ = nullptr;
   u32 count_pending_ = 0;
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "chimaera/task_graph.h"
 #include "chimod_test_fixture.h"
 #include "queue_test_mod.h"
 #include "small_message/small_message_client.h"
@@ -173,6 +174,41 @@ chi::Future<ComputeTask> StartEndlessCompute(chi_test::RuntimeProcess &rt,
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_FALSE(f.done());
   return f;
+}
+
+using GroupCountTest = chi_test::ChiModTest;  // one low-latency worker
+
+// A group's last member counts before its worker starts a long method of
+// another pool: the worker's deferred group counts (one update for a run of
+// members) are applied before a task of another container starts. Before,
+// the waiter waited for that method too.
+TEST_F(GroupCountTest, AMembersCountIsNotHeldUpByAnotherPoolsLongTask) {
+  using chi::small_message::ProbeTask;
+  chi::small_message::Client busy, quick;
+  ASSERT_TRUE(busy.Create("busy", 1).ok());
+  ASSERT_TRUE(quick.Create("quick", 1).ok());
+  auto first = busy.Async<ProbeTask>(DomainQuery::GetLocalId(0), 50000u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Behind the first Probe, in one lane: the member, then a long Probe.
+  chi::TaskGroup group;
+  auto member = quick.NewTask<NoopTask>(DomainQuery::GetLocalId(0));
+  ASSERT_FALSE(member.IsNull());
+  ASSERT_TRUE(group.Add(member.ptr_).ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  chi::Submit(member);
+  auto last = busy.Async<ProbeTask>(DomainQuery::GetLocalId(0), 800000u);
+  ASSERT_TRUE(group.WaitFor(5000000));
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  const bool long_one_done = last.done();
+  printf("the group's wait took %.0f ms\n", waited * 1000);
+  EXPECT_FALSE(long_one_done) << "the long Probe had ended: nothing tested";
+  EXPECT_LT(waited, 0.5) << "the count waited for the long Probe";
+  EXPECT_TRUE(member->GetStatus().ok());
+  CHI_IPC->DelTask(member);
+  ASSERT_TRUE(first.Wait().ok());
+  ASSERT_TRUE(last.Wait().ok());
 }
 
 // A method that does not return cannot make the runtime's stop hang: past

@@ -473,10 +473,11 @@ RunContext *Worker::RunningContext() {
 
 void Worker::WakeNappers() { WakeNappersFast(); }
 
-void Worker::CountDownLater(const GroupRef &group) {
+void Worker::CountDownLater(const GroupRef &group, const Container *c) {
   if (group.IsNull()) return;
   if (count_pending_ != 0 && !(group == count_group_)) FlushGroupCount();
   count_group_ = group;
+  count_container_ = c;
   ++count_pending_;
 }
 
@@ -1881,6 +1882,13 @@ CHI_WORKER_HOT void Worker::Start(RunContext *r) {
   // Task code of another container may run long: the batch hold ends first,
   // so that it never outlasts a task of its own container.
   if (hold_c_ && r->container_ != hold_c_) FlushHold();
+  // So do the group counts owed for another container's tasks: a long
+  // method of another pool (another client's) does not hold up a group's
+  // waiter. (Those of this container's tasks wait for the iteration's end,
+  // one update for a run of them.)
+  if (count_pending_ != 0 && r->container_ != count_container_) {
+    FlushGroupCount();
+  }
   // A method that never waits runs on this thread's stack, without a fiber.
   const bool inline_run = r->method_ && r->method_->never_waits;
   if (!inline_run) {
@@ -2053,7 +2061,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         HSHM_TSAN_RELEASE(
             TsanKey(shm));  // the block leaves this process (tsan.h)
         FreeShmTask(r->shm_task_, e);
-        CountDownLater(r->group_);
+        CountDownLater(r->group_, r->container_);
         break;
       }
       // What the method returned becomes the submitter's: tag it with the
@@ -2086,12 +2094,12 @@ void Worker::Complete(RunContext *r, const Status &status) {
         e->fields(fr, t);
         (void)ipc_->FreeBuffer(err);
         FreeShmTask(r->shm_task_, e);
-        CountDownLater(r->group_);
+        CountDownLater(r->group_, r->container_);
         break;
       }
       if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
       // After the task is visibly complete: the group's waiter may read it.
-      CountDownLater(r->group_);
+      CountDownLater(r->group_, r->container_);
       break;
     }
     case TaskOrigin::kRemote:
