@@ -262,19 +262,27 @@ Status LoadExt(const hipc::Pointer &p, GroupRef *group,
     std::memcpy(static_cast<void *>(deps->data()), a + sizeof(TaskExt),
                 ext.num_deps_ * sizeof(hipc::Pointer));
   }
+  // Null marks a predecessor found complete (CheckPredecessors).
+  for (const hipc::Pointer &d : *deps) {
+    if (d.IsNull()) {
+      return Status::InvalidArgument("a predecessor of the task is null");
+    }
+  }
   return Status::Ok();
 }
 
 /** Where a task's predecessors stand. */
 enum class DepState { kReady, kWaiting, kFailed };
 
-/** Checks the predecessors of `r` (dropping those found complete); on
+/** Checks the predecessors of `r` (nulling, in place, those found
+ * complete, so that a position still names the predecessor given); on
  * kFailed, *st says which one failed or why. Reads only atomics and
  * copies of client memory. Worker threads. */
 DepState CheckPredecessors(RunContext *r, Status *st) {
   auto &deps = r->deps_;
-  for (size_t i = 0; i < deps.size();) {
+  for (size_t i = 0; i < deps.size(); ++i) {
     const hipc::Pointer &p = deps[i];
+    if (p.IsNull()) continue;  // found complete before
     if (CHI_IPC->main_alloc()->LiveBlockSize(p) < sizeof(Task) ||
         CHI_IPC->IsRuntimeStructure(p)) {
       *st = Status::InvalidArgument(
@@ -298,9 +306,9 @@ DepState CheckPredecessors(RunContext *r, Status *st) {
                           Status(static_cast<StatusCode>(rc), msg).ToString());
       return DepState::kFailed;
     }
-    deps[i] = deps.back();
-    deps.pop_back();
+    deps[i] = hipc::Pointer::GetNull();
   }
+  deps.clear();
   return DepState::kReady;
 }
 
@@ -1148,6 +1156,7 @@ bool Worker::AnyBlockedReady() {
     if (ready_cursor_ >= n) ready_cursor_ = 0;
     const RunContext *r = dep_wait_[ready_cursor_++];
     for (const hipc::Pointer &p : r->deps_) {
+      if (p.IsNull()) continue;  // found complete before
       ++looks;
       // Any change is worth a look (CheckDeps validates).
       const char *a = hipc::ToProcessAddress(p);

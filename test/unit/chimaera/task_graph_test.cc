@@ -209,6 +209,27 @@ TEST_F(TaskGraphTest, FailedPredecessorFailsDependentsWithoutRunningThem) {
   CHI_IPC->DelTask(c);
 }
 
+// The failure names the predecessor by its position in SetDependencies,
+// also after an earlier one was found complete.
+TEST_F(TaskGraphTest, TheFailedPredecessorIsNamedByItsPosition) {
+  auto good = chi::Submit(NewWhere(pool_, 0));
+  auto bad = NewWhere(pool_, 0);
+  bad->method_ = 999;  // unknown method: fails at admission
+  chi::Submit(bad);
+  good->Wait();
+  bad->Wait();
+  ASSERT_TRUE(good->GetStatus().ok());
+  ASSERT_FALSE(bad->GetStatus().ok());
+  auto t = NewWhere(pool_, 0);
+  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {good.ptr_, bad.ptr_}).ok());
+  chi::Submit(t)->Wait();
+  EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kAborted);
+  EXPECT_EQ(t->GetStatus().message().rfind("predecessor 1 failed: NotFound", 0),
+            0u)
+      << t->GetStatus();
+  for (auto *x : {&t, &good, &bad}) CHI_IPC->DelTask(*x);
+}
+
 TEST_F(TaskGraphTest, AbandonedDependentOfAnUnsentTaskIsDropped) {
   auto never = NewWhere(pool_, 0);  // never sent
   auto t = NewWhere(pool_, 0);
@@ -451,6 +472,16 @@ TEST_F(TaskGraphTest, HostileExtensionsAreClearErrors) {
     ASSERT_TRUE(chi::SetDependencies(t.ptr_, {}).ok());
     reinterpret_cast<chi::TaskExt *>(hipc::ToProcessAddress(t->ext_))->group_ =
         g;
+    chi::Submit(t)->Wait();
+    EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kInvalidArgument);
+    CHI_IPC->DelTask(t);
+  }
+  // A predecessor that is null (a client's SetDependencies refuses it).
+  {
+    auto t = NewWhere(pool_, 0);
+    ASSERT_TRUE(chi::SetDependencies(t.ptr_, {other.ptr_}).ok());
+    reinterpret_cast<chi::TaskExt *>(hipc::ToProcessAddress(t->ext_))
+        ->deps()[0] = hipc::Pointer::GetNull();
     chi::Submit(t)->Wait();
     EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kInvalidArgument);
     CHI_IPC->DelTask(t);
