@@ -33,13 +33,17 @@ FullPtr<TaskT> Submit(FullPtr<TaskT> task) {
 /** Waits for `task` until the calling thread's deadline (see
  * ScopedTaskTimeout; client.task_timeout_ms by default), calls `read(task)`
  * if it succeeded, frees it and returns its status. Past the deadline the
- * task is abandoned (never read or freed here again) and Timeout returned.
- * A null task means `main` was out of memory. */
+ * task is abandoned (never read or freed here again), `*abandoned` (if not
+ * null) set, and Timeout returned: the runtime may still run it later, so
+ * the caller must keep its input buffers allocated (they are freed when the
+ * process exits). A null task means `main` was out of memory. */
 template <typename TaskT, typename ReadFn>
-Status WaitAndFree(FullPtr<TaskT> task, ReadFn &&read) {
+Status WaitAndFree(FullPtr<TaskT> task, ReadFn &&read,
+                   bool *abandoned = nullptr) {
   if (task.IsNull()) return Status::OutOfMemory("main segment is full");
   u64 timeout_us = CHI_IPC->TaskTimeoutUs();
   if (!task->WaitFor(timeout_us)) {
+    if (abandoned) *abandoned = true;
     CHI_IPC->AbandonTask(task);
     return Status::Timeout("the task did not complete within " +
                            std::to_string(timeout_us / 1000) +

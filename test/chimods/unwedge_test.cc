@@ -14,6 +14,7 @@
 
 #include "chimaera/task_graph.h"
 #include "chimod_test_fixture.h"
+#include "kvs/kvs_client.h"
 #include "queue_test_mod.h"
 #include "small_message/small_message_client.h"
 
@@ -209,6 +210,48 @@ TEST_F(GroupCountTest, AMembersCountIsNotHeldUpByAnotherPoolsLongTask) {
   CHI_IPC->DelTask(member);
   ASSERT_TRUE(first.Wait().ok());
   ASSERT_TRUE(last.Wait().ok());
+}
+
+// A kvs Put that timed out after a worker admitted it (abandoned: the
+// runtime still runs it) keeps its key and value buffer. Here both pools'
+// containers are pinned to worker 1, which a long Probe keeps busy, while
+// worker 0 admits the Put (lane 0) and queues it there. Before, the Put
+// freed the buffer, the client's next buffer of that size was the same
+// block, and the late Put stored those bytes under a key made of them.
+TEST_F(UnwedgeTest, AnAbandonedKvsPutKeepsItsBuffer) {
+  using chi::small_message::ProbeTask;
+  chi::admin::Client admin;
+  chi::small_message::Client busy;
+  ASSERT_TRUE(busy.Create("busy", 1).ok());
+  // The worker that admits this thread's tasks addressed by hash (its lane)
+  // runs an unpinned Probe sent so; the other one is to be kept busy.
+  auto where = busy.Async<ProbeTask>(DomainQuery::GetGlobalHash(7), 0u);
+  ASSERT_TRUE(where.Wait().ok());
+  const chi::u32 other = where->worker_ == 0 ? 1 : 0;
+  where.Reset();
+  ASSERT_TRUE(admin.PinContainer(busy.pool_id(), 0, other).ok());
+  chi::kvs::Client kv;
+  ASSERT_TRUE(kv.Create("kv", 1).ok());
+  ASSERT_TRUE(admin.PinContainer(kv.pool_id(), 0, other).ok());
+  auto wedge = busy.Async<ProbeTask>(DomainQuery::GetGlobalHash(7), 300000u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const std::string key = "key1", value(64, 'v');
+  const chi::u64 prev = CHI_IPC->SetThreadTaskTimeoutMs(50);
+  EXPECT_EQ(kv.Put(key, value).code(), hshm::StatusCode::kTimeout);
+  CHI_IPC->SetThreadTaskTimeoutMs(prev);
+  // What the client does next with a buffer of the same size.
+  auto next = CHI_IPC->AllocateClientBuffer(key.size() + value.size());
+  ASSERT_FALSE(next.IsNull());
+  std::memset(next.ptr_, 'X', key.size() + value.size());
+  ASSERT_TRUE(wedge.Wait().ok());
+  EXPECT_FALSE(wedge->overlapped_);
+  wedge.Reset();
+  // The late Put ran before a Get queued behind it.
+  auto got = kv.Get(key);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, value);
+  EXPECT_EQ(kv.Get("XXXX").status().code(), hshm::StatusCode::kNotFound);
+  (void)CHI_IPC->FreeBuffer(next.shm_);
 }
 
 // A method that does not return cannot make the runtime's stop hang: past

@@ -90,11 +90,15 @@ class Client : public ModuleClient<Kvs> {
              bool *replaced = nullptr) {
     FullPtr<char> buf;
     HSHM_RETURN_IF_ERROR(CopyIn(key, value, &buf));
-    Status s =
-        WaitAndFree(AsyncPut(buf, key.size(), value.size()), [&](PutTask *t) {
+    bool abandoned = false;
+    Status s = WaitAndFree(
+        AsyncPut(buf, key.size(), value.size()),
+        [&](PutTask *t) {
           if (replaced) *replaced = t->replaced_ != 0;
-        });
-    (void)CHI_IPC->FreeBuffer(buf.shm_);
+        },
+        &abandoned);
+    // An abandoned Put may still run: its buffer must keep the pair.
+    if (!abandoned) (void)CHI_IPC->FreeBuffer(buf.shm_);
     return s;
   }
 
@@ -109,12 +113,16 @@ class Client : public ModuleClient<Kvs> {
     FullPtr<char> buf;
     HSHM_RETURN_IF_ERROR(CopyIn(key, "", &buf));
     std::string value;
-    Status s = WaitAndFree(AsyncGet(buf, key.size()), [&](GetTask *t) {
-      FullPtr<char> v(t->value_);
-      if (!v.IsNull()) value.assign(v.ptr_, t->value_size_);
-      (void)CHI_IPC->FreeBuffer(t->value_);
-    });
-    (void)CHI_IPC->FreeBuffer(buf.shm_);
+    bool abandoned = false;
+    Status s = WaitAndFree(
+        AsyncGet(buf, key.size()),
+        [&](GetTask *t) {
+          FullPtr<char> v(t->value_);
+          if (!v.IsNull()) value.assign(v.ptr_, t->value_size_);
+          (void)CHI_IPC->FreeBuffer(t->value_);
+        },
+        &abandoned);
+    if (!abandoned) (void)CHI_IPC->FreeBuffer(buf.shm_);
     if (!s.ok()) return s;
     return value;
   }
@@ -128,8 +136,10 @@ class Client : public ModuleClient<Kvs> {
   Status Delete(const std::string &key) {
     FullPtr<char> buf;
     HSHM_RETURN_IF_ERROR(CopyIn(key, "", &buf));
-    Status s = WaitAndFree(AsyncDelete(buf, key.size()), [](DeleteTask *) {});
-    (void)CHI_IPC->FreeBuffer(buf.shm_);
+    bool abandoned = false;
+    Status s = WaitAndFree(
+        AsyncDelete(buf, key.size()), [](DeleteTask *) {}, &abandoned);
+    if (!abandoned) (void)CHI_IPC->FreeBuffer(buf.shm_);
     return s;
   }
 
@@ -160,17 +170,21 @@ class Client : public ModuleClient<Kvs> {
     }
     std::vector<std::string> keys;
     Status first_error;
+    bool abandoned = false;  // any of them: the key buffer stays
     for (auto &t : tasks) {
-      Status s = WaitAndFree(t, [&](ScanTask *st) {
-        FullPtr<char> out(st->keys_);
-        if (!ParseKeys(out.ptr_, st->keys_size_, st->count_, &keys)) {
-          first_error = Status::Internal("kvs: malformed Scan reply");
-        }
-        (void)CHI_IPC->FreeBuffer(st->keys_);
-      });
+      Status s = WaitAndFree(
+          t,
+          [&](ScanTask *st) {
+            FullPtr<char> out(st->keys_);
+            if (!ParseKeys(out.ptr_, st->keys_size_, st->count_, &keys)) {
+              first_error = Status::Internal("kvs: malformed Scan reply");
+            }
+            (void)CHI_IPC->FreeBuffer(st->keys_);
+          },
+          &abandoned);
       if (!s.ok() && first_error.ok()) first_error = s;
     }
-    (void)CHI_IPC->FreeBuffer(buf.shm_);
+    if (!abandoned) (void)CHI_IPC->FreeBuffer(buf.shm_);
     if (!first_error.ok()) return first_error;
     // Each container sent its smallest matches, so the pool's smallest
     // max_count matches are among them.
