@@ -175,11 +175,16 @@ class IpcManager {
     DelTask(HSHM_MCTX, task);
   }
   /** Gives up on a submitted task (see internal::AbandonTask) and frees it
-   * if it already completed. The caller must not touch it afterwards. */
+   * if it already completed, with the output buffers it got (nobody else
+   * will read them). The caller must not touch it afterwards. */
   template <typename TaskT>
   void AbandonTask(FullPtr<TaskT> task) {
     if (task.IsNull()) return;
-    if (internal::AbandonTask(task.ptr_)) DelTask(task);
+    if (internal::AbandonTask(task.ptr_)) {
+      FieldArchive free_out(FieldArchive::Mode::kFreeOut, task.ptr_);
+      task->Fields(free_out);
+      DelTask(task);
+    }
   }
   /** Deadline of this thread's synchronous calls (us). Any thread. */
   u64 TaskTimeoutUs() const;

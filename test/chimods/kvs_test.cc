@@ -1,4 +1,6 @@
 // End-to-end tests of the kvs module against a real runtime.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -59,6 +61,29 @@ TEST_F(KvsTest, PutGetOverwriteDeleteAndMissingKeys) {
   // The runtime still serves.
   ASSERT_TRUE(kv.Put("alpha", "back").ok());
   EXPECT_EQ(*kv.Get("alpha"), "back");
+}
+
+// A task abandoned after it completed is freed with the output buffers it
+// got (a Get's value in client_data): nobody else would free them.
+TEST_F(KvsTest, AnAbandonedCompletedGetFreesItsValue) {
+  chi::kvs::Client kv;
+  ASSERT_TRUE(kv.Create("kvs_abandon", 1).ok());
+  ASSERT_TRUE(kv.Put("k", std::string(4096, 'v')).ok());
+  auto key = CHI_IPC->AllocateClientBuffer(1);
+  ASSERT_FALSE(key.IsNull());
+  key.ptr_[0] = 'k';
+  auto *cdata = CHI_IPC->cdata_alloc();
+  cdata->FlushThreadCache();
+  const chi::u64 before = cdata->LiveBytes(getpid());
+  auto t = kv.AsyncGet(key, 1);
+  ASSERT_FALSE(t.IsNull());
+  while (!t->IsComplete()) std::this_thread::yield();
+  ASSERT_TRUE(t->GetStatus().ok());
+  ASSERT_FALSE(t->value_.IsNull());
+  CHI_IPC->AbandonTask(t);  // completed first: freed here, with value_
+  cdata->FlushThreadCache();
+  EXPECT_EQ(cdata->LiveBytes(getpid()), before);
+  (void)CHI_IPC->FreeBuffer(key.shm_);
 }
 
 TEST_F(KvsTest, EmptyAndLargeValues) {
