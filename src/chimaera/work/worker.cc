@@ -1872,6 +1872,9 @@ void Worker::ApplyReply(RunContext *r) {
       out.set_input(data, size, views.data(), static_cast<u32>(views.size()));
       r->method_->fields(out, r->task_);
       if (!out.status().ok()) {
+        // The buffers the fields before the bad one got are nobody's.
+        FieldArchive undo(FieldArchive::Mode::kFreeOut, r->task_);
+        r->method_->fields(undo, r->task_);
         st = Status(out.status().code(), "malformed reply from node " +
                                              std::to_string(m->from) + ": " +
                                              out.status().message());
