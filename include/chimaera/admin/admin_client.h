@@ -77,24 +77,39 @@ class Client {
     }
     if (req[0].IsNull()) return Status::OutOfMemory("main segment is full");
     if (req[1].IsNull()) return WaitAndFree(req[0], [](StopRuntimeTask *) {});
-    // Whichever completes first, until the client's task deadline.
+    // Whichever completes Ok first, until the deadline. The other may fail
+    // meanwhile (its Send refused, or aborted: the runtime is stopping),
+    // which says nothing of the first.
     if (timeout_us == 0) timeout_us = CHI_IPC->TaskTimeoutUs();
     const u64 deadline = hshm::NowNs() + timeout_us * 1000;
-    int done = -1;
-    while (done < 0 && hshm::NowNs() < deadline) {
-      for (int i = 0; i < 2 && done < 0; ++i) {
-        if (req[i]->WaitFor(i == 0 ? 1000 : 0)) done = i;
+    bool complete[2] = {false, false};
+    int ok = -1;
+    while (ok < 0 && !(complete[0] && complete[1]) &&
+           hshm::NowNs() < deadline) {
+      bool slept = false;  // one 1 ms wait per round, on the first pending
+      for (int i = 0; i < 2 && ok < 0; ++i) {
+        if (complete[i]) continue;
+        if (req[i]->WaitFor(slept ? 0 : 1000)) {
+          complete[i] = true;
+          if (req[i]->GetStatus().ok()) ok = i;
+        }
+        slept = true;
       }
     }
-    Status s = done < 0 ? Status::Timeout(
-                              "the runtime did not take the stop "
-                              "request in time")
-                        : req[done]->GetStatus();
+    Status s =
+        Status::Timeout("the runtime did not take the stop request in time");
+    if (ok >= 0) {
+      s = Status::Ok();
+    } else if (complete[0] || complete[1]) {
+      s = req[complete[0] ? 0 : 1]->GetStatus();
+    }
     for (int i = 0; i < 2; ++i) {
-      if (i == done) {
+      if (complete[i]) {
         CHI_IPC->DelTask(req[i]);
-      } else {
-        CHI_IPC->AbandonTask(req[i]);
+      } else if (internal::AbandonTask(req[i].ptr_)) {
+        // It completed as the deadline passed.
+        if (!s.ok() && req[i]->GetStatus().ok()) s = Status::Ok();
+        CHI_IPC->DelTask(req[i]);
       }
     }
     return s;

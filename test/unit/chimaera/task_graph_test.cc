@@ -49,7 +49,8 @@ class TaskGraphTest : public ::testing::Test {
   void TearDown() override {
     CHIMAERA->ClientFinalize();
     if (rt_) {
-      EXPECT_TRUE(rt_->Stop().ok()) << rt_->Log();
+      hshm::Status s = rt_->Stop();
+      EXPECT_TRUE(s.ok()) << s << "\n" << rt_->Log();
     }
   }
 
