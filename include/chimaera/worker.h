@@ -405,12 +405,23 @@ class Worker {
   /** Counts one member of `group` (null: none) done at the end of this loop
    * iteration (FlushGroupCount), together with the members of the same
    * group completed before it: one update of the group's shared line for a
-   * run of completions instead of one each, or before a task of another
-   * container than `c` (the member's) starts (Start). This thread only. */
-  void CountDownLater(const GroupRef &group, const Container *c);
+   * run of completions instead of one each, or before a task of no or
+   * another group runs (FlushGroupCountBefore). This thread only. */
+  void CountDownLater(const GroupRef &group);
   /** Applies the counts CountDownLater deferred. This thread only; called
-   * once per loop iteration, before the worker may sleep. */
+   * once per loop iteration, before the worker may sleep, and by
+   * FlushGroupCountBefore. */
   void FlushGroupCount();
+  /** Before task `r` starts or resumes: applies the deferred group counts
+   * unless `r` is a member of that group (which cannot complete before
+   * `r` anyway). So a long method of another task does not hold up a
+   * group's waiter, and a run of one group's members still costs one
+   * update. This thread only. */
+  void FlushGroupCountBefore(const RunContext *r) {
+    if (count_pending_ != 0 && !(r->group_ == count_group_)) {
+      FlushGroupCount();
+    }
+  }
   /** Marks the start of lane-list work (pops, list changes): true if the
    * lists are as they were, false if a thief took all but cur_lane_ (then
    * lanes_ holds at most that lane, at index 0). This thread only. */
@@ -566,9 +577,6 @@ class Worker {
   size_t ready_cursor_ = 0;
   /** The group CountDownLater counts for, and how many members it owes. */
   GroupRef count_group_;
-  /** The container of the last task counted: Start flushes before a task
-   * of another container runs. */
-  const Container *count_container_ = nullptr;
   u32 count_pending_ = 0;
   std::vector<RunContext *> periodic_;
   std::vector<RunContext *> free_rctx_;

@@ -181,7 +181,7 @@ using GroupCountTest = chi_test::ChiModTest;  // one low-latency worker
 
 // A group's last member counts before its worker starts a long method of
 // another pool: the worker's deferred group counts (one update for a run of
-// members) are applied before a task of another container starts. Before,
+// members) are applied before a task that is not a member starts. Before,
 // the waiter waited for that method too.
 TEST_F(GroupCountTest, AMembersCountIsNotHeldUpByAnotherPoolsLongTask) {
   using chi::small_message::ProbeTask;

@@ -481,11 +481,10 @@ RunContext *Worker::RunningContext() {
 
 void Worker::WakeNappers() { WakeNappersFast(); }
 
-void Worker::CountDownLater(const GroupRef &group, const Container *c) {
+void Worker::CountDownLater(const GroupRef &group) {
   if (group.IsNull()) return;
   if (count_pending_ != 0 && !(group == count_group_)) FlushGroupCount();
   count_group_ = group;
-  count_container_ = c;
   ++count_pending_;
 }
 
@@ -1894,13 +1893,7 @@ CHI_WORKER_HOT void Worker::Start(RunContext *r) {
   // Task code of another container may run long: the batch hold ends first,
   // so that it never outlasts a task of its own container.
   if (hold_c_ && r->container_ != hold_c_) FlushHold();
-  // So do the group counts owed for another container's tasks: a long
-  // method of another pool (another client's) does not hold up a group's
-  // waiter. (Those of this container's tasks wait for the iteration's end,
-  // one update for a run of them.)
-  if (count_pending_ != 0 && r->container_ != count_container_) {
-    FlushGroupCount();
-  }
+  FlushGroupCountBefore(r);
   // A method that never waits runs on this thread's stack, without a fiber.
   const bool inline_run = r->method_ && r->method_->never_waits;
   if (!inline_run) {
@@ -1956,6 +1949,7 @@ CHI_WORKER_HOT void Worker::Start(RunContext *r) {
 }
 
 void Worker::Resume(RunContext *r) {
+  FlushGroupCountBefore(r);
   tls_rctx = r;
   r->tsan_sink_ = HSHM_TSAN_FIBER_CURRENT();
   HSHM_TSAN_FIBER_SWITCH(r->tsan_fiber_);
@@ -2073,7 +2067,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         HSHM_TSAN_RELEASE(
             TsanKey(shm));  // the block leaves this process (tsan.h)
         FreeShmTask(r->shm_task_, e);
-        CountDownLater(r->group_, r->container_);
+        CountDownLater(r->group_);
         break;
       }
       // What the method returned becomes the submitter's: tag it with the
@@ -2106,12 +2100,12 @@ void Worker::Complete(RunContext *r, const Status &status) {
         e->fields(fr, t);
         (void)ipc_->FreeBuffer(err);
         FreeShmTask(r->shm_task_, e);
-        CountDownLater(r->group_, r->container_);
+        CountDownLater(r->group_);
         break;
       }
       if (prev & kTaskWaiterAsleep) hshm::FutexWake(&shm->state_, INT_MAX);
       // After the task is visibly complete: the group's waiter may read it.
-      CountDownLater(r->group_, r->container_);
+      CountDownLater(r->group_);
       break;
     }
     case TaskOrigin::kRemote:
