@@ -235,7 +235,8 @@ class Worker {
   /** Lets a draining worker leave its loop. Any thread. */
   void Exit();
   /** While draining: true when the worker had nothing to do in its last
-   * iteration. Any thread. */
+   * iteration (tasks waiting on predecessors none of which moved do not
+   * count). Any thread. */
   bool idle() const { return idle_.load(std::memory_order_acquire); }
   /** Wakes the worker if it sleeps. Any thread. */
   void Wake();
@@ -482,6 +483,9 @@ class Worker {
    * at most kReadyLooks looks at waiting tasks (round robin over calls)
    * finds a predecessor done or the task abandoned. The owning worker. */
   bool AnyBlockedReady();
+  /** Like AnyBlockedReady for dep_wait_ alone, but looks at every waiting
+   * task (for a stopping worker's idle report). This thread only. */
+  bool AnyWaitingMoved() const;
   /** Completes every queued, periodic and suspended task with kAborted. */
   void AbortRemaining();
   inline RunContext *NewRunContext();

@@ -1003,12 +1003,13 @@ void Worker::Loop() {
       // Draining: report whether we are idle, and leave only when the
       // orchestrator saw every worker idle at once (a busy worker may still
       // send to our lanes) or the deadline passed. Tasks waiting on
-      // predecessors none of which moved do not count: with every worker
-      // idle nothing is left to complete them (Send refuses new tasks), and
+      // predecessors none of which moved (all of them looked at: a drain
+      // may scan long lists) do not count: with every worker idle nothing
+      // is left to complete them (Send refuses new tasks), and
       // AbortRemaining fails them.
       idle_.store(!did && blocked_.empty() && held_.empty() &&
                       periodic_.empty() && !AnyLaneBusy() &&
-                      (dep_wait_.empty() || !AnyBlockedReady()),
+                      (dep_wait_.empty() || !AnyWaitingMoved()),
                   std::memory_order_release);
       if (exit_.load(std::memory_order_acquire)) break;
       if (hshm::NowNs() > deadline_ns_.load()) break;
@@ -1141,6 +1142,27 @@ bool WaitOver(const RunContext *r) {
 }
 }  // namespace
 
+namespace {
+/** True if waiting task `r` was abandoned or one of its predecessors
+ * completed or was freed: worth a look by CheckDeps (which validates).
+ * Adds the predecessors and words looked at to *looks. Worker threads. */
+bool WaitingMoved(const RunContext *r, size_t *looks) {
+  for (const hipc::Pointer &p : r->deps_) {
+    if (p.IsNull()) continue;  // found complete before
+    ++*looks;
+    const char *a = hipc::ToProcessAddress(p);
+    if (!a || CHI_IPC->main_alloc()->LiveBlockSize(p) < sizeof(Task) ||
+        (reinterpret_cast<const Task *>(a)->state_.load(
+             std::memory_order_acquire) &
+         kTaskComplete)) {
+      return true;
+    }
+  }
+  ++*looks;
+  return r->shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned;
+}
+}  // namespace
+
 bool Worker::AnyBlockedReady() {
   for (const RunContext *r : blocked_) {
     if (WaitOver(r)) return true;
@@ -1153,23 +1175,15 @@ bool Worker::AnyBlockedReady() {
   size_t looks = 0;
   for (size_t k = 0; k < n && looks < kReadyLooks; ++k) {
     if (ready_cursor_ >= n) ready_cursor_ = 0;
-    const RunContext *r = dep_wait_[ready_cursor_++];
-    for (const hipc::Pointer &p : r->deps_) {
-      if (p.IsNull()) continue;  // found complete before
-      ++looks;
-      // Any change is worth a look (CheckDeps validates).
-      const char *a = hipc::ToProcessAddress(p);
-      if (!a || CHI_IPC->main_alloc()->LiveBlockSize(p) < sizeof(Task) ||
-          (reinterpret_cast<const Task *>(a)->state_.load(
-               std::memory_order_acquire) &
-           kTaskComplete)) {
-        return true;
-      }
-    }
-    ++looks;
-    if (r->shm_task_->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
-      return true;
-    }
+    if (WaitingMoved(dep_wait_[ready_cursor_++], &looks)) return true;
+  }
+  return false;
+}
+
+bool Worker::AnyWaitingMoved() const {
+  size_t looks = 0;
+  for (const RunContext *r : dep_wait_) {
+    if (WaitingMoved(r, &looks)) return true;
   }
   return false;
 }
