@@ -1,6 +1,7 @@
 // chimaera_start_runtime: runs a Chimaera runtime in the foreground until
-// chimaera_stop_runtime (a StopRuntime task), SIGINT or SIGTERM. A SIGINT
-// or SIGTERM while it stops ends it at once.
+// chimaera_stop_runtime (a StopRuntime task, or its queued SIGTERM), SIGINT
+// or SIGTERM. A SIGINT or SIGTERM while it stops ends it at once, except
+// chimaera_stop_runtime's (kStopToolSignalValue).
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "chimaera/chimaera.h"
+#include "chimaera/stop_signal.h"
 
 namespace {
 /** Ends the process at once with `code`, running nothing more (no atexit
@@ -65,19 +67,25 @@ int main(int argc, char **argv) {
   // A signal while the runtime runs asks for a clean stop; one while it
   // stops (after a signal or chimaera_stop_runtime; e.g. a task that does
   // not finish) ends it at once: the segments stay behind, and the next
-  // start on this node removes them.
+  // start on this node removes them. chimaera_stop_runtime's own signal
+  // (queued with kStopToolSignalValue) only starts a stop.
   enum Phase : int { kRunning, kStopping, kStopped };
   std::atomic<int> phase{kRunning};
   std::thread sig_thread([set, &phase] {
     for (;;) {
-      int sig = 0;
-      if (sigwait(&set, &sig) != 0) continue;
+      siginfo_t info;
+      if (sigwaitinfo(&set, &info) < 0) continue;
+      const int sig = info.si_signo;
       int p = kRunning;
       if (phase.compare_exchange_strong(p, kStopping)) {
         CHIMAERA->RequestStop();
         continue;
       }
       if (p == kStopped) return;  // main releases this thread
+      if (info.si_code == SI_QUEUE &&
+          info.si_value.sival_int == chi::kStopToolSignalValue) {
+        continue;  // chimaera_stop_runtime's: a stop already runs
+      }
       fprintf(stderr,
               "chimaera_start_runtime: signal %d while stopping: exiting "
               "now, without cleaning up\n",

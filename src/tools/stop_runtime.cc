@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "chimaera/chimaera.h"
+#include "chimaera/stop_signal.h"
 #include "hermes_shm/util/futex.h"
 
 int main(int argc, char **argv) {
@@ -38,18 +39,23 @@ int main(int argc, char **argv) {
   // From the handshake, not from `main` (which any client can rewrite).
   const int pid = CHI_IPC->runtime_pid();
   chi::admin::Client admin;
-  const int ask_s =
-      signal_after_s > 0 ? std::min(signal_after_s, timeout_s) : timeout_s;
+  // A signal only if it can come before the deadline.
+  const bool may_signal = signal_after_s > 0 && signal_after_s < timeout_s;
+  const int ask_s = may_signal ? signal_after_s : timeout_s;
   s = admin.StopRuntime(static_cast<hshm::u64>(ask_s) * 1000000);
-  if (s.code() == hshm::StatusCode::kTimeout && signal_after_s > 0 && pid > 0 &&
+  if (s.code() == hshm::StatusCode::kTimeout && may_signal && pid > 0 &&
       CHI_IPC->RuntimeProcessAlive()) {
-    // Every worker is inside a method: the signal needs none of them.
+    // Every worker is inside a method: the signal needs none of them. Its
+    // value tells the runtime to ignore it if a stop already runs (a stop
+    // request a worker took just now).
     fprintf(stderr,
             "chimaera_stop_runtime: no worker took the stop request in %d s; "
             "sending SIGTERM to runtime pid %d\n",
             ask_s, pid);
-    if (kill(pid, SIGTERM) != 0) {
-      fprintf(stderr, "chimaera_stop_runtime: kill(%d, SIGTERM): %s\n", pid,
+    sigval value;
+    value.sival_int = chi::kStopToolSignalValue;
+    if (sigqueue(pid, SIGTERM, value) != 0) {
+      fprintf(stderr, "chimaera_stop_runtime: sigqueue(%d, SIGTERM): %s\n", pid,
               strerror(errno));
       return 1;
     }

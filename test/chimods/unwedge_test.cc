@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "chimaera/stop_signal.h"
 #include "chimaera/task_graph.h"
 #include "chimod_test_fixture.h"
 #include "kvs/kvs_client.h"
@@ -318,7 +319,8 @@ TEST(StopTest, AStopThatLeavesAWorkerStuckStillWritesTheTrace) {
   CHIMAERA->ClientFinalize();
 }
 
-// A second SIGTERM while the runtime stops ends it at once (status 2).
+// A second SIGTERM while the runtime stops ends it at once (status 2);
+// chimaera_stop_runtime's (queued with kStopToolSignalValue) does not.
 TEST(StopTest, ASecondSignalEndsAStopThatWaits) {
   chi_test::RuntimeProcess rt;  // the default 10 s drain
   chi::small_message::Client sm;
@@ -327,6 +329,12 @@ TEST(StopTest, ASecondSignalEndsAStopThatWaits) {
   kill(rt.pid(), SIGTERM);
   ASSERT_LT(WaitExit(rt, 0.5), 0) << "the stop did not wait\n" << rt.Log();
   ASSERT_GT(rt.pid(), 0);  // never kill(-1)
+  sigval tool;
+  tool.sival_int = chi::kStopToolSignalValue;
+  ASSERT_EQ(sigqueue(rt.pid(), SIGTERM, tool), 0);
+  EXPECT_LT(WaitExit(rt, 0.5), 0) << "the tool's signal ended the stop\n"
+                                  << rt.Log();
+  ASSERT_GT(rt.pid(), 0);
   kill(rt.pid(), SIGTERM);
   double took = WaitExit(rt, 5);
   EXPECT_GE(took, 0) << "the second signal did nothing\n" << rt.Log();
