@@ -29,6 +29,18 @@ chi::FullPtr<WhereTask> NewWhere(const chi::PoolId &pool, chi::u32 spin_us,
       chi::kLowLatency, spin_us);
 }
 
+/** Makes `*never` (a task of `pool`, never sent) and submits a task of
+ * `pool` that depends on it; checks that it waits in the runtime. */
+chi::FullPtr<WhereTask> SubmitDependentOfUnsent(
+    const chi::PoolId &pool, chi::FullPtr<WhereTask> *never) {
+  *never = NewWhere(pool, 0);
+  auto t = NewWhere(pool, 0);
+  EXPECT_TRUE(chi::SetDependencies(t.ptr_, {never->ptr_}).ok());
+  chi::Submit(t);
+  EXPECT_FALSE(t->WaitFor(20000));  // it waits in the runtime
+  return t;
+}
+
 /** A runtime with two low-latency workers and a 2-container test pool. */
 class TaskGraphTest : public ::testing::Test {
  protected:
@@ -232,12 +244,9 @@ TEST_F(TaskGraphTest, TheFailedPredecessorIsNamedByItsPosition) {
 }
 
 TEST_F(TaskGraphTest, AbandonedDependentOfAnUnsentTaskIsDropped) {
-  auto never = NewWhere(pool_, 0);  // never sent
-  auto t = NewWhere(pool_, 0);
-  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
-  chi::Submit(t);
-  EXPECT_FALSE(t->WaitFor(20000));  // it waits in the runtime
-  CHI_IPC->AbandonTask(t);          // the runtime frees it
+  chi::FullPtr<WhereTask> never;
+  auto t = SubmitDependentOfUnsent(pool_, &never);
+  CHI_IPC->AbandonTask(t);  // the runtime frees it
   // The runtime is healthy and the worker still takes tasks.
   for (int i = 0; i < 100; ++i) {
     auto e = chi::Submit(NewWhere(pool_, 0, i % 2));
@@ -256,11 +265,8 @@ TEST_F(TaskGraphTest, ADependentOutlivesItsDestroyedPool) {
   chi::admin::Client admin;
   auto tmp = admin.GetOrCreatePool("graph_tmp", "queue_test_mod", 2);
   ASSERT_TRUE(tmp.ok()) << tmp.status();
-  auto never = NewWhere(*tmp, 0);  // never sent
-  auto t = NewWhere(*tmp, 0);
-  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
-  chi::Submit(t);
-  EXPECT_FALSE(t->WaitFor(20000));  // it waits in the runtime
+  chi::FullPtr<WhereTask> never;
+  auto t = SubmitDependentOfUnsent(*tmp, &never);
   ASSERT_TRUE(admin.DestroyPool(*tmp).ok());
   for (int i = 0; i < 3; ++i) {
     auto other = admin.GetOrCreatePool("graph_other" + std::to_string(i),
@@ -278,11 +284,8 @@ TEST_F(TaskGraphTest, ADependentOutlivesItsDestroyedPool) {
 // A task whose predecessor will never be sent does not hold a stop up for
 // the whole drain (workers.stop_drain_ms, 10 s here): it fails at once.
 TEST_F(TaskGraphTest, ADependentThatCanNeverRunDoesNotHoldUpTheStop) {
-  auto never = NewWhere(pool_, 0);  // never sent
-  auto t = NewWhere(pool_, 0);
-  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
-  chi::Submit(t);
-  EXPECT_FALSE(t->WaitFor(20000));  // it waits in the runtime
+  chi::FullPtr<WhereTask> never;
+  auto t = SubmitDependentOfUnsent(pool_, &never);
   const auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(rt_->Stop().ok()) << rt_->Log();
   const double took =
