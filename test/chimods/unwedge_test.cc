@@ -4,11 +4,9 @@
 // exactly once.
 #include <signal.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <future>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -17,7 +15,6 @@
 #include "chimaera/stop_signal.h"
 #include "chimaera/task_graph.h"
 #include "chimod_test_fixture.h"
-#include "kvs/kvs_client.h"
 #include "queue_test_mod.h"
 #include "small_message/small_message_client.h"
 
@@ -213,104 +210,6 @@ TEST_F(GroupCountTest, AMembersCountIsNotHeldUpByAnotherPoolsLongTask) {
   CHI_IPC->DelTask(member);
   ASSERT_TRUE(first.Wait().ok());
   ASSERT_TRUE(last.Wait().ok());
-}
-
-// A kvs Put that timed out after a worker admitted it (abandoned: the
-// runtime still runs it) keeps its key and value buffer. Here both pools'
-// containers are pinned to worker 1, which a long Probe keeps busy, while
-// worker 0 admits the Put (lane 0) and queues it there. Before, the Put
-// freed the buffer, the client's next buffer of that size was the same
-// block, and the late Put stored those bytes under a key made of them.
-/** TwoWorkerTest's lanes (worker 0 drains lanes 0 and 2, worker 1 lanes 1
- * and 3), which never move (no reinforcement). */
-class StaticLanesTest : public chi_test::ChiModTest {
- protected:
-  StaticLanesTest()
-      : ChiModTest(
-            "workers:\n  low_latency: 2\n  high_latency: 4\n"
-            "  reinforcement: 0\n") {}
-};
-
-TEST_F(StaticLanesTest, AnAbandonedKvsPutKeepsItsBuffer) {
-  using chi::small_message::ProbeTask;
-  ASSERT_EQ(CHI_IPC->num_lanes(), 4u);
-  // The Put runs on a thread whose lane (by thread id) is not lane 0, which
-  // pinning container 0 below hands to the pinned worker; the worker that
-  // drains that lane admits the Put, and the other one is kept busy. Four
-  // threads alive at once hold four thread ids, so one of them has such a
-  // lane.
-  constexpr int kThreads = 4;
-  std::promise<void> go;
-  std::shared_future<void> started(go.get_future());
-  std::vector<std::promise<chi::u32>> lane_of(kThreads);
-  std::atomic<int> chosen{-1};
-  hshm::Status put;
-  chi::FullPtr<char> next;  // the putter's next buffer of the Put's size
-  chi::kvs::Client kv;
-  const std::string key = "key1", value(64, 'v');
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kThreads; ++i) {
-    threads.emplace_back([&, i] {
-      lane_of[i].set_value(CHI_IPC->ThreadLane());
-      started.wait();
-      if (chosen.load() != i) return;
-      const chi::u64 prev = CHI_IPC->SetThreadTaskTimeoutMs(300);
-      put = kv.Put(key, value);
-      CHI_IPC->SetThreadTaskTimeoutMs(prev);
-      // What this thread does next with a buffer of the same size (its
-      // cache hands out the block it freed last).
-      next = CHI_IPC->AllocateClientBuffer(key.size() + value.size());
-      if (!next.IsNull()) {
-        std::memset(next.ptr_, 'X', key.size() + value.size());
-      }
-    });
-  }
-  // Released and joined however the test ends.
-  struct Release {
-    std::promise<void> &go;
-    std::vector<std::thread> &threads;
-    bool sent = false;
-    void Now() {
-      if (!sent) go.set_value();
-      sent = true;
-      for (auto &t : threads) {
-        if (t.joinable()) t.join();
-      }
-    }
-    ~Release() { Now(); }
-  } release{go, threads};
-  chi::u32 lane = 0;
-  for (int i = 0; i < kThreads; ++i) {
-    const chi::u32 l = lane_of[i].get_future().get();
-    if (l != 0 && chosen.load() < 0) {
-      chosen = i;
-      lane = l;
-    }
-  }
-  ASSERT_GE(chosen.load(), 0) << "no thread got a lane other than 0";
-  const chi::u32 other = (lane + 1) % 2;
-  chi::admin::Client admin;
-  chi::small_message::Client busy;
-  ASSERT_TRUE(busy.Create("busy", 1).ok());
-  ASSERT_TRUE(admin.PinContainer(busy.pool_id(), 0, other).ok());
-  ASSERT_TRUE(kv.Create("kv", 1).ok());
-  ASSERT_TRUE(admin.PinContainer(kv.pool_id(), 0, other).ok());
-  // The Probe goes by container id (lane 0, now the pinned worker's). The
-  // Put's timeout leaves the free worker ample time to admit it, also under
-  // sanitizers: a task abandoned before admission is dropped unrun.
-  auto wedge = busy.Async<ProbeTask>(DomainQuery::GetLocalId(0), 1000000u);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  release.Now();
-  EXPECT_EQ(put.code(), hshm::StatusCode::kTimeout) << put;
-  ASSERT_FALSE(next.IsNull());
-  ASSERT_TRUE(wedge.Wait().ok());
-  wedge.Reset();
-  // The late Put ran before a Get queued behind it.
-  auto got = kv.Get(key);
-  ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(*got, value);
-  EXPECT_EQ(kv.Get("XXXX").status().code(), hshm::StatusCode::kNotFound);
-  (void)CHI_IPC->FreeBuffer(next.shm_);
 }
 
 // A method that does not return cannot make the runtime's stop hang: past
