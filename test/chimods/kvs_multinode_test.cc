@@ -1,9 +1,11 @@
 // kvs over several runtimes (127.0.0.x nodes of one cluster): keys written
-// through one node are read back through another, and a node killed during
-// a workload fails only its own tasks, then rejoins.
+// through one node are read back through another, a node killed during a
+// workload fails only its own tasks, then rejoins, and a stalled node never
+// runs a request on bytes written after it failed.
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -192,6 +194,66 @@ TEST(KvsMultiNodeTest, KilledNodeFailsOnlyItsTasksThenRejoins) {
   EXPECT_TRUE(served) << cluster.Logs();
   Outcome back = RunOps(kvs, false, 0, 300, 16);
   EXPECT_EQ(back.ok, 300u);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
+// A request forwarded to a stalled node (stopped, its connection still up)
+// fails Unavailable after the node is declared dead, and the client may then
+// reuse its buffer. The request can still reach the node once it resumes
+// (ZeroMQ still held it): the node must then see the bytes the client sent,
+// never the ones it wrote after the failure. The value is larger than the
+// loopback socket buffers, so ZeroMQ still holds most of it when the node
+// stops reading.
+TEST(KvsMultiNodeTest, AStalledNodeNeverSeesBytesWrittenAfterTheFailure) {
+  constexpr hshm::u32 kContainers = 2;
+  constexpr hshm::u64 kValue = 12 << 20;
+  chi_test::LocalCluster cluster(2, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client kvs;
+  ASSERT_TRUE(kvs.Create("stall", kContainers).ok());
+  hshm::u64 i = 0;
+  while (NodeOfKey(i, kContainers, 2) != 2) ++i;
+  const std::string key = Key(i);
+  chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(key.size() + kValue);
+  ASSERT_FALSE(buf.IsNull());
+  memcpy(buf.ptr_, key.data(), key.size());
+  memset(buf.ptr_ + key.size(), 'a', kValue);
+  const int pid = cluster.node(2).pid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
+  auto put = kvs.AsyncPut(buf, key.size(), kValue);
+  ASSERT_FALSE(put.IsNull());
+  const bool done = put->WaitFor(30000000);
+  EXPECT_TRUE(done);
+  if (done) {
+    EXPECT_EQ(put->GetStatus().code(), hshm::StatusCode::kUnavailable)
+        << put->GetStatus();
+    memset(buf.ptr_ + key.size(), 'b', kValue);  // the client reuses it
+  }
+  ASSERT_EQ(kill(pid, SIGCONT), 0);
+  // Once node 2 serves again, the key holds the value sent, or nothing
+  // (the request was dropped): never a byte written after the failure.
+  hshm::StatusOr<std::string> got = hshm::Status::Unavailable("not yet");
+  for (int n = 0; n < 200 && !got.ok() &&
+                  got.status().code() == hshm::StatusCode::kUnavailable;
+       ++n) {
+    usleep(50000);
+    got = kvs.Get(key);
+  }
+  if (got.ok()) {
+    EXPECT_EQ(got->size(), kValue);
+    EXPECT_EQ(std::count(got->begin(), got->end(), 'b'), 0);
+    EXPECT_EQ(std::count(got->begin(), got->end(), 'a'),
+              static_cast<std::ptrdiff_t>(got->size()));
+  } else {
+    EXPECT_EQ(got.status().code(), hshm::StatusCode::kNotFound) << got.status();
+  }
+  if (done) {
+    CHI_IPC->DelTask(put);
+    (void)CHI_IPC->FreeBuffer(buf.shm_);
+  }
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 

@@ -12,6 +12,8 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -274,6 +276,28 @@ int RunProgram(const std::vector<std::string> &argv, const std::string &conf,
   unlink(out_path.c_str());
   if (st == -1 || !WIFEXITED(st)) return -1;
   return WEXITSTATUS(st);
+}
+
+bool WaitAllThreadsStopped(int pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (int i = 0; i < 5000; ++i) {
+    bool all = true;
+    std::error_code ec;
+    for (const auto &e : std::filesystem::directory_iterator(dir, ec)) {
+      std::ifstream f(e.path() / "stat");
+      std::string line;
+      std::getline(f, line);
+      size_t paren = line.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= line.size() ||
+          !std::strchr("TtZX", line[paren + 2])) {
+        all = false;
+        break;
+      }
+    }
+    if (all && !ec) return true;
+    usleep(1000);
+  }
+  return false;
 }
 
 int DeadAfterMs() {

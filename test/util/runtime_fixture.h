@@ -77,6 +77,11 @@ class RuntimeProcess {
  * status 1". */
 std::string DescribeExit(int status);
 
+/** Waits (at most 5 s) until every thread of process `pid` is stopped
+ * (state T or t in /proc/PID/task/TID/stat; an exiting thread, Z or X,
+ * counts as stopped); false if one still runs. */
+bool WaitAllThreadsStopped(int pid);
+
 /** How long a LocalCluster node stays silent before its peers declare it
  * dead (ms): 1500, or CHI_TEST_DEAD_AFTER_MS (sanitizer builds run slower and
  * set more, so that a busy node is not taken for a dead one). */

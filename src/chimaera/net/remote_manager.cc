@@ -21,19 +21,18 @@ namespace chi {
 
 namespace {
 
-/** Turns the data frames of a FieldArchive into ZeroMQ messages: bytes in a
- * data segment travel without a copy (the submitter keeps them alive until
- * the task completes) unless `copy_shm` (nobody waits: a fire-and-forget
- * task), copied bytes are moved into the message. */
-std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames,
-                                  bool copy_shm) {
+/** Turns the data frames of a FieldArchive into ZeroMQ messages. Bytes in a
+ * data segment are copied: the task may complete before ZeroMQ has sent
+ * them (it fails when its node stalls with the connection still up), and
+ * its submitter may then reuse the buffer while ZeroMQ still holds the
+ * request, which the node runs if it resumes. Copied bytes (`owned`) are
+ * moved into the message. */
+std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames) {
   std::vector<zmq::message_t> out;
   out.reserve(frames.size());
   for (DataFrame &f : frames) {
-    if (copy_shm && f.owned.empty()) {
+    if (f.owned.empty()) {
       out.emplace_back(f.data, f.size);  // copies
-    } else if (f.owned.empty()) {
-      out.emplace_back(const_cast<char *>(f.data), f.size, nullptr, nullptr);
     } else {
       auto *s = new std::string(std::move(f.owned));
       out.emplace_back(
@@ -301,7 +300,7 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   ar.set_output(&rec.bytes, &frames);
   r->method_->fields(ar, t);
   HSHM_RETURN_IF_ERROR(ar.status());
-  rec.frames = ToZmq(frames, !reply);
+  rec.frames = ToZmq(frames);
   if (reply) {
     std::lock_guard<std::mutex> lock(mu_);
     const u64 deadline = hshm::NowNs() + request_timeout_ns_;
@@ -401,7 +400,7 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
     rec.bytes.append(fields);
   else
     frames.clear();
-  rec.frames = ToZmq(frames, false);
+  rec.frames = ToZmq(frames);
   Stage(r->worker_ ? r->worker_->id() : ~0u, r->from_node_, std::move(rec));
   replied_.fetch_add(1, std::memory_order_relaxed);
 }

@@ -1213,31 +1213,6 @@ TEST(RuntimeLivenessTest, StoppedRuntimeHoldingTheHeapLockCannotHangAWaiter) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
-/** Waits (at most 5 s) until every thread of process `pid` is stopped
- * (state T or t in /proc/PID/task/TID/stat; an exiting thread, Z or X,
- * counts as stopped); false if one still runs. */
-bool WaitAllThreadsStopped(int pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  for (int i = 0; i < 5000; ++i) {
-    bool all = true;
-    std::error_code ec;
-    for (const auto &e : std::filesystem::directory_iterator(dir, ec)) {
-      std::ifstream f(e.path() / "stat");
-      std::string line;
-      std::getline(f, line);
-      size_t paren = line.rfind(')');
-      if (paren == std::string::npos || paren + 2 >= line.size() ||
-          !std::strchr("TtZX", line[paren + 2])) {
-        all = false;
-        break;
-      }
-    }
-    if (all && !ec) return true;
-    usleep(1000);
-  }
-  return false;
-}
-
 // A lane that stays full (its runtime is stopped) fails Send with a clear
 // error once the client timeout passes, and leaves the task unsent: a copy
 // of its offset popped later does not run it, and it runs once when it is
@@ -1271,7 +1246,7 @@ TEST(RuntimeLivenessTest, SendOnALaneThatStaysFullFailsAndLeavesItUnsent) {
   auto after = new_echo(7);
   ASSERT_FALSE(after.IsNull());
   kill(rt.pid(), SIGSTOP);
-  ASSERT_TRUE(WaitAllThreadsStopped(rt.pid()));
+  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(rt.pid()));
   // Every Send from this thread goes to its own lane: 4 slots, no reader.
   chi::FullPtr<chi::admin::EchoTask> refused;
   hshm::Status st;
