@@ -231,7 +231,9 @@ class Pending {
   /** Copies the OUT fields into `out` and frees the buffers the task
    * returned. REQUIRES: complete with an ok status; called once. */
   virtual void Read(Value *out) = 0;
-  /** Frees the task. REQUIRES: complete, outputs already handled. */
+  /** Frees the task, and the OutBuf buffers of a failed one (a method may
+   * fill one and then fail; Read frees a successful one's). REQUIRES:
+   * complete, called once. */
   virtual void Delete() = 0;
 };
 
@@ -244,7 +246,13 @@ class PendingTask : public Pending {
       : task_(task), read_(std::move(read)) {}
   chi::Task *task() override { return task_.ptr_; }
   void Read(Value *out) override { read_(task_.ptr_, out); }
-  void Delete() override { CHI_IPC->DelTask(task_); }
+  void Delete() override {
+    if (task_->rc_ != 0) {
+      chi::FieldArchive free_out(chi::FieldArchive::Mode::kFreeOut, task_.ptr_);
+      task_->Fields(free_out);
+    }
+    CHI_IPC->DelTask(task_);
+  }
 
  private:
   FullPtr<TaskT> task_;

@@ -32,7 +32,9 @@ FullPtr<TaskT> Submit(FullPtr<TaskT> task) {
 
 /** Waits for `task` until the calling thread's deadline (see
  * ScopedTaskTimeout; client.task_timeout_ms by default), calls `read(task)`
- * if it succeeded, frees it and returns its status. Past the deadline the
+ * if it succeeded (`read` then owns the OutBuf buffers), frees it and
+ * returns its status. A failed task's OutBuf buffers (a method may fill one
+ * and then fail) are freed with it. Past the deadline the
  * task is abandoned (never read or freed here again), `*abandoned` (if not
  * null) set, and Timeout returned: the runtime may still run it later, so
  * the caller must keep its input buffers allocated (they are freed when the
@@ -50,7 +52,12 @@ Status WaitAndFree(FullPtr<TaskT> task, ReadFn &&read,
                            " ms; it was abandoned");
   }
   Status s = task->GetStatus();
-  if (s.ok()) read(task.ptr_);
+  if (s.ok()) {
+    read(task.ptr_);
+  } else {
+    FieldArchive free_out(FieldArchive::Mode::kFreeOut, task.ptr_);
+    task->Fields(free_out);
+  }
   CHI_IPC->DelTask(task);
   return s;
 }

@@ -374,4 +374,32 @@ TEST(ContainerQueueTest, DestroyPoolInALoopAcrossTwoWorkersLosesNothing) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// A method that puts a buffer in an output and then fails: WaitAndFree
+// frees that buffer with the task (nobody reads a failed task's outputs).
+TEST(ContainerQueueTest, WaitAndFreeFreesTheOutputBuffersOfAFailedTask) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("fails", "queue_test_mod", 1, "inline");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  auto *cdata = CHI_IPC->cdata_alloc();
+  cdata->FlushThreadCache();
+  const chi::u64 before = cdata->LiveBytes(getpid());
+  for (int i = 0; i < 10; ++i) {
+    bool read = false;
+    chi::Status s = chi::WaitAndFree(
+        chi::Submit(CHI_IPC->NewTaskDefault<queue_test_mod::BufferTask>(
+            CHI_IPC->NewTaskNode(), *pool, chi::DomainQuery::GetLocalHash(0),
+            4096)),
+        [&](queue_test_mod::BufferTask *) { read = true; });
+    EXPECT_EQ(s.code(), hshm::StatusCode::kInternal) << s;
+    EXPECT_FALSE(read);
+  }
+  cdata->FlushThreadCache();
+  EXPECT_EQ(cdata->LiveBytes(getpid()), before);
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
 }  // namespace

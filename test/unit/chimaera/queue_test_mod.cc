@@ -20,6 +20,7 @@ class Runtime : public chi::Container {
     RegisterMethod(kOverflow, "Overflow", &Runtime::Overflow);
     RegisterMethod(kRelay, "Relay", &Runtime::Relay);
     RegisterMethod(kRelayHigh, "RelayHigh", &Runtime::RelayHigh);
+    RegisterMethod(kFailWithBuffer, "FailWithBuffer", &Runtime::FailWithBuffer);
   }
 
   /** Dynamic tasks go to container (task graph id % containers), which may
@@ -122,6 +123,18 @@ class Runtime : public chi::Container {
     task->node_ = CHI_IPC->node_id();
     task->nodes_mask_ = 1ull << (task->node_ & 63);
     task->end_ns_ = hshm::NowNs();
+  }
+
+  /** Returns a client_data buffer of size_ bytes in buf_, and fails. */
+  void FailWithBuffer(BufferTask *task, chi::RunContext &rctx) {
+    chi::FullPtr<char> b = CHI_IPC->AllocateClientBuffer(task->size_);
+    if (b.IsNull()) {
+      task->SetStatus(chi::Status::OutOfMemory("no buffer"));
+      return;
+    }
+    task->buf_ = b.shm_;
+    task->buf_size_ = task->size_;
+    task->SetStatus(chi::Status::Internal("failed after filling buf_"));
   }
 
   /** Uses 4 KB of stack per level, `depth` levels deep. */

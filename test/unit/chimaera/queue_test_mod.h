@@ -19,6 +19,9 @@ static GLOBAL_CROSS_CONST chi::MethodId kRelay = chi::BaseMethod::kCustom + 2;
  * subtask finished its own fiber resumed. */
 static GLOBAL_CROSS_CONST chi::MethodId kRelayHigh =
     chi::BaseMethod::kCustom + 3;
+/** Puts a buffer of size_ bytes in buf_, then fails (a BufferTask). */
+static GLOBAL_CROSS_CONST chi::MethodId kFailWithBuffer =
+    chi::BaseMethod::kCustom + 4;
 
 /** Returns the worker, container and node that ran it, after spinning
  * `spin_us`. A broadcast merges the nodes into nodes_mask_ (bit = node id);
@@ -51,6 +54,27 @@ struct WhereTask : public chi::Task {
     ar.Out(nodes_mask_);
     ar.Out(end_ns_);
     ar.Out(delay_ns_);
+  }
+};
+
+/** kFailWithBuffer: an output buffer that a failed task still names. */
+struct BufferTask : public chi::Task {
+  static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
+  IN chi::u64 size_ = 0;
+  OUT hipc::Pointer buf_;
+  OUT chi::u64 buf_size_ = 0;
+  explicit BufferTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : chi::Task(alloc) {}
+  BufferTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+             const chi::TaskNode &node, const chi::PoolId &pool,
+             const chi::DomainQuery &dom, chi::u64 size)
+      : chi::Task(alloc), size_(size) {
+    SetBase(node, pool, dom, kFailWithBuffer);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(size_);
+    ar.OutBuf(buf_, buf_size_);
   }
 };
 
