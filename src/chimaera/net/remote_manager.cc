@@ -16,22 +16,41 @@
 #include "chimaera/work_orchestrator.h"
 #include "hermes_shm/lightbeam/transport.h"
 #include "hermes_shm/util/log_limit.h"
+#include "hermes_shm/util/tsan.h"
 
 namespace chi {
 
 namespace {
 
 /** Turns the data frames of a FieldArchive into ZeroMQ messages. Bytes in a
- * data segment are copied: the task may complete before ZeroMQ has sent
- * them (it fails when its node stalls with the connection still up), and
- * its submitter may then reuse the buffer while ZeroMQ still holds the
- * request, which the node runs if it resumes. Copied bytes (`owned`) are
- * moved into the message. */
+ * data segment that the frame does not own are copied: the task may
+ * complete before ZeroMQ has sent them (it fails when its node stalls with
+ * the connection still up), and its submitter may then reuse the buffer
+ * while ZeroMQ still holds the request, which the node runs if it resumes.
+ * A buffer the frame owns (a reply's output) travels without a copy and is
+ * freed by ZeroMQ's release callback (on its I/O thread, or here if the
+ * message is dropped); copied bytes (`owned`) are moved into the message. */
 std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames) {
   std::vector<zmq::message_t> out;
   out.reserve(frames.size());
   for (DataFrame &f : frames) {
-    if (f.owned.empty()) {
+    if (!f.shm_owned.IsNull()) {
+      // The hint is allocated before the buffer leaves the frame: a
+      // bad_alloc here leaves the frame to free it.
+      auto *hint = new hipc::Pointer(f.shm_owned);
+      (void)f.TakeShm();
+      // libzmq's hand-off to its I/O thread is invisible to TSan (tsan.h).
+      HSHM_TSAN_RELEASE(hint);
+      out.emplace_back(
+          const_cast<char *>(f.data), f.size,
+          [](void *, void *h) {
+            HSHM_TSAN_ACQUIRE(h);
+            auto *p = static_cast<hipc::Pointer *>(h);
+            (void)CHI_IPC->FreeBuffer(*p);
+            delete p;
+          },
+          hint);
+    } else if (f.owned.empty()) {
       out.emplace_back(f.data, f.size);  // copies
     } else {
       auto *s = new std::string(std::move(f.owned));

@@ -5,6 +5,21 @@
 
 namespace chi {
 
+DataFrame &DataFrame::operator=(DataFrame &&o) noexcept {
+  if (this != &o) {
+    if (!shm_owned.IsNull()) (void)CHI_IPC->FreeBuffer(shm_owned);
+    data = o.data;
+    size = o.size;
+    owned = std::move(o.owned);
+    shm_owned = o.TakeShm();
+  }
+  return *this;
+}
+
+DataFrame::~DataFrame() {
+  if (!shm_owned.IsNull()) (void)CHI_IPC->FreeBuffer(shm_owned);
+}
+
 const FrameView *FieldArchive::NextFrame() {
   if (next_frame_ >= num_in_frames_) {
     Fail(
@@ -34,7 +49,7 @@ void FieldArchive::InBuf(hipc::Pointer &p, u64 size) {
         size = 0;
       }
       Append(&size, sizeof(size));
-      if (size) out_frames_->push_back(DataFrame{src, size, {}});
+      if (size) out_frames_->push_back(DataFrame(src, size));
       return;
     }
     case Mode::kLoadIn: {
@@ -84,7 +99,8 @@ void FieldArchive::OutBuf(hipc::Pointer &p, u64 &size) {
       CopyToDst(&size, sizeof(size));
       return;
     case Mode::kSaveOut: {
-      // The reply carries the bytes; this node's copy is freed at once.
+      // The reply carries the bytes without a copy: the frame owns the
+      // buffer now and frees it once sent (or dropped).
       u64 n = p.IsNull() ? 0 : size;
       const char *src = n ? CHI_IPC->DataBuffer(p, n) : nullptr;
       if (n && !src) {
@@ -95,13 +111,12 @@ void FieldArchive::OutBuf(hipc::Pointer &p, u64 &size) {
       }
       Append(&n, sizeof(n));
       if (n) {
-        DataFrame f;
-        f.owned.assign(src, n);
-        f.data = f.owned.data();
-        f.size = n;
+        DataFrame f(src, n);
+        f.shm_owned = p;
         out_frames_->push_back(std::move(f));
+      } else {
+        (void)CHI_IPC->FreeBuffer(p);
       }
-      (void)CHI_IPC->FreeBuffer(p);
       p = hipc::Pointer::GetNull();
       return;
     }
