@@ -72,7 +72,8 @@ class RemoteManager {
   bool enabled() const { return transport_ != nullptr; }
   /** Worker thread: sends `rctx` to `node` to run on container `q` there.
    * On success the manager holds `rctx` until its reply arrives; on error
-   * (peer dead, bad input buffer) the caller still owns it. */
+   * (peer dead, bad input buffer, ResourceExhausted: more than
+   * network.max_peer_bytes not yet sent there) the caller still owns it. */
   Status Forward(RunContext *rctx, NodeId node, const DomainQuery &q,
                  u32 worker_id);
   /** Whether forwarding `rctx` expects a reply: its task is not
@@ -209,8 +210,15 @@ class RemoteManager {
      * max_peer_bytes (OnRecord charges, Uncharge releases). */
     std::atomic<u32> charged{0};
     std::atomic<u64> charged_bytes{0};
+    /** Data-frame bytes for this node that ZeroMQ still holds (copied
+     * request inputs, reply outputs): at most network.max_peer_bytes, so a
+     * stalled node cannot make this one hold without bound (ToZmq charges,
+     * ZeroMQ's release callback uncharges). */
+    std::atomic<u64> unsent_bytes{0};
   };
   std::unique_ptr<LoadSlot[]> loads_;  ///< num_nodes_ + 1 slots (Reserve).
+  /** Unsent bytes of replies to no valid node (never expected). */
+  std::atomic<u64> unsent_elsewhere_{0};
   /** Set once Init started the transport (the reinforcement thread and
    * workers run before that, and must not read the transport earlier). */
   std::atomic<bool> started_{false};

@@ -44,22 +44,18 @@ namespace chi {
 class Task;
 
 /** A data buffer travelling beside a serialized task, as its own frame:
- * bytes in a data segment that someone else keeps alive, bytes copied into
- * `owned`, or a data-segment buffer the frame owns (`shm_owned`: freed with
- * the frame unless TakeShm() hands it on). Move-only. */
+ * bytes in a data segment that someone else keeps alive, or a data-segment
+ * buffer the frame owns (`shm_owned`: freed with the frame unless TakeShm()
+ * hands it on). Move-only. */
 struct DataFrame {
-  const char *data = nullptr;  ///< Bytes to send (shm or `owned`).
+  const char *data = nullptr;  ///< Bytes to send (in a data segment).
   u64 size = 0;                ///< Byte count.
-  std::string owned;           ///< Storage when the bytes were copied.
   hipc::Pointer shm_owned;     ///< A buffer to free with the frame, or null.
 
   DataFrame() = default;
   DataFrame(const char *d, u64 n) : data(d), size(n) {}
   DataFrame(DataFrame &&o) noexcept
-      : data(o.data),
-        size(o.size),
-        owned(std::move(o.owned)),
-        shm_owned(o.TakeShm()) {}
+      : data(o.data), size(o.size), shm_owned(o.TakeShm()) {}
   DataFrame &operator=(DataFrame &&o) noexcept;
   DataFrame(const DataFrame &) = delete;
   DataFrame &operator=(const DataFrame &) = delete;

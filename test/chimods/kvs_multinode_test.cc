@@ -257,4 +257,74 @@ TEST(KvsMultiNodeTest, AStalledNodeNeverSeesBytesWrittenAfterTheFailure) {
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
+// What a node holds for a stalled node is bounded. The bytes of requests
+// that ZeroMQ has not sent are charged to the node they go to
+// (network.max_peer_bytes, here 8 MiB): past that a request fails at once
+// with ResourceExhausted instead of piling up in memory until the node is
+// declared dead. Once the node resumes, the bytes drain and it takes Puts
+// again.
+TEST(KvsMultiNodeTest, AStalledNodeHoldsAtMostMaxPeerBytesHere) {
+  constexpr hshm::u32 kContainers = 2;
+  constexpr hshm::u64 kValue = 4 << 20;
+  constexpr int kPuts = 12;  // 48 MiB, more than the socket buffers hold
+  chi_test::LocalCluster cluster(2, kWorkers, "  max_peer_bytes: 8m\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client kvs;
+  ASSERT_TRUE(kvs.Create("bound", kContainers).ok());
+  hshm::u64 i = 0;
+  while (NodeOfKey(i, kContainers, 2) != 2) ++i;
+  const std::string key = Key(i);
+  chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(key.size() + kValue);
+  ASSERT_FALSE(buf.IsNull());
+  memcpy(buf.ptr_, key.data(), key.size());
+  memset(buf.ptr_ + key.size(), 'a', kValue);
+  const int pid = cluster.node(2).pid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
+  std::vector<chi::FullPtr<chi::kvs::PutTask>> puts;
+  for (int n = 0; n < kPuts; ++n) {
+    puts.push_back(kvs.AsyncPut(buf, key.size(), kValue));
+    ASSERT_FALSE(puts.back().IsNull());
+  }
+  int exhausted = 0, unavailable = 0, other = 0;
+  std::string message;
+  for (auto &p : puts) {
+    if (!p->WaitFor(30000000)) {
+      ADD_FAILURE() << "a Put did not complete";
+      continue;
+    }
+    hshm::Status st = p->GetStatus();
+    if (st.code() == hshm::StatusCode::kResourceExhausted) {
+      ++exhausted;
+      message = st.message();
+    } else if (st.code() == hshm::StatusCode::kUnavailable) {
+      ++unavailable;
+    } else {
+      ++other;
+      ADD_FAILURE() << st;
+    }
+    CHI_IPC->DelTask(p);
+  }
+  ASSERT_EQ(kill(pid, SIGCONT), 0);
+  EXPECT_GE(exhausted, 1) << unavailable << " Unavailable";
+  EXPECT_EQ(exhausted + unavailable, kPuts);
+  EXPECT_NE(message.find("network.max_peer_bytes"), std::string::npos)
+      << message;
+  // The node resumes, the held bytes drain, and it takes Puts again.
+  const std::string other_key = Key(i) + "-after";
+  hshm::Status put = hshm::Status::Unavailable("not yet");
+  for (int n = 0; n < 200 && !put.ok(); ++n) {
+    usleep(50000);
+    put = kvs.Put(other_key, "back");
+  }
+  EXPECT_TRUE(put.ok()) << put;
+  auto got = kvs.Get(other_key);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "back");
+  (void)CHI_IPC->FreeBuffer(buf.shm_);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 }  // namespace

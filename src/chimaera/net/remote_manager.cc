@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 
 #include "chimaera/config_manager.h"
@@ -22,43 +24,58 @@ namespace chi {
 
 namespace {
 
-/** Turns the data frames of a FieldArchive into ZeroMQ messages. Bytes in a
- * data segment that the frame does not own are copied: the task may
- * complete before ZeroMQ has sent them (it fails when its node stalls with
- * the connection still up), and its submitter may then reuse the buffer
- * while ZeroMQ still holds the request, which the node runs if it resumes.
- * A buffer the frame owns (a reply's output) travels without a copy and is
- * freed by ZeroMQ's release callback (on its I/O thread, or here if the
- * message is dropped); copied bytes (`owned`) are moved into the message. */
-std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames) {
+/** What a data frame handed to ZeroMQ holds until ZeroMQ releases it: the
+ * bytes it charged to its node's unsent count, and the data-segment buffer
+ * to free (a reply's output) or, when that is null, the copy of the bytes
+ * that follows this header in the same allocation. */
+struct FrameHold {
+  std::atomic<u64> *unsent;
+  u64 size;
+  hipc::Pointer shm;
+};
+
+/** ZeroMQ's release callback of a frame: on its I/O thread once sent, or
+ * on the thread that drops an unsent message. */
+void ReleaseFrame(void *, void *hint) {
+  HSHM_TSAN_ACQUIRE(hint);  // libzmq's hand-off is invisible to TSan
+  auto *h = static_cast<FrameHold *>(hint);
+  h->unsent->fetch_sub(h->size, std::memory_order_relaxed);
+  if (!h->shm.IsNull()) (void)CHI_IPC->FreeBuffer(h->shm);
+  h->~FrameHold();
+  std::free(h);
+}
+
+/** Bytes of `frames`. */
+u64 FrameBytes(const std::vector<DataFrame> &frames) {
+  u64 n = 0;
+  for (const DataFrame &f : frames) n += f.size;
+  return n;
+}
+
+/** Turns the data frames of a FieldArchive into ZeroMQ messages, each
+ * charged to `*unsent` until ZeroMQ releases it. A buffer the frame owns (a
+ * reply's output) travels without a copy and is freed on release. Other
+ * bytes in a data segment are copied: the task may complete before ZeroMQ
+ * has sent them (it fails when its node stalls with the connection still
+ * up), and its submitter may then reuse the buffer while ZeroMQ still holds
+ * the request, which the node runs if it resumes. Throws std::bad_alloc. */
+std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames,
+                                  std::atomic<u64> *unsent) {
   std::vector<zmq::message_t> out;
   out.reserve(frames.size());
   for (DataFrame &f : frames) {
-    if (!f.shm_owned.IsNull()) {
-      // The hint is allocated before the buffer leaves the frame: a
-      // bad_alloc here leaves the frame to free it.
-      auto *hint = new hipc::Pointer(f.shm_owned);
-      (void)f.TakeShm();
-      // libzmq's hand-off to its I/O thread is invisible to TSan (tsan.h).
-      HSHM_TSAN_RELEASE(hint);
-      out.emplace_back(
-          const_cast<char *>(f.data), f.size,
-          [](void *, void *h) {
-            HSHM_TSAN_ACQUIRE(h);
-            auto *p = static_cast<hipc::Pointer *>(h);
-            (void)CHI_IPC->FreeBuffer(*p);
-            delete p;
-          },
-          hint);
-    } else if (f.owned.empty()) {
-      out.emplace_back(f.data, f.size);  // copies
-    } else {
-      auto *s = new std::string(std::move(f.owned));
-      out.emplace_back(
-          s->data(), s->size(),
-          [](void *, void *hint) { delete static_cast<std::string *>(hint); },
-          s);
+    const bool owns = !f.shm_owned.IsNull();
+    void *mem = std::malloc(sizeof(FrameHold) + (owns ? 0 : f.size));
+    if (!mem) throw std::bad_alloc();
+    auto *h = new (mem) FrameHold{unsent, f.size, f.TakeShm()};
+    char *data = const_cast<char *>(f.data);
+    if (!owns) {
+      data = reinterpret_cast<char *>(h + 1);
+      std::memcpy(data, f.data, f.size);
     }
+    unsent->fetch_add(f.size, std::memory_order_relaxed);
+    HSHM_TSAN_RELEASE(h);
+    out.emplace_back(data, f.size, ReleaseFrame, h);
   }
   return out;
 }
@@ -319,7 +336,16 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   ar.set_output(&rec.bytes, &frames);
   r->method_->fields(ar, t);
   HSHM_RETURN_IF_ERROR(ar.status());
-  rec.frames = ToZmq(frames);
+  std::atomic<u64> &unsent = loads_[node].unsent_bytes;
+  const u64 held = unsent.load(std::memory_order_relaxed);
+  const u64 bytes = FrameBytes(frames);
+  if (bytes != 0 && held + bytes > max_peer_bytes_) {
+    return Status::ResourceExhausted(
+        "node " + std::to_string(self_) + " holds " + std::to_string(held) +
+        " bytes not yet sent to node " + std::to_string(node) +
+        " (network.max_peer_bytes); this request has " + std::to_string(bytes));
+  }
+  rec.frames = ToZmq(frames, &unsent);
   if (reply) {
     std::lock_guard<std::mutex> lock(mu_);
     const u64 deadline = hshm::NowNs() + request_timeout_ns_;
@@ -410,6 +436,20 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
       err = internal::TaskErrorMessage(t);
     }
   }
+  std::atomic<u64> *unsent = r->from_node_ >= 1 && r->from_node_ <= num_nodes_
+                                 ? &loads_[r->from_node_].unsent_bytes
+                                 : &unsent_elsewhere_;
+  if (w.rc == 0) {
+    const u64 held = unsent->load(std::memory_order_relaxed);
+    const u64 bytes = FrameBytes(frames);
+    if (bytes != 0 && held + bytes > max_peer_bytes_) {
+      w.rc = static_cast<u32>(StatusCode::kResourceExhausted);
+      err = "node " + std::to_string(self_) + " holds " + std::to_string(held) +
+            " bytes not yet sent to node " + std::to_string(r->from_node_) +
+            " (network.max_peer_bytes); this reply has " +
+            std::to_string(bytes);
+    }
+  }
   if (w.rc == 0) err.clear();
   w.err_len = static_cast<u32>(err.size());
   rec.bytes.append(reinterpret_cast<const char *>(&w), sizeof(w));
@@ -419,7 +459,7 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
     rec.bytes.append(fields);
   else
     frames.clear();
-  rec.frames = ToZmq(frames);
+  rec.frames = ToZmq(frames, unsent);
   Stage(r->worker_ ? r->worker_->id() : ~0u, r->from_node_, std::move(rec));
   replied_.fetch_add(1, std::memory_order_relaxed);
 }

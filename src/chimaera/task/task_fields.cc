@@ -10,7 +10,6 @@ DataFrame &DataFrame::operator=(DataFrame &&o) noexcept {
     if (!shm_owned.IsNull()) (void)CHI_IPC->FreeBuffer(shm_owned);
     data = o.data;
     size = o.size;
-    owned = std::move(o.owned);
     shm_owned = o.TakeShm();
   }
   return *this;
