@@ -219,6 +219,12 @@ class RemoteManager {
   std::unique_ptr<LoadSlot[]> loads_;  ///< num_nodes_ + 1 slots (Reserve).
   /** Unsent bytes of replies to no valid node (never expected). */
   std::atomic<u64> unsent_elsewhere_{0};
+  /** Bytes of data-segment buffers (reply outputs) that ZeroMQ holds, at
+   * most shm_budget_ (an eighth of the smaller data segment, set by
+   * Reserve): past it, outputs are copied out and freed at once, so a
+   * stalled node cannot pin the segments every client allocates from. */
+  std::atomic<u64> shm_held_{0};
+  u64 shm_budget_ = 0;
   /** Set once Init started the transport (the reinforcement thread and
    * workers run before that, and must not read the transport earlier). */
   std::atomic<bool> started_{false};

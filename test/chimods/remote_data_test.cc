@@ -1,6 +1,8 @@
 // Data buffers between nodes (127.0.0.x runtimes of one cluster): large
 // inputs and outputs cross byte-exact, and neither side keeps them.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <vector>
 
@@ -72,6 +74,47 @@ TEST(RemoteDataTest, LargeEchoesToAnotherNodeAreExactAndFreed) {
   }
   EXPECT_EQ(exact, kEchoes);
   for (auto &b : bufs) (void)CHI_IPC->FreeBuffer(b.shm_);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
+// A node whose requester stalls (stopped, its connection up) cannot pin
+// its own data segments with the replies ZeroMQ holds for it: past an
+// eighth of the smaller segment (4 MiB here), reply outputs are copied out
+// and their buffers freed at once. Node 2 runs six 4 MiB echoes for node 1
+// after node 1 stopped (they wait behind a long Compute there); a client
+// of node 2 must then still get 20 of its 32 MiB client_data.
+TEST(RemoteDataTest, AStalledRequesterCannotPinTheRepliersSegments) {
+  constexpr hshm::u64 kSize = 4 << 20;
+  constexpr int kEchoes = 6;
+  chi_test::LocalCluster cluster(2, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("pin_replies", 2).ok());
+  const chi::DomainQuery on_node_2 = chi::DomainQuery::GetGlobalId(1);
+  chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(kSize);
+  ASSERT_FALSE(buf.IsNull());
+  for (hshm::u64 j = 0; j < kSize; ++j) buf.ptr_[j] = PatternByte(1, j);
+  // About a second of work on node 2's only low-latency worker.
+  auto busy = sm.AsyncCompute(hshm::u64{1} << 29, 1, on_node_2);
+  ASSERT_FALSE(busy.IsNull());
+  for (int i = 0; i < kEchoes; ++i) {
+    ASSERT_FALSE(sm.AsyncEcho(buf.shm_, kSize, on_node_2).IsNull());
+  }
+  usleep(300000);  // node 1 forwards them; node 2 queues them
+  const int pid = cluster.node(1).pid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
+  // The Compute ends and node 2 replies to the stopped node 1. (The tasks
+  // stay with node 1: this process no longer touches them.)
+  sleep(3);
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  chi::FullPtr<char> big = CHI_IPC->AllocateBuffer(20 << 20);
+  EXPECT_FALSE(big.IsNull()) << "node 2's client_data is pinned by replies";
+  if (!big.IsNull()) (void)CHI_IPC->FreeBuffer(big.shm_);
+  cluster.Disconnect();
+  ASSERT_EQ(kill(pid, SIGCONT), 0);
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 

@@ -26,10 +26,12 @@ namespace {
 
 /** What a data frame handed to ZeroMQ holds until ZeroMQ releases it: the
  * bytes it charged to its node's unsent count, and the data-segment buffer
- * to free (a reply's output) or, when that is null, the copy of the bytes
- * that follows this header in the same allocation. */
+ * to free (a reply's output, also charged to the data segments' budget) or,
+ * when that is null, the copy of the bytes that follows this header in the
+ * same allocation. */
 struct FrameHold {
   std::atomic<u64> *unsent;
+  std::atomic<u64> *shm_held;
   u64 size;
   hipc::Pointer shm;
 };
@@ -40,7 +42,10 @@ void ReleaseFrame(void *, void *hint) {
   HSHM_TSAN_ACQUIRE(hint);  // libzmq's hand-off is invisible to TSan
   auto *h = static_cast<FrameHold *>(hint);
   h->unsent->fetch_sub(h->size, std::memory_order_relaxed);
-  if (!h->shm.IsNull()) (void)CHI_IPC->FreeBuffer(h->shm);
+  if (!h->shm.IsNull()) {
+    h->shm_held->fetch_sub(h->size, std::memory_order_relaxed);
+    (void)CHI_IPC->FreeBuffer(h->shm);
+  }
   h->~FrameHold();
   std::free(h);
 }
@@ -52,30 +57,70 @@ u64 FrameBytes(const std::vector<DataFrame> &frames) {
   return n;
 }
 
-/** Turns the data frames of a FieldArchive into ZeroMQ messages, each
- * charged to `*unsent` until ZeroMQ releases it. A buffer the frame owns (a
- * reply's output) travels without a copy and is freed on release. Other
- * bytes in a data segment are copied: the task may complete before ZeroMQ
- * has sent them (it fails when its node stalls with the connection still
- * up), and its submitter may then reuse the buffer while ZeroMQ still holds
- * the request, which the node runs if it resumes. Throws std::bad_alloc. */
+/** Adds `bytes` to `*count` unless the sum would pass `cap`; false, with
+ * nothing added, if it would. Any thread. */
+bool Charge(std::atomic<u64> *count, u64 bytes, u64 cap) {
+  if (bytes == 0) return true;
+  u64 cur = count->load(std::memory_order_relaxed);
+  do {
+    if (cur > cap || bytes > cap - cur) return false;
+  } while (!count->compare_exchange_weak(cur, cur + bytes,
+                                         std::memory_order_relaxed));
+  return true;
+}
+
+/** Turns the data frames of a FieldArchive into ZeroMQ messages.
+ * REQUIRES: the caller charged FrameBytes(frames) to `*unsent`; each
+ * message gives its share back when ZeroMQ releases it. A buffer a frame
+ * owns (a reply's output) travels without a copy while the data segments'
+ * budget (`*shm_held` at most `shm_budget`) has room, so that a stalled
+ * node cannot pin much of them; it is freed on release. Other bytes are
+ * copied: the task may complete before ZeroMQ has sent them (it fails when
+ * its node stalls with the connection still up), and its submitter may
+ * then reuse the buffer while ZeroMQ still holds the request, which the
+ * node runs if it resumes. Throws std::bad_alloc (nothing then stays
+ * charged). */
 std::vector<zmq::message_t> ToZmq(std::vector<DataFrame> &frames,
-                                  std::atomic<u64> *unsent) {
+                                  std::atomic<u64> *unsent,
+                                  std::atomic<u64> *shm_held, u64 shm_budget) {
   std::vector<zmq::message_t> out;
   out.reserve(frames.size());
-  for (DataFrame &f : frames) {
-    const bool owns = !f.shm_owned.IsNull();
-    void *mem = std::malloc(sizeof(FrameHold) + (owns ? 0 : f.size));
-    if (!mem) throw std::bad_alloc();
-    auto *h = new (mem) FrameHold{unsent, f.size, f.TakeShm()};
-    char *data = const_cast<char *>(f.data);
-    if (!owns) {
-      data = reinterpret_cast<char *>(h + 1);
-      std::memcpy(data, f.data, f.size);
+  size_t i = 0;
+  try {
+    for (; i < frames.size(); ++i) {
+      DataFrame &f = frames[i];
+      const bool zero_copy =
+          !f.shm_owned.IsNull() && Charge(shm_held, f.size, shm_budget);
+      void *mem = std::malloc(sizeof(FrameHold) + (zero_copy ? 0 : f.size));
+      if (!mem) {
+        if (zero_copy) shm_held->fetch_sub(f.size, std::memory_order_relaxed);
+        throw std::bad_alloc();
+      }
+      auto *h = new (mem)
+          FrameHold{unsent, shm_held, f.size,
+                    zero_copy ? f.TakeShm() : hipc::Pointer::GetNull()};
+      char *data = const_cast<char *>(f.data);
+      if (!zero_copy) {
+        data = reinterpret_cast<char *>(h + 1);
+        std::memcpy(data, f.data, f.size);
+      }
+      HSHM_TSAN_RELEASE(h);
+      try {
+        out.emplace_back(data, f.size, ReleaseFrame, h);
+      } catch (...) {
+        // ZeroMQ never took it: released here (its bytes, its buffer).
+        ReleaseFrame(nullptr, h);
+        ++i;
+        throw;
+      }
     }
-    unsent->fetch_add(f.size, std::memory_order_relaxed);
-    HSHM_TSAN_RELEASE(h);
-    out.emplace_back(data, f.size, ReleaseFrame, h);
+  } catch (...) {
+    // Frames not wrapped yet give their charge back; their buffers stay
+    // with them (freed with `frames`). Wrapped ones release on their own.
+    u64 rest = 0;
+    for (size_t j = i; j < frames.size(); ++j) rest += frames[j].size;
+    unsent->fetch_sub(rest, std::memory_order_relaxed);
+    throw;
   }
   return out;
 }
@@ -157,6 +202,10 @@ Status RemoteManager::Init() {
 
 void RemoteManager::Reserve(u32 num_workers) {
   staged_.resize(num_workers);
+  {
+    const ServerConfig &c = CHI_CONFIG_MANAGER->config();
+    shm_budget_ = std::min(c.cdata_size_, c.rdata_size_) / 8;
+  }
   self_ = CHI_IPC->node_id();
   request_timeout_ns_ =
       u64{CHI_CONFIG_MANAGER->config().request_timeout_ms_} * 1000000;
@@ -337,15 +386,15 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   r->method_->fields(ar, t);
   HSHM_RETURN_IF_ERROR(ar.status());
   std::atomic<u64> &unsent = loads_[node].unsent_bytes;
-  const u64 held = unsent.load(std::memory_order_relaxed);
   const u64 bytes = FrameBytes(frames);
-  if (bytes != 0 && held + bytes > max_peer_bytes_) {
+  if (!Charge(&unsent, bytes, max_peer_bytes_)) {
     return Status::ResourceExhausted(
-        "node " + std::to_string(self_) + " holds " + std::to_string(held) +
+        "node " + std::to_string(self_) + " holds " +
+        std::to_string(unsent.load(std::memory_order_relaxed)) +
         " bytes not yet sent to node " + std::to_string(node) +
         " (network.max_peer_bytes); this request has " + std::to_string(bytes));
   }
-  rec.frames = ToZmq(frames, &unsent);
+  rec.frames = ToZmq(frames, &unsent, &shm_held_, shm_budget_);
   if (reply) {
     std::lock_guard<std::mutex> lock(mu_);
     const u64 deadline = hshm::NowNs() + request_timeout_ns_;
@@ -439,16 +488,14 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
   std::atomic<u64> *unsent = r->from_node_ >= 1 && r->from_node_ <= num_nodes_
                                  ? &loads_[r->from_node_].unsent_bytes
                                  : &unsent_elsewhere_;
-  if (w.rc == 0) {
-    const u64 held = unsent->load(std::memory_order_relaxed);
-    const u64 bytes = FrameBytes(frames);
-    if (bytes != 0 && held + bytes > max_peer_bytes_) {
-      w.rc = static_cast<u32>(StatusCode::kResourceExhausted);
-      err = "node " + std::to_string(self_) + " holds " + std::to_string(held) +
-            " bytes not yet sent to node " + std::to_string(r->from_node_) +
-            " (network.max_peer_bytes); this reply has " +
-            std::to_string(bytes);
-    }
+  // The method ran; only its outputs are lost if they do not fit.
+  if (w.rc == 0 && !Charge(unsent, FrameBytes(frames), max_peer_bytes_)) {
+    w.rc = static_cast<u32>(StatusCode::kResourceExhausted);
+    err = "node " + std::to_string(self_) + " holds " +
+          std::to_string(unsent->load(std::memory_order_relaxed)) +
+          " bytes not yet sent to node " + std::to_string(r->from_node_) +
+          " (network.max_peer_bytes); the task ran, but its reply of " +
+          std::to_string(FrameBytes(frames)) + " bytes was dropped";
   }
   if (w.rc == 0) err.clear();
   w.err_len = static_cast<u32>(err.size());
@@ -459,7 +506,7 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
     rec.bytes.append(fields);
   else
     frames.clear();
-  rec.frames = ToZmq(frames, unsent);
+  rec.frames = ToZmq(frames, unsent, &shm_held_, shm_budget_);
   Stage(r->worker_ ? r->worker_->id() : ~0u, r->from_node_, std::move(rec));
   replied_.fetch_add(1, std::memory_order_relaxed);
 }

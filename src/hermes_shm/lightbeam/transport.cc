@@ -530,6 +530,8 @@ void Transport::Loop() {
   }
   for (u32 n = 1; n <= num_nodes_; ++n) {
     FailRecords(n, pending_[n - 1], 0, pending_[n - 1].size());
+    // Their frames go now, while their owner's memory is still there.
+    pending_[n - 1].clear();
     if (n != self_) {
       std::vector<OutRecord> &b = peer(n).backlog;
       FailRecords(n, b, 0, b.size());
