@@ -146,6 +146,9 @@ struct TransportStats {
    * check_peer_address, as accepted (an address that is no node's, or no
    * descriptor left). */
   u64 auth_failures = 0;
+  /** Connections to dead peers closed (and made anew), dropping what
+   * ZeroMQ still held for them. */
+  u64 dealer_resets = 0;
 };
 
 /** A node's endpoint of the lightbeam transport. Not copyable or movable. A
@@ -226,6 +229,8 @@ class Transport {
     std::vector<OutRecord> outbox;  // guarded by mu_
     // Network thread only:
     std::unique_ptr<zmq::socket_t> dealer;
+    std::string host;        ///< Its host, as in its endpoint.
+    std::string connect_to;  ///< What its DEALER connects to.
     /** Records ZeroMQ did not take yet (connection not up, or at the
      * high-water mark), oldest first; retried every millisecond, failed when
      * the peer dies or after dead_after_ms. */
@@ -264,6 +269,13 @@ class Transport {
   /** Fails everything in `node`'s outbox and backlog (it died or
    * restarted). */
   void FailQueued(u32 node);
+  /** A DEALER connecting to `p` with every lightbeam option. Throws
+   * zmq::error_t. */
+  std::unique_ptr<zmq::socket_t> MakeDealer(const Peer &p);
+  /** Replaces `node`'s DEALER by a new one: closing the old one (linger 0)
+   * drops the messages ZeroMQ still held for the node, releasing their
+   * frames. Keeps the old one if a new one cannot be made. */
+  void ResetDealer(u32 node);
   /** Reads, validates and dispatches the messages waiting on the ROUTER. */
   void ReceiveAll();
   /** Checks in_frames_ completely (DecodeMessage); fills in_header_ and
@@ -358,7 +370,7 @@ class Transport {
 
   std::atomic<u64> msgs_sent_{0}, records_sent_{0}, msgs_received_{0},
       records_received_{0}, dropped_malformed_{0}, dropped_wrong_address_{0},
-      send_failures_{0}, auth_failures_{0};
+      send_failures_{0}, auth_failures_{0}, dealer_resets_{0};
 };
 
 }  // namespace hshm::lbm

@@ -300,25 +300,17 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
       peers_.back()->last_heard = Clock::now();
       peers_.back()->addrs = std::move(addrs[n - 1]);
       if (n == self) continue;
-      auto d = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::dealer);
-      CommonOptions(*d, hosts[n - 1], opt.sndhwm);
-      d->set(zmq::sockopt::routing_id, std::to_string(self));
-      d->set(zmq::sockopt::immediate, 1);
-      if (curve) {
-        // A client of the peer's server key, proving it holds the pair.
-        d->set(zmq::sockopt::curve_serverkey, opt.curve_public_key);
-        d->set(zmq::sockopt::curve_publickey, opt.curve_public_key);
-        d->set(zmq::sockopt::curve_secretkey, opt.curve_secret_key);
-      }
       // "source;destination": the peer checks where we talk from. (Across
       // address families there is no such source; the peer then refuses.)
       const bool same_family =
           (bind_host[0] == '[') == (hosts[n - 1][0] == '[');
-      d->connect("tcp://" +
-                 (opt.check_peer_address && same_family ? bind_host + ":0;"
-                                                        : std::string()) +
-                 endpoints[n - 1]);
-      peers_.back()->dealer = std::move(d);
+      peers_.back()->host = hosts[n - 1];
+      peers_.back()->connect_to =
+          "tcp://" +
+          (opt.check_peer_address && same_family ? bind_host + ":0;"
+                                                 : std::string()) +
+          endpoints[n - 1];
+      peers_.back()->dealer = MakeDealer(*peers_.back());
     }
   } catch (const zmq::error_t &e) {
     AbortStart();
@@ -469,6 +461,7 @@ TransportStats Transport::stats() const {
       dropped_wrong_address_.load(std::memory_order_relaxed);
   s.send_failures = send_failures_.load(std::memory_order_relaxed);
   s.auth_failures = auth_failures_.load(std::memory_order_relaxed);
+  s.dealer_resets = dealer_resets_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -688,6 +681,35 @@ void Transport::FailRecords(u32 node, std::vector<OutRecord> &recs,
   for (size_t i = begin; i < end; ++i) tags.push_back(recs[i].tag);
   send_failures_.fetch_add(end - begin, std::memory_order_relaxed);
   if (on_send_fail_) on_send_fail_(node, std::move(tags));
+}
+
+std::unique_ptr<zmq::socket_t> Transport::MakeDealer(const Peer &p) {
+  auto d = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::dealer);
+  CommonOptions(*d, p.host, opt_.sndhwm);
+  d->set(zmq::sockopt::routing_id, std::to_string(self_));
+  d->set(zmq::sockopt::immediate, 1);
+  if (!opt_.curve_public_key.empty() || !opt_.curve_secret_key.empty()) {
+    // A client of the peer's server key, proving it holds the pair.
+    d->set(zmq::sockopt::curve_serverkey, opt_.curve_public_key);
+    d->set(zmq::sockopt::curve_publickey, opt_.curve_public_key);
+    d->set(zmq::sockopt::curve_secretkey, opt_.curve_secret_key);
+  }
+  d->connect(p.connect_to);
+  return d;
+}
+
+void Transport::ResetDealer(u32 node) {
+  Peer &p = peer(node);
+  try {
+    auto d = MakeDealer(p);
+    p.dealer = std::move(d);  // closes the old one (linger 0): drops its queue
+    dealer_resets_.fetch_add(1, std::memory_order_relaxed);
+  } catch (const zmq::error_t &e) {
+    fprintf(stderr,
+            "lightbeam: node %u keeps its connection to dead node %u (a new "
+            "one failed: %s)\n",
+            self_, node, e.what());
+  }
 }
 
 void Transport::FailQueued(u32 node) {
@@ -1043,6 +1065,11 @@ void Transport::Tick(Clock::time_point now) {
         now - p.last_heard > dead_after) {
       p.alive.store(false, std::memory_order_release);
       FailQueued(n);
+      // What ZeroMQ still holds for it (a stalled node that keeps its
+      // connection up reads nothing) is dropped with its connection, so
+      // that its memory comes back and requests already failed here do not
+      // run there once it resumes (unless they had reached its socket).
+      ResetDealer(n);
       if (on_peer_) on_peer_(n, false);
     }
   }

@@ -696,6 +696,45 @@ TEST(LightbeamTest, DeadPeerDetectedAndReturns) {
   EXPECT_TRUE(WaitFor([&] { return b2.got[1].load() == 100; }));
 }
 
+// A peer that keeps its connection up but reads nothing (a stalled
+// process; here a bare ROUTER that takes one message and no more) is
+// declared dead, and what ZeroMQ still held for it goes with its
+// connection: every frame sent there is released, so its memory comes back
+// and the peer cannot run those records once it resumes.
+TEST(LightbeamTest, WhatADeadPeerNeverReadIsReleased) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.4.3"),
+                                  FreeEndpoint("127.0.4.4")};
+  zmq::context_t zctx(1);
+  zmq::socket_t stalled(zctx, zmq::socket_type::router);
+  stalled.set(zmq::sockopt::linger, 0);
+  stalled.set(zmq::sockopt::rcvhwm, 1);
+  stalled.bind("tcp://" + eps[1]);
+  TransportOptions o;
+  o.heartbeat_ms = 50;
+  o.dead_after_ms = 500;
+  Node a(2);
+  ASSERT_TRUE(a.Start(1, eps, o).ok());
+  constexpr int kRecords = 12;  // 48 MiB: more than the socket buffers
+  static const std::vector<char> big(4 << 20, 'x');
+  std::atomic<int> released{0};
+  for (int i = 0; i < kRecords; ++i) {
+    OutRecord r;
+    r.bytes = "record";
+    r.frames.emplace_back(
+        const_cast<char *>(big.data()), big.size(),
+        [](void *, void *hint) {
+          static_cast<std::atomic<int> *>(hint)->fetch_add(1);
+        },
+        &released);
+    ASSERT_TRUE(a.t.Send(2, std::move(r)));
+  }
+  ASSERT_TRUE(WaitFor([&] { return !a.t.PeerAlive(2); }, 5000));
+  EXPECT_TRUE(WaitFor([&] { return released.load() == kRecords; }, 3000))
+      << released.load() << " of " << kRecords << " released";
+  EXPECT_GE(a.t.stats().dealer_resets, 1u);
+  a.t.Stop();  // before `released` goes
+}
+
 TEST(LightbeamTest, RestartReportedByIncarnation) {
   std::vector<std::string> eps = {FreeEndpoint("127.0.5.1"),
                                   FreeEndpoint("127.0.5.2")};
