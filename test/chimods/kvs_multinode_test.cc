@@ -198,17 +198,21 @@ TEST(KvsMultiNodeTest, KilledNodeFailsOnlyItsTasksThenRejoins) {
 }
 
 // A request forwarded to a stalled node (stopped, its connection still up)
-// fails when its reply is late (network.request_timeout_ms, 500 ms here),
-// and the client may then reuse its buffer. The node is not declared dead
-// yet, so the request still reaches it once it resumes (ZeroMQ held most of
-// it: the value is larger than the loopback socket buffers): the node must
-// then see the bytes the client sent, never the ones it wrote after the
-// failure. (Resumed after it is declared dead, it would see nothing: the
-// connection and what it held are dropped then.)
+// fails when its reply is late (network.request_timeout_ms, a third of the
+// dead-node limit here), and the client may then reuse its buffer. The
+// request still reaches the node once it resumes (ZeroMQ held most of it:
+// the value is larger than the loopback socket buffers), as long as that is
+// before the connection is dropped (4 dead-node limits after it is declared
+// dead): the node must then see the bytes the client sent, never the ones
+// it wrote after the failure.
 TEST(KvsMultiNodeTest, AStalledNodeNeverSeesBytesWrittenAfterTheFailure) {
   constexpr hshm::u32 kContainers = 2;
   constexpr hshm::u64 kValue = 12 << 20;
-  chi_test::LocalCluster cluster(2, kWorkers, "  request_timeout_ms: 500\n");
+  // A third of the dead-node limit: 500 ms, more under sanitizers.
+  chi_test::LocalCluster cluster(
+      2, kWorkers,
+      "  request_timeout_ms: " + std::to_string(chi_test::DeadAfterMs() / 3) +
+          "\n");
   ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
   ASSERT_TRUE(cluster.Connect(1).ok());
   chi::kvs::Client kvs;
@@ -229,7 +233,10 @@ TEST(KvsMultiNodeTest, AStalledNodeNeverSeesBytesWrittenAfterTheFailure) {
   const bool done = put->WaitFor(30000000);
   EXPECT_TRUE(done);
   if (done) {
-    EXPECT_EQ(put->GetStatus().code(), hshm::StatusCode::kTimeout)
+    // Timeout; Unavailable if a loaded machine let the death come first.
+    const hshm::StatusCode code = put->GetStatus().code();
+    EXPECT_TRUE(code == hshm::StatusCode::kTimeout ||
+                code == hshm::StatusCode::kUnavailable)
         << put->GetStatus();
     memset(buf.ptr_ + key.size(), 'b', kValue);  // the client reuses it
   }

@@ -155,6 +155,9 @@ struct TransportStats {
  * Transport is started at most once; Stop (or the destructor) ends it. */
 class Transport {
  public:
+  /** A peer dead this many dead_after_ms loses its DEALER, and with it what
+   * ZeroMQ still held for it (see ResetDealer). */
+  static constexpr int kDealerResetDeaths = 4;
   /** Called for each received record, in the order the peer sent them. */
   using RecordHandler = std::function<void(u32 from_node, InRecord &rec)>;
   /** alive=false: the peer is dead (or restarted: false then true). */
@@ -229,6 +232,9 @@ class Transport {
     std::vector<OutRecord> outbox;  // guarded by mu_
     // Network thread only:
     std::unique_ptr<zmq::socket_t> dealer;
+    /** When it was declared dead, until its DEALER is reset (after
+     * kDealerResetDeaths dead_after_ms) or it is heard again; else 0. */
+    Clock::time_point dead_since;
     std::string host;        ///< Its host, as in its endpoint.
     std::string connect_to;  ///< What its DEALER connects to.
     /** Records ZeroMQ did not take yet (connection not up, or at the
@@ -274,7 +280,9 @@ class Transport {
   std::unique_ptr<zmq::socket_t> MakeDealer(const Peer &p);
   /** Replaces `node`'s DEALER by a new one: closing the old one (linger 0)
    * drops the messages ZeroMQ still held for the node, releasing their
-   * frames. Keeps the old one if a new one cannot be made. */
+   * frames (bytes already in the kernel's socket buffer may still reach
+   * it). Keeps the old one if a new one cannot be made. Tick calls it for a
+   * peer still dead kDealerResetDeaths dead_after_ms after it died. */
   void ResetDealer(u32 node);
   /** Reads, validates and dispatches the messages waiting on the ROUTER. */
   void ReceiveAll();

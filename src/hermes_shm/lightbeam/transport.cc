@@ -704,7 +704,7 @@ void Transport::ResetDealer(u32 node) {
     auto d = MakeDealer(p);
     p.dealer = std::move(d);  // closes the old one (linger 0): drops its queue
     dealer_resets_.fetch_add(1, std::memory_order_relaxed);
-  } catch (const zmq::error_t &e) {
+  } catch (const std::exception &e) {
     fprintf(stderr,
             "lightbeam: node %u keeps its connection to dead node %u (a new "
             "one failed: %s)\n",
@@ -872,6 +872,7 @@ void Transport::Heard(u32 node, u64 incarnation) {
   }
   p.incarnation.store(incarnation, std::memory_order_release);
   if (restarted || !was_alive) {
+    p.dead_since = Clock::time_point();  // back: no reset
     p.alive.store(true, std::memory_order_release);
     if (on_peer_) on_peer_(node, true);
   }
@@ -1064,13 +1065,22 @@ void Transport::Tick(Clock::time_point now) {
     if (p.alive.load(std::memory_order_relaxed) &&
         now - p.last_heard > dead_after) {
       p.alive.store(false, std::memory_order_release);
+      p.dead_since = now;
       FailQueued(n);
-      // What ZeroMQ still holds for it (a stalled node that keeps its
-      // connection up reads nothing) is dropped with its connection, so
-      // that its memory comes back and requests already failed here do not
-      // run there once it resumes (unless they had reached its socket).
-      ResetDealer(n);
       if (on_peer_) on_peer_(n, false);
+    }
+    // What ZeroMQ still holds for a peer dead this long (a stalled node
+    // that keeps its connection up reads nothing) is dropped with its
+    // connection, so that its memory comes back and requests already failed
+    // here do not run there once it resumes. Not at once: a node taken for
+    // dead only because its heartbeats queue behind its data (or that just
+    // resumed itself) is heard again sooner, and the replies it waits for
+    // still reach it.
+    if (!p.alive.load(std::memory_order_relaxed) &&
+        p.dead_since != Clock::time_point() &&
+        now - p.dead_since > kDealerResetDeaths * dead_after) {
+      p.dead_since = Clock::time_point();
+      ResetDealer(n);
     }
   }
 }
