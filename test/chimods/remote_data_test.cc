@@ -118,4 +118,31 @@ TEST(RemoteDataTest, AStalledRequesterCannotPinTheRepliersSegments) {
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
+// A requester that pauses (stopped) longer than the dead-node limit while
+// its remote request's reply arrives must still get that reply: when it
+// resumes, the time it did not run does not count towards its peers' death.
+// (Before, its first heartbeat tick often took node 2 for dead and failed
+// the Compute with "node 2 stopped answering": 3 of 4 runs.)
+TEST(RemoteDataTest, ARequesterThatPausedStillGetsItsReply) {
+  chi_test::LocalCluster cluster(2, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("pause", 2).ok());
+  const chi::DomainQuery on_node_2 = chi::DomainQuery::GetGlobalId(1);
+  auto t = sm.AsyncCompute(hshm::u64{1} << 27, 1, on_node_2);  // ~0.25 s
+  ASSERT_FALSE(t.IsNull());
+  usleep(100000);
+  const int pid = cluster.node(1).pid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
+  usleep((chi_test::DeadAfterMs() + 500) * 1000);
+  ASSERT_EQ(kill(pid, SIGCONT), 0);
+  ASSERT_TRUE(t->WaitFor(10000000));
+  EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+  CHI_IPC->DelTask(t);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 }  // namespace

@@ -373,6 +373,7 @@ class Transport {
   std::vector<std::vector<OutRecord>> pending_;  // index node-1
   WireHeader in_header_{};
   u64 log_window_ms_ = 0;
+  Clock::time_point last_tick_;  ///< The last Tick (0 before the first).
   u32 log_lines_ = 0;
   u64 log_suppressed_ = 0;
 

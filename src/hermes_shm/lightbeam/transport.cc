@@ -1058,9 +1058,20 @@ void Transport::LogAuthFailure(const char *why, const std::string &from) {
 void Transport::Tick(Clock::time_point now) {
   if (log_suppressed_) RollLogWindow();
   const auto dead_after = std::chrono::milliseconds(opt_.dead_after_ms);
+  // Ticks come every heartbeat_ms. A longer gap means this thread did not
+  // run (the process was stopped, the VM paused, the machine overloaded):
+  // the peers' messages of that time wait unread, so their silence then
+  // does not count towards their death.
+  const auto heartbeat = std::chrono::milliseconds(opt_.heartbeat_ms);
+  Clock::duration paused{0};
+  if (last_tick_ != Clock::time_point() && now - last_tick_ > 2 * heartbeat) {
+    paused = now - last_tick_ - heartbeat;
+  }
+  last_tick_ = now;
   for (u32 n = 1; n <= num_nodes_; ++n) {
     if (n == self_) continue;
     Peer &p = peer(n);
+    p.last_heard += paused;
     SendControl(n, MsgKind::kPing);  // dead peers too, so they can return
     if (p.alive.load(std::memory_order_relaxed) &&
         now - p.last_heard > dead_after) {
