@@ -108,6 +108,28 @@ hshm::u32 NodeOfKey(hshm::u64 i, hshm::u32 containers, hshm::u32 nodes) {
   return KeyHash(k.data(), k.size()) % containers % nodes + 1;
 }
 
+/** A key of node 2 (of a 2-node cluster) in a data buffer, followed by
+ * `value_size` bytes of 'a', as AsyncPut takes them (null if no room). */
+chi::FullPtr<char> PairOnNode2(hshm::u32 containers, hshm::u64 value_size,
+                               std::string *key) {
+  hshm::u64 i = 0;
+  while (NodeOfKey(i, containers, 2) != 2) ++i;
+  *key = Key(i);
+  chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(key->size() + value_size);
+  if (buf.IsNull()) return buf;
+  memcpy(buf.ptr_, key->data(), key->size());
+  memset(buf.ptr_ + key->size(), 'a', value_size);
+  return buf;
+}
+
+/** Stops node `n` (SIGSTOP: alive, its connections up, reading nothing)
+ * and waits until every thread of it is stopped. Its pid, or -1. */
+int StopNode(chi_test::LocalCluster &cluster, int n) {
+  const int pid = cluster.node(n).pid();
+  if (pid <= 0 || kill(pid, SIGSTOP) != 0) return -1;
+  return chi_test::WaitAllThreadsStopped(pid) ? pid : -1;
+}
+
 // 100k keys spread over 4 nodes: written through node 1, every value read
 // back through node 3, and a sample through nodes 2 and 4.
 TEST(KvsMultiNodeTest, HundredThousandKeysOverFourNodes) {
@@ -217,17 +239,11 @@ TEST(KvsMultiNodeTest, AStalledNodeNeverSeesBytesWrittenAfterTheFailure) {
   ASSERT_TRUE(cluster.Connect(1).ok());
   chi::kvs::Client kvs;
   ASSERT_TRUE(kvs.Create("stall", kContainers).ok());
-  hshm::u64 i = 0;
-  while (NodeOfKey(i, kContainers, 2) != 2) ++i;
-  const std::string key = Key(i);
-  chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(key.size() + kValue);
+  std::string key;
+  chi::FullPtr<char> buf = PairOnNode2(kContainers, kValue, &key);
   ASSERT_FALSE(buf.IsNull());
-  memcpy(buf.ptr_, key.data(), key.size());
-  memset(buf.ptr_ + key.size(), 'a', kValue);
-  const int pid = cluster.node(2).pid();
+  const int pid = StopNode(cluster, 2);
   ASSERT_GT(pid, 0);
-  ASSERT_EQ(kill(pid, SIGSTOP), 0);
-  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
   auto put = kvs.AsyncPut(buf, key.size(), kValue);
   ASSERT_FALSE(put.IsNull());
   const bool done = put->WaitFor(30000000);
@@ -281,17 +297,11 @@ TEST(KvsMultiNodeTest, AStalledNodeHoldsAtMostMaxPeerBytesHere) {
   ASSERT_TRUE(cluster.Connect(1).ok());
   chi::kvs::Client kvs;
   ASSERT_TRUE(kvs.Create("bound", kContainers).ok());
-  hshm::u64 i = 0;
-  while (NodeOfKey(i, kContainers, 2) != 2) ++i;
-  const std::string key = Key(i);
-  chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(key.size() + kValue);
+  std::string key;
+  chi::FullPtr<char> buf = PairOnNode2(kContainers, kValue, &key);
   ASSERT_FALSE(buf.IsNull());
-  memcpy(buf.ptr_, key.data(), key.size());
-  memset(buf.ptr_ + key.size(), 'a', kValue);
-  const int pid = cluster.node(2).pid();
+  const int pid = StopNode(cluster, 2);
   ASSERT_GT(pid, 0);
-  ASSERT_EQ(kill(pid, SIGSTOP), 0);
-  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
   std::vector<chi::FullPtr<chi::kvs::PutTask>> puts;
   for (int n = 0; n < kPuts; ++n) {
     puts.push_back(kvs.AsyncPut(buf, key.size(), kValue));
@@ -322,7 +332,7 @@ TEST(KvsMultiNodeTest, AStalledNodeHoldsAtMostMaxPeerBytesHere) {
   EXPECT_NE(message.find("network.max_peer_bytes"), std::string::npos)
       << message;
   // The node resumes, the held bytes drain, and it takes Puts again.
-  const std::string other_key = Key(i) + "-after";
+  const std::string other_key = key + "-after";
   hshm::Status put = hshm::Status::Unavailable("not yet");
   for (int n = 0; n < 200 && !put.ok(); ++n) {
     usleep(50000);
