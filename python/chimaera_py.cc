@@ -279,9 +279,10 @@ class Future {
   Future(const Future &) = delete;
   Future &operator=(const Future &) = delete;
 
-  /** Frees a completed task, or abandons an unfinished one (its input
-   * buffers are then leaked to this process rather than freed while the
-   * runtime may still read them). Called by Python's GC with the GIL held;
+  /** Frees a completed task, or abandons an unfinished one (the runtime
+   * frees the input buffers a task owns with it; those in inputs_ are then
+   * leaked to this process rather than freed while the runtime may still
+   * read them). Called by Python's GC with the GIL held;
    * may block briefly while a disconnect is in progress. */
   ~Future() {
     if (resolved_.load(std::memory_order_acquire)) return;
@@ -388,8 +389,9 @@ class Future {
       ResolveLocked();
       return;
     }
-    // The runtime frees the task and its outputs; it may still read the
-    // inputs, so they stay allocated (freed when this process exits).
+    // The runtime frees the task, its outputs and the inputs it owns; it
+    // may still read inputs_, so they stay allocated (freed when this
+    // process exits).
     pending_.reset();  // only the wrapper: the runtime owns the task now
     inputs_.clear();
     status_ = why;
@@ -867,11 +869,14 @@ PYBIND11_MODULE(chimaera, m) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(data);
               return MakeFuture(
-                  s.client.AsyncEcho(buf.shm_, data.size()),
+                  chi::SubmitOwningInputs(
+                      s.client.NewTask<sm::EchoTask>(chi::DomainQuery(),
+                                                     buf.shm_, data.size()),
+                      {buf.shm_}),
                   [](sm::EchoTask *t, Value *out) {
                     TakeBytes(t->ret_, t->ret_size_, out);
                   },
-                  Inputs(buf), "small_message.echo");
+                  {}, "small_message.echo");
             });
           },
           py::arg("data"), "Submits an echo; the result is the bytes.")
@@ -1064,12 +1069,16 @@ PYBIND11_MODULE(chimaera, m) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(key, value);
               return MakeFuture(
-                  k.client.AsyncPut(buf, key.size(), value.size()),
+                  chi::SubmitOwningInputs(
+                      k.client.NewTask<kvs::PutTask>(
+                          kvs::Client::KeyQuery(buf.ptr_, key.size()), buf.shm_,
+                          key.size(), value.size()),
+                      {buf.shm_}),
                   [](kvs::PutTask *t, Value *out) {
                     out->kind = Value::Kind::kBool;
                     out->num = t->replaced_;
                   },
-                  Inputs(buf), "kvs.put");
+                  {}, "kvs.put");
             });
           },
           py::arg("key"), py::arg("value"),
@@ -1080,11 +1089,15 @@ PYBIND11_MODULE(chimaera, m) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(key);
               return MakeFuture(
-                  k.client.AsyncGet(buf, key.size()),
+                  chi::SubmitOwningInputs(
+                      k.client.NewTask<kvs::GetTask>(
+                          kvs::Client::KeyQuery(buf.ptr_, key.size()), buf.shm_,
+                          key.size()),
+                      {buf.shm_}),
                   [](kvs::GetTask *t, Value *out) {
                     TakeBytes(t->value_, t->value_size_, out);
                   },
-                  Inputs(buf), "kvs.get");
+                  {}, "kvs.get");
             });
           },
           py::arg("key"), "Submits a get; the result is the value (bytes).")
@@ -1093,8 +1106,13 @@ PYBIND11_MODULE(chimaera, m) {
           [](Kvs &k, const std::string &key) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(key);
-              return MakeNoneFuture(k.client.AsyncDelete(buf, key.size()),
-                                    Inputs(buf), "kvs.delete");
+              return MakeNoneFuture(
+                  chi::SubmitOwningInputs(
+                      k.client.NewTask<kvs::DeleteTask>(
+                          kvs::Client::KeyQuery(buf.ptr_, key.size()), buf.shm_,
+                          key.size()),
+                      {buf.shm_}),
+                  {}, "kvs.delete");
             });
           },
           py::arg("key"), "Submits a delete; the result is None.");

@@ -2,6 +2,8 @@
 #ifndef CHIMAERA_CLIENT_UTIL_H_
 #define CHIMAERA_CLIENT_UTIL_H_
 
+#include <initializer_list>
+
 #include "chimaera/ipc_manager.h"
 
 namespace chi {
@@ -30,6 +32,22 @@ FullPtr<TaskT> Submit(FullPtr<TaskT> task) {
   return task;
 }
 
+/** Submit for a task whose InBuf buffers are `inputs` (data-segment blocks
+ * this process allocated for it alone): the task owns them from here on
+ * (Task::SetOwnsInputs), so they are freed with it, by DelTask (as
+ * WaitAndFree does) or, once it is abandoned or if it is fire-and-forget,
+ * by the runtime. A null task (`main` was full) frees them here. */
+template <typename TaskT>
+FullPtr<TaskT> SubmitOwningInputs(FullPtr<TaskT> task,
+                                  std::initializer_list<hipc::Pointer> inputs) {
+  if (task.IsNull()) {
+    for (const hipc::Pointer &p : inputs) (void)CHI_IPC->FreeBuffer(p);
+    return task;
+  }
+  task->SetOwnsInputs();
+  return Submit(task);
+}
+
 /** Waits for `task` until the calling thread's deadline (see
  * ScopedTaskTimeout; client.task_timeout_ms by default), calls `read(task)`
  * if it succeeded (`read` then owns the OutBuf buffers), frees it and
@@ -38,7 +56,9 @@ FullPtr<TaskT> Submit(FullPtr<TaskT> task) {
  * task is abandoned (never read or freed here again), `*abandoned` (if not
  * null) set, and Timeout returned: the runtime may still run it later, so
  * the caller must keep its input buffers allocated (they are freed when the
- * process exits). A null task means `main` was out of memory. */
+ * process exits), unless the task owns them (SubmitOwningInputs): then the
+ * runtime frees them with the task. A null task means `main` was out of
+ * memory. */
 template <typename TaskT, typename ReadFn>
 Status WaitAndFree(FullPtr<TaskT> task, ReadFn &&read,
                    bool *abandoned = nullptr) {

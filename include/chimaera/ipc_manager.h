@@ -155,7 +155,9 @@ class IpcManager {
   FullPtr<TaskT> NewTaskDefault(Args &&...args) {
     return NewTask<TaskT>(HSHM_MCTX, std::forward<Args>(args)...);
   }
-  /** Destroys and frees a task (and its error message). Null is a no-op. */
+  /** Destroys and frees a task (and its error message, and its InBuf
+   * buffers if it owns them: Task::SetOwnsInputs; TaskT must then be the
+   * task's own type, whose Fields() names them). Null is a no-op. */
   template <typename TaskT>
   void DelTask(const hipc::MemContext &ctx, FullPtr<TaskT> task) {
     if (task.IsNull()) return;
@@ -163,6 +165,10 @@ class IpcManager {
     // line the runtime claimed the task in: fetch it while the extras go.
     hshm::PrefetchForWrite(reinterpret_cast<const char *>(task.ptr_) -
                            hipc::HeapAllocator::kBlockHeaderSize);
+    if (task->OwnsInputs()) {
+      FieldArchive free_in(FieldArchive::Mode::kFreeIn, task.ptr_);
+      task->Fields(free_in);
+    }
     // Inline: most tasks own nothing besides themselves.
     if (!task->err_.IsNull() || !task->ext_.IsNull() ||
         local_err_count_.load(std::memory_order_relaxed) != 0) {
@@ -217,6 +223,10 @@ class IpcManager {
   }
   /** Frees a buffer from either data segment. Null is a no-op. */
   Status FreeBuffer(const hipc::Pointer &p);
+  /** Frees the data-segment block `p` only if process `pid` owns it (one
+   * atomic step; InvalidArgument otherwise, or for a pointer that is not a
+   * live data-segment block). For blocks a client named. Any thread. */
+  Status FreeBufferOwnedBy(const hipc::Pointer &p, int pid);
   /** Records process `pid` as the owner of live block `p` of any of the
    * three segments (no-op otherwise): the reaper frees it if pid dies. */
   void SetBufferOwner(const hipc::Pointer &p, int pid);

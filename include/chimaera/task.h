@@ -63,6 +63,10 @@
 /** This task has no return result and is freed by the runtime on completion.
  */
 #define TASK_FIRE_AND_FORGET BIT_OPT(chi::u32, 1)
+/** The task owns its InBuf buffers: they are freed with the task, by
+ * whoever frees it (the submitter's DelTask, or the runtime for a
+ * fire-and-forget or abandoned task). See Task::SetOwnsInputs. */
+#define TASK_OWNS_INPUTS BIT_OPT(chi::u32, 2)
 
 namespace chi {
 
@@ -273,8 +277,16 @@ class Task {
   }
   /** Makes this task fire-and-forget. Before Send only. */
   void SetFireAndForget() { task_flags_.SetBits(TASK_FIRE_AND_FORGET); }
+  /** Hands the task its InBuf buffers, which must be data-segment blocks
+   * this process allocated for this task alone: they are freed with the
+   * task (CHI_IPC->DelTask frees them; so does the runtime when it frees a
+   * fire-and-forget or abandoned task), so the submitter never frees them
+   * itself and an abandoned task leaks nothing. Before Send only. The
+   * runtime frees only blocks that the task's own process owns. */
+  void SetOwnsInputs() { task_flags_.SetBits(TASK_OWNS_INPUTS); }
   bool IsPeriodic() const { return task_flags_.Any(TASK_PERIODIC); }
   bool IsFireAndForget() const { return task_flags_.Any(TASK_FIRE_AND_FORGET); }
+  bool OwnsInputs() const { return task_flags_.Any(TASK_OWNS_INPUTS); }
 
   /** Field references for a CHI_FIELDS list (see task_fields.h): an input,
    * an output, both, an input buffer of `size` bytes (a size field of the

@@ -20,7 +20,8 @@
 // to check the data buffers a task arriving through shared memory names, to
 // copy the OUT fields of the runtime's private copy back into the client's
 // task, to (de)serialize the task and its reply for another node, and to free
-// the buffers of a fire-and-forget task nobody waits for. Module authors
+// the buffers of a task nobody will read (its outputs) or that owns its
+// inputs (Task::SetOwnsInputs). Module authors
 // write nothing else for validation or the network.
 //
 // Rules: In/Out/InOut take trivially copyable fields of the task itself (a
@@ -108,6 +109,7 @@ class FieldArchive {
     kSaveOut,   ///< Out/InOut/OutBuf: append to `out` (+ frames).
     kLoadOut,   ///< Out/InOut/OutBuf: read from `in` (+ frames).
     kFreeOut,   ///< OutBuf: free the buffer (nobody will read it).
+    kFreeIn,    ///< InBuf: free the buffer (a task that owns its inputs).
   };
 
   /** An archive for `task` (the object whose Fields() runs). */
@@ -158,6 +160,9 @@ class FieldArchive {
    * frees them if it dies). The owner is looked up only if a buffer is
    * returned. */
   void set_owner_of(const hipc::Pointer &task) { owner_task_ = task; }
+  /** kFreeIn: free only the buffers process `pid` owns (for buffers that
+   * another process named); by default the caller's own are freed as is. */
+  void set_free_owner(int pid) { free_owner_ = pid; }
   /** kSave*: where the bytes and frames go. */
   void set_output(std::string *out, std::vector<DataFrame> *frames) {
     out_ = out;
@@ -231,6 +236,7 @@ class FieldArchive {
   Task *base_;
   char *dst_ = nullptr;
   hipc::Pointer owner_task_;
+  int free_owner_ = -1;
   std::string *out_ = nullptr;
   std::vector<DataFrame> *out_frames_ = nullptr;
   const char *in_ = nullptr;

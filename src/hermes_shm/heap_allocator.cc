@@ -1071,7 +1071,8 @@ u64 HeapAllocator::FindLive(const Pointer &p, u64 *state) const {
 }
 
 [[gnu::always_inline]] inline Status HeapAllocator::Reclaim(
-    const Pointer &p, u32 new_magic, u32 new_owner, u64 *block_off, u32 *cls) {
+    const Pointer &p, u32 new_magic, u32 new_owner, u64 *block_off, u32 *cls,
+    int expect_owner) {
   if (p.alloc_id_ != id_) {
     return Status::InvalidArgument(
         "Free: pointer belongs to another allocator");
@@ -1098,6 +1099,9 @@ u64 HeapAllocator::FindLive(const Pointer &p, u64 *state) const {
     if (c >= kNumClasses || ClassSize(c) > top - off) {
       return Status::InvalidArgument("Free: corrupt block header");
     }
+    if (expect_owner >= 0 && StateOwner(s) != static_cast<u32>(expect_owner)) {
+      return Status::InvalidArgument("Free: block is owned by another process");
+    }
     // The owner may change under us (SetBlockOwner): retry on that.
     if (b->state_.compare_exchange_weak(s, MakeState(new_magic, c, new_owner),
                                         std::memory_order_acq_rel,
@@ -1109,11 +1113,16 @@ u64 HeapAllocator::FindLive(const Pointer &p, u64 *state) const {
   }
 }
 
-Status HeapAllocator::Free(const MemContext &, const Pointer &p) {
+Status HeapAllocator::Free(const MemContext &ctx, const Pointer &p) {
+  return FreeOwnedBy(ctx, p, -1);
+}
+
+Status HeapAllocator::FreeOwnedBy(const MemContext &, const Pointer &p,
+                                  int owner) {
   if (p.IsNull()) return Status::Ok();
   u64 off = 0;  // set when Reclaim succeeds
   u32 cls = 0;
-  HSHM_RETURN_IF_ERROR(Reclaim(p, internal::kMagicFree, 0, &off, &cls));
+  HSHM_RETURN_IF_ERROR(Reclaim(p, internal::kMagicFree, 0, &off, &cls, owner));
   HSHM_TSAN_RELEASE(HSHM_TSAN_BLOCK_KEY(region_ + p.off_.off_));
   AddInUse(-static_cast<hshm::i64>(ClassSize(cls)));
   PushFreeChain(cls, off, off);
@@ -1383,12 +1392,17 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
   return FullPtr<char>(heap_.region_ + uoff, Pointer(heap_.id_, uoff));
 }
 
-Status ThreadLocalAllocator::Free(const MemContext &, const Pointer &p) {
+Status ThreadLocalAllocator::Free(const MemContext &ctx, const Pointer &p) {
+  return FreeOwnedBy(ctx, p, -1);
+}
+
+Status ThreadLocalAllocator::FreeOwnedBy(const MemContext &, const Pointer &p,
+                                         int owner) {
   if (p.IsNull()) return Status::Ok();
   u64 off = 0;  // set when Reclaim succeeds
   u32 cls = 0;
   HSHM_RETURN_IF_ERROR(
-      heap_.Reclaim(p, internal::kMagicCached, SelfPid(), &off, &cls));
+      heap_.Reclaim(p, internal::kMagicCached, SelfPid(), &off, &cls, owner));
   HSHM_TSAN_RELEASE(HSHM_TSAN_BLOCK_KEY(heap_.region_ + p.off_.off_));
   internal::ThreadCache *c = cls < kCachedClasses ? GetCache(this) : nullptr;
   if (__builtin_expect(c == nullptr, 0)) {

@@ -153,6 +153,10 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
    * foreign or corrupt pointer); the heap is left unchanged then. Lock free.
    */
   Status Free(const MemContext &ctx, const Pointer &p);
+  /** Free, but only if process `owner` owns the block, checked in the same
+   * atomic step as the free (InvalidArgument otherwise, the heap left
+   * unchanged): for freeing blocks another process named. Lock free. */
+  Status FreeOwnedBy(const MemContext &ctx, const Pointer &p, int owner);
 
   /** The custom header reserved at Create (null if none was). */
   template <typename T>
@@ -267,12 +271,13 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
    * count them in use. */
   u32 SlowAllocate(u32 cls, u32 keep, u32 spare, u64 claim, bool defrag,
                    u64 *out);
-  /** Validates `p` as a live block and moves its header from used to state
-   * `new_magic` owned by `new_owner`; returns its block offset and class, or
-   * an error (the heap unchanged). Lock free. Inline: defined in
-   * heap_allocator.cc, its only caller, for the frees. */
+  /** Validates `p` as a live block (owned by `expect_owner`, unless that
+   * is negative) and moves its header from used to state `new_magic` owned
+   * by `new_owner`; returns its block offset and class, or an error (the
+   * heap unchanged). Lock free. Inline: defined in heap_allocator.cc, its
+   * only caller, for the frees. */
   inline Status Reclaim(const Pointer &p, u32 new_magic, u32 new_owner,
-                        u64 *block_off, u32 *cls);
+                        u64 *block_off, u32 *cls, int expect_owner = -1);
   /** Block offset of live block `p`, with its header state; 0 if `p` is
    * not a live block. */
   u64 FindLive(const Pointer &p, u64 *state) const;
@@ -358,6 +363,9 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
   /** Frees a block (into the calling thread's cache when it is small);
    * errors as HeapAllocator::Free. Lock free. */
   Status Free(const MemContext &ctx, const Pointer &p);
+  /** See HeapAllocator::FreeOwnedBy (the block goes to this thread's cache
+   * like Free's). Lock free. */
+  Status FreeOwnedBy(const MemContext &ctx, const Pointer &p, int owner);
   /** Returns the calling thread's cached blocks to the shared heap. */
   void FlushThreadCache();
 

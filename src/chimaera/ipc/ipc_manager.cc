@@ -513,6 +513,19 @@ Status IpcManager::FreeBuffer(const hipc::Pointer &p) {
   return Status::InvalidArgument("FreeBuffer: pointer of unknown allocator");
 }
 
+Status IpcManager::FreeBufferOwnedBy(const hipc::Pointer &p, int pid) {
+  if (p.IsNull()) return Status::Ok();
+  if (pid < 0) return Status::InvalidArgument("FreeBufferOwnedBy: no owner");
+  if (p.alloc_id_ == cdata_alloc_->GetId()) {
+    return cdata_alloc_->FreeOwnedBy(HSHM_MCTX, p, pid);
+  }
+  if (p.alloc_id_ == rdata_alloc_->GetId()) {
+    return rdata_alloc_->FreeOwnedBy(HSHM_MCTX, p, pid);
+  }
+  return Status::InvalidArgument(
+      "FreeBufferOwnedBy: not a data-segment pointer");
+}
+
 void IpcManager::SetBufferOwner(const hipc::Pointer &p, int pid) {
   if (p.IsNull()) return;
   if (p.alloc_id_ == cdata_alloc_->GetId()) {

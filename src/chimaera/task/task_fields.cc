@@ -83,6 +83,14 @@ void FieldArchive::InBuf(hipc::Pointer &p, u64 size) {
       allocated_.push_back(p);
       return;
     }
+    case Mode::kFreeIn:
+      if (free_owner_ >= 0) {
+        (void)CHI_IPC->FreeBufferOwnedBy(p, free_owner_);
+      } else {
+        (void)CHI_IPC->FreeBuffer(p);
+      }
+      p = hipc::Pointer::GetNull();
+      return;
     default:
       return;
   }

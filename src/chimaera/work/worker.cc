@@ -219,6 +219,20 @@ void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
   (void)CHI_IPC->main_alloc()->Free(HSHM_MCTX, task.shm_);
 }
 
+/** When the runtime frees client task `shm` (fire-and-forget or abandoned):
+ * frees the InBuf buffers its private copy `t` names if the checked copy
+ * says the task owns them (Task::SetOwnsInputs), each only if the task's
+ * own process owns it (a client could name any block). Before FreeShmTask.
+ * Worker threads. */
+void FreeOwnedInputs(const MethodEntry *e, Task *t, const hipc::Pointer &shm) {
+  if (!t->OwnsInputs() || !e->has_fields) return;
+  const int owner = CHI_IPC->BufferOwner(shm);
+  if (owner < 0) return;
+  FieldArchive fr(FieldArchive::Mode::kFreeIn, t);
+  fr.set_free_owner(owner);
+  e->fields(fr, t);
+}
+
 /** After a task was marked complete (with a seq_cst RMW): wakes the workers
  * that nap with blocked fibers, one of which may wait for it. Any thread. */
 HSHM_INLINE void WakeNappersFast() {
@@ -1354,8 +1368,11 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
   std::vector<hipc::Pointer> deps;
   Status ext_st;
   if (!hdr.ext_.IsNull()) ext_st = LoadExt(hdr.ext_, &group, &deps);
-  if (shm->state_.load(std::memory_order_acquire) & kTaskAbandoned) {
+  const bool abandoned =
+      shm->state_.load(std::memory_order_acquire) & kTaskAbandoned;
+  if (abandoned && !hdr.task_flags_.Any(TASK_OWNS_INPUTS)) {
     // Its submitter gave up before it ran: drop it unrun; it is ours to free.
+    // (One that owns its inputs is dropped below, once they are checked.)
     FreeShmTask(shm, nullptr);
     internal::CountDownGroup(group);
     return;
@@ -1429,6 +1446,10 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
     e->fields(check, priv);
     if (!check.status().ok()) return Complete(r, check.status());
     r->in_bytes_ = check.in_bytes();
+  }
+  if (abandoned) {
+    // It owns its inputs: Complete frees them with it, unrun.
+    return Complete(r, Status::Aborted("abandoned before it ran"));
   }
   if (!deps.empty()) {
     r->deps_ = std::move(deps);
@@ -1555,7 +1576,9 @@ void Worker::AdmitRemote(RunContext *r) {
   r->task_ = priv;
   r->method_ = e;
   priv->SetBase(req.task_node, req.pool_id, req.dom_query, req.method);
-  priv->task_flags_.bits_ = req.flags;
+  // Its inputs here are this node's copies, freed with the run context,
+  // whoever owned the originals.
+  priv->task_flags_.bits_ = req.flags & ~TASK_OWNS_INPUTS;
   priv->prio_ = req.prio;
   priv->period_ns_ = req.period_ns;
   Status st = CheckHeader(*priv);
@@ -2076,6 +2099,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         // Nobody will read its results: free what the method returned.
         FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
         e->fields(fr, t);
+        FreeOwnedInputs(e, t, r->shm_task_.shm_);
         if (!t->err_.IsNull()) (void)ipc_->FreeBuffer(t->err_);
         t->err_ = hipc::Pointer::GetNull();
         HSHM_TSAN_RELEASE(
@@ -2112,6 +2136,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
         HSHM_TSAN_ACQUIRE(TsanKey(shm));
         FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
         e->fields(fr, t);
+        FreeOwnedInputs(e, t, r->shm_task_.shm_);
         (void)ipc_->FreeBuffer(err);
         FreeShmTask(r->shm_task_, e);
         CountDownLater(r->group_);

@@ -1,9 +1,14 @@
 // Containers with their own low- and high-latency queues, and destroying a
 // pool while its tasks are in flight.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <set>
+#include <thread>
 
 #include "chimaera/chimaera.h"
 #include "queue_test_mod.h"
@@ -398,6 +403,147 @@ TEST(ContainerQueueTest, WaitAndFreeFreesTheOutputBuffersOfAFailedTask) {
   }
   cdata->FlushThreadCache();
   EXPECT_EQ(cdata->LiveBytes(getpid()), before);
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+}  // namespace
+
+namespace {
+
+using queue_test_mod::InputTask;
+
+/** A client_data buffer of `n` bytes, each 1: its byte sum is n. */
+chi::FullPtr<char> OnesBuffer(chi::u64 n) {
+  chi::FullPtr<char> b = CHI_IPC->AllocateBuffer(n);
+  if (!b.IsNull()) std::memset(b.ptr_, 1, n);
+  return b;
+}
+
+/** A kSumInput task over `buf` (not sent). */
+chi::FullPtr<InputTask> NewSum(const chi::PoolId &pool, chi::u32 spin_us,
+                               const chi::FullPtr<char> &buf, chi::u64 n) {
+  return CHI_IPC->NewTaskDefault<InputTask>(CHI_IPC->NewTaskNode(), pool,
+                                            chi::DomainQuery::GetLocalHash(0),
+                                            spin_us, buf.shm_, n);
+}
+
+/** This process's live client_data bytes, with its thread cache flushed. */
+chi::u64 ClientBytes() {
+  CHI_IPC->cdata_alloc()->FlushThreadCache();
+  return CHI_IPC->cdata_alloc()->LiveBytes(getpid());
+}
+
+/** Waits up to 5 s for ClientBytes() to come back to `want`. */
+bool ClientBytesReturnTo(chi::u64 want) {
+  for (int i = 0; i < 500 && ClientBytes() != want; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return ClientBytes() == want;
+}
+
+// A task that owns its input buffer (SubmitOwningInputs) frees it with
+// itself, whoever frees it: the client once it completes, or the runtime
+// when the client abandoned it, running or not yet admitted, or when it is
+// fire-and-forget. Before, each such buffer stayed allocated until the
+// client exited.
+TEST(OwnedInputsTest, AreFreedWithTheTaskWhoeverFreesIt) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("owned", "queue_test_mod", 1, "inline");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  constexpr chi::u64 kSize = 64 << 10;
+  const chi::u64 before = ClientBytes();
+
+  // Completed and waited for: read first, then freed by DelTask.
+  chi::u64 sum = 0;
+  auto buf = OnesBuffer(kSize);
+  ASSERT_FALSE(buf.IsNull());
+  chi::Status s = chi::WaitAndFree(
+      chi::SubmitOwningInputs(NewSum(*pool, 0, buf, kSize), {buf.shm_}),
+      [&](InputTask *t) { sum = t->sum_; });
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(sum, kSize);
+  EXPECT_EQ(ClientBytes(), before);
+
+  // Abandoned while it runs: the runtime frees the buffer when it ends.
+  buf = OnesBuffer(kSize);
+  ASSERT_FALSE(buf.IsNull());
+  auto t = chi::SubmitOwningInputs(NewSum(*pool, 200 * 1000, buf, kSize),
+                                   {buf.shm_});
+  ASSERT_FALSE(t.IsNull());
+  EXPECT_FALSE(t->WaitFor(20 * 1000));
+  CHI_IPC->AbandonTask(t);
+  EXPECT_GT(ClientBytes(), before);  // still in use: the method reads it
+  EXPECT_TRUE(ClientBytesReturnTo(before));
+
+  // Abandoned before any worker admitted it (the runtime is stopped).
+  buf = OnesBuffer(kSize);
+  ASSERT_FALSE(buf.IsNull());
+  ASSERT_GT(rt.pid(), 0);
+  ASSERT_EQ(kill(rt.pid(), SIGSTOP), 0);
+  const bool stopped = chi_test::WaitAllThreadsStopped(rt.pid());
+  t = chi::SubmitOwningInputs(NewSum(*pool, 0, buf, kSize), {buf.shm_});
+  if (!t.IsNull()) CHI_IPC->AbandonTask(t);
+  ASSERT_EQ(kill(rt.pid(), SIGCONT), 0);
+  ASSERT_TRUE(stopped);
+  ASSERT_FALSE(t.IsNull());
+  EXPECT_TRUE(ClientBytesReturnTo(before));
+
+  // Fire-and-forget.
+  buf = OnesBuffer(kSize);
+  ASSERT_FALSE(buf.IsNull());
+  t = NewSum(*pool, 0, buf, kSize);
+  ASSERT_FALSE(t.IsNull());
+  t->SetFireAndForget();
+  ASSERT_FALSE(chi::SubmitOwningInputs(t, {buf.shm_}).IsNull());
+  EXPECT_TRUE(ClientBytesReturnTo(before));
+
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
+// The runtime frees only the input blocks that the task's own process owns:
+// a task that names another process's buffer (here one re-tagged to pid 1)
+// and claims to own it frees nothing of it.
+TEST(OwnedInputsTest, TheRuntimeFreesOnlyBuffersOfTheTasksProcess) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("owned", "queue_test_mod", 1, "inline");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  constexpr chi::u64 kSize = 4096;
+  auto foreign = OnesBuffer(kSize);
+  ASSERT_FALSE(foreign.IsNull());
+  CHI_IPC->SetBufferOwner(foreign.shm_, 1);
+  const chi::u64 before = ClientBytes();
+  auto own = OnesBuffer(kSize);
+  ASSERT_FALSE(own.IsNull());
+  // Fire-and-forget, one lane, no yields: they run in this order, so once
+  // the last one completes the first two were freed.
+  for (const auto &b : {foreign, own}) {
+    auto t = NewSum(*pool, 0, b, kSize);
+    ASSERT_FALSE(t.IsNull());
+    t->SetFireAndForget();
+    t->SetOwnsInputs();
+    ASSERT_TRUE(CHI_IPC->Send(t).ok());
+  }
+  auto probe = OnesBuffer(kSize);
+  ASSERT_FALSE(probe.IsNull());
+  chi::u64 sum = 0;
+  ASSERT_TRUE(
+      chi::WaitAndFree(
+          chi::SubmitOwningInputs(NewSum(*pool, 0, probe, kSize), {probe.shm_}),
+          [&](InputTask *t) { sum = t->sum_; })
+          .ok());
+  EXPECT_EQ(sum, kSize);
+  EXPECT_EQ(ClientBytes(), before);  // own and probe freed
+  EXPECT_EQ(CHI_IPC->cdata_alloc()->BlockOwner(foreign.shm_), 1);
+  CHI_IPC->SetBufferOwner(foreign.shm_, getpid());
+  EXPECT_TRUE(CHI_IPC->FreeBuffer(foreign.shm_).ok());
   CHIMAERA->ClientFinalize();
   EXPECT_TRUE(rt.Stop().ok());
 }

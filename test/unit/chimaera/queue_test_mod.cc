@@ -21,6 +21,7 @@ class Runtime : public chi::Container {
     RegisterMethod(kRelay, "Relay", &Runtime::Relay);
     RegisterMethod(kRelayHigh, "RelayHigh", &Runtime::RelayHigh);
     RegisterMethod(kFailWithBuffer, "FailWithBuffer", &Runtime::FailWithBuffer);
+    RegisterMethod(kSumInput, "SumInput", &Runtime::SumInput);
   }
 
   /** Dynamic tasks go to container (task graph id % containers), which may
@@ -135,6 +136,22 @@ class Runtime : public chi::Container {
     task->buf_ = b.shm_;
     task->buf_size_ = task->size_;
     task->SetStatus(chi::Status::Internal("failed after filling buf_"));
+  }
+
+  /** Yields for spin_us_, then sums the bytes of the input buffer. */
+  void SumInput(InputTask *task, chi::RunContext &rctx) {
+    chi::u64 end = hshm::NowNs() + task->spin_us_ * 1000ull;
+    while (hshm::NowNs() < end) chi::Worker::YieldCurrentFiber();
+    const char *d = CHI_IPC->DataBuffer(task->data_, task->size_);
+    if (!d) {
+      task->SetStatus(chi::Status::InvalidArgument("no input"));
+      return;
+    }
+    chi::u64 sum = 0;
+    for (chi::u64 i = 0; i < task->size_; ++i) {
+      sum += static_cast<unsigned char>(d[i]);
+    }
+    task->sum_ = sum;
   }
 
   /** Uses 4 KB of stack per level, `depth` levels deep. */

@@ -23,6 +23,11 @@ static GLOBAL_CROSS_CONST chi::MethodId kRelayHigh =
 static GLOBAL_CROSS_CONST chi::MethodId kFailWithBuffer =
     chi::BaseMethod::kCustom + 4;
 
+/** Sums the bytes of its input buffer, after yielding for spin_us_ (an
+ * InputTask). */
+static GLOBAL_CROSS_CONST chi::MethodId kSumInput =
+    chi::BaseMethod::kCustom + 5;
+
 /** Returns the worker, container and node that ran it, after spinning
  * `spin_us`. A broadcast merges the nodes into nodes_mask_ (bit = node id);
  * a GetDynamic() task goes to container (task graph id % containers). */
@@ -75,6 +80,30 @@ struct BufferTask : public chi::Task {
   void Fields(Ar &ar) {
     ar.In(size_);
     ar.OutBuf(buf_, buf_size_);
+  }
+};
+
+/** kSumInput: a task with an input buffer (which it may own). */
+struct InputTask : public chi::Task {
+  IN chi::u32 spin_us_ = 0;
+  IN chi::u64 size_ = 0;
+  IN hipc::Pointer data_;
+  OUT chi::u64 sum_ = 0;
+  explicit InputTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : chi::Task(alloc) {}
+  InputTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+            const chi::TaskNode &node, const chi::PoolId &pool,
+            const chi::DomainQuery &dom, chi::u32 spin_us,
+            const hipc::Pointer &data, chi::u64 size)
+      : chi::Task(alloc), spin_us_(spin_us), size_(size), data_(data) {
+    SetBase(node, pool, dom, kSumInput);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(spin_us_);
+    ar.In(size_);
+    ar.InBuf(data_, size_);
+    ar.Out(sum_);
   }
 };
 

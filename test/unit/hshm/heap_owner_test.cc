@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -181,6 +182,34 @@ TEST(HeapOwnerTlaTest, CachedBlocksAreAttributed) {
   EXPECT_EQ(c.blocks[BlockState::kUsed], 0u);
   EXPECT_EQ(c.blocks[BlockState::kCached], 0u);
   EXPECT_EQ(a.GetBytesInUse(), 0);
+}
+
+// FreeOwnedBy frees a block only for the process that owns it, on either
+// allocator type; a refused free leaves the block live and its owner's.
+template <typename A>
+void FreeOwnedByChecksTheOwner() {
+  hshm_test::ShmHeap<A> heap(4 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto &a = heap.alloc();
+  FullPtr<char> p = a.Allocate(HSHM_MCTX, 300);
+  ASSERT_FALSE(p.IsNull());
+  a.SetBlockOwner(p.shm_, 1);
+  EXPECT_FALSE(a.FreeOwnedBy(HSHM_MCTX, p.shm_, getpid()).ok());
+  EXPECT_EQ(a.BlockOwner(p.shm_), 1);
+  EXPECT_TRUE(a.FreeOwnedBy(HSHM_MCTX, p.shm_, 1).ok());
+  EXPECT_EQ(a.BlockOwner(p.shm_), -1);
+  EXPECT_FALSE(a.FreeOwnedBy(HSHM_MCTX, p.shm_, 1).ok());  // double free
+  Pointer inside = p.shm_;
+  inside.off_.off_ += 16;  // not a block start
+  EXPECT_FALSE(a.FreeOwnedBy(HSHM_MCTX, inside, getpid()).ok());
+  if constexpr (std::is_same_v<A, ThreadLocalAllocator>) a.FlushThreadCache();
+  EXPECT_EQ(Count(a, -2).blocks[BlockState::kUsed], 0u);
+}
+TEST(HeapOwnerTest, FreeOwnedByFreesOnlyTheOwnersBlock) {
+  FreeOwnedByChecksTheOwner<HeapAllocator>();
+}
+TEST(HeapOwnerTlaTest, FreeOwnedByFreesOnlyTheOwnersBlock) {
+  FreeOwnedByChecksTheOwner<ThreadLocalAllocator>();
 }
 
 /** What a child reports to the parent before it is killed. */

@@ -90,16 +90,15 @@ class Client : public ModuleClient<Kvs> {
              bool *replaced = nullptr) {
     FullPtr<char> buf;
     HSHM_RETURN_IF_ERROR(CopyIn(key, value, &buf));
-    bool abandoned = false;
-    Status s = WaitAndFree(
-        AsyncPut(buf, key.size(), value.size()),
+    // The task owns the buffer: an abandoned Put may still run, and the
+    // runtime frees the pair with it.
+    return WaitAndFree(
+        SubmitOwningInputs(NewTask<PutTask>(KeyQuery(buf.ptr_, key.size()),
+                                            buf.shm_, key.size(), value.size()),
+                           {buf.shm_}),
         [&](PutTask *t) {
           if (replaced) *replaced = t->replaced_ != 0;
-        },
-        &abandoned);
-    // An abandoned Put may still run: its buffer must keep the pair.
-    if (!abandoned) (void)CHI_IPC->FreeBuffer(buf.shm_);
-    return s;
+        });
   }
 
   /** Submits a Get of the key in the caller's buffer `key`. After Wait the
@@ -113,16 +112,15 @@ class Client : public ModuleClient<Kvs> {
     FullPtr<char> buf;
     HSHM_RETURN_IF_ERROR(CopyIn(key, "", &buf));
     std::string value;
-    bool abandoned = false;
     Status s = WaitAndFree(
-        AsyncGet(buf, key.size()),
+        SubmitOwningInputs(NewTask<GetTask>(KeyQuery(buf.ptr_, key.size()),
+                                            buf.shm_, key.size()),
+                           {buf.shm_}),
         [&](GetTask *t) {
           FullPtr<char> v(t->value_);
           if (!v.IsNull()) value.assign(v.ptr_, t->value_size_);
           (void)CHI_IPC->FreeBuffer(t->value_);
-        },
-        &abandoned);
-    if (!abandoned) (void)CHI_IPC->FreeBuffer(buf.shm_);
+        });
     if (!s.ok()) return s;
     return value;
   }
@@ -136,11 +134,11 @@ class Client : public ModuleClient<Kvs> {
   Status Delete(const std::string &key) {
     FullPtr<char> buf;
     HSHM_RETURN_IF_ERROR(CopyIn(key, "", &buf));
-    bool abandoned = false;
-    Status s = WaitAndFree(
-        AsyncDelete(buf, key.size()), [](DeleteTask *) {}, &abandoned);
-    if (!abandoned) (void)CHI_IPC->FreeBuffer(buf.shm_);
-    return s;
+    return WaitAndFree(
+        SubmitOwningInputs(NewTask<DeleteTask>(KeyQuery(buf.ptr_, key.size()),
+                                               buf.shm_, key.size()),
+                           {buf.shm_}),
+        [](DeleteTask *) {});
   }
 
   /** Submits a Scan of container `container` only (see ScanTask). After
