@@ -388,13 +388,9 @@ class Runtime : public Module<Runtime, Admin> {
       }
       // Freed only where a reply is put: a data block this process owns
       // (the reply of another node lands in client_data, a local handler's
-      // in runtime_data; a client could have named any block here).
-      if (!text_ptr.IsNull() &&
-          (text_ptr.alloc_id_ == CHI_IPC->rdata_alloc()->GetId() ||
-           text_ptr.alloc_id_ == CHI_IPC->cdata_alloc()->GetId()) &&
-          CHI_IPC->BufferOwner(text_ptr) == getpid()) {
-        (void)CHI_IPC->FreeBuffer(text_ptr);
-      }
+      // in runtime_data; a client could have named any block here). The
+      // owner is checked in the freeing step itself.
+      (void)CHI_IPC->FreeBufferOwnedBy(text_ptr, getpid());
       CHI_IPC->DelTask(sub);
       if (!st.ok()) return st;
       on_page(text);
