@@ -5,6 +5,7 @@
 #include <initializer_list>
 
 #include "chimaera/ipc_manager.h"
+#include "hermes_shm/util/log_limit.h"
 
 namespace chi {
 
@@ -23,12 +24,22 @@ class ScopedTaskTimeout {
 };
 
 /** Sends `task`; if sending fails the task comes back completed with the
- * error, so callers only ever Wait(). A null task stays null. */
+ * error, so callers only ever Wait(). A null task stays null. A
+ * fire-and-forget task that could not be sent (nobody waits for it) is
+ * freed here, with the inputs it owns, and null returned. */
 template <typename TaskT>
 FullPtr<TaskT> Submit(FullPtr<TaskT> task) {
   if (task.IsNull()) return task;
   Status s = CHI_IPC->Send(task);
-  if (!s.ok()) internal::CompleteTask(task.ptr_, s);
+  if (!s.ok()) {
+    if (task->IsFireAndForget()) {
+      HSHM_LOG_LIMITED("chimaera: fire-and-forget task not sent: %s\n",
+                       s.ToString().c_str());
+      CHI_IPC->DelTask(task);
+      return FullPtr<TaskT>();
+    }
+    internal::CompleteTask(task.ptr_, s);
+  }
   return task;
 }
 
@@ -44,7 +55,12 @@ FullPtr<TaskT> SubmitOwningInputs(FullPtr<TaskT> task,
     for (const hipc::Pointer &p : inputs) (void)CHI_IPC->FreeBuffer(p);
     return task;
   }
+#if CHIMAERA_RUNTIME
+  // Recorded in the runtime's own memory (see IpcManager::HoldInputs).
+  CHI_IPC->HoldInputs(task.shm_, inputs);
+#else
   task->SetOwnsInputs();
+#endif
   return Submit(task);
 }
 

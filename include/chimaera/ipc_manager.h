@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -165,10 +166,18 @@ class IpcManager {
     // line the runtime claimed the task in: fetch it while the extras go.
     hshm::PrefetchForWrite(reinterpret_cast<const char *>(task.ptr_) -
                            hipc::HeapAllocator::kBlockHeaderSize);
+#if CHIMAERA_RUNTIME
+    // The runtime's record, never the flag or pointers of a block clients
+    // can write.
+    if (held_inputs_count_.load(std::memory_order_relaxed) != 0) {
+      FreeHeldInputs(task.shm_);
+    }
+#else
     if (task->OwnsInputs()) {
       FieldArchive free_in(FieldArchive::Mode::kFreeIn, task.ptr_);
       task->Fields(free_in);
     }
+#endif
     // Inline: most tasks own nothing besides themselves.
     if (!task->err_.IsNull() || !task->ext_.IsNull() ||
         local_err_count_.load(std::memory_order_relaxed) != 0) {
@@ -223,6 +232,21 @@ class IpcManager {
   }
   /** Frees a buffer from either data segment. Null is a no-op. */
   Status FreeBuffer(const hipc::Pointer &p);
+  /** Runtime: records that the task in block `task` (of `main`, made by
+   * this process) owns `inputs` (this process's data buffers): they are
+   * freed with the task, by DelTask or FreeHeldInputs. The record lives in
+   * this process's memory, since clients can write every task block; what
+   * a client writes there is never taken for ownership. Any thread. */
+  void HoldInputs(const hipc::Pointer &task,
+                  std::initializer_list<hipc::Pointer> inputs);
+  /** Runtime: frees and forgets the inputs HoldInputs recorded for the task
+   * in block `task`, if any. Whoever frees that block calls it first. Any
+   * thread. */
+  void FreeHeldInputs(const hipc::Pointer &task);
+  /** True if some task holds inputs (HoldInputs). Any thread. */
+  bool HoldsInputs() const {
+    return held_inputs_count_.load(std::memory_order_relaxed) != 0;
+  }
   /** Frees the data-segment block `p` only if process `pid` owns it (one
    * atomic step; InvalidArgument otherwise, or for a pointer that is not a
    * live data-segment block). For blocks a client named. Any thread. */
@@ -394,8 +418,13 @@ class IpcManager {
   mutable std::mutex local_err_mu_;
   std::unordered_map<const Task *, std::string> local_errs_;
   std::atomic<u32> local_err_count_{0};  ///< local_errs_.size(), lock-free.
-  int runtime_pid_ = 0;                  ///< Copied at attach (client).
-  u64 runtime_start_time_ = 0;           ///< Copied at attach (client).
+  /** Runtime: input buffers handed to tasks this process made, by task
+   * block offset (see HoldInputs), in private memory. */
+  std::mutex held_inputs_mu_;
+  std::unordered_map<u64, std::vector<hipc::Pointer>> held_inputs_;
+  std::atomic<u32> held_inputs_count_{0};  ///< held_inputs_.size().
+  int runtime_pid_ = 0;                    ///< Copied at attach (client).
+  u64 runtime_start_time_ = 0;             ///< Copied at attach (client).
   /** Client: the pid the runtime's reaper knows this process by (a forked
    * child inherits the attachment and registers its own pid; see
    * RegisterForkedChild). */

@@ -1392,17 +1392,20 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
   return FullPtr<char>(heap_.region_ + uoff, Pointer(heap_.id_, uoff));
 }
 
-Status ThreadLocalAllocator::Free(const MemContext &ctx, const Pointer &p) {
-  return FreeOwnedBy(ctx, p, -1);
+Status ThreadLocalAllocator::FreeOwnedBy(const MemContext &ctx,
+                                         const Pointer &p, int owner) {
+  // Not cached: a block another process named would otherwise sit in this
+  // thread's cache, where only this thread's allocations of its class reuse
+  // it and the heap cannot merge it.
+  return heap_.FreeOwnedBy(ctx, p, owner);
 }
 
-Status ThreadLocalAllocator::FreeOwnedBy(const MemContext &, const Pointer &p,
-                                         int owner) {
+Status ThreadLocalAllocator::Free(const MemContext &, const Pointer &p) {
   if (p.IsNull()) return Status::Ok();
   u64 off = 0;  // set when Reclaim succeeds
   u32 cls = 0;
   HSHM_RETURN_IF_ERROR(
-      heap_.Reclaim(p, internal::kMagicCached, SelfPid(), &off, &cls, owner));
+      heap_.Reclaim(p, internal::kMagicCached, SelfPid(), &off, &cls));
   HSHM_TSAN_RELEASE(HSHM_TSAN_BLOCK_KEY(heap_.region_ + p.off_.off_));
   internal::ThreadCache *c = cls < kCachedClasses ? GetCache(this) : nullptr;
   if (__builtin_expect(c == nullptr, 0)) {

@@ -153,9 +153,10 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
    * foreign or corrupt pointer); the heap is left unchanged then. Lock free.
    */
   Status Free(const MemContext &ctx, const Pointer &p);
-  /** Free, but only if process `owner` owns the block, checked in the same
-   * atomic step as the free (InvalidArgument otherwise, the heap left
-   * unchanged): for freeing blocks another process named. Lock free. */
+  /** Free, but only if process `owner` owns the block (any owner if
+   * `owner` is negative), checked in the same atomic step as the free
+   * (InvalidArgument otherwise, the heap left unchanged): for freeing
+   * blocks another process named. Lock free. */
   Status FreeOwnedBy(const MemContext &ctx, const Pointer &p, int owner);
 
   /** The custom header reserved at Create (null if none was). */
@@ -363,8 +364,8 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
   /** Frees a block (into the calling thread's cache when it is small);
    * errors as HeapAllocator::Free. Lock free. */
   Status Free(const MemContext &ctx, const Pointer &p);
-  /** See HeapAllocator::FreeOwnedBy (the block goes to this thread's cache
-   * like Free's). Lock free. */
+  /** See HeapAllocator::FreeOwnedBy. The block goes back to the shared
+   * heap, never to this thread's cache. Lock free. */
   Status FreeOwnedBy(const MemContext &ctx, const Pointer &p, int owner);
   /** Returns the calling thread's cached blocks to the shared heap. */
   void FlushThreadCache();

@@ -513,6 +513,34 @@ Status IpcManager::FreeBuffer(const hipc::Pointer &p) {
   return Status::InvalidArgument("FreeBuffer: pointer of unknown allocator");
 }
 
+void IpcManager::HoldInputs(const hipc::Pointer &task,
+                            std::initializer_list<hipc::Pointer> inputs) {
+  std::vector<hipc::Pointer> held;
+  for (const hipc::Pointer &p : inputs) {
+    if (!p.IsNull()) held.push_back(p);
+  }
+  if (held.empty()) return;
+  std::lock_guard<std::mutex> l(held_inputs_mu_);
+  std::vector<hipc::Pointer> &v = held_inputs_[task.off_.off_];
+  v.insert(v.end(), held.begin(), held.end());
+  held_inputs_count_.store(static_cast<u32>(held_inputs_.size()),
+                           std::memory_order_relaxed);
+}
+
+void IpcManager::FreeHeldInputs(const hipc::Pointer &task) {
+  std::vector<hipc::Pointer> held;
+  {
+    std::lock_guard<std::mutex> l(held_inputs_mu_);
+    auto it = held_inputs_.find(task.off_.off_);
+    if (it == held_inputs_.end()) return;
+    held = std::move(it->second);
+    held_inputs_.erase(it);
+    held_inputs_count_.store(static_cast<u32>(held_inputs_.size()),
+                             std::memory_order_relaxed);
+  }
+  for (const hipc::Pointer &p : held) (void)FreeBuffer(p);
+}
+
 Status IpcManager::FreeBufferOwnedBy(const hipc::Pointer &p, int pid) {
   if (p.IsNull()) return Status::Ok();
   if (pid < 0) return Status::InvalidArgument("FreeBufferOwnedBy: no owner");
@@ -522,6 +550,7 @@ Status IpcManager::FreeBufferOwnedBy(const hipc::Pointer &p, int pid) {
   if (p.alloc_id_ == rdata_alloc_->GetId()) {
     return rdata_alloc_->FreeOwnedBy(HSHM_MCTX, p, pid);
   }
+  // (Never `main`: task blocks and the runtime's structures live there.)
   return Status::InvalidArgument(
       "FreeBufferOwnedBy: not a data-segment pointer");
 }

@@ -206,6 +206,8 @@ HSHM_INLINE const void *TsanKey(const Task *t) {
  * block's err_ is not ours to free, and its ext_ is read once: its client
  * may still write either (so no DelTask, which reads both again). */
 void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
+  // A task this process made may own inputs (recorded privately).
+  if (CHI_IPC->HoldsInputs()) CHI_IPC->FreeHeldInputs(task.shm_);
   // Its extension is freed with it only if the same process owns both (a
   // client could name any block there).
   hipc::Pointer ext = task->ext_;
@@ -221,13 +223,15 @@ void FreeShmTask(const FullPtr<Task> &task, const MethodEntry *e) {
 
 /** When the runtime frees client task `shm` (fire-and-forget or abandoned):
  * frees the InBuf buffers its private copy `t` names if the checked copy
- * says the task owns them (Task::SetOwnsInputs), each only if the task's
- * own process owns it (a client could name any block). Before FreeShmTask.
- * Worker threads. */
+ * says the task owns them (Task::SetOwnsInputs), each only if the process
+ * that owns the task block owns it too, and never this process's own (a
+ * client could name any block, and write any owner into its task's
+ * header; the runtime's own tasks hold their inputs in its private record,
+ * which FreeShmTask frees). Before FreeShmTask. Worker threads. */
 void FreeOwnedInputs(const MethodEntry *e, Task *t, const hipc::Pointer &shm) {
   if (!t->OwnsInputs() || !e->has_fields) return;
   const int owner = CHI_IPC->BufferOwner(shm);
-  if (owner < 0) return;
+  if (owner <= 0 || owner == hshm::CachedPid()) return;
   FieldArchive fr(FieldArchive::Mode::kFreeIn, t);
   fr.set_free_owner(owner);
   e->fields(fr, t);

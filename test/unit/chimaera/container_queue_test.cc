@@ -505,6 +505,50 @@ TEST(OwnedInputsTest, AreFreedWithTheTaskWhoeverFreesIt) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// A runtime method's subtask that owns its runtime_data input (the kvs
+// client's calls inside a module work this way) frees it with itself, both
+// when waited for and when abandoned. The runtime keeps that ownership in
+// its own memory: a flag in the task block, which clients can write, is
+// never taken for it there.
+TEST(OwnedInputsTest, ARuntimeSubtaskFreesItsInputsWaitedForOrAbandoned) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("owned", "queue_test_mod", 1, "inline");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  constexpr chi::u64 kSize = 64 << 10;
+  auto *rdata = CHI_IPC->rdata_alloc();
+  auto relay = [&](chi::u32 spin_us, chi::u32 wait_ms, chi::u64 *sum) {
+    return chi::WaitAndFree(
+        chi::Submit(CHI_IPC->NewTaskDefault<queue_test_mod::RelayOwnedTask>(
+            CHI_IPC->NewTaskNode(), *pool, chi::DomainQuery::GetLocalHash(0),
+            spin_us, wait_ms, kSize)),
+        [&](queue_test_mod::RelayOwnedTask *t) { *sum = t->sum_; });
+  };
+  chi::u64 sum = 0;
+  ASSERT_TRUE(relay(0, 0, &sum).ok());  // warms up the runtime's caches
+  const chi::u64 before = rdata->LiveBytes(rt.pid());
+  for (int i = 0; i < 4; ++i) {
+    sum = 0;
+    chi::Status s = relay(0, 0, &sum);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(sum, kSize);
+  }
+  EXPECT_EQ(rdata->LiveBytes(rt.pid()), before);
+  // The subtask runs 200 ms; its parent gives up after 20.
+  chi::Status s = relay(200 * 1000, 20, &sum);
+  EXPECT_EQ(s.code(), hshm::StatusCode::kTimeout) << s;
+  bool back = false;
+  for (int i = 0; i < 500 && !back; ++i) {
+    back = rdata->LiveBytes(rt.pid()) == before;
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(back) << rdata->LiveBytes(rt.pid()) << " bytes, not " << before;
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok());
+}
+
 // The runtime frees only the input blocks that the task's own process owns:
 // a task that names another process's buffer (here one re-tagged to pid 1)
 // and claims to own it frees nothing of it.
@@ -542,6 +586,24 @@ TEST(OwnedInputsTest, TheRuntimeFreesOnlyBuffersOfTheTasksProcess) {
   EXPECT_EQ(sum, kSize);
   EXPECT_EQ(ClientBytes(), before);  // own and probe freed
   EXPECT_EQ(CHI_IPC->cdata_alloc()->BlockOwner(foreign.shm_), 1);
+  // A task whose block claims the runtime's pid, naming a buffer of the
+  // runtime's: the runtime frees none of its own blocks for a client.
+  ASSERT_GT(rt.pid(), 0);
+  CHI_IPC->SetBufferOwner(foreign.shm_, rt.pid());
+  auto forged = NewSum(*pool, 0, foreign, kSize);
+  ASSERT_FALSE(forged.IsNull());
+  forged->SetFireAndForget();
+  forged->SetOwnsInputs();
+  CHI_IPC->SetBufferOwner(forged.shm_, rt.pid());
+  ASSERT_TRUE(CHI_IPC->Send(forged).ok());
+  probe = OnesBuffer(kSize);
+  ASSERT_FALSE(probe.IsNull());
+  ASSERT_TRUE(
+      chi::WaitAndFree(
+          chi::SubmitOwningInputs(NewSum(*pool, 0, probe, kSize), {probe.shm_}),
+          [&](InputTask *t) { sum = t->sum_; })
+          .ok());
+  EXPECT_EQ(CHI_IPC->cdata_alloc()->BlockOwner(foreign.shm_), rt.pid());
   CHI_IPC->SetBufferOwner(foreign.shm_, getpid());
   EXPECT_TRUE(CHI_IPC->FreeBuffer(foreign.shm_).ok());
   CHIMAERA->ClientFinalize();

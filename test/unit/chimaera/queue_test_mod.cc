@@ -1,6 +1,7 @@
 // Runtime side of the queue test module.
 #include "queue_test_mod.h"
 
+#include <cstring>
 #include <stdexcept>
 
 #include "chimaera/admin/admin_client.h"
@@ -22,6 +23,7 @@ class Runtime : public chi::Container {
     RegisterMethod(kRelayHigh, "RelayHigh", &Runtime::RelayHigh);
     RegisterMethod(kFailWithBuffer, "FailWithBuffer", &Runtime::FailWithBuffer);
     RegisterMethod(kSumInput, "SumInput", &Runtime::SumInput);
+    RegisterMethod(kRelayOwned, "RelayOwned", &Runtime::RelayOwned);
   }
 
   /** Dynamic tasks go to container (task graph id % containers), which may
@@ -152,6 +154,28 @@ class Runtime : public chi::Container {
       sum += static_cast<unsigned char>(d[i]);
     }
     task->sum_ = sum;
+  }
+
+  /** Sums size_ ones in a runtime_data buffer through a SumInput subtask
+   * that owns the buffer (SubmitOwningInputs), waiting wait_ms_ at most. */
+  void RelayOwned(RelayOwnedTask *task, chi::RunContext &rctx) {
+    chi::FullPtr<char> b = CHI_IPC->AllocateBuffer(task->size_);
+    if (b.IsNull()) {
+      task->SetStatus(chi::Status::OutOfMemory("no buffer"));
+      return;
+    }
+    std::memset(b.ptr_, 1, task->size_);
+    chi::ScopedTaskTimeout deadline(task->wait_ms_);
+    chi::u64 sum = 0;
+    chi::Status s = chi::WaitAndFree(
+        chi::SubmitOwningInputs(CHI_IPC->NewTaskDefault<InputTask>(
+                                    task->task_node_.Child(), pool_id_,
+                                    chi::DomainQuery::GetLocalHash(0),
+                                    task->spin_us_, b.shm_, task->size_),
+                                {b.shm_}),
+        [&](InputTask *t) { sum = t->sum_; });
+    task->sum_ = sum;
+    if (!s.ok()) task->SetStatus(s);
   }
 
   /** Uses 4 KB of stack per level, `depth` levels deep. */

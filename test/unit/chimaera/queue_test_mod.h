@@ -28,6 +28,12 @@ static GLOBAL_CROSS_CONST chi::MethodId kFailWithBuffer =
 static GLOBAL_CROSS_CONST chi::MethodId kSumInput =
     chi::BaseMethod::kCustom + 5;
 
+/** A RelayOwnedTask: sums a runtime_data buffer of size_ ones through a
+ * SumInput subtask (spinning spin_us_) that owns it, waiting at most
+ * wait_ms_ for it (0: the default deadline) and abandoning it after. */
+static GLOBAL_CROSS_CONST chi::MethodId kRelayOwned =
+    chi::BaseMethod::kCustom + 6;
+
 /** Returns the worker, container and node that ran it, after spinning
  * `spin_us`. A broadcast merges the nodes into nodes_mask_ (bit = node id);
  * a GetDynamic() task goes to container (task graph id % containers). */
@@ -103,6 +109,30 @@ struct InputTask : public chi::Task {
     ar.In(spin_us_);
     ar.In(size_);
     ar.InBuf(data_, size_);
+    ar.Out(sum_);
+  }
+};
+
+/** kRelayOwned. */
+struct RelayOwnedTask : public chi::Task {
+  IN chi::u32 spin_us_ = 0;
+  IN chi::u32 wait_ms_ = 0;
+  IN chi::u64 size_ = 0;
+  OUT chi::u64 sum_ = 0;
+  explicit RelayOwnedTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : chi::Task(alloc) {}
+  RelayOwnedTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+                 const chi::TaskNode &node, const chi::PoolId &pool,
+                 const chi::DomainQuery &dom, chi::u32 spin_us,
+                 chi::u32 wait_ms, chi::u64 size)
+      : chi::Task(alloc), spin_us_(spin_us), wait_ms_(wait_ms), size_(size) {
+    SetBase(node, pool, dom, kRelayOwned);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(spin_us_);
+    ar.In(wait_ms_);
+    ar.In(size_);
     ar.Out(sum_);
   }
 };
