@@ -50,6 +50,10 @@ class ServerConfig : public hshm::BaseConfig {
    * and their bytes; more are refused with ResourceExhausted. */
   u32 max_peer_requests_ = 65536;
   u64 max_peer_bytes_ = 1ull << 30;
+  /** The largest message between runtimes (one task's request or reply
+   * with its data buffers); larger ones fail with ResourceExhausted.
+   * Every node must use the same value. */
+  u64 max_message_bytes_ = 1ull << 30;
   /** Peers must talk from their hostfile addresses (lightbeam's
    * TransportOptions::check_peer_address). */
   bool check_peer_address_ = true;

@@ -86,7 +86,8 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         n,
         {"hostfile", "port", "client_timeout_ms", "rpc_port", "heartbeat_ms",
          "dead_after_ms", "request_timeout_ms", "max_peer_requests",
-         "max_peer_bytes", "check_peer_address", "curve", "curve_key_file"},
+         "max_peer_bytes", "max_message_bytes", "check_peer_address", "curve",
+         "curve_key_file"},
         "network"));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "rpc_port", &rpc_port_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "heartbeat_ms", &heartbeat_ms_));
@@ -107,6 +108,11 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(ReadSize(n, "max_peer_bytes", &max_peer_bytes_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.max_peer_bytes", max_peer_bytes_,
                                     1ull << 20, 1ull << 40));
+    HSHM_RETURN_IF_ERROR(
+        ReadSize(n, "max_message_bytes", &max_message_bytes_));
+    HSHM_RETURN_IF_ERROR(CheckRange("network.max_message_bytes",
+                                    max_message_bytes_, 1ull << 16,
+                                    1ull << 40));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "hostfile", &hostfile_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "port", &port_));
     HSHM_RETURN_IF_ERROR(

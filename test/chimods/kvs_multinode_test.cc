@@ -347,3 +347,81 @@ TEST(KvsMultiNodeTest, AStalledNodeHoldsAtMostMaxPeerBytesHere) {
 }
 
 }  // namespace
+
+namespace {
+
+// One message carries one task's request or reply with its data
+// (network.max_message_bytes, here 1 MiB). A larger request fails at once
+// with ResourceExhausted, and alone: the small Puts sent beside it, in the
+// same batch, succeed. Before, the batch was refused whole and every task
+// in it failed with "node 2 is down". A reply too large (a Get of a 2 MiB
+// value stored through node 2's own client) comes back at once as
+// ResourceExhausted; before, the requester waited for request_timeout_ms.
+TEST(KvsMultiNodeTest, ATaskTooLargeForOneMessageFailsAloneAndAtOnce) {
+  constexpr hshm::u32 kContainers = 2;
+  constexpr hshm::u64 kBig = 2 << 20;
+  constexpr int kSmall = 16;
+  chi_test::LocalCluster cluster(2, kWorkers, "  max_message_bytes: 1m\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client kvs;
+  ASSERT_TRUE(kvs.Create("message_bound", kContainers).ok());
+  std::string key;
+  chi::FullPtr<char> big = PairOnNode2(kContainers, kBig, &key);
+  ASSERT_FALSE(big.IsNull());
+  chi::FullPtr<char> small = PairOnNode2(kContainers, 1000, &key);
+  ASSERT_FALSE(small.IsNull());
+  // Small, big, small: from one thread, one worker, back to back.
+  std::vector<chi::FullPtr<chi::kvs::PutTask>> puts;
+  for (int n = 0; n < kSmall; ++n) {
+    if (n == kSmall / 2) puts.push_back(kvs.AsyncPut(big, key.size(), kBig));
+    puts.push_back(kvs.AsyncPut(small, key.size(), 1000));
+  }
+  const hshm::u64 start = hshm::NowNs();
+  int ok = 0, exhausted = 0;
+  std::string message;
+  for (auto &p : puts) {
+    ASSERT_FALSE(p.IsNull());
+    ASSERT_TRUE(p->WaitFor(30000000));
+    hshm::Status st = p->GetStatus();
+    if (st.ok()) {
+      ++ok;
+    } else if (st.code() == hshm::StatusCode::kResourceExhausted) {
+      ++exhausted;
+      message = st.message();
+    } else {
+      ADD_FAILURE() << st;
+    }
+    CHI_IPC->DelTask(p);
+  }
+  EXPECT_EQ(ok, kSmall);
+  EXPECT_EQ(exhausted, 1);
+  EXPECT_NE(message.find("network.max_message_bytes"), std::string::npos)
+      << message;
+  (void)CHI_IPC->FreeBuffer(small.shm_);
+  // The same 2 MiB value, stored through node 2's own client (no network).
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  chi::kvs::Client local;
+  ASSERT_TRUE(local.Create("message_bound").ok());
+  big = PairOnNode2(kContainers, kBig, &key);
+  ASSERT_FALSE(big.IsNull());
+  auto put = local.AsyncPut(big, key.size(), kBig);
+  ASSERT_FALSE(put.IsNull());
+  ASSERT_TRUE(put->WaitFor(30000000));
+  EXPECT_TRUE(put->GetStatus().ok()) << put->GetStatus();
+  CHI_IPC->DelTask(put);
+  (void)CHI_IPC->FreeBuffer(big.shm_);
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client remote;
+  ASSERT_TRUE(remote.Create("message_bound").ok());
+  auto got = remote.Get(key);
+  EXPECT_EQ(got.status().code(), hshm::StatusCode::kResourceExhausted)
+      << got.status();
+  EXPECT_NE(got.status().message().find("reply"), std::string::npos)
+      << got.status();
+  // Well before any deadline: the client waits 60 s, a request 600 s.
+  EXPECT_LT(hshm::NowNs() - start, 20ull * 1000 * 1000 * 1000);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
+}  // namespace

@@ -205,6 +205,13 @@ class Transport {
    * where Send would refuse any of them; on true `recs` is emptied. */
   bool SendMany(u32 to, std::vector<OutRecord> &recs);
 
+  /** Any thread, once started: true if a record of `bytes` bytes and
+   * `num_frames` data frames of `frame_bytes` bytes in all fits in one
+   * message (what Send checks, besides the peer's state). */
+  bool Fits(u64 bytes, u64 frame_bytes, u64 num_frames) const;
+  /** The largest message (TransportOptions::max_message_bytes). */
+  u64 max_message_bytes() const { return opt_.max_message_bytes; }
+
   /** Any thread: true if `node` is alive (self is always alive; out of range
    * is not). Peers start alive (optimistic) until dead_after_ms passes
    * without hearing from them. */

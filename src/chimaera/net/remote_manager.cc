@@ -168,6 +168,7 @@ Status RemoteManager::Init() {
   opt.heartbeat_ms = conf.heartbeat_ms_;
   opt.dead_after_ms = conf.dead_after_ms_;
   opt.check_peer_address = conf.check_peer_address_;
+  opt.max_message_bytes = conf.max_message_bytes_;
   if (conf.curve_) {
     opt.curve_public_key = conf.curve_public_key_;
     opt.curve_secret_key = conf.curve_secret_key_;
@@ -387,6 +388,13 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   HSHM_RETURN_IF_ERROR(ar.status());
   std::atomic<u64> &unsent = loads_[node].unsent_bytes;
   const u64 bytes = FrameBytes(frames);
+  if (!transport_->Fits(rec.bytes.size(), bytes, frames.size())) {
+    return Status::ResourceExhausted(
+        "the request to node " + std::to_string(node) + " is " +
+        std::to_string(rec.bytes.size() + bytes) +
+        " bytes, more than one message carries (network.max_message_bytes " +
+        std::to_string(transport_->max_message_bytes()) + ")");
+  }
   if (!Charge(&unsent, bytes, max_peer_bytes_)) {
     return Status::ResourceExhausted(
         "node " + std::to_string(self_) + " holds " +
@@ -442,15 +450,19 @@ void RemoteManager::Flush(u32 worker_id) {
       }
     }
     if (transport_ && transport_->SendMany(to, batch)) continue;
-    // Refused (the node is down): the tasks waiting on it fail.
+    // Refused: each record alone, so that only those refused fail (Forward
+    // and Reply keep records that could not fit in a message out, so this
+    // is a node that is down).
     for (hshm::lbm::OutRecord &r : batch) {
-      if (r.tag == 0) continue;  // a reply to a dead requester
+      const u64 tag = r.tag;
+      if (transport_ && transport_->Send(to, std::move(r))) continue;
+      if (tag == 0) continue;  // a reply to a dead requester
       auto *m = new NetMessage;
       m->is_reply = true;
       m->from = to;
       m->failure =
           Status::Unavailable("node " + std::to_string(to) + " is down");
-      Resolve(r.tag, to, m);
+      Resolve(tag, to, m);
     }
   }
   st.clear();
@@ -489,6 +501,17 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
                                  ? &loads_[r->from_node_].unsent_bytes
                                  : &unsent_elsewhere_;
   // The method ran; only its outputs are lost if they do not fit.
+  if (w.rc == 0 &&
+      !transport_->Fits(rec.bytes.size() + sizeof(w) + fields.size(),
+                        FrameBytes(frames), frames.size())) {
+    w.rc = static_cast<u32>(StatusCode::kResourceExhausted);
+    err = "the task ran on node " + std::to_string(self_) +
+          ", but its reply of " +
+          std::to_string(fields.size() + FrameBytes(frames)) +
+          " bytes is more than one message carries "
+          "(network.max_message_bytes " +
+          std::to_string(transport_->max_message_bytes()) + ")";
+  }
   if (w.rc == 0 && !Charge(unsent, FrameBytes(frames), max_peer_bytes_)) {
     w.rc = static_cast<u32>(StatusCode::kResourceExhausted);
     err = "node " + std::to_string(self_) + " holds " +

@@ -389,14 +389,20 @@ void Transport::Stop() {
   auth_wake_fd_ = -1;
 }
 
-bool Transport::Fits(const OutRecord &rec) const {
-  if (rec.bytes.size() > std::numeric_limits<u32>::max() ||
-      rec.frames.size() > kMaxMessageFrames - 3) {
+bool Transport::Fits(u64 bytes, u64 frame_bytes, u64 num_frames) const {
+  if (bytes > std::numeric_limits<u32>::max() ||
+      num_frames > kMaxMessageFrames - 3) {
     return false;
   }
-  u64 total = sizeof(WireHeader) + kRecordIndexBytes + rec.bytes.size();
-  for (const zmq::message_t &f : rec.frames) total += f.size();
-  return total <= opt_.max_message_bytes;
+  const u64 head = sizeof(WireHeader) + kRecordIndexBytes + bytes;
+  return head <= opt_.max_message_bytes &&
+         frame_bytes <= opt_.max_message_bytes - head;
+}
+
+bool Transport::Fits(const OutRecord &rec) const {
+  u64 frame_bytes = 0;
+  for (const zmq::message_t &f : rec.frames) frame_bytes += f.size();
+  return Fits(rec.bytes.size(), frame_bytes, rec.frames.size());
 }
 
 bool Transport::SendMany(u32 to, std::vector<OutRecord> &recs) {

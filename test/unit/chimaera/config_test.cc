@@ -24,6 +24,7 @@ TEST(ConfigTest, EmbeddedDefaultsMatchTheYaml) {
   ASSERT_EQ(c.hosts_.size(), 1u);
   EXPECT_EQ(c.hosts_[0], "127.0.0.1");
   EXPECT_TRUE(c.check_peer_address_);
+  EXPECT_EQ(c.max_message_bytes_, 1ull << 30);
   // The constant is the YAML file's text.
   EXPECT_NE(std::string(chi::kDefaultServerConfigYaml).find("low_latency"),
             std::string::npos);
@@ -33,9 +34,11 @@ TEST(ConfigTest, OverridesOnlyWhatIsGiven) {
   ConfigurationManager cm;
   ASSERT_TRUE(cm.LoadText("workers:\n  low_latency: 3\n  cpus: [0, 1]\n"
                           "shm:\n  main: 1g\nqueue:\n  depth: 64\n"
-                          "network:\n  check_peer_address: false\n")
+                          "network:\n  check_peer_address: false\n"
+                          "  max_message_bytes: 64m\n")
                   .ok());
   EXPECT_FALSE(cm.config().check_peer_address_);
+  EXPECT_EQ(cm.config().max_message_bytes_, 64ull << 20);
   EXPECT_EQ(cm.config().num_low_latency_, 3u);
   EXPECT_EQ(cm.config().num_high_latency_, 1u);
   EXPECT_EQ(cm.config().main_size_, 1ull << 30);
@@ -63,6 +66,7 @@ TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("shm:\n  client_data: -5m\n", "client_data");
   ExpectError("network:\n  port: 70000\n", "port");
   ExpectError("network:\n  check_peer_address: maybe\n", "check_peer_address");
+  ExpectError("network:\n  max_message_bytes: 1k\n", "max_message_bytes");
   ExpectError("queue:\n  depth: [1, 2]\n", "depth");
   ExpectError("workers: [\n", "YAML");
 }
