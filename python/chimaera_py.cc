@@ -259,31 +259,27 @@ class PendingTask : public Pending {
   ReadFn read_;
 };
 
-/** An asynchronous call: owns a submitted task and the input buffers it
- * reads, until the task completes (then they are freed and the result kept)
- * or the Future is dropped or the client disconnects (then an unfinished
- * task is abandoned to the runtime). Methods may be called from any Python
- * thread; see the file comment for the lock order. */
+/** An asynchronous call: owns a submitted task (which owns its input
+ * buffers: chi::SubmitOwningInputs) until it completes (then it is freed
+ * and the result kept) or the Future is dropped or the client disconnects
+ * (then an unfinished task is abandoned to the runtime, which frees it and
+ * its inputs). Methods may be called from any Python thread; see the file
+ * comment for the lock order. */
 class Future {
  public:
-  /** Takes ownership of `pending` and of `inputs` (data-segment buffers)
-   * and registers the Future. REQUIRES: Conn().mu held shared, connected. */
-  Future(std::unique_ptr<Pending> pending, std::vector<hipc::Pointer> inputs,
-         std::string what)
-      : pending_(std::move(pending)),
-        inputs_(std::move(inputs)),
-        what_(std::move(what)) {
+  /** Takes ownership of `pending` and registers the Future. REQUIRES:
+   * Conn().mu held shared, connected. */
+  Future(std::unique_ptr<Pending> pending, std::string what)
+      : pending_(std::move(pending)), what_(std::move(what)) {
     std::lock_guard<std::mutex> l(Conn().futures_mu);
     Conn().futures.insert(this);
   }
   Future(const Future &) = delete;
   Future &operator=(const Future &) = delete;
 
-  /** Frees a completed task, or abandons an unfinished one (the runtime
-   * frees the input buffers a task owns with it; those in inputs_ are then
-   * leaked to this process rather than freed while the runtime may still
-   * read them). Called by Python's GC with the GIL held;
-   * may block briefly while a disconnect is in progress. */
+  /** Frees a completed task, or abandons an unfinished one. Called by
+   * Python's GC with the GIL held; may block briefly while a disconnect is
+   * in progress. */
   ~Future() {
     if (resolved_.load(std::memory_order_acquire)) return;
     std::shared_lock<std::shared_mutex> cl(Conn().mu);
@@ -368,15 +364,14 @@ class Future {
     return true;
   }
 
-  /** Records the result of the completed task, frees it, what it returned
-   * and the input buffers. REQUIRES: mu_ and Conn().mu held, complete. */
+  /** Records the result of the completed task and frees it, what it
+   * returned and what it owns. REQUIRES: mu_ and Conn().mu held,
+   * complete. */
   void ResolveLocked() {
     status_ = pending_->task()->GetStatus();
     if (status_.ok()) pending_->Read(&value_);
     pending_->Delete();
     pending_.reset();
-    for (const hipc::Pointer &p : inputs_) (void)CHI_IPC->FreeBuffer(p);
-    inputs_.clear();
     resolved_.store(true, std::memory_order_release);
   }
 
@@ -389,11 +384,8 @@ class Future {
       ResolveLocked();
       return;
     }
-    // The runtime frees the task, its outputs and the inputs it owns; it
-    // may still read inputs_, so they stay allocated (freed when this
-    // process exits).
+    // The runtime frees the task, its outputs and the inputs it owns.
     pending_.reset();  // only the wrapper: the runtime owns the task now
-    inputs_.clear();
     status_ = why;
     resolved_.store(true, std::memory_order_release);
   }
@@ -404,37 +396,34 @@ class Future {
     Conn().futures.erase(this);
   }
 
-  std::mutex mu_;  ///< Guards pending_, inputs_, status_, value_.
+  std::mutex mu_;                     ///< Guards pending_, status_, value_.
   std::unique_ptr<Pending> pending_;  ///< Null once resolved.
-  std::vector<hipc::Pointer> inputs_;
-  std::string what_;  ///< The call, for messages.
+  std::string what_;                  ///< The call, for messages.
   Status status_;
   Value value_;
   std::atomic<bool> resolved_{false};  ///< status_/value_ are final.
 };
 
-/** Wraps the submitted `task` in a Future that reads it with `read`; frees
- * `inputs` and throws OutOfMemory if `task` is null (the `main` segment is
- * full). REQUIRES: Conn().mu held shared, connected. */
+/** Wraps the submitted `task` in a Future that reads it with `read`; throws
+ * OutOfMemory if `task` is null (the `main` segment is full; the inputs it
+ * would have owned are freed already). REQUIRES: Conn().mu held shared,
+ * connected. */
 template <typename TaskT, typename ReadFn>
 std::unique_ptr<Future> MakeFuture(FullPtr<TaskT> task, ReadFn read,
-                                   std::vector<hipc::Pointer> inputs,
                                    const std::string &what) {
   if (task.IsNull()) {
-    for (const hipc::Pointer &p : inputs) (void)CHI_IPC->FreeBuffer(p);
     throw ChiError(Status::OutOfMemory("main segment is full"));
   }
   auto pending = std::make_unique<PendingTask<TaskT, ReadFn>>(task, read);
-  return std::make_unique<Future>(std::move(pending), std::move(inputs), what);
+  return std::make_unique<Future>(std::move(pending), what);
 }
 
 /** A Future for a task with no result. */
 template <typename TaskT>
 std::unique_ptr<Future> MakeNoneFuture(FullPtr<TaskT> task,
-                                       std::vector<hipc::Pointer> inputs,
                                        const std::string &what) {
   return MakeFuture(
-      task, [](TaskT *, Value *) {}, std::move(inputs), what);
+      task, [](TaskT *, Value *) {}, what);
 }
 
 /** Copies `a` then `b` into a new client_data buffer (null when both are
@@ -456,12 +445,6 @@ void TakeBytes(const hipc::Pointer &p, u64 size, Value *out) {
   FullPtr<char> buf(p);
   if (!buf.IsNull()) out->bytes.assign(buf.ptr_, size);
   (void)CHI_IPC->FreeBuffer(p);
-}
-
-/** The inputs list of a Future: `buf` if not null. */
-std::vector<hipc::Pointer> Inputs(const FullPtr<char> &buf) {
-  if (buf.IsNull()) return {};
-  return {buf.shm_};
 }
 
 //------------------------------------------------------------------------------
@@ -761,7 +744,7 @@ PYBIND11_MODULE(chimaera, m) {
           "async_noop",
           [](Admin &a) {
             return Blocking(std::nullopt, [&] {
-              return MakeNoneFuture(a.client.AsyncNoop(), {}, "admin.noop");
+              return MakeNoneFuture(a.client.AsyncNoop(), "admin.noop");
             });
           },
           "Submits a no-op; the Future's result is None.")
@@ -775,7 +758,7 @@ PYBIND11_MODULE(chimaera, m) {
                     out->kind = Value::Kind::kInt;
                     out->num = t->ret_;
                   },
-                  {}, "admin.echo");
+                  "admin.echo");
             });
           },
           py::arg("value"), "Submits an echo; the result is the int.")
@@ -789,7 +772,7 @@ PYBIND11_MODULE(chimaera, m) {
                     out->kind = Value::Kind::kInt;
                     out->num = t->sum_;
                   },
-                  {}, "admin.fan_out");
+                  "admin.fan_out");
             });
           },
           py::arg("count"), py::arg("depth") = 1,
@@ -858,8 +841,7 @@ PYBIND11_MODULE(chimaera, m) {
           "async_noop",
           [](SmallMessage &s) {
             return Blocking(std::nullopt, [&] {
-              return MakeNoneFuture(s.client.AsyncNoop(), {},
-                                    "small_message.noop");
+              return MakeNoneFuture(s.client.AsyncNoop(), "small_message.noop");
             });
           },
           "Submits a no-op; the result is None.")
@@ -876,7 +858,7 @@ PYBIND11_MODULE(chimaera, m) {
                   [](sm::EchoTask *t, Value *out) {
                     TakeBytes(t->ret_, t->ret_size_, out);
                   },
-                  {}, "small_message.echo");
+                  "small_message.echo");
             });
           },
           py::arg("data"), "Submits an echo; the result is the bytes.")
@@ -890,7 +872,7 @@ PYBIND11_MODULE(chimaera, m) {
                     out->kind = Value::Kind::kInt;
                     out->num = t->result_;
                   },
-                  {}, "small_message.compute");
+                  "small_message.compute");
             });
           },
           py::arg("iters"), py::arg("seed") = 0,
@@ -955,11 +937,11 @@ PYBIND11_MODULE(chimaera, m) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(data);
               return MakeFuture(
-                  c.client.AsyncCompress(a, buf.shm_, data.size(), level),
+                  c.client.AsyncCompressOwning(a, buf, data.size(), level),
                   [](cmp::CompressTask *t, Value *out) {
                     TakeBytes(t->out_, t->out_size_, out);
                   },
-                  Inputs(buf), "compressor.compress");
+                  "compressor.compress");
             });
           },
           py::arg("data"), py::arg("algo") = "zstd", py::arg("level") = 0,
@@ -972,11 +954,12 @@ PYBIND11_MODULE(chimaera, m) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(data);
               return MakeFuture(
-                  c.client.AsyncDecompress(a, buf.shm_, data.size(), orig_size),
+                  c.client.AsyncDecompressOwning(a, buf, data.size(),
+                                                 orig_size),
                   [](cmp::DecompressTask *t, Value *out) {
                     TakeBytes(t->out_, t->out_size_, out);
                   },
-                  Inputs(buf), "compressor.decompress");
+                  "compressor.decompress");
             });
           },
           py::arg("data"), py::arg("orig_size"), py::arg("algo") = "zstd",
@@ -1078,7 +1061,7 @@ PYBIND11_MODULE(chimaera, m) {
                     out->kind = Value::Kind::kBool;
                     out->num = t->replaced_;
                   },
-                  {}, "kvs.put");
+                  "kvs.put");
             });
           },
           py::arg("key"), py::arg("value"),
@@ -1097,7 +1080,7 @@ PYBIND11_MODULE(chimaera, m) {
                   [](kvs::GetTask *t, Value *out) {
                     TakeBytes(t->value_, t->value_size_, out);
                   },
-                  {}, "kvs.get");
+                  "kvs.get");
             });
           },
           py::arg("key"), "Submits a get; the result is the value (bytes).")
@@ -1112,7 +1095,7 @@ PYBIND11_MODULE(chimaera, m) {
                           kvs::Client::KeyQuery(buf.ptr_, key.size()), buf.shm_,
                           key.size()),
                       {buf.shm_}),
-                  {}, "kvs.delete");
+                  "kvs.delete");
             });
           },
           py::arg("key"), "Submits a delete; the result is None.");

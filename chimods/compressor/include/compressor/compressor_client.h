@@ -31,6 +31,15 @@ class Client : public ModuleClient<Compressor> {
     return SubmitSized(NewTask<CompressTask>(dom, algo, level, data, size),
                        size);
   }
+  /** AsyncCompress of the `size` bytes of `in`, a data buffer the task
+   * owns from here on: freed with it, also if it is abandoned (see
+   * chi::SubmitOwningInputs; freed here if the task cannot be made). */
+  FullPtr<CompressTask> AsyncCompressOwning(
+      Algorithm algo, const FullPtr<char> &in, u64 size, i32 level = 0,
+      const DomainQuery &dom = DomainQuery::GetDynamic()) {
+    return SubmitSized(NewTask<CompressTask>(dom, algo, level, in.shm_, size),
+                       size, in);
+  }
   /** Compresses `data` with `algo` at `level`; returns the compressed
    * bytes. */
   StatusOr<std::string> Compress(
@@ -39,8 +48,7 @@ class Client : public ModuleClient<Compressor> {
     FullPtr<char> in;
     HSHM_RETURN_IF_ERROR(CopyIn(data, &in));
     return Finish(Future<CompressTask>(
-                      AsyncCompress(algo, in.shm_, data.size(), level, dom)),
-                  in);
+        AsyncCompressOwning(algo, in, data.size(), level, dom)));
   }
 
   /** Submits decompression of `size` bytes of the caller's buffer `data`,
@@ -51,6 +59,15 @@ class Client : public ModuleClient<Compressor> {
     return SubmitSized(
         NewTask<DecompressTask>(dom, algo, data, size, orig_size), orig_size);
   }
+  /** AsyncDecompress of the `size` bytes of `in`, a data buffer the task
+   * owns from here on (as AsyncCompressOwning). */
+  FullPtr<DecompressTask> AsyncDecompressOwning(
+      Algorithm algo, const FullPtr<char> &in, u64 size, u64 orig_size,
+      const DomainQuery &dom = DomainQuery::GetDynamic()) {
+    return SubmitSized(
+        NewTask<DecompressTask>(dom, algo, in.shm_, size, orig_size), orig_size,
+        in);
+  }
   /** Decompresses `compressed` (made by `algo` from `orig_size` bytes);
    * returns the original bytes. */
   StatusOr<std::string> Decompress(
@@ -58,9 +75,8 @@ class Client : public ModuleClient<Compressor> {
       const DomainQuery &dom = DomainQuery::GetDynamic()) {
     FullPtr<char> in;
     HSHM_RETURN_IF_ERROR(CopyIn(compressed, &in));
-    return Finish(Future<DecompressTask>(AsyncDecompress(
-                      algo, in.shm_, compressed.size(), orig_size, dom)),
-                  in);
+    return Finish(Future<DecompressTask>(
+        AsyncDecompressOwning(algo, in, compressed.size(), orig_size, dom)));
   }
 
  private:
@@ -73,25 +89,29 @@ class Client : public ModuleClient<Compressor> {
     std::memcpy(buf->ptr_, data.data(), data.size());
     return Status::Ok();
   }
-  /** Sets the priority by `bytes` (see kHighLatencyBytes) and sends. */
+  /** Sets the priority by `bytes` (see kHighLatencyBytes) and sends; the
+   * task owns `owned` (its input buffer, if not null: see
+   * chi::SubmitOwningInputs). */
   template <typename TaskT>
-  static FullPtr<TaskT> SubmitSized(FullPtr<TaskT> t, u64 bytes) {
-    if (t.IsNull()) return t;
-    t->prio_ = bytes >= kHighLatencyBytes ? kHighLatency : kLowLatency;
-    return Submit(t);
+  static FullPtr<TaskT> SubmitSized(FullPtr<TaskT> t, u64 bytes,
+                                    const FullPtr<char> &owned = {}) {
+    if (!t.IsNull()) {
+      t->prio_ = bytes >= kHighLatencyBytes ? kHighLatency : kLowLatency;
+    }
+    if (owned.IsNull()) return t.IsNull() ? t : Submit(t);
+    return SubmitOwningInputs(t, {owned.shm_});
   }
   /** Waits for `f` (this thread's deadline) and returns a copy of its
-   * output. Frees the input buffer `in` unless the task is still running
-   * (abandoned: the runtime may still read it). */
+   * output. Dropping `f` frees the task and what it owns, or abandons it to
+   * the runtime if it still runs. */
   template <typename TaskT>
-  static StatusOr<std::string> Finish(Future<TaskT> f, FullPtr<char> in) {
+  static StatusOr<std::string> Finish(Future<TaskT> f) {
     Status s = f.Wait();
     std::string out;
     if (s.ok() && f->out_size_ != 0) {
       const char *p = CHI_IPC->DataBuffer(f->out_, f->out_size_);
       if (p) out.assign(p, f->out_size_);
     }
-    if (f.done()) (void)CHI_IPC->FreeBuffer(in.shm_);
     if (!s.ok()) return s;
     return out;
   }
