@@ -52,7 +52,7 @@ class ServerConfig : public hshm::BaseConfig {
   u64 max_peer_bytes_ = 1ull << 30;
   /** The largest message between runtimes (one task's request or reply
    * with its data buffers); larger ones fail with ResourceExhausted.
-   * Every node must use the same value. */
+   * Every node must use the same value; at least 8 MiB. */
   u64 max_message_bytes_ = 1ull << 30;
   /** Peers must talk from their hostfile addresses (lightbeam's
    * TransportOptions::check_peer_address). */

@@ -419,12 +419,22 @@ class IpcManager {
   std::unordered_map<const Task *, std::string> local_errs_;
   std::atomic<u32> local_err_count_{0};  ///< local_errs_.size(), lock-free.
   /** Runtime: input buffers handed to tasks this process made, by task
-   * block offset (see HoldInputs), in private memory. */
-  std::mutex held_inputs_mu_;
-  std::unordered_map<u64, std::vector<hipc::Pointer>> held_inputs_;
-  std::atomic<u32> held_inputs_count_{0};  ///< held_inputs_.size().
-  int runtime_pid_ = 0;                    ///< Copied at attach (client).
-  u64 runtime_start_time_ = 0;             ///< Copied at attach (client).
+   * block offset (see HoldInputs), in private memory; striped by offset,
+   * since every worker's frees look here while any is held. */
+  struct HeldInputs {
+    std::mutex mu;
+    std::unordered_map<u64, std::vector<hipc::Pointer>> by_task;
+  };
+  static constexpr u32 kHeldStripes = 16;
+  HeldInputs held_inputs_[kHeldStripes];
+  /** Entries over all stripes. */
+  std::atomic<u32> held_inputs_count_{0};
+  /** The stripe of the task block at offset `off`. */
+  HeldInputs &HeldStripe(u64 off) {
+    return held_inputs_[(off / 64) % kHeldStripes];
+  }
+  int runtime_pid_ = 0;         ///< Copied at attach (client).
+  u64 runtime_start_time_ = 0;  ///< Copied at attach (client).
   /** Client: the pid the runtime's reaper knows this process by (a forked
    * child inherits the attachment and registers its own pid; see
    * RegisterForkedChild). */

@@ -82,13 +82,13 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         CheckRange("shm.runtime_data", rdata_size_, kMin, kMax));
   }
   if (const YAML::Node n = root["network"]) {
-    HSHM_RETURN_IF_ERROR(CheckKeys(
-        n,
-        {"hostfile", "port", "client_timeout_ms", "rpc_port", "heartbeat_ms",
-         "dead_after_ms", "request_timeout_ms", "max_peer_requests",
-         "max_peer_bytes", "max_message_bytes", "check_peer_address", "curve",
-         "curve_key_file"},
-        "network"));
+    HSHM_RETURN_IF_ERROR(
+        CheckKeys(n,
+                  {"hostfile", "port", "client_timeout_ms", "rpc_port",
+                   "heartbeat_ms", "dead_after_ms", "request_timeout_ms",
+                   "max_peer_requests", "max_peer_bytes", "max_message_bytes",
+                   "check_peer_address", "curve", "curve_key_file"},
+                  "network"));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "rpc_port", &rpc_port_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "heartbeat_ms", &heartbeat_ms_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "dead_after_ms", &dead_after_ms_));
@@ -108,10 +108,11 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(ReadSize(n, "max_peer_bytes", &max_peer_bytes_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.max_peer_bytes", max_peer_bytes_,
                                     1ull << 20, 1ull << 40));
-    HSHM_RETURN_IF_ERROR(
-        ReadSize(n, "max_message_bytes", &max_message_bytes_));
+    HSHM_RETURN_IF_ERROR(ReadSize(n, "max_message_bytes", &max_message_bytes_));
+    // At least 8 MiB: the runtime's own largest message, a page of pool
+    // specs for a rejoining node, takes a few MiB.
     HSHM_RETURN_IF_ERROR(CheckRange("network.max_message_bytes",
-                                    max_message_bytes_, 1ull << 16,
+                                    max_message_bytes_, 8ull << 20,
                                     1ull << 40));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "hostfile", &hostfile_));
     HSHM_RETURN_IF_ERROR(ReadScalar(n, "port", &port_));

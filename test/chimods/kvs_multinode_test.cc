@@ -351,17 +351,18 @@ TEST(KvsMultiNodeTest, AStalledNodeHoldsAtMostMaxPeerBytesHere) {
 namespace {
 
 // One message carries one task's request or reply with its data
-// (network.max_message_bytes, here 1 MiB). A larger request fails at once
-// with ResourceExhausted, and alone: the small Puts sent beside it, in the
-// same batch, succeed. Before, the batch was refused whole and every task
-// in it failed with "node 2 is down". A reply too large (a Get of a 2 MiB
-// value stored through node 2's own client) comes back at once as
-// ResourceExhausted; before, the requester waited for request_timeout_ms.
+// (network.max_message_bytes, here 8 MiB, the least allowed). A larger
+// request fails at once with ResourceExhausted, and alone: the small Puts
+// sent right beside it succeed. Before, the worker's batch to node 2 that
+// held it was refused whole, and every task in it failed with "node 2 is
+// down". A reply too large (a Get of a 12 MiB value stored through node
+// 2's own client) comes back at once as ResourceExhausted; before, the
+// requester waited for its deadline.
 TEST(KvsMultiNodeTest, ATaskTooLargeForOneMessageFailsAloneAndAtOnce) {
   constexpr hshm::u32 kContainers = 2;
-  constexpr hshm::u64 kBig = 2 << 20;
+  constexpr hshm::u64 kBig = 12 << 20;
   constexpr int kSmall = 16;
-  chi_test::LocalCluster cluster(2, kWorkers, "  max_message_bytes: 1m\n");
+  chi_test::LocalCluster cluster(2, kWorkers, "  max_message_bytes: 8m\n");
   ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
   ASSERT_TRUE(cluster.Connect(1).ok());
   chi::kvs::Client kvs;
@@ -399,7 +400,8 @@ TEST(KvsMultiNodeTest, ATaskTooLargeForOneMessageFailsAloneAndAtOnce) {
   EXPECT_NE(message.find("network.max_message_bytes"), std::string::npos)
       << message;
   (void)CHI_IPC->FreeBuffer(small.shm_);
-  // The same 2 MiB value, stored through node 2's own client (no network).
+  (void)CHI_IPC->FreeBuffer(big.shm_);
+  // The same 12 MiB value, stored through node 2's own client (no network).
   ASSERT_TRUE(cluster.Connect(2).ok());
   chi::kvs::Client local;
   ASSERT_TRUE(local.Create("message_bound").ok());

@@ -520,25 +520,28 @@ void IpcManager::HoldInputs(const hipc::Pointer &task,
     if (!p.IsNull()) held.push_back(p);
   }
   if (held.empty()) return;
-  std::lock_guard<std::mutex> l(held_inputs_mu_);
-  std::vector<hipc::Pointer> &v = held_inputs_[task.off_.off_];
-  v.insert(v.end(), held.begin(), held.end());
-  held_inputs_count_.store(static_cast<u32>(held_inputs_.size()),
-                           std::memory_order_relaxed);
+  HeldInputs &s = HeldStripe(task.off_.off_);
+  std::lock_guard<std::mutex> l(s.mu);
+  auto [it, added] = s.by_task.try_emplace(task.off_.off_);
+  it->second.insert(it->second.end(), held.begin(), held.end());
+  if (added) held_inputs_count_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void IpcManager::FreeHeldInputs(const hipc::Pointer &task) {
   std::vector<hipc::Pointer> held;
   {
-    std::lock_guard<std::mutex> l(held_inputs_mu_);
-    auto it = held_inputs_.find(task.off_.off_);
-    if (it == held_inputs_.end()) return;
+    HeldInputs &s = HeldStripe(task.off_.off_);
+    std::lock_guard<std::mutex> l(s.mu);
+    auto it = s.by_task.find(task.off_.off_);
+    if (it == s.by_task.end()) return;
     held = std::move(it->second);
-    held_inputs_.erase(it);
-    held_inputs_count_.store(static_cast<u32>(held_inputs_.size()),
-                             std::memory_order_relaxed);
+    s.by_task.erase(it);
+    held_inputs_count_.fetch_sub(1, std::memory_order_relaxed);
   }
-  for (const hipc::Pointer &p : held) (void)FreeBuffer(p);
+  // Only this process's own blocks (a module could have named another's).
+  for (const hipc::Pointer &p : held) {
+    (void)FreeBufferOwnedBy(p, hshm::CachedPid());
+  }
 }
 
 Status IpcManager::FreeBufferOwnedBy(const hipc::Pointer &p, int pid) {

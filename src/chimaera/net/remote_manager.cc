@@ -521,6 +521,11 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
           std::to_string(FrameBytes(frames)) + " bytes was dropped";
   }
   if (w.rc == 0) err.clear();
+  // As in shared memory: an error text is at most kMaxErrorText bytes, so an
+  // error reply always fits in a message (max_message_bytes >= 8 MiB).
+  if (err.size() > internal::kMaxErrorText) {
+    err.resize(internal::kMaxErrorText);
+  }
   w.err_len = static_cast<u32>(err.size());
   rec.bytes.append(reinterpret_cast<const char *>(&w), sizeof(w));
   rec.bytes.append(err);

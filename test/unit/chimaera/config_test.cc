@@ -66,7 +66,7 @@ TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("shm:\n  client_data: -5m\n", "client_data");
   ExpectError("network:\n  port: 70000\n", "port");
   ExpectError("network:\n  check_peer_address: maybe\n", "check_peer_address");
-  ExpectError("network:\n  max_message_bytes: 1k\n", "max_message_bytes");
+  ExpectError("network:\n  max_message_bytes: 4m\n", "max_message_bytes");
   ExpectError("queue:\n  depth: [1, 2]\n", "depth");
   ExpectError("workers: [\n", "YAML");
 }
