@@ -156,9 +156,10 @@ class IpcManager {
   FullPtr<TaskT> NewTaskDefault(Args &&...args) {
     return NewTask<TaskT>(HSHM_MCTX, std::forward<Args>(args)...);
   }
-  /** Destroys and frees a task (and its error message, and its InBuf
-   * buffers if it owns them: Task::SetOwnsInputs; TaskT must then be the
-   * task's own type, whose Fields() names them). Null is a no-op. */
+  /** Destroys and frees a task (and its error message, and the InBuf
+   * buffers it owns: in a client, by Task::SetOwnsInputs, TaskT then being
+   * the task's own type, whose Fields() names them; in the runtime, by its
+   * private HoldInputs record). Null is a no-op. */
   template <typename TaskT>
   void DelTask(const hipc::MemContext &ctx, FullPtr<TaskT> task) {
     if (task.IsNull()) return;
