@@ -549,6 +549,33 @@ TEST(OwnedInputsTest, ARuntimeSubtaskFreesItsInputsWaitedForOrAbandoned) {
   EXPECT_TRUE(rt.Stop().ok());
 }
 
+// A fire-and-forget task that chi::Submit cannot send (the runtime has
+// stopped) is freed there, with the inputs it owns: nobody else would.
+TEST(OwnedInputsTest, AFireAndForgetTaskThatCannotBeSentIsFreed) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("owned", "queue_test_mod", 1, "inline");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  constexpr chi::u64 kSize = 4096;
+  auto *main_alloc = CHI_IPC->main_alloc();
+  main_alloc->FlushThreadCache();
+  const chi::u64 main_before = main_alloc->LiveBytes(getpid());
+  const chi::u64 before = ClientBytes();
+  auto buf = OnesBuffer(kSize);
+  ASSERT_FALSE(buf.IsNull());
+  auto t = NewSum(*pool, 0, buf, kSize);
+  ASSERT_FALSE(t.IsNull());
+  t->SetFireAndForget();
+  ASSERT_TRUE(rt.Stop().ok());  // this process keeps its mappings
+  EXPECT_TRUE(chi::SubmitOwningInputs(t, {buf.shm_}).IsNull());
+  EXPECT_EQ(ClientBytes(), before);
+  main_alloc->FlushThreadCache();
+  EXPECT_EQ(main_alloc->LiveBytes(getpid()), main_before);
+  CHIMAERA->ClientFinalize();
+}
+
 // The runtime frees only the input blocks that the task's own process owns:
 // a task that names another process's buffer (here one re-tagged to pid 1)
 // and claims to own it frees nothing of it.
