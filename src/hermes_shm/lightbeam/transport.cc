@@ -788,6 +788,13 @@ const char *DecodeMessage(u64 num_frames, std::string_view routing_id,
   int id_len = snprintf(id, sizeof(id), "%u", h.src_node);
   if (routing_id.size() != static_cast<size_t>(id_len) ||
       memcmp(routing_id.data(), id, id_len) != 0) {
+    // ZeroMQ gives a connection whose id a newer one took over (our ROUTER
+    // hands ids over: the node reconnected, e.g. after it reset its
+    // connection to us) a generated id, a zero byte first; node ids are
+    // decimal. What still arrives on it is stale.
+    if (!routing_id.empty() && routing_id[0] == '\0') {
+      return "came on a connection its node has replaced (it reconnected)";
+    }
     return "routing id does not match src_node";
   }
   if (body.size() != h.body_size) return "body size mismatch";

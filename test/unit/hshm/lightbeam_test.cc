@@ -647,6 +647,8 @@ TEST(LightbeamTest, DecodeMessageWithoutSockets) {
   EXPECT_EQ(why(5, "2", hdr, body, 2), "bad src_node");
   EXPECT_EQ(why(5, "2", hdr, body, 3), "wrong dst_node");
   EXPECT_EQ(why(5, "3", hdr, body), "routing id does not match src_node");
+  EXPECT_EQ(why(5, std::string_view("\0\0\0\0\1", 5), hdr, body),
+            "came on a connection its node has replaced (it reconnected)");
   EXPECT_EQ(why(4, "2", hdr, body), "frame count mismatch");
   EXPECT_EQ(why(5, "2", hdr, body.substr(0, 10)), "body size mismatch");
   const std::string cut = body.substr(0, body.size() - 1);
