@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -442,18 +443,32 @@ bool ClientBytesReturnTo(chi::u64 want) {
   return ClientBytes() == want;
 }
 
+/** A runtime with an "inline" queue_test_mod pool, and this process its
+ * client; torn down even when a test fails. */
+class OwnedInputsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+    ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+    auto id = chi::admin::Client().GetOrCreatePool("owned", "queue_test_mod", 1,
+                                                   "inline");
+    ASSERT_TRUE(id.ok()) << id.status();
+    pool = *id;
+  }
+  void TearDown() override {
+    CHIMAERA->ClientFinalize();
+    if (rt.Running()) EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+  }
+  chi_test::RuntimeProcess rt;
+  std::optional<chi::PoolId> pool;  ///< Set once SetUp created it.
+};
+
 // A task that owns its input buffer (SubmitOwningInputs) frees it with
 // itself, whoever frees it: the client once it completes, or the runtime
 // when the client abandoned it, running or not yet admitted, or when it is
 // fire-and-forget. Before, each such buffer stayed allocated until the
 // client exited.
-TEST(OwnedInputsTest, AreFreedWithTheTaskWhoeverFreesIt) {
-  chi_test::RuntimeProcess rt;
-  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
-  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
-  chi::admin::Client admin;
-  auto pool = admin.GetOrCreatePool("owned", "queue_test_mod", 1, "inline");
-  ASSERT_TRUE(pool.ok()) << pool.status();
+TEST_F(OwnedInputsTest, AreFreedWithTheTaskWhoeverFreesIt) {
   constexpr chi::u64 kSize = 64 << 10;
   const chi::u64 before = ClientBytes();
 
@@ -500,9 +515,6 @@ TEST(OwnedInputsTest, AreFreedWithTheTaskWhoeverFreesIt) {
   t->SetFireAndForget();
   ASSERT_FALSE(chi::SubmitOwningInputs(t, {buf.shm_}).IsNull());
   EXPECT_TRUE(ClientBytesReturnTo(before));
-
-  CHIMAERA->ClientFinalize();
-  EXPECT_TRUE(rt.Stop().ok());
 }
 
 // A runtime method's subtask that owns its runtime_data input (the kvs
@@ -510,13 +522,7 @@ TEST(OwnedInputsTest, AreFreedWithTheTaskWhoeverFreesIt) {
 // when waited for and when abandoned. The runtime keeps that ownership in
 // its own memory: a flag in the task block, which clients can write, is
 // never taken for it there.
-TEST(OwnedInputsTest, ARuntimeSubtaskFreesItsInputsWaitedForOrAbandoned) {
-  chi_test::RuntimeProcess rt;
-  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
-  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
-  chi::admin::Client admin;
-  auto pool = admin.GetOrCreatePool("owned", "queue_test_mod", 1, "inline");
-  ASSERT_TRUE(pool.ok()) << pool.status();
+TEST_F(OwnedInputsTest, ARuntimeSubtaskFreesItsInputsWaitedForOrAbandoned) {
   constexpr chi::u64 kSize = 64 << 10;
   auto *rdata = CHI_IPC->rdata_alloc();
   auto relay = [&](chi::u32 spin_us, chi::u32 wait_ms, chi::u64 *sum) {
@@ -545,19 +551,11 @@ TEST(OwnedInputsTest, ARuntimeSubtaskFreesItsInputsWaitedForOrAbandoned) {
     if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(back) << rdata->LiveBytes(rt.pid()) << " bytes, not " << before;
-  CHIMAERA->ClientFinalize();
-  EXPECT_TRUE(rt.Stop().ok());
 }
 
 // A fire-and-forget task that chi::Submit cannot send (the runtime has
 // stopped) is freed there, with the inputs it owns: nobody else would.
-TEST(OwnedInputsTest, AFireAndForgetTaskThatCannotBeSentIsFreed) {
-  chi_test::RuntimeProcess rt;
-  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
-  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
-  chi::admin::Client admin;
-  auto pool = admin.GetOrCreatePool("owned", "queue_test_mod", 1, "inline");
-  ASSERT_TRUE(pool.ok()) << pool.status();
+TEST_F(OwnedInputsTest, AFireAndForgetTaskThatCannotBeSentIsFreed) {
   constexpr chi::u64 kSize = 4096;
   auto *main_alloc = CHI_IPC->main_alloc();
   main_alloc->FlushThreadCache();
@@ -573,19 +571,12 @@ TEST(OwnedInputsTest, AFireAndForgetTaskThatCannotBeSentIsFreed) {
   EXPECT_EQ(ClientBytes(), before);
   main_alloc->FlushThreadCache();
   EXPECT_EQ(main_alloc->LiveBytes(getpid()), main_before);
-  CHIMAERA->ClientFinalize();
 }
 
 // The runtime frees only the input blocks that the task's own process owns:
 // a task that names another process's buffer (here one re-tagged to pid 1)
 // and claims to own it frees nothing of it.
-TEST(OwnedInputsTest, TheRuntimeFreesOnlyBuffersOfTheTasksProcess) {
-  chi_test::RuntimeProcess rt;
-  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
-  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
-  chi::admin::Client admin;
-  auto pool = admin.GetOrCreatePool("owned", "queue_test_mod", 1, "inline");
-  ASSERT_TRUE(pool.ok()) << pool.status();
+TEST_F(OwnedInputsTest, TheRuntimeFreesOnlyBuffersOfTheTasksProcess) {
   constexpr chi::u64 kSize = 4096;
   auto foreign = OnesBuffer(kSize);
   ASSERT_FALSE(foreign.IsNull());
@@ -633,8 +624,6 @@ TEST(OwnedInputsTest, TheRuntimeFreesOnlyBuffersOfTheTasksProcess) {
   EXPECT_EQ(CHI_IPC->cdata_alloc()->BlockOwner(foreign.shm_), rt.pid());
   CHI_IPC->SetBufferOwner(foreign.shm_, getpid());
   EXPECT_TRUE(CHI_IPC->FreeBuffer(foreign.shm_).ok());
-  CHIMAERA->ClientFinalize();
-  EXPECT_TRUE(rt.Stop().ok());
 }
 
 }  // namespace
