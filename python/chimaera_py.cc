@@ -1052,11 +1052,7 @@ PYBIND11_MODULE(chimaera, m) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(key, value);
               return MakeFuture(
-                  chi::SubmitOwningInputs(
-                      k.client.NewTask<kvs::PutTask>(
-                          kvs::Client::KeyQuery(buf.ptr_, key.size()), buf.shm_,
-                          key.size(), value.size()),
-                      {buf.shm_}),
+                  k.client.AsyncPutOwning(buf, key.size(), value.size()),
                   [](kvs::PutTask *t, Value *out) {
                     out->kind = Value::Kind::kBool;
                     out->num = t->replaced_;
@@ -1072,11 +1068,7 @@ PYBIND11_MODULE(chimaera, m) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(key);
               return MakeFuture(
-                  chi::SubmitOwningInputs(
-                      k.client.NewTask<kvs::GetTask>(
-                          kvs::Client::KeyQuery(buf.ptr_, key.size()), buf.shm_,
-                          key.size()),
-                      {buf.shm_}),
+                  k.client.AsyncGetOwning(buf, key.size()),
                   [](kvs::GetTask *t, Value *out) {
                     TakeBytes(t->value_, t->value_size_, out);
                   },
@@ -1089,13 +1081,8 @@ PYBIND11_MODULE(chimaera, m) {
           [](Kvs &k, const std::string &key) {
             return Blocking(std::nullopt, [&] {
               FullPtr<char> buf = CopyIn(key);
-              return MakeNoneFuture(
-                  chi::SubmitOwningInputs(
-                      k.client.NewTask<kvs::DeleteTask>(
-                          kvs::Client::KeyQuery(buf.ptr_, key.size()), buf.shm_,
-                          key.size()),
-                      {buf.shm_}),
-                  "kvs.delete");
+              return MakeNoneFuture(k.client.AsyncDeleteOwning(buf, key.size()),
+                                    "kvs.delete");
             });
           },
           py::arg("key"), "Submits a delete; the result is None.");

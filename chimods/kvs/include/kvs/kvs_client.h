@@ -84,6 +84,14 @@ class Client : public ModuleClient<Kvs> {
                           value_size)
         .Release();
   }
+  /** AsyncPut of the pair in `data`, a buffer the task owns from here on:
+   * freed with it, also if it is abandoned (chi::SubmitOwningInputs). */
+  FullPtr<PutTask> AsyncPutOwning(const FullPtr<char> &data, u64 key_size,
+                                  u64 value_size) {
+    return SubmitOwningInputs(NewTask<PutTask>(KeyQuery(data.ptr_, key_size),
+                                               data.shm_, key_size, value_size),
+                              {data.shm_});
+  }
   /** Stores `value` under `key` (replacing any value). `*replaced` (if not
    * null) tells whether the key existed. */
   Status Put(const std::string &key, const std::string &value,
@@ -92,13 +100,10 @@ class Client : public ModuleClient<Kvs> {
     HSHM_RETURN_IF_ERROR(CopyIn(key, value, &buf));
     // The task owns the buffer: an abandoned Put may still run, and the
     // runtime frees the pair with it.
-    return WaitAndFree(
-        SubmitOwningInputs(NewTask<PutTask>(KeyQuery(buf.ptr_, key.size()),
-                                            buf.shm_, key.size(), value.size()),
-                           {buf.shm_}),
-        [&](PutTask *t) {
-          if (replaced) *replaced = t->replaced_ != 0;
-        });
+    return WaitAndFree(AsyncPutOwning(buf, key.size(), value.size()),
+                       [&](PutTask *t) {
+                         if (replaced) *replaced = t->replaced_ != 0;
+                       });
   }
 
   /** Submits a Get of the key in the caller's buffer `key`. After Wait the
@@ -107,20 +112,23 @@ class Client : public ModuleClient<Kvs> {
     return Async<GetTask>(KeyQuery(key.ptr_, key_size), key.shm_, key_size)
         .Release();
   }
+  /** AsyncGet of the key in `key`, a buffer the task owns (as
+   * AsyncPutOwning). */
+  FullPtr<GetTask> AsyncGetOwning(const FullPtr<char> &key, u64 key_size) {
+    return SubmitOwningInputs(
+        NewTask<GetTask>(KeyQuery(key.ptr_, key_size), key.shm_, key_size),
+        {key.shm_});
+  }
   /** The value of `key`; NotFound if it has none. */
   StatusOr<std::string> Get(const std::string &key) {
     FullPtr<char> buf;
     HSHM_RETURN_IF_ERROR(CopyIn(key, "", &buf));
     std::string value;
-    Status s = WaitAndFree(
-        SubmitOwningInputs(NewTask<GetTask>(KeyQuery(buf.ptr_, key.size()),
-                                            buf.shm_, key.size()),
-                           {buf.shm_}),
-        [&](GetTask *t) {
-          FullPtr<char> v(t->value_);
-          if (!v.IsNull()) value.assign(v.ptr_, t->value_size_);
-          (void)CHI_IPC->FreeBuffer(t->value_);
-        });
+    Status s = WaitAndFree(AsyncGetOwning(buf, key.size()), [&](GetTask *t) {
+      FullPtr<char> v(t->value_);
+      if (!v.IsNull()) value.assign(v.ptr_, t->value_size_);
+      (void)CHI_IPC->FreeBuffer(t->value_);
+    });
     if (!s.ok()) return s;
     return value;
   }
@@ -130,15 +138,19 @@ class Client : public ModuleClient<Kvs> {
     return Async<DeleteTask>(KeyQuery(key.ptr_, key_size), key.shm_, key_size)
         .Release();
   }
+  /** AsyncDelete of the key in `key`, a buffer the task owns (as
+   * AsyncPutOwning). */
+  FullPtr<DeleteTask> AsyncDeleteOwning(const FullPtr<char> &key,
+                                        u64 key_size) {
+    return SubmitOwningInputs(
+        NewTask<DeleteTask>(KeyQuery(key.ptr_, key_size), key.shm_, key_size),
+        {key.shm_});
+  }
   /** Removes `key`; NotFound if it has no value. */
   Status Delete(const std::string &key) {
     FullPtr<char> buf;
     HSHM_RETURN_IF_ERROR(CopyIn(key, "", &buf));
-    return WaitAndFree(
-        SubmitOwningInputs(NewTask<DeleteTask>(KeyQuery(buf.ptr_, key.size()),
-                                               buf.shm_, key.size()),
-                           {buf.shm_}),
-        [](DeleteTask *) {});
+    return WaitAndFree(AsyncDeleteOwning(buf, key.size()), [](DeleteTask *) {});
   }
 
   /** Submits a Scan of container `container` only (see ScanTask). After
