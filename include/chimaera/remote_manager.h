@@ -169,6 +169,10 @@ class RemoteManager {
   void FailPending(const Status &status, Pred &&which);
   /** Picks the worker whose inbox takes a new request of priority `prio`. */
   Worker *PickWorker(u32 prio);
+  /** For error texts: "network.max_message_bytes N", the limit for
+   * messages to `node`, and whose it is when that node's is the less. Any
+   * thread, once started. */
+  std::string MessageLimitText(NodeId node) const;
   /** A record waiting in a worker's stage. */
   struct Staged {
     NodeId to;

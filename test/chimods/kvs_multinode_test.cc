@@ -108,12 +108,12 @@ hshm::u32 NodeOfKey(hshm::u64 i, hshm::u32 containers, hshm::u32 nodes) {
   return KeyHash(k.data(), k.size()) % containers % nodes + 1;
 }
 
-/** A key of node 2 (of a 2-node cluster) in a data buffer, followed by
+/** A key of node `node` (of a 2-node cluster) in a data buffer, followed by
  * `value_size` bytes of 'a', as AsyncPut takes them (null if no room). */
-chi::FullPtr<char> PairOnNode2(hshm::u32 containers, hshm::u64 value_size,
-                               std::string *key) {
+chi::FullPtr<char> PairOnNode(hshm::u32 node, hshm::u32 containers,
+                              hshm::u64 value_size, std::string *key) {
   hshm::u64 i = 0;
-  while (NodeOfKey(i, containers, 2) != 2) ++i;
+  while (NodeOfKey(i, containers, 2) != node) ++i;
   *key = Key(i);
   chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(key->size() + value_size);
   if (buf.IsNull()) return buf;
@@ -240,7 +240,7 @@ TEST(KvsMultiNodeTest, AStalledNodeNeverSeesBytesWrittenAfterTheFailure) {
   chi::kvs::Client kvs;
   ASSERT_TRUE(kvs.Create("stall", kContainers).ok());
   std::string key;
-  chi::FullPtr<char> buf = PairOnNode2(kContainers, kValue, &key);
+  chi::FullPtr<char> buf = PairOnNode(2, kContainers, kValue, &key);
   ASSERT_FALSE(buf.IsNull());
   const int pid = StopNode(cluster, 2);
   ASSERT_GT(pid, 0);
@@ -298,7 +298,7 @@ TEST(KvsMultiNodeTest, AStalledNodeHoldsAtMostMaxPeerBytesHere) {
   chi::kvs::Client kvs;
   ASSERT_TRUE(kvs.Create("bound", kContainers).ok());
   std::string key;
-  chi::FullPtr<char> buf = PairOnNode2(kContainers, kValue, &key);
+  chi::FullPtr<char> buf = PairOnNode(2, kContainers, kValue, &key);
   ASSERT_FALSE(buf.IsNull());
   const int pid = StopNode(cluster, 2);
   ASSERT_GT(pid, 0);
@@ -368,9 +368,9 @@ TEST(KvsMultiNodeTest, ATaskTooLargeForOneMessageFailsAloneAndAtOnce) {
   chi::kvs::Client kvs;
   ASSERT_TRUE(kvs.Create("message_bound", kContainers).ok());
   std::string key;
-  chi::FullPtr<char> big = PairOnNode2(kContainers, kBig, &key);
+  chi::FullPtr<char> big = PairOnNode(2, kContainers, kBig, &key);
   ASSERT_FALSE(big.IsNull());
-  chi::FullPtr<char> small = PairOnNode2(kContainers, 1000, &key);
+  chi::FullPtr<char> small = PairOnNode(2, kContainers, 1000, &key);
   ASSERT_FALSE(small.IsNull());
   // Small, big, small: from one thread, one worker, back to back.
   std::vector<chi::FullPtr<chi::kvs::PutTask>> puts;
@@ -405,7 +405,7 @@ TEST(KvsMultiNodeTest, ATaskTooLargeForOneMessageFailsAloneAndAtOnce) {
   ASSERT_TRUE(cluster.Connect(2).ok());
   chi::kvs::Client local;
   ASSERT_TRUE(local.Create("message_bound").ok());
-  big = PairOnNode2(kContainers, kBig, &key);
+  big = PairOnNode(2, kContainers, kBig, &key);
   ASSERT_FALSE(big.IsNull());
   auto put = local.AsyncPut(big, key.size(), kBig);
   ASSERT_FALSE(put.IsNull());
@@ -421,6 +421,91 @@ TEST(KvsMultiNodeTest, ATaskTooLargeForOneMessageFailsAloneAndAtOnce) {
       << got.status();
   EXPECT_NE(got.status().message().find("reply"), std::string::npos)
       << got.status();
+  // Well before any deadline: the client waits 60 s, a request 600 s.
+  EXPECT_LT(hshm::NowNs() - start, 20ull * 1000 * 1000 * 1000);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
+// Nodes may differ in network.max_message_bytes (a rolling change of the
+// config): each says what it accepts in every message, and no node sends
+// another more. Here node 2 accepts 8 MiB and node 1 1 GiB. A 12 MiB Put
+// from node 1 to node 2 fails at once with ResourceExhausted naming node
+// 2's limit, and the small Puts beside it succeed; a Get through node 2 of
+// a 12 MiB value held on node 1 fails at once the same way (node 1 answers
+// an error instead of the reply). Before, node 1 sent both, node 2 dropped
+// them (and its connection from node 1 with them), and each task waited
+// out its deadline.
+TEST(KvsMultiNodeTest, NoNodeIsSentMoreThanItsMaxMessageBytes) {
+  constexpr hshm::u32 kContainers = 2;
+  constexpr hshm::u64 kBig = 12 << 20;
+  constexpr int kSmall = 16;
+  chi_test::LocalCluster cluster(2, kWorkers);
+  cluster.AddNodeNetworkYaml(2, "  max_message_bytes: 8m\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::kvs::Client kvs;
+  ASSERT_TRUE(kvs.Create("peer_bound", kContainers).ok());
+  std::string key;
+  chi::FullPtr<char> big = PairOnNode(2, kContainers, kBig, &key);
+  ASSERT_FALSE(big.IsNull());
+  chi::FullPtr<char> small = PairOnNode(2, kContainers, 1000, &key);
+  ASSERT_FALSE(small.IsNull());
+  std::vector<chi::FullPtr<chi::kvs::PutTask>> puts;
+  for (int n = 0; n < kSmall; ++n) {
+    if (n == kSmall / 2) puts.push_back(kvs.AsyncPut(big, key.size(), kBig));
+    puts.push_back(kvs.AsyncPut(small, key.size(), 1000));
+  }
+  const hshm::u64 start = hshm::NowNs();
+  int ok = 0, exhausted = 0;
+  std::string message;
+  for (auto &p : puts) {
+    ASSERT_FALSE(p.IsNull());
+    ASSERT_TRUE(p->WaitFor(30000000));
+    hshm::Status st = p->GetStatus();
+    if (st.ok()) {
+      ++ok;
+    } else if (st.code() == hshm::StatusCode::kResourceExhausted) {
+      ++exhausted;
+      message = st.message();
+    } else {
+      ADD_FAILURE() << st;
+    }
+    CHI_IPC->DelTask(p);
+  }
+  EXPECT_EQ(ok, kSmall);
+  EXPECT_EQ(exhausted, 1);
+  EXPECT_NE(message.find("network.max_message_bytes 8388608 of node 2"),
+            std::string::npos)
+      << message;
+  (void)CHI_IPC->FreeBuffer(small.shm_);
+  (void)CHI_IPC->FreeBuffer(big.shm_);
+  // A 12 MiB value on node 1, stored through node 1's own client.
+  std::string key1;
+  big = PairOnNode(1, kContainers, kBig, &key1);
+  ASSERT_FALSE(big.IsNull());
+  auto put = kvs.AsyncPut(big, key1.size(), kBig);
+  ASSERT_FALSE(put.IsNull());
+  ASSERT_TRUE(put->WaitFor(30000000));
+  EXPECT_TRUE(put->GetStatus().ok()) << put->GetStatus();
+  CHI_IPC->DelTask(put);
+  (void)CHI_IPC->FreeBuffer(big.shm_);
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  chi::kvs::Client remote;
+  ASSERT_TRUE(remote.Create("peer_bound").ok());
+  auto got = remote.Get(key1);
+  EXPECT_EQ(got.status().code(), hshm::StatusCode::kResourceExhausted)
+      << got.status();
+  EXPECT_NE(got.status().message().find(
+                "more than one message carries "
+                "(network.max_message_bytes 8388608 of node 2"),
+            std::string::npos)
+      << got.status();
+  // Both ways still work: a small value replaces it through node 2, and
+  // comes back.
+  EXPECT_TRUE(remote.Put(key1, "small").ok());
+  auto small_got = remote.Get(key1);
+  ASSERT_TRUE(small_got.ok()) << small_got.status();
+  EXPECT_EQ(*small_got, "small");
   // Well before any deadline: the client waits 60 s, a request 600 s.
   EXPECT_LT(hshm::NowNs() - start, 20ull * 1000 * 1000 * 1000);
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();

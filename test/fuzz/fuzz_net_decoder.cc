@@ -84,6 +84,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   Require(h.src_node >= 1 && h.src_node <= num_nodes && h.src_node != self);
   Require(h.dst_node == self);
   Require(h.num_frames == frames.size() - 3);
+  Require(h.max_message_bytes >= hshm::lbm::kMinMessageBytes);
   if (h.kind != static_cast<uint16_t>(hshm::lbm::MsgKind::kRecords)) {
     Require(h.body_size == 0 && h.num_records == 0 && h.num_frames == 0);
     return 0;

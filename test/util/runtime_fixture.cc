@@ -322,19 +322,29 @@ LocalCluster::LocalCluster(int n, const std::string &extra_yaml,
   }
   hostfile_ =
       WriteTempFile("hosts", "127.0.0.[2-" + std::to_string(n + 1) + "]\n");
-  std::string yaml = "network:\n  port: " + std::to_string(port) +
-                     "\n  hostfile: " + hostfile_ +
-                     "\n  heartbeat_ms: 50\n  dead_after_ms: " +
-                     std::to_string(DeadAfterMs()) + "\n" + network_yaml +
-                     "shm:\n  main: 16m\n  client_data: 32m\n"
-                     "  runtime_data: 32m\n" +
-                     extra_yaml;
-  for (int i = 1; i <= n; ++i) {
-    auto rt = std::make_unique<RuntimeProcess>(port, yaml);
-    rt->set_host(host(i));
-    rt->set_node_id(i);
-    nodes_.push_back(std::move(rt));
-  }
+  port_ = port;
+  extra_yaml_ = extra_yaml;
+  network_yaml_ = network_yaml;
+  for (int i = 1; i <= n; ++i) nodes_.push_back(MakeNode(i, ""));
+}
+
+std::unique_ptr<RuntimeProcess> LocalCluster::MakeNode(
+    int i, const std::string &node_network_yaml) const {
+  std::string yaml =
+      "network:\n  port: " + std::to_string(port_) +
+      "\n  hostfile: " + hostfile_ + "\n  heartbeat_ms: 50\n  dead_after_ms: " +
+      std::to_string(DeadAfterMs()) + "\n" + network_yaml_ + node_network_yaml +
+      "shm:\n  main: 16m\n  client_data: 32m\n"
+      "  runtime_data: 32m\n" +
+      extra_yaml_;
+  auto rt = std::make_unique<RuntimeProcess>(port_, yaml);
+  rt->set_host(host(i));
+  rt->set_node_id(i);
+  return rt;
+}
+
+void LocalCluster::AddNodeNetworkYaml(int i, const std::string &network_yaml) {
+  nodes_[i - 1] = MakeNode(i, network_yaml);
 }
 
 LocalCluster::~LocalCluster() {

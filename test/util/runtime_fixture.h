@@ -100,6 +100,9 @@ class LocalCluster {
                         const std::string &network_yaml = "");
   /** Detaches the client; the runtimes are stopped by ~RuntimeProcess. */
   ~LocalCluster();
+  /** Before Start: node `i` (1-based) gets `network_yaml` (more `network:`
+   * keys, as the constructor's, which it must not repeat) as well. */
+  void AddNodeNetworkYaml(int i, const std::string &network_yaml);
   /** Starts every node (at once) and waits until each answers. */
   hshm::Status Start();
   /** Starts node `i` (1-based) again after it stopped or was killed. */
@@ -119,7 +122,15 @@ class LocalCluster {
   int size() const { return static_cast<int>(nodes_.size()); }
 
  private:
+  /** Node `i`'s runtime, on port_, with the config the constructor's
+   * arguments and `node_network_yaml` give. */
+  std::unique_ptr<RuntimeProcess> MakeNode(
+      int i, const std::string &node_network_yaml) const;
+
   std::string hostfile_;
+  int port_ = 0;
+  std::string extra_yaml_;
+  std::string network_yaml_;
   std::vector<std::unique_ptr<RuntimeProcess>> nodes_;
   bool connected_ = false;
 };

@@ -37,7 +37,10 @@
 namespace hshm::lbm {
 
 inline constexpr u32 kWireMagic = 0x4C424D31;  // "LBM1"
-inline constexpr u16 kWireVersion = 1;
+inline constexpr u16 kWireVersion = 2;
+/** The least TransportOptions::max_message_bytes (and the least a peer may
+ * say it accepts): room for a header and a small record. */
+inline constexpr u64 kMinMessageBytes = 64 << 10;
 /** Most frames (routing id, header, body and data frames) in one message. */
 inline constexpr u32 kMaxMessageFrames = 1u << 20;
 
@@ -56,8 +59,12 @@ struct WireHeader {
   u32 num_records;
   u32 num_frames;  ///< Data frames after the body frame.
   u64 body_size;   ///< Bytes of frame 1 (the record index + record bytes).
+  /** The sender's max_message_bytes: the largest message it accepts. Every
+   * message says it, so a peer never sends it more (a node whose
+   * configuration differs, or changed with a restart). */
+  u64 max_message_bytes;
 };
-static_assert(sizeof(WireHeader) == 40, "WireHeader must have no padding");
+static_assert(sizeof(WireHeader) == 48, "WireHeader must have no padding");
 
 /** One record to send: opaque bytes (the caller's encoding) plus data frames
  * that travel beside it as separate ZeroMQ frames without copying. On the
@@ -86,7 +93,9 @@ struct TransportOptions {
   u64 max_batch_bytes = 256 << 10;
   /** Incoming messages larger than this (sum of frames) are dropped; a
    * single frame larger than this makes ZeroMQ drop the connection. Send
-   * refuses records that could not fit in a message of this size. */
+   * refuses records that could not fit in a message of this size, or of
+   * the size the peer says it accepts, whichever is less. At least
+   * kMinMessageBytes. */
   u64 max_message_bytes = 1ull << 30;
   int sndhwm = 100000;  ///< Per-peer send (and receive) high-water mark.
   /** ZeroMQ CURVE (lightbeam/curve.h): empty (the default) sends in clear.
@@ -207,9 +216,15 @@ class Transport {
 
   /** Any thread, once started: true if a record of `bytes` bytes and
    * `num_frames` data frames of `frame_bytes` bytes in all fits in one
-   * message (what Send checks, besides the peer's state). */
-  bool Fits(u64 bytes, u64 frame_bytes, u64 num_frames) const;
-  /** The largest message (TransportOptions::max_message_bytes). */
+   * message to node `to` (MaxMessageBytesTo; what Send checks, besides the
+   * peer's state). */
+  bool Fits(u32 to, u64 bytes, u64 frame_bytes, u64 num_frames) const;
+  /** Any thread, once started: the largest message for node `to`: ours
+   * (TransportOptions::max_message_bytes) or, if less, what its last
+   * message said it accepts. Ours for self, out of range, or a peer not
+   * heard from yet. */
+  u64 MaxMessageBytesTo(u32 to) const;
+  /** The largest message we accept (TransportOptions::max_message_bytes). */
   u64 max_message_bytes() const { return opt_.max_message_bytes; }
 
   /** Any thread: true if `node` is alive (self is always alive; out of range
@@ -236,6 +251,10 @@ class Transport {
   struct Peer {
     std::atomic<bool> alive{true};
     std::atomic<u64> incarnation{0};
+    /** What its last message said it accepts (WireHeader::
+     * max_message_bytes); 0 until heard from. Written by the network
+     * thread, read by any. */
+    std::atomic<u64> max_message_bytes{0};
     std::vector<OutRecord> outbox;  // guarded by mu_
     // Network thread only:
     std::unique_ptr<zmq::socket_t> dealer;
@@ -336,8 +355,9 @@ class Transport {
   void AbortStart();
   /** Closes all sockets and the context. */
   void CloseSockets();
-  /** True if Send would accept `rec` by its size and frame count. */
-  bool Fits(const OutRecord &rec) const;
+  /** True if Send would accept `rec` for `to` by its size and frame count.
+   */
+  bool Fits(u32 to, const OutRecord &rec) const;
   /** Node `node`'s state. REQUIRES: 1 <= node <= num_nodes_. */
   Peer &peer(u32 node) const { return *peers_[node - 1]; }
 

@@ -345,6 +345,16 @@ std::string RemoteManager::StatLine() {
   return s;
 }
 
+std::string RemoteManager::MessageLimitText(NodeId node) const {
+  const u64 limit = transport_->MaxMessageBytesTo(node);
+  std::string s = "network.max_message_bytes " + std::to_string(limit);
+  if (limit < transport_->max_message_bytes()) {
+    s += " of node " + std::to_string(node) + "; this node's is " +
+         std::to_string(transport_->max_message_bytes());
+  }
+  return s;
+}
+
 Worker *RemoteManager::PickWorker(u32 prio) {
   return CHI_WORK_ORCHESTRATOR->PickWorker(prio < kNumPrios ? prio
                                                             : kLowLatency);
@@ -388,12 +398,12 @@ Status RemoteManager::Forward(RunContext *r, NodeId node, const DomainQuery &q,
   HSHM_RETURN_IF_ERROR(ar.status());
   std::atomic<u64> &unsent = loads_[node].unsent_bytes;
   const u64 bytes = FrameBytes(frames);
-  if (!transport_->Fits(rec.bytes.size(), bytes, frames.size())) {
-    return Status::ResourceExhausted(
-        "the request to node " + std::to_string(node) + " is " +
-        std::to_string(rec.bytes.size() + bytes) +
-        " bytes, more than one message carries (network.max_message_bytes " +
-        std::to_string(transport_->max_message_bytes()) + ")");
+  if (!transport_->Fits(node, rec.bytes.size(), bytes, frames.size())) {
+    return Status::ResourceExhausted("the request to node " +
+                                     std::to_string(node) + " is " +
+                                     std::to_string(rec.bytes.size() + bytes) +
+                                     " bytes, more than one message carries (" +
+                                     MessageLimitText(node) + ")");
   }
   if (!Charge(&unsent, bytes, max_peer_bytes_)) {
     return Status::ResourceExhausted(
@@ -502,15 +512,15 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
                                  : &unsent_elsewhere_;
   // The method ran; only its outputs are lost if they do not fit.
   if (w.rc == 0 &&
-      !transport_->Fits(rec.bytes.size() + sizeof(w) + fields.size(),
+      !transport_->Fits(r->from_node_,
+                        rec.bytes.size() + sizeof(w) + fields.size(),
                         FrameBytes(frames), frames.size())) {
     w.rc = static_cast<u32>(StatusCode::kResourceExhausted);
     err = "the task ran on node " + std::to_string(self_) +
           ", but its reply of " +
           std::to_string(fields.size() + FrameBytes(frames)) +
-          " bytes is more than one message carries "
-          "(network.max_message_bytes " +
-          std::to_string(transport_->max_message_bytes()) + ")";
+          " bytes is more than one message carries (" +
+          MessageLimitText(r->from_node_) + ")";
   }
   if (w.rc == 0 && !Charge(unsent, FrameBytes(frames), max_peer_bytes_)) {
     w.rc = static_cast<u32>(StatusCode::kResourceExhausted);

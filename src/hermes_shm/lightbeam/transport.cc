@@ -199,7 +199,8 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
     }
   }
   if (opt.heartbeat_ms == 0 || opt.dead_after_ms == 0 ||
-      opt.max_batch_records == 0 || opt.sndhwm < 0) {
+      opt.max_batch_records == 0 || opt.sndhwm < 0 ||
+      opt.max_message_bytes < kMinMessageBytes) {
     return Status::InvalidArgument("lightbeam: bad TransportOptions");
   }
   const bool curve =
@@ -389,20 +390,27 @@ void Transport::Stop() {
   auth_wake_fd_ = -1;
 }
 
-bool Transport::Fits(u64 bytes, u64 frame_bytes, u64 num_frames) const {
+u64 Transport::MaxMessageBytesTo(u32 to) const {
+  u64 limit = opt_.max_message_bytes;
+  if (to == 0 || to > num_nodes_ || to == self_) return limit;
+  const u64 theirs = peer(to).max_message_bytes.load(std::memory_order_relaxed);
+  return theirs != 0 && theirs < limit ? theirs : limit;
+}
+
+bool Transport::Fits(u32 to, u64 bytes, u64 frame_bytes, u64 num_frames) const {
   if (bytes > std::numeric_limits<u32>::max() ||
       num_frames > kMaxMessageFrames - 3) {
     return false;
   }
+  const u64 limit = MaxMessageBytesTo(to);
   const u64 head = sizeof(WireHeader) + kRecordIndexBytes + bytes;
-  return head <= opt_.max_message_bytes &&
-         frame_bytes <= opt_.max_message_bytes - head;
+  return head <= limit && frame_bytes <= limit - head;
 }
 
-bool Transport::Fits(const OutRecord &rec) const {
+bool Transport::Fits(u32 to, const OutRecord &rec) const {
   u64 frame_bytes = 0;
   for (const zmq::message_t &f : rec.frames) frame_bytes += f.size();
-  return Fits(rec.bytes.size(), frame_bytes, rec.frames.size());
+  return Fits(to, rec.bytes.size(), frame_bytes, rec.frames.size());
 }
 
 bool Transport::SendMany(u32 to, std::vector<OutRecord> &recs) {
@@ -410,7 +418,7 @@ bool Transport::SendMany(u32 to, std::vector<OutRecord> &recs) {
   Peer &p = peer(to);
   if (!p.alive.load(std::memory_order_acquire)) return false;
   for (const OutRecord &r : recs) {
-    if (!Fits(r)) return false;
+    if (!Fits(to, r)) return false;
   }
   if (recs.empty()) return true;
   std::lock_guard<std::mutex> lock(mu_);
@@ -430,7 +438,7 @@ bool Transport::Send(u32 to, OutRecord &&rec) {
   if (to == 0 || to > num_nodes_ || to == self_) return false;
   Peer &p = peer(to);
   if (!p.alive.load(std::memory_order_acquire)) return false;
-  if (!Fits(rec)) return false;
+  if (!Fits(to, rec)) return false;
   std::lock_guard<std::mutex> lock(mu_);
   if (!running_) return false;
   if (p.outbox.empty()) dirty_.push_back(to);
@@ -572,8 +580,17 @@ void Transport::DrainOutbox() {
 }
 
 void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
+  const u64 limit = MaxMessageBytesTo(node);
   size_t begin = 0;
   while (begin < recs.size()) {
+    if (!Fits(node, recs[begin])) {
+      // Queued before the peer said it accepts less (it restarted with a
+      // smaller max_message_bytes): it would drop the message, and with it
+      // the connection.
+      FailRecords(node, recs, begin, begin + 1);
+      ++begin;
+      continue;
+    }
     u64 body = 0, bytes = sizeof(WireHeader);
     u64 nframes = 0;
     size_t end = begin;
@@ -584,7 +601,7 @@ void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
       for (const zmq::message_t &f : r.frames) fb += f.size();
       bool full = end - begin >= opt_.max_batch_records ||
                   bytes + rb + fb > opt_.max_batch_bytes ||
-                  bytes + rb + fb > opt_.max_message_bytes ||
+                  bytes + rb + fb > limit ||
                   nframes + r.frames.size() > kMaxMessageFrames - 3;
       if (end > begin && full) break;  // a lone huge record still goes
       body += rb;
@@ -676,6 +693,7 @@ WireHeader Transport::MakeHeader(MsgKind kind, u32 dst) const {
   h.src_node = self_;
   h.dst_node = dst;
   h.src_incarnation = incarnation_;
+  h.max_message_bytes = opt_.max_message_bytes;
   return h;
 }
 
@@ -776,6 +794,9 @@ const char *DecodeMessage(u64 num_frames, std::string_view routing_id,
   const WireHeader &h = *out_header;
   if (h.magic != kWireMagic) return "bad magic";
   if (h.version != kWireVersion) return "unsupported version";
+  if (h.max_message_bytes < kMinMessageBytes) {
+    return "max_message_bytes below the least allowed";
+  }
   if (h.kind < static_cast<u16>(MsgKind::kRecords) ||
       h.kind > static_cast<u16>(MsgKind::kPong)) {
     return "unknown kind";
@@ -847,6 +868,9 @@ void Transport::Dispatch() {
   // the owner already failed what it had there, so it is ignored.
   const u64 retired = peer(src).retired_incarnation;
   if (retired != 0 && h.src_incarnation == retired) return;
+  // Before Heard: a restarted peer may accept less than its predecessor.
+  peer(src).max_message_bytes.store(h.max_message_bytes,
+                                    std::memory_order_relaxed);
   Heard(src, h.src_incarnation);
   switch (static_cast<MsgKind>(h.kind)) {
     case MsgKind::kPing:

@@ -435,7 +435,8 @@ void SendRecords(zmq::socket_t &s, const std::vector<std::string> &records,
                           0x1234,
                           static_cast<hshm::u32>(records.size()),
                           num_frames,
-                          body.size()};
+                          body.size(),
+                          hshm::lbm::kMinMessageBytes};
   s.send(zmq::buffer(&h, sizeof(h)), zmq::send_flags::sndmore);
   s.send(zmq::buffer(body), zmq::send_flags::none);
 }
@@ -532,7 +533,8 @@ TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
            i % 2 ? zmq::send_flags::sndmore : zmq::send_flags::none);
     if (i % 2) s.send(zmq::buffer(junk), zmq::send_flags::none);
   }
-  hshm::lbm::WireHeader h{hshm::lbm::kWireMagic, 99, 1, 3, 1, 1, 0, 0, 0};
+  hshm::lbm::WireHeader h{hshm::lbm::kWireMagic,      99, 1, 3, 1, 1, 0, 0, 0,
+                          hshm::lbm::kMinMessageBytes};
   s.send(zmq::buffer(&h, sizeof(h)), zmq::send_flags::sndmore);
   s.send(zmq::message_t(), zmq::send_flags::none);
   // Good envelopes with bad records.

@@ -272,6 +272,7 @@ void SendForged(zmq::socket_t &s) {
   h.src_node = 3;
   h.dst_node = 1;
   h.src_incarnation = 99;
+  h.max_message_bytes = hshm::lbm::kMinMessageBytes;
   s.send(zmq::buffer(&h, sizeof(h)),
          zmq::send_flags::sndmore | zmq::send_flags::dontwait);
   s.send(zmq::message_t(), zmq::send_flags::dontwait);

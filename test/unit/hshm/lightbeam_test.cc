@@ -287,6 +287,7 @@ WireHeader Header(MsgKind kind, u32 src, u32 dst, u32 nrec, u32 nframes,
   h.num_records = nrec;
   h.num_frames = nframes;
   h.body_size = body_size;
+  h.max_message_bytes = 1 << 20;
   return h;
 }
 
@@ -359,6 +360,9 @@ TEST(LightbeamTest, MalformedMessagesDropped) {
   h.kind = 9;
   bad.push_back({Hdr(h), rec});
   h = good;
+  h.max_message_bytes = hshm::lbm::kMinMessageBytes - 1;
+  bad.push_back({Hdr(h), rec});
+  h = good;
   h.body_size = rec.size() + 1;
   bad.push_back({Hdr(h), rec});
   const std::string overflow = Body(0xFFFFFFF0u, 0, 4);
@@ -410,6 +414,38 @@ TEST(LightbeamTest, MalformedMessagesDropped) {
   EXPECT_TRUE(WaitFor([&] { return n1.got[3].load() == 400; }));
   EXPECT_EQ(n1.bad.load(), 0u);
   EXPECT_EQ(n1.t.stats().dropped_malformed, bad.size());
+}
+
+// Every message says how large a message its sender accepts, and a node
+// never sends a peer more: a record too large for the peer is refused at
+// Send, as one too large for this node is. Before, it was sent, and the
+// peer dropped it (and ZeroMQ the connection with it).
+TEST(LightbeamTest, APeerIsNeverSentMoreThanItAccepts) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.15.1"),
+                                  FreeEndpoint("127.0.15.2")};
+  TransportOptions large = FastOptions();
+  large.max_message_bytes = 4 << 20;
+  TransportOptions small = FastOptions();
+  small.max_message_bytes = 1 << 20;
+  Node n1(2), n2(2);
+  ASSERT_TRUE(n1.Start(1, eps, large).ok());
+  ASSERT_TRUE(n2.Start(2, eps, small).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    return n1.t.PeerIncarnation(2) != 0 && n2.t.PeerIncarnation(1) != 0;
+  }));
+  EXPECT_EQ(n1.t.MaxMessageBytesTo(2), 1u << 20);
+  EXPECT_EQ(n1.t.MaxMessageBytesTo(1), 4u << 20);  // self: its own
+  EXPECT_EQ(n2.t.MaxMessageBytesTo(1), 1u << 20);  // its own is the less
+  EXPECT_FALSE(n1.t.Fits(2, 8, kBig, 1));
+  EXPECT_TRUE(n1.t.Fits(2, 8, kBig - 1024, 1));
+  // Record 999 carries a 1 MiB frame: too large for node 2 either way.
+  EXPECT_FALSE(n1.t.Send(2, MakeRecord(999)));
+  EXPECT_FALSE(n2.t.Send(1, MakeRecord(999)));
+  for (u64 s = 0; s < 400; ++s) ASSERT_TRUE(n1.t.Send(2, MakeRecord(s)));
+  EXPECT_TRUE(WaitFor([&] { return n2.got[1].load() == 400; }))
+      << n2.got[1].load();
+  EXPECT_EQ(n2.bad.load(), 0u);
+  EXPECT_EQ(n2.t.stats().dropped_malformed, 0u);
 }
 
 // A message counts only from the address of the node it claims, and
