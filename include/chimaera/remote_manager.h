@@ -173,6 +173,9 @@ class RemoteManager {
    * messages to `node`, and whose it is when that node's is the less. Any
    * thread, once started. */
   std::string MessageLimitText(NodeId node) const;
+  /** The ResourceExhausted status of a request too large for `node` found
+   * only after Forward (it said it accepts less since). Any thread. */
+  Status TooLargeFor(NodeId node) const;
   /** A record waiting in a worker's stage. */
   struct Staged {
     NodeId to;

@@ -440,7 +440,7 @@ TEST(KvsMultiNodeTest, NoNodeIsSentMoreThanItsMaxMessageBytes) {
   constexpr hshm::u64 kBig = 12 << 20;
   constexpr int kSmall = 16;
   chi_test::LocalCluster cluster(2, kWorkers);
-  cluster.AddNodeNetworkYaml(2, "  max_message_bytes: 8m\n");
+  cluster.SetNodeNetworkYaml(2, "  max_message_bytes: 8m\n");
   ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
   ASSERT_TRUE(cluster.Connect(1).ok());
   chi::kvs::Client kvs;

@@ -343,7 +343,7 @@ std::unique_ptr<RuntimeProcess> LocalCluster::MakeNode(
   return rt;
 }
 
-void LocalCluster::AddNodeNetworkYaml(int i, const std::string &network_yaml) {
+void LocalCluster::SetNodeNetworkYaml(int i, const std::string &network_yaml) {
   nodes_[i - 1] = MakeNode(i, network_yaml);
 }
 

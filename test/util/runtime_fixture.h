@@ -101,8 +101,9 @@ class LocalCluster {
   /** Detaches the client; the runtimes are stopped by ~RuntimeProcess. */
   ~LocalCluster();
   /** Before Start: node `i` (1-based) gets `network_yaml` (more `network:`
-   * keys, as the constructor's, which it must not repeat) as well. */
-  void AddNodeNetworkYaml(int i, const std::string &network_yaml);
+   * keys, as the constructor's, which it must not repeat) as well,
+   * replacing what an earlier call gave it. */
+  void SetNodeNetworkYaml(int i, const std::string &network_yaml);
   /** Starts every node (at once) and waits until each answers. */
   hshm::Status Start();
   /** Starts node `i` (1-based) again after it stopped or was killed. */

@@ -39,8 +39,17 @@ namespace hshm::lbm {
 inline constexpr u32 kWireMagic = 0x4C424D31;  // "LBM1"
 inline constexpr u16 kWireVersion = 2;
 /** The least TransportOptions::max_message_bytes (and the least a peer may
- * say it accepts): room for a header and a small record. */
-inline constexpr u64 kMinMessageBytes = 64 << 10;
+ * say it accepts): room for any control message and for a record with an
+ * error text (kMaxErrorText, 64 KiB, in Chimaera). Records that fit in it
+ * are sent to a peer before it has said what it accepts. */
+inline constexpr u64 kMinMessageBytes = 1 << 20;
+
+/** Why records accepted by Send were not sent (Transport::SendFailHandler).
+ */
+enum class SendFailure : u8 {
+  kUnsent,    ///< The peer died or restarted, or the transport stopped.
+  kTooLarge,  ///< Larger than the peer said it accepts (it said so late).
+};
 /** Most frames (routing id, header, body and data frames) in one message. */
 inline constexpr u32 kMaxMessageFrames = 1u << 20;
 
@@ -171,8 +180,10 @@ class Transport {
   using RecordHandler = std::function<void(u32 from_node, InRecord &rec)>;
   /** alive=false: the peer is dead (or restarted: false then true). */
   using PeerHandler = std::function<void(u32 node, bool alive)>;
-  /** Records (by tag) that were accepted by Send but will not be sent. */
-  using SendFailHandler = std::function<void(u32 node, std::vector<u64> tags)>;
+  /** Records (by tag) that were accepted by Send but will not be sent, and
+   * why. */
+  using SendFailHandler =
+      std::function<void(u32 node, std::vector<u64> tags, SendFailure why)>;
 
   Transport() = default;
   /** Calls Stop(). */
@@ -202,8 +213,11 @@ class Transport {
    * Returns false (rec untouched, not queued) if `to` is self or out of
    * range, the transport is not running, the peer is currently dead, or the
    * record cannot fit in one message (bytes > 4 GiB, too many frames, or
-   * larger than max_message_bytes). After true, the record is either sent
-   * or its tag is reported exactly once through on_send_fail (also at Stop).
+   * larger than MaxMessageBytesTo(to)). After true, the record is either
+   * sent or its tag is reported exactly once through on_send_fail (also at
+   * Stop). A record larger than kMinMessageBytes waits until the peer has
+   * said what it accepts (its first message, within a heartbeat), and
+   * fails with SendFailure::kTooLarge if that is less.
    * A peer whose connection is not up yet (e.g. right after Start) makes the
    * records fail rather than wait. Records already handed to ZeroMQ when a
    * peer dies are not reported: on_peer(node, false) says so instead. */
@@ -219,6 +233,8 @@ class Transport {
    * message to node `to` (MaxMessageBytesTo; what Send checks, besides the
    * peer's state). */
   bool Fits(u32 to, u64 bytes, u64 frame_bytes, u64 num_frames) const;
+  /** Fits for `rec`'s bytes and frames. */
+  bool Fits(u32 to, const OutRecord &rec) const;
   /** Any thread, once started: the largest message for node `to`: ours
    * (TransportOptions::max_message_bytes) or, if less, what its last
    * message said it accepts. Ours for self, out of range, or a peer not
@@ -297,7 +313,7 @@ class Transport {
   WireHeader MakeHeader(MsgKind kind, u32 dst) const;
   /** Reports the tags of recs[begin, end) through on_send_fail. */
   void FailRecords(u32 node, std::vector<OutRecord> &recs, size_t begin,
-                   size_t end);
+                   size_t end, SendFailure why = SendFailure::kUnsent);
   /** Fails everything in `node`'s outbox and backlog (it died or
    * restarted). */
   void FailQueued(u32 node);
@@ -355,9 +371,13 @@ class Transport {
   void AbortStart();
   /** Closes all sockets and the context. */
   void CloseSockets();
-  /** True if Send would accept `rec` for `to` by its size and frame count.
-   */
-  bool Fits(u32 to, const OutRecord &rec) const;
+  /** True if `rec` fits in one message of at most `limit` bytes. */
+  static bool FitsIn(u64 limit, const OutRecord &rec);
+  /** Holds recs[begin, end) back in `node`'s backlog (the connection is not
+   * up, ZeroMQ is at its high-water mark, or the peer has not said what it
+   * accepts yet), failing them instead once the backlog is older than
+   * dead_after_ms. */
+  void HoldBack(u32 node, std::vector<OutRecord> &recs, size_t begin);
   /** Node `node`'s state. REQUIRES: 1 <= node <= num_nodes_. */
   Peer &peer(u32 node) const { return *peers_[node - 1]; }
 

@@ -181,14 +181,17 @@ Status RemoteManager::Init() {
         OnRecord(from, rec.bytes, rec.frames, rec.num_frames);
       },
       [this](u32 node, bool alive) { OnPeer(node, alive); },
-      [this](u32 node, std::vector<u64> tags) {
+      [this](u32 node, std::vector<u64> tags, hshm::lbm::SendFailure why) {
         for (u64 tag : tags) {
           if (tag == 0) continue;  // a reply: the requester times out on us
           auto *m = new NetMessage;
           m->is_reply = true;
           m->from = node;
-          m->failure = Status::Unavailable("could not send the task to node " +
-                                           std::to_string(node));
+          m->failure =
+              why == hshm::lbm::SendFailure::kTooLarge
+                  ? TooLargeFor(node)
+                  : Status::Unavailable("could not send the task to node " +
+                                        std::to_string(node));
           Resolve(tag, node, m);
         }
       });
@@ -345,6 +348,12 @@ std::string RemoteManager::StatLine() {
   return s;
 }
 
+Status RemoteManager::TooLargeFor(NodeId node) const {
+  return Status::ResourceExhausted(
+      "the request to node " + std::to_string(node) +
+      " is more than one message carries (" + MessageLimitText(node) + ")");
+}
+
 std::string RemoteManager::MessageLimitText(NodeId node) const {
   const u64 limit = transport_->MaxMessageBytesTo(node);
   std::string s = "network.max_message_bytes " + std::to_string(limit);
@@ -460,9 +469,8 @@ void RemoteManager::Flush(u32 worker_id) {
       }
     }
     if (transport_ && transport_->SendMany(to, batch)) continue;
-    // Refused: each record alone, so that only those refused fail (Forward
-    // and Reply keep records that could not fit in a message out, so this
-    // is a node that is down).
+    // Refused: each record alone, so that only those refused fail: the
+    // node is down, or it said it accepts less since Forward checked.
     for (hshm::lbm::OutRecord &r : batch) {
       const u64 tag = r.tag;
       if (transport_ && transport_->Send(to, std::move(r))) continue;
@@ -471,7 +479,9 @@ void RemoteManager::Flush(u32 worker_id) {
       m->is_reply = true;
       m->from = to;
       m->failure =
-          Status::Unavailable("node " + std::to_string(to) + " is down");
+          transport_ && !transport_->Fits(to, r)
+              ? TooLargeFor(to)
+              : Status::Unavailable("node " + std::to_string(to) + " is down");
       Resolve(tag, to, m);
     }
   }

@@ -397,20 +397,32 @@ u64 Transport::MaxMessageBytesTo(u32 to) const {
   return theirs != 0 && theirs < limit ? theirs : limit;
 }
 
-bool Transport::Fits(u32 to, u64 bytes, u64 frame_bytes, u64 num_frames) const {
+namespace {
+/** True if a record of `bytes` bytes and `num_frames` data frames of
+ * `frame_bytes` bytes in all fits in one message of at most `limit` bytes.
+ */
+bool RecordFitsIn(u64 limit, u64 bytes, u64 frame_bytes, u64 num_frames) {
   if (bytes > std::numeric_limits<u32>::max() ||
       num_frames > kMaxMessageFrames - 3) {
     return false;
   }
-  const u64 limit = MaxMessageBytesTo(to);
   const u64 head = sizeof(WireHeader) + kRecordIndexBytes + bytes;
   return head <= limit && frame_bytes <= limit - head;
 }
+}  // namespace
 
-bool Transport::Fits(u32 to, const OutRecord &rec) const {
+bool Transport::Fits(u32 to, u64 bytes, u64 frame_bytes, u64 num_frames) const {
+  return RecordFitsIn(MaxMessageBytesTo(to), bytes, frame_bytes, num_frames);
+}
+
+bool Transport::FitsIn(u64 limit, const OutRecord &rec) {
   u64 frame_bytes = 0;
   for (const zmq::message_t &f : rec.frames) frame_bytes += f.size();
-  return Fits(to, rec.bytes.size(), frame_bytes, rec.frames.size());
+  return RecordFitsIn(limit, rec.bytes.size(), frame_bytes, rec.frames.size());
+}
+
+bool Transport::Fits(u32 to, const OutRecord &rec) const {
+  return FitsIn(MaxMessageBytesTo(to), rec);
 }
 
 bool Transport::SendMany(u32 to, std::vector<OutRecord> &recs) {
@@ -580,14 +592,21 @@ void Transport::DrainOutbox() {
 }
 
 void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
+  // Until the peer says what it accepts (its first message, a heartbeat at
+  // the latest), only records that fit in the least any node accepts go:
+  // a larger message it does not accept is dropped there, and its
+  // connection with it.
+  const bool heard =
+      peer(node).max_message_bytes.load(std::memory_order_relaxed) != 0;
   const u64 limit = MaxMessageBytesTo(node);
   size_t begin = 0;
   while (begin < recs.size()) {
-    if (!Fits(node, recs[begin])) {
-      // Queued before the peer said it accepts less (it restarted with a
-      // smaller max_message_bytes): it would drop the message, and with it
-      // the connection.
-      FailRecords(node, recs, begin, begin + 1);
+    if (!heard && !FitsIn(kMinMessageBytes, recs[begin])) {
+      return HoldBack(node, recs, begin);  // in order: the rest waits too
+    }
+    if (!FitsIn(limit, recs[begin])) {
+      // Queued before the peer said it accepts less.
+      FailRecords(node, recs, begin, begin + 1, SendFailure::kTooLarge);
       ++begin;
       continue;
     }
@@ -602,31 +621,33 @@ void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
       bool full = end - begin >= opt_.max_batch_records ||
                   bytes + rb + fb > opt_.max_batch_bytes ||
                   bytes + rb + fb > limit ||
-                  nframes + r.frames.size() > kMaxMessageFrames - 3;
+                  nframes + r.frames.size() > kMaxMessageFrames - 3 ||
+                  (!heard && !FitsIn(kMinMessageBytes, r));
       if (end > begin && full) break;  // a lone huge record still goes
       body += rb;
       bytes += rb + fb;
       nframes += r.frames.size();
     }
     if (!SendBatch(node, recs, begin, end, body, static_cast<u32>(nframes))) {
-      // Not connected yet, or at the high-water mark: hold the rest back,
-      // but not longer than a dead peer would take to be noticed.
-      Peer &p = peer(node);
-      Clock::time_point now = Clock::now();
-      if (p.backlog_since == Clock::time_point()) p.backlog_since = now;
-      if (now - p.backlog_since >
-          std::chrono::milliseconds(opt_.dead_after_ms)) {
-        FailRecords(node, recs, begin, recs.size());
-        p.backlog_since = Clock::time_point();
-        return;
-      }
-      for (size_t i = begin; i < recs.size(); ++i) {
-        p.backlog.push_back(std::move(recs[i]));
-      }
-      return;
+      return HoldBack(node, recs, begin);  // not connected, or at the HWM
     }
     peer(node).backlog_since = Clock::time_point();
     begin = end;
+  }
+}
+
+void Transport::HoldBack(u32 node, std::vector<OutRecord> &recs, size_t begin) {
+  // Not longer than a dead peer would take to be noticed.
+  Peer &p = peer(node);
+  Clock::time_point now = Clock::now();
+  if (p.backlog_since == Clock::time_point()) p.backlog_since = now;
+  if (now - p.backlog_since > std::chrono::milliseconds(opt_.dead_after_ms)) {
+    FailRecords(node, recs, begin, recs.size());
+    p.backlog_since = Clock::time_point();
+    return;
+  }
+  for (size_t i = begin; i < recs.size(); ++i) {
+    p.backlog.push_back(std::move(recs[i]));
   }
 }
 
@@ -698,13 +719,13 @@ WireHeader Transport::MakeHeader(MsgKind kind, u32 dst) const {
 }
 
 void Transport::FailRecords(u32 node, std::vector<OutRecord> &recs,
-                            size_t begin, size_t end) {
+                            size_t begin, size_t end, SendFailure why) {
   if (begin >= end) return;
   std::vector<u64> tags;
   tags.reserve(end - begin);
   for (size_t i = begin; i < end; ++i) tags.push_back(recs[i].tag);
   send_failures_.fetch_add(end - begin, std::memory_order_relaxed);
-  if (on_send_fail_) on_send_fail_(node, std::move(tags));
+  if (on_send_fail_) on_send_fail_(node, std::move(tags), why);
 }
 
 std::unique_ptr<zmq::socket_t> Transport::MakeDealer(const Peer &p) {

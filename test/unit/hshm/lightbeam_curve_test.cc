@@ -103,7 +103,9 @@ struct Node {
           }
         },
         nullptr,
-        [this](u32, std::vector<u64> tags) { failed.fetch_add(tags.size()); });
+        [this](u32, std::vector<u64> tags, hshm::lbm::SendFailure) {
+          failed.fetch_add(tags.size());
+        });
   }
 };
 

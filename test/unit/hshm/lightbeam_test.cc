@@ -140,6 +140,7 @@ struct Node {
   std::mutex mu;
   std::vector<std::pair<u32, bool>> peer_events;  // guarded by mu
   std::vector<u64> failed_tags;                   // guarded by mu
+  std::vector<u64> too_large_tags;  // guarded by mu: failed as kTooLarge
 
   hshm::Status Start(u32 self, const std::vector<std::string> &eps,
                      const TransportOptions &o) {
@@ -158,10 +159,18 @@ struct Node {
           std::lock_guard<std::mutex> l(mu);
           peer_events.emplace_back(node, alive);
         },
-        [this](u32 node, std::vector<u64> tags) {
+        [this](u32 node, std::vector<u64> tags, hshm::lbm::SendFailure why) {
           std::lock_guard<std::mutex> l(mu);
           failed_tags.insert(failed_tags.end(), tags.begin(), tags.end());
+          if (why == hshm::lbm::SendFailure::kTooLarge) {
+            too_large_tags.insert(too_large_tags.end(), tags.begin(),
+                                  tags.end());
+          }
         });
+  }
+  std::vector<u64> TooLarge() {
+    std::lock_guard<std::mutex> l(mu);
+    return too_large_tags;
   }
   std::vector<std::pair<u32, bool>> Events() {
     std::lock_guard<std::mutex> l(mu);
@@ -444,6 +453,38 @@ TEST(LightbeamTest, APeerIsNeverSentMoreThanItAccepts) {
   for (u64 s = 0; s < 400; ++s) ASSERT_TRUE(n1.t.Send(2, MakeRecord(s)));
   EXPECT_TRUE(WaitFor([&] { return n2.got[1].load() == 400; }))
       << n2.got[1].load();
+  EXPECT_EQ(n2.bad.load(), 0u);
+  EXPECT_EQ(n2.t.stats().dropped_malformed, 0u);
+}
+
+// A record larger than any node must accept (kMinMessageBytes) waits until
+// the peer has said what it accepts, and those behind it wait with it.
+// Here node 2 starts after node 1 has queued a 2 MiB record and 10 small
+// ones for it, and accepts 1 MiB: the large record fails as kTooLarge, the
+// small ones arrive, in order, and node 2 drops nothing. Before, node 1 sent
+// the large record as soon as the connection was up, before node 2's first
+// heartbeat, and node 2 dropped it and the connection.
+TEST(LightbeamTest, ARecordWaitsUntilThePeerSaysWhatItAccepts) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.15.3"),
+                                  FreeEndpoint("127.0.15.4")};
+  TransportOptions large = FastOptions();
+  large.max_message_bytes = 4 << 20;
+  TransportOptions small = FastOptions();
+  small.max_message_bytes = 1 << 20;
+  Node n1(2), n2(2);
+  ASSERT_TRUE(n1.Start(1, eps, large).ok());
+  OutRecord big;
+  big.tag = 77777;
+  big.bytes = "big";
+  big.frames.emplace_back(2 << 20);
+  ASSERT_TRUE(n1.t.Send(2, std::move(big)));
+  for (u64 s = 0; s < 10; ++s) ASSERT_TRUE(n1.t.Send(2, MakeRecord(s)));
+  usleep(100 * 1000);  // node 1 retries its backlog meanwhile
+  ASSERT_TRUE(n2.Start(2, eps, small).ok());
+  EXPECT_TRUE(WaitFor([&] { return n2.got[1].load() == 10; }))
+      << n2.got[1].load();
+  EXPECT_EQ(n1.TooLarge(), std::vector<u64>{77777});
+  EXPECT_EQ(n1.NumFailed(), 1u);
   EXPECT_EQ(n2.bad.load(), 0u);
   EXPECT_EQ(n2.t.stats().dropped_malformed, 0u);
 }
@@ -754,8 +795,11 @@ TEST(LightbeamTest, WhatADeadPeerNeverReadIsReleased) {
   o.dead_after_ms = 1000;
   Node a(2);
   ASSERT_TRUE(a.Start(1, eps, o).ok());
-  constexpr int kRecords = 12;  // 48 MiB: more than the socket buffers
-  static const std::vector<char> big(4 << 20, 'x');
+  // 48 MiB: more than the socket buffers. Each record fits in the least a
+  // node accepts, so it goes although this peer never says what it
+  // accepts.
+  constexpr int kRecords = 60;
+  static const std::vector<char> big(800 << 10, 'x');
   for (int i = 0; i < kRecords; ++i) {
     OutRecord r;
     r.bytes = "record";
