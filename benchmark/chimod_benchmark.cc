@@ -15,21 +15,30 @@
 //    round is a timed Put run (fresh keys), a timed Get run over the keys it
 //    wrote and an untimed Delete of them; a run stops early after
 //    --kvs-max-seconds.
+// 3. compressor Decompress of 1 MiB (zstd and lz4; compressible text and
+//    random bytes), one task at a time (AsyncDecompress + Wait + FreeBuffer
+//    + DelTask, the input buffer reused), next to the same codec called in
+//    this process on a private buffer, and the ratio of the two.
 //
 // Throughput figures are the median of --repeat runs. A plain program (not
 // Google Benchmark): the runtime must already run.
+#include <lz4.h>
+#include <zstd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bench_util.h"
 #include "chimaera/chimaera.h"
+#include "compressor/compressor_client.h"
 #include "kvs/kvs_client.h"
 #include "small_message/small_message_client.h"
 
@@ -511,6 +520,114 @@ bool MeasureKvs(chi::kvs::Client &client, u32 threads, u64 keys, u32 window,
 
 /** Parses options, runs the Echo and kvs measurements and prints the report.
  */
+// ---------------------------------------------------------------------------
+// 3. compressor Decompress, beside the same codec in this process.
+// ---------------------------------------------------------------------------
+
+using chi::compressor::Algorithm;
+
+/** Decompressions/s through the runtime of the `in_size` bytes at `in`,
+ * which `algo` made from `orig` bytes, one at a time for about `seconds`.
+ * Failures are counted in `*res`. */
+double RuntimeDecompressOnce(chi::compressor::Client &client, Algorithm algo,
+                             const chi::FullPtr<char> &in, u64 in_size,
+                             u64 orig, double seconds, RunResult *res) {
+  Clock::time_point start = Clock::now();
+  Clock::time_point deadline = After(start, seconds);
+  u64 done = 0;
+  do {
+    auto t = client.AsyncDecompress(algo, in.shm_, in_size, orig);
+    if (t.IsNull()) {
+      res->Fail("AsyncDecompress: main is full");
+      break;
+    }
+    t->Wait();
+    hshm::Status st = t->GetStatus();
+    if (st.ok() && t->out_size_ == orig) {
+      ++done;
+    } else {
+      res->Fail(st.ok() ? "wrong output size" : st.ToString());
+    }
+    if (!t->out_.IsNull()) (void)CHI_IPC->FreeBuffer(t->out_);
+    CHI_IPC->DelTask(t);
+  } while (Clock::now() < deadline);
+  res->done += done;
+  return static_cast<double>(done) / ElapsedSec(start, Clock::now());
+}
+
+/** Decompressions/s of `packed` (made by `algo` from `orig` bytes) by the
+ * codec called here, into a private buffer, for about `seconds`; 0 if one
+ * fails. */
+double LocalDecompressOnce(Algorithm algo, const std::string &packed, u64 orig,
+                           double seconds) {
+  std::vector<char> out(orig);
+  ZSTD_DCtx *dctx = ZSTD_createDCtx();
+  Clock::time_point start = Clock::now();
+  Clock::time_point deadline = After(start, seconds);
+  u64 done = 0;
+  bool ok = dctx != nullptr;
+  while (ok && Clock::now() < deadline) {
+    if (algo == Algorithm::kZstd) {
+      size_t n = ZSTD_decompressDCtx(dctx, out.data(), orig, packed.data(),
+                                     packed.size());
+      ok = !ZSTD_isError(n) && n == orig;
+    } else {
+      int n = LZ4_decompress_safe(packed.data(), out.data(),
+                                  static_cast<int>(packed.size()),
+                                  static_cast<int>(orig));
+      ok = n >= 0 && static_cast<u64>(n) == orig;
+    }
+    asm volatile("" : : "r"(out.data()) : "memory");
+    ++done;
+  }
+  ZSTD_freeDCtx(dctx);
+  if (!ok) return 0;
+  return static_cast<double>(done) / ElapsedSec(start, Clock::now());
+}
+
+/** Measures Decompress of `data` (named `what`) with `algo` through the
+ * runtime and in this process (`repeat` runs of `seconds` each) and prints
+ * both and their ratio. Returns false (after printing) on a failure. */
+bool MeasureDecompress(chi::compressor::Client &client, Algorithm algo,
+                       const char *what, const std::string &data,
+                       double seconds, u32 repeat) {
+  const char *name = algo == Algorithm::kZstd ? "zstd" : "lz4";
+  auto packed = client.Compress(algo, data);
+  if (!packed.ok()) {
+    printf("  %-4s %-12s Compress failed: %s\n", name, what,
+           packed.status().ToString().c_str());
+    return false;
+  }
+  chi::FullPtr<char> in = CHI_IPC->AllocateBuffer(packed->size());
+  if (in.IsNull()) {
+    printf("  %-4s %-12s cannot allocate the input: client_data is full\n",
+           name, what);
+    return false;
+  }
+  std::memcpy(in.ptr_, packed->data(), packed->size());
+  RunResult res;
+  RuntimeDecompressOnce(client, algo, in, packed->size(), data.size(),
+                        std::min(0.1, seconds), &res);  // warm-up
+  res = RunResult();
+  std::vector<double> remote, local;
+  for (u32 r = 0; r < repeat; ++r) {
+    remote.push_back(RuntimeDecompressOnce(client, algo, in, packed->size(),
+                                           data.size(), seconds, &res));
+    local.push_back(LocalDecompressOnce(algo, *packed, data.size(), seconds));
+  }
+  (void)CHI_IPC->FreeBuffer(in.shm_);
+  Rates rt = Summarize(remote), lo = Summarize(local);
+  const double mb = static_cast<double>(data.size()) / kMB;
+  printf(
+      "  %-4s %-12s (%7.1f%% of 1 MiB): runtime %7.0f/s %8.1f MB/s, in "
+      "process %7.0f/s %8.1f MB/s, ratio %.3fx\n",
+      name, what, 100.0 * packed->size() / data.size(), rt.median,
+      rt.median * mb, lo.median, lo.median * mb,
+      lo.median > 0 ? rt.median / lo.median : 0.0);
+  PrintErrors(res);
+  return res.errors == 0 && lo.median > 0;
+}
+
 int main(int argc, char **argv) {
   CLI::App app{
       "Measure small_message Echo and kvs Put/Get throughput against the "
@@ -584,6 +701,35 @@ int main(int argc, char **argv) {
   for (u32 w : windows) {
     for (u32 threads : {1u, 2u}) {
       if (!MeasureKvs(kvs, threads, keys, w, repeat, kvs_seconds)) rc = 1;
+    }
+  }
+
+  chi::compressor::Client comp;
+  s = comp.Create("chimod_benchmark_compressor", 1);
+  if (!s.ok()) {
+    fprintf(stderr, "chimod_benchmark: compressor pool: %s\n",
+            s.ToString().c_str());
+    CHIMAERA->ClientFinalize();
+    return 1;
+  }
+  printf(
+      "\n3. compressor Decompress of 1 MiB, one at a time "
+      "(AsyncDecompress+Wait+FreeBuffer+DelTask; %u runs of %.2f s each), "
+      "and the same codec in this process\n",
+      repeat, seconds);
+  std::string text;
+  for (u64 i = 0; text.size() < (u64{1} << 20); ++i) {
+    text += "line " + std::to_string(i) + " of the benchmark's input, " +
+            std::to_string(i * 2654435761u % 1000) + "\n";
+  }
+  text.resize(u64{1} << 20);
+  std::string noise(u64{1} << 20, '\0');
+  std::mt19937_64 rng(42);
+  for (char &c : noise) c = static_cast<char>(rng());
+  for (Algorithm algo : {Algorithm::kZstd, Algorithm::kLz4}) {
+    if (!MeasureDecompress(comp, algo, "text", text, seconds, repeat)) rc = 1;
+    if (!MeasureDecompress(comp, algo, "random", noise, seconds, repeat)) {
+      rc = 1;
     }
   }
 
