@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "compressor/compressor_tasks.h"
@@ -154,6 +155,50 @@ class OutBuffer {
   char dummy_ = 0;
 };
 
+/** A private copy of a buffer clients can write. Inputs of up to
+ * kMaxKeptBytes go in a buffer each thread keeps (a fresh 1 MiB allocation
+ * is an mmap, and its page faults cost more than the copy); larger ones in
+ * one of their own. The holder must not yield while it uses the copy: the
+ * next method on this thread reuses the buffer. */
+class PrivateCopy {
+ public:
+  /** Most bytes of the buffer a thread keeps. */
+  static constexpr u64 kMaxKeptBytes = 8u << 20;
+
+  /** Copies the `size` bytes at `src` (check ok()). */
+  PrivateCopy(const char *src, u64 size) {
+    thread_local std::unique_ptr<char[]> kept;
+    thread_local u64 kept_size = 0;
+    char *dst = nullptr;
+    if (size <= kMaxKeptBytes) {
+      if (kept_size < size || !kept) {
+        u64 n = 64 << 10;
+        while (n < size) n <<= 1;
+        kept.reset(new (std::nothrow) char[n]);
+        kept_size = kept ? n : 0;
+      }
+      dst = kept.get();
+    } else {
+      own_.reset(new (std::nothrow) char[size]);
+      dst = own_.get();
+    }
+    if (!dst) return;
+    std::memcpy(dst, src, size);
+    data_ = dst;
+  }
+  PrivateCopy(const PrivateCopy &) = delete;
+  PrivateCopy &operator=(const PrivateCopy &) = delete;
+
+  /** False if there was no memory for the copy. */
+  bool ok() const { return data_ != nullptr; }
+  /** The copy. */
+  const char *data() const { return data_; }
+
+ private:
+  std::unique_ptr<char[]> own_;  ///< A copy too large for the kept buffer.
+  const char *data_ = nullptr;
+};
+
 /** The OutOfMemory status for an output of `size` bytes. */
 Status NoRoom(u64 size) {
   return Status::OutOfMemory("client_data has no room for a " +
@@ -215,6 +260,17 @@ class Runtime : public Module<Runtime, Compressor> {
           " bytes (a quarter of client_data)"));
       return;
     }
+    // Every client can write the data segments, so the input may change
+    // while a decoder reads it, and a decoder checks what it reads once,
+    // not bytes that change under it. It reads a private copy.
+    PrivateCopy copy(src, task->size_);
+    if (!copy.ok()) {
+      task->SetStatus(Status::OutOfMemory(
+          "Decompress: no memory for a private copy of the " +
+          std::to_string(task->size_) + "-byte input"));
+      return;
+    }
+    src = copy.data();
     Status s;
     switch (task->algo_) {
       case Algorithm::kZstd:
