@@ -599,9 +599,10 @@ void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
   const bool heard =
       peer(node).max_message_bytes.load(std::memory_order_relaxed) != 0;
   const u64 limit = MaxMessageBytesTo(node);
+  const u64 batch_limit = heard ? limit : std::min(limit, kMinMessageBytes);
   size_t begin = 0;
   while (begin < recs.size()) {
-    if (!heard && !FitsIn(kMinMessageBytes, recs[begin])) {
+    if (!heard && !FitsIn(batch_limit, recs[begin])) {
       return HoldBack(node, recs, begin);  // in order: the rest waits too
     }
     if (!FitsIn(limit, recs[begin])) {
@@ -620,9 +621,8 @@ void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
       for (const zmq::message_t &f : r.frames) fb += f.size();
       bool full = end - begin >= opt_.max_batch_records ||
                   bytes + rb + fb > opt_.max_batch_bytes ||
-                  bytes + rb + fb > limit ||
-                  nframes + r.frames.size() > kMaxMessageFrames - 3 ||
-                  (!heard && !FitsIn(kMinMessageBytes, r));
+                  bytes + rb + fb > batch_limit ||
+                  nframes + r.frames.size() > kMaxMessageFrames - 3;
       if (end > begin && full) break;  // a lone huge record still goes
       body += rb;
       bytes += rb + fb;
@@ -631,9 +631,9 @@ void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
     if (!SendBatch(node, recs, begin, end, body, static_cast<u32>(nframes))) {
       return HoldBack(node, recs, begin);  // not connected, or at the HWM
     }
-    peer(node).backlog_since = Clock::time_point();
     begin = end;
   }
+  peer(node).backlog_since = Clock::time_point();  // nothing is held back
 }
 
 void Transport::HoldBack(u32 node, std::vector<OutRecord> &recs, size_t begin) {
