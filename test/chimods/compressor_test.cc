@@ -139,7 +139,17 @@ TEST_F(CompressorTest, AnInputRewrittenWhileItIsDecodedHurtsNothing) {
     ASSERT_FALSE(in.IsNull());
     std::memcpy(in.ptr_, packed->data(), packed->size());
     std::atomic<bool> stop{false};
-    std::thread scribbler([&] {
+    std::thread scribbler;
+    // Stopped and joined however this scope ends (an ASSERT returns).
+    struct Join {
+      std::atomic<bool> &stop;
+      std::thread &t;
+      ~Join() {
+        stop.store(true);
+        if (t.joinable()) t.join();
+      }
+    } join{stop, scribbler};
+    scribbler = std::thread([&] {
       std::mt19937 rng(7);
       volatile char *p = in.ptr_;
       const size_t n = packed->size();

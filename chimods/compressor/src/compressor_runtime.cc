@@ -157,9 +157,9 @@ class OutBuffer {
 
 /** A private copy of a buffer clients can write. Inputs of up to
  * kMaxKeptBytes go in a buffer each thread keeps (a fresh 1 MiB allocation
- * is an mmap, and its page faults cost more than the copy); larger ones in
- * one of their own. The holder must not yield while it uses the copy: the
- * next method on this thread reuses the buffer. */
+ * is an mmap, and its page faults cost more than the copy), unless a copy
+ * on this thread still uses it (a method that yielded while holding one);
+ * others in one of their own. */
 class PrivateCopy {
  public:
   /** Most bytes of the buffer a thread keeps. */
@@ -167,24 +167,31 @@ class PrivateCopy {
 
   /** Copies the `size` bytes at `src` (check ok()). */
   PrivateCopy(const char *src, u64 size) {
-    thread_local std::unique_ptr<char[]> kept;
-    thread_local u64 kept_size = 0;
+    thread_local Kept kept;
     char *dst = nullptr;
-    if (size <= kMaxKeptBytes) {
-      if (kept_size < size || !kept) {
+    if (size <= kMaxKeptBytes && !kept.in_use) {
+      if (kept.size < size || !kept.buf) {
         u64 n = 64 << 10;
         while (n < size) n <<= 1;
-        kept.reset(new (std::nothrow) char[n]);
-        kept_size = kept ? n : 0;
+        kept.buf.reset(new (std::nothrow) char[n]);
+        kept.size = kept.buf ? n : 0;
       }
-      dst = kept.get();
+      dst = kept.buf.get();
+      if (dst) {
+        kept.in_use = true;
+        in_use_ = &kept.in_use;
+      }
     } else {
-      own_.reset(new (std::nothrow) char[size]);
+      own_.reset(new (std::nothrow) char[size ? size : 1]);
       dst = own_.get();
     }
     if (!dst) return;
     std::memcpy(dst, src, size);
     data_ = dst;
+  }
+  /** Hands the kept buffer back (to the thread that made the copy). */
+  ~PrivateCopy() {
+    if (in_use_) *in_use_ = false;
   }
   PrivateCopy(const PrivateCopy &) = delete;
   PrivateCopy &operator=(const PrivateCopy &) = delete;
@@ -195,7 +202,14 @@ class PrivateCopy {
   const char *data() const { return data_; }
 
  private:
-  std::unique_ptr<char[]> own_;  ///< A copy too large for the kept buffer.
+  /** The buffer a thread keeps. */
+  struct Kept {
+    std::unique_ptr<char[]> buf;
+    u64 size = 0;
+    bool in_use = false;
+  };
+  std::unique_ptr<char[]> own_;  ///< A copy in a buffer of its own.
+  bool *in_use_ = nullptr;       ///< The kept buffer's flag, if it is ours.
   const char *data_ = nullptr;
 };
 
