@@ -657,7 +657,17 @@ bool Transport::SendBatch(u32 node, std::vector<OutRecord> &recs, size_t begin,
   h.num_records = static_cast<u32>(end - begin);
   h.num_frames = num_frames;
   h.body_size = body_size;
-  zmq::message_t body(body_size);
+  zmq::message_t body;
+  try {
+    body.rebuild(body_size);
+  } catch (const zmq::error_t &e) {
+    // Nothing was sent: these records fail, and the flush goes on (an
+    // exception out of FlushPeer would leave them to be sent again).
+    fprintf(stderr, "lightbeam: node %u: no message to node %u: %s\n", self_,
+            node, e.what());
+    FailRecords(node, recs, begin, end);
+    return true;
+  }
   char *w = static_cast<char *>(body.data());
   for (size_t i = begin; i < end; ++i) {
     u32 len = static_cast<u32>(recs[i].bytes.size());
@@ -671,7 +681,15 @@ bool Transport::SendBatch(u32 node, std::vector<OutRecord> &recs, size_t begin,
   const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
   const auto last = zmq::send_flags::dontwait;
   // EAGAIN on the first frame: not connected, or at the high-water mark.
-  if (!s.send(zmq::buffer(&h, sizeof(h)), more)) return false;
+  // Another error sends nothing either: the records fail.
+  try {
+    if (!s.send(zmq::buffer(&h, sizeof(h)), more)) return false;
+  } catch (const zmq::error_t &e) {
+    fprintf(stderr, "lightbeam: node %u: cannot send to node %u: %s\n", self_,
+            node, e.what());
+    FailRecords(node, recs, begin, end);
+    return true;
+  }
   // Once the first frame is accepted ZeroMQ takes the rest of the message.
   // Should a later frame still fail, the receiver sees a malformed message
   // and drops it, so the records are reported failed.
