@@ -218,9 +218,10 @@ class Transport {
    * Stop). A record larger than kMinMessageBytes waits until the peer has
    * said what it accepts (its first message, within a heartbeat), and
    * fails with SendFailure::kTooLarge if that is less.
-   * A peer whose connection is not up yet (e.g. right after Start) makes the
-   * records fail rather than wait. Records already handed to ZeroMQ when a
-   * peer dies are not reported: on_peer(node, false) says so instead. */
+   * Records for a peer whose connection is not up yet (e.g. right after
+   * Start) are held back and retried, and fail once held dead_after_ms.
+   * Records already handed to ZeroMQ when a peer dies are not reported:
+   * on_peer(node, false) says so instead. */
   bool Send(u32 to, OutRecord &&rec);
 
   /** Any thread: Send for every record of `recs` at once (one lock, one
@@ -373,8 +374,8 @@ class Transport {
   void CloseSockets();
   /** True if `rec` fits in one message of at most `limit` bytes. */
   static bool FitsIn(u64 limit, const OutRecord &rec);
-  /** Holds recs[begin, end) back in `node`'s backlog (the connection is not
-   * up, ZeroMQ is at its high-water mark, or the peer has not said what it
+  /** Holds recs[begin, recs.size()) back in `node`'s backlog (the connection is
+   * not up, ZeroMQ is at its high-water mark, or the peer has not said what it
    * accepts yet), failing them instead once the backlog is older than
    * dead_after_ms. */
   void HoldBack(u32 node, std::vector<OutRecord> &recs, size_t begin);
