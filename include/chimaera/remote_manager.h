@@ -73,7 +73,8 @@ class RemoteManager {
   /** Worker thread: sends `rctx` to `node` to run on container `q` there.
    * On success the manager holds `rctx` until its reply arrives; on error
    * (peer dead, bad input buffer, ResourceExhausted: more than
-   * network.max_peer_bytes not yet sent there) the caller still owns it. */
+   * network.max_peer_bytes not yet sent there, or a request larger than
+   * the node accepts) the caller still owns it. */
   Status Forward(RunContext *rctx, NodeId node, const DomainQuery &q,
                  u32 worker_id);
   /** Whether forwarding `rctx` expects a reply: its task is not
@@ -90,7 +91,8 @@ class RemoteManager {
   void Reply(RunContext *rctx, const Status &status);
   /** Worker `worker_id`'s thread: hands the records it staged during this
    * loop iteration (Forward, Reply) to the transport, one batch per node.
-   * Records a dead node refuses complete their tasks with Unavailable. */
+   * Records the transport refuses complete their tasks with Unavailable (a
+   * dead node) or ResourceExhausted (larger than the node now accepts). */
   void Flush(u32 worker_id);
   /** True if worker `worker_id` staged records (its thread only). */
   bool HasStaged(u32 worker_id) const {
@@ -176,6 +178,9 @@ class RemoteManager {
   /** The ResourceExhausted status of a request too large for `node` found
    * only after Forward (it said it accepts less since). Any thread. */
   Status TooLargeFor(NodeId node) const;
+  /** Why the transport refused `rec` for `to`: TooLargeFor if it does not
+   * fit, else Unavailable (the node is down). REQUIRES: the transport. */
+  Status Refused(NodeId to, const hshm::lbm::OutRecord &rec) const;
   /** A record waiting in a worker's stage. */
   struct Staged {
     NodeId to;

@@ -47,7 +47,10 @@ inline constexpr u64 kMinMessageBytes = 1 << 20;
 /** Why records accepted by Send were not sent (Transport::SendFailHandler).
  */
 enum class SendFailure : u8 {
-  kUnsent,    ///< The peer died or restarted, or the transport stopped.
+  /** The peer died or restarted, the transport stopped, the records were
+   * held back dead_after_ms (no connection, or the peer never said what it
+   * accepts), or ZeroMQ failed to take the message. */
+  kUnsent,
   kTooLarge,  ///< Larger than the peer said it accepts (it said so late).
 };
 /** Most frames (routing id, header, body and data frames) in one message. */
@@ -215,9 +218,10 @@ class Transport {
    * record cannot fit in one message (bytes > 4 GiB, too many frames, or
    * larger than MaxMessageBytesTo(to)). After true, the record is either
    * sent or its tag is reported exactly once through on_send_fail (also at
-   * Stop). A record larger than kMinMessageBytes waits until the peer has
-   * said what it accepts (its first message, within a heartbeat), and
-   * fails with SendFailure::kTooLarge if that is less.
+   * Stop). A record that would not fit in a message of kMinMessageBytes
+   * waits, and every record queued after it with it, until the peer has
+   * said what it accepts (its first message), and fails with
+   * SendFailure::kTooLarge if that is less.
    * Records for a peer whose connection is not up yet (e.g. right after
    * Start) are held back and retried, and fail once held dead_after_ms.
    * Records already handed to ZeroMQ when a peer dies are not reported:

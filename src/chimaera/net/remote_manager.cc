@@ -348,6 +348,12 @@ std::string RemoteManager::StatLine() {
   return s;
 }
 
+Status RemoteManager::Refused(NodeId to,
+                              const hshm::lbm::OutRecord &rec) const {
+  if (!transport_->Fits(to, rec)) return TooLargeFor(to);
+  return Status::Unavailable("node " + std::to_string(to) + " is down");
+}
+
 Status RemoteManager::TooLargeFor(NodeId node) const {
   return Status::ResourceExhausted(
       "the request to node " + std::to_string(node) +
@@ -445,8 +451,7 @@ void RemoteManager::Stage(u32 worker_id, NodeId to,
       auto *m = new NetMessage;
       m->is_reply = true;
       m->from = to;
-      m->failure =
-          Status::Unavailable("node " + std::to_string(to) + " is down");
+      m->failure = Refused(to, rec);
       Resolve(tag, to, m);
     }
     return;
@@ -478,10 +483,8 @@ void RemoteManager::Flush(u32 worker_id) {
       auto *m = new NetMessage;
       m->is_reply = true;
       m->from = to;
-      m->failure =
-          transport_ && !transport_->Fits(to, r)
-              ? TooLargeFor(to)
-              : Status::Unavailable("node " + std::to_string(to) + " is down");
+      m->failure = transport_ ? Refused(to, r)
+                              : Status::Unavailable("no network transport");
       Resolve(tag, to, m);
     }
   }
@@ -542,7 +545,8 @@ void RemoteManager::Reply(RunContext *r, const Status &status) {
   }
   if (w.rc == 0) err.clear();
   // As in shared memory: an error text is at most kMaxErrorText bytes, so an
-  // error reply always fits in a message (max_message_bytes >= 8 MiB).
+  // error reply always fits in a message (no node accepts less than
+  // hshm::lbm::kMinMessageBytes, 1 MiB).
   if (err.size() > internal::kMaxErrorText) {
     err.resize(internal::kMaxErrorText);
   }
