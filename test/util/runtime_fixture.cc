@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -344,6 +345,11 @@ std::unique_ptr<RuntimeProcess> LocalCluster::MakeNode(
 }
 
 void LocalCluster::SetNodeNetworkYaml(int i, const std::string &network_yaml) {
+  if (i < 1 || i > size() || node(i).pid() > 0) {
+    fprintf(stderr, "LocalCluster::SetNodeNetworkYaml(%d): %s\n", i,
+            i < 1 || i > size() ? "no such node" : "the node is running");
+    abort();
+  }
   nodes_[i - 1] = MakeNode(i, network_yaml);
 }
 

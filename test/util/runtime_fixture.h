@@ -102,7 +102,8 @@ class LocalCluster {
   ~LocalCluster();
   /** Before Start: node `i` (1-based) gets `network_yaml` (more `network:`
    * keys, as the constructor's, which it must not repeat) as well,
-   * replacing what an earlier call gave it. */
+   * replacing what an earlier call gave it. Aborts if there is no node `i`
+   * or it is running. */
   void SetNodeNetworkYaml(int i, const std::string &network_yaml);
   /** Starts every node (at once) and waits until each answers. */
   hshm::Status Start();
