@@ -108,6 +108,10 @@ TEST_F(CompressorTest, CorruptInputFailsAndRuntimeKeepsServing) {
     // An original size that cannot fit in client_data.
     r = client.Decompress(algo, *packed, 1ull << 40);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    // Garbage larger than the copy buffer a worker keeps (8 MiB): copied
+    // into a buffer of its own, and refused.
+    r = client.Decompress(algo, RandomBytes(9 << 20, 23), data.size());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
     // The runtime still serves good requests.
     RoundTrip(client, algo, data);
   }
