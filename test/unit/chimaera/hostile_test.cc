@@ -861,36 +861,57 @@ TEST(ReaperWaitTest, TheLanesAreWaitedForOnlyReapWaitMs) {
   ASSERT_TRUE(rt.Start().ok()) << rt.Log();
   ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
   u_int64_t pending = 0, reaped = 0;
-  ASSERT_TRUE(ReaperCounts(&pending, &reaped));
-  pid_t pid = StartClient("submit", rt.config_path());
-  ASSERT_GT(pid, 0);
+  chi::admin::Client admin;
   // A high-latency lane nobody uses here, its tail kept far ahead while
-  // the client dies and the reaper records the tails.
+  // the client dies and until the reaper has recorded the tails. The
+  // runtime's worker puts such a tail back now and then (an idle lane's
+  // tail is read once per 1024 polls), and a loaded host can keep the
+  // scribbler off the CPU meanwhile: a reaper that records the tails then
+  // finds the lanes passed and reaps at once (correct, but not the path
+  // under test; once in CI under ASan). So up to 3 clients.
   chi::LaneView &v =
       CHI_IPC->GetLaneView(CHI_IPC->num_lanes() - 1, chi::kHighLatency);
-  const u_int64_t t = v.lane()->tail();
-  std::atomic<bool> stop{false};
-  std::thread scribbler([&] {
-    while (!stop.load()) Peer::Tail(v.lane()).store(t + (1ull << 40));
-  });
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  g_attacks++;
-  usleep(150000);
-  stop = true;
-  scribbler.join();
-  const auto t0 = std::chrono::steady_clock::now();
-  WaitReaped(reaped + 1);
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-          .count();
-  EXPECT_LT(s, 5.0);
-  chi::admin::Client admin;
-  auto stat = admin.Stat();
-  ASSERT_TRUE(stat.ok()) << stat.status();
-  EXPECT_NE(stat->find("gave up 1"), std::string::npos) << *stat;
-  EXPECT_EQ(CHI_IPC->cdata_alloc()->LiveBytes(pid), 0u);
-  EXPECT_EQ(CHI_IPC->main_alloc()->LiveBytes(pid), 0u);
+  unsigned long long gave_up = 0;
+  pid_t pid = -1;
+  for (int attempt = 0; attempt < 3 && gave_up == 0; ++attempt) {
+    ASSERT_TRUE(ReaperCounts(&pending, &reaped));
+    pid = StartClient("submit", rt.config_path());
+    ASSERT_GT(pid, 0);
+    const u_int64_t t = v.lane()->tail();
+    std::atomic<bool> stop{false}, scribbling{false};
+    std::thread scribbler([&] {
+      while (!stop.load()) {
+        Peer::Tail(v.lane()).store(t + (1ull << 40));
+        scribbling.store(true);
+      }
+    });
+    while (!scribbling.load()) std::this_thread::yield();
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    g_attacks++;
+    // Until the reaper has claimed the client (5 s at most).
+    u_int64_t p2 = 0, r2 = 0;
+    for (int i = 0; i < 500; ++i) {
+      if (ReaperCounts(&p2, &r2) && (p2 > pending || r2 > reaped)) break;
+      usleep(10000);
+    }
+    stop = true;
+    scribbler.join();
+    const auto t0 = std::chrono::steady_clock::now();
+    WaitReaped(reaped + 1);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    EXPECT_LT(s, 5.0);
+    auto stat = admin.Stat();
+    ASSERT_TRUE(stat.ok()) << stat.status();
+    const size_t at = stat->find("gave up ");
+    ASSERT_NE(at, std::string::npos) << *stat;
+    gave_up = std::strtoull(stat->c_str() + at + 8, nullptr, 10);
+    EXPECT_EQ(CHI_IPC->cdata_alloc()->LiveBytes(pid), 0u);
+    EXPECT_EQ(CHI_IPC->main_alloc()->LiveBytes(pid), 0u);
+  }
+  EXPECT_EQ(gave_up, 1u);
 
   // A task faked running: the dead client's buffer stays, and the wait is
   // said once.
