@@ -20,7 +20,9 @@
 # removed however the script ends.
 #
 # Environment:
-#   BUILD_DIR  build directory (default: build; a Release build)
+#   BUILD_DIR  build directory (default: build; a Release build; the
+#              admission figure needs one configured with
+#              -DCMAKE_CXX_FLAGS=-g, which leaves the code as it is)
 #   PORT       runtime port (default: 19960; the runtime also takes PORT+1)
 #   SECONDS_   seconds of throughput per run (default: 1.5)
 #   OUT_DIR    where the callgrind files go (default: a new temporary dir)
@@ -150,8 +152,14 @@ if best:
     # finds, which varies from run to run; one task's admission, run and
     # completion (a Noop never switches fibers) does not.
     admit = inclusive(path, r'^chi::Worker::AdmitShm[(]', r'worker[.]cc$')
-    print(f'  {"  of which admit + run + complete":34s} {admit / n:8.0f} '
-          'instructions/task')
+    if admit:
+        print(f'  {"  of which admit + run + complete":34s} {admit / n:8.0f} '
+              'instructions/task')
+    else:
+        # Without line info callgrind names no file, so the figure cannot
+        # be told from the call cycles that fiber switches make.
+        print('  (admit + run + complete: needs a build with debug info, '
+              'e.g. cmake -DCMAKE_CXX_FLAGS=-g)')
 
 path = sys.argv[1] + '/client.cg'
 calls, _ = load(path)
