@@ -352,8 +352,15 @@ class IpcManager {
   std::string LocalTaskError(const Task *task) const;
 
  private:
-  /** Frees memory a completed task owns besides itself. */
+  /** Frees memory a completed task owns besides itself: its error text
+   * and extension, each read once. */
   void FreeTaskExtras(Task *task);
+  /** True if `p`, read from task block `task`, may be freed as the task's
+   * error text or extension. Always in a client (its own block); in the
+   * runtime, whose tasks clients can rewrite, only a live block of `main`
+   * that is neither the task nor a runtime structure: never a data-segment
+   * buffer, the process queue or the worker table. Any thread. */
+  bool MayFreeExtra(const hipc::Pointer &p, const Task *task) const;
   /** Creates (runtime) the three segments and their allocators. */
   Status CreateSegments();
   /** Attaches (client) the three segments named in the handshake. */

@@ -221,6 +221,9 @@ GroupRef TaskGroupOf(Task *task);
 /** Frees `task`'s extension block, if any, and clears ext_ (the submitter
  * frees it with the task). */
 void FreeTaskExt(Task *task);
+/** Frees extension block `ext` (kept in this thread's cache for its next
+ * tasks when it can be). Null is a no-op. */
+void FreeTaskExtBlock(const hipc::Pointer &ext);
 }  // namespace internal
 
 }  // namespace chi

@@ -577,12 +577,22 @@ int IpcManager::BufferOwner(const hipc::Pointer &p) const {
   return -1;
 }
 
+bool IpcManager::MayFreeExtra(const hipc::Pointer &p, const Task *task) const {
+  if (!is_runtime_) return true;
+  return p.alloc_id_ == main_alloc_->GetId() && !IsRuntimeStructure(p) &&
+         p != main_alloc_->ToPointer(task) &&
+         main_alloc_->LiveBlockSize(p) != 0;
+}
+
 void IpcManager::FreeTaskExtras(Task *task) {
-  if (!task->err_.IsNull()) {
-    (void)FreeBuffer(task->err_);
-    task->err_ = hipc::Pointer::GetNull();
-  }
-  if (!task->ext_.IsNull()) internal::FreeTaskExt(task);
+  // Each read once: in the runtime the task is one of its own subtasks,
+  // whose block every client can write.
+  const hipc::Pointer err = task->err_;
+  const hipc::Pointer ext = task->ext_;
+  task->err_ = hipc::Pointer::GetNull();
+  task->ext_ = hipc::Pointer::GetNull();
+  if (!err.IsNull() && MayFreeExtra(err, task)) (void)FreeBuffer(err);
+  if (!ext.IsNull() && MayFreeExtra(ext, task)) internal::FreeTaskExtBlock(ext);
   if (local_err_count_.load(std::memory_order_relaxed) != 0) {
     std::lock_guard<std::mutex> lock(local_err_mu_);
     if (local_errs_.erase(task)) {

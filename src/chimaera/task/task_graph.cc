@@ -349,9 +349,13 @@ GroupRef TaskGroupOf(Task *task) {
 }
 
 void FreeTaskExt(Task *task) {
-  if (task->ext_.IsNull()) return;
-  hipc::Pointer ext = task->ext_;
+  const hipc::Pointer ext = task->ext_;
+  if (ext.IsNull()) return;
   task->ext_ = hipc::Pointer::GetNull();
+  FreeTaskExtBlock(ext);
+}
+
+void FreeTaskExtBlock(const hipc::Pointer &ext) {
   if (ext.alloc_id_ == CHI_IPC->main_alloc()->GetId()) {
     tls_ext_cache.Give(ext);
   }
