@@ -363,6 +363,11 @@ class IpcManager {
   bool MayFreeExtra(const hipc::Pointer &p, const Task *task) const;
   /** Creates (runtime) the three segments and their allocators. */
   Status CreateSegments();
+  /** Unregisters the allocators and destroys (runtime) or detaches
+   * (client) the segments, leaving this object unattached. `created`: the
+   * allocators were made whole (their thread caches are flushed first);
+   * false after a failed CreateSegments. Finalize's thread. */
+  void ReleaseSegments(bool created);
   /** Attaches (client) the three segments named in the handshake. */
   Status AttachSegments(const std::string &main, const std::string &cdata,
                         const std::string &rdata);

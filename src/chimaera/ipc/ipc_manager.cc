@@ -282,7 +282,12 @@ Status IpcManager::ServerInit() {
         " on any hostfile address; is another runtime using it?" + errors);
   }
   instance_key_ = server_addr_;
-  HSHM_RETURN_IF_ERROR(CreateSegments());
+  Status created = CreateSegments();
+  if (!created.ok()) {
+    // No runtime will use them: a failed start leaves no segments behind.
+    ReleaseSegments(/*created=*/false);
+    return created;
+  }
   attach_gen_ = g_attach_counter.fetch_add(1) + 1;
   initialized_ = true;
   return Status::Ok();
@@ -346,7 +351,15 @@ Status IpcManager::CreateSegments() {
   Status st;
   auto q = ProcessQueue::New(main_alloc_, HSHM_MCTX, lanes, kNumPrios,
                              conf.queue_depth_, &st);
-  if (q.IsNull()) return Status(st.code(), "process queue: " + st.message());
+  if (q.IsNull()) {
+    return Status(st.code(),
+                  "process queue (" + std::to_string(lanes) + " lanes x " +
+                      std::to_string(kNumPrios) + " priorities x " +
+                      std::to_string(conf.queue_depth_) +
+                      " slots): " + st.message() + "; raise shm.main (" +
+                      std::to_string(conf.main_size_) +
+                      " bytes) or lower queue.depth");
+  }
   queue_ = q.ptr_;
   queue_ptr_ = q.shm_;
   shared_->process_queue_ = q.shm_;
@@ -356,7 +369,12 @@ Status IpcManager::CreateSegments() {
   num_workers_ = conf.NumWorkers();
   shared_->num_workers_ = num_workers_;
   auto w = main_alloc_->AllocatePtr<WorkerShared>(HSHM_MCTX, num_workers_);
-  if (w.IsNull()) return Status::OutOfMemory("main segment: worker table");
+  if (w.IsNull()) {
+    return Status::OutOfMemory(
+        "main segment: no room for the worker table; "
+        "raise shm.main (" +
+        std::to_string(conf.main_size_) + " bytes)");
+  }
   for (u32 i = 0; i < num_workers_; ++i) new (&w.ptr_[i]) WorkerShared();
   workers_ = w.ptr_;
   workers_ptr_ = w.shm_;
@@ -438,13 +456,30 @@ void IpcManager::Finalize() {
   }
   handshake_.reset();
   if (!initialized_) return;
+  ReleaseSegments(/*created=*/true);
+}
+
+void IpcManager::ReleaseSegments(bool created) {
   auto *mm = HSHM_MEMORY_MANAGER;
-  if (main_alloc_) main_alloc_->FlushThreadCache();
-  if (cdata_alloc_) cdata_alloc_->FlushThreadCache();
-  if (rdata_alloc_) rdata_alloc_->FlushThreadCache();
-  if (main_alloc_) mm->Unregister(main_alloc_->GetId());
-  if (cdata_alloc_) mm->Unregister(cdata_alloc_->GetId());
-  if (rdata_alloc_) mm->Unregister(rdata_alloc_->GetId());
+  if (created) {
+    if (main_alloc_) main_alloc_->FlushThreadCache();
+    if (cdata_alloc_) cdata_alloc_->FlushThreadCache();
+    if (rdata_alloc_) rdata_alloc_->FlushThreadCache();
+  }
+  // Only a slot that holds this allocator (a failed start may not have
+  // registered it, nor given it its id).
+  auto unregister = [mm](auto *alloc) {
+    if (!alloc) return;
+    const hipc::AllocatorId id = alloc->GetId();
+    if (id.major_ < hipc::internal::kMaxAllocators &&
+        hipc::internal::g_allocator_table[id.major_].alloc.load(
+            std::memory_order_acquire) == static_cast<void *>(alloc)) {
+      mm->Unregister(id);
+    }
+  };
+  unregister(main_alloc_);
+  unregister(cdata_alloc_);
+  unregister(rdata_alloc_);
   if (is_runtime_) {
     (void)main_shm_.Destroy();
     (void)cdata_shm_.Destroy();

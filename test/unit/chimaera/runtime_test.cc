@@ -239,6 +239,23 @@ TEST(RuntimeTest, BadConfigurationStopsStartWithAClearMessage) {
   unlink(unknown.c_str());
 }
 
+// A start that fails once its segments exist (here: the process queue does
+// not fit `main`) says which keys to change and leaves no segment behind.
+TEST(RuntimeTest, AStartThatFailsLeavesNoSegments) {
+  const int port = chi_test::FreePort();
+  RuntimeProcess rt(port, "network:\n  port: " + std::to_string(port) +
+                              "\nqueue:\n  depth: 1048576\nshm:\n  main: 1m"
+                              "\n  client_data: 4m\n  runtime_data: 4m\n");
+  std::string out;
+  EXPECT_EQ(RunProgram({Bin("chimaera_start_runtime")}, rt.config_path(), &out),
+            1);
+  EXPECT_NE(out.find("raise shm.main"), std::string::npos) << out;
+  EXPECT_NE(out.find("queue.depth"), std::string::npos) << out;
+  for (const char *seg : {"main", "client_data", "runtime_data"}) {
+    EXPECT_FALSE(hipc::PosixShmMmap::Exists(rt.SegmentName(seg))) << seg;
+  }
+}
+
 TEST(RuntimeTest, SecondRuntimeOnTheSamePortIsRefused) {
   RuntimeProcess rt;
   ASSERT_TRUE(rt.Start().ok()) << rt.Log();
