@@ -144,7 +144,9 @@ StatusOr<CurveKeyPair> ParseCurveKeyFile(const std::string &text) {
 StatusOr<CurveKeyPair> ReadCurveKeyFile(const std::string &path) {
   const std::string where = "CURVE key file " + path;
   if (path.empty()) return Status::InvalidArgument("CURVE key file: no path");
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer, before
+  // fstat can refuse it (on a regular file the flag changes nothing).
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
     int err = errno;
     if (err == ENOENT) {

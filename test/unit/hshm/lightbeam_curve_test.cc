@@ -187,6 +187,11 @@ TEST(LightbeamCurveTest, KeyFileRoundTripAndErrors) {
   };
   expect(dir + "/missing.key", StatusCode::kNotFound, "no such file");
   expect(dir, StatusCode::kInvalidArgument, "not a regular file");
+  // A FIFO is refused at once (opening it for reading would wait for a
+  // writer: the runtime hung at start, deaf to SIGTERM).
+  const std::string fifo = dir + "/fifo.key";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  expect(fifo, StatusCode::kInvalidArgument, "not a regular file");
   const std::string pub = "public_key: " + k.public_key + "\n";
   const std::string sec = "secret_key: " + k.secret_key + "\n";
   const std::string f = dir + "/f.key";
