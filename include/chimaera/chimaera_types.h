@@ -85,6 +85,10 @@ typedef u32 SubDomainGroup;
 /** Minor identifier of a subdomain. */
 typedef u32 SubDomainMinor;
 
+/** Most containers one pool may have. The admin pool has one per node, so
+ * this is also the most nodes a hostfile may list. */
+static GLOBAL_CROSS_CONST u32 kMaxContainers = 4096;
+
 namespace SubDomain {
 /** Maps to an IP address of a node. */
 static GLOBAL_CROSS_CONST SubDomainGroup kPhysicalNode = 0;

@@ -255,6 +255,13 @@ Status ConfigurationManager::LoadHosts() {
       return Status::InvalidArgument("hostfile " + config_.hostfile_ +
                                      " lists no hosts");
     }
+    if (hosts->size() > kMaxContainers) {
+      return Status::InvalidArgument(
+          "hostfile " + config_.hostfile_ + " lists " +
+          std::to_string(hosts->size()) + " hosts; a cluster has at most " +
+          std::to_string(kMaxContainers) +
+          " nodes (the admin pool has a container on each)");
+    }
     config_.hosts_ = std::move(*hosts);
   }
   if (config_.node_id_ > config_.hosts_.size()) {

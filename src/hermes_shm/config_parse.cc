@@ -331,6 +331,8 @@ StatusOr<std::vector<std::string>> ConfigParse::ExpandHostPattern(
     return Status::InvalidArgument("invalid host pattern '" + p + "': " + why);
   };
   if (p.empty()) return fail("empty pattern");
+  // No host name does; ssh and pdsh would take it for an option.
+  if (p[0] == '-') return fail("a host name cannot begin with '-'");
   // Each segment is a list of alternatives; a literal is a one-item segment.
   std::vector<std::vector<std::string>> segments;
   std::string literal;

@@ -87,8 +87,9 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
                                               const PoolId *fixed_id) {
   const std::string &name = spec.name;
   HSHM_RETURN_IF_ERROR(CheckPoolName(name));
-  if (spec.num_containers == 0 || spec.num_containers > 4096) {
-    return Status::InvalidArgument("a pool needs 1..4096 containers");
+  if (spec.num_containers == 0 || spec.num_containers > kMaxContainers) {
+    return Status::InvalidArgument(
+        "a pool needs 1.." + std::to_string(kMaxContainers) + " containers");
   }
   std::vector<NodeId> nodes = spec.nodes;
   if (nodes.empty()) nodes.push_back(node_id_);

@@ -110,6 +110,23 @@ TEST(ConfigTest, HostfileIsParsed) {
   s = malformed.LoadText("network:\n  hostfile: " + bad + "\n");
   EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
   unlink(bad.c_str());
+  // A host ssh would read as an option.
+  std::string dash =
+      chi_test::WriteTempFile("dashhosts", "127.0.0.1\n-oProxyCommand=x\n");
+  ConfigurationManager option;
+  s = option.LoadText("network:\n  hostfile: " + dash + "\n");
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("cannot begin with '-'"), std::string::npos) << s;
+  unlink(dash.c_str());
+  // More nodes than the admin pool has containers: the hostfile is named.
+  std::string many =
+      chi_test::WriteTempFile("manyhosts", "10.0.[0-15].[0-255]\n127.0.0.1\n");
+  ConfigurationManager too_many;
+  s = too_many.LoadText("network:\n  hostfile: " + many + "\n");
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find(many), std::string::npos) << s;
+  EXPECT_NE(s.message().find("4097 hosts"), std::string::npos) << s;
+  unlink(many.c_str());
 }
 
 // CHI_NODE_ID must name a hostfile entry; without a hostfile the only one
