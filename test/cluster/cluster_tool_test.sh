@@ -132,9 +132,18 @@ printf 'n[08-10]\nlocalhost # a comment\n' >"$tmp/hosts2"
 out=$("$tool" hosts --hostfile "$tmp/hosts2")
 [[ $out == $'node 1 n08\nnode 2 n09\nnode 3 n10\nnode 4 localhost' ]] ||
   fail "hosts: $out"
+# Refused with a clear error: range numbers awk cannot count exactly (it
+# printed n2147483647 twice), and a host ssh would take for an option.
+printf 'n[2147483647-2147483648]\n' >"$tmp/hosts3"
+out=$("$tool" hosts --hostfile "$tmp/hosts3" 2>&1) && fail "hosts3: $out"
+[[ $out == *"at most 9 digits"* ]] || fail "hosts3: $out"
+printf '127.0.0.1\n-oProxyCommand=x\n' >"$tmp/hosts4"
+out=$("$tool" hosts --hostfile "$tmp/hosts4" 2>&1) && fail "hosts4: $out"
+[[ $out == *"cannot begin with '-'"* ]] || fail "hosts4: $out"
 
-# start: three nodes, each on its own entry.
-out=$(cluster start --timeout 20)
+# start: three nodes, each on its own entry. (A leading zero is decimal:
+# bash arithmetic read 019 as a bad octal number and the script died.)
+out=$(cluster start --timeout 019)
 expect_rc 0 "$out" "start"
 out=$(cluster status)
 expect_rc 0 "$out" "status after start"
