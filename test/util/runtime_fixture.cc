@@ -40,12 +40,21 @@ int WaitPid(int pid, int timeout_ms) {
 }
 
 /** True if something accepts TCP connections on host:port. */
+/** The IPv4 address of `host`, which may be IPv4-mapped IPv6
+ * ("::ffff:127.0.0.2": the same socket address space). */
+std::string V4(const std::string &host) {
+  const std::string mapped = "::ffff:";
+  return host.compare(0, mapped.size(), mapped) == 0
+             ? host.substr(mapped.size())
+             : host;
+}
+
 bool Listening(const std::string &host, int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
-  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  inet_pton(AF_INET, V4(host).c_str(), &a.sin_addr);
   bool ok = connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
   close(fd);
   return ok;
@@ -65,7 +74,7 @@ bool PortFree(const std::string &host, int port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  inet_pton(AF_INET, V4(host).c_str(), &a.sin_addr);
   bool ok = bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
   close(fd);
   return ok;
@@ -308,7 +317,8 @@ int DeadAfterMs() {
 }
 
 LocalCluster::LocalCluster(int n, const std::string &extra_yaml,
-                           const std::string &network_yaml) {
+                           const std::string &network_yaml, bool ipv6)
+    : ipv6_(ipv6) {
   // Two consecutive ports free on every node's address: the client port
   // and the node-to-node one. (FreePort looks at 127.0.0.1 only, where
   // another test's cluster does not bind.)
@@ -321,8 +331,12 @@ LocalCluster::LocalCluster(int n, const std::string &extra_yaml,
     if (ok) break;
     port = FreePort();
   }
-  hostfile_ =
-      WriteTempFile("hosts", "127.0.0.[2-" + std::to_string(n + 1) + "]\n");
+  std::string hosts = "127.0.0.[2-" + std::to_string(n + 1) + "]\n";
+  if (ipv6_) {
+    hosts.clear();
+    for (int i = 1; i <= n; ++i) hosts += host(i) + "\n";
+  }
+  hostfile_ = WriteTempFile("hosts", hosts);
   port_ = port;
   extra_yaml_ = extra_yaml;
   network_yaml_ = network_yaml;

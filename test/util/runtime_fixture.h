@@ -95,9 +95,11 @@ class LocalCluster {
   /** Writes the hostfile and a config (small segments, fast heartbeats,
    * plus `extra_yaml`, which must not repeat the `network` or `shm` keys,
    * and `network_yaml`, more `network:` keys, each line indented by two).
-   */
+   * `ipv6`: the hostfile lists the nodes as IPv4-mapped IPv6 addresses
+   * (::ffff:127.0.0.(i+1)), so that the runtimes speak IPv6. */
   explicit LocalCluster(int n, const std::string &extra_yaml = "",
-                        const std::string &network_yaml = "");
+                        const std::string &network_yaml = "",
+                        bool ipv6 = false);
   /** Detaches the client; the runtimes are stopped by ~RuntimeProcess. */
   ~LocalCluster();
   /** Before Start: node `i` (1-based) gets `network_yaml` (more `network:`
@@ -116,7 +118,9 @@ class LocalCluster {
   /** Node `i` (1-based). */
   RuntimeProcess &node(int i) { return *nodes_[i - 1]; }
   /** The host of node `i`. */
-  std::string host(int i) const { return "127.0.0." + std::to_string(i + 1); }
+  std::string host(int i) const {
+    return (ipv6_ ? "::ffff:127.0.0." : "127.0.0.") + std::to_string(i + 1);
+  }
   /** Stops every running node cleanly; Ok if each exited with 0. */
   hshm::Status StopAll();
   /** Every node's log, for failure messages. */
@@ -129,6 +133,7 @@ class LocalCluster {
   std::unique_ptr<RuntimeProcess> MakeNode(
       int i, const std::string &node_network_yaml) const;
 
+  bool ipv6_ = false;  ///< Hosts as IPv4-mapped IPv6 addresses.
   std::string hostfile_;
   int port_ = 0;
   std::string extra_yaml_;

@@ -162,7 +162,11 @@ Status RemoteManager::Init() {
   }
   std::vector<std::string> endpoints;
   for (const std::string &h : conf.hosts_) {
-    endpoints.push_back(h + ":" + std::to_string(conf.RpcPort()));
+    // A hostfile lists IPv6 addresses bare (brackets are its ranges); an
+    // endpoint brackets them.
+    const bool v6 = h.find(':') != std::string::npos;
+    endpoints.push_back((v6 ? "[" + h + "]" : h) + ":" +
+                        std::to_string(conf.RpcPort()));
   }
   hshm::lbm::TransportOptions opt;
   opt.heartbeat_ms = conf.heartbeat_ms_;

@@ -515,6 +515,20 @@ TEST(MultiNodeTest, APeerIsCheckedAgainstItsHostfileAddress) {
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
+// A hostfile of IPv6 addresses (bare: brackets are its ranges) makes a
+// working cluster: the runtimes bracket them in their endpoints. Before, the
+// transport refused to start ("ipv6 hosts must be bracketed").
+TEST(MultiNodeTest, AnIpv6HostfileMakesACluster) {
+  chi_test::LocalCluster cluster(2, kWorkers, "", /*ipv6=*/true);
+  ASSERT_EQ(cluster.host(2), "::ffff:127.0.0.3");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok()) << cluster.Logs();
+  auto v = chi::admin::Client().Echo(7, DomainQuery::GetGlobalId(1));
+  ASSERT_TRUE(v.ok()) << v.status() << cluster.Logs();
+  EXPECT_EQ(*v, 7u);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 // Malformed network messages (bad envelopes and bad records inside good
 // ones) are dropped with a log line; the node keeps serving.
 TEST(MultiNodeTest, MalformedNetworkMessagesAreDropped) {
