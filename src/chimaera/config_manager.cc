@@ -119,6 +119,14 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(
         ReadScalar(n, "client_timeout_ms", &client_timeout_ms_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.port", port_, 1, 65534));
+    if (rpc_port_ == port_) {
+      // Both servers would bind one port: the second fails as if another
+      // process held it.
+      return Status::InvalidArgument(
+          "key 'network.rpc_port': " + std::to_string(rpc_port_) +
+          " is network.port as well; the node-to-node port must differ "
+          "(0: network.port + 1)");
+    }
     HSHM_RETURN_IF_ERROR(CheckRange("network.client_timeout_ms",
                                     client_timeout_ms_, 1, 3600000));
     HSHM_RETURN_IF_ERROR(

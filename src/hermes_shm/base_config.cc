@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <exception>
+#include <string>
+#include <vector>
 
 #include "hermes_shm/config/config_parse.h"
 
@@ -24,11 +26,18 @@ Status RunGuarded(const std::string &what, Fn &&fn) {
   }
 }
 
-/** Parses the first document of `yaml`. Returns InvalidArgument with
+/** Parses `yaml`, which holds at most one document (a second one, after
+ * `---`, would otherwise be ignored unread). Returns InvalidArgument with
  * yaml-cpp's message (line and column) on a syntax error. */
 StatusOr<YAML::Node> LoadYamlDocument(const std::string &yaml) {
   try {
-    return YAML::Load(yaml);
+    std::vector<YAML::Node> docs = YAML::LoadAll(yaml);
+    if (docs.size() > 1) {
+      return Status::InvalidArgument(
+          "the configuration holds " + std::to_string(docs.size()) +
+          " YAML documents (separated by '---'); give one");
+    }
+    return docs.empty() ? YAML::Node() : docs[0];
   } catch (const YAML::Exception &e) {
     return Status::InvalidArgument(std::string("YAML syntax error: ") +
                                    e.what());
@@ -97,6 +106,7 @@ Status BaseConfig::CheckKeys(const YAML::Node &node,
     return Status::InvalidArgument("expected a map in " + where + ", got " +
                                    Describe(node));
   }
+  std::vector<std::string> seen;  // a few keys: a scan beats a set
   for (const auto &entry : node) {
     const YAML::Node &key = entry.first;
     if (!key.IsScalar()) {
@@ -107,6 +117,12 @@ Status BaseConfig::CheckKeys(const YAML::Node &node,
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
       return Status::InvalidArgument("unknown key '" + name + "' in " + where);
     }
+    // yaml-cpp keeps both and a lookup finds the first: say so instead.
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+      return Status::InvalidArgument("key '" + name + "' given twice in " +
+                                     where);
+    }
+    seen.push_back(name);
   }
   return Status::Ok();
 }

@@ -67,6 +67,9 @@ TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("network:\n  port: 70000\n", "port");
   ExpectError("network:\n  check_peer_address: maybe\n", "check_peer_address");
   ExpectError("network:\n  max_message_bytes: 4m\n", "max_message_bytes");
+  ExpectError("network:\n  port: 9600\n  rpc_port: 9600\n",
+              "network.rpc_port': 9600 is network.port as well");
+  ExpectError("network:\n  port: 9600\n  port: 9601\n", "given twice");
   ExpectError("queue:\n  depth: [1, 2]\n", "depth");
   ExpectError("workers: [\n", "YAML");
 }

@@ -245,6 +245,22 @@ TEST(BaseConfigTest, UnknownKeysRejected) {
   ExpectInvalid(cfg.LoadText("? [a, b]\n: 1\n"), "unknown key");
 }
 
+// A key given twice is an error, not the first one silently (yaml-cpp
+// keeps both and a lookup finds the first); so is a second YAML document,
+// which was ignored unread.
+TEST(BaseConfigTest, RepeatedKeysAndDocumentsRejected) {
+  TestConfig cfg;
+  ExpectInvalid(cfg.LoadText("port: 9000\nport: 9001\n"),
+                "key 'port' given twice in test config");
+  ExpectInvalid(cfg.LoadText("server:\n  threads: 2\n  threads: 3\n"),
+                "key 'threads' given twice in server");
+  ExpectInvalid(cfg.LoadText("port: 9000\n---\nport: [1]\n"),
+                "2 YAML documents");
+  // One document, with or without its markers, is fine.
+  ASSERT_TRUE(cfg.LoadText("---\nport: 9002\n...\n").ok());
+  EXPECT_EQ(cfg.port_, 9002u);
+}
+
 TEST(BaseConfigTest, WrongTypesRejected) {
   struct Case {
     const char *yaml;
