@@ -1,5 +1,7 @@
 #include "chimaera/work_orchestrator.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,8 +18,39 @@
 
 namespace chi {
 
+namespace {
+/** Ok if this process may run on every CPU of `cpus` (workers.cpus); else
+ * which one it may not, and the CPUs it may. Ok too if the kernel does not
+ * say (the pinning then reports its own error). */
+Status CheckWorkerCpus(const std::vector<int> &cpus) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (cpus.empty() || sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
+    return Status::Ok();
+  }
+  for (int cpu : cpus) {
+    if (cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &allowed)) continue;
+    std::string list;
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (!CPU_ISSET(c, &allowed)) continue;
+      if (!list.empty()) list += ",";
+      list += std::to_string(c);
+      if (list.size() > 200) {
+        list += ",...";
+        break;
+      }
+    }
+    return Status::InvalidArgument(
+        "key 'workers.cpus': this process may not run on CPU " +
+        std::to_string(cpu) + " (it may run on " + list + ")");
+  }
+  return Status::Ok();
+}
+}  // namespace
+
 Status WorkOrchestrator::Init() {
   const ServerConfig &conf = CHI_CONFIG_MANAGER->config();
+  HSHM_RETURN_IF_ERROR(CheckWorkerCpus(conf.worker_cpus_));
   num_ll_ = conf.num_low_latency_;
   num_hl_ = conf.num_high_latency_;
   WorkerShared *shared = CHI_IPC->workers();

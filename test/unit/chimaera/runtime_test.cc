@@ -235,6 +235,17 @@ TEST(RuntimeTest, BadConfigurationStopsStartWithAClearMessage) {
                        "/nonexistent/chimaera.yaml", &out),
             1);
   EXPECT_NE(out.find("/nonexistent/chimaera.yaml"), std::string::npos) << out;
+  // A CPU this process may not run on stops the start (before, each worker
+  // logged an unnamed pthread_setaffinity_np error and ran unpinned).
+  RuntimeProcess cpus("workers:\n  cpus: [100000]\n");
+  EXPECT_EQ(
+      RunProgram({Bin("chimaera_start_runtime")}, cpus.config_path(), &out), 1);
+  EXPECT_NE(out.find("'workers.cpus': this process may not run on CPU 100000"),
+            std::string::npos)
+      << out;
+  for (const char *seg : {"main", "client_data", "runtime_data"}) {
+    EXPECT_FALSE(hipc::PosixShmMmap::Exists(cpus.SegmentName(seg))) << seg;
+  }
   unlink(bad.c_str());
   unlink(unknown.c_str());
 }
