@@ -160,6 +160,11 @@ class TraceManager {
   /** Writes DumpJson() to `path` (via a temporary file renamed into place).
    * Any thread. */
   Status WriteFile(const std::string &path);
+  /** Ok if a trace can be written at `path` (trace.output; empty: none):
+   * its directory exists and this process may create files there, and it
+   * is not a directory. Checked at start, so that a bad path is not found
+   * only when the trace is lost at exit. */
+  static Status CheckOutput(const std::string &path);
   /** At shutdown, after the workers stopped and before the pools are
    * destroyed: writes the trace to trace.output if that is set (and tracing
    * was ever on). Errors are printed. The main thread. */

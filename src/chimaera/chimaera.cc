@@ -41,6 +41,8 @@ Status Chimaera::ServerInit() {
   HSHM_RETURN_IF_ERROR(CHI_CONFIG_MANAGER->Load());
   // Before anything starts: a bad key file stops the runtime here.
   HSHM_RETURN_IF_ERROR(CHI_CONFIG_MANAGER->LoadCurveKeys());
+  HSHM_RETURN_IF_ERROR(
+      TraceManager::CheckOutput(CHI_CONFIG_MANAGER->config().trace_output_));
   Status s = CHI_IPC->ServerInit();
   if (!s.ok()) {
     CHI_IPC->Finalize();

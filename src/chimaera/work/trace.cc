@@ -1,11 +1,14 @@
 // Trace rings and their Chrome trace-event JSON (see chimaera/trace.h).
 #include "chimaera/trace.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <unordered_map>
 
@@ -447,6 +450,26 @@ Status TraceManager::WriteFile(const std::string &path) {
   if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
     remove(tmp.c_str());
     return Status::Internal("cannot write " + path);
+  }
+  return Status::Ok();
+}
+
+Status TraceManager::CheckOutput(const std::string &path) {
+  if (path.empty()) return Status::Ok();
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? std::string(".")
+                          : slash == 0               ? std::string("/")
+                                                     : path.substr(0, slash);
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return Status::InvalidArgument("key 'trace.output': " + path +
+                                   " is a directory");
+  }
+  if (access(dir.c_str(), W_OK | X_OK) != 0) {
+    return Status::InvalidArgument(
+        "key 'trace.output': cannot write a file "
+        "in " +
+        dir + " (" + std::strerror(errno) + ")");
   }
   return Status::Ok();
 }

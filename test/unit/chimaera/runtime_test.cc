@@ -246,6 +246,15 @@ TEST(RuntimeTest, BadConfigurationStopsStartWithAClearMessage) {
   for (const char *seg : {"main", "client_data", "runtime_data"}) {
     EXPECT_FALSE(hipc::PosixShmMmap::Exists(cpus.SegmentName(seg))) << seg;
   }
+  // A trace output nobody can write is said at start, not at exit (when
+  // the trace was lost).
+  RuntimeProcess trace("trace:\n  output: /nonexistent/dir/t.json\n");
+  EXPECT_EQ(
+      RunProgram({Bin("chimaera_start_runtime")}, trace.config_path(), &out),
+      1);
+  EXPECT_NE(out.find("'trace.output': cannot write a file in /nonexistent/dir"),
+            std::string::npos)
+      << out;
   unlink(bad.c_str());
   unlink(unknown.c_str());
 }
