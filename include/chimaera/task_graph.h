@@ -154,7 +154,10 @@ class TaskGroup {
   /** Allocates the shared counter; status() says whether that worked. */
   TaskGroup();
   /** Frees the counter. REQUIRES: Wait returned true, or every member
-   * still pending was abandoned (their completion then finds no group). */
+   * still pending was abandoned (their completion then finds no group).
+   * While a member is still to be counted, the counter's block stays
+   * allocated (until this process exits), so that no later group is made
+   * in it for that member's late count to reach. */
   ~TaskGroup();
   TaskGroup(const TaskGroup &) = delete;
   TaskGroup &operator=(const TaskGroup &) = delete;
@@ -167,6 +170,8 @@ class TaskGroup {
   Status Add(Task *task);
   /** Members not yet complete. */
   u32 pending() const;
+  /** The counter's block in `main` (null if it could not be allocated). */
+  hipc::Pointer block() const { return shm_.shm_; }
   /** Waits (with the thread's WaitPolicy) until every member completed:
    * true. False when `timeout_us` passed first, or when the runtime died
    * (its process gone, or its heartbeat silent past

@@ -240,10 +240,15 @@ TaskGroup::TaskGroup() {
 }
 
 TaskGroup::~TaskGroup() {
-  if (!shm_.IsNull()) {
-    shm_->magic_ = 0;  // a late member's count-down finds no group
-    (void)CHI_IPC->main_alloc()->DelObj(HSHM_MCTX, shm_);
-  }
+  if (shm_.IsNull()) return;
+  shm_->magic_ = 0;  // a late member's count-down finds no group
+  // A worker that checked the group's magic and generation just before may
+  // still add its count: were the block freed, the next group made in it
+  // (the thread cache hands it out at once) could take that count and
+  // return early. Kept, the block takes it harmlessly; the reaper frees it
+  // when this process exits. Only after a wait that gave up.
+  if (pending() != 0) return;
+  (void)CHI_IPC->main_alloc()->DelObj(HSHM_MCTX, shm_);
 }
 
 Status TaskGroup::Add(Task *task) {

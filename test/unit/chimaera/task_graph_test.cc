@@ -137,9 +137,10 @@ TEST_F(TaskGraphTest, AReusedGroupWakesItsSleepingWaiterEachRound) {
 }
 
 // A group destroyed while an abandoned member still runs (allowed): that
-// member's late count does not reach the next group, which the thread's
-// allocator makes in the same block at once. Before, it did, and the next
-// group's wait returned while its own member still ran.
+// member's late count does not reach the next group. (Once the thread's
+// allocator made that group in the same block, and its wait returned while
+// its own member still ran; the generation check stopped that, and now the
+// block is kept as well: AGroupWithAMemberStillToCountKeepsItsBlock.)
 TEST_F(TaskGraphTest, AnAbandonedMembersLateCountMissesTheNextGroup) {
   {
     chi::TaskGroup first;
@@ -158,6 +159,36 @@ TEST_F(TaskGraphTest, AnAbandonedMembersLateCountMissesTheNextGroup) {
   ASSERT_TRUE(next.WaitFor(10000000));
   EXPECT_TRUE(u->IsComplete());
   CHI_IPC->DelTask(u);
+}
+
+// A group destroyed while a member is still to be counted keeps its block,
+// so no later group is made there: a worker that checked the group just
+// before its destruction could still count into the block. A group whose
+// members were all counted frees its block.
+TEST_F(TaskGraphTest, AGroupWithAMemberStillToCountKeepsItsBlock) {
+  hipc::Pointer kept;
+  {
+    chi::TaskGroup first;
+    kept = first.block();
+    auto t = NewWhere(pool_, 300000, 0);
+    ASSERT_TRUE(first.Add(t.ptr_).ok());
+    chi::Submit(t);
+    CHI_IPC->AbandonTask(t);  // the runtime frees it when it ends
+  }
+  EXPECT_GT(CHI_IPC->main_alloc()->LiveBlockSize(kept), 0u);
+  chi::TaskGroup next;
+  EXPECT_FALSE(next.block() == kept);
+  hipc::Pointer freed;
+  {
+    chi::TaskGroup all_done;
+    freed = all_done.block();
+    auto u = NewWhere(pool_, 0, 1);
+    ASSERT_TRUE(all_done.Add(u.ptr_).ok());
+    chi::Submit(u);
+    ASSERT_TRUE(all_done.WaitFor(10000000));
+    CHI_IPC->DelTask(u);
+  }
+  EXPECT_EQ(CHI_IPC->main_alloc()->LiveBlockSize(freed), 0u);
 }
 
 TEST_F(TaskGraphTest, FailedMembersStillCountDown) {
