@@ -46,6 +46,9 @@ class ModuleManager {
     std::string bin_to_lib;   ///< Install bin -> lib relative path ("../lib").
     std::string build_tree;   ///< The build tree this library was built in.
     std::string build_module_dir;  ///< Where the build tree's ChiMods sit.
+    /** The configured install prefix: a program installed there counts as
+     * installed even when the prefix lies inside the build tree. */
+    std::string install_prefix;
   };
   /** Records the directories to search, in the order SearchPaths gives. */
   void Init(const std::vector<std::string> &config_paths);
@@ -54,7 +57,8 @@ class ModuleManager {
    * directories (the runtime library's own directory and bin_to_lib beside
    * the executable, when they exist), and last the build tree's module
    * directory, only when the executable or the runtime library lies inside
-   * that build tree (an installed runtime never searches it). Duplicates are
+   * that build tree and neither lies under the install prefix (an installed
+   * runtime never searches it). Duplicates are
    * dropped. Pure: touches the file system only to test directories. */
   static std::vector<std::string> SearchPaths(
       const std::vector<std::string> &config_paths, const char *env_list,

@@ -78,7 +78,10 @@ std::vector<std::string> ModuleManager::SearchPaths(
   }
   // The build tree's modules only for a program running from the build tree.
   std::string tree = Canonical(origin.build_tree);
-  if (!origin.build_module_dir.empty() &&
+  std::string prefix = Canonical(origin.install_prefix);
+  const bool installed =
+      !prefix.empty() && (IsUnder(exe, prefix) || IsUnder(lib, prefix));
+  if (!origin.build_module_dir.empty() && !installed &&
       (IsUnder(exe, tree) || IsUnder(lib, tree))) {
     add(origin.build_module_dir);
   }
@@ -102,6 +105,9 @@ ModuleManager::Origin ModuleManager::CurrentOrigin() {
 #endif
 #ifdef CHIMAERA_BUILD_MODULE_DIR
   o.build_module_dir = CHIMAERA_BUILD_MODULE_DIR;
+#endif
+#ifdef CHIMAERA_INSTALL_PREFIX
+  o.install_prefix = CHIMAERA_INSTALL_PREFIX;
 #endif
   return o;
 }

@@ -57,6 +57,27 @@ TEST_F(ModulePathTest, InstalledRuntimeSearchesConfigEnvThenItsLibNeverBuild) {
   EXPECT_EQ(paths, want);
 }
 
+// An install prefix inside the build tree (scripts/build.sh's default,
+// <build>/install) is still an install: the build tree's modules are not
+// searched.
+TEST_F(ModulePathTest, AnInstallInsideTheBuildTreeNeverSearchesTheBuild) {
+  ASSERT_EQ(mkdir((root_ + "/build/install").c_str(), 0700), 0);
+  ASSERT_EQ(mkdir((root_ + "/build/install/bin").c_str(), 0700), 0);
+  ASSERT_EQ(mkdir((root_ + "/build/install/lib").c_str(), 0700), 0);
+  auto o =
+      Origin("/build/install/bin/chimaera_start_runtime", "/build/install/lib");
+  o.install_prefix = root_ + "/build/install";
+  auto paths = ModuleManager::SearchPaths({}, nullptr, o);
+  std::vector<std::string> want = {root_ + "/build/install/lib"};
+  EXPECT_EQ(paths, want);
+  // The build tree's own programs still search it.
+  o = Origin("/build/bin/chimaera_start_runtime", "/build/bin");
+  o.install_prefix = root_ + "/build/install";
+  paths = ModuleManager::SearchPaths({}, nullptr, o);
+  want = {root_ + "/build/bin", root_ + "/build/mods"};
+  EXPECT_EQ(paths, want);
+}
+
 TEST_F(ModulePathTest, ExecutableLibDirIsFoundWithoutTheRuntimeLibrary) {
   // A runtime library found elsewhere (e.g. a copied program): the
   // directory beside the executable's bin/ still comes before the build.
