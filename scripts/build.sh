@@ -4,8 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
+case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$PWD/$BUILD_DIR" ;; esac
 GEN=()
-command -v ninja >/dev/null && GEN=(-G Ninja)
+# A generator only for a new build directory: CMake refuses to change the
+# one an existing directory was configured with.
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] && command -v ninja >/dev/null; then
+  GEN=(-G Ninja)
+fi
 cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-Release} \
-  -DCHIMAERA_ENABLE_CMAKE_DOTENV=ON -DCMAKE_INSTALL_PREFIX="$PWD/$BUILD_DIR/install" "$@"
+  -DCHIMAERA_ENABLE_CMAKE_DOTENV=ON -DCMAKE_INSTALL_PREFIX="$BUILD_DIR/install" "$@"
 cmake --build "$BUILD_DIR" -j "$(nproc)"

@@ -20,8 +20,12 @@ build=build-fuzz
 
 bash scripts/install_deps.sh
 GEN=()
-command -v ninja >/dev/null && GEN=(-G Ninja)
+# A generator only for a new build directory (CMake keeps the first one).
+if [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null; then
+  GEN=(-G Ninja)
+fi
 cmake -S . -B "$build" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCHIMAERA_ENABLE_CMAKE_DOTENV=ON \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
   -DCHIMAERA_FUZZ=ON -DCHIMAERA_BUILD_TESTS=OFF \
   -DCHIMAERA_BUILD_BENCHMARKS=OFF -DCHIMAERA_BUILD_CHIMODS=OFF >/dev/null

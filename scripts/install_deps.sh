@@ -17,8 +17,17 @@ PKGS=(
   python3-dev pybind11-dev
 )
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+# As root, apt-get itself; otherwise through sudo, which a fresh Debian may
+# not have (and which resets the environment: DEBIAN_FRONTEND goes through
+# env).
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null; then
+    echo "install_deps: run as root (or install sudo): packages are missing" >&2
+    NEED_SUDO=1
+  fi
+  SUDO=(sudo)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -30,6 +39,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 echo "install_deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ -n "${NEED_SUDO:-}" ]; then exit 1; fi
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -49,6 +49,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # exits through cleanup (its timeout sends TERM)
 
 fail() {
   local f
