@@ -83,6 +83,28 @@ TEST(RemoteDataTest, LargeEchoesToAnotherNodeAreExactAndFreed) {
 // and their buffers freed at once. Node 2 runs six 4 MiB echoes for node 1
 // after node 1 stopped (they wait behind a long Compute there); a client
 // of node 2 must then still get 20 of its 32 MiB client_data.
+// A StencilRun sent to another node is refused there: that node could not
+// tell when its submitter gives up, and would run all its steps.
+TEST(RemoteDataTest, AStencilRunOnAnotherNodeIsRefused) {
+  chi_test::LocalCluster cluster(2, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("remote_stencil", 2).ok());
+  auto remote =
+      sm.StencilRun(1, 1u << 20, 20000ull, chi::DomainQuery::GetGlobalId(1));
+  ASSERT_FALSE(remote.ok());
+  EXPECT_EQ(remote.status().code(), hshm::StatusCode::kInvalidArgument)
+      << remote.status();
+  EXPECT_NE(remote.status().message().find("could not be stopped"),
+            std::string::npos)
+      << remote.status();
+  // Its own node's container still runs one.
+  auto local = sm.StencilRun(2, 3, 10ull, chi::DomainQuery::GetGlobalId(0));
+  ASSERT_TRUE(local.ok()) << local.status() << cluster.Logs();
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 TEST(RemoteDataTest, AStalledRequesterCannotPinTheRepliersSegments) {
   constexpr hshm::u64 kSize = 4 << 20;
   constexpr int kEchoes = 6;

@@ -181,6 +181,27 @@ TEST_F(SmallMessageTest, AnAbandonedStencilRunStops) {
   EXPECT_TRUE(client.Noop().ok());
 }
 
+// A fire-and-forget StencilRun is refused: nothing could stop it (its
+// submitter never gives up on it). Before, 2^20 steps ran to their end.
+TEST_F(SmallMessageTest, AFireAndForgetStencilRunIsRefused) {
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_fnf_stencil", 1).ok());
+  auto t = client.NewTask<chi::small_message::StencilRunTask>(1u, 1u << 20,
+                                                              20000ull);
+  ASSERT_FALSE(t.IsNull());
+  const hipc::Pointer block = t.shm_;
+  t->SetFireAndForget();
+  chi::Submit(t);  // the runtime frees it
+  // Refused at once, it is freed at once; a run would hold it for seconds.
+  bool freed = false;
+  for (int i = 0; i < 200 && !freed; ++i) {
+    freed = CHI_IPC->main_alloc()->LiveBlockSize(block) == 0;
+    if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(freed) << "the fire-and-forget StencilRun is running";
+  EXPECT_TRUE(client.Noop().ok());
+}
+
 // Within a wide step too: the points not waited for yet are abandoned (the
 // queued ones dropped unrun) and no later wave starts. Before, the step ran
 // to its end: 3000 points of about 3 ms each on the one worker, 9 s.

@@ -97,10 +97,21 @@ class Runtime : public Module<Runtime, SmallMessage> {
    * meanwhile), adds their results to checksum_ and frees them. Stops at the
    * first failed subtask and takes its status, or once its submitter gave
    * up on it (Aborted); the subtasks not waited for then are abandoned. Errors:
-   * InvalidArgument (width_ or steps_ too large), OutOfMemory (no room for a
+   * InvalidArgument (width_ or steps_ too large; a run sent from another
+   * node, broadcast or fire-and-forget), OutOfMemory (no room for a
    * subtask in `main`), Aborted, or a subtask's. Workers call it. */
   void Run(StencilRunTask *task, RunContext &rctx) {
     task->checksum_ = 0;
+    // It stops only when its submitter gives up, which the runtime sees for
+    // a client of this node that waits: a run from another node, one part
+    // of a broadcast or a fire-and-forget run could never be stopped.
+    if (rctx.origin_ != TaskOrigin::kShm || task->IsFireAndForget()) {
+      task->SetStatus(Status::InvalidArgument(
+          "StencilRun runs only for a submitter on the node of its "
+          "container that waits for it (a remote, broadcast or "
+          "fire-and-forget run could not be stopped)"));
+      return;
+    }
     const u32 width = task->width_;
     if (task->iters_ > kMaxComputeIters) {
       task->SetStatus(Status::InvalidArgument("StencilRun: at most " +
