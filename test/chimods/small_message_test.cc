@@ -181,6 +181,31 @@ TEST_F(SmallMessageTest, AnAbandonedStencilRunStops) {
   EXPECT_TRUE(client.Noop().ok());
 }
 
+// Echo frees its input when `main` has no room for its task. Before, each
+// such call left its input buffer allocated until the client exited.
+TEST_F(SmallMessageTest, AnEchoThatCannotBeSentFreesItsInput) {
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_main_full", 1).ok());
+  std::vector<chi::FullPtr<chi::small_message::NoopTask>> hog;
+  for (;;) {
+    auto t = client.NewTask<chi::small_message::NoopTask>();
+    if (t.IsNull()) break;
+    hog.push_back(t);
+  }
+  ASSERT_FALSE(hog.empty());
+  const hshm::i64 before = CHI_IPC->cdata_alloc()->GetBytesInUse();
+  for (int i = 0; i < 1000; ++i) {
+    auto r = client.Echo(std::string(1000, 'x'));
+    ASSERT_EQ(r.status().code(), StatusCode::kOutOfMemory) << r.status();
+  }
+  // 1000 leaked inputs would be about 1 MB; a thread cache holds a few.
+  EXPECT_LT(CHI_IPC->cdata_alloc()->GetBytesInUse() - before, 64 << 10);
+  for (auto &t : hog) CHI_IPC->DelTask(t);
+  auto ok = client.Echo("abc");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, "abc");
+}
+
 // A fire-and-forget StencilRun is refused: nothing could stop it (its
 // submitter never gives up on it). Before, 2^20 steps ran to their end.
 TEST_F(SmallMessageTest, AFireAndForgetStencilRunIsRefused) {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "chimaera/client_util.h"
 #include "small_message/small_message_tasks.h"
 
 namespace chi::small_message {
@@ -48,16 +49,17 @@ class Client : public ModuleClient<SmallMessage> {
       if (buf.IsNull()) return Status::OutOfMemory("data segment is full");
       std::memcpy(buf.ptr_, data.data(), data.size());
     }
-    Future<EchoTask> f = Call<EchoTask>(dom, buf.shm_, u64{data.size()});
-    Status s = f.status();
+    // The task owns the input: freed with it, also when it is abandoned
+    // (the runtime may still read it) or could not be allocated.
     std::string out;
-    if (s.ok() && f->ret_size_ != 0) {
-      const char *ret = CHI_IPC->DataBuffer(f->ret_, f->ret_size_);
-      if (ret) out.assign(ret, f->ret_size_);
-    }
-    // The input must outlive the task: a timed-out one is abandoned, and
-    // the runtime may still read it, so its buffer is leaked, not freed.
-    if (f.done()) (void)CHI_IPC->FreeBuffer(buf.shm_);
+    Status s = WaitAndFree(
+        SubmitOwningInputs(NewTask<EchoTask>(dom, buf.shm_, u64{data.size()}),
+                           {buf.shm_}),
+        [&](EchoTask *t) {
+          const char *ret = CHI_IPC->DataBuffer(t->ret_, t->ret_size_);
+          if (ret) out.assign(ret, t->ret_size_);
+          (void)CHI_IPC->FreeBuffer(t->ret_);
+        });
     if (!s.ok()) return s;
     return out;
   }
