@@ -110,8 +110,16 @@ TEST_F(CompressorTest, CorruptInputFailsAndRuntimeKeepsServing) {
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
     // Garbage larger than the copy buffer a worker keeps (8 MiB): copied
     // into a buffer of its own, and refused.
-    r = client.Decompress(algo, RandomBytes(9 << 20, 23), data.size());
+    r = client.Decompress(algo, RandomBytes((8 << 20) + (64 << 10), 23),
+                          data.size());
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    // An input larger than any codec makes of the per-request limit (a
+    // quarter of client_data, 8 MiB here) is refused before it is copied.
+    r = client.Decompress(algo, RandomBytes(9 << 20, 24), data.size());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    EXPECT_NE(r.status().message().find("input of 9437184 bytes"),
+              std::string::npos)
+        << r.status();
     // The runtime still serves good requests.
     RoundTrip(client, algo, data);
   }

@@ -274,6 +274,17 @@ class Runtime : public Module<Runtime, Compressor> {
           " bytes (a quarter of client_data)"));
       return;
     }
+    // So is the input, which is copied into this process's heap below: no
+    // codec makes more than this of `cap` bytes (both bounds are under
+    // cap + cap / 255 + 64 KiB).
+    const u64 in_cap = cap + cap / 128 + (u64{1} << 16);
+    if (task->size_ > in_cap) {
+      task->SetStatus(Status::InvalidArgument(
+          "Decompress: input of " + std::to_string(task->size_) +
+          " bytes is over the per-request limit of " + std::to_string(in_cap) +
+          " bytes (what a quarter of client_data compresses to at worst)"));
+      return;
+    }
     // Every client can write the data segments, so the input may change
     // while a decoder reads it, and a decoder checks what it reads once,
     // not bytes that change under it. It reads a private copy.
