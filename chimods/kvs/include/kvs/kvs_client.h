@@ -170,31 +170,36 @@ class Client : public ModuleClient<Kvs> {
     if (num_containers_ == 0) {
       return Status::InvalidArgument("kvs client: Create() first");
     }
-    FullPtr<char> buf;
-    HSHM_RETURN_IF_ERROR(CopyIn(key, "", &buf));
-    // One task per container, all in flight at once.
+    // One task per container, all in flight at once, each owning its copy
+    // of the key: freed with it, also when it is abandoned (the runtime may
+    // still read it then) or could not be allocated.
     std::vector<FullPtr<ScanTask>> tasks;
     tasks.reserve(num_containers_);
+    Status first_error;
     for (u32 i = 0; i < num_containers_; ++i) {
-      tasks.push_back(AsyncScanContainer(i, buf, key.size(), mode, max_count));
+      FullPtr<char> buf;
+      Status copied = CopyIn(key, "", &buf);
+      if (!copied.ok()) {
+        if (first_error.ok()) first_error = copied;
+        tasks.emplace_back();  // a null task: OutOfMemory below
+        continue;
+      }
+      tasks.push_back(SubmitOwningInputs(
+          NewTask<ScanTask>(DomainQuery::GetGlobalId(i), buf.shm_,
+                            u64{key.size()}, mode, max_count),
+          {buf.shm_}));
     }
     std::vector<std::string> keys;
-    Status first_error;
-    bool abandoned = false;  // any of them: the key buffer stays
     for (auto &t : tasks) {
-      Status s = WaitAndFree(
-          t,
-          [&](ScanTask *st) {
-            FullPtr<char> out(st->keys_);
-            if (!ParseKeys(out.ptr_, st->keys_size_, st->count_, &keys)) {
-              first_error = Status::Internal("kvs: malformed Scan reply");
-            }
-            (void)CHI_IPC->FreeBuffer(st->keys_);
-          },
-          &abandoned);
+      Status s = WaitAndFree(t, [&](ScanTask *st) {
+        FullPtr<char> out(st->keys_);
+        if (!ParseKeys(out.ptr_, st->keys_size_, st->count_, &keys)) {
+          first_error = Status::Internal("kvs: malformed Scan reply");
+        }
+        (void)CHI_IPC->FreeBuffer(st->keys_);
+      });
       if (!s.ok() && first_error.ok()) first_error = s;
     }
-    if (!abandoned) (void)CHI_IPC->FreeBuffer(buf.shm_);
     if (!first_error.ok()) return first_error;
     // Each container sent its smallest matches, so the pool's smallest
     // max_count matches are among them.
