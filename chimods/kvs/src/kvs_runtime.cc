@@ -128,22 +128,46 @@ class Runtime : public Module<Runtime, Kvs> {
     Status s = KeyBytes(task->key_, task->key_size_, false, &key);
     if (!s.ok()) return task->SetStatus(s);
     std::string k(key, task->key_size_);
-    std::shared_lock<hshm::WriterFirstRwLock> lock(mu_);
-    auto it = index_.find(k);
-    if (it == index_.end()) {
-      return task->SetStatus(Status::NotFound("kvs: no such key"));
+    // The output buffer is allocated outside the lock: an allocation may
+    // wait on client_data's heap lock (which a client may hold), and a
+    // writer queued behind this reader would then hold up every worker
+    // that touches the container. The value may change meanwhile: then
+    // the lookup is made again with a buffer of its new size (after
+    // kGetTries of those, under the lock, as a Put may keep changing it).
+    constexpr int kGetTries = 8;
+    FullPtr<char> out;
+    u64 have = 0;  // bytes `out` holds
+    u64 size = 0;  // the value's size when it was copied
+    for (int tries = 1;; ++tries) {
+      std::shared_lock<hshm::WriterFirstRwLock> lock(mu_);
+      auto it = index_.find(k);
+      if (it == index_.end()) {
+        lock.unlock();
+        (void)CHI_IPC->FreeBuffer(out.shm_);
+        return task->SetStatus(Status::NotFound("kvs: no such key"));
+      }
+      const Value v = it->second;
+      if (v.size != have || (v.size != 0 && out.IsNull())) {
+        if (tries < kGetTries) lock.unlock();
+        (void)CHI_IPC->FreeBuffer(out.shm_);
+        out = v.size ? CHI_IPC->AllocateClientBuffer(v.size) : FullPtr<char>();
+        have = v.size;
+        if (v.size != 0 && out.IsNull()) {
+          if (lock.owns_lock()) lock.unlock();
+          return task->SetStatus(
+              Status::OutOfMemory("kvs: client_data has no room for a " +
+                                  std::to_string(v.size) + "-byte value"));
+        }
+        if (!lock.owns_lock()) continue;  // look again
+      }
+      if (v.size != 0)
+        std::memcpy(out.ptr_, FullPtr<char>(v.data).ptr_, v.size);
+      size = v.size;
+      break;
     }
-    const Value &v = it->second;
-    if (v.size == 0) return;
-    FullPtr<char> out = CHI_IPC->AllocateClientBuffer(v.size);
-    if (out.IsNull()) {
-      return task->SetStatus(
-          Status::OutOfMemory("kvs: client_data has no room for a " +
-                              std::to_string(v.size) + "-byte value"));
-    }
-    std::memcpy(out.ptr_, FullPtr<char>(v.data).ptr_, v.size);
+    if (size == 0) return;
     task->value_ = out.shm_;
-    task->value_size_ = v.size;
+    task->value_size_ = size;
   }
 
   /** Removes the key and frees its value. NotFound if absent. Workers call
@@ -186,36 +210,36 @@ class Runtime : public Module<Runtime, Kvs> {
     }
     if (task->max_count_ == 0) return;
     std::string start(key, task->key_size_);
-    std::shared_lock<hshm::WriterFirstRwLock> lock(mu_);
-    // Matching keys are contiguous from lower_bound(start) in both modes.
-    std::vector<const std::string *> hits;
-    u64 bytes = 0;
-    for (auto it = index_.lower_bound(start);
-         it != index_.end() && hits.size() < task->max_count_; ++it) {
-      if (mode == ScanMode::kPrefix &&
-          it->first.compare(0, start.size(), start) != 0) {
-        break;
+    // The reply is built in private memory under the lock and copied into
+    // client_data after it (see Get: no allocation under the lock).
+    std::string reply;
+    u32 count = 0;
+    {
+      std::shared_lock<hshm::WriterFirstRwLock> lock(mu_);
+      // Matching keys are contiguous from lower_bound(start) in both modes.
+      for (auto it = index_.lower_bound(start);
+           it != index_.end() && count < task->max_count_; ++it) {
+        if (mode == ScanMode::kPrefix &&
+            it->first.compare(0, start.size(), start) != 0) {
+          break;
+        }
+        u32 len = static_cast<u32>(it->first.size());
+        reply.append(reinterpret_cast<const char *>(&len), sizeof(len));
+        reply.append(it->first);
+        ++count;
       }
-      hits.push_back(&it->first);
-      bytes += sizeof(u32) + it->first.size();
     }
-    if (hits.empty()) return;
-    FullPtr<char> out = CHI_IPC->AllocateClientBuffer(bytes);
+    if (count == 0) return;
+    FullPtr<char> out = CHI_IPC->AllocateClientBuffer(reply.size());
     if (out.IsNull()) {
       return task->SetStatus(
           Status::OutOfMemory("kvs: client_data has no room for " +
-                              std::to_string(bytes) + " bytes of keys"));
+                              std::to_string(reply.size()) + " bytes of keys"));
     }
-    char *p = out.ptr_;
-    for (const std::string *k : hits) {
-      u32 len = static_cast<u32>(k->size());
-      std::memcpy(p, &len, sizeof(len));
-      std::memcpy(p + sizeof(len), k->data(), len);
-      p += sizeof(len) + len;
-    }
+    std::memcpy(out.ptr_, reply.data(), reply.size());
     task->keys_ = out.shm_;
-    task->keys_size_ = bytes;
-    task->count_ = static_cast<u32>(hits.size());
+    task->keys_size_ = reply.size();
+    task->count_ = count;
   }
 
   /** Migration: every pair as [u32 key size][key][u64 value size][value].
