@@ -118,6 +118,9 @@ class RunContext {
   GroupRef group_;
   /** kShm: predecessors that must complete before it starts. */
   std::vector<hipc::Pointer> deps_;
+  /** kShm: each predecessor's task node when first looked at, so that a
+   * block freed and reused for another task is not taken for it. */
+  std::vector<TaskNode> dep_ids_;
   u64 wait_deadline_ns_ = UINT64_MAX;  ///< Resume by then even if incomplete.
   bool done_ = false;                  ///< The method returned.
   u64 next_run_ns_ = 0;                ///< Periodic tasks: next start time.

@@ -292,12 +292,31 @@ Status LoadExt(const hipc::Pointer &p, GroupRef *group,
 /** Where a task's predecessors stand. */
 enum class DepState { kReady, kWaiting, kFailed };
 
+/** A copy of the task node in predecessor block `p` (a live block of main
+ * of at least a Task: the caller checked). Worker threads. */
+TaskNode PredecessorNode(const hipc::Pointer &p) {
+  TaskNode node;
+  const auto *t = reinterpret_cast<const Task *>(hipc::ToProcessAddress(p));
+  std::memcpy(static_cast<void *>(&node), &t->task_node_, sizeof(node));
+  return node;
+}
+
 /** Checks the predecessors of `r` (nulling, in place, those found
  * complete, so that a position still names the predecessor given); on
  * kFailed, *st says which one failed or why. Reads only atomics and
  * copies of client memory. Worker threads. */
 DepState CheckPredecessors(RunContext *r, Status *st) {
   auto &deps = r->deps_;
+  auto &ids = r->dep_ids_;
+  if (ids.size() != deps.size()) {
+    // The first look: each predecessor's identity as its block says now.
+    ids.assign(deps.size(), TaskNode());
+    for (size_t i = 0; i < deps.size(); ++i) {
+      if (CHI_IPC->main_alloc()->LiveBlockSize(deps[i]) >= sizeof(Task)) {
+        ids[i] = PredecessorNode(deps[i]);
+      }
+    }
+  }
   for (size_t i = 0; i < deps.size(); ++i) {
     const hipc::Pointer &p = deps[i];
     if (p.IsNull()) continue;  // found complete before
@@ -306,6 +325,13 @@ DepState CheckPredecessors(RunContext *r, Status *st) {
       *st = Status::InvalidArgument(
           "a predecessor is not a live task (freed before this task "
           "started?)");
+      return DepState::kFailed;
+    }
+    if (!(PredecessorNode(p) == ids[i])) {
+      *st = Status::InvalidArgument(
+          "predecessor " + std::to_string(i) +
+          " was freed before this task started (its block holds another "
+          "task now)");
       return DepState::kFailed;
     }
     auto *t = reinterpret_cast<Task *>(hipc::ToProcessAddress(p));
@@ -973,6 +999,7 @@ CHI_WORKER_HOT void Worker::FreeRunContext(RunContext *r) {
   r->waiting_group_ = nullptr;
   r->group_ = GroupRef();
   r->deps_.clear();
+  r->dep_ids_.clear();
   r->wait_deadline_ns_ = UINT64_MAX;
   r->done_ = false;
   r->trace_id_ = 0;
@@ -1165,14 +1192,16 @@ namespace {
  * completed or was freed: worth a look by CheckDeps (which validates).
  * Adds the predecessors and words looked at to *looks. Worker threads. */
 bool WaitingMoved(const RunContext *r, size_t *looks) {
-  for (const hipc::Pointer &p : r->deps_) {
+  for (size_t i = 0; i < r->deps_.size(); ++i) {
+    const hipc::Pointer &p = r->deps_[i];
     if (p.IsNull()) continue;  // found complete before
     ++*looks;
     const char *a = hipc::ToProcessAddress(p);
     if (!a || CHI_IPC->main_alloc()->LiveBlockSize(p) < sizeof(Task) ||
         (reinterpret_cast<const Task *>(a)->state_.load(
              std::memory_order_acquire) &
-         kTaskComplete)) {
+         kTaskComplete) ||
+        (i < r->dep_ids_.size() && !(PredecessorNode(p) == r->dep_ids_[i]))) {
       return true;
     }
   }

@@ -391,6 +391,34 @@ TEST_F(TaskGraphTest, PredecessorFreedWhileItsDependentWaitsFailsIt) {
   }
 }
 
+// A predecessor freed and its block reused for another task (API misuse)
+// fails the dependent once that task completes, naming the predecessor:
+// the runtime compares the block's task node with the one it first saw.
+// Before, the other task's completion started the dependent.
+TEST_F(TaskGraphTest, APredecessorsBlockReusedForAnotherTaskFailsTheDependent) {
+  auto never = NewWhere(pool_, 0);  // never sent
+  auto t = NewWhere(pool_, 0, 1);
+  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
+  chi::Submit(t);
+  EXPECT_FALSE(t->WaitFor(20000));  // it waits in the runtime
+  const hipc::Pointer block = never.shm_;
+  CHI_IPC->DelTask(never);
+  auto other = NewWhere(pool_, 0);  // the thread cache hands the block back
+  ASSERT_TRUE(other.shm_ == block) << "the block was not reused";
+  chi::Submit(other);
+  ASSERT_TRUE(other->WaitFor(2000000));
+  ASSERT_TRUE(t->WaitFor(2000000)) << "the dependent still waits";
+  EXPECT_EQ(t->GetStatus().code(), chi::StatusCode::kInvalidArgument)
+      << t->GetStatus();
+  EXPECT_NE(t->GetStatus().message().find(
+                "predecessor 0 was freed before this task started"),
+            std::string::npos)
+      << t->GetStatus();
+  EXPECT_EQ(t->worker_, ~0u);  // never ran
+  CHI_IPC->DelTask(other);
+  CHI_IPC->DelTask(t);
+}
+
 /** Runs `n` pairs (a, then b depending on a and in a group) to completion,
  * checking each; inserts the offset of each b's extension block into
  * *exts. */
