@@ -79,6 +79,12 @@ constexpr size_t kDepHeadRun = 16;
  * short (it then sees a predecessor complete sooner). */
 constexpr size_t kDepSweepChecks = 8;
 constexpr u32 kDepSweepPeriod = 8;
+/** Tasks one worker keeps waiting on predecessors at most: each holds a
+ * context, its private copy and its predecessor list (up to a few KiB) in
+ * the runtime's memory, while its submitter pays one block of `main`.
+ * More fail with ResourceExhausted. (A dependency loop keeps a few hundred
+ * waiting.) */
+constexpr size_t kMaxDepWaiting = 16384;
 /** AnyBlockedReady: predecessor (and abandonment) looks per call at most. */
 constexpr size_t kReadyLooks = 4096;
 /** Cold lanes are polled once every this many loop iterations. */
@@ -1489,6 +1495,13 @@ void Worker::AdmitShm(const hipc::Pointer &p, const char *addr) {
     Status dep_st;
     switch (CheckPredecessors(r, &dep_st)) {
       case DepState::kWaiting:
+        if (dep_wait_.size() >= kMaxDepWaiting) {
+          return Complete(
+              r, Status::ResourceExhausted("worker " + std::to_string(id_) +
+                                           " already holds " +
+                                           std::to_string(kMaxDepWaiting) +
+                                           " tasks waiting on predecessors"));
+        }
         // It has no container yet, so a destroy of its pool does not wait
         // for it: the hold keeps r->method_ (an entry of the prototype)
         // alive until it is freed.

@@ -419,6 +419,36 @@ TEST_F(TaskGraphTest, APredecessorsBlockReusedForAnotherTaskFailsTheDependent) {
   CHI_IPC->DelTask(t);
 }
 
+// A worker holds at most 16384 tasks waiting on predecessors; more fail
+// at once with ResourceExhausted (each waiting one costs the runtime a few
+// KiB of its own memory, its submitter one block of main).
+TEST_F(TaskGraphTest, AWorkerHoldsABoundedNumberOfWaitingTasks) {
+  constexpr int kLimit = 16384, kMore = 16;
+  auto never = NewWhere(pool_, 0);  // never sent
+  std::vector<chi::FullPtr<WhereTask>> waiting;
+  for (int i = 0; i < kLimit + kMore; ++i) {
+    auto t = NewWhere(pool_, 0, 0);  // all on container 0's worker
+    ASSERT_FALSE(t.IsNull()) << i;
+    ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_}).ok());
+    waiting.push_back(chi::Submit(t));
+  }
+  int refused = 0;
+  for (int i = 0; i < kLimit + kMore; ++i) {
+    if (!waiting[i]->WaitFor(i < kLimit ? 0 : 2000000)) continue;
+    EXPECT_EQ(waiting[i]->GetStatus().code(),
+              chi::StatusCode::kResourceExhausted)
+        << i << ": " << waiting[i]->GetStatus();
+    ++refused;
+  }
+  EXPECT_EQ(refused, kMore);
+  // The waiting ones fail once their predecessor is freed (not a live task).
+  CHI_IPC->DelTask(never);
+  for (auto &t : waiting) {
+    ASSERT_TRUE(t->WaitFor(20000000));
+    CHI_IPC->DelTask(t);
+  }
+}
+
 /** Runs `n` pairs (a, then b depending on a and in a group) to completion,
  * checking each; inserts the offset of each b's extension block into
  * *exts. */
