@@ -156,8 +156,9 @@ class TaskGroup {
   /** Frees the counter. REQUIRES: Wait returned true, or every member
    * still pending was abandoned (their completion then finds no group).
    * While a member is still to be counted, the counter's block stays
-   * allocated (until this process exits), so that no later group is made
-   * in it for that member's late count to reach. */
+   * allocated (until this process exits; in the runtime, until it restarts),
+   * so that no later group is made in it for that member's late count to
+   * reach. */
   ~TaskGroup();
   TaskGroup(const TaskGroup &) = delete;
   TaskGroup &operator=(const TaskGroup &) = delete;

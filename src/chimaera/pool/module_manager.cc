@@ -79,8 +79,14 @@ std::vector<std::string> ModuleManager::SearchPaths(
   // The build tree's modules only for a program running from the build tree.
   std::string tree = Canonical(origin.build_tree);
   std::string prefix = Canonical(origin.install_prefix);
-  const bool installed =
-      !prefix.empty() && (IsUnder(exe, prefix) || IsUnder(lib, prefix));
+  // Installed: under the prefix, unless the prefix holds the build tree
+  // (e.g. a prefix of $HOME) and the program is in that tree: the deeper
+  // of the two decides.
+  auto installed_at = [&](const std::string &path) {
+    return !prefix.empty() && IsUnder(path, prefix) &&
+           (!IsUnder(path, tree) || IsUnder(prefix, tree));
+  };
+  const bool installed = installed_at(exe) || installed_at(lib);
   if (!origin.build_module_dir.empty() && !installed &&
       (IsUnder(exe, tree) || IsUnder(lib, tree))) {
     add(origin.build_module_dir);

@@ -245,8 +245,10 @@ TaskGroup::~TaskGroup() {
   // A worker that checked the group's magic and generation just before may
   // still add its count: were the block freed, the next group made in it
   // (the thread cache hands it out at once) could take that count and
-  // return early. Kept, the block takes it harmlessly; the reaper frees it
-  // when this process exits. Only after a wait that gave up.
+  // return early. Kept, the block takes it harmlessly; in a client the
+  // reaper frees it when the process exits, in the runtime it stays until
+  // the runtime restarts. Only after a wait that gave up, or with a member
+  // added and never sent.
   if (pending() != 0) return;
   (void)CHI_IPC->main_alloc()->DelObj(HSHM_MCTX, shm_);
 }

@@ -76,6 +76,11 @@ TEST_F(ModulePathTest, AnInstallInsideTheBuildTreeNeverSearchesTheBuild) {
   paths = ModuleManager::SearchPaths({}, nullptr, o);
   want = {root_ + "/build/bin", root_ + "/build/mods"};
   EXPECT_EQ(paths, want);
+  // Also when the prefix holds the build tree (a prefix of $HOME with the
+  // build under it): the build tree is the deeper of the two.
+  o.install_prefix = root_;
+  paths = ModuleManager::SearchPaths({}, nullptr, o);
+  EXPECT_EQ(paths, want);
 }
 
 TEST_F(ModulePathTest, ExecutableLibDirIsFoundWithoutTheRuntimeLibrary) {
