@@ -21,13 +21,7 @@ PKGS=(
 # not have (and which resets the environment: DEBIAN_FRONTEND goes through
 # env).
 SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-  if ! command -v sudo >/dev/null; then
-    echo "install_deps: run as root (or install sudo): packages are missing" >&2
-    NEED_SUDO=1
-  fi
-  SUDO=(sudo)
-fi
+if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -39,7 +33,10 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 echo "install_deps: installing ${missing[*]}"
-if [ -n "${NEED_SUDO:-}" ]; then exit 1; fi
+if [ ${#SUDO[@]} -ne 0 ] && ! command -v sudo >/dev/null; then
+  echo "install_deps: run as root (or install sudo) to install them" >&2
+  exit 1
+fi
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y -q --no-install-recommends "${missing[@]}"
