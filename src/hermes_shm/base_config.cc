@@ -1,7 +1,10 @@
 #include "hermes_shm/config/base_config.h"
 
+#include <yaml-cpp/eventhandler.h>
+
 #include <algorithm>
 #include <exception>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,18 +29,57 @@ Status RunGuarded(const std::string &what, Fn &&fn) {
   }
 }
 
-/** Parses `yaml`, which holds at most one document (a second one, after
- * `---`, would otherwise be ignored unread). Returns InvalidArgument with
- * yaml-cpp's message (line and column) on a syntax error. */
+/** Counts the documents of a YAML stream that hold a node (an empty one,
+ * such as after a final `---`, does not count). */
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  int with_content = 0;
+  void OnDocumentStart(const YAML::Mark &) override { seen_node_ = false; }
+  void OnDocumentEnd() override { with_content += seen_node_ ? 1 : 0; }
+  void OnNull(const YAML::Mark &, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark &, YAML::anchor_t) override {
+    seen_node_ = true;
+  }
+  void OnScalar(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                const std::string &) override {
+    seen_node_ = true;
+  }
+  void OnSequenceStart(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    seen_node_ = true;
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    seen_node_ = true;
+  }
+  void OnMapEnd() override {}
+
+ private:
+  bool seen_node_ = false;
+};
+
+/** Parses the first document of `yaml`, which must hold no second one with
+ * content (after `---`; it would otherwise be ignored unread). Returns
+ * InvalidArgument with yaml-cpp's message (line and column) on a syntax
+ * error. */
 StatusOr<YAML::Node> LoadYamlDocument(const std::string &yaml) {
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(yaml);
-    if (docs.size() > 1) {
+    YAML::Node root = YAML::Load(yaml);
+    // At most three documents are looked at: on some malformed streams the
+    // parser reports documents without consuming input (YAML::LoadAll then
+    // never returns).
+    std::istringstream in(yaml);
+    YAML::Parser parser(in);
+    DocumentCounter counter;
+    for (int i = 0; i < 3 && parser.HandleNextDocument(counter); ++i) {
+    }
+    if (counter.with_content > 1) {
       return Status::InvalidArgument(
-          "the configuration holds " + std::to_string(docs.size()) +
+          "the configuration holds " + std::to_string(counter.with_content) +
           " YAML documents (separated by '---'); give one");
     }
-    return docs.empty() ? YAML::Node() : docs[0];
+    return root;
   } catch (const YAML::Exception &e) {
     return Status::InvalidArgument(std::string("YAML syntax error: ") +
                                    e.what());
