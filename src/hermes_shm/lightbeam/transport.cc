@@ -765,8 +765,10 @@ void Transport::ResetDealer(u32 node) {
   Peer &p = peer(node);
   try {
     auto d = MakeDealer(p);
-    p.dealer = std::move(d);  // closes the old one (linger 0): drops its queue
+    // Counted first: closing the old socket releases its frames, and whoever
+    // sees them released may read the count at once.
     dealer_resets_.fetch_add(1, std::memory_order_relaxed);
+    p.dealer = std::move(d);  // closes the old one (linger 0): drops its queue
   } catch (const std::exception &e) {
     fprintf(stderr,
             "lightbeam: node %u keeps its connection to dead node %u (a new "
