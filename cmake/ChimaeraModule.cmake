@@ -18,10 +18,13 @@
 #   sources uses CHI_TASK_CC), compiled with CHIMAERA_RUNTIME=1 and linked to
 #   chimaera::chimaera_runtime. The runtime dlopens it by module name.
 #
-# Both install their shared library to the library directory and export
-# nothing: modules are plug-ins, not libraries for others to link (clients
-# link <mod>_client). Both require C++17 of what they build and of what
-# links them. NO_INSTALL installs neither library nor headers.
+# Both install their shared library to the library directory. Runtime
+# libraries are plug-ins, never exported. Client libraries are exported only
+# by Chimaera's own build (CHIMAERA_CHIMOD_EXPORT names its export set), so
+# that the shipped ChiMods' clients are chimaera::<mod>_client in the
+# installed package; an out-of-tree project links its own <mod>_client by
+# its plain name. Both require C++17 of what they build and of what links
+# them. NO_INSTALL installs neither library nor headers.
 include_guard(GLOBAL)
 include(GNUInstallDirs)
 
@@ -50,6 +53,7 @@ function(_chimod_add_library mod kind runtime_flag base_target)
     target_include_directories(${tgt} INTERFACE
         $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include> ${ARG_INCLUDE})
     target_compile_features(${tgt} INTERFACE cxx_std_17)
+    _chimod_export_client(${tgt} ${kind} ${ARG_NO_INSTALL})
     return()
   endif()
   add_library(${tgt} SHARED ${ARG_SOURCES})
@@ -62,9 +66,31 @@ function(_chimod_add_library mod kind runtime_flag base_target)
     set_target_properties(${tgt} PROPERTIES
         LIBRARY_OUTPUT_DIRECTORY ${CHIMAERA_MODULE_OUTPUT_DIR})
   endif()
-  if(NOT ARG_NO_INSTALL)
+  if(NOT ARG_NO_INSTALL AND NOT (kind STREQUAL "client" AND
+                                  CHIMAERA_CHIMOD_EXPORT))
     install(TARGETS ${tgt} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
   endif()
+  _chimod_export_client(${tgt} ${kind} ${ARG_NO_INSTALL})
+endfunction()
+
+# In Chimaera's own build (CHIMAERA_CHIMOD_EXPORT set), installs client
+# target `tgt` into that export set, with the installed include directory,
+# and names it chimaera::<tgt> in the build tree too, as in the package.
+function(_chimod_export_client tgt kind no_install)
+  if(NOT kind STREQUAL "client" OR NOT CHIMAERA_CHIMOD_EXPORT OR no_install)
+    return()
+  endif()
+  get_target_property(type ${tgt} TYPE)
+  if(type STREQUAL "INTERFACE_LIBRARY")
+    target_include_directories(${tgt} INTERFACE
+        $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+  else()
+    target_include_directories(${tgt} PUBLIC
+        $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+  endif()
+  add_library(chimaera::${tgt} ALIAS ${tgt})
+  install(TARGETS ${tgt} EXPORT ${CHIMAERA_CHIMOD_EXPORT}
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 endfunction()
 
 # Installs a client's headers: the contents of each directory given, or of

@@ -2,7 +2,9 @@
 // Chimaera package. It attaches to the runtime named by CHI_SERVER_CONF,
 // checks an admin Echo, creates a pool of the out-of-tree ChiMod "ootmod"
 // and checks its Reverse method on both containers, then exercises the
-// "stats" ChiMod (Add/Get by key hash, Histogram, a fanned-out Total).
+// "stats" ChiMod (Add/Get by key hash, Histogram, a fanned-out Total), and
+// echoes bytes through the shipped small_message ChiMod, whose client it
+// links as the package's target chimaera::small_message_client.
 // Exits 0 on success.
 #include <cstdio>
 #include <cstring>
@@ -10,6 +12,7 @@
 
 #include "chimaera/chimaera.h"
 #include "ootmod/ootmod_client.h"
+#include "small_message/small_message_client.h"
 #include "stats/stats.h"
 
 namespace {
@@ -122,12 +125,29 @@ bool CheckStats() {
   return Check("destroy stats_pool", st.Destroy());
 }
 
+/** Echoes bytes through a pool of the shipped small_message ChiMod; true
+ * if they come back unchanged. */
+bool CheckShippedModule() {
+  chi::small_message::Client sm;
+  if (!Check("create consumer_sm", sm.Create("consumer_sm", 1))) return false;
+  const std::string bytes = "through an installed ChiMod";
+  auto echo = sm.Echo(bytes);
+  if (!Check("small_message Echo", echo.status())) return false;
+  if (*echo != bytes) {
+    fprintf(stderr, "consumer: Echo gave '%s', expected '%s'\n",
+            echo->c_str(), bytes.c_str());
+    return false;
+  }
+  printf("small_message Echo ok\n");
+  return Check("destroy consumer_sm", sm.Destroy());
+}
+
 }  // namespace
 
 /** Attaches, runs the checks, detaches. */
 int main() {
   if (!Check("CHIMAERA_CLIENT_INIT", CHIMAERA_CLIENT_INIT())) return 1;
-  bool ok = RunChecks() && CheckStats();
+  bool ok = RunChecks() && CheckStats() && CheckShippedModule();
   CHIMAERA->ClientFinalize();
   printf("%s\n", ok ? "consumer: PASS" : "consumer: FAIL");
   return ok ? 0 : 1;
