@@ -224,6 +224,38 @@ step "run the consumer"
 bounded 60 env -u LD_LIBRARY_PATH CHI_SERVER_CONF="$CONF" \
   "$CONSUMER/chimaera_consumer"
 
+if compgen -G "$BUILD/python/chimaera*.so" >/dev/null; then
+  step "import the installed Python module and use it (no LD_LIBRARY_PATH)"
+  mods=("$PREFIX"/lib/python3*/dist-packages/chimaera*.so)
+  if [[ ${#mods[@]} -ne 1 || ! -e "${mods[0]}" ]]; then
+    echo "expected one installed Python module, found: ${mods[*]}" >&2
+    exit 1
+  fi
+  pydir=$(dirname "${mods[0]}")
+  py=$(cache_var Python3_EXECUTABLE)
+  py=${py:-python3}
+  # Any prefix but /usr gets Debian's versioned directory, which the
+  # interpreter searches for /usr/local.
+  if [[ -z "$(cache_var CHIMAERA_PYTHON_INSTALL_DIR)" &&
+    "$(cache_var CMAKE_INSTALL_PREFIX)" != /usr ]]; then
+    ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    if [[ "$pydir" != "$PREFIX/lib/python$ver/dist-packages" ]]; then
+      echo "the Python module went to $pydir, not lib/python$ver" >&2
+      exit 1
+    fi
+  fi
+  bounded 60 env -u LD_LIBRARY_PATH -u PYTHONPATH CHI_SERVER_CONF="$CONF" \
+    PYTHONPATH="$pydir" PYTHONDONTWRITEBYTECODE=1 "$py" -c '
+import chimaera
+chimaera.connect()
+kvs = chimaera.Kvs.create("install_kvs", containers=1)
+kvs.put(b"k", b"installed")
+assert kvs.get(b"k") == b"installed", kvs.get(b"k")
+kvs.destroy()
+chimaera.disconnect()
+print("python: kvs put/get ok")'
+fi
+
 step "stop the runtime with the installed chimaera_stop_runtime"
 bounded 60 env -u LD_LIBRARY_PATH CHI_SERVER_CONF="$CONF" \
   "$PREFIX/bin/chimaera_stop_runtime" --timeout 30
