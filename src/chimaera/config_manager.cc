@@ -37,13 +37,17 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
                   {"low_latency", "high_latency", "reinforcement", "cpus",
                    "idle_spin_us", "max_fibers", "stop_drain_ms"},
                   "workers"));
-    HSHM_RETURN_IF_ERROR(ReadScalar(w, "low_latency", &num_low_latency_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(w, "high_latency", &num_high_latency_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(w, "reinforcement", &num_reinforcement_));
-    HSHM_RETURN_IF_ERROR(ReadVector(w, "cpus", &worker_cpus_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(w, "idle_spin_us", &idle_spin_us_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(w, "max_fibers", &max_fibers_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(w, "stop_drain_ms", &stop_drain_ms_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(w, "workers.low_latency", &num_low_latency_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(w, "workers.high_latency", &num_high_latency_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(w, "workers.reinforcement", &num_reinforcement_));
+    HSHM_RETURN_IF_ERROR(ReadVector(w, "workers.cpus", &worker_cpus_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(w, "workers.idle_spin_us", &idle_spin_us_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(w, "workers.max_fibers", &max_fibers_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(w, "workers.stop_drain_ms", &stop_drain_ms_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("workers.low_latency", num_low_latency_, 1, 256));
     HSHM_RETURN_IF_ERROR(
@@ -65,15 +69,15 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
   }
   if (const YAML::Node q = root["queue"]) {
     HSHM_RETURN_IF_ERROR(CheckKeys(q, {"depth"}, "queue"));
-    HSHM_RETURN_IF_ERROR(ReadScalar(q, "depth", &queue_depth_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(q, "queue.depth", &queue_depth_));
     HSHM_RETURN_IF_ERROR(CheckRange("queue.depth", queue_depth_, 2, 1 << 20));
   }
   if (const YAML::Node s = root["shm"]) {
     HSHM_RETURN_IF_ERROR(
         CheckKeys(s, {"main", "client_data", "runtime_data"}, "shm"));
-    HSHM_RETURN_IF_ERROR(ReadSize(s, "main", &main_size_));
-    HSHM_RETURN_IF_ERROR(ReadSize(s, "client_data", &cdata_size_));
-    HSHM_RETURN_IF_ERROR(ReadSize(s, "runtime_data", &rdata_size_));
+    HSHM_RETURN_IF_ERROR(ReadSize(s, "shm.main", &main_size_));
+    HSHM_RETURN_IF_ERROR(ReadSize(s, "shm.client_data", &cdata_size_));
+    HSHM_RETURN_IF_ERROR(ReadSize(s, "shm.runtime_data", &rdata_size_));
     constexpr u64 kMin = 1 << 20, kMax = 1ull << 38;  // heap limit: 256 GiB
     HSHM_RETURN_IF_ERROR(CheckRange("shm.main", main_size_, kMin, kMax));
     HSHM_RETURN_IF_ERROR(
@@ -89,35 +93,38 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
                    "max_peer_requests", "max_peer_bytes", "max_message_bytes",
                    "check_peer_address", "curve", "curve_key_file"},
                   "network"));
-    HSHM_RETURN_IF_ERROR(ReadScalar(n, "rpc_port", &rpc_port_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(n, "heartbeat_ms", &heartbeat_ms_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(n, "dead_after_ms", &dead_after_ms_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "network.rpc_port", &rpc_port_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "network.heartbeat_ms", &heartbeat_ms_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(n, "network.dead_after_ms", &dead_after_ms_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.rpc_port", rpc_port_, 0, 65535));
     HSHM_RETURN_IF_ERROR(
         CheckRange("network.heartbeat_ms", heartbeat_ms_, 10, 60000));
     HSHM_RETURN_IF_ERROR(
         CheckRange("network.dead_after_ms", dead_after_ms_, 50, 600000));
     HSHM_RETURN_IF_ERROR(
-        ReadScalar(n, "request_timeout_ms", &request_timeout_ms_));
+        ReadScalar(n, "network.request_timeout_ms", &request_timeout_ms_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.request_timeout_ms",
                                     request_timeout_ms_, 100, 86400000));
     HSHM_RETURN_IF_ERROR(
-        ReadScalar(n, "max_peer_requests", &max_peer_requests_));
+        ReadScalar(n, "network.max_peer_requests", &max_peer_requests_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.max_peer_requests",
                                     max_peer_requests_, 1, 1u << 24));
-    HSHM_RETURN_IF_ERROR(ReadSize(n, "max_peer_bytes", &max_peer_bytes_));
+    HSHM_RETURN_IF_ERROR(
+        ReadSize(n, "network.max_peer_bytes", &max_peer_bytes_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.max_peer_bytes", max_peer_bytes_,
                                     1ull << 20, 1ull << 40));
-    HSHM_RETURN_IF_ERROR(ReadSize(n, "max_message_bytes", &max_message_bytes_));
+    HSHM_RETURN_IF_ERROR(
+        ReadSize(n, "network.max_message_bytes", &max_message_bytes_));
     // At least 8 MiB: the runtime's own largest message, a page of pool
     // specs for a rejoining node, takes a few MiB.
     HSHM_RETURN_IF_ERROR(CheckRange("network.max_message_bytes",
                                     max_message_bytes_, 8ull << 20,
                                     1ull << 40));
-    HSHM_RETURN_IF_ERROR(ReadScalar(n, "hostfile", &hostfile_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(n, "port", &port_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "network.hostfile", &hostfile_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "network.port", &port_));
     HSHM_RETURN_IF_ERROR(
-        ReadScalar(n, "client_timeout_ms", &client_timeout_ms_));
+        ReadScalar(n, "network.client_timeout_ms", &client_timeout_ms_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.port", port_, 1, 65534));
     if (rpc_port_ == port_) {
       // Both servers would bind one port: the second fails as if another
@@ -130,10 +137,11 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(CheckRange("network.client_timeout_ms",
                                     client_timeout_ms_, 1, 3600000));
     HSHM_RETURN_IF_ERROR(
-        ReadScalar(n, "check_peer_address", &check_peer_address_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(n, "curve", &curve_));
+        ReadScalar(n, "network.check_peer_address", &check_peer_address_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(n, "network.curve", &curve_));
     if (n["curve_key_file"]) {
-      HSHM_RETURN_IF_ERROR(ReadScalar(n, "curve_key_file", &curve_key_file_));
+      HSHM_RETURN_IF_ERROR(
+          ReadScalar(n, "network.curve_key_file", &curve_key_file_));
       curve_key_file_ = hshm::ConfigParse::ExpandPath(curve_key_file_);
     }
     if (curve_ && curve_key_file_.empty()) {
@@ -147,10 +155,13 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
                                    {"task_timeout_ms", "runtime_stale_ms",
                                     "reap_period_ms", "reap_wait_ms"},
                                    "client"));
-    HSHM_RETURN_IF_ERROR(ReadScalar(c, "task_timeout_ms", &task_timeout_ms_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(c, "runtime_stale_ms", &runtime_stale_ms_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(c, "reap_period_ms", &reap_period_ms_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(c, "reap_wait_ms", &reap_wait_ms_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(c, "client.task_timeout_ms", &task_timeout_ms_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(c, "client.runtime_stale_ms", &runtime_stale_ms_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(c, "client.reap_period_ms", &reap_period_ms_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(c, "client.reap_wait_ms", &reap_wait_ms_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("client.task_timeout_ms", task_timeout_ms_, 1, 86400000));
     HSHM_RETURN_IF_ERROR(CheckRange("client.runtime_stale_ms",
@@ -162,18 +173,19 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
   }
   if (const YAML::Node m = root["modules"]) {
     HSHM_RETURN_IF_ERROR(CheckKeys(m, {"paths"}, "modules"));
-    HSHM_RETURN_IF_ERROR(ReadVector(m, "paths", &module_paths_));
+    HSHM_RETURN_IF_ERROR(ReadVector(m, "modules.paths", &module_paths_));
     for (auto &p : module_paths_) p = hshm::ConfigParse::ExpandPath(p);
   }
   if (const YAML::Node t = root["trace"]) {
     HSHM_RETURN_IF_ERROR(
         CheckKeys(t, {"enabled", "events_per_worker", "output"}, "trace"));
-    HSHM_RETURN_IF_ERROR(ReadScalar(t, "enabled", &trace_enabled_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(t, "events_per_worker", &trace_events_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(t, "trace.enabled", &trace_enabled_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(t, "trace.events_per_worker", &trace_events_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("trace.events_per_worker", trace_events_, 16, 1ull << 24));
     if (t["output"]) {
-      HSHM_RETURN_IF_ERROR(ReadScalar(t, "output", &trace_output_));
+      HSHM_RETURN_IF_ERROR(ReadScalar(t, "trace.output", &trace_output_));
       if (!trace_output_.empty()) {
         trace_output_ = hshm::ConfigParse::ExpandPath(trace_output_);
       }
@@ -183,20 +195,22 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
     HSHM_RETURN_IF_ERROR(
         CheckKeys(b, {"load_report_ms", "dynamic", "lanes", "migrate_after_ms"},
                   "balance"));
-    HSHM_RETURN_IF_ERROR(ReadScalar(b, "load_report_ms", &load_report_ms_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(b, "balance.load_report_ms", &load_report_ms_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("balance.load_report_ms", load_report_ms_, 1, 60000));
     if (b["dynamic"]) {
       std::string d;
-      HSHM_RETURN_IF_ERROR(ReadScalar(b, "dynamic", &d));
+      HSHM_RETURN_IF_ERROR(ReadScalar(b, "balance.dynamic", &d));
       if (d != "least_loaded" && d != "local") {
         return Status::InvalidArgument("key 'balance.dynamic': '" + d +
                                        "' is not least_loaded or local");
       }
       dynamic_least_loaded_ = d == "least_loaded";
     }
-    HSHM_RETURN_IF_ERROR(ReadScalar(b, "lanes", &balance_lanes_));
-    HSHM_RETURN_IF_ERROR(ReadScalar(b, "migrate_after_ms", &migrate_after_ms_));
+    HSHM_RETURN_IF_ERROR(ReadScalar(b, "balance.lanes", &balance_lanes_));
+    HSHM_RETURN_IF_ERROR(
+        ReadScalar(b, "balance.migrate_after_ms", &migrate_after_ms_));
     HSHM_RETURN_IF_ERROR(
         CheckRange("balance.migrate_after_ms", migrate_after_ms_, 0, 3600000));
   }
@@ -205,11 +219,11 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
 
 Status ConfigurationManager::Load() {
   const char *path = std::getenv("CHI_SERVER_CONF");
-  Status s = (path && *path) ? config_.LoadFile(path) : config_.LoadText("");
-  if (!s.ok()) {
-    return Status(s.code(), std::string("configuration ") +
-                                (path && *path ? path : "(defaults)") + ": " +
-                                s.message());
+  if (path && *path) {
+    // LoadFile's errors name the file once.
+    HSHM_RETURN_IF_ERROR(config_.LoadFile(path));
+  } else if (Status s = config_.LoadText(""); !s.ok()) {
+    return Status(s.code(), "configuration (defaults): " + s.message());
   }
   return LoadHosts();
 }

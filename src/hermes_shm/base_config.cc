@@ -110,7 +110,9 @@ Status BaseConfig::LoadFile(const std::string &path, bool with_default) {
                   "cannot load configuration: " + text.status().message());
   }
   Status st = LoadText(*text, with_default);
-  if (!st.ok()) return Status(st.code(), expanded + ": " + st.message());
+  if (!st.ok()) {
+    return Status(st.code(), "configuration " + expanded + ": " + st.message());
+  }
   return st;
 }
 
@@ -125,7 +127,7 @@ Status BaseConfig::ReadSize(const YAML::Node &node, const std::string &key,
                             u64 *out) {
   HSHM_RETURN_IF_ERROR(CheckParent(node, key));
   if (!node.IsDefined() || !node.IsMap()) return Status::Ok();
-  const YAML::Node child = node[key];
+  const YAML::Node child = node[Leaf(key)];
   if (!child.IsDefined()) return Status::Ok();
   if (!child.IsScalar()) {
     return Status::InvalidArgument("key '" + key + "': expected a size, got " +

@@ -37,7 +37,8 @@ int main(int argc, char **argv) {
   unsigned node = 0;
   app.add_option("-n,--node", node,
                  "Bind hostfile entry N (1-based) instead of the first entry "
-                 "that binds (same as CHI_NODE_ID=N)");
+                 "that binds (same as CHI_NODE_ID=N)")
+      ->check(CLI::Range(1u, 65536u));
   CLI11_PARSE(app, argc, argv);
   if (node != 0) setenv("CHI_NODE_ID", std::to_string(node).c_str(), 1);
 

@@ -38,7 +38,8 @@ class BaseConfig {
 
   /** Loads the file at ConfigParse::ExpandPath(path) as LoadText() does.
    * Returns NotFound when it does not exist, IoError when it cannot be read
-   * (both name the path); other errors are prefixed with the path. */
+   * (both name the path); other errors are prefixed with "configuration
+   * <path>: ". */
   Status LoadFile(const std::string &path, bool with_default = true);
 
  protected:
@@ -56,6 +57,10 @@ class BaseConfig {
    * LoadDefault() implementations. */
   Status ParseYamlText(const std::string &yaml);
 
+  // In the Read* calls below, `key` may be dotted ("workers.low_latency"):
+  // the part after the last '.' is looked up in `node`, and the whole key
+  // names the value in errors, so that they say which section it is in.
+
   /** Reads the scalar node[key] into *out when present. An absent key, or a
    * null/undefined `node`, leaves *out untouched and returns ok. Returns
    * InvalidArgument "key '<key>': expected <type>, got '<text>'" when the
@@ -66,7 +71,7 @@ class BaseConfig {
                            T *out) {
     HSHM_RETURN_IF_ERROR(CheckParent(node, key));
     if (!node.IsDefined() || !node.IsMap()) return Status::Ok();
-    const YAML::Node child = node[key];
+    const YAML::Node child = node[Leaf(key)];
     if (!child.IsDefined()) return Status::Ok();
     return ConvertScalar(child, "key '" + key + "'", out);
   }
@@ -86,7 +91,7 @@ class BaseConfig {
                            std::vector<T> *out) {
     HSHM_RETURN_IF_ERROR(CheckParent(node, key));
     if (!node.IsDefined() || !node.IsMap()) return Status::Ok();
-    const YAML::Node child = node[key];
+    const YAML::Node child = node[Leaf(key)];
     if (!child.IsDefined()) return Status::Ok();
     if (!child.IsSequence()) {
       return Status::InvalidArgument(
@@ -115,6 +120,12 @@ class BaseConfig {
                           const std::string &where);
 
  private:
+  /** The part of the (possibly dotted) `key` after its last '.'. */
+  static std::string Leaf(const std::string &key) {
+    const size_t dot = key.rfind('.');
+    return dot == std::string::npos ? key : key.substr(dot + 1);
+  }
+
   /** Returns InvalidArgument when `node` is defined, non-null and not a map
    * (so node[key] cannot be looked up); ok otherwise. */
   static Status CheckParent(const YAML::Node &node, const std::string &key);

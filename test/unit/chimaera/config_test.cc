@@ -57,20 +57,22 @@ void ExpectError(const std::string &yaml, const std::string &key) {
 
 TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("bogus: 1\n", "bogus");
-  ExpectError("workers:\n  low_latency: abc\n", "low_latency");
+  ExpectError("workers:\n  low_latency: abc\n",
+              "key 'workers.low_latency': expected non-negative integer");
   ExpectError("workers:\n  low_latency: 0\n", "low_latency");
   ExpectError("workers:\n  typo: 1\n", "typo");
   ExpectError("workers:\n  max_fibers: 8\n", "max_fibers");
   ExpectError("workers:\n  max_fibers: 20001\n", "max_fibers");
-  ExpectError("shm:\n  main: 12zb\n", "main");
-  ExpectError("shm:\n  client_data: -5m\n", "client_data");
+  ExpectError("shm:\n  main: 12zb\n", "key 'shm.main'");
+  ExpectError("shm:\n  client_data: -5m\n", "key 'shm.client_data'");
   ExpectError("network:\n  port: 70000\n", "port");
-  ExpectError("network:\n  check_peer_address: maybe\n", "check_peer_address");
+  ExpectError("network:\n  check_peer_address: maybe\n",
+              "key 'network.check_peer_address'");
   ExpectError("network:\n  max_message_bytes: 4m\n", "max_message_bytes");
   ExpectError("network:\n  port: 9600\n  rpc_port: 9600\n",
               "network.rpc_port': 9600 is network.port as well");
   ExpectError("network:\n  port: 9600\n  port: 9601\n", "given twice");
-  ExpectError("queue:\n  depth: [1, 2]\n", "depth");
+  ExpectError("queue:\n  depth: [1, 2]\n", "key 'queue.depth'");
   ExpectError("workers: [\n", "YAML");
 }
 
@@ -92,7 +94,7 @@ TEST(ConfigTest, BalanceSection) {
   ExpectError("balance:\n  dynamic: random\n", "balance.dynamic");
   ExpectError("balance:\n  load_report_ms: 0\n", "load_report_ms");
   ExpectError("balance:\n  migrate_after_ms: -1\n", "migrate_after_ms");
-  ExpectError("balance:\n  lanes: maybe\n", "lanes");
+  ExpectError("balance:\n  lanes: maybe\n", "key 'balance.lanes'");
   ExpectError("balance:\n  typo: 1\n", "typo");
 }
 

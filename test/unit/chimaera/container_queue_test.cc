@@ -457,7 +457,9 @@ class OwnedInputsTest : public ::testing::Test {
   }
   void TearDown() override {
     CHIMAERA->ClientFinalize();
-    if (rt.Running()) EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+    if (rt.Running()) {
+      EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+    }
   }
   chi_test::RuntimeProcess rt;
   std::optional<chi::PoolId> pool;  ///< Set once SetUp created it.

@@ -227,7 +227,19 @@ TEST(RuntimeTest, BadConfigurationStopsStartWithAClearMessage) {
   std::string bad =
       chi_test::WriteTempFile("bad.yaml", "workers:\n  low_latency: lots\n");
   EXPECT_EQ(RunProgram({Bin("chimaera_start_runtime")}, bad, &out), 1);
-  EXPECT_NE(out.find("low_latency"), std::string::npos) << out;
+  // The file once, then the key with its section.
+  EXPECT_NE(out.find("configuration " + bad +
+                     ": key 'workers.low_latency': expected non-negative "
+                     "integer, got 'lots'"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find(bad), out.rfind(bad)) << out;
+  // A node number out of range is the option's error, not CHI_NODE_ID's.
+  EXPECT_NE(
+      RunProgram({Bin("chimaera_start_runtime"), "--node", "70000"}, bad, &out),
+      0);
+  EXPECT_NE(out.find("--node"), std::string::npos) << out;
+  EXPECT_EQ(out.find("CHI_NODE_ID '"), std::string::npos) << out;
   std::string unknown = chi_test::WriteTempFile("unk.yaml", "wrkers: {}\n");
   EXPECT_EQ(RunProgram({Bin("chimaera_start_runtime")}, unknown, &out), 1);
   EXPECT_NE(out.find("unknown key 'wrkers'"), std::string::npos) << out;

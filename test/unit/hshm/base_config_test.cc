@@ -425,6 +425,17 @@ TEST(BaseConfigTest, ReadScalarHelper) {
   std::string text;
   ASSERT_TRUE(Helpers::ReadScalar(root, "a", &text).ok());
   EXPECT_EQ(text, "5");
+  // A dotted key looks up its last part and names the whole in errors.
+  value = -1;
+  ASSERT_TRUE(Helpers::ReadScalar(root, "section.a", &value).ok());
+  EXPECT_EQ(value, 5);
+  ExpectInvalid(Helpers::ReadScalar(root, "section.b", &value),
+                "key 'section.b': expected integer, got 'text'");
+  std::vector<int> list;
+  ExpectInvalid(Helpers::ReadVector(root, "section.b", &list),
+                "key 'section.b': expected a sequence");
+  u64 size = 0;
+  ExpectInvalid(Helpers::ReadSize(root, "section.b", &size), "key 'section.b'");
 }
 
 TEST(BaseConfigTest, ReadScalarIntegerRanges) {
