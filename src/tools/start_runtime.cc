@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -69,16 +70,20 @@ int main(int argc, char **argv) {
   // stops (after a signal or chimaera_stop_runtime; e.g. a task that does
   // not finish) ends it at once: the segments stay behind, and the next
   // start on this node removes them. chimaera_stop_runtime's own signal
-  // (queued with kStopToolSignalValue) only starts a stop.
+  // (queued with kStopToolSignalValue) only starts a stop. Signals in the
+  // first half second of a stop repeat the request that started it: GNU
+  // timeout, for one, signals the runtime and then its whole process group.
   enum Phase : int { kRunning, kStopping, kStopped };
   std::atomic<int> phase{kRunning};
   std::thread sig_thread([set, &phase] {
+    std::chrono::steady_clock::time_point stop_began;
     for (;;) {
       siginfo_t info;
       if (sigwaitinfo(&set, &info) < 0) continue;
       const int sig = info.si_signo;
       int p = kRunning;
       if (phase.compare_exchange_strong(p, kStopping)) {
+        stop_began = std::chrono::steady_clock::now();
         CHIMAERA->RequestStop();
         continue;
       }
@@ -86,6 +91,11 @@ int main(int argc, char **argv) {
       if (info.si_code == SI_QUEUE &&
           info.si_value.sival_int == chi::kStopToolSignalValue) {
         continue;  // chimaera_stop_runtime's: a stop already runs
+      }
+      if (stop_began != std::chrono::steady_clock::time_point() &&
+          std::chrono::steady_clock::now() - stop_began <
+              std::chrono::milliseconds(500)) {
+        continue;  // the same request, sent twice
       }
       fprintf(stderr,
               "chimaera_start_runtime: signal %d while stopping: exiting "

@@ -15,6 +15,7 @@
 #include "chimaera/stop_signal.h"
 #include "chimaera/task_graph.h"
 #include "chimod_test_fixture.h"
+#include "hermes_shm/memory/posix_shm.h"
 #include "queue_test_mod.h"
 #include "small_message/small_message_client.h"
 
@@ -300,6 +301,22 @@ TEST(StopTest, ASecondSignalEndsAStopThatWaits) {
   EXPECT_FALSE(endless.status().ok());
   endless.Reset();
   CHIMAERA->ClientFinalize();
+}
+
+// Two signals at once (GNU timeout signals the runtime, then its process
+// group) are one request: the runtime stops cleanly and removes its
+// segments. Before, the second ended the stop at once (status 2).
+TEST(StopTest, ASignalSentTwiceAtOnceStopsCleanly) {
+  chi_test::RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_GT(rt.pid(), 0);  // never kill(-1)
+  kill(rt.pid(), SIGTERM);
+  kill(rt.pid(), SIGTERM);
+  EXPECT_GE(WaitExit(rt, 10), 0) << rt.Log();
+  EXPECT_EQ(rt.exit_note(), "") << rt.Log();
+  for (const char *seg : {"main", "client_data", "runtime_data"}) {
+    EXPECT_FALSE(hipc::PosixShmMmap::Exists(rt.SegmentName(seg))) << seg;
+  }
 }
 
 // Tasks from another node queued on a container's lane when their pool is
