@@ -1199,7 +1199,8 @@ int main(int argc, char **argv) {
   app.add_option("--zmq-trips", zmq_trips, "Timed ZeroMQ round trips")
       ->check(CLI::Range(static_cast<u64>(1), static_cast<u64>(1) << 32));
   app.add_option("--phases", phase_list,
-                 "Comma list of latency, wake, throughput, baselines (or all)")
+                 "Comma list of latency, wake, throughput, baselines (or all: "
+                 "these four) and trace (task tracing on/off pairs)")
       ->capture_default_str();
   app.add_option("--module", module,
                  "Whose Noop the latency, wake and throughput phases use: the "

@@ -30,6 +30,11 @@
 #   TRACE_EVENTS    trace.events_per_worker of every runtime (default: the
 #                   configuration's default)
 set -euo pipefail
+if [[ $# -gt 0 ]]; then
+  echo "run_trace_benchmark: takes no arguments; its settings are the" \
+    "environment variables listed at the top of $0" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 abs() { case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac; }

@@ -47,7 +47,7 @@ if [ -n "$filter" ]; then
   # Both phases run even if the first fails; the script fails if either did.
   rc=0
   "${RUN[@]}" ctest -j "$(nproc)" --output-on-failure --timeout 600 -R "$filter" \
-    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|Curve|^BalanceTest\\.|^MigrateTest\\.|OversizeFanOuts|QueueFlood|KilledClients" ||
+    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|CurveRuntime|^BalanceTest\\.|^MigrateTest\\.|OversizeFanOuts|QueueFlood|KilledClients" ||
     rc=1
   "${RUN[@]}" ctest -j 1 --output-on-failure --timeout 600 \
     -R "MultiNode|CurveRuntime|^BalanceTest\\.|^MigrateTest\\.|^RemoteDataTest\\." \
