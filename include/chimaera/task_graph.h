@@ -147,6 +147,34 @@ class ScopedWaitPolicy {
   WaitPolicy prev_;
 };
 
+/** A check that the calling thread's blocking waits (Task::Wait/WaitFor,
+ * TaskGroup::WaitFor, and so every synchronous call) run between sleeps,
+ * at least every 20 ms once they sleep: when it returns true the wait gives
+ * up as if its deadline had passed (a synchronous call then abandons its
+ * task and fails with Timeout). For callers that must answer the user
+ * while they wait, e.g. Python's Ctrl-C. Never runs in a runtime fiber. */
+using WaitInterruptFn = bool (*)(void *arg);
+
+/** Sets the calling thread's WaitInterruptFn (with `arg`) while it lives;
+ * restores the previous one after. */
+class ScopedWaitInterrupt {
+ public:
+  ScopedWaitInterrupt(WaitInterruptFn fn, void *arg);
+  ~ScopedWaitInterrupt();
+  ScopedWaitInterrupt(const ScopedWaitInterrupt &) = delete;
+  ScopedWaitInterrupt &operator=(const ScopedWaitInterrupt &) = delete;
+
+ private:
+  WaitInterruptFn prev_fn_;
+  void *prev_arg_;
+};
+
+namespace internal {
+/** Runs the calling thread's WaitInterruptFn: true if it says to give up
+ * (false when none is set). Client waits, between sleeps. */
+bool WaitInterrupted();
+}  // namespace internal
+
 /** Tasks a client waits for together: the runtime counts them down and the
  * last to complete wakes the waiter once. Reusable after Wait returned. */
 class TaskGroup {

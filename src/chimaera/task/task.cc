@@ -80,6 +80,7 @@ bool BlockingWait(Task *task, u64 timeout_us) {
       CompleteTask(task, alive);
       return true;
     }
+    if (internal::WaitInterrupted()) return false;
   }
 }
 

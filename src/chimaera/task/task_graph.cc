@@ -184,6 +184,29 @@ TaskExt *ResizeExt(Task *task, u32 num_deps) {
 
 }  // namespace
 
+namespace {
+/** The calling thread's WaitInterruptFn and its argument (null: none). */
+thread_local WaitInterruptFn tls_interrupt_fn = nullptr;
+thread_local void *tls_interrupt_arg = nullptr;
+}  // namespace
+
+ScopedWaitInterrupt::ScopedWaitInterrupt(WaitInterruptFn fn, void *arg)
+    : prev_fn_(tls_interrupt_fn), prev_arg_(tls_interrupt_arg) {
+  tls_interrupt_fn = fn;
+  tls_interrupt_arg = arg;
+}
+
+ScopedWaitInterrupt::~ScopedWaitInterrupt() {
+  tls_interrupt_fn = prev_fn_;
+  tls_interrupt_arg = prev_arg_;
+}
+
+namespace internal {
+bool WaitInterrupted() {
+  return tls_interrupt_fn && tls_interrupt_fn(tls_interrupt_arg);
+}
+}  // namespace internal
+
 WaitPolicy GetThreadWaitPolicy() { return tls_wait_policy; }
 
 WaitPolicy SetThreadWaitPolicy(const WaitPolicy &policy) {
@@ -320,6 +343,10 @@ bool TaskGroup::WaitFor(u64 timeout_us) {
     if (!reached() && !CHI_IPC->CheckRuntimeAlive().ok()) {
       shm_->waiter_asleep_.store(0, std::memory_order_relaxed);
       return false;  // nobody will count the rest
+    }
+    if (!reached() && internal::WaitInterrupted()) {
+      shm_->waiter_asleep_.store(0, std::memory_order_relaxed);
+      return false;
     }
   }
   shm_->waiter_asleep_.store(0, std::memory_order_relaxed);

@@ -288,6 +288,63 @@ TEST_F(TaskGraphTest, AbandonedDependentOfAnUnsentTaskIsDropped) {
   CHI_IPC->DelTask(never);
 }
 
+// A thread's WaitInterruptFn ends its task and group waits early, as a
+// deadline would, and only the thread that set it is interrupted.
+TEST_F(TaskGraphTest, AWaitInterruptEndsTaskAndGroupWaits) {
+  chi::FullPtr<WhereTask> never;
+  auto t = SubmitDependentOfUnsent(pool_, &never);
+  struct Clock {
+    std::chrono::steady_clock::time_point until;
+    int calls = 0;
+  } clock;
+  auto past = [](void *arg) {
+    auto *c = static_cast<Clock *>(arg);
+    ++c->calls;
+    return std::chrono::steady_clock::now() >= c->until;
+  };
+  // Without one, the wait runs to its deadline.
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(t->WaitFor(300 * 1000));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0,
+            std::chrono::milliseconds(300));
+  {
+    chi::ScopedWaitInterrupt interrupt(
+        past, &clock);  // (a Python binding checks its signals here)
+    clock.until =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+    t0 = std::chrono::steady_clock::now();
+    EXPECT_FALSE(t->WaitFor(30 * 1000 * 1000));
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_GE(took, std::chrono::milliseconds(100));
+    EXPECT_LT(took, std::chrono::seconds(5));
+    EXPECT_GE(clock.calls, 2);
+    // Group waits too.
+    chi::TaskGroup group;
+    ASSERT_TRUE(group.status().ok());
+    chi::FullPtr<WhereTask> never2;
+    auto member = NewWhere(pool_, 0);
+    never2 = NewWhere(pool_, 0);
+    ASSERT_TRUE(chi::SetDependencies(member.ptr_, {never2.ptr_}).ok());
+    ASSERT_TRUE(group.Add(member.ptr_).ok());
+    chi::Submit(member);
+    clock.until =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+    t0 = std::chrono::steady_clock::now();
+    EXPECT_FALSE(group.WaitFor(30 * 1000 * 1000));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+    // Another thread's wait is not interrupted.
+    std::thread other([&] { EXPECT_FALSE(t->WaitFor(300 * 1000)); });
+    t0 = std::chrono::steady_clock::now();
+    other.join();
+    EXPECT_GE(std::chrono::steady_clock::now() - t0,
+              std::chrono::milliseconds(250));
+    CHI_IPC->AbandonTask(member);
+    CHI_IPC->DelTask(never2);
+  }
+  CHI_IPC->AbandonTask(t);
+  CHI_IPC->DelTask(never);
+}
+
 // A task waiting on predecessors keeps its pool's method table alive: its
 // pool destroyed meanwhile (and another pool made and destroyed, reusing
 // the memory), it still fails cleanly when its predecessor is freed. Before,
