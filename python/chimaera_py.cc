@@ -42,6 +42,7 @@
 #include "chimaera/admin/admin_client.h"
 #include "chimaera/chimaera.h"
 #include "chimaera/client_util.h"
+#include "chimaera/task_graph.h"
 #include "compressor/compressor_client.h"
 #include "hermes_shm/status.h"
 #include "kvs/kvs_client.h"
@@ -104,6 +105,16 @@ py::object &StatusCodeType() {
   return *type;
 }
 
+/** `bytes` as a Python str, UTF-8 with undecodable bytes as \\xNN escapes:
+ * names and messages from the runtime may carry any bytes (pool names are
+ * taken as bytes). REQUIRES: GIL held. */
+py::str Text(const std::string &bytes) {
+  PyObject *o = PyUnicode_DecodeUTF8(
+      bytes.data(), static_cast<Py_ssize_t>(bytes.size()), "backslashreplace");
+  if (!o) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
 /** Sets chimaera.Error(code, code_name, message) as the pending Python
  * exception; code is a chimaera.StatusCode member when the value is known.
  * REQUIRES: GIL held. */
@@ -114,7 +125,7 @@ void RaiseError(const Status &s) {
     code_obj = StatusCodeType()(code);
   }
   py::object err =
-      ErrorType()(code_obj, hshm::StatusCodeName(s.code()), s.message());
+      ErrorType()(code_obj, hshm::StatusCodeName(s.code()), Text(s.message()));
   PyErr_SetObject(ErrorType().ptr(), err.ptr());
 }
 
@@ -129,6 +140,7 @@ class Future;
 struct Connection {
   std::shared_mutex mu;    ///< Shared: a use of shm. Exclusive: (dis)connect.
   bool connected = false;  ///< Guarded by mu.
+  std::string conf;        ///< CHI_SERVER_CONF when connected. Guarded by mu.
   std::mutex futures_mu;   ///< Guards futures (taken after a Future's mutex).
   std::unordered_set<Future *> futures;  ///< Unresolved Futures.
 };
@@ -178,20 +190,70 @@ void ValidateTimeout(const std::optional<double> &timeout_s) {
   }
 }
 
+/** The ident of the interpreter's main thread, the one thread that runs
+ * Python signal handlers (set at import). */
+unsigned long g_main_thread = 0;
+
+/** chi::WaitInterruptFn of a wait in the main thread: runs the
+ * interpreter's signal handlers (taking the GIL for a moment); true once
+ * one raised (e.g. KeyboardInterrupt), whose exception then stays pending
+ * in this thread for ThrowIfSignalled. Called by the core's blocking waits
+ * between sleeps, GIL released. */
+bool PythonSignalled(void *) {
+  PyGILState_STATE g = PyGILState_Ensure();
+  const bool raised = PyErr_Occurred() != nullptr || PyErr_CheckSignals() != 0;
+  PyGILState_Release(g);
+  return raised;
+}
+
+/** The WaitInterruptFn for the calling thread: PythonSignalled in the main
+ * thread, none in others (their signals wait for the main thread anyway).
+ * GIL held. */
+chi::WaitInterruptFn InterruptFor() {
+  return PyThread_get_thread_ident() == g_main_thread ? &PythonSignalled
+                                                      : nullptr;
+}
+
+/** Throws the exception a signal handler raised during a wait, if any.
+ * GIL held. */
+void ThrowIfSignalled() {
+  if (PyErr_Occurred()) throw py::error_already_set();
+}
+
 /** Runs `fn()` with the GIL released, Conn().mu held shared and the thread's
  * synchronous-call deadline set to `timeout_s` (the configured one when
- * absent), and returns its result. Exceptions propagate (the GIL is
- * reacquired first). REQUIRES: GIL held on entry. */
+ * absent), and returns its result. In the main thread, a signal handler
+ * that raises (Ctrl-C) ends the wait within about 20 ms: the task is
+ * abandoned and its exception propagates instead of the result. Other
+ * exceptions propagate (the GIL is reacquired first). REQUIRES: GIL held on
+ * entry. */
 template <typename Fn>
 auto Blocking(const std::optional<double> &timeout_s, Fn &&fn)
     -> decltype(fn()) {
   ValidateTimeout(timeout_s);
-  py::gil_scoped_release release;
-  ConnGuard guard;
-  u64 ms = 0;  // 0: the configured deadline
-  if (timeout_s) ms = std::max<u64>(1, TimeoutUs(timeout_s) / 1000);
-  chi::ScopedTaskTimeout deadline(ms);
-  return fn();
+  const chi::WaitInterruptFn interrupt = InterruptFor();
+  auto run = [&]() -> decltype(fn()) {
+    py::gil_scoped_release release;
+    ConnGuard guard;
+    u64 ms = 0;  // 0: the configured deadline
+    if (timeout_s) ms = std::max<u64>(1, TimeoutUs(timeout_s) / 1000);
+    chi::ScopedTaskTimeout deadline(ms);
+    chi::ScopedWaitInterrupt on_signal(interrupt, nullptr);
+    return fn();
+  };
+  try {
+    if constexpr (std::is_void_v<decltype(fn())>) {
+      run();
+      ThrowIfSignalled();
+    } else {
+      auto result = run();
+      ThrowIfSignalled();
+      return result;
+    }
+  } catch (const ChiError &) {
+    ThrowIfSignalled();  // the interrupted wait's Timeout: say why instead
+    throw;
+  }
 }
 
 //------------------------------------------------------------------------------
@@ -278,14 +340,15 @@ class Future {
   Future &operator=(const Future &) = delete;
 
   /** Frees a completed task, or abandons an unfinished one. Called by
-   * Python's GC with the GIL held; may block briefly while a disconnect is
-   * in progress. */
+   * Python's GC with the GIL held (no thread waits on it then); may block
+   * briefly while a disconnect is in progress. */
   ~Future() {
-    if (resolved_.load(std::memory_order_acquire)) return;
+    if (resolved_.load(std::memory_order_acquire) && !retired_) return;
     std::shared_lock<std::shared_mutex> cl(Conn().mu);
     std::lock_guard<std::mutex> l(mu_);
-    if (pending_ && Conn().connected) {
-      GiveUp(Status::Aborted("the Future was dropped"));
+    if (Conn().connected) {
+      if (pending_) GiveUp(Status::Aborted("the Future was dropped"));
+      FreeRetiredLocked();
     }
     Unregister();
   }
@@ -308,8 +371,14 @@ class Future {
   bool Wait(const std::optional<double> &timeout_s) {
     ValidateTimeout(timeout_s);
     if (resolved_.load(std::memory_order_acquire)) return true;
-    py::gil_scoped_release release;
-    return WaitAndResolve(timeout_s);
+    const chi::WaitInterruptFn interrupt = InterruptFor();
+    bool done;
+    {
+      py::gil_scoped_release release;
+      done = WaitAndResolve(timeout_s, interrupt);
+    }
+    ThrowIfSignalled();  // Ctrl-C: the task stays pending
+    return done;
   }
 
   /** The task's result (None, int, bool or bytes, by method). Waits
@@ -319,11 +388,13 @@ class Future {
   py::object Result(const std::optional<double> &timeout_s) {
     ValidateTimeout(timeout_s);
     if (!resolved_.load(std::memory_order_acquire)) {
+      const chi::WaitInterruptFn interrupt = InterruptFor();
       bool done;
       {
         py::gil_scoped_release release;
-        done = WaitAndResolve(timeout_s);
+        done = WaitAndResolve(timeout_s, interrupt);
       }
+      ThrowIfSignalled();  // Ctrl-C: the task stays pending
       if (!done) {
         throw ChiError(Status::Timeout(what_ + " did not complete in time"));
       }
@@ -351,28 +422,55 @@ class Future {
   }
 
  private:
-  /** Waits (GIL released) for completion and, once complete, resolves.
-   * Returns whether the Future is resolved. Throws ChiError(Unavailable) if
-   * not connected. */
-  bool WaitAndResolve(const std::optional<double> &timeout_s) {
-    ConnGuard guard;
+  /** Waits (GIL released, `interrupt` set for the wait) for completion
+   * and, once complete, resolves. Returns whether the Future is resolved.
+   * Several threads may wait at once, each to its own deadline: mu_ is not
+   * held while waiting, and the task block is freed only once no thread
+   * waits on it. Throws ChiError(Unavailable) if not connected. */
+  bool WaitAndResolve(const std::optional<double> &timeout_s,
+                      chi::WaitInterruptFn interrupt) {
+    ConnGuard guard;  // held throughout: no disconnect frees the task
+    chi::Task *task;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!pending_) return true;
+      task = pending_->task();
+      ++waiters_;
+    }
+    bool done;
+    {
+      chi::ScopedWaitInterrupt on_signal(interrupt, nullptr);
+      done = task->WaitFor(TimeoutUs(timeout_s));
+    }
     std::lock_guard<std::mutex> l(mu_);
-    if (!pending_) return true;
-    if (!pending_->task()->WaitFor(TimeoutUs(timeout_s))) return false;
-    ResolveLocked();
-    Unregister();
-    return true;
+    --waiters_;
+    if (pending_ && done) {
+      ResolveLocked();
+      Unregister();
+    }
+    FreeRetiredLocked();
+    return resolved_.load(std::memory_order_relaxed);
   }
 
-  /** Records the result of the completed task and frees it, what it
-   * returned and what it owns. REQUIRES: mu_ and Conn().mu held,
+  /** Records the result of the completed task and frees what it returned
+   * and owns, and the task itself unless a thread still waits on it (then
+   * the last to leave frees it). REQUIRES: mu_ and Conn().mu held,
    * complete. */
   void ResolveLocked() {
     status_ = pending_->task()->GetStatus();
     if (status_.ok()) pending_->Read(&value_);
-    pending_->Delete();
-    pending_.reset();
+    retired_ = std::move(pending_);
+    FreeRetiredLocked();
     resolved_.store(true, std::memory_order_release);
+  }
+
+  /** Frees a resolved task no thread waits on any more. REQUIRES: mu_ and
+   * Conn().mu held, connected. */
+  void FreeRetiredLocked() {
+    if (retired_ && waiters_ == 0) {
+      retired_->Delete();
+      retired_.reset();
+    }
   }
 
   /** Resolves a completed task, else abandons it and records `why`.
@@ -396,9 +494,12 @@ class Future {
     Conn().futures.erase(this);
   }
 
-  std::mutex mu_;                     ///< Guards pending_, status_, value_.
+  std::mutex mu_;  ///< Guards pending_, retired_, waiters_, status_, value_.
   std::unique_ptr<Pending> pending_;  ///< Null once resolved.
-  std::string what_;                  ///< The call, for messages.
+  /** Resolved, read, but still waited on by a thread: freed by the last. */
+  std::unique_ptr<Pending> retired_;
+  u32 waiters_ = 0;   ///< Threads inside WaitAndResolve's wait.
+  std::string what_;  ///< The call, for messages.
   Status status_;
   Value value_;
   std::atomic<bool> resolved_{false};  ///< status_/value_ are final.
@@ -487,15 +588,47 @@ struct Admin {
 };
 
 /** Connects this process to the runtime named by CHI_SERVER_CONF (or
- * `server_conf`, which is then exported as CHI_SERVER_CONF). Idempotent.
- * REQUIRES: GIL held. */
+ * `server_conf`, which is then set in os.environ, and so in the C
+ * environment, as CHI_SERVER_CONF; put back as it was if the connection
+ * fails). Idempotent; InvalidArgument for another `server_conf` while
+ * connected. REQUIRES: GIL held. */
 void Connect(const std::optional<std::string> &server_conf) {
-  py::gil_scoped_release release;
-  std::unique_lock<std::shared_mutex> l(Conn().mu);
-  if (Conn().connected) return;
-  if (server_conf) setenv("CHI_SERVER_CONF", server_conf->c_str(), 1);
-  Check(CHIMAERA_CLIENT_INIT());
-  Conn().connected = true;
+  {
+    py::gil_scoped_release release;
+    std::shared_lock<std::shared_mutex> l(Conn().mu);
+    if (Conn().connected) {
+      if (server_conf && *server_conf != Conn().conf) {
+        throw ChiError(Status::InvalidArgument(
+            "already connected to the runtime of CHI_SERVER_CONF='" +
+            Conn().conf + "': disconnect() first"));
+      }
+      return;
+    }
+  }
+  py::object environ = py::module_::import("os").attr("environ");
+  py::object prev = py::none();
+  if (server_conf) {
+    prev = environ.attr("get")("CHI_SERVER_CONF");
+    environ["CHI_SERVER_CONF"] = *server_conf;  // os.putenv too
+  }
+  try {
+    py::gil_scoped_release release;
+    std::unique_lock<std::shared_mutex> l(Conn().mu);
+    if (Conn().connected) return;  // another thread connected meanwhile
+    Check(CHIMAERA_CLIENT_INIT());
+    const char *conf = std::getenv("CHI_SERVER_CONF");
+    Conn().conf = conf ? conf : "";
+    Conn().connected = true;
+  } catch (...) {
+    if (server_conf) {
+      if (prev.is_none()) {
+        environ.attr("pop")("CHI_SERVER_CONF", py::none());
+      } else {
+        environ["CHI_SERVER_CONF"] = prev;
+      }
+    }
+    throw;
+  }
 }
 
 /** Abandons every unfinished Future's task and detaches from the runtime.
@@ -527,8 +660,8 @@ bool IsConnected() {
 py::dict PoolDict(const chi::admin::PoolDesc &d) {
   py::dict out;
   out["id"] = d.id;
-  out["name"] = d.name;
-  out["module"] = d.module;
+  out["name"] = Text(d.name);
+  out["module"] = Text(d.module);
   out["containers"] = d.num_containers;
   return out;
 }
@@ -567,6 +700,11 @@ PYBIND11_MODULE(chimaera, m) {
       "Python client of the Chimaera task runtime: connect(), Admin, "
       "SmallMessage, Compressor, Kvs and Future. Errors raise "
       "chimaera.Error.";
+
+  g_main_thread = py::module_::import("threading")
+                      .attr("main_thread")()
+                      .attr("ident")
+                      .cast<unsigned long>();
 
   // --- Errors -------------------------------------------------------------
   {
@@ -616,8 +754,20 @@ PYBIND11_MODULE(chimaera, m) {
       .def_readonly("node_id", &PoolId::node_id_)
       .def_readonly("unique", &PoolId::unique_)
       .def("is_null", &PoolId::IsNull)
-      .def("__eq__", [](const PoolId &a, const PoolId &b) { return a == b; })
-      .def("__ne__", [](const PoolId &a, const PoolId &b) { return a != b; })
+      // Another type compares unequal (NotImplemented lets Python decide),
+      // so a PoolId may share a list or a dict with other keys.
+      .def("__eq__",
+           [](const PoolId &a, const py::object &b) -> py::object {
+             if (!py::isinstance<PoolId>(b))
+               return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+             return py::bool_(a == b.cast<const PoolId &>());
+           })
+      .def("__ne__",
+           [](const PoolId &a, const py::object &b) -> py::object {
+             if (!py::isinstance<PoolId>(b))
+               return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+             return py::bool_(a != b.cast<const PoolId &>());
+           })
       .def("__hash__", [](const PoolId &a) { return a.ToU64(); })
       .def("__repr__",
            [](const PoolId &a) {
@@ -669,7 +819,7 @@ PYBIND11_MODULE(chimaera, m) {
       .def(
           "stat",
           [](Admin &a, OptT t) {
-            return Blocking(t, [&] { return Check(a.client.Stat()); });
+            return Text(Blocking(t, [&] { return Check(a.client.Stat()); }));
           },
           py::arg("timeout_s") = py::none(),
           "A text report of the runtime's state.")
@@ -687,7 +837,11 @@ PYBIND11_MODULE(chimaera, m) {
       .def(
           "list_modules",
           [](Admin &a, OptT t) {
-            return Blocking(t, [&] { return Check(a.client.ListModules()); });
+            auto names =
+                Blocking(t, [&] { return Check(a.client.ListModules()); });
+            py::list out;
+            for (const auto &n : names) out.append(Text(n));
+            return out;
           },
           py::arg("timeout_s") = py::none(),
           "Names of the modules the runtime has loaded.")

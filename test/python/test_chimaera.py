@@ -212,6 +212,23 @@ class ConnectionTest(unittest.TestCase):
             chimaera.connect()
         self.assertEqual(admin.echo(6), 6)
 
+    def test_connect_to_another_runtime_needs_a_disconnect(self):
+        other = "/nonexistent/other_runtime.yaml"
+        with self.assertRaises(chimaera.Error) as cm:
+            chimaera.connect(other)
+        self.assertEqual(cm.exception.code_name, "InvalidArgument")
+        self.assertEqual(os.environ.get("CHI_SERVER_CONF"), RUNTIME.conf)
+        chimaera.disconnect()
+        try:
+            with self.assertRaises(chimaera.Error) as cm:
+                chimaera.connect(other)
+            self.assertEqual(cm.exception.code_name, "NotFound")
+            # The failed connect put CHI_SERVER_CONF back.
+            self.assertEqual(os.environ.get("CHI_SERVER_CONF"), RUNTIME.conf)
+        finally:
+            chimaera.connect()
+        self.assertEqual(chimaera.Admin().echo(7), 7)
+
 
 class AdminTest(unittest.TestCase):
 
@@ -269,6 +286,28 @@ class AdminTest(unittest.TestCase):
         self.assertIn("NotFound", str(e))
         self.assertIsInstance(e, Exception)
 
+    def test_names_that_are_not_utf8_come_back_escaped(self):
+        with self.assertRaises(chimaera.Error) as cm:
+            self.admin.lookup_pool(b"\xff\xfe")
+        self.assertEqual(cm.exception.code, chimaera.StatusCode.NotFound)
+        sm = chimaera.SmallMessage.create(b"py_bad\xffname")
+        try:
+            names = [p["name"] for p in self.admin.list_pools()]
+            self.assertIn("py_bad\\xffname", names)
+            self.assertIsInstance(self.admin.stat(), str)
+        finally:
+            sm.destroy()
+
+    def test_pool_ids_compare_with_other_types(self):
+        pid = chimaera.PoolId(1, 5)
+        self.assertFalse(pid == None)  # noqa: E711
+        self.assertTrue(pid != 1)
+        self.assertNotIn(pid, [None, 1])
+        table = {1: "int", chimaera.PoolId(0, 1): "pool"}
+        self.assertEqual(table[1], "int")
+        self.assertEqual(table[chimaera.PoolId(0, 1)], "pool")
+        self.assertEqual(chimaera.PoolId(1, 5), pid)
+
     def test_bad_pool_name_is_invalid_argument(self):
         with self.assertRaises(chimaera.Error) as cm:
             chimaera.SmallMessage.create("x" * 200)
@@ -318,6 +357,41 @@ class SmallMessageTest(unittest.TestCase):
         self.assertTrue(f.wait(timeout_s=60))
         self.assertIsInstance(f.result(), int)
         self.assertIn("done", repr(f))
+
+    def test_ctrl_c_interrupts_waits(self):
+        # A compute of 1.5e9 iterations takes seconds; SIGINT 0.2 s in.
+        def interrupt_soon():
+            timer = threading.Timer(0.2, os.kill,
+                                    (os.getpid(), signal.SIGINT))
+            timer.start()
+            return timer
+        # A synchronous call: abandoned, and KeyboardInterrupt at once.
+        timer = interrupt_soon()
+        t0 = time.monotonic()
+        with self.assertRaises(KeyboardInterrupt):
+            self.sm.compute(1_500_000_000, 3, timeout_s=60)
+        self.assertLess(time.monotonic() - t0, 1.5)
+        timer.join()
+        # A Future's wait: the task stays pending and the Future usable.
+        f = self.sm.async_compute(1_500_000_000, 4)
+        timer = interrupt_soon()
+        t0 = time.monotonic()
+        with self.assertRaises(KeyboardInterrupt):
+            f.wait(timeout_s=60)
+        self.assertLess(time.monotonic() - t0, 1.5)
+        timer.join()
+        # Another thread waits on it long; this one's short wait still ends
+        # at its own deadline.
+        waiter = threading.Thread(target=f.wait, args=(60,))
+        waiter.start()
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        done = f.wait(timeout_s=0.1)
+        if not done:
+            self.assertLess(time.monotonic() - t0, 1.0)
+        waiter.join(60)
+        self.assertFalse(waiter.is_alive())
+        self.assertIsInstance(f.result(timeout_s=60), int)
 
     def test_dropped_future_is_abandoned(self):
         f = self.sm.async_compute(100_000_000, 2)
