@@ -41,8 +41,8 @@ struct NoopTask : public Task {
 /** Returns its input: ret_ = value_. */
 struct EchoTask : public Task {
   static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
-  IN u64 value_ = 0;
-  OUT u64 ret_ = 0;
+  CHI_IN u64 value_ = 0;
+  CHI_OUT u64 ret_ = 0;
   CHI_FIELDS(In(value_), Out(ret_))
 };
 
@@ -50,9 +50,9 @@ struct EchoTask : public Task {
  * (yielding its fiber) and returns the sum of their results. With depth_ > 1
  * each subtask is itself a FanOut of depth_ - 1. */
 struct FanOutTask : public Task {
-  IN u32 count_ = 0;
-  IN u32 depth_ = 1;
-  OUT u64 sum_ = 0;
+  CHI_IN u32 count_ = 0;
+  CHI_IN u32 depth_ = 1;
+  CHI_OUT u64 sum_ = 0;
   CHI_FIELDS(In(count_), In(depth_), Out(sum_))
 };
 
@@ -65,14 +65,14 @@ struct StopRuntimeTask : public Task {};
  * Any node's admin takes it; the coordinator node creates pools for the
  * cluster (CreatePoolHereTask on every node). */
 struct GetOrCreatePoolTask : public Task {
-  IN TaskName name_;
-  IN TaskName module_;
-  IN u32 num_containers_ = 1;
-  IN hipc::Pointer params_;  ///< Module parameters (client_data), or null.
-  IN u64 params_size_ = 0;
-  IN PoolId fixed_id_;  ///< CreatePoolHereTask: the id to use.
-  OUT PoolId new_pool_id_;
-  OUT u32 existed_ = 0;
+  CHI_IN TaskName name_;
+  CHI_IN TaskName module_;
+  CHI_IN u32 num_containers_ = 1;
+  CHI_IN hipc::Pointer params_;  ///< Module parameters (client_data), or null.
+  CHI_IN u64 params_size_ = 0;
+  CHI_IN PoolId fixed_id_;  ///< CreatePoolHereTask: the id to use.
+  CHI_OUT PoolId new_pool_id_;
+  CHI_OUT u32 existed_ = 0;
   CHI_FIELDS(In(name_), In(module_), In(num_containers_), In(params_size_),
              InBuf(params_, params_size_), In(fixed_id_), Out(new_pool_id_),
              Out(existed_))
@@ -91,7 +91,7 @@ struct UndoCreatePoolTask : public GetOrCreatePoolTask {
 
 /** Destroys pool target_, after the tasks running on it finish. */
 struct DestroyPoolTask : public Task {
-  IN PoolId target_;
+  CHI_IN PoolId target_;
   CHI_FIELDS(In(target_))
 };
 
@@ -104,18 +104,18 @@ struct DestroyPoolTask : public Task {
  * then go to the new node, none lost or run twice. from_node_ and
  * state_bytes_ report what moved. */
 struct MigrateContainerTask : public Task {
-  IN PoolId target_;
-  IN u32 container_ = 0;
-  IN u32 to_node_ = 0;
-  IN hipc::Pointer state_;  ///< MigrateInTask: the saved state.
-  IN u64 state_size_ = 0;
+  CHI_IN PoolId target_;
+  CHI_IN u32 container_ = 0;
+  CHI_IN u32 to_node_ = 0;
+  CHI_IN hipc::Pointer state_;  ///< MigrateInTask: the saved state.
+  CHI_IN u64 state_size_ = 0;
   /** MigrateInTask: the worker the container was pinned to where it was
    * (Container::PinToWorker), or ~0u if it was not pinned. */
-  IN u32 pin_worker_ = ~0u;
-  OUT u32 from_node_ = 0;
-  OUT u64 state_bytes_ = 0;
-  OUT PoolId moved_pool_;        ///< OffloadTask: the pool of what moved.
-  OUT u32 moved_container_ = 0;  ///< OffloadTask: the container that moved.
+  CHI_IN u32 pin_worker_ = ~0u;
+  CHI_OUT u32 from_node_ = 0;
+  CHI_OUT u64 state_bytes_ = 0;
+  CHI_OUT PoolId moved_pool_;        ///< OffloadTask: the pool of what moved.
+  CHI_OUT u32 moved_container_ = 0;  ///< OffloadTask: the container that moved.
   CHI_FIELDS(In(target_), In(container_), In(to_node_), In(state_size_),
              InBuf(state_, state_size_), In(pin_worker_), Out(from_node_),
              Out(state_bytes_), Out(moved_pool_), Out(moved_container_))
@@ -137,16 +137,16 @@ struct OffloadTask : public MigrateContainerTask {};
  * holding it (Container::PinToWorker): any node takes it and hands it to
  * that node. */
 struct PinContainerTask : public Task {
-  IN PoolId target_;
-  IN u32 container_ = 0;
-  IN u32 worker_ = 0;
+  CHI_IN PoolId target_;
+  CHI_IN u32 container_ = 0;
+  CHI_IN u32 worker_ = 0;
   CHI_FIELDS(In(target_), In(container_), In(worker_))
 };
 
 /** Looks up the id of the pool called name_. */
 struct LookupPoolTask : public Task {
-  IN TaskName name_;
-  OUT PoolId pool_id_out_;
+  CHI_IN TaskName name_;
+  CHI_OUT PoolId pool_id_out_;
   CHI_FIELDS(In(name_), Out(pool_id_out_))
 };
 
@@ -155,9 +155,9 @@ struct LookupPoolTask : public Task {
 struct TextTask : public Task {
   /** StatTask only: kFormatText (the report for people) or kFormatJson (one
    * JSON object with the same data, for programs; see chimaera_stat). */
-  IN u32 format_ = 0;
-  OUT hipc::Pointer text_;
-  OUT u64 text_size_ = 0;
+  CHI_IN u32 format_ = 0;
+  CHI_OUT hipc::Pointer text_;
+  CHI_OUT u64 text_size_ = 0;
   static constexpr u32 kFormatText = 0;
   static constexpr u32 kFormatJson = 1;
   CHI_FIELDS(In(format_), OutBuf(text_, text_size_))
@@ -174,9 +174,9 @@ struct ListModulesTask : public TextTask {};
  * if any is left). more_ says whether pools remain; the next page starts
  * at next_. */
 struct PoolSpecsTask : public TextTask {
-  IN u64 from_ = 0;
-  OUT u64 next_ = 0;
-  OUT u32 more_ = 0;
+  CHI_IN u64 from_ = 0;
+  CHI_OUT u64 next_ = 0;
+  CHI_OUT u32 more_ = 0;
   /** Parameter bytes a page stops growing at (its text holds them twice,
    * as hex; one pool's may reach 1 MiB). */
   static constexpr u64 kPageParamBytes = 512 << 10;
@@ -201,9 +201,9 @@ enum TraceOp : u32 {
  * reports the state after it: start and stop complete once every worker
  * follows the switch. */
 struct TraceControlTask : public Task {
-  IN u32 op_ = kTraceQuery;
-  OUT u32 enabled_ = 0;   ///< 1 if tracing is on.
-  OUT u64 recorded_ = 0;  ///< Records written since the last clear.
+  CHI_IN u32 op_ = kTraceQuery;
+  CHI_OUT u32 enabled_ = 0;   ///< 1 if tracing is on.
+  CHI_OUT u64 recorded_ = 0;  ///< Records written since the last clear.
   CHI_FIELDS(In(op_), Out(enabled_), Out(recorded_))
 };
 

@@ -30,12 +30,12 @@ static GLOBAL_CROSS_CONST u64 kHighLatencyBytes = 64 * 1024;
 
 /** Compresses data_[0, size_) into out_[0, out_size_). */
 struct CompressTask : public Task {
-  IN Algorithm algo_ = Algorithm::kZstd;  ///< The codec.
-  IN i32 level_ = 0;       ///< Algorithm-specific level (0 = default).
-  IN hipc::Pointer data_;  ///< Input bytes (a data-segment buffer).
-  IN u64 size_ = 0;        ///< Bytes of input.
-  OUT hipc::Pointer out_;  ///< Output in client_data; the waiter frees it.
-  OUT u64 out_size_ = 0;   ///< Compressed bytes in out_.
+  CHI_IN Algorithm algo_ = Algorithm::kZstd;  ///< The codec.
+  CHI_IN i32 level_ = 0;       ///< Algorithm-specific level (0 = default).
+  CHI_IN hipc::Pointer data_;  ///< Input bytes (a data-segment buffer).
+  CHI_IN u64 size_ = 0;        ///< Bytes of input.
+  CHI_OUT hipc::Pointer out_;  ///< Output in client_data; the waiter frees it.
+  CHI_OUT u64 out_size_ = 0;   ///< Compressed bytes in out_.
 
   template <typename Ar>
   void Fields(Ar &ar) {
@@ -50,12 +50,12 @@ struct CompressTask : public Task {
 /** Decompresses data_[0, size_) into out_[0, out_size_); the output must be
  * exactly orig_size_ bytes. */
 struct DecompressTask : public Task {
-  IN Algorithm algo_ = Algorithm::kZstd;  ///< The codec that compressed it.
-  IN hipc::Pointer data_;  ///< Compressed bytes (a data-segment buffer).
-  IN u64 size_ = 0;        ///< Bytes of compressed input.
-  IN u64 orig_size_ = 0;   ///< Size of the original data.
-  OUT hipc::Pointer out_;  ///< Output in client_data; the waiter frees it.
-  OUT u64 out_size_ = 0;   ///< Bytes in out_ (== orig_size_ on success).
+  CHI_IN Algorithm algo_ = Algorithm::kZstd;  ///< The codec that compressed it.
+  CHI_IN hipc::Pointer data_;  ///< Compressed bytes (a data-segment buffer).
+  CHI_IN u64 size_ = 0;        ///< Bytes of compressed input.
+  CHI_IN u64 orig_size_ = 0;   ///< Size of the original data.
+  CHI_OUT hipc::Pointer out_;  ///< Output in client_data; the waiter frees it.
+  CHI_OUT u64 out_size_ = 0;   ///< Bytes in out_ (== orig_size_ on success).
 
   template <typename Ar>
   void Fields(Ar &ar) {

@@ -43,10 +43,10 @@ inline u32 KeyHash(const char *key, u64 size) {
 /** Stores value = data_[key_size_, key_size_ + value_size_) under key =
  * data_[0, key_size_), replacing any previous value. */
 struct PutTask : public Task {
-  IN hipc::Pointer data_;  ///< Key bytes followed by value bytes.
-  IN u64 key_size_ = 0;    ///< 1..kMaxKeySize.
-  IN u64 value_size_ = 0;  ///< May be 0.
-  OUT u32 replaced_ = 0;   ///< 1 if the key had a value before.
+  CHI_IN hipc::Pointer data_;  ///< Key bytes followed by value bytes.
+  CHI_IN u64 key_size_ = 0;    ///< 1..kMaxKeySize.
+  CHI_IN u64 value_size_ = 0;  ///< May be 0.
+  CHI_OUT u32 replaced_ = 0;   ///< 1 if the key had a value before.
 
   template <typename Ar>
   void Fields(Ar &ar) {
@@ -60,10 +60,10 @@ struct PutTask : public Task {
 /** Returns the value of key = key_[0, key_size_) in value_ (client_data;
  * null for an empty value). NotFound if the key is absent. */
 struct GetTask : public Task {
-  IN hipc::Pointer key_;     ///< Key bytes.
-  IN u64 key_size_ = 0;      ///< 1..kMaxKeySize.
-  OUT hipc::Pointer value_;  ///< The value; the waiter frees it.
-  OUT u64 value_size_ = 0;   ///< Bytes in value_.
+  CHI_IN hipc::Pointer key_;     ///< Key bytes.
+  CHI_IN u64 key_size_ = 0;      ///< 1..kMaxKeySize.
+  CHI_OUT hipc::Pointer value_;  ///< The value; the waiter frees it.
+  CHI_OUT u64 value_size_ = 0;   ///< Bytes in value_.
 
   template <typename Ar>
   void Fields(Ar &ar) {
@@ -76,8 +76,8 @@ struct GetTask : public Task {
 /** Removes key = key_[0, key_size_) and frees its value. NotFound if the key
  * is absent. */
 struct DeleteTask : public Task {
-  IN hipc::Pointer key_;  ///< Key bytes.
-  IN u64 key_size_ = 0;   ///< 1..kMaxKeySize.
+  CHI_IN hipc::Pointer key_;  ///< Key bytes.
+  CHI_IN u64 key_size_ = 0;   ///< 1..kMaxKeySize.
 
   template <typename Ar>
   void Fields(Ar &ar) {
@@ -93,14 +93,14 @@ struct DeleteTask : public Task {
  * the pool's container count. A client scans the whole pool by sending one
  * ScanTask per container (DomainQuery::GetGlobalId(i)) and merging. */
 struct ScanTask : public Task {
-  IN hipc::Pointer key_;  ///< Start key or prefix (may be null).
-  IN u64 key_size_ = 0;   ///< 0..kMaxKeySize.
-  IN ScanMode mode_ = ScanMode::kFromKey;  ///< How keys are selected.
-  IN u32 max_count_ = 0;                   ///< Most keys to return (0: none).
-  OUT hipc::Pointer keys_;      ///< Length-prefixed keys; waiter frees it.
-  OUT u64 keys_size_ = 0;       ///< Bytes in keys_.
-  OUT u32 count_ = 0;           ///< Keys in keys_.
-  OUT u32 num_containers_ = 0;  ///< Containers of the pool.
+  CHI_IN hipc::Pointer key_;  ///< Start key or prefix (may be null).
+  CHI_IN u64 key_size_ = 0;   ///< 0..kMaxKeySize.
+  CHI_IN ScanMode mode_ = ScanMode::kFromKey;  ///< How keys are selected.
+  CHI_IN u32 max_count_ = 0;        ///< Most keys to return (0: none).
+  CHI_OUT hipc::Pointer keys_;      ///< Length-prefixed keys; waiter frees it.
+  CHI_OUT u64 keys_size_ = 0;       ///< Bytes in keys_.
+  CHI_OUT u32 count_ = 0;           ///< Keys in keys_.
+  CHI_OUT u32 num_containers_ = 0;  ///< Containers of the pool.
 
   template <typename Ar>
   void Fields(Ar &ar) {

@@ -59,10 +59,10 @@ struct NoopTask : public Task {
  * needs no data_ and returns a null ret_. */
 struct EchoTask : public Task {
   static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
-  IN hipc::Pointer data_;  ///< Input bytes (a data-segment buffer).
-  IN u64 size_ = 0;        ///< Bytes of data_ to echo.
-  OUT hipc::Pointer ret_;  ///< Reply in client_data; the waiter frees it.
-  OUT u64 ret_size_ = 0;   ///< Bytes in ret_ (== size_ on success).
+  CHI_IN hipc::Pointer data_;  ///< Input bytes (a data-segment buffer).
+  CHI_IN u64 size_ = 0;        ///< Bytes of data_ to echo.
+  CHI_OUT hipc::Pointer ret_;  ///< Reply in client_data; the waiter frees it.
+  CHI_OUT u64 ret_size_ = 0;   ///< Bytes in ret_ (== size_ on success).
 
   template <typename Ar>
   void Fields(Ar &ar) {
@@ -75,9 +75,9 @@ struct EchoTask : public Task {
 /** Runs ComputeKernel(iters_, seed_) and returns it in result_. */
 struct ComputeTask : public Task {
   static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
-  IN u64 iters_ = 0;    ///< Kernel iterations (the task's size).
-  IN u64 seed_ = 0;     ///< Kernel seed.
-  OUT u64 result_ = 0;  ///< ComputeKernel(iters_, seed_).
+  CHI_IN u64 iters_ = 0;    ///< Kernel iterations (the task's size).
+  CHI_IN u64 seed_ = 0;     ///< Kernel seed.
+  CHI_OUT u64 result_ = 0;  ///< ComputeKernel(iters_, seed_).
 
   template <typename Ar>
   void Fields(Ar &ar) {
@@ -94,10 +94,10 @@ struct ComputeTask : public Task {
  * result (StencilChecksum on success). The first failed subtask's status
  * becomes the task's, and the loop stops. */
 struct StencilRunTask : public Task {
-  IN u32 width_ = 0;      ///< Points (tasks) per step.
-  IN u32 steps_ = 0;      ///< Steps, each after the previous completed.
-  IN u64 iters_ = 0;      ///< Kernel iterations per point.
-  OUT u64 checksum_ = 0;  ///< Sum of all results (mod 2^64).
+  CHI_IN u32 width_ = 0;      ///< Points (tasks) per step.
+  CHI_IN u32 steps_ = 0;      ///< Steps, each after the previous completed.
+  CHI_IN u64 iters_ = 0;      ///< Kernel iterations per point.
+  CHI_OUT u64 checksum_ = 0;  ///< Sum of all results (mod 2^64).
 
   template <typename Ar>
   void Fields(Ar &ar) {
@@ -114,10 +114,10 @@ struct StencilRunTask : public Task {
  * other tasks meanwhile. Long tasks that cost no CPU, for load-balancing
  * tests and benchmarks. At most 10 s (else InvalidArgument). */
 struct IoTask : public Task {
-  IN u32 us_ = 0;          ///< Device time of this I/O.
-  OUT u32 node_ = 0;       ///< Node that ran it.
-  OUT u32 container_ = 0;  ///< Container (device) that ran it.
-  OUT u64 queued_ns_ = 0;  ///< Time it waited for the device.
+  CHI_IN u32 us_ = 0;          ///< Device time of this I/O.
+  CHI_OUT u32 node_ = 0;       ///< Node that ran it.
+  CHI_OUT u32 container_ = 0;  ///< Container (device) that ran it.
+  CHI_OUT u64 queued_ns_ = 0;  ///< Time it waited for the device.
   CHI_FIELDS(In(us_), Out(node_), Out(container_), Out(queued_ns_))
 };
 /** Keeps its worker busy for `us_` microseconds without yielding and says
@@ -126,9 +126,10 @@ struct IoTask : public Task {
  * (Container::PinToWorker). At most 1 s (else InvalidArgument). */
 struct ProbeTask : public Task {
   static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
-  IN u32 us_ = 0;
-  OUT u32 worker_ = 0;      ///< Worker that ran it.
-  OUT u32 overlapped_ = 0;  ///< 1 if another Probe of the container overlapped.
+  CHI_IN u32 us_ = 0;
+  CHI_OUT u32 worker_ = 0;  ///< Worker that ran it.
+  CHI_OUT u32 overlapped_ =
+      0;  ///< 1 if another Probe of the container overlapped.
   CHI_FIELDS(In(us_), Out(worker_), Out(overlapped_))
 };
 /** The module: its name and methods (ids kCustom + 0..5, in this order). */
