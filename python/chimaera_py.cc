@@ -27,6 +27,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -35,6 +36,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -145,10 +147,33 @@ struct Connection {
   std::unordered_set<Future *> futures;  ///< Unresolved Futures.
 };
 
+/** The process's Connection; a forked child replaces it (AfterForkInChild):
+ * the parent's may be locked by threads the child does not have. */
+std::atomic<Connection *> g_conn{new Connection()};
+
+/** Bumped in a forked child: Futures made before belong to the parent. */
+std::atomic<u64> g_fork_gen{0};
+
+/** Set when the interpreter exits: every thread's wait gives up, so that
+ * the exit's disconnect does not wait for a daemon thread's long call. */
+std::atomic<bool> g_exiting{false};
+
 /** The process's Connection. Any thread. */
-Connection &Conn() {
-  static Connection *conn = new Connection();
-  return *conn;
+Connection &Conn() { return *g_conn.load(std::memory_order_acquire); }
+
+/** os.register_at_fork(after_in_child=...): the child starts with a fresh
+ * Connection in the parent's state (the old one is leaked, its mutexes
+ * perhaps held by the parent's other threads), and its Futures made before
+ * the fork become inert (their tasks are the parent's to wait for and
+ * free). The core client re-registers the child at its first Send. Runs in
+ * the child, one thread, GIL held. */
+void AfterForkInChild() {
+  Connection *old = g_conn.load(std::memory_order_acquire);
+  auto *fresh = new Connection();
+  fresh->connected = old->connected;
+  fresh->conf = old->conf;
+  g_conn.store(fresh, std::memory_order_release);
+  g_fork_gen.fetch_add(1, std::memory_order_acq_rel);
 }
 
 /** Holds Conn().mu shared for a call that uses shared memory; throws
@@ -200,18 +225,42 @@ unsigned long g_main_thread = 0;
  * in this thread for ThrowIfSignalled. Called by the core's blocking waits
  * between sleeps, GIL released. */
 bool PythonSignalled(void *) {
+  if (g_exiting.load(std::memory_order_relaxed)) return true;
   PyGILState_STATE g = PyGILState_Ensure();
   const bool raised = PyErr_Occurred() != nullptr || PyErr_CheckSignals() != 0;
   PyGILState_Release(g);
   return raised;
 }
 
+/** chi::WaitInterruptFn of a wait in any other thread: true once the
+ * interpreter exits (signals are the main thread's). GIL released. */
+bool Exiting(void *) { return g_exiting.load(std::memory_order_relaxed); }
+
+/** Declared right after a py::gil_scoped_release in a thread other than the
+ * main one: if the interpreter is exiting when the scope ends, parks the
+ * thread for good instead of letting it take the GIL back. Such a daemon
+ * thread may otherwise reach the GIL after finalization began, where
+ * Python ends it with pthread_exit, whose unwinding through
+ * gil_scoped_release's noexcept destructor aborts the process. */
+class ParkIfExiting {
+ public:
+  explicit ParkIfExiting(bool main_thread) : main_thread_(main_thread) {}
+  ~ParkIfExiting() {
+    if (main_thread_ || !g_exiting.load(std::memory_order_relaxed)) return;
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  }
+  ParkIfExiting(const ParkIfExiting &) = delete;
+  ParkIfExiting &operator=(const ParkIfExiting &) = delete;
+
+ private:
+  bool main_thread_;
+};
+
 /** The WaitInterruptFn for the calling thread: PythonSignalled in the main
- * thread, none in others (their signals wait for the main thread anyway).
- * GIL held. */
+ * thread, Exiting in others. GIL held. */
 chi::WaitInterruptFn InterruptFor() {
   return PyThread_get_thread_ident() == g_main_thread ? &PythonSignalled
-                                                      : nullptr;
+                                                      : &Exiting;
 }
 
 /** Throws the exception a signal handler raised during a wait, if any.
@@ -234,6 +283,7 @@ auto Blocking(const std::optional<double> &timeout_s, Fn &&fn)
   const chi::WaitInterruptFn interrupt = InterruptFor();
   auto run = [&]() -> decltype(fn()) {
     py::gil_scoped_release release;
+    ParkIfExiting park(interrupt == &PythonSignalled);
     ConnGuard guard;
     u64 ms = 0;  // 0: the configured deadline
     if (timeout_s) ms = std::max<u64>(1, TimeoutUs(timeout_s) / 1000);
@@ -332,7 +382,9 @@ class Future {
   /** Takes ownership of `pending` and registers the Future. REQUIRES:
    * Conn().mu held shared, connected. */
   Future(std::unique_ptr<Pending> pending, std::string what)
-      : pending_(std::move(pending)), what_(std::move(what)) {
+      : pending_(std::move(pending)),
+        what_(std::move(what)),
+        gen_(g_fork_gen.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> l(Conn().futures_mu);
     Conn().futures.insert(this);
   }
@@ -343,6 +395,7 @@ class Future {
    * Python's GC with the GIL held (no thread waits on it then); may block
    * briefly while a disconnect is in progress. */
   ~Future() {
+    if (Inherited()) return;  // the parent's task: touch nothing
     if (resolved_.load(std::memory_order_acquire) && !retired_) return;
     std::shared_lock<std::shared_mutex> cl(Conn().mu);
     std::lock_guard<std::mutex> l(mu_);
@@ -357,7 +410,7 @@ class Future {
    * is inside wait()/result() on this Future and has not yet collected the
    * result. GIL held. */
   bool Done() {
-    if (resolved_.load(std::memory_order_acquire)) return true;
+    if (resolved_.load(std::memory_order_acquire) || Inherited()) return true;
     std::shared_lock<std::shared_mutex> cl(Conn().mu, std::try_to_lock);
     if (!cl.owns_lock() || !Conn().connected) return false;
     std::unique_lock<std::mutex> l(mu_, std::try_to_lock);
@@ -370,11 +423,13 @@ class Future {
    * task. Releases the GIL. REQUIRES: GIL held. */
   bool Wait(const std::optional<double> &timeout_s) {
     ValidateTimeout(timeout_s);
+    CheckNotInherited();
     if (resolved_.load(std::memory_order_acquire)) return true;
     const chi::WaitInterruptFn interrupt = InterruptFor();
     bool done;
     {
       py::gil_scoped_release release;
+      ParkIfExiting park(interrupt == &PythonSignalled);
       done = WaitAndResolve(timeout_s, interrupt);
     }
     ThrowIfSignalled();  // Ctrl-C: the task stays pending
@@ -387,11 +442,13 @@ class Future {
    * result is kept. REQUIRES: GIL held. */
   py::object Result(const std::optional<double> &timeout_s) {
     ValidateTimeout(timeout_s);
+    CheckNotInherited();
     if (!resolved_.load(std::memory_order_acquire)) {
       const chi::WaitInterruptFn interrupt = InterruptFor();
       bool done;
       {
         py::gil_scoped_release release;
+        ParkIfExiting park(interrupt == &PythonSignalled);
         done = WaitAndResolve(timeout_s, interrupt);
       }
       ThrowIfSignalled();  // Ctrl-C: the task stays pending
@@ -422,6 +479,22 @@ class Future {
   }
 
  private:
+  /** True in a forked child for a Future made before the fork. Any thread. */
+  bool Inherited() const {
+    return gen_ != g_fork_gen.load(std::memory_order_acquire);
+  }
+
+  /** Throws Aborted for a Future made before the fork, in the child (its
+   * lock may be held by a thread the child does not have). */
+  void CheckNotInherited() const {
+    if (Inherited()) {
+      throw ChiError(Status::Aborted(
+          what_ +
+          " was started before os.fork(): its task is the parent "
+          "process's"));
+    }
+  }
+
   /** Waits (GIL released, `interrupt` set for the wait) for completion
    * and, once complete, resolves. Returns whether the Future is resolved.
    * Several threads may wait at once, each to its own deadline: mu_ is not
@@ -503,6 +576,7 @@ class Future {
   Status status_;
   Value value_;
   std::atomic<bool> resolved_{false};  ///< status_/value_ are final.
+  const u64 gen_;                      ///< g_fork_gen when made.
 };
 
 /** Wraps the submitted `task` in a Future that reads it with `read`; throws
@@ -745,8 +819,14 @@ PYBIND11_MODULE(chimaera, m) {
         "Abandons the tasks of unfinished Futures and detaches from the "
         "runtime. Idempotent; also runs at interpreter exit.");
   m.def("is_connected", &IsConnected, "True while connected.");
-  py::module_::import("atexit").attr("register")(
-      py::cpp_function([]() { Disconnect(); }));
+  // At exit, waits give up first: a daemon thread's long call would
+  // otherwise hold the connection (and the exit) until its task ended.
+  py::module_::import("atexit").attr("register")(py::cpp_function([]() {
+    g_exiting.store(true, std::memory_order_relaxed);
+    Disconnect();
+  }));
+  py::module_::import("os").attr("register_at_fork")(
+      py::arg("after_in_child") = py::cpp_function(&AfterForkInChild));
 
   // --- PoolId -------------------------------------------------------------
   py::class_<PoolId>(m, "PoolId", "Identifies a pool (node_id, unique).")

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -392,6 +393,77 @@ class SmallMessageTest(unittest.TestCase):
         waiter.join(60)
         self.assertFalse(waiter.is_alive())
         self.assertIsInstance(f.result(timeout_s=60), int)
+
+    def run_script(self, script, timeout_s=60):
+        """Runs `script` in a fresh interpreter attached to this runtime;
+        returns (seconds taken, exit status, output)."""
+        env = dict(os.environ, CHI_SERVER_CONF=RUNTIME.conf)
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", script], env=env,
+                              capture_output=True, text=True,
+                              timeout=timeout_s)
+        return (time.monotonic() - t0, proc.returncode,
+                proc.stdout + proc.stderr)
+
+    def test_exit_does_not_wait_for_a_daemon_threads_call(self):
+        # Before, the exit's disconnect waited for the call's task: seconds.
+        took, rc, out = self.run_script("""
+import chimaera, threading, time
+chimaera.connect()
+sm = chimaera.SmallMessage.create("py_small_message", containers=2)
+def long_wait():
+    sm.async_compute(3_000_000_000, 7).wait(timeout_s=3600)
+threading.Thread(target=long_wait, daemon=True).start()
+time.sleep(0.3)
+print("main done")
+""")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("main done", out)
+        self.assertLess(took, 5.0, out)
+
+    def test_a_forked_child_leaves_the_parents_tasks_alone(self):
+        # A thread is inside a call when the main thread forks. The child
+        # must not hang at exit on the lock that thread held, and must not
+        # abandon or free the parent's task.
+        took, rc, out = self.run_script("""
+import chimaera, os, sys, threading, time
+chimaera.connect()
+sm = chimaera.SmallMessage.create("py_small_message", containers=2)
+f = sm.async_compute(600_000_000, 5)
+t = threading.Thread(target=lambda: sm.compute(600_000_000, 6,
+                                               timeout_s=60))
+t.start()
+time.sleep(0.3)
+pid = os.fork()
+if pid == 0:
+    try:
+        f.result(timeout_s=1)
+        os._exit(3)
+    except chimaera.Error as e:
+        if e.code_name != "Aborted":
+            os._exit(4)
+    if sm.echo(b"child") != b"child":
+        os._exit(5)
+    chimaera.disconnect()
+    sys.exit(0)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("child hung")
+    sys.exit(1)
+print("child", os.waitstatus_to_exitcode(status))
+print("parent", isinstance(f.result(timeout_s=60), int))
+t.join()
+""")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("child 0", out)
+        self.assertIn("parent True", out)
 
     def test_dropped_future_is_abandoned(self):
         f = self.sm.async_compute(100_000_000, 2)
