@@ -1,7 +1,9 @@
 // chimaera_stop_runtime: asks the local runtime to stop and waits until its
-// process has exited. If no worker takes the request (each is inside a long
-// method), it sends the runtime SIGTERM instead, which the runtime's main
-// thread handles: the stop then lasts at most workers.stop_drain_ms plus 2 s.
+// process has exited. Exit status 0 when it stopped cleanly, 2 when it
+// exited but left its segments, 1 on any other failure. If no worker takes the
+// request (each is inside a long method), it sends the runtime SIGTERM instead,
+// which the runtime's main thread handles: the stop then lasts at most
+// workers.stop_drain_ms plus 2 s.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -9,9 +11,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "chimaera/chimaera.h"
 #include "chimaera/stop_signal.h"
+#include "hermes_shm/memory/posix_shm.h"
 #include "hermes_shm/util/futex.h"
 
 int main(int argc, char **argv) {
@@ -73,7 +77,19 @@ int main(int argc, char **argv) {
     }
     HSHM_THREAD_MODEL->SleepForUs(10000);
   }
+  // A clean stop removes the segments; one that gave up on a worker still
+  // inside a method (or a second signal) leaves them.
+  const std::string main_segment =
+      hipc::PosixShmMmap::MakeName(CHI_IPC->instance_key(), "main");
   CHIMAERA->ClientFinalize();
+  if (hipc::PosixShmMmap::Exists(main_segment)) {
+    printf(
+        "Chimaera runtime (pid %d) stopped, but not cleanly: it left its "
+        "shared-memory segments (its log says why; the next start on this "
+        "node removes them)\n",
+        pid);
+    return 2;
+  }
   printf("Chimaera runtime (pid %d) stopped\n", pid);
   return 0;
 }
