@@ -96,6 +96,7 @@
 #include <climits>
 #include <cstring>
 #include <mutex>
+#include <unordered_set>
 #include <vector>
 
 #include "hermes_shm/memory/allocator.h"
@@ -750,6 +751,15 @@ thread_local ThreadCache *tls_caches[kMaxAllocators];
  * dlopen (Python), and glibc's spare static TLS may already be gone. */
 thread_local ThreadCache *tls_hot_cache = nullptr;
 
+/** Every live thread's caches, so that a process detaching an allocator
+ * can flush all of them (FlushAllThreadCaches). Guarded by *g_caches_mu,
+ * which is taken after the memory manager's mutex and never while
+ * allocating from a heap. Both leaked: threads exit after static
+ * destruction; a forked child replaces the mutex (ForgetCachesAfterFork). */
+std::mutex *g_caches_mu = new std::mutex();
+std::unordered_set<ThreadCache *> *g_all_caches =
+    new std::unordered_set<ThreadCache *>();
+
 /** Flushes the thread's caches when the thread exits, for allocators that
  * are still registered (and so still mapped). */
 struct TlsReaper {
@@ -757,6 +767,7 @@ struct TlsReaper {
   ~TlsReaper() {
     MemoryManager *mm = HSHM_MEMORY_MANAGER;
     std::lock_guard<std::mutex> lock(mm->mutex());
+    std::lock_guard<std::mutex> caches_lock(*g_caches_mu);
     for (u32 i = 0; i < kMaxAllocators; ++i) {
       ThreadCache *c = tls_caches[i];
       if (!c) continue;
@@ -764,6 +775,7 @@ struct TlsReaper {
       if (live == c->owner && c->owner->generation() == c->generation) {
         ThreadCacheOps::Flush(c);
       }
+      g_all_caches->erase(c);
       delete c;
       tls_caches[i] = nullptr;
     }
@@ -783,6 +795,12 @@ void ForgetCachesAfterFork() {
   for (u32 i = 0; i < kMaxAllocators; ++i) {
     ThreadCache *c = tls_caches[i];
     if (!c) continue;
+    for (auto &bin : c->bins) bin.n = 0;
+  }
+  // The other threads' caches too (their threads are the parent's); the
+  // registry's mutex may have been held by one of them: a fresh one.
+  g_caches_mu = new std::mutex();
+  for (ThreadCache *c : *g_all_caches) {
     for (auto &bin : c->bins) bin.n = 0;
   }
 }
@@ -1308,6 +1326,10 @@ static internal::ThreadCache *GetCacheSlow(ThreadLocalAllocator *a) {
   if (!c) {
     c = new (std::nothrow) internal::ThreadCache();
     if (!c) return nullptr;
+    {
+      std::lock_guard<std::mutex> l(*internal::g_caches_mu);
+      internal::g_all_caches->insert(c);
+    }
     internal::tls_caches[slot] = c;
     internal::tls_reaper.armed = true;  // registers the thread-exit flush
   }
@@ -1433,6 +1455,13 @@ void ThreadLocalAllocator::FlushThreadCache() {
   internal::ThreadCache *c = internal::tls_caches[GetId().major_];
   if (IsCacheOf(c, this)) {
     internal::ThreadCacheOps::Flush(c);
+  }
+}
+
+void ThreadLocalAllocator::FlushAllThreadCaches() {
+  std::lock_guard<std::mutex> l(*internal::g_caches_mu);
+  for (internal::ThreadCache *c : *internal::g_all_caches) {
+    if (IsCacheOf(c, this)) internal::ThreadCacheOps::Flush(c);
   }
 }
 

@@ -369,6 +369,11 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
   Status FreeOwnedBy(const MemContext &ctx, const Pointer &p, int owner);
   /** Returns the calling thread's cached blocks to the shared heap. */
   void FlushThreadCache();
+  /** Returns every thread's cached blocks of this allocator to the shared
+   * heap (a thread keeps its cache, emptied). REQUIRES: no thread
+   * allocates or frees with this allocator meanwhile, e.g. when the
+   * process detaches it. */
+  void FlushAllThreadCaches();
 
   template <typename T>
   T *GetCustomHeader() const {

@@ -462,9 +462,12 @@ void IpcManager::Finalize() {
 void IpcManager::ReleaseSegments(bool created) {
   auto *mm = HSHM_MEMORY_MANAGER;
   if (created) {
-    if (main_alloc_) main_alloc_->FlushThreadCache();
-    if (cdata_alloc_) cdata_alloc_->FlushThreadCache();
-    if (rdata_alloc_) rdata_alloc_->FlushThreadCache();
+    // Every thread's caches, not only this one's: a client that detaches
+    // and attaches again (Python's disconnect/connect) would otherwise lose
+    // what its other threads had cached, each time.
+    if (main_alloc_) main_alloc_->FlushAllThreadCaches();
+    if (cdata_alloc_) cdata_alloc_->FlushAllThreadCaches();
+    if (rdata_alloc_) rdata_alloc_->FlushAllThreadCaches();
   }
   // Only a slot that holds this allocator (a failed start may not have
   // registered it, nor given it its id).

@@ -186,6 +186,44 @@ TEST(ThreadLocalAllocatorTest, ThreadExitReturnsCache) {
   EXPECT_EQ(a.GetBytesUnreserved(), unreserved);
 }
 
+// FlushAllThreadCaches returns the cached blocks of threads that are still
+// alive (a client detaching while its other threads idle). Before, only the
+// calling thread's went back, and each detach lost the others'.
+TEST(ThreadLocalAllocatorTest, FlushAllReturnsLiveThreadsCaches) {
+  hshm_test::ShmHeap<ThreadLocalAllocator> heap(8 << 20, 6);
+  ASSERT_TRUE(heap.status().ok());
+  auto &a = heap.alloc();
+  constexpr int kThreads = 3;
+  std::atomic<int> filled{0};
+  std::atomic<bool> leave{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      // Blocks allocated and freed stay in this thread's cache.
+      std::vector<hipc::Pointer> ps;
+      for (int i = 0; i < 20; ++i)
+        ps.push_back(a.Allocate(HSHM_MCTX, 100).shm_);
+      for (auto &p : ps) EXPECT_TRUE(a.Free(HSHM_MCTX, p).ok());
+      filled.fetch_add(1);
+      while (!leave.load()) std::this_thread::yield();
+    });
+  }
+  while (filled.load() < kThreads) std::this_thread::yield();
+  EXPECT_GT(a.GetBytesInUse(), 0);  // cached blocks count as in use
+  a.FlushThreadCache();             // this thread's: none
+  EXPECT_GT(a.GetBytesInUse(), 0);
+  a.FlushAllThreadCaches();
+  EXPECT_EQ(a.GetBytesInUse(), 0);
+  leave.store(true);
+  for (auto &t : threads) t.join();  // their exit flushes nothing twice
+  EXPECT_EQ(a.GetBytesInUse(), 0);
+  hshm::u64 unreserved = a.GetBytesUnreserved();
+  FullPtr<char> again = a.Allocate(HSHM_MCTX, 100);
+  ASSERT_FALSE(again.IsNull());
+  EXPECT_EQ(a.GetBytesUnreserved(), unreserved);  // reused, not carved
+  EXPECT_TRUE(a.Free(HSHM_MCTX, again.shm_).ok());
+}
+
 TEST(HeapAllocatorTest, AttachValidates) {
   hshm_test::ShmHeap<HeapAllocator> heap(1 << 20, 6);
   ASSERT_TRUE(heap.status().ok());
