@@ -147,11 +147,13 @@ class ScopedWaitPolicy {
   WaitPolicy prev_;
 };
 
-/** A check that the calling thread's blocking waits (Task::Wait/WaitFor,
- * TaskGroup::WaitFor, and so every synchronous call) run between sleeps,
- * at least every 20 ms once they sleep: when it returns true the wait gives
- * up as if its deadline had passed (a synchronous call then abandons its
- * task and fails with Timeout). For callers that must answer the user
+/** A check that the calling thread's blocking waits with a deadline
+ * (Task::WaitFor, TaskGroup::WaitFor, and so every synchronous call) run
+ * before each sleep, at least every 20 ms once the polling phase is over:
+ * when it returns true the wait gives up as if its deadline had passed (a
+ * synchronous call then abandons its task and fails with Timeout). Waits
+ * without one (Task::Wait, TaskGroup::Wait), whose callers expect the task
+ * complete after, never call it. For callers that must answer the user
  * while they wait, e.g. Python's Ctrl-C. Never runs in a runtime fiber. */
 using WaitInterruptFn = bool (*)(void *arg);
 

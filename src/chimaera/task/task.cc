@@ -66,6 +66,9 @@ bool BlockingWait(Task *task, u64 timeout_us) {
     if (prev & kTaskComplete) return true;
     u64 waited_us = (hshm::NowNs() - start) / 1000;
     if (timeout_us != UINT64_MAX && waited_us >= timeout_us) return false;
+    // Only a wait that may time out may be interrupted: its caller handles
+    // an incomplete task (Task::Wait's callers read and free it after).
+    if (timeout_us != UINT64_MAX && internal::WaitInterrupted()) return false;
     u64 slice = kSleepSliceUs;
     if (timeout_us != UINT64_MAX)
       slice = std::min(slice, timeout_us - waited_us);
@@ -80,7 +83,6 @@ bool BlockingWait(Task *task, u64 timeout_us) {
       CompleteTask(task, alive);
       return true;
     }
-    if (internal::WaitInterrupted()) return false;
   }
 }
 

@@ -332,7 +332,10 @@ bool TaskGroup::WaitFor(u64 timeout_us) {
     u32 d = done.load(std::memory_order_seq_cst);
     if (GroupReached(d, target)) break;
     u64 now = hshm::NowNs();
-    if (now >= deadline) {
+    // A wait with a deadline may be interrupted (Wait()'s callers expect
+    // every member complete after it).
+    if (now >= deadline ||
+        (deadline != UINT64_MAX && internal::WaitInterrupted())) {
       shm_->waiter_asleep_.store(0, std::memory_order_relaxed);
       return false;
     }
@@ -343,10 +346,6 @@ bool TaskGroup::WaitFor(u64 timeout_us) {
     if (!reached() && !CHI_IPC->CheckRuntimeAlive().ok()) {
       shm_->waiter_asleep_.store(0, std::memory_order_relaxed);
       return false;  // nobody will count the rest
-    }
-    if (!reached() && internal::WaitInterrupted()) {
-      shm_->waiter_asleep_.store(0, std::memory_order_relaxed);
-      return false;
     }
   }
   shm_->waiter_asleep_.store(0, std::memory_order_relaxed);

@@ -288,8 +288,9 @@ TEST_F(TaskGraphTest, AbandonedDependentOfAnUnsentTaskIsDropped) {
   CHI_IPC->DelTask(never);
 }
 
-// A thread's WaitInterruptFn ends its task and group waits early, as a
-// deadline would, and only the thread that set it is interrupted.
+// A thread's WaitInterruptFn ends its task and group waits with a deadline
+// early, as the deadline would; only the thread that set it is
+// interrupted, and untimed waits never are.
 TEST_F(TaskGraphTest, AWaitInterruptEndsTaskAndGroupWaits) {
   chi::FullPtr<WhereTask> never;
   auto t = SubmitDependentOfUnsent(pool_, &never);
@@ -338,6 +339,14 @@ TEST_F(TaskGraphTest, AWaitInterruptEndsTaskAndGroupWaits) {
     other.join();
     EXPECT_GE(std::chrono::steady_clock::now() - t0,
               std::chrono::milliseconds(250));
+    // Untimed waits ignore it: Wait() returns with the task complete (its
+    // caller reads and frees it next).
+    clock.until = std::chrono::steady_clock::now();
+    auto slow = chi::Submit(NewWhere(pool_, 100 * 1000, 1));
+    ASSERT_FALSE(slow.IsNull());
+    slow->Wait();
+    EXPECT_TRUE(slow->IsComplete());
+    CHI_IPC->DelTask(slow);
     CHI_IPC->AbandonTask(member);
     CHI_IPC->DelTask(never2);
   }
