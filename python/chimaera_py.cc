@@ -19,9 +19,13 @@
 // the runtime. Any use of the shared-memory segments holds Conn().mu shared;
 // connect() and disconnect() hold it exclusively, so the segments are never
 // detached under a call. A Future's own mutex (taken after Conn().mu) guards
-// its task. No thread ever waits for the GIL while it holds either lock, so a
-// thread that blocks on them while holding the GIL only stalls, never
-// deadlocks.
+// its state; no thread holds it while it waits for a task. No thread waits
+// for the GIL while it holds a Future's mutex or Conn().mu exclusively. The
+// main thread does take the GIL for a moment while it holds Conn().mu
+// shared (a wait's Ctrl-C check): threads that hold the GIL only ever ask
+// for Conn().mu shared (~Future), which a reader already inside never
+// blocks (glibc's rwlocks prefer readers), and a signal handler run there
+// cannot connect() or disconnect() (ConnGuard::CheckNotInsideACall).
 #include <pybind11/eval.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -158,6 +162,13 @@ std::atomic<u64> g_fork_gen{0};
  * the exit's disconnect does not wait for a daemon thread's long call. */
 std::atomic<bool> g_exiting{false};
 
+/** The ident of the interpreter's main thread, the one thread that runs
+ * Python signal handlers (set at import). */
+unsigned long g_main_thread = 0;
+
+/** Serializes connect() calls; a forked child replaces it too. */
+std::mutex *g_connect_mu = new std::mutex();
+
 /** The process's Connection. Any thread. */
 Connection &Conn() { return *g_conn.load(std::memory_order_acquire); }
 
@@ -173,7 +184,11 @@ void AfterForkInChild() {
   fresh->connected = old->connected;
   fresh->conf = old->conf;
   g_conn.store(fresh, std::memory_order_release);
+  g_connect_mu = new std::mutex();  // the old one may be held as well
   g_fork_gen.fetch_add(1, std::memory_order_acq_rel);
+  // The forking thread is the child's main thread (it runs its signal
+  // handlers), whichever thread it was in the parent.
+  g_main_thread = PyThread_get_thread_ident();
 }
 
 /** Holds Conn().mu shared for a call that uses shared memory; throws
@@ -187,11 +202,29 @@ class ConnGuard {
       throw ChiError(Status::Unavailable(
           "not connected to a Chimaera runtime: call chimaera.connect()"));
     }
+    ++depth_;
+  }
+  ~ConnGuard() { --depth_; }
+  ConnGuard(const ConnGuard &) = delete;
+  ConnGuard &operator=(const ConnGuard &) = delete;
+
+  /** Throws if the calling thread is inside a call (holds Conn().mu
+   * shared): a Python signal handler run by a wait's Ctrl-C check. Asking
+   * for Conn().mu exclusively there would wait for itself. */
+  static void CheckNotInsideACall(const char *what) {
+    if (depth_ > 0) {
+      throw ChiError(Status::InvalidArgument(
+          std::string(what) +
+          " cannot run inside another call (from a signal handler that "
+          "interrupted it)"));
+    }
   }
 
  private:
   std::shared_lock<std::shared_mutex> lock_;
+  static thread_local int depth_;  ///< ConnGuards alive in this thread.
 };
+thread_local int ConnGuard::depth_ = 0;
 
 /** Converts an optional timeout in seconds into microseconds: the client's
  * task timeout (client.task_timeout_ms) when absent. Throws ValueError for a
@@ -215,10 +248,6 @@ void ValidateTimeout(const std::optional<double> &timeout_s) {
   }
 }
 
-/** The ident of the interpreter's main thread, the one thread that runs
- * Python signal handlers (set at import). */
-unsigned long g_main_thread = 0;
-
 /** chi::WaitInterruptFn of a wait in the main thread: runs the
  * interpreter's signal handlers (taking the GIL for a moment); true once
  * one raised (e.g. KeyboardInterrupt), whose exception then stays pending
@@ -236,23 +265,25 @@ bool PythonSignalled(void *) {
  * interpreter exits (signals are the main thread's). GIL released. */
 bool Exiting(void *) { return g_exiting.load(std::memory_order_relaxed); }
 
-/** Declared right after a py::gil_scoped_release in a thread other than the
- * main one: if the interpreter is exiting when the scope ends, parks the
- * thread for good instead of letting it take the GIL back. Such a daemon
- * thread may otherwise reach the GIL after finalization began, where
- * Python ends it with pthread_exit, whose unwinding through
- * gil_scoped_release's noexcept destructor aborts the process. */
-class ParkIfExiting {
+/** Releases the GIL for its scope, as py::gil_scoped_release, which every
+ * release in this module goes through. In a thread other than the main
+ * one, if the interpreter is exiting when the scope ends, it parks the
+ * thread for good instead of taking the GIL back: such a daemon thread may
+ * otherwise reach the GIL after finalization began, where Python ends it
+ * with pthread_exit, whose unwinding through gil_scoped_release's noexcept
+ * destructor aborts the process. REQUIRES: GIL held. */
+class __attribute__((visibility("hidden"))) ReleaseGil {
  public:
-  explicit ParkIfExiting(bool main_thread) : main_thread_(main_thread) {}
-  ~ParkIfExiting() {
+  ReleaseGil() : main_thread_(PyThread_get_thread_ident() == g_main_thread) {}
+  ~ReleaseGil() {
     if (main_thread_ || !g_exiting.load(std::memory_order_relaxed)) return;
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   }
-  ParkIfExiting(const ParkIfExiting &) = delete;
-  ParkIfExiting &operator=(const ParkIfExiting &) = delete;
+  ReleaseGil(const ReleaseGil &) = delete;
+  ReleaseGil &operator=(const ReleaseGil &) = delete;
 
  private:
+  py::gil_scoped_release release_;  // constructed first, destroyed last
   bool main_thread_;
 };
 
@@ -282,8 +313,7 @@ auto Blocking(const std::optional<double> &timeout_s, Fn &&fn)
   ValidateTimeout(timeout_s);
   const chi::WaitInterruptFn interrupt = InterruptFor();
   auto run = [&]() -> decltype(fn()) {
-    py::gil_scoped_release release;
-    ParkIfExiting park(interrupt == &PythonSignalled);
+    ReleaseGil release;
     ConnGuard guard;
     u64 ms = 0;  // 0: the configured deadline
     if (timeout_s) ms = std::max<u64>(1, TimeoutUs(timeout_s) / 1000);
@@ -395,7 +425,7 @@ class Future {
    * Python's GC with the GIL held (no thread waits on it then); may block
    * briefly while a disconnect is in progress. */
   ~Future() {
-    if (Inherited()) return;  // the parent's task: touch nothing
+    if (Inherited()) return;  // the parent's task (or result): touch nothing
     if (resolved_.load(std::memory_order_acquire) && !retired_) return;
     std::shared_lock<std::shared_mutex> cl(Conn().mu);
     std::lock_guard<std::mutex> l(mu_);
@@ -410,7 +440,8 @@ class Future {
    * is inside wait()/result() on this Future and has not yet collected the
    * result. GIL held. */
   bool Done() {
-    if (resolved_.load(std::memory_order_acquire) || Inherited()) return true;
+    if (resolved_.load(std::memory_order_acquire)) return true;
+    if (Inherited()) return true;  // what it will ever be: result() raises
     std::shared_lock<std::shared_mutex> cl(Conn().mu, std::try_to_lock);
     if (!cl.owns_lock() || !Conn().connected) return false;
     std::unique_lock<std::mutex> l(mu_, std::try_to_lock);
@@ -423,13 +454,12 @@ class Future {
    * task. Releases the GIL. REQUIRES: GIL held. */
   bool Wait(const std::optional<double> &timeout_s) {
     ValidateTimeout(timeout_s);
-    CheckNotInherited();
     if (resolved_.load(std::memory_order_acquire)) return true;
+    CheckNotInherited();
     const chi::WaitInterruptFn interrupt = InterruptFor();
     bool done;
     {
-      py::gil_scoped_release release;
-      ParkIfExiting park(interrupt == &PythonSignalled);
+      ReleaseGil release;
       done = WaitAndResolve(timeout_s, interrupt);
     }
     ThrowIfSignalled();  // Ctrl-C: the task stays pending
@@ -442,13 +472,12 @@ class Future {
    * result is kept. REQUIRES: GIL held. */
   py::object Result(const std::optional<double> &timeout_s) {
     ValidateTimeout(timeout_s);
-    CheckNotInherited();
     if (!resolved_.load(std::memory_order_acquire)) {
+      CheckNotInherited();
       const chi::WaitInterruptFn interrupt = InterruptFor();
       bool done;
       {
-        py::gil_scoped_release release;
-        ParkIfExiting park(interrupt == &PythonSignalled);
+        ReleaseGil release;
         done = WaitAndResolve(timeout_s, interrupt);
       }
       ThrowIfSignalled();  // Ctrl-C: the task stays pending
@@ -667,8 +696,16 @@ struct Admin {
  * fails). Idempotent; InvalidArgument for another `server_conf` while
  * connected. REQUIRES: GIL held. */
 void Connect(const std::optional<std::string> &server_conf) {
+  ConnGuard::CheckNotInsideACall("connect()");
+  // One connect at a time, so that the configuration check and the
+  // environment it sets hold together. Never waited for with the GIL held.
+  std::unique_lock<std::mutex> serial(*g_connect_mu, std::defer_lock);
   {
-    py::gil_scoped_release release;
+    ReleaseGil release;
+    serial.lock();
+  }
+  {
+    ReleaseGil release;
     std::shared_lock<std::shared_mutex> l(Conn().mu);
     if (Conn().connected) {
       if (server_conf && *server_conf != Conn().conf) {
@@ -686,9 +723,16 @@ void Connect(const std::optional<std::string> &server_conf) {
     environ["CHI_SERVER_CONF"] = *server_conf;  // os.putenv too
   }
   try {
-    py::gil_scoped_release release;
+    ReleaseGil release;
     std::unique_lock<std::shared_mutex> l(Conn().mu);
-    if (Conn().connected) return;  // another thread connected meanwhile
+    if (Conn().connected) {  // not after the check above (connect_mu)
+      if (server_conf && *server_conf != Conn().conf) {
+        throw ChiError(Status::InvalidArgument(
+            "already connected to the runtime of CHI_SERVER_CONF='" +
+            Conn().conf + "': disconnect() first"));
+      }
+      return;
+    }
     Check(CHIMAERA_CLIENT_INIT());
     const char *conf = std::getenv("CHI_SERVER_CONF");
     Conn().conf = conf ? conf : "";
@@ -709,7 +753,8 @@ void Connect(const std::optional<std::string> &server_conf) {
  * Idempotent. Waits for calls in flight on other threads. REQUIRES: GIL
  * held. */
 void Disconnect() {
-  py::gil_scoped_release release;
+  ConnGuard::CheckNotInsideACall("disconnect()");
+  ReleaseGil release;
   std::unique_lock<std::shared_mutex> l(Conn().mu);
   if (!Conn().connected) return;
   std::vector<Future *> live;
@@ -725,7 +770,7 @@ void Disconnect() {
 
 /** True while connected. GIL held. */
 bool IsConnected() {
-  py::gil_scoped_release release;
+  ReleaseGil release;
   std::shared_lock<std::shared_mutex> l(Conn().mu);
   return Conn().connected;
 }

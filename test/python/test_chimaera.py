@@ -413,7 +413,12 @@ chimaera.connect()
 sm = chimaera.SmallMessage.create("py_small_message", containers=2)
 def long_wait():
     sm.async_compute(3_000_000_000, 7).wait(timeout_s=3600)
+def poll():
+    while True:
+        chimaera.is_connected()
 threading.Thread(target=long_wait, daemon=True).start()
+for _ in range(3):
+    threading.Thread(target=poll, daemon=True).start()
 time.sleep(0.3)
 print("main done")
 """)
@@ -429,6 +434,8 @@ print("main done")
 import chimaera, os, sys, threading, time
 chimaera.connect()
 sm = chimaera.SmallMessage.create("py_small_message", containers=2)
+r = sm.async_echo(b"resolved")
+assert r.result(timeout_s=30) == b"resolved"
 f = sm.async_compute(600_000_000, 5)
 t = threading.Thread(target=lambda: sm.compute(600_000_000, 6,
                                                timeout_s=60))
@@ -444,6 +451,8 @@ if pid == 0:
             os._exit(4)
     if sm.echo(b"child") != b"child":
         os._exit(5)
+    if r.result() != b"resolved":  # a resolved Future keeps its result
+        os._exit(6)
     chimaera.disconnect()
     sys.exit(0)
 deadline = time.monotonic() + 20
@@ -464,6 +473,27 @@ t.join()
         self.assertEqual(rc, 0, out)
         self.assertIn("child 0", out)
         self.assertIn("parent True", out)
+
+    def test_a_signal_handler_cannot_disconnect_inside_a_call(self):
+        # The Ctrl-C check runs signal handlers in the middle of a call; a
+        # handler's disconnect() there would wait for that call for good.
+        def handler(signum, frame):
+            chimaera.disconnect()
+        old = signal.signal(signal.SIGUSR1, handler)
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+        try:
+            timer.start()
+            t0 = time.monotonic()
+            with self.assertRaises(chimaera.Error) as cm:
+                self.sm.compute(1_500_000_000, 9, timeout_s=60)
+            self.assertLess(time.monotonic() - t0, 5)
+            self.assertEqual(cm.exception.code_name, "InvalidArgument")
+            self.assertIn("disconnect()", cm.exception.message)
+        finally:
+            timer.join()
+            signal.signal(signal.SIGUSR1, old)
+        self.assertTrue(chimaera.is_connected())
+        self.assertEqual(self.sm.echo(b"still"), b"still")
 
     def test_dropped_future_is_abandoned(self):
         f = self.sm.async_compute(100_000_000, 2)
