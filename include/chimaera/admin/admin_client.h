@@ -14,6 +14,7 @@
 
 #include "chimaera/admin/admin_tasks.h"
 #include "chimaera/client_util.h"
+#include "chimaera/task_graph.h"
 
 namespace chi::admin {
 
@@ -84,8 +85,10 @@ class Client {
     const u64 deadline = hshm::NowNs() + timeout_us * 1000;
     bool complete[2] = {false, false};
     int ok = -1;
+    // Each round's waits are short: a ScopedWaitInterrupt that fires
+    // (Python's Ctrl-C) ends the loop too.
     while (ok < 0 && !(complete[0] && complete[1]) &&
-           hshm::NowNs() < deadline) {
+           hshm::NowNs() < deadline && !internal::WaitInterrupted()) {
       bool slept = false;  // one 1 ms wait per round, on the first pending
       for (int i = 0; i < 2 && ok < 0; ++i) {
         if (complete[i]) continue;
@@ -142,11 +145,14 @@ class Client {
       task->params_size_ = params.size();
     }
     PoolId id;
-    Status s = WaitAndFree(Submit(task), [&](GetOrCreatePoolTask *t) {
-      id = t->new_pool_id_;
-      if (existed) *existed = t->existed_ != 0;
-    });
-    if (!buf.IsNull()) (void)CHI_IPC->FreeBuffer(buf.shm_);
+    // The task owns the parameters: freed with it, also when it is
+    // abandoned at the deadline (the runtime may still read them then).
+    Status s = WaitAndFree(
+        buf.IsNull() ? Submit(task) : SubmitOwningInputs(task, {buf.shm_}),
+        [&](GetOrCreatePoolTask *t) {
+          id = t->new_pool_id_;
+          if (existed) *existed = t->existed_ != 0;
+        });
     if (!s.ok()) return s;
     return id;
   }
