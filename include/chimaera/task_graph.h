@@ -173,7 +173,8 @@ class ScopedWaitInterrupt {
 
 namespace internal {
 /** Runs the calling thread's WaitInterruptFn: true if it says to give up
- * (false when none is set). Client waits, between sleeps. */
+ * (false when none is set). Client waits with a deadline, before each
+ * sleep. */
 bool WaitInterrupted();
 }  // namespace internal
 
