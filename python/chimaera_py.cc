@@ -471,19 +471,8 @@ class Future {
    * then (the Future stays usable), or the task's error. Repeatable: the
    * result is kept. REQUIRES: GIL held. */
   py::object Result(const std::optional<double> &timeout_s) {
-    ValidateTimeout(timeout_s);
-    if (!resolved_.load(std::memory_order_acquire)) {
-      CheckNotInherited();
-      const chi::WaitInterruptFn interrupt = InterruptFor();
-      bool done;
-      {
-        ReleaseGil release;
-        done = WaitAndResolve(timeout_s, interrupt);
-      }
-      ThrowIfSignalled();  // Ctrl-C: the task stays pending
-      if (!done) {
-        throw ChiError(Status::Timeout(what_ + " did not complete in time"));
-      }
+    if (!Wait(timeout_s)) {
+      throw ChiError(Status::Timeout(what_ + " did not complete in time"));
     }
     // Resolved: status_ and value_ no longer change.
     Check(status_);

@@ -134,8 +134,8 @@ bool CheckShippedModule() {
   auto echo = sm.Echo(bytes);
   if (!Check("small_message Echo", echo.status())) return false;
   if (*echo != bytes) {
-    fprintf(stderr, "consumer: Echo gave '%s', expected '%s'\n",
-            echo->c_str(), bytes.c_str());
+    fprintf(stderr, "consumer: Echo gave '%s', expected '%s'\n", echo->c_str(),
+            bytes.c_str());
     return false;
   }
   printf("small_message Echo ok\n");
