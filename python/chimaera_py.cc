@@ -679,6 +679,12 @@ struct Admin {
   chi::admin::Client client;
 };
 
+/** __reduce__ of a pool client made from its PoolId (SmallMessage,
+ * Compressor, Kvs): unpickles as type(self)(self.pool_id). Holds the GIL. */
+py::tuple ReduceToPoolId(const py::object &self) {
+  return py::make_tuple(self.get_type(), py::make_tuple(self.attr("pool_id")));
+}
+
 /** Connects this process to the runtime named by CHI_SERVER_CONF (or
  * `server_conf`, which is then set in os.environ, and so in the C
  * environment, as CHI_SERVER_CONF; put back as it was if the connection
@@ -888,8 +894,17 @@ PYBIND11_MODULE(chimaera, m) {
              return "PoolId(" + std::to_string(a.node_id_) + ", " +
                     std::to_string(a.unique_) + ")";
            })
-      .def("__str__", [](const PoolId &a) {
-        return std::to_string(a.node_id_) + "." + std::to_string(a.unique_);
+      .def("__str__",
+           [](const PoolId &a) {
+             return std::to_string(a.node_id_) + "." +
+                    std::to_string(a.unique_);
+           })
+      // Pickles (and copies) as PoolId(node_id, unique), with any protocol
+      // (py::pickle's __setstate__ aborts under protocols 0 and 1).
+      .def("__reduce__", [](const py::object &self) {
+        const PoolId &a = self.cast<const PoolId &>();
+        return py::make_tuple(self.get_type(),
+                              py::make_tuple(a.node_id_, a.unique_));
       });
 
   // --- Future -------------------------------------------------------------
@@ -903,11 +918,21 @@ PYBIND11_MODULE(chimaera, m) {
       .def("result", &Future::Result, py::arg("timeout_s") = py::none(),
            "Waits like wait() and returns the result; raises chimaera.Error "
            "with the task's status, or Timeout if it is still running.")
-      .def("__repr__", &Future::Repr);
+      .def("__repr__", &Future::Repr)
+      .def("__reduce__", [](const Future &) -> py::object {
+        throw py::type_error(
+            "cannot pickle a chimaera.Future: its task belongs to this "
+            "process (pickle its result instead)");
+      });
 
   // --- Admin --------------------------------------------------------------
   py::class_<Admin>(m, "Admin", "Client of the runtime's admin pool.")
       .def(py::init<>())
+      // Pickles as Admin() (it holds no state).
+      .def("__reduce__",
+           [](const py::object &self) {
+             return py::make_tuple(self.get_type(), py::tuple());
+           })
       .def(
           "noop",
           [](Admin &a, OptT t) {
@@ -1052,6 +1077,10 @@ PYBIND11_MODULE(chimaera, m) {
       .def(py::init(
                [](const PoolId &id) { return SmallMessage{sm::Client(id)}; }),
            py::arg("pool_id"), "A client of the existing pool `pool_id`.")
+      // Pickles as a client of the same pool (multiprocessing may hand it to
+      // another process).
+      .def("__reduce__",
+           [](const py::object &self) { return ReduceToPoolId(self); })
       .def_static(
           "create",
           [](const std::string &name, u32 containers, OptT t) {
@@ -1154,6 +1183,10 @@ PYBIND11_MODULE(chimaera, m) {
       .def(py::init(
                [](const PoolId &id) { return Compressor{cmp::Client(id)}; }),
            py::arg("pool_id"), "A client of the existing pool `pool_id`.")
+      // Pickles as a client of the same pool (multiprocessing may hand it to
+      // another process).
+      .def("__reduce__",
+           [](const py::object &self) { return ReduceToPoolId(self); })
       .def_static(
           "create",
           [](const std::string &name, u32 containers, OptT t) {
@@ -1236,6 +1269,15 @@ PYBIND11_MODULE(chimaera, m) {
   // --- Kvs ----------------------------------------------------------------
   namespace kvs = chi::kvs;
   py::class_<Kvs>(m, "Kvs", "Client of one kvs (key-value store) pool.")
+      .def(py::init([](const PoolId &id) {
+             return Blocking(std::nullopt, [&] {
+               Kvs k;
+               Check(k.client.Attach(id));
+               return k;
+             });
+           }),
+           py::arg("pool_id"),
+           "A client of the existing kvs pool `pool_id` (as attach()).")
       .def_static(
           "create",
           [](const std::string &name, u32 containers, OptT t) {
@@ -1260,6 +1302,10 @@ PYBIND11_MODULE(chimaera, m) {
           },
           py::arg("pool_id"), py::arg("timeout_s") = py::none(),
           "A client of the existing kvs pool `pool_id`.")
+      // Pickles as a client of the same pool; unpickling attaches to it (a
+      // call: chimaera.Error(Unavailable) in a process not connected).
+      .def("__reduce__",
+           [](const py::object &self) { return ReduceToPoolId(self); })
       .def_property_readonly("pool_id",
                              [](const Kvs &k) { return k.client.pool_id(); })
       .def_property_readonly(

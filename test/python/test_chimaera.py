@@ -8,9 +8,11 @@ it with PYTHONPATH pointing at the built module (python/CMakeLists.txt).
 Plain unittest: `python3 test_chimaera.py -v`.
 """
 
+import copy
 import ctypes
 import gc
 import os
+import pickle
 import pwd
 import re
 import shutil
@@ -308,6 +310,58 @@ class AdminTest(unittest.TestCase):
         self.assertEqual(table[1], "int")
         self.assertEqual(table[chimaera.PoolId(0, 1)], "pool")
         self.assertEqual(chimaera.PoolId(1, 5), pid)
+
+    def test_pool_ids_pickle_and_copy(self):
+        pid = chimaera.PoolId(3, 4000000000)
+        for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+            back = pickle.loads(pickle.dumps(pid, proto))
+            self.assertEqual(back, pid)
+            self.assertEqual((back.node_id, back.unique), (3, 4000000000))
+        self.assertEqual(copy.deepcopy(pid), pid)
+        # A pool made here is addressable through its unpickled id.
+        sm = chimaera.SmallMessage.create("py_pickled_id")
+        try:
+            again = chimaera.SmallMessage(pickle.loads(pickle.dumps(sm.pool_id)))
+            self.assertEqual(again.echo(b"abc"), b"abc")
+        finally:
+            sm.destroy()
+
+    def test_clients_pickle_as_clients_of_the_same_pool(self):
+        kvs = chimaera.Kvs.create("py_pickled_kvs", 2)
+        sm = chimaera.SmallMessage.create("py_pickled_sm")
+        cmp = chimaera.Compressor.create("py_pickled_cmp")
+        try:
+            kvs.put(b"k", b"v")
+            for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+                k2 = pickle.loads(pickle.dumps(kvs, proto))
+                self.assertEqual(k2.pool_id, kvs.pool_id)
+                self.assertEqual(k2.num_containers, 2)
+                self.assertEqual(k2.get(b"k"), b"v")
+                s2 = pickle.loads(pickle.dumps(sm, proto))
+                self.assertEqual(s2.echo(b"x"), b"x")
+                c2 = pickle.loads(pickle.dumps(cmp, proto))
+                self.assertEqual(c2.pool_id, cmp.pool_id)
+                a2 = pickle.loads(pickle.dumps(self.admin, proto))
+                a2.noop()
+                fut = sm.async_echo(b"y")
+                with self.assertRaises(TypeError):
+                    pickle.dumps(fut, proto)
+                self.assertEqual(fut.result(), b"y")
+            # A forked child unpickles the parent's client and uses it.
+            blob = pickle.dumps(kvs)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    code = 0 if pickle.loads(blob).get(b"k") == b"v" else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        finally:
+            kvs.destroy()
+            sm.destroy()
+            cmp.destroy()
 
     def test_bad_pool_name_is_invalid_argument(self):
         with self.assertRaises(chimaera.Error) as cm:
