@@ -284,9 +284,10 @@ class Transport {
     Clock::time_point dead_since;
     std::string host;        ///< Its host, as in its endpoint.
     std::string connect_to;  ///< What its DEALER connects to.
-    /** Records ZeroMQ did not take yet (connection not up, or at the
-     * high-water mark), oldest first; retried every millisecond, failed when
-     * the peer dies or after dead_after_ms. */
+    /** Records not sent yet (connection not up, ZeroMQ at the high-water
+     * mark, or a heartbeat was due), oldest first; retried every
+     * millisecond, failed when the peer dies or takes nothing for
+     * dead_after_ms (backlog_since: since when, or 0). */
     std::vector<OutRecord> backlog;
     Clock::time_point backlog_since;
     Clock::time_point last_heard;
@@ -305,7 +306,8 @@ class Transport {
   void Loop();
   /** Takes the outboxes of the dirty peers and sends (or fails) them. */
   void DrainOutbox();
-  /** Packs `recs` (all for `node`) into as few messages as the caps allow. */
+  /** Packs `recs` (all for `node`) into as few messages as the caps allow;
+   * once a Tick is due (next_tick_) what is left waits in the backlog. */
   void FlushPeer(u32 node, std::vector<OutRecord> &recs);
   /** Sends recs[begin, end) as one message. False (records untouched) if
    * ZeroMQ would not take it now (EAGAIN); a failure after that reports
@@ -331,7 +333,8 @@ class Transport {
    * it). Keeps the old one if a new one cannot be made. Tick calls it for a
    * peer still dead kDealerResetDeaths dead_after_ms after it died. */
   void ResetDealer(u32 node);
-  /** Reads, validates and dispatches the messages waiting on the ROUTER. */
+  /** Reads, validates and dispatches the messages waiting on the ROUTER;
+   * returns early once a Tick is due (next_tick_). */
   void ReceiveAll();
   /** Checks in_frames_ completely (DecodeMessage); fills in_header_ and
    * in_records_. Returns nullptr if valid, else the reason. */
@@ -380,8 +383,8 @@ class Transport {
   static bool FitsIn(u64 limit, const OutRecord &rec);
   /** Holds recs[begin, recs.size()) back in `node`'s backlog (the connection is
    * not up, ZeroMQ is at its high-water mark, or the peer has not said what it
-   * accepts yet), failing them instead once the backlog is older than
-   * dead_after_ms. */
+   * accepts yet), failing them instead once the peer took nothing for
+   * dead_after_ms (FlushPeer restarts that clock when a batch goes out). */
   void HoldBack(u32 node, std::vector<OutRecord> &recs, size_t begin);
   /** Node `node`'s state. REQUIRES: 1 <= node <= num_nodes_. */
   Peer &peer(u32 node) const { return *peers_[node - 1]; }
@@ -426,6 +429,9 @@ class Transport {
   WireHeader in_header_{};
   u64 log_window_ms_ = 0;
   Clock::time_point last_tick_;  ///< The last Tick (0 before the first).
+  /** When the next Tick is due: ReceiveAll and FlushPeer stop early then,
+   * so that a backlog never keeps the heartbeats back. */
+  Clock::time_point next_tick_;
   u32 log_lines_ = 0;
   u64 log_suppressed_ = 0;
 

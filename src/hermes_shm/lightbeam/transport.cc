@@ -502,16 +502,16 @@ void Transport::Loop() {
   zmq_pollitem_t items[2] = {{router_->handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   const auto tick = std::chrono::milliseconds(opt_.heartbeat_ms);
-  Clock::time_point next_tick = Clock::now();
+  next_tick_ = Clock::now();
   while (!stop_.load(std::memory_order_acquire)) {
     try {
       Clock::time_point now = Clock::now();
-      if (now >= next_tick) {
+      if (now >= next_tick_) {
         Tick(now);
-        next_tick = now + tick;
+        next_tick_ = now + tick;
       }
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      next_tick - now) +
+                      next_tick_ - now) +
                   std::chrono::milliseconds(1);
       for (u32 n = 1; n <= num_nodes_; ++n) {
         // Retry held-back records soon.
@@ -600,8 +600,20 @@ void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
       peer(node).max_message_bytes.load(std::memory_order_relaxed) != 0;
   const u64 limit = MaxMessageBytesTo(node);
   const u64 batch_limit = heard ? limit : std::min(limit, kMinMessageBytes);
+  Peer &p = peer(node);
   size_t begin = 0;
+  bool sent = false;  // some batch went out: the peer takes what we send
   while (begin < recs.size()) {
+    if (sent && Clock::now() >= next_tick_) {
+      // Heartbeats are due: the rest waits for the next round of the loop
+      // (a long outbox would keep them, and our silence would make the
+      // peers take us for dead). Not a stall: the peer is taking records.
+      p.backlog_since = Clock::time_point();
+      for (size_t i = begin; i < recs.size(); ++i) {
+        p.backlog.push_back(std::move(recs[i]));
+      }
+      return;
+    }
     if (!heard && !FitsIn(batch_limit, recs[begin])) {
       return HoldBack(node, recs, begin);  // in order: the rest waits too
     }
@@ -629,11 +641,15 @@ void Transport::FlushPeer(u32 node, std::vector<OutRecord> &recs) {
       nframes += r.frames.size();
     }
     if (!SendBatch(node, recs, begin, end, body, static_cast<u32>(nframes))) {
-      return HoldBack(node, recs, begin);  // not connected, or at the HWM
+      // Not connected, or at the high-water mark. A peer that took a batch
+      // just now is slow, not stalled: its stall clock starts again.
+      if (sent) p.backlog_since = Clock::time_point();
+      return HoldBack(node, recs, begin);
     }
+    sent = true;
     begin = end;
   }
-  peer(node).backlog_since = Clock::time_point();  // nothing is held back
+  p.backlog_since = Clock::time_point();  // nothing is held back
 }
 
 void Transport::HoldBack(u32 node, std::vector<OutRecord> &recs, size_t begin) {
@@ -792,6 +808,10 @@ void Transport::FailQueued(u32 node) {
 
 void Transport::ReceiveAll() {
   for (int n = 0; n < kMaxRecvPerWake; ++n) {
+    // Heartbeats are due: the rest waits for the next round of the loop (a
+    // slow record handler would otherwise keep our pings back until the
+    // peers take us for dead).
+    if (n > 0 && Clock::now() >= next_tick_) return;
     zmq::message_t first;
     if (!router_->recv(first, zmq::recv_flags::dontwait)) return;
     bool more = first.more();

@@ -866,6 +866,71 @@ TEST(LightbeamTest, WhatADeadPeerNeverReadIsReleased) {
       << a.t.stats().dealer_resets;
 }
 
+// A node whose record handler is slow, and one that queues far more than its
+// peer takes, keep sending heartbeats: nobody is taken for dead, and a peer
+// that takes records slowly is not failed as stalled. Node 1 sends 1 KiB
+// records to node 2, whose handler spends 50 us on each (2 s in all, past
+// the high-water mark and the socket buffers); node 3 only watches. Before,
+// node 2 handled up to 4096 messages between heartbeats (node 1 then took it
+// for dead), and node 1 failed its held-back records dead_after_ms after the
+// high-water mark was first reached, though node 2 kept reading.
+TEST(LightbeamTest, BusyNodesKeepTheirHeartbeats) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.16.1"),
+                                  FreeEndpoint("127.0.16.2"),
+                                  FreeEndpoint("127.0.16.3")};
+  TransportOptions o;
+  o.heartbeat_ms = 20;
+  o.dead_after_ms = 400;
+  o.max_batch_records = 8;
+  o.sndhwm = 4;
+  constexpr u64 kRecords = 40000;
+  constexpr auto kCost = std::chrono::microseconds(50);
+  std::mutex mu;
+  std::vector<std::string> events;  // guarded by mu
+  std::atomic<u64> failed{0}, handled{0};
+  std::vector<std::unique_ptr<Transport>> t;
+  for (u32 i = 1; i <= 3; ++i) {
+    t.push_back(std::make_unique<Transport>());
+    auto on_record = [i, &handled, kCost](u32, InRecord &) {
+      if (i != 2) return;
+      auto until = Clock::now() + kCost;
+      while (Clock::now() < until) {
+      }
+      handled.fetch_add(1);
+    };
+    auto on_peer = [i, &mu, &events](u32 node, bool alive) {
+      std::lock_guard<std::mutex> l(mu);
+      events.push_back(std::to_string(i) + " saw " + std::to_string(node) +
+                       (alive ? " up" : " down"));
+    };
+    auto on_fail = [&failed](u32, std::vector<u64> tags,
+                             hshm::lbm::SendFailure) {
+      failed.fetch_add(tags.size());
+    };
+    ASSERT_TRUE(t.back()->Start(i, eps, o, on_record, on_peer, on_fail).ok());
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    for (u32 i = 1; i <= 3; ++i) {
+      for (u32 j = 1; j <= 3; ++j) {
+        if (i != j && t[i - 1]->PeerIncarnation(j) == 0) return false;
+      }
+    }
+    return true;
+  }));
+  std::vector<OutRecord> recs(kRecords);
+  for (u64 k = 0; k < kRecords; ++k) {
+    recs[k].tag = k;
+    recs[k].bytes.assign(1024, 'r');
+  }
+  ASSERT_TRUE(t[0]->SendMany(2, recs));
+  EXPECT_TRUE(WaitFor([&] { return handled.load() == kRecords; }, 30000))
+      << handled.load() << " of " << kRecords << " handled";
+  EXPECT_EQ(failed.load(), 0u);
+  for (auto &x : t) x->Stop();
+  std::lock_guard<std::mutex> l(mu);
+  for (const std::string &e : events) ADD_FAILURE() << e;
+}
+
 TEST(LightbeamTest, RestartReportedByIncarnation) {
   std::vector<std::string> eps = {FreeEndpoint("127.0.5.1"),
                                   FreeEndpoint("127.0.5.2")};
