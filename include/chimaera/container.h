@@ -105,12 +105,19 @@ class TaskLane {
  public:
   /** A lane holding at most `depth` tasks. */
   explicit TaskLane(u64 depth = 1024) : depth_(depth) {}
-  /** Appends `rctx`; false when the lane is full. Any thread. */
+  /** Appends `rctx`; false when the lane is full or retired (kLaneRetired,
+   * checked under the lock: see TakeAll). Any thread. */
   bool Push(RunContext *rctx);
-  /** Appends `rctx` whatever the depth (inboxes must never drop). */
-  void PushUnbounded(RunContext *rctx);
+  /** Appends `rctx` whatever the depth (inboxes must never drop); false only
+   * when the lane is retired. Any thread. */
+  [[nodiscard]] bool PushUnbounded(RunContext *rctx);
   /** The oldest task, or null. The draining worker only. */
   RunContext *Pop();
+  /** Removes and returns every queued task, under the lock. Called by the
+   * draining worker after it saw kLaneRetired: a push that missed the flag
+   * went in before this, and every later one sees it and is refused, so no
+   * task is left behind in a drained lane. */
+  std::deque<RunContext *> TakeAll();
   /** True if no task is queued (relaxed; any thread). */
   bool Empty() const { return size_.load(std::memory_order_acquire) == 0; }
   /** Queued tasks (approximate; any thread). */

@@ -90,15 +90,26 @@ Container::~Container() = default;
 bool TaskLane::Push(RunContext *rctx) {
   std::lock_guard<std::mutex> lock(mu_);
   if (q_.size() >= depth_) return false;
+  if (flags_.load(std::memory_order_acquire) & kLaneRetired) return false;
   q_.push_back(rctx);
   size_.store(q_.size(), std::memory_order_release);
   return true;
 }
 
-void TaskLane::PushUnbounded(RunContext *rctx) {
+bool TaskLane::PushUnbounded(RunContext *rctx) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (flags_.load(std::memory_order_acquire) & kLaneRetired) return false;
   q_.push_back(rctx);
   size_.store(q_.size(), std::memory_order_release);
+  return true;
+}
+
+std::deque<RunContext *> TaskLane::TakeAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::deque<RunContext *> all;
+  all.swap(q_);
+  size_.store(0, std::memory_order_release);
+  return all;
 }
 
 RunContext *TaskLane::Pop() {

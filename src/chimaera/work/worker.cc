@@ -578,7 +578,7 @@ void Worker::AddLane(TaskLane *lane, Container *container) {
 }
 
 void Worker::PostInbox(RunContext *rctx) {
-  inbox_.PushUnbounded(rctx);
+  (void)inbox_.PushUnbounded(rctx);  // an inbox is never retired
   Wake();
 }
 
@@ -1351,7 +1351,8 @@ bool Worker::PollInbox() {
 
 void Worker::DrainRetired(const WorkerLane &wl) {
   Status aborted = Status::Aborted("the pool was destroyed");
-  while (RunContext *r = wl.tlane->Pop()) {
+  // Under the lane's lock (TakeAll): no push can land after it.
+  for (RunContext *r : wl.tlane->TakeAll()) {
     // Queued here by the worker that admitted it: this thread completes it,
     // and a reply to another node goes into this worker's staging (Stage
     // and Flush are each worker's own).
@@ -1771,7 +1772,11 @@ CHI_WORKER_HOT void Worker::RunLocal(RunContext *r) {
     // Unbounded: running it here instead would break the one-worker rule;
     // each queued task is one the container's pool admitted and holds.
     OwnCount(r);
-    pin->PushUnbounded(r);
+    if (!pin->PushUnbounded(r)) {
+      // Retired (its pool is being destroyed) and maybe drained already:
+      // fail it as the drain would have.
+      return Complete(r, Status::Aborted("the pool was destroyed"));
+    }
     auto &workers = CHI_WORK_ORCHESTRATOR->workers();
     if (w < workers.size()) workers[w]->Wake();
     return;
@@ -1784,6 +1789,11 @@ CHI_WORKER_HOT void Worker::RunLocal(RunContext *r) {
     auto &workers = CHI_WORK_ORCHESTRATOR->workers();
     if (w < workers.size()) workers[w]->Wake();
     return;
+  }
+  if (target &&
+      (target->flags_.load(std::memory_order_acquire) & kLaneRetired)) {
+    // As above: a retired lane refuses it, and its drain may be over.
+    return Complete(r, Status::Aborted("the pool was destroyed"));
   }
   Start(r);
 }

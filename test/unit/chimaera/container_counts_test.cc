@@ -1,9 +1,16 @@
-// Container::counts_: a task's in-flight and completed counts in one word
-// (runtime library alone, no runtime process).
+// Container::counts_: a task's in-flight and completed counts in one word;
+// TaskLane's retirement (runtime library alone, no runtime process).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <deque>
+#include <thread>
+#include <vector>
+
 #include "chimaera/container.h"
+#include "chimaera/ipc_manager.h"
 #include "chimaera/pool_manager.h"
+#include "chimaera/worker.h"
 
 namespace {
 
@@ -60,6 +67,60 @@ TEST(ContainerCountsTest, ReleaseHoldAppliesNetAndDoneInOneAdd) {
   chi::PoolManager::ReleaseHold(&c, 0, 3);
   EXPECT_EQ(c.Inflight(), 0u);
   EXPECT_EQ(c.Completed(), (chi::u64{1} << 32) + 1);
+}
+
+// A retired lane refuses pushes, bounded or not, and TakeAll empties it.
+TEST(TaskLaneTest, ARetiredLaneRefusesPushes) {
+  chi::TaskLane lane(2);
+  std::vector<chi::RunContext> r(3);
+  EXPECT_TRUE(lane.Push(&r[0]));
+  EXPECT_TRUE(lane.Push(&r[1]));
+  EXPECT_FALSE(lane.Push(&r[2]));  // full
+  EXPECT_TRUE(lane.PushUnbounded(&r[2]));
+  lane.flags_.fetch_or(chi::kLaneRetired);
+  EXPECT_FALSE(lane.PushUnbounded(&r[0]));
+  std::deque<chi::RunContext *> all = lane.TakeAll();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0], &r[0]);
+  EXPECT_EQ(all[2], &r[2]);
+  EXPECT_TRUE(lane.Empty());
+  EXPECT_FALSE(lane.Push(&r[0]));
+  EXPECT_EQ(lane.Pop(), nullptr);
+}
+
+// Pushers racing a lane's retirement and drain (Worker::DrainRetired: sees
+// the flag, then TakeAll): every push that succeeds is drained, none is left
+// behind in the lane (before, a push that came after the drain was lost
+// with its task).
+TEST(TaskLaneTest, NoPushLandsAfterTheDrainOfARetiredLane) {
+  for (int round = 0; round < 200; ++round) {
+    chi::TaskLane lane(1u << 20);
+    chi::RunContext r;
+    std::atomic<bool> go{false};
+    std::atomic<int> pushed{0};
+    std::vector<std::thread> pushers;
+    for (int t = 0; t < 2; ++t) {
+      pushers.emplace_back([&] {
+        while (!go.load()) {
+        }
+        for (int i = 0; i < 2000; ++i) {
+          bool ok = (i & 1) ? lane.Push(&r) : lane.PushUnbounded(&r);
+          if (!ok) break;
+          pushed.fetch_add(1);
+        }
+      });
+    }
+    go.store(true);
+    std::this_thread::yield();
+    lane.flags_.fetch_or(chi::kLaneRetired, std::memory_order_release);
+    size_t drained = 0;
+    if (lane.flags_.load(std::memory_order_acquire) & chi::kLaneRetired) {
+      drained = lane.TakeAll().size();
+    }
+    for (std::thread &t : pushers) t.join();
+    EXPECT_EQ(drained, static_cast<size_t>(pushed.load())) << "round " << round;
+    EXPECT_TRUE(lane.Empty());
+  }
 }
 
 }  // namespace
