@@ -15,38 +15,48 @@
 
 namespace {
 
+/** What went wrong in a phase, by cause. */
+struct Errors {
+  std::atomic<hshm::u64> unsent{0};  ///< no task: `main` was full
+  std::atomic<hshm::u64> failed{0};  ///< the task's status was an error
+  std::atomic<hshm::u64> wrong{0};   ///< OK, but not the value sent
+  /** All of them. */
+  hshm::u64 Total() const { return unsent + failed + wrong; }
+};
+
 /** One thread's share: `count` echoes, `window` in flight (1 = synchronous).
- * Returns the number of wrong or failed results. */
-hshm::u64 RunThread(hshm::u32 tid, hshm::u64 count, hshm::u32 window,
-                    const chi::DomainQuery &dom) {
+ * Counts what went wrong into `err`. */
+void RunThread(hshm::u32 tid, hshm::u64 count, hshm::u32 window,
+               const chi::DomainQuery &dom, Errors *err) {
   chi::admin::Client admin;
-  hshm::u64 errors = 0;
-  std::vector<chi::FullPtr<chi::admin::EchoTask>> inflight;
-  inflight.reserve(window);
-  auto reap = [&](chi::FullPtr<chi::admin::EchoTask> &t, hshm::u64 expect) {
-    t->Wait();
-    if (!t->GetStatus().ok() || t->ret_ != expect) errors++;
-    CHI_IPC->DelTask(t);
+  struct Slot {
+    chi::FullPtr<chi::admin::EchoTask> task;  // null: nothing in flight
+    hshm::u64 expect = 0;
   };
-  std::vector<hshm::u64> expects(window);
+  std::vector<Slot> slots(window);
+  auto reap = [&](Slot &sl) {
+    if (sl.task.IsNull()) return;
+    sl.task->Wait();
+    if (!sl.task->GetStatus().ok()) {
+      err->failed++;
+    } else if (sl.task->ret_ != sl.expect) {
+      err->wrong++;
+    }
+    CHI_IPC->DelTask(sl.task);
+    sl.task = chi::FullPtr<chi::admin::EchoTask>();
+  };
   for (hshm::u64 i = 0; i < count; ++i) {
     hshm::u64 value = (static_cast<hshm::u64>(tid) << 40) | i;
-    size_t slot = i % window;
-    if (inflight.size() == window) reap(inflight[slot], expects[slot]);
-    auto t = admin.AsyncEcho(value, dom);
-    if (t.IsNull()) {
-      errors++;
+    Slot &sl = slots[i % window];
+    reap(sl);
+    sl.task = admin.AsyncEcho(value, dom);
+    if (sl.task.IsNull()) {
+      err->unsent++;
       continue;
     }
-    if (inflight.size() < window) {
-      inflight.push_back(t);
-    } else {
-      inflight[slot] = t;
-    }
-    expects[slot] = value;
+    sl.expect = value;
   }
-  for (size_t s = 0; s < inflight.size(); ++s) reap(inflight[s], expects[s]);
-  return errors;
+  for (Slot &sl : slots) reap(sl);
 }
 
 }  // namespace
@@ -88,12 +98,12 @@ int main(int argc, char **argv) {
   }
   for (const Phase &ph : phases) {
     for (hshm::u32 w : {1u, window}) {
-      std::atomic<hshm::u64> errors{0};
+      Errors errors;
       std::vector<std::thread> pool;
       hshm::u64 per = std::max<hshm::u64>(1, ph.tasks / threads);
       hshm::u64 t0 = hshm::NowNs();
       for (hshm::u32 t = 0; t < threads; ++t) {
-        pool.emplace_back([&, t] { errors += RunThread(t, per, w, ph.dom); });
+        pool.emplace_back([&, t] { RunThread(t, per, w, ph.dom, &errors); });
       }
       for (auto &t : pool) t.join();
       double secs = static_cast<double>(hshm::NowNs() - t0) / 1e9;
@@ -103,8 +113,16 @@ int main(int argc, char **argv) {
           "%llu errors\n",
           ph.name, w == 1 ? "synchronous" : "asynchronous", threads,
           static_cast<unsigned long long>(per), secs, done / secs,
-          static_cast<unsigned long long>(errors.load()));
-      if (errors.load()) rc = 1;
+          static_cast<unsigned long long>(errors.Total()));
+      if (errors.Total()) {
+        printf(
+            "  errors: %llu not sent (the main segment was full), %llu "
+            "failed, %llu wrong results\n",
+            static_cast<unsigned long long>(errors.unsent.load()),
+            static_cast<unsigned long long>(errors.failed.load()),
+            static_cast<unsigned long long>(errors.wrong.load()));
+        rc = 1;
+      }
     }
   }
   chi::admin::Client admin;

@@ -116,6 +116,17 @@ int main(int argc, char **argv) {
     } else {
       sl.get = kvs.AsyncGet(sl.buf, k.size());
     }
+    if (sl.put.IsNull() && sl.get.IsNull()) {
+      // No task: the main segment is full. An error, not a lost key.
+      if (errors < 5) {
+        fprintf(stderr, "%s %s: the main segment is full\n", mode.c_str(),
+                k.c_str());
+      }
+      (void)CHI_IPC->FreeBuffer(sl.buf.shm_);
+      sl = Slot();
+      ++errors;
+      ++done;
+    }
     ++next;
   }
   for (Slot &sl : slots) reap(sl);

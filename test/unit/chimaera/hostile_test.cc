@@ -363,6 +363,42 @@ TEST(AdmissionRaceTest, HeaderChangedAfterItsCheckIsNotUsed) {
   EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
 }
 
+// The workload tools report tasks they could not make (another client holds
+// `main` nearly full) as errors of their own, and exit 1: before,
+// chimaera_workload counted echoes that succeeded as wrong (its slots fell
+// out of step) and could wait on and free a task twice, and
+// chimaera_kvs_workload skipped the keys and exited 0.
+TEST_F(HostileTest, WorkloadToolsReportAFullMainSegment) {
+  std::vector<chi::FullPtr<chi::admin::EchoTask>> held;
+  for (;;) {
+    auto t = chi::admin::NewAdminTask<chi::admin::EchoTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{1});
+    if (t.IsNull()) break;
+    held.push_back(t);
+  }
+  ASSERT_GT(held.size(), 1000u);
+  for (int i = 0; i < 600; ++i) {
+    CHI_IPC->DelTask(held.back());
+    held.pop_back();
+  }
+  CHI_IPC->main_alloc()->FlushAllThreadCaches();  // others may have them
+  std::string out;
+  int rc = chi_test::RunProgram(
+      {WORKLOAD_BIN, "--threads", "2", "--tasks", "20000", "--window", "3000"},
+      rt_->config_path(), &out, 60);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("not sent (the main segment was full), 0 failed, 0 "
+                     "wrong results"),
+            std::string::npos)
+      << out;
+  rc = chi_test::RunProgram({KVS_WORKLOAD_BIN, "put", "-k", "5000", "-w",
+                             "2000", "-c", "1", "-p", "hostile_kvs"},
+                            rt_->config_path(), &out, 60);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("the main segment is full"), std::string::npos) << out;
+  for (auto &t : held) CHI_IPC->DelTask(t);
+}
+
 TEST_F(HostileTest, DuplicatePushesRunOnce) {
   chi::admin::Client admin;
   for (int i = 0; i < 200; ++i) {
