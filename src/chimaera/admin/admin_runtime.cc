@@ -877,10 +877,41 @@ class Runtime : public Module<Runtime, Admin> {
     task->text_size_ = text.size();
   }
 
-  /** `s` as a JSON string literal (quoted, escaped). */
+  /** Length of the well-formed UTF-8 sequence starting `s[i]` (a byte of
+   * 0x80 or more), or 0 if there is none (a stray byte, an overlong form, a
+   * surrogate or past U+10FFFF). */
+  static size_t Utf8SeqLen(const std::string &s, size_t i) {
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char c = b(i);
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;  // bounds of the second byte
+    if (c >= 0xc2 && c <= 0xdf) {
+      n = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 3;
+      if (c == 0xe0) lo = 0xa0;
+      if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 4;
+      if (c == 0xf0) lo = 0x90;
+      if (c == 0xf4) hi = 0x8f;
+    } else {
+      return 0;
+    }
+    if (i + n > s.size() || b(i + 1) < lo || b(i + 1) > hi) return 0;
+    for (size_t k = 2; k < n; ++k) {
+      if (b(i + k) < 0x80 || b(i + k) > 0xbf) return 0;
+    }
+    return n;
+  }
+
+  /** `s` as a JSON string literal (quoted, escaped), valid UTF-8 whatever
+   * `s` holds: a byte that is not part of well-formed UTF-8 becomes the
+   * text \xNN, as the Python module writes it. */
   static std::string JsonStr(const std::string &s) {
     std::string out = "\"";
-    for (unsigned char c : s) {
+    for (size_t i = 0; i < s.size();) {
+      const unsigned char c = static_cast<unsigned char>(s[i]);
       if (c == '"' || c == '\\') {
         out += '\\';
         out += static_cast<char>(c);
@@ -888,9 +919,18 @@ class Runtime : public Module<Runtime, Admin> {
         char buf[8];
         std::snprintf(buf, sizeof(buf), "\\u%04x", c);
         out += buf;
-      } else {
+      } else if (c < 0x80) {
         out += static_cast<char>(c);
+      } else if (size_t n = Utf8SeqLen(s, i)) {
+        out.append(s, i, n);
+        i += n;
+        continue;
+      } else {
+        char buf[8];
+        std::snprintf(buf, sizeof(buf), "\\\\x%02x", c);
+        out += buf;
       }
+      ++i;
     }
     return out + "\"";
   }

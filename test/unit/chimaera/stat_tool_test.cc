@@ -1,13 +1,16 @@
 // chimaera_stat end to end: --json, --watch/--count and --wait against a
 // private runtime with two low-latency workers, and no negative counters.
 #include <gtest/gtest.h>
+#include <iconv.h>
 
 #include <chrono>
 #include <functional>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "../../../src/tools/json_lite.h"
+#include "chimaera/chimaera.h"
 #include "runtime_fixture.h"
 
 namespace {
@@ -117,6 +120,48 @@ TEST(StatToolTest, JsonReportHasNoNegativeCountsUnderLoad) {
     EXPECT_NE(out.find("runtime_data"), std::string::npos) << out;
   }
   load.join();
+  EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+}
+
+/** True if `s` is well-formed UTF-8 (glibc's iconv decides). */
+bool IsUtf8(const std::string &s) {
+  iconv_t cd = iconv_open("UTF-8", "UTF-8");
+  if (cd == reinterpret_cast<iconv_t>(-1)) return false;
+  std::string in = s, out(s.size() * 4 + 16, '\0');
+  char *ip = in.data(), *op = out.data();
+  size_t il = in.size(), ol = out.size();
+  size_t r = iconv(cd, &ip, &il, &op, &ol);
+  iconv_close(cd);
+  return r != static_cast<size_t>(-1) && il == 0;
+}
+
+// Pool names are bytes: --json writes them as valid UTF-8 all the same,
+// keeping well-formed UTF-8 and writing any other byte as the text \xNN
+// (as the Python module does). Before, a name with byte 0xff made the
+// report invalid JSON for any strict parser.
+TEST(StatToolTest, JsonReportIsUtf8WhateverThePoolNames) {
+  RuntimeProcess rt;
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  setenv("CHI_SERVER_CONF", rt.config_path().c_str(), 1);
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  chi::admin::Client admin;
+  const std::string bad = "bad\xff\xfe-\xe0\x80-\xed\xa0\x80-\xc3";
+  const std::string good = "gr\xc3\xbc\xc3\x9f-\xf0\x9f\x90\x8d";
+  ASSERT_TRUE(admin.GetOrCreatePool(bad, "small_message", 1).ok());
+  ASSERT_TRUE(admin.GetOrCreatePool(good, "small_message", 1).ok());
+  CHIMAERA->ClientFinalize();
+  std::string out;
+  ASSERT_EQ(
+      RunProgram({Bin("chimaera_stat"), "--json"}, rt.config_path(), &out), 0)
+      << out;
+  EXPECT_TRUE(IsUtf8(out));
+  JsonValue stat;
+  ASSERT_TRUE(ParseJson(out, &stat));
+  std::set<std::string> names;
+  for (auto &p : stat["pools"].array) names.insert(p["name"].str);
+  EXPECT_EQ(names.count("bad\\xff\\xfe-\\xe0\\x80-\\xed\\xa0\\x80-\\xc3"), 1u)
+      << out;
+  EXPECT_EQ(names.count(good), 1u) << out;
   EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
 }
 
