@@ -431,7 +431,10 @@ class Worker {
    * lanes_ holds at most that lane, at index 0). This thread only. */
   bool EnterLanes() {
     phase_.store(kLanesBusy, std::memory_order_relaxed);
-    // StoreLoad against a thief: its membarrier() is our fence.
+    // StoreLoad against a thief: its membarrier() is our fence, which
+    // orders only what the compiler emits in program order: the store must
+    // not sink below the load (an acquire load does not stop that).
+    std::atomic_signal_fence(std::memory_order_seq_cst);
     if (__builtin_expect(steal_.load(std::memory_order_acquire) == 0, 1)) {
       return true;
     }

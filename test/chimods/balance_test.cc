@@ -193,6 +193,28 @@ TEST(BalanceTest, AnIdleClusterKeepsDynamicTasksLocal) {
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
+// With balance.dynamic: local, a dynamic task sent from a node that holds
+// none of the pool's containers goes to one that does (before, the default
+// Monitor asked for a local container there, and the task failed with
+// NotFound).
+TEST(BalanceTest, ALocalDynamicTaskFromANodeWithoutContainersRunsElsewhere) {
+  chi_test::LocalCluster cluster(
+      2, std::string(kWorkers) + "balance:\n  dynamic: local\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(2).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("one_container", 1).ok()) << cluster.Logs();
+  for (int i = 0; i < 10; ++i) {
+    auto t = sm.AsyncIo(0, DomainQuery::GetDynamic());
+    ASSERT_FALSE(t.IsNull());
+    ASSERT_TRUE(t->WaitFor(10000000));
+    EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->node_, 1u);
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 // Io's own contract: the device serves one I/O at a time, in order, and
 // refuses absurd lengths.
 TEST(BalanceTest, IoModelsASerialDevice) {

@@ -54,8 +54,12 @@ void Container::Monitor(MonitorMode mode, Task *task, RunContext &rctx) {
       task->dom_query_ = PoolManager::LeastLoaded(*rctx.pool_, spread);
       return;
     }
-    // Spread dynamic tasks over the local containers by task graph.
-    task->dom_query_ = DomainQuery::GetLocalHash(spread);
+    // Spread dynamic tasks over the local containers by task graph; on a
+    // node with none (more nodes than containers, or they moved away), over
+    // all of the pool's containers.
+    const bool none_here = rctx.pool_ && rctx.pool_->local_.empty();
+    task->dom_query_ = none_here ? DomainQuery::GetGlobalHash(spread)
+                                 : DomainQuery::GetLocalHash(spread);
   } else if (mode == MonitorMode::kEstLoad) {
     // The learned model of this method (chimaera_stat shows them).
     rctx.est_load_ns_ = CHI_WORK_ORCHESTRATOR->EstimateNs(
