@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <vector>
 
 #include "chimaera/chimaera.h"
@@ -164,6 +165,42 @@ TEST(RemoteDataTest, ARequesterThatPausedStillGetsItsReply) {
   ASSERT_TRUE(t->WaitFor(10000000));
   EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
   CHI_IPC->DelTask(t);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
+// A requester that node 2 took for dead (it was stopped) while node 2 ran
+// its request learns it when it resumes, and the request fails at once with
+// Unavailable: node 2 dropped the reply, as it goes to a dead node. Before,
+// nothing told node 1, and the task waited out request_timeout_ms (60 s
+// here).
+TEST(RemoteDataTest, ARequesterTakenForDeadLearnsItAtOnce) {
+  chi_test::LocalCluster cluster(2, kWorkers, "  request_timeout_ms: 60000\n");
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("taken_for_dead", 2).ok());
+  const chi::DomainQuery on_node_2 = chi::DomainQuery::GetGlobalId(1);
+  ASSERT_TRUE(sm.Noop(on_node_2).ok());
+  // Ends after node 2 took the stopped node 1 for dead.
+  const chi::u32 io_us = (chi_test::DeadAfterMs() + 1000) * 1000;
+  auto t = sm.AsyncIo(io_us, on_node_2);
+  ASSERT_FALSE(t.IsNull());
+  usleep(100000);
+  const int pid = cluster.node(1).pid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
+  usleep(io_us + 500000);
+  ASSERT_EQ(kill(pid, SIGCONT), 0);
+  const auto resumed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(t->WaitFor(10000000)) << cluster.Logs();
+  EXPECT_LT(std::chrono::steady_clock::now() - resumed,
+            std::chrono::seconds(3));
+  EXPECT_EQ(t->GetStatus().code(), hshm::StatusCode::kUnavailable)
+      << t->GetStatus();
+  CHI_IPC->DelTask(t);
+  // Node 2 still serves node 1.
+  EXPECT_TRUE(sm.Noop(on_node_2).ok()) << cluster.Logs();
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 

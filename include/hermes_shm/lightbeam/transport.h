@@ -37,7 +37,7 @@
 namespace hshm::lbm {
 
 inline constexpr u32 kWireMagic = 0x4C424D31;  // "LBM1"
-inline constexpr u16 kWireVersion = 2;
+inline constexpr u16 kWireVersion = 3;
 /** The least TransportOptions::max_message_bytes (and the least a peer may
  * say it accepts): room for any control message and for a record with an
  * error text (kMaxErrorText, 64 KiB, in Chimaera). Records that fit in it
@@ -75,8 +75,13 @@ struct WireHeader {
    * message says it, so a peer never sends it more (a node whose
    * configuration differs, or changed with a restart). */
   u64 max_message_bytes;
+  /** Times the sender took the receiver for dead (while the sender's
+   * incarnation lives). When it grows, the sender dropped what it had for
+   * the receiver meanwhile (replies included): the receiver treats the
+   * sender as restarted (see Transport::Heard). */
+  u64 dst_deaths;
 };
-static_assert(sizeof(WireHeader) == 48, "WireHeader must have no padding");
+static_assert(sizeof(WireHeader) == 56, "WireHeader must have no padding");
 
 /** One record to send: opaque bytes (the caller's encoding) plus data frames
  * that travel beside it as separate ZeroMQ frames without copying. On the
@@ -181,7 +186,8 @@ class Transport {
   static constexpr int kDealerResetDeaths = 4;
   /** Called for each received record, in the order the peer sent them. */
   using RecordHandler = std::function<void(u32 from_node, InRecord &rec)>;
-  /** alive=false: the peer is dead (or restarted: false then true). */
+  /** alive=false: the peer is dead (or restarted, or it took us for dead
+   * and so dropped what it had for us: false then true). */
   using PeerHandler = std::function<void(u32 node, bool alive)>;
   /** Records (by tag) that were accepted by Send but will not be sent, and
    * why. */
@@ -292,6 +298,12 @@ class Transport {
     Clock::time_point backlog_since;
     Clock::time_point last_heard;
     u64 retired_incarnation = 0;  // the one before `incarnation`
+    /** Times we took it for dead (WireHeader::dst_deaths of what we send
+     * it). */
+    u64 deaths = 0;
+    /** The dst_deaths its messages carried last; ~0 until its first message
+     * (of this incarnation of it). */
+    u64 its_deaths_of_us = ~0ull;
     /** check_peer_address: the addresses its host resolved to at Start, as
      * AddressKey gives them. Constant while running. */
     std::vector<std::string> addrs;
@@ -341,8 +353,11 @@ class Transport {
   const char *Validate();
   /** Acts on the validated message in in_frames_. */
   void Dispatch();
-  /** Refreshes `node`'s liveness; reports its return or restart. */
-  void Heard(u32 node, u64 incarnation);
+  /** Refreshes `node`'s liveness from a message of incarnation
+   * `incarnation` that says it took us for dead `deaths_of_us` times;
+   * reports its return, its restart, or that it took us for dead since its
+   * last message (as a restart: what it had for us is gone). */
+  void Heard(u32 node, u64 incarnation, u64 deaths_of_us);
   /** The connection-check thread's body (with zap_ only): answers ZAP
    * requests and reads the monitor until auth_stop_. */
   void AuthLoop();

@@ -749,6 +749,8 @@ WireHeader Transport::MakeHeader(MsgKind kind, u32 dst) const {
   h.dst_node = dst;
   h.src_incarnation = incarnation_;
   h.max_message_bytes = opt_.max_message_bytes;
+  h.dst_deaths =
+      dst >= 1 && dst <= num_nodes_ && dst != self_ ? peer(dst).deaths : 0;
   return h;
 }
 
@@ -932,7 +934,7 @@ void Transport::Dispatch() {
   // Before Heard: a restarted peer may accept less than its predecessor.
   peer(src).max_message_bytes.store(h.max_message_bytes,
                                     std::memory_order_relaxed);
-  Heard(src, h.src_incarnation);
+  Heard(src, h.src_incarnation, h.dst_deaths);
   switch (static_cast<MsgKind>(h.kind)) {
     case MsgKind::kPing:
       SendControl(src, MsgKind::kPong);
@@ -955,21 +957,36 @@ void Transport::Dispatch() {
   }
 }
 
-void Transport::Heard(u32 node, u64 incarnation) {
+void Transport::Heard(u32 node, u64 incarnation, u64 deaths_of_us) {
   Peer &p = peer(node);
   p.last_heard = Clock::now();
   const u64 old = p.incarnation.load(std::memory_order_relaxed);
   const bool was_alive = p.alive.load(std::memory_order_relaxed);
-  const bool restarted = old != 0 && old != incarnation;
+  bool restarted = old != 0 && old != incarnation;
   if (restarted) p.retired_incarnation = old;
-  if (restarted && was_alive) {
-    // The caller fails what it had in flight with the old incarnation.
+  // It took us for dead since its last message (its own stall, or a network
+  // thread of ours that did not run): it dropped what it had for us, the
+  // replies we wait for among them, which nothing else would tell us. As
+  // for a restart, what we wait for from it fails now; what we queued for
+  // it still goes. (A first message, or one of a new incarnation of it,
+  // only sets the count.)
+  const u64 seen = p.its_deaths_of_us;
+  p.its_deaths_of_us = deaths_of_us;
+  const bool forgot = !restarted && seen != ~0ull && deaths_of_us > seen;
+  if (forgot) {
+    fprintf(stderr,
+            "lightbeam: node %u: node %u took us for dead; what we wait for "
+            "from it fails\n",
+            self_, node);
+  }
+  if ((restarted || forgot) && was_alive) {
+    // The caller fails what it had in flight with it.
     p.alive.store(false, std::memory_order_release);
-    FailQueued(node);
+    if (restarted) FailQueued(node);  // addressed to its old incarnation
     if (on_peer_) on_peer_(node, false);
   }
   p.incarnation.store(incarnation, std::memory_order_release);
-  if (restarted || !was_alive) {
+  if (restarted || forgot || !was_alive) {
     p.dead_since = Clock::time_point();  // back: no reset
     p.alive.store(true, std::memory_order_release);
     if (on_peer_) on_peer_(node, true);
@@ -1175,6 +1192,7 @@ void Transport::Tick(Clock::time_point now) {
         now - p.last_heard > dead_after) {
       p.alive.store(false, std::memory_order_release);
       p.dead_since = now;
+      ++p.deaths;  // our next messages tell it (WireHeader::dst_deaths)
       FailQueued(n);
       if (on_peer_) on_peer_(n, false);
     }
