@@ -60,6 +60,10 @@ def main():
         # Valid messages.
         "valid_ping": seed(1, 3, control_msg(PING, 2, 1)),
         "valid_pong": seed(3, 3, control_msg(PONG, 1, 3)),
+        "valid_control_ping": seed(
+            1, 3, [b"c2"] + control_msg(PING, 2, 1)[1:]),
+        "records_on_control": seed(
+            2, 4, [b"c1"] + records_msg(1, 2, one, [])[1:]),
         "valid_one_record": seed(2, 4, records_msg(1, 2, one, [])),
         "valid_three_records": seed(
             1, 3, records_msg(3, 1, three, [b"frame0", b"f1", b""])),

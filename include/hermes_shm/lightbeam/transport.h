@@ -285,6 +285,11 @@ class Transport {
     std::vector<OutRecord> outbox;  // guarded by mu_
     // Network thread only:
     std::unique_ptr<zmq::socket_t> dealer;
+    /** Heartbeats only (routing id "c<self>"): a ping does not wait behind
+     * a large message on `dealer`, which ZeroMQ delivers only whole. Pings
+     * go on both; only those on `dealer` keep their order with the records
+     * (see Heard). */
+    std::unique_ptr<zmq::socket_t> control;
     /** When it was declared dead, until its DEALER is reset (after
      * kDealerResetDeaths dead_after_ms) or it is heard again; else 0. */
     Clock::time_point dead_since;
@@ -326,8 +331,9 @@ class Transport {
    * them through on_send_fail and returns true. */
   bool SendBatch(u32 node, std::vector<OutRecord> &recs, size_t begin,
                  size_t end, u64 body_size, u32 num_frames);
-  /** Sends a ping or pong to `node`; false if ZeroMQ refused it. */
-  bool SendControl(u32 node, MsgKind kind);
+  /** Sends a ping or pong to `node`, on its control connection if
+   * `on_control`, else on the records' one; false if ZeroMQ refused it. */
+  bool SendControl(u32 node, MsgKind kind, bool on_control);
   /** A header from us to `dst` with zero counts. */
   WireHeader MakeHeader(MsgKind kind, u32 dst) const;
   /** Reports the tags of recs[begin, end) through on_send_fail. */
@@ -336,9 +342,10 @@ class Transport {
   /** Fails everything in `node`'s outbox and backlog (it died or
    * restarted). */
   void FailQueued(u32 node);
-  /** A DEALER connecting to `p` with every lightbeam option. Throws
-   * zmq::error_t. */
-  std::unique_ptr<zmq::socket_t> MakeDealer(const Peer &p);
+  /** A DEALER connecting to `p` with every lightbeam option; its routing id
+   * is our node id, with a 'c' before it for the control connection.
+   * Throws zmq::error_t. */
+  std::unique_ptr<zmq::socket_t> MakeDealer(const Peer &p, bool control);
   /** Replaces `node`'s DEALER by a new one: closing the old one (linger 0)
    * drops the messages ZeroMQ still held for the node, releasing their
    * frames (bytes already in the kernel's socket buffer may still reach
@@ -355,9 +362,11 @@ class Transport {
   void Dispatch();
   /** Refreshes `node`'s liveness from a message of incarnation
    * `incarnation` that says it took us for dead `deaths_of_us` times;
-   * reports its return, its restart, or that it took us for dead since its
-   * last message (as a restart: what it had for us is gone). */
-  void Heard(u32 node, u64 incarnation, u64 deaths_of_us);
+   * reports its return, its restart, or (`ordered`: the message came on the
+   * records' connection, after any reply it sent before) that it took us
+   * for dead since such a message (as a restart: what it had for us is
+   * gone). */
+  void Heard(u32 node, u64 incarnation, u64 deaths_of_us, bool ordered);
   /** The connection-check thread's body (with zap_ only): answers ZAP
    * requests and reads the monitor until auth_stop_. */
   void AuthLoop();

@@ -311,7 +311,8 @@ Status Transport::Start(u32 self, const std::vector<std::string> &endpoints,
           (opt.check_peer_address && same_family ? bind_host + ":0;"
                                                  : std::string()) +
           endpoints[n - 1];
-      peers_.back()->dealer = MakeDealer(*peers_.back());
+      peers_.back()->dealer = MakeDealer(*peers_.back(), false);
+      peers_.back()->control = MakeDealer(*peers_.back(), true);
     }
   } catch (const zmq::error_t &e) {
     AbortStart();
@@ -728,9 +729,9 @@ bool Transport::SendBatch(u32 node, std::vector<OutRecord> &recs, size_t begin,
   return true;
 }
 
-bool Transport::SendControl(u32 node, MsgKind kind) {
+bool Transport::SendControl(u32 node, MsgKind kind, bool on_control) {
   const WireHeader h = MakeHeader(kind, node);
-  zmq::socket_t &s = *peer(node).dealer;
+  zmq::socket_t &s = on_control ? *peer(node).control : *peer(node).dealer;
   if (!s.send(zmq::buffer(&h, sizeof(h)),
               zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
     return false;
@@ -764,10 +765,12 @@ void Transport::FailRecords(u32 node, std::vector<OutRecord> &recs,
   if (on_send_fail_) on_send_fail_(node, std::move(tags), why);
 }
 
-std::unique_ptr<zmq::socket_t> Transport::MakeDealer(const Peer &p) {
+std::unique_ptr<zmq::socket_t> Transport::MakeDealer(const Peer &p,
+                                                     bool control) {
   auto d = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::dealer);
   CommonOptions(*d, p.host, opt_.sndhwm);
-  d->set(zmq::sockopt::routing_id, std::to_string(self_));
+  d->set(zmq::sockopt::routing_id,
+         (control ? "c" : "") + std::to_string(self_));
   d->set(zmq::sockopt::immediate, 1);
   if (!opt_.curve_public_key.empty() || !opt_.curve_secret_key.empty()) {
     // A client of the peer's server key, proving it holds the pair.
@@ -782,7 +785,7 @@ std::unique_ptr<zmq::socket_t> Transport::MakeDealer(const Peer &p) {
 void Transport::ResetDealer(u32 node) {
   Peer &p = peer(node);
   try {
-    auto d = MakeDealer(p);
+    auto d = MakeDealer(p, false);
     // Counted first: closing the old socket releases its frames, and whoever
     // sees them released may read the count at once.
     dealer_resets_.fetch_add(1, std::memory_order_relaxed);
@@ -868,8 +871,14 @@ const char *DecodeMessage(u64 num_frames, std::string_view routing_id,
     return "bad src_node";
   }
   if (h.dst_node != self) return "wrong dst_node";
+  // Records come on the node's connection "<src>"; pings and pongs also on
+  // its control connection "c<src>".
   char id[16];
   int id_len = snprintf(id, sizeof(id), "%u", h.src_node);
+  if (h.kind != static_cast<u16>(MsgKind::kRecords) && !routing_id.empty() &&
+      routing_id[0] == 'c') {
+    routing_id.remove_prefix(1);
+  }
   if (routing_id.size() != static_cast<size_t>(id_len) ||
       memcmp(routing_id.data(), id, id_len) != 0) {
     // ZeroMQ gives a connection whose id a newer one took over (our ROUTER
@@ -934,10 +943,13 @@ void Transport::Dispatch() {
   // Before Heard: a restarted peer may accept less than its predecessor.
   peer(src).max_message_bytes.store(h.max_message_bytes,
                                     std::memory_order_relaxed);
-  Heard(src, h.src_incarnation, h.dst_deaths);
+  // Validate checked the routing id: "c<src>" is the control connection.
+  const bool on_control =
+      static_cast<const char *>(in_frames_[0].data())[0] == 'c';
+  Heard(src, h.src_incarnation, h.dst_deaths, !on_control);
   switch (static_cast<MsgKind>(h.kind)) {
     case MsgKind::kPing:
-      SendControl(src, MsgKind::kPong);
+      SendControl(src, MsgKind::kPong, on_control);
       break;
     case MsgKind::kPong:
       break;
@@ -957,7 +969,8 @@ void Transport::Dispatch() {
   }
 }
 
-void Transport::Heard(u32 node, u64 incarnation, u64 deaths_of_us) {
+void Transport::Heard(u32 node, u64 incarnation, u64 deaths_of_us,
+                      bool ordered) {
   Peer &p = peer(node);
   p.last_heard = Clock::now();
   const u64 old = p.incarnation.load(std::memory_order_relaxed);
@@ -970,9 +983,13 @@ void Transport::Heard(u32 node, u64 incarnation, u64 deaths_of_us) {
   // for a restart, what we wait for from it fails now; what we queued for
   // it still goes. (A first message, or one of a new incarnation of it,
   // only sets the count.)
+  // Only a message on the records' connection: one on the control
+  // connection may overtake a reply the peer sent before it took us for
+  // dead, which we would then drop.
   const u64 seen = p.its_deaths_of_us;
-  p.its_deaths_of_us = deaths_of_us;
-  const bool forgot = !restarted && seen != ~0ull && deaths_of_us > seen;
+  if (ordered || restarted) p.its_deaths_of_us = deaths_of_us;
+  const bool forgot =
+      ordered && !restarted && seen != ~0ull && deaths_of_us > seen;
   if (forgot) {
     fprintf(stderr,
             "lightbeam: node %u: node %u took us for dead; what we wait for "
@@ -1187,7 +1204,11 @@ void Transport::Tick(Clock::time_point now) {
     if (n == self_) continue;
     Peer &p = peer(n);
     p.last_heard += paused;
-    SendControl(n, MsgKind::kPing);  // dead peers too, so they can return
+    // Dead peers too, so they can return. On both connections: the control
+    // one's is not held back by a large message on the other, whose ping
+    // keeps its order with the records (Heard).
+    SendControl(n, MsgKind::kPing, true);
+    SendControl(n, MsgKind::kPing, false);
     if (p.alive.load(std::memory_order_relaxed) &&
         now - p.last_heard > dead_after) {
       p.alive.store(false, std::memory_order_release);
@@ -1263,7 +1284,10 @@ void Transport::AbortStart() {
 
 void Transport::CloseSockets() {
   for (auto &p : peers_) {
-    if (p) p->dealer.reset();
+    if (p) {
+      p->dealer.reset();
+      p->control.reset();
+    }
   }
   if (monitor_ && router_) {
     (void)zmq_socket_monitor(router_->handle(), nullptr, 0);

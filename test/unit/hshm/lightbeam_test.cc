@@ -754,6 +754,8 @@ TEST(LightbeamTest, DecodeMessageWithoutSockets) {
   EXPECT_EQ(recs[1].nframes, 2u);
   const std::string ping = Hdr(Header(K::kPing, 3, 1, 0, 0, 0));
   EXPECT_EQ(DecodeMessage(3, "3", ping, "", 1, 3, &h, &recs), nullptr);
+  // Pings and pongs may also come on the node's control connection.
+  EXPECT_EQ(DecodeMessage(3, "c3", ping, "", 1, 3, &h, &recs), nullptr);
 
   // Each problem is named; the views are not read below 3 frames.
   auto why = [&](u64 n, std::string_view id, std::string_view header,
@@ -766,6 +768,10 @@ TEST(LightbeamTest, DecodeMessageWithoutSockets) {
   EXPECT_EQ(why(5, "2", hdr, body, 2), "bad src_node");
   EXPECT_EQ(why(5, "2", hdr, body, 3), "wrong dst_node");
   EXPECT_EQ(why(5, "3", hdr, body), "routing id does not match src_node");
+  // Records never come on a control connection, nor from another node's.
+  EXPECT_EQ(why(5, "c2", hdr, body), "routing id does not match src_node");
+  EXPECT_EQ(why(3, "c2", ping, ""), "routing id does not match src_node");
+  EXPECT_EQ(why(3, "cc3", ping, ""), "routing id does not match src_node");
   EXPECT_EQ(why(5, std::string_view("\0\0\0\0\1", 5), hdr, body),
             "came on a connection its node has replaced (it reconnected)");
   EXPECT_EQ(why(4, "2", hdr, body), "frame count mismatch");
@@ -926,6 +932,57 @@ TEST(LightbeamTest, BusyNodesKeepTheirHeartbeats) {
   EXPECT_TRUE(WaitFor([&] { return handled.load() == kRecords; }, 30000))
       << handled.load() << " of " << kRecords << " handled";
   EXPECT_EQ(failed.load(), 0u);
+  for (auto &x : t) x->Stop();
+  std::lock_guard<std::mutex> l(mu);
+  for (const std::string &e : events) ADD_FAILURE() << e;
+}
+
+// Heartbeats do not wait behind a large message: ZeroMQ delivers a message
+// only whole, so while one of 64 MiB crosses (longer than dead_after_ms
+// here), pings on the same connection would arrive after it, and the
+// receiver took the sender for dead. They also go on a control connection.
+TEST(LightbeamTest, ALargeMessageDoesNotHoldTheHeartbeatsBack) {
+  std::vector<std::string> eps = {FreeEndpoint("127.0.16.4"),
+                                  FreeEndpoint("127.0.16.5")};
+  TransportOptions o;
+  o.heartbeat_ms = 20;
+  o.dead_after_ms = 150;
+  std::mutex mu;
+  std::vector<std::string> events;  // guarded by mu
+  std::atomic<u64> got_bytes{0};
+  std::vector<std::unique_ptr<Transport>> t;
+  for (u32 i = 1; i <= 2; ++i) {
+    t.push_back(std::make_unique<Transport>());
+    auto on_record = [&got_bytes](u32, InRecord &rec) {
+      u64 n = rec.bytes.size();
+      for (u32 k = 0; k < rec.num_frames; ++k) n += rec.frames[k].size();
+      got_bytes.fetch_add(n);
+    };
+    auto on_peer = [i, &mu, &events](u32 node, bool alive) {
+      std::lock_guard<std::mutex> l(mu);
+      events.push_back(std::to_string(i) + " saw " + std::to_string(node) +
+                       (alive ? " up" : " down"));
+    };
+    ASSERT_TRUE(t.back()->Start(i, eps, o, on_record, on_peer, nullptr).ok());
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    return t[0]->PeerIncarnation(2) != 0 && t[1]->PeerIncarnation(1) != 0;
+  }));
+  constexpr size_t kBytes = 64 << 20;
+  OutRecord r;
+  r.bytes = "large";
+  zmq::message_t big(kBytes);
+  memset(big.data(), 'b', kBytes);
+  r.frames.push_back(std::move(big));
+  const auto sent_at = Clock::now();
+  ASSERT_TRUE(t[0]->Send(2, std::move(r)));
+  EXPECT_TRUE(WaitFor([&] { return got_bytes.load() == kBytes + 5; }, 20000));
+  // Only meaningful if the message took longer than dead_after_ms.
+  printf("64 MiB crossed in %lld ms\n",
+         static_cast<long long>(
+             std::chrono::duration_cast<std::chrono::milliseconds>(
+                 Clock::now() - sent_at)
+                 .count()));
   for (auto &x : t) x->Stop();
   std::lock_guard<std::mutex> l(mu);
   for (const std::string &e : events) ADD_FAILURE() << e;
