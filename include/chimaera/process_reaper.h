@@ -59,8 +59,10 @@ struct ReaperStats {
   u64 tasks_claimed = 0;    ///< Queued or unsent tasks the reaper claimed.
   u64 tasks_abandoned = 0;  ///< Running tasks left for workers to free.
   u64 bytes_freed = 0;      ///< Bytes returned to the segments.
-  /** Walks of `main` for a dead client that failed (a corrupt block
-   * header); each is retried later, backing off. */
+  /** Walks for a dead client that failed (a corrupt block header, or a
+   * heap lock another process held too long): of `main` to claim its tasks,
+   * or of any segment to free its blocks. Each is retried later, backing
+   * off. */
   u64 failed_walks = 0;
   /** Dead clients freed after client.reap_wait_ms though the lanes had
    * not passed their tasks (their running tasks were done). */
@@ -103,6 +105,7 @@ class ProcessReaper {
   };
   /** A dead client between step 1 and step 3. */
   struct Pending {
+    Client client;  ///< Its registration (pid, start time).
     int pid = 0;
     u64 claimed_ns = 0;           ///< When step 1 ended (NowNs).
     bool told = false;            ///< Logged that it waits on running tasks.
@@ -119,8 +122,14 @@ class ProcessReaper {
   bool LanesPassed(const Pending &p) const;
   /** True once every task of `p` a worker was running has been freed. */
   bool RunningDone(const Pending &p) const;
-  /** Step 3: frees every block `pid` owned; returns the bytes freed. */
-  u64 FreeAll(int pid);
+  /** Step 3: frees every block `pid` owned; returns the bytes freed. Sets
+   * *ok to false if a walk failed (some blocks may be left): step 3 must
+   * run again. */
+  u64 FreeAll(int pid, bool *ok);
+  /** Puts dead client `c` back for a later pass, after a failed walk:
+   * after 50 ms, then twice as long each time up to 5 s. Its entry keeps
+   * the pid refused to new clients meanwhile. Holds mu_. */
+  void RetryLater(const Client &c);
 
   mutable std::mutex mu_;  ///< Guards clients_, pending_, reaping_, stats_.
   std::vector<Client> clients_;

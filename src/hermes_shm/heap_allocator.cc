@@ -1227,10 +1227,13 @@ Status HeapAllocator::Walk(WalkFn fn, void *arg) const {
 }
 
 u64 HeapAllocator::ReclaimDeadProcess(
-    int pid, const std::function<bool(const BlockInfo &)> &may_free_used) {
+    int pid, const std::function<bool(const BlockInfo &)> &may_free_used,
+    Status *walk) {
+  if (walk) *walk = Status::Ok();
   if (pid <= 0 || static_cast<u32>(pid) == SelfPid()) {
     HSHM_LOG_LIMITED("hshm: heap %u: refusing to reclaim pid %d\n", id_.major_,
                      pid);
+    if (walk) *walk = Status::InvalidArgument("refusing to reclaim this pid");
     return 0;
   }
   u64 freed = 0;
@@ -1267,6 +1270,7 @@ u64 HeapAllocator::ReclaimDeadProcess(
     HSHM_LOG_LIMITED("hshm: heap %u: reclaiming pid %d: %s\n", id_.major_, pid,
                      st.ToString().c_str());
   }
+  if (walk) *walk = st;
   AddInUse(-static_cast<hshm::i64>(freed));
   return freed;
 }

@@ -218,9 +218,13 @@ class HeapAllocator : public AllocatorOps<HeapAllocator> {
    * the heap lock, with the restrictions of ForEachBlock's fn). Returns the
    * bytes freed (block sizes, headers included). Safe while other processes
    * allocate and free; refuses (returns 0) for the calling process's own pid.
-   * REQUIRES: `pid` is dead and its pid not yet reused. */
+   * REQUIRES: `pid` is dead and its pid not yet reused. If `walk` is given
+   * it gets the walk's status: not OK when the heap lock could not be taken
+   * or a corrupt header stopped the walk (blocks past it were not looked
+   * at; calling again later frees what is left). */
   u64 ReclaimDeadProcess(
-      int pid, const std::function<bool(const BlockInfo &)> &may_free_used);
+      int pid, const std::function<bool(const BlockInfo &)> &may_free_used,
+      Status *walk = nullptr);
   /** Exact bytes (block sizes, headers included) of used blocks, only those
    * owned by `pid` unless it is -1, found by walking the heap under the
    * heap lock (restrictions as ForEachBlock). On a corrupt heap, counts the
@@ -400,8 +404,9 @@ class ThreadLocalAllocator : public AllocatorOps<ThreadLocalAllocator> {
   }
   /** See HeapAllocator::ReclaimDeadProcess. */
   u64 ReclaimDeadProcess(
-      int pid, const std::function<bool(const BlockInfo &)> &may_free_used) {
-    return heap_.ReclaimDeadProcess(pid, may_free_used);
+      int pid, const std::function<bool(const BlockInfo &)> &may_free_used,
+      Status *walk = nullptr) {
+    return heap_.ReclaimDeadProcess(pid, may_free_used, walk);
   }
   /** See HeapAllocator::LiveBytes. */
   u64 LiveBytes(int pid = -1) const { return heap_.LiveBytes(pid); }

@@ -115,22 +115,12 @@ void ProcessReaper::RunOnce() {
     const bool claimed = Claim(pid, &p);
     std::lock_guard<std::mutex> lock(mu_);
     if (!claimed) {
-      // Some of its tasks may be unmarked: free nothing, try again later,
-      // after 50 ms, then twice as long each time up to 5 s (a corrupt
-      // header may stay; each walk locks the heap). Its entry keeps the
-      // pid refused to new clients meanwhile.
-      reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), pid),
-                     reaping_.end());
-      Client again = c;
-      const u64 backoff_ms =
-          std::min<u64>(u64{50} << std::min<u32>(again.failed_walks, 7), 5000);
-      again.failed_walks++;
-      again.retry_ns = hshm::NowNs() + backoff_ms * 1000000;
-      clients_.push_back(again);
-      stats_.clients = clients_.size();
-      stats_.failed_walks++;
+      // Some of its tasks may be unmarked: free nothing, try again later
+      // (a corrupt header may stay; each walk locks the heap).
+      RetryLater(c);
       continue;
     }
+    p.client = c;
     pending_.push_back(std::move(p));
     stats_.pending = pending_.size();
   }
@@ -173,14 +163,34 @@ void ProcessReaper::RunOnce() {
     }
   }
   for (const Pending &p : ready) {
-    u64 bytes = FreeAll(p.pid);
+    bool ok = true;
+    u64 bytes = FreeAll(p.pid, &ok);
     std::lock_guard<std::mutex> lock(mu_);
+    stats_.bytes_freed += bytes;
+    stats_.pending = pending_.size();
+    if (!ok) {
+      // Blocks past a failed walk are still its: all three steps again
+      // later (claiming and freeing are idempotent).
+      RetryLater(p.client);
+      continue;
+    }
     reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), p.pid),
                    reaping_.end());
     stats_.reaped++;
-    stats_.bytes_freed += bytes;
-    stats_.pending = pending_.size();
   }
+}
+
+void ProcessReaper::RetryLater(const Client &c) {
+  reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), c.pid),
+                 reaping_.end());
+  Client again = c;
+  const u64 backoff_ms =
+      std::min<u64>(u64{50} << std::min<u32>(again.failed_walks, 7), 5000);
+  again.failed_walks++;
+  again.retry_ns = hshm::NowNs() + backoff_ms * 1000000;
+  clients_.push_back(again);
+  stats_.clients = clients_.size();
+  stats_.failed_walks++;
 }
 
 bool ProcessReaper::Claim(int pid, Pending *out) {
@@ -266,11 +276,13 @@ bool ProcessReaper::RunningDone(const Pending &p) const {
   return true;
 }
 
-u64 ProcessReaper::FreeAll(int pid) {
+u64 ProcessReaper::FreeAll(int pid, bool *ok) {
   auto *ipc = CHI_IPC;
+  Status walk;
   // The runtime's own blocks stay whatever owner a client wrote into them.
   u64 bytes = ipc->main_alloc()->ReclaimDeadProcess(
-      pid, [ipc](const hipc::BlockInfo &b) {
+      pid,
+      [ipc](const hipc::BlockInfo &b) {
         if (ipc->IsRuntimeStructure(b.ptr)) return false;
         Task *t = AsTask(b);
         if (!t) return true;
@@ -278,10 +290,14 @@ u64 ProcessReaper::FreeAll(int pid) {
         u32 st = t->state_.load(std::memory_order_acquire);
         u32 claim = t->claim_.load(std::memory_order_acquire);
         return (st & kTaskComplete) != 0 || claim == kTaskReaped;
-      });
+      },
+      &walk);
+  *ok = walk.ok();
   auto all = [](const hipc::BlockInfo &) { return true; };
-  bytes += ipc->cdata_alloc()->ReclaimDeadProcess(pid, all);
-  bytes += ipc->rdata_alloc()->ReclaimDeadProcess(pid, all);
+  bytes += ipc->cdata_alloc()->ReclaimDeadProcess(pid, all, &walk);
+  *ok = *ok && walk.ok();
+  bytes += ipc->rdata_alloc()->ReclaimDeadProcess(pid, all, &walk);
+  *ok = *ok && walk.ok();
   return bytes;
 }
 

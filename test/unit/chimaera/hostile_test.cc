@@ -882,6 +882,41 @@ TEST_F(HostileTest, AFailedHeapWalkIsRetriedWithBackoff) {
   ExpectServes10kEchoes();
 }
 
+// A walk that fails when the reaper frees a dead client's blocks (here a
+// corrupt header in client_data; also a heap lock another process holds
+// too long) leaves the client unreaped and retried with the same backoff,
+// so that what the walk did not reach is freed later. Before, the client
+// counted as reaped and its blocks past the bad header stayed allocated for
+// good.
+TEST_F(HostileTest, AFailedWalkWhileFreeingIsRetried) {
+  auto *cdata = CHI_IPC->cdata_alloc();
+  hipc::FullPtr<char> x = cdata->Allocate(HSHM_MCTX, 200000);  // not cached
+  ASSERT_FALSE(x.IsNull());
+  char *hdr = x.ptr_ - hipc::HeapAllocator::kBlockHeaderSize;
+  char saved[hipc::HeapAllocator::kBlockHeaderSize];
+  std::memcpy(saved, hdr, sizeof(saved));
+  u_int64_t pending = 0, reaped = 0;
+  ASSERT_TRUE(ReaperCounts(&pending, &reaped));
+  ASSERT_EQ(FailedWalks(), 0);
+  std::memset(hdr, 0xff, sizeof(saved));
+  g_attacks++;
+  pid_t pid = StartClient("exit", rt_->config_path());
+  ASSERT_GT(pid, 0);
+  waitpid(pid, nullptr, 0);
+  usleep(1000000);
+  const long failed = FailedWalks();
+  u_int64_t pending2 = 0, reaped2 = 0;
+  ASSERT_TRUE(ReaperCounts(&pending2, &reaped2));
+  std::memcpy(hdr, saved, sizeof(saved));
+  EXPECT_GE(failed, 2);
+  EXPECT_EQ(reaped2, reaped);
+  WaitReaped(reaped + 1);
+  EXPECT_EQ(cdata->LiveBytes(pid), 0u);
+  EXPECT_EQ(CHI_IPC->main_alloc()->LiveBytes(pid), 0u);
+  EXPECT_TRUE(cdata->Free(HSHM_MCTX, x.shm_).ok());
+  ExpectServes10kEchoes();
+}
+
 // client.reap_wait_ms (300 ms here) bounds how long the reaper waits for
 // the lanes to pass a dead client's tasks: a lane tail that another process
 // keeps scribbled far ahead while the reaper looks (an idle lane's
