@@ -259,6 +259,39 @@ TEST_F(KvsTest, UnknownModuleAndOverlongNameAreClearErrors) {
   EXPECT_EQ(*kv.Get("x"), "y");
 }
 
+// Values leave runtime_data a reserve (a sixteenth, at least 1 MiB) for the
+// runtime's own replies: once a pool's values filled the rest, Puts are
+// refused with ResourceExhausted and chimaera_stat, pool lists and other
+// pools' outputs still work. Before, values could take all of it, and every
+// reply the runtime makes there failed with OutOfMemory.
+TEST_F(KvsTest, ValuesLeaveTheRuntimeRoomForItsReplies) {
+  chi::kvs::Client kv;
+  ASSERT_TRUE(kv.Create("kvs_fill", 1).ok());
+  const std::string value = RandomBytes(64 * 1024, 9);
+  hshm::Status st;
+  int stored = 0;
+  while (stored < 1000 && (st = kv.Put(Key(stored), value)).ok()) ++stored;
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st;
+  EXPECT_GE(stored, 150);  // 16 MB less the reserve, in 64 KiB values
+  // Smaller values fill what is left above the reserve, then stop too.
+  const std::string small(512, 's');
+  int small_stored = 0;
+  while (small_stored < 100000 &&
+         (st = kv.Put("s" + std::to_string(small_stored), small)).ok()) {
+    ++small_stored;
+  }
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st;
+  chi::admin::Client admin;
+  for (int i = 0; i < 20; ++i) {
+    auto stat = admin.Stat();
+    ASSERT_TRUE(stat.ok()) << stat.status();
+    EXPECT_NE(stat->find("kvs_fill"), std::string::npos);
+    auto pools = admin.ListPools();
+    ASSERT_TRUE(pools.ok()) << pools.status();
+  }
+  EXPECT_EQ(*kv.Get(Key(0)), value);
+}
+
 TEST_F(KvsTest, DestroyedPoolFreesItsValues) {
   chi::admin::Client admin;
   std::string mb = RandomBytes(size_t{1} << 20, 3);

@@ -18,6 +18,10 @@ namespace chi::kvs {
 
 namespace {
 
+/** The least of runtime_data that values leave free (else a sixteenth of
+ * it): room for the runtime's replies once the values filled the rest. */
+constexpr u64 kMinRdataReserve = 1 << 20;
+
 /** Checks a key's size and buffer; on success `*key` is its address. */
 Status KeyBytes(const hipc::Pointer &p, u64 size, bool allow_empty,
                 const char **key) {
@@ -75,6 +79,18 @@ class Runtime : public Module<Runtime, Kvs> {
     std::string k(key, task->key_size_);
     Value v{hipc::Pointer::GetNull(), task->value_size_};
     if (v.size > 0) {
+      // runtime_data also carries the runtime's own replies (chimaera_stat,
+      // pool lists, other methods' outputs): values leave it a reserve.
+      const u64 cap = CHI_IPC->rdata_alloc()->GetRegionSize();
+      const u64 reserve = std::max<u64>(kMinRdataReserve, cap / 16);
+      const hshm::i64 used = CHI_IPC->rdata_alloc()->GetBytesInUse();
+      if (used < 0 || v.size > cap ||
+          static_cast<u64>(used) + v.size + reserve > cap) {
+        return task->SetStatus(Status::ResourceExhausted(
+            "kvs: no room for a " + std::to_string(v.size) +
+            "-byte value in runtime_data, whose last " +
+            std::to_string(reserve) + " bytes are kept for the runtime"));
+      }
       FullPtr<char> buf = CHI_IPC->AllocateBuffer(v.size);
       if (buf.IsNull()) {
         return task->SetStatus(
