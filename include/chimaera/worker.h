@@ -51,6 +51,12 @@ enum class WorkerKind : u32 {
  * VM's slower state); with 4, in about 1% (4.3-4.9 M/s). */
 constexpr u32 kShmPopBatch = 4;
 
+/** How long a worker thread waits for a heap lock another thread or process
+ * holds before its allocation fails (hipc::HeapLockWaitLimit; the default
+ * is 10 s). Long enough for a heap walk or merge; short enough that a
+ * client holding the lock does not stop the worker's lanes for long. */
+constexpr u64 kHeapLockWaitMs = 250;
+
 /** Private task buffers are cached by size in steps of this many bytes, up
  * to kTaskBufClasses steps (larger tasks use new and delete), at most
  * kTaskBufsPerClass of each size per worker. */

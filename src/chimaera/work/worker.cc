@@ -1033,6 +1033,11 @@ void Worker::Loop() {
   ss.ss_size = altstack.size();
   sigaltstack(&ss, nullptr);
   InstallSegvHandler();
+  // A client may hold a heap lock (stopped, or on purpose): a slow-path
+  // allocation of this thread fails after kHeapLockWaitMs instead of
+  // stopping every lane it drains for the default 10 s (twice over with the
+  // defragmenting retry). Its task then fails, or loses its error text.
+  hipc::HeapLockWaitLimit heap_wait(kHeapLockWaitMs);
   for (;;) {
     epoch_.store(epoch_.load(std::memory_order_relaxed) + 1,
                  std::memory_order_release);

@@ -109,6 +109,21 @@ int FakeRunning() {
   return 0;
 }
 
+/** Takes the heap locks of main and runtime_data and keeps them (a client
+ * stopped inside an allocation, or one doing it on purpose). */
+int HoldHeapLocks() {
+  hshm::Status s = CHIMAERA_CLIENT_INIT();
+  if (!s.ok()) return 2;
+  using Hooks = hipc::internal::HeapTestHooks;
+  if (!Hooks::LockMutex(CHI_IPC->main_alloc()->heap()) ||
+      !Hooks::LockMutex(CHI_IPC->rdata_alloc()->heap())) {
+    return 2;
+  }
+  printf("ready\n");
+  fflush(stdout);
+  for (;;) pause();
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -117,8 +132,9 @@ int main(int argc, char **argv) {
   if (mode == "exit") return Run(2000);
   if (mode == "claim-runtime-blocks") return ClaimRuntimeBlocks();
   if (mode == "fake-running") return FakeRunning();
+  if (mode == "hold-heap-locks") return HoldHeapLocks();
   fprintf(stderr,
           "usage: chimaera_hostile_client "
-          "submit|exit|claim-runtime-blocks|fake-running\n");
+          "submit|exit|claim-runtime-blocks|fake-running|hold-heap-locks\n");
   return 2;
 }

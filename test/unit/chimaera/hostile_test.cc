@@ -917,6 +917,44 @@ TEST_F(HostileTest, AFailedWalkWhileFreeingIsRetried) {
   ExpectServes10kEchoes();
 }
 
+// A client that holds the heap locks (stopped inside an allocation, or on
+// purpose) does not stop a worker for long: a worker's slow-path allocation
+// gives up after kHeapLockWaitMs. Here a task naming no pool makes the
+// worker allocate its error text on a fresh heap while another client holds
+// the locks; the task fails (without its text) and the echo queued behind
+// it completes within a second or so. Before, each took 20 s (two 10 s
+// waits).
+TEST_F(HostileTest, AClientHoldingTheHeapLocksStallsWorkersBriefly) {
+  chi::admin::Client admin;
+  // This process's own tasks first: a client's allocation waits 10 s.
+  auto bad = chi::admin::NewAdminTask<chi::admin::EchoTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{1});
+  auto echo = chi::admin::NewAdminTask<chi::admin::EchoTask>(
+      CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{2});
+  ASSERT_FALSE(bad.IsNull());
+  ASSERT_FALSE(echo.IsNull());
+  bad->pool_id_ = chi::PoolId(1, 0xabcdef);  // no such pool
+  pid_t holder = StartClient("hold-heap-locks", rt_->config_path());
+  ASSERT_GT(holder, 0);
+  g_attacks++;
+  const hshm::u64 t0 = hshm::NowNs();
+  chi::Submit(bad);
+  chi::Submit(echo);
+  const bool done = echo->WaitFor(15000000) && bad->WaitFor(15000000);
+  const double secs = (hshm::NowNs() - t0) / 1e9;
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  ASSERT_TRUE(done);
+  EXPECT_LT(secs, 3.0);
+  EXPECT_EQ(bad->GetStatus().code(), StatusCode::kNotFound) << bad->GetStatus();
+  EXPECT_TRUE(echo->GetStatus().ok()) << echo->GetStatus();
+  EXPECT_EQ(echo->ret_, 2u);
+  CHI_IPC->DelTask(bad);
+  CHI_IPC->DelTask(echo);
+  // The holder is gone: its locks are taken over, and all serves again.
+  ExpectServes10kEchoes();
+}
+
 // client.reap_wait_ms (300 ms here) bounds how long the reaper waits for
 // the lanes to pass a dead client's tasks: a lane tail that another process
 // keeps scribbled far ahead while the reaper looks (an idle lane's
