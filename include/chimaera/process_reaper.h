@@ -65,7 +65,9 @@ struct ReaperStats {
    * off. */
   u64 failed_walks = 0;
   /** Dead clients freed after client.reap_wait_ms though the lanes had
-   * not passed their tasks (their running tasks were done). */
+   * not passed their tasks (their running tasks were done), or left with
+   * (some of) their memory after kMaxCorruptWalks walks found a corrupt
+   * header. */
   u64 gave_up = 0;
 };
 
@@ -115,21 +117,28 @@ class ProcessReaper {
 
   /** The thread body. */
   void Loop();
-  /** Step 1 for dead client `pid`, into *out. False if the walk of `main`
+  /** Step 1 for dead client `pid`, into *out. Not OK if the walk of `main`
    * failed (some tasks may be unmarked): nothing may be freed yet. */
-  bool Claim(int pid, Pending *out);
+  Status Claim(int pid, Pending *out);
   /** True once every lane has moved past the tail it had at `p`'s step 1. */
   bool LanesPassed(const Pending &p) const;
   /** True once every task of `p` a worker was running has been freed. */
   bool RunningDone(const Pending &p) const;
   /** Step 3: frees every block `pid` owned; returns the bytes freed. Sets
-   * *ok to false if a walk failed (some blocks may be left): step 3 must
-   * run again. */
-  u64 FreeAll(int pid, bool *ok);
-  /** Puts dead client `c` back for a later pass, after a failed walk:
-   * after 50 ms, then twice as long each time up to 5 s. Its entry keeps
-   * the pid refused to new clients meanwhile. Holds mu_. */
-  void RetryLater(const Client &c);
+   * *walk to the first failed walk's status (some blocks may be left: step
+   * 3 must run again), else OK. */
+  u64 FreeAll(int pid, Status *walk);
+  /** After a walk for dead client `c` failed with `why`: puts it back for a
+   * later pass (after 50 ms, then twice as long each time up to 5 s; its
+   * entry keeps the pid refused to new clients meanwhile) and returns true;
+   * or, when waiting cannot help (a corrupt header still there after
+   * kMaxCorruptWalks tries, or a refusal), logs that its memory stays,
+   * releases the pid and returns false. A heap lock held too long is always
+   * waited out. Holds mu_. */
+  bool RetryLater(const Client &c, const Status &why);
+  /** Tries of a dead client's walks that find a corrupt header before the
+   * reaper leaves (the rest of) its memory allocated. */
+  static constexpr u32 kMaxCorruptWalks = 8;
 
   mutable std::mutex mu_;  ///< Guards clients_, pending_, reaping_, stats_.
   std::vector<Client> clients_;

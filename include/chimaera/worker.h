@@ -53,9 +53,11 @@ constexpr u32 kShmPopBatch = 4;
 
 /** How long a worker thread waits for a heap lock another thread or process
  * holds before its allocation fails (hipc::HeapLockWaitLimit; the default
- * is 10 s). Long enough for a heap walk or merge; short enough that a
- * client holding the lock does not stop the worker's lanes for long. */
-constexpr u64 kHeapLockWaitMs = 250;
+ * is 10 s). Well above what a heap walk or the largest merge (1M blocks:
+ * about 0.4 s on a loaded 2-CPU VM) holds it; short enough that a client
+ * holding the lock stops the worker's lanes for 2 s at most (a slow path
+ * tries twice), not 20 s. */
+constexpr u64 kHeapLockWaitMs = 1000;
 
 /** Private task buffers are cached by size in steps of this many bytes, up
  * to kTaskBufClasses steps (larger tasks use new and delete), at most

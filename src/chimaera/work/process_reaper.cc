@@ -112,12 +112,12 @@ void ProcessReaper::RunOnce() {
   for (const Client &c : dead) {
     const int pid = c.pid;
     Pending p;
-    const bool claimed = Claim(pid, &p);
+    const Status claimed = Claim(pid, &p);
     std::lock_guard<std::mutex> lock(mu_);
-    if (!claimed) {
+    if (!claimed.ok()) {
       // Some of its tasks may be unmarked: free nothing, try again later
       // (a corrupt header may stay; each walk locks the heap).
-      RetryLater(c);
+      RetryLater(c, claimed);
       continue;
     }
     p.client = c;
@@ -163,15 +163,15 @@ void ProcessReaper::RunOnce() {
     }
   }
   for (const Pending &p : ready) {
-    bool ok = true;
-    u64 bytes = FreeAll(p.pid, &ok);
+    Status walk;
+    u64 bytes = FreeAll(p.pid, &walk);
     std::lock_guard<std::mutex> lock(mu_);
     stats_.bytes_freed += bytes;
     stats_.pending = pending_.size();
-    if (!ok) {
+    if (!walk.ok()) {
       // Blocks past a failed walk are still its: all three steps again
       // later (claiming and freeing are idempotent).
-      RetryLater(p.client);
+      RetryLater(p.client, walk);
       continue;
     }
     reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), p.pid),
@@ -180,9 +180,20 @@ void ProcessReaper::RunOnce() {
   }
 }
 
-void ProcessReaper::RetryLater(const Client &c) {
+bool ProcessReaper::RetryLater(const Client &c, const Status &why) {
   reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), c.pid),
                  reaping_.end());
+  stats_.failed_walks++;
+  const bool lock_busy = why.code() == hshm::StatusCode::kUnavailable;
+  const bool corrupt = why.code() == hshm::StatusCode::kInternal;
+  if (!lock_busy && !(corrupt && c.failed_walks + 1 < kMaxCorruptWalks)) {
+    HSHM_LOG_LIMITED(
+        "chimaera: reaper: dead client %d: %s after %u tries; what it still "
+        "holds stays allocated\n",
+        c.pid, why.ToString().c_str(), c.failed_walks + 1);
+    stats_.gave_up++;
+    return false;
+  }
   Client again = c;
   const u64 backoff_ms =
       std::min<u64>(u64{50} << std::min<u32>(again.failed_walks, 7), 5000);
@@ -190,10 +201,10 @@ void ProcessReaper::RetryLater(const Client &c) {
   again.retry_ns = hshm::NowNs() + backoff_ms * 1000000;
   clients_.push_back(again);
   stats_.clients = clients_.size();
-  stats_.failed_walks++;
+  return true;
 }
 
-bool ProcessReaper::Claim(int pid, Pending *out) {
+Status ProcessReaper::Claim(int pid, Pending *out) {
   auto *ipc = CHI_IPC;
   Pending &p = *out;
   p.pid = pid;
@@ -234,10 +245,12 @@ bool ProcessReaper::Claim(int pid, Pending *out) {
       ++abandoned;
       return;
     }
+    // Already ours (an earlier pass whose walk failed claimed it).
+    if (claim == kTaskReaped) return;
     // Queued or never sent: ours, freed in step 3. A value the client
     // scribbled there cannot be claimed by a worker (it claims from 0 only):
     // make it ours too.
-    if (claim != 0 && claim != kTaskReaped) {
+    if (claim != 0) {
       t->claim_.store(kTaskReaped, std::memory_order_release);
     }
     ++claimed;
@@ -247,11 +260,11 @@ bool ProcessReaper::Claim(int pid, Pending *out) {
         "chimaera: reaper: walking main for pid %d: %s (retried later)\n", pid,
         s.ToString().c_str());
   }
-  if (!s.ok()) return false;  // counted when a walk succeeds
+  if (!s.ok()) return s;  // counted when a walk succeeds
   std::lock_guard<std::mutex> lock(mu_);
   stats_.tasks_claimed += claimed;
   stats_.tasks_abandoned += abandoned;
-  return true;
+  return Status::Ok();
 }
 
 bool ProcessReaper::LanesPassed(const Pending &p) const {
@@ -276,9 +289,13 @@ bool ProcessReaper::RunningDone(const Pending &p) const {
   return true;
 }
 
-u64 ProcessReaper::FreeAll(int pid, bool *ok) {
+u64 ProcessReaper::FreeAll(int pid, Status *first_failure) {
   auto *ipc = CHI_IPC;
   Status walk;
+  *first_failure = Status::Ok();
+  auto note = [&] {
+    if (first_failure->ok() && !walk.ok()) *first_failure = walk;
+  };
   // The runtime's own blocks stay whatever owner a client wrote into them.
   u64 bytes = ipc->main_alloc()->ReclaimDeadProcess(
       pid,
@@ -292,12 +309,12 @@ u64 ProcessReaper::FreeAll(int pid, bool *ok) {
         return (st & kTaskComplete) != 0 || claim == kTaskReaped;
       },
       &walk);
-  *ok = walk.ok();
+  note();
   auto all = [](const hipc::BlockInfo &) { return true; };
   bytes += ipc->cdata_alloc()->ReclaimDeadProcess(pid, all, &walk);
-  *ok = *ok && walk.ok();
+  note();
   bytes += ipc->rdata_alloc()->ReclaimDeadProcess(pid, all, &walk);
-  *ok = *ok && walk.ok();
+  note();
   return bytes;
 }
 
