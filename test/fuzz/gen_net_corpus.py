@@ -5,24 +5,24 @@ Each seed is [u8 self][u8 num_nodes] followed by frames, each
 [u32 len][len bytes], all little-endian. The frames form a lightbeam message
 as node `src` sends it to node `self` (see WireHeader in
 include/hermes_shm/lightbeam/transport.h): routing id (decimal src), the
-56-byte header, the body ([u32 len][u32 nframes][len bytes] per record), then
+64-byte header, the body ([u32 len][u32 nframes][len bytes] per record), then
 the data frames. Run it from anywhere; it overwrites the seeds it names.
 """
 import os
 import struct
 
 MAGIC = 0x4C424D31
-VERSION = 3
+VERSION = 4
 RECORDS, PING, PONG = 1, 2, 3
 
 
 def header(kind, src, dst, num_records, num_frames, body_size,
            magic=MAGIC, version=VERSION, incarnation=0x1122334455667788,
-           max_message_bytes=1 << 30, dst_deaths=0):
-    """Packs a WireHeader (56 bytes, no padding)."""
-    return struct.pack("<IHHIIQIIQQQ", magic, version, kind, src, dst,
+           max_message_bytes=1 << 30, dst_deaths=0, dst_incarnation=0):
+    """Packs a WireHeader (64 bytes, no padding)."""
+    return struct.pack("<IHHIIQIIQQQQ", magic, version, kind, src, dst,
                        incarnation, num_records, num_frames, body_size,
-                       max_message_bytes, dst_deaths)
+                       max_message_bytes, dst_deaths, dst_incarnation)
 
 
 def body(records):
@@ -71,9 +71,10 @@ def main():
             2, 16, records_msg(12, 2, [(b"x" * 40, 1)], [b"\0" * 64])),
         # Slightly invalid ones (each should be refused for one reason).
         "bad_magic": seed(1, 2, records_msg(2, 1, one, [], magic=0)),
-        "bad_version": seed(1, 2, records_msg(2, 1, one, [], version=2)),
+        "bad_version": seed(1, 2, records_msg(2, 1, one, [], version=3)),
         "taken_for_dead": seed(
-            1, 2, records_msg(2, 1, one, [], dst_deaths=3)),
+            1, 2, records_msg(2, 1, one, [], dst_deaths=3,
+                                   dst_incarnation=0x99)),
         "small_max_message_bytes": seed(
             1, 2, records_msg(2, 1, one, [], max_message_bytes=1024)),
         "wrong_dst": seed(1, 3, records_msg(2, 3, one, [])),

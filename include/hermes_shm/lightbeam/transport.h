@@ -37,7 +37,7 @@
 namespace hshm::lbm {
 
 inline constexpr u32 kWireMagic = 0x4C424D31;  // "LBM1"
-inline constexpr u16 kWireVersion = 3;
+inline constexpr u16 kWireVersion = 4;
 /** The least TransportOptions::max_message_bytes (and the least a peer may
  * say it accepts): room for any control message and for a record with an
  * error text (kMaxErrorText, 64 KiB, in Chimaera). Records that fit in it
@@ -80,8 +80,11 @@ struct WireHeader {
    * the receiver meanwhile (replies included): the receiver treats the
    * sender as restarted (see Transport::Heard). */
   u64 dst_deaths;
+  /** The receiver's incarnation as the sender knows it (0 before it heard
+   * from the receiver): dst_deaths counts only for that incarnation. */
+  u64 dst_incarnation;
 };
-static_assert(sizeof(WireHeader) == 56, "WireHeader must have no padding");
+static_assert(sizeof(WireHeader) == 64, "WireHeader must have no padding");
 
 /** One record to send: opaque bytes (the caller's encoding) plus data frames
  * that travel beside it as separate ZeroMQ frames without copying. On the
@@ -340,8 +343,9 @@ class Transport {
   void FailRecords(u32 node, std::vector<OutRecord> &recs, size_t begin,
                    size_t end, SendFailure why = SendFailure::kUnsent);
   /** Fails everything in `node`'s outbox and backlog (it died or
-   * restarted). */
-  void FailQueued(u32 node);
+   * restarted), or with `tagged_only` only the records with a tag (the
+   * others stay queued, in order). */
+  void FailQueued(u32 node, bool tagged_only = false);
   /** A DEALER connecting to `p` with every lightbeam option; its routing id
    * is our node id, with a 'c' before it for the control connection.
    * Throws zmq::error_t. */
@@ -360,13 +364,12 @@ class Transport {
   const char *Validate();
   /** Acts on the validated message in in_frames_. */
   void Dispatch();
-  /** Refreshes `node`'s liveness from a message of incarnation
-   * `incarnation` that says it took us for dead `deaths_of_us` times;
-   * reports its return, its restart, or (`ordered`: the message came on the
-   * records' connection, after any reply it sent before) that it took us
-   * for dead since such a message (as a restart: what it had for us is
-   * gone). */
-  void Heard(u32 node, u64 incarnation, u64 deaths_of_us, bool ordered);
+  /** Refreshes `node`'s liveness from a message with header `h`; reports
+   * its return, its restart, or (`ordered`: the message came on the
+   * records' connection, after any reply it sent before) that it took this
+   * run of us for dead since such a message (as a restart: what it had for
+   * us is gone). */
+  void Heard(u32 node, const WireHeader &h, bool ordered);
   /** The connection-check thread's body (with zap_ only): answers ZAP
    * requests and reads the monitor until auth_stop_. */
   void AuthLoop();

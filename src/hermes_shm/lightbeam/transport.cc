@@ -750,8 +750,10 @@ WireHeader Transport::MakeHeader(MsgKind kind, u32 dst) const {
   h.dst_node = dst;
   h.src_incarnation = incarnation_;
   h.max_message_bytes = opt_.max_message_bytes;
-  h.dst_deaths =
-      dst >= 1 && dst <= num_nodes_ && dst != self_ ? peer(dst).deaths : 0;
+  if (dst >= 1 && dst <= num_nodes_ && dst != self_) {
+    h.dst_deaths = peer(dst).deaths;
+    h.dst_incarnation = peer(dst).incarnation.load(std::memory_order_relaxed);
+  }
   return h;
 }
 
@@ -798,17 +800,31 @@ void Transport::ResetDealer(u32 node) {
   }
 }
 
-void Transport::FailQueued(u32 node) {
+void Transport::FailQueued(u32 node, bool tagged_only) {
+  // Moves the records to fail out of `from` into `to`, keeping the others
+  // there in order.
+  auto take = [tagged_only](std::vector<OutRecord> &from,
+                            std::vector<OutRecord> *to) {
+    if (!tagged_only) {
+      for (OutRecord &r : from) to->push_back(std::move(r));
+      from.clear();
+      return;
+    }
+    std::vector<OutRecord> keep;
+    for (OutRecord &r : from) {
+      (r.tag != 0 ? *to : keep).push_back(std::move(r));
+    }
+    from.swap(keep);
+  };
   std::vector<OutRecord> recs;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    recs.swap(peer(node).outbox);  // node stays in dirty_: harmless
+    take(peer(node).outbox, &recs);  // node stays in dirty_: harmless
   }
-  FailRecords(node, recs, 0, recs.size());
   Peer &p = peer(node);
-  FailRecords(node, p.backlog, 0, p.backlog.size());
-  p.backlog.clear();
-  p.backlog_since = Clock::time_point();
+  take(p.backlog, &recs);
+  if (p.backlog.empty()) p.backlog_since = Clock::time_point();
+  FailRecords(node, recs, 0, recs.size());
 }
 
 void Transport::ReceiveAll() {
@@ -946,7 +962,7 @@ void Transport::Dispatch() {
   // Validate checked the routing id: "c<src>" is the control connection.
   const bool on_control =
       static_cast<const char *>(in_frames_[0].data())[0] == 'c';
-  Heard(src, h.src_incarnation, h.dst_deaths, !on_control);
+  Heard(src, h, !on_control);
   switch (static_cast<MsgKind>(h.kind)) {
     case MsgKind::kPing:
       SendControl(src, MsgKind::kPong, on_control);
@@ -969,8 +985,8 @@ void Transport::Dispatch() {
   }
 }
 
-void Transport::Heard(u32 node, u64 incarnation, u64 deaths_of_us,
-                      bool ordered) {
+void Transport::Heard(u32 node, const WireHeader &h, bool ordered) {
+  const u64 incarnation = h.src_incarnation;
   Peer &p = peer(node);
   p.last_heard = Clock::now();
   const u64 old = p.incarnation.load(std::memory_order_relaxed);
@@ -983,13 +999,23 @@ void Transport::Heard(u32 node, u64 incarnation, u64 deaths_of_us,
   // for a restart, what we wait for from it fails now; what we queued for
   // it still goes. (A first message, or one of a new incarnation of it,
   // only sets the count.)
-  // Only a message on the records' connection: one on the control
-  // connection may overtake a reply the peer sent before it took us for
-  // dead, which we would then drop.
+  // Its count of our deaths: only one about this run of us counts (it was
+  // sent after it heard of us), and from a message on the records'
+  // connection, since one on the control connection may overtake a reply
+  // it sent before. A new peer, or one we took for dead ourselves (we
+  // failed what we waited for from it then), only sets the baseline; it
+  // never goes down.
+  if (restarted) p.its_deaths_of_us = ~0ull;
   const u64 seen = p.its_deaths_of_us;
-  if (ordered || restarted) p.its_deaths_of_us = deaths_of_us;
-  const bool forgot =
-      ordered && !restarted && seen != ~0ull && deaths_of_us > seen;
+  bool forgot = false;
+  if (h.dst_incarnation == incarnation_) {
+    if (seen == ~0ull) {
+      p.its_deaths_of_us = h.dst_deaths;
+    } else if (!was_alive || ordered) {
+      forgot = was_alive && h.dst_deaths > seen;
+      p.its_deaths_of_us = std::max(seen, h.dst_deaths);
+    }
+  }
   if (forgot) {
     fprintf(stderr,
             "lightbeam: node %u: node %u took us for dead; what we wait for "
@@ -997,9 +1023,13 @@ void Transport::Heard(u32 node, u64 incarnation, u64 deaths_of_us,
             self_, node);
   }
   if ((restarted || forgot) && was_alive) {
-    // The caller fails what it had in flight with it.
+    // The caller fails what it had in flight with it. Queued records go
+    // too: all of them for a restart (addressed to its old incarnation);
+    // for `forgot` the ones whose failure the caller hears of (requests, so
+    // that one it takes as failed does not run there after all), not the
+    // replies to what it asked since.
     p.alive.store(false, std::memory_order_release);
-    if (restarted) FailQueued(node);  // addressed to its old incarnation
+    FailQueued(node, /*tagged_only=*/!restarted);
     if (on_peer_) on_peer_(node, false);
   }
   p.incarnation.store(incarnation, std::memory_order_release);
