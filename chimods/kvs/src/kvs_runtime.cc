@@ -84,8 +84,16 @@ class Runtime : public Module<Runtime, Kvs> {
       const u64 cap = CHI_IPC->rdata_alloc()->GetRegionSize();
       const u64 reserve = std::max<u64>(kMinRdataReserve, cap / 16);
       const hshm::i64 used = CHI_IPC->rdata_alloc()->GetBytesInUse();
-      if (used < 0 || v.size > cap ||
-          static_cast<u64>(used) + v.size + reserve > cap) {
+      using Heap = hipc::HeapAllocator;
+      // The block it takes: its size class, header included. (Puts on
+      // other workers may take some of the reserve meanwhile: it is kept
+      // to within a few values.)
+      const u64 block =
+          v.size > Heap::kMaxAllocSize
+              ? ~0ull
+              : Heap::ClassSize(Heap::ClassOf(v.size + Heap::kBlockHeaderSize));
+      if (used < 0 || block > cap ||
+          static_cast<u64>(used) + block + reserve > cap) {
         return task->SetStatus(Status::ResourceExhausted(
             "kvs: no room for a " + std::to_string(v.size) +
             "-byte value in runtime_data, whose last " +
