@@ -847,38 +847,74 @@ long FailedWalks() {
   return std::atol(text->c_str() + at + 13);
 }
 
+/** A 200 KB block (not cached) of `alloc` whose header a test scribbles as a
+ * hostile client would (Corrupt) and puts back (Restore). Restored and
+ * freed when it goes, also when the test fails. */
+template <typename AllocT>
+class ScribbledHeader {
+ public:
+  explicit ScribbledHeader(AllocT *alloc)
+      : alloc_(alloc), x_(alloc->Allocate(HSHM_MCTX, 200000)) {
+    if (!x_.IsNull()) std::memcpy(saved_, Header(), sizeof(saved_));
+  }
+  ~ScribbledHeader() {
+    if (x_.IsNull()) return;
+    Restore();
+    EXPECT_TRUE(alloc_->Free(HSHM_MCTX, x_.shm_).ok());
+  }
+  ScribbledHeader(const ScribbledHeader &) = delete;
+  ScribbledHeader &operator=(const ScribbledHeader &) = delete;
+  /** False if the block could not be allocated. */
+  bool ok() const { return !x_.IsNull(); }
+  /** Fills the header with 0xff: walks of the heap fail there. */
+  void Corrupt() {
+    std::memset(Header(), 0xff, sizeof(saved_));
+    g_attacks++;
+  }
+  /** Puts the header back as it was. */
+  void Restore() { std::memcpy(Header(), saved_, sizeof(saved_)); }
+
+ private:
+  char *Header() const {
+    return x_.ptr_ - hipc::HeapAllocator::kBlockHeaderSize;
+  }
+  AllocT *alloc_;
+  hipc::FullPtr<char> x_;
+  char saved_[hipc::HeapAllocator::kBlockHeaderSize];
+};
+
+/** Runs a client that submits and abandons work, then exits without
+ * cleaning up; returns its pid once it is gone (-1 if it did not start). */
+pid_t RunClientThatExits(const std::string &conf) {
+  pid_t pid = StartClient("exit", conf);
+  if (pid > 0) waitpid(pid, nullptr, 0);
+  return pid;
+}
+
 // A walk of `main` that fails (a client wrote garbage into a block header)
 // frees nothing of the dead client it was for, counts nothing, and is
 // retried with a growing pause (50 ms, 100 ms, ... up to 5 s) instead of
 // every pass (here every 20 ms); once the header is sound again the client
 // is reaped.
 TEST_F(HostileTest, AFailedHeapWalkIsRetriedWithBackoff) {
-  auto *main = CHI_IPC->main_alloc();
-  hipc::FullPtr<char> x = main->Allocate(HSHM_MCTX, 200000);  // not cached
-  ASSERT_FALSE(x.IsNull());
-  char *hdr = x.ptr_ - hipc::HeapAllocator::kBlockHeaderSize;
-  char saved[hipc::HeapAllocator::kBlockHeaderSize];
-  std::memcpy(saved, hdr, sizeof(saved));
+  ScribbledHeader block(CHI_IPC->main_alloc());
+  ASSERT_TRUE(block.ok());
   u_int64_t pending = 0, reaped = 0;
   ASSERT_TRUE(ReaperCounts(&pending, &reaped));
   ASSERT_EQ(FailedWalks(), 0);
-  std::memset(hdr, 0xff, sizeof(saved));
-  g_attacks++;
-  pid_t pid = StartClient("exit", rt_->config_path());
-  ASSERT_GT(pid, 0);
-  waitpid(pid, nullptr, 0);
+  block.Corrupt();
+  ASSERT_GT(RunClientThatExits(rt_->config_path()), 0);
   usleep(1600000);
   long failed = FailedWalks();
   u_int64_t pending2 = 0, reaped2 = 0;
   ASSERT_TRUE(ReaperCounts(&pending2, &reaped2));
-  std::memcpy(hdr, saved, sizeof(saved));
+  block.Restore();
   // 50 + 100 + 200 + 400 + 800 ms: about 5 walks in 1.6 s (80 without
   // the pause).
   EXPECT_GE(failed, 2);
   EXPECT_LE(failed, 8);
   EXPECT_EQ(reaped2, reaped);
   WaitReaped(reaped + 1);
-  EXPECT_TRUE(main->Free(HSHM_MCTX, x.shm_).ok());
   ExpectServes10kEchoes();
 }
 
@@ -890,24 +926,19 @@ TEST_F(HostileTest, AFailedHeapWalkIsRetriedWithBackoff) {
 // good.
 TEST_F(HostileTest, AFailedWalkWhileFreeingIsRetried) {
   auto *cdata = CHI_IPC->cdata_alloc();
-  hipc::FullPtr<char> x = cdata->Allocate(HSHM_MCTX, 200000);  // not cached
-  ASSERT_FALSE(x.IsNull());
-  char *hdr = x.ptr_ - hipc::HeapAllocator::kBlockHeaderSize;
-  char saved[hipc::HeapAllocator::kBlockHeaderSize];
-  std::memcpy(saved, hdr, sizeof(saved));
+  ScribbledHeader block(cdata);
+  ASSERT_TRUE(block.ok());
   u_int64_t pending = 0, reaped = 0;
   ASSERT_TRUE(ReaperCounts(&pending, &reaped));
   ASSERT_EQ(FailedWalks(), 0);
-  std::memset(hdr, 0xff, sizeof(saved));
-  g_attacks++;
-  pid_t pid = StartClient("exit", rt_->config_path());
+  block.Corrupt();
+  pid_t pid = RunClientThatExits(rt_->config_path());
   ASSERT_GT(pid, 0);
-  waitpid(pid, nullptr, 0);
   usleep(1000000);
   const long failed = FailedWalks();
   u_int64_t pending2 = 0, reaped2 = 0;
   ASSERT_TRUE(ReaperCounts(&pending2, &reaped2));
-  std::memcpy(hdr, saved, sizeof(saved));
+  block.Restore();
   EXPECT_GE(failed, 2);
   EXPECT_EQ(reaped2, reaped);
   WaitReaped(reaped + 1);
@@ -916,8 +947,7 @@ TEST_F(HostileTest, AFailedWalkWhileFreeingIsRetried) {
   // A header that stays corrupt is given up on after kMaxCorruptWalks tries
   // (about 6 s of backoff): the client leaves the reaper's lists with what
   // it still holds, and its pid is free for a new process.
-  std::memset(hdr, 0xff, sizeof(saved));
-  g_attacks++;
+  block.Corrupt();
   u_int64_t clients0 = 0;
   {
     auto text = chi::admin::Client().Stat();
@@ -926,9 +956,7 @@ TEST_F(HostileTest, AFailedWalkWhileFreeingIsRetried) {
     ASSERT_NE(at, std::string::npos);
     clients0 = std::strtoull(text->c_str() + at + 16, nullptr, 10);
   }
-  pid = StartClient("exit", rt_->config_path());
-  ASSERT_GT(pid, 0);
-  waitpid(pid, nullptr, 0);
+  ASSERT_GT(RunClientThatExits(rt_->config_path()), 0);
   bool gave_up = false;
   for (int i = 0; i < 150 && !gave_up; ++i) {
     usleep(100000);
@@ -936,7 +964,7 @@ TEST_F(HostileTest, AFailedWalkWhileFreeingIsRetried) {
     ASSERT_TRUE(text.ok());
     gave_up = text->find("gave up 1\n") != std::string::npos;
   }
-  std::memcpy(hdr, saved, sizeof(saved));
+  block.Restore();
   EXPECT_TRUE(gave_up);
   u_int64_t pending3 = 0, reaped3 = 0;
   ASSERT_TRUE(ReaperCounts(&pending3, &reaped3));
@@ -947,7 +975,6 @@ TEST_F(HostileTest, AFailedWalkWhileFreeingIsRetried) {
   EXPECT_NE(text->find("reaper: clients " + std::to_string(clients0) + ","),
             std::string::npos)
       << *text;
-  EXPECT_TRUE(cdata->Free(HSHM_MCTX, x.shm_).ok());
   ExpectServes10kEchoes();
 }
 

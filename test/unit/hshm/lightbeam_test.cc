@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -872,6 +873,54 @@ TEST(LightbeamTest, WhatADeadPeerNeverReadIsReleased) {
       << a.t.stats().dealer_resets;
 }
 
+/** Transports of nodes 1..n on `eps` whose peer events are recorded as
+ * "i saw j up|down"; for tests in which no node may take another for dead. */
+struct WatchedMesh {
+  /** Stops the transports first: their callbacks write `events`. */
+  ~WatchedMesh() {
+    for (auto &x : t) x->Stop();
+  }
+  /** Starts every node with the record handler `on_record(i)` gives node i
+   * and `on_fail`, then waits until each has heard from every other. */
+  ::testing::AssertionResult Start(
+      const std::vector<std::string> &eps, const TransportOptions &o,
+      const std::function<Transport::RecordHandler(u32)> &on_record,
+      const Transport::SendFailHandler &on_fail) {
+    const u32 n = static_cast<u32>(eps.size());
+    for (u32 i = 1; i <= n; ++i) {
+      t.push_back(std::make_unique<Transport>());
+      auto on_peer = [this, i](u32 node, bool alive) {
+        std::lock_guard<std::mutex> l(mu);
+        events.push_back(std::to_string(i) + " saw " + std::to_string(node) +
+                         (alive ? " up" : " down"));
+      };
+      hshm::Status st =
+          t.back()->Start(i, eps, o, on_record(i), on_peer, on_fail);
+      if (!st.ok()) return ::testing::AssertionFailure() << st;
+    }
+    bool ready = WaitFor([&] {
+      for (u32 i = 1; i <= n; ++i) {
+        for (u32 j = 1; j <= n; ++j) {
+          if (i != j && t[i - 1]->PeerIncarnation(j) == 0) return false;
+        }
+      }
+      return true;
+    });
+    if (!ready) return ::testing::AssertionFailure() << "mesh did not connect";
+    return ::testing::AssertionSuccess();
+  }
+  /** Stops every node, then fails the test once per event recorded. */
+  void StopExpectingNoEvents() {
+    for (auto &x : t) x->Stop();
+    std::lock_guard<std::mutex> l(mu);
+    for (const std::string &e : events) ADD_FAILURE() << e;
+  }
+
+  std::vector<std::unique_ptr<Transport>> t;
+  std::mutex mu;
+  std::vector<std::string> events;  // guarded by mu
+};
+
 // A node whose record handler is slow, and one that queues far more than its
 // peer takes, keep sending heartbeats: nobody is taken for dead, and a peer
 // that takes records slowly is not failed as stalled. Node 1 sends 1 KiB
@@ -891,101 +940,73 @@ TEST(LightbeamTest, BusyNodesKeepTheirHeartbeats) {
   o.sndhwm = 4;
   constexpr u64 kRecords = 40000;
   constexpr auto kCost = std::chrono::microseconds(50);
-  std::mutex mu;
-  std::vector<std::string> events;  // guarded by mu
   std::atomic<u64> failed{0}, handled{0};
-  std::vector<std::unique_ptr<Transport>> t;
-  for (u32 i = 1; i <= 3; ++i) {
-    t.push_back(std::make_unique<Transport>());
-    auto on_record = [i, &handled, kCost](u32, InRecord &) {
-      if (i != 2) return;
-      auto until = Clock::now() + kCost;
-      while (Clock::now() < until) {
-      }
-      handled.fetch_add(1);
-    };
-    auto on_peer = [i, &mu, &events](u32 node, bool alive) {
-      std::lock_guard<std::mutex> l(mu);
-      events.push_back(std::to_string(i) + " saw " + std::to_string(node) +
-                       (alive ? " up" : " down"));
-    };
-    auto on_fail = [&failed](u32, std::vector<u64> tags,
-                             hshm::lbm::SendFailure) {
-      failed.fetch_add(tags.size());
-    };
-    ASSERT_TRUE(t.back()->Start(i, eps, o, on_record, on_peer, on_fail).ok());
-  }
-  ASSERT_TRUE(WaitFor([&] {
-    for (u32 i = 1; i <= 3; ++i) {
-      for (u32 j = 1; j <= 3; ++j) {
-        if (i != j && t[i - 1]->PeerIncarnation(j) == 0) return false;
-      }
-    }
-    return true;
-  }));
+  WatchedMesh mesh;
+  ASSERT_TRUE(mesh.Start(
+      eps, o,
+      [&handled, kCost](u32 i) -> Transport::RecordHandler {
+        if (i != 2) return nullptr;
+        return [&handled, kCost](u32, InRecord &) {
+          auto until = Clock::now() + kCost;
+          while (Clock::now() < until) {
+          }
+          handled.fetch_add(1);
+        };
+      },
+      [&failed](u32, std::vector<u64> tags, hshm::lbm::SendFailure) {
+        failed.fetch_add(tags.size());
+      }));
   std::vector<OutRecord> recs(kRecords);
   for (u64 k = 0; k < kRecords; ++k) {
     recs[k].tag = k;
     recs[k].bytes.assign(1024, 'r');
   }
-  ASSERT_TRUE(t[0]->SendMany(2, recs));
+  ASSERT_TRUE(mesh.t[0]->SendMany(2, recs));
   EXPECT_TRUE(WaitFor([&] { return handled.load() == kRecords; }, 30000))
       << handled.load() << " of " << kRecords << " handled";
   EXPECT_EQ(failed.load(), 0u);
-  for (auto &x : t) x->Stop();
-  std::lock_guard<std::mutex> l(mu);
-  for (const std::string &e : events) ADD_FAILURE() << e;
+  mesh.StopExpectingNoEvents();
 }
 
 // Heartbeats do not wait behind a large message: ZeroMQ delivers a message
-// only whole, so while one of 64 MiB crosses (longer than dead_after_ms
-// here), pings on the same connection would arrive after it, and the
-// receiver took the sender for dead. They also go on a control connection.
+// only whole, so while one of 192 MiB crosses (about 0.8 s here, twice
+// dead_after_ms), pings on the same connection would arrive after it, and
+// the receiver took the sender for dead. They also go on a control
+// connection.
 TEST(LightbeamTest, ALargeMessageDoesNotHoldTheHeartbeatsBack) {
   std::vector<std::string> eps = {FreeEndpoint("127.0.16.4"),
                                   FreeEndpoint("127.0.16.5")};
   TransportOptions o;
   o.heartbeat_ms = 20;
-  o.dead_after_ms = 150;
-  std::mutex mu;
-  std::vector<std::string> events;  // guarded by mu
+  o.dead_after_ms = 400;
   std::atomic<u64> got_bytes{0};
-  std::vector<std::unique_ptr<Transport>> t;
-  for (u32 i = 1; i <= 2; ++i) {
-    t.push_back(std::make_unique<Transport>());
-    auto on_record = [&got_bytes](u32, InRecord &rec) {
-      u64 n = rec.bytes.size();
-      for (u32 k = 0; k < rec.num_frames; ++k) n += rec.frames[k].size();
-      got_bytes.fetch_add(n);
-    };
-    auto on_peer = [i, &mu, &events](u32 node, bool alive) {
-      std::lock_guard<std::mutex> l(mu);
-      events.push_back(std::to_string(i) + " saw " + std::to_string(node) +
-                       (alive ? " up" : " down"));
-    };
-    ASSERT_TRUE(t.back()->Start(i, eps, o, on_record, on_peer, nullptr).ok());
-  }
-  ASSERT_TRUE(WaitFor([&] {
-    return t[0]->PeerIncarnation(2) != 0 && t[1]->PeerIncarnation(1) != 0;
-  }));
-  constexpr size_t kBytes = 64 << 20;
+  WatchedMesh mesh;
+  ASSERT_TRUE(mesh.Start(
+      eps, o,
+      [&got_bytes](u32) -> Transport::RecordHandler {
+        return [&got_bytes](u32, InRecord &rec) {
+          u64 n = rec.bytes.size();
+          for (u32 k = 0; k < rec.num_frames; ++k) n += rec.frames[k].size();
+          got_bytes.fetch_add(n);
+        };
+      },
+      nullptr));
+  constexpr size_t kBytes = size_t{192} << 20;
   OutRecord r;
   r.bytes = "large";
   zmq::message_t big(kBytes);
   memset(big.data(), 'b', kBytes);
   r.frames.push_back(std::move(big));
   const auto sent_at = Clock::now();
-  ASSERT_TRUE(t[0]->Send(2, std::move(r)));
+  ASSERT_TRUE(mesh.t[0]->Send(2, std::move(r)));
   EXPECT_TRUE(WaitFor([&] { return got_bytes.load() == kBytes + 5; }, 20000));
   // Only meaningful if the message took longer than dead_after_ms.
-  printf("64 MiB crossed in %lld ms\n",
+  printf("192 MiB crossed in %lld ms\n",
          static_cast<long long>(
              std::chrono::duration_cast<std::chrono::milliseconds>(
                  Clock::now() - sent_at)
                  .count()));
-  for (auto &x : t) x->Stop();
-  std::lock_guard<std::mutex> l(mu);
-  for (const std::string &e : events) ADD_FAILURE() << e;
+  mesh.StopExpectingNoEvents();
 }
 
 TEST(LightbeamTest, RestartReportedByIncarnation) {
