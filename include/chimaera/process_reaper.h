@@ -130,12 +130,11 @@ class ProcessReaper {
   u64 FreeAll(int pid, Status *walk);
   /** After a walk for dead client `c` failed with `why`: puts it back for a
    * later pass (after 50 ms, then twice as long each time up to 5 s; its
-   * entry keeps the pid refused to new clients meanwhile) and returns true;
-   * or, when waiting cannot help (a corrupt header still there after
-   * kMaxCorruptWalks tries, or a refusal), logs that its memory stays,
-   * releases the pid and returns false. A heap lock held too long is always
-   * waited out. Holds mu_. */
-  bool RetryLater(const Client &c, const Status &why);
+   * entry keeps the pid refused to new clients meanwhile); or, when waiting
+   * cannot help (a corrupt header still there after kMaxCorruptWalks
+   * tries, or a refusal), logs that its memory stays and releases the pid.
+   * A heap lock held too long is always waited out. Holds mu_. */
+  void RetryLater(const Client &c, const Status &why);
   /** Tries of a dead client's walks that find a corrupt header before the
    * reaper leaves (the rest of) its memory allocated. */
   static constexpr u32 kMaxCorruptWalks = 8;

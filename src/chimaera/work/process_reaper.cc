@@ -180,7 +180,7 @@ void ProcessReaper::RunOnce() {
   }
 }
 
-bool ProcessReaper::RetryLater(const Client &c, const Status &why) {
+void ProcessReaper::RetryLater(const Client &c, const Status &why) {
   reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), c.pid),
                  reaping_.end());
   stats_.failed_walks++;
@@ -192,7 +192,7 @@ bool ProcessReaper::RetryLater(const Client &c, const Status &why) {
         "holds stays allocated\n",
         c.pid, why.ToString().c_str(), c.failed_walks + 1);
     stats_.gave_up++;
-    return false;
+    return;
   }
   Client again = c;
   const u64 backoff_ms =
@@ -201,7 +201,6 @@ bool ProcessReaper::RetryLater(const Client &c, const Status &why) {
   again.retry_ns = hshm::NowNs() + backoff_ms * 1000000;
   clients_.push_back(again);
   stats_.clients = clients_.size();
-  return true;
 }
 
 Status ProcessReaper::Claim(int pid, Pending *out) {

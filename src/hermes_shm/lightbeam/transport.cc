@@ -991,20 +991,17 @@ void Transport::Heard(u32 node, const WireHeader &h, bool ordered) {
   p.last_heard = Clock::now();
   const u64 old = p.incarnation.load(std::memory_order_relaxed);
   const bool was_alive = p.alive.load(std::memory_order_relaxed);
-  bool restarted = old != 0 && old != incarnation;
+  const bool restarted = old != 0 && old != incarnation;
   if (restarted) p.retired_incarnation = old;
-  // It took us for dead since its last message (its own stall, or a network
-  // thread of ours that did not run): it dropped what it had for us, the
-  // replies we wait for among them, which nothing else would tell us. As
-  // for a restart, what we wait for from it fails now; what we queued for
-  // it still goes. (A first message, or one of a new incarnation of it,
-  // only sets the count.)
-  // Its count of our deaths: only one about this run of us counts (it was
-  // sent after it heard of us), and from a message on the records'
-  // connection, since one on the control connection may overtake a reply
-  // it sent before. A new peer, or one we took for dead ourselves (we
-  // failed what we waited for from it then), only sets the baseline; it
-  // never goes down.
+  // `forgot`: it took us for dead since its last such message (its own
+  // stall, or a network thread of ours that did not run), so it dropped
+  // what it had for us, the replies we wait for among them, which nothing
+  // else would tell us: as for a restart, what we wait for from it fails
+  // now. Its count of our deaths counts only if it is about this run of us
+  // (sent after it heard of us) and came on the records' connection, since
+  // one on the control connection may overtake a reply it sent before. A
+  // new peer, or one we took for dead ourselves (we failed what we waited
+  // for from it then), only sets the baseline; it never goes down.
   if (restarted) p.its_deaths_of_us = ~0ull;
   const u64 seen = p.its_deaths_of_us;
   bool forgot = false;
