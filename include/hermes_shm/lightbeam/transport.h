@@ -359,8 +359,9 @@ class Transport {
   /** Reads, validates and dispatches the messages waiting on the ROUTER;
    * returns early once a Tick is due (next_tick_). */
   void ReceiveAll();
-  /** Checks in_frames_ completely (DecodeMessage); fills in_header_ and
-   * in_records_. Returns nullptr if valid, else the reason. */
+  /** Checks in_frames_ completely (DecodeMessage); fills in_header_,
+   * in_records_ and in_on_control_. Returns nullptr if valid, else the
+   * reason. */
   const char *Validate();
   /** Acts on the validated message in in_frames_. */
   void Dispatch();
@@ -454,6 +455,7 @@ class Transport {
   std::vector<RecordRef> in_records_;
   std::vector<std::vector<OutRecord>> pending_;  // index node-1
   WireHeader in_header_{};
+  bool in_on_control_ = false;  ///< in_frames_ came on a control connection
   u64 log_window_ms_ = 0;
   Clock::time_point last_tick_;  ///< The last Tick (0 before the first).
   /** When the next Tick is due: ReceiveAll and FlushPeer stop early then,

@@ -38,9 +38,19 @@ extern "C" void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 #define HSHM_TSAN_ACQUIRE(addr) __tsan_acquire((void *)(addr))
 /** Publishes this thread's writes to whoever later acquires `addr`. */
 #define HSHM_TSAN_RELEASE(addr) __tsan_release((void *)(addr))
+extern "C" void AnnotateIgnoreReadsBegin(const char *file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char *file, int line);
+/** This thread's reads between these are not checked: for bytes another
+ * library's thread wrote and handed over where TSan cannot see it (a
+ * ZeroMQ message libzmq's I/O thread received and decrypted). */
+#define HSHM_TSAN_IGNORE_READS_BEGIN() \
+  AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define HSHM_TSAN_IGNORE_READS_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
 #else
 #define HSHM_TSAN_ACQUIRE(addr) ((void)0)
 #define HSHM_TSAN_RELEASE(addr) ((void)0)
+#define HSHM_TSAN_IGNORE_READS_BEGIN() ((void)0)
+#define HSHM_TSAN_IGNORE_READS_END() ((void)0)
 #define HSHM_TSAN_FIBER_CURRENT() (static_cast<void *>(nullptr))
 #define HSHM_TSAN_FIBER_CREATE() (static_cast<void *>(nullptr))
 #define HSHM_TSAN_FIBER_DESTROY(f) ((void)(f))

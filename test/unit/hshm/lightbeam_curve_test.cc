@@ -56,7 +56,9 @@ CurveKeyPair Keys() {
 TransportOptions Options(const CurveKeyPair &keys) {
   TransportOptions o;
   o.heartbeat_ms = 50;
-  o.dead_after_ms = 600;
+  // Long enough that a node starved by TSan and a parallel test is not
+  // taken for dead (its queued records would fail, and the test with them).
+  o.dead_after_ms = 2000;
   o.curve_public_key = keys.public_key;
   o.curve_secret_key = keys.secret_key;
   return o;
@@ -344,13 +346,13 @@ TEST(LightbeamCurveTest, OutsidersCannotDeliver) {
     // Within the liveness timeout everything it sent has failed, both sides
     // see each other as dead and it never heard from the cluster.
     EXPECT_TRUE(
-        WaitFor([&] { return intruder.failed.load() == accepted; }, 5000));
+        WaitFor([&] { return intruder.failed.load() == accepted; }, 10000));
     EXPECT_TRUE(WaitFor(
         [&] {
           return !a.t.PeerAlive(3) && !b.t.PeerAlive(3) &&
                  !intruder.t.PeerAlive(1) && !intruder.t.PeerAlive(2);
         },
-        5000));
+        10000));
     EXPECT_EQ(intruder.t.PeerIncarnation(1), 0u);
     EXPECT_EQ(intruder.t.stats().records_received, 0u);
     nothing_from_3();

@@ -935,7 +935,13 @@ TEST(LightbeamTest, BusyNodesKeepTheirHeartbeats) {
                                   FreeEndpoint("127.0.16.3")};
   TransportOptions o;
   o.heartbeat_ms = 20;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // Slower threads, with another test beside: only checks that nobody is
+  // taken for dead and nothing fails.
+  o.dead_after_ms = 2000;
+#else
   o.dead_after_ms = 400;
+#endif
   o.max_batch_records = 8;
   o.sndhwm = 4;
   constexpr u64 kRecords = 40000;
@@ -978,7 +984,11 @@ TEST(LightbeamTest, ALargeMessageDoesNotHoldTheHeartbeatsBack) {
                                   FreeEndpoint("127.0.16.5")};
   TransportOptions o;
   o.heartbeat_ms = 20;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  o.dead_after_ms = 1500;  // slower threads, and a smaller message (below)
+#else
   o.dead_after_ms = 400;
+#endif
   std::atomic<u64> got_bytes{0};
   WatchedMesh mesh;
   ASSERT_TRUE(mesh.Start(
