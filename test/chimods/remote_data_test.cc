@@ -18,6 +18,23 @@ using chi::small_message::EchoTask;
 constexpr char kWorkers[] =
     "workers:\n  low_latency: 1\n  high_latency: 1\n  reinforcement: 0\n";
 
+/** Stops node `i`'s runtime (SIGSTOP, every thread stopped) for `us`
+ * microseconds, then lets it go on. */
+::testing::AssertionResult PauseNode(chi_test::LocalCluster &cluster, int i,
+                                     hshm::u64 us) {
+  const int pid = cluster.node(i).pid();
+  if (pid <= 0 || kill(pid, SIGSTOP) != 0) {
+    return ::testing::AssertionFailure() << "cannot stop node " << i;
+  }
+  const bool stopped = chi_test::WaitAllThreadsStopped(pid);
+  if (stopped) usleep(us);
+  if (kill(pid, SIGCONT) != 0) {
+    return ::testing::AssertionFailure() << "cannot resume node " << i;
+  }
+  if (!stopped) return ::testing::AssertionFailure() << "node did not stop";
+  return ::testing::AssertionSuccess();
+}
+
 /** Byte `j` of echo `i`'s input. */
 char PatternByte(hshm::u64 i, hshm::u64 j) {
   return static_cast<char>((j * 131 + i * 7 + (j >> 12)) & 0xff);
@@ -156,12 +173,7 @@ TEST(RemoteDataTest, ARequesterThatPausedStillGetsItsReply) {
   auto t = sm.AsyncCompute(hshm::u64{1} << 27, 1, on_node_2);  // ~0.25 s
   ASSERT_FALSE(t.IsNull());
   usleep(100000);
-  const int pid = cluster.node(1).pid();
-  ASSERT_GT(pid, 0);
-  ASSERT_EQ(kill(pid, SIGSTOP), 0);
-  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
-  usleep((chi_test::DeadAfterMs() + 500) * 1000);
-  ASSERT_EQ(kill(pid, SIGCONT), 0);
+  ASSERT_TRUE(PauseNode(cluster, 1, (chi_test::DeadAfterMs() + 500) * 1000));
   ASSERT_TRUE(t->WaitFor(10000000));
   EXPECT_TRUE(t->GetStatus().ok()) << t->GetStatus();
   CHI_IPC->DelTask(t);
@@ -186,12 +198,7 @@ TEST(RemoteDataTest, ARequesterTakenForDeadLearnsItAtOnce) {
   auto t = sm.AsyncIo(io_us, on_node_2);
   ASSERT_FALSE(t.IsNull());
   usleep(100000);
-  const int pid = cluster.node(1).pid();
-  ASSERT_GT(pid, 0);
-  ASSERT_EQ(kill(pid, SIGSTOP), 0);
-  ASSERT_TRUE(chi_test::WaitAllThreadsStopped(pid));
-  usleep(io_us + 500000);
-  ASSERT_EQ(kill(pid, SIGCONT), 0);
+  ASSERT_TRUE(PauseNode(cluster, 1, io_us + 500000));
   const auto resumed = std::chrono::steady_clock::now();
   ASSERT_TRUE(t->WaitFor(10000000)) << cluster.Logs();
   EXPECT_LT(std::chrono::steady_clock::now() - resumed,
