@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <queue>
 #include <unordered_map>
 
 #include "chimaera/config_manager.h"
@@ -232,6 +233,45 @@ u32 AssignTracks(std::vector<RunItem *> *runs) {
   return static_cast<u32>(open.size());
 }
 
+/** Gives every run at least 1 ns, and starts each run no earlier than the
+ * end of every run of its worker that ended (by the trace clock) before it
+ * started. A run shorter than a nanosecond would otherwise end where it
+ * starts, and a viewer would nest it in the next run starting at that
+ * nanosecond (or bind that run's flow to it). Moves starts and ends by a
+ * few ns at most; keeps the order in which each worker's runs ran. */
+void SpreadRuns(std::vector<RunItem> *runs) {
+  std::vector<RunItem *> order;
+  order.reserve(runs->size());
+  for (RunItem &r : *runs) order.push_back(&r);
+  // Of two runs of a worker starting on the same tick the shorter ran first
+  // (a subtask starts after its parent).
+  std::stable_sort(order.begin(), order.end(),
+                   [](const RunItem *a, const RunItem *b) {
+                     if (a->worker != b->worker) return a->worker < b->worker;
+                     if (a->e.start != b->e.start)
+                       return a->e.start < b->e.start;
+                     return a->e.end < b->e.end;
+                   });
+  using Ended = std::pair<u64, u64>;  // (end tick, end ns)
+  std::priority_queue<Ended, std::vector<Ended>, std::greater<Ended>> ended;
+  u64 floor_ns = 0;
+  u32 worker = UINT32_MAX;
+  for (RunItem *r : order) {
+    if (r->worker != worker) {
+      ended = {};
+      floor_ns = 0;
+      worker = r->worker;
+    }
+    while (!ended.empty() && ended.top().first <= r->e.start) {
+      floor_ns = std::max(floor_ns, ended.top().second);
+      ended.pop();
+    }
+    r->start_ns = std::max(r->start_ns, floor_ns);
+    r->end_ns = std::max(r->end_ns, r->start_ns + 1);
+    ended.push({r->e.end, r->end_ns});
+  }
+}
+
 /** The thread id of track `track` of worker `worker`: never 0, which the
  * Perfetto importer replaces with the pid (merging worker 0's track with
  * another). */
@@ -291,6 +331,7 @@ std::string TraceManager::DumpJson() {
     u64 end = to_ns(r.e.end) - base;
     r.end_ns = std::max(end, r.start_ns);
   }
+  SpreadRuns(&runs);
   // Parent links: per task block, events in time order; a run right after
   // a submission of the same block (same pool, method and task node) is that
   // submission's subtask.
