@@ -152,6 +152,9 @@ class ProcessReaper {
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;
   bool stop_ = false;
+  /** Set by Stop before it joins: a pass in progress walks no further heap
+   * and leaves its remaining clients for a later pass. */
+  std::atomic<bool> stopping_{false};
   u32 period_ms_ = 50;
   u32 wait_ms_ = 60000;
 };

@@ -38,11 +38,13 @@ void ProcessReaper::Start(u32 period_ms, u32 wait_ms) {
     std::lock_guard<std::mutex> lock(wake_mu_);
     stop_ = false;
   }
+  stopping_.store(false, std::memory_order_relaxed);
   thread_ = std::thread([this] { Loop(); });
 }
 
 void ProcessReaper::Stop() {
   if (!thread_.joinable()) return;
+  stopping_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(wake_mu_);
     stop_ = true;
@@ -76,6 +78,9 @@ ReaperStats ProcessReaper::stats() const {
 
 void ProcessReaper::Loop() {
   HSHM_THREAD_MODEL->SetName("chi_reaper");
+  // A client holding a heap lock fails a walk after 1 s (retried later), so
+  // that Stop never waits long for the pass in progress.
+  hipc::HeapLockWaitLimit lock_wait(kHeapLockWaitMs);
   std::unique_lock<std::mutex> lock(wake_mu_);
   while (!stop_) {
     lock.unlock();
@@ -111,6 +116,14 @@ void ProcessReaper::RunOnce() {
   }
   for (const Client &c : dead) {
     const int pid = c.pid;
+    if (stopping_.load(std::memory_order_relaxed)) {
+      std::lock_guard<std::mutex> lock(mu_);  // left for a later pass
+      reaping_.erase(std::remove(reaping_.begin(), reaping_.end(), pid),
+                     reaping_.end());
+      clients_.push_back(c);
+      stats_.clients = clients_.size();
+      continue;
+    }
     Pending p;
     const Status claimed = Claim(pid, &p);
     std::lock_guard<std::mutex> lock(mu_);
@@ -162,7 +175,13 @@ void ProcessReaper::RunOnce() {
       pending_.pop_back();
     }
   }
-  for (const Pending &p : ready) {
+  for (Pending &p : ready) {
+    if (stopping_.load(std::memory_order_relaxed)) {
+      std::lock_guard<std::mutex> lock(mu_);  // left for a later pass
+      pending_.push_back(std::move(p));
+      stats_.pending = pending_.size();
+      continue;
+    }
     Status walk;
     u64 bytes = FreeAll(p.pid, &walk);
     std::lock_guard<std::mutex> lock(mu_);

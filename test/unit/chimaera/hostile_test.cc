@@ -1016,6 +1016,41 @@ TEST_F(HostileTest, AClientHoldingTheHeapLocksStallsWorkersBriefly) {
   ExpectServes10kEchoes();
 }
 
+// Stopping the runtime waits for at most one of the reaper's heap walks
+// (about 1 s) while a live client holds the heap locks and dead clients
+// wait to be reaped. Each walk waited 10 s for the lock, and a pass walked
+// once for every dead client before Stop could join the reaper.
+TEST_F(HostileTest, StopWaitsForOneReaperWalkAtMost) {
+  std::vector<pid_t> dead;
+  for (int i = 0; i < 3; ++i) {
+    pid_t c = StartClient("submit", rt_->config_path());
+    ASSERT_GT(c, 0);
+    dead.push_back(c);
+  }
+  pid_t holder = StartClient("hold-heap-locks", rt_->config_path());
+  ASSERT_GT(holder, 0);
+  for (pid_t c : dead) {
+    kill(c, SIGKILL);
+    waitpid(c, nullptr, 0);
+  }
+  usleep(200000);  // the reaper's pass has started on them
+  const hshm::u64 t0 = hshm::NowNs();
+  ASSERT_EQ(kill(rt_->pid(), SIGTERM), 0);
+  bool exited = false;
+  for (int i = 0; i < 400 && !exited; ++i) {
+    exited = !rt_->Running();
+    if (!exited) usleep(100000);
+  }
+  const double secs = (hshm::NowNs() - t0) / 1e9;
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  const std::string log = rt_->Log();
+  rt_.reset();  // killed if still there; no stop in TearDown
+  ASSERT_TRUE(exited) << log;
+  EXPECT_LT(secs, 8.0) << log;
+  g_attacks++;
+}
+
 // client.reap_wait_ms (300 ms here) bounds how long the reaper waits for
 // the lanes to pass a dead client's tasks: a lane tail that another process
 // keeps scribbled far ahead while the reaper looks (an idle lane's
