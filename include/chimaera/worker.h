@@ -462,6 +462,10 @@ class Worker {
   bool CheckHeld();
   /** Restarts periodic tasks that are due. */
   bool CheckPeriodic(u64 now);
+  /** Parks periodic task `r` until its next period, or completes it with
+   * ResourceExhausted if this worker already parks kMaxPeriodic. Worker
+   * thread only. */
+  void ParkPeriodic(RunContext *r);
   /** Finishes a task whose method returned. */
   inline void Finish(RunContext *rctx);
   /** Starts tracing the run of `rctx` (tracing is on). */

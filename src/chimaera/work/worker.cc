@@ -85,6 +85,11 @@ constexpr u32 kDepSweepPeriod = 8;
  * More fail with ResourceExhausted. (A dependency loop keeps a few hundred
  * waiting.) */
 constexpr size_t kMaxDepWaiting = 16384;
+/** Periodic tasks one worker keeps between runs at most: each holds a
+ * context and its private copy in the runtime's memory, and every loop
+ * iteration looks at each. A task that would be the next to wait for its
+ * period ends with ResourceExhausted instead. */
+constexpr size_t kMaxPeriodic = 1024;
 /** AnyBlockedReady: predecessor (and abandonment) looks per call at most. */
 constexpr size_t kReadyLooks = 4096;
 /** Cold lanes are polled once every this many loop iterations. */
@@ -2004,10 +2009,7 @@ CHI_WORKER_HOT void Worker::Start(RunContext *r) {
         // tries again.
         HSHM_LOG_LIMITED("chimaera: worker %u: periodic task delayed: %s\n",
                          id_, why.ToString().c_str());
-        r->next_run_ns_ =
-            hshm::NowNs() + static_cast<u64>(r->task_->period_ns_);
-        periodic_.push_back(r);
-        return;
+        return ParkPeriodic(r);
       }
       return Complete(r, why);
     }
@@ -2120,12 +2122,19 @@ CHI_WORKER_HOT void Worker::Finish(RunContext *r) {
   t->run_count_++;
   if (t->IsPeriodic() && !StopWanted(r) && !stop_.load() &&
       !c->destroying_.load(std::memory_order_relaxed) && t->rc_ == 0) {
-    // Run again one period from now; the task stays in flight.
-    r->next_run_ns_ = hshm::NowNs() + static_cast<u64>(t->period_ns_);
-    periodic_.push_back(r);
-    return;
+    return ParkPeriodic(r);  // the task stays in flight
   }
   Complete(r, Status::Ok());
+}
+
+void Worker::ParkPeriodic(RunContext *r) {
+  if (periodic_.size() >= kMaxPeriodic) {
+    return Complete(r, Status::ResourceExhausted(
+                           "worker " + std::to_string(id_) + " already holds " +
+                           std::to_string(kMaxPeriodic) + " periodic tasks"));
+  }
+  r->next_run_ns_ = hshm::NowNs() + static_cast<u64>(r->task_->period_ns_);
+  periodic_.push_back(r);
 }
 
 //------------------------------------------------------------------------------

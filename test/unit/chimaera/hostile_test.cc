@@ -1016,6 +1016,54 @@ TEST_F(HostileTest, AClientHoldingTheHeapLocksStallsWorkersBriefly) {
   ExpectServes10kEchoes();
 }
 
+// A worker parks at most 1024 periodic tasks between their runs: each costs
+// the runtime a context and a private copy, and every loop iteration looks
+// at each. A client's 20,000 periodic tasks slowed other clients' tasks
+// 37-fold; the excess now ends with ResourceExhausted, and the rest stop
+// when asked.
+TEST_F(HostileTest, AWorkerParksABoundedNumberOfPeriodicTasks) {
+  constexpr int kTasks = 3 * 1024;
+  std::vector<chi::FullPtr<chi::admin::NoopTask>> tasks;
+  for (int i = 0; i < kTasks; ++i) {
+    auto t = chi::admin::NewAdminTask<chi::admin::NoopTask>(
+        CHI_IPC->NewTaskNode(), chi::DomainQuery());
+    ASSERT_FALSE(t.IsNull());
+    t->SetPeriodic(3600e9);  // an hour: each runs once here
+    tasks.push_back(chi::Submit(t));
+  }
+  // The two low-latency workers run them: at least 1024 cannot be parked.
+  // The refusals come as the workers get to them: wait until their count
+  // stays put for half a second.
+  auto count_refused = [&tasks] {
+    int n = 0;
+    for (auto &t : tasks) n += t->IsComplete() ? 1 : 0;
+    return n;
+  };
+  int refused = count_refused();
+  for (int i = 0, still = 0; i < 200 && still < 5; ++i) {
+    usleep(100000);
+    int now = count_refused();
+    still = now == refused ? still + 1 : 0;
+    refused = now;
+  }
+  for (auto &t : tasks) {
+    if (!t->IsComplete()) continue;
+    EXPECT_EQ(t->GetStatus().code(), StatusCode::kResourceExhausted)
+        << t->GetStatus();
+    EXPECT_NE(t->GetStatus().message().find("periodic tasks"),
+              std::string::npos);
+  }
+  EXPECT_GE(refused, 1024);
+  EXPECT_LE(refused, kTasks - 1024);
+  for (auto &t : tasks) t->RequestStop();
+  for (auto &t : tasks) {
+    ASSERT_TRUE(t->WaitFor(10000000));
+    CHI_IPC->DelTask(t);
+  }
+  g_attacks++;
+  ExpectServes10kEchoes();
+}
+
 // Stopping the runtime waits for at most one of the reaper's heap walks
 // (about 1 s) while a live client holds the heap locks and dead clients
 // wait to be reaped. Each walk waited 10 s for the lock, and a pass walked
