@@ -11,6 +11,9 @@
 //   chimaera_hostile_client fake-running -- makes a task it never sends look
 //       accepted by a worker (claim_), then exits: the reaper would wait
 //       for a worker to free it for ever.
+//   chimaera_hostile_client hold-heap-locks -- takes the heap locks of
+//       `main` and `runtime_data` and keeps them until it is killed.
+//   chimaera_hostile_client attach -- attaches and waits to be killed.
 #include <unistd.h>
 
 #include <cstdio>
@@ -111,6 +114,15 @@ int FakeRunning() {
 
 /** Takes the heap locks of main and runtime_data and keeps them (a client
  * stopped inside an allocation, or one doing it on purpose). */
+/** Attaches, says "ready" and waits to be killed (a client with no task in
+ * flight). */
+int Attach() {
+  if (!CHIMAERA_CLIENT_INIT().ok()) return 2;
+  printf("ready\n");
+  fflush(stdout);
+  for (;;) pause();
+}
+
 int HoldHeapLocks() {
   hshm::Status s = CHIMAERA_CLIENT_INIT();
   if (!s.ok()) return 2;
@@ -133,8 +145,10 @@ int main(int argc, char **argv) {
   if (mode == "claim-runtime-blocks") return ClaimRuntimeBlocks();
   if (mode == "fake-running") return FakeRunning();
   if (mode == "hold-heap-locks") return HoldHeapLocks();
+  if (mode == "attach") return Attach();
   fprintf(stderr,
           "usage: chimaera_hostile_client "
-          "submit|exit|claim-runtime-blocks|fake-running|hold-heap-locks\n");
+          "submit|exit|claim-runtime-blocks|fake-running|hold-heap-locks|"
+          "attach\n");
   return 2;
 }

@@ -1071,7 +1071,7 @@ TEST_F(HostileTest, AWorkerParksABoundedNumberOfPeriodicTasks) {
 TEST_F(HostileTest, StopWaitsForOneReaperWalkAtMost) {
   std::vector<pid_t> dead;
   for (int i = 0; i < 3; ++i) {
-    pid_t c = StartClient("submit", rt_->config_path());
+    pid_t c = StartClient("attach", rt_->config_path());
     ASSERT_GT(c, 0);
     dead.push_back(c);
   }
