@@ -64,6 +64,11 @@ struct PoolInfo {
    * and workers may still read the old one through their caches, so it
    * lives as long as the pool. */
   std::shared_ptr<PoolInfo> prev_;
+  /** What creating the pool took of this node's budget (PoolManager::
+   * kMaxLocalContainers, kMaxParamsBytes): given back when it is destroyed.
+   * A migration's copy keeps it. */
+  u64 charged_containers_ = 0;
+  u64 charged_params_ = 0;
 
   /** The node holding container `c` (REQUIRES: c < num_containers_). */
   NodeId NodeOf(ContainerId c) const {
@@ -109,6 +114,13 @@ struct PoolCache {
 /** Pools of this node. Any thread may call any member. */
 class PoolManager {
  public:
+  /** Containers of all pools this node may hold at once (each takes a few
+   * KiB of the runtime's memory, whoever asked for it). A creation past it
+   * fails with ResourceExhausted. */
+  static constexpr u64 kMaxLocalContainers = 16384;
+  /** Bytes of creation parameters this node keeps for all its pools. */
+  static constexpr u64 kMaxParamsBytes = 64ull << 20;
+
   /** Sets this node's id (pool ids it creates carry it). The counter of ids
    * starts from the wall clock (seconds << 10), so a restarted coordinator
    * (even after a reboot) does not reuse the ids of pools that other nodes
@@ -138,7 +150,8 @@ class PoolManager {
   /** Retires the lanes of an unpublished pool, waits (at most 10 s, yielding
    * inside a fiber) until no worker holds them and no task runs on the pool,
    * then calls Destroy() on and deletes its containers. On timeout the
-   * containers are leaked instead, and false is returned. */
+   * containers are leaked instead (and their budget stays taken), and
+   * false is returned. */
   static bool FinishDestroy(PoolInfo &pool);
   /** Resolves `query` on pool `id` to one container (local containers are
    * counted in flight: Release() them). Errors: NotFound (unknown pool or
@@ -314,10 +327,16 @@ class PoolManager {
   std::unordered_map<u64, std::shared_ptr<PoolInfo>> by_id_;
   std::unordered_map<std::string, PoolId> by_name_;
   std::unordered_set<std::string> creating_;  ///< Names being created.
+  /** The budget taken by pools created or being created (PoolInfo::
+   * charged_*). Guarded by mu_. */
+  u64 local_containers_ = 0;
+  u64 params_bytes_ = 0;
   NodeId node_id_ = 0;
   std::atomic<u32> next_unique_{1};
   /** NewPoolId with mu_ held. */
   PoolId NewPoolIdLocked();
+  /** Gives back what `pool` took of the budget (once). Takes mu_. */
+  void Uncharge(PoolInfo *pool);
 };
 
 /** Names of the methods of the pools this node knows, as

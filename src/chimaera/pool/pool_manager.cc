@@ -110,9 +110,21 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
   }
   HSHM_ASSIGN_OR_RETURN(ContainerFactory factory,
                         CHI_MODULE_MANAGER->GetFactory(spec.module));
-  // Reserve the name and an id, or wait for a concurrent creator of the same
-  // name to finish. The lock is never held while containers are created:
-  // Create() may itself submit tasks and wait for them.
+  auto pool = std::make_shared<PoolInfo>();
+  pool->name_ = name;
+  pool->module_ = spec.module;
+  pool->params_ = spec.params;
+  pool->num_containers_ = spec.num_containers;
+  pool->nodes_ = nodes;
+  pool->placement_ = spec.placement;
+  u64 local_n = 0;
+  for (u32 i = 0; i < spec.num_containers; ++i) {
+    local_n += pool->NodeOf(i) == node_id_ ? 1 : 0;
+  }
+  // Reserve the name, an id and this node's budget, or wait for a
+  // concurrent creator of the same name to finish. The lock is never held
+  // while containers are created: Create() may itself submit tasks and wait
+  // for them.
   PoolId id;
   u64 deadline = hshm::NowNs() + 30ull * 1000000000;
   for (;;) {
@@ -129,7 +141,22 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
         *existed = true;
         return it->second;
       }
-      if (creating_.insert(name).second) {
+      if (!creating_.count(name)) {
+        if (local_containers_ + local_n > kMaxLocalContainers ||
+            params_bytes_ + spec.params.size() > kMaxParamsBytes) {
+          return Status::ResourceExhausted(
+              "pool '" + name + "' would take this node past " +
+              std::to_string(kMaxLocalContainers) + " containers or " +
+              std::to_string(kMaxParamsBytes >> 20) +
+              " MiB of pool parameters (it holds " +
+              std::to_string(local_containers_) + " and " +
+              std::to_string(params_bytes_) + " bytes): destroy pools first");
+        }
+        creating_.insert(name);
+        local_containers_ += local_n;
+        params_bytes_ += spec.params.size();
+        pool->charged_containers_ = local_n;
+        pool->charged_params_ = spec.params.size();
         id = fixed_id ? *fixed_id : NewPoolIdLocked();
         break;
       }
@@ -141,14 +168,7 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
     }
     if (!Worker::YieldCurrentFiber()) HSHM_THREAD_MODEL->SleepForUs(100);
   }
-  auto pool = std::make_shared<PoolInfo>();
   pool->id_ = id;
-  pool->name_ = name;
-  pool->module_ = spec.module;
-  pool->params_ = spec.params;
-  pool->num_containers_ = spec.num_containers;
-  pool->nodes_ = nodes;
-  pool->placement_ = spec.placement;
   pool->containers_.assign(spec.num_containers, nullptr);
   pool->proto_.reset(factory());
   Status s;
@@ -263,7 +283,16 @@ bool PoolManager::FinishDestroy(PoolInfo &pool) {
     delete c;
   }
   pool.containers_.clear();
+  CHI_POOL_MANAGER->Uncharge(&pool);
   return true;
+}
+
+void PoolManager::Uncharge(PoolInfo *pool) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  local_containers_ -= std::min(local_containers_, pool->charged_containers_);
+  params_bytes_ -= std::min(params_bytes_, pool->charged_params_);
+  pool->charged_containers_ = 0;
+  pool->charged_params_ = 0;
 }
 
 StatusOr<Destination> PoolManager::Acquire(const PoolId &id,
@@ -495,6 +524,8 @@ Status PoolManager::Republish(const PoolId &id, Edit &&edit) {
     }
   }
   p->destroying_.store(old->destroying_.load());
+  p->charged_containers_ = old->charged_containers_;
+  p->charged_params_ = old->charged_params_;
   HSHM_RETURN_IF_ERROR(edit(*p));
   p->prev_ = old;
   it->second = p;
