@@ -1,6 +1,7 @@
 // Trace rings and their Chrome trace-event JSON (see chimaera/trace.h).
 #include "chimaera/trace.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -484,8 +485,25 @@ std::string TraceManager::DumpJson() {
 Status TraceManager::WriteFile(const std::string &path) {
   std::string json = DumpJson();
   std::string tmp = path + ".tmp";
-  FILE *f = fopen(tmp.c_str(), "w");
-  if (!f) return Status::Internal("cannot write " + tmp);
+  // Never blocks (a FIFO there would, for ever, at exit) and never follows
+  // a link: only a regular file is written.
+  int fd = open(
+      tmp.c_str(),
+      O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return Status::Internal("cannot write " + tmp + ": " +
+                            std::strerror(errno));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return Status::Internal("cannot write " + tmp + ": not a regular file");
+  }
+  FILE *f = fdopen(fd, "w");
+  if (!f) {
+    close(fd);
+    return Status::Internal("cannot write " + tmp);
+  }
   bool ok = fwrite(json.data(), 1, json.size(), f) == json.size();
   ok = (fclose(f) == 0) && ok;
   if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {

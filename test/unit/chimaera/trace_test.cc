@@ -2,9 +2,12 @@
 // admin module dumps them as Chrome trace-event JSON, and the test parses the
 // JSON and checks the events, their parent links and the flow arrows.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -558,6 +561,31 @@ TEST(TraceTest, SmallRingsKeepTheNewestAndStayValid) {
   }
   CHIMAERA->ClientFinalize();
   EXPECT_TRUE(rt.Stop().ok());
+}
+
+// A FIFO (or any file that is not a regular one) where the trace's
+// temporary file goes is refused, and the runtime still exits at once:
+// opening it for writing blocked the exit for ever.
+TEST(TraceTest, AFifoInPlaceOfTheOutputDoesNotHoldTheExit) {
+  std::string out_path =
+      "/tmp/chimaera_trace_fifo_" + std::to_string(getpid()) + ".json";
+  std::string tmp = out_path + ".tmp";
+  std::remove(tmp.c_str());
+  ASSERT_EQ(mkfifo(tmp.c_str(), 0600), 0) << std::strerror(errno);
+  RuntimeProcess rt("trace:\n  enabled: true\n  output: \"" + out_path +
+                    "\"\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  EXPECT_TRUE(chi::admin::Client().Noop().ok());
+  CHIMAERA->ClientFinalize();
+  const hshm::u64 t0 = hshm::NowNs();
+  EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
+  EXPECT_LT((hshm::NowNs() - t0) / 1e9, 10.0);
+  EXPECT_NE(rt.Log().find("trace: Internal: cannot write " + tmp),
+            std::string::npos)
+      << rt.Log();
+  std::remove(tmp.c_str());
+  std::remove(out_path.c_str());
 }
 
 TEST(TraceTest, ToolDumpsAndRuntimeWritesOutputAtShutdown) {
