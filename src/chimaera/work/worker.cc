@@ -804,7 +804,12 @@ void Worker::TakeMailbox() {
   has_mail_.exchange(false, std::memory_order_acq_rel);
   trace_ = CHI_TRACE->ActiveRing(id_);
   if (Worker *to = move_to_.exchange(nullptr, std::memory_order_acq_rel)) {
-    GiveLane(to);
+    // Not while stopping: the taker may have drained its mailbox already,
+    // and a lane given then would be failed by nobody.
+    if (!stop_.load(std::memory_order_acquire) &&
+        !to->stop_.load(std::memory_order_acquire)) {
+      GiveLane(to);
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mailbox_mu_);
@@ -2280,6 +2285,9 @@ void Worker::AbortRemaining() {
   hipc::OffsetPointer off;
   for (auto &wl : lanes_) {
     if (wl.tlane) {
+      // Retired first: a worker still running pushes into it no more (its
+      // push fails the task instead of leaving it in a lane nobody drains).
+      wl.tlane->flags_.fetch_or(kLaneRetired, std::memory_order_acq_rel);
       DrainRetired(wl);  // aborts what is queued, drops our hold
       continue;
     }
