@@ -37,7 +37,11 @@ if [ -n "$filter" ]; then
   # The 100k-task workload test, the kvs cluster tests and the hostile
   # suite's volume tests (a 100k-subtask fan-out, a flood, 120 client
   # processes) only add volume (minutes under TSan); the other runtime and
-  # hostile tests exercise the same paths.
+  # hostile tests exercise the same paths. WorkloadToolsReportAFullMainSegment
+  # fills `main` and has two client processes carve it up again: TSan then
+  # takes the runtime's reads of block headers and task bytes that a client
+  # wrote over a task a worker had written for a race (the client's side is
+  # invisible to it); it checks the tools' counting, nothing concurrent.
   # Multi-node tests (every test that starts a LocalCluster: MultiNode,
   # Curve, Balance, Migrate, RemoteData: reply buffers freed on ZeroMQ's
   # I/O thread) run one at a time: a 3-node cluster under TSan
@@ -47,7 +51,7 @@ if [ -n "$filter" ]; then
   # Both phases run even if the first fails; the script fails if either did.
   rc=0
   "${RUN[@]}" ctest -j "$(nproc)" --output-on-failure --timeout 600 -R "$filter" \
-    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|CurveRuntime|^BalanceTest\\.|^MigrateTest\\.|OversizeFanOuts|QueueFlood|KilledClients" ||
+    -E "SeparateClientProcess100k|KvsMultiNode|MultiNode|CurveRuntime|^BalanceTest\\.|^MigrateTest\\.|OversizeFanOuts|QueueFlood|KilledClients|WorkloadToolsReportAFullMainSegment" ||
     rc=1
   "${RUN[@]}" ctest -j 1 --output-on-failure --timeout 600 \
     -R "MultiNode|CurveRuntime|^BalanceTest\\.|^MigrateTest\\.|^RemoteDataTest\\." \

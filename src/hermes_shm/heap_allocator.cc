@@ -1195,7 +1195,11 @@ Status HeapAllocator::Walk(WalkFn fn, void *arg) const {
                             std::to_string(top));
   }
   for (u64 off = heap_begin_; off < top;) {
+    // Other processes carve and merge blocks: a header here may sit where
+    // this process last wrote a task's body, an edge TSan cannot see.
+    HSHM_TSAN_IGNORE_READS_BEGIN();
     u64 s = HeapOps::Header(*this, off)->state_.load(std::memory_order_acquire);
+    HSHM_TSAN_IGNORE_READS_END();
     u32 c = StateClass(s);
     u64 size = c < kNumClasses ? ClassSize(c) : 0;
     BlockInfo info;
@@ -1257,12 +1261,17 @@ u64 HeapAllocator::ReclaimDeadProcess(
     // Fails if the block changed hands since the walk read it.
     u64 expect = MakeState(magic, cls, owner);
     BlockHeader *b = HeapOps::Header(*this, off);
-    if (!b->state_.compare_exchange_strong(
-            expect, MakeState(internal::kMagicFree, cls, 0),
-            std::memory_order_acq_rel)) {
-      return;
-    }
-    b->next_.store(0, std::memory_order_relaxed);
+    // As in Walk: the dead client may have carved this header out of a
+    // block this process wrote (TSan sees neither the client nor its lock).
+    HSHM_TSAN_IGNORE_READS_BEGIN();
+    HSHM_TSAN_IGNORE_WRITES_BEGIN();
+    bool mine = b->state_.compare_exchange_strong(
+        expect, MakeState(internal::kMagicFree, cls, 0),
+        std::memory_order_acq_rel);
+    if (mine) b->next_.store(0, std::memory_order_relaxed);
+    HSHM_TSAN_IGNORE_WRITES_END();
+    HSHM_TSAN_IGNORE_READS_END();
+    if (!mine) return;
     PushFreeChain(cls, off, off);
     freed += size;
   });

@@ -46,11 +46,22 @@ extern "C" void AnnotateIgnoreReadsEnd(const char *file, int line);
 #define HSHM_TSAN_IGNORE_READS_BEGIN() \
   AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
 #define HSHM_TSAN_IGNORE_READS_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
+extern "C" void AnnotateIgnoreWritesBegin(const char *file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char *file, int line);
+/** This thread's writes between these are not recorded: for a word another
+ * process may have been the last to write (a heap block header a client
+ * carved out of what was a task this process wrote). */
+#define HSHM_TSAN_IGNORE_WRITES_BEGIN() \
+  AnnotateIgnoreWritesBegin(__FILE__, __LINE__)
+#define HSHM_TSAN_IGNORE_WRITES_END() \
+  AnnotateIgnoreWritesEnd(__FILE__, __LINE__)
 #else
 #define HSHM_TSAN_ACQUIRE(addr) ((void)0)
 #define HSHM_TSAN_RELEASE(addr) ((void)0)
 #define HSHM_TSAN_IGNORE_READS_BEGIN() ((void)0)
 #define HSHM_TSAN_IGNORE_READS_END() ((void)0)
+#define HSHM_TSAN_IGNORE_WRITES_BEGIN() ((void)0)
+#define HSHM_TSAN_IGNORE_WRITES_END() ((void)0)
 #define HSHM_TSAN_FIBER_CURRENT() (static_cast<void *>(nullptr))
 #define HSHM_TSAN_FIBER_CREATE() (static_cast<void *>(nullptr))
 #define HSHM_TSAN_FIBER_DESTROY(f) ((void)(f))

@@ -10,17 +10,21 @@
 #include "chimaera/worker.h"
 #include "hermes_shm/thread_model.h"
 #include "hermes_shm/util/log_limit.h"
+#include "hermes_shm/util/tsan.h"
 
 namespace chi {
 
 namespace {
 
-/** The task in block `b` of `main`, or null if the block is not a task. */
+/** The task in block `b` of `main`, or null if the block is not a task.
+ * Under TSan, first acquires what this process's workers released on the
+ * block (the dead client's own hand-offs are invisible to it). */
 Task *AsTask(const hipc::BlockInfo &b) {
   if (b.usable_size < sizeof(Task)) return nullptr;
   auto *t = reinterpret_cast<Task *>(
       hipc::ToProcessAddressChecked(b.ptr, sizeof(Task)));
   if (!t) return nullptr;
+  HSHM_TSAN_ACQUIRE(HSHM_TSAN_BLOCK_KEY(t));
   u32 magic;
   std::memcpy(&magic, &t->magic_, sizeof(magic));
   return magic == kTaskMagic ? t : nullptr;
