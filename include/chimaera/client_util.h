@@ -5,6 +5,7 @@
 #include <initializer_list>
 
 #include "chimaera/ipc_manager.h"
+#include "chimaera/task_graph.h"
 #include "hermes_shm/util/log_limit.h"
 
 namespace chi {
@@ -26,7 +27,8 @@ class ScopedTaskTimeout {
 /** Sends `task`; if sending fails the task comes back completed with the
  * error, so callers only ever Wait(). A null task stays null. A
  * fire-and-forget task that could not be sent (nobody waits for it) is
- * freed here, with the inputs it owns, and null returned. */
+ * freed here, with the inputs it owns, and null returned; its group (if
+ * any) counts it done, as it would once the runtime completed it. */
 template <typename TaskT>
 FullPtr<TaskT> Submit(FullPtr<TaskT> task) {
   if (task.IsNull()) return task;
@@ -35,7 +37,9 @@ FullPtr<TaskT> Submit(FullPtr<TaskT> task) {
     if (task->IsFireAndForget()) {
       HSHM_LOG_LIMITED("chimaera: fire-and-forget task not sent: %s\n",
                        s.ToString().c_str());
+      GroupRef group = internal::TaskGroupOf(task.ptr_);
       CHI_IPC->DelTask(task);
+      internal::CountDownGroup(group);
       return FullPtr<TaskT>();
     }
     internal::CompleteTask(task.ptr_, s);

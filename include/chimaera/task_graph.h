@@ -189,7 +189,8 @@ class TaskGroup {
    * While a member is still to be counted, the counter's block stays
    * allocated (until this process exits; in the runtime, until it restarts),
    * so that no later group is made in it for that member's late count to
-   * reach. */
+   * reach. A group that outlives its process's attachment (ClientFinalize)
+   * leaves its block alone. */
   ~TaskGroup();
   TaskGroup(const TaskGroup &) = delete;
   TaskGroup &operator=(const TaskGroup &) = delete;

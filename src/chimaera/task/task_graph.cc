@@ -263,7 +263,9 @@ TaskGroup::TaskGroup() {
 }
 
 TaskGroup::~TaskGroup() {
-  if (shm_.IsNull()) return;
+  // After ClientFinalize its block is no longer mapped (and was the
+  // process's own, reaped with it).
+  if (shm_.IsNull() || !CHI_IPC->initialized()) return;
   shm_->magic_ = 0;  // a late member's count-down finds no group
   // A worker that checked the group's magic and generation just before may
   // still add its count: were the block freed, the next group made in it

@@ -3,6 +3,7 @@
 #include "chimaera/task_graph.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -106,6 +107,43 @@ TEST_F(TaskGraphTest, GroupWaitsForAllMembersOnce) {
       CHI_IPC->DelTask(t);
     }
   }
+}
+
+// A fire-and-forget member that could not be sent (its lane stayed full
+// while the runtime was stopped) counts as done: Submit freed it without
+// counting it down, and the group's wait never ended.
+TEST(GroupSendTest, AnUnsentFireAndForgetMemberCountsDown) {
+  const int port = chi_test::FreePort();
+  chi_test::RuntimeProcess rt(
+      port, "network:\n  port: " + std::to_string(port) +
+                "\n  client_timeout_ms: 300\n"
+                "queue:\n  depth: 4\n"
+                "workers:\n  low_latency: 1\n  high_latency: 1\n");
+  ASSERT_TRUE(rt.Start().ok()) << rt.Log();
+  ASSERT_TRUE(CHIMAERA_CLIENT_INIT().ok());
+  auto pool = chi::admin::Client().GetOrCreatePool("fnf", "queue_test_mod", 1);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  chi::TaskGroup group;
+  ASSERT_TRUE(group.status().ok());
+  ASSERT_EQ(kill(rt.pid(), SIGSTOP), 0);
+  int sent = 0, unsent = 0;
+  for (int i = 0; i < 100000 && unsent == 0; ++i) {
+    auto t = NewWhere(*pool, 0);
+    ASSERT_FALSE(t.IsNull());
+    t->SetFireAndForget();
+    ASSERT_TRUE(group.Add(t.ptr_).ok());
+    if (chi::Submit(t).IsNull()) {
+      ++unsent;
+    } else {
+      ++sent;
+    }
+  }
+  ASSERT_EQ(kill(rt.pid(), SIGCONT), 0);
+  EXPECT_EQ(unsent, 1);
+  EXPECT_GT(sent, 0);
+  EXPECT_TRUE(group.WaitFor(10 * 1000 * 1000)) << group.pending();
+  CHIMAERA->ClientFinalize();
+  EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
 }
 
 // One group reused round after round (its counts only grow): a waiter that
