@@ -161,6 +161,9 @@ class RemoteManager {
   void OnPeer(NodeId node, bool alive);
   /** Posts the pending task `req` (if still pending) with `msg`. */
   void Resolve(u64 req, NodeId from, NetMessage *msg);
+  /** The worker to post `p`'s reply to: the one that forwarded it, unless
+   * it is stuck in a task (robbed), then another of its kind. */
+  Worker *ReplyWorker(const Pending &p);
   /** Fails every task pending on `node` (0: on any node) with `status`. */
   void FailNode(NodeId node, const Status &status);
   /** FailNode for every node. */

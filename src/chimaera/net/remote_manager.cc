@@ -701,7 +701,14 @@ void RemoteManager::Resolve(u64 req, NodeId from, NetMessage *msg) {
     loads_[p.node].outstanding.fetch_sub(1, std::memory_order_relaxed);
   }
   p.rctx->net_ = msg;
-  CHI_WORK_ORCHESTRATOR->workers()[p.worker]->PostInbox(p.rctx);
+  ReplyWorker(p)->PostInbox(p.rctx);
+}
+
+Worker *RemoteManager::ReplyWorker(const Pending &p) {
+  Worker *w = CHI_WORK_ORCHESTRATOR->workers()[p.worker].get();
+  // Any worker applies a reply; a stuck one (robbed of its lanes) would
+  // keep it until its task returns.
+  return w->robbed() ? PickWorker(p.rctx->task_->prio_) : w;
 }
 
 template <typename Pred>
@@ -726,7 +733,7 @@ void RemoteManager::FailPending(const Status &status, Pred &&which) {
     m->from = p.node;
     m->failure = status;
     p.rctx->net_ = m;
-    CHI_WORK_ORCHESTRATOR->workers()[p.worker]->PostInbox(p.rctx);
+    ReplyWorker(p)->PostInbox(p.rctx);
   }
 }
 

@@ -721,6 +721,16 @@ u32 Worker::TakeLanesFromStuck(u64 epoch, Worker *to) {
     }
     mailbox_.swap(stay);
   }
+  // Replies and requests from the network wait in the inbox too: `to`
+  // applies them (any worker can), except parts of this worker's own
+  // broadcasts, which only it merges.
+  for (RunContext *r : inbox_.TakeAll()) {
+    if (r->origin_ == TaskOrigin::kBcastPart && !r->net_) {
+      (void)inbox_.PushUnbounded(r);
+    } else {
+      to->PostInbox(r);
+    }
+  }
   lanes_unwedged_.fetch_add(moved, std::memory_order_relaxed);
   steal_.store(3, std::memory_order_release);
   return moved;
