@@ -175,6 +175,52 @@ TEST_F(PinTest, APinnedLaneStaysWhenLanesLeaveAStuckWorker) {
   EXPECT_EQ(LaneWorker(0, 1), 1u) << "lane 0 did not return to worker 1";
 }
 
+// A pinned container's worker queues at most 16,384 of its tasks: each
+// costs the runtime a context and a private copy, while a client may free
+// and reuse the task's block as soon as it is admitted (a review's client
+// queued 592,000 that way in 6 s, +160 MB). The excess ends with
+// ResourceExhausted; the rest run once the worker is free.
+TEST_F(PinTest, APinnedContainersQueueIsBounded) {
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("pin_flood", 2).ok());
+  chi::admin::Client admin;
+  ASSERT_TRUE(admin.PinContainer(sm.pool_id(), 0, 1).ok());
+  // Worker 1 runs a Probe of 1 s that never yields; meanwhile the
+  // high-latency workers admit the Noops and queue them for worker 1.
+  auto busy = sm.Async<ProbeTask>(DomainQuery::GetLocalId(0), 1000000u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  constexpr int kNoops = 18000;
+  std::vector<chi::FullPtr<chi::small_message::NoopTask>> noops;
+  noops.reserve(kNoops);
+  for (int i = 0; i < kNoops; ++i) {
+    auto t =
+        sm.NewTask<chi::small_message::NoopTask>(DomainQuery::GetLocalId(0));
+    ASSERT_FALSE(t.IsNull());
+    t->prio_ = chi::kHighLatency;
+    noops.push_back(chi::Submit(t));
+  }
+  const bool busy_done_early = busy.done();
+  int ok = 0, refused = 0, other = 0;
+  for (auto &t : noops) {
+    ASSERT_TRUE(t->WaitFor(30000000));
+    chi::Status st = t->GetStatus();
+    if (st.ok()) {
+      ++ok;
+    } else if (st.code() == StatusCode::kResourceExhausted) {
+      ++refused;
+    } else {
+      ++other;
+    }
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_FALSE(busy_done_early) << "the Probe ended before the Noops queued";
+  EXPECT_TRUE(busy.Wait().ok());
+  EXPECT_EQ(other, 0);
+  EXPECT_GE(refused, kNoops - 16384 - 2);
+  EXPECT_GE(ok, 16384);
+  EXPECT_TRUE(sm.Noop(DomainQuery::GetLocalId(0)).ok());
+}
+
 // A module that declares kPinned: each container is pinned, once created, to
 // the worker draining its lane (container c uses lane c % 4, lane l is worker
 // l % 2's), so by id or by hash each container's Probes run on that one

@@ -90,6 +90,12 @@ constexpr size_t kMaxDepWaiting = 16384;
  * iteration looks at each. A task that would be the next to wait for its
  * period ends with ResourceExhausted instead. */
 constexpr size_t kMaxPeriodic = 1024;
+/** Tasks queued for a pinned container's worker at most, and tasks one
+ * worker holds while their containers move: each holds a context and its
+ * private copy in the runtime's memory, while its client may already have
+ * freed and reused its block. More fail with ResourceExhausted. */
+constexpr u64 kMaxPinnedQueued = 16384;
+constexpr size_t kMaxHeld = 16384;
 /** AnyBlockedReady: predecessor (and abandonment) looks per call at most. */
 constexpr size_t kReadyLooks = 4096;
 /** Cold lanes are polled once every this many loop iterations. */
@@ -1788,15 +1794,27 @@ CHI_WORKER_HOT void Worker::RunLocal(RunContext *r) {
   if (__builtin_expect(
           r->container_->moving_.load(std::memory_order_seq_cst) != 0, 0)) {
     OwnCount(r);
+    if (held_.size() >= kMaxHeld) {
+      return Complete(
+          r, Status::ResourceExhausted("worker " + std::to_string(id_) +
+                                       " holds " + std::to_string(kMaxHeld) +
+                                       " tasks of moving containers already"));
+    }
     return Hold(r);
   }
   // A pinned container runs on its worker only (Container::PinToWorker).
   if (TaskLane *pin = r->container_->PinnedLane()) {
     const u32 w = pin->worker_id_.load(std::memory_order_relaxed);
     if (w == id_) return Start(r);
-    // Unbounded: running it here instead would break the one-worker rule;
-    // each queued task is one the container's pool admitted and holds.
+    // Past the depth of other lanes (running it here instead would break
+    // the one-worker rule), up to kMaxPinnedQueued.
     OwnCount(r);
+    if (pin->Size() >= kMaxPinnedQueued) {
+      return Complete(
+          r, Status::ResourceExhausted("the pinned container's worker has " +
+                                       std::to_string(kMaxPinnedQueued) +
+                                       " tasks queued already"));
+    }
     if (!pin->PushUnbounded(r)) {
       // Retired (its pool is being destroyed) and maybe drained already:
       // fail it as the drain would have.
