@@ -162,6 +162,18 @@ std::atomic<u64> g_fork_gen{0};
  * the exit's disconnect does not wait for a daemon thread's long call. */
 std::atomic<bool> g_exiting{false};
 
+/** disconnect() calls waiting for the connection's lock: while one waits,
+ * every thread's wait gives up as at exit (their calls raise), so that the
+ * disconnect does not wait for another thread's long call. */
+std::atomic<int> g_disconnecting{0};
+
+/** True while waits must give up: the interpreter exits or a disconnect()
+ * waits for the calls in flight. Any thread. */
+bool WaitsGiveUp() {
+  return g_exiting.load(std::memory_order_relaxed) ||
+         g_disconnecting.load(std::memory_order_relaxed) > 0;
+}
+
 /** The ident of the interpreter's main thread, the one thread that runs
  * Python signal handlers (set at import). */
 unsigned long g_main_thread = 0;
@@ -254,7 +266,7 @@ void ValidateTimeout(const std::optional<double> &timeout_s) {
  * in this thread for ThrowIfSignalled. Called by the core's blocking waits
  * between sleeps, GIL released. */
 bool PythonSignalled(void *) {
-  if (g_exiting.load(std::memory_order_relaxed)) return true;
+  if (WaitsGiveUp()) return true;
   PyGILState_STATE g = PyGILState_Ensure();
   const bool raised = PyErr_Occurred() != nullptr || PyErr_CheckSignals() != 0;
   PyGILState_Release(g);
@@ -262,8 +274,9 @@ bool PythonSignalled(void *) {
 }
 
 /** chi::WaitInterruptFn of a wait in any other thread: true once the
- * interpreter exits (signals are the main thread's). GIL released. */
-bool Exiting(void *) { return g_exiting.load(std::memory_order_relaxed); }
+ * interpreter exits or while a disconnect() waits (signals are the main
+ * thread's). GIL released. */
+bool Exiting(void *) { return WaitsGiveUp(); }
 
 /** Releases the GIL for its scope, as py::gil_scoped_release, which every
  * release in this module goes through. In a thread other than the main
@@ -745,12 +758,15 @@ void Connect(const std::optional<std::string> &server_conf) {
 }
 
 /** Abandons every unfinished Future's task and detaches from the runtime.
- * Idempotent. Waits for calls in flight on other threads. REQUIRES: GIL
- * held. */
+ * Idempotent. Calls in flight on other threads give up their waits (within
+ * about 20 ms) and raise; the disconnect waits for them to return.
+ * REQUIRES: GIL held. */
 void Disconnect() {
   ConnGuard::CheckNotInsideACall("disconnect()");
   ReleaseGil release;
+  g_disconnecting.fetch_add(1, std::memory_order_relaxed);
   std::unique_lock<std::shared_mutex> l(Conn().mu);
+  g_disconnecting.fetch_sub(1, std::memory_order_relaxed);
   if (!Conn().connected) return;
   std::vector<Future *> live;
   {

@@ -215,6 +215,43 @@ class ConnectionTest(unittest.TestCase):
             chimaera.connect()
         self.assertEqual(admin.echo(6), 6)
 
+    def test_disconnect_does_not_wait_for_another_threads_long_wait(self):
+        # Another thread waits up to an hour on a task of several seconds,
+        # and another sits in a synchronous call: disconnect() makes both
+        # give up instead of waiting for them.
+        sm = chimaera.SmallMessage.create("disconnect_waits")
+        f = sm.async_compute(1_000_000_000, 4)
+        outcome = {}
+
+        def wait_long():
+            outcome["done"] = f.wait(timeout_s=3600)
+
+        def call_long():
+            try:
+                sm.compute(1_000_000_000, 5, timeout_s=3600)
+                outcome["call"] = "returned"
+            except chimaera.Error as e:
+                outcome["call"] = e.code_name
+
+        threads = [threading.Thread(target=wait_long),
+                   threading.Thread(target=call_long)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        chimaera.disconnect()
+        took = time.monotonic() - t0
+        try:
+            for t in threads:
+                t.join(10)
+                self.assertFalse(t.is_alive())
+            self.assertLess(took, 1.5)
+            self.assertFalse(outcome["done"])
+            self.assertNotEqual(outcome["call"], "returned")
+        finally:
+            chimaera.connect()
+        chimaera.SmallMessage(sm.pool_id).destroy()
+
     def test_connect_to_another_runtime_needs_a_disconnect(self):
         other = "/nonexistent/other_runtime.yaml"
         with self.assertRaises(chimaera.Error) as cm:
