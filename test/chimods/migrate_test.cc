@@ -158,6 +158,39 @@ TEST(MigrateTest, ADestroyDuringAMoveWaitsForIt) {
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
+// A periodic task of a container that moves ends with Aborted (it runs on
+// its own node only), and the move goes ahead: the move waited for it as a
+// task in flight, and timed out after 10 s.
+TEST(MigrateTest, AMoveEndsItsContainersPeriodicTasks) {
+  chi_test::LocalCluster cluster(2, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(1).ok());
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("periodic_move", 2).ok()) << cluster.Logs();
+  // Container 0 is node 1's: a no-op every 10 ms there.
+  auto periodic =
+      sm.NewTask<chi::small_message::NoopTask>(DomainQuery::GetGlobalId(0));
+  ASSERT_FALSE(periodic.IsNull());
+  periodic->SetPeriodic(10e6);
+  periodic = chi::Submit(periodic);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_FALSE(periodic->IsComplete()) << periodic->GetStatus();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto moved = chi::admin::Client().MigrateContainer(sm.pool_id(), 0, 2);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  EXPECT_TRUE(moved.ok()) << moved.status() << cluster.Logs();
+  EXPECT_LT(secs, 5.0);
+  ASSERT_TRUE(periodic->WaitFor(10000000));
+  EXPECT_EQ(periodic->GetStatus().code(), hshm::StatusCode::kAborted)
+      << periodic->GetStatus();
+  EXPECT_GE(periodic->run_count_, 1u);
+  CHI_IPC->DelTask(periodic);
+  EXPECT_EQ(NodeRunning(sm, 0), 2u);
+  EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
+}
+
 // kvs state moves with its container: keys written before the move read
 // back after it, while another thread keeps writing and reading.
 TEST(MigrateTest, KvsStateMovesWithItsContainer) {

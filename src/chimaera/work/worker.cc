@@ -2119,6 +2119,19 @@ bool StopWanted(const RunContext *r) {
   if (r->origin_ == TaskOrigin::kShm) return r->shm_task_->StopRequested();
   return r->task_->StopRequested();
 }
+
+/** Why periodic task `r` must end now although nobody asked (not OK), or
+ * OK. Its container moving ends it: a periodic task runs on its own node
+ * only, and the move waits for every task of the container in flight. */
+Status PeriodicEnd(const RunContext *r) {
+  if (r->container_->moving_.load(std::memory_order_seq_cst) !=
+      Container::kServing) {
+    return Status::Aborted(
+        "its container moves to another node, and a periodic task runs on "
+        "its own node only");
+  }
+  return Status::Ok();
+}
 }  // namespace
 
 bool Worker::CheckPeriodic(u64 now) {
@@ -2127,15 +2140,16 @@ bool Worker::CheckPeriodic(u64 now) {
     RunContext *r = periodic_[i];
     bool stop = StopWanted(r) || stop_.load() ||
                 r->container_->destroying_.load(std::memory_order_relaxed);
-    if (!stop && r->next_run_ns_ > now) {
+    Status end = PeriodicEnd(r);
+    if (!stop && end.ok() && r->next_run_ns_ > now) {
       ++i;
       continue;
     }
     periodic_[i] = periodic_.back();
     periodic_.pop_back();
     did = true;
-    if (stop) {
-      Complete(r, Status::Ok());
+    if (stop || !end.ok()) {
+      Complete(r, end);
     } else {
       Start(r);
     }
@@ -2155,6 +2169,8 @@ CHI_WORKER_HOT void Worker::Finish(RunContext *r) {
   t->run_count_++;
   if (t->IsPeriodic() && !StopWanted(r) && !stop_.load() &&
       !c->destroying_.load(std::memory_order_relaxed) && t->rc_ == 0) {
+    Status end = PeriodicEnd(r);
+    if (!end.ok()) return Complete(r, end);
     return ParkPeriodic(r);  // the task stays in flight
   }
   Complete(r, Status::Ok());
