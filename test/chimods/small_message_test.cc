@@ -249,6 +249,32 @@ class FiberLimitTest : public ChiModTest {
   FiberLimitTest() : ChiModTest("workers:\n  max_fibers: 16\n") {}
 };
 
+// The admin pool's fiber reserve is not for FanOut, a workload whose tree
+// of waiting subtasks the client sizes: with every fiber held, a FanOut is
+// refused at once, and stat still answers. (A FanOut of 15 x 3 took 241 of
+// the 256 reserved fibers, and two of them took all.)
+TEST_F(FiberLimitTest, AFanOutCannotTakeTheAdminReserve) {
+  chi::small_message::Client client;
+  ASSERT_TRUE(client.Create("sm_fanout_reserve", 1).ok());
+  std::vector<chi::FullPtr<chi::small_message::IoTask>> ios;
+  for (int i = 0; i < 30; ++i) {
+    ios.push_back(client.AsyncIo(150000, chi::DomainQuery::GetLocalId(0)));
+    ASSERT_FALSE(ios.back().IsNull());
+  }
+  chi::admin::Client admin;
+  auto fanout = admin.FanOut(15, 3);
+  EXPECT_EQ(fanout.status().code(), StatusCode::kResourceExhausted)
+      << fanout.status();
+  EXPECT_TRUE(admin.Stat().ok());
+  for (auto &t : ios) {
+    ASSERT_TRUE(t->WaitFor(20000000));
+    CHI_IPC->DelTask(t);
+  }
+  // With the fibers free again, the FanOut runs.
+  auto again = admin.FanOut(15, 2);
+  EXPECT_TRUE(again.ok()) << again.status();
+}
+
 // Tasks that wait each hold a fiber (here Ios parked until their turn on
 // the container's device): past workers.max_fibers a task fails at once
 // with ResourceExhausted, instead of the runtime mapping stacks until the

@@ -34,6 +34,7 @@
 #include <mutex>
 #include <unordered_set>
 
+#include "chimaera/admin/admin_tasks.h"
 #include "chimaera/config_manager.h"
 #include "chimaera/pool_manager.h"
 #include "chimaera/remote_manager.h"
@@ -56,8 +57,9 @@ constexpr size_t kGuardSize = 4096;
  * workers.max_fibers is small: see Worker::Worker); more are unmapped. */
 constexpr size_t kMaxIdleStacks = 1024;
 /** Fibers the admin pool's tasks (pool creation and destruction, stat,
- * stop, a peer's share of a broadcast) may hold beyond workers.max_fibers,
- * so that the runtime stays manageable while clients hold every fiber. */
+ * stop, a peer's share of a broadcast; not FanOut, a workload) may hold
+ * beyond workers.max_fibers, so that the runtime stays manageable while
+ * clients hold every fiber. */
 constexpr u32 kAdminFiberReserve = 256;
 /** Task fibers in use (running or waiting) on all workers of this runtime;
  * workers.max_fibers bounds it. Any worker. */
@@ -2034,7 +2036,11 @@ CHI_WORKER_HOT void Worker::Start(RunContext *r) {
   const bool inline_run = r->method_ && r->method_->never_waits;
   if (!inline_run) {
     Status why;
-    const bool admin = r->container_ && r->container_->pool_id_ == kAdminPoolId;
+    // The admin pool's reserve is for managing the runtime: not for FanOut,
+    // a workload whose tree of waiting subtasks a client sizes.
+    const bool admin =
+        r->container_ && r->container_->pool_id_ == kAdminPoolId &&
+        r->task_->method_ != admin::Admin::Methods::IdOf<admin::FanOutTask>();
     r->stack_ = GetStack(admin, &why);
     if (!r->stack_) {
       if (r->task_->IsPeriodic() && !stop_.load()) {
