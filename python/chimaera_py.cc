@@ -197,6 +197,8 @@ void AfterForkInChild() {
   fresh->conf = old->conf;
   g_conn.store(fresh, std::memory_order_release);
   g_connect_mu = new std::mutex();  // the old one may be held as well
+  // A parent thread's disconnect() waiting meanwhile is not the child's.
+  g_disconnecting.store(0, std::memory_order_relaxed);
   g_fork_gen.fetch_add(1, std::memory_order_acq_rel);
   // The forking thread is the child's main thread (it runs its signal
   // handlers), whichever thread it was in the parent.
@@ -764,9 +766,14 @@ void Connect(const std::optional<std::string> &server_conf) {
 void Disconnect() {
   ConnGuard::CheckNotInsideACall("disconnect()");
   ReleaseGil release;
-  g_disconnecting.fetch_add(1, std::memory_order_relaxed);
-  std::unique_lock<std::shared_mutex> l(Conn().mu);
-  g_disconnecting.fetch_sub(1, std::memory_order_relaxed);
+  std::unique_lock<std::shared_mutex> l(Conn().mu, std::defer_lock);
+  {
+    struct Announce {  // counted while this thread waits for the lock
+      Announce() { g_disconnecting.fetch_add(1, std::memory_order_relaxed); }
+      ~Announce() { g_disconnecting.fetch_sub(1, std::memory_order_relaxed); }
+    } announce;
+    l.lock();
+  }
   if (!Conn().connected) return;
   std::vector<Future *> live;
   {

@@ -132,7 +132,8 @@ class RunContext {
   u64 wait_deadline_ns_ = UINT64_MAX;  ///< Resume by then even if incomplete.
   bool done_ = false;                  ///< The method returned.
   u64 next_run_ns_ = 0;                ///< Periodic tasks: next start time.
-  u64 start_ns_ = 0;                   ///< When the current run started.
+  bool parked_ = false;  ///< Periodic: parked once (kMaxPeriodic checked).
+  u64 start_ns_ = 0;     ///< When the current run started.
 
   void *tsan_fiber_ = nullptr;  ///< TSan's handle of fiber_ (TSan builds).
   void *tsan_sink_ = nullptr;   ///< TSan's handle of the worker's context.
@@ -462,9 +463,9 @@ class Worker {
   bool CheckHeld();
   /** Restarts periodic tasks that are due. */
   bool CheckPeriodic(u64 now);
-  /** Parks periodic task `r` until its next period, or completes it with
-   * ResourceExhausted if this worker already parks kMaxPeriodic. Worker
-   * thread only. */
+  /** Parks periodic task `r` until its next period, or, at its first park,
+   * completes it with ResourceExhausted if this worker already parks
+   * kMaxPeriodic. Worker thread only. */
   void ParkPeriodic(RunContext *r);
   /** Finishes a task whose method returned. */
   inline void Finish(RunContext *rctx);

@@ -1036,6 +1036,7 @@ CHI_WORKER_HOT void Worker::FreeRunContext(RunContext *r) {
   r->dep_ids_.clear();
   r->wait_deadline_ns_ = UINT64_MAX;
   r->done_ = false;
+  r->parked_ = false;
   r->trace_id_ = 0;
   r->in_bytes_ = 0;
   r->sample_start_ns_ = 0;
@@ -1903,9 +1904,12 @@ void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
     if (!pool) return Complete(r, Status::NotFound("pool vanished"));
     r->pool_hold_ = pool->proto_;
   }
+  // Read first: once forwarded, a task that wants a reply is the reply's,
+  // and another worker may complete (and free) it at any moment.
+  const bool wants_reply = CHI_REMOTE->WantsReply(r);
   Status st = CHI_REMOTE->Forward(r, node, q, id_);
   if (!st.ok()) return Complete(r, st);
-  if (!CHI_REMOTE->WantsReply(r)) {
+  if (!wants_reply) {
     // Nobody waits for a reply: the submitter's task is done here.
     Complete(r, Status::Ok());
   }
@@ -2183,11 +2187,14 @@ CHI_WORKER_HOT void Worker::Finish(RunContext *r) {
 }
 
 void Worker::ParkPeriodic(RunContext *r) {
-  if (periodic_.size() >= kMaxPeriodic) {
+  // Checked at a task's first park only: one parked before and now running
+  // (perhaps waiting, outside periodic_) keeps its place.
+  if (!r->parked_ && periodic_.size() >= kMaxPeriodic) {
     return Complete(r, Status::ResourceExhausted(
                            "worker " + std::to_string(id_) + " already holds " +
                            std::to_string(kMaxPeriodic) + " periodic tasks"));
   }
+  r->parked_ = true;
   r->next_run_ns_ = hshm::NowNs() + static_cast<u64>(r->task_->period_ns_);
   periodic_.push_back(r);
 }

@@ -112,8 +112,6 @@ int FakeRunning() {
   return 0;
 }
 
-/** Takes the heap locks of main and runtime_data and keeps them (a client
- * stopped inside an allocation, or one doing it on purpose). */
 /** Attaches, says "ready" and waits to be killed (a client with no task in
  * flight). */
 int Attach() {
@@ -123,6 +121,8 @@ int Attach() {
   for (;;) pause();
 }
 
+/** Takes the heap locks of main and runtime_data and keeps them (a client
+ * stopped inside an allocation, or one doing it on purpose). */
 int HoldHeapLocks() {
   hshm::Status s = CHIMAERA_CLIENT_INIT();
   if (!s.ok()) return 2;
