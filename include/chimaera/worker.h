@@ -463,6 +463,9 @@ class Worker {
   bool CheckHeld();
   /** Restarts periodic tasks that are due. */
   bool CheckPeriodic(u64 now);
+  /** Hands what this worker staged for the network (RemoteManager::Stage)
+   * to the transport. Worker thread only. */
+  void FlushNet();
   /** Parks periodic task `r` until its next period, or, at its first park,
    * completes it with ResourceExhausted if this worker already parks
    * kMaxPeriodic. Worker thread only. */
@@ -620,6 +623,8 @@ class Worker {
   u64 lane_pin_gen_seen_ = 0;
   std::atomic<u64> lanes_moved_{0};  ///< Lanes handed away so far.
   std::atomic<bool> stop_{false};
+  /** This thread staged a forward or reply since its last FlushNet. */
+  bool net_staged_ = false;
   std::atomic<bool> exit_{false};
   std::atomic<bool> idle_{false};
   std::atomic<u64> deadline_ns_{0};

@@ -590,6 +590,11 @@ void Worker::AddLane(TaskLane *lane, Container *container) {
   Wake();
 }
 
+void Worker::FlushNet() {
+  net_staged_ = false;
+  if (CHI_REMOTE->HasStaged(id_)) CHI_REMOTE->Flush(id_);
+}
+
 void Worker::PostInbox(RunContext *rctx) {
   (void)inbox_.PushUnbounded(rctx);  // an inbox is never retired
   Wake();
@@ -1082,7 +1087,7 @@ void Worker::Loop() {
     if (!periodic_.empty()) did |= CheckPeriodic(hshm::NowNs());
     // What this iteration forwarded or answered goes out as one batch, and
     // so do the group counts its completions owe.
-    if (CHI_REMOTE->HasStaged(id_)) CHI_REMOTE->Flush(id_);
+    FlushNet();
     FlushGroupCount();
     if (stop_.load(std::memory_order_acquire)) {
       // Draining: report whether we are idle, and leave only when the
@@ -1639,7 +1644,10 @@ void Worker::AdmitRemote(RunContext *r) {
   auto fail = [&](const Status &st) {
     HSHM_LOG_LIMITED("chimaera: node %u refused a request from node %u: %s\n",
                      CHI_IPC->node_id(), m.from, st.ToString().c_str());
-    if (r->reply_wanted_) CHI_REMOTE->Reply(r, st);
+    if (r->reply_wanted_) {
+      CHI_REMOTE->Reply(r, st);
+      net_staged_ = true;
+    }
     FreeRunContext(r);
   };
   PoolInfo *pool = CHI_POOL_MANAGER->FindFast(req.pool_id, &pool_cache_);
@@ -1909,6 +1917,7 @@ void Worker::Forward(RunContext *r, NodeId node, const DomainQuery &q) {
   const bool wants_reply = CHI_REMOTE->WantsReply(r);
   Status st = CHI_REMOTE->Forward(r, node, q, id_);
   if (!st.ok()) return Complete(r, st);
+  net_staged_ = true;
   if (!wants_reply) {
     // Nobody waits for a reply: the submitter's task is done here.
     Complete(r, Status::Ok());
@@ -2032,6 +2041,9 @@ void Worker::ApplyReply(RunContext *r) {
 
 CHI_WORKER_HOT void Worker::Start(RunContext *r) {
   r->worker_ = this;
+  // What this iteration forwarded or answered leaves before task code that
+  // may run long (else a request or reply would wait for it).
+  if (__builtin_expect(net_staged_, 0)) FlushNet();
   // Task code of another container may run long: the batch hold ends first,
   // so that it never outlasts a task of its own container.
   if (hold_c_ && r->container_ != hold_c_) FlushHold();
@@ -2282,6 +2294,7 @@ void Worker::Complete(RunContext *r, const Status &status) {
     case TaskOrigin::kRemote:
       if (r->reply_wanted_) {
         CHI_REMOTE->Reply(r, Status::Ok());
+        net_staged_ = true;
       } else {
         FieldArchive fr(FieldArchive::Mode::kFreeOut, t);
         e->fields(fr, t);
