@@ -61,26 +61,29 @@ int main(int argc, char **argv) {
     (void)setrlimit(RLIMIT_NOFILE, &files);
   }
 
-  hshm::Status s = CHIMAERA_RUNTIME_INIT();
-  if (!s.ok()) {
-    fprintf(stderr, "chimaera_start_runtime: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  // A signal while the runtime runs asks for a clean stop; one while it
-  // stops (after a signal or chimaera_stop_runtime; e.g. a task that does
-  // not finish) ends it at once: the segments stay behind, and the next
-  // start on this node removes them. chimaera_stop_runtime's own signal
-  // (queued with kStopToolSignalValue) only starts a stop. Signals in the
-  // first half second of a stop repeat the request that started it: GNU
+  // A signal while the runtime starts (resolving a hostfile's names may
+  // take long) ends it at once; one while it runs asks for a clean stop; one
+  // while it stops (after a signal or chimaera_stop_runtime; e.g. a task
+  // that does not finish) ends it at once: the segments stay behind, and the
+  // next start on this node removes them. chimaera_stop_runtime's own
+  // signal (queued with kStopToolSignalValue) only starts a stop. Signals in
+  // the first half second of a stop repeat the request that started it: GNU
   // timeout, for one, signals the runtime and then its whole process group.
-  enum Phase : int { kRunning, kStopping, kStopped };
-  std::atomic<int> phase{kRunning};
+  enum Phase : int { kStarting, kRunning, kStopping, kStopped };
+  std::atomic<int> phase{kStarting};
   std::thread sig_thread([set, &phase] {
     std::chrono::steady_clock::time_point stop_began;
     for (;;) {
       siginfo_t info;
       if (sigwaitinfo(&set, &info) < 0) continue;
       const int sig = info.si_signo;
+      if (phase.load() == kStarting) {
+        fprintf(stderr,
+                "chimaera_start_runtime: signal %d while starting: exiting "
+                "now\n",
+                sig);
+        ExitNow(1);
+      }
       int p = kRunning;
       if (phase.compare_exchange_strong(p, kStopping)) {
         stop_began = std::chrono::steady_clock::now();
@@ -104,6 +107,13 @@ int main(int argc, char **argv) {
       ExitNow(2);
     }
   });
+  hshm::Status s = CHIMAERA_RUNTIME_INIT();
+  if (!s.ok()) {
+    fprintf(stderr, "chimaera_start_runtime: %s\n", s.ToString().c_str());
+    sig_thread.detach();  // blocked in sigwaitinfo; exit() does not wait
+    return 1;
+  }
+  phase.store(kRunning);
   printf("Chimaera runtime: node %u listening on %s (pid %d); ready\n",
          CHI_IPC->node_id(), CHI_IPC->server_address().c_str(), getpid());
   fflush(stdout);
