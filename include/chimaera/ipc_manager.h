@@ -465,10 +465,14 @@ class IpcManager {
    * runtime listening (shared memory reaches only this machine's runtime).
    * Sets *host to the entry used and *reply to the runtime's reply. */
   Status FindRuntime(std::string *host, std::string *reply) const;
-  /** Client, in a forked child, from the first Send of the one thread that
-   * switched registered_pid_ to the child's pid: registers that pid with the
-   * runtime, so that the reaper frees what the child leaves when it dies
-   * (its blocks carry its own pid). A pid still being reaped (reused) is
+  /** Client: in a forked child, registers the child's pid (by the one
+   * thread that switches registered_pid_ to it); else nothing. Called from
+   * the child's first Send and, as the heap's new-owner hook, before its
+   * first block is allocated (hipc::SetNewOwnerHook). Any thread. */
+  static void RegisterIfForked();
+  /** Client, in a forked child, from RegisterIfForked: registers its pid
+   * with the runtime, so that the reaper frees what the child leaves when it
+   * dies (its blocks carry its own pid). A pid still being reaped (reused) is
    * retried for up to 2 s. Failure is logged, not returned: the tasks
    * still run. */
   void RegisterForkedChild();

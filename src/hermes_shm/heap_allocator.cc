@@ -210,6 +210,23 @@ inline u32 SelfPid() {
   return pid;
 }
 
+/** SetNewOwnerHook's function, and the pid it last ran for. */
+std::atomic<void (*)()> g_owner_hook{nullptr};
+std::atomic<u32> g_owner_hook_pid{0};
+
+/** Calls the new-owner hook if `pid` (SelfPid()) claims blocks for the first
+ * time. Called where a block is claimed from the heap itself, not from a
+ * thread cache: a forked child's caches start empty, so its first block of
+ * every class comes through there. Any thread. */
+inline void NoteOwner(u32 pid) {
+  if (__builtin_expect(g_owner_hook_pid.load(std::memory_order_relaxed) == pid,
+                       1)) {
+    return;
+  }
+  g_owner_hook_pid.store(pid, std::memory_order_relaxed);  // before: no loop
+  if (auto fn = g_owner_hook.load(std::memory_order_acquire)) fn();
+}
+
 /** The calling thread's heap-lock word: (kernel thread id << 32) | pid.
  * The thread id is cached per thread and re-read when the pid changes (in a
  * forked child). Any thread. */
@@ -819,6 +836,7 @@ using internal::BlockHeader;
 using internal::HeapHeader;
 using internal::HeapOps;
 using internal::MakeState;
+using internal::NoteOwner;
 using internal::SelfPid;
 using internal::StateClass;
 using internal::StateMagic;
@@ -834,6 +852,10 @@ constexpr u64 kCustomOff = (sizeof(HeapHeader) + 63) & ~63ull;
 /** Where blocks start for a custom header of `custom` bytes. */
 u64 HeapBeginFor(u64 custom) { return (kCustomOff + custom + 63) & ~63ull; }
 }  // namespace
+
+void SetNewOwnerHook(void (*fn)()) {
+  internal::g_owner_hook.store(fn, std::memory_order_release);
+}
 
 Status HeapAllocator::Create(AllocatorId id, char *region, size_t size,
                              size_t custom_header_size) {
@@ -1055,6 +1077,7 @@ FullPtr<char> HeapAllocator::Allocate(const MemContext &, size_t size) {
   u64 claim = MakeState(internal::kMagicUsed, cls, SelfPid());
   // Counted before the block is claimed (see "Accounting" above).
   AddInUse(static_cast<hshm::i64>(ClassSize(cls)));
+  NoteOwner(SelfPid());
   u64 off = PopFree(cls, claim);
   if (__builtin_expect(off == 0, 0)) {
     u32 spare = static_cast<u32>(std::min<u64>(
@@ -1364,6 +1387,7 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
   if (cls >= kCachedClasses) {
     // Not cached; like HeapAllocator::Allocate, but our cached blocks go
     // back before merging so that they can merge too.
+    NoteOwner(pid);
     const u64 claim = MakeState(internal::kMagicUsed, cls, pid);
     const hshm::i64 bytes =
         static_cast<hshm::i64>(HeapAllocator::ClassSize(cls));
@@ -1386,6 +1410,7 @@ FullPtr<char> ThreadLocalAllocator::Allocate(const MemContext &ctx,
     // or split a larger free block, then (after giving our own cache back,
     // so that it can merge too) merge free memory.
     constexpr u32 kBatch = kCacheCapacity / 2;
+    NoteOwner(pid);
     const u64 claim = MakeState(internal::kMagicCached, cls, pid);
     const hshm::i64 block =
         static_cast<hshm::i64>(HeapAllocator::ClassSize(cls));

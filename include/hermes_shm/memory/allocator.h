@@ -446,6 +446,16 @@ class HeapLockWaitLimit {
   u64 prev_ns_;
 };
 
+/** Sets `fn` (null: none) to be called by the first thread of a process
+ * that claims a heap block as its owner under a pid not seen before: once
+ * in the process that sets it, and once more in each forked child, before
+ * the child's first block carries its pid (a client registers that pid with
+ * whoever frees a dead process's blocks). It runs on the allocating thread
+ * before any heap lock is taken, and may allocate (it is not re-entered).
+ * Two threads of one new process could both call it: it must be
+ * idempotent. Any thread; takes effect for later allocations. */
+void SetNewOwnerHook(void (*fn)());
+
 namespace internal {
 
 /** Test-only access to heap internals (simulating crashes and corruption).

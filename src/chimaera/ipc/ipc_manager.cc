@@ -100,6 +100,9 @@ Status IpcManager::ClientInit() {
   static std::once_flag fork_handler;
   std::call_once(fork_handler, [] {
     pthread_atfork(nullptr, nullptr, &IpcManager::AfterForkInChild);
+    // A forked child registers before its first block carries its pid, so
+    // that one dying before its first Send is reaped too.
+    hipc::SetNewOwnerHook(&IpcManager::RegisterIfForked);
   });
   return Status::Ok();
 }
@@ -188,6 +191,17 @@ void IpcManager::RegisterForkedChild() {
       "chimaera: forked process %d could not register with the runtime "
       "(what it leaves behind if it dies stays allocated): %s\n",
       hshm::CachedPid(), s.ToString().c_str());
+}
+
+void IpcManager::RegisterIfForked() {
+  IpcManager *m = CHI_IPC;
+  if (!m->initialized_ || m->is_runtime_) return;
+  int reg = m->registered_pid_.load(std::memory_order_relaxed);
+  const int self = hshm::CachedPid();
+  if (reg != self && m->registered_pid_.compare_exchange_strong(
+                         reg, self, std::memory_order_relaxed)) {
+    m->RegisterForkedChild();  // one thread of the child
+  }
 }
 
 Status IpcManager::AttachSegments(const std::string &main,
@@ -798,14 +812,7 @@ u32 IpcManager::ThreadLane() {
   if (__builtin_expect(t.lane_gen != attach_gen_, 0)) {
     // First use since this attachment (or since a fork: see
     // AfterForkInChild).
-    if (!is_runtime_) {
-      int reg = registered_pid_.load(std::memory_order_relaxed);
-      const int self = hshm::CachedPid();
-      if (reg != self && registered_pid_.compare_exchange_strong(
-                             reg, self, std::memory_order_relaxed)) {
-        RegisterForkedChild();  // one thread of the child
-      }
-    }
+    if (!is_runtime_) RegisterIfForked();
     t.lane_gen = attach_gen_;
     t.lane = static_cast<u32>((static_cast<u64>(getpid()) * 2654435761u +
                                HSHM_THREAD_MODEL->GetTid()) %

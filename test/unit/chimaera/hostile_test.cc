@@ -986,7 +986,6 @@ TEST_F(HostileTest, AFailedWalkWhileFreeingIsRetried) {
 // behind it completes within 2 s (two tries). Before, each took 20 s (two
 // 10 s waits).
 TEST_F(HostileTest, AClientHoldingTheHeapLocksStallsWorkersBriefly) {
-  chi::admin::Client admin;
   // This process's own tasks first: a client's allocation waits 10 s.
   auto bad = chi::admin::NewAdminTask<chi::admin::EchoTask>(
       CHI_IPC->NewTaskNode(), chi::DomainQuery(), chi::u64{1});
@@ -1266,6 +1265,33 @@ TEST_F(HostileTest, AForkedClientIsReapedToo) {
   FlushLanes();
   EXPECT_EQ(SegmentBytes(), base) << "main, client_data, runtime_data";
   ExpectServes10kEchoes();
+}
+
+// A forked child that allocates and dies before it ever sends is reaped too:
+// it registers before its first block carries its pid (the heap's new-owner
+// hook). Before, it registered at its first Send only, and what it left
+// stayed allocated for good.
+TEST_F(HostileTest, AForkedClientThatNeverSendsIsReapedToo) {
+  FlushLanes();
+  std::vector<u_int64_t> base = SegmentBytes();
+  u_int64_t pending = 0, reaped = 0;
+  ASSERT_TRUE(ReaperCounts(&pending, &reaped));
+  pid_t pid = fork();
+  if (pid == 0) {
+    // No gtest macros in the child: its exit status says how it went.
+    auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(uint64_t{3});
+    if (t.IsNull()) _exit(2);
+    if (CHI_IPC->AllocateBuffer(1000).IsNull()) _exit(3);
+    if (CHI_IPC->AllocateBuffer(100000).IsNull()) _exit(4);
+    _exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  WaitReaped(reaped + 1);
+  FlushLanes();
+  EXPECT_EQ(SegmentBytes(), base) << "main, client_data, runtime_data";
 }
 
 // The runtime's pid and start time in `main` are for tools only. A client
