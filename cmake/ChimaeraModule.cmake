@@ -15,8 +15,8 @@
 # add_chimod_runtime(<mod> SOURCES <src>... [LINK <lib>...] [INCLUDE <dir>...]
 #                    [NO_INSTALL])
 #   Builds lib<mod>_runtime.so: the container of module <mod> (one of its
-#   sources uses CHI_TASK_CC), compiled with CHIMAERA_RUNTIME=1 and linked to
-#   chimaera::chimaera_runtime. The runtime dlopens it by module name.
+#   sources uses CHI_MODULE or CHI_TASK_CC), compiled with
+#   CHIMAERA_RUNTIME=1 and linked to chimaera::chimaera_runtime. The runtime dlopens it by module name.
 #
 # Both install their shared library to the library directory. Runtime
 # libraries are plug-ins, never exported. Client libraries are exported only

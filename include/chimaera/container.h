@@ -339,6 +339,8 @@ class Container {
   template <typename TaskT>
   MethodEntry &NewEntry(MethodId method, const char *name) {
     static_assert(std::is_base_of<Task, TaskT>::value, "TaskT must be a Task");
+    static_assert(std::is_trivially_destructible_v<TaskT>,
+                  CHI_TASK_LAYOUT_RULE);
     if (methods_.size() <= method) methods_.resize(method + 1);
     MethodEntry &e = methods_[method];
     e.name = name;

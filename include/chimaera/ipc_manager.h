@@ -132,6 +132,8 @@ class IpcManager {
    * Null if `main` is exhausted. */
   template <typename TaskT, typename... Args>
   FullPtr<TaskT> NewTask(const hipc::MemContext &ctx, Args &&...args) {
+    static_assert(std::is_trivially_destructible_v<TaskT>,
+                  CHI_TASK_LAYOUT_RULE);
     FullPtr<TaskT> t;
     if constexpr (std::is_aggregate_v<TaskT>) {
       t = main_alloc_->template AllocatePtr<TaskT>(ctx);

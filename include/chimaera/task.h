@@ -22,6 +22,14 @@
 #include "chimaera/chimaera_types.h"
 #include "chimaera/task_fields.h"
 
+/** Why a task type must be trivially destructible (a static_assert's
+ * message): the runtime copies a task's bytes out of shared memory and
+ * destroys its copies without running the submitter's constructors. */
+#define CHI_TASK_LAYOUT_RULE                                              \
+  "a task type lives in shared memory and the runtime copies it byte by " \
+  "byte: no members with destructors (std::string, std::vector, smart "   \
+  "pointers); pass data in an InBuf/OutBuf (chi::AllocateBuffer) instead"
+
 /** Decorators of task fields (documentation only; they expand to nothing).
  * The CHI_ forms are always defined. The spec's short names IN, OUT, INOUT
  * and TEMP are defined too, unless the includer defines
