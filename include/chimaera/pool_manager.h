@@ -52,7 +52,9 @@ struct PoolInfo {
   std::vector<ContainerId> local_;       ///< This node's container ids.
   /** A container of the module that is constructed but never created: its
    * method table serves every node (also those holding no container), and
-   * it answers Monitor and MergeBcast where no local container exists.
+   * it answers Monitor and MergeBcast where no local container exists. It
+   * has the pool's identity (pool_id_, names, num_containers_), but its
+   * container_id_ (0) names no container.
    * Shared: a task waiting on another node holds it (RunContext::
    * pool_hold_), so its method entry outlives a concurrent destroy. */
   std::shared_ptr<Container> proto_;

@@ -174,6 +174,13 @@ StatusOr<PoolId> PoolManager::GetOrCreatePool(const PoolSpec &spec,
   Status s;
   if (!pool->proto_) {
     s = Status::Internal("module '" + spec.module + "' made no container");
+  } else {
+    // Its Monitor and MergeBcast serve nodes without containers: they see
+    // the pool as the containers do (container_id_ stays 0: it is none).
+    pool->proto_->pool_id_ = id;
+    pool->proto_->pool_name_ = name;
+    pool->proto_->module_name_ = spec.module;
+    pool->proto_->num_containers_ = spec.num_containers;
   }
   for (u32 i = 0; i < spec.num_containers && s.ok(); ++i) {
     if (pool->NodeOf(i) != node_id_) continue;

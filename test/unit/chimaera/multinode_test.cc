@@ -126,6 +126,30 @@ TEST(MultiNodeTest, EveryQueryKindAcrossThreeNodes) {
   EXPECT_EQ(cluster.StopAll().ToString(), "OK") << cluster.Logs();
 }
 
+// A node that holds none of a pool's containers routes its dynamic tasks
+// with the module's prototype container, which knows the pool: 2 containers
+// on 3 nodes, and node 3's dynamic tasks reach both (before, the prototype
+// said 1 container, and all of them went to container 0).
+TEST(MultiNodeTest, ANodeWithoutContainersRoutesDynamicTasksByThePool) {
+  chi_test::LocalCluster cluster(3, kWorkers);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Logs();
+  ASSERT_TRUE(cluster.Connect(3).ok());
+  chi::admin::Client admin;
+  auto pool = admin.GetOrCreatePool("two", "queue_test_mod", 2);
+  ASSERT_TRUE(pool.ok()) << pool.status() << cluster.Logs();
+  std::set<chi::u32> containers;
+  for (int i = 0; i < 8; ++i) {
+    auto t = RunWhere(*pool, DomainQuery::GetDynamic());
+    ASSERT_TRUE(t->GetStatus().ok()) << t->GetStatus();
+    EXPECT_EQ(t->container_, t->task_node_.major_ % 2);
+    EXPECT_EQ(t->node_, t->container_ + 1);
+    containers.insert(t->container_);
+    CHI_IPC->DelTask(t);
+  }
+  EXPECT_EQ(containers.size(), 2u);
+  EXPECT_TRUE(admin.DestroyPool(*pool).ok());
+}
+
 // A pool created from a node that is not the coordinator has one id that
 // every node knows; names are unique in the cluster.
 TEST(MultiNodeTest, PoolsAreClusterWideFromAnyNode) {
