@@ -11,7 +11,9 @@
 namespace chi {
 
 /** Sets the deadline of synchronous calls made by this thread while it
- * lives (nesting restores the outer one). 0 means the configured default. */
+ * lives (nesting restores the outer one). 0 means the configured default.
+ * Inside a runtime method it is the method's fiber's own (RunContext::Yield
+ * keeps it while the fiber is suspended). */
 class ScopedTaskTimeout {
  public:
   explicit ScopedTaskTimeout(u64 timeout_ms)

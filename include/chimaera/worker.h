@@ -158,10 +158,14 @@ class RunContext {
   }
 
   /** Suspends the calling task's fiber and returns to the worker. Only from
-   * inside this context's fiber. */
+   * inside this context's fiber. The thread's synchronous-call deadline
+   * (ScopedTaskTimeout) is the fiber's own: kept on its stack while it is
+   * suspended, and the default (0) meanwhile for the worker's other tasks. */
   void Yield() {
+    const u64 deadline_ms = IpcManager::SetThreadTaskTimeoutMs(0);
     HSHM_TSAN_FIBER_SWITCH(tsan_sink_);
     sink_ = std::move(sink_).resume();
+    IpcManager::SetThreadTaskTimeoutMs(deadline_ms);
   }
 };
 

@@ -555,6 +555,41 @@ TEST_F(OwnedInputsTest, ARuntimeSubtaskFreesItsInputsWaitedForOrAbandoned) {
   EXPECT_TRUE(back) << rdata->LiveBytes(rt.pid()) << " bytes, not " << before;
 }
 
+using FiberDeadlineTest = OwnedInputsTest;
+
+// A method's ScopedTaskTimeout is its fiber's own: the worker's other fibers
+// neither see it while it waits nor keep it after (each task here waits in
+// SleepUs, so the worker runs the next meanwhile). Before, the deadline was
+// the worker thread's: B saw A's 200 ms, and after A(200) and B(5000) ended
+// in that order every later method on the worker waited 200 ms at most.
+TEST_F(FiberDeadlineTest, AMethodsDeadlineIsItsFibersOwn) {
+  auto run = [&](chi::u32 wait_ms, chi::u32 nap_us) {
+    return chi::Submit(CHI_IPC->NewTaskDefault<queue_test_mod::DeadlineTask>(
+        CHI_IPC->NewTaskNode(), *pool, chi::DomainQuery::GetLocalHash(0),
+        wait_ms, nap_us));
+  };
+  auto finish = [](chi::FullPtr<queue_test_mod::DeadlineTask> t) {
+    chi::u64 us = 0;
+    chi::Status s = chi::WaitAndFree(
+        t, [&](queue_test_mod::DeadlineTask *d) { us = d->timeout_us_; });
+    EXPECT_TRUE(s.ok()) << s;
+    return us;
+  };
+  const chi::u64 dflt = finish(run(0, 0));
+  ASSERT_GT(dflt, 200u * 1000);
+  // B starts while A waits with its 200 ms.
+  auto a = run(200, 100 * 1000);
+  auto b = run(0, 10 * 1000);
+  EXPECT_EQ(finish(b), dflt);
+  EXPECT_EQ(finish(a), 200u * 1000);
+  // A (200) ends before B (5000); a later method has the default again.
+  a = run(200, 20 * 1000);
+  b = run(5000, 150 * 1000);
+  EXPECT_EQ(finish(a), 200u * 1000);
+  EXPECT_EQ(finish(b), 5000u * 1000);
+  EXPECT_EQ(finish(run(0, 0)), dflt);
+}
+
 // A fire-and-forget task that chi::Submit cannot send (the runtime has
 // stopped) is freed there, with the inputs it owns: nobody else would.
 TEST_F(OwnedInputsTest, AFireAndForgetTaskThatCannotBeSentIsFreed) {

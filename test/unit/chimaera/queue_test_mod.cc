@@ -2,6 +2,7 @@
 #include "queue_test_mod.h"
 
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 #include "chimaera/admin/admin_client.h"
@@ -24,6 +25,7 @@ class Runtime : public chi::Container {
     RegisterMethod(kFailWithBuffer, "FailWithBuffer", &Runtime::FailWithBuffer);
     RegisterMethod(kSumInput, "SumInput", &Runtime::SumInput);
     RegisterMethod(kRelayOwned, "RelayOwned", &Runtime::RelayOwned);
+    RegisterMethod(kDeadline, "Deadline", &Runtime::Deadline);
   }
 
   /** Dynamic tasks go to container (task graph id % containers), which may
@@ -176,6 +178,14 @@ class Runtime : public chi::Container {
         [&](InputTask *t) { sum = t->sum_; });
     task->sum_ = sum;
     if (!s.ok()) task->SetStatus(s);
+  }
+
+  /** See kDeadline. */
+  void Deadline(DeadlineTask *task, chi::RunContext &rctx) {
+    std::optional<chi::ScopedTaskTimeout> deadline;
+    if (task->wait_ms_ != 0) deadline.emplace(task->wait_ms_);
+    chi::SleepUs(task->nap_us_);
+    task->timeout_us_ = CHI_IPC->TaskTimeoutUs();
   }
 
   /** Uses 4 KB of stack per level, `depth` levels deep. */

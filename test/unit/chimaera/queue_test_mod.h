@@ -34,6 +34,12 @@ static GLOBAL_CROSS_CONST chi::MethodId kSumInput =
 static GLOBAL_CROSS_CONST chi::MethodId kRelayOwned =
     chi::BaseMethod::kCustom + 6;
 
+/** A DeadlineTask: sets the fiber's deadline to wait_ms_ (0: sets none),
+ * sleeps nap_us_ (the fiber yields), then reports the deadline a wait would
+ * use now (CHI_IPC->TaskTimeoutUs()). */
+static GLOBAL_CROSS_CONST chi::MethodId kDeadline =
+    chi::BaseMethod::kCustom + 7;
+
 /** Returns the worker, container and node that ran it, after spinning
  * `spin_us`. A broadcast merges the nodes into nodes_mask_ (bit = node id);
  * a GetDynamic() task goes to container (task graph id % containers). */
@@ -134,6 +140,27 @@ struct RelayOwnedTask : public chi::Task {
     ar.In(wait_ms_);
     ar.In(size_);
     ar.Out(sum_);
+  }
+};
+
+/** kDeadline. */
+struct DeadlineTask : public chi::Task {
+  IN chi::u32 wait_ms_ = 0;
+  IN chi::u32 nap_us_ = 0;
+  OUT chi::u64 timeout_us_ = 0;
+  explicit DeadlineTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : chi::Task(alloc) {}
+  DeadlineTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+               const chi::TaskNode &node, const chi::PoolId &pool,
+               const chi::DomainQuery &dom, chi::u32 wait_ms, chi::u32 nap_us)
+      : chi::Task(alloc), wait_ms_(wait_ms), nap_us_(nap_us) {
+    SetBase(node, pool, dom, kDeadline);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.In(wait_ms_);
+    ar.In(nap_us_);
+    ar.Out(timeout_us_);
   }
 };
 
