@@ -62,6 +62,7 @@
 #include "chimaera/container.h"
 #include "chimaera/module_manager.h"
 #include "chimaera/pool_client.h"
+#include "hermes_shm/util/futex.h"
 
 /** Exports the container class `CLASS` (a chi::Module<CLASS, Def>) as the
  * module Def::kName. Use once, in a source file of the runtime library. */
@@ -158,14 +159,19 @@ class Future {
   FullPtr<TaskT> task_;
 };
 
-/** Waits for every future (each until the calling thread's deadline) and
- * returns the first error among them, or Ok: after Ok, every result is
- * readable. */
+/** Waits for every future until the calling thread's deadline (one
+ * deadline for all of them, ScopedTaskTimeout) and returns the first error
+ * among them, or Ok: after Ok, every result is readable. A part still
+ * running at the deadline gives Timeout. */
 template <typename TaskT>
 Status WaitAll(std::vector<Future<TaskT>> &futures) {
+  const u64 timeout_us = CHI_IPC->TaskTimeoutUs();
+  const u64 start_ns = hshm::NowNs();
   Status first;
   for (Future<TaskT> &f : futures) {
-    Status s = f.Wait();
+    const u64 spent_us = (hshm::NowNs() - start_ns) / 1000;
+    (void)f.WaitFor(spent_us < timeout_us ? timeout_us - spent_us : 0);
+    Status s = f.status();
     if (!s.ok() && first.ok()) first = s;
   }
   return first;

@@ -232,6 +232,27 @@ TEST_F(ModuleApiTest,
   EXPECT_EQ(sum, 3 * ComputeKernel(100, 9));
 }
 
+// A Gather's parts share one deadline: 4 parts of 1 s each with a 100 ms
+// deadline give Timeout after about 100 ms (before, each part waited its
+// own 100 ms: 400 ms; at the default deadline, 4 minutes for 4 parts).
+TEST_F(ModuleApiTest, GatherWaitsOneDeadlineForAllItsParts) {
+  chi::small_message::Client sm;
+  ASSERT_TRUE(sm.Create("api_deadline", 4).ok());
+  int merged = 0;
+  const chi::u64 start = hshm::NowNs();
+  chi::Status s;
+  {
+    chi::ScopedTaskTimeout deadline(100);
+    s = sm.Gather<chi::small_message::IoTask>(
+        4, [&](chi::small_message::IoTask &) { ++merged; }, 1000u * 1000u);
+  }
+  const double ms = (hshm::NowNs() - start) / 1e6;
+  EXPECT_EQ(s.code(), StatusCode::kTimeout) << s;
+  EXPECT_EQ(merged, 0);
+  EXPECT_GE(ms, 90.0);
+  EXPECT_LT(ms, 300.0);
+}
+
 TEST_F(ModuleApiTest, CopyInCopiesWholeElementsOfADataBufferOnly) {
   chi::FullPtr<char> buf = CHI_IPC->AllocateBuffer(20);
   ASSERT_FALSE(buf.IsNull());
