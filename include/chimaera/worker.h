@@ -269,6 +269,10 @@ class Worker {
   /** The RunContext of the task whose method runs on the calling thread,
    * with or without a fiber, or null: for subtask lineage and tracing. */
   static RunContext *RunningContext();
+  /** Logs (rate-limited) that the method running on the calling worker
+   * without a fiber (it declared kNeverWaits) waits or sleeps, naming its
+   * pool and method. From that method, on its worker's thread. */
+  static void NoteWaitWithoutFiber();
   /** Wakes the workers that nap while fibers of theirs wait on subtasks.
    * Call after marking a task complete with a seq_cst RMW. Any thread. */
   static void WakeNappers();

@@ -33,6 +33,8 @@ void SleepUs(u64 us) {
     rctx->wait_deadline_ns_ = UINT64_MAX;
     return;
   }
+  // A kNeverWaits method that sleeps holds its worker for that long.
+  if (Worker::RunningContext()) Worker::NoteWaitWithoutFiber();
 #endif
   std::this_thread::sleep_for(std::chrono::microseconds(us));
 }
@@ -140,6 +142,14 @@ bool WaitTaskFor(Task *task, u64 timeout_us) {
     rctx->waiting_on_ = nullptr;
     rctx->wait_deadline_ns_ = UINT64_MAX;
     return task->IsComplete();
+  }
+  if (Worker::RunningContext()) {
+    // A method that declared kNeverWaits runs on its worker's own stack: a
+    // wait here would hold every lane of the worker (the awaited task may
+    // be behind it). A timed wait fails at once; an untimed one, whose
+    // caller reads the task after it, still blocks.
+    Worker::NoteWaitWithoutFiber();
+    if (timeout_us != UINT64_MAX) return false;
   }
 #endif
   if (!BlockingWait(task, timeout_us)) return false;

@@ -542,6 +542,18 @@ RunContext *Worker::RunningContext() {
   return tls_rctx ? tls_rctx : tls_inline;
 }
 
+void Worker::NoteWaitWithoutFiber() {
+  const RunContext *r = tls_inline;
+  if (!r) return;
+  const char *method = r->method_ && r->method_->name ? r->method_->name : "?";
+  const std::string pool = r->container_ ? r->container_->pool_name_ : "?";
+  HSHM_LOG_LIMITED(
+      "chimaera: method %s of pool '%s' declares kNeverWaits but waits "
+      "(it runs on its worker's stack: a timed wait fails at once, an "
+      "untimed one or a sleep holds the worker)\n",
+      method, pool.c_str());
+}
+
 void Worker::WakeNappers() { WakeNappersFast(); }
 
 void Worker::CountDownLater(const GroupRef &group) {

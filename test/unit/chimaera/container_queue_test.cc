@@ -590,6 +590,33 @@ TEST_F(FiberDeadlineTest, AMethodsDeadlineIsItsFibersOwn) {
   EXPECT_EQ(finish(run(0, 0)), dflt);
 }
 
+// A method that declares kNeverWaits (it runs without a fiber) and waits
+// anyway: its timed wait fails at once, and the runtime's log names it.
+// Before, the wait blocked its worker until the subtask ran elsewhere or
+// the deadline (60 s by default) passed: every task of that worker's lanes,
+// chimaera_stat too, waited with it.
+TEST_F(FiberDeadlineTest, AWaitInAMethodThatNeverWaitsFailsAtOnce) {
+  for (int i = 0; i < 2; ++i) {
+    chi::u64 waited_us = ~0ull;
+    chi::u32 done = 1;
+    chi::Status s = chi::WaitAndFree(
+        chi::Submit(CHI_IPC->NewTaskDefault<queue_test_mod::InlineWaitTask>(
+            CHI_IPC->NewTaskNode(), *pool, chi::DomainQuery::GetLocalHash(0))),
+        [&](queue_test_mod::InlineWaitTask *t) {
+          waited_us = t->waited_us_;
+          done = t->done_;
+        });
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(done, 0u);
+    EXPECT_LT(waited_us, 1000u);
+  }
+  auto echo = chi::admin::Client().Echo(7);
+  ASSERT_TRUE(echo.ok()) << echo.status();
+  EXPECT_NE(rt.Log().find("InlineWait of pool 'owned' declares kNeverWaits"),
+            std::string::npos)
+      << rt.Log();
+}
+
 // A fire-and-forget task that chi::Submit cannot send (the runtime has
 // stopped) is freed there, with the inputs it owns: nobody else would.
 TEST_F(OwnedInputsTest, AFireAndForgetTaskThatCannotBeSentIsFreed) {

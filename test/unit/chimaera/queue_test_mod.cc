@@ -26,6 +26,7 @@ class Runtime : public chi::Container {
     RegisterMethod(kSumInput, "SumInput", &Runtime::SumInput);
     RegisterMethod(kRelayOwned, "RelayOwned", &Runtime::RelayOwned);
     RegisterMethod(kDeadline, "Deadline", &Runtime::Deadline);
+    RegisterMethod(kInlineWait, "InlineWait", &Runtime::InlineWait);
   }
 
   /** Dynamic tasks go to container (task graph id % containers), which may
@@ -186,6 +187,20 @@ class Runtime : public chi::Container {
     if (task->wait_ms_ != 0) deadline.emplace(task->wait_ms_);
     chi::SleepUs(task->nap_us_);
     task->timeout_us_ = CHI_IPC->TaskTimeoutUs();
+  }
+
+  /** See kInlineWait. */
+  void InlineWait(InlineWaitTask *task, chi::RunContext &rctx) {
+    auto sub = CHI_IPC->NewTaskDefault<WhereTask>(
+        task->task_node_.Child(), pool_id_, chi::DomainQuery::GetGlobalId(0),
+        chi::kLowLatency, 0);
+    if (sub.IsNull()) return task->SetStatus(chi::Status::OutOfMemory("sub"));
+    chi::Submit(sub);
+    const chi::u64 start = hshm::NowNs();
+    const bool done = sub->WaitFor(CHI_IPC->TaskTimeoutUs());
+    task->waited_us_ = (hshm::NowNs() - start) / 1000;
+    task->done_ = done;
+    if (done || chi::internal::AbandonTask(sub.ptr_)) CHI_IPC->DelTask(sub);
   }
 
   /** Uses 4 KB of stack per level, `depth` levels deep. */

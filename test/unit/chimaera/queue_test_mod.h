@@ -40,6 +40,13 @@ static GLOBAL_CROSS_CONST chi::MethodId kRelayOwned =
 static GLOBAL_CROSS_CONST chi::MethodId kDeadline =
     chi::BaseMethod::kCustom + 7;
 
+/** An InlineWaitTask (kNeverWaits, so it runs without a fiber) that breaks
+ * its promise: it sends a Where subtask to container 0 and waits for it at
+ * the thread's deadline, reporting how long the wait took and whether the
+ * subtask was done. */
+static GLOBAL_CROSS_CONST chi::MethodId kInlineWait =
+    chi::BaseMethod::kCustom + 8;
+
 /** Returns the worker, container and node that ran it, after spinning
  * `spin_us`. A broadcast merges the nodes into nodes_mask_ (bit = node id);
  * a GetDynamic() task goes to container (task graph id % containers). */
@@ -161,6 +168,26 @@ struct DeadlineTask : public chi::Task {
     ar.In(wait_ms_);
     ar.In(nap_us_);
     ar.Out(timeout_us_);
+  }
+};
+
+/** kInlineWait. */
+struct InlineWaitTask : public chi::Task {
+  static constexpr bool kNeverWaits = true;  ///< Runs without a fiber.
+  OUT chi::u64 waited_us_ = 0;
+  OUT chi::u32 done_ = 0;
+  explicit InlineWaitTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc)
+      : chi::Task(alloc) {}
+  InlineWaitTask(const hipc::CtxAllocator<CHI_ALLOC_T> &alloc,
+                 const chi::TaskNode &node, const chi::PoolId &pool,
+                 const chi::DomainQuery &dom)
+      : chi::Task(alloc) {
+    SetBase(node, pool, dom, kInlineWait);
+  }
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    ar.Out(waited_us_);
+    ar.Out(done_);
   }
 };
 
