@@ -1,6 +1,7 @@
 #include "chimaera/config_manager.h"
 
 #include <cstdlib>
+#include <unordered_map>
 
 #include "chimaera/config/default_config.h"
 #include "hermes_shm/config/config_parse.h"
@@ -65,6 +66,14 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         CheckRange("workers.stop_drain_ms", stop_drain_ms_, 0, 3600000));
     for (int cpu : worker_cpus_) {
       if (cpu < 0) return Status::InvalidArgument("key 'workers.cpus': < 0");
+    }
+    const u64 workers = static_cast<u64>(num_low_latency_) + num_high_latency_ +
+                        num_reinforcement_;
+    if (worker_cpus_.size() > workers) {
+      return Status::InvalidArgument(
+          "key 'workers.cpus': " + std::to_string(worker_cpus_.size()) +
+          " CPUs for " + std::to_string(workers) +
+          " worker threads (low_latency + high_latency + reinforcement)");
     }
   }
   if (const YAML::Node q = root["queue"]) {
@@ -283,6 +292,18 @@ Status ConfigurationManager::LoadHosts() {
           std::to_string(hosts->size()) + " hosts; a cluster has at most " +
           std::to_string(kMaxContainers) +
           " nodes (the admin pool has a container on each)");
+    }
+    // Every entry is a node on the same port: one listed twice could never
+    // start (its port is taken), and the error would blame another runtime.
+    std::unordered_map<std::string, size_t> seen;
+    for (size_t i = 0; i < hosts->size(); ++i) {
+      auto [it, fresh] = seen.emplace((*hosts)[i], i);
+      if (!fresh) {
+        return Status::InvalidArgument(
+            "hostfile " + config_.hostfile_ + " lists " + (*hosts)[i] +
+            " twice (entries " + std::to_string(it->second + 1) + " and " +
+            std::to_string(i + 1) + "); each node once");
+      }
     }
     config_.hosts_ = std::move(*hosts);
   }

@@ -62,6 +62,9 @@ TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("workers:\n  low_latency: 0\n", "low_latency");
   ExpectError("workers:\n  typo: 1\n", "typo");
   ExpectError("workers:\n  max_fibers: 8\n", "max_fibers");
+  // More CPUs than worker threads (3 by default: 1 + 1 + 1).
+  ExpectError("workers:\n  cpus: [0, 1, 0, 1]\n",
+              "key 'workers.cpus': 4 CPUs for 3 worker threads");
   ExpectError("workers:\n  max_fibers: 20001\n", "max_fibers");
   ExpectError("shm:\n  main: 12zb\n", "key 'shm.main'");
   ExpectError("shm:\n  client_data: -5m\n", "key 'shm.client_data'");
@@ -132,6 +135,17 @@ TEST(ConfigTest, HostfileIsParsed) {
   EXPECT_NE(s.message().find(many), std::string::npos) << s;
   EXPECT_NE(s.message().find("4097 hosts"), std::string::npos) << s;
   unlink(many.c_str());
+  // A host listed twice (here once through a range): that node could never
+  // start, as every node uses the same port.
+  std::string twice =
+      chi_test::WriteTempFile("twicehosts", "127.0.0.[2-3]\n127.0.0.2\n");
+  ConfigurationManager dup;
+  s = dup.LoadText("network:\n  hostfile: " + twice + "\n");
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("lists 127.0.0.2 twice (entries 1 and 3)"),
+            std::string::npos)
+      << s;
+  unlink(twice.c_str());
 }
 
 // CHI_NODE_ID must name a hostfile entry; without a hostfile the only one
