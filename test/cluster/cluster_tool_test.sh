@@ -15,6 +15,7 @@ conf=$tmp/conf.yaml
 hostfile=$tmp/hosts
 run=$tmp/run
 port=""
+other=""  # a process that stands for another cluster's runtime
 
 # Live (not zombie) chimaera_start_runtime processes started with our config.
 our_runtimes() {
@@ -43,6 +44,7 @@ our_segments() {
 cleanup() {
   local rc=$? pid
   for pid in $(our_runtimes); do kill -KILL "$pid" 2>/dev/null || true; done
+  if [[ -n $other ]]; then kill -KILL "$other" 2>/dev/null || true; fi
   our_segments | xargs -r rm -f
   rm -rf "$tmp"
   if ((rc == 0)); then echo "PASS"; else echo "FAIL (rc $rc)"; fi
@@ -87,7 +89,8 @@ expect_line() {
 
 pid_of() {
   local pid=""
-  read -r pid <"$run/node_$1.pid" || fail "no pid file for node $1"
+  local rest=""
+  read -r pid rest <"$run/node_$1.pid" || fail "no pid file for node $1"
   echo "$pid"
 }
 
@@ -219,4 +222,20 @@ compgen -G "$run/node_*.pid" >/dev/null && fail "pid files left after stop"
 out=$(cluster stop)
 expect_rc 0 "$out" "second stop"
 expect_line "node 1 127.0.0.2 was not running" "$out" "second stop"
+
+# A stale pid file whose pid now names another process called
+# chimaera_start_runtime (another cluster's runtime, after pid reuse): stop
+# and status leave it alone. Before, stop sent it SIGTERM and reported the
+# node stopped.
+ln -s "$(command -v sleep)" "$tmp/chimaera_start_runtime"
+"$tmp/chimaera_start_runtime" 60 &
+other=$!
+echo "$other 1" >"$run/node_1.pid"  # written for a runtime started at tick 1
+out=$(cluster status)
+expect_line "node 1 127.0.0.2 down" "$out" "status with a stale pid file"
+out=$(cluster stop)
+expect_rc 0 "$out" "stop with a stale pid file"
+expect_line "node 1 127.0.0.2 was not running" "$out" \
+  "stop with a stale pid file"
+kill -0 "$other" 2>/dev/null || fail "stop signalled another process"
 exit 0
