@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -27,6 +28,8 @@ constexpr int kPollMs = 100;
 constexpr int kAcceptsPerPass = 16;
 /** A client's pause before it tries again after losing its connection. */
 constexpr int kRetryPauseMs = 10;
+/** Longest pause between tries (the pause doubles from kRetryPauseMs). */
+constexpr int kMaxRetryPauseMs = 200;
 
 /** `host` without the brackets of a bracketed IPv6 address. */
 std::string Unbracket(const std::string &host) {
@@ -180,7 +183,10 @@ Status HandshakeCall(const std::string &host, u32 port,
   if (!s.ok()) return Status::Unavailable(s.message());
   std::unique_ptr<addrinfo, void (*)(addrinfo *)> owner(ai, freeaddrinfo);
   const std::string line = request + "\n";
+  int pause_ms = kRetryPauseMs;
+  int tries = 0;
   for (;;) {
+    ++tries;
     // Every address the host has (a name may have an IPv6 one that no
     // runtime binds). The first error that is not an absence is the one
     // to report.
@@ -201,9 +207,17 @@ Status HandshakeCall(const std::string &host, u32 port,
           "CHI_SERVER_CONF)");
     }
     // Closed without a reply: newer connections pushed ours out (many
-    // clients at once, or a flood). Again while time remains.
-    if (!lost || MsLeft(deadline) <= kRetryPauseMs) return first;
-    usleep(kRetryPauseMs * 1000);
+    // clients at once, or a flood). Again while time remains, backing off
+    // (what closes every connection may be no handshake server at all).
+    if (!lost) return first;
+    if (MsLeft(deadline) <= pause_ms) {
+      return Status::Unavailable(
+          first.message() + " (" + std::to_string(tries) +
+          " tries: a runtime flooded with connections, or a port that is "
+          "not a runtime's client port, e.g. its network.rpc_port)");
+    }
+    usleep(pause_ms * 1000);
+    pause_ms = std::min(pause_ms * 2, kMaxRetryPauseMs);
   }
 }
 
