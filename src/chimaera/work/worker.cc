@@ -327,6 +327,7 @@ TaskNode PredecessorNode(const hipc::Pointer &p) {
 DepState CheckPredecessors(RunContext *r, Status *st) {
   auto &deps = r->deps_;
   auto &ids = r->dep_ids_;
+  bool waiting = false;
   if (ids.size() != deps.size()) {
     // The first look: each predecessor's identity as its block says now.
     ids.assign(deps.size(), TaskNode());
@@ -355,7 +356,11 @@ DepState CheckPredecessors(RunContext *r, Status *st) {
     }
     auto *t = reinterpret_cast<Task *>(hipc::ToProcessAddress(p));
     if (!(t->state_.load(std::memory_order_acquire) & kTaskComplete)) {
-      return DepState::kWaiting;
+      // Look at the rest too: one complete later in the list is done with
+      // (else WaitingMoved saw it complete on every look, and its worker
+      // never slept), and a failed one fails this task now.
+      waiting = true;
+      continue;
     }
     u32 rc = t->rc_;
     std::string msg;
@@ -371,6 +376,7 @@ DepState CheckPredecessors(RunContext *r, Status *st) {
     }
     deps[i] = hipc::Pointer::GetNull();
   }
+  if (waiting) return DepState::kWaiting;
   deps.clear();
   return DepState::kReady;
 }

@@ -442,6 +442,58 @@ TEST_F(TaskGraphTest, ADependentThatCanNeverRunDoesNotHoldUpTheStop) {
   rt_.reset();  // stopped: TearDown has nothing to stop
 }
 
+/** CPU seconds (user + system) process `pid` has used, from /proc. */
+double CpuSeconds(pid_t pid) {
+  FILE *f = fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return -1;
+  char buf[1024] = {0};
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')');  // fields after the command name
+  unsigned long long utime = 0, stime = 0;
+  if (!p ||
+      sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+             &utime, &stime) != 2) {
+    return -1;
+  }
+  return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
+}
+
+// A dependent whose first predecessor still runs and whose second is done:
+// its worker sleeps while it waits, and a stop does not wait out the drain
+// for it. Before, the check stopped at the first predecessor still running,
+// never took the done one off the list, and every look at the waiting task
+// found "a predecessor completed": the worker never slept (0.9 s of CPU a
+// second) and the stop took the whole drain.
+TEST_F(TaskGraphTest, ADependentWithOneDonePredecessorLetsItsWorkerSleep) {
+  auto never = NewWhere(pool_, 0);  // never sent
+  auto done = chi::Submit(NewWhere(pool_, 0));
+  ASSERT_TRUE(done->WaitFor(5000000));
+  auto t = NewWhere(pool_, 0);
+  ASSERT_TRUE(chi::SetDependencies(t.ptr_, {never.ptr_, done.ptr_}).ok());
+  chi::Submit(t);
+  EXPECT_FALSE(t->WaitFor(50000));  // it waits in the runtime
+  const double cpu0 = CpuSeconds(rt_->pid());
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const double cpu = CpuSeconds(rt_->pid()) - cpu0;
+  ASSERT_GE(cpu0, 0);
+  printf("the runtime used %.2f s of CPU in 1 s\n", cpu);
+  EXPECT_LT(cpu, 0.3) << "a worker polls the waiting task";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(rt_->Stop().ok()) << rt_->Log();
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  EXPECT_LT(took, 3.0) << "the stop waited out the drain";
+  ASSERT_TRUE(t->WaitFor(1000000));
+  EXPECT_FALSE(t->GetStatus().ok());
+  CHI_IPC->DelTask(t);
+  CHI_IPC->DelTask(done);
+  CHI_IPC->DelTask(never);
+  rt_.reset();  // stopped: TearDown has nothing to stop
+}
+
 TEST_F(TaskGraphTest, ReadyTaskBehindManyWaitingOnesStarts) {
   // A worker looks at its waiting tasks oldest first and stops after a run
   // of them still waits; the few it then sweeps round robin must still
