@@ -2172,6 +2172,19 @@ Status PeriodicEnd(const RunContext *r) {
   }
   return Status::Ok();
 }
+
+/** How periodic task `r` ends when it stops without having failed: OK if
+ * its submitter asked; Aborted if its pool is being destroyed or the
+ * runtime stops (`stopping`), so that a caller (and its dependents) can
+ * tell those from a stop it asked for. */
+Status PeriodicStopped(const RunContext *r, bool stopping) {
+  if (StopWanted(r)) return Status::Ok();
+  if (r->container_->destroying_.load(std::memory_order_relaxed)) {
+    return Status::Aborted("the pool was destroyed");
+  }
+  if (stopping) return Status::Aborted("the runtime is stopping");
+  return Status::Ok();
+}
 }  // namespace
 
 bool Worker::CheckPeriodic(u64 now) {
@@ -2189,7 +2202,7 @@ bool Worker::CheckPeriodic(u64 now) {
     periodic_.pop_back();
     did = true;
     if (stop || !end.ok()) {
-      Complete(r, end);
+      Complete(r, end.ok() ? PeriodicStopped(r, stop_.load()) : end);
     } else {
       Start(r);
     }
@@ -2212,6 +2225,9 @@ CHI_WORKER_HOT void Worker::Finish(RunContext *r) {
     Status end = PeriodicEnd(r);
     if (!end.ok()) return Complete(r, end);
     return ParkPeriodic(r);  // the task stays in flight
+  }
+  if (t->IsPeriodic() && t->rc_ == 0) {
+    return Complete(r, PeriodicStopped(r, stop_.load()));
   }
   Complete(r, Status::Ok());
 }

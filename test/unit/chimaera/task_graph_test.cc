@@ -494,6 +494,43 @@ TEST_F(TaskGraphTest, ADependentWithOneDonePredecessorLetsItsWorkerSleep) {
   rt_.reset();  // stopped: TearDown has nothing to stop
 }
 
+// A periodic task ended by its pool's destruction completes with Aborted,
+// and so its dependents fail; only a stop its submitter asks for is OK.
+// Before, it completed OK, and a dependent ran as if it had been stopped.
+TEST_F(TaskGraphTest, APeriodicTaskEndedByItsPoolsDestructionIsAborted) {
+  chi::admin::Client admin;
+  auto tmp = admin.GetOrCreatePool("graph_tmp", "queue_test_mod", 1);
+  ASSERT_TRUE(tmp.ok()) << tmp.status();
+  auto p = NewWhere(*tmp, 0);
+  p->SetPeriodic(1e6);
+  auto dep = NewWhere(pool_, 0);
+  ASSERT_TRUE(chi::SetDependencies(dep.ptr_, {p.ptr_}).ok());
+  chi::Submit(p);
+  chi::Submit(dep);
+  EXPECT_FALSE(p->WaitFor(50000));  // it runs every millisecond
+  ASSERT_TRUE(admin.DestroyPool(*tmp).ok());
+  ASSERT_TRUE(p->WaitFor(5000000));
+  EXPECT_EQ(p->GetStatus().code(), hshm::StatusCode::kAborted)
+      << p->GetStatus();
+  EXPECT_NE(p->GetStatus().message().find("the pool was destroyed"),
+            std::string::npos)
+      << p->GetStatus();
+  ASSERT_TRUE(dep->WaitFor(5000000));
+  EXPECT_EQ(dep->GetStatus().code(), hshm::StatusCode::kAborted)
+      << dep->GetStatus();
+  CHI_IPC->DelTask(dep);
+  CHI_IPC->DelTask(p);
+  // Asked to stop, a periodic task still ends OK.
+  auto q = NewWhere(pool_, 0);
+  q->SetPeriodic(1e6);
+  chi::Submit(q);
+  EXPECT_FALSE(q->WaitFor(20000));
+  q->RequestStop();
+  ASSERT_TRUE(q->WaitFor(5000000));
+  EXPECT_TRUE(q->GetStatus().ok()) << q->GetStatus();
+  CHI_IPC->DelTask(q);
+}
+
 TEST_F(TaskGraphTest, ReadyTaskBehindManyWaitingOnesStarts) {
   // A worker looks at its waiting tasks oldest first and stops after a run
   // of them still waits; the few it then sweeps round robin must still
