@@ -131,7 +131,19 @@ struct SetPlacementTask : public MigrateContainerTask {
 /** Internal (the automatic policy, to an overloaded node): move this
  * node's busiest container that can move to to_node_ (target_ and
  * container_ unused; moved_pool_ and moved_container_ say what moved). */
-struct OffloadTask : public MigrateContainerTask {};
+struct OffloadTask : public MigrateContainerTask {
+  /** Tasks in flight on to_node_ as the coordinator last saw them: only a
+   * container with at most 3/4 of the difference between its node's load
+   * now and this in flight moves (a bigger one would leave to_node_ the
+   * busier, and move back next time). */
+  CHI_IN u64 to_load_ = 0;
+  /** The base's fields, then to_load_. */
+  template <typename Ar>
+  void Fields(Ar &ar) {
+    MigrateContainerTask::Fields(ar);
+    ar.In(to_load_);
+  }
+};
 
 /** Pins container container_ of pool target_ to worker worker_ of the node
  * holding it (Container::PinToWorker): any node takes it and hands it to

@@ -657,15 +657,30 @@ class Runtime : public Module<Runtime, Admin> {
 
   /** The automatic policy's request to an overloaded node: move its
    * busiest container that can move (a pool on several nodes whose module
-   * saves state) to node to_node_. Reports it in moved_pool_ /
-   * moved_container_; NotFound if none could move. */
+   * saves state) and whose move evens the load out to node to_node_: busy,
+   * and with at most 3/4 of this node's load now less to_load_ in flight.
+   * Reports it in moved_pool_ / moved_container_; NotFound if none could
+   * move. */
   void Run(OffloadTask *task, RunContext &rctx) {
     const NodeId to = task->to_node_;
-    Status last =
-        Status::NotFound("node " + std::to_string(CHI_IPC->node_id()) +
-                         " has no container that can move");
+    // This node's load now (the coordinator's view of it may be old: a
+    // draining node's containers looked small beside it).
+    const u64 here = CHI_POOL_MANAGER->LocalInflight();
+    const u64 gap = here > task->to_load_ ? here - task->to_load_ : 0;
+    Status last = Status::NotFound(
+        "node " + std::to_string(CHI_IPC->node_id()) +
+        " has no container that can move and whose move would even out the "
+        "load (" +
+        std::to_string(here) + " tasks in flight, node " + std::to_string(to) +
+        " " + std::to_string(task->to_load_) + ")");
     for (const auto &cand : CHI_POOL_MANAGER->LocalContainersByLoad()) {
       if (cand.pool == kAdminPoolId) continue;
+      // Moving one that carries most of the gap would make `to` the busier
+      // node, and the next round would move it back (a container bounced
+      // between two nodes for as long as it stayed busy).
+      if (cand.inflight == 0 || 4 * u64{cand.inflight} > 3 * gap) {
+        continue;
+      }
       auto spec = CHI_POOL_MANAGER->GetSpec(cand.pool);
       if (!spec.ok() || spec->nodes.size() < 2 ||
           std::find(spec->nodes.begin(), spec->nodes.end(), to) ==

@@ -455,6 +455,7 @@ void WorkOrchestrator::CheckOverload() {
       CHI_IPC->NewTaskNode(), DomainQuery::GetGlobalId(worst - 1));
   if (t.IsNull()) return;
   t->to_node_ = best;
+  t->to_load_ = load[best];
   Submit(t);
   offload_ = t.template Cast<Task>();
 }
