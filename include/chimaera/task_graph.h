@@ -197,9 +197,10 @@ class TaskGroup {
 
   /** Ok, or OutOfMemory if the counter could not be allocated. */
   const Status &status() const { return status_; }
-  /** Makes `task` a member. REQUIRES: not sent yet, not in another group.
-   * Errors: OutOfMemory (this group's counter or the task's extension
-   * could not be allocated). */
+  /** Makes `task` a member (once: adding a member again changes nothing).
+   * REQUIRES: not sent yet. Errors: InvalidArgument if it is in another
+   * group (that group counts it), OutOfMemory (this group's counter or the
+   * task's extension could not be allocated). */
   Status Add(Task *task);
   /** Members not yet complete. */
   u32 pending() const;

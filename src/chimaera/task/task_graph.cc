@@ -281,6 +281,14 @@ TaskGroup::~TaskGroup() {
 Status TaskGroup::Add(Task *task) {
   if (shm_.IsNull()) return status_;
   TaskExt *ext = OwnExt(task);
+  if (ext && !ext->group_.IsNull()) {
+    // Counted once: a second count would never come down.
+    if (ext->group_ == shm_.shm_ && ext->group_gen_ == shm_->gen_) {
+      return Status::Ok();
+    }
+    return Status::InvalidArgument(
+        "the task is in another group already (a task counts in one group)");
+  }
   if (!ext) {
     ext = ResizeExt(task, 0);
     if (!ext) return Status::OutOfMemory("main segment is full");

@@ -109,6 +109,24 @@ TEST_F(TaskGraphTest, GroupWaitsForAllMembersOnce) {
   }
 }
 
+// A task added to its group twice counts once, and one in a group cannot
+// join another (the first counts it). Before, each Add counted, and the
+// group waited for a member that would never come.
+TEST_F(TaskGraphTest, AMemberAddedTwiceCountsOnce) {
+  chi::TaskGroup group, other;
+  auto t = NewWhere(pool_, 0);
+  ASSERT_TRUE(group.Add(t.ptr_).ok());
+  ASSERT_TRUE(group.Add(t.ptr_).ok());
+  EXPECT_EQ(group.pending(), 1u);
+  chi::Status s = other.Add(t.ptr_);
+  EXPECT_EQ(s.code(), hshm::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(other.pending(), 0u);
+  chi::Submit(t);
+  EXPECT_TRUE(group.WaitFor(5 * 1000 * 1000)) << group.pending();
+  EXPECT_TRUE(other.WaitFor(0));
+  CHI_IPC->DelTask(t);
+}
+
 // A fire-and-forget member that could not be sent (its lane stayed full
 // while the runtime was stopped) counts as done: Submit freed it without
 // counting it down, and the group's wait never ended.
