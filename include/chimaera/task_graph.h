@@ -197,10 +197,11 @@ class TaskGroup {
 
   /** Ok, or OutOfMemory if the counter could not be allocated. */
   const Status &status() const { return status_; }
-  /** Makes `task` a member (once: adding a member again changes nothing).
-   * REQUIRES: not sent yet. Errors: InvalidArgument if it is in another
-   * group (that group counts it), OutOfMemory (this group's counter or the
-   * task's extension could not be allocated). */
+  /** Makes `task` a member (once: adding it again before it is sent
+   * changes nothing; a task that completed and is sent again joins afresh).
+   * REQUIRES: not sent yet. Errors: InvalidArgument if another group counts
+   * it (it joined that group and was not sent since), OutOfMemory (this
+   * group's counter or the task's extension could not be allocated). */
   Status Add(Task *task);
   /** Members not yet complete. */
   u32 pending() const;

@@ -281,8 +281,10 @@ TaskGroup::~TaskGroup() {
 Status TaskGroup::Add(Task *task) {
   if (shm_.IsNull()) return status_;
   TaskExt *ext = OwnExt(task);
-  if (ext && !ext->group_.IsNull()) {
-    // Counted once: a second count would never come down.
+  // A member not sent since it joined is counted once (a second count would
+  // never come down) and stays in its group. One that completed since (it
+  // is being sent again) was counted down already: it joins afresh.
+  if (ext && !ext->group_.IsNull() && !task->IsComplete()) {
     if (ext->group_ == shm_.shm_ && ext->group_gen_ == shm_->gen_) {
       return Status::Ok();
     }

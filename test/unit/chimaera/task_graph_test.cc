@@ -109,9 +109,10 @@ TEST_F(TaskGraphTest, GroupWaitsForAllMembersOnce) {
   }
 }
 
-// A task added to its group twice counts once, and one in a group cannot
-// join another (the first counts it). Before, each Add counted, and the
-// group waited for a member that would never come.
+// A task added to its group twice before it is sent counts once, and one
+// in a group cannot join another until it completed (the first counts it).
+// Before, each Add counted, and the group waited for a member that would
+// never come. A task sent again after it completed joins a group afresh.
 TEST_F(TaskGraphTest, AMemberAddedTwiceCountsOnce) {
   chi::TaskGroup group, other;
   auto t = NewWhere(pool_, 0);
@@ -124,6 +125,14 @@ TEST_F(TaskGraphTest, AMemberAddedTwiceCountsOnce) {
   chi::Submit(t);
   EXPECT_TRUE(group.WaitFor(5 * 1000 * 1000)) << group.pending();
   EXPECT_TRUE(other.WaitFor(0));
+  // Sent again once complete, it joins afresh: this group or another.
+  for (chi::TaskGroup *g : {&group, &other}) {
+    ASSERT_TRUE(g->Add(t.ptr_).ok());
+    EXPECT_EQ(g->pending(), 1u);
+    chi::Submit(t);
+    EXPECT_TRUE(g->WaitFor(5 * 1000 * 1000)) << g->pending();
+    EXPECT_TRUE(t->IsComplete());
+  }
   CHI_IPC->DelTask(t);
 }
 
