@@ -188,7 +188,8 @@ Connection &Conn() { return *g_conn.load(std::memory_order_acquire); }
  * Connection in the parent's state (the old one is leaked, its mutexes
  * perhaps held by the parent's other threads), and its Futures made before
  * the fork become inert (their tasks are the parent's to wait for and
- * free). The core client re-registers the child at its first Send. Runs in
+ * free). The core client registers the child at its first shared-memory
+ * block or Send. Runs in
  * the child, one thread, GIL held. */
 void AfterForkInChild() {
   Connection *old = g_conn.load(std::memory_order_acquire);

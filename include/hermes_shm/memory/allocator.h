@@ -449,11 +449,12 @@ class HeapLockWaitLimit {
 /** Sets `fn` (null: none) to be called by the first thread of a process
  * that claims a heap block as its owner under a pid not seen before: once
  * in the process that sets it, and once more in each forked child, before
- * the child's first block carries its pid (a client registers that pid with
- * whoever frees a dead process's blocks). It runs on the allocating thread
- * before any heap lock is taken, and may allocate (it is not re-entered).
- * Two threads of one new process could both call it: it must be
- * idempotent. Any thread; takes effect for later allocations. */
+ * that thread's first block carries the child's pid (a client registers
+ * the pid with whoever frees a dead process's blocks). It runs on the
+ * allocating thread before any heap lock is taken, and may allocate (it is
+ * not re-entered). Other threads of the process do not wait for it: one
+ * the child starts meanwhile may claim blocks before it returns. Any
+ * thread; takes effect for later allocations. */
 void SetNewOwnerHook(void (*fn)());
 
 namespace internal {

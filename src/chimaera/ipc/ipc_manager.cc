@@ -168,7 +168,8 @@ Status IpcManager::Handshake(const std::string &host, u32 port,
 
 void IpcManager::AfterForkInChild() {
   // Single-threaded here (the child of fork). Only a store: the work waits
-  // for the child's first Send, so that fork+exec costs nothing.
+  // for the child's first heap block or Send (RegisterIfForked), so that
+  // fork+exec costs nothing.
   IpcManager *m = CHI_IPC;
   if (m->initialized_ && !m->is_runtime_) {
     m->attach_gen_ = g_attach_counter.fetch_add(1) + 1;

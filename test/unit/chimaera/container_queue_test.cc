@@ -608,7 +608,7 @@ TEST_F(FiberDeadlineTest, AWaitInAMethodThatNeverWaitsFailsAtOnce) {
         });
     ASSERT_TRUE(s.ok()) << s;
     EXPECT_EQ(done, 0u);
-    EXPECT_LT(waited_us, 1000u);
+    EXPECT_LT(waited_us, 100u * 1000);  // 60 s without the change
   }
   auto echo = chi::admin::Client().Echo(7);
   ASSERT_TRUE(echo.ok()) << echo.status();

@@ -191,9 +191,10 @@ class Runtime : public chi::Container {
 
   /** See kInlineWait. */
   void InlineWait(InlineWaitTask *task, chi::RunContext &rctx) {
+    // It spins 200 ms: not done when the wait gives up, wherever it runs.
     auto sub = CHI_IPC->NewTaskDefault<WhereTask>(
         task->task_node_.Child(), pool_id_, chi::DomainQuery::GetGlobalId(0),
-        chi::kLowLatency, 0);
+        chi::kLowLatency, 200 * 1000);
     if (sub.IsNull()) return task->SetStatus(chi::Status::OutOfMemory("sub"));
     chi::Submit(sub);
     const chi::u64 start = hshm::NowNs();

@@ -41,7 +41,8 @@ static GLOBAL_CROSS_CONST chi::MethodId kDeadline =
     chi::BaseMethod::kCustom + 7;
 
 /** An InlineWaitTask (kNeverWaits, so it runs without a fiber) that breaks
- * its promise: it sends a Where subtask to container 0 and waits for it at
+ * its promise: it sends a Where subtask (spinning 200 ms) to container 0
+ * and waits for it at
  * the thread's deadline, reporting how long the wait took and whether the
  * subtask was done. */
 static GLOBAL_CROSS_CONST chi::MethodId kInlineWait =
