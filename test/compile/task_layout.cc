@@ -38,8 +38,8 @@ void MakeOne() {
   Runtime rt;
   (void)rt;
 #else
-  auto t = chi::NewMethodTask<Layout, PutTask>(
-      chi::TaskNode(), chi::PoolId(), chi::DomainQuery(), chi::u64{1});
+  auto t = chi::NewMethodTask<Layout, PutTask>(chi::TaskNode(), chi::PoolId(),
+                                               chi::DomainQuery(), chi::u64{1});
   (void)t;
 #endif
 }

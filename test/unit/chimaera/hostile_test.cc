@@ -92,6 +92,12 @@ class HostileTest : public ::testing::Test {
     g_attacks++;
   }
 
+  /** Forks a child of this client that runs `child` (no gtest macros
+   * there: it returns its exit status, 0 when all went well) and exits,
+   * then expects the reaper to free everything the child left. Defined
+   * below, after the helpers it uses. */
+  void ExpectForkedChildReaped(int (*child)());
+
   /** Sends an Echo on every lane and waits for it: everything pushed on a
    * lane before it has been popped once it completes. */
   void FlushLanes() {
@@ -1235,28 +1241,13 @@ TEST(ReaperWaitTest, TheLanesAreWaitedForOnlyReapWaitMs) {
   EXPECT_TRUE(rt.Stop().ok()) << rt.Log();
 }
 
-// A forked child of a client inherits its attachment and registers its own
-// pid at its first Send, so that the reaper frees what the child leaves
-// when it dies (its blocks carry its pid). Before, a forked child was never
-// registered: its blocks stayed allocated for good.
-TEST_F(HostileTest, AForkedClientIsReapedToo) {
+void HostileTest::ExpectForkedChildReaped(int (*child)()) {
   FlushLanes();
   std::vector<u_int64_t> base = SegmentBytes();
   u_int64_t pending = 0, reaped = 0;
   ASSERT_TRUE(ReaperCounts(&pending, &reaped));
   pid_t pid = fork();
-  if (pid == 0) {
-    // No gtest macros in the child: its exit status says how it went.
-    chi::admin::Client admin;
-    auto v = admin.Echo(5);  // its first Send registers it
-    if (!v.ok() || *v != 5) _exit(1);
-    // Left behind: a task it never waits for, and two buffers.
-    auto t = admin.AsyncEcho(3);
-    if (t.IsNull()) _exit(2);
-    if (CHI_IPC->AllocateBuffer(1000).IsNull()) _exit(3);
-    if (CHI_IPC->AllocateBuffer(100000).IsNull()) _exit(4);
-    _exit(0);
-  }
+  if (pid == 0) _exit(child());
   ASSERT_GT(pid, 0);
   int st = 0;
   ASSERT_EQ(waitpid(pid, &st, 0), pid);
@@ -1264,6 +1255,23 @@ TEST_F(HostileTest, AForkedClientIsReapedToo) {
   WaitReaped(reaped + 1);
   FlushLanes();
   EXPECT_EQ(SegmentBytes(), base) << "main, client_data, runtime_data";
+}
+
+// A forked child of a client inherits its attachment and registers its own
+// pid (before its first block of shared memory), so that the reaper frees
+// what the child leaves when it dies (its blocks carry its pid). Before, a
+// forked child was never registered: its blocks stayed allocated for good.
+TEST_F(HostileTest, AForkedClientIsReapedToo) {
+  ExpectForkedChildReaped([] {
+    chi::admin::Client admin;
+    auto v = admin.Echo(5);  // its first task registers it
+    if (!v.ok() || *v != 5) return 1;
+    // Left behind: a task it never waits for, and two buffers.
+    if (admin.AsyncEcho(3).IsNull()) return 2;
+    if (CHI_IPC->AllocateBuffer(1000).IsNull()) return 3;
+    if (CHI_IPC->AllocateBuffer(100000).IsNull()) return 4;
+    return 0;
+  });
   ExpectServes10kEchoes();
 }
 
@@ -1272,26 +1280,14 @@ TEST_F(HostileTest, AForkedClientIsReapedToo) {
 // hook). Before, it registered at its first Send only, and what it left
 // stayed allocated for good.
 TEST_F(HostileTest, AForkedClientThatNeverSendsIsReapedToo) {
-  FlushLanes();
-  std::vector<u_int64_t> base = SegmentBytes();
-  u_int64_t pending = 0, reaped = 0;
-  ASSERT_TRUE(ReaperCounts(&pending, &reaped));
-  pid_t pid = fork();
-  if (pid == 0) {
-    // No gtest macros in the child: its exit status says how it went.
-    auto t = CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(uint64_t{3});
-    if (t.IsNull()) _exit(2);
-    if (CHI_IPC->AllocateBuffer(1000).IsNull()) _exit(3);
-    if (CHI_IPC->AllocateBuffer(100000).IsNull()) _exit(4);
-    _exit(0);
-  }
-  ASSERT_GT(pid, 0);
-  int st = 0;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
-  WaitReaped(reaped + 1);
-  FlushLanes();
-  EXPECT_EQ(SegmentBytes(), base) << "main, client_data, runtime_data";
+  ExpectForkedChildReaped([] {
+    if (CHI_IPC->NewTaskDefault<chi::admin::EchoTask>(uint64_t{3}).IsNull()) {
+      return 2;
+    }
+    if (CHI_IPC->AllocateBuffer(1000).IsNull()) return 3;
+    if (CHI_IPC->AllocateBuffer(100000).IsNull()) return 4;
+    return 0;
+  });
 }
 
 // The runtime's pid and start time in `main` are for tools only. A client
