@@ -111,6 +111,13 @@ Status ServerConfig::ParseYAML(const YAML::Node &root) {
         CheckRange("network.heartbeat_ms", heartbeat_ms_, 10, 60000));
     HSHM_RETURN_IF_ERROR(
         CheckRange("network.dead_after_ms", dead_after_ms_, 50, 600000));
+    if (dead_after_ms_ < 2 * static_cast<u64>(heartbeat_ms_)) {
+      return Status::InvalidArgument(
+          "key 'network.dead_after_ms': " + std::to_string(dead_after_ms_) +
+          " is under twice network.heartbeat_ms (" +
+          std::to_string(heartbeat_ms_) +
+          "): a live node would be taken for dead between two heartbeats");
+    }
     HSHM_RETURN_IF_ERROR(
         ReadScalar(n, "network.request_timeout_ms", &request_timeout_ms_));
     HSHM_RETURN_IF_ERROR(CheckRange("network.request_timeout_ms",

@@ -127,12 +127,14 @@ int main(int argc, char **argv) {
   std::string watch_arg, wait_arg;
   unsigned count = 0;
   app.add_flag("--json", json, "Print one JSON object (per refresh)");
-  app.add_option("--watch", watch_arg,
-                 "Refresh every SECONDS (default 1) with tasks/s deltas; "
-                 "Ctrl-C stops")
-      ->expected(0, 1);
+  CLI::Option *watch_opt =
+      app.add_option("--watch", watch_arg,
+                     "Refresh every SECONDS (default 1) with tasks/s deltas; "
+                     "Ctrl-C stops")
+          ->expected(0, 1);
   app.add_option("--count", count, "With --watch: stop after N refreshes")
-      ->check(CLI::Range(1u, 1000000u));
+      ->check(CLI::Range(1u, 1000000u))
+      ->needs(watch_opt);
   app.add_option("--wait", wait_arg,
                  "Wait up to SECONDS (default 30) for a runtime to answer")
       ->expected(0, 1);

@@ -75,6 +75,10 @@ TEST(ConfigTest, BadInputNamesTheKey) {
   ExpectError("network:\n  port: 9600\n  rpc_port: 9600\n",
               "network.rpc_port': 9600 is network.port as well");
   ExpectError("network:\n  port: 9600\n  port: 9601\n", "given twice");
+  // A node would be taken for dead between two heartbeats.
+  ExpectError("network:\n  heartbeat_ms: 3000\n  dead_after_ms: 500\n",
+              "key 'network.dead_after_ms': 500 is under twice "
+              "network.heartbeat_ms (3000)");
   ExpectError("queue:\n  depth: [1, 2]\n", "key 'queue.depth'");
   ExpectError("workers: [\n", "YAML");
 }

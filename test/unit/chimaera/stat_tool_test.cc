@@ -226,6 +226,11 @@ TEST(StatToolTest, WaitTimesOutClearlyThenSucceedsOnceARuntimeAnswers) {
   EXPECT_LT(secs, 10);
   EXPECT_NE(out.find("no runtime answered within 1 s"), std::string::npos)
       << out;
+  // --count means nothing without --watch: refused, not ignored.
+  EXPECT_NE(RunProgram({Bin("chimaera_stat"), "--count", "3"}, rt.config_path(),
+                       &out),
+            0);
+  EXPECT_NE(out.find("--count requires --watch"), std::string::npos) << out;
 
   // A runtime that comes up while chimaera_stat waits is found.
   int rc = -1;
