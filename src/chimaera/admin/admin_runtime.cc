@@ -663,9 +663,15 @@ class Runtime : public Module<Runtime, Admin> {
    * move. */
   void Run(OffloadTask *task, RunContext &rctx) {
     const NodeId to = task->to_node_;
-    // This node's load now (the coordinator's view of it may be old: a
-    // draining node's containers looked small beside it).
-    const u64 here = CHI_POOL_MANAGER->LocalInflight();
+    // This node's load now, in the containers that may move (the
+    // coordinator's view may be old: a draining node's containers looked
+    // small beside it; and the admin pool's own tasks, this one included,
+    // made a nearly drained hot container look like part of a bigger load).
+    const auto cands = CHI_POOL_MANAGER->LocalContainersByLoad();
+    u64 here = 0;
+    for (const auto &cand : cands) {
+      if (cand.pool != kAdminPoolId) here += cand.inflight;
+    }
     const u64 gap = here > task->to_load_ ? here - task->to_load_ : 0;
     Status last = Status::NotFound(
         "node " + std::to_string(CHI_IPC->node_id()) +
@@ -673,7 +679,7 @@ class Runtime : public Module<Runtime, Admin> {
         "load (" +
         std::to_string(here) + " tasks in flight, node " + std::to_string(to) +
         " " + std::to_string(task->to_load_) + ")");
-    for (const auto &cand : CHI_POOL_MANAGER->LocalContainersByLoad()) {
+    for (const auto &cand : cands) {
       if (cand.pool == kAdminPoolId) continue;
       // Moving one that carries most of the gap would make `to` the busier
       // node, and the next round would move it back (a container bounced
